@@ -1,0 +1,1 @@
+"""One module per ecosystem, each behind the small `Ecosystem` protocol in `base.py`."""

@@ -1,0 +1,82 @@
+"""The small interface every ecosystem adapter implements, and the value types they share.
+Nothing here does I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Digest:
+    """A declared digest from upstream metadata: algorithm in {sha512, sha256, sha1}, hex value."""
+
+    algorithm: str
+    hexdigest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRef:
+    """What a local artifact path stands for, found in metadata the mirror fetched itself."""
+
+    ecosystem: str
+    package: str
+    version: str
+    filename: str
+    upstream_url: str
+    digests: tuple[Digest, ...]
+    content_type: str = "application/octet-stream"
+    size: int | None = None
+    published_at: datetime | None = None
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.ecosystem}/{self.package}/{self.version}/{self.filename}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendered:
+    """A pre-rendered, filtered view: served as bytes with no per-request work.
+
+    `valid_until` is the next quarantine boundary (when the view would change by the clock
+    alone); None means it changes only with upstream or policy."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    gzipped: bytes | None = None
+    valid_until: datetime | None = None
+    last_modified: datetime | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """Why a version (or file) is visible or not, for `/api/v1/explain`."""
+
+    ecosystem: str
+    package: str
+    version: str
+    verdict: str
+    detail: str
+    published_at: datetime | None = None
+    until: datetime | None = None
+    rule: Mapping[str, Any] | None = None
+    files: tuple[Mapping[str, Any], ...] = ()
+
+
+class Ecosystem(Protocol):
+    name: str
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        """The aiohttp routes this adapter serves, under its own URL prefix."""
+        ...
+
+    async def explain(self, package: str, version: str) -> Explanation:
+        """Why `package@version` is allowed, held, blocked or exempted right now."""
+        ...

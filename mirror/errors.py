@@ -1,0 +1,147 @@
+"""The mirror's error tree. Each error carries an HTTP status, a machine-readable reason and
+data; one middleware in `app.py` renders them. Nothing here does I/O.
+
+Our exception hierarchy::
+
+    MirrorError                       500 internal
+    ├── BadRequest                    400 bad-request
+    ├── Unauthorized                  401 unauthorized
+    ├── Forbidden                     403 forbidden
+    ├── NotFound                      404 not-found
+    │   └── EcosystemDisabled         404 ecosystem-disabled
+    ├── Held                          403 (policy refused a version)
+    │   ├── Quarantined               403 quarantined  (data: until)
+    │   └── Blocked                   403 blocked      (data: block)
+    ├── UpstreamError                 502 upstream
+    │   ├── UpstreamUnavailable       502/503/504 upstream-unavailable
+    │   ├── UpstreamNotFound          404 not-found (upstream said 404/410)
+    │   ├── HostNotAllowed            502 host-not-allowed
+    │   └── BadUpstreamDocument       502 bad-upstream-document
+    ├── IntegrityError                502 integrity (bytes did not match the declared digest)
+    ├── StorageFull                   507 storage-full
+    ├── StateUnavailable              503 state-unavailable
+    └── PolicyUnavailable             503 policy-unavailable (fail closed)
+
+`ConfigError` is not an HTTP error: it stops start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the key and the bad value."""
+
+
+class MirrorError(Exception):
+    """Base of every error the mirror answers a client with."""
+
+    status: int = 500
+    reason: str = "internal"
+
+    def __init__(self, message: str, *, status: int | None = None, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.data: dict[str, Any] = data
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body DESIGN.md promises: error, reason, until, block, plus extra data."""
+        body: dict[str, Any] = {"error": self.message, "reason": self.reason}
+        body.update({"until": None, "block": None})
+        body.update(self.data)
+        return body
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadRequest(MirrorError):
+    status = 400
+    reason = "bad-request"
+
+
+class Unauthorized(MirrorError):
+    status = 401
+    reason = "unauthorized"
+
+
+class Forbidden(MirrorError):
+    status = 403
+    reason = "forbidden"
+
+
+class NotFound(MirrorError):
+    status = 404
+    reason = "not-found"
+
+
+class EcosystemDisabled(NotFound):
+    reason = "ecosystem-disabled"
+
+
+class Held(MirrorError):
+    """Policy refuses this version or file. Never a 5xx: clients would retry or report an outage."""
+
+    status = 403
+
+
+class Quarantined(Held):
+    reason = "quarantined"
+
+    def __init__(self, message: str, *, until: datetime | None, **data: Any) -> None:
+        super().__init__(message, until=until.isoformat() if until else None, **data)
+        self.until = until
+
+
+class Blocked(Held):
+    reason = "blocked"
+
+    def __init__(self, message: str, *, block: dict[str, Any], **data: Any) -> None:
+        super().__init__(message, block=block, **data)
+        self.block = block
+
+
+class UpstreamError(MirrorError):
+    status = 502
+    reason = "upstream"
+
+
+class UpstreamUnavailable(UpstreamError):
+    reason = "upstream-unavailable"
+
+
+class UpstreamNotFound(UpstreamError):
+    status = 404
+    reason = "not-found"
+
+
+class HostNotAllowed(UpstreamError):
+    reason = "host-not-allowed"
+
+
+class BadUpstreamDocument(UpstreamError):
+    reason = "bad-upstream-document"
+
+
+class IntegrityError(MirrorError):
+    status = 502
+    reason = "integrity"
+
+
+class StorageFull(MirrorError):
+    status = 507
+    reason = "storage-full"
+
+
+class StateUnavailable(MirrorError):
+    status = 503
+    reason = "state-unavailable"
+
+
+class PolicyUnavailable(MirrorError):
+    status = 503
+    reason = "policy-unavailable"

@@ -1,0 +1,120 @@
+"""The shared-state interface and its record types. Backends (`local` = SQLite in the data
+dir, `redis` = many replicas) implement `StateStore`; one contract suite tests both.
+State holds no policy logic: it stores and returns records; `policy` interprets them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+RuleKind = Literal["block", "exemption", "freeze"]
+RULE_KINDS: tuple[RuleKind, ...] = ("block", "exemption", "freeze")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleRecord:
+    """A block, exemption or freeze as stored. `versions` is a spec in the ecosystem's own
+    syntax (`*` for all). `expires_at` None = until deleted. `data` carries kind-specific
+    fields (a freeze's `published_after`, for example)."""
+
+    id: str
+    kind: RuleKind
+    ecosystem: str
+    package: str
+    versions: str
+    reason: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadEvent:
+    """One artifact served to one client: the ledger behind "who already pulled it?"."""
+
+    ecosystem: str
+    package: str
+    version: str
+    filename: str
+    client: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One admin change: who (token name, client address), when, what, before and after."""
+
+    at: datetime
+    actor: str
+    client: str
+    action: str
+    target: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+class StateStore(Protocol):
+    """Async shared state. Every method raises `errors.StateUnavailable` when the backend
+    cannot answer; callers fail closed on it."""
+
+    async def open(self) -> None:
+        """Connect / create schema. Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return when the backend answers; raise StateUnavailable otherwise."""
+        ...
+
+    # rules (blocks, exemptions, freezes) -------------------------------------------------
+    async def add_rule(self, rule: RuleRecord) -> None:
+        """Store `rule` (its id is chosen by the caller) and bump the policy version."""
+        ...
+
+    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
+        """Delete and return the rule, or None if absent; bumps the policy version if found."""
+        ...
+
+    async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
+        """All stored rules of `kind` (all kinds if None), oldest first."""
+        ...
+
+    # change notification -----------------------------------------------------------------
+    async def policy_version(self) -> int:
+        """A counter that grows with every rule change; cheap to read."""
+        ...
+
+    def watch(self) -> AsyncIterator[int]:
+        """Yield the new policy version after each change made by any worker or replica,
+        within one second of the change. Runs until cancelled."""
+        ...
+
+    # publish-time cache (e.g. Maven .pom Last-Modified), kept forever ------------------------
+    async def get_publish_time(self, ecosystem: str, key: str) -> datetime | None: ...
+
+    async def set_publish_time(self, ecosystem: str, key: str, at: datetime) -> None: ...
+
+    # first digest seen per artifact: later different bytes are an attack signal --------------
+    async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
+        """Store `digest` for `key` if none is stored; return the stored (first) digest."""
+        ...
+
+    # download ledger --------------------------------------------------------------------------
+    async def record_download(self, event: DownloadEvent) -> None: ...
+
+    async def downloads(
+        self, ecosystem: str, package: str, *, since: datetime | None = None
+    ) -> list[DownloadEvent]:
+        """Download events of one package (all versions), oldest first."""
+        ...
+
+    # audit log -----------------------------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        ...
