@@ -1,0 +1,96 @@
+"""Every Prometheus metric, defined once, on the app's own `CollectorRegistry` (never the
+global default registry: two apps in one test process would collide). Labels are bounded:
+never package names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The mirror's metrics. `kind` labels: metadata, artifact, admin, health, other."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: Path | None = None
+    ) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mirror_requests_total", "HTTP requests answered",
+            ["ecosystem", "kind", "status"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "mirror_request_seconds", "Time to answer a request (headers sent)",
+            ["ecosystem", "kind"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cache_hits = Counter(
+            "mirror_cache_hits_total", "Requests answered from the local cache",
+            ["ecosystem", "kind"], registry=r,
+        )  # fmt: skip
+        self.cache_misses = Counter(
+            "mirror_cache_misses_total", "Requests that needed upstream",
+            ["ecosystem", "kind"], registry=r,
+        )  # fmt: skip
+        self.bytes_served = Counter(
+            "mirror_bytes_served_total", "Body bytes sent to clients", ["ecosystem", "kind"],
+            registry=r,
+        )  # fmt: skip
+        self.bytes_fetched = Counter(
+            "mirror_upstream_bytes_total", "Body bytes fetched from upstreams", ["host"],
+            registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
+            "mirror_upstream_requests_total", "Requests sent upstream", ["host", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.upstream_seconds = Histogram(
+            "mirror_upstream_seconds", "Upstream response time (headers received)", ["host"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.singleflight_joins = Counter(
+            "mirror_singleflight_joins_total",
+            "Requests that joined an upstream fetch already in flight", ["kind"], registry=r,
+        )  # fmt: skip
+        self.policy_refusals = Counter(
+            "mirror_policy_refusals_total", "Artifact requests refused by policy",
+            ["ecosystem", "reason"], registry=r,
+        )  # fmt: skip
+        self.hidden_versions = Counter(
+            "mirror_hidden_versions_total", "Versions or files hidden when rendering metadata",
+            ["ecosystem", "reason"], registry=r,
+        )  # fmt: skip
+        self.integrity_failures = Counter(
+            "mirror_integrity_failures_total",
+            "Upstream bodies refused: digest mismatch, truncation, changed digest",
+            ["ecosystem", "cause"], registry=r,
+        )  # fmt: skip
+        self.stale_serves = Counter(
+            "mirror_stale_serves_total", "Metadata served stale", ["cause"], registry=r
+        )
+        self.blob_bytes = Gauge(
+            "mirror_blob_store_bytes", "Bytes in the artifact store", registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
+        self.evictions = Counter(
+            "mirror_blob_evictions_total", "Artifacts evicted by the size cap", registry=r
+        )
+        self.state_errors = Counter(
+            "mirror_state_errors_total", "Shared-state calls that failed", ["backend"], registry=r
+        )
+
+    def render(self) -> bytes:
+        """The exposition text. With several worker processes, aggregate every worker's
+        files (PROMETHEUS_MULTIPROC_DIR, set by `mirror serve` before workers start)."""
+        if self.multiprocess_dir is not None and self.multiprocess_dir.is_dir():
+            aggregate = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(
+                aggregate, path=str(self.multiprocess_dir)
+            )
+            return generate_latest(aggregate)
+        return generate_latest(self.registry)
