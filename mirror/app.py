@@ -1,0 +1,350 @@
+"""Builds the aiohttp `Application`: services on typed `AppKey`s, opened and closed in one
+`cleanup_ctx`; middlewares (errors → responses, access log, metrics); health, readiness and
+metrics routes; one adapter per enabled ecosystem. No request logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from mirror import __version__
+from mirror.artifacts import ArtifactServer
+from mirror.blobs import BlobStore
+from mirror.clock import Clock, SystemClock
+from mirror.config import ECOSYSTEMS, Config
+from mirror.ecosystems.base import Ecosystem
+from mirror.errors import (
+    EcosystemDisabled,
+    Held,
+    MirrorError,
+    NotFound,
+    StateUnavailable,
+)
+from mirror.livepolicy import LivePolicy
+from mirror.metacache import MetaCache, RenderedCache
+from mirror.metrics import Metrics
+from mirror.state import create_state
+from mirror.state.base import StateStore
+from mirror.upstream import Upstream
+
+log = logging.getLogger("mirror")
+access_log = logging.getLogger("mirror.access")
+
+# The adapter module of each ecosystem; each exposes `create(services) -> Ecosystem`.
+ADAPTER_MODULES: dict[str, str] = {
+    "npm": "mirror.ecosystems.npm",
+    "pypi": "mirror.ecosystems.pypi",
+    "maven": "mirror.ecosystems.maven",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """Everything a handler may use, built once per app (per worker process)."""
+
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    state: StateStore
+    upstream: Upstream
+    metacache: MetaCache
+    rendered: RenderedCache
+    blobs: BlobStore
+    artifacts: ArtifactServer
+    policy: LivePolicy
+
+
+SERVICES = web.AppKey("services", Services)
+ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
+REQUEST_KIND = "mirror.kind"  # handlers set request[REQUEST_KIND] = "metadata" | "artifact"
+
+
+def allowed_hosts(config: Config) -> set[str]:
+    """Every host an upstream request may go to: the configured upstreams and file hosts."""
+    hosts: set[str] = set()
+    for name in ECOSYSTEMS:
+        ecosystem = config.ecosystem(name)
+        if ecosystem.upstream is None:
+            continue
+        hosts.add(urlsplit(ecosystem.upstream).netloc.lower())
+        hosts.update(ecosystem.file_hosts)
+    return hosts
+
+
+def build_services(
+    config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
+) -> Services:
+    """Construct (not open) every service. Constructors do no I/O. `metrics_dir` is the
+    shared Prometheus directory when several worker processes serve one port."""
+    clock = clock or SystemClock()
+    metrics = Metrics(multiprocess_dir=metrics_dir)
+    state = create_state(config, clock=clock)
+    upstream = Upstream(config.upstream, allowed_hosts=allowed_hosts(config), metrics=metrics)
+    metacache = MetaCache(
+        upstream,
+        directory=config.data_dir / "metadata",
+        ttl=config.cache.metadata_ttl,
+        stale_max=config.cache.stale_max,
+        clock=clock,
+        metrics=metrics,
+    )
+    blobs = BlobStore(
+        config.data_dir / "artifacts",
+        max_bytes=config.cache.max_bytes,
+        clock=clock,
+        metrics=metrics,
+    )
+    artifacts = ArtifactServer(
+        blobs=blobs, upstream=upstream, state=state, metrics=metrics, clock=clock
+    )
+    return Services(
+        config=config,
+        clock=clock,
+        metrics=metrics,
+        state=state,
+        upstream=upstream,
+        metacache=metacache,
+        rendered=RenderedCache(),
+        blobs=blobs,
+        artifacts=artifacts,
+        policy=LivePolicy(state, config.quarantine, clock),
+    )
+
+
+def create_app(
+    config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
+) -> web.Application:
+    services = build_services(config, clock=clock, metrics_dir=metrics_dir)
+    app = web.Application(
+        middlewares=[observe_middleware, error_middleware], client_max_size=16 * 1024**2
+    )
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_lifetime)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    adapters: dict[str, Ecosystem] = {}
+    for name in ECOSYSTEMS:
+        if config.ecosystem(name).enabled and (adapter := _load_adapter(name, services)):
+            adapters[name] = adapter
+            app.router.add_routes(list(adapter.routes()))
+        else:
+            app.router.add_route("*", f"/{name}", _disabled(name, config))
+            app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name, config))
+    app[ECOSYSTEM_ADAPTERS] = adapters
+    return app
+
+
+def _load_adapter(name: str, services: Services) -> Ecosystem | None:
+    try:
+        module = importlib.import_module(ADAPTER_MODULES[name])
+    except ModuleNotFoundError as exc:
+        if exc.name != ADAPTER_MODULES[name]:
+            raise
+        log.warning("%s upstream is set but this build has no %s adapter yet", name, name)
+        return None
+    adapter: Ecosystem = module.create(services)
+    return adapter
+
+
+def _disabled(name: str, config: Config) -> Callable[[web.Request], Awaitable[web.Response]]:
+    env = f"MIRROR_{name.upper()}_UPSTREAM"
+    enabled_upstream = config.ecosystem(name).upstream
+
+    async def handler(request: web.Request) -> web.Response:
+        if enabled_upstream is not None:
+            raise EcosystemDisabled(f"{name} is configured but not available in this build")
+        raise EcosystemDisabled(
+            f"{name} is not enabled on this mirror: set {env} (or {name}.upstream in "
+            "config/mirror.toml) to the upstream registry URL and restart"
+        )
+
+    return handler
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    services.config.data_dir.mkdir(parents=True, exist_ok=True)
+    await services.state.open()
+    await services.upstream.start()
+    await services.blobs.open()
+    try:
+        await services.policy.reload()
+    except StateUnavailable as exc:
+        log.error("could not load policy rules at start-up: %s (serving fails closed)", exc)
+    services.policy.on_change(lambda _version: services.rendered.clear())
+    watcher = asyncio.create_task(services.policy.run(), name="policy-watch")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await services.artifacts.close()
+        await services.blobs.close()
+        await services.metacache.close()
+        await services.upstream.close()
+        await services.state.close()
+
+
+# middlewares -------------------------------------------------------------------------------
+
+
+def _ecosystem_of(path: str) -> str:
+    head = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+    if head in ECOSYSTEMS:
+        return head
+    if head == "api":
+        return "admin"
+    return "none"
+
+
+@web.middleware
+async def observe_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One JSON access-log line and the request metrics for every request."""
+    started = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        services = request.app[SERVICES]
+        ecosystem = _ecosystem_of(request.path)
+        kind = str(request.get(REQUEST_KIND, "other"))
+        services.metrics.requests.labels(ecosystem, kind, str(status)).inc()
+        services.metrics.request_seconds.labels(ecosystem, kind).observe(elapsed)
+        if services.config.access_log and access_log.isEnabledFor(logging.INFO):
+            size = response.body_length if response is not None else 0
+            access_log.info(
+                json.dumps(
+                    {
+                        "ts": services.clock.now().isoformat(timespec="milliseconds"),
+                        "remote": request.remote,
+                        "method": request.method,
+                        "path": request.raw_path,
+                        "status": status,
+                        "bytes": size,
+                        "ms": round(elapsed * 1000, 2),
+                        "ecosystem": ecosystem,
+                        "kind": kind,
+                        "ua": request.headers.get("User-Agent", ""),
+                    },
+                    separators=(",", ":"),
+                )
+            )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The one place errors become responses: the DESIGN.md JSON body for MirrorError, a
+    JSON 404/405 for unknown routes, and a logged 500 without internals for anything else."""
+    try:
+        return await handler(request)
+    except MirrorError as exc:
+        if isinstance(exc, Held):
+            ecosystem = _ecosystem_of(request.path)
+            request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
+        return error_response(exc)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"nothing is served at {request.path}"))
+    except web.HTTPMethodNotAllowed as exc:
+        body = {"error": f"{request.method} is not allowed here", "reason": "method-not-allowed"}
+        return web.json_response(body, status=405, headers={"Allow": ",".join(exc.allowed_methods)})
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.raw_path)
+        body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
+        return web.json_response(body, status=500)
+
+
+def error_response(exc: MirrorError) -> web.Response:
+    """Render a MirrorError; the HTTP reason phrase carries a short sentence because Maven
+    prints it ("status code: 403, reason phrase: …")."""
+    phrase = " ".join(exc.message.split())[:200].encode("ascii", "replace").decode("ascii")
+    return web.json_response(exc.body(), status=exc.status, reason=phrase or None, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+# operational routes --------------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return web.json_response(
+        {
+            "name": "quarantine-mirror",
+            "version": __version__,
+            "ecosystems": {
+                name: {"enabled": name in request.app[ECOSYSTEM_ADAPTERS], "path": f"/{name}/"}
+                for name in ECOSYSTEMS
+            },
+            "quarantine": str(services.config.quarantine.default),
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready only when the data dir is writable and the state backend answers."""
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.to_thread(_probe_writable, services.config.data_dir)
+        checks["data_dir"] = "ok"
+    except OSError as exc:
+        checks["data_dir"] = f"not writable: {exc.strerror or exc}"
+    try:
+        async with asyncio.timeout(2):
+            await services.state.ping()
+        checks["state"] = "ok"
+    except (StateUnavailable, TimeoutError) as exc:
+        checks["state"] = f"unavailable: {exc}" if str(exc) else "unavailable: timed out"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+def _probe_writable(directory: os.PathLike[str]) -> None:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-", delete=True) as handle:
+        handle.write(b"ok")
+        handle.flush()
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(request.app[SERVICES].metrics.render)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

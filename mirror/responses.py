@@ -1,0 +1,155 @@
+"""Turning pre-rendered views into HTTP responses (ETag, 304, gzip, Cache-Control, Vary),
+and the client-facing base URL that rewritten links are built from. No policy, no I/O."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+
+from aiohttp import web
+
+from mirror.config import Config
+from mirror.ecosystems.base import Rendered
+
+# Metadata views are small to revalidate; the client may keep them at most this long.
+DEFAULT_MAX_AGE = timedelta(minutes=5)
+_GZIP_MIN_BYTES = 1024
+
+
+def make_etag(*parts: bytes | str) -> str:
+    """A strong ETag over the served bytes and their representation."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+def render(
+    body: bytes,
+    *,
+    content_type: str,
+    form: str,
+    valid_until: datetime | None = None,
+    last_modified: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Rendered:
+    """Build a `Rendered` view once: ETag over bytes + form, gzip pre-compressed."""
+    gzipped = (
+        gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None
+    )
+    return Rendered(
+        body=body,
+        content_type=content_type,
+        etag=make_etag(form, body),
+        gzipped=gzipped,
+        valid_until=valid_until,
+        last_modified=last_modified,
+        headers=dict(headers or {}),
+    )
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in {"gzip", "*"}:
+            return "q=0" not in params.replace(" ", "") or "q=0." in params
+    return False
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    bare = etag.strip('"')
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        candidate = candidate.removeprefix("W/")
+        if candidate.strip('"') == bare:
+            return True
+    return False
+
+
+def max_age_seconds(view: Rendered, now: datetime, ceiling: timedelta = DEFAULT_MAX_AGE) -> int:
+    """Never let a client keep a view past the moment it changes by the clock alone."""
+    limit = ceiling
+    if view.valid_until is not None:
+        limit = min(limit, view.valid_until - now)
+    return max(0, math.floor(limit.total_seconds()))
+
+
+def respond(
+    request: web.Request,
+    view: Rendered,
+    *,
+    now: datetime,
+    vary: str = "Accept, Accept-Encoding",
+    ceiling: timedelta = DEFAULT_MAX_AGE,
+    status: int = 200,
+    extra_headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Answer with `view`: 304 on a matching If-None-Match (If-Modified-Since is ignored
+    when If-None-Match is present, RFC 9110 §13.1.3), gzip when accepted."""
+    headers = {
+        "ETag": view.etag,
+        "Vary": vary,
+        "Cache-Control": f"public, max-age={max_age_seconds(view, now, ceiling)}",
+        **view.headers,
+        **(extra_headers or {}),
+    }
+    if view.last_modified is not None:
+        headers["Last-Modified"] = _http_date(view.last_modified)
+    if_none_match = request.headers.get("If-None-Match")
+    if status == 200 and if_none_match is not None and _etag_matches(if_none_match, view.etag):
+        return web.Response(status=304, headers=headers)
+    if (
+        status == 200
+        and if_none_match is None
+        and view.last_modified is not None
+        and _not_modified_since(request.headers.get("If-Modified-Since"), view.last_modified)
+    ):
+        return web.Response(status=304, headers=headers)
+    body = view.body
+    if view.gzipped is not None and _accepts_gzip(request):
+        body = view.gzipped
+        headers["Content-Encoding"] = "gzip"
+    headers["Content-Type"] = view.content_type
+    # On HEAD aiohttp sends the headers (Content-Length included) and no body.
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def _not_modified_since(header: str | None, last_modified: datetime) -> bool:
+    if not header:
+        return False
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return last_modified.replace(microsecond=0) <= since
+
+
+def base_url(request: web.Request, config: Config) -> str:
+    """The URL clients reached the mirror at, without a trailing slash: `public_url` when
+    set; else the request's own scheme and Host (plus X-Forwarded-Proto/-Host/-Prefix when
+    `trust_forwarded` is on). Lockfiles store URLs built from this, so it must be stable."""
+    if config.public_url:
+        return config.public_url
+    scheme = request.scheme
+    host = request.host
+    prefix = ""
+    if config.trust_forwarded:
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
+        prefix = request.headers.get("X-Forwarded-Prefix", "").strip().rstrip("/")
+    if scheme not in {"http", "https"}:
+        scheme = "http"
+    return f"{scheme}://{host}{prefix}"

@@ -1,0 +1,176 @@
+"""Settings: TOML, then MIRROR_* overrides; every bad value names its key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mirror.config import MAVEN_CENTRAL, load_config, parse_duration, parse_size
+from mirror.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mirror.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", timedelta(0)),
+        ("90m", timedelta(minutes=90)),
+        ("72h", timedelta(hours=72)),
+        ("3d", timedelta(days=3)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("2w", timedelta(weeks=2)),
+        ("30", timedelta(seconds=30)),
+        (45, timedelta(seconds=45)),
+    ],
+    ids=lambda value: str(value),
+)
+def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3 days", "-1d", "d3", "", "3x", "1h-", -5, True])
+def test_parse_duration_rejects_with_key(text: object) -> None:
+    with pytest.raises(ConfigError, match=r"quarantine\.default"):
+        parse_duration(text, key="quarantine.default")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("500M", 500 * 1024**2), ("20G", 20 * 1024**3), ("1.5GiB", int(1.5 * 1024**3))],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+def test_defaults_without_file_or_env() -> None:
+    config = load_config(None, {})
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.quarantine.default == timedelta(days=3)
+    assert config.quarantine.unknown == "quarantine"
+    assert not config.npm.enabled
+    assert not config.pypi.enabled
+    assert config.maven.upstream == MAVEN_CENTRAL
+    assert config.cache.metadata_ttl == timedelta(minutes=5)
+    assert config.cache.stale_max == timedelta(days=7)
+    assert config.state.redis_url is None
+    assert config.workers >= 1
+
+
+def test_shipped_config_file_loads() -> None:
+    config = load_config(REPO_CONFIG, {})
+    assert config.quarantine.default == timedelta(days=3)
+    assert config.maven.enabled
+
+
+def test_toml_then_env_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.toml"
+    path.write_text(
+        """
+listen = "0.0.0.0:9000"
+[quarantine]
+default = "7d"
+[quarantine.npm]
+age = "1d"
+[[quarantine.rules]]
+ecosystem = "npm"
+package = "@ourcorp/*"
+age = "0"
+[npm]
+upstream = "http://127.0.0.1:4873"
+[admin]
+tokens = { alice = "0123456789abcdef0123" }
+""",
+        encoding="utf-8",
+    )
+    config = load_config(
+        path,
+        {
+            "MIRROR_QUARANTINE": "72h",
+            "MIRROR_PYPI_UPSTREAM": "http://127.0.0.1:9999/simple",
+            "MIRROR_ADMIN_TOKENS": "ci:abcdefghijklmnop1234,ops:qrstuvwxyz0123456789",
+            "MIRROR_WORKERS": "3",
+        },
+    )
+    assert (config.host, config.port) == ("0.0.0.0", 9000)
+    assert config.quarantine.default == timedelta(hours=72)
+    assert config.quarantine.per_ecosystem == {"npm": timedelta(days=1)}
+    assert config.quarantine.rules[0].package == "@ourcorp/*"
+    assert config.quarantine.rules[0].age == timedelta(0)
+    assert config.npm.upstream == "http://127.0.0.1:4873/"
+    assert config.pypi.upstream == "http://127.0.0.1:9999/simple/"
+    assert dict(config.admin.tokens) == {
+        "ci": "abcdefghijklmnop1234",
+        "ops": "qrstuvwxyz0123456789",
+    }
+    assert config.workers == 3
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"MIRROR_QUARANTINE": "soon"}, "quarantine.default"),
+        ({"MIRROR_LISTEN": "8080"}, "listen"),
+        ({"MIRROR_LISTEN": "host:99999"}, "listen"),
+        ({"MIRROR_WORKERS": "0"}, "workers"),
+        ({"MIRROR_WORKERS": "many"}, "workers"),
+        ({"MIRROR_NPM_UPSTREAM": "ftp://example.com/"}, "npm.upstream"),
+        ({"MIRROR_PUBLIC_URL": "not a url"}, "public_url"),
+        ({"MIRROR_REDIS_URL": "http://127.0.0.1:6379"}, "state.redis_url"),
+        ({"MIRROR_ADMIN_TOKENS": "alice"}, "admin.tokens"),
+        ({"MIRROR_ADMIN_TOKENS": "alice:short"}, "admin.tokens.alice"),
+        ({"MIRROR_QUARANTINE_UNKNOWN": "maybe"}, "quarantine.unknown"),
+        ({"MIRROR_CACHE_MAX_BYTES": "lots"}, "cache.max_bytes"),
+        ({"MIRROR_TRUST_FORWARDED": "perhaps"}, "trust_forwarded"),
+        ({"MIRROR_TLS_CERT": "/nonexistent/cert.pem"}, "tls.cert"),
+        ({"MIRROR_UPSTREAM_READ_TIMEOUT": "0"}, "upstream.read_timeout"),
+        ({"MIRROR_LOG_LEVEL": "chatty"}, "log_level"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else value,
+)
+def test_bad_values_name_the_key(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ)
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('colour = "blue"', "colour"),
+        ('[quarantine]\nnpm_age = "3d"', "quarantine.npm_age"),
+        ('[[quarantine.rules]]\necosystem = "cargo"\npackage = "x"\nage = "1d"', "ecosystem"),
+        ('[[quarantine.rules]]\necosystem = "npm"\npackage = "x"', "quarantine.rules[0].age"),
+        ('[quarantine.pypi]\nage = "forever"', "quarantine.pypi.age"),
+        ('[npm]\nupstreams = "http://127.0.0.1/"', "npm.upstreams"),
+        ("listen = [", "not valid TOML"),
+    ],
+    ids=[
+        "unknown-top",
+        "unknown-nested",
+        "bad-ecosystem",
+        "missing-age",
+        "bad-age",
+        "typo",
+        "toml",
+    ],
+)
+def test_bad_file_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "mirror.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path, {})
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tls.cert and tls.key"):
+        load_config(None, {"MIRROR_TLS_CERT": str(cert)})
+
+
+def test_ecosystem_can_be_switched_off() -> None:
+    assert not load_config(None, {"MIRROR_MAVEN_UPSTREAM": "off"}).maven.enabled
