@@ -1,0 +1,104 @@
+"""End-to-end fixtures: `mirror serve` as a real subprocess on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RunningMirror:
+    url: str  # e.g. http://127.0.0.1:PORT (no trailing slash)
+    data_dir: Path
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+StartMirror = Callable[..., Awaitable[RunningMirror]]
+
+
+@pytest.fixture
+async def start_mirror(tmp_path: Path) -> AsyncIterator[StartMirror]:
+    """Start `python -m mirror serve` with the given MIRROR_* settings; stopped at teardown.
+
+    The ecosystems not named in `settings` are switched off (Maven's default upstream would
+    otherwise point off this machine)."""
+    started: list[RunningMirror] = []
+
+    async def start(
+        settings: Mapping[str, str] | None = None, *, workers: int = 1, data_dir: Path | None = None
+    ) -> RunningMirror:
+        port = free_port()
+        data = data_dir or tmp_path / f"mirror-data-{len(started)}"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+        env.update(
+            {
+                "MIRROR_LISTEN": f"127.0.0.1:{port}",
+                "MIRROR_DATA_DIR": str(data),
+                "MIRROR_WORKERS": str(workers),
+                "MIRROR_MAVEN_UPSTREAM": "off",
+                "MIRROR_UPSTREAM_BACKOFF": "0",
+                "MIRROR_SHUTDOWN_GRACE": "5s",
+            }
+        )
+        env.update(settings or {})
+        log_path = tmp_path / f"mirror-{len(started)}.log"
+        log_file = log_path.open("wb")
+        config_file = str(REPO / "config" / "mirror.toml")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mirror", "serve", "--config", config_file,
+            cwd=str(tmp_path), env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        log_file.close()
+        mirror = RunningMirror(
+            url=f"http://127.0.0.1:{port}", data_dir=data, process=process, log_path=log_path
+        )
+        started.append(mirror)
+        await _wait_ready(mirror)
+        return mirror
+
+    yield start
+    for mirror in started:
+        await stop_mirror(mirror)
+
+
+async def stop_mirror(mirror: RunningMirror) -> int:
+    if mirror.process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            mirror.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                await mirror.process.wait()
+        except TimeoutError:
+            mirror.process.kill()
+            await mirror.process.wait()
+    return mirror.process.returncode or 0
+
+
+async def _wait_ready(mirror: RunningMirror) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):  # bounded: about 20 s
+            if mirror.process.returncode is not None:
+                pytest.fail(f"mirror exited with {mirror.process.returncode}:\n{mirror.log()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{mirror.url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"mirror did not become ready:\n{mirror.log()}")
