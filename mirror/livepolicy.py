@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from mirror import policy
 from mirror.clock import Clock
 from mirror.config import QuarantineConfig
-from mirror.errors import PolicyUnavailable, StateUnavailable
+from mirror.errors import Blocked, PolicyUnavailable, Quarantined, StateUnavailable
 from mirror.state.base import StateStore
 
 log = logging.getLogger("mirror.policy")
@@ -39,6 +40,20 @@ class LivePolicy:
                 "the mirror could not load its block and exemption rules; refusing to guess"
             )
         return self._rules
+
+    def decide(self, subject: policy.Subject, published_at: datetime | None) -> policy.Decision:
+        """The decision for one version or file right now."""
+        return policy.decide(subject, published_at, self._clock.now(), self.rules())
+
+    def enforce(self, subject: policy.Subject, published_at: datetime | None) -> policy.Decision:
+        """Like `decide`, but raise `Blocked`/`Quarantined` (403) when the subject is hidden:
+        the one place artifact handlers turn a decision into a refusal."""
+        decision = self.decide(subject, published_at)
+        if decision.visible:
+            return decision
+        if decision.block is not None:
+            raise Blocked(decision.detail, block=decision.block.describe())
+        raise Quarantined(decision.detail, until=decision.until)
 
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call `listener(version)` after each reload (e.g. to drop rendered views)."""
