@@ -42,7 +42,11 @@ async def start_mirror(tmp_path: Path) -> AsyncIterator[StartMirror]:
     started: list[RunningMirror] = []
 
     async def start(
-        settings: Mapping[str, str] | None = None, *, workers: int = 1, data_dir: Path | None = None
+        settings: Mapping[str, str] | None = None,
+        *,
+        workers: int = 1,
+        data_dir: Path | None = None,
+        readiness_scheme: str = "http",
     ) -> RunningMirror:
         port = free_port()
         data = data_dir or tmp_path / f"mirror-data-{len(started)}"
@@ -70,7 +74,7 @@ async def start_mirror(tmp_path: Path) -> AsyncIterator[StartMirror]:
             url=f"http://127.0.0.1:{port}", data_dir=data, process=process, log_path=log_path
         )
         started.append(mirror)
-        await _wait_ready(mirror)
+        await _wait_ready(mirror, readiness_scheme)
         return mirror
 
     yield start
@@ -91,13 +95,14 @@ async def stop_mirror(mirror: RunningMirror) -> int:
     return mirror.process.returncode or 0
 
 
-async def _wait_ready(mirror: RunningMirror) -> None:
+async def _wait_ready(mirror: RunningMirror, scheme: str = "http") -> None:
+    url = mirror.url.replace("http://", f"{scheme}://") + "/readyz"
     async with aiohttp.ClientSession() as session:
         for _ in range(200):  # bounded: about 20 s
             if mirror.process.returncode is not None:
                 pytest.fail(f"mirror exited with {mirror.process.returncode}:\n{mirror.log()}")
             with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{mirror.url}/readyz") as response:
+                async with session.get(url, ssl=False) as response:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)

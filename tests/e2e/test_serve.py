@@ -1,0 +1,90 @@
+"""`mirror serve` as users run it: bad settings, worker processes, TLS, graceful stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import REPO, StartMirror, stop_mirror
+
+
+def test_bad_setting_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env.update({"MIRROR_QUARANTINE": "three days", "MIRROR_DATA_DIR": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "serve", "--config", str(REPO / "config/mirror.toml")],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "quarantine.default" in result.stderr
+    assert "three days" in result.stderr
+
+
+def test_config_command_prints_effective_settings_without_secrets(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env["MIRROR_ADMIN_TOKENS"] = "alice:s3cret-s3cret-s3cret"
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "config", "--config", str(REPO / "config/mirror.toml")],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"alice"' in result.stdout
+    assert "s3cret" not in result.stdout
+
+
+@pytest.mark.e2e
+async def test_two_workers_serve_and_stop_gracefully(start_mirror: StartMirror) -> None:
+    mirror = await start_mirror(workers=2)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            async with session.get(f"{mirror.url}/healthz") as response:
+                assert response.status == 200
+        async with session.get(f"{mirror.url}/metrics") as response:
+            text = await response.text()
+            assert response.status == 200
+            # Both workers' counters are aggregated into one exposition.
+            assert "mirror_requests_total" in text
+        async with session.get(f"{mirror.url}/readyz") as response:
+            assert response.status == 200
+    assert await stop_mirror(mirror) == 0
+    log = mirror.log()
+    assert "2 worker(s)" in log
+    # One JSON access-log line per request.
+    assert log.count('"path":"/healthz"') == 20
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make a test certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.e2e
+async def test_tls(start_mirror: StartMirror, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    mirror = await start_mirror(
+        {"MIRROR_TLS_CERT": str(cert), "MIRROR_TLS_KEY": str(key)}, readiness_scheme="https"
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    url = mirror.url.replace("http://", "https://")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/healthz", ssl=context) as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"{mirror.url}/healthz") as response:
+                await response.read()
