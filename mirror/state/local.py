@@ -1,0 +1,407 @@
+"""Embedded shared state: one SQLite file in the data dir (WAL), shared by the worker processes of
+one machine. All SQLite calls run on one private thread per store, never on the event loop.
+Limits: one machine only (no network filesystems); downloads and audit are never pruned here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from mirror.clock import Clock, SystemClock
+from mirror.errors import StateUnavailable
+from mirror.state.base import AuditEntry, DownloadEvent, RuleKind, RuleRecord
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+# SQLite waits this long for another process's write lock before giving up with "locked".
+_BUSY_TIMEOUT_MS = 2000
+_LOCKED_RETRIES = 3
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('policy_version', 0)",
+    """CREATE TABLE IF NOT EXISTS rules (
+        kind TEXT NOT NULL, id TEXT NOT NULL, ecosystem TEXT NOT NULL, package TEXT NOT NULL,
+        versions TEXT NOT NULL, reason TEXT NOT NULL, created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL, expires_at INTEGER, data TEXT NOT NULL,
+        PRIMARY KEY (kind, id))""",
+    """CREATE TABLE IF NOT EXISTS publish_times (
+        ecosystem TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (ecosystem, key))""",
+    """CREATE TABLE IF NOT EXISTS digests (
+        ecosystem TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (ecosystem, key))""",
+    """CREATE TABLE IF NOT EXISTS downloads (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL, package TEXT NOT NULL,
+        version TEXT NOT NULL, filename TEXT NOT NULL, client TEXT NOT NULL,
+        at INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS downloads_by_package ON downloads (ecosystem, package, at)",
+    """CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
+        client TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, before TEXT,
+        after TEXT)""",
+)
+_RULE_COLUMNS = (
+    "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
+)
+
+
+def _micros(at: datetime) -> int:
+    if at.tzinfo is None:
+        raise ValueError(f"state stores aware datetimes only, got naive {at!r}")
+    return (at - _EPOCH) // _MICRO
+
+
+def _from_micros(value: int) -> datetime:
+    return _EPOCH + value * _MICRO
+
+
+def _dump(data: Mapping[str, Any] | None) -> str | None:
+    return None if data is None else json.dumps(dict(data), separators=(",", ":"))
+
+
+def _rule_row(rule: RuleRecord) -> tuple[Any, ...]:
+    expires = None if rule.expires_at is None else _micros(rule.expires_at)
+    return (
+        rule.id,
+        rule.kind,
+        rule.ecosystem,
+        rule.package,
+        rule.versions,
+        rule.reason,
+        _micros(rule.created_at),
+        rule.created_by,
+        expires,
+        _dump(rule.data),
+    )
+
+
+def _rule_from_row(row: tuple[Any, ...]) -> RuleRecord:
+    rid, kind, ecosystem, package, versions, reason, created, by, expires, data = row
+    return RuleRecord(
+        id=rid,
+        kind=cast(RuleKind, kind),
+        ecosystem=ecosystem,
+        package=package,
+        versions=versions,
+        reason=reason,
+        created_at=_from_micros(created),
+        created_by=by,
+        expires_at=None if expires is None else _from_micros(expires),
+        data=json.loads(data),
+    )
+
+
+class LocalState:
+    """`StateStore` on a SQLite file. Several processes may open the same file: writes take
+    SQLite's write lock (`BEGIN IMMEDIATE`), and `watch()` polls the policy counter every
+    `poll_interval`, so changes from other processes arrive within one interval."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        poll_interval: timedelta = timedelta(milliseconds=250),
+        clock: Clock | None = None,
+    ) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.clock: Clock = clock or SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        # Touched only on the executor's single thread.
+        self._conn: sqlite3.Connection | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
+        await self._run(self._create_schema, "open")
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), "ping")
+
+    # rules -----------------------------------------------------------------------------------
+    async def add_rule(self, rule: RuleRecord) -> None:
+        row = _rule_row(rule)
+
+        def add(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    f"INSERT OR REPLACE INTO rules ({_RULE_COLUMNS}) "  # noqa: S608 (constant)
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                _bump(conn)
+
+        await self._run(add, "add rule")
+
+    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
+        def remove(conn: sqlite3.Connection) -> RuleRecord | None:
+            with _write(conn):
+                row = conn.execute(
+                    f"SELECT {_RULE_COLUMNS} FROM rules WHERE kind = ? AND id = ?",  # noqa: S608
+                    (kind, rule_id),
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute("DELETE FROM rules WHERE kind = ? AND id = ?", (kind, rule_id))
+                _bump(conn)
+                return _rule_from_row(row)
+
+        return await self._run(remove, "remove rule")
+
+    async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
+        def select(conn: sqlite3.Connection) -> list[RuleRecord]:
+            sql = f"SELECT {_RULE_COLUMNS} FROM rules"  # noqa: S608 (constant)
+            params: tuple[str, ...] = ()
+            if kind is not None:
+                sql, params = sql + " WHERE kind = ?", (kind,)
+            rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
+            return [_rule_from_row(row) for row in rows]
+
+        return await self._run(select, "list rules")
+
+    # change notification ---------------------------------------------------------------------
+    async def policy_version(self) -> int:
+        return await self._run(_read_version, "read policy version")
+
+    async def watch(self) -> AsyncIterator[int]:
+        last = await self.policy_version()
+        interval = self.poll_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            version = await self.policy_version()
+            if version != last:
+                last = version
+                yield version
+
+    # publish times and digests -----------------------------------------------------------------
+    async def get_publish_time(self, ecosystem: str, key: str) -> datetime | None:
+        def get(conn: sqlite3.Connection) -> datetime | None:
+            row = conn.execute(
+                "SELECT at FROM publish_times WHERE ecosystem = ? AND key = ?", (ecosystem, key)
+            ).fetchone()
+            return None if row is None else _from_micros(row[0])
+
+        return await self._run(get, "read publish time")
+
+    async def set_publish_time(self, ecosystem: str, key: str, at: datetime) -> None:
+        micros = _micros(at)
+
+        def put(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO publish_times (ecosystem, key, at) VALUES (?, ?, ?)",
+                    (ecosystem, key, micros),
+                )
+
+        await self._run(put, "store publish time")
+
+    async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
+        def remember(conn: sqlite3.Connection) -> str:
+            with _write(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO digests (ecosystem, key, digest) VALUES (?, ?, ?)",
+                    (ecosystem, key, digest),
+                )
+                row = conn.execute(
+                    "SELECT digest FROM digests WHERE ecosystem = ? AND key = ?", (ecosystem, key)
+                ).fetchone()
+                return str(row[0])
+
+        return await self._run(remember, "remember digest")
+
+    # download ledger ---------------------------------------------------------------------------
+    async def record_download(self, event: DownloadEvent) -> None:
+        row = (
+            event.ecosystem,
+            event.package,
+            event.version,
+            event.filename,
+            event.client,
+            _micros(event.at),
+        )
+
+        def insert(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO downloads (ecosystem, package, version, filename, client, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+
+        await self._run(insert, "record download")
+
+    async def downloads(
+        self, ecosystem: str, package: str, *, since: datetime | None = None
+    ) -> list[DownloadEvent]:
+        sql = (
+            "SELECT version, filename, client, at FROM downloads "
+            "WHERE ecosystem = ? AND package = ?"
+        )
+        params: tuple[str | int, ...] = (ecosystem, package)
+        if since is not None:
+            sql, params = sql + " AND at >= ?", (*params, _micros(since))
+
+        def select(conn: sqlite3.Connection) -> list[DownloadEvent]:
+            rows = conn.execute(sql + " ORDER BY at, seq", params).fetchall()
+            return [
+                DownloadEvent(
+                    ecosystem=ecosystem,
+                    package=package,
+                    version=version,
+                    filename=filename,
+                    client=client,
+                    at=_from_micros(at),
+                )
+                for version, filename, client, at in rows
+            ]
+
+        return await self._run(select, "read downloads")
+
+    # audit log ---------------------------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None:
+        row = (
+            _micros(entry.at),
+            entry.actor,
+            entry.client,
+            entry.action,
+            entry.target,
+            _dump(entry.before),
+            _dump(entry.after),
+        )
+
+        def insert(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(
+                    "INSERT INTO audit (at, actor, client, action, target, before, after) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+
+        await self._run(insert, "append audit entry")
+
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        def select(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT at, actor, client, action, target, before, after FROM audit "
+                "ORDER BY seq DESC LIMIT ?",
+                (max(limit, 0),),
+            ).fetchall()
+            return [
+                AuditEntry(
+                    at=_from_micros(at),
+                    actor=actor,
+                    client=client,
+                    action=action,
+                    target=target,
+                    before=None if before is None else json.loads(before),
+                    after=None if after is None else json.loads(after),
+                )
+                for at, actor, client, action, target, before, after in rows
+            ]
+
+        return await self._run(select, "read audit log")
+
+    # plumbing ----------------------------------------------------------------------------------
+    async def _run(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+        executor = self._executor
+        if executor is None:
+            raise StateUnavailable(f"state store {self.path} is not open ({what})")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self._call, work, what)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """On the executor thread: run `work`, retrying briefly when another process holds
+        the lock past busy_timeout; every other SQLite failure becomes StateUnavailable."""
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                return work(self._connection())
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc) and attempt + 1 < _LOCKED_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise self._unavailable(what, exc) from exc
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unavailable(what, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, what: str, exc: BaseException) -> StateUnavailable:
+        # A broken connection is dropped so the next call reopens the file.
+        self._close_conn()
+        return StateUnavailable(f"SQLite state {self.path} failed to {what}: {exc}")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose
+                # the last transactions, which is fine for a cache and a ledger.
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        with _write(conn):
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front, so two processes never
+    deadlock upgrading read locks; rolls back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _bump(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'policy_version'")
+
+
+def _read_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'policy_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

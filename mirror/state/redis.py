@@ -1,0 +1,335 @@
+"""Shared state for many replicas on one Redis (`redis.asyncio`, pooled, 2 s socket timeouts).
+Limits: downloads keep the newest 100,000 events per package, audit the newest 10,000 entries;
+publish times and digests are kept forever. Every Redis failure becomes `StateUnavailable`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, WatchError
+
+from mirror.clock import Clock, SystemClock
+from mirror.errors import StateUnavailable
+from mirror.state.base import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+
+DOWNLOADS_KEPT = 100_000
+AUDIT_KEPT = 10_000
+# A dead Redis must fail a request fast (fail closed), not hang it.
+SOCKET_TIMEOUT = 2.0
+# A missed pub/sub message cannot leave a replica stale for longer than this.
+WATCH_POLL_SECONDS = 1.0
+_REMOVE_ATTEMPTS = 5
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _micros(at: datetime) -> int:
+    if at.tzinfo is None:
+        raise ValueError(f"state stores aware datetimes only, got naive {at!r}")
+    return (at - _EPOCH) // _MICRO
+
+
+def _from_micros(value: int | str) -> datetime:
+    return _EPOCH + int(value) * _MICRO
+
+
+def _encode_rule(rule: RuleRecord) -> str:
+    return json.dumps(
+        {
+            "id": rule.id,
+            "kind": rule.kind,
+            "ecosystem": rule.ecosystem,
+            "package": rule.package,
+            "versions": rule.versions,
+            "reason": rule.reason,
+            "created_at": _micros(rule.created_at),
+            "created_by": rule.created_by,
+            "expires_at": None if rule.expires_at is None else _micros(rule.expires_at),
+            "data": dict(rule.data),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _decode_rule(raw: str) -> RuleRecord:
+    doc = json.loads(raw)
+    expires = doc["expires_at"]
+    return RuleRecord(
+        id=doc["id"],
+        kind=cast(RuleKind, doc["kind"]),
+        ecosystem=doc["ecosystem"],
+        package=doc["package"],
+        versions=doc["versions"],
+        reason=doc["reason"],
+        created_at=_from_micros(doc["created_at"]),
+        created_by=doc["created_by"],
+        expires_at=None if expires is None else _from_micros(expires),
+        data=doc["data"],
+    )
+
+
+def _optional(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if data is None else dict(data)
+
+
+class RedisState:
+    """`StateStore` on Redis, keys under `<namespace>:`. Rule changes bump an INCR counter in
+    the same MULTI/EXEC and are announced on the `<namespace>:policy` channel; `watch()` also
+    re-reads the counter every second in case a message was lost."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "qm",
+        clock: Clock | None = None,
+        downloads_kept: int = DOWNLOADS_KEPT,
+        audit_kept: int = AUDIT_KEPT,
+    ) -> None:
+        if downloads_kept < 1 or audit_kept < 1:
+            raise ValueError("downloads_kept and audit_kept must be at least 1")
+        self.url = url
+        self.downloads_kept = downloads_kept
+        self.audit_kept = audit_kept
+        self.namespace = namespace
+        self.clock: Clock = clock or SystemClock()
+        self.channel = f"{namespace}:policy"
+        self._version_key = f"{namespace}:policy:version"
+        self._audit_key = f"{namespace}:audit"
+        self._client: aioredis.Redis | None = None
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Build the connection pool. Connects lazily: a replica may start before Redis
+        answers; `ping()` (readiness) and every call report it until it does."""
+        if self._client is not None:
+            return
+        with self._translate("connect"):
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=SOCKET_TIMEOUT,
+                # One quick retry replaces a pooled connection that a Redis restart closed.
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+                health_check_interval=30,
+            )
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with self._translate("close"):
+                await client.aclose()
+
+    async def ping(self) -> None:
+        client = self._redis("ping")
+        with self._translate("ping"):
+            await client.ping()
+
+    # rules -----------------------------------------------------------------------------------
+    async def add_rule(self, rule: RuleRecord) -> None:
+        client = self._redis("add rule")
+        encoded = _encode_rule(rule)
+        with self._translate("add rule"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("rules", rule.kind), rule.id, encoded)
+                pipe.incr(self._version_key)
+                _, version = await pipe.execute()
+            await client.publish(self.channel, str(version))
+
+    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
+        client = self._redis("remove rule")
+        key = self._key("rules", kind)
+        with self._translate("remove rule"):
+            # WATCH so the delete and the counter bump happen only if we saw the rule.
+            for _ in range(_REMOVE_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.hget(key, rule_id)
+                        if raw is None:
+                            await pipe.unwatch()
+                            return None
+                        pipe.multi()
+                        pipe.hdel(key, rule_id)
+                        pipe.incr(self._version_key)
+                        _, version = await pipe.execute()
+                    except WatchError:
+                        continue
+                await client.publish(self.channel, str(version))
+                return _decode_rule(raw)
+        raise StateUnavailable(
+            f"Redis state {self._where()}: rule {kind}/{rule_id} kept changing while removing it"
+        )
+
+    async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
+        client = self._redis("list rules")
+        kinds = RULE_KINDS if kind is None else (kind,)
+        with self._translate("list rules"):
+            async with client.pipeline(transaction=False) as pipe:
+                for each in kinds:
+                    pipe.hvals(self._key("rules", each))
+                results: list[list[str]] = await pipe.execute()
+        rules = [_decode_rule(raw) for values in results for raw in values]
+        rules.sort(key=lambda rule: (rule.created_at, rule.id))
+        return rules
+
+    # change notification ---------------------------------------------------------------------
+    async def policy_version(self) -> int:
+        client = self._redis("read policy version")
+        with self._translate("read policy version"):
+            value = await client.get(self._version_key)
+        return 0 if value is None else int(value)
+
+    async def watch(self) -> AsyncIterator[int]:
+        client = self._redis("watch policy")
+        with self._translate("watch policy"):
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                # Subscribe before the first read so no change falls between them.
+                await pubsub.subscribe(self.channel)
+                last = await self.policy_version()
+                while True:
+                    # The message only wakes us; the counter is the truth.
+                    await pubsub.get_message(timeout=WATCH_POLL_SECONDS)
+                    version = await self.policy_version()
+                    if version != last:
+                        last = version
+                        yield version
+
+    # publish times and digests -----------------------------------------------------------------
+    async def get_publish_time(self, ecosystem: str, key: str) -> datetime | None:
+        client = self._redis("read publish time")
+        with self._translate("read publish time"):
+            value = await client.hget(self._key("publish", ecosystem), key)
+        return None if value is None else _from_micros(value)
+
+    async def set_publish_time(self, ecosystem: str, key: str, at: datetime) -> None:
+        client = self._redis("store publish time")
+        with self._translate("store publish time"):
+            await client.hset(self._key("publish", ecosystem), key, str(_micros(at)))
+
+    async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
+        client = self._redis("remember digest")
+        hash_key = self._key("digests", ecosystem)
+        with self._translate("remember digest"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(hash_key, key, digest)
+                pipe.hget(hash_key, key)
+                _, stored = await pipe.execute()
+        return str(stored)
+
+    # download ledger ---------------------------------------------------------------------------
+    async def record_download(self, event: DownloadEvent) -> None:
+        client = self._redis("record download")
+        key = self._key("downloads", event.ecosystem, event.package)
+        # A random tag keeps two identical events (same client, same microsecond) distinct
+        # members of the sorted set.
+        member = json.dumps(
+            [event.version, event.filename, event.client, secrets.token_hex(6)],
+            separators=(",", ":"),
+        )
+        with self._translate("record download"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {member: _micros(event.at)})
+                # Keep the newest `downloads_kept` events (by time) per package.
+                pipe.zremrangebyrank(key, 0, -(self.downloads_kept + 1))
+                await pipe.execute()
+
+    async def downloads(
+        self, ecosystem: str, package: str, *, since: datetime | None = None
+    ) -> list[DownloadEvent]:
+        client = self._redis("read downloads")
+        floor: int | str = "-inf" if since is None else _micros(since)
+        with self._translate("read downloads"):
+            rows = await client.zrangebyscore(
+                self._key("downloads", ecosystem, package), floor, "+inf", withscores=True
+            )
+        events = []
+        for member, score in rows:
+            version, filename, client_name, _ = json.loads(member)
+            events.append(
+                DownloadEvent(
+                    ecosystem=ecosystem,
+                    package=package,
+                    version=version,
+                    filename=filename,
+                    client=client_name,
+                    at=_from_micros(int(score)),
+                )
+            )
+        return events
+
+    # audit log ---------------------------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> None:
+        client = self._redis("append audit entry")
+        encoded = json.dumps(
+            {
+                "at": _micros(entry.at),
+                "actor": entry.actor,
+                "client": entry.client,
+                "action": entry.action,
+                "target": entry.target,
+                "before": _optional(entry.before),
+                "after": _optional(entry.after),
+            },
+            separators=(",", ":"),
+        )
+        with self._translate("append audit entry"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.lpush(self._audit_key, encoded)
+                pipe.ltrim(self._audit_key, 0, self.audit_kept - 1)
+                await pipe.execute()
+
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        client = self._redis("read audit log")
+        with self._translate("read audit log"):
+            rows = await client.lrange(self._audit_key, 0, limit - 1)
+        entries = []
+        for raw in rows:
+            doc = json.loads(raw)
+            entries.append(
+                AuditEntry(
+                    at=_from_micros(doc["at"]),
+                    actor=doc["actor"],
+                    client=doc["client"],
+                    action=doc["action"],
+                    target=doc["target"],
+                    before=doc["before"],
+                    after=doc["after"],
+                )
+            )
+        return entries
+
+    # plumbing ----------------------------------------------------------------------------------
+    def _redis(self, what: str) -> aioredis.Redis:
+        if self._client is None:
+            raise StateUnavailable(f"Redis state {self._where()} is not open ({what})")
+        return self._client
+
+    def _where(self) -> str:
+        # Never echo a password from the URL into logs or responses.
+        host_part = self.url.rpartition("@")[2]
+        return f"{host_part} (namespace {self.namespace!r})"
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(
+                f"Redis state {self._where()} failed to {what}: {str(exc) or type(exc).__name__}"
+            ) from exc

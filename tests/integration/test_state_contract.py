@@ -1,0 +1,462 @@
+"""One contract suite for every `StateStore` backend (local SQLite file, real redis-server),
+plus the failure paths and backend-specific limits (retention, cross-process, lost messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from mirror.config import Config, StateConfig
+from mirror.errors import StateUnavailable
+from mirror.state import (
+    RULE_KINDS,
+    AuditEntry,
+    DownloadEvent,
+    LocalState,
+    RedisState,
+    RuleKind,
+    RuleRecord,
+    StateStore,
+    create_state,
+)
+from tests.conftest import free_port
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+FAST_POLL = timedelta(milliseconds=50)
+
+OpenStore = Callable[[], Awaitable[StateStore]]
+
+
+def make_rule(
+    rule_id: str,
+    *,
+    kind: RuleKind = "block",
+    created_at: datetime = T0,
+    package: str = "left-pad",
+    **extra: object,
+) -> RuleRecord:
+    fields: dict[str, object] = {
+        "id": rule_id,
+        "kind": kind,
+        "ecosystem": "npm",
+        "package": package,
+        "versions": "1.3.0 || >=2.0.0 <2.1.0",
+        "reason": "compromised maintainer account",
+        "created_at": created_at,
+        "created_by": "secops",
+    }
+    fields.update(extra)
+    return RuleRecord(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["local", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens stores of one backend that share one location (file / URL + namespace)."""
+    opened: list[StateStore] = []
+    namespace = f"test-{uuid.uuid4().hex}"
+
+    async def build() -> StateStore:
+        store: StateStore
+        if request.param == "local":
+            store = LocalState(tmp_path / "state.sqlite3", poll_interval=FAST_POLL)
+        else:
+            url: str = request.getfixturevalue("redis_url")
+            store = RedisState(url, namespace=namespace)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def state(open_store: OpenStore) -> StateStore:
+    return await open_store()
+
+
+async def start_watching(
+    store: StateStore, poke: Callable[[int], Awaitable[object]]
+) -> AsyncGenerator[int, None]:
+    """A running `store.watch()`. Its baseline is read when it starts, at a moment a test
+    cannot see, so `poke` changes something until the watcher has reported once: every
+    change after that is certainly after its baseline."""
+    watcher = store.watch()
+    assert isinstance(watcher, AsyncGenerator)
+    first = asyncio.ensure_future(anext(watcher))
+    try:
+        async with asyncio.timeout(10):
+            n = 0
+            while not (await asyncio.wait({first}, timeout=0.2))[0]:
+                await poke(n)
+                n += 1
+        first.result()
+    except BaseException:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await watcher.aclose()
+        raise
+    return watcher
+
+
+async def next_version_matching(watcher: AsyncIterator[int], wanted: int) -> int:
+    """Read the watcher until it reports `wanted` or more (earlier changes may still be
+    queued); two seconds at most, a second past the contract's one-second promise."""
+    async with asyncio.timeout(2):
+        while True:
+            version = await anext(watcher)
+            if version >= wanted:
+                return version
+
+
+# rules -------------------------------------------------------------------------------------------
+
+
+async def test_rules_round_trip_every_field_of_every_kind(state: StateStore) -> None:
+    rules = [
+        make_rule(
+            f"{kind}-1",
+            kind=kind,
+            created_at=T0 + timedelta(minutes=index),
+            expires_at=T0 + timedelta(days=7, microseconds=1),
+            data={"published_after": "2026-02-27T00:00:00Z", "ticket": ["SEC-1", 2, None]},
+        )
+        for index, kind in enumerate(RULE_KINDS)
+    ]
+    never_expires = make_rule("block-2", created_at=T0 + timedelta(hours=1))
+    for rule in [*rules, never_expires]:
+        await state.add_rule(rule)
+
+    stored = await state.list_rules()
+
+    assert stored == [*rules, never_expires]
+    assert stored[-1].expires_at is None
+    assert stored[-1].data == {}
+    assert all(rule.created_at.tzinfo is not None for rule in stored)
+    assert stored[0].created_at.utcoffset() == timedelta(0)
+
+
+async def test_list_rules_filters_by_kind_oldest_first(state: StateStore) -> None:
+    newest = make_rule("b-new", created_at=T0 + timedelta(hours=2))
+    oldest = make_rule("b-old", created_at=T0)
+    middle = make_rule("b-mid", created_at=T0 + timedelta(hours=1))
+    exemption = make_rule("e-1", kind="exemption", created_at=T0 - timedelta(days=1))
+    for rule in (newest, exemption, oldest, middle):
+        await state.add_rule(rule)
+
+    assert await state.list_rules("block") == [oldest, middle, newest]
+    assert await state.list_rules("exemption") == [exemption]
+    assert await state.list_rules("freeze") == []
+    assert [rule.id for rule in await state.list_rules()] == ["e-1", "b-old", "b-mid", "b-new"]
+
+
+async def test_remove_rule_returns_it_once(state: StateStore) -> None:
+    rule = make_rule("b-1", data={"note": "x"})
+    await state.add_rule(rule)
+    await state.add_rule(make_rule("b-2"))
+
+    assert await state.remove_rule("exemption", "b-1") is None
+    assert await state.remove_rule("block", "b-1") == rule
+    assert await state.remove_rule("block", "b-1") is None
+    assert await state.remove_rule("block", "no-such-id") is None
+    assert [r.id for r in await state.list_rules()] == ["b-2"]
+
+
+async def test_adding_an_existing_id_replaces_the_rule(state: StateStore) -> None:
+    await state.add_rule(make_rule("b-1", reason="first"))
+    await state.add_rule(make_rule("b-1", reason="second"))
+
+    assert [r.reason for r in await state.list_rules("block")] == ["second"]
+
+
+async def test_policy_version_grows_on_changes_only(state: StateStore) -> None:
+    start = await state.policy_version()
+
+    await state.add_rule(make_rule("b-1"))
+    after_add = await state.policy_version()
+    await state.list_rules()
+    await state.remove_rule("block", "missing")
+    after_reads = await state.policy_version()
+    await state.remove_rule("block", "b-1")
+    after_remove = await state.policy_version()
+
+    assert after_add > start
+    assert after_reads == after_add
+    assert after_remove > after_add
+
+
+async def test_concurrent_changes_from_two_stores_are_all_counted(
+    open_store: OpenStore,
+) -> None:
+    first, second = await open_store(), await open_store()
+    start = await first.policy_version()
+
+    await asyncio.gather(
+        *(first.add_rule(make_rule(f"a-{n}")) for n in range(20)),
+        *(second.add_rule(make_rule(f"b-{n}")) for n in range(20)),
+    )
+
+    assert await second.policy_version() == start + 40
+    assert len(await first.list_rules()) == 40
+
+
+# change notification -----------------------------------------------------------------------------
+
+
+async def test_watch_sees_a_change_made_through_another_store(open_store: OpenStore) -> None:
+    watching, other = await open_store(), await open_store()
+    watcher = await start_watching(watching, lambda n: other.add_rule(make_rule(f"warm-{n}")))
+    try:
+        await other.add_rule(make_rule("the-change"))
+        wanted = await other.policy_version()
+
+        assert await next_version_matching(watcher, wanted) == wanted
+        assert "the-change" in [rule.id for rule in await watching.list_rules()]
+    finally:
+        await watcher.aclose()
+
+
+# publish times and digests -----------------------------------------------------------------------
+
+
+async def test_publish_times_are_stored_per_ecosystem(state: StateStore) -> None:
+    key = "org.example:lib:1.0"
+    assert await state.get_publish_time("maven", key) is None
+
+    await state.set_publish_time("maven", key, T0)
+    await state.set_publish_time("maven", "other:lib:2.0", T0 + timedelta(days=1))
+
+    stored = await state.get_publish_time("maven", key)
+    assert stored == T0
+    assert stored is not None
+    assert stored.tzinfo is not None
+    assert await state.get_publish_time("npm", key) is None
+
+
+async def test_remember_digest_keeps_the_first_digest(state: StateStore) -> None:
+    first = "sha256:" + "a" * 64
+    later = "sha256:" + "b" * 64
+
+    assert await state.remember_digest("pypi", "demo-1.0.tar.gz", first) == first
+    assert await state.remember_digest("pypi", "demo-1.0.tar.gz", later) == first
+    assert await state.remember_digest("npm", "demo-1.0.tar.gz", later) == later
+
+
+# download ledger ---------------------------------------------------------------------------------
+
+
+def download(version: str, at: datetime, *, package: str = "axios") -> DownloadEvent:
+    return DownloadEvent(
+        ecosystem="npm",
+        package=package,
+        version=version,
+        filename=f"{package}-{version}.tgz",
+        client="10.0.0.7",
+        at=at,
+    )
+
+
+async def test_downloads_by_package_and_since_oldest_first(state: StateStore) -> None:
+    events = [download(f"1.14.{n}", T0 + timedelta(minutes=n)) for n in range(4)]
+    for event in (events[2], events[0], events[3], events[1]):
+        await state.record_download(event)
+    await state.record_download(download("1.0.0", T0, package="lodash"))
+    # The same client pulling the same file twice at the same instant counts twice.
+    await state.record_download(events[3])
+
+    assert await state.downloads("npm", "axios") == [*events, events[3]]
+    assert await state.downloads("npm", "axios", since=events[2].at) == [
+        events[2],
+        events[3],
+        events[3],
+    ]
+    assert await state.downloads("npm", "lodash") == [download("1.0.0", T0, package="lodash")]
+    assert await state.downloads("pypi", "axios") == []
+
+
+# audit log ---------------------------------------------------------------------------------------
+
+
+async def test_audit_log_newest_first_with_limit(state: StateStore) -> None:
+    entries = [
+        AuditEntry(
+            at=T0 + timedelta(seconds=n),
+            actor="secops",
+            client="192.0.2.1",
+            action="block.add",
+            target=f"npm/axios/{n}",
+            before=None if n == 0 else {"versions": "*", "n": n},
+            after={"versions": "1.14.1", "tags": ["a", "b"]} if n != 2 else None,
+        )
+        for n in range(3)
+    ]
+    for entry in entries:
+        await state.append_audit(entry)
+
+    assert await state.audit_log() == entries[::-1]
+    assert await state.audit_log(limit=2) == [entries[2], entries[1]]
+
+
+# health and failures -----------------------------------------------------------------------------
+
+
+async def test_ping_answers(state: StateStore) -> None:
+    await state.ping()
+
+
+async def test_a_store_that_is_not_open_is_unavailable(tmp_path: Path, redis_url: str) -> None:
+    for store in (LocalState(tmp_path / "s.sqlite3"), RedisState(redis_url)):
+        with pytest.raises(StateUnavailable, match="not open"):
+            await store.policy_version()
+
+
+async def test_redis_where_nothing_listens_is_unavailable() -> None:
+    store = RedisState(f"redis://127.0.0.1:{free_port()}/0", namespace="dead")
+    await store.open()
+    try:
+        async with asyncio.timeout(15):
+            with pytest.raises(StateUnavailable, match=r"127\.0\.0\.1"):
+                await store.ping()
+            with pytest.raises(StateUnavailable, match="list rules"):
+                await store.list_rules()
+            with pytest.raises(StateUnavailable):
+                await anext(store.watch())
+    finally:
+        await store.close()
+
+
+async def test_redis_url_password_is_not_echoed(redis_url: str) -> None:
+    url = f"redis://:hunter2hunter2@127.0.0.1:{free_port()}/0"
+    store = RedisState(url)
+    await store.open()
+    try:
+        async with asyncio.timeout(15):
+            with pytest.raises(StateUnavailable) as caught:
+                await store.ping()
+    finally:
+        await store.close()
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_local_state_where_a_directory_stands_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    path.mkdir()
+    store = LocalState(path)
+    try:
+        with pytest.raises(StateUnavailable, match=r"state\.sqlite3"):
+            await store.open()
+    finally:
+        await store.close()
+
+
+async def test_local_state_on_a_garbage_file_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"this is not a database, just some bytes " * 200)
+    store = LocalState(path)
+    try:
+        with pytest.raises(StateUnavailable, match="not a database"):
+            await store.open()
+        with pytest.raises(StateUnavailable):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+# backend-specific behaviour ----------------------------------------------------------------------
+
+
+CHILD_WRITER = """
+import asyncio, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from mirror.state import LocalState, RuleRecord
+
+async def main():
+    store = LocalState(Path(sys.argv[1]))
+    await store.open()
+    await store.add_rule(RuleRecord(
+        id="from-child", kind="block", ecosystem="npm", package="axios", versions="1.14.1",
+        reason="worm", created_by="child", created_at=datetime(2026, 3, 1, tzinfo=UTC)))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_local_watch_sees_a_rule_added_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = LocalState(path, poll_interval=FAST_POLL)
+    await store.open()
+    try:
+        watcher = await start_watching(store, lambda n: store.add_rule(make_rule(f"warm-{n}")))
+    except BaseException:
+        await store.close()
+        raise
+    try:
+        before = await store.policy_version()
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD_WRITER, str(path))
+        async with asyncio.timeout(30):
+            assert await child.wait() == 0
+
+        assert await next_version_matching(watcher, before + 1) == before + 1
+        assert "from-child" in [rule.id for rule in await store.list_rules("block")]
+    finally:
+        await watcher.aclose()
+        await store.close()
+
+
+async def test_redis_watch_polls_when_a_message_is_lost(redis_url: str) -> None:
+    store = RedisState(redis_url, namespace=f"test-{uuid.uuid4().hex}")
+    await store.open()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    counter = f"{store.namespace}:policy:version"
+    watcher: AsyncGenerator[int, None] | None = None
+    try:
+        # Bump the counter without publishing, as if every message were lost.
+        watcher = await start_watching(store, lambda n: raw.incr(counter))
+        wanted = int(await raw.incr(counter))
+
+        assert await next_version_matching(watcher, wanted) == wanted
+    finally:
+        if watcher is not None:
+            await watcher.aclose()
+        await raw.aclose()
+        await store.close()
+
+
+async def test_redis_keeps_the_newest_downloads_and_audit_entries(redis_url: str) -> None:
+    store = RedisState(
+        redis_url, namespace=f"test-{uuid.uuid4().hex}", downloads_kept=3, audit_kept=2
+    )
+    await store.open()
+    try:
+        events = [download(f"1.0.{n}", T0 + timedelta(seconds=n)) for n in range(5)]
+        for event in reversed(events):
+            await store.record_download(event)
+        for n in range(4):
+            await store.append_audit(
+                AuditEntry(at=T0, actor="a", client="c", action="block.add", target=str(n))
+            )
+
+        assert await store.downloads("npm", "axios") == events[2:]
+        assert [entry.target for entry in await store.audit_log()] == ["3", "2"]
+    finally:
+        await store.close()
+
+
+def test_create_state_picks_the_backend(tmp_path: Path) -> None:
+    local = create_state(Config(data_dir=tmp_path))
+    remote = create_state(Config(state=StateConfig(redis_url="redis://127.0.0.1:1/0")))
+
+    assert isinstance(local, LocalState)
+    assert local.path == tmp_path / "state.sqlite3"
+    assert isinstance(remote, RedisState)
+    assert remote.url == "redis://127.0.0.1:1/0"
