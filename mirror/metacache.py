@@ -1,0 +1,463 @@
+"""Cached upstream metadata documents (fresh / stale-while-revalidate / stale-if-error, kept
+on disk for restarts and sibling workers) and the bounded cache of rendered, filtered views.
+It never applies policy and never renders: callers pass `parse` and store `Rendered` views.
+
+Choices, stated plainly:
+- A copy older than `ttl` but younger than `stale_max` is served at once (`stale=True`) while
+  ONE background conditional GET revalidates it; a failed revalidation is not retried for
+  `min(ttl, 30 s)` so a down upstream sees one request per key per interval, not one per hit.
+- A copy older than `stale_max` (or `refresh=True`, or none) is fetched in the foreground;
+  if that fails with UpstreamUnavailable or BadUpstreamDocument, a copy younger than
+  `stale_max` is still served stale.
+- UpstreamNotFound is never masked: a 404/410 means the document was unpublished, so the
+  copy is dropped from memory and disk and the error propagates.
+- `parse` runs once per upstream change and key; the parsed value is reused while the
+  caller passes an equal `parse` (use a module-level function, not a fresh lambda).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from mirror import errors
+from mirror.clock import Clock
+from mirror.ecosystems.base import Rendered
+from mirror.metrics import Metrics
+from mirror.upstream import Upstream, UpstreamDocument, redact
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Bodies above this are parsed in a thread: a 20 MB packument would stall every client.
+PARSE_IN_THREAD_BYTES = 1024 * 1024
+FAILURE_BACKOFF = timedelta(seconds=30)
+DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+_UNPARSED: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachedDocument(Generic[T]):
+    """A document as served: `version` is the sha256 hex of `raw` (changes iff upstream did)."""
+
+    url: str
+    parsed: T
+    version: str
+    fetched_at: datetime
+    stale: bool
+    etag: str | None
+    last_modified: str | None
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Entry:
+    url: str
+    accept: str
+    raw: bytes
+    version: str
+    fetched_at: datetime  # last time upstream confirmed these bytes (200 or 304)
+    etag: str | None
+    last_modified: str | None
+    parse: Callable[[bytes], Any] | None = None
+    parsed: Any = _UNPARSED
+    failed_at: datetime | None = None
+
+
+_Key = tuple[str, str]
+
+
+class MetaCache:
+    """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
+    revalidations. Memory holds at most `max_entries` documents (LRU); disk is unbounded
+    (one small pair of files per document ever fetched)."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        directory: Path,
+        ttl: timedelta,
+        stale_max: timedelta,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        max_entries: int = 2048,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    ) -> None:
+        self._upstream = upstream
+        self._directory = directory
+        self._ttl = ttl
+        self._stale_max = max(stale_max, ttl)
+        self._clock = clock
+        self._metrics = metrics
+        self._max_entries = max(1, max_entries)
+        self._max_document_bytes = max_document_bytes
+        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
+        self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
+
+    async def get(
+        self,
+        url: str,
+        parse: Callable[[bytes], T],
+        *,
+        accept: str | None = None,
+        refresh: bool = False,
+    ) -> CachedDocument[T]:
+        """The document at `url`, parsed by `parse`.
+
+        Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
+        BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed."""
+        key: _Key = (url, accept or "")
+        entry = await self._entry(key, parse)
+        if entry is not None and not refresh:
+            age = self._clock.now() - entry.fetched_at
+            if age < self._ttl:
+                return await self._serve(key, entry, parse, stale=False)
+            if age < self._stale_max:
+                self._revalidate_in_background(key, entry, parse)
+                if self._metrics is not None:
+                    self._metrics.stale_serves.labels("revalidating").inc()
+                return await self._serve(key, entry, parse, stale=True)
+        try:
+            entry = await self._refresh(key, parse)
+        except (errors.UpstreamUnavailable, errors.BadUpstreamDocument) as exc:
+            fallback = self._entries.get(key) or entry
+            if fallback is None or self._clock.now() - fallback.fetched_at >= self._stale_max:
+                raise
+            log.warning("serving %s stale: %s", redact(url), exc)
+            if self._metrics is not None:
+                self._metrics.stale_serves.labels("upstream-error").inc()
+            return await self._serve(key, fallback, parse, stale=True)
+        return await self._serve(key, entry, parse, stale=False)
+
+    async def drain(self) -> None:
+        """Wait for the revalidations running now (their errors are logged, not raised)."""
+        tasks = list(self._refreshes.values())
+        if tasks:
+            # wait, not gather: a cancelled drain must not cancel the revalidations.
+            await asyncio.wait(tasks)
+
+    def __len__(self) -> int:
+        """Documents held in memory (at most `max_entries`)."""
+        return len(self._entries)
+
+    async def close(self) -> None:
+        tasks = [*self._refreshes.values(), *self._loads.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, errors.MirrorError):
+                await task
+        self._refreshes.clear()
+        self._loads.clear()
+
+    # memory and disk --------------------------------------------------------------------
+
+    async def _entry(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry
+        task = self._loads.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(key, parse))
+            self._loads[key] = task
+            task.add_done_callback(lambda done: _forget(self._loads, key, done))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry | None:
+        """The copy on disk (parsed, so concurrent first requests share one parse), or None."""
+        entry = await asyncio.to_thread(self._read_files, key)
+        if entry is None:
+            return None
+        try:
+            entry = await self._parsed(entry, parse)
+        except errors.BadUpstreamDocument as exc:
+            log.warning("ignoring the stored copy of %s: %s", redact(key[0]), exc)
+            return None
+        if key not in self._entries:
+            self._remember(key, entry)
+        return self._entries[key]
+
+    def _remember(self, key: _Key, entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def _paths(self, key: _Key) -> tuple[Path, Path]:
+        name = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
+        return self._directory / f"{name}.meta", self._directory / f"{name}.body"
+
+    def _read_files(self, key: _Key) -> _Entry | None:
+        meta_path, body_path = self._paths(key)
+        try:
+            meta = orjson.loads(meta_path.read_bytes())
+            raw = body_path.read_bytes()
+        except FileNotFoundError:
+            if meta_path.exists() or body_path.exists():
+                self._discard_files(key)
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("removing unreadable cached copy of %s: %s", redact(key[0]), exc)
+            self._discard_files(key)
+            return None
+        try:
+            entry = _Entry(
+                url=str(meta["url"]),
+                accept=str(meta["accept"]),
+                raw=raw,
+                version=str(meta["version"]),
+                fetched_at=datetime.fromisoformat(meta["fetched_at"]),
+                etag=meta.get("etag"),
+                last_modified=meta.get("last_modified"),
+            )
+            intact = (
+                (entry.url, entry.accept) == key
+                and entry.fetched_at.tzinfo is not None
+                and hashlib.sha256(raw).hexdigest() == entry.version
+            )
+        except (KeyError, TypeError, ValueError):
+            intact = False
+        if not intact:
+            # A crash between the two renames, a sibling worker's interleaved write, or a
+            # damaged disk: a cache may forget, it must not serve wrong bytes.
+            log.warning("removing inconsistent cached copy of %s", redact(key[0]))
+            self._discard_files(key)
+            return None
+        return entry
+
+    def _write_files(self, entry: _Entry, *, body: bool) -> None:
+        """Body first, then meta, each atomically: the meta names the body's sha256, so a
+        reader never trusts a half-written pair."""
+        self._directory.mkdir(parents=True, exist_ok=True)
+        meta_path, body_path = self._paths((entry.url, entry.accept))
+        if body:
+            _atomic_write(body_path, entry.raw)
+        meta = {
+            "url": entry.url,
+            "accept": entry.accept,
+            "version": entry.version,
+            "fetched_at": entry.fetched_at.isoformat(),
+            "etag": entry.etag,
+            "last_modified": entry.last_modified,
+        }
+        _atomic_write(meta_path, orjson.dumps(meta))
+
+    def _discard_files(self, key: _Key) -> None:
+        for path in self._paths(key):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", path, exc)
+
+    async def _store(self, entry: _Entry, *, body: bool) -> None:
+        try:
+            await asyncio.to_thread(self._write_files, entry, body=body)
+        except OSError as exc:
+            # Memory still serves it; only restarts lose the copy.
+            log.warning("could not store %s on disk: %s", redact(entry.url), exc)
+
+    # upstream ---------------------------------------------------------------------------
+
+    def _revalidate_in_background(
+        self, key: _Key, entry: _Entry, parse: Callable[[bytes], Any]
+    ) -> None:
+        if key in self._refreshes:
+            return
+        if entry.failed_at is not None:
+            backoff = min(self._ttl, FAILURE_BACKOFF)
+            if self._clock.now() - entry.failed_at < backoff:
+                return
+        task = self._start_refresh(key, parse)
+        task.add_done_callback(lambda done: self._log_background(key, done))
+
+    async def _refresh(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry:
+        task = self._refreshes.get(key)
+        if task is None:
+            task = self._start_refresh(key, parse)
+        elif self._metrics is not None:
+            self._metrics.singleflight_joins.labels("metadata").inc()
+        return await asyncio.shield(task)
+
+    def _start_refresh(self, key: _Key, parse: Callable[[bytes], Any]) -> asyncio.Task[_Entry]:
+        task = asyncio.get_running_loop().create_task(self._revalidate(key, parse))
+        self._refreshes[key] = task
+        task.add_done_callback(lambda done: _forget(self._refreshes, key, done))
+        return task
+
+    async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry:
+        """One (conditional) GET; on success the new entry is in memory and on disk."""
+        url, accept = key
+        old = self._entries.get(key)
+        try:
+            document = await self._upstream.fetch(
+                url,
+                etag=old.etag if old else None,
+                last_modified=old.last_modified if old else None,
+                accept=accept or None,
+                max_bytes=self._max_document_bytes,
+            )
+        except errors.UpstreamNotFound:
+            self._entries.pop(key, None)
+            await asyncio.to_thread(self._discard_files, key)
+            raise
+        except errors.UpstreamError:
+            self._mark_failed(key)
+            raise
+        now = self._clock.now()
+        if document.status == 304:
+            if old is None:
+                raise errors.BadUpstreamDocument(
+                    f"upstream answered {redact(url)} with 304 to an unconditional request"
+                )
+            entry = dataclasses.replace(
+                old,
+                fetched_at=now,
+                etag=document.etag or old.etag,
+                last_modified=document.last_modified or old.last_modified,
+                failed_at=None,
+            )
+            self._remember(key, entry)
+            await self._store(entry, body=False)
+            return entry
+        entry = _entry_from(key, document, now)
+        if old is not None and old.version == entry.version:
+            # Same bytes under new validators: keep the parsed value (no re-parse).
+            entry = dataclasses.replace(entry, parse=old.parse, parsed=old.parsed)
+        try:
+            entry = await self._parsed(entry, parse)
+        except errors.BadUpstreamDocument:
+            self._mark_failed(key)
+            raise
+        self._remember(key, entry)
+        await self._store(entry, body=old is None or old.version != entry.version)
+        return entry
+
+    def _mark_failed(self, key: _Key) -> None:
+        current = self._entries.get(key)
+        if current is not None:
+            self._entries[key] = dataclasses.replace(current, failed_at=self._clock.now())
+
+    def _log_background(self, key: _Key, task: asyncio.Task[_Entry]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.warning("background revalidation of %s failed: %s", redact(key[0]), exc)
+
+    # parsing ----------------------------------------------------------------------------
+
+    async def _serve(
+        self, key: _Key, entry: _Entry, parse: Callable[[bytes], T], *, stale: bool
+    ) -> CachedDocument[T]:
+        if entry.parse != parse or entry.parsed is _UNPARSED:
+            entry = await self._parsed(entry, parse)
+            current = self._entries.get(key)
+            if current is not None and current.version == entry.version:
+                self._entries[key] = dataclasses.replace(
+                    current, parse=entry.parse, parsed=entry.parsed
+                )
+        return CachedDocument(
+            url=entry.url,
+            parsed=entry.parsed,
+            version=entry.version,
+            fetched_at=entry.fetched_at,
+            stale=stale,
+            etag=entry.etag,
+            last_modified=entry.last_modified,
+            raw=entry.raw,
+        )
+
+    async def _parsed(self, entry: _Entry, parse: Callable[[bytes], Any]) -> _Entry:
+        if entry.parse == parse and entry.parsed is not _UNPARSED:
+            return entry
+        try:
+            if len(entry.raw) > PARSE_IN_THREAD_BYTES:
+                parsed = await asyncio.to_thread(parse, entry.raw)
+            else:
+                parsed = parse(entry.raw)
+        except errors.MirrorError:
+            raise
+        except Exception as exc:
+            raise errors.BadUpstreamDocument(
+                f"could not parse {redact(entry.url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return dataclasses.replace(entry, parse=parse, parsed=parsed)
+
+
+class RenderedCache:
+    """Filtered, rendered views by caller-chosen key, bounded LRU. A view expires at its
+    `valid_until` (the next quarantine boundary); policy changes call `clear()`."""
+
+    def __init__(self, *, max_entries: int = 4096) -> None:
+        self._max_entries = max(1, max_entries)
+        self._views: OrderedDict[Hashable, Rendered] = OrderedDict()
+
+    def get(self, key: Hashable, now: datetime) -> Rendered | None:
+        rendered = self._views.get(key)
+        if rendered is None:
+            return None
+        if rendered.valid_until is not None and now >= rendered.valid_until:
+            del self._views[key]
+            return None
+        self._views.move_to_end(key)
+        return rendered
+
+    def put(self, key: Hashable, rendered: Rendered) -> None:
+        self._views[key] = rendered
+        self._views.move_to_end(key)
+        while len(self._views) > self._max_entries:
+            self._views.popitem(last=False)
+
+    def clear(self) -> None:
+        self._views.clear()
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
+    return _Entry(
+        url=key[0],
+        accept=key[1],
+        raw=document.body,
+        version=hashlib.sha256(document.body).hexdigest(),
+        fetched_at=now,
+        etag=document.etag,
+        last_modified=document.last_modified,
+    )
+
+
+def _forget(tasks: dict[_Key, Any], key: _Key, task: asyncio.Task[Any]) -> None:
+    if tasks.get(key) is task:
+        del tasks[key]
+    if not task.cancelled():
+        task.exception()  # retrieved here: every waiter may have gone away
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

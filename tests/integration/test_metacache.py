@@ -1,0 +1,464 @@
+"""`mirror.metacache` against a real FakeUpstream on 127.0.0.1, real files and a FixedClock."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from pytest_aiohttp import AiohttpServer
+
+from mirror import errors
+from mirror.clock import FixedClock
+from mirror.config import UpstreamConfig
+from mirror.ecosystems.base import Rendered
+from mirror.metacache import MetaCache, RenderedCache
+from mirror.metrics import Metrics
+from mirror.upstream import Upstream
+from tests.fakes.upstream import FakeUpstream
+
+START = datetime(2025, 4, 1, 12, 0, tzinfo=UTC)
+TTL = timedelta(minutes=5)
+STALE_MAX = timedelta(days=7)
+CONFIG = UpstreamConfig(
+    connect_timeout=timedelta(seconds=5),
+    read_timeout=timedelta(seconds=5),
+    retries=0,
+    backoff=timedelta(0),
+)
+DOC = b'{"name": "left-pad", "versions": ["1.0.0"]}'
+DOC2 = b'{"name": "left-pad", "versions": ["1.0.0", "1.1.0"]}'
+
+
+class CountingParser:
+    """`orjson.loads` that counts its calls and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.threads: list[str] = []
+        self.broken = False
+
+    def __call__(self, raw: bytes) -> object:
+        self.calls += 1
+        self.threads.append(threading.current_thread().name)
+        if self.broken:
+            raise ValueError("not the document we expected")
+        return orjson.loads(raw)
+
+
+@pytest.fixture
+async def fake(aiohttp_server: AiohttpServer) -> FakeUpstream:
+    upstream = FakeUpstream()
+    await upstream.start(aiohttp_server)
+    upstream.add("/left-pad", DOC, content_type="application/json", etag='"v1"', compress=True)
+    return upstream
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+async def upstream(fake: FakeUpstream, metrics: Metrics) -> AsyncIterator[Upstream]:
+    client = Upstream(CONFIG, allowed_hosts=[fake.host], metrics=metrics)
+    await client.start()
+    yield client
+    await client.close()
+
+
+CacheFactory = Callable[..., MetaCache]  # (*, max_entries: int = 2048) -> MetaCache
+
+
+@pytest.fixture
+async def make_cache(
+    upstream: Upstream, clock: FixedClock, metrics: Metrics, tmp_path: Path
+) -> AsyncIterator[CacheFactory]:
+    """Build MetaCaches on one directory (like sibling workers or a restart); all closed."""
+    caches: list[MetaCache] = []
+
+    def make(*, max_entries: int = 2048) -> MetaCache:
+        cache = MetaCache(
+            upstream,
+            directory=tmp_path / "metadata",
+            ttl=TTL,
+            stale_max=STALE_MAX,
+            clock=clock,
+            metrics=metrics,
+            max_entries=max_entries,
+        )
+        caches.append(cache)
+        return cache
+
+    yield make
+    for cache in caches:
+        await cache.close()
+
+
+@pytest.fixture
+def cache(make_cache: CacheFactory) -> MetaCache:
+    return make_cache()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# fresh, stale-while-revalidate, refresh -------------------------------------------------
+
+
+async def test_first_get_fetches_and_parses_once(cache: MetaCache, fake: FakeUpstream) -> None:
+    parse = CountingParser()
+    document = await cache.get(fake.url("/left-pad"), parse)
+    assert document.parsed == {"name": "left-pad", "versions": ["1.0.0"]}
+    assert document.raw == DOC
+    assert document.version == hashlib.sha256(DOC).hexdigest()
+    assert (document.stale, document.etag, document.fetched_at) == (False, '"v1"', START)
+    assert parse.calls == 1
+
+
+async def test_fresh_hit_makes_no_request(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse)
+    clock.advance(TTL - timedelta(seconds=1))
+    again = await cache.get(fake.url("/left-pad"), parse)
+    assert again.parsed is first.parsed
+    assert again.stale is False
+    assert fake.count("/left-pad") == 1
+    assert parse.calls == 1
+
+
+async def test_after_ttl_stale_is_served_and_a_304_keeps_the_parsed_value(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse)
+    clock.advance(TTL)
+    stale = await cache.get(fake.url("/left-pad"), parse)
+    assert stale.stale is True
+    assert stale.parsed is first.parsed
+    # Concurrent stale hits do not start more revalidations.
+    await asyncio.gather(*(cache.get(fake.url("/left-pad"), parse) for _ in range(10)))
+    await cache.drain()
+    assert fake.count("/left-pad") == 2
+    assert sample(metrics, "mirror_singleflight_joins_total", kind="document") == 0
+    assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
+
+    revalidated = await cache.get(fake.url("/left-pad"), parse)
+    assert revalidated.stale is False
+    assert revalidated.fetched_at == START + TTL
+    assert revalidated.parsed is first.parsed
+    assert parse.calls == 1
+    assert fake.count("/left-pad") == 2
+    assert sample(metrics, "mirror_stale_serves_total", cause="revalidating") >= 1
+
+
+async def test_a_changed_document_is_parsed_again(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse)
+    fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    clock.advance(TTL)
+    await cache.get(fake.url("/left-pad"), parse)
+    await cache.drain()
+    changed = await cache.get(fake.url("/left-pad"), parse)
+    assert changed.parsed == orjson.loads(DOC2)
+    assert changed.version != first.version
+    assert changed.etag == '"v2"'
+    assert parse.calls == 2
+
+
+async def test_same_bytes_under_new_validators_are_not_parsed_again(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse)
+    fake.add("/left-pad", DOC, content_type="application/json", etag='"v1-regenerated"')
+    again = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
+    assert (again.etag, again.version) == ('"v1-regenerated"', first.version)
+    assert again.parsed is first.parsed
+    assert parse.calls == 1
+
+
+async def test_refresh_forces_one_conditional_request(cache: MetaCache, fake: FakeUpstream) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse)
+    fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    refreshed = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    assert refreshed.parsed == orjson.loads(DOC2)
+    assert refreshed.stale is False
+    assert fake.count("/left-pad") == 2
+    assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
+
+
+async def test_concurrent_cold_gets_share_one_request_and_one_parse(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    parse = CountingParser()
+    fake.hold("/left-pad")
+    tasks = [asyncio.create_task(cache.get(fake.url("/left-pad"), parse)) for _ in range(20)]
+    await fake.wait_for("/left-pad")
+    fake.release("/left-pad")
+    documents = await asyncio.gather(*tasks)
+    assert fake.count("/left-pad") == 1
+    assert parse.calls == 1
+    assert all(document.parsed is documents[0].parsed for document in documents)
+
+
+async def test_accept_is_part_of_the_key(cache: MetaCache, fake: FakeUpstream) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse, accept="application/json")
+    await cache.get(fake.url("/left-pad"), parse, accept="application/vnd.npm.install-v1+json")
+    await cache.get(fake.url("/left-pad"), parse, accept="application/json")
+    assert fake.count("/left-pad") == 2
+    accepts = [request.headers["Accept"] for request in fake.requests]
+    assert accepts == ["application/json", "application/vnd.npm.install-v1+json"]
+
+
+async def test_large_bodies_are_parsed_off_the_event_loop(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    big = orjson.dumps({"versions": ["x" * 100] * 20_000})
+    assert len(big) > 1024 * 1024
+    fake.add("/big", big, content_type="application/json")
+    parse = CountingParser()
+    await cache.get(fake.url("/big"), parse)
+    await cache.get(fake.url("/left-pad"), parse)
+    assert parse.threads[0] != threading.main_thread().name
+    assert parse.threads[1] == threading.main_thread().name
+
+
+# failures -------------------------------------------------------------------------------
+
+
+async def test_stale_if_error_within_stale_max_then_raises(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse)
+    fake.down()
+    clock.advance(TTL)
+    # Background revalidation fails; the copy is still served.
+    assert (await cache.get(fake.url("/left-pad"), parse)).stale is True
+    await cache.drain()
+    # A foreground refresh fails too: stale-if-error.
+    served = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    assert (served.stale, served.parsed) == (True, first.parsed)
+    assert sample(metrics, "mirror_stale_serves_total", cause="upstream-error") == 1
+
+    clock.set(START + STALE_MAX)
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.get(fake.url("/left-pad"), parse)
+
+    fake.up()
+    recovered = await cache.get(fake.url("/left-pad"), parse)
+    assert (recovered.stale, recovered.fetched_at) == (False, START + STALE_MAX)
+
+
+async def test_a_failed_background_revalidation_backs_off(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse)
+    fake.down()
+    clock.advance(TTL)
+    await cache.get(fake.url("/left-pad"), parse)
+    await cache.drain()
+    assert fake.count("/left-pad") == 2
+    for _ in range(5):
+        assert (await cache.get(fake.url("/left-pad"), parse)).stale is True
+        await cache.drain()
+    assert fake.count("/left-pad") == 2
+    clock.advance(timedelta(seconds=30))
+    await cache.get(fake.url("/left-pad"), parse)
+    await cache.drain()
+    assert fake.count("/left-pad") == 3
+
+
+async def test_no_copy_and_upstream_down_raises(cache: MetaCache, fake: FakeUpstream) -> None:
+    fake.down()
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.get(fake.url("/left-pad"), CountingParser())
+
+
+async def test_not_found_is_not_masked_and_drops_the_copy(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse)
+    fake.remove("/left-pad")
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    fake.down()
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.get(fake.url("/left-pad"), parse)
+    with pytest.raises(errors.UpstreamUnavailable):
+        await make_cache().get(fake.url("/left-pad"), parse)
+
+
+async def test_parse_failure_is_not_cached(cache: MetaCache, fake: FakeUpstream) -> None:
+    parse = CountingParser()
+    parse.broken = True
+    with pytest.raises(errors.BadUpstreamDocument, match="could not parse"):
+        await cache.get(fake.url("/left-pad"), parse)
+    parse.broken = False
+    document = await cache.get(fake.url("/left-pad"), parse)
+    assert document.parsed == orjson.loads(DOC)
+    assert fake.count("/left-pad") == 2
+
+
+async def test_a_bad_new_version_keeps_serving_the_good_copy(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    good = await cache.get(fake.url("/left-pad"), parse)
+    fake.add("/left-pad", b"<html>maintenance</html>", etag='"bad"')
+    served = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    assert (served.stale, served.parsed, served.version) == (True, good.parsed, good.version)
+    clock.advance(STALE_MAX)
+    with pytest.raises(errors.BadUpstreamDocument):
+        await cache.get(fake.url("/left-pad"), parse)
+
+
+# persistence ----------------------------------------------------------------------------
+
+
+async def test_a_new_instance_serves_fresh_copies_from_disk_without_a_request(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser())
+    sibling_parse = CountingParser()
+    document = await make_cache().get(fake.url("/left-pad"), sibling_parse)
+    assert (document.raw, document.etag, document.stale) == (DOC, '"v1"', False)
+    assert sibling_parse.calls == 1
+    assert fake.count("/left-pad") == 1
+
+
+async def test_a_restarted_instance_serves_stale_if_error_from_disk(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser())
+    await cache.close()
+    fake.down()
+    clock.advance(timedelta(days=2))
+    restarted = make_cache()
+    document = await restarted.get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    assert (document.raw, document.stale, document.fetched_at) == (DOC, True, START)
+
+    clock.advance(STALE_MAX)
+    with pytest.raises(errors.UpstreamUnavailable):
+        await make_cache().get(fake.url("/left-pad"), CountingParser())
+
+
+async def test_a_304_is_persisted_so_restarts_see_the_new_time(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser())
+    clock.advance(timedelta(days=6))
+    await cache.get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    assert fake.count("/left-pad") == 2
+    clock.advance(timedelta(days=3))  # 9 days after the 200, 3 after the 304
+    fake.down()
+    document = await make_cache().get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    assert (document.stale, document.fetched_at) == (True, START + timedelta(days=6))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda meta, body: body.write_bytes(b"flipped"), id="body-changed"),
+        pytest.param(lambda meta, body: meta.write_bytes(b"{not json"), id="meta-garbage"),
+        pytest.param(lambda meta, body: body.unlink(), id="body-missing"),
+        pytest.param(
+            lambda meta, body: meta.write_bytes(orjson.dumps({"url": 1})), id="meta-incomplete"
+        ),
+    ],
+)
+async def test_a_corrupt_copy_on_disk_is_ignored_and_removed(
+    cache: MetaCache,
+    make_cache: CacheFactory,
+    fake: FakeUpstream,
+    tmp_path: Path,
+    damage: Callable[[Path, Path], object],
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser())
+    (meta,) = (tmp_path / "metadata").glob("*.meta")
+    body = meta.with_suffix(".body")
+    damage(meta, body)
+    fake.down()
+    with pytest.raises(errors.UpstreamUnavailable):
+        await make_cache().get(fake.url("/left-pad"), CountingParser())
+    assert not meta.exists()
+    assert not body.exists()
+    fake.up()
+    document = await make_cache().get(fake.url("/left-pad"), CountingParser())
+    assert document.raw == DOC
+    assert meta.exists()
+    assert body.read_bytes() == DOC
+
+
+async def test_memory_is_bounded_and_evicted_documents_reload_from_disk(
+    make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    cache = make_cache(max_entries=2)
+    for name in ("a", "b", "c"):
+        fake.add(f"/{name}", name.encode(), etag=f'"{name}"')
+        await cache.get(fake.url(f"/{name}"), bytes.decode)
+    assert len(cache) == 2
+    document = await cache.get(fake.url("/a"), bytes.decode)
+    assert document.parsed == "a"
+    assert len(cache) == 2
+    assert fake.count("/a") == 1
+
+
+# RenderedCache ----------------------------------------------------------------------------
+
+
+def rendered(body: bytes, valid_until: datetime | None = None) -> Rendered:
+    return Rendered(body=body, content_type="application/json", etag='"e"', valid_until=valid_until)
+
+
+def test_rendered_view_expires_at_valid_until() -> None:
+    views = RenderedCache()
+    boundary = START + timedelta(hours=3)
+    views.put("left-pad", rendered(b"1", valid_until=boundary))
+    views.put("forever", rendered(b"2"))
+    hit = views.get("left-pad", boundary - timedelta(microseconds=1))
+    assert hit is not None
+    assert hit.body == b"1"
+    assert views.get("left-pad", boundary) is None
+    assert views.get("left-pad", START) is None  # expired views are dropped, not kept
+    forever = views.get("forever", START + timedelta(days=3650))
+    assert forever is not None
+    assert forever.body == b"2"
+    assert views.get("absent", START) is None
+
+
+def test_rendered_cache_is_a_bounded_lru() -> None:
+    views = RenderedCache(max_entries=2)
+    views.put("a", rendered(b"a"))
+    views.put("b", rendered(b"b"))
+    assert views.get("a", START) is not None  # a is now most recently used
+    views.put("c", rendered(b"c"))
+    assert views.get("b", START) is None
+    assert views.get("a", START) is not None
+    assert views.get("c", START) is not None
+    assert len(views) == 2
+    views.clear()
+    assert views.get("a", START) is None
+    assert len(views) == 0
