@@ -1,0 +1,245 @@
+"""A fake npm registry for tests: builds real `.tgz` tarballs (`package/package.json`) with
+their true sha512 `integrity` and sha1 `shasum`, full packuments with chosen publish times,
+scoped names and dist-tags, and serves them through the recording `FakeUpstream`."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pytest_aiohttp import AiohttpServer
+
+from tests.fakes.upstream import FakeUpstream, RecordedRequest
+
+
+def make_tarball(name: str, version: str, *, extra: Mapping[str, Any] | None = None) -> bytes:
+    """A deterministic npm tarball: `package/package.json` and `package/index.js`."""
+    manifest = {"name": name, "version": version, "main": "index.js", **(extra or {})}
+    members = {
+        "package/package.json": json.dumps(manifest, indent=2).encode(),
+        "package/index.js": f"module.exports = {json.dumps(name + '@' + version)};\n".encode(),
+    }
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 499162500  # npm pins tarball mtimes to 1985-10-26; so do we
+            archive.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0) as stream:
+        stream.write(raw.getvalue())
+    return compressed.getvalue()
+
+
+def integrity_of(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def iso(moment: datetime) -> str:
+    """npm's time format: `2026-11-25T10:00:00.000Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+@dataclass(slots=True)
+class FakeVersion:
+    name: str
+    version: str
+    published: datetime | None
+    tarball: bytes
+    dependencies: dict[str, str] = field(default_factory=dict)
+    deprecated: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def integrity(self) -> str:
+        return integrity_of(self.tarball)
+
+    @property
+    def shasum(self) -> str:
+        return hashlib.sha1(self.tarball).hexdigest()  # noqa: S324 -- npm's own shasum
+
+
+@dataclass(slots=True)
+class FakePackage:
+    name: str
+    versions: dict[str, FakeVersion] = field(default_factory=dict)
+    dist_tags: dict[str, str] = field(default_factory=dict)
+    created: datetime | None = None
+    modified: datetime | None = None
+
+
+def escaped(name: str) -> str:
+    """npm's path form of a name: the scope slash as `%2f`."""
+    return name.replace("/", "%2f")
+
+
+def unscoped(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+class FakeNpmRegistry:
+    """Build packages with `add_version`/`set_dist_tag`/`set_time`; every change is served
+    at once. `packument_path(name)` and `tarball_path(name, version)` are the raw upstream
+    paths to count requests with (`registry.upstream.count(path)`)."""
+
+    def __init__(self) -> None:
+        self.upstream = FakeUpstream()
+        self.packages: dict[str, FakePackage] = {}
+
+    async def start(self, aiohttp_server: AiohttpServer) -> str:
+        base = await self.upstream.start(aiohttp_server)
+        for name in self.packages:
+            self._sync(name)
+        return base
+
+    @property
+    def url(self) -> str:
+        """The upstream registry URL (ends with `/`): the value of MIRROR_NPM_UPSTREAM."""
+        return self.upstream.url("/")
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.upstream.requests
+
+    # building ---------------------------------------------------------------------------
+
+    def add_version(
+        self,
+        name: str,
+        version: str,
+        *,
+        published: datetime | None,
+        dependencies: Mapping[str, str] | None = None,
+        deprecated: str | None = None,
+        tag: str | None = "latest",
+        extra: Mapping[str, Any] | None = None,
+    ) -> FakeVersion:
+        """Publish `name@version` at `published` (None: no `time` entry). `tag` (default
+        `latest`) is moved to it; pass None to leave the tags alone."""
+        package = self.packages.setdefault(name, FakePackage(name=name))
+        entry = FakeVersion(
+            name=name,
+            version=version,
+            published=published,
+            tarball=make_tarball(name, version, extra={"dependencies": dict(dependencies or {})}),
+            dependencies=dict(dependencies or {}),
+            deprecated=deprecated,
+            extra=dict(extra or {}),
+        )
+        package.versions[version] = entry
+        if published is not None:
+            if package.created is None or published < package.created:
+                package.created = published
+            if package.modified is None or published > package.modified:
+                package.modified = published
+        if tag is not None:
+            package.dist_tags[tag] = version
+        self._sync(name)
+        return entry
+
+    def set_dist_tag(self, name: str, tag: str, version: str) -> None:
+        self.packages[name].dist_tags[tag] = version
+        self._sync(name)
+
+    def set_time(self, name: str, version: str, published: datetime | None) -> None:
+        self.packages[name].versions[version].published = published
+        self._sync(name)
+
+    def remove_package(self, name: str) -> None:
+        """Unpublish everything: the packument and tarballs answer 404."""
+        package = self.packages.pop(name)
+        self.upstream.remove(self.packument_path(name))
+        for version in package.versions:
+            self.upstream.remove(self.tarball_path(name, version))
+
+    # paths and documents ----------------------------------------------------------------
+
+    @staticmethod
+    def packument_path(name: str) -> str:
+        return "/" + escaped(name)
+
+    @staticmethod
+    def tarball_path(name: str, version: str) -> str:
+        return f"/{name}/-/{unscoped(name)}-{version}.tgz"
+
+    def version(self, name: str, version: str) -> FakeVersion:
+        return self.packages[name].versions[version]
+
+    def packument(self, name: str) -> dict[str, Any]:
+        """The full packument as the upstream serves it."""
+        package = self.packages[name]
+        versions: dict[str, Any] = {}
+        time: dict[str, str] = {}
+        if package.created is not None:
+            time["created"] = iso(package.created)
+        if package.modified is not None:
+            time["modified"] = iso(package.modified)
+        for version, entry in package.versions.items():
+            manifest: dict[str, Any] = {
+                "name": name,
+                "version": version,
+                "description": f"{name} for tests",
+                "main": "index.js",
+                "license": "MIT",
+                "dependencies": entry.dependencies,
+                "_id": f"{name}@{version}",
+                "_npmVersion": "10.8.2",
+                "dist": {
+                    "tarball": self.upstream.url(self.tarball_path(name, version)),
+                    "shasum": entry.shasum,
+                    "integrity": entry.integrity,
+                    "fileCount": 2,
+                    "unpackedSize": 120,
+                    "signatures": [{"keyid": "SHA256:fake", "sig": "MEUCIQDfake"}],
+                },
+                **entry.extra,
+            }
+            if entry.deprecated is not None:
+                manifest["deprecated"] = entry.deprecated
+            versions[version] = manifest
+            if entry.published is not None:
+                time[version] = iso(entry.published)
+        return {
+            "_id": name,
+            "_rev": f"{len(versions)}-0123456789abcdef",
+            "name": name,
+            "description": f"{name} for tests",
+            "dist-tags": dict(package.dist_tags),
+            "versions": versions,
+            "time": time,
+            "maintainers": [{"name": "tester", "email": "tester@example.com"}],
+            "readme": f"# {name}\n",
+            "readmeFilename": "README.md",
+            "license": "MIT",
+        }
+
+    def _sync(self, name: str) -> None:
+        if self.upstream.base_url is None:
+            return
+        body = json.dumps(self.packument(name)).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        self.upstream.add(
+            self.packument_path(name),
+            body,
+            content_type="application/json",
+            etag=etag,
+            compress=True,
+        )
+        for version, entry in self.packages[name].versions.items():
+            self.upstream.add(
+                self.tarball_path(name, version),
+                entry.tarball,
+                content_type="application/octet-stream",
+            )
