@@ -160,7 +160,8 @@ class Upstream:
             connector=connector,
             timeout=timeout,
             auto_decompress=False,
-            trust_env=False,
+            # Mirrors often sit behind an egress proxy: honour HTTP(S)_PROXY / NO_PROXY.
+            trust_env=True,
             headers={"User-Agent": self._config.user_agent},
         )
 
