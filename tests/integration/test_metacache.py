@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +50,18 @@ class CountingParser:
         self.threads.append(threading.current_thread().name)
         if self.broken:
             raise ValueError("not the document we expected")
+        return orjson.loads(raw)
+
+
+@dataclass(frozen=True)
+class KeyedParser:
+    """Like an ecosystem's parser object: a new instance per request, equal by value."""
+
+    name: str
+    log: list[str]
+
+    def __call__(self, raw: bytes) -> object:
+        self.log.append(self.name)
         return orjson.loads(raw)
 
 
@@ -193,6 +206,19 @@ async def test_same_bytes_under_new_validators_are_not_parsed_again(
     assert (again.etag, again.version) == ('"v1-regenerated"', first.version)
     assert again.parsed is first.parsed
     assert parse.calls == 1
+
+
+async def test_equal_parser_objects_share_the_parsed_value(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    calls: list[str] = []
+    first = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls))
+    again = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls))
+    assert again.parsed is first.parsed
+    other = await cache.get(fake.url("/left-pad"), KeyedParser("other", calls))
+    assert other.parsed is not first.parsed
+    assert calls == ["left-pad", "other"]
+    assert fake.count("/left-pad") == 1
 
 
 async def test_refresh_forces_one_conditional_request(cache: MetaCache, fake: FakeUpstream) -> None:
