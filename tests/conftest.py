@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Recording fake upstreams (`fake_upstream`, `other_upstream`) for every test layer.
+pytest_plugins = ["tests.fakes.fixtures"]
+
 _STRIPPED_PREFIXES = ("MIRROR_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
