@@ -100,6 +100,7 @@ def build_services(
         stale_max=config.cache.stale_max,
         clock=clock,
         metrics=metrics,
+        max_document_bytes=config.cache.max_document_bytes,
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",
