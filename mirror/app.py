@@ -69,7 +69,8 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
-REQUEST_KIND = "mirror.kind"  # handlers set request[REQUEST_KIND] = "metadata" | "artifact"
+# handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
+REQUEST_KIND = web.RequestKey("mirror.kind", str)
 
 
 def allowed_hosts(config: Config) -> set[str]:
