@@ -1,0 +1,370 @@
+"""`maven-metadata.xml` and checksum files, pure: parse the upstream document once (no DTD, no
+entities, size-capped), plan the lazy publish-time look-ups, filter the version list by policy
+at a moment, render deterministic bytes and their checksums. Never does I/O."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+
+# Only to build and serialise trees; parsing is always defusedxml.
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
+from mirror import policy, versions
+from mirror.errors import BadUpstreamDocument
+
+METADATA_TYPE = "text/xml"
+CHECKSUM_TYPE = "text/plain"
+# Central's biggest maven-metadata.xml files are a few hundred KB.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+HEX_LENGTHS: Mapping[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+# Old versions looked up past when the newest are old but `<lastUpdated>` is young.
+MAX_BACKPORT_LOOKUPS = 16
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MavenMetadata:
+    """A parsed upstream `maven-metadata.xml`. `root` has namespace-free tags and is shared by
+    every view: treat it as read-only (`render_metadata` copies it). `versions` are ascending
+    in Maven order, de-duplicated. `is_artifact` is False for group metadata (plugin
+    prefixes), which is passed through unchanged."""
+
+    root: ET.Element
+    namespace: str | None
+    group_id: str | None
+    artifact_id: str | None
+    versions: tuple[str, ...]
+    last_updated: datetime | None
+    is_artifact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeldVersion:
+    version: str
+    verdict: str
+    until: datetime | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataView:
+    """The filtered version list at one moment under one set of rules."""
+
+    visible: tuple[str, ...]  # ascending Maven order
+    held: tuple[HeldVersion, ...]
+    latest: str | None
+    release: str | None
+    valid_until: datetime | None  # the earliest moment a held version leaves quarantine
+
+
+@dataclass(frozen=True, slots=True)
+class PublishPlan:
+    """One step of the lazy publish-time algorithm: either `lookup` names the next version
+    whose publish time is needed, or it is None and `published` holds a time (or None =
+    unknown) for every version."""
+
+    lookup: str | None
+    published: Mapping[str, datetime | None]
+
+
+# parse ---------------------------------------------------------------------------------------
+
+
+def parse_metadata(raw: bytes) -> MavenMetadata:
+    """Parse an upstream `maven-metadata.xml` (artifact or group level).
+
+    Raises BadUpstreamDocument when the body is larger than MAX_METADATA_BYTES, has a DTD,
+    entity declarations or external references, is not well-formed, or its root is not
+    `<metadata>`."""
+    if len(raw) > MAX_METADATA_BYTES:
+        raise BadUpstreamDocument(
+            f"upstream maven-metadata.xml is {len(raw)} bytes, over the "
+            f"{MAX_METADATA_BYTES}-byte limit"
+        )
+    try:
+        parsed = SafeET.fromstring(raw, forbid_dtd=True, forbid_entities=True)
+    except DefusedXmlException as exc:
+        raise BadUpstreamDocument(
+            f"upstream maven-metadata.xml was refused: it declares a DTD, entities or external "
+            f"references ({type(exc).__name__})"
+        ) from None
+    except ET.ParseError as exc:
+        raise BadUpstreamDocument(
+            f"upstream maven-metadata.xml is not well-formed XML: {exc}"
+        ) from None
+    namespace = _namespace(parsed.tag)
+    root = _strip_namespaces(parsed)
+    if root.tag != "metadata":
+        raise BadUpstreamDocument(
+            f"upstream maven-metadata.xml has root <{root.tag}>, expected <metadata>"
+        )
+    versioning = root.find("versioning")
+    listed = versioning.find("versions") if versioning is not None else None
+    found: list[str] = []
+    if listed is not None:
+        for element in listed.findall("version"):
+            text = (element.text or "").strip()
+            if text and text not in found:
+                found.append(text)
+    last_updated = None
+    if versioning is not None:
+        last_updated = parse_last_updated(versioning.findtext("lastUpdated"))
+    return MavenMetadata(
+        root=root,
+        namespace=namespace,
+        group_id=_text(root, "groupId"),
+        artifact_id=_text(root, "artifactId"),
+        versions=tuple(sorted(found, key=_maven_key)),
+        last_updated=last_updated,
+        is_artifact=listed is not None,
+    )
+
+
+def parse_last_updated(text: str | None) -> datetime | None:
+    """`<lastUpdated>` (`yyyyMMddHHmmss`, UTC) as an aware datetime, or None if malformed."""
+    if not text:
+        return None
+    value = text.strip()
+    if not re.fullmatch(r"\d{14}", value):
+        return None
+    try:
+        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def parse_checksum(raw: bytes, algorithm: str) -> str:
+    """The hex digest in a `.sha1`/`.md5`/`.sha256`/`.sha512` file: the first token of the
+    right length (files may append a file name, or use `ALGO (file) = hex`), lower-case.
+
+    Raises BadUpstreamDocument when there is none."""
+    length = HEX_LENGTHS[algorithm]
+    text = raw[:4096].decode("ascii", errors="replace")
+    for token in re.split(r"[\s=()]+", text):
+        if len(token) == length and _HEX.fullmatch(token):
+            return token.lower()
+    raise BadUpstreamDocument(f"the upstream .{algorithm} file holds no {algorithm} digest")
+
+
+# lazy publish times ------------------------------------------------------------------------------
+
+
+def plan_publish_times(
+    ordered: Sequence[str],
+    last_updated: datetime | None,
+    window_start: datetime,
+    known: Mapping[str, datetime | None],
+    *,
+    max_backport_lookups: int = MAX_BACKPORT_LOOKUPS,
+) -> PublishPlan:
+    """The next publish-time look-up needed, or the final answer, for versions `ordered`
+    ascending in Maven order. A version is "old" when it was published before `window_start`
+    (now minus the quarantine age).
+
+    - `last_updated` before `window_start`: every version was deployed before it, so all are
+      old and no look-up is needed (each gets `last_updated`).
+    - otherwise walk newest first: a version missing from `known` is the next look-up; the
+      first known old version ends the walk and every older version gets its time (versions
+      are deployed in order, so they are at least that old). Unknown (None) times do not end
+      the walk.
+    - but when `last_updated` is young and no young version was found yet, the young deploy
+      is a maintenance release of an older line (1.9.1 after 2.0.0): the walk goes on past
+      old versions, at most `max_backport_lookups` of them, until it finds one.
+
+    Limit, stated plainly: a second young maintenance release below the first old version
+    after a young one is not looked up here; its files are still refused by their own `.pom`
+    time."""
+    if last_updated is not None and last_updated < window_start:
+        return PublishPlan(lookup=None, published=dict.fromkeys(ordered, last_updated))
+    published: dict[str, datetime | None] = {}
+    found_young = last_updated is None
+    passed_old = 0
+    for index in range(len(ordered) - 1, -1, -1):
+        version = ordered[index]
+        if version not in known:
+            return PublishPlan(lookup=version, published=published)
+        moment = known[version]
+        published[version] = moment
+        if moment is None:
+            continue
+        if moment >= window_start:
+            found_young = True
+            continue
+        if not found_young and passed_old < max_backport_lookups:
+            passed_old += 1
+            continue
+        for older in ordered[:index]:
+            published.setdefault(older, moment)
+        break
+    return PublishPlan(lookup=None, published=published)
+
+
+# filter -------------------------------------------------------------------------------------------
+
+
+def filter_metadata(
+    metadata: MavenMetadata,
+    coordinates: str,
+    published: Mapping[str, datetime | None],
+    rules: policy.Rules,
+    now: datetime,
+) -> MetadataView:
+    """Which versions of `coordinates` (`g:a`) are visible at `now`: hidden ones removed,
+    `<latest>` = highest visible, `<release>` = highest visible non-SNAPSHOT (Maven order).
+    A version missing from `published` counts as unknown."""
+    visible: list[str] = []
+    held: list[HeldVersion] = []
+    valid_until: datetime | None = None
+    for version in metadata.versions:
+        decision = policy.decide(
+            policy.Subject("maven", coordinates, version), published.get(version), now, rules
+        )
+        if decision.visible:
+            visible.append(version)
+            continue
+        held.append(HeldVersion(version, str(decision.verdict), decision.until, decision.detail))
+        if decision.block is None and decision.until is not None:
+            valid_until = (
+                decision.until if valid_until is None else min(valid_until, decision.until)
+            )
+    releases = [version for version in visible if not version.endswith("-SNAPSHOT")]
+    return MetadataView(
+        visible=tuple(visible),
+        held=tuple(held),
+        latest=visible[-1] if visible else None,
+        release=releases[-1] if releases else None,
+        valid_until=valid_until,
+    )
+
+
+# render -------------------------------------------------------------------------------------------
+
+
+def render_metadata(metadata: MavenMetadata, view: MetadataView | None) -> bytes:
+    """Deterministic bytes of `metadata` with `view`'s versions, latest and release (or the
+    document as parsed when `view` is None): the same visible set gives the same bytes.
+    Elements other than latest/release/versions, `<lastUpdated>` included, are kept."""
+    root = copy.deepcopy(metadata.root)
+    versioning = root.find("versioning")
+    if view is not None and versioning is not None:
+        _set_optional(versioning, "latest", view.latest)
+        _set_optional(versioning, "release", view.release)
+        listed = versioning.find("versions")
+        if listed is None:
+            listed = ET.SubElement(versioning, "versions")
+        for child in list(listed):
+            listed.remove(child)
+        for version in view.visible:
+            ET.SubElement(listed, "version").text = version
+    if metadata.namespace:
+        root.attrib = {"xmlns": metadata.namespace, **root.attrib}
+    _normalise_whitespace(root)
+    ET.indent(root, space="  ")
+    text = ET.tostring(root, encoding="unicode", short_empty_elements=True)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + text.encode("utf-8") + b"\n"
+
+
+def checksums(body: bytes) -> dict[str, str]:
+    """Hex digests of `body` for each checksum file Maven and Gradle ask for."""
+    return {
+        "md5": hashlib.md5(body, usedforsecurity=False).hexdigest(),
+        "sha1": hashlib.sha1(body, usedforsecurity=False).hexdigest(),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "sha512": hashlib.sha512(body).hexdigest(),
+    }
+
+
+def checksum_headers(body: bytes) -> dict[str, str]:
+    """`X-Checksum-Sha1`/`-Md5` of `body`: maven-resolver validates from them and skips the
+    separate `.sha1` request (no race with a quarantine boundary in between)."""
+    sums = checksums(body)
+    return {"X-Checksum-Sha1": sums["sha1"], "X-Checksum-Md5": sums["md5"]}
+
+
+def held_summary(coordinates: str, view: MetadataView) -> str | None:
+    """One line naming what the view holds back (for logs and a response header), or None."""
+    if not view.held:
+        return None
+    names = ", ".join(held.version for held in view.held[:5])
+    more = f" and {len(view.held) - 5} more" if len(view.held) > 5 else ""
+    return f"{coordinates}: {len(view.held)} version(s) held back by the mirror ({names}{more})"
+
+
+# helpers ------------------------------------------------------------------------------------------
+
+
+def _maven_key(version: str) -> object:
+    return versions.sort_key("maven", version)
+
+
+def maven_order(values: Sequence[str]) -> list[str]:
+    """`values` ascending in Maven (ComparableVersion) order."""
+    return sorted(values, key=_maven_key)
+
+
+def _namespace(tag: str) -> str | None:
+    return tag[1:].split("}", 1)[0] if tag.startswith("{") else None
+
+
+def _local(name: str) -> str:
+    return name.split("}", 1)[1] if name.startswith("{") else name
+
+
+def _strip_namespaces(element: ET.Element) -> ET.Element:
+    """A copy of `element` with local tag names: a default namespace would otherwise render
+    as `ns0:` prefixes, which Maven's non-namespace-aware reader does not understand."""
+    result = ET.Element(_local(element.tag))
+    for name, value in element.attrib.items():
+        if name.startswith("{"):
+            if _namespace(name) == _XSI:
+                result.set("xmlns:xsi", _XSI)
+                result.set("xsi:" + _local(name), value)
+            continue
+        result.set(name, value)
+    result.text = element.text
+    result.tail = element.tail
+    for child in element:
+        if isinstance(child.tag, str):
+            result.append(_strip_namespaces(child))
+    return result
+
+
+def _normalise_whitespace(element: ET.Element) -> None:
+    for node in element.iter():
+        if node.text is not None and not node.text.strip():
+            node.text = None
+        if node.tail is not None and not node.tail.strip():
+            node.tail = None
+
+
+def _set_optional(parent: ET.Element, tag: str, value: str | None) -> None:
+    element = parent.find(tag)
+    if value is None:
+        if element is not None:
+            parent.remove(element)
+        return
+    if element is None:
+        element = ET.Element(tag)
+        parent.insert(0 if tag == "latest" else _index_after(parent, "latest"), element)
+    element.text = value
+
+
+def _index_after(parent: ET.Element, tag: str) -> int:
+    for index, child in enumerate(parent):
+        if child.tag == tag:
+            return index + 1
+    return 0
+
+
+def _text(root: ET.Element, tag: str) -> str | None:
+    value = root.findtext(tag)
+    return value.strip() if value and value.strip() else None

@@ -1,0 +1,394 @@
+"""The Maven adapter's HTTP side: a repository root at `/maven/` for Maven and Gradle.
+Decisions and bytes come from `paths`/`document` (pure) and the core services; this module
+only routes, looks publish times up lazily, caches rendered views and raises `mirror.errors`.
+
+What is served, deliberately:
+- release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
+  the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
+  `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents; every
+  file of a hidden version is 403 with the sentence in the reason phrase (Maven prints it and
+  does not cache it, so builds recover without `-U` when the quarantine ends);
+- `{g}/{a}/maven-metadata.xml` filtered (hidden versions removed, `<latest>`/`<release>`
+  recomputed), its checksum files and `X-Checksum-Sha1/-Md5` headers computed from the
+  filtered bytes; group metadata (plugin prefixes) passed through byte for byte;
+- SNAPSHOT versions, `{g}/{a}/{v}/maven-metadata.xml` of SNAPSHOTs, directory listings and
+  files outside the layout are 404 with a message: this mirror serves releases only (Maven
+  Central hosts no SNAPSHOTs), and 404 is what makes Maven and Gradle try the next repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from mirror import policy, responses
+from mirror.app import REQUEST_KIND
+from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
+from mirror.ecosystems.maven import document, paths
+from mirror.ecosystems.maven.paths import MavenPath
+from mirror.errors import Blocked, NotFound, Quarantined, UpstreamNotFound, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from mirror.app import Services
+
+PREFIX = "/maven"
+_READ_METHODS = ("GET", "HEAD")
+_VARY = "Accept-Encoding"
+# A view built while upstream could not tell a publish time is retried this soon.
+RETRY_LOOKUPS_AFTER = timedelta(seconds=30)
+# Upstream 404s remembered (for the metadata TTL): a `.pom` Maven probes on every build, an
+# optional `.sha256`; a cached artifact or a repeated build then asks upstream nothing.
+_MAX_ABSENT = 8192
+_CONTENT_TYPES = {
+    ".pom": "text/xml",
+    ".xml": "text/xml",
+    ".jar": "application/java-archive",
+    ".war": "application/java-archive",
+    ".module": "application/json",
+    ".asc": "text/plain",
+}
+
+
+def _content_type(filename: str) -> str:
+    suffix = filename[filename.rfind(".") :] if "." in filename else ""
+    return _CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+def _raw(body: bytes) -> bytes:
+    return body
+
+
+def _http_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class MavenRepository:
+    """The `maven` Ecosystem: `<mirror><url>http://HOST:PORT/maven/</url></mirror>`."""
+
+    name = "maven"
+
+    def __init__(self, services: Services) -> None:
+        upstream = services.config.maven.upstream
+        if upstream is None:
+            raise ValueError("the Maven adapter needs maven.upstream")
+        self._services = services
+        self._upstream = upstream if upstream.endswith("/") else upstream + "/"
+        # Metadata renders in progress: concurrent cold requests render (and look up) once.
+        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+        self._absent: OrderedDict[str, datetime] = OrderedDict()
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [
+            web.route("*", PREFIX, self._root),
+            web.route("*", PREFIX + "/", self._root),
+            web.route("*", PREFIX + "/{tail:.*}", self._dispatch),
+        ]
+
+    # Ecosystem --------------------------------------------------------------------------
+
+    async def explain(self, package: str, version: str) -> Explanation:
+        """Why `g:a` `version` is served or refused right now (publish time = the upstream
+        Last-Modified of its `.pom`)."""
+        group, artifact = paths.parse_coordinates(package)
+        paths.validate_segments(version)
+        pom = paths.pom_path(group, artifact, version)
+        try:
+            published = await self._publish_time(f"{package}:{version}", pom)
+        except UpstreamNotFound:
+            raise NotFound(f"{package}:{version} does not exist upstream") from None
+        decision = self._services.policy.decide(
+            policy.Subject("maven", package, version), published
+        )
+        rule = None
+        if decision.block is not None:
+            rule = decision.block.describe()
+        elif decision.exemption is not None:
+            rule = decision.exemption.describe()
+        return Explanation(
+            ecosystem="maven",
+            package=package,
+            version=version,
+            verdict=str(decision.verdict),
+            detail=_sentence(f"{package}:{version}", decision),
+            published_at=published,
+            until=decision.until,
+            rule=rule,
+        )
+
+    # routing ----------------------------------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        self._allow(request)
+        return web.Response(
+            text="quarantine-mirror Maven repository: use this URL as a <mirror> in settings.xml\n",
+            content_type="text/plain",
+        )
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self._allow(request)
+        tail = request.raw_path[len(PREFIX) + 1 :].split("?", 1)[0]
+        parsed = paths.parse_path(tail)
+        if parsed.kind == "metadata":
+            return await self._serve_metadata(request, parsed)
+        return await self._serve_file(request, parsed)
+
+    @staticmethod
+    def _allow(request: web.Request) -> None:
+        if request.method not in _READ_METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, _READ_METHODS)
+
+    # maven-metadata.xml -----------------------------------------------------------------
+
+    async def _serve_metadata(self, request: web.Request, parsed: MavenPath) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        now = self._services.clock.now()
+        view = await self._metadata_view(parsed)
+        if parsed.checksum is None:
+            return responses.respond(request, view, now=now, vary=_VARY)
+        # The same rendered bytes the metadata response carries: never a second view.
+        body = document.checksums(view.body)[parsed.checksum].encode()
+        companion = responses.render(
+            body,
+            content_type=document.CHECKSUM_TYPE,
+            form=parsed.checksum,
+            valid_until=view.valid_until,
+            last_modified=view.last_modified,
+        )
+        return responses.respond(request, companion, now=now, vary=_VARY)
+
+    async def _metadata_view(self, parsed: MavenPath) -> Rendered:
+        services = self._services
+        url = self._upstream + parsed.metadata_path
+        doc = await services.metacache.get(url, document.parse_metadata)
+        key = ("maven", parsed.metadata_path, doc.version, services.policy.version)
+        cached = services.rendered.get(key, services.clock.now())
+        if cached is not None:
+            return cached
+        task = self._renders.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._render_metadata(key, parsed, doc.parsed, doc.raw, doc.last_modified)
+            )
+            self._renders[key] = task
+            task.add_done_callback(lambda done: self._forget_render(key, done))
+        return await asyncio.shield(task)
+
+    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
+        if self._renders.get(key) is task:
+            del self._renders[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure nobody awaited is not logged
+
+    async def _render_metadata(
+        self,
+        key: Hashable,
+        parsed: MavenPath,
+        metadata: document.MavenMetadata,
+        raw: bytes,
+        upstream_modified: str | None,
+    ) -> Rendered:
+        services = self._services
+        if not metadata.is_artifact:
+            # Group metadata (plugin prefixes) names no versions: relayed byte for byte.
+            rendered = responses.render(
+                raw,
+                content_type=document.METADATA_TYPE,
+                form="metadata",
+                last_modified=_http_time(upstream_modified),
+                headers=document.checksum_headers(raw),
+            )
+            services.rendered.put(key, rendered)
+            return rendered
+        coordinates = parsed.coordinates
+        rules = services.policy.rules()
+        published, complete = await self._publish_times(parsed, metadata, rules)
+        now = services.clock.now()
+        view = document.filter_metadata(metadata, coordinates, published, rules, now)
+        body = document.render_metadata(metadata, view)
+        valid_until = view.valid_until
+        if not complete:
+            retry = now + RETRY_LOOKUPS_AFTER
+            valid_until = retry if valid_until is None else min(valid_until, retry)
+        rendered = responses.render(
+            body,
+            content_type=document.METADATA_TYPE,
+            form="metadata",
+            valid_until=valid_until,
+            last_modified=now,
+            headers=document.checksum_headers(body),
+        )
+        services.rendered.put(key, rendered)
+        return rendered
+
+    async def _publish_times(
+        self, parsed: MavenPath, metadata: document.MavenMetadata, rules: policy.Rules
+    ) -> tuple[dict[str, datetime | None], bool]:
+        """Publish times for the filter, looked up lazily (`document.plan_publish_times`).
+        Returns (times, complete); not complete when upstream could not answer a look-up."""
+        coordinates = parsed.coordinates
+        artifact = parsed.directories[-1]
+        now = self._services.clock.now()
+        window_start = now - policy.quarantine_age(rules, "maven", coordinates)
+        known: dict[str, datetime | None] = {}
+        complete = True
+        for _ in range(len(metadata.versions) + 1):
+            plan = document.plan_publish_times(
+                metadata.versions, metadata.last_updated, window_start, known
+            )
+            if plan.lookup is None:
+                return dict(plan.published), complete
+            version = plan.lookup
+            if not complete:
+                known[version] = None  # upstream is failing: do not hammer it
+                continue
+            pom = "/".join((*parsed.directories, version, f"{artifact}-{version}.pom"))
+            try:
+                known[version] = await self._publish_time(f"{coordinates}:{version}", pom)
+            except UpstreamNotFound:
+                known[version] = None  # listed without a .pom: unknown age
+            except UpstreamUnavailable:
+                known[version] = None
+                complete = False
+        raise AssertionError("plan_publish_times did not finish")  # pragma: no cover
+
+    async def _publish_time(self, gav: str, pom_path: str) -> datetime | None:
+        """The upstream Last-Modified of a GAV's `.pom`, cached in shared state forever.
+        None when upstream sends none. Raises UpstreamNotFound when the `.pom` is absent."""
+        state = self._services.state
+        cached = await state.get_publish_time("maven", gav)
+        if cached is not None:
+            return cached
+        url = self._upstream + pom_path
+        if self._known_absent(url):
+            raise UpstreamNotFound(f"{gav} does not exist upstream")
+        try:
+            answer = await self._services.upstream.head(url)
+        except UpstreamNotFound:
+            self._note_absent(url)
+            raise
+        moment = _http_time(answer.last_modified or answer.headers.get("Last-Modified"))
+        if moment is not None:
+            await state.set_publish_time("maven", gav, moment)
+        return moment
+
+    # files ------------------------------------------------------------------------------
+
+    async def _serve_file(self, request: web.Request, parsed: MavenPath) -> web.StreamResponse:
+        request[REQUEST_KIND] = "artifact"
+        services = self._services
+        group, artifact, version = parsed.group or "", parsed.artifact or "", parsed.version or ""
+        pom = "/".join((*parsed.directories, f"{artifact}-{version}.pom"))
+        try:
+            published = await self._publish_time(parsed.gav, pom)
+        except UpstreamNotFound:
+            raise NotFound(f"{parsed.gav} does not exist upstream") from None
+        coordinates = f"{group}:{artifact}"
+        decision = services.policy.decide(
+            policy.Subject("maven", coordinates, version, filename=parsed.base), published
+        )
+        if not decision.visible:
+            _refuse(parsed.gav, decision)
+        url = self._upstream + parsed.path
+        if parsed.checksum is not None or parsed.signature:
+            return await self._serve_companion(request, parsed, url)
+        digests = await self._digests(url, parsed)
+        ref = ArtifactRef(
+            ecosystem="maven",
+            package=coordinates,
+            version=version,
+            filename=parsed.filename,
+            upstream_url=url,
+            digests=digests,
+            content_type=_content_type(parsed.filename),
+            published_at=published,
+        )
+        return await services.artifacts.serve(request, ref)
+
+    async def _serve_companion(
+        self, request: web.Request, parsed: MavenPath, url: str
+    ) -> web.StreamResponse:
+        """`.sha1`, `.md5`, `.asc`…: small immutable documents, relayed byte for byte."""
+        doc = await self._services.metacache.get(url, _raw)
+        content_type = document.CHECKSUM_TYPE if parsed.checksum else "text/plain"
+        view = responses.render(
+            doc.raw,
+            content_type=content_type,
+            form="companion",
+            last_modified=_http_time(doc.last_modified),
+        )
+        return responses.respond(request, view, now=self._services.clock.now(), vary=_VARY)
+
+    async def _digests(self, url: str, parsed: MavenPath) -> tuple[Digest, ...]:
+        """The upstream's declared digests of an artifact file: `.sha1` (required: without it
+        the file is treated as absent) and `.sha256` when upstream publishes one."""
+        metacache = self._services.metacache
+        try:
+            sha1 = await metacache.get(url + ".sha1", _raw)
+        except UpstreamNotFound:
+            raise NotFound(f"{parsed.filename} of {parsed.gav} does not exist upstream") from None
+        digests = [Digest(algorithm="sha1", hexdigest=document.parse_checksum(sha1.raw, "sha1"))]
+        sha256_url = url + ".sha256"
+        if not self._known_absent(sha256_url):
+            try:
+                sha256 = await metacache.get(sha256_url, _raw)
+                digests.insert(
+                    0,
+                    Digest(
+                        algorithm="sha256",
+                        hexdigest=document.parse_checksum(sha256.raw, "sha256"),
+                    ),
+                )
+            except UpstreamNotFound:
+                self._note_absent(sha256_url)
+        return tuple(digests)
+
+    def _known_absent(self, url: str) -> bool:
+        noted = self._absent.get(url)
+        if noted is None:
+            return False
+        if self._services.clock.now() - noted >= self._services.config.cache.metadata_ttl:
+            del self._absent[url]
+            return False
+        return True
+
+    def _note_absent(self, url: str) -> None:
+        self._absent[url] = self._services.clock.now()
+        self._absent.move_to_end(url)
+        while len(self._absent) > _MAX_ABSENT:
+            self._absent.popitem(last=False)
+
+
+def _sentence(gav: str, decision: policy.Decision) -> str:
+    """One sentence naming the GAV and why: Maven prints it from the reason phrase."""
+    if decision.block is not None:
+        return f"{gav} is blocked by this mirror: {decision.detail}"
+    if decision.until is not None and not decision.visible:
+        return f"{gav} is in quarantine until {_iso(decision.until)}: {decision.detail}"
+    if not decision.visible:
+        return f"{gav} is in quarantine (its publish time is unknown): {decision.detail}"
+    return f"{gav}: {decision.detail}"
+
+
+def _refuse(gav: str, decision: policy.Decision) -> None:
+    message = _sentence(gav, decision)
+    if decision.block is not None:
+        raise Blocked(message, block=decision.block.describe())
+    raise Quarantined(message, until=decision.until)

@@ -1,0 +1,322 @@
+"""maven-metadata.xml: hostile XML, filtering, latest/release, deterministic bytes and their
+checksums, and the lazy publish-time planner (counting look-ups)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mirror import policy
+from mirror.config import QuarantineConfig
+from mirror.ecosystems.maven import document
+from mirror.errors import BadUpstreamDocument
+from mirror.state.base import RuleRecord
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+AGE = timedelta(days=3)
+WINDOW = NOW - AGE
+OLD = NOW - timedelta(days=30)
+
+METADATA = b"""<?xml version="1.0" encoding="UTF-8"?>
+<metadata modelVersion="1.1.0">
+  <groupId>org.example</groupId>
+  <artifactId>lib</artifactId>
+  <versioning>
+    <latest>2.0.0-alpha-1</latest>
+    <release>2.0.0-alpha-1</release>
+    <versions>
+      <version>1.0</version>
+      <version>1.10.0</version>
+      <version>1.2.0</version>
+      <version>1.4.0</version>
+      <version>1.5.0-SNAPSHOT</version>
+      <version>2.0.0-alpha-1</version>
+    </versions>
+    <lastUpdated>20261121093000</lastUpdated>
+  </versioning>
+</metadata>
+"""
+
+
+def rules(records: tuple[RuleRecord, ...] = ()) -> policy.Rules:
+    return policy.compile_rules(list(records), QuarantineConfig(default=AGE), NOW)
+
+
+def block(versions: str) -> RuleRecord:
+    return RuleRecord(
+        id="b1", kind="block", ecosystem="maven", package="org.example:lib", versions=versions,
+        reason="compromised", created_at=OLD, created_by="test",
+    )  # fmt: skip
+
+
+def published(young: Mapping[str, datetime]) -> dict[str, datetime | None]:
+    meta = document.parse_metadata(METADATA)
+    return {version: young.get(version, OLD) for version in meta.versions}
+
+
+# parse -------------------------------------------------------------------------------------------
+
+
+def test_parse_orders_versions_the_maven_way() -> None:
+    meta = document.parse_metadata(METADATA)
+    assert meta.is_artifact
+    assert (meta.group_id, meta.artifact_id) == ("org.example", "lib")
+    assert meta.versions == ("1.0", "1.2.0", "1.4.0", "1.5.0-SNAPSHOT", "1.10.0", "2.0.0-alpha-1")
+    assert meta.last_updated == datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+]>
+<metadata><groupId>&lol3;</groupId></metadata>
+"""
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE metadata [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<metadata><groupId>&xxe;</groupId></metadata>
+"""
+EXTERNAL_DTD = b"""<?xml version="1.0"?>
+<!DOCTYPE metadata SYSTEM "http://127.0.0.1:9/evil.dtd">
+<metadata><groupId>x</groupId></metadata>
+"""
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(BILLION_LAUGHS, "DTD, entities", id="billion-laughs"),
+        pytest.param(EXTERNAL_ENTITY, "DTD, entities", id="external-entity"),
+        pytest.param(EXTERNAL_DTD, "DTD, entities", id="external-dtd"),
+        pytest.param(b"<metadata><versioning>", "not well-formed", id="truncated"),
+        pytest.param(b"<project/>", "expected <metadata>", id="wrong-root"),
+        pytest.param(b"<metadata>" + b" " * document.MAX_METADATA_BYTES + b"</metadata>",
+                     "limit", id="oversized"),
+    ],
+)  # fmt: skip
+def test_hostile_or_broken_metadata_is_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(BadUpstreamDocument) as raised:
+        document.parse_metadata(raw)
+    assert message in raised.value.message
+    assert raised.value.status == 502
+
+
+def test_group_metadata_is_not_artifact_metadata_and_renders_unchanged_content() -> None:
+    raw = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<metadata><plugins><plugin><name>Dep</name>'
+        b"<prefix>dependency</prefix><artifactId>maven-dependency-plugin</artifactId>"
+        b"</plugin></plugins></metadata>"
+    )
+    meta = document.parse_metadata(raw)
+    assert not meta.is_artifact
+    assert b"<prefix>dependency</prefix>" in document.render_metadata(meta, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "algorithm", "expected"),
+    [
+        (b"0123456789abcdef0123456789abcdef01234567", "sha1",
+         "0123456789abcdef0123456789abcdef01234567"),
+        (b"0123456789ABCDEF0123456789ABCDEF01234567  lib-1.0.jar\n", "sha1",
+         "0123456789abcdef0123456789abcdef01234567"),
+        (b"MD5 (lib-1.0.jar) = 0123456789abcdef0123456789abcdef\n", "md5",
+         "0123456789abcdef0123456789abcdef"),
+    ],
+)  # fmt: skip
+def test_parse_checksum_takes_the_digest_token(raw: bytes, algorithm: str, expected: str) -> None:
+    assert document.parse_checksum(raw, algorithm) == expected
+
+
+def test_parse_checksum_without_a_digest_is_bad_upstream() -> None:
+    with pytest.raises(BadUpstreamDocument):
+        document.parse_checksum(b"<html>not found</html>", "sha1")
+
+
+# filter + render ---------------------------------------------------------------------------------
+
+
+def test_young_versions_are_dropped_and_latest_release_recomputed() -> None:
+    meta = document.parse_metadata(METADATA)
+    young = {"2.0.0-alpha-1": NOW - timedelta(hours=5), "1.10.0": NOW - timedelta(days=1)}
+    view = document.filter_metadata(meta, "org.example:lib", published(young), rules(), NOW)
+    assert view.visible == ("1.0", "1.2.0", "1.4.0", "1.5.0-SNAPSHOT")
+    assert view.latest == "1.5.0-SNAPSHOT"
+    assert view.release == "1.4.0"
+    assert view.valid_until == NOW - timedelta(days=1) + AGE
+    assert {held.version for held in view.held} == {"2.0.0-alpha-1", "1.10.0"}
+
+    body = document.render_metadata(meta, view)
+    assert b"<version>2.0.0-alpha-1</version>" not in body
+    assert b"<version>1.10.0</version>" not in body
+    assert b"<latest>1.5.0-SNAPSHOT</latest>" in body
+    assert b"<release>1.4.0</release>" in body
+    assert b"<lastUpdated>20261121093000</lastUpdated>" in body
+    assert b'modelVersion="1.1.0"' in body
+    reparsed = document.parse_metadata(body)
+    assert reparsed.versions == view.visible
+
+
+def test_blocked_version_is_dropped_and_does_not_bound_the_view() -> None:
+    meta = document.parse_metadata(METADATA)
+    view = document.filter_metadata(
+        meta, "org.example:lib", published({}), rules((block("[1.4.0]"),)), NOW
+    )
+    assert "1.4.0" not in view.visible
+    assert view.release == "2.0.0-alpha-1"
+    assert view.valid_until is None
+    assert [held.verdict for held in view.held] == ["blocked"]
+
+
+def test_nothing_visible_drops_latest_and_release_and_keeps_an_empty_list() -> None:
+    meta = document.parse_metadata(METADATA)
+    view = document.filter_metadata(meta, "org.example:lib", {}, rules(), NOW)  # all unknown
+    assert view.visible == ()
+    body = document.render_metadata(meta, view)
+    assert b"<latest>" not in body
+    assert b"<release>" not in body
+    assert b"<versions />" in body
+    assert document.parse_metadata(body).versions == ()
+
+
+def test_rendering_is_deterministic_and_checksums_match_the_bytes() -> None:
+    meta = document.parse_metadata(METADATA)
+    # The same document reformatted upstream: same visible set, same bytes.
+    compact = document.parse_metadata(b"".join(line.strip() for line in METADATA.splitlines()))
+    young = {"2.0.0-alpha-1": NOW - timedelta(hours=5)}
+    view = document.filter_metadata(meta, "org.example:lib", published(young), rules(), NOW)
+    first = document.render_metadata(meta, view)
+    assert first == document.render_metadata(meta, view)
+    assert first == document.render_metadata(compact, view)
+    assert first != METADATA
+    sums = document.checksums(first)
+    assert sums["sha1"] == hashlib.sha1(first).hexdigest()  # noqa: S324 -- Maven's own algorithm
+    assert sums["md5"] == hashlib.md5(first).hexdigest()  # noqa: S324 -- Maven's own algorithm
+    assert sums["sha256"] == hashlib.sha256(first).hexdigest()
+    assert sums["sha512"] == hashlib.sha512(first).hexdigest()
+    assert document.checksum_headers(first) == {
+        "X-Checksum-Sha1": sums["sha1"],
+        "X-Checksum-Md5": sums["md5"],
+    }
+    # The upstream document must not be changed by filtering or rendering.
+    assert document.parse_metadata(METADATA).versions == meta.versions
+    listed = meta.root.find("versioning/versions")
+    assert listed is not None
+    assert len(listed) == 6
+
+
+def test_default_namespace_renders_without_prefixes() -> None:
+    raw = (
+        b'<metadata xmlns="http://maven.apache.org/METADATA/1.1.0" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        b'xsi:schemaLocation="http://maven.apache.org/METADATA/1.1.0 x.xsd">'
+        b"<groupId>g</groupId><artifactId>a</artifactId><versioning><versions>"
+        b"<version>1.0</version></versions></versioning></metadata>"
+    )
+    meta = document.parse_metadata(raw)
+    assert meta.versions == ("1.0",)
+    body = document.render_metadata(meta, document.filter_metadata(meta, "g:a", {"1.0": OLD},
+                                                                   rules(), NOW))  # fmt: skip
+    assert b"ns0:" not in body
+    assert b'<metadata xmlns="http://maven.apache.org/METADATA/1.1.0"' in body
+    assert document.parse_metadata(body).versions == ("1.0",)
+
+
+# lazy publish times ------------------------------------------------------------------------------
+
+
+def run_planner(
+    ordered: tuple[str, ...],
+    last_updated: datetime | None,
+    times: Mapping[str, datetime | None],
+    **options: int,
+) -> tuple[dict[str, datetime | None], list[str]]:
+    """Drive the planner as the adapter does; return the result and the look-ups made."""
+    known: dict[str, datetime | None] = {}
+    lookups: list[str] = []
+    for _ in range(len(ordered) + 1):
+        plan = document.plan_publish_times(ordered, last_updated, WINDOW, known, **options)
+        if plan.lookup is None:
+            return dict(plan.published), lookups
+        lookups.append(plan.lookup)
+        known[plan.lookup] = times[plan.lookup]
+    raise AssertionError("the planner did not finish")
+
+
+VERSIONS = tuple(f"1.{minor}.0" for minor in range(10))
+
+
+def test_old_last_updated_needs_no_lookup() -> None:
+    result, lookups = run_planner(VERSIONS, OLD, {})
+    assert lookups == []
+    assert result == dict.fromkeys(VERSIONS, OLD)
+
+
+def test_lookups_stop_at_the_first_old_version_newest_first() -> None:
+    times = dict.fromkeys(VERSIONS, OLD)
+    times["1.9.0"] = NOW - timedelta(hours=1)
+    times["1.8.0"] = NOW - timedelta(days=2)
+    times["1.7.0"] = NOW - timedelta(days=10)
+    result, lookups = run_planner(VERSIONS, NOW - timedelta(hours=1), times)
+    assert lookups == ["1.9.0", "1.8.0", "1.7.0"]
+    assert result["1.9.0"] == times["1.9.0"]
+    assert result["1.0.0"] == times["1.7.0"]  # never looked up: at least as old as 1.7.0
+    assert len(result) == len(VERSIONS)
+
+
+def test_cached_times_are_not_looked_up_again() -> None:
+    known: dict[str, datetime | None] = {"1.9.0": NOW - timedelta(hours=1), "1.8.0": OLD}
+    plan = document.plan_publish_times(VERSIONS, None, WINDOW, known)
+    assert plan.lookup is None
+    assert plan.published["1.0.0"] == OLD
+
+
+def test_unknown_times_do_not_end_the_walk() -> None:
+    times: dict[str, datetime | None] = dict.fromkeys(VERSIONS, OLD)
+    times["1.9.0"] = None
+    result, lookups = run_planner(VERSIONS, None, times)
+    assert lookups == ["1.9.0", "1.8.0"]
+    assert result["1.9.0"] is None
+    assert result["1.8.0"] == OLD
+
+
+def test_a_young_maintenance_release_below_an_old_newest_is_found() -> None:
+    ordered = ("1.0.0", "1.1.0", "1.1.1", "2.0.0")
+    young = NOW - timedelta(hours=3)
+    times = {"1.0.0": OLD, "1.1.0": OLD, "1.1.1": young, "2.0.0": OLD}
+    result, lookups = run_planner(ordered, young, times)
+    assert lookups == ["2.0.0", "1.1.1", "1.1.0"]
+    assert result == {"2.0.0": OLD, "1.1.1": young, "1.1.0": OLD, "1.0.0": OLD}
+
+
+def test_the_search_for_a_young_version_is_bounded() -> None:
+    # lastUpdated is young but every version is old (upstream rewrote the metadata).
+    times = dict.fromkeys(VERSIONS, OLD)
+    result, lookups = run_planner(VERSIONS, NOW, times, max_backport_lookups=2)
+    assert lookups == ["1.9.0", "1.8.0", "1.7.0"]
+    assert set(result) == set(VERSIONS)
+    assert set(result.values()) == {OLD}
+
+
+def test_all_young_looks_up_every_version_once() -> None:
+    young = NOW - timedelta(hours=2)
+    result, lookups = run_planner(VERSIONS, young, dict.fromkeys(VERSIONS, young))
+    assert sorted(lookups) == sorted(VERSIONS)
+    assert lookups[0] == "1.9.0"
+    assert set(result.values()) == {young}
+
+
+def test_pure_modules_import_no_io_library() -> None:
+    code = (
+        "import sys, mirror.ecosystems.maven.document, mirror.ecosystems.maven.paths;"
+        "print(sorted(m for m in ('aiohttp', 'redis', 'aiofiles') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
