@@ -320,3 +320,14 @@ def test_pure_modules_import_no_io_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_window_start_comes_from_the_policy() -> None:
+    ordered = ("1.0", "1.1")
+    assert document.quarantine_window_start("org.example:lib", ordered, rules(), NOW) == WINDOW
+    # The newest is blocked: the next one still tells the age.
+    blocked = rules((block("[1.1]"),))
+    assert document.quarantine_window_start("org.example:lib", ordered, blocked, NOW) == WINDOW
+    no_age = policy.compile_rules([], QuarantineConfig(default=timedelta(0)), NOW)
+    assert document.quarantine_window_start("org.example:lib", ordered, no_age, NOW) == NOW
+    assert document.quarantine_window_start("org.example:lib", (), rules(), NOW) == NOW

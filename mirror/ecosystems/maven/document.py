@@ -208,6 +208,23 @@ def plan_publish_times(
     return PublishPlan(lookup=None, published=published)
 
 
+def quarantine_window_start(
+    coordinates: str, ordered: Sequence[str], rules: policy.Rules, now: datetime
+) -> datetime:
+    """`now` minus the quarantine age that applies to `coordinates`, read from the policy
+    itself: a version published `now` is held until `now + age`. Blocked or exempted versions
+    say nothing about the age, so the newest other version is asked; when there is none (or
+    the age is 0) the window starts `now` and no look-up is needed."""
+    for version in reversed(ordered):
+        decision = policy.decide(policy.Subject("maven", coordinates, version), now, now, rules)
+        if decision.block is not None or decision.exemption is not None:
+            continue
+        if decision.visible or decision.until is None:
+            return now
+        return now - (decision.until - now)
+    return now
+
+
 # filter -------------------------------------------------------------------------------------------
 
 

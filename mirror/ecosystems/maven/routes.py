@@ -246,7 +246,7 @@ class MavenRepository:
         coordinates = parsed.coordinates
         artifact = parsed.directories[-1]
         now = self._services.clock.now()
-        window_start = now - policy.quarantine_age(rules, "maven", coordinates)
+        window_start = document.quarantine_window_start(coordinates, metadata.versions, rules, now)
         known: dict[str, datetime | None] = {}
         complete = True
         for _ in range(len(metadata.versions) + 1):
