@@ -1,0 +1,406 @@
+"""npm packuments, pure: parse the upstream's full document once, filter it by policy at a
+moment, render the full or abbreviated ("corgi") form with tarball URLs pointing at the
+mirror. Never does I/O and never mutates the parsed upstream document."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from mirror import policy, versions
+from mirror.ecosystems.base import Digest
+from mirror.ecosystems.npm.names import PackageName
+from mirror.errors import BadUpstreamDocument
+
+Form = Literal["full", "corgi"]
+CORGI_TYPE = "application/vnd.npm.install-v1+json"
+JSON_TYPE = "application/json"
+
+# Per-version keys of the abbreviated form (npm/registry package-metadata.md), plus `libc`
+# which pnpm needs to pick optional native packages.
+CORGI_VERSION_KEYS: tuple[str, ...] = (
+    "name", "version", "deprecated", "dependencies", "optionalDependencies",
+    "devDependencies", "peerDependencies", "peerDependenciesMeta", "bundleDependencies",
+    "bundledDependencies", "acceptDependencies", "bin", "directories", "dist", "engines",
+    "_hasShrinkwrap", "hasInstallScript", "funding", "cpu", "os", "libc",
+)  # fmt: skip
+# `time` keys that are not versions; kept as they are.
+_TIME_META_KEYS = ("created", "modified")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """What the filter needs of one version, computed once at parse time."""
+
+    version: str
+    published_at: datetime | None
+    prerelease: bool
+    order: int  # position in ascending version order
+
+
+@dataclass(frozen=True, slots=True)
+class Packument:
+    """A parsed upstream full packument. `document` is the orjson result and is shared by
+    every view: treat it as read-only. `versions` is in ascending version order."""
+
+    package: PackageName
+    document: Mapping[str, Any]
+    versions: Mapping[str, VersionInfo]
+    dist_tags: Mapping[str, str]
+    files: Mapping[str, str]  # tarball file name -> version
+    modified: str | None
+
+    def version_of_file(self, file: str) -> str | None:
+        """The version a tarball file name stands for, or None if this document has none."""
+        return self.files.get(file)
+
+    def manifest(self, version: str) -> Mapping[str, Any]:
+        manifest: Mapping[str, Any] = self.document["versions"][version]
+        return manifest
+
+
+@dataclass(frozen=True, slots=True)
+class HeldVersion:
+    version: str
+    until: datetime | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackumentView:
+    """The filtered view of a packument at one moment under one set of rules."""
+
+    visible: tuple[str, ...]  # ascending
+    dist_tags: Mapping[str, str]
+    quarantined: tuple[HeldVersion, ...]  # ascending
+    blocked: tuple[HeldVersion, ...]  # ascending
+    valid_until: datetime | None  # the earliest moment a held version leaves quarantine
+
+
+# parse ---------------------------------------------------------------------------------------
+
+
+def parse_time(value: object) -> datetime | None:
+    """An npm `time` entry (`2011-03-26T19:49:50.232Z`) as an aware UTC datetime, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_packument(raw: bytes, package: PackageName) -> Packument:
+    """Parse the upstream's full packument of `package` (JSON bytes).
+
+    Versions whose manifest is not an object are ignored. Raises BadUpstreamDocument when the
+    body is not a JSON object or `versions`/`dist-tags`/`time` have the wrong type."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadUpstreamDocument(
+            f"the upstream packument of {package.name} is not JSON: {exc}"
+        ) from None
+    if not isinstance(document, dict):
+        raise BadUpstreamDocument(f"the upstream packument of {package.name} is not an object")
+    raw_versions = _object_or_empty(document.get("versions"))
+    raw_tags = _object_or_empty(document.get("dist-tags"))
+    raw_time = _object_or_empty(document.get("time"))
+    for key, value in (("versions", raw_versions), ("dist-tags", raw_tags), ("time", raw_time)):
+        if not isinstance(value, dict):
+            raise BadUpstreamDocument(
+                f"the upstream packument of {package.name} has a {key} that is not an object"
+            )
+    manifests = {
+        version: manifest
+        for version, manifest in raw_versions.items()
+        if isinstance(version, str) and isinstance(manifest, dict)
+    }
+    ordered = sorted(manifests, key=lambda version: versions.sort_key("npm", version))
+    infos: dict[str, VersionInfo] = {}
+    files: dict[str, str] = {}
+    for order, version in enumerate(ordered):
+        infos[version] = VersionInfo(
+            version=version,
+            published_at=parse_time(raw_time.get(version)),
+            prerelease=versions.is_prerelease("npm", version),
+            order=order,
+        )
+        files[package.tarball_filename(version)] = version
+        # Also accept the upstream's own file name (it may differ, e.g. in case).
+        tarball = _dist(manifests[version]).get("tarball")
+        if isinstance(tarball, str) and tarball.endswith(".tgz"):
+            files.setdefault(tarball.rsplit("/", 1)[-1], version)
+    document = {**document, "versions": manifests}
+    modified = raw_time.get("modified", document.get("modified"))
+    return Packument(
+        package=package,
+        document=document,
+        versions=infos,
+        dist_tags={tag: target for tag, target in raw_tags.items() if isinstance(target, str)},
+        files=files,
+        modified=modified if isinstance(modified, str) else None,
+    )
+
+
+def _object_or_empty(value: object) -> object:
+    return {} if value is None else value
+
+
+def _dist(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    dist = manifest.get("dist")
+    return dist if isinstance(dist, dict) else {}
+
+
+def tarball_digests(manifest: Mapping[str, Any]) -> tuple[Digest, ...]:
+    """The digests a version's `dist` declares: every sha512/sha256 of the SRI `integrity`
+    (base64 → hex) and the sha1 `shasum`. Unparseable entries are skipped."""
+    dist = _dist(manifest)
+    digests: list[Digest] = []
+    integrity = dist.get("integrity")
+    if isinstance(integrity, str):
+        for item in integrity.split():
+            algorithm, _, value = item.partition("-")
+            algorithm = algorithm.lower()
+            if algorithm not in {"sha512", "sha256"} or not value:
+                continue
+            try:
+                raw = base64.b64decode(value.split("?", 1)[0], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            digests.append(Digest(algorithm=algorithm, hexdigest=raw.hex()))
+    shasum = dist.get("shasum")
+    if isinstance(shasum, str) and len(shasum) == 40:
+        try:
+            bytes.fromhex(shasum)
+        except ValueError:
+            pass
+        else:
+            digests.append(Digest(algorithm="sha1", hexdigest=shasum.lower()))
+    return tuple(digests)
+
+
+# filter --------------------------------------------------------------------------------------
+
+
+def filter_packument(packument: Packument, rules: policy.Rules, now: datetime) -> PackumentView:
+    """Decide every version at `now` under `rules` and recompute the dist-tags.
+
+    A tag whose target is hidden moves to the highest visible version not above the target
+    with the same prerelease-ness, or is dropped when there is none (pnpm refuses a stable
+    tag that moves to a prerelease). Tags naming a version the document lacks are dropped."""
+    name = packument.package.name
+    visible: list[str] = []
+    quarantined: list[HeldVersion] = []
+    blocked: list[HeldVersion] = []
+    valid_until: datetime | None = None
+    for version, info in packument.versions.items():
+        decision = policy.decide(
+            policy.Subject("npm", name, version), info.published_at, now, rules
+        )
+        if decision.visible:
+            visible.append(version)
+            continue
+        held = HeldVersion(version=version, until=decision.until, detail=decision.detail)
+        if decision.block is not None:
+            blocked.append(held)
+        else:
+            quarantined.append(held)
+            if decision.until is not None and (valid_until is None or decision.until < valid_until):
+                valid_until = decision.until
+    return PackumentView(
+        visible=tuple(visible),
+        dist_tags=recompute_dist_tags(packument, visible),
+        quarantined=tuple(quarantined),
+        blocked=tuple(blocked),
+        valid_until=valid_until,
+    )
+
+
+def recompute_dist_tags(packument: Packument, visible: Sequence[str]) -> dict[str, str]:
+    """The dist-tags with every hidden target re-pointed or dropped (see filter_packument)."""
+    shown = set(visible)
+    tags: dict[str, str] = {}
+    for tag, target in packument.dist_tags.items():
+        if target in shown:
+            tags[tag] = target
+            continue
+        info = packument.versions.get(target)
+        if info is None:
+            continue
+        for candidate in reversed(visible):
+            candidate_info = packument.versions[candidate]
+            if candidate_info.order < info.order and candidate_info.prerelease == info.prerelease:
+                tags[tag] = candidate
+                break
+    return tags
+
+
+# render --------------------------------------------------------------------------------------
+
+
+def choose_form(accept: str | None) -> Form:
+    """`corgi` iff the abbreviated media type has the highest q-value in `accept` (ties
+    win: npm sends `…install-v1+json; q=1.0, application/json; q=0.8, */*`)."""
+    if not accept:
+        return "full"
+    corgi_q = 0.0
+    other_q = 0.0
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if media.lower() == CORGI_TYPE:
+            corgi_q = max(corgi_q, q)
+        elif media:
+            other_q = max(other_q, q)
+    return "corgi" if corgi_q > 0 and corgi_q >= other_q else "full"
+
+
+def tarball_url(base: str, package: PackageName, version: str) -> str:
+    """The canonical mirror URL of a tarball; `base` ends with the registry prefix (`…/npm`)."""
+    return base + package.tarball_path(version)
+
+
+def _rewritten(manifest: Mapping[str, Any], url: str) -> dict[str, Any]:
+    dist = manifest.get("dist")
+    if not isinstance(dist, dict):
+        return dict(manifest)
+    return {**manifest, "dist": {**dist, "tarball": url}}
+
+
+def _time_map(packument: Packument, visible: Sequence[str]) -> dict[str, Any]:
+    raw_time = packument.document.get("time") or {}
+    time: dict[str, Any] = {key: raw_time[key] for key in _TIME_META_KEYS if key in raw_time}
+    for version in visible:
+        if version in raw_time:
+            time[version] = raw_time[version]
+    return time
+
+
+def render_packument(
+    packument: Packument, view: PackumentView, form: Form, registry_base: str
+) -> bytes:
+    """The JSON bytes of the filtered packument in `form`. `registry_base` is the URL of the
+    mirror's npm root without a trailing slash (`http://host:port/npm`).
+
+    Both forms list only visible versions, carry the recomputed dist-tags and rewrite every
+    `dist.tarball`; integrity fields, signatures and `deprecated` stay byte-identical. The
+    corgi form keeps the upstream `modified` and carries a `time` map when it covers every
+    listed version (pnpm discards a partial one and then fails on missing times)."""
+    document = packument.document
+    package = packument.package
+    manifests = document["versions"]
+    time = _time_map(packument, view.visible)
+    if form == "corgi":
+        corgi_versions = {
+            version: _rewritten(
+                {
+                    key: manifests[version][key]
+                    for key in CORGI_VERSION_KEYS
+                    if key in manifests[version]
+                },
+                tarball_url(registry_base, package, version),
+            )
+            for version in view.visible
+        }
+        body: dict[str, Any] = {"name": document.get("name", package.name)}
+        if packument.modified is not None:
+            body["modified"] = packument.modified
+        body["dist-tags"] = dict(view.dist_tags)
+        body["versions"] = corgi_versions
+        if all(version in time for version in view.visible):
+            body["time"] = time
+        return orjson.dumps(body)
+    full_versions = {
+        version: _rewritten(manifests[version], tarball_url(registry_base, package, version))
+        for version in view.visible
+    }
+    body = {}
+    for key, value in document.items():
+        if key == "versions":
+            body[key] = full_versions
+        elif key == "dist-tags":
+            body[key] = dict(view.dist_tags)
+        elif key == "time":
+            body[key] = time
+        elif key != "_attachments":
+            body[key] = value
+    body.setdefault("dist-tags", dict(view.dist_tags))
+    body.setdefault("versions", full_versions)
+    return orjson.dumps(body)
+
+
+def _pick(manifest: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {key: manifest[key] for key in keys if key in manifest}
+
+
+def _count(count: int) -> str:
+    return f"{count} version{'s' if count != 1 else ''}"
+
+
+def render_dist_tags(view: PackumentView) -> bytes:
+    return orjson.dumps(dict(view.dist_tags))
+
+
+def render_notice(package: PackageName, view: PackumentView) -> str | None:
+    """The `npm-notice` header text when versions are held back, else None. ASCII only.
+
+    e.g. `left-pad: 2 versions held in quarantine (newest 1.4.0, available
+    2026-11-25T10:00Z); 1 version blocked (1.3.1)`."""
+    parts: list[str] = []
+    if view.quarantined:
+        newest = view.quarantined[-1]
+        count = len(view.quarantined)
+        text = f"{_count(count)} held in quarantine (newest {newest.version}"
+        if newest.until is not None:
+            text += f", available {newest.until.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+        parts.append(text + ")")
+    if view.blocked:
+        count = len(view.blocked)
+        shown = ", ".join(held.version for held in view.blocked[-3:])
+        more = ", ..." if count > 3 else ""
+        parts.append(f"{_count(count)} blocked ({shown}{more})")
+    if not parts:
+        return None
+    text = f"{package.name}: " + "; ".join(parts)
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def no_visible_version_message(package: PackageName, view: PackumentView) -> str:
+    """The 404 message when nothing of `package` may be shown."""
+    notice = render_notice(package, view)
+    if notice is None:
+        return f"{package.name} has no published versions"
+    return f"no version of {package.name} is available from this mirror yet: {notice}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackumentParser:
+    """`parse` for the metadata cache: equal parsers (same package) reuse the parsed value."""
+
+    package: PackageName
+
+    def __call__(self, raw: bytes) -> Packument:
+        return parse_packument(raw, self.package)
+
+
+def render_manifest(packument: Packument, version: str, registry_base: str) -> bytes:
+    """One version's manifest with its tarball URL rewritten (`GET /{name}/{version}`)."""
+    url = tarball_url(registry_base, packument.package, version)
+    return orjson.dumps(_rewritten(packument.manifest(version), url))

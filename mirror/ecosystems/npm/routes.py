@@ -1,0 +1,328 @@
+"""The npm adapter's HTTP side: packuments, dist-tags, tarballs and the pass-through `/-/`
+endpoints under `/npm/`. Decisions and bytes come from `document` (pure) and the core
+services; this module only routes, caches rendered views and raises `mirror.errors`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from mirror import policy, responses
+from mirror.app import REQUEST_KIND
+from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
+from mirror.ecosystems.npm import document
+from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
+from mirror.ecosystems.npm.names import (
+    NpmRequest,
+    PackageName,
+    packument_url,
+    parse_name,
+    parse_request_path,
+)
+from mirror.errors import BadRequest, NotFound
+
+if TYPE_CHECKING:
+    from mirror.app import Services
+    from mirror.metacache import CachedDocument
+
+PREFIX = "/npm"
+TARBALL_TYPE = "application/octet-stream"
+# Rendering a big packument takes milliseconds of CPU: do it off the event loop.
+RENDER_IN_THREAD_VERSIONS = 200
+_READ_METHODS = ("GET", "HEAD")
+# Endpoints under `/-/` that are the upstream's business: relayed as they are.
+_FORWARD_GET_PREFIXES = ("v1/search", "npm/v1/keys", "npm/v1/attestations/")
+_FORWARD_POST = frozenset({"npm/v1/security/advisories/bulk", "npm/v1/security/audits/quick"})
+_FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "npm-command", "npm-session", "User-Agent")
+_FORWARD_RESPONSE_HEADERS = ("Content-Type", "Cache-Control")
+_MAX_FORWARD_BYTES = 32 * 1024**2
+
+ViewForm = Form | str
+
+
+class NpmRegistry:
+    """The `npm` Ecosystem: a registry root at `/npm/` that npm, pnpm and yarn use unchanged."""
+
+    name = "npm"
+
+    def __init__(self, services: Services) -> None:
+        upstream = services.config.npm.upstream
+        if upstream is None:
+            raise ValueError("the npm adapter needs npm.upstream")
+        self._services = services
+        self._upstream = upstream if upstream.endswith("/") else upstream + "/"
+        # Renders in progress, so concurrent cold requests for one view render it once.
+        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [
+            web.route("*", PREFIX, self._root),
+            web.route("*", PREFIX + "/", self._root),
+            web.route("*", PREFIX + "/{tail:.+}", self._dispatch),
+        ]
+
+    # Ecosystem --------------------------------------------------------------------------
+
+    async def explain(self, package: str, version: str) -> Explanation:
+        """Why `package@version` is shown or held right now, from the upstream packument."""
+        name = parse_name(package)
+        doc = await self._packument(name)
+        info = doc.parsed.versions.get(version)
+        if info is None:
+            doc = await self._packument(name, refresh=True)
+            info = doc.parsed.versions.get(version)
+        if info is None:
+            raise NotFound(f"the npm registry has no version {version} of {name.name}")
+        decision = self._services.policy.decide(
+            policy.Subject("npm", name.name, version), info.published_at
+        )
+        rule = None
+        if decision.block is not None:
+            rule = decision.block.describe()
+        elif decision.exemption is not None:
+            rule = decision.exemption.describe()
+        return Explanation(
+            ecosystem="npm",
+            package=name.name,
+            version=version,
+            verdict=str(decision.verdict),
+            detail=decision.detail,
+            published_at=info.published_at,
+            until=decision.until,
+            rule=rule,
+        )
+
+    # routing ----------------------------------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in _READ_METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, _READ_METHODS)
+        return web.json_response({"db_name": "registry", "mirror": "quarantine-mirror"})
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parsed = parse_request_path(request.raw_path, PREFIX)
+        if parsed.kind == "special":
+            return await self._special(request, parsed.special or "")
+        if request.method not in _READ_METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, _READ_METHODS)
+        package = parsed.package
+        assert package is not None  # noqa: S101 -- parse_request_path sets it for these kinds
+        if parsed.kind == "packument":
+            return await self._serve_packument(request, package)
+        if parsed.kind == "tarball":
+            return await self._serve_tarball(request, package, parsed)
+        return await self._serve_version(request, package, parsed.version or "")
+
+    async def _special(self, request: web.Request, special: str) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        path = special.split("?", 1)[0]
+        if path == "ping":
+            self._allow(request, _READ_METHODS)
+            return web.json_response({}, headers={"Cache-Control": "no-store"})
+        if path.startswith("package/") and path.endswith("/dist-tags"):
+            self._allow(request, _READ_METHODS)
+            escaped = path[len("package/") : -len("/dist-tags")]
+            tail = parse_request_path(f"{PREFIX}/{escaped}", PREFIX)
+            if tail.kind != "packument" or tail.package is None:
+                raise BadRequest(f"not a package name: {escaped!r}")
+            view = await self._view(request, tail.package, "dist-tags")
+            return responses.respond(request, view, now=self._services.clock.now())
+        if path in _FORWARD_POST:
+            self._allow(request, ("POST",))
+            return await self._forward(request, special)
+        if path.startswith(_FORWARD_GET_PREFIXES):
+            self._allow(request, _READ_METHODS)
+            return await self._forward(request, special)
+        raise NotFound(
+            f"/npm/-/{path} is not served by this mirror (it serves packages, tarballs, "
+            "dist-tags, ping, search and the audit endpoints; publishing and login are not "
+            "supported)"
+        )
+
+    @staticmethod
+    def _allow(request: web.Request, methods: tuple[str, ...]) -> None:
+        if request.method not in methods:
+            raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    # packuments -------------------------------------------------------------------------
+
+    async def _packument(
+        self, package: PackageName, *, refresh: bool = False
+    ) -> CachedDocument[Packument]:
+        # Always the full document: the abbreviated one has no per-version `time`.
+        return await self._services.metacache.get(
+            packument_url(self._upstream, package),
+            PackumentParser(package),
+            accept=document.JSON_TYPE,
+            refresh=refresh,
+        )
+
+    def _registry_base(self, request: web.Request) -> str:
+        return responses.base_url(request, self._services.config) + PREFIX
+
+    async def _serve_packument(
+        self, request: web.Request, package: PackageName
+    ) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        form = document.choose_form(request.headers.get("Accept"))
+        view = await self._view(request, package, form)
+        return responses.respond(request, view, now=self._services.clock.now())
+
+    async def _view(self, request: web.Request, package: PackageName, form: ViewForm) -> Rendered:
+        """The rendered view of `package` in `form` (`full`, `corgi` or `dist-tags`): from
+        the rendered cache when warm (no parsing, no filtering), else filtered and rendered
+        once for every concurrent request."""
+        services = self._services
+        doc = await self._packument(package)
+        base = self._registry_base(request)
+        key = ("npm", package.name, doc.version, services.policy.version, form, base)
+        cached = services.rendered.get(key, services.clock.now())
+        if cached is not None:
+            return cached
+        task = self._renders.get(key)
+        if task is None:
+            task = asyncio.create_task(self._render(key, doc.parsed, form, base))
+            self._renders[key] = task
+            task.add_done_callback(lambda done: self._forget_render(key, done))
+        return await asyncio.shield(task)
+
+    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
+        if self._renders.get(key) is task:
+            del self._renders[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure nobody awaited is not logged
+
+    async def _render(
+        self, key: Hashable, packument: Packument, form: ViewForm, base: str
+    ) -> Rendered:
+        services = self._services
+        now = services.clock.now()
+        rules = services.policy.rules()
+        view = document.filter_packument(packument, rules, now)
+        if not view.visible:
+            # Not cached: a package with nothing visible is small to filter, and a 404 is
+            # what makes npm retry with the full Accept.
+            raise NotFound(document.no_visible_version_message(packument.package, view))
+        if form == "dist-tags":
+            body = document.render_dist_tags(view)
+            content_type = document.JSON_TYPE
+        else:
+            if form not in ("full", "corgi"):
+                raise ValueError(f"unknown packument form {form!r}")
+            chosen: Form = "corgi" if form == "corgi" else "full"
+            if len(packument.versions) >= RENDER_IN_THREAD_VERSIONS:
+                body = await asyncio.to_thread(
+                    document.render_packument, packument, view, chosen, base
+                )
+            else:
+                body = document.render_packument(packument, view, chosen, base)
+            content_type = document.CORGI_TYPE if chosen == "corgi" else document.JSON_TYPE
+        headers: dict[str, str] = {}
+        notice = document.render_notice(packument.package, view)
+        if notice is not None:
+            headers["npm-notice"] = notice
+            # npm prints `npm-notice` only for responses it does not store in its HTTP cache
+            # (npm-registry-fetch check-response.js skips `x-local-cache` hits and stores);
+            # such a view also changes by the clock, so clients should not keep it anyway.
+            headers["Cache-Control"] = "no-store"
+        rendered = responses.render(
+            body,
+            content_type=content_type,
+            form=str(form),
+            valid_until=view.valid_until,
+            last_modified=now,
+            headers=headers,
+        )
+        services.rendered.put(key, rendered)
+        return rendered
+
+    async def _serve_version(
+        self, request: web.Request, package: PackageName, spec: str
+    ) -> web.StreamResponse:
+        """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`)."""
+        request[REQUEST_KIND] = "metadata"
+        doc = await self._packument(package)
+        view = document.filter_packument(
+            doc.parsed, self._services.policy.rules(), self._services.clock.now()
+        )
+        version = view.dist_tags.get(spec, spec)
+        if version not in view.visible:
+            raise NotFound(f"{package.name}@{spec} is not available from this mirror")
+        manifest = document.render_manifest(doc.parsed, version, self._registry_base(request))
+        rendered = responses.render(
+            manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until
+        )
+        return responses.respond(request, rendered, now=self._services.clock.now())
+
+    # tarballs ---------------------------------------------------------------------------
+
+    async def _serve_tarball(
+        self, request: web.Request, package: PackageName, parsed: NpmRequest
+    ) -> web.StreamResponse:
+        request[REQUEST_KIND] = "artifact"
+        services = self._services
+        file = parsed.file or ""
+        doc = await self._packument(package)
+        version = doc.parsed.version_of_file(file)
+        if version is None:
+            # A lockfile may name a version newer than our copy of the packument.
+            doc = await self._packument(package, refresh=True)
+            version = doc.parsed.version_of_file(file)
+        if version is None:
+            raise NotFound(f"{package.name} has no tarball {file} upstream")
+        info = doc.parsed.versions[version]
+        services.policy.enforce(policy.Subject("npm", package.name, version), info.published_at)
+        manifest = doc.parsed.manifest(version)
+        ref = ArtifactRef(
+            ecosystem="npm",
+            package=package.name,
+            version=version,
+            filename=package.tarball_filename(version),
+            upstream_url=self._upstream_tarball(package, version, manifest),
+            digests=document.tarball_digests(manifest),
+            content_type=TARBALL_TYPE,
+            published_at=info.published_at,
+        )
+        return await services.artifacts.serve(request, ref)
+
+    def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
+        """The upstream's declared tarball URL when its host is allowed, else the canonical
+        one on the configured upstream (never a URL the client chose)."""
+        declared = None
+        if isinstance(manifest, dict) and isinstance(manifest.get("dist"), dict):
+            declared = manifest["dist"].get("tarball")
+        if isinstance(declared, str) and self._services.upstream.allows(declared):
+            return declared
+        return self._upstream.rstrip("/") + package.tarball_path(version)
+
+    # pass-through -----------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request, special: str) -> web.StreamResponse:
+        """Relay an audit, search, keys or attestations request to the upstream as is. The
+        request body arrives decompressed (aiohttp decodes `Content-Encoding: gzip`)."""
+        query = request.raw_path.split("?", 1)[1] if "?" in request.raw_path else ""
+        path = special.split("?", 1)[0]
+        url = self._upstream + "-/" + path + (f"?{query}" if query else "")
+        body = await request.read() if request.method == "POST" else b""
+        headers = {
+            name: request.headers[name]
+            for name in _FORWARD_REQUEST_HEADERS
+            if name in request.headers
+        }
+        answer = await self._services.upstream.forward(
+            request.method, url, body=body, headers=headers, max_bytes=_MAX_FORWARD_BYTES
+        )
+        relayed = {
+            name: answer.headers[name]
+            for name in _FORWARD_RESPONSE_HEADERS
+            if name in answer.headers
+        }
+        relayed.setdefault("Content-Type", document.JSON_TYPE)
+        return web.Response(status=answer.status, body=answer.body, headers=relayed)
+
+
+def _pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    return {name: headers[name] for name in names if name in headers}

@@ -1,0 +1,270 @@
+"""The real `npm` and `pnpm` CLIs against `mirror serve` and a fake npm upstream (real
+tarballs, chosen publish times): what a developer sees when releases are held back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from mirror.config import load_config
+from mirror.state import create_state
+from mirror.state.base import RuleRecord
+from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.fakes.npm import FakeNpmRegistry
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_TIMEOUT = 180  # seconds per client run; a hung client fails the test, never the suite
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: .ci/run installs it "
+            "(apt-get install nodejs npm; npm install -g pnpm@9)"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n{self.out}"
+
+
+@dataclass
+class Env:
+    """Everything a client run needs: the mirror, the upstream and a private HOME."""
+
+    mirror: RunningMirror
+    registry: FakeNpmRegistry
+    root: Path
+
+    @property
+    def registry_url(self) -> str:
+        return f"{self.mirror.url}/npm/"
+
+    def project(self, name: str, dependencies: dict[str, str] | None = None) -> Path:
+        directory = self.root / name
+        directory.mkdir(parents=True)
+        manifest = {"name": name, "version": "1.0.0", "private": True}
+        if dependencies is not None:
+            manifest["dependencies"] = dependencies  # type: ignore[assignment]
+        (directory / "package.json").write_text(json.dumps(manifest), encoding="utf-8")
+        (directory / ".npmrc").write_text(f"registry={self.registry_url}\n", encoding="utf-8")
+        return directory
+
+    async def run(self, tool: str, *args: str, cwd: Path, cache: str = "cache") -> Result:
+        """Run `tool` with a private HOME and cache; output is stdout+stderr together."""
+        home = self.root / "home"
+        home.mkdir(exist_ok=True)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.lower().startswith(("npm_", "pnpm_", "http_proxy", "https_proxy"))
+            and key not in {"NODE_OPTIONS"}
+        }
+        env.update(
+            {
+                "HOME": str(home),
+                "npm_config_registry": self.registry_url,
+                "npm_config_cache": str(self.root / cache),
+                "npm_config_userconfig": str(home / ".npmrc"),
+                "npm_config_update_notifier": "false",
+                "npm_config_audit": "false",
+                "npm_config_fund": "false",
+                "npm_config_store_dir": str(self.root / f"{cache}-pnpm-store"),
+                "NO_COLOR": "1",
+                "CI": "true",
+            }
+        )
+        process = await asyncio.create_subprocess_exec(
+            _tool(tool), *args, cwd=str(cwd), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(CLIENT_TIMEOUT):
+                out, _ = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            pytest.fail(f"{tool} {' '.join(args)} did not finish in {CLIENT_TIMEOUT} s")
+        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
+
+    async def npm(self, *args: str, cwd: Path, cache: str = "cache") -> Result:
+        return await self.run(
+            "npm", *args, "--registry", self.registry_url, "--prefer-online",
+            "--no-audit", "--no-fund", "--no-update-notifier", cwd=cwd, cache=cache,
+        )  # fmt: skip
+
+
+def installed_version(project: Path, name: str) -> str:
+    manifest = project / "node_modules" / name / "package.json"
+    version: str = json.loads(manifest.read_text(encoding="utf-8"))["version"]
+    return version
+
+
+async def _block(data_dir: Path, package: str, versions: str) -> None:
+    """Add a block to the mirror's embedded state before it starts (the admin API is not
+    this suite's business): the same SQLite file `mirror serve` opens."""
+    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    state = create_state(config)
+    await state.open()
+    try:
+        await state.add_rule(
+            RuleRecord(
+                id="e2e-block",
+                kind="block",
+                ecosystem="npm",
+                package=package,
+                versions=versions,
+                reason="compromised release",
+                created_at=datetime.now(UTC),
+                created_by="e2e",
+            )
+        )
+    finally:
+        await state.close()
+
+
+@pytest.fixture
+async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path) -> Env:
+    _tool("npm")
+    now = datetime.now(UTC)
+    old = now - timedelta(days=90)
+    registry = FakeNpmRegistry()
+    registry.add_version("qm-demo", "1.0.0", published=old)
+    registry.add_version("qm-demo", "1.1.0", published=now - timedelta(days=10))
+    registry.add_version("qm-demo", "1.2.0", published=now - timedelta(hours=2))
+    registry.add_version("qm-blocked", "1.0.0", published=old)
+    registry.add_version("qm-blocked", "1.0.1", published=now - timedelta(days=20))
+    registry.add_version("@qm/widget", "2.0.0", published=old)
+    registry.add_version(
+        "qm-app", "3.0.0", published=old, dependencies={"qm-demo": "^1.0.0", "@qm/widget": "^2"}
+    )
+    await registry.start(aiohttp_server)
+    data_dir = tmp_path / "mirror-data"
+    await _block(data_dir, "qm-blocked", "1.0.1")
+    mirror = await start_mirror(
+        {"MIRROR_NPM_UPSTREAM": registry.url, "MIRROR_QUARANTINE": "3d"}, data_dir=data_dir
+    )
+    return Env(mirror=mirror, registry=registry, root=tmp_path / "clients")
+
+
+async def test_npm_range_resolves_to_newest_allowed_and_prints_the_notice(env: Env) -> None:
+    project = env.project("range")
+    result = await env.npm("install", "qm-demo@^1.0.0", cwd=project)
+    assert result.code == 0, result
+    assert installed_version(project, "qm-demo") == "1.1.0"
+    assert "npm notice qm-demo: 1 version held in quarantine (newest 1.2.0" in result.out
+    lock = json.loads((project / "package-lock.json").read_text(encoding="utf-8"))
+    resolved = lock["packages"]["node_modules/qm-demo"]["resolved"]
+    assert resolved == f"{env.registry_url}qm-demo/-/qm-demo-1.1.0.tgz"
+
+
+async def test_npm_install_of_a_young_version_fails_with_etarget(env: Env) -> None:
+    result = await env.npm("install", "qm-demo@1.2.0", cwd=env.project("young"))
+    assert result.code != 0, result
+    assert "ETARGET" in result.out
+    assert "No matching version found for qm-demo@1.2.0" in result.out
+
+
+async def test_npm_install_of_a_blocked_version_fails(env: Env) -> None:
+    project = env.project("blocked")
+    result = await env.npm("install", "qm-blocked@1.0.1", cwd=project)
+    assert result.code != 0, result
+    assert "ETARGET" in result.out
+    assert "1 version blocked (1.0.1)" in result.out
+    assert not (project / "node_modules" / "qm-blocked").exists()
+    fallback = await env.npm("install", "qm-blocked", cwd=project)
+    assert fallback.code == 0, fallback
+    assert installed_version(project, "qm-blocked") == "1.0.0"
+
+
+async def test_npm_installs_a_scoped_package_and_dependencies(env: Env) -> None:
+    project = env.project("scoped")
+    result = await env.npm("install", "qm-app", cwd=project)
+    assert result.code == 0, result
+    assert installed_version(project, "qm-app") == "3.0.0"
+    assert installed_version(project, "qm-demo") == "1.1.0"
+    assert installed_version(project, "@qm/widget") == "2.0.0"
+
+
+async def test_npm_ci_from_a_lockfile_then_zero_upstream_requests(env: Env) -> None:
+    first = env.project("first", {"qm-app": "^3.0.0"})
+    result = await env.npm("install", cwd=first)
+    assert result.code == 0, result
+    upstream_requests = len(env.registry.requests)
+    assert upstream_requests > 0
+    second = env.project("second")
+    shutil.copy(first / "package.json", second / "package.json")
+    shutil.copy(first / "package-lock.json", second / "package-lock.json")
+    result = await env.npm("ci", cwd=second, cache="fresh-cache")
+    assert result.code == 0, result
+    assert installed_version(second, "qm-demo") == "1.1.0"
+    assert installed_version(second, "@qm/widget") == "2.0.0"
+    third = env.project("third", {"qm-app": "^3.0.0"})
+    result = await env.npm("install", cwd=third, cache="another-cache")
+    assert result.code == 0, result
+    assert installed_version(third, "qm-app") == "3.0.0"
+    # Everything came from the mirror's caches: the upstream saw nothing new.
+    assert len(env.registry.requests) == upstream_requests
+
+
+async def test_npm_ci_with_a_lockfile_pinning_a_held_version_fails_403(env: Env) -> None:
+    project = env.project("pinned", {"qm-demo": "1.2.0"})
+    young = env.registry.version("qm-demo", "1.2.0")
+    lock = {
+        "name": "pinned",
+        "version": "1.0.0",
+        "lockfileVersion": 3,
+        "requires": True,
+        "packages": {
+            "": {"name": "pinned", "version": "1.0.0", "dependencies": {"qm-demo": "1.2.0"}},
+            "node_modules/qm-demo": {
+                "version": "1.2.0",
+                "resolved": f"{env.registry_url}qm-demo/-/qm-demo-1.2.0.tgz",
+                "integrity": young.integrity,
+            },
+        },
+    }
+    (project / "package-lock.json").write_text(json.dumps(lock), encoding="utf-8")
+    result = await env.npm("ci", cwd=project)
+    assert result.code != 0, result
+    assert "E403" in result.out
+    assert "quarantine" in result.out
+    assert env.registry.upstream.count("/qm-demo/-/qm-demo-1.2.0.tgz") == 0
+
+
+async def test_pnpm_resolves_the_newest_allowed_version_and_scoped_packages(env: Env) -> None:
+    _tool("pnpm")
+    project = env.project("pnpm-project")
+    result = await env.run(
+        "pnpm", "add", "qm-demo@^1.0.0", "@qm/widget", "--registry", env.registry_url,
+        "--reporter", "append-only", cwd=project,
+    )  # fmt: skip
+    assert result.code == 0, result
+    assert installed_version(project, "qm-demo") == "1.1.0"
+    assert installed_version(project, "@qm/widget") == "2.0.0"
+    lock = (project / "pnpm-lock.yaml").read_text(encoding="utf-8")
+    assert "qm-demo@1.1.0" in lock
+    assert "1.2.0" not in lock
+    young = await env.run(
+        "pnpm", "add", "qm-demo@1.2.0", "--registry", env.registry_url,
+        "--reporter", "append-only", cwd=project,
+    )  # fmt: skip
+    assert young.code != 0, young
+    assert "qm-demo@1.2.0" in young.out

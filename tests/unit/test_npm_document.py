@@ -1,0 +1,384 @@
+"""The pure npm packument functions: parse → filter → render on realistic documents."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from mirror import policy
+from mirror.config import QuarantineConfig
+from mirror.ecosystems.npm import document
+from mirror.ecosystems.npm.names import PackageName
+from mirror.errors import BadUpstreamDocument
+from mirror.state.base import RuleRecord
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+AGE = timedelta(days=3)
+BASE = "http://mirror.test:8080/npm"
+UPSTREAM = "http://upstream.test/"
+OLD = NOW - timedelta(days=400)
+
+
+def ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def make_doc(
+    name: str,
+    published: dict[str, datetime | None],
+    tags: dict[str, str],
+    *,
+    deprecated: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A full packument shaped like the public registry's, with fake but well-formed dist."""
+    versions: dict[str, Any] = {}
+    time: dict[str, str] = {}
+    known = [moment for moment in published.values() if moment is not None]
+    if known:
+        time["created"] = ts(min(known))
+        time["modified"] = ts(max(known))
+    unscoped = name.rsplit("/", 1)[-1]
+    for version, moment in published.items():
+        digest = hashlib.sha512(f"{name}@{version}".encode()).digest()
+        manifest: dict[str, Any] = {
+            "name": name,
+            "version": version,
+            "description": "a package",
+            "license": "MIT",
+            "dependencies": {"dep": "^1.0.0"},
+            "scripts": {"test": "node test.js"},
+            "_id": f"{name}@{version}",
+            "gitHead": "abc123",
+            "dist": {
+                "tarball": f"{UPSTREAM}{name}/-/{unscoped}-{version}.tgz",
+                "shasum": hashlib.sha1(version.encode()).hexdigest(),  # noqa: S324
+                "integrity": "sha512-" + base64.b64encode(digest).decode(),
+                "signatures": [{"keyid": "SHA256:k", "sig": f"sig-{version}"}],
+            },
+        }
+        if deprecated and version in deprecated:
+            manifest["deprecated"] = deprecated[version]
+        versions[version] = manifest
+        if moment is not None:
+            time[version] = ts(moment)
+    return {
+        "_id": name,
+        "_rev": "12-abcdef",
+        "name": name,
+        "description": "a package",
+        "dist-tags": tags,
+        "versions": versions,
+        "time": time,
+        "maintainers": [{"name": "someone", "email": "someone@example.com"}],
+        "readme": "# readme",
+        "users": {"fan": True},
+        "_attachments": {},
+    }
+
+
+def parse(doc: dict[str, Any]) -> document.Packument:
+    return document.parse_packument(orjson.dumps(doc), PackageName(doc["name"]))
+
+
+def rules(*records: RuleRecord, unknown: str = "quarantine") -> policy.Rules:
+    config = QuarantineConfig(default=AGE, unknown=unknown)  # type: ignore[arg-type]
+    return policy.compile_rules(list(records), config, NOW)
+
+
+def block(package: str, versions: str) -> RuleRecord:
+    return RuleRecord(
+        id="b1",
+        kind="block",
+        ecosystem="npm",
+        package=package,
+        versions=versions,
+        reason="compromised release",
+        created_at=NOW - timedelta(hours=1),
+        created_by="security",
+    )
+
+
+def render(
+    packument: document.Packument, form: document.Form, compiled: policy.Rules | None = None
+) -> tuple[document.PackumentView, dict[str, Any]]:
+    view = document.filter_packument(packument, compiled or rules(), NOW)
+    return view, orjson.loads(document.render_packument(packument, view, form, BASE))
+
+
+LEFT_PAD = make_doc(
+    "left-pad",
+    {
+        "1.0.0": OLD,
+        "1.1.0": OLD + timedelta(days=10),
+        "1.9.0": NOW - timedelta(days=30),
+        "1.10.0": NOW - timedelta(days=10),  # sorts above 1.9.0 numerically
+        "1.3.1": NOW - timedelta(days=20),
+        "1.4.0-beta.1": NOW - timedelta(days=5),
+        "1.11.0": NOW - timedelta(days=1),  # young
+        "1.12.0": NOW - timedelta(hours=2),  # young, latest
+        "2.0.0-beta.1": NOW - timedelta(days=9),
+        "2.0.0-beta.2": NOW - timedelta(hours=1),  # young, next
+    },
+    {"latest": "1.12.0", "next": "2.0.0-beta.2", "legacy": "1.0.0", "gone": "9.9.9"},
+    deprecated={"1.0.0": "use 1.1.0 — it fixes \u201cthe bug\u201d"},
+)
+
+
+# parse ---------------------------------------------------------------------------------------
+
+
+def test_parse_orders_versions_by_semver_and_indexes_tarball_files() -> None:
+    packument = parse(LEFT_PAD)
+    assert list(packument.versions) == [
+        "1.0.0", "1.1.0", "1.3.1", "1.4.0-beta.1", "1.9.0", "1.10.0", "1.11.0", "1.12.0",
+        "2.0.0-beta.1", "2.0.0-beta.2",
+    ]  # fmt: skip
+    assert packument.versions["2.0.0-beta.1"].prerelease
+    assert not packument.versions["1.10.0"].prerelease
+    assert packument.versions["1.9.0"].published_at == (NOW - timedelta(days=30)).replace(
+        microsecond=0
+    )
+    assert packument.version_of_file("left-pad-1.10.0.tgz") == "1.10.0"
+    assert packument.version_of_file("left-pad-1.10.tgz") is None
+    assert packument.modified == LEFT_PAD["time"]["modified"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[1, 2]", b'{"versions": []}', b'{"dist-tags": "x"}', b'{"time": 5}'],
+    ids=["not-json", "array", "versions-list", "tags-string", "time-number"],
+)
+def test_parse_refuses_broken_documents(raw: bytes) -> None:
+    with pytest.raises(BadUpstreamDocument):
+        document.parse_packument(raw, PackageName("x"))
+
+
+def test_tarball_digests_come_from_integrity_and_shasum() -> None:
+    data = b"tarball bytes"
+    manifest = {
+        "dist": {
+            "integrity": "sha512-"
+            + base64.b64encode(hashlib.sha512(data).digest()).decode()
+            + " sha1-bogus md5-x sha512-!!notbase64",
+            "shasum": hashlib.sha1(data).hexdigest(),  # noqa: S324
+        }
+    }
+    digests = document.tarball_digests(manifest)
+    assert [(digest.algorithm, digest.hexdigest) for digest in digests] == [
+        ("sha512", hashlib.sha512(data).hexdigest()),
+        ("sha1", hashlib.sha1(data).hexdigest()),  # noqa: S324
+    ]
+    assert document.tarball_digests({"dist": {"shasum": "short"}}) == ()
+    assert document.tarball_digests({}) == ()
+
+
+# filter --------------------------------------------------------------------------------------
+
+
+def test_young_versions_are_hidden_and_tags_recomputed() -> None:
+    view = document.filter_packument(parse(LEFT_PAD), rules(), NOW)
+    assert view.visible == (
+        "1.0.0", "1.1.0", "1.3.1", "1.4.0-beta.1", "1.9.0", "1.10.0", "2.0.0-beta.1",
+    )  # fmt: skip
+    assert [held.version for held in view.quarantined] == ["1.11.0", "1.12.0", "2.0.0-beta.2"]
+    # latest: highest allowed non-prerelease below the original; next: same for prereleases;
+    # a tag naming a version the document lacks is dropped.
+    assert view.dist_tags == {"latest": "1.10.0", "next": "2.0.0-beta.1", "legacy": "1.0.0"}
+    # The view changes by the clock when 1.11.0 comes of age.
+    assert view.valid_until == (NOW - timedelta(days=1) + AGE).replace(microsecond=0)
+    assert view.blocked == ()
+
+
+def test_latest_hidden_with_only_prereleases_below_is_dropped() -> None:
+    doc = make_doc(
+        "x",
+        {"1.0.0-rc.1": OLD, "1.0.0": NOW - timedelta(hours=5)},
+        {"latest": "1.0.0", "rc": "1.0.0-rc.1"},
+    )
+    view = document.filter_packument(parse(doc), rules(), NOW)
+    assert view.visible == ("1.0.0-rc.1",)
+    assert view.dist_tags == {"rc": "1.0.0-rc.1"}  # never a stable tag moved to a prerelease
+
+
+def test_prerelease_only_package_keeps_a_prerelease_latest() -> None:
+    doc = make_doc(
+        "@next/thing",
+        {"0.1.0-alpha.1": OLD, "0.1.0-alpha.2": OLD, "0.1.0-alpha.3": NOW - timedelta(hours=1)},
+        {"latest": "0.1.0-alpha.3"},
+    )
+    view, body = render(parse(doc), "corgi")
+    assert view.dist_tags == {"latest": "0.1.0-alpha.2"}
+    assert list(body["versions"]) == ["0.1.0-alpha.1", "0.1.0-alpha.2"]
+
+
+def test_all_versions_hidden() -> None:
+    doc = make_doc(
+        "fresh",
+        {"1.0.0": NOW - timedelta(hours=3), "1.0.1": NOW - timedelta(minutes=5)},
+        {"latest": "1.0.1"},
+    )
+    packument = parse(doc)
+    view = document.filter_packument(packument, rules(), NOW)
+    assert view.visible == ()
+    assert view.dist_tags == {}
+    message = document.no_visible_version_message(packument.package, view)
+    assert message == (
+        "no version of fresh is available from this mirror yet: fresh: 2 versions held in "
+        "quarantine (newest 1.0.1, available 2026-11-25T09:55Z)"
+    )
+
+
+def test_missing_time_entries_count_as_quarantined_by_default() -> None:
+    doc = make_doc("old-thing", {"0.1.0": None, "0.2.0": OLD}, {"latest": "0.2.0"})
+    packument = parse(doc)
+    view, body = render(packument, "full")
+    assert view.visible == ("0.2.0",)
+    assert [(held.version, held.until) for held in view.quarantined] == [("0.1.0", None)]
+    assert view.valid_until is None  # an unknown time does not expire by the clock
+    assert set(body["time"]) == {"created", "modified", "0.2.0"}
+
+
+def test_missing_time_allowed_keeps_full_truthful_and_corgi_without_partial_time() -> None:
+    doc = make_doc("old-thing", {"0.1.0": None, "0.2.0": OLD}, {"latest": "0.2.0"})
+    packument = parse(doc)
+    compiled = rules(unknown="allow")
+    view, full = render(packument, "full", compiled)
+    assert view.visible == ("0.1.0", "0.2.0")
+    assert "0.1.0" not in full["time"]  # never invent a publish time
+    _, corgi = render(packument, "corgi", compiled)
+    # pnpm drops a time map that misses a listed version and then fails; so send none.
+    assert "time" not in corgi
+    assert corgi["modified"] == doc["time"]["modified"]
+
+
+def test_blocked_versions_are_hidden_even_when_old() -> None:
+    view = document.filter_packument(parse(LEFT_PAD), rules(block("left-pad", "1.10.0")), NOW)
+    assert "1.10.0" not in view.visible
+    assert [held.version for held in view.blocked] == ["1.10.0"]
+    assert view.dist_tags["latest"] == "1.9.0"
+    notice = document.render_notice(PackageName("left-pad"), view)
+    assert notice == (
+        "left-pad: 3 versions held in quarantine (newest 2.0.0-beta.2, available "
+        "2026-11-25T09:00Z); 1 version blocked (1.10.0)"
+    )
+
+
+def test_no_notice_when_nothing_is_held() -> None:
+    doc = make_doc("calm", {"1.0.0": OLD}, {"latest": "1.0.0"})
+    view = document.filter_packument(parse(doc), rules(), NOW)
+    assert document.render_notice(PackageName("calm"), view) is None
+
+
+# render --------------------------------------------------------------------------------------
+
+
+def test_full_form_keeps_everything_but_hidden_versions_and_rewrites_tarballs() -> None:
+    view, body = render(parse(LEFT_PAD), "full")
+    assert body["_id"] == "left-pad"
+    assert body["readme"] == "# readme"
+    assert body["users"] == {"fan": True}
+    assert "_attachments" not in body
+    assert body["dist-tags"] == dict(view.dist_tags)
+    assert list(body["versions"]) == list(view.visible)
+    assert set(body["time"]) == {"created", "modified", *view.visible}
+    for version, manifest in body["versions"].items():
+        original = LEFT_PAD["versions"][version]
+        assert manifest["dist"]["tarball"] == f"{BASE}/left-pad/-/left-pad-{version}.tgz"
+        for key in ("integrity", "shasum", "signatures"):
+            assert manifest["dist"][key] == original["dist"][key]
+        assert manifest["scripts"] == original["scripts"]
+    assert body["versions"]["1.0.0"]["deprecated"] == LEFT_PAD["versions"]["1.0.0"]["deprecated"]
+
+
+def test_corgi_form_is_abbreviated_and_carries_modified_and_time() -> None:
+    view, body = render(parse(LEFT_PAD), "corgi")
+    assert set(body) == {"name", "modified", "dist-tags", "versions", "time"}
+    assert body["modified"] == LEFT_PAD["time"]["modified"]
+    assert set(body["time"]) == {"created", "modified", *view.visible}
+    assert body["time"]["1.9.0"] == LEFT_PAD["time"]["1.9.0"]
+    manifest = body["versions"]["1.0.0"]
+    assert not {"scripts", "description", "_id"} & set(manifest)
+    assert manifest["deprecated"] == LEFT_PAD["versions"]["1.0.0"]["deprecated"]
+    assert manifest["dependencies"] == {"dep": "^1.0.0"}
+    assert manifest["dist"]["integrity"] == LEFT_PAD["versions"]["1.0.0"]["dist"]["integrity"]
+    assert manifest["dist"]["tarball"] == f"{BASE}/left-pad/-/left-pad-1.0.0.tgz"
+
+
+def test_scoped_package_tarballs_use_the_literal_scope_slash() -> None:
+    doc = make_doc("@acme/widget", {"3.1.4": OLD}, {"latest": "3.1.4"})
+    _, body = render(parse(doc), "corgi")
+    assert body["versions"]["3.1.4"]["dist"]["tarball"] == (
+        f"{BASE}/@acme/widget/-/widget-3.1.4.tgz"
+    )
+    assert parse(doc).version_of_file("widget-3.1.4.tgz") == "3.1.4"
+
+
+def test_rendering_never_mutates_the_parsed_document() -> None:
+    packument = parse(LEFT_PAD)
+    before = copy.deepcopy(packument.document)
+    render(parse(LEFT_PAD), "full")
+    render(packument, "corgi")
+    render(packument, "full", rules(block("left-pad", "*")))
+    assert packument.document == before
+
+
+def test_two_thousand_versions() -> None:
+    published = {
+        f"{major}.{minor}.0": OLD + timedelta(hours=major * 100 + minor)
+        for major in range(20)
+        for minor in range(100)
+    }
+    young = {f"20.{minor}.0": NOW - timedelta(hours=minor + 1) for minor in range(5)}
+    doc = make_doc("huge", published | young, {"latest": "20.0.0", "stable": "19.99.0"})
+    packument = parse(doc)
+    assert len(packument.versions) == 2005
+    view, body = render(packument, "full")
+    assert len(body["versions"]) == 2000
+    assert body["dist-tags"] == {"latest": "19.99.0", "stable": "19.99.0"}
+    assert all(
+        manifest["dist"]["tarball"].startswith(f"{BASE}/huge/-/huge-")
+        for manifest in body["versions"].values()
+    )
+    # The oldest young version comes of age first: that decides how long the view lives.
+    assert view.valid_until == NOW - timedelta(hours=5) + AGE
+    _, corgi = render(packument, "corgi")
+    assert len(corgi["time"]) == 2002
+
+
+@pytest.mark.parametrize(
+    ("accept", "form"),
+    [
+        (None, "full"),
+        ("", "full"),
+        ("*/*", "full"),
+        ("application/json", "full"),
+        ("application/json; q=1.0, */*", "full"),
+        ("application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*", "corgi"),
+        ("application/vnd.npm.install-v1+json", "corgi"),
+        ("application/vnd.npm.install-v1+json; q=0.5, application/json", "full"),
+        ("application/vnd.npm.install-v1+json; q=0", "full"),
+        ("Application/Vnd.Npm.Install-V1+Json;q=1", "corgi"),
+    ],
+)
+def test_choose_form(accept: str | None, form: str) -> None:
+    assert document.choose_form(accept) == form
+
+
+def test_document_module_is_pure() -> None:
+    code = (
+        "import sys, mirror.ecosystems.npm.document, mirror.ecosystems.npm.names; "
+        "bad = [m for m in ('aiohttp', 'redis', 'aiofiles') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
