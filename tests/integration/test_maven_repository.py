@@ -206,6 +206,18 @@ async def test_companions_of_visible_versions_are_relayed(mirror: Mirror, suffix
     assert await response.read() == mirror.repo.body(path)
 
 
+async def test_absent_companions_are_404_and_remembered(mirror: Mirror) -> None:
+    mirror.repo.add_version("org.example", "lib", "1.1.0", published=OLD, checksums=("sha1", "md5"))
+    path = file_path("1.1.0", ".jar.sha512")
+    for _ in range(2):
+        assert (await mirror.client.get("/maven/" + path)).status == 404
+    assert mirror.repo.count(path) == 1
+    # No upstream .sha256: the jar is verified against its .sha1 alone.
+    jar = await mirror.client.get("/maven/" + file_path("1.1.0", ".jar"))
+    assert jar.status == 200
+    assert await jar.read() == mirror.repo.body(file_path("1.1.0", ".jar"))
+
+
 async def test_artifact_not_matching_its_sha1_is_refused_and_not_stored(mirror: Mirror) -> None:
     path = file_path("1.5.0", ".jar")
     mirror.repo.add_file(path + ".sha1", b"0" * 40, last_modified=OLD)

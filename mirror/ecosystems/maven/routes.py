@@ -44,7 +44,7 @@ _VARY = "Accept-Encoding"
 RETRY_LOOKUPS_AFTER = timedelta(seconds=30)
 # Upstream 404s remembered (for the metadata TTL): a `.pom` Maven probes on every build, an
 # optional `.sha256`; a cached artifact or a repeated build then asks upstream nothing.
-_MAX_ABSENT = 8192
+_MAX_REMEMBERED = 8192
 _CONTENT_TYPES = {
     ".pom": "text/xml",
     ".xml": "text/xml",
@@ -94,6 +94,8 @@ class MavenRepository:
         # Metadata renders in progress: concurrent cold requests render (and look up) once.
         self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
         self._absent: OrderedDict[str, datetime] = OrderedDict()
+        # Publish times never change once known: the hot path skips the state round trip.
+        self._published: OrderedDict[str, datetime] = OrderedDict()
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -272,9 +274,13 @@ class MavenRepository:
     async def _publish_time(self, gav: str, pom_path: str) -> datetime | None:
         """The upstream Last-Modified of a GAV's `.pom`, cached in shared state forever.
         None when upstream sends none. Raises UpstreamNotFound when the `.pom` is absent."""
+        remembered = self._published.get(gav)
+        if remembered is not None:
+            return remembered
         state = self._services.state
         cached = await state.get_publish_time("maven", gav)
         if cached is not None:
+            self._remember_published(gav, cached)
             return cached
         url = self._upstream + pom_path
         if self._known_absent(url):
@@ -287,7 +293,14 @@ class MavenRepository:
         moment = _http_time(answer.last_modified or answer.headers.get("Last-Modified"))
         if moment is not None:
             await state.set_publish_time("maven", gav, moment)
+            self._remember_published(gav, moment)
         return moment
+
+    def _remember_published(self, gav: str, moment: datetime) -> None:
+        self._published[gav] = moment
+        self._published.move_to_end(gav)
+        while len(self._published) > _MAX_REMEMBERED:
+            self._published.popitem(last=False)
 
     # files ------------------------------------------------------------------------------
 
@@ -326,7 +339,13 @@ class MavenRepository:
         self, request: web.Request, parsed: MavenPath, url: str
     ) -> web.StreamResponse:
         """`.sha1`, `.md5`, `.asc`…: small immutable documents, relayed byte for byte."""
-        doc = await self._services.metacache.get(url, _raw)
+        if self._known_absent(url):
+            raise NotFound(f"{parsed.filename} does not exist upstream")
+        try:
+            doc = await self._services.metacache.get(url, _raw)
+        except UpstreamNotFound:
+            self._note_absent(url)
+            raise
         content_type = document.CHECKSUM_TYPE if parsed.checksum else "text/plain"
         view = responses.render(
             doc.raw,
@@ -372,7 +391,7 @@ class MavenRepository:
     def _note_absent(self, url: str) -> None:
         self._absent[url] = self._services.clock.now()
         self._absent.move_to_end(url)
-        while len(self._absent) > _MAX_ABSENT:
+        while len(self._absent) > _MAX_REMEMBERED:
             self._absent.popitem(last=False)
 
 
