@@ -161,6 +161,7 @@ class FakeNpmRegistry:
         """Unpublish everything: the packument and tarballs answer 404."""
         package = self.packages.pop(name)
         self.upstream.remove(self.packument_path(name))
+        self.upstream.remove(self.packument_path(name).replace("%2f", "%2F"))
         for version in package.versions:
             self.upstream.remove(self.tarball_path(name, version))
 
@@ -168,6 +169,8 @@ class FakeNpmRegistry:
 
     @staticmethod
     def packument_path(name: str) -> str:
+        """The raw path npm uses; count requests by the decoded `/@scope/name` form, which
+        matches every spelling of the scope slash."""
         return "/" + escaped(name)
 
     @staticmethod
@@ -230,13 +233,9 @@ class FakeNpmRegistry:
             return
         body = json.dumps(self.packument(name)).encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        self.upstream.add(
-            self.packument_path(name),
-            body,
-            content_type="application/json",
-            etag=etag,
-            compress=True,
-        )
+        # Clients send the scope slash as %2f or %2F (yarl normalises to %2F): serve both.
+        for path in {self.packument_path(name), self.packument_path(name).replace("%2f", "%2F")}:
+            self.upstream.add(path, body, content_type="application/json", etag=etag, compress=True)
         for version, entry in self.packages[name].versions.items():
             self.upstream.add(
                 self.tarball_path(name, version),

@@ -155,7 +155,7 @@ async def test_scoped_packument_in_every_form(
     assert body["versions"]["0.9.0"]["dist"]["tarball"] == (
         f"{base}/@acme/widget/-/widget-0.9.0.tgz"
     )
-    assert count(registry, "/@acme%2fwidget") == 1
+    assert count(registry, "/@acme/widget") == 1
 
 
 async def test_public_url_is_used_for_tarball_urls(make_client: MakeClient) -> None:
