@@ -382,3 +382,19 @@ def test_document_module_is_pure() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unpublished_package_has_nothing_to_show() -> None:
+    raw = orjson.dumps(
+        {
+            "_id": "gone",
+            "name": "gone",
+            "time": {"created": ts(OLD), "modified": ts(OLD), "unpublished": {"time": ts(OLD)}},
+        }
+    )
+    packument = document.parse_packument(raw, PackageName("gone"))
+    view = document.filter_packument(packument, rules(), NOW)
+    assert view.visible == ()
+    assert document.no_visible_version_message(packument.package, view) == (
+        "gone has no published versions"
+    )
