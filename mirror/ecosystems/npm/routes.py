@@ -109,7 +109,8 @@ class NpmRegistry:
         if request.method not in _READ_METHODS:
             raise web.HTTPMethodNotAllowed(request.method, _READ_METHODS)
         package = parsed.package
-        assert package is not None  # noqa: S101 -- parse_request_path sets it for these kinds
+        if package is None:
+            raise BadRequest(f"no package name in {request.path!r}")
         if parsed.kind == "packument":
             return await self._serve_packument(request, package)
         if parsed.kind == "tarball":
