@@ -1,6 +1,9 @@
 """Shared state: the `StateStore` interface, its record types, and `create_state`, which picks
 the backend from settings (Redis when `state.redis_url` is set, else SQLite in the data dir).
-Nothing here holds state itself; the app owns the store it gets."""
+Nothing here holds state itself; the app owns the store it gets.
+
+The backends are imported only when one is created, so that the pure modules (policy, the
+document parsers) can use the record types without loading any I/O library."""
 
 from __future__ import annotations
 
@@ -14,15 +17,11 @@ from mirror.state.base import (
     RuleRecord,
     StateStore,
 )
-from mirror.state.local import LocalState
-from mirror.state.redis import RedisState
 
 __all__ = [
     "RULE_KINDS",
     "AuditEntry",
     "DownloadEvent",
-    "LocalState",
-    "RedisState",
     "RuleKind",
     "RuleRecord",
     "StateStore",
@@ -36,7 +35,11 @@ def create_state(config: Config, *, clock: Clock | None = None) -> StateStore:
     """The configured backend, not yet opened: `RedisState` on `config.state.redis_url` if
     set, else `LocalState` at `<data_dir>/state.sqlite3` polling every `state.poll_interval`."""
     if config.state.redis_url:
+        from mirror.state.redis import RedisState
+
         return RedisState(config.state.redis_url, clock=clock)
+    from mirror.state.local import LocalState
+
     return LocalState(
         config.data_dir / STATE_FILENAME, poll_interval=config.state.poll_interval, clock=clock
     )

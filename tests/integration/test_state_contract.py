@@ -19,13 +19,13 @@ from mirror.state import (
     RULE_KINDS,
     AuditEntry,
     DownloadEvent,
-    LocalState,
-    RedisState,
     RuleKind,
     RuleRecord,
     StateStore,
     create_state,
 )
+from mirror.state.local import LocalState
+from mirror.state.redis import RedisState
 from tests.conftest import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -377,7 +377,8 @@ CHILD_WRITER = """
 import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from mirror.state import LocalState, RuleRecord
+from mirror.state import RuleRecord
+from mirror.state.local import LocalState
 
 async def main():
     store = LocalState(Path(sys.argv[1]))

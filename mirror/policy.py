@@ -1,0 +1,485 @@
+"""The policy engine: pure functions of (subject, publish time, now, rules).
+
+For each ecosystem, package, version (and on PyPI each file):
+1. **blocked** if a live block matches (package name or glob, version spec in the
+   ecosystem's own syntax or `*`); blocks win over everything;
+2. **exempted** if a live exemption matches: it skips quarantine and freezes, never a block;
+3. **quarantined** if `now < published_at + age(ecosystem, package)`, or if a live freeze
+   covers it (published after the freeze's cutoff); an unknown publish time counts as
+   quarantined unless `quarantine.unknown = "allow"`;
+4. otherwise **allowed**.
+
+Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
+stops applying without anyone touching the stored rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, cast
+
+from mirror import versions
+from mirror.config import QuarantineConfig
+from mirror.state.base import RuleKind, RuleRecord
+
+GLOB_CHARACTERS: Final = frozenset("*?[")
+
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    EXEMPTED = "exempted"
+    QUARANTINED = "quarantined"
+    BLOCKED = "blocked"
+
+
+class InvalidRule(ValueError):
+    """A rule that cannot be stored; `field` names the offending field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What is being decided: one version, or on PyPI one file of a version."""
+
+    ecosystem: str
+    package: str
+    version: str
+    filename: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How people write it: `left-pad@1.3.0`, `requests 2.31.0`, `org.example:lib:1.0`."""
+        if self.ecosystem == "npm":
+            text = f"{self.package}@{self.version}"
+        elif self.ecosystem == "maven":
+            text = f"{self.package}:{self.version}"
+        else:
+            text = f"{self.package} {self.version}"
+        if self.filename and self.ecosystem == "pypi":
+            return f"{self.filename} ({text})"
+        return text
+
+
+class PackagePattern:
+    """A package name or glob (`@ourcorp/*`, `org.example:*`), compared in the ecosystem's
+    canonical form (PEP 503 on PyPI)."""
+
+    __slots__ = ("exact", "literal_length", "pattern", "text")
+
+    def __init__(self, ecosystem: str, text: str) -> None:
+        self.text = text
+        self.pattern = versions.normalize_package(ecosystem, text)
+        self.exact = not (GLOB_CHARACTERS & set(self.pattern))
+        self.literal_length = sum(1 for char in self.pattern if char not in GLOB_CHARACTERS)
+
+    def matches(self, package: str) -> bool:
+        if self.exact:
+            return package == self.pattern
+        return fnmatch.fnmatchcase(package, self.pattern)
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """Exact names beat globs; among globs the one with more literal characters wins."""
+        return (1 if self.exact else 0, self.literal_length)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    record: RuleRecord
+    package: PackagePattern
+    spec: versions.VersionSpec | None  # None: the stored spec does not parse
+
+    def live(self, now: datetime) -> bool:
+        return self.record.expires_at is None or now < self.record.expires_at
+
+    def matches(self, subject: Subject, package: str) -> bool:
+        if not self.package.matches(package):
+            return False
+        if self.spec is None:
+            # A block whose spec no longer parses covers every version: fail closed.
+            return self.record.kind == "block"
+        return self.spec.contains(subject.version)
+
+    def describe(self) -> dict[str, Any]:
+        record = self.record
+        described: dict[str, Any] = {
+            "id": record.id,
+            "kind": record.kind,
+            "ecosystem": record.ecosystem,
+            "package": record.package,
+            "versions": record.versions,
+            "reason": record.reason,
+            "created_at": _iso(record.created_at),
+            "created_by": record.created_by,
+            "expires_at": _iso(record.expires_at) if record.expires_at else None,
+        }
+        described.update({key: _jsonable(value) for key, value in record.data.items()})
+        return described
+
+
+class Block(_Rule):
+    __slots__ = ()
+
+
+class Exemption(_Rule):
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze(_Rule):
+    """Nothing published after `published_after` is offered until the freeze expires."""
+
+    published_after: datetime = field(default=datetime.min.replace(tzinfo=UTC))
+
+    def covers(self, published_at: datetime | None) -> bool:
+        return published_at is None or published_at > self.published_after
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    visible: bool
+    until: datetime | None
+    detail: str
+    age: timedelta
+    block: Block | None = None
+    exemption: Exemption | None = None
+    freeze: Freeze | None = None
+    published_at: datetime | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The decision as JSON-able data (for explain)."""
+        rule = self.block or self.exemption or self.freeze
+        return {
+            "verdict": str(self.verdict),
+            "visible": self.visible,
+            "until": _iso(self.until) if self.until else None,
+            "published_at": _iso(self.published_at) if self.published_at else None,
+            "quarantine_age": format_age(self.age),
+            "detail": self.detail,
+            "rule": rule.describe() if rule else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _EcosystemRules:
+    exact: Mapping[str, tuple[_Rule, ...]]
+    globs: tuple[_Rule, ...]
+
+    def matching(self, subject: Subject, package: str, now: datetime) -> list[_Rule]:
+        candidates = (*self.exact.get(package, ()), *self.globs)
+        return [rule for rule in candidates if rule.live(now) and rule.matches(subject, package)]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Compiled rules: lookups by ecosystem and exact name, globs scanned. Immutable."""
+
+    quarantine: QuarantineConfig
+    blocks: Mapping[str, _EcosystemRules]
+    exemptions: Mapping[str, _EcosystemRules]
+    freezes: Mapping[str, tuple[Freeze, ...]]
+    records: tuple[RuleRecord, ...]
+    problems: tuple[str, ...] = ()
+    _age_rules: tuple[tuple[PackagePattern, str, timedelta], ...] = ()
+
+    def quarantine_age(self, ecosystem: str, package: str) -> timedelta:
+        """The most specific `[[quarantine.rules]]` entry, else the ecosystem's age, else the
+        default."""
+        best: tuple[tuple[int, int], timedelta] | None = None
+        for pattern, rule_ecosystem, age in self._age_rules:
+            if rule_ecosystem != ecosystem or not pattern.matches(package):
+                continue
+            if best is None or pattern.specificity > best[0]:
+                best = (pattern.specificity, age)
+        if best is not None:
+            return best[1]
+        return self.quarantine.per_ecosystem.get(ecosystem, self.quarantine.default)
+
+    def next_expiry(self, now: datetime) -> datetime | None:
+        """The next moment a stored rule stops applying by the clock (views change then)."""
+        upcoming = [
+            record.expires_at
+            for record in self.records
+            if record.expires_at is not None and record.expires_at > now
+        ]
+        return min(upcoming, default=None)
+
+
+def compile_rules(
+    records: Iterable[RuleRecord], quarantine: QuarantineConfig, now: datetime
+) -> Rules:
+    """Index stored rules for fast decisions. Never raises on bad stored data: a block whose
+    spec does not parse covers every version of its package (fail closed), an exemption or
+    freeze that does not parse is dropped; each is listed in `problems`."""
+    del now  # expiry is checked at decision time, so compiled rules never go stale
+    kept = tuple(records)
+    problems: list[str] = []
+    blocks: dict[str, list[_Rule]] = {}
+    exemptions: dict[str, list[_Rule]] = {}
+    freezes: dict[str, list[Freeze]] = {}
+    for record in kept:
+        pattern = PackagePattern(record.ecosystem, record.package or "*")
+        try:
+            spec: versions.VersionSpec | None = versions.parse_spec(
+                record.ecosystem, record.versions or versions.ANY_VERSION
+            )
+        except versions.InvalidSpec as exc:
+            spec = None
+            problems.append(f"{record.kind} {record.id}: {exc}")
+        if record.kind == "block":
+            blocks.setdefault(record.ecosystem, []).append(Block(record, pattern, spec))
+        elif spec is None:
+            continue
+        elif record.kind == "exemption":
+            exemptions.setdefault(record.ecosystem, []).append(Exemption(record, pattern, spec))
+        elif record.kind == "freeze":
+            cutoff = _freeze_cutoff(record)
+            if cutoff is None:
+                problems.append(f"freeze {record.id}: published_after is missing or not a time")
+                cutoff = record.created_at
+            freezes.setdefault(record.ecosystem, []).append(Freeze(record, pattern, spec, cutoff))
+    age_rules = tuple(
+        (PackagePattern(rule.ecosystem, rule.package), rule.ecosystem, rule.age)
+        for rule in quarantine.rules
+    )
+    return Rules(
+        quarantine=quarantine,
+        blocks={name: _index(rules) for name, rules in blocks.items()},
+        exemptions={name: _index(rules) for name, rules in exemptions.items()},
+        freezes={name: tuple(rules) for name, rules in freezes.items()},
+        records=kept,
+        problems=tuple(problems),
+        _age_rules=age_rules,
+    )
+
+
+def decide(
+    subject: Subject, published_at: datetime | None, now: datetime, rules: Rules
+) -> Decision:
+    """The decision for one version (or file) at `now`. Precedence: block > exemption >
+    quarantine/freeze > allow."""
+    package = versions.normalize_package(subject.ecosystem, subject.package)
+    age = rules.quarantine_age(subject.ecosystem, package)
+    label = subject.label
+    block_index = rules.blocks.get(subject.ecosystem)
+    if block_index is not None:
+        matched = block_index.matching(subject, package, now)
+        if matched:
+            block = cast(Block, _first(matched))
+            record = block.record
+            return Decision(
+                verdict=Verdict.BLOCKED,
+                visible=False,
+                until=None,
+                detail=(
+                    f"{label} is blocked by this mirror: {record.reason} (block {record.id}, "
+                    f"added by {record.created_by} at {_iso(record.created_at)})"
+                ),
+                age=age,
+                block=block,
+                published_at=published_at,
+            )
+    exemption_index = rules.exemptions.get(subject.ecosystem)
+    if exemption_index is not None:
+        matched = exemption_index.matching(subject, package, now)
+        if matched:
+            exemption = cast(Exemption, _first(matched))
+            record = exemption.record
+            until_text = f" until {_iso(record.expires_at)}" if record.expires_at else ""
+            return Decision(
+                verdict=Verdict.EXEMPTED,
+                visible=True,
+                until=None,
+                detail=(
+                    f"{label} is exempted from quarantine{until_text}: {record.reason} "
+                    f"(exemption {record.id}, added by {record.created_by})"
+                ),
+                age=age,
+                exemption=exemption,
+                published_at=published_at,
+            )
+    if published_at is None:
+        if rules.quarantine.unknown == "allow":
+            return Decision(
+                verdict=Verdict.ALLOWED,
+                visible=True,
+                until=None,
+                detail=f"{label} has no known publish time; this mirror allows such versions",
+                age=age,
+            )
+        return Decision(
+            verdict=Verdict.QUARANTINED,
+            visible=False,
+            until=None,
+            detail=(
+                f"{label} has no known publish time, so it is held in quarantine "
+                "(quarantine.unknown = quarantine); ask your security team for an exemption"
+            ),
+            age=age,
+        )
+    matured = published_at + age
+    freeze = _covering_freeze(rules, subject, package, published_at, now)
+    if freeze is not None and freeze.record.expires_at is not None:
+        until = max(matured, freeze.record.expires_at)
+    elif freeze is not None:
+        until = None
+    else:
+        until = matured
+    if freeze is not None:
+        record = freeze.record
+        until_text = f"until {_iso(until)}" if until else "until the freeze is lifted"
+        return Decision(
+            verdict=Verdict.QUARANTINED,
+            visible=False,
+            until=until,
+            detail=(
+                f"{label} was published {_iso(published_at)}, after the freeze cutoff "
+                f"{_iso(freeze.published_after)} ({record.reason}; freeze {record.id}); "
+                f"it is held {until_text}"
+            ),
+            age=age,
+            freeze=freeze,
+            published_at=published_at,
+        )
+    if now < matured:
+        return Decision(
+            verdict=Verdict.QUARANTINED,
+            visible=False,
+            until=matured,
+            detail=(
+                f"{label} was published {_iso(published_at)} and is in quarantine until "
+                f"{_iso(matured)} (quarantine age {format_age(age)}); ask your security team "
+                "for an exemption if you need it sooner"
+            ),
+            age=age,
+            published_at=published_at,
+        )
+    return Decision(
+        verdict=Verdict.ALLOWED,
+        visible=True,
+        until=None,
+        detail=(
+            f"{label} was published {_iso(published_at)}, longer ago than the quarantine age "
+            f"{format_age(age)}"
+        ),
+        age=age,
+        published_at=published_at,
+    )
+
+
+def validate_rule(
+    kind: RuleKind, ecosystem: str, package: str, versions_spec: str, reason: str
+) -> None:
+    """Raise InvalidRule naming the field when a rule cannot be stored as given."""
+    if ecosystem not in versions.ECOSYSTEM_NAMES:
+        raise InvalidRule(
+            "ecosystem", f"unknown ecosystem {ecosystem!r} (expected one of npm, pypi, maven)"
+        )
+    if not package.strip():
+        raise InvalidRule("package", "package is required (a name or a glob such as @scope/*)")
+    if len(package) > 512 or any(ord(char) < 32 for char in package):
+        raise InvalidRule("package", "package must be a name or glob of printable characters")
+    if ecosystem == "maven" and not (
+        ":" in package or package.strip() == "*" or package.endswith("*")
+    ):
+        raise InvalidRule("package", "a Maven package is written group:artifact")
+    if not reason.strip():
+        raise InvalidRule("reason", "a reason is required: say why, for the audit log")
+    if kind == "freeze" and versions_spec.strip() in ("", versions.ANY_VERSION):
+        return
+    try:
+        versions.parse_spec(ecosystem, versions_spec)
+    except versions.InvalidSpec as exc:
+        raise InvalidRule("versions", str(exc)) from None
+
+
+_AGE_UNITS: Final = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_age(age: timedelta) -> str:
+    """`3d`, `72h` → `3d`, `90m`, `0` — the way the settings write ages."""
+    seconds = int(age.total_seconds())
+    if seconds == 0:
+        return "0"
+    for unit, size in _AGE_UNITS:
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# internals ------------------------------------------------------------------------------------
+
+
+def _index(rules: list[_Rule]) -> _EcosystemRules:
+    exact: dict[str, list[_Rule]] = {}
+    globs: list[_Rule] = []
+    for rule in rules:
+        if rule.package.exact:
+            exact.setdefault(rule.package.pattern, []).append(rule)
+        else:
+            globs.append(rule)
+    return _EcosystemRules(
+        exact={name: tuple(matched) for name, matched in exact.items()}, globs=tuple(globs)
+    )
+
+
+def _first(matched: list[_Rule]) -> _Rule:
+    """The most specific matching rule, the oldest among equals: what explain names."""
+    return max(
+        matched,
+        key=lambda rule: (rule.package.specificity, -rule.record.created_at.timestamp()),
+    )
+
+
+def _covering_freeze(
+    rules: Rules, subject: Subject, package: str, published_at: datetime, now: datetime
+) -> Freeze | None:
+    covering = [
+        freeze
+        for freeze in rules.freezes.get(subject.ecosystem, ())
+        if freeze.live(now) and freeze.matches(subject, package) and freeze.covers(published_at)
+    ]
+    if not covering:
+        return None
+    # The one that holds longest explains the decision.
+    far_future = datetime.max.replace(tzinfo=UTC)
+    return max(covering, key=lambda freeze: freeze.record.expires_at or far_future)
+
+
+def _freeze_cutoff(record: RuleRecord) -> datetime | None:
+    value = record.data.get("published_after")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+_TRAILING_ZERO_SECONDS = re.compile(r":00$")
+
+
+def _iso(moment: datetime | None) -> str:
+    """`2026-11-25T10:00Z` (UTC, minutes) or with seconds when they are not zero."""
+    if moment is None:
+        return "unknown"
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return _TRAILING_ZERO_SECONDS.sub("", text) + "Z"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return _iso(value)
+    return value
