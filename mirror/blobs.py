@@ -1,0 +1,542 @@
+"""The content-addressed artifact store on disk, shared by every worker process.
+
+Layout under the store's directory:
+
+- `sha256/ab/cd/<hex>`: the blobs, named by the sha256 of their bytes;
+- `index/ab/<sha256 of the cache key>.json`: which blob a cache key (`ArtifactRef.cache_key`)
+  stands for and every digest verified when it was written;
+- `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer.
+
+Choices, stated plainly:
+- Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
+  read (they never change once written) and checks the blob still exists when it opens it.
+- A write streams to a temp file in the same filesystem while hashing, is verified against the
+  declared digests (every declared one must match), then fsync'd and renamed into place; the index
+  entry is written the same way. A mismatch, a short body, a full disk or a cancellation removes
+  the temp file: nothing half-written is ever visible.
+- A temp file nobody holds a lock on is left over from a crash: `open()` removes it. A writer
+  re-creates its temp file if a sweeping process removed it between creation and locking.
+- With `max_bytes`, the blob's mtime is its last use (set at commit, refreshed at most once a
+  minute per blob on reads, from the store's clock); after a commit the least recently used
+  blobs are removed until the store is under the cap. The blob just committed is never evicted,
+  and writes in progress are temp files, not blobs. Index entries of evicted blobs are dropped
+  when next looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+
+import orjson
+
+from mirror import errors
+from mirror.clock import Clock
+from mirror.ecosystems.base import Digest
+from mirror.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Strongest first: the order in which declared digests are ranked.
+ALGORITHMS: tuple[str, ...] = ("sha512", "sha256", "sha1")
+TOUCH_INTERVAL = timedelta(minutes=1)
+# Other processes commit too: re-measure the whole store at least this often when capped.
+RESCAN_INTERVAL = timedelta(minutes=1)
+MAX_CACHED_ENTRIES = 65536
+_TEMP_SUFFIX = ".part"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DigestMismatch(errors.IntegrityError):
+    """The bytes do not hash to a declared digest (nothing was stored)."""
+
+    def __init__(self, message: str, *, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobEntry:
+    """A committed artifact: its cache key, blob path and the digests verified at write time."""
+
+    key: str
+    sha256: str
+    size: int
+    path: Path
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        """The strong ETag value (unquoted): the sha256 of the bytes."""
+        return self.sha256
+
+
+def strongest(digests: Iterable[Digest]) -> Digest | None:
+    """The strongest supported digest in `digests`, or None if there is none."""
+    ranked = [digest for digest in digests if digest.algorithm in ALGORITHMS]
+    if not ranked:
+        return None
+    return min(ranked, key=lambda digest: ALGORITHMS.index(digest.algorithm))
+
+
+def check_digests(actual: Mapping[str, str], expected: Iterable[Digest], *, what: str) -> None:
+    """Raise DigestMismatch unless every expected digest of a supported algorithm matches
+    `actual` (algorithm → hex), strongest first. `what` names the file in the message."""
+    ranked = sorted(
+        (digest for digest in expected if digest.algorithm in ALGORITHMS),
+        key=lambda digest: ALGORITHMS.index(digest.algorithm),
+    )
+    for digest in ranked:
+        wanted = digest.hexdigest.strip().lower()
+        got = actual.get(digest.algorithm)
+        if got is None:
+            raise ValueError(f"{digest.algorithm} of {what} was not computed")
+        if got != wanted:
+            raise DigestMismatch(
+                f"{what} does not match its declared {digest.algorithm} digest "
+                f"(declared {wanted[:16]}…, received bytes hash to {got[:16]}…): not cached",
+                algorithm=digest.algorithm,
+                expected=wanted,
+                actual=got,
+            )
+
+
+class BlobWriter:
+    """One write in progress: `write` chunks, then `commit` (verify, fsync, rename, index) or
+    `abort`. `fd` stays readable (`read_at`) until `close()`, also after commit, so clients can
+    be served from the growing file. Made by `BlobStore.begin`."""
+
+    def __init__(
+        self, store: BlobStore, key: str, temp: Path, fd: int, algorithms: Iterable[str]
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.temp = temp
+        self.fd = fd
+        self.written = 0
+        self._hashes = {name: hashlib.new(name) for name in {"sha256", *algorithms}}
+        self._finished = False
+        self._closed = False
+
+    async def write(self, chunk: bytes) -> None:
+        """Append `chunk` (hashing it) off the event loop. A full disk raises StorageFull."""
+        if self._finished:
+            raise RuntimeError("write after commit or abort")
+        try:
+            await asyncio.to_thread(self._hash_and_write, chunk)
+        except OSError as exc:
+            await self.abort()
+            raise _mapped(exc) from exc
+        self.written += len(chunk)
+
+    def _hash_and_write(self, chunk: bytes) -> None:
+        for digest in self._hashes.values():
+            digest.update(chunk)
+        self._write_all(self.fd, chunk)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = os.write(fd, view)
+            view = view[sent:]
+
+    def hexdigests(self) -> dict[str, str]:
+        """algorithm → hex of the bytes written so far."""
+        return {name: digest.copy().hexdigest() for name, digest in self._hashes.items()}
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        """Bytes already written, read off the event loop."""
+        return await asyncio.to_thread(os.pread, self.fd, size, offset)
+
+    async def commit(self, expected: Iterable[Digest], *, what: str) -> BlobEntry:
+        """Verify against `expected` (every one must match), then make the blob and its index
+        entry visible atomically. On any failure nothing is left behind."""
+        if self._finished:
+            raise RuntimeError("commit after commit or abort")
+        digests = self.hexdigests()
+        try:
+            check_digests(digests, expected, what=what)
+        except errors.IntegrityError:
+            await self.abort()
+            raise
+        entry = BlobEntry(
+            key=self.key,
+            sha256=digests["sha256"],
+            size=self.written,
+            path=self._store.blob_path(digests["sha256"]),
+            digests=MappingProxyType(digests),
+        )
+        self._store.protect(entry.sha256)
+        try:
+            await asyncio.shield(asyncio.to_thread(self._store.commit_files, self, entry))
+        except OSError as exc:
+            await self.abort()
+            raise _mapped(exc) from exc
+        except BaseException:
+            await self.abort()
+            raise
+        finally:
+            self._store.unprotect(entry.sha256)
+        self._finished = True
+        await self._store.committed(self, entry)
+        return entry
+
+    async def abort(self) -> None:
+        """Remove the temp file (idempotent; safe while being cancelled)."""
+        if self._finished:
+            return
+        self._finished = True
+        with contextlib.suppress(OSError):
+            await asyncio.shield(asyncio.to_thread(_unlink_quietly, self.temp))
+        self._store.forget_writer(self)
+
+    def close(self) -> None:
+        """Release the file descriptor (and its lock). Call once no reader needs `read_at`."""
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+
+class BlobStore:
+    """Content-addressed artifacts under `directory` (see the module docstring). Construct
+    without I/O; `open()` creates the layout and sweeps stale temp files."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 0,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        max_cached_entries: int = MAX_CACHED_ENTRIES,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max(0, max_bytes)
+        self._clock = clock
+        self._metrics = metrics
+        self._max_cached = max(1, max_cached_entries)
+        # key → (entry, last access time written to disk): a cache of immutable index entries.
+        self._entries: OrderedDict[str, tuple[BlobEntry, datetime]] = OrderedDict()
+        self._writers: set[BlobWriter] = set()
+        self._protected: dict[str, int] = {}
+        self._approx_bytes = 0
+        self._scanned_at: datetime | None = None
+        self._evicting: asyncio.Lock | None = None
+
+    # layout -------------------------------------------------------------------------------
+
+    @property
+    def _blobs_dir(self) -> Path:
+        return self.directory / "sha256"
+
+    @property
+    def _index_dir(self) -> Path:
+        return self.directory / "index"
+
+    @property
+    def _temp_dir(self) -> Path:
+        return self.directory / "tmp"
+
+    def blob_path(self, sha256: str) -> Path:
+        return self._blobs_dir / sha256[:2] / sha256[2:4] / sha256
+
+    def _index_path(self, key: str) -> Path:
+        name = hashlib.sha256(key.encode()).hexdigest()
+        return self._index_dir / name[:2] / f"{name}.json"
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._evicting = asyncio.Lock()
+        removed, total = await asyncio.to_thread(self._prepare_directory)
+        if removed:
+            log.info("removed %d stale temp file(s) from %s", removed, self._temp_dir)
+        self._approx_bytes = total
+        self._scanned_at = self._clock.now()
+        self._set_gauge(total)
+
+    def _prepare_directory(self) -> tuple[int, int]:
+        for directory in (self._blobs_dir, self._index_dir, self._temp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        removed = sum(1 for path in self._temp_dir.iterdir() if _remove_if_stale(path))
+        return removed, sum(size for _mtime, size, _path in self._scan_blobs())
+
+    async def close(self) -> None:
+        for writer in list(self._writers):
+            await writer.abort()
+            writer.close()
+        self._writers.clear()
+
+    # reading ------------------------------------------------------------------------------
+
+    async def lookup(self, key: str) -> BlobEntry | None:
+        """The committed entry for `key`, or None. From memory when this process has seen it
+        (the caller handles a blob that vanished since with `forget`), else from disk."""
+        cached = self._entries.get(key)
+        if cached is not None:
+            self._entries.move_to_end(key)
+            return cached[0]
+        found = await asyncio.to_thread(self._read_index, key)
+        if found is None:
+            return None
+        entry, used_at = found
+        self._remember(entry, used_at)
+        return entry
+
+    def _read_index(self, key: str) -> tuple[BlobEntry, datetime] | None:
+        index = self._index_path(key)
+        try:
+            raw = index.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = orjson.loads(raw)
+            sha256 = str(data["sha256"])
+            entry = BlobEntry(
+                key=key,
+                sha256=sha256,
+                size=int(data["size"]),
+                path=self.blob_path(sha256),
+                digests=MappingProxyType({str(k): str(v) for k, v in data["digests"].items()}),
+            )
+            if data.get("key") != key:
+                raise ValueError("index entry names another key")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable index entry %s: %s", index, exc)
+            _unlink_quietly(index)
+            return None
+        try:
+            stat = entry.path.stat()
+        except FileNotFoundError:
+            _unlink_quietly(index)  # the blob was evicted: the entry points nowhere
+            return None
+        return entry, datetime.fromtimestamp(stat.st_mtime, tz=self._clock.now().tzinfo)
+
+    def forget(self, key: str) -> None:
+        """Drop this process's copy of `key`'s entry (its blob was found missing)."""
+        self._entries.pop(key, None)
+
+    def touch_due(self, entry: BlobEntry) -> float | None:
+        """If `entry`'s last recorded use is a minute old, note now as its use and return the
+        POSIX time to stamp on the blob (the caller does it off the event loop); else None."""
+        cached = self._entries.get(entry.key)
+        now = self._clock.now()
+        if cached is not None and now - cached[1] < TOUCH_INTERVAL:
+            return None
+        self._remember(entry, now)
+        return now.timestamp()
+
+    def _remember(self, entry: BlobEntry, used_at: datetime) -> None:
+        self._entries[entry.key] = (entry, used_at)
+        self._entries.move_to_end(entry.key)
+        while len(self._entries) > self._max_cached:
+            self._entries.popitem(last=False)
+
+    # writing ------------------------------------------------------------------------------
+
+    async def begin(self, key: str, algorithms: Iterable[str] = ()) -> BlobWriter:
+        """Start writing the artifact `key`, hashing with `algorithms` (and always sha256)."""
+        unknown = set(algorithms) - set(ALGORITHMS)
+        if unknown:
+            raise ValueError(f"unsupported digest algorithms: {sorted(unknown)}")
+        try:
+            temp, fd = await asyncio.to_thread(self._create_temp)
+        except OSError as exc:
+            raise _mapped(exc) from exc
+        writer = BlobWriter(self, key, temp, fd, algorithms)
+        self._writers.add(writer)
+        return writer
+
+    def _create_temp(self) -> tuple[Path, int]:
+        for _attempt in range(8):
+            temp = self._temp_dir / f"{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # A sweep in another process may have removed it before the lock was taken.
+                if os.stat(temp).st_ino == os.fstat(fd).st_ino:
+                    return temp, fd
+            except (BlockingIOError, FileNotFoundError):
+                pass
+            os.close(fd)
+        raise OSError(errno.EAGAIN, "could not create a locked temp file", str(self._temp_dir))
+
+    def commit_files(self, writer: BlobWriter, entry: BlobEntry) -> None:
+        """(Thread.) fsync the temp file, rename it to its blob path, write the index entry.
+        Also stamps the blob with the clock's time as its last use."""
+        os.fsync(writer.fd)
+        now = self._clock.now().timestamp()
+        os.utime(writer.fd, (now, now))
+        entry.path.parent.mkdir(parents=True, exist_ok=True)
+        # Same name = same bytes: replacing a copy another process committed is harmless.
+        os.replace(writer.temp, entry.path)
+        _fsync_directory(entry.path.parent)
+        index = self._index_path(entry.key)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        body = orjson.dumps(
+            {
+                "key": entry.key,
+                "sha256": entry.sha256,
+                "size": entry.size,
+                "digests": dict(entry.digests),
+            }
+        )
+        temp, fd = self._create_temp()
+        try:
+            BlobWriter._write_all(fd, body)
+            os.fsync(fd)
+            os.replace(temp, index)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        finally:
+            os.close(fd)
+
+    async def committed(self, writer: BlobWriter, entry: BlobEntry) -> None:
+        self._writers.discard(writer)
+        self._remember(entry, self._clock.now())
+        self._approx_bytes += entry.size
+        self._set_gauge(self._approx_bytes)
+        if self.max_bytes:
+            await self._enforce_cap(protect=entry.sha256)
+
+    def forget_writer(self, writer: BlobWriter) -> None:
+        self._writers.discard(writer)
+
+    def protect(self, sha256: str) -> None:
+        self._protected[sha256] = self._protected.get(sha256, 0) + 1
+
+    def unprotect(self, sha256: str) -> None:
+        left = self._protected.get(sha256, 0) - 1
+        if left > 0:
+            self._protected[sha256] = left
+        else:
+            self._protected.pop(sha256, None)
+
+    # eviction -----------------------------------------------------------------------------
+
+    async def _enforce_cap(self, *, protect: str) -> None:
+        now = self._clock.now()
+        stale = self._scanned_at is None or now - self._scanned_at >= RESCAN_INTERVAL
+        if self._approx_bytes <= self.max_bytes and not stale:
+            return
+        lock = self._evicting or asyncio.Lock()
+        async with lock:
+            keep = {protect, *self._protected}
+            total, evicted = await asyncio.to_thread(self._evict, keep)
+        self._approx_bytes = total
+        self._scanned_at = now
+        self._set_gauge(total)
+        if evicted:
+            gone = set(evicted)
+            for key in [key for key, (entry, _) in self._entries.items() if entry.sha256 in gone]:
+                del self._entries[key]
+            if self._metrics is not None:
+                self._metrics.evictions.inc(len(evicted))
+            log.info("evicted %d artifact(s) to stay under %d bytes", len(evicted), self.max_bytes)
+
+    def _evict(self, keep: set[str]) -> tuple[int, list[str]]:
+        """(Thread.) Remove least recently used blobs until under the cap; returns the total
+        left and the sha256 of each removed blob."""
+        blobs = sorted(self._scan_blobs())
+        total = sum(size for _mtime, size, _path in blobs)
+        evicted: list[str] = []
+        for _mtime, size, path in blobs:
+            if total <= self.max_bytes:
+                break
+            if path.name in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                evicted.append(path.name)
+            total -= size
+        return total, evicted
+
+    def _scan_blobs(self) -> Iterator[tuple[float, int, Path]]:
+        """(Thread.) (last use, size, path) of every committed blob."""
+        for first in _subdirectories(self._blobs_dir):
+            for second in _subdirectories(first):
+                with contextlib.suppress(FileNotFoundError), os.scandir(second) as entries:
+                    for item in entries:
+                        with contextlib.suppress(FileNotFoundError):
+                            if item.is_file(follow_symlinks=False):
+                                stat = item.stat(follow_symlinks=False)
+                                yield stat.st_mtime, stat.st_size, Path(item.path)
+
+    def _set_gauge(self, total: int) -> None:
+        if self._metrics is not None:
+            self._metrics.blob_bytes.set(total)
+
+
+# file helpers -----------------------------------------------------------------------------
+
+
+def _mapped(exc: OSError) -> Exception:
+    """StorageFull for a full disk or quota (ENOSPC/EDQUOT), else a copy of the OSError."""
+    if exc.errno in _FULL_ERRNOS:
+        return errors.StorageFull(
+            f"the artifact store is full ({os.strerror(exc.errno)}): free disk space, or set "
+            "cache.max_bytes below the free space so the mirror evicts old artifacts"
+        )
+    return OSError(exc.errno, exc.strerror, exc.filename)
+
+
+def touch(path: Path, at: float) -> None:
+    """(Thread.) Record `at` as the blob's last use; a vanished blob is not an error here."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path, (at, at))
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return [Path(item.path) for item in entries if item.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Remove a temp file no live writer holds locked (left by a crash)."""
+    if not path.name.endswith(_TEMP_SUFFIX):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a writer in another process is still busy with it
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,248 @@
+"""The artifact blob store on a real directory: verified commits, nothing left behind by bad
+bytes, crashes or a full disk, LRU eviction under a cap, several stores sharing one directory."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mirror.blobs import BlobStore, BlobWriter, DigestMismatch
+from mirror.clock import FixedClock
+from mirror.ecosystems.base import Digest
+from mirror.errors import IntegrityError, StorageFull
+from mirror.metrics import Metrics
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BODY = b"the published tarball bytes\n" * 1000
+
+
+def digest(algorithm: str, body: bytes) -> Digest:
+    return Digest(algorithm=algorithm, hexdigest=hashlib.new(algorithm, body).hexdigest())
+
+
+def files_under(directory: Path) -> list[Path]:
+    return sorted(path for path in directory.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FixedClock, metrics: Metrics) -> AsyncIterator[BlobStore]:
+    blobs = BlobStore(tmp_path / "artifacts", clock=clock, metrics=metrics)
+    await blobs.open()
+    yield blobs
+    await blobs.close()
+
+
+async def write(
+    store: BlobStore, key: str, body: bytes, digests: tuple[Digest, ...], *, chunk: int = 4096
+) -> None:
+    algorithms = {d.algorithm for d in digests}
+    writer = await store.begin(key, algorithms)
+    try:
+        for start in range(0, len(body), chunk):
+            await writer.write(body[start : start + chunk])
+        await writer.commit(digests, what=key)
+    finally:
+        writer.close()
+
+
+async def test_verified_write_commits_and_is_found(store: BlobStore) -> None:
+    declared = (digest("sha512", BODY), digest("sha1", BODY))
+    await write(store, "npm/left-pad/1.3.0/left-pad-1.3.0.tgz", BODY, declared)
+    entry = await store.lookup("npm/left-pad/1.3.0/left-pad-1.3.0.tgz")
+    assert entry is not None
+    assert entry.path.read_bytes() == BODY
+    assert entry.sha256 == hashlib.sha256(BODY).hexdigest()
+    assert entry.path.name == entry.sha256
+    assert entry.size == len(BODY)
+    assert entry.digests["sha512"] == declared[0].hexdigest
+    assert entry.digests["sha1"] == declared[1].hexdigest
+    assert await store.lookup("npm/left-pad/1.3.1/left-pad-1.3.1.tgz") is None
+    assert files_under(store.directory / "tmp") == []
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        (digest("sha512", b"other bytes"),),
+        # the strongest matches but a weaker declared one does not: still refused
+        (digest("sha512", BODY), digest("sha1", b"other bytes")),
+        (digest("sha256", b"other bytes"), digest("sha1", BODY)),
+    ],
+)
+async def test_wrong_digest_leaves_nothing(
+    store: BlobStore, tmp_path: Path, declared: tuple[Digest, ...]
+) -> None:
+    with pytest.raises(DigestMismatch) as raised:
+        await write(store, "npm/evil/1.0.0/evil-1.0.0.tgz", BODY, declared)
+    assert isinstance(raised.value, IntegrityError)
+    assert raised.value.status == 502
+    assert files_under(tmp_path / "artifacts") == []
+    assert await store.lookup("npm/evil/1.0.0/evil-1.0.0.tgz") is None
+
+
+async def test_aborted_write_leaves_nothing(store: BlobStore, tmp_path: Path) -> None:
+    writer = await store.begin("maven/g:a/1/a-1.jar", {"sha1"})
+    await writer.write(BODY[:100])
+    assert files_under(tmp_path / "artifacts" / "tmp") == [writer.temp]
+    await writer.abort()
+    writer.close()
+    assert files_under(tmp_path / "artifacts") == []
+    assert await store.lookup("maven/g:a/1/a-1.jar") is None
+
+
+async def test_stale_temp_files_are_removed_at_open_but_live_ones_are_kept(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    directory = tmp_path / "artifacts"
+    (directory / "tmp").mkdir(parents=True)
+    crashed = directory / "tmp" / "0123abcd.part"
+    crashed.write_bytes(b"half a tarball")
+    live = directory / "tmp" / "4567ef01.part"
+    live.write_bytes(b"a download in another worker")
+    fd = os.open(live, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        store = BlobStore(directory, clock=clock)
+        await store.open()
+        assert not crashed.exists()
+        assert live.exists()
+        await store.close()
+    finally:
+        os.close(fd)
+
+
+async def test_two_stores_on_one_directory_see_each_others_commits(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    first = BlobStore(tmp_path / "artifacts", clock=clock)
+    second = BlobStore(tmp_path / "artifacts", clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        assert await second.lookup("pypi/six/1.16.0/six-1.16.0.tar.gz") is None
+        await write(first, "pypi/six/1.16.0/six-1.16.0.tar.gz", BODY, (digest("sha256", BODY),))
+        entry = await second.lookup("pypi/six/1.16.0/six-1.16.0.tar.gz")
+        assert entry is not None
+        assert entry.path.read_bytes() == BODY
+        # The same bytes under another key share the blob.
+        await write(second, "pypi/six/1.16.0/copy.tar.gz", BODY, (digest("sha256", BODY),))
+        assert len(files_under(tmp_path / "artifacts" / "sha256")) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_full_disk_is_storage_full_and_leaves_nothing(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real full disk cannot be produced on demand: the write call fails as the kernel would.
+    calls = 0
+
+    def full_after_first_chunk(fd: int, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.write(fd, data)
+
+    monkeypatch.setattr(BlobWriter, "_write_all", staticmethod(full_after_first_chunk))
+    with pytest.raises(StorageFull) as raised:
+        await write(store, "npm/big/1.0.0/big-1.0.0.tgz", BODY, (digest("sha512", BODY),))
+    assert raised.value.status == 507
+    assert "full" in raised.value.message
+    assert files_under(tmp_path / "artifacts") == []
+    assert await store.lookup("npm/big/1.0.0/big-1.0.0.tgz") is None
+
+
+async def test_quota_exceeded_is_storage_full(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def over_quota(fd: int, data: bytes) -> None:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(BlobWriter, "_write_all", staticmethod(over_quota))
+    with pytest.raises(StorageFull):
+        await write(store, "npm/big/1.0.0/big-1.0.0.tgz", BODY, (digest("sha512", BODY),))
+
+
+async def test_lru_eviction_keeps_recently_read_blobs(
+    tmp_path: Path, clock: FixedClock, metrics: Metrics
+) -> None:
+    size = 10_000
+    bodies = {name: name.encode() * (size // len(name)) for name in ("aaaa", "bbbb", "cccc")}
+    store = BlobStore(tmp_path / "artifacts", max_bytes=2 * size + 10, clock=clock, metrics=metrics)
+    await store.open()
+    try:
+        await write(store, "k/a", bodies["aaaa"], (digest("sha256", bodies["aaaa"]),))
+        clock.advance(timedelta(minutes=5))
+        await write(store, "k/b", bodies["bbbb"], (digest("sha256", bodies["bbbb"]),))
+        clock.advance(timedelta(minutes=5))
+        # Reading a, as the artifact server does on a hit: its last use moves to now.
+        used = await store.lookup("k/a")
+        assert used is not None
+        stamp = store.touch_due(used)
+        assert stamp is not None
+        os.utime(used.path, (stamp, stamp))
+        assert store.touch_due(used) is None  # at most once a minute
+        clock.advance(timedelta(minutes=5))
+        await write(store, "k/c", bodies["cccc"], (digest("sha256", bodies["cccc"]),))
+
+        assert await store.lookup("k/b") is None
+        a, c = await store.lookup("k/a"), await store.lookup("k/c")
+        assert a is not None
+        assert a.path.read_bytes() == bodies["aaaa"]
+        assert c is not None
+        assert c.path.read_bytes() == bodies["cccc"]
+        assert len(files_under(tmp_path / "artifacts" / "sha256")) == 2
+        assert metrics.registry.get_sample_value("mirror_blob_evictions_total") == 1
+        assert metrics.registry.get_sample_value("mirror_blob_store_bytes") == 2 * size
+
+        # Another process evicted the blob behind this process's cached entry: a fresh store
+        # (as a sibling worker would) does not find it either.
+        other = BlobStore(tmp_path / "artifacts", clock=clock)
+        await other.open()
+        assert await other.lookup("k/b") is None
+        await other.close()
+    finally:
+        await store.close()
+
+
+async def test_the_blob_just_written_is_never_evicted(tmp_path: Path, clock: FixedClock) -> None:
+    store = BlobStore(tmp_path / "artifacts", max_bytes=100, clock=clock)
+    await store.open()
+    try:
+        await write(store, "k/big", BODY, (digest("sha256", BODY),))
+        entry = await store.lookup("k/big")
+        assert entry is not None
+        assert entry.path.read_bytes() == BODY
+    finally:
+        await store.close()
+
+
+async def test_close_removes_temp_files_of_unfinished_writes(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    store = BlobStore(tmp_path / "artifacts", clock=clock)
+    await store.open()
+    writer = await store.begin("k/unfinished", {"sha1"})
+    await writer.write(BODY)
+    await store.close()
+    assert files_under(tmp_path / "artifacts") == []
