@@ -27,11 +27,16 @@ class LivePolicy:
         self._quarantine = quarantine
         self._clock = clock
         self._rules: policy.Rules | None = None
-        self._version = -1
+        self._state_version = -1
+        # Grows with every change of what the rules hide: a reload that changed them, or a
+        # stored rule expiring by the clock. Rendered views are keyed by it.
+        self._version = 0
+        self._next_expiry: datetime | None = None
         self._listeners: list[Callable[[int], None]] = []
 
     @property
     def version(self) -> int:
+        self._check_expiry()
         return self._version
 
     def rules(self) -> policy.Rules:
@@ -39,7 +44,24 @@ class LivePolicy:
             raise PolicyUnavailable(
                 "the mirror could not load its block and exemption rules; refusing to guess"
             )
+        self._check_expiry()
         return self._rules
+
+    def _check_expiry(self) -> None:
+        """An exemption or freeze ending changes views with no state change: notice it on
+        the next request (one comparison) rather than with a timer."""
+        if self._next_expiry is None or self._rules is None:
+            return
+        now = self._clock.now()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = self._rules.next_expiry(now)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        for listener in self._listeners:
+            listener(self._version)
 
     def decide(self, subject: policy.Subject, published_at: datetime | None) -> policy.Decision:
         """The decision for one version or file right now."""
@@ -62,19 +84,22 @@ class LivePolicy:
     async def reload(self) -> None:
         version = await self._state.policy_version()
         records = await self._state.list_rules()
-        self._rules = policy.compile_rules(records, self._quarantine, self._clock.now())
-        changed = version != self._version
-        self._version = version
-        if changed:
-            for listener in self._listeners:
-                listener(version)
+        now = self._clock.now()
+        rules = policy.compile_rules(records, self._quarantine, now)
+        for problem in rules.problems:
+            log.error("stored rule cannot be applied as written: %s", problem)
+        self._rules = rules
+        self._next_expiry = rules.next_expiry(now)
+        if version != self._state_version:
+            self._state_version = version
+            self._changed()
 
     async def run(self) -> None:
         """Reload on every change notification; after a state outage, keep retrying."""
         while True:
             try:
                 async for version in self._state.watch():
-                    if version != self._version:
+                    if version != self._state_version:
                         await self.reload()
             except StateUnavailable as exc:
                 log.warning("policy watch interrupted: %s; retrying", exc)

@@ -127,11 +127,19 @@ def _npm_spec(spec: str) -> Callable[[str], bool]:
     except (ValueError, TypeError) as exc:
         raise InvalidSpec(f"{spec!r} is not an npm version range: {exc}") from None
 
+    # node-semver's own include_prerelease flag also stops ordering prereleases (so
+    # 1.0.0-rc.1 would satisfy >=1.0.0); test each comparator set without the prerelease
+    # filter instead, as npm's includePrerelease does.
+    comparator_sets = [tuple(comparators) for comparators in compiled.set]
+
     def test(version: str) -> bool:
-        try:
-            return bool(compiled.test(version, include_prerelease=True))
-        except (ValueError, TypeError):
+        parsed = _npm_version(version)
+        if parsed is None:
             return False
+        return any(
+            all(comparator.test(parsed) for comparator in comparators)
+            for comparators in comparator_sets
+        )
 
     return test
 
@@ -150,12 +158,13 @@ _BARE_PEP440 = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.!+_-]*$")
 
 
 def _pypi_spec(spec: str) -> Callable[[str], bool]:
-    text = spec
-    if _BARE_PEP440.match(text):
-        text = f"=={text}"
+    bare = bool(_BARE_PEP440.match(spec))
     try:
-        specifiers = SpecifierSet(text)
+        specifiers = SpecifierSet(f"=={spec}" if bare else spec)
     except InvalidSpecifier:
+        if bare:
+            # A legacy, non-PEP 440 version (`2004d`): matched by its exact text only.
+            return lambda _version: False
         raise InvalidSpec(f"{spec!r} is not a PEP 440 specifier set (e.g. >=2.0,<2.3)") from None
 
     def test(version: str) -> bool:
@@ -272,7 +281,12 @@ def _compare(left: _Item | None, right: _Item | None) -> int:
             return 1 if value else 0
         if kind == "s":
             return _sign(value, (_RELEASE_INDEX, ""))
-        return _compare(value[0], None) if value else 0
+        # Every item counts against padding, not just the first (MNG-6964).
+        for entry in value:
+            result = _compare(entry, None)
+            if result:
+                return result
+        return 0
     other_kind, other = right
     if kind == "i":
         return _sign(value, other) if other_kind == "i" else 1
@@ -319,7 +333,16 @@ class MavenVersion:
         return _compare(self._items, other._items) < 0
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        # Equal versions can differ in structure (padding), but never in their leading
+        # numbers once trailing zeros are dropped: hash those.
+        numbers: list[int] = []
+        for kind, value in self._items[1]:
+            if kind != "i":
+                break
+            numbers.append(value)
+        while numbers and numbers[-1] == 0:
+            numbers.pop()
+        return hash(tuple(numbers))
 
     @property
     def is_prerelease(self) -> bool:
