@@ -507,9 +507,13 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
             changed.append(item)
             continue
         upload = item.upload_time or extra.upload_time
+        hashes = item.hashes
+        if item.sha256 is None and extra.sha256 is not None:
+            hashes = {**item.hashes, "sha256": extra.sha256}
         changed.append(
             replace(
                 item,
+                hashes=hashes,
                 upload_time=upload,
                 upload_time_text=item.upload_time_text or (format_time(upload) if upload else None),
                 size=item.size if item.size is not None else extra.size,

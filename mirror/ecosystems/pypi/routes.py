@@ -1,0 +1,479 @@
+"""The PyPI adapter's HTTP side: the simple index (root and project pages, PEP 503 HTML and
+PEP 691 JSON by `Accept`), distribution files and their PEP 658 `.metadata`, and the legacy
+JSON API, all under `/pypi/`. Decisions and bytes come from `document` (pure) and the core
+services; this module only routes, caches rendered views and raises `mirror.errors`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from packaging.version import InvalidVersion, Version
+from yarl import URL
+
+from mirror import policy, responses
+from mirror.app import REQUEST_KIND
+from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
+from mirror.ecosystems.pypi import document, names
+from mirror.ecosystems.pypi.document import (
+    ApiDocument,
+    ApiParser,
+    DistFile,
+    Form,
+    PageParser,
+    ProjectPage,
+    RootParser,
+)
+from mirror.errors import (
+    BadRequest,
+    BadUpstreamDocument,
+    Blocked,
+    Forbidden,
+    MirrorError,
+    NotFound,
+    Quarantined,
+    UpstreamError,
+)
+from mirror.upstream import host_key
+
+if TYPE_CHECKING:
+    from mirror.app import Services
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/pypi"
+FILE_TYPE = "application/octet-stream"
+VARY = "Accept, Accept-Encoding"
+# PyPI's own JSON API lets clients keep a document 15 minutes; ours changes with the clock.
+API_MAX_AGE = timedelta(minutes=5)
+# Rendering a page with this many files takes milliseconds of CPU: do it off the event loop.
+RENDER_IN_THREAD_FILES = 500
+RENDER_IN_THREAD_PROJECTS = 5000
+_READ_METHODS = ("GET", "HEAD")
+_MERGED_PAGES = 256
+
+
+class PypiIndex:
+    """The `pypi` Ecosystem: a simple index at `/pypi/simple/` that pip, uv and Poetry use
+    unchanged."""
+
+    name = "pypi"
+
+    def __init__(self, services: Services) -> None:
+        upstream = services.config.pypi.upstream
+        if upstream is None:
+            raise ValueError("the PyPI adapter needs pypi.upstream")
+        self._services = services
+        self._index = upstream if upstream.endswith("/") else upstream + "/"
+        self._api = names.json_api_base(self._index)
+        index_host = host_key(URL(self._index))
+        hosts = {host.lower() for host in services.config.pypi.file_hosts}
+        if index_host is not None:
+            hosts.add(index_host)
+        self._file_hosts = frozenset(hosts)
+        # Renders in progress, so concurrent cold requests for one view render it once.
+        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+        # HTML pages with upload times from the JSON API, by (page version, API version).
+        self._merged: OrderedDict[tuple[str, str, str], ProjectPage] = OrderedDict()
+
+    def routes(self) -> Iterable[web.RouteDef]:
+        return [
+            web.route("*", PREFIX, self._dispatch),
+            web.route("*", PREFIX + "/{tail:.*}", self._dispatch),
+        ]
+
+    # Ecosystem --------------------------------------------------------------------------
+
+    async def explain(self, package: str, version: str) -> Explanation:
+        """Why `package version` is shown or held right now, file by file."""
+        project = names.parse_project(package).normalized
+        page, _ = await self._page(project)
+        files = self._files_of(page, version)
+        if not files:
+            page, _ = await self._page(project, refresh=True)
+            files = self._files_of(page, version)
+        if not files:
+            raise NotFound(f"the upstream index has no files of {project} {version}")
+        entries: list[dict[str, Any]] = []
+        decisions: list[policy.Decision] = []
+        for item in files:
+            decision = self._decide(project, item)
+            decisions.append(decision)
+            entries.append(
+                {
+                    "filename": item.filename,
+                    "verdict": str(decision.verdict),
+                    "published_at": item.upload_time.isoformat() if item.upload_time else None,
+                    "until": decision.until.isoformat() if decision.until else None,
+                    "detail": decision.detail,
+                }
+            )
+        shown = [decision for decision in decisions if decision.visible]
+        blocked = [decision for decision in decisions if decision.block is not None]
+        if shown:
+            chosen = shown[0]
+            verdict = str(chosen.verdict)
+            detail = f"{len(shown)} of {len(files)} files of {project} {version} are served"
+            if len(shown) < len(files):
+                held = [decision.detail for decision in decisions if not decision.visible]
+                detail += "; held back: " + "; ".join(held)
+        elif blocked:
+            chosen = blocked[0]
+            verdict, detail = str(chosen.verdict), chosen.detail
+        else:
+            timed = [decision for decision in decisions if decision.until is not None]
+            chosen = min(timed, key=_until) if timed else decisions[0]
+            verdict, detail = str(chosen.verdict), chosen.detail
+        times = [item.upload_time for item in files if item.upload_time is not None]
+        rule = None
+        if chosen.block is not None:
+            rule = chosen.block.describe()
+        elif chosen.exemption is not None:
+            rule = chosen.exemption.describe()
+        return Explanation(
+            ecosystem="pypi",
+            package=project,
+            version=str(files[0].version),
+            verdict=verdict,
+            detail=detail,
+            published_at=min(times) if times else None,
+            until=None if shown else chosen.until,
+            rule=rule,
+            files=tuple(entries),
+        )
+
+    @staticmethod
+    def _files_of(page: ProjectPage, version: str) -> list[DistFile]:
+        wanted = _canonical(version)
+        return [item for item in page.files if item.version is not None and item.version == wanted]
+
+    def _decide(self, project: str, item: DistFile) -> policy.Decision:
+        if item.version is None:
+            raise Forbidden(document.unattributed_detail(project, item.filename))
+        subject = policy.Subject("pypi", project, item.version, filename=item.filename)
+        return self._services.policy.decide(subject, item.upload_time)
+
+    # routing ----------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in _READ_METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, _READ_METHODS)
+        parsed = names.parse_request_path(request.raw_path, PREFIX)
+        if parsed.kind == "redirect":
+            request[REQUEST_KIND] = "metadata"
+            location = responses.base_url(request, self._services.config) + (
+                parsed.location or f"{PREFIX}/simple/"
+            )
+            raise web.HTTPMovedPermanently(location=location)
+        if parsed.kind == "root":
+            return await self._serve_root(request)
+        project = parsed.project
+        if project is None:
+            raise BadRequest(f"no project name in {request.path!r}")
+        if parsed.kind == "project":
+            return await self._serve_page(request, project.normalized)
+        if parsed.kind == "file":
+            return await self._serve_file(request, project.normalized, parsed.filename or "")
+        if parsed.kind == "json":
+            return await self._serve_api(request, project.normalized)
+        return await self._serve_api_version(request, project.normalized, parsed.version or "")
+
+    def _pypi_base(self, request: web.Request) -> str:
+        return responses.base_url(request, self._services.config) + PREFIX
+
+    def _form(self, request: web.Request) -> Form:
+        form = document.choose_form(request.headers.get("Accept"))
+        if form is None:
+            raise web.HTTPNotAcceptable(
+                text=(
+                    "this index serves application/vnd.pypi.simple.v1+json, "
+                    "application/vnd.pypi.simple.v1+html and text/html\n"
+                ),
+                headers={"Vary": "Accept"},
+            )
+        return form
+
+    # upstream documents -----------------------------------------------------------------
+
+    async def _page(self, project: str, *, refresh: bool = False) -> tuple[ProjectPage, str]:
+        """The upstream page of `project` and a version naming its bytes. Pages without
+        upload times (HTML-only upstreams) get them from the upstream JSON API when there
+        is one; otherwise those files count as of unknown age."""
+        services = self._services
+        url = names.simple_page_url(self._index, project)
+        doc = await services.metacache.get(
+            url,
+            PageParser(project, url, self._file_hosts),
+            accept=document.UPSTREAM_ACCEPT,
+            refresh=refresh,
+        )
+        page: ProjectPage = doc.parsed
+        if self._api is None or not page.missing_upload_times:
+            return page, doc.version
+        api_url = names.json_api_url(self._api, project)
+        try:
+            api = await services.metacache.get(
+                api_url, ApiParser(project, api_url), accept=document.API_JSON_TYPE, refresh=refresh
+            )
+        except (UpstreamError, BadUpstreamDocument) as exc:
+            log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
+            return page, doc.version
+        key = (project, doc.version, api.version)
+        merged = self._merged.get(key)
+        if merged is None:
+            merged = document.with_api_details(page, api.parsed)
+            self._merged[key] = merged
+            while len(self._merged) > _MERGED_PAGES:
+                self._merged.popitem(last=False)
+        else:
+            self._merged.move_to_end(key)
+        return merged, f"{doc.version}+{api.version}"
+
+    # views --------------------------------------------------------------------------------
+
+    async def _cached_view(
+        self, key: Hashable, render: Any, *args: Any
+    ) -> Rendered:  # render: async (key, *args) -> Rendered
+        services = self._services
+        cached = services.rendered.get(key, services.clock.now())
+        if cached is not None:
+            return cached
+        task = self._renders.get(key)
+        if task is None:
+            task = asyncio.create_task(render(key, *args))
+            self._renders[key] = task
+            task.add_done_callback(lambda done: self._forget_render(key, done))
+        return await asyncio.shield(task)
+
+    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
+        if self._renders.get(key) is task:
+            del self._renders[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure nobody awaited is not logged
+
+    def _valid_until(self, view_until: datetime | None) -> datetime | None:
+        """The earlier of the next quarantine boundary and the next rule expiry."""
+        expiry = self._services.policy.rules().next_expiry(self._services.clock.now())
+        candidates = [moment for moment in (view_until, expiry) if moment is not None]
+        return min(candidates) if candidates else None
+
+    async def _serve_root(self, request: web.Request) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        form = self._form(request)
+        doc = await self._services.metacache.get(
+            self._index, RootParser(), accept=document.UPSTREAM_ACCEPT
+        )
+        base = self._pypi_base(request)
+        key = ("pypi-root", doc.version, form, base)
+        view = await self._cached_view(key, self._render_root, doc.parsed, form, base)
+        return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
+
+    async def _render_root(
+        self, key: Hashable, projects: tuple[str, ...], form: Form, base: str
+    ) -> Rendered:
+        if len(projects) >= RENDER_IN_THREAD_PROJECTS:
+            body = await asyncio.to_thread(document.render_root, projects, form, base)
+        else:
+            body = document.render_root(projects, form, base)
+        rendered = responses.render(
+            body,
+            content_type=document.CONTENT_TYPES[form],
+            form=form,
+            last_modified=self._services.clock.now(),
+        )
+        self._services.rendered.put(key, rendered)
+        return rendered
+
+    async def _serve_page(self, request: web.Request, project: str) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        form = self._form(request)
+        page, version = await self._page(project)
+        base = self._pypi_base(request)
+        key = ("pypi", project, version, self._services.policy.version, form, base)
+        view = await self._cached_view(key, self._render_page, page, form, base)
+        return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
+
+    async def _render_page(
+        self, key: Hashable, page: ProjectPage, form: Form, base: str
+    ) -> Rendered:
+        services = self._services
+        now = services.clock.now()
+        view = document.filter_page(page, services.policy.rules(), now)
+        if len(page.files) >= RENDER_IN_THREAD_FILES:
+            body = await asyncio.to_thread(document.render_page, page, view, form, base)
+        else:
+            body = document.render_page(page, view, form, base)
+        headers: dict[str, str] = {}
+        notice = document.render_notice(page.project, view)
+        if notice is not None:
+            headers["X-Mirror-Notice"] = notice
+        rendered = responses.render(
+            body,
+            content_type=document.CONTENT_TYPES[form],
+            form=form,
+            valid_until=self._valid_until(view.valid_until),
+            last_modified=now,
+            headers=headers,
+        )
+        services.rendered.put(key, rendered)
+        return rendered
+
+    # files --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lookup(page: ProjectPage, filename: str) -> tuple[DistFile | None, bool]:
+        """The file `filename` names, and whether its `.metadata` is asked for."""
+        item = page.file(filename)
+        if item is not None:
+            return item, False
+        if filename.endswith(names.METADATA_SUFFIX):
+            return page.file(filename[: -len(names.METADATA_SUFFIX)]), True
+        return None, False
+
+    async def _serve_file(
+        self, request: web.Request, project: str, filename: str
+    ) -> web.StreamResponse:
+        request[REQUEST_KIND] = "artifact"
+        services = self._services
+        page, _ = await self._page(project)
+        item, metadata = self._lookup(page, filename)
+        if item is None:
+            # A lockfile may name a file newer than our copy of the page.
+            page, _ = await self._page(project, refresh=True)
+            item, metadata = self._lookup(page, filename)
+        if item is None:
+            raise NotFound(f"the upstream index lists no file {filename} for {project}")
+        if item.version is None:
+            raise Forbidden(document.unattributed_detail(project, item.filename))
+        services.policy.enforce(
+            policy.Subject("pypi", project, item.version, filename=item.filename),
+            item.upload_time,
+        )
+        if metadata:
+            if not item.has_metadata:
+                raise NotFound(f"the upstream index declares no metadata file for {item.filename}")
+            ref = ArtifactRef(
+                ecosystem="pypi",
+                package=project,
+                version=item.version,
+                filename=item.filename + names.METADATA_SUFFIX,
+                upstream_url=item.url + names.METADATA_SUFFIX,
+                digests=item.metadata_digests(),
+                content_type=FILE_TYPE,
+                published_at=item.upload_time,
+            )
+        else:
+            digests = item.digests()
+            if not digests:
+                raise BadUpstreamDocument(
+                    f"the upstream index declares no sha256 for {item.filename}, so the mirror "
+                    "cannot verify it and does not serve it"
+                )
+            ref = ArtifactRef(
+                ecosystem="pypi",
+                package=project,
+                version=item.version,
+                filename=item.filename,
+                upstream_url=item.url,
+                digests=digests,
+                content_type=FILE_TYPE,
+                size=item.size,
+                published_at=item.upload_time,
+            )
+        return await services.artifacts.serve(request, ref)
+
+    # JSON API ---------------------------------------------------------------------------
+
+    def _api_url(self, project: str, version: str | None = None) -> str:
+        if self._api is None:
+            raise NotFound("the upstream index has no JSON API (its URL does not end in /simple/)")
+        return names.json_api_url(self._api, project, version)
+
+    async def _api_document(self, url: str, project: str) -> tuple[ApiDocument, str]:
+        doc = await self._services.metacache.get(
+            url, ApiParser(project, url), accept=document.API_JSON_TYPE
+        )
+        return doc.parsed, doc.version
+
+    async def _serve_api(self, request: web.Request, project: str) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        api, version = await self._api_document(self._api_url(project), project)
+        base = self._pypi_base(request)
+        key = ("pypi-api", project, version, self._services.policy.version, base)
+        view = await self._cached_view(key, self._render_api, api, base)
+        return responses.respond(
+            request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
+        )
+
+    async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
+        services = self._services
+        now = services.clock.now()
+        view = document.filter_api(api, services.policy.rules(), now)
+        info: dict[str, Any] | None = None
+        vulnerabilities: Any = None
+        upstream_info = api.document.get("info")
+        upstream_latest = upstream_info.get("version") if isinstance(upstream_info, dict) else None
+        if view.latest is not None and view.latest != upstream_latest:
+            # `info` describes one release: take the one we now call the latest.
+            try:
+                release, _ = await self._api_document(
+                    self._api_url(api.project, view.latest), api.project
+                )
+            except MirrorError as exc:
+                log.warning("no info of %s %s upstream: %s", api.project, view.latest, exc)
+            else:
+                chosen = release.document.get("info")
+                info = chosen if isinstance(chosen, dict) else None
+                vulnerabilities = release.document.get("vulnerabilities")
+        body = document.render_api_project(api, view, base, info, vulnerabilities)
+        rendered = responses.render(
+            body,
+            content_type=document.API_JSON_TYPE,
+            form="api",
+            valid_until=self._valid_until(view.valid_until),
+            last_modified=now,
+        )
+        services.rendered.put(key, rendered)
+        return rendered
+
+    async def _serve_api_version(
+        self, request: web.Request, project: str, version: str
+    ) -> web.StreamResponse:
+        request[REQUEST_KIND] = "metadata"
+        services = self._services
+        api, _ = await self._api_document(self._api_url(project, version), project)
+        now = services.clock.now()
+        visible, hidden = document.decide_api_version(api, services.policy.rules(), now)
+        if not visible:
+            blocked = [decision for decision in hidden if decision.block is not None]
+            if blocked and blocked[0].block is not None:
+                raise Blocked(blocked[0].detail, block=blocked[0].block.describe())
+            if hidden:
+                timed = [decision for decision in hidden if decision.until is not None]
+                first = min(timed, key=_until) if timed else hidden[0]
+                raise Quarantined(first.detail, until=first.until)
+            raise NotFound(f"{project} {version} has no files upstream")
+        valid = [decision.until for decision in hidden if decision.until is not None]
+        rendered = responses.render(
+            document.render_api_version(api, visible, self._pypi_base(request)),
+            content_type=document.API_JSON_TYPE,
+            form="api-version",
+            valid_until=self._valid_until(min(valid) if valid else None),
+        )
+        return responses.respond(request, rendered, now=now, vary=VARY, ceiling=API_MAX_AGE)
+
+
+def _until(decision: policy.Decision) -> datetime:
+    return decision.until or datetime.max.replace(tzinfo=UTC)
+
+
+def _canonical(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
