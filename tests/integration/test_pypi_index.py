@@ -1,0 +1,386 @@
+"""The PyPI adapter through the whole app: `create_app` with a FixedClock against a fake
+index upstream (a real aiohttp server on 127.0.0.1 with real wheels and sdists)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, create_app
+from mirror.clock import FixedClock
+from mirror.config import load_config
+from mirror.state.base import RuleRecord
+from tests.fakes.pypi import FakePypiIndex
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+OLD = NOW - timedelta(days=700)
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+def populate(index: FakePypiIndex) -> None:
+    index.add_sdist("demo", "1.0", uploaded=OLD)
+    index.add_wheel("demo", "1.0", uploaded=OLD, yanked="broken")
+    index.add_wheel("demo", "1.1", uploaded=NOW - timedelta(days=30), requires_python=">=3.8")
+    # A wheel added today to the old 1.1 release: held on its own.
+    index.add_wheel(
+        "demo", "1.1", uploaded=NOW - timedelta(hours=2), tag="cp311-cp311-linux_x86_64"
+    )
+    index.add_wheel("demo", "2.0", uploaded=NOW - timedelta(hours=5))
+    index.add_wheel("Brand_New", "0.1", uploaded=NOW - timedelta(minutes=10))
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+async def index(aiohttp_server: AiohttpServer) -> FakePypiIndex:
+    index = FakePypiIndex()
+    populate(index)
+    await index.start(aiohttp_server)
+    return index
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock
+) -> Callable[..., Awaitable[Client]]:
+    async def make(index: FakePypiIndex, **settings: str) -> Client:
+        env = {
+            "MIRROR_PYPI_UPSTREAM": index.url,
+            "MIRROR_DATA_DIR": str(tmp_path / "data"),
+            "MIRROR_MAVEN_UPSTREAM": "off",
+            "MIRROR_UPSTREAM_BACKOFF": "0",
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ACCESS_LOG": "false",
+            **settings,
+        }
+        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, index: FakePypiIndex) -> Client:
+    return await make_client(index)
+
+
+async def block(client: Client, versions: str, package: str = "demo") -> None:
+    services = client.app[SERVICES]
+    await services.state.add_rule(
+        RuleRecord(
+            id="block-1",
+            kind="block",
+            ecosystem="pypi",
+            package=package,
+            versions=versions,
+            reason="compromised release",
+            created_at=NOW,
+            created_by="security",
+        )
+    )
+    await services.policy.reload()
+
+
+# simple pages --------------------------------------------------------------------------------
+
+
+async def test_json_page_is_filtered_per_file_and_rewritten(
+    client: Client, index: FakePypiIndex
+) -> None:
+    response = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == JSON_TYPE
+    assert response.headers["Vary"].startswith("Accept")
+    body = await response.json(content_type=None)
+    assert [item["filename"] for item in body["files"]] == [
+        "demo-1.0.tar.gz",
+        "demo-1.0-py3-none-any.whl",
+        "demo-1.1-py3-none-any.whl",
+    ]
+    assert body["versions"] == ["1.0", "1.1"]
+    base = str(client.make_url("/pypi")).rstrip("/")
+    wheel = body["files"][2]
+    assert wheel["url"] == f"{base}/files/demo/demo-1.1-py3-none-any.whl"
+    assert wheel["hashes"] == {"sha256": index.file("demo-1.1-py3-none-any.whl").sha256}
+    assert wheel["requires-python"] == ">=3.8"
+    assert body["files"][1]["yanked"] == "broken"
+    notice = response.headers["X-Mirror-Notice"]
+    assert notice.startswith("demo: 2 files held in quarantine")
+    assert "available 2026-11-25T08:00Z" in notice
+    # The mirror asked the upstream for PEP 691 JSON first.
+    assert index.upstream.last("/simple/demo/").headers["Accept"].startswith(JSON_TYPE)
+
+
+async def test_html_and_json_have_distinct_etags_and_304(client: Client) -> None:
+    json_response = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    html_response = await client.get("/pypi/simple/demo/")
+    assert html_response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert json_response.headers["ETag"] != html_response.headers["ETag"]
+    text = await html_response.text()
+    assert "demo-2.0-py3-none-any.whl" not in text
+    assert 'data-requires-python="&gt;=3.8"' in text
+    again = await client.get(
+        "/pypi/simple/demo/", headers={"If-None-Match": html_response.headers["ETag"]}
+    )
+    assert again.status == 304
+
+
+async def test_406_only_when_every_form_is_refused(client: Client) -> None:
+    refused = await client.get(
+        "/pypi/simple/demo/",
+        headers={"Accept": "text/html;q=0, application/vnd.pypi.simple.v1+json;q=0"},
+    )
+    assert refused.status == 406
+    other = await client.get("/pypi/simple/demo/", headers={"Accept": "application/json"})
+    assert other.status == 200
+    assert other.headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/pypi/simple/Demo/", "/pypi/simple/demo/"),
+        ("/pypi/simple/Brand_New", "/pypi/simple/brand-new/"),
+        ("/pypi/simple/demo", "/pypi/simple/demo/"),
+        ("/pypi/simple", "/pypi/simple/"),
+    ],
+)
+async def test_non_normalized_names_redirect(
+    client: Client, index: FakePypiIndex, path: str, location: str
+) -> None:
+    response = await client.get(path, allow_redirects=False)
+    assert response.status == 301
+    assert response.headers["Location"] == str(client.make_url(location))
+    assert index.requests == []
+
+
+async def test_project_with_nothing_visible_is_an_empty_page(client: Client) -> None:
+    response = await client.get("/pypi/simple/brand-new/", headers={"Accept": PIP_ACCEPT})
+    assert response.status == 200
+    body = await response.json(content_type=None)
+    assert body["files"] == []
+    assert body["versions"] == []
+
+
+async def test_unknown_project_is_404(client: Client) -> None:
+    response = await client.get("/pypi/simple/no-such-project/")
+    assert response.status == 404
+
+
+async def test_second_fetch_makes_no_upstream_request(client: Client, index: FakePypiIndex) -> None:
+    await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    before = len(index.requests)
+    for accept in (PIP_ACCEPT, "text/html", PIP_ACCEPT):
+        response = await client.get("/pypi/simple/demo/", headers={"Accept": accept})
+        assert response.status == 200
+    assert len(index.requests) == before
+
+
+async def test_the_view_changes_by_the_clock_alone(client: Client, clock: FixedClock) -> None:
+    before = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    assert int(before.headers["Cache-Control"].rsplit("=", 1)[1]) <= 300
+    clock.advance(timedelta(days=3))
+    after = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    body = await after.json(content_type=None)
+    assert body["versions"] == ["1.0", "1.1", "2.0"]
+    assert "X-Mirror-Notice" not in after.headers
+
+
+async def test_root_lists_projects_in_both_forms(client: Client) -> None:
+    html_response = await client.get("/pypi/simple/")
+    text = await html_response.text()
+    base = str(client.make_url("/pypi")).rstrip("/")
+    assert f'href="{base}/simple/brand-new/"' in text
+    json_response = await client.get("/pypi/simple/", headers={"Accept": PIP_ACCEPT})
+    names = [item["name"] for item in (await json_response.json(content_type=None))["projects"]]
+    assert names == ["brand-new", "demo"]
+
+
+async def test_blocked_version_disappears(client: Client) -> None:
+    await block(client, "==1.0")
+    response = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    body = await response.json(content_type=None)
+    assert body["versions"] == ["1.1"]
+    assert "2 files blocked" in response.headers["X-Mirror-Notice"]
+
+
+# HTML-only upstream --------------------------------------------------------------------------
+
+
+async def test_html_only_upstream_takes_upload_times_from_the_json_api(
+    aiohttp_server: AiohttpServer, make_client: MakeClient
+) -> None:
+    index = FakePypiIndex(mode="html")
+    populate(index)
+    await index.start(aiohttp_server)
+    client = await make_client(index)
+    response = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    body = await response.json(content_type=None)
+    assert body["versions"] == ["1.0", "1.1"]
+    assert body["files"][0]["upload-time"].startswith(OLD.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert body["files"][0]["size"] == len(index.file("demo-1.0.tar.gz").data)
+    assert index.upstream.count("/pypi/demo/json") == 1
+
+
+async def test_html_only_upstream_without_json_api_holds_files_of_unknown_age(
+    aiohttp_server: AiohttpServer, make_client: MakeClient
+) -> None:
+    index = FakePypiIndex(mode="html", json_api=False)
+    populate(index)
+    await index.start(aiohttp_server)
+    client = await make_client(index)
+    held = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    assert (await held.json(content_type=None))["files"] == []
+    allowing = await make_client(index, MIRROR_QUARANTINE_UNKNOWN="allow")
+    shown = await allowing.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
+    assert len((await shown.json(content_type=None))["files"]) == 5
+
+
+# files ---------------------------------------------------------------------------------------
+
+
+async def test_file_is_served_verified_and_cached(client: Client, index: FakePypiIndex) -> None:
+    item = index.file("demo-1.1-py3-none-any.whl")
+    for _ in range(2):
+        response = await client.get("/pypi/files/demo/demo-1.1-py3-none-any.whl")
+        assert response.status == 200
+        assert await response.read() == item.data
+    assert index.upstream.count(item.path) == 1
+
+
+async def test_metadata_file_is_served_against_its_own_hash(
+    client: Client, index: FakePypiIndex
+) -> None:
+    item = index.file("demo-1.1-py3-none-any.whl")
+    response = await client.get("/pypi/files/demo/demo-1.1-py3-none-any.whl.metadata")
+    assert response.status == 200
+    data = await response.read()
+    assert data == item.metadata
+    assert data is not None
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(item.metadata or b"").hexdigest()
+    sdist_meta = await client.get("/pypi/files/demo/demo-1.0.tar.gz.metadata")
+    assert sdist_meta.status == 404
+
+
+async def test_quarantined_file_is_403_with_the_json_body(
+    client: Client, index: FakePypiIndex
+) -> None:
+    name = "demo-1.1-cp311-cp311-linux_x86_64.whl"
+    for path in (name, name + ".metadata"):
+        response = await client.get(f"/pypi/files/demo/{path}")
+        assert response.status == 403
+        body = await response.json()
+        assert body["reason"] == "quarantined"
+        assert body["until"].startswith("2026-11-25T08:00")
+        assert name in body["error"]
+    assert index.upstream.count(index.file(name).path) == 0
+
+
+async def test_blocked_file_is_403(client: Client, index: FakePypiIndex) -> None:
+    await block(client, "1.0")
+    response = await client.get("/pypi/files/demo/demo-1.0.tar.gz")
+    assert response.status == 403
+    body = await response.json()
+    assert body["reason"] == "blocked"
+    assert body["block"]["reason"] == "compromised release"
+    assert index.upstream.count(index.file("demo-1.0.tar.gz").path) == 0
+
+
+async def test_unknown_file_refreshes_the_page_once_then_404(
+    client: Client, index: FakePypiIndex
+) -> None:
+    await client.get("/pypi/simple/demo/")
+    response = await client.get("/pypi/files/demo/demo-9.9-py3-none-any.whl")
+    assert response.status == 404
+    assert index.upstream.count("/simple/demo/") == 2
+
+
+async def test_tampered_upstream_file_is_refused(client: Client, index: FakePypiIndex) -> None:
+    item = index.file("demo-1.1-py3-none-any.whl")
+    index.upstream.add(item.path, b"not the published bytes")
+    response = await client.get("/pypi/files/demo/demo-1.1-py3-none-any.whl")
+    assert response.status == 502
+    assert (await response.json())["reason"] == "integrity"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/pypi/files/demo/..%2f..%2fetc%2fpasswd",
+        "/pypi/files/demo/a%00.whl",
+        "/pypi/files/-demo-/demo-1.0.tar.gz",
+        "/pypi/simple/bad%20name/",
+        "/pypi/simple/a/b/c",
+        "/pypi/pypi/demo/../json",
+    ],
+)
+async def test_bad_paths_are_400_without_upstream_requests(
+    client: Client, index: FakePypiIndex, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status == 400
+    assert (await response.json())["reason"] == "bad-request"
+    assert index.requests == []
+
+
+async def test_writes_are_not_allowed(client: Client) -> None:
+    response = await client.post("/pypi/simple/demo/", data=b"x")
+    assert response.status == 405
+
+
+# JSON API ------------------------------------------------------------------------------------
+
+
+async def test_json_api_is_filtered(client: Client, index: FakePypiIndex) -> None:
+    response = await client.get("/pypi/pypi/demo/json")
+    assert response.status == 200
+    body = await response.json()
+    assert body["info"]["version"] == "1.1"
+    assert body["info"]["summary"] == "demo 1.1"  # the info of the release now called latest
+    assert sorted(body["releases"]) == ["1.0", "1.1"]
+    assert [item["filename"] for item in body["releases"]["1.1"]] == ["demo-1.1-py3-none-any.whl"]
+    base = str(client.make_url("/pypi")).rstrip("/")
+    assert body["urls"][0]["url"] == f"{base}/files/demo/demo-1.1-py3-none-any.whl"
+
+
+async def test_json_api_version(client: Client) -> None:
+    shown = await client.get("/pypi/pypi/demo/1.1/json")
+    assert shown.status == 200
+    assert [item["filename"] for item in (await shown.json())["urls"]] == [
+        "demo-1.1-py3-none-any.whl"
+    ]
+    held = await client.get("/pypi/pypi/demo/2.0/json")
+    assert held.status == 403
+    body = await held.json()
+    assert body["reason"] == "quarantined"
+    assert "demo-2.0-py3-none-any.whl" in body["error"]
+
+
+async def test_explain_lists_each_file(client: Client) -> None:
+    adapter = client.app[ECOSYSTEM_ADAPTERS]["pypi"]
+    explained = await adapter.explain("Demo", "1.1")
+    assert explained.verdict == "allowed"
+    verdicts = {entry["filename"]: entry["verdict"] for entry in explained.files}
+    assert verdicts == {
+        "demo-1.1-py3-none-any.whl": "allowed",
+        "demo-1.1-cp311-cp311-linux_x86_64.whl": "quarantined",
+    }
+    held = await adapter.explain("demo", "2.0")
+    assert held.verdict == "quarantined"
+    assert held.until == NOW - timedelta(hours=5) + timedelta(days=3)
