@@ -1,0 +1,493 @@
+"""Serves artifacts (tarballs, wheels, jars…) after the adapter's policy check: from disk with
+sendfile on a hit, or fetched once from upstream, verified and stored on a miss.
+
+Choices, stated plainly:
+- Hit: a `FileResponse` over the blob with a strong ETag (the sha256), immutable caching,
+  Range and conditional requests; never a compressed sibling, never compressed on the fly.
+  If the digest the adapter now declares differs from the verified one, the request is refused.
+- Miss: one download per cache key per process (single-flight), in its own task, so a client
+  leaving never stops it. Every client streams from the growing temp file, but the last
+  `HOLD_BACK` bytes are only sent once the digest verified: a file smaller than that is checked
+  before any header goes out (a mismatch is a clean 502 JSON), a larger one is cut off before
+  its end on a mismatch (the client never holds a complete file with wrong bytes).
+- HEAD and Range requests on a miss wait for the download to be stored, then are answered from
+  disk like a hit.
+- Before fetching, the strongest declared digest is remembered in shared state; if another one
+  was remembered first, upstream changed published bytes and the mirror refuses them. With no
+  declared digest, the sha256 of the first bytes fetched is remembered instead.
+- Every GET that sends the file (200/206) is written to the download ledger in the background;
+  the ledger never delays or fails a download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.web_fileresponse import _FileResponseResult
+
+from mirror import errors
+from mirror.blobs import (
+    ALGORITHMS,
+    BlobEntry,
+    BlobStore,
+    BlobWriter,
+    DigestMismatch,
+    strongest,
+    touch,
+)
+from mirror.clock import Clock
+from mirror.ecosystems.base import ArtifactRef, Digest
+from mirror.metrics import Metrics
+from mirror.state.base import DownloadEvent, StateStore
+from mirror.upstream import Upstream, redact
+
+if TYPE_CHECKING:
+    from aiohttp.web_request import BaseRequest
+
+log = logging.getLogger(__name__)
+
+# The tail of a download kept from clients until its digest verified.
+HOLD_BACK = 1024 * 1024
+READ_SIZE = 256 * 1024
+# How long close() lets downloads in progress finish before cancelling them.
+CLOSE_GRACE = 2.0
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class _BlobVanished(Exception):
+    """The blob behind an index entry is gone (evicted by another process since)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Download:
+    """One upstream fetch shared by every client asking for the same cache key."""
+
+    ref: ArtifactRef
+    task: asyncio.Task[BlobEntry] | None = None
+    writer: BlobWriter | None = None
+    expected_size: int | None = None
+    entry: BlobEntry | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    readers: int = 0
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def written(self) -> int:
+        return self.writer.written if self.writer is not None else 0
+
+    def notify(self) -> None:
+        """Wake every client waiting for more bytes or the outcome."""
+        woken, self.progress = self.progress, asyncio.Event()
+        woken.set()
+
+    def release_if_unused(self) -> None:
+        if self.finished and self.readers == 0 and self.writer is not None:
+            self.writer.close()
+
+
+class ArtifactServer:
+    """See the module docstring. Construct without I/O; `close()` ends downloads in progress."""
+
+    def __init__(
+        self,
+        *,
+        blobs: BlobStore,
+        upstream: Upstream,
+        state: StateStore,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._blobs = blobs
+        self._upstream = upstream
+        self._state = state
+        self._metrics = metrics
+        self._clock = clock
+        self._inflight: dict[str, _Download] = {}
+        self._ledger_writes: set[asyncio.Task[None]] = set()
+        self._state_backend = type(state).__name__.removesuffix("State").lower() or "unknown"
+
+    # public API ---------------------------------------------------------------------------
+
+    async def serve(self, request: web.Request, ref: ArtifactRef) -> web.StreamResponse:
+        """Answer GET/HEAD for `ref` (the policy check has passed). Raises IntegrityError,
+        NotFound, upstream errors or StorageFull while no header has been sent."""
+        entry = await self._blobs.lookup(ref.cache_key)
+        if entry is not None:
+            self._check_declared(ref, entry)
+            response = await self._send_blob(request, ref, entry)
+            if response is not None:
+                return response
+            self._blobs.forget(ref.cache_key)
+        self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+        download = self._inflight.get(ref.cache_key)
+        if download is None:
+            download = self._start(ref)
+        else:
+            self._metrics.singleflight_joins.labels("artifact").inc()
+        if request.method == "HEAD" or "Range" in request.headers:
+            entry = await self._stored(download)
+            response = await self._send_blob(request, ref, entry)
+            if response is None:
+                raise errors.UpstreamUnavailable(
+                    f"{ref.filename} was evicted right after it was stored; retry", status=503
+                )
+            return response
+        return await self._stream(request, download)
+
+    async def close(self) -> None:
+        """Let downloads in progress finish for a moment, then cancel them (their temp files
+        are removed); then the same for pending ledger writes."""
+        for tasks in (
+            [d.task for d in self._inflight.values() if d.task is not None],
+            list(self._ledger_writes),
+        ):
+            if not tasks:
+                continue
+            _done, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # hits ---------------------------------------------------------------------------------
+
+    def _check_declared(self, ref: ArtifactRef, entry: BlobEntry) -> None:
+        for declared in ref.digests:
+            stored = entry.digests.get(declared.algorithm)
+            if stored is not None and stored != declared.hexdigest.strip().lower():
+                self._refuse_changed(ref)
+
+    async def _send_blob(
+        self, request: web.Request, ref: ArtifactRef, entry: BlobEntry
+    ) -> web.StreamResponse | None:
+        """Send the stored blob (prepared here, so a vanished blob can still become a miss);
+        None if the blob vanished before any byte went out."""
+
+        def on_send(status: int) -> None:
+            # Called just before the headers go out, once the blob is open.
+            self._metrics.cache_hits.labels(ref.ecosystem, "artifact").inc()
+            if request.method == "GET" and status in (200, 206):
+                self._record_download(request, ref)
+
+        response = _BlobResponse(
+            entry,
+            touch_at=self._blobs.touch_due(entry),
+            on_send=on_send,
+            headers={"Content-Type": ref.content_type, "Cache-Control": IMMUTABLE},
+        )
+        try:
+            await response.prepare(request)
+        except _BlobVanished:
+            log.info("blob of %s vanished (evicted elsewhere); fetching again", ref.cache_key)
+            return None
+        except ConnectionError:
+            pass  # the client left; aiohttp notices on its own
+        return response
+
+    # misses -------------------------------------------------------------------------------
+
+    def _start(self, ref: ArtifactRef) -> _Download:
+        download = _Download(ref=ref)
+        task = asyncio.get_running_loop().create_task(
+            self._run(download), name=f"artifact {ref.cache_key}"
+        )
+        download.task = task
+        self._inflight[ref.cache_key] = download
+        task.add_done_callback(_retrieve)
+        return download
+
+    async def _run(self, download: _Download) -> BlobEntry:
+        ref = download.ref
+        try:
+            download.entry = await self._fetch(download)
+            return download.entry
+        except asyncio.CancelledError:
+            download.error = errors.UpstreamUnavailable(
+                f"the download of {ref.filename} was stopped: the mirror is shutting down",
+                status=503,
+            )
+            raise
+        except errors.MirrorError as exc:
+            download.error = exc
+            raise
+        except Exception as exc:
+            log.exception("downloading %s failed", ref.cache_key)
+            download.error = errors.MirrorError(
+                f"storing {ref.filename} failed; the mirror logged the details"
+            )
+            raise download.error from exc
+        finally:
+            if self._inflight.get(ref.cache_key) is download:
+                del self._inflight[ref.cache_key]
+            if download.writer is not None and download.entry is None:
+                await download.writer.abort()
+            download.finished = True
+            download.release_if_unused()
+            download.notify()
+
+    async def _fetch(self, download: _Download) -> BlobEntry:
+        ref = download.ref
+        pinned = await self._pin_first_digest(ref)
+        algorithms = {d.algorithm for d in (*ref.digests, *pinned) if d.algorithm in ALGORITHMS}
+        try:
+            async with self._upstream.stream(ref.upstream_url) as upstream:
+                expected = ref.size if ref.size is not None else upstream.content_length
+                download.expected_size = expected
+                writer = download.writer = await self._blobs.begin(ref.cache_key, algorithms)
+                try:
+                    async for chunk in upstream.iter_chunks():
+                        if expected is not None and writer.written + len(chunk) > expected:
+                            self._count("mismatch", ref)
+                            raise errors.IntegrityError(
+                                f"upstream sent more than the {expected} bytes declared for "
+                                f"{ref.filename}: not cached"
+                            )
+                        await writer.write(chunk)
+                        download.notify()
+                except errors.UpstreamUnavailable:
+                    self._count("truncated", ref)
+                    raise
+        except errors.UpstreamNotFound:
+            raise errors.NotFound(
+                f"{ref.filename} ({ref.package} {ref.version}) is not on the upstream "
+                f"({redact(ref.upstream_url)})"
+            ) from None
+        if expected is not None and writer.written < expected:
+            self._count("truncated", ref)
+            raise errors.IntegrityError(
+                f"upstream sent {writer.written} of the {expected} bytes of {ref.filename}: "
+                "not cached"
+            )
+        if not ref.digests:
+            pinned = await self._pin_fetched_digest(ref, writer)
+        try:
+            return await writer.commit((*ref.digests, *pinned), what=ref.filename)
+        except DigestMismatch as exc:
+            if _pin_as_declared(exc) in pinned:
+                self._refuse_changed(ref)
+            self._count("mismatch", ref)
+            raise
+
+    async def _pin_first_digest(self, ref: ArtifactRef) -> tuple[Digest, ...]:
+        """Remember the strongest declared digest; refuse if another was remembered first.
+        Returns a remembered digest of an algorithm not declared now (checked on the bytes)."""
+        declared = strongest(ref.digests)
+        if declared is None:
+            return ()
+        mine = f"{declared.algorithm}:{declared.hexdigest.strip().lower()}"
+        first = await self._state.remember_digest(ref.ecosystem, ref.cache_key, mine)
+        if first == mine:
+            return ()
+        algorithm, _, hexdigest = first.partition(":")
+        same = [d for d in ref.digests if d.algorithm == algorithm]
+        if same:
+            if all(d.hexdigest.strip().lower() == hexdigest for d in same):
+                return ()
+            self._refuse_changed(ref)
+        if algorithm not in ALGORITHMS:
+            return ()
+        return (Digest(algorithm=algorithm, hexdigest=hexdigest),)
+
+    async def _pin_fetched_digest(self, ref: ArtifactRef, writer: BlobWriter) -> tuple[Digest, ...]:
+        """No digest is declared: trust on first use, remembering the sha256 of these bytes."""
+        mine = f"sha256:{writer.hexdigests()['sha256']}"
+        first = await self._state.remember_digest(ref.ecosystem, ref.cache_key, mine)
+        algorithm, _, hexdigest = first.partition(":")
+        if algorithm not in ALGORITHMS:
+            return ()
+        return (Digest(algorithm=algorithm, hexdigest=hexdigest),)
+
+    def _refuse_changed(self, ref: ArtifactRef) -> None:
+        self._count("changed", ref)
+        raise self._changed_error(ref)
+
+    def _changed_error(self, ref: ArtifactRef) -> errors.IntegrityError:
+        log.warning("upstream changed the bytes of %s since it was first mirrored", ref.cache_key)
+        return errors.IntegrityError(
+            f"upstream changed the bytes of {ref.package} {ref.version} ({ref.filename}) since "
+            "it was first mirrored: an attack signal; the mirror refuses the new bytes"
+        )
+
+    def _count(self, cause: str, ref: ArtifactRef) -> None:
+        self._metrics.integrity_failures.labels(ref.ecosystem, cause).inc()
+        if cause != "changed":
+            log.warning("refused %s from upstream: %s", ref.cache_key, cause)
+
+    async def _stored(self, download: _Download) -> BlobEntry:
+        """Wait until the download is stored (without cancelling it if this client leaves)."""
+        if download.task is not None:
+            await asyncio.wait({download.task})
+        if download.entry is not None:
+            return download.entry
+        raise download.error or RuntimeError(f"{download.ref.cache_key}: no outcome")
+
+    async def _stream(self, request: web.Request, download: _Download) -> web.StreamResponse:
+        """Send the bytes as they are stored, holding back the unverified tail."""
+        ref = download.ref
+        download.readers += 1
+        response: web.StreamResponse | None = None
+        sent = 0
+        try:
+            while True:
+                progress = download.progress
+                if download.error is not None:
+                    if response is None:
+                        raise download.error
+                    # Headers are out: cutting the connection is the only honest answer.
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                done = download.entry is not None
+                available = download.written if done else download.written - HOLD_BACK
+                if available > sent:
+                    if response is None:
+                        response = await self._start_stream(request, download)
+                    writer = download.writer
+                    if writer is None:  # unreachable: bytes were written by a writer
+                        raise RuntimeError(f"{ref.cache_key}: bytes without a writer")
+                    data = await writer.read_at(sent, min(READ_SIZE, available - sent))
+                    if not data:
+                        raise RuntimeError(f"{ref.cache_key}: the stored file is shorter")
+                    await response.write(data)
+                    sent += len(data)
+                    continue
+                if done:
+                    if response is None:
+                        response = await self._start_stream(request, download)
+                    await response.write_eof()
+                    self._record_download(request, ref)
+                    return response
+                if download.finished:
+                    raise RuntimeError(f"{ref.cache_key}: download ended without an outcome")
+                await progress.wait()
+        except ConnectionError:
+            if response is None:
+                raise
+            return response  # the client left; the download goes on for the others
+        finally:
+            download.readers -= 1
+            download.release_if_unused()
+
+    async def _start_stream(self, request: web.Request, download: _Download) -> web.StreamResponse:
+        ref = download.ref
+        headers = {"Content-Type": ref.content_type, "Cache-Control": IMMUTABLE}
+        entry = download.entry
+        declared_sha256 = next((d for d in ref.digests if d.algorithm == "sha256"), None)
+        if entry is not None:
+            headers["ETag"] = f'"{entry.etag}"'
+        elif declared_sha256 is not None:
+            headers["ETag"] = f'"{declared_sha256.hexdigest.strip().lower()}"'
+        response = web.StreamResponse(headers=headers)
+        size = entry.size if entry is not None else download.expected_size
+        if size is not None:
+            response.content_length = size
+        await response.prepare(request)
+        return response
+
+    # ledger -------------------------------------------------------------------------------
+
+    def _record_download(self, request: web.Request, ref: ArtifactRef) -> None:
+        event = DownloadEvent(
+            ecosystem=ref.ecosystem,
+            package=ref.package,
+            version=ref.version,
+            filename=ref.filename,
+            client=request.remote or "",
+            at=self._clock.now(),
+        )
+        task = asyncio.get_running_loop().create_task(self._write_ledger(event))
+        self._ledger_writes.add(task)
+        task.add_done_callback(self._ledger_writes.discard)
+
+    async def _write_ledger(self, event: DownloadEvent) -> None:
+        try:
+            await self._state.record_download(event)
+        except Exception as exc:
+            self._metrics.state_errors.labels(self._state_backend).inc()
+            log.warning(
+                "could not record the download of %s/%s %s by %s: %s",
+                event.ecosystem,
+                event.package,
+                event.version,
+                event.client,
+                exc,
+            )
+
+
+def _pin_as_declared(exc: DigestMismatch) -> Digest:
+    return Digest(algorithm=exc.algorithm, hexdigest=exc.expected)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Waiters may all have left: mark the outcome as seen so asyncio does not log it.
+    if not task.cancelled():
+        task.exception()
+
+
+class _BlobResponse(web.FileResponse):
+    """A `FileResponse` over a blob: strong ETag from the sha256 (aiohttp's own is mtime-size),
+    conditional requests judged on it, never a `.gz`/`.br` sibling, and the blob's last use
+    stamped in the same executor call that opens it."""
+
+    def __init__(
+        self,
+        entry: BlobEntry,
+        *,
+        touch_at: float | None,
+        on_send: Callable[[int], None],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(entry.path, headers=headers)
+        self._entry = entry
+        self._touch_at = touch_at
+        self._on_send = on_send
+
+    def _make_response(self, request: BaseRequest, accept_encoding: str) -> Any:
+        # Runs in the executor (FileResponse.prepare). Returns FileResponse's result tuple.
+        try:
+            fobj: io.BufferedReader = self._path.open("rb")
+        except FileNotFoundError:
+            raise _BlobVanished(str(self._path)) from None
+        try:
+            st = os.fstat(fobj.fileno())
+            if self._touch_at is not None:
+                touch(self._path, self._touch_at)
+            etag = self._entry.etag
+            if (if_match := request.if_match) is not None and not self._etag_match(
+                etag, if_match, weak=False
+            ):
+                fobj.close()
+                return _FileResponseResult.PRE_CONDITION_FAILED, None, st, None
+            if_none_match = request.if_none_match
+            modified_since = request.if_modified_since
+            if (if_none_match is not None and self._etag_match(etag, if_none_match, weak=True)) or (
+                if_none_match is None
+                and modified_since is not None
+                and st.st_mtime <= modified_since.timestamp()
+            ):
+                fobj.close()
+                return _FileResponseResult.NOT_MODIFIED, None, st, None
+        except BaseException:
+            fobj.close()
+            raise
+        return _FileResponseResult.SEND_FILE, fobj, st, None
+
+    async def prepare(self, request: BaseRequest) -> Any:
+        # `serve` prepares it (to learn the status for the ledger); aiohttp calls again.
+        if self.prepared:
+            return None if self._eof_sent else self._payload_writer
+        return await super().prepare(request)
+
+    async def _start(self, request: BaseRequest) -> Any:
+        # The last step before headers go out: replace aiohttp's mtime-size ETag with ours.
+        if self.status in (200, 206, 304):
+            self.etag = self._entry.etag
+        self._on_send(self.status)
+        return await super()._start(request)

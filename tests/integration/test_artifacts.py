@@ -1,0 +1,527 @@
+"""The artifact server behind a real aiohttp app, against a real fake upstream on 127.0.0.1,
+with a real blob directory and SQLite state: hits from disk, single-flight misses that stream
+while verifying, integrity refusals, the download ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from mirror.app import error_middleware
+from mirror.artifacts import HOLD_BACK, ArtifactServer
+from mirror.blobs import BlobStore
+from mirror.clock import FixedClock
+from mirror.config import UpstreamConfig
+from mirror.ecosystems.base import ArtifactRef, Digest
+from mirror.metrics import Metrics
+from mirror.state.local import LocalState
+from mirror.upstream import Upstream
+from tests.fakes.upstream import FakeUpstream
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CONFIG = UpstreamConfig(
+    connect_timeout=timedelta(seconds=5),
+    read_timeout=timedelta(seconds=10),
+    retries=0,
+    backoff=timedelta(0),
+)
+SMALL = b"a small tarball\n" * 500
+BIG = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # 3 MiB
+TGZ = "application/octet-stream"
+
+
+def sha(algorithm: str, body: bytes) -> Digest:
+    return Digest(algorithm=algorithm, hexdigest=hashlib.new(algorithm, body).hexdigest())
+
+
+def blob_files(directory: Path) -> list[Path]:
+    return [path for path in (directory / "sha256").rglob("*") if path.is_file()]
+
+
+def temp_files(directory: Path) -> list[Path]:
+    return [path for path in (directory / "tmp").rglob("*") if path.is_file()]
+
+
+class ChunkedUpstream:
+    """A slow upstream: after `release()`, sends `body` in 64 KiB chunks with a pause between
+    them, with or without Content-Length. Counts requests."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.content_length = True
+        self.requests = 0
+        self.released = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_get("/{name}", self._handle)
+        self.base_url = ""
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        await self.released.wait()
+        response = web.StreamResponse(headers={"Content-Type": TGZ})
+        if self.content_length:
+            response.content_length = len(self.body)
+        await response.prepare(request)
+        for start in range(0, len(self.body), 64 * 1024):
+            await response.write(self.body[start : start + 64 * 1024])
+            await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
+
+
+@dataclass
+class Mirror:
+    client: TestClient[web.Request, web.Application]
+    fake: FakeUpstream
+    slow: ChunkedUpstream
+    state: LocalState
+    blobs: BlobStore
+    server: ArtifactServer
+    metrics: Metrics
+    directory: Path
+    refs: dict[str, ArtifactRef] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        digests: tuple[Digest, ...] | None = None,
+        served: bytes | None = None,
+        url: str | None = None,
+        size: int | None = None,
+        slow: bool = False,
+    ) -> ArtifactRef:
+        """Publish `name` upstream (serving `served`, default `body`) and declare `digests`
+        (default: sha512 and sha1 of `body`) as its metadata does."""
+        if slow:
+            self.slow.body = body if served is None else served
+            url = f"{self.slow.base_url}{name}"
+        elif url is None:
+            self.fake.add(f"/files/{name}", body if served is None else served)
+            url = self.fake.url(f"/files/{name}")
+        ref = ArtifactRef(
+            ecosystem="npm",
+            package="left-pad",
+            version=name,
+            filename=f"{name}.tgz",
+            upstream_url=url,
+            digests=digests if digests is not None else (sha("sha512", body), sha("sha1", body)),
+            content_type="application/gzip",
+            size=size,
+        )
+        self.refs[name] = ref
+        return ref
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def downloads(self, count: int) -> list[str]:
+        """Wait (bounded) for `count` ledger entries; return their versions."""
+        for _ in range(200):
+            events = await self.state.downloads("npm", "left-pad")
+            if len(events) >= count:
+                return [event.version for event in events]
+            await asyncio.sleep(0.01)
+        events = await self.state.downloads("npm", "left-pad")
+        return [event.version for event in events]
+
+    async def stored(self, name: str) -> bool:
+        return await self.blobs.lookup(self.refs[name].cache_key) is not None
+
+
+@pytest.fixture
+async def mirror(
+    tmp_path: Path,
+    fake_upstream: FakeUpstream,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+) -> AsyncIterator[Mirror]:
+    clock = FixedClock(T0)
+    metrics = Metrics(CollectorRegistry())
+    state = LocalState(tmp_path / "state.sqlite3", clock=clock)
+    await state.open()
+    slow = ChunkedUpstream()
+    slow_server = await aiohttp_server(slow.app, host="127.0.0.1")
+    slow.base_url = str(slow_server.make_url("/"))
+    upstream = Upstream(
+        CONFIG, allowed_hosts=[fake_upstream.host, f"127.0.0.1:{slow_server.port}"], metrics=metrics
+    )
+    await upstream.start()
+    directory = tmp_path / "artifacts"
+    blobs = BlobStore(directory, clock=clock, metrics=metrics)
+    await blobs.open()
+    server = ArtifactServer(
+        blobs=blobs, upstream=upstream, state=state, metrics=metrics, clock=clock
+    )
+    refs: dict[str, ArtifactRef] = {}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await server.serve(request, refs[request.match_info["name"]])
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/files/{name}", handler)
+    client = await aiohttp_client(app)
+    harness = Mirror(
+        client=client,
+        fake=fake_upstream,
+        slow=slow,
+        state=state,
+        blobs=blobs,
+        server=server,
+        metrics=metrics,
+        directory=directory,
+        refs=refs,
+    )
+    try:
+        yield harness
+    finally:
+        await server.close()
+        await blobs.close()
+        await upstream.close()
+        await state.close()
+
+
+# hits -----------------------------------------------------------------------------------------
+
+
+async def preload(mirror: Mirror, ref: ArtifactRef, body: bytes) -> None:
+    writer = await mirror.blobs.begin(ref.cache_key, {d.algorithm for d in ref.digests})
+    await writer.write(body)
+    await writer.commit(ref.digests, what=ref.filename)
+    writer.close()
+
+
+async def test_hit_is_served_from_disk_without_upstream(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    await preload(mirror, ref, SMALL)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200
+    assert await response.read() == SMALL
+    assert response.headers["Content-Type"] == "application/gzip"
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert response.headers["ETag"] == f'"{hashlib.sha256(SMALL).hexdigest()}"'
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.headers["Content-Length"] == str(len(SMALL))
+    assert mirror.fake.requests == []
+    assert mirror.sample("mirror_cache_hits_total", ecosystem="npm", kind="artifact") == 1
+
+
+async def test_head_range_and_conditional_requests_on_a_hit(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    await preload(mirror, ref, SMALL)
+    etag = f'"{hashlib.sha256(SMALL).hexdigest()}"'
+
+    head = await mirror.client.head("/files/1.0.0")
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(SMALL))
+    assert head.headers["ETag"] == etag
+    assert await head.read() == b""
+
+    ranged = await mirror.client.get("/files/1.0.0", headers={"Range": "bytes=10-19"})
+    assert ranged.status == 206
+    assert await ranged.read() == SMALL[10:20]
+    assert ranged.headers["Content-Range"] == f"bytes 10-19/{len(SMALL)}"
+
+    cached = await mirror.client.get("/files/1.0.0", headers={"If-None-Match": etag})
+    assert cached.status == 304
+    assert cached.headers["ETag"] == etag
+    assert await cached.read() == b""
+
+    other = await mirror.client.get("/files/1.0.0", headers={"If-None-Match": '"abc"'})
+    assert other.status == 200
+    assert await other.read() == SMALL
+    assert mirror.fake.requests == []
+
+
+async def test_hit_is_never_compressed(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    await preload(mirror, ref, SMALL)
+    entry = await mirror.blobs.lookup(ref.cache_key)
+    assert entry is not None
+    # A sibling aiohttp would pick for Accept-Encoding: gzip if it were a plain FileResponse.
+    entry.path.with_name(entry.path.name + ".gz").write_bytes(b"not the artifact")
+    response = await mirror.client.get(
+        "/files/1.0.0", headers={"Accept-Encoding": "gzip, br"}, auto_decompress=False
+    )
+    assert response.status == 200
+    assert "Content-Encoding" not in response.headers
+    assert await response.read() == SMALL
+
+
+async def test_hit_whose_declared_digest_changed_is_refused(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    await preload(mirror, ref, SMALL)
+    mirror.add("1.0.0", SMALL, digests=(sha("sha512", b"other bytes"),))
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    body = await response.json()
+    assert body["reason"] == "integrity"
+    assert "changed" in body["error"]
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
+
+
+# misses ---------------------------------------------------------------------------------------
+
+
+async def test_miss_fetches_verifies_stores_then_hits(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    first = await mirror.client.get("/files/1.0.0")
+    assert first.status == 200
+    assert await first.read() == SMALL
+    assert first.headers["Content-Length"] == str(len(SMALL))
+    second = await mirror.client.get("/files/1.0.0")
+    assert await second.read() == SMALL
+    assert mirror.fake.count("/files/1.0.0") == 1
+    assert await mirror.stored("1.0.0")
+    assert temp_files(mirror.directory) == []
+    assert mirror.sample("mirror_cache_misses_total", ecosystem="npm", kind="artifact") == 1
+    assert mirror.sample("mirror_cache_hits_total", ecosystem="npm", kind="artifact") == 1
+    # The strongest declared digest is remembered as the first one seen.
+    first_seen = await mirror.state.remember_digest("npm", mirror.refs["1.0.0"].cache_key, "x")
+    assert first_seen == f"sha512:{hashlib.sha512(SMALL).hexdigest()}"
+
+
+async def test_head_and_range_on_a_miss_are_answered_once_stored(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    head = await mirror.client.head("/files/1.0.0")
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(SMALL))
+    mirror.add("2.0.0", SMALL + b"2")
+    ranged = await mirror.client.get("/files/2.0.0", headers={"Range": "bytes=10-19"})
+    assert ranged.status == 206
+    assert await ranged.read() == SMALL[10:20]
+    assert mirror.fake.count("/files/1.0.0") == 1
+    assert mirror.fake.count("/files/2.0.0") == 1
+
+
+async def wait_for_misses(mirror: Mirror, count: int) -> None:
+    for _ in range(500):
+        if mirror.sample("mirror_cache_misses_total", ecosystem="npm", kind="artifact") >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {count} misses were counted")
+
+
+async def test_fifty_concurrent_misses_make_one_upstream_request(mirror: Mirror) -> None:
+    ref = mirror.add("3.0.0", BIG, slow=True)
+
+    async def get() -> bytes:
+        response = await mirror.client.get("/files/3.0.0")
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(BIG))
+        return await response.read()
+
+    clients = [asyncio.create_task(get()) for _ in range(50)]
+    await wait_for_misses(mirror, 50)  # every client waits on the one download
+    mirror.slow.release()
+    bodies = await asyncio.gather(*clients)
+    assert mirror.slow.requests == 1
+    assert all(body == BIG for body in bodies)
+    assert mirror.sample("mirror_singleflight_joins_total", kind="artifact") == 49
+    assert await mirror.blobs.lookup(ref.cache_key) is not None
+    assert len(await mirror.downloads(50)) == 50
+
+
+async def test_stream_without_content_length_is_chunked_and_verified(mirror: Mirror) -> None:
+    mirror.add("3.0.0", BIG, slow=True)
+    mirror.slow.content_length = False
+    mirror.slow.release()
+    response = await mirror.client.get("/files/3.0.0")
+    assert response.status == 200
+    assert "Content-Length" not in response.headers
+    assert await response.read() == BIG
+    assert await mirror.stored("3.0.0")
+
+
+async def test_corrupt_small_body_is_a_clean_502_and_not_stored(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL, served=SMALL[:-5] + b"EVIL!")
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    body = await response.json()
+    assert body["reason"] == "integrity"
+    assert "1.0.0.tgz" in body["error"]
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+    assert not await mirror.stored("1.0.0")
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="mismatch") == 1
+    # Not cached: the next request asks upstream again (and still refuses).
+    again = await mirror.client.get("/files/1.0.0")
+    assert again.status == 502
+    assert mirror.fake.count("/files/1.0.0") == 2
+    assert await mirror.downloads(0) == []
+
+
+async def test_corrupt_big_body_is_cut_off_before_its_end(mirror: Mirror) -> None:
+    evil = BIG[:-10] + b"0123456789"
+    mirror.add("3.0.0", BIG, served=evil, slow=True)
+    mirror.slow.release()
+    response = await mirror.client.get("/files/3.0.0")
+    # Headers went out once more than the held-back tail had arrived: the only way left to
+    # refuse is to cut the connection, so the client never holds the whole wrong file.
+    assert response.status == 200
+    received = bytearray()
+
+    async def read_all() -> None:
+        async for chunk in response.content.iter_any():
+            received.extend(chunk)
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read_all()
+    assert len(received) <= len(BIG) - HOLD_BACK
+    assert bytes(received) == evil[: len(received)]
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="mismatch") == 1
+
+
+async def test_truncated_upstream_body_is_not_stored(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    mirror.fake.truncate("/files/1.0.0")
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="truncated") == 1
+    mirror.fake.heal("/files/1.0.0")
+    healed = await mirror.client.get("/files/1.0.0")
+    assert await healed.read() == SMALL
+
+
+async def test_body_shorter_than_the_declared_size_is_not_stored(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL, size=len(SMALL) + 100)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    assert (await response.json())["reason"] == "integrity"
+    assert blob_files(mirror.directory) == []
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="truncated") == 1
+
+
+async def test_upstream_404_names_the_file(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    mirror.fake.remove("/files/1.0.0")
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 404
+    assert "1.0.0.tgz" in (await response.json())["error"]
+
+
+async def test_upstream_failure_is_relayed(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    mirror.fake.fail("/files/1.0.0", 503)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 503
+    assert (await response.json())["reason"] == "upstream-unavailable"
+    assert blob_files(mirror.directory) == []
+
+
+async def test_changed_digest_is_refused_before_fetching(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    first = f"sha512:{hashlib.sha512(b'the bytes first mirrored').hexdigest()}"
+    await mirror.state.remember_digest("npm", ref.cache_key, first)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    body = await response.json()
+    assert body["reason"] == "integrity"
+    assert "since it was first mirrored" in body["error"]
+    assert mirror.fake.requests == []
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
+
+
+async def test_changed_bytes_under_a_weaker_remembered_digest_are_refused(mirror: Mirror) -> None:
+    # First mirrored when only a sha1 was declared; now a sha512 is declared too, for new bytes.
+    new = SMALL + b"trojan"
+    ref = mirror.add("1.0.0", new)
+    await mirror.state.remember_digest("npm", ref.cache_key, f"sha1:{sha('sha1', SMALL).hexdigest}")
+    mirror.add("1.0.0", new, digests=(sha("sha512", new),))
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    assert "since it was first mirrored" in (await response.json())["error"]
+    assert blob_files(mirror.directory) == []
+
+
+async def test_without_declared_digests_the_first_bytes_are_pinned(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", SMALL, digests=())
+    first = await mirror.client.get("/files/1.0.0")
+    assert await first.read() == SMALL
+    # Evicted, and upstream now serves other bytes for the same version.
+    entry = await mirror.blobs.lookup(ref.cache_key)
+    assert entry is not None
+    entry.path.unlink()
+    mirror.blobs.forget(ref.cache_key)
+    mirror.fake.add("/files/1.0.0", b"different bytes")
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 502
+    assert "since it was first mirrored" in (await response.json())["error"]
+
+
+async def test_ledger_records_gets_but_not_heads(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    mirror.add("2.0.0", SMALL + b"2")
+    assert (await mirror.client.get("/files/1.0.0")).status == 200  # miss
+    assert (await mirror.client.get("/files/1.0.0")).status == 200  # hit
+    assert (await mirror.client.head("/files/2.0.0")).status == 200
+    assert await mirror.downloads(2) == ["1.0.0", "1.0.0"]
+    await asyncio.sleep(0.05)
+    events = await mirror.state.downloads("npm", "left-pad")
+    assert len(events) == 2
+    assert {event.client for event in events} == {"127.0.0.1"}
+    assert {event.filename for event in events} == {"1.0.0.tgz"}
+
+
+async def test_a_failing_ledger_never_fails_the_download(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL)
+    await mirror.state.close()  # every state call now fails
+    await preload(mirror, mirror.refs["1.0.0"], SMALL)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200
+    assert await response.read() == SMALL
+    await mirror.server.close()
+    assert mirror.sample("mirror_state_errors_total", backend="local") == 1
+
+
+async def test_client_leaving_mid_stream_does_not_stop_the_store(mirror: Mirror) -> None:
+    mirror.add("3.0.0", BIG, slow=True)
+    mirror.slow.release()
+    response = await mirror.client.get("/files/3.0.0")
+    assert response.status == 200
+    await response.content.readexactly(64 * 1024)
+    response.close()
+    for _ in range(500):
+        if await mirror.stored("3.0.0"):
+            break
+        await asyncio.sleep(0.01)
+    assert await mirror.stored("3.0.0")
+    again = await mirror.client.get("/files/3.0.0")
+    assert await again.read() == BIG
+    assert mirror.slow.requests == 1
+    assert temp_files(mirror.directory) == []
+
+
+async def test_close_cancels_downloads_and_removes_temp_files(mirror: Mirror) -> None:
+    mirror.add("3.0.0", BIG, slow=True)
+    waiting = asyncio.create_task(mirror.client.get("/files/3.0.0"))
+    await wait_for_misses(mirror, 1)
+    for _ in range(500):  # the upstream request is out and held
+        if mirror.slow.requests:
+            break
+        await asyncio.sleep(0.01)
+    await mirror.server.close()
+    response = await waiting
+    assert response.status == 503
+    assert temp_files(mirror.directory) == []
+    assert blob_files(mirror.directory) == []
+    mirror.slow.release()
