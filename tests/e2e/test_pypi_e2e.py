@@ -1,0 +1,218 @@
+"""The real `pip` and `uv` against `mirror serve` and a fake index upstream (real wheels,
+chosen upload times, PEP 658 metadata): what a developer sees when files are held back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from mirror.config import load_config
+from mirror.state import create_state
+from mirror.state.base import RuleRecord
+from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.fakes.pypi import FakePypiIndex
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_TIMEOUT = 180  # seconds per client run; a hung client fails the test, never the suite
+# A tag this interpreter ranks above `py3-none-any`.
+EXACT_TAG = f"py{sys.version_info.major}{sys.version_info.minor}-none-any"
+_DROPPED_ENV = ("PIP_", "UV_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "VIRTUAL_ENV")
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n{self.out}"
+
+
+@dataclass
+class Env:
+    mirror: RunningMirror
+    index: FakePypiIndex
+    root: Path
+
+    @property
+    def index_url(self) -> str:
+        return f"{self.mirror.url}/pypi/simple/"
+
+    async def run(self, *args: str, cwd: Path | None = None) -> Result:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.upper().startswith(_DROPPED_ENV)
+        }
+        home = self.root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env.update(
+            {
+                "HOME": str(home),
+                "PIP_CONFIG_FILE": os.devnull,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "UV_NO_CONFIG": "1",
+                "UV_CACHE_DIR": str(self.root / "uv-cache"),
+                "NO_COLOR": "1",
+            }
+        )
+        process = await asyncio.create_subprocess_exec(
+            *args, cwd=str(cwd or self.root), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(CLIENT_TIMEOUT):
+                out, _ = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            pytest.fail(f"{' '.join(args)} did not finish in {CLIENT_TIMEOUT} s")
+        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
+
+    async def pip_install(self, target: str, *requirements: str) -> Result:
+        return await self.run(
+            sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+            "--index-url", self.index_url, "--target", str(self.root / target), *requirements,
+        )  # fmt: skip
+
+    async def uv_install(self, venv: str, *requirements: str) -> Result:
+        directory = self.root / venv
+        created = await self.run(
+            _uv(), "--no-config", "venv", "--python", sys.executable, str(directory)
+        )
+        assert created.code == 0, created
+        return await self.run(
+            _uv(), "--no-config", "pip", "install", "--python", str(directory / "bin" / "python"),
+            "--index-url", self.index_url, *requirements,
+        )  # fmt: skip
+
+
+def _uv() -> str:
+    path = shutil.which("uv")
+    if path is None:
+        pytest.fail("uv is not installed: .ci/run installs it (pip install uv)")
+    return path
+
+
+def installed(target: Path, module: str) -> str:
+    return (target / module / "__init__.py").read_text(encoding="utf-8")
+
+
+async def _block(data_dir: Path, package: str, versions: str) -> None:
+    """A block in the mirror's embedded state before it starts (the same SQLite file)."""
+    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    state = create_state(config)
+    await state.open()
+    try:
+        await state.add_rule(
+            RuleRecord(
+                id="e2e-block",
+                kind="block",
+                ecosystem="pypi",
+                package=package,
+                versions=versions,
+                reason="compromised release",
+                created_at=datetime.now(UTC),
+                created_by="e2e",
+            )
+        )
+    finally:
+        await state.close()
+
+
+@pytest.fixture
+async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path) -> Env:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=90)
+    index = FakePypiIndex()
+    index.add_wheel("qm-demo", "1.0", uploaded=old)
+    index.add_wheel("qm-demo", "1.1", uploaded=now - timedelta(days=10))
+    index.add_wheel("qm-demo", "1.2", uploaded=now - timedelta(hours=2))
+    # An old release that gained a wheel today, for exactly this interpreter (clients prefer
+    # it to the generic one): while it is young the old generic wheel is what gets installed.
+    index.add_wheel("qm-late", "1.0", uploaded=old)
+    index.add_wheel("qm-late", "1.0", uploaded=now - timedelta(hours=1), tag=EXACT_TAG)
+    index.add_sdist("qm-late", "0.9", uploaded=old)
+    index.add_wheel("qm-blocked", "1.0", uploaded=old)
+    index.add_wheel("qm-blocked", "1.1", uploaded=now - timedelta(days=20))
+    await index.start(aiohttp_server)
+    data_dir = tmp_path / "mirror-data"
+    await _block(data_dir, "qm-blocked", "==1.1")
+    mirror = await start_mirror(
+        {"MIRROR_PYPI_UPSTREAM": index.url, "MIRROR_QUARANTINE": "3d"}, data_dir=data_dir
+    )
+    return Env(mirror=mirror, index=index, root=tmp_path / "clients")
+
+
+async def test_pip_range_resolves_to_the_newest_allowed_version(env: Env) -> None:
+    result = await env.pip_install("range", "qm-demo>=1.0,<2")
+    assert result.code == 0, result
+    assert "VERSION = '1.1'" in installed(env.root / "range", "qm_demo")
+
+
+async def test_pip_install_of_a_young_version_fails(env: Env) -> None:
+    result = await env.pip_install("young", "qm-demo==1.2")
+    assert result.code != 0, result
+    assert "from versions: 1.0, 1.1" in result.out
+    assert "No matching distribution found for qm-demo==1.2" in result.out
+
+
+async def test_pip_installs_the_older_file_of_a_release_with_a_young_wheel(env: Env) -> None:
+    result = await env.pip_install("late", "qm-late==1.0")
+    assert result.code == 0, result
+    assert "TAG = 'py3-none-any'" in installed(env.root / "late", "qm_late")
+    assert EXACT_TAG not in result.out
+
+
+async def test_pip_install_of_a_blocked_version_is_refused(env: Env) -> None:
+    result = await env.pip_install("blocked", "qm-blocked==1.1")
+    assert result.code != 0, result
+    assert "from versions: 1.0" in result.out
+    fallback = await env.pip_install("blocked-ok", "qm-blocked")
+    assert fallback.code == 0, fallback
+    assert "VERSION = '1.0'" in installed(env.root / "blocked-ok", "qm_blocked")
+
+
+async def test_pip_require_hashes_and_the_second_install_hits_no_upstream_file(env: Env) -> None:
+    item = env.index.file("qm_demo-1.1-py3-none-any.whl")
+    requirements = env.root / "requirements.txt"
+    requirements.parent.mkdir(parents=True, exist_ok=True)
+    requirements.write_text(f"qm-demo==1.1 --hash=sha256:{item.sha256}\n", encoding="utf-8")
+    first = await env.pip_install("hashes", "--require-hashes", "-r", str(requirements))
+    assert first.code == 0, first
+    assert env.index.upstream.count(item.path) == 1
+    second = await env.pip_install("hashes-again", "--require-hashes", "-r", str(requirements))
+    assert second.code == 0, second
+    assert env.index.upstream.count(item.path) == 1
+
+
+async def test_pip_direct_download_of_a_held_file_says_why(env: Env) -> None:
+    url = f"{env.mirror.url}/pypi/files/qm-demo/qm_demo-1.2-py3-none-any.whl"
+    result = await env.pip_install("direct", url)
+    assert result.code != 0, result
+    assert "403" in result.out
+
+
+async def test_uv_range_young_pin_and_blocked_version(env: Env) -> None:
+    ranged = await env.uv_install("uv-range", "qm-demo>=1.0,<2")
+    assert ranged.code == 0, ranged
+    assert "qm-demo==1.1" in ranged.out
+    young = await env.uv_install("uv-young", "qm-demo==1.2")
+    assert young.code != 0, young
+    assert "qm-demo" in young.out
+    blocked = await env.uv_install("uv-blocked", "qm-blocked==1.1")
+    assert blocked.code != 0, blocked
+    late = await env.uv_install("uv-late", "qm-late==1.0")
+    assert late.code == 0, late
+    site = next((env.root / "uv-late" / "lib").glob("python*/site-packages"))
+    assert "TAG = 'py3-none-any'" in installed(site, "qm_late")
