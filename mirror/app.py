@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from mirror import __version__
+from mirror import __version__, admin
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.clock import Clock, SystemClock
@@ -148,6 +148,7 @@ def create_app(
             app.router.add_route("*", f"/{name}", _disabled(name, config))
             app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name, config))
     app[ECOSYSTEM_ADAPTERS] = adapters
+    admin.add_routes(app, services, adapters)
     return app
 
 

@@ -1,0 +1,560 @@
+"""The admin API through the whole app: `create_app` with a FixedClock, SQLite state in
+tmp_path, and a fake npm upstream (a real aiohttp server on 127.0.0.1 with real tarballs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from mirror.app import SERVICES, create_app
+from mirror.clock import FixedClock
+from mirror.config import load_config
+from mirror.state.base import DownloadEvent
+from tests.fakes.npm import FakeNpmRegistry
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+OLD = NOW - timedelta(days=200)
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789abc"
+TOKENS = f"alice:{ALICE},bob:{BOB}"
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+def auth(token: str = ALICE) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
+    registry = FakeNpmRegistry()
+    registry.add_version("left-pad", "1.0.0", published=OLD)
+    registry.add_version("left-pad", "1.3.0", published=NOW - timedelta(days=30))
+    registry.add_version("left-pad", "1.3.1", published=NOW - timedelta(days=10))
+    registry.add_version("left-pad", "1.4.0", published=NOW - timedelta(hours=5))
+    registry.add_version("no-time", "1.0.0", published=None)
+    await registry.start(aiohttp_server)
+    return registry
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path, clock: FixedClock
+) -> MakeClient:
+    async def make(**settings: str) -> Client:
+        env = {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_DATA_DIR": str(tmp_path / "data"),
+            "MIRROR_MAVEN_UPSTREAM": "off",
+            "MIRROR_UPSTREAM_BACKOFF": "0",
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ACCESS_LOG": "false",
+            "MIRROR_ADMIN_TOKENS": TOKENS,
+            **settings,
+        }
+        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> Client:
+    return await make_client()
+
+
+async def post(client: Client, path: str, body: object, token: str = ALICE) -> Any:
+    response = await client.post(path, json=body, headers=auth(token))
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def visible_versions(client: Client, name: str = "left-pad") -> set[str]:
+    response = await client.get(f"/npm/{name}")
+    assert response.status == 200, await response.text()
+    return set((await response.json())["versions"])
+
+
+BLOCK = {"ecosystem": "npm", "package": "left-pad", "versions": "1.3.0", "reason": "compromised"}
+
+
+# authentication ---------------------------------------------------------------------------
+
+
+async def test_write_without_token_is_401_with_bearer_challenge(client: Client) -> None:
+    response = await client.post("/api/v1/blocks", json=BLOCK)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    body = await response.json()
+    assert body["reason"] == "unauthorized"
+    assert "Authorization: Bearer" in body["error"]
+    assert await (await client.get("/api/v1/blocks")).json() == {"blocks": []}
+
+
+async def test_write_with_other_scheme_is_401(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/blocks", json=BLOCK, headers={"Authorization": f"Basic {ALICE}"}
+    )
+    assert response.status == 401
+
+
+async def test_write_with_wrong_token_is_403(client: Client) -> None:
+    response = await client.post("/api/v1/blocks", json=BLOCK, headers=auth("x" * 22))
+    assert response.status == 403
+    assert (await response.json())["error"] == "the admin token is not valid on this mirror"
+    response = await client.delete("/api/v1/blocks/b-000000000000", headers=auth("x" * 22))
+    assert response.status == 403
+
+
+async def test_write_with_right_token_names_the_token(client: Client) -> None:
+    created = await post(client, "/api/v1/blocks", BLOCK, token=BOB)
+    block = created["block"]
+    assert block["created_by"] == "bob"
+    assert block["id"].startswith("b-")
+    assert len(block["id"]) == 14
+    assert block["package"] == "left-pad"
+    assert block["versions"] == "1.3.0"
+    assert block["expires_at"] is None
+    assert block["expired"] is False
+
+
+async def test_no_tokens_configured_refuses_every_write(make_client: MakeClient) -> None:
+    client = await make_client(MIRROR_ADMIN_TOKENS="")
+    response = await client.post("/api/v1/blocks", json=BLOCK, headers=auth())
+    assert response.status == 403
+    assert "MIRROR_ADMIN_TOKENS" in (await response.json())["error"]
+    response = await client.get("/api/v1/audit", headers=auth())
+    assert response.status == 403
+    assert (await client.get("/api/v1/blocks")).status == 200
+
+
+async def test_protect_reads_needs_a_token_for_reads(make_client: MakeClient) -> None:
+    client = await make_client(MIRROR_ADMIN_PROTECT_READS="true")
+    for path in (
+        "/api/v1/blocks",
+        "/api/v1/exemptions",
+        "/api/v1/freezes",
+        "/api/v1/impact?ecosystem=npm&package=left-pad",
+        "/api/v1/explain?ecosystem=npm&package=left-pad&version=1.0.0",
+    ):
+        assert (await client.get(path)).status == 401, path
+        assert (await client.get(path, headers=auth("y" * 20))).status == 403, path
+        assert (await client.get(path, headers=auth(BOB))).status == 200, path
+
+
+async def test_reads_are_open_but_audit_is_always_protected(client: Client) -> None:
+    assert (await client.get("/api/v1/exemptions")).status == 200
+    assert (await client.get("/api/v1/freezes")).status == 200
+    assert (await client.get("/api/v1/audit")).status == 401
+    assert (await client.get("/api/v1/audit", headers=auth())).status == 200
+
+
+# validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/blocks", {**BLOCK, "ecosystem": "cargo"}, "ecosystem"),
+        ("/api/v1/blocks", {**BLOCK, "ecosystem": None}, "ecosystem"),
+        ("/api/v1/blocks", {**BLOCK, "package": " "}, "package"),
+        ("/api/v1/blocks", {**BLOCK, "package": 7}, "package"),
+        ("/api/v1/blocks", {**BLOCK, "versions": ">=>1.0"}, "versions"),
+        ("/api/v1/blocks", {**BLOCK, "versions": ""}, "versions"),
+        ("/api/v1/blocks", {**BLOCK, "ecosystem": "pypi", "versions": "=>2.0"}, "versions"),
+        (
+            "/api/v1/blocks",
+            {**BLOCK, "ecosystem": "maven", "package": "org.example:lib", "versions": "[1.0"},
+            "versions",
+        ),
+        ("/api/v1/blocks", {**BLOCK, "ecosystem": "maven"}, "package"),
+        ("/api/v1/blocks", {k: v for k, v in BLOCK.items() if k != "reason"}, "reason"),
+        ("/api/v1/blocks", {**BLOCK, "reason": "   "}, "reason"),
+        ("/api/v1/blocks", {**BLOCK, "expires": "next tuesday"}, "expires"),
+        ("/api/v1/blocks", {**BLOCK, "expires": "2026-01-01"}, "expires"),
+        ("/api/v1/blocks", {**BLOCK, "expire": "7d"}, "expire"),
+        ("/api/v1/exemptions", {**BLOCK, "versions": "^1.3.0"}, "expires"),
+        ("/api/v1/exemptions", {**BLOCK, "versions": "9.9.9"}, "expires"),
+        ("/api/v1/exemptions", {**BLOCK, "package": "no-time", "versions": "1.0.0"}, "expires"),
+        ("/api/v1/exemptions", {**BLOCK, "versions": "1.0.0"}, "expires"),
+        (
+            "/api/v1/freezes",
+            {"ecosystem": "npm", "until": "2d", "reason": "worm"},
+            "published_after",
+        ),
+        (
+            "/api/v1/freezes",
+            {"ecosystem": "npm", "published_after": "1d", "reason": "worm"},
+            "until",
+        ),
+        (
+            "/api/v1/freezes",
+            {"ecosystem": "npm", "published_after": "yesterday", "until": "2d", "reason": "w"},
+            "published_after",
+        ),
+        (
+            "/api/v1/freezes",
+            {"ecosystem": "npm", "published_after": "1d", "until": "2026-11-01", "reason": "w"},
+            "until",
+        ),
+        (
+            "/api/v1/freezes",
+            {"ecosystem": "npm", "published_after": "1d", "until": "2d", "reason": ""},
+            "reason",
+        ),
+    ],
+)
+async def test_validation_errors_name_the_field(
+    client: Client, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post(path, json=body, headers=auth())
+    assert response.status == 400, await response.text()
+    answer = await response.json()
+    assert answer["reason"] == "bad-request"
+    assert answer["field"] == field
+    assert answer["error"].startswith(f"{field}:"), answer["error"]
+    assert await (await client.get(path)).json() == {path.rsplit("/", 1)[1]: []}
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b"\xff\xfe"])
+async def test_malformed_json_names_the_body(client: Client, raw: bytes) -> None:
+    response = await client.post(
+        "/api/v1/blocks", data=raw, headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["field"] == "body"
+    assert answer["error"].startswith("body:")
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("/api/v1/explain?package=left-pad&version=1.0.0", "ecosystem"),
+        ("/api/v1/explain?ecosystem=cargo&package=left-pad&version=1.0.0", "ecosystem"),
+        ("/api/v1/explain?ecosystem=npm&version=1.0.0", "package"),
+        ("/api/v1/explain?ecosystem=npm&package=left-pad", "version"),
+        ("/api/v1/impact?ecosystem=npm&package=left-pad&versions=>=>1", "versions"),
+        ("/api/v1/impact?ecosystem=npm&package=left-pad&since=soon", "since"),
+        ("/api/v1/blocks?ecosystem=cargo", "ecosystem"),
+    ],
+)
+async def test_query_validation_names_the_field(client: Client, query: str, field: str) -> None:
+    response = await client.get(query)
+    assert response.status == 400
+    assert (await response.json())["field"] == field
+
+
+async def test_audit_limit_is_validated(client: Client) -> None:
+    response = await client.get("/api/v1/audit?limit=0", headers=auth())
+    assert response.status == 400
+    assert (await response.json())["field"] == "limit"
+
+
+# rules take effect, are listed and audited ----------------------------------------------------
+
+
+async def test_block_applies_at_once_to_metadata_and_cached_tarball(client: Client) -> None:
+    tarball = "/npm/left-pad/-/left-pad-1.3.0.tgz"
+    assert (await client.get(tarball)).status == 200  # now cached
+    assert "1.3.0" in await visible_versions(client)
+    block = (await post(client, "/api/v1/blocks", BLOCK))["block"]
+    assert "1.3.0" not in await visible_versions(client)
+    refused = await client.get(tarball)
+    assert refused.status == 403
+    body = await refused.json()
+    assert body["reason"] == "blocked"
+    assert body["block"]["id"] == block["id"]
+    assert "compromised" in body["error"]
+
+    response = await client.delete(f"/api/v1/blocks/{block['id']}", headers=auth())
+    assert response.status == 200
+    assert (await response.json())["deleted"]["id"] == block["id"]
+    assert "1.3.0" in await visible_versions(client)
+    assert (await client.get(tarball)).status == 200
+
+
+async def test_list_show_and_delete(client: Client, clock: FixedClock) -> None:
+    first = (await post(client, "/api/v1/blocks", BLOCK))["block"]
+    clock.advance(timedelta(minutes=1))  # listed oldest first
+    pypi = {"ecosystem": "pypi", "package": "Requests", "versions": ">=2.99", "reason": "typo"}
+    second = (await post(client, "/api/v1/blocks", pypi))["block"]
+    listed = await (await client.get("/api/v1/blocks")).json()
+    assert [block["id"] for block in listed["blocks"]] == [first["id"], second["id"]]
+    only_pypi = await (await client.get("/api/v1/blocks?ecosystem=pypi")).json()
+    assert [block["id"] for block in only_pypi["blocks"]] == [second["id"]]
+    shown = await (await client.get(f"/api/v1/blocks/{second['id']}")).json()
+    assert shown == {"block": second}
+    assert (await client.get("/api/v1/blocks/b-nope")).status == 404
+    assert (await client.get(f"/api/v1/exemptions/{first['id']}")).status == 404
+    missing = await client.delete("/api/v1/blocks/b-nope", headers=auth())
+    assert missing.status == 404
+    assert "b-nope" in (await missing.json())["error"]
+
+
+async def test_audit_records_every_write_with_before_and_after(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mirror.admin"):
+        block = (await post(client, "/api/v1/blocks", BLOCK, token=BOB))["block"]
+        response = await client.delete(f"/api/v1/blocks/{block['id']}", headers=auth())
+        assert response.status == 200
+    refused = await client.post("/api/v1/blocks", json=BLOCK, headers=auth("z" * 20))
+    assert refused.status == 403
+
+    entries = (await (await client.get("/api/v1/audit", headers=auth())).json())["entries"]
+    assert [entry["action"] for entry in entries] == ["block.delete", "block.create"]
+    deleted, created = entries
+    assert created["actor"] == "bob"
+    assert deleted["actor"] == "alice"
+    assert created["client"] == deleted["client"] == "127.0.0.1"
+    assert created["target"] == deleted["target"] == block["id"]
+    assert created["before"] is None
+    assert created["after"] == block
+    assert deleted["before"] == block
+    assert deleted["after"] is None
+    assert created["at"] == "2026-11-22T10:00:00Z"
+    limited = await (await client.get("/api/v1/audit?limit=1", headers=auth())).json()
+    assert [entry["action"] for entry in limited["entries"]] == ["block.delete"]
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "mirror.admin"]
+    assert any(f"block.create {block['id']} by bob" in m and "compromised" in m for m in messages)
+    assert any(f"block.delete {block['id']} by alice" in m for m in messages)
+
+
+async def test_audit_client_is_the_peer_unless_forwarded_headers_are_trusted(
+    make_client: MakeClient,
+) -> None:
+    headers = {**auth(), "X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    untrusting = await make_client()
+    assert (await untrusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
+    trusting = await make_client(MIRROR_TRUST_FORWARDED="true")
+    assert (await trusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
+    entries = (await (await trusting.get("/api/v1/audit", headers=auth())).json())["entries"]
+    assert [entry["client"] for entry in entries] == ["203.0.113.7", "127.0.0.1"]
+
+
+# impact -------------------------------------------------------------------------------------
+
+
+async def test_block_reports_who_already_downloaded_matching_versions(client: Client) -> None:
+    state = client.app[SERVICES].state
+    for client_address, version in (("10.0.0.5", "1.3.1"), ("10.0.0.6", "1.0.0")):
+        await state.record_download(
+            DownloadEvent(
+                ecosystem="npm",
+                package="left-pad",
+                version=version,
+                filename=f"left-pad-{version}.tgz",
+                client=client_address,
+                at=NOW - timedelta(days=2),
+            )
+        )
+    # and one real download through the adapter (the ledger is written in the background)
+    assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
+    for _ in range(100):
+        if len(await state.downloads("npm", "left-pad")) == 3:
+            break
+        await asyncio.sleep(0.02)
+
+    created = await post(client, "/api/v1/blocks", {**BLOCK, "versions": "^1.3.0"})
+    impact = created["impact"]
+    assert impact["complete"] is True
+    assert impact["clients"] == ["10.0.0.5", "127.0.0.1"]
+    assert impact["downloads"] == [
+        {
+            "client": "10.0.0.5",
+            "version": "1.3.1",
+            "filename": "left-pad-1.3.1.tgz",
+            "at": "2026-11-20T10:00:00Z",
+        },
+        {
+            "client": "127.0.0.1",
+            "version": "1.3.0",
+            "filename": "left-pad-1.3.0.tgz",
+            "at": "2026-11-22T10:00:00Z",
+        },
+    ]
+    since = await client.get(
+        "/api/v1/impact", params={"ecosystem": "npm", "package": "left-pad", "since": "1d"}
+    )
+    assert [d["client"] for d in (await since.json())["downloads"]] == ["127.0.0.1"]
+    everything = await client.get(
+        "/api/v1/impact", params={"ecosystem": "npm", "package": "left-pad"}
+    )
+    assert (await everything.json())["clients"] == ["10.0.0.5", "10.0.0.6", "127.0.0.1"]
+
+
+async def test_impact_of_a_glob_says_it_is_incomplete(client: Client) -> None:
+    created = await post(client, "/api/v1/blocks", {**BLOCK, "package": "left-*"})
+    assert created["impact"]["complete"] is False
+    assert "exact package name" in created["impact"]["note"]
+
+
+# exemptions ----------------------------------------------------------------------------------
+
+
+async def test_exemption_defaults_to_maturity_and_expires_by_the_clock(
+    client: Client, clock: FixedClock
+) -> None:
+    tarball = "/npm/left-pad/-/left-pad-1.4.0.tgz"
+    assert "1.4.0" not in await visible_versions(client)
+    assert (await client.get(tarball)).status == 403
+    body = {**BLOCK, "versions": "1.4.0", "reason": "hotfix needed today"}
+    exemption = (await post(client, "/api/v1/exemptions", body))["exemption"]
+    matured = NOW - timedelta(hours=5) + timedelta(days=3)
+    assert exemption["expires_at"] == matured.isoformat().replace("+00:00", "Z")
+    assert exemption["id"].startswith("e-")
+    assert exemption["expired"] is False
+    assert "1.4.0" in await visible_versions(client)
+    assert (await client.get(tarball)).status == 200
+    explained = await client.get(
+        "/api/v1/explain", params={"ecosystem": "npm", "package": "left-pad", "version": "1.4.0"}
+    )
+    assert (await explained.json())["verdict"] == "exempted"
+
+    clock.set(matured - timedelta(seconds=1))
+    assert (await client.get(tarball)).status == 200
+    clock.set(matured + timedelta(seconds=1))  # matured by now, so visible on its own
+    listed = (await (await client.get("/api/v1/exemptions")).json())["exemptions"]
+    assert [(e["id"], e["expired"]) for e in listed] == [(exemption["id"], True)]
+
+
+async def test_exemption_with_explicit_expiry_stops_applying_when_it_passes(
+    client: Client, clock: FixedClock
+) -> None:
+    tarball = "/npm/left-pad/-/left-pad-1.4.0.tgz"
+    body = {**BLOCK, "versions": "1.4.0", "expires": "2h"}
+    exemption = (await post(client, "/api/v1/exemptions", body))["exemption"]
+    assert exemption["expires_at"] == "2026-11-22T12:00:00Z"
+    assert (await client.get(tarball)).status == 200
+    clock.advance(timedelta(hours=2))
+    assert "1.4.0" not in await visible_versions(client)
+    refused = await client.get(tarball)
+    assert refused.status == 403
+    assert (await refused.json())["reason"] == "quarantined"
+    shown = await (await client.get(f"/api/v1/exemptions/{exemption['id']}")).json()
+    assert shown["exemption"]["expired"] is True
+
+
+async def test_exemption_never_lifts_a_block(client: Client) -> None:
+    await post(client, "/api/v1/blocks", {**BLOCK, "versions": "1.4.0"})
+    await post(client, "/api/v1/exemptions", {**BLOCK, "versions": "1.4.0"})
+    refused = await client.get("/npm/left-pad/-/left-pad-1.4.0.tgz")
+    assert refused.status == 403
+    assert (await refused.json())["reason"] == "blocked"
+
+
+async def test_exemption_of_unknown_publish_time_asks_for_expires(client: Client) -> None:
+    body = {**BLOCK, "package": "no-time", "versions": "1.0.0"}
+    response = await client.post("/api/v1/exemptions", json=body, headers=auth())
+    assert response.status == 400
+    assert "could not be found" in (await response.json())["error"]
+    created = await post(client, "/api/v1/exemptions", {**body, "expires": "2026-12-01"})
+    assert created["exemption"]["expires_at"] == "2026-12-01T00:00:00Z"
+
+
+# freezes --------------------------------------------------------------------------------------
+
+
+async def test_freeze_hides_versions_newer_than_the_cutoff(client: Client) -> None:
+    assert "1.3.1" in await visible_versions(client)  # 10 days old: past the 3-day age
+    body = {
+        "ecosystem": "npm",
+        "published_after": "2026-11-11T00:00Z",
+        "until": "2026-11-29",
+        "reason": "worm outbreak",
+    }
+    freeze = (await post(client, "/api/v1/freezes", body))["freeze"]
+    assert freeze["id"].startswith("f-")
+    assert freeze["package"] == "*"
+    assert freeze["versions"] == "*"
+    assert freeze["published_after"] == "2026-11-11T00:00:00Z"
+    assert freeze["expires_at"] == "2026-11-29T00:00:00Z"
+    assert await visible_versions(client) == {"1.0.0", "1.3.0"}
+    refused = await client.get("/npm/left-pad/-/left-pad-1.3.1.tgz")
+    assert refused.status == 403
+    assert "worm outbreak" in (await refused.json())["error"]
+    explained = await client.get(
+        "/api/v1/explain", params={"ecosystem": "npm", "package": "left-pad", "version": "1.3.1"}
+    )
+    answer = await explained.json()
+    assert answer["verdict"] == "quarantined"
+    assert answer["until"] == "2026-11-29T00:00:00Z"
+
+    response = await client.delete(f"/api/v1/freezes/{freeze['id']}", headers=auth())
+    assert response.status == 200
+    assert "1.3.1" in await visible_versions(client)
+
+
+async def test_freeze_scoped_to_a_package_glob(client: Client) -> None:
+    body = {
+        "ecosystem": "npm",
+        "package": "other-*",
+        "published_after": "30d",
+        "until": "7d",
+        "reason": "worm",
+    }
+    freeze = (await post(client, "/api/v1/freezes", body))["freeze"]
+    assert freeze["published_after"] == "2026-10-23T10:00:00Z"
+    assert freeze["expires_at"] == "2026-11-29T10:00:00Z"
+    assert "1.3.1" in await visible_versions(client)
+
+
+# explain ------------------------------------------------------------------------------------
+
+
+async def test_explain_names_the_rule(client: Client) -> None:
+    block = (await post(client, "/api/v1/blocks", BLOCK))["block"]
+    response = await client.get(
+        "/api/v1/explain", params={"ecosystem": "npm", "package": "left-pad", "version": "1.3.0"}
+    )
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["verdict"] == "blocked"
+    assert answer["rule"]["id"] == block["id"]
+    assert answer["published_at"] == "2026-10-23T10:00:00Z"
+    assert "compromised" in answer["detail"]
+    assert answer["files"] == []
+
+
+async def test_explain_of_a_quarantined_version_says_until_when(client: Client) -> None:
+    response = await client.get(
+        "/api/v1/explain", params={"ecosystem": "npm", "package": "left-pad", "version": "1.4.0"}
+    )
+    answer = await response.json()
+    assert answer["verdict"] == "quarantined"
+    assert answer["until"] == "2026-11-25T05:00:00Z"
+    assert answer["rule"] is None
+
+
+async def test_explain_for_a_disabled_ecosystem_is_404(client: Client) -> None:
+    response = await client.get(
+        "/api/v1/explain", params={"ecosystem": "pypi", "package": "requests", "version": "2.0"}
+    )
+    assert response.status == 404
+    answer = await response.json()
+    assert answer["reason"] == "ecosystem-disabled"
+    assert "MIRROR_PYPI_UPSTREAM" in answer["error"]
+
+
+async def test_explain_of_an_unknown_version_is_404(client: Client) -> None:
+    response = await client.get(
+        "/api/v1/explain", params={"ecosystem": "npm", "package": "left-pad", "version": "9.9.9"}
+    )
+    assert response.status == 404
+    assert "9.9.9" in (await response.json())["error"]
