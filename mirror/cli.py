@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mirror import __version__
+from mirror import __version__, adminclient
 from mirror.config import Config, load_config
 from mirror.errors import ConfigError
 
@@ -90,6 +90,93 @@ def _show_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return EXIT_OK
 
 
+ECOSYSTEM_CHOICES = ("npm", "pypi", "maven")
+TIME_HELP = "ISO 8601 (2026-11-22T00:00Z), a date (2026-11-29) or a duration (7d)"
+
+
+def _admin_options() -> argparse.ArgumentParser:
+    """Options every admin command takes (a parent parser, so they go after the command)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--url",
+        help=f"the mirror's base URL (default: $MIRROR_URL, else {adminclient.DEFAULT_URL})",
+    )
+    options.add_argument("--token", help="admin token (default: $MIRROR_TOKEN)")
+    options.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    return options
+
+
+def _add_admin_parsers(commands: Any) -> None:
+    common = [_admin_options()]
+    run = adminclient.run
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=help_text, parents=common
+        )
+        return parser
+
+    block = add("block", "block versions of a package on every replica")
+    block.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
+    block.add_argument("package", help="name or glob (@evilscope/*, org.example:*)")
+    block.add_argument("versions", help="version or range in the ecosystem's syntax; * for all")
+    block.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    block.add_argument("--expires", help=f"when the block ends (default: never); {TIME_HELP}")
+    block.set_defaults(run=run(adminclient.create_rule("block")))
+
+    exempt = add("exempt", "let versions through quarantine (never through a block)")
+    exempt.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
+    exempt.add_argument("package")
+    exempt.add_argument("versions")
+    exempt.add_argument("--reason", required=True)
+    exempt.add_argument(
+        "--until",
+        "--expires",
+        dest="expires",
+        help=f"when it ends (default: when the version matures anyway); {TIME_HELP}",
+    )
+    exempt.set_defaults(run=run(adminclient.create_rule("exemption")))
+
+    freeze = add("freeze", "hold back everything published after a cutoff, until a time")
+    freeze.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
+    freeze.add_argument("--published-after", required=True, help=f"the cutoff; {TIME_HELP}")
+    freeze.add_argument("--until", required=True, help=f"when the freeze ends; {TIME_HELP}")
+    freeze.add_argument("--reason", required=True)
+    freeze.add_argument("--package", default="*", help="name or glob (default: every package)")
+    freeze.set_defaults(run=run(adminclient.create_rule("freeze")))
+
+    for kind, remove, listing in (
+        ("block", "unblock", "blocks"),
+        ("exemption", "unexempt", "exemptions"),
+        ("freeze", "unfreeze", "freezes"),
+    ):
+        parser = add(remove, f"remove a {kind} by its id")
+        parser.add_argument("id")
+        parser.set_defaults(run=run(adminclient.delete_rule(kind)))
+        parser = add(listing, f"list {listing} (expired ones are marked)")
+        parser.add_argument("--ecosystem", choices=ECOSYSTEM_CHOICES)
+        parser.set_defaults(run=run(adminclient.list_rules(kind)))
+
+    explain = add("explain", "why a version is allowed, held, blocked or exempted")
+    explain.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
+    explain.add_argument(
+        "subject", help="axios@1.14.1, requests==2.31.0, org.example:lib:1.0 (or PACKAGE)"
+    )
+    explain.add_argument("version", nargs="?", help="the version, if SUBJECT is a bare package")
+    explain.set_defaults(run=run(adminclient.explain))
+
+    impact = add("impact", "which clients downloaded matching versions")
+    impact.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
+    impact.add_argument("package")
+    impact.add_argument("versions", nargs="?", default=None, help="spec (default: *)")
+    impact.add_argument("--since", help=f"only downloads since; {TIME_HELP}")
+    impact.set_defaults(run=run(adminclient.impact))
+
+    audit = add("audit", "the newest admin changes (needs a token)")
+    audit.add_argument("--limit", type=int, default=50, help="entries (1-1000, default 50)")
+    audit.set_defaults(run=run(adminclient.audit))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirror",
@@ -99,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve_parser(commands)
     _add_config_parser(commands)
+    _add_admin_parsers(commands)
     return parser
 
 

@@ -1,0 +1,255 @@
+"""The admin commands of the `mirror` CLI as a real subprocess against `mirror serve` (with a
+fake npm upstream): tables, `--json`, exit codes and the server's messages on refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from tests.conftest import free_port
+from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.fakes.npm import FakeNpmRegistry
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "cli-token-0123456789abcdef"
+CLI_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Cli:
+    mirror: RunningMirror
+
+    async def __call__(self, *args: str, token: str | None = TOKEN, url: str | None = None) -> Run:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+        env["MIRROR_URL"] = url or self.mirror.url
+        if token is not None:
+            env["MIRROR_TOKEN"] = token
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mirror", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(CLI_TIMEOUT):
+                out, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            pytest.fail(f"mirror {' '.join(args)} did not finish in {CLI_TIMEOUT} s")
+        return Run(process.returncode or 0, out.decode(), err.decode())
+
+
+@pytest.fixture
+async def cli(aiohttp_server: AiohttpServer, start_mirror: StartMirror) -> Cli:
+    now = datetime.now(UTC)
+    registry = FakeNpmRegistry()
+    registry.add_version("left-pad", "1.0.0", published=now - timedelta(days=200))
+    registry.add_version("left-pad", "1.3.0", published=now - timedelta(days=30))
+    registry.add_version("left-pad", "1.4.0", published=now - timedelta(hours=5))
+    await registry.start(aiohttp_server)
+    mirror = await start_mirror(
+        {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ADMIN_TOKENS": f"ops:{TOKEN}",
+            "MIRROR_ACCESS_LOG": "false",
+        }
+    )
+    return Cli(mirror)
+
+
+async def test_block_list_explain_unblock(cli: Cli) -> None:
+    blocked = await cli("block", "npm", "left-pad", "1.3.0", "--reason", "compromised release")
+    assert blocked.code == 0, blocked.err
+    match = re.match(r"blocked npm left-pad 1\.3\.0 \(id (b-[0-9a-f]{12})\)", blocked.out)
+    assert match, blocked.out
+    block_id = match.group(1)
+    assert "no recorded downloads" in blocked.out
+
+    table = await cli("blocks")
+    assert table.code == 0
+    header, row = table.out.splitlines()
+    assert header.split() == ["ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "REASON"]
+    assert row.split()[:6] == [block_id, "npm", "left-pad", "1.3.0", "never", "ops"]
+    assert row.endswith("compromised release")
+
+    explained = await cli("explain", "npm", "left-pad@1.3.0")
+    assert explained.code == 0, explained.err
+    assert explained.out.startswith("npm left-pad 1.3.0: blocked")
+    assert block_id in explained.out
+    as_json = (await cli("explain", "npm", "left-pad", "1.3.0", "--json")).json()
+    assert as_json["verdict"] == "blocked"
+    assert as_json["rule"]["id"] == block_id
+
+    removed = await cli("unblock", block_id)
+    assert removed.code == 0
+    assert removed.out.strip() == f"removed block {block_id}"
+    assert (await cli("blocks", "--json")).json() == {"blocks": []}
+    assert (await cli("blocks")).out.strip() == "(none)"
+    allowed = await cli("explain", "npm", "left-pad@1.3.0", "--json")
+    assert allowed.json()["verdict"] == "allowed"
+
+
+async def test_blocks_in_each_ecosystems_syntax(cli: Cli) -> None:
+    for args in (
+        ("pypi", "requests", ">=2.99"),
+        ("maven", "org.example:lib", "[1.0,1.2)"),
+        ("npm", "@evilscope/*", "*"),
+    ):
+        result = await cli("block", *args, "--reason", "bad", "--expires", "7d", "--json")
+        assert result.code == 0, result.err
+        block = result.json()["block"]
+        assert (block["ecosystem"], block["package"], block["versions"]) == args
+        assert block["expires_at"] is not None
+    maven = (await cli("blocks", "--ecosystem", "maven", "--json")).json()["blocks"]
+    assert [block["versions"] for block in maven] == ["[1.0,1.2)"]
+
+
+async def test_exempt_and_unexempt(cli: Cli) -> None:
+    result = await cli("exempt", "npm", "left-pad", "1.4.0", "--reason", "hotfix")
+    assert result.code == 0, result.err
+    match = re.match(
+        r"exempted npm left-pad 1\.4\.0 until (\S+) \(id (e-[0-9a-f]{12})\)", result.out
+    )
+    assert match, result.out
+    until = datetime.fromisoformat(match.group(1))
+    assert timedelta(days=2, hours=18) < until - datetime.now(UTC) <= timedelta(days=2, hours=19)
+    assert (await cli("explain", "npm", "left-pad@1.4.0", "--json")).json()["verdict"] == "exempted"
+    listed = await cli("exemptions")
+    assert match.group(2) in listed.out
+    assert (await cli("unexempt", match.group(2))).code == 0
+    explained = (await cli("explain", "npm", "left-pad@1.4.0", "--json")).json()
+    assert explained["verdict"] == "quarantined"
+
+    explicit = await cli("exempt", "npm", "left-pad", "^1.0.0", "--reason", "r", "--until", "2d")
+    assert explicit.code == 0, explicit.err
+
+
+async def test_freeze_and_unfreeze(cli: Cli) -> None:
+    cutoff = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%dT%H:%MZ")
+    result = await cli(
+        "freeze", "npm", "--published-after", cutoff, "--until", "3d", "--reason", "worm",
+        "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    freeze = result.json()["freeze"]
+    assert freeze["package"] == "*"
+    explained = (await cli("explain", "npm", "left-pad@1.3.0", "--json")).json()
+    assert explained["verdict"] == "quarantined"
+    assert "worm" in explained["detail"]
+    table = await cli("freezes")
+    assert table.out.splitlines()[0].split()[:5] == [
+        "ID",
+        "ECOSYSTEM",
+        "PACKAGE",
+        "PUBLISHED",
+        "AFTER",
+    ]
+    assert freeze["id"] in table.out
+    assert (await cli("unfreeze", freeze["id"])).code == 0
+    assert (await cli("freezes", "--json")).json() == {"freezes": []}
+
+
+async def test_impact_and_audit(cli: Cli) -> None:
+    async with aiohttp.ClientSession() as session:
+        tarball = f"{cli.mirror.url}/npm/left-pad/-/left-pad-1.3.0.tgz"
+        async with session.get(tarball) as response:
+            assert response.status == 200
+    impact: dict[str, Any] = {}
+    for _ in range(50):  # the ledger is written just after the response
+        impact = (await cli("impact", "npm", "left-pad", "1.3.0", "--json")).json()
+        if impact["downloads"]:
+            break
+        await asyncio.sleep(0.1)
+    assert impact["clients"] == ["127.0.0.1"]
+    table = await cli("impact", "npm", "left-pad", "--since", "1h")
+    assert "already downloaded by 1 client(s)" in table.out
+    assert "left-pad-1.3.0.tgz" in table.out
+
+    blocked = await cli("block", "npm", "left-pad", "<1.4.0", "--reason", "bad")
+    assert "already downloaded by 1 client(s)" in blocked.out
+    audit = await cli("audit")
+    assert audit.code == 0, audit.err
+    header, row = audit.out.splitlines()
+    assert header.split() == ["AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "WHAT"]
+    assert row.split()[1:4] == ["ops", "127.0.0.1", "block.create"]
+    entries = (await cli("audit", "--json", "--limit", "1")).json()["entries"]
+    assert entries[0]["after"]["versions"] == "<1.4.0"
+
+
+async def test_refusals_exit_1_with_the_servers_message(cli: Cli) -> None:
+    no_token = await cli("block", "npm", "left-pad", "1.3.0", "--reason", "x", token=None)
+    assert no_token.code == 1
+    assert "needs an admin token" in no_token.err
+    assert "HTTP 401" in no_token.err
+    wrong = await cli("block", "npm", "left-pad", "1.3.0", "--reason", "x", token="w" * 30)
+    assert wrong.code == 1
+    assert "not valid" in wrong.err
+    bad_spec = await cli("block", "npm", "left-pad", ">=>1", "--reason", "x")
+    assert bad_spec.code == 1
+    assert bad_spec.err.startswith("mirror: versions:")
+    blank_reason = await cli("block", "npm", "left-pad", "1.0.0", "--reason", " ")
+    assert blank_reason.code == 1
+    assert "reason:" in blank_reason.err
+    bad_time = await cli("block", "npm", "left-pad", "1.0.0", "--reason", "x", "--expires", "soon")
+    assert bad_time.code == 1
+    assert "expires:" in bad_time.err
+    missing = await cli("unblock", "b-000000000000")
+    assert missing.code == 1
+    assert "b-000000000000" in missing.err
+    audit = await cli("audit", token=None)
+    assert audit.code == 1
+    unknown = await cli("explain", "npm", "left-pad@9.9.9")
+    assert unknown.code == 1
+    assert "9.9.9" in unknown.err
+    down = await cli("blocks", url=f"http://127.0.0.1:{free_port()}")
+    assert down.code == 1
+    assert "cannot reach the mirror" in down.err
+    assert (await cli("blocks", "--json")).json() == {"blocks": []}
+
+
+async def test_flags_override_the_environment(cli: Cli) -> None:
+    result = await cli(
+        "block", "npm", "left-pad", "1.0.0", "--reason", "x", "--url", cli.mirror.url,
+        "--token", TOKEN, token="w" * 30, url=f"http://127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("block", "npm", "left-pad", "1.0.0"),  # no --reason
+        ("block", "cargo", "serde", "1.0", "--reason", "x"),
+        ("explain", "npm", "left-pad"),
+        ("explain", "maven", "lib:1.0"),
+        ("freeze", "npm", "--until", "1d", "--reason", "x"),
+        ("unblock",),
+        ("audit", "--limit", "many"),
+        ("blocks", "--url", "ftp://127.0.0.1/"),
+    ],
+)
+async def test_usage_errors_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
+    result = await cli(*args)
+    assert result.code == 2, result
+    assert "usage" in result.err
