@@ -44,6 +44,7 @@ from mirror.blobs import (
 )
 from mirror.clock import Clock
 from mirror.ecosystems.base import ArtifactRef, Digest
+from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.state.base import DownloadEvent, StateStore
 from mirror.upstream import Upstream, redact
@@ -111,8 +112,8 @@ class ArtifactServer:
         self._metrics = metrics
         self._clock = clock
         self._inflight: dict[str, _Download] = {}
-        self._ledger_writes: set[asyncio.Task[None]] = set()
-        self._state_backend = type(state).__name__.removesuffix("State").lower() or "unknown"
+        backend = type(state).__name__.removesuffix("State").lower() or "unknown"
+        self.ledger = DownloadLedger(state, metrics, backend=backend)
 
     # public API ---------------------------------------------------------------------------
 
@@ -145,16 +146,13 @@ class ArtifactServer:
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
         are removed); then the same for pending ledger writes."""
-        for tasks in (
-            [d.task for d in self._inflight.values() if d.task is not None],
-            list(self._ledger_writes),
-        ):
-            if not tasks:
-                continue
+        tasks = [d.task for d in self._inflight.values() if d.task is not None]
+        if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self.ledger.close()
 
     # hits ---------------------------------------------------------------------------------
 
@@ -394,31 +392,16 @@ class ArtifactServer:
     # ledger -------------------------------------------------------------------------------
 
     def _record_download(self, request: web.Request, ref: ArtifactRef) -> None:
-        event = DownloadEvent(
-            ecosystem=ref.ecosystem,
-            package=ref.package,
-            version=ref.version,
-            filename=ref.filename,
-            client=request.remote or "",
-            at=self._clock.now(),
-        )
-        task = asyncio.get_running_loop().create_task(self._write_ledger(event))
-        self._ledger_writes.add(task)
-        task.add_done_callback(self._ledger_writes.discard)
-
-    async def _write_ledger(self, event: DownloadEvent) -> None:
-        try:
-            await self._state.record_download(event)
-        except Exception as exc:
-            self._metrics.state_errors.labels(self._state_backend).inc()
-            log.warning(
-                "could not record the download of %s/%s %s by %s: %s",
-                event.ecosystem,
-                event.package,
-                event.version,
-                event.client,
-                exc,
+        self.ledger.note(
+            DownloadEvent(
+                ecosystem=ref.ecosystem,
+                package=ref.package,
+                version=ref.version,
+                filename=ref.filename,
+                client=request.remote or "",
+                at=self._clock.now(),
             )
+        )
 
 
 def _pin_as_declared(exc: DigestMismatch) -> Digest:

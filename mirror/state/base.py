@@ -4,7 +4,7 @@ State holds no policy logic: it stores and returns records; `policy` interprets 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -105,6 +105,10 @@ class StateStore(Protocol):
 
     # download ledger --------------------------------------------------------------------------
     async def record_download(self, event: DownloadEvent) -> None: ...
+
+    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
+        """Record many events in one write (the ledger batches them)."""
+        ...
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None

@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -232,24 +232,32 @@ class LocalState:
 
     # download ledger ---------------------------------------------------------------------------
     async def record_download(self, event: DownloadEvent) -> None:
-        row = (
-            event.ecosystem,
-            event.package,
-            event.version,
-            event.filename,
-            event.client,
-            _micros(event.at),
-        )
+        await self.record_downloads([event])
+
+    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
+        rows = [
+            (
+                event.ecosystem,
+                event.package,
+                event.version,
+                event.filename,
+                event.client,
+                _micros(event.at),
+            )
+            for event in events
+        ]
+        if not rows:
+            return
 
         def insert(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.execute(
+                conn.executemany(
                     "INSERT INTO downloads (ecosystem, package, version, filename, client, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
+                    rows,
                 )
 
-        await self._run(insert, "record download")
+        await self._run(insert, "record downloads")
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None

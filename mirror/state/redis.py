@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -232,19 +232,28 @@ class RedisState:
 
     # download ledger ---------------------------------------------------------------------------
     async def record_download(self, event: DownloadEvent) -> None:
-        client = self._redis("record download")
-        key = self._key("downloads", event.ecosystem, event.package)
-        # A random tag keeps two identical events (same client, same microsecond) distinct
-        # members of the sorted set.
-        member = json.dumps(
-            [event.version, event.filename, event.client, secrets.token_hex(6)],
-            separators=(",", ":"),
-        )
-        with self._translate("record download"):
+        await self.record_downloads([event])
+
+    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
+        if not events:
+            return
+        client = self._redis("record downloads")
+        trimmed: set[str] = set()
+        with self._translate("record downloads"):
             async with client.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {member: _micros(event.at)})
-                # Keep the newest `downloads_kept` events (by time) per package.
-                pipe.zremrangebyrank(key, 0, -(self.downloads_kept + 1))
+                for event in events:
+                    key = self._key("downloads", event.ecosystem, event.package)
+                    # A random tag keeps two identical events (same client, same
+                    # microsecond) distinct members of the sorted set.
+                    member = json.dumps(
+                        [event.version, event.filename, event.client, secrets.token_hex(6)],
+                        separators=(",", ":"),
+                    )
+                    pipe.zadd(key, {member: _micros(event.at)})
+                    trimmed.add(key)
+                for key in trimmed:
+                    # Keep the newest `downloads_kept` events (by time) per package.
+                    pipe.zremrangebyrank(key, 0, -(self.downloads_kept + 1))
                 await pipe.execute()
 
     async def downloads(

@@ -282,6 +282,15 @@ async def test_downloads_by_package_and_since_oldest_first(state: StateStore) ->
     assert await state.downloads("pypi", "axios") == []
 
 
+async def test_downloads_recorded_in_one_batch(state: StateStore) -> None:
+    batch = [download(f"2.0.{n}", T0 + timedelta(seconds=n)) for n in range(3)]
+    batch.append(download("9.9.9", T0, package="lodash"))
+    await state.record_downloads(batch)
+    await state.record_downloads([])
+    assert await state.downloads("npm", "axios") == batch[:3]
+    assert await state.downloads("npm", "lodash") == batch[3:]
+
+
 # audit log ---------------------------------------------------------------------------------------
 
 
