@@ -22,9 +22,11 @@ Choices, stated plainly:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,10 @@ READ_SIZE = 256 * 1024
 # How long close() lets downloads in progress finish before cancelling them.
 CLOSE_GRACE = 2.0
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Small artifacts (most npm tarballs, poms, checksums) are answered from memory: a thread hop
+# to open the file and a sendfile call cost more than the bytes themselves.
+HOT_FILE_MAX = 256 * 1024
+HOT_BUDGET = 64 * 1024 * 1024
 
 
 class _BlobVanished(Exception):
@@ -112,6 +118,7 @@ class ArtifactServer:
         self._metrics = metrics
         self._clock = clock
         self._inflight: dict[str, _Download] = {}
+        self._hot = _HotBlobs(HOT_BUDGET)
         backend = type(state).__name__.removesuffix("State").lower() or "unknown"
         self.ledger = DownloadLedger(state, metrics, backend=backend)
 
@@ -174,6 +181,8 @@ class ArtifactServer:
             if request.method == "GET" and status in (200, 206):
                 self._record_download(request, ref)
 
+        if entry.size <= HOT_FILE_MAX and "Range" not in request.headers and not request.if_match:
+            return await self._send_small(request, ref, entry, on_send)
         response = _BlobResponse(
             entry,
             touch_at=self._blobs.touch_due(entry),
@@ -188,6 +197,39 @@ class ArtifactServer:
         except ConnectionError:
             pass  # the client left; aiohttp notices on its own
         return response
+
+    async def _send_small(
+        self,
+        request: web.Request,
+        ref: ArtifactRef,
+        entry: BlobEntry,
+        on_send: Callable[[int], None],
+    ) -> web.StreamResponse | None:
+        """A small blob from memory (read and re-verified once per process); None if the
+        blob vanished or no longer matches its sha256 (then it is fetched again)."""
+        touch_at = self._blobs.touch_due(entry)
+        data = self._hot.get(entry.sha256)
+        if data is None:
+            try:
+                data = await asyncio.to_thread(_read_verified, entry, touch_at)
+            except (FileNotFoundError, _BlobVanished):
+                log.info("blob of %s vanished or changed on disk; fetching again", ref.cache_key)
+                return None
+            self._hot.put(entry.sha256, data)
+        elif touch_at is not None:
+            await asyncio.to_thread(touch, entry.path, touch_at)
+        headers = {
+            "Content-Type": ref.content_type,
+            "Cache-Control": IMMUTABLE,
+            "ETag": f'"{entry.etag}"',
+            "Accept-Ranges": "bytes",
+        }
+        if_none_match = request.if_none_match
+        if if_none_match and any(tag.value in (entry.etag, "*") for tag in if_none_match):
+            on_send(304)
+            return web.Response(status=304, headers=headers)
+        on_send(200)
+        return web.Response(body=data, headers=headers)
 
     # misses -------------------------------------------------------------------------------
 
@@ -402,6 +444,42 @@ class ArtifactServer:
                 at=self._clock.now(),
             )
         )
+
+
+class _HotBlobs:
+    """Bytes of small blobs by sha256, least recently used dropped past `budget` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, sha256: str) -> bytes | None:
+        data = self._items.get(sha256)
+        if data is not None:
+            self._items.move_to_end(sha256)
+        return data
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if sha256 in self._items:
+            return
+        self._items[sha256] = data
+        self._size += len(data)
+        while self._size > self._budget:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= len(dropped)
+
+
+def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:
+    # In a thread: a blob damaged on disk since it was stored is never served.
+    data = entry.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
+        entry.path.unlink(missing_ok=True)
+        raise _BlobVanished(str(entry.path))
+    if touch_at is not None:
+        touch(entry.path, touch_at)
+    return data
 
 
 def _pin_as_declared(exc: DigestMismatch) -> Digest:

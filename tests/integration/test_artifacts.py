@@ -248,6 +248,28 @@ async def test_head_range_and_conditional_requests_on_a_hit(mirror: Mirror) -> N
     assert mirror.fake.requests == []
 
 
+async def test_small_hits_come_from_memory_and_a_damaged_blob_is_fetched_again(
+    mirror: Mirror,
+) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    await preload(mirror, ref, SMALL)
+    entry = await mirror.blobs.lookup(ref.cache_key)
+    assert entry is not None
+    entry.path.write_bytes(b"bit rot" + SMALL[7:])  # damaged on disk after it was stored
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200
+    assert await response.read() == SMALL  # re-verified on read: fetched again, not served
+    assert mirror.fake.count("/files/1.0.0") == 1
+    # Now in memory: served even if the file disappears underneath.
+    assert (await mirror.client.get("/files/1.0.0")).status == 200
+    stored = await mirror.blobs.lookup(ref.cache_key)
+    assert stored is not None
+    stored.path.unlink()
+    again = await mirror.client.get("/files/1.0.0")
+    assert await again.read() == SMALL
+    assert mirror.fake.count("/files/1.0.0") == 1
+
+
 async def test_hit_is_never_compressed(mirror: Mirror) -> None:
     ref = mirror.add("1.0.0", SMALL)
     await preload(mirror, ref, SMALL)

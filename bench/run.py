@@ -1,0 +1,298 @@
+"""The serving benchmark: the mirror against nginx serving the same bytes from disk, in one
+run on one machine, so the figures are ratios that survive a small, noisy machine.
+
+    python3 -m bench.run [--seconds 5] [--connections 20] [--workers 2]
+
+Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). It starts a fake npm
+registry on 127.0.0.1 (real tarballs; a small packument and a 2,000-version one), `mirror
+serve` with N workers on an empty data dir, and nginx with N workers on a copy of what the
+mirror serves; then it measures:
+
+- cold fetch: upstream requests for one packument and one tarball (target: 1 each), and
+  100 concurrent requests for one uncached tarball (target: 1 upstream fetch);
+- cached tarball, warm small packument, warm 2,000-version packument: requests per second
+  of mirror / nginx with wrk (targets from DESIGN.md: >= 30 %, >= 25 %, and the big
+  packument at no worse than 1/3 of nginx's rate).
+
+Every server listens on 127.0.0.1 and every load run is bounded by `--seconds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import free_port
+from tests.fakes.npm import FakeNpmRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+CORGI = "application/vnd.npm.install-v1+json"
+OLD = datetime.now(UTC) - timedelta(days=400)
+BIG_VERSIONS = 2000
+COLD_CONCURRENCY = 100
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    mirror_rps: float
+    nginx_rps: float
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return self.mirror_rps / self.nginx_rps if self.nginx_rps else 0.0
+
+    def line(self) -> str:
+        verdict = "ok" if self.ratio >= self.target else "BELOW TARGET"
+        return (
+            f"{self.name:<34} mirror {self.mirror_rps:>9.0f} req/s  nginx {self.nginx_rps:>9.0f}"
+            f" req/s  ratio {self.ratio:6.1%}  (target >= {self.target:.0%}: {verdict})"
+        )
+
+
+async def _serve_app(app: web.Application, host: str = "127.0.0.1") -> TestServer:
+    server = TestServer(app, host=host)
+    await server.start_server()
+    return server
+
+
+def _build_registry() -> FakeNpmRegistry:
+    registry = FakeNpmRegistry()
+    registry.add_version("bench-small", "1.0.0", published=OLD)
+    registry.add_version("bench-small", "1.1.0", published=OLD + timedelta(days=1))
+    for index in range(BIG_VERSIONS):
+        registry.add_version(
+            "bench-big", f"1.{index // 100}.{index % 100}", published=OLD + timedelta(hours=index)
+        )
+    return registry
+
+
+@contextlib.asynccontextmanager
+async def _mirror(registry: FakeNpmRegistry, workers: int, root: Path) -> AsyncIterator[str]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env.update(
+        {
+            "MIRROR_LISTEN": f"127.0.0.1:{port}",
+            "MIRROR_DATA_DIR": str(root / "mirror-data"),
+            "MIRROR_WORKERS": str(workers),
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_MAVEN_UPSTREAM": "off",
+            "MIRROR_ACCESS_LOG": "false",
+            "MIRROR_LOG_LEVEL": "WARNING",
+        }
+    )
+    log = (root / "mirror.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mirror", "serve", "--config", str(REPO / "config/mirror.toml"),
+        env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(url + "/readyz")
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not become ready in 10 s")
+
+
+@contextlib.asynccontextmanager
+async def _nginx(root: Path, workers: int) -> AsyncIterator[str]:
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {root}/nginx-tmp;
+    proxy_temp_path {root}/nginx-tmp;
+    fastcgi_temp_path {root}/nginx-tmp;
+    uwsgi_temp_path {root}/nginx-tmp;
+    scgi_temp_path {root}/nginx-tmp;
+    types {{ application/json json; application/octet-stream tgz; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/static;
+        gzip_static on;
+    }}
+}}
+""",
+        encoding="utf-8",
+    )
+    (root / "nginx-tmp").mkdir(exist_ok=True)
+    process = await asyncio.create_subprocess_exec(
+        _require("nginx"), "-c", str(conf), "-g", "daemon off;", "-e", str(root / "nginx.err")
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(url + "/small.json")
+        yield url
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+    if path is None:
+        raise SystemExit(f"{tool} is not installed: apt-get install nginx-light wrk")
+    return path
+
+
+async def _wrk(
+    url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
+) -> float:
+    command = [_require("wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    process = await asyncio.create_subprocess_exec(
+        *command, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), seconds + 30)
+    text = out.decode()
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    if match is None:
+        raise RuntimeError(f"wrk printed no rate for {url}:\n{text}")
+    if "Non-2xx" in text:
+        raise RuntimeError(f"{url} answered errors under load:\n{text}")
+    return float(match.group(1))
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, **headers: str) -> bytes:
+    async with session.get(url, headers=headers) as response:
+        body = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
+        return body
+
+
+async def run(seconds: int, connections: int, workers: int) -> list[str]:
+    report: list[str] = []
+    registry = _build_registry()
+    await registry.start(_serve_app)
+    upstream = registry.upstream
+    with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
+        root = Path(tmp)
+        # nginx started by root serves as an unprivileged user: it must be able to read.
+        root.chmod(0o755)
+        static = root / "static"
+        static.mkdir(mode=0o755)
+        async with _mirror(registry, workers, root) as mirror, aiohttp.ClientSession() as session:
+            # cold: one upstream request per document and per file
+            small = await _fetch(session, f"{mirror}/npm/bench-small", Accept=CORGI)
+            tarball_path = registry.tarball_path("bench-small", "1.1.0")
+            tarball = await _fetch(session, f"{mirror}/npm{tarball_path}")
+            report.append(
+                "cold fetch: upstream requests for a packument "
+                f"{upstream.count(registry.packument_path('bench-small'))}, for a tarball "
+                f"{upstream.count(tarball_path)} (target: 1 and 1)"
+            )
+            cold_path = registry.tarball_path("bench-small", "1.0.0")
+            bodies = await asyncio.gather(
+                *(_fetch(session, f"{mirror}/npm{cold_path}") for _ in range(COLD_CONCURRENCY))
+            )
+            expected = registry.version("bench-small", "1.0.0").tarball
+            correct = sum(body == expected for body in bodies)
+            report.append(
+                f"{COLD_CONCURRENCY} concurrent misses for one tarball: "
+                f"{upstream.count(cold_path)} upstream fetch per worker process at most "
+                f"(workers: {workers}); {correct}/{COLD_CONCURRENCY} bodies correct"
+            )
+            big = await _fetch(session, f"{mirror}/npm/bench-big", Accept=CORGI)
+            (static / "small.json").write_bytes(small)
+            (static / "big.json").write_bytes(big)
+            (static / "file.tgz").write_bytes(tarball)
+            measures: list[Measure] = []
+            async with _nginx(root, workers) as nginx:
+                cases: list[tuple[str, str, str, dict[str, Any], float]] = [
+                    ("cached tarball", f"/npm{tarball_path}", "/file.tgz", {}, 0.30),
+                    ("warm packument (2 versions)", "/npm/bench-small", "/small.json",
+                     {"Accept": CORGI}, 0.25),
+                    (f"warm packument ({BIG_VERSIONS} versions)", "/npm/bench-big", "/big.json",
+                     {"Accept": CORGI}, 1 / 3),
+                ]  # fmt: skip
+                for name, mirror_path, nginx_path, headers, target in cases:
+                    nginx_rps = await _wrk(nginx + nginx_path, seconds, connections, headers)
+                    mirror_rps = await _wrk(mirror + mirror_path, seconds, connections, headers)
+                    measures.append(Measure(name, mirror_rps, nginx_rps, target))
+            report.extend(measure.line() for measure in measures)
+            requests_after = len(upstream.requests)
+            report.append(
+                f"upstream requests during the load runs: "
+                f"{requests_after - _counted_before_load(upstream, registry)} (target: 0)"
+            )
+    return report
+
+
+def _counted_before_load(upstream: Any, registry: FakeNpmRegistry) -> int:
+    # Everything the cold phase asked for: the two packuments and the two tarballs.
+    paths = (
+        registry.packument_path("bench-small"),
+        registry.packument_path("bench-big"),
+        registry.tarball_path("bench-small", "1.1.0"),
+        registry.tarball_path("bench-small", "1.0.0"),
+    )
+    return sum(upstream.count(path) for path in paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
+    parser.add_argument("--connections", type=int, default=20, help="parallel clients")
+    parser.add_argument("--workers", type=int, default=2, help="mirror and nginx workers")
+    args = parser.parse_args(argv)
+    started = datetime.now(UTC)
+    lines = asyncio.run(run(args.seconds, args.connections, args.workers))
+    print(f"quarantine-mirror benchmark, {started:%Y-%m-%d %H:%M}Z, {os.cpu_count()} CPUs")
+    for line in lines:
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
