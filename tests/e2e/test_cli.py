@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from mirror import adminclient
 from tests.conftest import free_port
 from tests.e2e.conftest import RunningMirror, StartMirror
 from tests.fakes.npm import FakeNpmRegistry
@@ -253,3 +254,36 @@ async def test_usage_errors_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
     result = await cli(*args)
     assert result.code == 2, result
     assert "usage" in result.err
+
+
+# pure parts of the client ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ecosystem", "text", "expected"),
+    [
+        ("npm", "axios@1.14.1", ("axios", "1.14.1")),
+        ("npm", "@scope/name@1.0.0-rc.1", ("@scope/name", "1.0.0-rc.1")),
+        ("pypi", "requests==2.31.0", ("requests", "2.31.0")),
+        ("maven", "org.example:lib:1.0", ("org.example:lib", "1.0")),
+    ],
+)
+def test_split_subject(ecosystem: str, text: str, expected: tuple[str, str]) -> None:
+    assert adminclient.split_subject(ecosystem, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("ecosystem", "text"),
+    [("npm", "@scope/name"), ("npm", "axios@"), ("pypi", "requests"), ("maven", "lib:1.0")],
+)
+def test_split_subject_refuses(ecosystem: str, text: str) -> None:
+    with pytest.raises(adminclient.UsageError):
+        adminclient.split_subject(ecosystem, text)
+
+
+def test_format_table_aligns_columns() -> None:
+    table = adminclient.format_table(
+        ("ID", "WHO", "WHY"), [("b-1", "alice", "x"), ("b-22", None, "y")]
+    )
+    assert table.splitlines() == ["ID    WHO    WHY", "b-1   alice  x", "b-22         y"]
+    assert adminclient.format_table(("ID",), []) == "(none)"
