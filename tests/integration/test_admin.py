@@ -368,7 +368,7 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
         )
     # and one real download through the adapter (the ledger is written in the background)
     assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
-    for _ in range(100):
+    for _ in range(250):  # bounded: about 5 s; the ledger flushes every half second
         if len(await state.downloads("npm", "left-pad")) == 3:
             break
         await asyncio.sleep(0.02)
