@@ -218,10 +218,7 @@ async def run(seconds: int, connections: int, workers: int) -> list[str]:
     upstream = registry.upstream
     with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
         root = Path(tmp)
-        # nginx started by root serves as an unprivileged user: it must be able to read.
-        root.chmod(0o755)
-        static = root / "static"
-        static.mkdir(mode=0o755)
+        static = _readable_dirs(root)
         async with _mirror(registry, workers, root) as mirror, aiohttp.ClientSession() as session:
             # cold: one upstream request per document and per file
             small = await _fetch(session, f"{mirror}/npm/bench-small", Accept=CORGI)
@@ -267,6 +264,14 @@ async def run(seconds: int, connections: int, workers: int) -> list[str]:
                 f"{requests_after - _counted_before_load(upstream, registry)} (target: 0)"
             )
     return report
+
+
+def _readable_dirs(root: Path) -> Path:
+    # nginx started by root serves as an unprivileged user: it must be able to read.
+    root.chmod(0o755)
+    static = root / "static"
+    static.mkdir(mode=0o755)
+    return static
 
 
 def _counted_before_load(upstream: Any, registry: FakeNpmRegistry) -> int:

@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -408,6 +408,34 @@ class RenderedCache:
     def __init__(self, *, max_entries: int = 4096) -> None:
         self._max_entries = max(1, max_entries)
         self._views: OrderedDict[Hashable, Rendered] = OrderedDict()
+        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+
+    async def get_or_render(
+        self, key: Hashable, now: datetime, render: Callable[[], Awaitable[Rendered]]
+    ) -> Rendered:
+        """The view under `key`, rendered by `render()` on a miss: concurrent misses share
+        one render (a big document is filtered once, not once per waiting client), and a
+        client that leaves does not cancel it for the others."""
+        cached = self.get(key, now)
+        if cached is not None:
+            return cached
+        task = self._renders.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._render(key, render))
+            self._renders[key] = task
+            task.add_done_callback(lambda done: self._forget_render(key, done))
+        return await asyncio.shield(task)
+
+    async def _render(self, key: Hashable, render: Callable[[], Awaitable[Rendered]]) -> Rendered:
+        rendered = await render()
+        self.put(key, rendered)
+        return rendered
+
+    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
+        if self._renders.get(key) is task:
+            del self._renders[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure nobody awaited is not logged
 
     def get(self, key: Hashable, now: datetime) -> Rendered | None:
         rendered = self._views.get(key)

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+
+def parse_iso_time(value: object) -> datetime | None:
+    """An ISO 8601 time from upstream metadata (`2011-03-26T19:49:50.232Z`; a time without a
+    zone means UTC, as PyPI's JSON API writes it) as an aware UTC datetime, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

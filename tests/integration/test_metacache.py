@@ -488,3 +488,32 @@ def test_rendered_cache_is_a_bounded_lru() -> None:
     views.clear()
     assert views.get("a", START) is None
     assert len(views) == 0
+
+
+async def test_concurrent_misses_share_one_render_and_failures_are_not_kept() -> None:
+    views = RenderedCache()
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    calls = 0
+    gate = asyncio.Event()
+
+    async def render() -> Rendered:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return Rendered(body=b"view", content_type="application/json", etag='"v"')
+
+    waiting = [asyncio.create_task(views.get_or_render("k", now, render)) for _ in range(20)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # a client leaving does not cancel the render for the others
+    gate.set()
+    results = await asyncio.gather(*waiting[1:])
+    assert calls == 1
+    assert {result.body for result in results} == {b"view"}
+    assert views.get("k", now) is not None
+
+    async def broken() -> Rendered:
+        raise errors.BadUpstreamDocument("bad document")
+
+    with pytest.raises(errors.BadUpstreamDocument):
+        await views.get_or_render("other", now, broken)
+    assert views.get("other", now) is None

@@ -18,7 +18,6 @@ What is served, deliberately:
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -92,7 +91,6 @@ class MavenRepository:
         self._services = services
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # Metadata renders in progress: concurrent cold requests render (and look up) once.
-        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
         self._absent: OrderedDict[str, datetime] = OrderedDict()
         # Publish times never change once known: the hot path skips the state round trip.
         self._published: OrderedDict[str, datetime] = OrderedDict()
@@ -181,23 +179,11 @@ class MavenRepository:
         url = self._upstream + parsed.metadata_path
         doc = await services.metacache.get(url, document.parse_metadata)
         key = ("maven", parsed.metadata_path, doc.version, services.policy.version)
-        cached = services.rendered.get(key, services.clock.now())
-        if cached is not None:
-            return cached
-        task = self._renders.get(key)
-        if task is None:
-            task = asyncio.create_task(
-                self._render_metadata(key, parsed, doc.parsed, doc.raw, doc.last_modified)
-            )
-            self._renders[key] = task
-            task.add_done_callback(lambda done: self._forget_render(key, done))
-        return await asyncio.shield(task)
-
-    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
-        if self._renders.get(key) is task:
-            del self._renders[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so a failure nobody awaited is not logged
+        return await services.rendered.get_or_render(
+            key,
+            services.clock.now(),
+            lambda: self._render_metadata(key, parsed, doc.parsed, doc.raw, doc.last_modified),
+        )
 
     async def _render_metadata(
         self,

@@ -15,6 +15,7 @@ import orjson
 
 from mirror import policy, versions
 from mirror.ecosystems.base import Digest
+from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
 
@@ -84,19 +85,6 @@ class PackumentView:
 
 
 # parse ---------------------------------------------------------------------------------------
-
-
-def parse_time(value: object) -> datetime | None:
-    """An npm `time` entry (`2011-03-26T19:49:50.232Z`) as an aware UTC datetime, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def parse_packument(raw: bytes, package: PackageName) -> Packument:

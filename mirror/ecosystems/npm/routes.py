@@ -55,7 +55,6 @@ class NpmRegistry:
         self._services = services
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # Renders in progress, so concurrent cold requests for one view render it once.
-        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -180,21 +179,9 @@ class NpmRegistry:
         doc = await self._packument(package)
         base = self._registry_base(request)
         key = ("npm", package.name, doc.version, services.policy.version, form, base)
-        cached = services.rendered.get(key, services.clock.now())
-        if cached is not None:
-            return cached
-        task = self._renders.get(key)
-        if task is None:
-            task = asyncio.create_task(self._render(key, doc.parsed, form, base))
-            self._renders[key] = task
-            task.add_done_callback(lambda done: self._forget_render(key, done))
-        return await asyncio.shield(task)
-
-    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
-        if self._renders.get(key) is task:
-            del self._renders[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so a failure nobody awaited is not logged
+        return await services.rendered.get_or_render(
+            key, services.clock.now(), lambda: self._render(key, doc.parsed, form, base)
+        )
 
     async def _render(
         self, key: Hashable, packument: Packument, form: ViewForm, base: str

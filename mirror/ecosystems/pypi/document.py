@@ -21,6 +21,7 @@ from yarl import URL
 
 from mirror import policy, versions
 from mirror.ecosystems.base import Digest
+from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.errors import BadRequest, BadUpstreamDocument
 from mirror.upstream import host_key, redact
@@ -160,20 +161,6 @@ class ProjectPage:
     @property
     def missing_upload_times(self) -> bool:
         return any(item.upload_time is None for item in self.files)
-
-
-def parse_time(value: object) -> datetime | None:
-    """An ISO 8601 upload time (`2024-01-02T03:04:05.123456Z`; PyPI's JSON API also writes it
-    without a zone, meaning UTC) as an aware UTC datetime, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def format_time(moment: datetime) -> str:

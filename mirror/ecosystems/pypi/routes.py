@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,6 @@ class PypiIndex:
             hosts.add(index_host)
         self._file_hosts = frozenset(hosts)
         # Renders in progress, so concurrent cold requests for one view render it once.
-        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
         # HTML pages with upload times from the JSON API, by (page version, API version).
         self._merged: OrderedDict[tuple[str, str, str], ProjectPage] = OrderedDict()
 
@@ -237,24 +236,12 @@ class PypiIndex:
     # views --------------------------------------------------------------------------------
 
     async def _cached_view(
-        self, key: Hashable, render: Any, *args: Any
-    ) -> Rendered:  # render: async (key, *args) -> Rendered
+        self, key: Hashable, render: Callable[..., Awaitable[Rendered]], *args: Any
+    ) -> Rendered:
         services = self._services
-        cached = services.rendered.get(key, services.clock.now())
-        if cached is not None:
-            return cached
-        task = self._renders.get(key)
-        if task is None:
-            task = asyncio.create_task(render(key, *args))
-            self._renders[key] = task
-            task.add_done_callback(lambda done: self._forget_render(key, done))
-        return await asyncio.shield(task)
-
-    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
-        if self._renders.get(key) is task:
-            del self._renders[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so a failure nobody awaited is not logged
+        return await services.rendered.get_or_render(
+            key, services.clock.now(), lambda: render(key, *args)
+        )
 
     def _valid_until(self, view_until: datetime | None) -> datetime | None:
         """The earlier of the next quarantine boundary and the next rule expiry."""
