@@ -497,6 +497,7 @@ async def test_freeze_hides_versions_newer_than_the_cutoff(client: Client) -> No
     answer = await explained.json()
     assert answer["verdict"] == "quarantined"
     assert answer["until"] == "2026-11-29T00:00:00Z"
+    assert answer["rule"]["id"] == freeze["id"]  # explain names the freeze that holds it
 
     response = await client.delete(f"/api/v1/freezes/{freeze['id']}", headers=auth())
     assert response.status == 200

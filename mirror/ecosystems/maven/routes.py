@@ -117,11 +117,7 @@ class MavenRepository:
         decision = self._services.policy.decide(
             policy.Subject("maven", package, version), published
         )
-        rule = None
-        if decision.block is not None:
-            rule = decision.block.describe()
-        elif decision.exemption is not None:
-            rule = decision.exemption.describe()
+        rule = decision.describe()["rule"]  # the block, exemption or freeze that decided
         return Explanation(
             ecosystem="maven",
             package=package,

@@ -78,11 +78,7 @@ class NpmRegistry:
         decision = self._services.policy.decide(
             policy.Subject("npm", name.name, version), info.published_at
         )
-        rule = None
-        if decision.block is not None:
-            rule = decision.block.describe()
-        elif decision.exemption is not None:
-            rule = decision.exemption.describe()
+        rule = decision.describe()["rule"]  # the block, exemption or freeze that decided
         return Explanation(
             ecosystem="npm",
             package=name.name,

@@ -129,11 +129,7 @@ class PypiIndex:
             chosen = min(timed, key=_until) if timed else decisions[0]
             verdict, detail = str(chosen.verdict), chosen.detail
         times = [item.upload_time for item in files if item.upload_time is not None]
-        rule = None
-        if chosen.block is not None:
-            rule = chosen.block.describe()
-        elif chosen.exemption is not None:
-            rule = chosen.exemption.describe()
+        rule = chosen.describe()["rule"]  # the block, exemption or freeze that decided
         return Explanation(
             ecosystem="pypi",
             package=project,
