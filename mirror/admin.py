@@ -339,16 +339,8 @@ def _authorize(request: web.Request, *, required: bool) -> Caller:
     client = client_address(request, trust_forwarded=services.config.trust_forwarded)
     if not required:
         return Caller(actor="anonymous", client=client)
-    try:
-        name = identify(request.headers.get("Authorization"), services.config.admin.tokens)
-    except Unauthorized as exc:
-        # The error middleware renders MirrorErrors without headers; a 401 must name the
-        # scheme (RFC 9110 §11.6.1), so this one response is built here.
-        raise web.HTTPUnauthorized(
-            text=json.dumps(exc.body()),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="quarantine-mirror"'},
-        ) from None
+    # Unauthorized (401) carries its WWW-Authenticate header through the error middleware.
+    name = identify(request.headers.get("Authorization"), services.config.admin.tokens)
     return Caller(actor=name, client=client)
 
 

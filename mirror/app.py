@@ -291,7 +291,13 @@ def error_response(exc: MirrorError) -> web.Response:
     """Render a MirrorError; the HTTP reason phrase carries a short sentence because Maven
     prints it ("status code: 403, reason phrase: …")."""
     phrase = " ".join(exc.message.split())[:200].encode("ascii", "replace").decode("ascii")
-    return web.json_response(exc.body(), status=exc.status, reason=phrase or None, dumps=_dumps)
+    return web.json_response(
+        exc.body(),
+        status=exc.status,
+        reason=phrase or None,
+        headers=dict(exc.headers),
+        dumps=_dumps,
+    )
 
 
 def _dumps(value: Any) -> str:

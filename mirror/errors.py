@@ -40,6 +40,8 @@ class MirrorError(Exception):
 
     status: int = 500
     reason: str = "internal"
+    # Response headers the status requires (a 401 names its auth scheme).
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, *, status: int | None = None, **data: Any) -> None:
         super().__init__(message)
@@ -66,6 +68,7 @@ class BadRequest(MirrorError):
 
 class Unauthorized(MirrorError):
     status = 401
+    headers = (("WWW-Authenticate", 'Bearer realm="quarantine-mirror"'),)
     reason = "unauthorized"
 
 
