@@ -65,6 +65,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # Small artifacts (most npm tarballs, poms, checksums) are answered from memory: a thread hop
 # to open the file and a sendfile call cost more than the bytes themselves.
 HOT_FILE_MAX = 256 * 1024
+# While another worker process fetches the same artifact, look for its result this often,
+# for at most this long (then fetch anyway: a stuck peer must not stall clients forever).
+CLAIM_POLL = 0.05
+OTHER_PROCESS_WAIT = 600.0
 HOT_BUDGET = 64 * 1024 * 1024
 
 
@@ -141,13 +145,7 @@ class ArtifactServer:
         else:
             self._metrics.singleflight_joins.labels("artifact").inc()
         if request.method == "HEAD" or "Range" in request.headers:
-            entry = await self._stored(download)
-            response = await self._send_blob(request, ref, entry)
-            if response is None:
-                raise errors.UpstreamUnavailable(
-                    f"{ref.filename} was evicted right after it was stored; retry", status=503
-                )
-            return response
+            return await self._serve_stored(request, ref, await self._stored(download))
         return await self._stream(request, download)
 
     async def close(self) -> None:
@@ -273,7 +271,31 @@ class ArtifactServer:
             download.notify()
 
     async def _fetch(self, download: _Download) -> BlobEntry:
+        """Fetch, verify and store `download.ref` once across worker processes: while
+        another process holds the fetch claim, wait for its outcome instead."""
         ref = download.ref
+        claim = await self._blobs.claim(ref.cache_key)
+        waited = 0.0
+        while claim is None and waited < OTHER_PROCESS_WAIT:
+            if waited == 0.0:
+                self._metrics.singleflight_joins.labels("artifact").inc()
+            await asyncio.sleep(CLAIM_POLL)
+            waited += CLAIM_POLL
+            entry = await self._blobs.lookup(ref.cache_key)
+            if entry is not None:
+                return entry  # stored by another worker process
+            claim = await self._blobs.claim(ref.cache_key)
+        try:
+            return await self._fetch_claimed(download)
+        finally:
+            if claim is not None:
+                await asyncio.to_thread(claim.release)
+
+    async def _fetch_claimed(self, download: _Download) -> BlobEntry:
+        ref = download.ref
+        entry = await self._blobs.lookup(ref.cache_key)
+        if entry is not None:
+            return entry  # stored by another process between our miss and our claim
         pinned = await self._pin_first_digest(ref)
         algorithms = {d.algorithm for d in (*ref.digests, *pinned) if d.algorithm in ALGORITHMS}
         try:
@@ -377,6 +399,9 @@ class ArtifactServer:
         try:
             while True:
                 progress = download.progress
+                if download.entry is not None and download.writer is None:
+                    # Another worker process stored it: serve the blob from disk.
+                    return await self._serve_stored(request, ref, download.entry)
                 if download.error is not None:
                     if response is None:
                         raise download.error
@@ -414,6 +439,16 @@ class ArtifactServer:
         finally:
             download.readers -= 1
             download.release_if_unused()
+
+    async def _serve_stored(
+        self, request: web.Request, ref: ArtifactRef, entry: BlobEntry
+    ) -> web.StreamResponse:
+        response = await self._send_blob(request, ref, entry)
+        if response is None:
+            raise errors.UpstreamUnavailable(
+                f"{ref.filename} was evicted right after it was stored; retry", status=503
+            )
+        return response
 
     async def _start_stream(self, request: web.Request, download: _Download) -> web.StreamResponse:
         ref = download.ref

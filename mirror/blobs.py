@@ -259,6 +259,19 @@ class BlobStore:
         name = hashlib.sha256(key.encode()).hexdigest()
         return self._index_dir / name[:2] / f"{name}.json"
 
+    @property
+    def _claims_dir(self) -> Path:
+        return self.directory / "claims"
+
+    # fetching across processes ------------------------------------------------------------
+
+    async def claim(self, key: str) -> FetchClaim | None:
+        """Claim the upstream fetch of `key` for this process, or None while another worker
+        process holds it. Worker processes share this directory, so one `flock` per key keeps
+        concurrent misses on several workers to one upstream fetch."""
+        name = hashlib.sha256(key.encode()).hexdigest()
+        return await asyncio.to_thread(_try_claim, self._claims_dir / f"{name}.lock")
+
     # lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -508,6 +521,36 @@ def _subdirectories(directory: Path) -> list[Path]:
             return [Path(item.path) for item in entries if item.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+
+
+class FetchClaim:
+    """An exclusive claim on one key's upstream fetch; `release()` when the outcome is known
+    (the index entry is written first, so waiters find it)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self._path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        # Unlinked while still locked: a waiter that opened the old file takes a lock on a
+        # file nobody else will open, which at worst costs one more upstream fetch.
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+        os.close(fd)
+
+
+def _try_claim(path: Path) -> FetchClaim | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return FetchClaim(path, fd)
 
 
 def _remove_if_stale(path: Path) -> bool:

@@ -93,6 +93,7 @@ class Mirror:
     server: ArtifactServer
     metrics: Metrics
     directory: Path
+    upstream: Upstream
     refs: dict[str, ArtifactRef] = field(default_factory=dict)
 
     def add(
@@ -185,6 +186,7 @@ async def mirror(
         server=server,
         metrics=metrics,
         directory=directory,
+        upstream=upstream,
         refs=refs,
     )
     try:
@@ -337,6 +339,43 @@ async def wait_for_misses(mirror: Mirror, count: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"fewer than {count} misses were counted")
+
+
+async def test_misses_in_two_processes_sharing_the_store_make_one_upstream_request(
+    mirror: Mirror, aiohttp_client: AiohttpClient
+) -> None:
+    """A second ArtifactServer over the same directory stands in for a second worker process
+    (its own memory, the same files): the fetch claim on disk keeps it to one fetch."""
+    ref = mirror.add("3.0.0", BIG, slow=True)
+    other_blobs = BlobStore(mirror.directory, clock=mirror.state.clock, metrics=Metrics())
+    await other_blobs.open()
+    other = ArtifactServer(
+        blobs=other_blobs, upstream=mirror.upstream, state=mirror.state, metrics=Metrics(),
+        clock=mirror.state.clock,
+    )  # fmt: skip
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await other.serve(request, ref)
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/files/{name}", handler)
+    other_client = await aiohttp_client(app)
+
+    async def get(client: TestClient[web.Request, web.Application]) -> bytes:
+        response = await client.get("/files/3.0.0")
+        assert response.status == 200
+        return await response.read()
+
+    first = [asyncio.create_task(get(mirror.client)) for _ in range(10)]
+    await wait_for_misses(mirror, 10)
+    second = [asyncio.create_task(get(other_client)) for _ in range(10)]
+    await asyncio.sleep(0.2)  # the second "process" is now waiting on the first one's claim
+    mirror.slow.release()
+    bodies = await asyncio.gather(*first, *second)
+    assert all(body == BIG for body in bodies)
+    assert mirror.slow.requests == 1
+    await other.close()
+    await other_blobs.close()
 
 
 async def test_fifty_concurrent_misses_make_one_upstream_request(mirror: Mirror) -> None:
