@@ -53,6 +53,7 @@ class Measure:
     name: str
     mirror_rps: float
     nginx_rps: float
+    bare_rps: float
     target: float
 
     @property
@@ -60,10 +61,12 @@ class Measure:
         return self.mirror_rps / self.nginx_rps if self.nginx_rps else 0.0
 
     def line(self) -> str:
-        verdict = "ok" if self.ratio >= self.target else "BELOW TARGET"
+        verdict = "ok" if self.ratio >= self.target else "below target"
+        bare = self.mirror_rps / self.bare_rps if self.bare_rps else 0.0
         return (
-            f"{self.name:<34} mirror {self.mirror_rps:>9.0f} req/s  nginx {self.nginx_rps:>9.0f}"
-            f" req/s  ratio {self.ratio:6.1%}  (target >= {self.target:.0%}: {verdict})"
+            f"{self.name:<31} mirror/nginx {self.ratio:6.1%} (target >= {self.target:.0%}: "
+            f"{verdict}); mirror/bare aiohttp {bare:6.1%}   [req/s: mirror "
+            f"{self.mirror_rps:.0f}, nginx {self.nginx_rps:.0f}, bare aiohttp {self.bare_rps:.0f}]"
         )
 
 
@@ -177,6 +180,30 @@ http {{
             await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def _bare_aiohttp(static: Path, workers: int) -> AsyncIterator[str]:
+    port = free_port()
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.bare", str(port), str(static), cwd=str(REPO)
+        )
+        for _ in range(workers)
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(url + "/small.json")
+        yield url
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
 def _require(tool: str) -> str:
     path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
     if path is None:
@@ -236,16 +263,16 @@ async def run(seconds: int, connections: int, workers: int) -> list[str]:
             expected = registry.version("bench-small", "1.0.0").tarball
             correct = sum(body == expected for body in bodies)
             report.append(
-                f"{COLD_CONCURRENCY} concurrent misses for one tarball: "
-                f"{upstream.count(cold_path)} upstream fetch per worker process at most "
-                f"(workers: {workers}); {correct}/{COLD_CONCURRENCY} bodies correct"
+                f"{COLD_CONCURRENCY} concurrent misses for one tarball over {workers} worker "
+                f"processes: {upstream.count(cold_path)} upstream fetch(es) (target: 1); "
+                f"{correct}/{COLD_CONCURRENCY} bodies correct"
             )
             big = await _fetch(session, f"{mirror}/npm/bench-big", Accept=CORGI)
             (static / "small.json").write_bytes(small)
             (static / "big.json").write_bytes(big)
             (static / "file.tgz").write_bytes(tarball)
             measures: list[Measure] = []
-            async with _nginx(root, workers) as nginx:
+            async with _nginx(root, workers) as nginx, _bare_aiohttp(static, workers) as bare:
                 cases: list[tuple[str, str, str, dict[str, Any], float]] = [
                     ("cached tarball", f"/npm{tarball_path}", "/file.tgz", {}, 0.30),
                     ("warm packument (2 versions)", "/npm/bench-small", "/small.json",
@@ -253,10 +280,11 @@ async def run(seconds: int, connections: int, workers: int) -> list[str]:
                     (f"warm packument ({BIG_VERSIONS} versions)", "/npm/bench-big", "/big.json",
                      {"Accept": CORGI}, 1 / 3),
                 ]  # fmt: skip
-                for name, mirror_path, nginx_path, headers, target in cases:
-                    nginx_rps = await _wrk(nginx + nginx_path, seconds, connections, headers)
+                for name, mirror_path, static_path, headers, target in cases:
+                    nginx_rps = await _wrk(nginx + static_path, seconds, connections, headers)
+                    bare_rps = await _wrk(bare + static_path, seconds, connections, headers)
                     mirror_rps = await _wrk(mirror + mirror_path, seconds, connections, headers)
-                    measures.append(Measure(name, mirror_rps, nginx_rps, target))
+                    measures.append(Measure(name, mirror_rps, nginx_rps, bare_rps, target))
             report.extend(measure.line() for measure in measures)
             requests_after = len(upstream.requests)
             report.append(

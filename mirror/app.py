@@ -85,6 +85,31 @@ def allowed_hosts(config: Config) -> set[str]:
     return hosts
 
 
+def ecosystem_of_url(config: Config) -> Callable[[str], str]:
+    """Which ecosystem an upstream URL belongs to (for metric labels): the longest matching
+    upstream prefix, else the one whose host it is on, else "other"."""
+    prefixes: list[tuple[str, str]] = []
+    hosts: dict[str, str] = {}
+    for name in ECOSYSTEMS:
+        ecosystem = config.ecosystem(name)
+        if ecosystem.upstream is None:
+            continue
+        parts = urlsplit(ecosystem.upstream)
+        # PyPI's JSON API lives beside its simple index: match from the host's root path up.
+        prefixes.append((ecosystem.upstream.rstrip("/"), name))
+        for host in (parts.netloc.lower(), *ecosystem.file_hosts):
+            hosts.setdefault(host.lower(), name)
+    prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def ecosystem_of(url: str) -> str:
+        for prefix, name in prefixes:
+            if url.startswith(prefix):
+                return name
+        return hosts.get(urlsplit(url).netloc.lower(), "other")
+
+    return ecosystem_of
+
+
 def build_services(
     config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
 ) -> Services:
@@ -102,6 +127,7 @@ def build_services(
         clock=clock,
         metrics=metrics,
         max_document_bytes=config.cache.max_document_bytes,
+        ecosystem_of=ecosystem_of_url(config),
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",
@@ -236,10 +262,9 @@ async def observe_middleware(
         services = request.app[SERVICES]
         ecosystem = _ecosystem_of(request.path)
         kind = str(request.get(REQUEST_KIND, "other"))
-        services.metrics.requests.labels(ecosystem, kind, str(status)).inc()
-        services.metrics.request_seconds.labels(ecosystem, kind).observe(elapsed)
+        size = _body_size(request, response)
+        services.metrics.observe_request(ecosystem, kind, status, elapsed, size)
         if services.config.access_log and access_log.isEnabledFor(logging.INFO):
-            size = response.body_length if response is not None else 0
             access_log.info(
                 json.dumps(
                     {
@@ -257,6 +282,14 @@ async def observe_middleware(
                     separators=(",", ":"),
                 )
             )
+
+
+def _body_size(request: web.Request, response: web.StreamResponse | None) -> int:
+    """Body bytes sent: the declared length (aiohttp's own counter includes headers and is
+    reset as it drains); 0 for HEAD, 304 and bodies of unknown length."""
+    if response is None or request.method == "HEAD" or response.status == 304:
+        return 0
+    return response.content_length or 0
 
 
 @web.middleware

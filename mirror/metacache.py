@@ -97,8 +97,10 @@ class MetaCache:
         metrics: Metrics | None = None,
         max_entries: int = 2048,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        ecosystem_of: Callable[[str], str] = lambda _url: "other",
     ) -> None:
         self._upstream = upstream
+        self._ecosystem_of = ecosystem_of
         self._directory = directory
         self._ttl = ttl
         self._stale_max = max(stale_max, ttl)
@@ -127,12 +129,15 @@ class MetaCache:
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at
             if age < self._ttl:
+                self._count(url, hit=True)
                 return await self._serve(key, entry, parse, stale=False)
             if age < self._stale_max:
+                self._count(url, hit=False)
                 self._revalidate_in_background(key, entry, parse)
                 if self._metrics is not None:
                     self._metrics.stale_serves.labels("revalidating").inc()
                 return await self._serve(key, entry, parse, stale=True)
+        self._count(url, hit=False)
         try:
             entry = await self._refresh(key, parse)
         except (errors.UpstreamUnavailable, errors.BadUpstreamDocument) as exc:
@@ -144,6 +149,14 @@ class MetaCache:
                 self._metrics.stale_serves.labels("upstream-error").inc()
             return await self._serve(key, fallback, parse, stale=True)
         return await self._serve(key, entry, parse, stale=False)
+
+    def _count(self, url: str, *, hit: bool) -> None:
+        """Fresh copies are hits; anything that asks upstream (stale serves included) is a
+        miss."""
+        if self._metrics is None:
+            return
+        counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
+        counter.labels(self._ecosystem_of(url), "metadata").inc()
 
     async def drain(self) -> None:
         """Wait for the revalidations running now (their errors are logged, not raised)."""

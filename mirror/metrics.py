@@ -5,6 +5,7 @@ never package names."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -19,6 +20,7 @@ class Metrics:
         self, registry: CollectorRegistry | None = None, *, multiprocess_dir: Path | None = None
     ) -> None:
         self.multiprocess_dir = multiprocess_dir
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -61,10 +63,6 @@ class Metrics:
             "mirror_policy_refusals_total", "Artifact requests refused by policy",
             ["ecosystem", "reason"], registry=r,
         )  # fmt: skip
-        self.hidden_versions = Counter(
-            "mirror_hidden_versions_total", "Versions or files hidden when rendering metadata",
-            ["ecosystem", "reason"], registry=r,
-        )  # fmt: skip
         self.integrity_failures = Counter(
             "mirror_integrity_failures_total",
             "Upstream bodies refused: digest mismatch, truncation, changed digest",
@@ -83,6 +81,26 @@ class Metrics:
         self.state_errors = Counter(
             "mirror_state_errors_total", "Shared-state calls that failed", ["backend"], registry=r
         )
+
+    def observe_request(
+        self, ecosystem: str, kind: str, status: int, seconds: float, size: int
+    ) -> None:
+        """Count one answered request. The labelled children are looked up once per label
+        set: `labels()` costs more than the increment on the hot path."""
+        key = (ecosystem, kind, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(ecosystem, kind, str(status)),
+                self.request_seconds.labels(ecosystem, kind),
+                self.bytes_served.labels(ecosystem, kind),
+            )
+            self._request_children[key] = children
+        requests, latency, served = children
+        requests.inc()
+        latency.observe(seconds)
+        if size:
+            served.inc(size)
 
     def render(self) -> bytes:
         """The exposition text. With several worker processes, aggregate every worker's

@@ -3,6 +3,7 @@ and the client-facing base URL that rewritten links are built from. No policy, n
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import math
@@ -121,7 +122,9 @@ def respond(
     return web.Response(status=status, body=body, headers=headers)
 
 
+@functools.lru_cache(maxsize=4096)
 def _http_date(moment: datetime) -> str:
+    # Views keep their Last-Modified for minutes: format it once, not per request.
     return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 

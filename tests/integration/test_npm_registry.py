@@ -424,3 +424,25 @@ async def test_explain(client: Client) -> None:
     assert held.until == NOW - timedelta(hours=5) + timedelta(days=3)
     allowed = await adapter.explain("left-pad", "1.3.0")
     assert allowed.verdict == "allowed"
+
+
+async def test_metrics_show_cache_hits_misses_and_bytes_served(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    def sample(text: str, name: str, **labels: str) -> float:
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(f"{name}{{{wanted}}} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    for _ in range(3):
+        assert (await client.get("/npm/left-pad")).status == 200
+    tarball = await client.get("/npm/left-pad/-/left-pad-1.3.1.tgz")
+    body = await tarball.read()
+    text = await (await client.get("/metrics")).text()
+    assert sample(text, "mirror_cache_misses_total", ecosystem="npm", kind="metadata") >= 1
+    assert sample(text, "mirror_cache_hits_total", ecosystem="npm", kind="metadata") >= 2
+    assert sample(text, "mirror_cache_misses_total", ecosystem="npm", kind="artifact") == 1
+    served = sample(text, "mirror_bytes_served_total", ecosystem="npm", kind="artifact")
+    assert served == len(body)
