@@ -148,12 +148,17 @@ class Decision:
     verdict: Verdict
     visible: bool
     until: datetime | None
-    detail: str
     age: timedelta
+    subject: Subject | None = None
     block: Block | None = None
     exemption: Exemption | None = None
     freeze: Freeze | None = None
     published_at: datetime | None = None
+
+    @property
+    def detail(self) -> str:
+        """One sentence a person can act on, naming the version and why."""
+        return _explain(self)
 
     def describe(self) -> dict[str, Any]:
         """The decision as JSON-able data (for explain)."""
@@ -269,110 +274,108 @@ def decide(
     quarantine/freeze > allow."""
     package = versions.normalize_package(subject.ecosystem, subject.package)
     age = rules.quarantine_age(subject.ecosystem, package)
-    label = subject.label
     block_index = rules.blocks.get(subject.ecosystem)
     if block_index is not None:
         matched = block_index.matching(subject, package, now)
         if matched:
-            block = cast(Block, _first(matched))
-            record = block.record
             return Decision(
                 verdict=Verdict.BLOCKED,
                 visible=False,
                 until=None,
-                detail=(
-                    f"{label} is blocked by this mirror: {record.reason} (block {record.id}, "
-                    f"added by {record.created_by} at {_iso(record.created_at)})"
-                ),
                 age=age,
-                block=block,
+                subject=subject,
+                block=cast(Block, _first(matched)),
                 published_at=published_at,
             )
     exemption_index = rules.exemptions.get(subject.ecosystem)
     if exemption_index is not None:
         matched = exemption_index.matching(subject, package, now)
         if matched:
-            exemption = cast(Exemption, _first(matched))
-            record = exemption.record
-            until_text = f" until {_iso(record.expires_at)}" if record.expires_at else ""
             return Decision(
                 verdict=Verdict.EXEMPTED,
                 visible=True,
                 until=None,
-                detail=(
-                    f"{label} is exempted from quarantine{until_text}: {record.reason} "
-                    f"(exemption {record.id}, added by {record.created_by})"
-                ),
                 age=age,
-                exemption=exemption,
+                subject=subject,
+                exemption=cast(Exemption, _first(matched)),
                 published_at=published_at,
             )
     if published_at is None:
-        if rules.quarantine.unknown == "allow":
-            return Decision(
-                verdict=Verdict.ALLOWED,
-                visible=True,
-                until=None,
-                detail=f"{label} has no known publish time; this mirror allows such versions",
-                age=age,
-            )
+        allowed = rules.quarantine.unknown == "allow"
         return Decision(
-            verdict=Verdict.QUARANTINED,
-            visible=False,
+            verdict=Verdict.ALLOWED if allowed else Verdict.QUARANTINED,
+            visible=allowed,
             until=None,
-            detail=(
-                f"{label} has no known publish time, so it is held in quarantine "
-                "(quarantine.unknown = quarantine); ask your security team for an exemption"
-            ),
             age=age,
+            subject=subject,
         )
     matured = published_at + age
     freeze = _covering_freeze(rules, subject, package, published_at, now)
-    if freeze is not None and freeze.record.expires_at is not None:
-        until = max(matured, freeze.record.expires_at)
-    elif freeze is not None:
-        until = None
-    else:
-        until = matured
     if freeze is not None:
-        record = freeze.record
-        until_text = f"until {_iso(until)}" if until else "until the freeze is lifted"
+        expires = freeze.record.expires_at
         return Decision(
             verdict=Verdict.QUARANTINED,
             visible=False,
-            until=until,
-            detail=(
-                f"{label} was published {_iso(published_at)}, after the freeze cutoff "
-                f"{_iso(freeze.published_after)} ({record.reason}; freeze {record.id}); "
-                f"it is held {until_text}"
-            ),
+            until=max(matured, expires) if expires is not None else None,
             age=age,
+            subject=subject,
             freeze=freeze,
             published_at=published_at,
         )
-    if now < matured:
-        return Decision(
-            verdict=Verdict.QUARANTINED,
-            visible=False,
-            until=matured,
-            detail=(
-                f"{label} was published {_iso(published_at)} and is in quarantine until "
-                f"{_iso(matured)} (quarantine age {format_age(age)}); ask your security team "
-                "for an exemption if you need it sooner"
-            ),
-            age=age,
-            published_at=published_at,
-        )
+    held = now < matured
     return Decision(
-        verdict=Verdict.ALLOWED,
-        visible=True,
-        until=None,
-        detail=(
-            f"{label} was published {_iso(published_at)}, longer ago than the quarantine age "
-            f"{format_age(age)}"
-        ),
+        verdict=Verdict.QUARANTINED if held else Verdict.ALLOWED,
+        visible=not held,
+        until=matured if held else None,
         age=age,
+        subject=subject,
         published_at=published_at,
+    )
+
+
+def _explain(decision: Decision) -> str:
+    """The one sentence a person can act on. Built only when read: `decide` runs for every
+    version of every rendered document, the sentence is needed for refusals and explain."""
+    label = decision.subject.label if decision.subject is not None else "this version"
+    published_at = decision.published_at
+    if decision.block is not None:
+        record = decision.block.record
+        return (
+            f"{label} is blocked by this mirror: {record.reason} (block {record.id}, "
+            f"added by {record.created_by} at {_iso(record.created_at)})"
+        )
+    if decision.exemption is not None:
+        record = decision.exemption.record
+        until_text = f" until {_iso(record.expires_at)}" if record.expires_at else ""
+        return (
+            f"{label} is exempted from quarantine{until_text}: {record.reason} "
+            f"(exemption {record.id}, added by {record.created_by})"
+        )
+    if published_at is None:
+        if decision.visible:
+            return f"{label} has no known publish time; this mirror allows such versions"
+        return (
+            f"{label} has no known publish time, so it is held in quarantine "
+            "(quarantine.unknown = quarantine); ask your security team for an exemption"
+        )
+    if decision.freeze is not None:
+        record = decision.freeze.record
+        until = decision.until
+        until_text = f"until {_iso(until)}" if until else "until the freeze is lifted"
+        return (
+            f"{label} was published {_iso(published_at)}, after the freeze cutoff "
+            f"{_iso(decision.freeze.published_after)} ({record.reason}; freeze {record.id}); "
+            f"it is held {until_text}"
+        )
+    if not decision.visible:
+        return (
+            f"{label} was published {_iso(published_at)} and is in quarantine until "
+            f"{_iso(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
+            "security team for an exemption if you need it sooner"
+        )
+    return (
+        f"{label} was published {_iso(published_at)}, longer ago than the quarantine age "
+        f"{format_age(decision.age)}"
     )
 
 
