@@ -427,7 +427,6 @@ class ArtifactServer:
                     if response is None:
                         response = await self._start_stream(request, download)
                     await response.write_eof()
-                    self._record_download(request, ref)
                     return response
                 if download.finished:
                     raise RuntimeError(f"{ref.cache_key}: download ended without an outcome")
@@ -463,6 +462,9 @@ class ArtifactServer:
         size = entry.size if entry is not None else download.expected_size
         if size is not None:
             response.content_length = size
+        # Noted as the headers go out, as hits are: an impact report had better name a
+        # client that hung up mid-body than miss one that did not.
+        self._record_download(request, ref)
         await response.prepare(request)
         return response
 
