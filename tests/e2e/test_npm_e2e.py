@@ -30,7 +30,7 @@ def _tool(name: str) -> str:
     if path is None:
         pytest.fail(
             f"{name} is not installed: .ci/run installs it "
-            "(apt-get install nodejs npm; npm install -g pnpm@9)"
+            "(apt-get install nodejs npm; npm install -g pnpm@9 yarn@1)"
         )
     return path
 
@@ -268,3 +268,23 @@ async def test_pnpm_resolves_the_newest_allowed_version_and_scoped_packages(env:
     )  # fmt: skip
     assert young.code != 0, young
     assert "qm-demo@1.2.0" in young.out
+
+
+async def test_yarn_classic_resolves_the_newest_allowed_version_and_refuses_a_young_pin(
+    env: Env,
+) -> None:
+    _tool("yarn")
+    project = env.project("yarn-project")
+    (project / ".yarnrc").write_text(f'registry "{env.registry_url}"\n', encoding="utf-8")
+    yarn_flags = ("--registry", env.registry_url, "--non-interactive", "--no-progress")
+    cache = ("--cache-folder", str(env.root / "yarn-cache"))
+    result = await env.run("yarn", "add", "qm-demo@^1.0.0", "@qm/widget", *yarn_flags, *cache,
+                           cwd=project)  # fmt: skip
+    assert result.code == 0, result
+    assert installed_version(project, "qm-demo") == "1.1.0"
+    assert installed_version(project, "@qm/widget") == "2.0.0"
+    lock = (project / "yarn.lock").read_text(encoding="utf-8")
+    assert f'resolved "{env.registry_url}qm-demo/-/qm-demo-1.1.0.tgz' in lock
+    young = await env.run("yarn", "add", "qm-demo@1.2.0", *yarn_flags, *cache, cwd=project)
+    assert young.code != 0, young
+    assert 'Couldn\'t find any versions for "qm-demo" that matches "1.2.0"' in young.out
