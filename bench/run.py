@@ -12,7 +12,8 @@ mirror serves; then it measures:
   100 concurrent requests for one uncached tarball (target: 1 upstream fetch);
 - cached tarball, warm small packument, warm 2,000-version packument: requests per second
   of mirror / nginx with wrk (targets from DESIGN.md: >= 30 %, >= 25 %, and the big
-  packument at no worse than 1/3 of nginx's rate).
+  packument at no worse than 1/3 of nginx's rate), and of a bare aiohttp server;
+- the mirror processes' memory while a 1 GiB artifact streams through, cold and cached.
 
 Every server listens on 127.0.0.1 and every load run is bounded by `--seconds`.
 """
@@ -46,6 +47,13 @@ CORGI = "application/vnd.npm.install-v1+json"
 OLD = datetime.now(UTC) - timedelta(days=400)
 BIG_VERSIONS = 2000
 COLD_CONCURRENCY = 100
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MirrorProcess:
+    url: str
+    pid: int  # the `mirror serve` parent; its children are the worker processes
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,11 @@ async def _serve_app(app: web.Application, host: str = "127.0.0.1") -> TestServe
     return server
 
 
-def _build_registry() -> FakeNpmRegistry:
+def _build_registry(huge_mib: int = 0) -> FakeNpmRegistry:
     registry = FakeNpmRegistry()
+    if huge_mib:
+        registry.add_version("bench-huge", "1.0.0", published=OLD)
+        registry.replace_tarball("bench-huge", "1.0.0", os.urandom(MIB) * huge_mib)
     registry.add_version("bench-small", "1.0.0", published=OLD)
     registry.add_version("bench-small", "1.1.0", published=OLD + timedelta(days=1))
     for index in range(BIG_VERSIONS):
@@ -88,7 +99,9 @@ def _build_registry() -> FakeNpmRegistry:
 
 
 @contextlib.asynccontextmanager
-async def _mirror(registry: FakeNpmRegistry, workers: int, root: Path) -> AsyncIterator[str]:
+async def _mirror(
+    registry: FakeNpmRegistry, workers: int, root: Path
+) -> AsyncIterator[MirrorProcess]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
     env.update(
@@ -111,7 +124,7 @@ async def _mirror(registry: FakeNpmRegistry, workers: int, root: Path) -> AsyncI
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url + "/readyz")
-        yield url
+        yield MirrorProcess(url=url, pid=process.pid)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -120,6 +133,35 @@ async def _mirror(registry: FakeNpmRegistry, workers: int, root: Path) -> AsyncI
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+def _rss_mib(parent: int) -> float:
+    """Resident memory of `parent` and its children (the worker processes), in MiB."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        if pid == parent or int(fields[1]) == parent:
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss in pages
+    return total / MIB
+
+
+async def _stream_huge(
+    session: aiohttp.ClientSession, url: str, parent: int, expected: int
+) -> tuple[int, float]:
+    """Download `url` to nowhere while sampling the mirror's memory; (bytes, peak MiB)."""
+    received = 0
+    peak = _rss_mib(parent)
+    async with session.get(url) as response:
+        async for chunk in response.content.iter_chunked(4 * MIB):
+            received += len(chunk)
+            peak = max(peak, await asyncio.to_thread(_rss_mib, parent))
+    if received != expected:
+        raise RuntimeError(f"{url}: {received} of {expected} bytes")
+    return received, peak
 
 
 async def _wait_ready(url: str) -> None:
@@ -238,15 +280,16 @@ async def _fetch(session: aiohttp.ClientSession, url: str, **headers: str) -> by
         return body
 
 
-async def run(seconds: int, connections: int, workers: int) -> list[str]:
+async def run(seconds: int, connections: int, workers: int, huge_mib: int) -> list[str]:
     report: list[str] = []
-    registry = _build_registry()
+    registry = _build_registry(huge_mib)
     await registry.start(_serve_app)
     upstream = registry.upstream
     with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
         root = Path(tmp)
         static = _readable_dirs(root)
-        async with _mirror(registry, workers, root) as mirror, aiohttp.ClientSession() as session:
+        async with _mirror(registry, workers, root) as server, aiohttp.ClientSession() as session:
+            mirror = server.url
             # cold: one upstream request per document and per file
             small = await _fetch(session, f"{mirror}/npm/bench-small", Accept=CORGI)
             tarball_path = registry.tarball_path("bench-small", "1.1.0")
@@ -291,6 +334,16 @@ async def run(seconds: int, connections: int, workers: int) -> list[str]:
                 f"upstream requests during the load runs: "
                 f"{requests_after - _counted_before_load(upstream, registry)} (target: 0)"
             )
+            if huge_mib:
+                huge = f"{mirror}/npm{registry.tarball_path('bench-huge', '1.0.0')}"
+                before = await asyncio.to_thread(_rss_mib, server.pid)
+                for phase in ("miss (streamed while stored)", "hit (sendfile)"):
+                    _, peak = await _stream_huge(session, huge, server.pid, huge_mib * MIB)
+                    report.append(
+                        f"{huge_mib} MiB artifact, {phase}: mirror processes' memory "
+                        f"{before:.0f} MiB before, {peak:.0f} MiB at peak "
+                        f"(target: flat, < 150 MB per worker)"
+                    )
     return report
 
 
@@ -318,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
     parser.add_argument("--connections", type=int, default=20, help="parallel clients")
     parser.add_argument("--workers", type=int, default=2, help="mirror and nginx workers")
+    parser.add_argument(
+        "--huge-mib", type=int, default=1024, help="size of the streamed artifact (0: skip)"
+    )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    lines = asyncio.run(run(args.seconds, args.connections, args.workers))
+    lines = asyncio.run(run(args.seconds, args.connections, args.workers, args.huge_mib))
     print(f"quarantine-mirror benchmark, {started:%Y-%m-%d %H:%M}Z, {os.cpu_count()} CPUs")
     for line in lines:
         print("  " + line)

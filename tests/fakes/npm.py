@@ -149,6 +149,12 @@ class FakeNpmRegistry:
         self._sync(name)
         return entry
 
+    def replace_tarball(self, name: str, version: str, data: bytes) -> None:
+        """Serve `data` as the tarball of `name@version`, with integrity declared to match
+        (e.g. a huge artifact for the benchmark)."""
+        self.packages[name].versions[version].tarball = data
+        self._sync(name)
+
     def set_dist_tag(self, name: str, tag: str, version: str) -> None:
         self.packages[name].dist_tags[tag] = version
         self._sync(name)
