@@ -20,6 +20,7 @@ from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.state.base import RuleRecord
+from tests.conftest import start_redis
 from tests.fakes.npm import FakeNpmRegistry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -446,3 +447,30 @@ async def test_metrics_show_cache_hits_misses_and_bytes_served(
     assert sample(text, "mirror_cache_misses_total", ecosystem="npm", kind="artifact") == 1
     served = sample(text, "mirror_bytes_served_total", ecosystem="npm", kind="artifact")
     assert served == len(body)
+
+
+async def test_redis_dying_keeps_cached_artifacts_and_metadata_flowing(
+    make_client: MakeClient, registry: FakeNpmRegistry, tmp_path: Path
+) -> None:
+    """Shared state going away must not take cached installs down; what needs state (a
+    first fetch pins its digest there) fails closed with a clear 503."""
+    redis, url = start_redis(tmp_path)
+    try:
+        client = await make_client(MIRROR_REDIS_URL=url)
+        assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
+        redis.kill()
+        await asyncio.to_thread(redis.wait, 10)
+        cached = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+        assert cached.status == 200
+        assert await cached.read() == registry.version("left-pad", "1.3.0").tarball
+        assert (await client.get("/npm/left-pad")).status == 200
+        uncached = await client.get("/npm/left-pad/-/left-pad-1.3.1.tgz")
+        assert uncached.status == 503
+        body = await uncached.json()
+        assert body["reason"] == "state-unavailable"
+        assert body["error"]
+        assert (await client.get("/readyz")).status == 503
+    finally:
+        if redis.poll() is None:
+            redis.kill()
+            redis.wait(10)
