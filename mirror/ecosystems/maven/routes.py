@@ -192,15 +192,13 @@ class MavenRepository:
         services = self._services
         if not metadata.is_artifact:
             # Group metadata (plugin prefixes) names no versions: relayed byte for byte.
-            rendered = responses.render(
+            return responses.render(
                 raw,
                 content_type=document.METADATA_TYPE,
                 form="metadata",
                 last_modified=_http_time(upstream_modified),
                 headers=document.checksum_headers(raw),
             )
-            services.rendered.put(key, rendered)
-            return rendered
         coordinates = parsed.coordinates
         rules = services.policy.rules()
         published, complete = await self._publish_times(parsed, metadata, rules)
@@ -211,7 +209,7 @@ class MavenRepository:
         if not complete:
             retry = now + RETRY_LOOKUPS_AFTER
             valid_until = retry if valid_until is None else min(valid_until, retry)
-        rendered = responses.render(
+        return responses.render(
             body,
             content_type=document.METADATA_TYPE,
             form="metadata",
@@ -219,8 +217,6 @@ class MavenRepository:
             last_modified=now,
             headers=document.checksum_headers(body),
         )
-        services.rendered.put(key, rendered)
-        return rendered
 
     async def _publish_times(
         self, parsed: MavenPath, metadata: document.MavenMetadata, rules: policy.Rules

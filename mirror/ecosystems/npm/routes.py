@@ -212,7 +212,7 @@ class NpmRegistry:
             # (npm-registry-fetch check-response.js skips `x-local-cache` hits and stores);
             # such a view also changes by the clock, so clients should not keep it anyway.
             headers["Cache-Control"] = "no-store"
-        rendered = responses.render(
+        return responses.render(
             body,
             content_type=content_type,
             form=str(form),
@@ -220,8 +220,6 @@ class NpmRegistry:
             last_modified=now,
             headers=headers,
         )
-        services.rendered.put(key, rendered)
-        return rendered
 
     async def _serve_version(
         self, request: web.Request, package: PackageName, spec: str

@@ -263,14 +263,12 @@ class PypiIndex:
             body = await asyncio.to_thread(document.render_root, projects, form, base)
         else:
             body = document.render_root(projects, form, base)
-        rendered = responses.render(
+        return responses.render(
             body,
             content_type=document.CONTENT_TYPES[form],
             form=form,
             last_modified=self._services.clock.now(),
         )
-        self._services.rendered.put(key, rendered)
-        return rendered
 
     async def _serve_page(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
@@ -295,7 +293,7 @@ class PypiIndex:
         notice = document.render_notice(page.project, view)
         if notice is not None:
             headers["X-Mirror-Notice"] = notice
-        rendered = responses.render(
+        return responses.render(
             body,
             content_type=document.CONTENT_TYPES[form],
             form=form,
@@ -303,8 +301,6 @@ class PypiIndex:
             last_modified=now,
             headers=headers,
         )
-        services.rendered.put(key, rendered)
-        return rendered
 
     # files --------------------------------------------------------------------------------
 
@@ -414,15 +410,13 @@ class PypiIndex:
                 info = chosen if isinstance(chosen, dict) else None
                 vulnerabilities = release.document.get("vulnerabilities")
         body = document.render_api_project(api, view, base, info, vulnerabilities)
-        rendered = responses.render(
+        return responses.render(
             body,
             content_type=document.API_JSON_TYPE,
             form="api",
             valid_until=self._valid_until(view.valid_until),
             last_modified=now,
         )
-        services.rendered.put(key, rendered)
-        return rendered
 
     async def _serve_api_version(
         self, request: web.Request, project: str, version: str
