@@ -9,11 +9,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from mirror.config import load_config
+from mirror.state import create_state
+from mirror.state.base import RuleRecord
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +111,27 @@ async def _wait_ready(mirror: RunningMirror, scheme: str = "http") -> None:
                         return
             await asyncio.sleep(0.1)
     pytest.fail(f"mirror did not become ready:\n{mirror.log()}")
+
+
+async def block_before_start(data_dir: Path, ecosystem: str, package: str, versions: str) -> None:
+    """Store a block in the embedded state a mirror will open from `data_dir` (the same
+    SQLite file `mirror serve` uses), for suites that are not about the admin API."""
+    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    state = create_state(config)
+    await state.open()
+    try:
+        await state.add_rule(
+            RuleRecord(
+                id="e2e-block",
+                kind="block",
+                ecosystem=ecosystem,
+                package=package,
+                versions=versions,
+                reason="compromised release",
+                created_at=datetime.now(UTC),
+                created_by="e2e",
+            )
+        )
+    finally:
+        await state.close()

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from mirror.config import load_config
-from mirror.state import create_state
-from mirror.state.base import RuleRecord
-from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.e2e.conftest import RunningMirror, StartMirror, block_before_start
 from tests.fakes.npm import FakeNpmRegistry
 
 pytestmark = pytest.mark.e2e
@@ -116,30 +113,6 @@ def installed_version(project: Path, name: str) -> str:
     return version
 
 
-async def _block(data_dir: Path, package: str, versions: str) -> None:
-    """Add a block to the mirror's embedded state before it starts (the admin API is not
-    this suite's business): the same SQLite file `mirror serve` opens."""
-    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
-    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    state = create_state(config)
-    await state.open()
-    try:
-        await state.add_rule(
-            RuleRecord(
-                id="e2e-block",
-                kind="block",
-                ecosystem="npm",
-                package=package,
-                versions=versions,
-                reason="compromised release",
-                created_at=datetime.now(UTC),
-                created_by="e2e",
-            )
-        )
-    finally:
-        await state.close()
-
-
 @pytest.fixture
 async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path) -> Env:
     _tool("npm")
@@ -157,7 +130,7 @@ async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path
     )
     await registry.start(aiohttp_server)
     data_dir = tmp_path / "mirror-data"
-    await _block(data_dir, "qm-blocked", "1.0.1")
+    await block_before_start(data_dir, "npm", "qm-blocked", "1.0.1")
     mirror = await start_mirror(
         {"MIRROR_NPM_UPSTREAM": registry.url, "MIRROR_QUARANTINE": "3d"}, data_dir=data_dir
     )

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from mirror.config import load_config
-from mirror.state import create_state
-from mirror.state.base import RuleRecord
-from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.e2e.conftest import RunningMirror, StartMirror, block_before_start
 from tests.fakes.pypi import FakePypiIndex
 
 pytestmark = pytest.mark.e2e
@@ -107,29 +104,6 @@ def installed(target: Path, module: str) -> str:
     return (target / module / "__init__.py").read_text(encoding="utf-8")
 
 
-async def _block(data_dir: Path, package: str, versions: str) -> None:
-    """A block in the mirror's embedded state before it starts (the same SQLite file)."""
-    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
-    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    state = create_state(config)
-    await state.open()
-    try:
-        await state.add_rule(
-            RuleRecord(
-                id="e2e-block",
-                kind="block",
-                ecosystem="pypi",
-                package=package,
-                versions=versions,
-                reason="compromised release",
-                created_at=datetime.now(UTC),
-                created_by="e2e",
-            )
-        )
-    finally:
-        await state.close()
-
-
 @pytest.fixture
 async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path) -> Env:
     now = datetime.now(UTC)
@@ -147,7 +121,7 @@ async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path
     index.add_wheel("qm-blocked", "1.1", uploaded=now - timedelta(days=20))
     await index.start(aiohttp_server)
     data_dir = tmp_path / "mirror-data"
-    await _block(data_dir, "qm-blocked", "==1.1")
+    await block_before_start(data_dir, "pypi", "qm-blocked", "==1.1")
     mirror = await start_mirror(
         {"MIRROR_PYPI_UPSTREAM": index.url, "MIRROR_QUARANTINE": "3d"}, data_dir=data_dir
     )
