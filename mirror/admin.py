@@ -50,6 +50,7 @@ COLLECTIONS: Final[Mapping[RuleKind, str]] = {
     "freeze": "freezes",
 }
 MAX_AUDIT_LIMIT: Final = 1000
+MAX_IMPACT_PACKAGES: Final = 1000  # packages a glob's impact report reads, at most
 MAX_REASON_LENGTH: Final = 2000
 TOKENS_SETTING: Final = "MIRROR_ADMIN_TOKENS"  # the env name, not a secret
 
@@ -265,19 +266,22 @@ def describe_impact(
     spec: str,
     events: list[DownloadEvent],
     since: datetime | None,
+    *,
+    complete: bool = True,
 ) -> dict[str, Any]:
     matched = matching_downloads(events, ecosystem, spec)
-    exact = not (policy.GLOB_CHARACTERS & set(package))
     impact: dict[str, Any] = {
         "ecosystem": ecosystem,
         "package": package,
         "versions": spec,
         "since": iso(since),
-        "complete": exact,
+        "packages": sorted({event.package for event in matched}),
+        "complete": complete,
         "clients": sorted({event.client for event in matched}),
         "downloads": [
             {
                 "client": event.client,
+                "package": event.package,
                 "version": event.version,
                 "filename": event.filename,
                 "at": iso(event.at),
@@ -285,10 +289,10 @@ def describe_impact(
             for event in matched
         ],
     }
-    if not exact:
+    if not complete:
         impact["note"] = (
-            "the download ledger is looked up by exact package name; ask about each package "
-            "the glob covers"
+            f"the glob covers more than {MAX_IMPACT_PACKAGES} downloaded packages; only the "
+            "first are listed: narrow it"
         )
     return impact
 
@@ -413,11 +417,20 @@ async def _audit(
 async def _impact(
     services: Services, ecosystem: str, package: str, spec: str, since: datetime | None
 ) -> dict[str, Any]:
-    normalized = versions.normalize_package(ecosystem, package)
+    pattern = policy.PackagePattern(ecosystem, package)
+    if pattern.exact:
+        names = [pattern.pattern]
+    else:
+        # A glob (`@evilscope/*`): every package the ledger knows that it covers.
+        known = await services.state.downloaded_packages(ecosystem)
+        names = [name for name in known if pattern.matches(name)]
     events: list[DownloadEvent] = []
-    if not (policy.GLOB_CHARACTERS & set(normalized)):
-        events = await services.state.downloads(ecosystem, normalized, since=since)
-    return describe_impact(ecosystem, package, spec, events, since)
+    for name in names[:MAX_IMPACT_PACKAGES]:
+        events.extend(await services.state.downloads(ecosystem, name, since=since))
+    events.sort(key=lambda event: event.at)
+    return describe_impact(
+        ecosystem, package, spec, events, since, complete=len(names) <= MAX_IMPACT_PACKAGES
+    )
 
 
 # handlers: rules --------------------------------------------------------------------------

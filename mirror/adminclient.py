@@ -143,8 +143,11 @@ def impact_text(impact: Mapping[str, Any]) -> str:
         )
         lines.append(
             format_table(
-                ("CLIENT", "VERSION", "FILE", "AT"),
-                [(d["client"], d["version"], d["filename"], d["at"]) for d in downloads],
+                ("CLIENT", "PACKAGE", "VERSION", "FILE", "AT"),
+                [
+                    (d["client"], d.get("package", ""), d["version"], d["filename"], d["at"])
+                    for d in downloads
+                ],
             )
         )
     else:

@@ -116,6 +116,10 @@ class StateStore(Protocol):
         """Download events of one package (all versions), oldest first."""
         ...
 
+    async def downloaded_packages(self, ecosystem: str) -> list[str]:
+        """Every package name of `ecosystem` with ledger entries, sorted (impact of globs)."""
+        ...
+
     # audit log -----------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None: ...
 

@@ -286,6 +286,16 @@ class LocalState:
 
         return await self._run(select, "read downloads")
 
+    async def downloaded_packages(self, ecosystem: str) -> list[str]:
+        def select(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT package FROM downloads WHERE ecosystem = ? ORDER BY package",
+                (ecosystem,),
+            ).fetchall()
+            return [package for (package,) in rows]
+
+        return await self._run(select, "list downloaded packages")
+
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
         row = (

@@ -256,6 +256,16 @@ class RedisState:
                     pipe.zremrangebyrank(key, 0, -(self.downloads_kept + 1))
                 await pipe.execute()
 
+    async def downloaded_packages(self, ecosystem: str) -> list[str]:
+        client = self._redis("list downloaded packages")
+        prefix = self._key("downloads", ecosystem, "")
+        names: set[str] = set()
+        with self._translate("list downloaded packages"):
+            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                names.add(text[len(prefix) :])
+        return sorted(names)
+
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
@@ -342,3 +352,8 @@ class RedisState:
             raise StateUnavailable(
                 f"Redis state {self._where()} failed to {what}: {str(exc) or type(exc).__name__}"
             ) from exc
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

@@ -380,12 +380,14 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
     assert impact["downloads"] == [
         {
             "client": "10.0.0.5",
+            "package": "left-pad",
             "version": "1.3.1",
             "filename": "left-pad-1.3.1.tgz",
             "at": "2026-11-20T10:00:00Z",
         },
         {
             "client": "127.0.0.1",
+            "package": "left-pad",
             "version": "1.3.0",
             "filename": "left-pad-1.3.0.tgz",
             "at": "2026-11-22T10:00:00Z",
@@ -401,10 +403,26 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
     assert (await everything.json())["clients"] == ["10.0.0.5", "10.0.0.6", "127.0.0.1"]
 
 
-async def test_impact_of_a_glob_says_it_is_incomplete(client: Client) -> None:
-    created = await post(client, "/api/v1/blocks", {**BLOCK, "package": "left-*"})
-    assert created["impact"]["complete"] is False
-    assert "exact package name" in created["impact"]["note"]
+async def test_impact_of_a_glob_covers_every_matching_package(client: Client) -> None:
+    state = client.app[SERVICES].state
+    downloads = [
+        ("@evil/a", "10.0.0.5", NOW - timedelta(days=2)),
+        ("@evil/b", "10.0.0.6", NOW - timedelta(days=1)),
+        ("@good/c", "10.0.0.7", NOW - timedelta(days=1)),
+    ]
+    for package, client_address, at in downloads:
+        await state.record_download(
+            DownloadEvent(
+                ecosystem="npm", package=package, version="1.0.0",
+                filename=f"{package.split('/')[1]}-1.0.0.tgz", client=client_address, at=at,
+            )
+        )  # fmt: skip
+    created = await post(client, "/api/v1/blocks", {**BLOCK, "package": "@evil/*", "versions": "*"})
+    impact = created["impact"]
+    assert impact["complete"] is True
+    assert impact["packages"] == ["@evil/a", "@evil/b"]
+    assert impact["clients"] == ["10.0.0.5", "10.0.0.6"]
+    assert [d["package"] for d in impact["downloads"]] == ["@evil/a", "@evil/b"]
 
 
 # exemptions ----------------------------------------------------------------------------------

@@ -291,6 +291,23 @@ async def test_downloads_recorded_in_one_batch(state: StateStore) -> None:
     assert await state.downloads("npm", "lodash") == batch[3:]
 
 
+async def test_downloaded_packages_per_ecosystem(state: StateStore) -> None:
+    assert await state.downloaded_packages("npm") == []
+    for package in ("@evil/b", "axios", "@evil/a", "axios"):
+        await state.record_download(download("1.0.0", T0, package=package))
+    await state.record_downloads(
+        [
+            DownloadEvent(
+                ecosystem="maven", package="org.example:lib", version="1.0", filename="lib.jar",
+                client="10.0.0.8", at=T0,
+            )
+        ]
+    )  # fmt: skip
+    assert await state.downloaded_packages("npm") == ["@evil/a", "@evil/b", "axios"]
+    assert await state.downloaded_packages("maven") == ["org.example:lib"]
+    assert await state.downloaded_packages("pypi") == []
+
+
 # audit log ---------------------------------------------------------------------------------------
 
 
