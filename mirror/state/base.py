@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+# Retention, the same in every backend: the newest download events per package, the newest
+# audit entries overall.
+DOWNLOADS_KEPT = 100_000
+AUDIT_KEPT = 10_000
+
 RuleKind = Literal["block", "exemption", "freeze"]
 RULE_KINDS: tuple[RuleKind, ...] = ("block", "exemption", "freeze")
 

@@ -17,7 +17,14 @@ from typing import Any, TypeVar, cast
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.state.base import AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.state.base import (
+    AUDIT_KEPT,
+    DOWNLOADS_KEPT,
+    AuditEntry,
+    DownloadEvent,
+    RuleKind,
+    RuleRecord,
+)
 
 T = TypeVar("T")
 
@@ -113,9 +120,17 @@ class LocalState:
         *,
         poll_interval: timedelta = timedelta(milliseconds=250),
         clock: Clock | None = None,
+        downloads_kept: int = DOWNLOADS_KEPT,
+        audit_kept: int = AUDIT_KEPT,
     ) -> None:
+        if downloads_kept < 1 or audit_kept < 1:
+            raise ValueError("downloads_kept and audit_kept must be at least 1")
         self.path = path
         self.poll_interval = poll_interval
+        # The same retention as the Redis backend: the newest events per package, the newest
+        # audit entries overall.
+        self.downloads_kept = downloads_kept
+        self.audit_kept = audit_kept
         self.clock: Clock = clock or SystemClock()
         self._executor: ThreadPoolExecutor | None = None
         # Touched only on the executor's single thread.
@@ -249,6 +264,9 @@ class LocalState:
         if not rows:
             return
 
+        packages = {(row[0], row[1]) for row in rows}
+        kept = self.downloads_kept
+
         def insert(conn: sqlite3.Connection) -> None:
             with _write(conn):
                 conn.executemany(
@@ -256,6 +274,13 @@ class LocalState:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                for ecosystem, package in packages:
+                    conn.execute(
+                        "DELETE FROM downloads WHERE ecosystem = ? AND package = ? AND seq IN "
+                        "(SELECT seq FROM downloads WHERE ecosystem = ? AND package = ? "
+                        "ORDER BY at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                        (ecosystem, package, ecosystem, package, kept),
+                    )
 
         await self._run(insert, "record downloads")
 
@@ -308,13 +333,16 @@ class LocalState:
             _dump(entry.after),
         )
 
+        kept = self.audit_kept
+
         def insert(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.execute(
+                cursor = conn.execute(
                     "INSERT INTO audit (at, actor, client, action, target, before, after) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
+                conn.execute("DELETE FROM audit WHERE seq <= ?", ((cursor.lastrowid or 0) - kept,))
 
         await self._run(insert, "append audit entry")
 

@@ -18,10 +18,16 @@ from redis.exceptions import RedisError, WatchError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.state.base import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.state.base import (
+    AUDIT_KEPT,
+    DOWNLOADS_KEPT,
+    RULE_KINDS,
+    AuditEntry,
+    DownloadEvent,
+    RuleKind,
+    RuleRecord,
+)
 
-DOWNLOADS_KEPT = 100_000
-AUDIT_KEPT = 10_000
 # A dead Redis must fail a request fast (fail closed), not hang it.
 SOCKET_TIMEOUT = 2.0
 # A missed pub/sub message cannot leave a replica stale for longer than this.

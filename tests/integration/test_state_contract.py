@@ -459,10 +459,20 @@ async def test_redis_watch_polls_when_a_message_is_lost(redis_url: str) -> None:
         await store.close()
 
 
-async def test_redis_keeps_the_newest_downloads_and_audit_entries(redis_url: str) -> None:
-    store = RedisState(
-        redis_url, namespace=f"test-{uuid.uuid4().hex}", downloads_kept=3, audit_kept=2
-    )
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_both_backends_keep_the_newest_downloads_and_audit_entries(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store: LocalState | RedisState
+    if backend == "local":
+        store = LocalState(tmp_path / "state.sqlite3", downloads_kept=3, audit_kept=2)
+    else:
+        store = RedisState(
+            request.getfixturevalue("redis_url"),
+            namespace=f"test-{uuid.uuid4().hex}",
+            downloads_kept=3,
+            audit_kept=2,
+        )
     await store.open()
     try:
         events = [download(f"1.0.{n}", T0 + timedelta(seconds=n)) for n in range(5)]
@@ -473,7 +483,10 @@ async def test_redis_keeps_the_newest_downloads_and_audit_entries(redis_url: str
                 AuditEntry(at=T0, actor="a", client="c", action="block.add", target=str(n))
             )
 
+        await store.record_download(download("9.9.9", T0, package="lodash"))
+
         assert await store.downloads("npm", "axios") == events[2:]
+        assert len(await store.downloads("npm", "lodash")) == 1  # the cap is per package
         assert [entry.target for entry in await store.audit_log()] == ["3", "2"]
     finally:
         await store.close()
