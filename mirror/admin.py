@@ -630,7 +630,29 @@ async def explain_view(request: web.Request) -> web.StreamResponse:
             f"MIRROR_{ecosystem.upper()}_UPSTREAM to serve it"
         )
     explanation = await adapter.explain(package, version)
-    return web.json_response(explanation_json(explanation))
+    answer = explanation_json(explanation)
+    filename = request.query.get("file", "").strip()
+    if filename:
+        answer = one_file(answer, filename)
+    return web.json_response(answer)
+
+
+def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
+    """The explanation of one file of a version (PyPI decides file by file)."""
+    for entry in answer.get("files") or ():
+        if entry.get("filename") == filename:
+            return {
+                **answer,
+                "verdict": entry.get("verdict"),
+                "detail": entry.get("detail"),
+                "published_at": entry.get("published_at"),
+                "until": entry.get("until"),
+                "rule": entry.get("rule"),
+                "files": [entry],
+            }
+    raise NotFound(
+        f"{answer.get('package')} {answer.get('version')} has no file {filename!r} upstream"
+    )
 
 
 async def impact_view(request: web.Request) -> web.StreamResponse:

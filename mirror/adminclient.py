@@ -317,6 +317,8 @@ def explain(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     else:
         package, version = split_subject(args.ecosystem, args.subject)
     query = {"ecosystem": args.ecosystem, "package": package, "version": version}
+    if getattr(args, "file", None):
+        query["file"] = args.file
     return call(endpoint, "GET", "/explain", query=query), explain_text
 
 

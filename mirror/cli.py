@@ -163,6 +163,7 @@ def _add_admin_parsers(commands: Any) -> None:
         "subject", help="axios@1.14.1, requests==2.31.0, org.example:lib:1.0 (or PACKAGE)"
     )
     explain.add_argument("version", nargs="?", help="the version, if SUBJECT is a bare package")
+    explain.add_argument("--file", help="PyPI: explain this one file of the version")
     explain.set_defaults(run=run(adminclient.explain))
 
     impact = add("impact", "which clients downloaded matching versions")

@@ -384,3 +384,19 @@ async def test_explain_lists_each_file(client: Client) -> None:
     held = await adapter.explain("demo", "2.0")
     assert held.verdict == "quarantined"
     assert held.until == NOW - timedelta(hours=5) + timedelta(days=3)
+
+
+async def test_explain_api_answers_for_one_file(client: Client) -> None:
+    params = {"ecosystem": "pypi", "package": "demo", "version": "1.1"}
+    young = "demo-1.1-cp311-cp311-linux_x86_64.whl"
+    response = await client.get("/api/v1/explain", params={**params, "file": young})
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["verdict"] == "quarantined"
+    assert young in answer["detail"]
+    assert [entry["filename"] for entry in answer["files"]] == [young]
+    whole = await (await client.get("/api/v1/explain", params=params)).json()
+    assert whole["verdict"] == "allowed"  # the version as a whole still installs
+    missing = await client.get("/api/v1/explain", params={**params, "file": "nope.whl"})
+    assert missing.status == 404
+    assert "nope.whl" in (await missing.json())["error"]

@@ -110,6 +110,7 @@ class PypiIndex:
                     "published_at": item.upload_time.isoformat() if item.upload_time else None,
                     "until": decision.until.isoformat() if decision.until else None,
                     "detail": decision.detail,
+                    "rule": decision.describe()["rule"],
                 }
             )
         shown = [decision for decision in decisions if decision.visible]
