@@ -474,3 +474,38 @@ async def test_redis_dying_keeps_cached_artifacts_and_metadata_flowing(
         if redis.poll() is None:
             redis.kill()
             redis.wait(10)
+
+
+async def test_a_broken_upstream_document_never_replaces_a_good_copy(
+    client: Client, registry: FakeNpmRegistry, clock: FixedClock
+) -> None:
+    assert (await client.get("/npm/left-pad")).status == 200
+    registry.upstream.add("/left-pad", b"<html>upstream error page</html>")
+    clock.advance(timedelta(minutes=10))  # past the metadata TTL: revalidation is due
+    response = await client.get("/npm/left-pad")
+    assert response.status == 200  # the last good copy, served stale
+    assert "1.3.1" in (await response.json(content_type=None))["versions"]
+    # A package the mirror has never seen whole answers 502 with a reason, not a crash.
+    registry.upstream.add("/never-seen", b'{"versions": "not an object"}')
+    broken = await client.get("/npm/never-seen")
+    assert broken.status == 502
+    body = await broken.json()
+    assert body["reason"] == "bad-upstream-document"
+    assert "the upstream packument of never-seen" in body["error"]
+
+
+async def test_tarball_urls_on_other_hosts_are_never_fetched(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    """A hostile packument pointing a tarball at another host: clients get the mirror's URL,
+    and the mirror fetches the canonical path on the configured upstream instead."""
+    packument = registry.packument("left-pad")
+    packument["versions"]["1.3.1"]["dist"]["tarball"] = "http://evil.test/steal.tgz"
+    hostile = json.dumps(packument).encode()
+    registry.upstream.add("/left-pad", hostile, content_type="application/json")
+    view = await (await client.get("/npm/left-pad")).json(content_type=None)
+    assert view["versions"]["1.3.1"]["dist"]["tarball"].startswith(str(client.make_url("/npm/")))
+    response = await client.get("/npm/left-pad/-/left-pad-1.3.1.tgz")
+    assert response.status == 200
+    assert await response.read() == registry.version("left-pad", "1.3.1").tarball
+    assert count(registry, "/left-pad/-/left-pad-1.3.1.tgz") == 1
