@@ -41,6 +41,8 @@ from mirror.blobs import (
     BlobStore,
     BlobWriter,
     DigestMismatch,
+    FetchClaim,
+    PeerFetch,
     strongest,
     touch,
 )
@@ -83,6 +85,9 @@ class _Download:
     ref: ArtifactRef
     task: asyncio.Task[BlobEntry] | None = None
     writer: BlobWriter | None = None
+    # Another worker process is fetching: its file, and how much of it is there.
+    peer: PeerFetch | None = None
+    peer_written: int = 0
     expected_size: int | None = None
     entry: BlobEntry | None = None
     error: BaseException | None = None
@@ -92,7 +97,12 @@ class _Download:
 
     @property
     def written(self) -> int:
-        return self.writer.written if self.writer is not None else 0
+        return self.writer.written if self.writer is not None else self.peer_written
+
+    @property
+    def source(self) -> BlobWriter | PeerFetch | None:
+        """Where the bytes written so far can be read."""
+        return self.writer if self.writer is not None else self.peer
 
     def notify(self) -> None:
         """Wake every client waiting for more bytes or the outcome."""
@@ -100,8 +110,11 @@ class _Download:
         woken.set()
 
     def release_if_unused(self) -> None:
-        if self.finished and self.readers == 0 and self.writer is not None:
-            self.writer.close()
+        if self.finished and self.readers == 0:
+            if self.writer is not None:
+                self.writer.close()
+            if self.peer is not None:
+                self.peer.close()
 
 
 class ArtifactServer:
@@ -275,23 +288,71 @@ class ArtifactServer:
         another process holds the fetch claim, wait for its outcome instead."""
         ref = download.ref
         claim = await self._blobs.claim(ref.cache_key)
-        waited = 0.0
-        while claim is None and waited < OTHER_PROCESS_WAIT:
-            if waited == 0.0:
-                self._metrics.singleflight_joins.labels("artifact").inc()
-            await asyncio.sleep(CLAIM_POLL)
-            waited += CLAIM_POLL
-            entry = await self._blobs.lookup(ref.cache_key)
+        if claim is None:
+            entry = await self._follow_peer(download)
             if entry is not None:
-                return entry  # stored by another worker process
+                return entry
             claim = await self._blobs.claim(ref.cache_key)
         try:
-            return await self._fetch_claimed(download)
+            return await self._fetch_claimed(download, claim)
         finally:
             if claim is not None:
                 await asyncio.to_thread(claim.release)
 
-    async def _fetch_claimed(self, download: _Download) -> BlobEntry:
+    async def _follow_peer(self, download: _Download) -> BlobEntry | None:
+        """Another worker process holds the fetch claim: stream its growing file to our
+        clients (holding back the tail as for our own fetches) until its verified blob is
+        stored. None if it gave up before any byte could have reached a client: then this
+        process fetches itself."""
+        ref = download.ref
+        self._metrics.singleflight_joins.labels("artifact").inc()
+        download.expected_size = ref.size
+        waited = 0.0
+        while waited < OTHER_PROCESS_WAIT:
+            if download.peer is None:
+                download.peer = await self._blobs.peer_fetch(ref.cache_key)
+            if download.peer is not None:
+                size = await download.peer.size()
+                if size != download.peer_written:
+                    download.peer_written = size
+                    download.notify()
+            entry = await self._blobs.lookup(ref.cache_key)
+            if entry is not None:
+                return await self._peer_stored(download, entry)
+            probe = await self._blobs.claim(ref.cache_key)
+            if probe is not None:
+                # The other process finished without storing a blob (or died).
+                await asyncio.to_thread(probe.release)
+                if download.peer_written > HOLD_BACK:
+                    raise errors.UpstreamUnavailable(
+                        f"the fetch of {ref.filename} by another worker failed; retry",
+                        status=503,
+                    )
+                break
+            await asyncio.sleep(CLAIM_POLL)
+            waited += CLAIM_POLL
+        if download.peer is not None:
+            download.peer.close()
+        download.peer, download.peer_written = None, 0
+        return None
+
+    async def _peer_stored(self, download: _Download, entry: BlobEntry) -> BlobEntry:
+        """A verified blob is stored. Go on streaming from the followed file only if it *is*
+        that blob (a failed peer's file, replaced by a third process's fetch, is not)."""
+        peer = download.peer
+        if peer is not None and not await peer.is_file(entry.path):
+            if download.peer_written > HOLD_BACK:
+                raise errors.UpstreamUnavailable(
+                    f"the fetch of {download.ref.filename} by another worker failed; retry",
+                    status=503,
+                )
+            peer.close()
+            download.peer, download.peer_written = None, 0
+            return entry  # clients are served from the stored blob
+        download.peer_written = entry.size
+        return entry
+
+    async def _fetch_claimed(self, download: _Download, claim: FetchClaim | None) -> BlobEntry:
         ref = download.ref
         entry = await self._blobs.lookup(ref.cache_key)
         if entry is not None:
@@ -303,6 +364,8 @@ class ArtifactServer:
                 expected = ref.size if ref.size is not None else upstream.content_length
                 download.expected_size = expected
                 writer = download.writer = await self._blobs.begin(ref.cache_key, algorithms)
+                if claim is not None:
+                    await asyncio.to_thread(claim.announce, writer.temp)
                 try:
                     async for chunk in upstream.iter_chunks():
                         if expected is not None and writer.written + len(chunk) > expected:
@@ -399,7 +462,7 @@ class ArtifactServer:
         try:
             while True:
                 progress = download.progress
-                if download.entry is not None and download.writer is None:
+                if download.entry is not None and download.source is None and response is None:
                     # Another worker process stored it: serve the blob from disk.
                     return await self._serve_stored(request, ref, download.entry)
                 if download.error is not None:
@@ -414,10 +477,10 @@ class ArtifactServer:
                 if available > sent:
                     if response is None:
                         response = await self._start_stream(request, download)
-                    writer = download.writer
-                    if writer is None:  # unreachable: bytes were written by a writer
-                        raise RuntimeError(f"{ref.cache_key}: bytes without a writer")
-                    data = await writer.read_at(sent, min(READ_SIZE, available - sent))
+                    source = download.source
+                    if source is None:  # unreachable: bytes were written somewhere
+                        raise RuntimeError(f"{ref.cache_key}: bytes without a source")
+                    data = await source.read_at(sent, min(READ_SIZE, available - sent))
                     if not data:
                         raise RuntimeError(f"{ref.cache_key}: the stored file is shorter")
                     await response.write(data)

@@ -269,8 +269,16 @@ class BlobStore:
         """Claim the upstream fetch of `key` for this process, or None while another worker
         process holds it. Worker processes share this directory, so one `flock` per key keeps
         concurrent misses on several workers to one upstream fetch."""
+        return await asyncio.to_thread(_try_claim, self._claim_path(key))
+
+    async def peer_fetch(self, key: str) -> PeerFetch | None:
+        """The growing temp file of another process's fetch of `key`, opened for reading, or
+        None until that process has announced it (or when it is gone)."""
+        return await asyncio.to_thread(_open_peer, self._claim_path(key), self._temp_dir)
+
+    def _claim_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
-        return await asyncio.to_thread(_try_claim, self._claims_dir / f"{name}.lock")
+        return self._claims_dir / f"{name}.lock"
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -531,6 +539,15 @@ class FetchClaim:
         self._path = path
         self._fd: int | None = fd
 
+    def announce(self, temp: Path) -> None:
+        """(Thread.) Say where the bytes are being written, so processes waiting on this
+        claim can stream them to their own clients as they arrive."""
+        if self._fd is None:
+            return
+        data = str(temp).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
     def release(self) -> None:
         if self._fd is None:
             return
@@ -540,6 +557,57 @@ class FetchClaim:
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
         os.close(fd)
+
+
+class PeerFetch:
+    """Read side of another process's fetch: its temp file, which becomes the blob itself on
+    commit (an atomic rename keeps the inode, so this descriptor reads on unchanged)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    async def size(self) -> int:
+        if self._fd is None:
+            return 0
+        return (await asyncio.to_thread(os.fstat, self._fd)).st_size
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        if self._fd is None:
+            return b""
+        return await asyncio.to_thread(os.pread, self._fd, size, offset)
+
+    async def is_file(self, path: Path) -> bool:
+        """Whether this is the file now at `path` (the peer's temp file became that blob)."""
+        if self._fd is None:
+            return False
+        fd = self._fd
+
+        def same() -> bool:
+            try:
+                return os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                return False
+
+        return await asyncio.to_thread(same)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _open_peer(claim: Path, temp_dir: Path) -> PeerFetch | None:
+    try:
+        announced = claim.read_bytes().decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
+    # Only ever a temp file of this store, whatever the claim file says.
+    if not announced or Path(announced).parent != temp_dir:
+        return None
+    try:
+        return PeerFetch(os.open(announced, os.O_RDONLY | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return None
 
 
 def _try_claim(path: Path) -> FetchClaim | None:

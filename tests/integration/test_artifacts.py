@@ -61,7 +61,11 @@ class ChunkedUpstream:
         self.body = b""
         self.content_length = True
         self.requests = 0
+        self.sent = 0
         self.released = asyncio.Event()
+        # Optionally stall mid-body (after `pause_after` bytes) until `resumed` is set.
+        self.pause_after: int | None = None
+        self.resumed = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_get("/{name}", self._handle)
         self.base_url = ""
@@ -77,7 +81,10 @@ class ChunkedUpstream:
             response.content_length = len(self.body)
         await response.prepare(request)
         for start in range(0, len(self.body), 64 * 1024):
+            if self.pause_after is not None and start >= self.pause_after:
+                await self.resumed.wait()
             await response.write(self.body[start : start + 64 * 1024])
+            self.sent = start + len(self.body[start : start + 64 * 1024])
             await asyncio.sleep(0.002)
         await response.write_eof()
         return response
@@ -341,25 +348,41 @@ async def wait_for_misses(mirror: Mirror, count: int) -> None:
     raise AssertionError(f"fewer than {count} misses were counted")
 
 
-async def test_misses_in_two_processes_sharing_the_store_make_one_upstream_request(
-    mirror: Mirror, aiohttp_client: AiohttpClient
-) -> None:
-    """A second ArtifactServer over the same directory stands in for a second worker process
-    (its own memory, the same files): the fetch claim on disk keeps it to one fetch."""
-    ref = mirror.add("3.0.0", BIG, slow=True)
-    other_blobs = BlobStore(mirror.directory, clock=mirror.state.clock, metrics=Metrics())
-    await other_blobs.open()
-    other = ArtifactServer(
-        blobs=other_blobs, upstream=mirror.upstream, state=mirror.state, metrics=Metrics(),
+@dataclass
+class OtherProcess:
+    """A second ArtifactServer over the same directory: a second worker process as far as
+    the store is concerned (its own memory, the same files and state)."""
+
+    client: TestClient[web.Request, web.Application]
+    server: ArtifactServer
+    blobs: BlobStore
+
+    async def close(self) -> None:
+        await self.server.close()
+        await self.blobs.close()
+
+
+async def other_process(mirror: Mirror, aiohttp_client: AiohttpClient) -> OtherProcess:
+    blobs = BlobStore(mirror.directory, clock=mirror.state.clock, metrics=Metrics())
+    await blobs.open()
+    server = ArtifactServer(
+        blobs=blobs, upstream=mirror.upstream, state=mirror.state, metrics=Metrics(),
         clock=mirror.state.clock,
     )  # fmt: skip
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await other.serve(request, ref)
+        return await server.serve(request, mirror.refs[request.match_info["name"]])
 
     app = web.Application(middlewares=[error_middleware])
     app.router.add_get("/files/{name}", handler)
-    other_client = await aiohttp_client(app)
+    return OtherProcess(client=await aiohttp_client(app), server=server, blobs=blobs)
+
+
+async def test_misses_in_two_processes_sharing_the_store_make_one_upstream_request(
+    mirror: Mirror, aiohttp_client: AiohttpClient
+) -> None:
+    mirror.add("3.0.0", BIG, slow=True)
+    other = await other_process(mirror, aiohttp_client)
 
     async def get(client: TestClient[web.Request, web.Application]) -> bytes:
         response = await client.get("/files/3.0.0")
@@ -368,14 +391,73 @@ async def test_misses_in_two_processes_sharing_the_store_make_one_upstream_reque
 
     first = [asyncio.create_task(get(mirror.client)) for _ in range(10)]
     await wait_for_misses(mirror, 10)
-    second = [asyncio.create_task(get(other_client)) for _ in range(10)]
+    second = [asyncio.create_task(get(other.client)) for _ in range(10)]
     await asyncio.sleep(0.2)  # the second "process" is now waiting on the first one's claim
     mirror.slow.release()
     bodies = await asyncio.gather(*first, *second)
     assert all(body == BIG for body in bodies)
     assert mirror.slow.requests == 1
     await other.close()
-    await other_blobs.close()
+
+
+async def test_a_second_process_streams_the_first_ones_download_as_it_grows(
+    mirror: Mirror, aiohttp_client: AiohttpClient
+) -> None:
+    """Clients of the waiting process get bytes while the other one downloads (pip gives up
+    on a connection silent for 15 s), and the unverified tail only once it is verified."""
+    mirror.add("3.0.0", BIG, slow=True)
+    mirror.slow.pause_after = 2 * 1024 * 1024
+    mirror.slow.release()
+    other = await other_process(mirror, aiohttp_client)
+    first = asyncio.create_task(mirror.client.get("/files/3.0.0"))
+    for _ in range(500):  # bounded: 5 s
+        if mirror.slow.sent >= mirror.slow.pause_after:
+            break
+        await asyncio.sleep(0.01)
+    response = await other.client.get("/files/3.0.0")
+    assert response.status == 200
+    head = await asyncio.wait_for(response.content.readexactly(512 * 1024), 5)
+    assert head == BIG[: 512 * 1024]
+    # Still stalled upstream: nothing past the held-back tail has reached this client.
+    more = await asyncio.wait_for(response.content.read(4 * 1024 * 1024), 5)
+    assert len(head) + len(more) <= mirror.slow.sent - HOLD_BACK + 64 * 1024
+    mirror.slow.resumed.set()
+    rest = await response.read()
+    assert head + more + rest == BIG
+    assert await (await first).read() == BIG
+    assert mirror.slow.requests == 1
+    await other.close()
+
+
+async def test_a_followed_fetch_that_fails_verification_cuts_the_other_process_off_too(
+    mirror: Mirror, aiohttp_client: AiohttpClient
+) -> None:
+    evil = BIG[:-10] + b"0123456789"
+    mirror.add("3.0.0", BIG, served=evil, slow=True)
+    mirror.slow.pause_after = 2 * 1024 * 1024
+    mirror.slow.release()
+    other = await other_process(mirror, aiohttp_client)
+    first = await mirror.client.get("/files/3.0.0")
+    for _ in range(500):  # bounded: 5 s
+        if mirror.slow.sent >= mirror.slow.pause_after:
+            break
+        await asyncio.sleep(0.01)
+    followed = await other.client.get("/files/3.0.0")
+    assert followed.status == 200
+    head = await asyncio.wait_for(followed.content.readexactly(512 * 1024), 5)
+    mirror.slow.resumed.set()
+    for response, received in ((first, b""), (followed, head)):
+        data = bytearray(received)
+
+        async def read_all(response: aiohttp.ClientResponse, data: bytearray) -> None:
+            async for chunk in response.content.iter_any():
+                data.extend(chunk)
+
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await read_all(response, data)
+        assert len(data) <= len(BIG) - HOLD_BACK  # never the whole (wrong) file
+    assert blob_files(mirror.directory) == []
+    await other.close()
 
 
 async def test_fifty_concurrent_misses_make_one_upstream_request(mirror: Mirror) -> None:
