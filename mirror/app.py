@@ -216,18 +216,38 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     except StateUnavailable as exc:
         log.error("could not load policy rules at start-up: %s (serving fails closed)", exc)
     services.policy.on_change(lambda _version: services.rendered.clear())
-    watcher = asyncio.create_task(services.policy.run(), name="policy-watch")
+    background = [
+        asyncio.create_task(services.policy.run(), name="policy-watch"),
+        asyncio.create_task(_housekeeping(services), name="housekeeping"),
+    ]
     try:
         yield
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await services.artifacts.close()
         await services.blobs.close()
         await services.metacache.close()
         await services.upstream.close()
         await services.state.close()
+
+
+HOUSEKEEPING_INTERVAL = 3600.0  # seconds
+
+
+async def _housekeeping(services: Services) -> None:
+    """Hourly: drop metadata copies too old to ever be served again."""
+    while True:
+        try:
+            removed = await services.metacache.prune()
+            if removed:
+                log.info("pruned %d metadata copies older than cache.stale_max", removed)
+        except Exception:
+            log.exception("metadata housekeeping failed; trying again in an hour")
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 
 # middlewares -------------------------------------------------------------------------------

@@ -272,6 +272,38 @@ class MetaCache:
         }
         _atomic_write(meta_path, orjson.dumps(meta))
 
+    async def prune(self) -> int:
+        """Remove on-disk copies older than `stale_max`: too old to serve even when upstream
+        is down, so keeping them only fills the disk. Returns how many documents went."""
+        cutoff = (self._clock.now() - self._stale_max).timestamp()
+        return await asyncio.to_thread(self._prune_files, cutoff)
+
+    def _prune_files(self, cutoff: float) -> int:
+        removed = 0
+        try:
+            metas = list(self._directory.glob("*.meta"))
+        except FileNotFoundError:
+            return 0
+        for meta_path in metas:
+            try:
+                if meta_path.stat().st_mtime >= cutoff:
+                    continue
+                meta_path.unlink(missing_ok=True)
+                meta_path.with_suffix(".body").unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not prune %s: %s", meta_path, exc)
+                continue
+            removed += 1
+        # Bodies whose meta never got written (a crash between the two renames).
+        for body_path in self._directory.glob("*.body"):
+            with contextlib.suppress(OSError):
+                if (
+                    not body_path.with_suffix(".meta").exists()
+                    and body_path.stat().st_mtime < cutoff
+                ):
+                    body_path.unlink()
+        return removed
+
     def _discard_files(self, key: _Key) -> None:
         for path in self._paths(key):
             try:

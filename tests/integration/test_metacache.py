@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -517,3 +518,33 @@ async def test_concurrent_misses_share_one_render_and_failures_are_not_kept() ->
     with pytest.raises(errors.BadUpstreamDocument):
         await views.get_or_render("other", now, broken)
     assert views.get("other", now) is None
+
+
+async def test_prune_drops_copies_too_old_to_serve(
+    make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock, tmp_path: Path
+) -> None:
+    fake.add("/other", DOC2, content_type="application/json")
+    first = make_cache()
+    await first.get(fake.url("/left-pad"), CountingParser())
+    await first.get(fake.url("/other"), CountingParser())
+    directory = tmp_path / "metadata"
+    assert len(list(directory.glob("*.meta"))) == 2
+    # /left-pad's copy was last written longer ago than stale_max (by the clock).
+    old = (clock.now() - STALE_MAX - timedelta(hours=1)).timestamp()
+    meta = next(
+        path
+        for path in directory.glob("*.meta")
+        if orjson.loads(path.read_bytes())["url"] == fake.url("/left-pad")
+    )
+    aged = (meta, meta.with_suffix(".body"))
+    for path in aged:
+        os.utime(path, (old, old))
+    assert await first.prune() == 1
+    assert not any(path.exists() for path in aged)
+    assert len(list(directory.glob("*.meta"))) == 1
+    # A fresh cache (a restart) fetches the pruned document again, the kept one it does not.
+    restarted = make_cache()
+    await restarted.get(fake.url("/left-pad"), CountingParser())
+    await restarted.get(fake.url("/other"), CountingParser())
+    assert fake.count("/left-pad") == 2
+    assert fake.count("/other") == 1
