@@ -382,15 +382,16 @@ async def _find_rule(services: Services, kind: RuleKind, rule_id: str) -> RuleRe
     raise NotFound(f"there is no {kind} with id {rule_id!r}")
 
 
-async def _audit(
+def _audit_entry(
     services: Services,
     caller: Caller,
     action: str,
     target: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
-) -> None:
-    entry = AuditEntry(
+) -> AuditEntry:
+    """The audit entry of a change; state stores it in the change's own transaction."""
+    return AuditEntry(
         at=services.clock.now(),
         actor=caller.actor,
         client=caller.client,
@@ -399,14 +400,16 @@ async def _audit(
         before=before,
         after=after,
     )
-    await services.state.append_audit(entry)
-    change = after if after is not None else before or {}
+
+
+def _log_change(entry: AuditEntry) -> None:
+    change = entry.after if entry.after is not None else entry.before or {}
     log.warning(
         "%s %s by %s from %s: %s %s %s (%s)",
-        action,
-        target,
-        caller.actor,
-        caller.client,
+        entry.action,
+        entry.target,
+        entry.actor,
+        entry.client,
         change.get("ecosystem", ""),
         change.get("package", ""),
         change.get("versions", ""),
@@ -448,9 +451,10 @@ def _create_handler(kind: RuleKind) -> Handler:
             record = _freeze_record(body, caller, now)
         else:
             record = await _rule_record(kind, body, caller, now, _context(request))
-        await services.state.add_rule(record)
         after = describe_rule(record, now)
-        await _audit(services, caller, f"{kind}.create", record.id, None, after)
+        entry = _audit_entry(services, caller, f"{kind}.create", record.id, None, after)
+        await services.state.add_rule(record, audit=entry)
+        _log_change(entry)
         await services.policy.reload()
         answer: dict[str, Any] = {kind: after}
         if kind == "block":
@@ -499,11 +503,12 @@ def _delete_handler(kind: RuleKind) -> Handler:
         caller = _authorize(request, required=True)
         services = _context(request).services
         rule_id = request.match_info["id"]
-        removed = await services.state.remove_rule(kind, rule_id)
-        if removed is None:
-            raise NotFound(f"there is no {kind} with id {rule_id!r}")
-        before = describe_rule(removed, services.clock.now())
-        await _audit(services, caller, f"{kind}.delete", rule_id, before, None)
+        found = await _find_rule(services, kind, rule_id)
+        before = describe_rule(found, services.clock.now())
+        entry = _audit_entry(services, caller, f"{kind}.delete", rule_id, before, None)
+        if await services.state.remove_rule(kind, rule_id, audit=entry) is None:
+            raise NotFound(f"there is no {kind} with id {rule_id!r}")  # removed meanwhile
+        _log_change(entry)
         await services.policy.reload()
         return web.json_response({"deleted": before})
 

@@ -76,12 +76,16 @@ class StateStore(Protocol):
         ...
 
     # rules (blocks, exemptions, freezes) -------------------------------------------------
-    async def add_rule(self, rule: RuleRecord) -> None:
-        """Store `rule` (its id is chosen by the caller) and bump the policy version."""
+    async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
+        """Store `rule` (its id is chosen by the caller) and bump the policy version; `audit`
+        is stored in the same transaction (no change without its audit entry)."""
         ...
 
-    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
-        """Delete and return the rule, or None if absent; bumps the policy version if found."""
+    async def remove_rule(
+        self, kind: RuleKind, rule_id: str, *, audit: AuditEntry | None = None
+    ) -> RuleRecord | None:
+        """Delete and return the rule, or None if absent; bumps the policy version and stores
+        `audit` in the same transaction if found."""
         ...
 
     async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:

@@ -155,8 +155,9 @@ class LocalState:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), "ping")
 
     # rules -----------------------------------------------------------------------------------
-    async def add_rule(self, rule: RuleRecord) -> None:
+    async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
         row = _rule_row(rule)
+        kept = self.audit_kept
 
         def add(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -166,10 +167,16 @@ class LocalState:
                     row,
                 )
                 _bump(conn)
+                if audit is not None:
+                    _insert_audit(conn, audit, kept)
 
         await self._run(add, "add rule")
 
-    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
+    async def remove_rule(
+        self, kind: RuleKind, rule_id: str, *, audit: AuditEntry | None = None
+    ) -> RuleRecord | None:
+        kept = self.audit_kept
+
         def remove(conn: sqlite3.Connection) -> RuleRecord | None:
             with _write(conn):
                 row = conn.execute(
@@ -180,6 +187,8 @@ class LocalState:
                     return None
                 conn.execute("DELETE FROM rules WHERE kind = ? AND id = ?", (kind, rule_id))
                 _bump(conn)
+                if audit is not None:
+                    _insert_audit(conn, audit, kept)
                 return _rule_from_row(row)
 
         return await self._run(remove, "remove rule")
@@ -323,26 +332,11 @@ class LocalState:
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
-        row = (
-            _micros(entry.at),
-            entry.actor,
-            entry.client,
-            entry.action,
-            entry.target,
-            _dump(entry.before),
-            _dump(entry.after),
-        )
-
         kept = self.audit_kept
 
         def insert(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                cursor = conn.execute(
-                    "INSERT INTO audit (at, actor, client, action, target, before, after) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                conn.execute("DELETE FROM audit WHERE seq <= ?", ((cursor.lastrowid or 0) - kept,))
+                _insert_audit(conn, entry, kept)
 
         await self._run(insert, "append audit entry")
 
@@ -451,3 +445,21 @@ def _read_version(conn: sqlite3.Connection) -> int:
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry, kept: int) -> None:
+    """Inside a write transaction: append `entry`, keep the newest `kept` entries."""
+    cursor = conn.execute(
+        "INSERT INTO audit (at, actor, client, action, target, before, after) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            _micros(entry.at),
+            entry.actor,
+            entry.client,
+            entry.action,
+            entry.target,
+            _dump(entry.before),
+            _dump(entry.after),
+        ),
+    )
+    conn.execute("DELETE FROM audit WHERE seq <= ?", ((cursor.lastrowid or 0) - kept,))

@@ -145,17 +145,26 @@ class RedisState:
             await client.ping()
 
     # rules -----------------------------------------------------------------------------------
-    async def add_rule(self, rule: RuleRecord) -> None:
+    async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
         client = self._redis("add rule")
         encoded = _encode_rule(rule)
         with self._translate("add rule"):
             async with client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key("rules", rule.kind), rule.id, encoded)
                 pipe.incr(self._version_key)
-                _, version = await pipe.execute()
-            await client.publish(self.channel, str(version))
+                if audit is not None:
+                    self._push_audit(pipe, audit)
+                results = await pipe.execute()
+            await client.publish(self.channel, str(results[1]))
 
-    async def remove_rule(self, kind: RuleKind, rule_id: str) -> RuleRecord | None:
+    def _push_audit(self, pipe: Any, entry: AuditEntry) -> None:
+        """Queue `entry` (newest first, capped) on a MULTI pipeline."""
+        pipe.lpush(self._audit_key, _encode_audit(entry))
+        pipe.ltrim(self._audit_key, 0, self.audit_kept - 1)
+
+    async def remove_rule(
+        self, kind: RuleKind, rule_id: str, *, audit: AuditEntry | None = None
+    ) -> RuleRecord | None:
         client = self._redis("remove rule")
         key = self._key("rules", kind)
         with self._translate("remove rule"):
@@ -171,7 +180,9 @@ class RedisState:
                         pipe.multi()
                         pipe.hdel(key, rule_id)
                         pipe.incr(self._version_key)
-                        _, version = await pipe.execute()
+                        if audit is not None:
+                            self._push_audit(pipe, audit)
+                        version = (await pipe.execute())[1]
                     except WatchError:
                         continue
                 await client.publish(self.channel, str(version))
@@ -299,22 +310,9 @@ class RedisState:
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
         client = self._redis("append audit entry")
-        encoded = json.dumps(
-            {
-                "at": _micros(entry.at),
-                "actor": entry.actor,
-                "client": entry.client,
-                "action": entry.action,
-                "target": entry.target,
-                "before": _optional(entry.before),
-                "after": _optional(entry.after),
-            },
-            separators=(",", ":"),
-        )
         with self._translate("append audit entry"):
             async with client.pipeline(transaction=True) as pipe:
-                pipe.lpush(self._audit_key, encoded)
-                pipe.ltrim(self._audit_key, 0, self.audit_kept - 1)
+                self._push_audit(pipe, entry)
                 await pipe.execute()
 
     async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
@@ -363,3 +361,18 @@ class RedisState:
 def _glob_escape(text: str) -> str:
     """`text` as a literal in a Redis MATCH pattern."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def _encode_audit(entry: AuditEntry) -> str:
+    return json.dumps(
+        {
+            "at": _micros(entry.at),
+            "actor": entry.actor,
+            "client": entry.client,
+            "action": entry.action,
+            "target": entry.target,
+            "before": _optional(entry.before),
+            "after": _optional(entry.after),
+        },
+        separators=(",", ":"),
+    )

@@ -311,6 +311,22 @@ async def test_downloaded_packages_per_ecosystem(state: StateStore) -> None:
 # audit log ---------------------------------------------------------------------------------------
 
 
+async def test_rule_changes_store_their_audit_entry_in_the_same_write(state: StateStore) -> None:
+    def entry(action: str, target: str) -> AuditEntry:
+        return AuditEntry(
+            at=T0, actor="secops", client="192.0.2.1", action=action, target=target,
+            after={"id": target},
+        )  # fmt: skip
+
+    await state.add_rule(make_rule("b1"), audit=entry("block.create", "b1"))
+    assert await state.remove_rule("block", "b1", audit=entry("block.delete", "b1")) is not None
+    # Nothing removed, nothing audited.
+    assert await state.remove_rule("block", "b1", audit=entry("block.delete", "b1")) is None
+    log = await state.audit_log()
+    assert [(e.action, e.target) for e in log] == [("block.delete", "b1"), ("block.create", "b1")]
+    assert log[1].after == {"id": "b1"}
+
+
 async def test_audit_log_newest_first_with_limit(state: StateStore) -> None:
     entries = [
         AuditEntry(
