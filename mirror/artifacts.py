@@ -188,7 +188,7 @@ class ArtifactServer:
 
         def on_send(status: int) -> None:
             # Called just before the headers go out, once the blob is open.
-            self._metrics.cache_hits.labels(ref.ecosystem, "artifact").inc()
+            self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
             if request.method == "GET" and status in (200, 206):
                 self._record_download(request, ref)
 

@@ -156,7 +156,7 @@ class MetaCache:
         if self._metrics is None:
             return
         counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
-        counter.labels(self._ecosystem_of(url), "metadata").inc()
+        self._metrics.child(counter, self._ecosystem_of(url), "metadata").inc()
 
     async def drain(self) -> None:
         """Wait for the revalidations running now (their errors are logged, not raised)."""

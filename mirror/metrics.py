@@ -21,6 +21,7 @@ class Metrics:
     ) -> None:
         self.multiprocess_dir = multiprocess_dir
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -81,6 +82,14 @@ class Metrics:
         self.state_errors = Counter(
             "mirror_state_errors_total", "Shared-state calls that failed", ["backend"], registry=r
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set (hot paths count often)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_request(
         self, ecosystem: str, kind: str, status: int, seconds: float, size: int

@@ -5,6 +5,7 @@ services; this module only routes, caches rendered views and raises `mirror.erro
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ _FORWARD_POST = frozenset({"npm/v1/security/advisories/bulk", "npm/v1/security/a
 _FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "npm-command", "npm-session", "User-Agent")
 _FORWARD_RESPONSE_HEADERS = ("Content-Type", "Cache-Control")
 _MAX_FORWARD_BYTES = 32 * 1024**2
+MAX_REMEMBERED_REFS = 16_384
 
 ViewForm = Form | str
 
@@ -54,7 +56,9 @@ class NpmRegistry:
             raise ValueError("the npm adapter needs npm.upstream")
         self._services = services
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
-        # Renders in progress, so concurrent cold requests for one view render it once.
+        # What each tarball stands for, per packument version: CI pulls the same few
+        # thousand times, and the digests and upstream URL do not change between pulls.
+        self._refs: OrderedDict[tuple[str, str, str], ArtifactRef] = OrderedDict()
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -257,6 +261,16 @@ class NpmRegistry:
             raise NotFound(f"{package.name} has no tarball {file} upstream")
         info = doc.parsed.versions[version]
         services.policy.enforce(policy.Subject("npm", package.name, version), info.published_at)
+        return await services.artifacts.serve(request, self._tarball_ref(package, doc, version))
+
+    def _tarball_ref(
+        self, package: PackageName, doc: CachedDocument[Packument], version: str
+    ) -> ArtifactRef:
+        key = (package.name, doc.version, version)
+        ref = self._refs.get(key)
+        if ref is not None:
+            self._refs.move_to_end(key)
+            return ref
         manifest = doc.parsed.manifest(version)
         ref = ArtifactRef(
             ecosystem="npm",
@@ -266,9 +280,12 @@ class NpmRegistry:
             upstream_url=self._upstream_tarball(package, version, manifest),
             digests=document.tarball_digests(manifest),
             content_type=TARBALL_TYPE,
-            published_at=info.published_at,
+            published_at=doc.parsed.versions[version].published_at,
         )
-        return await services.artifacts.serve(request, ref)
+        self._refs[key] = ref
+        while len(self._refs) > MAX_REMEMBERED_REFS:
+            self._refs.popitem(last=False)
+        return ref
 
     def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
         """The upstream's declared tarball URL when its host is allowed, else the canonical
