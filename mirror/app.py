@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from yarl import URL
 
 from mirror import __version__, admin
 from mirror.artifacts import ArtifactServer
@@ -38,7 +39,7 @@ from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
 from mirror.state import create_state
 from mirror.state.base import StateStore
-from mirror.upstream import Upstream
+from mirror.upstream import Upstream, host_key
 
 log = logging.getLogger("mirror")
 access_log = logging.getLogger("mirror.access")
@@ -85,6 +86,19 @@ def allowed_hosts(config: Config) -> set[str]:
     return hosts
 
 
+def upstream_credentials(config: Config) -> dict[str, str]:
+    """The `Authorization` value for each upstream host that has credentials configured."""
+    credentials: dict[str, str] = {}
+    for name in ECOSYSTEMS:
+        ecosystem = config.ecosystem(name)
+        if ecosystem.upstream is None or ecosystem.upstream_auth is None:
+            continue
+        host = host_key(URL(ecosystem.upstream))
+        if host is not None:
+            credentials[host] = ecosystem.upstream_auth
+    return credentials
+
+
 def ecosystem_of_url(config: Config) -> Callable[[str], str]:
     """Which ecosystem an upstream URL belongs to (for metric labels): the longest matching
     upstream prefix, else the one whose host it is on, else "other"."""
@@ -118,7 +132,12 @@ def build_services(
     clock = clock or SystemClock()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     state = create_state(config, clock=clock)
-    upstream = Upstream(config.upstream, allowed_hosts=allowed_hosts(config), metrics=metrics)
+    upstream = Upstream(
+        config.upstream,
+        allowed_hosts=allowed_hosts(config),
+        metrics=metrics,
+        credentials=upstream_credentials(config),
+    )
     metacache = MetaCache(
         upstream,
         directory=config.data_dir / "metadata",

@@ -86,6 +86,9 @@ def _show_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     config = _load(args, environ)
     data = dataclasses.asdict(config)
     data["admin"]["tokens"] = sorted(data["admin"]["tokens"])  # names only, never secrets
+    for name in ECOSYSTEM_CHOICES:
+        if data[name].get("upstream_auth"):
+            data[name]["upstream_auth"] = "<set>"
     print(json.dumps(data, indent=2, default=str))
     return EXIT_OK
 

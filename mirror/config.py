@@ -4,6 +4,7 @@ Every invalid value raises `ConfigError` naming the key and the value."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mirror.errors import ConfigError
 
@@ -98,6 +99,9 @@ class EcosystemConfig:
     upstream: str | None
     # Extra hosts artifacts may come from (e.g. a registry's separate file host).
     file_hosts: tuple[str, ...] = ()
+    # The `Authorization` value sent to the upstream's own host (never to file hosts): a
+    # private registry's credentials. Kept out of reprs; `mirror config` shows only "<set>".
+    upstream_auth: str | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -192,6 +196,9 @@ ENV_KEYS: dict[str, str] = {
     "MIRROR_QUARANTINE": "quarantine.default",
     "MIRROR_QUARANTINE_UNKNOWN": "quarantine.unknown",
     "MIRROR_NPM_UPSTREAM": "npm.upstream",
+    "MIRROR_NPM_UPSTREAM_AUTH": "npm.upstream_auth",
+    "MIRROR_PYPI_UPSTREAM_AUTH": "pypi.upstream_auth",
+    "MIRROR_MAVEN_UPSTREAM_AUTH": "maven.upstream_auth",
     "MIRROR_NPM_QUARANTINE": "quarantine.npm.age",
     "MIRROR_PYPI_UPSTREAM": "pypi.upstream",
     "MIRROR_PYPI_FILE_HOSTS": "pypi.file_hosts",
@@ -366,19 +373,58 @@ def _hosts(value: Any, key: str) -> tuple[str, ...]:
 def _ecosystem(
     name: str, table: dict[str, Any], *, default_upstream: str | None
 ) -> EcosystemConfig:
-    _check_keys(table, name, {"upstream", "file_hosts"})
+    _check_keys(table, name, {"upstream", "file_hosts", "upstream_auth"})
     upstream = table.get("upstream", default_upstream)
     if upstream in ("", "off", "none"):
         upstream = None
+    auth = _upstream_auth(table.get("upstream_auth"), f"{name}.upstream_auth")
     if upstream is not None:
         upstream = _url(upstream, f"{name}.upstream")
+        upstream, from_url = _split_credentials(upstream)
+        if from_url is not None:
+            if auth is not None:
+                raise ConfigError(
+                    f"{name}.upstream carries credentials and {name}.upstream_auth is set too: "
+                    "keep one"
+                )
+            auth = from_url
         if not upstream.endswith("/"):
             upstream += "/"
     return EcosystemConfig(
         name=name,
         upstream=upstream,
         file_hosts=_hosts(table.get("file_hosts", ()), f"{name}.file_hosts"),
+        upstream_auth=auth,
     )
+
+
+def _upstream_auth(value: Any, key: str) -> str | None:
+    """`Bearer <token>`, `Basic <base64>`, or `user:password` (sent as Basic)."""
+    if value is None or value == "":
+        return None
+    text = _str(value, key).strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ConfigError(f"{key}: control characters are not allowed")
+    scheme, _, credentials = text.partition(" ")
+    if scheme.lower() in ("bearer", "basic") and credentials.strip():
+        return f"{scheme.capitalize()} {credentials.strip()}"
+    if ":" in text and " " not in text:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+    raise ConfigError(f"{key}: expected 'Bearer <token>', 'Basic <base64>' or 'user:password'")
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """`https://user:secret@host/path` → (`https://host/path`, Basic auth for user:secret)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return bare, "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
 def _quarantine(table: dict[str, Any]) -> QuarantineConfig:

@@ -136,9 +136,12 @@ class Upstream:
         *,
         allowed_hosts: Iterable[str],
         metrics: Metrics | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
         self._allowed = frozenset(host.strip().lower() for host in allowed_hosts if host.strip())
+        # host key → Authorization value, sent to that host only (not across redirects).
+        self._credentials = dict(credentials or {})
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[tuple[object, ...], asyncio.Task[UpstreamDocument]] = {}
@@ -425,6 +428,9 @@ class Upstream:
         if session is None:
             raise errors.UpstreamUnavailable("the upstream client is not started", status=503)
         host = host_key(target) or "invalid"
+        auth = self._credentials.get(host)
+        if auth is not None:
+            headers = {**headers, "Authorization": auth}
         attempts = self._config.retries + 1 if retry else 1
         loop = asyncio.get_running_loop()
         for attempt in range(attempts):

@@ -30,6 +30,9 @@ def test_bad_setting_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
 def test_config_command_prints_effective_settings_without_secrets(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
     env["MIRROR_ADMIN_TOKENS"] = "alice:s3cret-s3cret-s3cret"
+    env["MIRROR_NPM_UPSTREAM"] = "https://ci:upstr3am-pass@npm.internal.example/"
+    env["MIRROR_PYPI_UPSTREAM"] = "https://pypi.internal.example/simple/"
+    env["MIRROR_PYPI_UPSTREAM_AUTH"] = "Bearer t0ken-t0ken"
     result = subprocess.run(
         [sys.executable, "-m", "mirror", "config", "--config", str(REPO / "config/mirror.toml")],
         env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
@@ -37,6 +40,10 @@ def test_config_command_prints_effective_settings_without_secrets(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert '"alice"' in result.stdout
     assert "s3cret" not in result.stdout
+    assert "upstr3am-pass" not in result.stdout
+    assert "t0ken" not in result.stdout
+    assert '"upstream": "https://npm.internal.example/"' in result.stdout
+    assert result.stdout.count('"upstream_auth": "<set>"') == 2
 
 
 @pytest.mark.e2e

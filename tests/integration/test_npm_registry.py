@@ -4,6 +4,7 @@ upstream (a real aiohttp server on 127.0.0.1 with real tarballs)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import hashlib
 import json
@@ -509,3 +510,18 @@ async def test_tarball_urls_on_other_hosts_are_never_fetched(
     assert response.status == 200
     assert await response.read() == registry.version("left-pad", "1.3.1").tarball
     assert count(registry, "/left-pad/-/left-pad-1.3.1.tgz") == 1
+
+
+async def test_a_private_upstream_gets_its_credentials(
+    make_client: MakeClient, registry: FakeNpmRegistry
+) -> None:
+    private = registry.url.replace("http://", "http://ci:s3cret@")
+    client = await make_client(MIRROR_NPM_UPSTREAM=private)
+    assert (await client.get("/npm/left-pad")).status == 200
+    tarball = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+    assert tarball.status == 200
+    packument = await (await client.get("/npm/left-pad")).json(content_type=None)
+    # Clients never see the credentials: every URL they get points at the mirror.
+    assert "s3cret" not in json.dumps(packument)
+    expected = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+    assert {request.headers.get("Authorization") for request in registry.requests} == {expected}

@@ -428,3 +428,32 @@ async def test_not_started_is_unavailable(fake: FakeUpstream) -> None:
 
 def test_redact_drops_secrets() -> None:
     assert redact("https://user:pw@h.example/p/a?token=x#f") == "https://h.example/p/a"
+
+
+async def test_credentials_go_to_their_own_host_only(
+    fake: FakeUpstream, other: FakeUpstream, metrics: Metrics
+) -> None:
+    """A private upstream's Authorization is sent to that host, on every kind of request,
+    and never follows a redirect to another (allowed) host such as a file host."""
+    fake.add("/doc", b"{}", content_type="application/json")
+    fake.add("/file", b"bytes")
+    fake.redirect("/elsewhere", other.url("/file"))
+    other.add("/file", b"bytes")
+    upstream = Upstream(
+        CONFIG,
+        allowed_hosts=[fake.host, other.host],
+        metrics=metrics,
+        credentials={fake.host: "Bearer s3cret"},
+    )
+    await upstream.start()
+    try:
+        await upstream.fetch(fake.url("/doc"))
+        await upstream.head(fake.url("/doc"))
+        async with upstream.stream(fake.url("/file")) as response:
+            assert b"".join([chunk async for chunk in response.iter_chunks()]) == b"bytes"
+        await upstream.fetch(fake.url("/elsewhere"))
+    finally:
+        await upstream.close()
+    sent = [request.headers.get("Authorization") for request in fake.requests]
+    assert sent == ["Bearer s3cret"] * 4
+    assert [request.headers.get("Authorization") for request in other.requests] == [None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -174,3 +175,60 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
 
 def test_ecosystem_can_be_switched_off() -> None:
     assert not load_config(None, {"MIRROR_MAVEN_UPSTREAM": "off"}).maven.enabled
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected_upstream", "expected_auth"),
+    [
+        (
+            {"MIRROR_NPM_UPSTREAM": "https://ci:p%40ss@npm.internal.example:8443/repo/"},
+            "https://npm.internal.example:8443/repo/",
+            "Basic Y2k6cEBzcw==",  # ci:p@ss
+        ),
+        (
+            {
+                "MIRROR_NPM_UPSTREAM": "https://npm.internal.example/",
+                "MIRROR_NPM_UPSTREAM_AUTH": "bearer abc.def",
+            },
+            "https://npm.internal.example/",
+            "Bearer abc.def",
+        ),
+        (
+            {
+                "MIRROR_NPM_UPSTREAM": "https://npm.internal.example/",
+                "MIRROR_NPM_UPSTREAM_AUTH": "ci:secret",
+            },
+            "https://npm.internal.example/",
+            "Basic Y2k6c2VjcmV0",
+        ),
+        ({"MIRROR_NPM_UPSTREAM": "https://npm.internal.example/"}, None, None),
+    ],
+)
+def test_upstream_credentials(
+    environ: dict[str, str], expected_upstream: str | None, expected_auth: str | None
+) -> None:
+    config = load_config(None, environ)
+    if expected_upstream is not None:
+        assert config.npm.upstream == expected_upstream
+    assert config.npm.upstream_auth == expected_auth
+    assert "secret" not in repr(config)
+    assert "p%40ss" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {
+                "MIRROR_NPM_UPSTREAM": "https://u:p@npm.internal.example/",
+                "MIRROR_NPM_UPSTREAM_AUTH": "Bearer x",
+            },
+            "npm.upstream carries credentials and npm.upstream_auth is set too",
+        ),
+        ({"MIRROR_NPM_UPSTREAM_AUTH": "just-a-token"}, "npm.upstream_auth: expected"),
+        ({"MIRROR_MAVEN_UPSTREAM_AUTH": "Bearer a\nb"}, "maven.upstream_auth: control"),
+    ],
+)
+def test_bad_upstream_credentials_name_the_key(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, environ)
