@@ -14,8 +14,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
+
+from mirror.lockfiles import LockfileError, Pin, read_lockfile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
@@ -335,3 +338,73 @@ def impact(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
 def audit(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     answer = call(endpoint, "GET", "/audit", query={"limit": str(args.limit)})
     return answer, lambda a: audit_table(a["entries"])
+
+
+# preflight ----------------------------------------------------------------------------------
+
+PREFLIGHT_PARALLEL: Final = 8
+ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
+
+
+def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
+    query = {"ecosystem": pin.ecosystem, "package": pin.package, "version": pin.version}
+    try:
+        answer = call(endpoint, "GET", "/explain", query=query)
+    except AdminError as exc:
+        return {**query, "verdict": "error", "until": None, "detail": str(exc)}
+    return {
+        **query,
+        "verdict": answer.get("verdict"),
+        "until": answer.get("until"),
+        "detail": answer.get("detail"),
+    }
+
+
+def preflight_text(answer: Mapping[str, Any]) -> str:
+    refused = answer["refused"]
+    lines = []
+    if refused:
+        lines.append(
+            format_table(
+                ("PACKAGE", "VERSION", "VERDICT", "UNTIL", "WHY"),
+                [
+                    (r["package"], r["version"], r["verdict"], r["until"] or "", r["detail"])
+                    for r in refused
+                ],
+            )
+        )
+    lines.append(
+        f"{answer['checked']} pinned version(s) checked: "
+        + (f"{len(refused)} would be refused" if refused else "all would install")
+    )
+    if answer["unpinned"]:
+        lines.append(f"not checked (no exact version): {', '.join(answer['unpinned'])}")
+    return "\n".join(lines)
+
+
+def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """`mirror preflight FILE...`: ask the mirror about every version the lockfiles pin;
+    exit 1 if any would be refused (held, blocked, unknown), so CI can stop early."""
+    try:
+        endpoint = Endpoint.from_args(args, environ)
+        pins: set[Pin] = set()
+        unpinned: list[str] = []
+        for path in args.files:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    lockfile = read_lockfile(path, handle.read())
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            except LockfileError as exc:
+                raise UsageError(str(exc)) from None
+            pins.update(lockfile.pins)
+            unpinned.extend(lockfile.unpinned)
+    except UsageError as exc:
+        print(f"mirror: usage: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with ThreadPoolExecutor(max_workers=PREFLIGHT_PARALLEL) as pool:
+        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), sorted(pins)))
+    refused = [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS]
+    answer = {"checked": len(results), "refused": refused, "unpinned": unpinned}
+    _emit(args, answer, preflight_text, sys.stdout)
+    return EXIT_FAILED if refused else EXIT_OK

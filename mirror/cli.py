@@ -169,6 +169,14 @@ def _add_admin_parsers(commands: Any) -> None:
     explain.add_argument("--file", help="PyPI: explain this one file of the version")
     explain.set_defaults(run=run(adminclient.explain))
 
+    preflight = add("preflight", "will these lockfiles install through the mirror? (exit 1 if not)")
+    preflight.add_argument(
+        "files",
+        nargs="+",
+        help="package-lock.json, npm-shrinkwrap.json, yarn.lock or requirements*.txt files",
+    )
+    preflight.set_defaults(run=adminclient.run_preflight)
+
     impact = add("impact", "which clients downloaded matching versions")
     impact.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
     impact.add_argument("package")

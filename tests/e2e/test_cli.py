@@ -10,6 +10,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -287,3 +288,36 @@ def test_format_table_aligns_columns() -> None:
     )
     assert table.splitlines() == ["ID    WHO    WHY", "b-1   alice  x", "b-22         y"]
     assert adminclient.format_table(("ID",), []) == "(none)"
+
+
+async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Path) -> None:
+    lock = {
+        "name": "app",
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "app", "version": "1.0.0"},
+            "node_modules/left-pad": {"version": "1.3.0"},
+            "node_modules/a/node_modules/left-pad": {"version": "1.4.0"},
+        },
+    }
+    lockfile = tmp_path / "package-lock.json"
+    lockfile.write_text(json.dumps(lock), encoding="utf-8")
+    refused = await cli("preflight", str(lockfile))
+    assert refused.code == 1, refused.err
+    header, row, summary = refused.out.splitlines()
+    assert header.split()[:4] == ["PACKAGE", "VERSION", "VERDICT", "UNTIL"]
+    assert row.split()[:3] == ["left-pad", "1.4.0", "quarantined"]
+    assert "in quarantine until" in row
+    assert summary == "2 pinned version(s) checked: 1 would be refused"
+    as_json = (await cli("preflight", str(lockfile), "--json")).json()
+    assert [r["version"] for r in as_json["refused"]] == ["1.4.0"]
+
+    lock["packages"].pop("node_modules/a/node_modules/left-pad")
+    lockfile.write_text(json.dumps(lock), encoding="utf-8")
+    fine = await cli("preflight", str(lockfile), token=None)
+    assert fine.code == 0, fine.err
+    assert fine.out.strip() == "1 pinned version(s) checked: all would install"
+
+    unknown = await cli("preflight", str(tmp_path / "Cargo.lock"))
+    assert unknown.code == 2
+    assert "cannot read" in unknown.err
