@@ -43,6 +43,7 @@ from mirror.blobs import (
     DigestMismatch,
     FetchClaim,
     PeerFetch,
+    check_digests,
     strongest,
     touch,
 )
@@ -157,9 +158,16 @@ class ArtifactServer:
             download = self._start(ref)
         else:
             self._metrics.singleflight_joins.labels("artifact").inc()
-        if request.method == "HEAD" or "Range" in request.headers:
-            return await self._serve_stored(request, ref, await self._stored(download))
-        return await self._stream(request, download)
+        try:
+            if request.method == "HEAD" or "Range" in request.headers:
+                return await self._serve_stored(request, ref, await self._stored(download))
+            return await self._stream(request, download)
+        except errors.StorageFull as exc:
+            # Nothing was sent (the store failed before the first byte): a full disk must
+            # not stop installs, so this client gets the verified bytes without caching.
+            log.error("%s; serving %s without caching it", exc, ref.cache_key)
+            self._metrics.child(self._metrics.uncached_serves, ref.ecosystem).inc()
+            return await self._pass_through(request, ref)
 
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
@@ -527,6 +535,76 @@ class ArtifactServer:
             response.content_length = size
         # Noted as the headers go out, as hits are: an impact report had better name a
         # client that hung up mid-body than miss one that did not.
+        self._record_download(request, ref)
+        await response.prepare(request)
+        return response
+
+    # degraded: no room to store ---------------------------------------------------------------
+
+    async def _pass_through(self, request: web.Request, ref: ArtifactRef) -> web.StreamResponse:
+        """Relay the upstream bytes to this one client while hashing them, holding the last
+        `HOLD_BACK` bytes in memory until every declared digest verifies (the same promise
+        as a stored download: never a complete file with the wrong bytes)."""
+        pinned = await self._pin_first_digest(ref)
+        expected = (*ref.digests, *pinned)
+        hashes = {
+            name: hashlib.new(name)
+            for name in {"sha256", *(d.algorithm for d in expected if d.algorithm in ALGORITHMS)}
+        }
+        response: web.StreamResponse | None = None
+        tail = bytearray()
+        received = 0
+        try:
+            async with self._upstream.stream(ref.upstream_url) as upstream:
+                size = ref.size if ref.size is not None else upstream.content_length
+                async for chunk in upstream.iter_chunks():
+                    received += len(chunk)
+                    for hasher in hashes.values():
+                        hasher.update(chunk)
+                    tail += chunk
+                    if len(tail) > HOLD_BACK and request.method == "GET":
+                        if response is None:
+                            response = await self._start_pass_through(request, ref, size)
+                        out = bytes(tail[:-HOLD_BACK])
+                        del tail[:-HOLD_BACK]
+                        await response.write(out)
+        except errors.UpstreamNotFound:
+            raise errors.NotFound(f"{ref.filename} is not on the upstream") from None
+        try:
+            if size is not None and received != size:
+                raise errors.IntegrityError(
+                    f"upstream sent {received} of the {size} bytes of {ref.filename}"
+                )
+            check_digests(
+                {name: hasher.hexdigest() for name, hasher in hashes.items()},
+                expected,
+                what=ref.filename,
+            )
+        except errors.IntegrityError:
+            self._count("mismatch", ref)
+            if response is None:
+                raise
+            if request.transport is not None:
+                request.transport.abort()  # headers are out: cut it short of the end
+            return response
+        if response is None:
+            headers = {"Content-Type": ref.content_type, "Cache-Control": "no-store"}
+            if request.method == "GET":
+                self._record_download(request, ref)
+            return web.Response(body=bytes(tail), headers=headers)
+        await response.write(bytes(tail))
+        await response.write_eof()
+        return response
+
+    async def _start_pass_through(
+        self, request: web.Request, ref: ArtifactRef, size: int | None
+    ) -> web.StreamResponse:
+        # no-store: these bytes were not kept, so nobody should treat them as the cached copy.
+        response = web.StreamResponse(
+            headers={"Content-Type": ref.content_type, "Cache-Control": "no-store"}
+        )
+        if size is not None:
+            response.content_length = size
         self._record_download(request, ref)
         await response.prepare(request)
         return response

@@ -76,6 +76,11 @@ class Metrics:
             "mirror_blob_store_bytes", "Bytes in the artifact store", registry=r,
             multiprocess_mode="max",
         )  # fmt: skip
+        self.uncached_serves = Counter(
+            "mirror_uncached_serves_total",
+            "Artifacts relayed (verified) without caching: no room left to store them",
+            ["ecosystem"], registry=r,
+        )  # fmt: skip
         self.evictions = Counter(
             "mirror_blob_evictions_total", "Artifacts evicted by the size cap", registry=r
         )

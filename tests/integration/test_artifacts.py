@@ -5,7 +5,9 @@ while verifying, integrity refusals, the download ledger."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
 from mirror.artifacts import HOLD_BACK, ArtifactServer
-from mirror.blobs import BlobStore
+from mirror.blobs import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import ArtifactRef, Digest
@@ -670,3 +672,50 @@ async def test_close_cancels_downloads_and_removes_temp_files(mirror: Mirror) ->
     assert temp_files(mirror.directory) == []
     assert blob_files(mirror.directory) == []
     mirror.slow.release()
+
+
+def disk_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real full disk cannot be produced on demand: every write fails as the kernel's would.
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(BlobWriter, "_write_all", staticmethod(full))
+
+
+@pytest.mark.parametrize("body", [SMALL, BIG], ids=["small", "big"])
+async def test_a_full_disk_still_serves_verified_bytes_uncached(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    disk_is_full(monkeypatch)
+    mirror.add("1.0.0", body)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200
+    assert await response.read() == body
+    assert response.headers["Cache-Control"] == "no-store"
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+    assert mirror.sample("mirror_uncached_serves_total", ecosystem="npm") == 1
+
+
+async def test_a_full_disk_never_relays_a_complete_wrong_file(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk_is_full(monkeypatch)
+    evil = BIG[:-10] + b"0123456789"
+    mirror.add("1.0.0", BIG, served=evil)
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200  # headers went out once more than the tail had arrived
+    received = bytearray()
+
+    async def read_all() -> None:
+        async for chunk in response.content.iter_any():
+            received.extend(chunk)
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read_all()
+    assert len(received) <= len(BIG) - HOLD_BACK
+    # A small file is verified before any header: a clean 502.
+    mirror.add("2.0.0", SMALL, served=SMALL[:-1] + b"!")
+    refused = await mirror.client.get("/files/2.0.0")
+    assert refused.status == 502
+    assert (await refused.json())["reason"] == "integrity"
