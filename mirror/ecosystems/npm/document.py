@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,6 +237,7 @@ def recompute_dist_tags(packument: Packument, visible: Sequence[str]) -> dict[st
 # render --------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct Accept headers
 def choose_form(accept: str | None) -> Form:
     """`corgi` iff the abbreviated media type has the highest q-value in `accept` (ties
     win: npm sends `…install-v1+json; q=1.0, application/json; q=0.8, */*`)."""

@@ -3,6 +3,7 @@ raw (still percent-encoded) request path into what is asked for. Pure: no I/O, n
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -125,6 +126,7 @@ def _decode_segment(segment: str) -> str:
         raise BadRequest("the path is not valid UTF-8 after decoding") from None
 
 
+@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
 def parse_request_path(raw_path: str, prefix: str = "/npm") -> NpmRequest:
     """Parse a raw request path (`request.raw_path`, query allowed) below `prefix`.
 
