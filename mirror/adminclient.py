@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 from mirror.lockfiles import LockfileError, Pin, read_lockfile
+from mirror.osv import ProposedBlock, blocks_from_advisory
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
@@ -408,3 +409,90 @@ def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
     answer = {"checked": len(results), "refused": refused, "unpinned": unpinned}
     _emit(args, answer, preflight_text, sys.stdout)
     return EXIT_FAILED if refused else EXIT_OK
+
+
+# OSV import -----------------------------------------------------------------------------------
+
+
+def _read_advisories(paths: Sequence[str]) -> list[Mapping[str, Any]]:
+    advisories: list[Mapping[str, Any]] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} is not JSON: {exc}") from None
+        items = document if isinstance(document, list) else [document]
+        if not all(isinstance(item, dict) for item in items):
+            raise UsageError(f"{path}: expected an OSV advisory object or a list of them")
+        advisories.extend(items)
+    return advisories
+
+
+def import_osv_text(answer: Mapping[str, Any]) -> str:
+    rows = [
+        (row["action"], row["ecosystem"], row["package"], row["versions"], row.get("id") or "")
+        for row in answer["blocks"]
+    ]
+    lines = []
+    if rows:
+        lines.append(format_table(("ACTION", "ECOSYSTEM", "PACKAGE", "VERSIONS", "ID"), rows))
+    lines.extend(f"skipped: {note}" for note in answer["notes"])
+    created = sum(1 for row in answer["blocks"] if row["action"] == "created")
+    lines.append(f"{len(rows)} block(s) from {answer['advisories']} advisory(ies); {created} new")
+    return "\n".join(lines)
+
+
+def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """`mirror import-osv FILE...`: a block per affected range of each advisory, unless an
+    identical block exists already (so re-importing a feed is harmless)."""
+    try:
+        endpoint = Endpoint.from_args(args, environ)
+        advisories = _read_advisories(args.files)
+    except UsageError as exc:
+        print(f"mirror: usage: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    proposed: list[ProposedBlock] = []
+    notes: list[str] = []
+    for advisory in advisories:
+        blocks, skipped = blocks_from_advisory(advisory)
+        proposed.extend(blocks)
+        notes.extend(skipped)
+    rows: list[dict[str, Any]] = []
+    failed = False
+    try:
+        existing = {
+            (rule["ecosystem"], rule["package"], rule["versions"])
+            for rule in call(endpoint, "GET", "/blocks")["blocks"]
+            if not rule.get("expired")
+        }
+        for block in sorted(set(proposed)):
+            row: dict[str, Any] = {
+                "ecosystem": block.ecosystem,
+                "package": block.package,
+                "versions": block.versions,
+                "reason": block.reason,
+            }
+            if (block.ecosystem, block.package, block.versions) in existing:
+                row["action"] = "exists"
+            elif args.dry_run:
+                row["action"] = "would create"
+            else:
+                try:
+                    created = call(endpoint, "POST", "/blocks", body=dict(row))
+                except AdminError as exc:
+                    row["action"], row["error"] = "failed", str(exc)
+                    notes.append(f"{block.ecosystem} {block.package} {block.versions}: {exc}")
+                    failed = True
+                else:
+                    row["action"], row["id"] = "created", created["block"]["id"]
+                    existing.add((block.ecosystem, block.package, block.versions))
+            rows.append(row)
+    except AdminError as exc:
+        print(f"mirror: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    answer = {"advisories": len(advisories), "blocks": rows, "notes": notes}
+    _emit(args, answer, import_osv_text, sys.stdout)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -177,6 +177,11 @@ def _add_admin_parsers(commands: Any) -> None:
     )
     preflight.set_defaults(run=adminclient.run_preflight)
 
+    osv = add("import-osv", "block what OSV advisories list as affected (skips existing blocks)")
+    osv.add_argument("files", nargs="+", help="OSV JSON files (an advisory or a list of them)")
+    osv.add_argument("--dry-run", action="store_true", help="show the blocks, create nothing")
+    osv.set_defaults(run=adminclient.run_import_osv)
+
     impact = add("impact", "which clients downloaded matching versions")
     impact.add_argument("ecosystem", choices=ECOSYSTEM_CHOICES)
     impact.add_argument("package")

@@ -321,3 +321,48 @@ async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Pa
     unknown = await cli("preflight", str(tmp_path / "Cargo.lock"))
     assert unknown.code == 2
     assert "cannot read" in unknown.err
+
+
+async def test_import_osv_blocks_what_an_advisory_lists_once(cli: Cli, tmp_path: Path) -> None:
+    advisory = {
+        "id": "GHSA-demo-0001",
+        "summary": "credential theft in left-pad",
+        "affected": [
+            {
+                "package": {"ecosystem": "npm", "name": "left-pad"},
+                "ranges": [
+                    {"type": "SEMVER", "events": [{"introduced": "1.1.0"}, {"fixed": "1.4.0"}]}
+                ],
+            },
+            {"package": {"ecosystem": "crates.io", "name": "serde"}},
+        ],
+    }
+    path = tmp_path / "GHSA-demo-0001.json"
+    path.write_text(json.dumps(advisory), encoding="utf-8")
+
+    dry = await cli("import-osv", str(path), "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "would create" in dry.out
+    assert (await cli("blocks", "--json")).json() == {"blocks": []}
+
+    imported = await cli("import-osv", str(path))
+    assert imported.code == 0, imported.err
+    header, row, *rest = imported.out.splitlines()
+    assert header.split() == ["ACTION", "ECOSYSTEM", "PACKAGE", "VERSIONS", "ID"]
+    assert row.split()[:5] == ["created", "npm", "left-pad", ">=1.1.0", "<1.4.0"]
+    assert "skipped: GHSA-demo-0001: crates.io is not served here" in rest
+    explained = (await cli("explain", "npm", "left-pad@1.3.0", "--json")).json()
+    assert explained["verdict"] == "blocked"
+    assert "GHSA-demo-0001" in explained["detail"]
+    assert (await cli("explain", "npm", "left-pad@1.0.0", "--json")).json()["verdict"] == "allowed"
+
+    again = await cli("import-osv", str(path), "--json")
+    assert again.code == 0, again.err
+    assert [row["action"] for row in again.json()["blocks"]] == ["exists"]
+    assert len((await cli("blocks", "--json")).json()["blocks"]) == 1
+
+    no_token = await cli("import-osv", str(path), token=None)
+    assert no_token.code == 0  # nothing new to create: reads need no token
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    assert (await cli("import-osv", str(broken))).code == 2
