@@ -34,6 +34,7 @@ from mirror.errors import (
     StateUnavailable,
     Unauthorized,
 )
+from mirror.policy import iso_seconds as iso
 from mirror.state.base import AuditEntry, DownloadEvent, RuleKind, RuleRecord
 
 if TYPE_CHECKING:
@@ -226,30 +227,12 @@ def new_rule_id(kind: RuleKind) -> str:
     return ID_PREFIXES[kind] + secrets.token_hex(6)
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    text = moment.astimezone(UTC).isoformat(timespec="seconds")
-    return text.removesuffix("+00:00") + "Z"
-
-
 def describe_rule(record: RuleRecord, now: datetime) -> dict[str, Any]:
     """A stored rule as the API shows it; `expired` says whether it still applies."""
-    described: dict[str, Any] = {
-        "id": record.id,
-        "kind": record.kind,
-        "ecosystem": record.ecosystem,
-        "package": record.package,
-        "versions": record.versions,
-        "reason": record.reason,
-        "created_at": iso(record.created_at),
-        "created_by": record.created_by,
-        "expires_at": iso(record.expires_at),
+    return {
+        **policy.describe_record(record),
         "expired": record.expires_at is not None and record.expires_at <= now,
     }
-    for key, value in record.data.items():
-        described[key] = iso(value) if isinstance(value, datetime) else value
-    return described
 
 
 def matching_downloads(

@@ -115,13 +115,18 @@ def _range_specs(ecosystem: str, intervals: Sequence[Interval]) -> list[str]:
     return [_pep440_range(interval) for interval in intervals]
 
 
-def _npm_range(interval: Interval) -> str:
+def _comparators(interval: Interval) -> list[str]:
+    """`>=introduced`, `<fixed` or `<=last_affected`: the same words in npm and PEP 440."""
     parts = []
     if interval.introduced is not None:
         parts.append(f">={interval.introduced}")
     if interval.end is not None:
         parts.append(f"{'<=' if interval.end_inclusive else '<'}{interval.end}")
-    return " ".join(parts) or "*"
+    return parts
+
+
+def _npm_range(interval: Interval) -> str:
+    return " ".join(_comparators(interval)) or "*"
 
 
 def _maven_range(interval: Interval) -> str:
@@ -134,12 +139,7 @@ def _maven_range(interval: Interval) -> str:
 
 
 def _pep440_range(interval: Interval) -> str:
-    parts = []
-    if interval.introduced is not None:
-        parts.append(f">={interval.introduced}")
-    if interval.end is not None:
-        parts.append(f"{'<=' if interval.end_inclusive else '<'}{interval.end}")
-    return ",".join(parts) or "*"
+    return ",".join(_comparators(interval)) or "*"
 
 
 def _version_specs(ecosystem: str, listed: Sequence[str]) -> list[str]:

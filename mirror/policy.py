@@ -109,20 +109,7 @@ class _Rule:
         return self.spec.contains(subject.version)
 
     def describe(self) -> dict[str, Any]:
-        record = self.record
-        described: dict[str, Any] = {
-            "id": record.id,
-            "kind": record.kind,
-            "ecosystem": record.ecosystem,
-            "package": record.package,
-            "versions": record.versions,
-            "reason": record.reason,
-            "created_at": _iso(record.created_at),
-            "created_by": record.created_by,
-            "expires_at": _iso(record.expires_at) if record.expires_at else None,
-        }
-        described.update({key: _jsonable(value) for key, value in record.data.items()})
-        return described
+        return describe_record(self.record)
 
 
 class Block(_Rule):
@@ -166,8 +153,8 @@ class Decision:
         return {
             "verdict": str(self.verdict),
             "visible": self.visible,
-            "until": _iso(self.until) if self.until else None,
-            "published_at": _iso(self.published_at) if self.published_at else None,
+            "until": iso_seconds(self.until),
+            "published_at": iso_seconds(self.published_at),
             "quarantine_age": format_age(self.age),
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
@@ -379,6 +366,30 @@ def _explain(decision: Decision) -> str:
     )
 
 
+def describe_record(record: RuleRecord) -> dict[str, Any]:
+    """A stored rule as JSON-able data: what refusals, explain and the admin API show."""
+    described: dict[str, Any] = {
+        "id": record.id,
+        "kind": record.kind,
+        "ecosystem": record.ecosystem,
+        "package": record.package,
+        "versions": record.versions,
+        "reason": record.reason,
+        "created_at": iso_seconds(record.created_at),
+        "created_by": record.created_by,
+        "expires_at": iso_seconds(record.expires_at),
+    }
+    described.update({key: _jsonable(value) for key, value in record.data.items()})
+    return described
+
+
+def iso_seconds(moment: datetime | None) -> str | None:
+    """`2026-11-22T14:02:00Z`: UTC to the second, as the API writes times."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
+
+
 def validate_rule(
     kind: RuleKind, ecosystem: str, package: str, versions_spec: str, reason: str
 ) -> None:
@@ -484,5 +495,5 @@ def _iso(moment: datetime | None) -> str:
 
 def _jsonable(value: object) -> object:
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_seconds(value)
     return value

@@ -321,7 +321,7 @@ def test_decision_describe_is_json_ready() -> None:
     described = verdict(block).describe()
     assert described["verdict"] == "blocked"
     assert described["rule"]["id"] == "b1"
-    assert described["rule"]["created_at"] == "2026-11-22T14:02Z"
+    assert described["rule"]["created_at"] == "2026-11-22T14:02:00Z"
     assert described["quarantine_age"] == "3d"
 
 
