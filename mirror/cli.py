@@ -153,7 +153,7 @@ def _add_admin_parsers(commands: Any) -> None:
         ("exemption", "unexempt", "exemptions"),
         ("freeze", "unfreeze", "freezes"),
     ):
-        parser = add(remove, f"remove a {kind} by its id")
+        parser = add(remove, f"remove {'an' if kind == 'exemption' else 'a'} {kind} by its id")
         parser.add_argument("id")
         parser.set_defaults(run=run(adminclient.delete_rule(kind)))
         parser = add(listing, f"list {listing} (expired ones are marked)")
