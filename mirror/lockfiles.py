@@ -118,6 +118,8 @@ def _yarn_lock(text: str) -> Lockfile:
             for selector in line.rstrip(":").split(","):
                 selector = selector.strip().strip('"')
                 name, at, _range = selector.rpartition("@")
+                # An alias (`alias@npm:real@^1`) installs the real package.
+                name = name.split("@npm:", 1)[1] if "@npm:" in name else name
                 if at and name:
                     names.append(name)
             continue

@@ -62,10 +62,14 @@ def test_yarn_classic_lock() -> None:
 
 left-pad@^1.0.0:
   version "1.3.0"
+
+"pad@npm:left-pad@^1.1.0":
+  version "1.3.1"
 """
     assert read_lockfile("yarn.lock", text).pins == (
         npm("@scope/a", "1.2.3"),
         npm("left-pad", "1.3.0"),
+        npm("left-pad", "1.3.1"),
     )
 
 
