@@ -71,14 +71,17 @@ class DownloadLedger:
     async def flush(self) -> None:
         """Write every pending note now (tests and shutdown)."""
         while self._pending:
+            # Taken out before the write: a flush running at the same time (the timer's and
+            # an explicit one) must not write the same notes again.
             batch = self._pending[:MAX_BATCH]
+            del self._pending[: len(batch)]
             try:
                 await self._state.record_downloads(batch)
             except Exception as exc:  # any state failure: keep the notes, retry later
+                self._pending[:0] = batch
                 self._metrics.state_errors.labels(self._backend).inc()
                 log.warning("could not record %d downloads: %s", len(batch), exc)
                 return
-            del self._pending[: len(batch)]
 
     async def close(self) -> None:
         self._closed = True

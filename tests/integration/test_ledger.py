@@ -76,3 +76,12 @@ async def test_notes_survive_a_state_outage(tmp_path: Path) -> None:
     await ledger.close()
     assert [e.client for e in await store.downloads("npm", "axios")] == ["10.0.0.1"]
     await store.close()
+
+
+async def test_concurrent_flushes_write_each_note_once(state: LocalState) -> None:
+    ledger = DownloadLedger(state, Metrics(), backend="local", flush_interval=60)
+    for n in range(5):
+        ledger.note(event(f"10.0.0.{n}", T0))
+    await asyncio.gather(ledger.flush(), ledger.flush(), ledger.flush())
+    assert len(await state.downloads("npm", "axios")) == 5
+    await ledger.close()
