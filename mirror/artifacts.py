@@ -545,6 +545,8 @@ class ArtifactServer:
         """Relay the upstream bytes to this one client while hashing them, holding the last
         `HOLD_BACK` bytes in memory until every declared digest verifies (the same promise
         as a stored download: never a complete file with the wrong bytes)."""
+        if request.method == "HEAD":
+            return await self._head_pass_through(request, ref)
         pinned = await self._pin_first_digest(ref)
         expected = (*ref.digests, *pinned)
         hashes = {
@@ -562,7 +564,7 @@ class ArtifactServer:
                     for hasher in hashes.values():
                         hasher.update(chunk)
                     tail += chunk
-                    if len(tail) > HOLD_BACK and request.method == "GET":
+                    if len(tail) > HOLD_BACK:
                         if response is None:
                             response = await self._start_pass_through(request, ref, size)
                         out = bytes(tail[:-HOLD_BACK])
@@ -589,10 +591,27 @@ class ArtifactServer:
             return response
         if response is None:
             headers = {"Content-Type": ref.content_type, "Cache-Control": "no-store"}
-            if request.method == "GET":
-                self._record_download(request, ref)
+            self._record_download(request, ref)
             return web.Response(body=bytes(tail), headers=headers)
         await response.write(bytes(tail))
+        await response.write_eof()
+        return response
+
+    async def _head_pass_through(
+        self, request: web.Request, ref: ArtifactRef
+    ) -> web.StreamResponse:
+        """HEAD with no room to store: the upstream's answer to HEAD, no body fetched."""
+        try:
+            answer = await self._upstream.head(ref.upstream_url)
+        except errors.UpstreamNotFound:
+            raise errors.NotFound(f"{ref.filename} is not on the upstream") from None
+        response = web.StreamResponse(
+            headers={"Content-Type": ref.content_type, "Cache-Control": "no-store"}
+        )
+        del answer  # it exists upstream; its length is known only when metadata said so
+        if ref.size is not None:
+            response.content_length = ref.size
+        await response.prepare(request)
         await response.write_eof()
         return response
 

@@ -695,6 +695,11 @@ async def test_a_full_disk_still_serves_verified_bytes_uncached(
     assert blob_files(mirror.directory) == []
     assert temp_files(mirror.directory) == []
     assert mirror.sample("mirror_uncached_serves_total", ecosystem="npm") == 1
+    head = await mirror.client.head("/files/1.0.0")
+    assert head.status == 200
+    assert head.headers["Cache-Control"] == "no-store"
+    # Answered by an upstream HEAD (after one more attempt to store), not a relayed body.
+    assert mirror.fake.count("/files/1.0.0", method="HEAD") == 1
 
 
 async def test_a_full_disk_never_relays_a_complete_wrong_file(
