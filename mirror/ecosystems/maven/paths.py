@@ -4,6 +4,7 @@ stands for (an artifact file of a GAV, its checksum or signature companion, arti
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -117,6 +118,7 @@ def validate_segments(tail: str) -> tuple[str, ...]:
     return segments
 
 
+@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
 def parse_path(tail: str) -> MavenPath:
     """What the repository path `tail` (raw, after `/maven/`, no query) stands for.
 

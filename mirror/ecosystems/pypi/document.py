@@ -6,6 +6,7 @@ parsed document."""
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +52,7 @@ _HTML_OFFERS: frozenset[str] = frozenset({HTML_TYPE, "application/vnd.pypi.simpl
 # negotiation ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct Accept headers
 def choose_form(accept: str | None) -> Form | None:
     """The representation for an `Accept` header, or None (406) when the client refuses
     every one with q=0. No header, `*/*`, or nothing we offer named → `text/html` (what PyPI

@@ -19,6 +19,7 @@ Which version a file belongs to (`file_version`), stated plainly because blocks 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -192,6 +193,7 @@ def _decode_segment(segment: str) -> str:
         raise BadRequest("the path is not valid UTF-8 after decoding") from None
 
 
+@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
 def parse_request_path(raw_path: str, prefix: str = "/pypi") -> PypiRequest:
     """Parse a raw request path (`request.raw_path`) below `prefix`:
 
