@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import MAVEN_CENTRAL, load_config, parse_duration, parse_size
+from mirror.config import ENV_KEYS, MAVEN_CENTRAL, load_config, parse_duration, parse_size
 from mirror.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mirror.toml"
@@ -232,3 +232,12 @@ def test_upstream_credentials(
 def test_bad_upstream_credentials_name_the_key(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, environ)
+
+
+def test_every_setting_is_documented() -> None:
+    """README's settings table and config/mirror.toml name every MIRROR_* variable."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    shipped = (root / "config" / "mirror.toml").read_text(encoding="utf-8")
+    assert [key for key in ENV_KEYS if key not in readme] == []
+    assert [key for key in ENV_KEYS if key not in shipped] == []
