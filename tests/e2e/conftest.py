@@ -135,3 +135,30 @@ async def block_before_start(data_dir: Path, ecosystem: str, package: str, versi
         )
     finally:
         await state.close()
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What a real client printed (stdout and stderr together) and its exit code."""
+
+    code: int
+    out: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n{self.out[-6000:]}"
+
+
+async def run_client(*argv: str, cwd: Path, env: Mapping[str, str], seconds: float) -> ClientResult:
+    """Run a real package client; a hung one fails the test (bounded), never the suite."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=str(cwd), env=dict(env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(seconds):
+            out, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"{' '.join(argv)} did not finish in {seconds} s")
+    return ClientResult(code=process.returncode or 0, out=out.decode("utf-8", "replace"))

@@ -3,7 +3,6 @@ a range resolves to the newest allowed version, a fixed young version fails."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.e2e.conftest import ClientResult, RunningMirror, StartMirror, run_client
 from tests.fakes.maven import FakeMavenRepository
 
 pytestmark = pytest.mark.e2e
@@ -27,15 +26,6 @@ def _java() -> str:
     if java is None or not IVY_JAR.is_file():
         pytest.fail("java and ivy are needed: .ci/run installs them (apt-get install ivy)")
     return java
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n{self.out[-4000:]}"
 
 
 @dataclass
@@ -58,23 +48,14 @@ class Ivy:
         )
         return path
 
-    async def resolve(self, group: str, artifact: str, revision: str) -> Result:
+    async def resolve(self, group: str, artifact: str, revision: str) -> ClientResult:
         pattern = str(self.root / "out" / "[artifact]-[revision].[ext]")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
-        process = await asyncio.create_subprocess_exec(
+        return await run_client(
             _java(), "-jar", str(IVY_JAR), "-settings", str(self.settings()),
             "-dependency", group, artifact, revision, "-retrieve", pattern, "-confs", "default",
-            cwd=str(self.root), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=self.root, env=env, seconds=IVY_TIMEOUT,
         )  # fmt: skip
-        try:
-            async with asyncio.timeout(IVY_TIMEOUT):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            pytest.fail(f"ivy did not finish in {IVY_TIMEOUT} s")
-        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
 
 
 async def test_ivy_resolves_ranges_to_the_newest_allowed_version(

@@ -6,7 +6,6 @@ and a second resolve into a fresh local repository reaches upstream zero times."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.e2e.conftest import ClientResult, RunningMirror, StartMirror, run_client
 from tests.fakes.maven import FakeMavenRepository
 
 pytestmark = pytest.mark.e2e
@@ -55,15 +54,6 @@ def _mvn() -> str:
     return path
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n{self.out[-6000:]}"
-
-
 @dataclass
 class Env:
     mirror: RunningMirror
@@ -79,7 +69,7 @@ class Env:
         )
         return path
 
-    async def get(self, artifact: str, *, local: str) -> Result:
+    async def get(self, artifact: str, *, local: str) -> ClientResult:
         """`mvn dependency:get` of `artifact` into the local repository `root/local`."""
         (self.root / "pom.xml").write_text(PROJECT_POM, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MAVEN_", "MIRROR_"))}
@@ -89,18 +79,7 @@ class Env:
             f"-Dmaven.repo.local={self.root / local}",
             f"{DEPENDENCY_PLUGIN}:get", f"-Dartifact={artifact}",
         ]  # fmt: skip
-        process = await asyncio.create_subprocess_exec(
-            _mvn(), *args, cwd=str(self.root), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(MVN_TIMEOUT):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            pytest.fail(f"mvn dependency:get {artifact} did not finish in {MVN_TIMEOUT} s")
-        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
+        return await run_client(_mvn(), *args, cwd=self.root, env=env, seconds=MVN_TIMEOUT)
 
 
 async def test_mvn_through_the_mirror(

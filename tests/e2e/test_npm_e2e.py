@@ -3,7 +3,6 @@ tarballs, chosen publish times): what a developer sees when releases are held ba
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -14,7 +13,13 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import RunningMirror, StartMirror, block_before_start
+from tests.e2e.conftest import (
+    ClientResult,
+    RunningMirror,
+    StartMirror,
+    block_before_start,
+    run_client,
+)
 from tests.fakes.npm import FakeNpmRegistry
 
 pytestmark = pytest.mark.e2e
@@ -30,15 +35,6 @@ def _tool(name: str) -> str:
             "(apt-get install nodejs npm; npm install -g pnpm@9 yarn@1)"
         )
     return path
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n{self.out}"
 
 
 @dataclass
@@ -63,7 +59,7 @@ class Env:
         (directory / ".npmrc").write_text(f"registry={self.registry_url}\n", encoding="utf-8")
         return directory
 
-    async def run(self, tool: str, *args: str, cwd: Path, cache: str = "cache") -> Result:
+    async def run(self, tool: str, *args: str, cwd: Path, cache: str = "cache") -> ClientResult:
         """Run `tool` with a private HOME and cache; output is stdout+stderr together."""
         home = self.root / "home"
         home.mkdir(exist_ok=True)
@@ -87,20 +83,9 @@ class Env:
                 "CI": "true",
             }
         )
-        process = await asyncio.create_subprocess_exec(
-            _tool(tool), *args, cwd=str(cwd), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(CLIENT_TIMEOUT):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            pytest.fail(f"{tool} {' '.join(args)} did not finish in {CLIENT_TIMEOUT} s")
-        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
+        return await run_client(_tool(tool), *args, cwd=cwd, env=env, seconds=CLIENT_TIMEOUT)
 
-    async def npm(self, *args: str, cwd: Path, cache: str = "cache") -> Result:
+    async def npm(self, *args: str, cwd: Path, cache: str = "cache") -> ClientResult:
         return await self.run(
             "npm", *args, "--registry", self.registry_url, "--prefer-online",
             "--no-audit", "--no-fund", "--no-update-notifier", cwd=cwd, cache=cache,

@@ -3,7 +3,6 @@ chosen upload times, PEP 658 metadata): what a developer sees when files are hel
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -14,7 +13,13 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import RunningMirror, StartMirror, block_before_start
+from tests.e2e.conftest import (
+    ClientResult,
+    RunningMirror,
+    StartMirror,
+    block_before_start,
+    run_client,
+)
 from tests.fakes.pypi import FakePypiIndex
 
 pytestmark = pytest.mark.e2e
@@ -23,15 +28,6 @@ CLIENT_TIMEOUT = 180  # seconds per client run; a hung client fails the test, ne
 # A tag this interpreter ranks above `py3-none-any`.
 EXACT_TAG = f"py{sys.version_info.major}{sys.version_info.minor}-none-any"
 _DROPPED_ENV = ("PIP_", "UV_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "VIRTUAL_ENV")
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n{self.out}"
 
 
 @dataclass
@@ -44,7 +40,7 @@ class Env:
     def index_url(self) -> str:
         return f"{self.mirror.url}/pypi/simple/"
 
-    async def run(self, *args: str, cwd: Path | None = None) -> Result:
+    async def run(self, *args: str, cwd: Path | None = None) -> ClientResult:
         env = {
             key: value
             for key, value in os.environ.items()
@@ -62,26 +58,15 @@ class Env:
                 "NO_COLOR": "1",
             }
         )
-        process = await asyncio.create_subprocess_exec(
-            *args, cwd=str(cwd or self.root), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(CLIENT_TIMEOUT):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            pytest.fail(f"{' '.join(args)} did not finish in {CLIENT_TIMEOUT} s")
-        return Result(code=process.returncode or 0, out=out.decode("utf-8", "replace"))
+        return await run_client(*args, cwd=cwd or self.root, env=env, seconds=CLIENT_TIMEOUT)
 
-    async def pip_install(self, target: str, *requirements: str) -> Result:
+    async def pip_install(self, target: str, *requirements: str) -> ClientResult:
         return await self.run(
             sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
             "--index-url", self.index_url, "--target", str(self.root / target), *requirements,
         )  # fmt: skip
 
-    async def uv_install(self, venv: str, *requirements: str) -> Result:
+    async def uv_install(self, venv: str, *requirements: str) -> ClientResult:
         directory = self.root / venv
         created = await self.run(
             _uv(), "--no-config", "venv", "--python", sys.executable, str(directory)
