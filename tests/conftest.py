@@ -70,3 +70,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def mirror_settings(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The MIRROR_* settings tests build apps with: data in `data_dir`, Maven off (its
+    default upstream is off this machine), no retry back-off, a 3-day quarantine, no access
+    log; `overrides` win."""
+    return {
+        "MIRROR_DATA_DIR": str(data_dir),
+        "MIRROR_MAVEN_UPSTREAM": "off",
+        "MIRROR_UPSTREAM_BACKOFF": "0",
+        "MIRROR_QUARANTINE": "3d",
+        "MIRROR_ACCESS_LOG": "false",
+        **overrides,
+    }

@@ -21,6 +21,7 @@ from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.errors import BadRequest, Forbidden, Unauthorized
 from mirror.state.base import DownloadEvent
+from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -59,16 +60,8 @@ def make_client(
     aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path, clock: FixedClock
 ) -> MakeClient:
     async def make(**settings: str) -> Client:
-        env = {
-            "MIRROR_NPM_UPSTREAM": registry.url,
-            "MIRROR_DATA_DIR": str(tmp_path / "data"),
-            "MIRROR_MAVEN_UPSTREAM": "off",
-            "MIRROR_UPSTREAM_BACKOFF": "0",
-            "MIRROR_QUARANTINE": "3d",
-            "MIRROR_ACCESS_LOG": "false",
-            "MIRROR_ADMIN_TOKENS": TOKENS,
-            **settings,
-        }
+        defaults = {"MIRROR_NPM_UPSTREAM": registry.url, "MIRROR_ADMIN_TOKENS": TOKENS}
+        env = mirror_settings(tmp_path / "data", **{**defaults, **settings})
         return await aiohttp_client(create_app(load_config(None, env), clock=clock))
 
     return make

@@ -19,6 +19,7 @@ from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.ecosystems.maven import document
 from mirror.state.base import RuleRecord
+from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository, digest
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -55,14 +56,9 @@ async def mirror(
 ) -> Mirror:
     config = load_config(
         None,
-        {
-            "MIRROR_MAVEN_UPSTREAM": repo.url,
-            "MIRROR_DATA_DIR": str(tmp_path / "data"),
-            "MIRROR_QUARANTINE": "3d",
-            "MIRROR_UPSTREAM_BACKOFF": "0",
-            "MIRROR_UPSTREAM_RETRIES": "0",
-            "MIRROR_ACCESS_LOG": "false",
-        },
+        mirror_settings(
+            tmp_path / "data", MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0"
+        ),
     )
     clock = FixedClock(NOW)
     client = await aiohttp_client(create_app(config, clock=clock))

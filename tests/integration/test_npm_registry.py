@@ -21,7 +21,7 @@ from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.state.base import RuleRecord
-from tests.conftest import start_redis
+from tests.conftest import mirror_settings, start_redis
 from tests.fakes.npm import FakeNpmRegistry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -57,15 +57,9 @@ def make_client(
     aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path, clock: FixedClock
 ) -> MakeClient:
     async def make(**settings: str) -> Client:
-        env = {
-            "MIRROR_NPM_UPSTREAM": registry.url,
-            "MIRROR_DATA_DIR": str(tmp_path / "data"),
-            "MIRROR_MAVEN_UPSTREAM": "off",
-            "MIRROR_UPSTREAM_BACKOFF": "0",
-            "MIRROR_QUARANTINE": "3d",
-            "MIRROR_ACCESS_LOG": "false",
-            **settings,
-        }
+        env = mirror_settings(
+            tmp_path / "data", **{"MIRROR_NPM_UPSTREAM": registry.url, **settings}
+        )
         return await aiohttp_client(create_app(load_config(None, env), clock=clock))
 
     return make

@@ -17,6 +17,7 @@ from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.state.base import RuleRecord
+from tests.conftest import mirror_settings
 from tests.fakes.pypi import FakePypiIndex
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -61,15 +62,7 @@ def make_client(
     aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock
 ) -> Callable[..., Awaitable[Client]]:
     async def make(index: FakePypiIndex, **settings: str) -> Client:
-        env = {
-            "MIRROR_PYPI_UPSTREAM": index.url,
-            "MIRROR_DATA_DIR": str(tmp_path / "data"),
-            "MIRROR_MAVEN_UPSTREAM": "off",
-            "MIRROR_UPSTREAM_BACKOFF": "0",
-            "MIRROR_QUARANTINE": "3d",
-            "MIRROR_ACCESS_LOG": "false",
-            **settings,
-        }
+        env = mirror_settings(tmp_path / "data", **{"MIRROR_PYPI_UPSTREAM": index.url, **settings})
         return await aiohttp_client(create_app(load_config(None, env), clock=clock))
 
     return make
