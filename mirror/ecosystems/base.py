@@ -3,10 +3,13 @@ Nothing here does I/O."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mirror.errors import BadRequest
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -24,6 +27,33 @@ def parse_iso_time(value: object) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def decode_path_segment(segment: str, *, encoded_slash: str) -> str:
+    """Percent-decode one raw path segment. An encoded slash or backslash is refused with
+    `encoded_slash` as the message (it would let a segment smuggle in a path separator);
+    malformed escapes and invalid UTF-8 are refused too. Raises BadRequest."""
+    if "%" not in segment:
+        return segment
+    if re.search("%(2f|5c)", segment, re.IGNORECASE):
+        raise BadRequest(encoded_slash)
+    raw = segment.encode("utf-8", "surrogateescape")
+    decoded = bytearray()
+    index = 0
+    while index < len(raw):
+        if raw[index] == 0x25:  # '%'
+            pair = raw[index + 1 : index + 3]
+            if len(pair) != 2 or not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
+                raise BadRequest("malformed percent-encoding in the path")
+            decoded.append(int(pair, 16))
+            index += 3
+        else:
+            decoded.append(raw[index])
+            index += 1
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not valid UTF-8 after decoding") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
+from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
 
 MAX_NAME_LENGTH = 214
@@ -100,30 +101,10 @@ class NpmRequest:
 
 
 def _decode_segment(segment: str) -> str:
-    """Percent-decode one path segment; an encoded slash or backslash here is refused
-    (the only encoded slash npm clients send is the scope separator, handled before)."""
-    if "%" not in segment:
-        return segment
-    if re.search("%(2f|5c)", segment, re.IGNORECASE):
-        raise BadRequest("encoded slashes are only allowed between a scope and a name")
-    decoded = bytearray()
-    index = 0
-    raw = segment.encode("utf-8", "surrogateescape")
-    while index < len(raw):
-        byte = raw[index]
-        if byte == 0x25:  # '%'
-            pair = raw[index + 1 : index + 3]
-            if len(pair) != 2 or not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
-                raise BadRequest("malformed percent-encoding in the path")
-            decoded.append(int(pair, 16))
-            index += 3
-        else:
-            decoded.append(byte)
-            index += 1
-    try:
-        return decoded.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the path is not valid UTF-8 after decoding") from None
+    # The only encoded slash npm clients send is the scope separator, handled before this.
+    return decode_path_segment(
+        segment, encoded_slash="encoded slashes are only allowed between a scope and a name"
+    )
 
 
 @functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over

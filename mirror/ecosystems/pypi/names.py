@@ -33,6 +33,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
 
 MAX_NAME_LENGTH = 200
@@ -169,28 +170,7 @@ class PypiRequest:
 
 
 def _decode_segment(segment: str) -> str:
-    """Percent-decode one raw path segment; an encoded slash or backslash is refused."""
-    if "%" not in segment:
-        return segment
-    if re.search("%(2f|5c)", segment, re.IGNORECASE):
-        raise BadRequest("encoded slashes are not allowed in the path")
-    raw = segment.encode("utf-8", "surrogateescape")
-    decoded = bytearray()
-    index = 0
-    while index < len(raw):
-        if raw[index] == 0x25:
-            pair = raw[index + 1 : index + 3]
-            if len(pair) != 2 or not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
-                raise BadRequest("malformed percent-encoding in the path")
-            decoded.append(int(pair, 16))
-            index += 3
-        else:
-            decoded.append(raw[index])
-            index += 1
-    try:
-        return decoded.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the path is not valid UTF-8 after decoding") from None
+    return decode_path_segment(segment, encoded_slash="encoded slashes are not allowed in the path")
 
 
 @functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
