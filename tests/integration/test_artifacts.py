@@ -380,6 +380,16 @@ async def other_process(mirror: Mirror, aiohttp_client: AiohttpClient) -> OtherP
     return OtherProcess(client=await aiohttp_client(app), server=server, blobs=blobs)
 
 
+async def stalled_mid_body(mirror: Mirror) -> None:
+    """Wait (bounded: 5 s) until the slow upstream has sent `pause_after` bytes and stalls."""
+    pause_after = mirror.slow.pause_after or 0
+    for _ in range(500):
+        if mirror.slow.sent >= pause_after:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the upstream sent {mirror.slow.sent} of {pause_after} bytes in 5 s")
+
+
 async def test_misses_in_two_processes_sharing_the_store_make_one_upstream_request(
     mirror: Mirror, aiohttp_client: AiohttpClient
 ) -> None:
@@ -412,10 +422,7 @@ async def test_a_second_process_streams_the_first_ones_download_as_it_grows(
     mirror.slow.release()
     other = await other_process(mirror, aiohttp_client)
     first = asyncio.create_task(mirror.client.get("/files/3.0.0"))
-    for _ in range(500):  # bounded: 5 s
-        if mirror.slow.sent >= mirror.slow.pause_after:
-            break
-        await asyncio.sleep(0.01)
+    await stalled_mid_body(mirror)
     response = await other.client.get("/files/3.0.0")
     assert response.status == 200
     head = await asyncio.wait_for(response.content.readexactly(512 * 1024), 5)
@@ -440,10 +447,7 @@ async def test_a_followed_fetch_that_fails_verification_cuts_the_other_process_o
     mirror.slow.release()
     other = await other_process(mirror, aiohttp_client)
     first = await mirror.client.get("/files/3.0.0")
-    for _ in range(500):  # bounded: 5 s
-        if mirror.slow.sent >= mirror.slow.pause_after:
-            break
-        await asyncio.sleep(0.01)
+    await stalled_mid_body(mirror)
     followed = await other.client.get("/files/3.0.0")
     assert followed.status == 200
     head = await asyncio.wait_for(followed.content.readexactly(512 * 1024), 5)
