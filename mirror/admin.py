@@ -34,6 +34,7 @@ from mirror.errors import (
     StateUnavailable,
     Unauthorized,
 )
+from mirror.forwarded import client_address
 from mirror.policy import iso_seconds as iso
 from mirror.state.base import AuditEntry, DownloadEvent, RuleKind, RuleRecord
 
@@ -311,19 +312,9 @@ def _context(request: web.Request) -> AdminContext:
     return request.app[ADMIN]
 
 
-def client_address(request: web.Request, *, trust_forwarded: bool) -> str:
-    """The socket peer; the first `X-Forwarded-For` hop only when forwarded headers are
-    trusted (behind a proxy the operator configured)."""
-    if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote or ""
-
-
 def _authorize(request: web.Request, *, required: bool) -> Caller:
     services = _context(request).services
-    client = client_address(request, trust_forwarded=services.config.trust_forwarded)
+    client = client_address(request, services.config)
     if not required:
         return Caller(actor="anonymous", client=client)
     # Unauthorized (401) carries its WWW-Authenticate header through the error middleware.

@@ -155,7 +155,12 @@ def build_services(
         metrics=metrics,
     )
     artifacts = ArtifactServer(
-        blobs=blobs, upstream=upstream, state=state, metrics=metrics, clock=clock
+        blobs=blobs,
+        upstream=upstream,
+        state=state,
+        metrics=metrics,
+        clock=clock,
+        trusted_proxies=config.trusted_proxies,
     )
     return Services(
         config=config,

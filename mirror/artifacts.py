@@ -48,7 +48,9 @@ from mirror.blobs import (
     touch,
 )
 from mirror.clock import Clock
+from mirror.config import IPNetwork
 from mirror.ecosystems.base import ArtifactRef, Digest
+from mirror.forwarded import client_of
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.state.base import DownloadEvent, StateStore
@@ -129,8 +131,10 @@ class ArtifactServer:
         state: StateStore,
         metrics: Metrics,
         clock: Clock,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         self._blobs = blobs
+        self._proxies = trusted_proxies
         self._upstream = upstream
         self._state = state
         self._metrics = metrics
@@ -637,7 +641,9 @@ class ArtifactServer:
                 package=ref.package,
                 version=ref.version,
                 filename=ref.filename,
-                client=request.remote or "",
+                client=client_of(
+                    request.remote, request.headers.get("X-Forwarded-For"), self._proxies
+                ),
                 at=self._clock.now(),
             )
         )

@@ -5,6 +5,7 @@ Every invalid value raises `ConfigError` naming the key and the value."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import tomllib
@@ -76,6 +77,9 @@ def parse_size(text: str | int, *, key: str = "size") -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuarantineRule:
     """A per-package quarantine age: `package` is a name or glob (`@ourcorp/*`)."""
@@ -114,6 +118,11 @@ class CacheConfig:
     stale_max: timedelta = timedelta(days=7)
     max_bytes: int = 0  # 0 = no cap
     max_document_bytes: int = 256 * 1024**2
+    # A document is refetched ahead of its TTL (an unknown file or version was asked for) at
+    # most once per this interval: no client turns its requests into upstream requests.
+    refresh_interval: timedelta = timedelta(seconds=30)
+    # An upstream "no such document" (404/410) is remembered this long.
+    negative_ttl: timedelta = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +144,8 @@ class StateConfig:
 class AdminConfig:
     tokens: Mapping[str, str] = field(default_factory=dict)
     protect_reads: bool = False
+    # Impact reports name client addresses: they need a token unless this opens them.
+    open_impact: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +163,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
-    trust_forwarded: bool = False
+    # Proxies whose X-Forwarded-* headers are believed (addresses or CIDRs); the client is
+    # the rightmost X-Forwarded-For hop that is not one of them.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     data_dir: Path = Path("data")
     workers: int = 1
     shutdown_grace: timedelta = timedelta(seconds=30)
@@ -187,7 +200,7 @@ class Config:
 ENV_KEYS: dict[str, str] = {
     "MIRROR_LISTEN": "listen",
     "MIRROR_PUBLIC_URL": "public_url",
-    "MIRROR_TRUST_FORWARDED": "trust_forwarded",
+    "MIRROR_TRUSTED_PROXIES": "trusted_proxies",
     "MIRROR_DATA_DIR": "data_dir",
     "MIRROR_WORKERS": "workers",
     "MIRROR_SHUTDOWN_GRACE": "shutdown_grace",
@@ -209,9 +222,12 @@ ENV_KEYS: dict[str, str] = {
     "MIRROR_STATE_POLL_INTERVAL": "state.poll_interval",
     "MIRROR_ADMIN_TOKENS": "admin.tokens",
     "MIRROR_ADMIN_PROTECT_READS": "admin.protect_reads",
+    "MIRROR_ADMIN_OPEN_IMPACT": "admin.open_impact",
     "MIRROR_CACHE_METADATA_TTL": "cache.metadata_ttl",
     "MIRROR_CACHE_STALE_MAX": "cache.stale_max",
     "MIRROR_CACHE_MAX_BYTES": "cache.max_bytes",
+    "MIRROR_CACHE_REFRESH_INTERVAL": "cache.refresh_interval",
+    "MIRROR_CACHE_NEGATIVE_TTL": "cache.negative_ttl",
     "MIRROR_UPSTREAM_CONNECT_TIMEOUT": "upstream.connect_timeout",
     "MIRROR_UPSTREAM_READ_TIMEOUT": "upstream.read_timeout",
     "MIRROR_UPSTREAM_RETRIES": "upstream.retries",
@@ -221,7 +237,7 @@ ENV_KEYS: dict[str, str] = {
 }
 
 _TOP_KEYS = {
-    "listen", "public_url", "trust_forwarded", "data_dir", "workers", "shutdown_grace",
+    "listen", "public_url", "trusted_proxies", "data_dir", "workers", "shutdown_grace",
     "access_log", "log_level", "quarantine", "npm", "pypi", "maven", "cache", "upstream",
     "state", "admin", "tls",
 }  # fmt: skip
@@ -262,6 +278,11 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: str, *, source: str) ->
 
 
 def _build(raw: dict[str, Any]) -> Config:
+    if "trust_forwarded" in raw:
+        raise ConfigError(
+            "trust_forwarded: replaced by trusted_proxies (MIRROR_TRUSTED_PROXIES): list the "
+            "addresses or CIDRs of the proxies in front of the mirror"
+        )
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -274,7 +295,7 @@ def _build(raw: dict[str, Any]) -> Config:
         host=host,
         port=port,
         public_url=public_url,
-        trust_forwarded=_bool(raw.get("trust_forwarded", False), "trust_forwarded"),
+        trusted_proxies=_networks(raw.get("trusted_proxies", ()), "trusted_proxies"),
         data_dir=Path(_str(raw.get("data_dir", "data"), "data_dir")),
         workers=workers,
         shutdown_grace=parse_duration(raw.get("shutdown_grace", "30s"), key="shutdown_grace"),
@@ -368,6 +389,23 @@ def _hosts(value: Any, key: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[a-z0-9.\-]+(:\d+)?", host):
             raise ConfigError(f"{key}: {host!r} is not a host name")
     return hosts
+
+
+def _networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
+    """`10.0.0.5, 10.1.0.0/16` (or a TOML list) → networks; a bare address is a /32 or /128."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key}: expected a list of addresses or CIDRs, got {value!r}")
+    networks: list[IPNetwork] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not an IP address or CIDR") from None
+    return tuple(networks)
 
 
 def _ecosystem(
@@ -469,7 +507,10 @@ def _quarantine(table: dict[str, Any]) -> QuarantineConfig:
 
 
 def _cache(table: dict[str, Any]) -> CacheConfig:
-    keys = {"metadata_ttl", "stale_max", "max_bytes", "max_document_bytes"}
+    keys = {
+        "metadata_ttl", "stale_max", "max_bytes", "max_document_bytes", "refresh_interval",
+        "negative_ttl",
+    }  # fmt: skip
     _check_keys(table, "cache", keys)
     return CacheConfig(
         metadata_ttl=parse_duration(table.get("metadata_ttl", "5m"), key="cache.metadata_ttl"),
@@ -478,6 +519,10 @@ def _cache(table: dict[str, Any]) -> CacheConfig:
         max_document_bytes=parse_size(
             table.get("max_document_bytes", "256M"), key="cache.max_document_bytes"
         ),
+        refresh_interval=parse_duration(
+            table.get("refresh_interval", "30s"), key="cache.refresh_interval"
+        ),
+        negative_ttl=parse_duration(table.get("negative_ttl", "1m"), key="cache.negative_ttl"),
     )
 
 
@@ -516,7 +561,7 @@ def _state(table: dict[str, Any]) -> StateConfig:
 
 
 def _admin(table: dict[str, Any]) -> AdminConfig:
-    _check_keys(table, "admin", {"tokens", "protect_reads"})
+    _check_keys(table, "admin", {"tokens", "protect_reads", "open_impact"})
     raw_tokens = table.get("tokens", {})
     tokens: dict[str, str] = {}
     if isinstance(raw_tokens, str):
@@ -539,6 +584,7 @@ def _admin(table: dict[str, Any]) -> AdminConfig:
     return AdminConfig(
         tokens=tokens,
         protect_reads=_bool(table.get("protect_reads", False), "admin.protect_reads"),
+        open_impact=_bool(table.get("open_impact", False), "admin.open_impact"),
     )
 
 

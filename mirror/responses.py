@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mirror.config import Config
 from mirror.ecosystems.base import Rendered
+from mirror.forwarded import from_trusted_proxy
 
 # Metadata views are small to revalidate; the client may keep them at most this long.
 DEFAULT_MAX_AGE = timedelta(minutes=5)
@@ -143,13 +144,14 @@ def _not_modified_since(header: str | None, last_modified: datetime) -> bool:
 def base_url(request: web.Request, config: Config) -> str:
     """The URL clients reached the mirror at, without a trailing slash: `public_url` when
     set; else the request's own scheme and Host (plus X-Forwarded-Proto/-Host/-Prefix when
-    `trust_forwarded` is on). Lockfiles store URLs built from this, so it must be stable."""
+    the request came through a proxy in `trusted_proxies`). Lockfiles store URLs built from
+    this, so it must be stable."""
     if config.public_url:
         return config.public_url
     scheme = request.scheme
     host = request.host
     prefix = ""
-    if config.trust_forwarded:
+    if from_trusted_proxy(request, config):
         scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
         host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
         prefix = request.headers.get("X-Forwarded-Prefix", "").strip().rstrip("/")

@@ -331,16 +331,20 @@ async def test_audit_records_every_write_with_before_and_after(
     assert any(f"block.delete {block['id']} by alice" in m for m in messages)
 
 
-async def test_audit_client_is_the_peer_unless_forwarded_headers_are_trusted(
+async def test_audit_client_is_the_peer_unless_it_is_a_trusted_proxy(
     make_client: MakeClient,
 ) -> None:
-    headers = {**auth(), "X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    # The client wrote 198.51.100.9 itself; the trusted proxy (the test's own 127.0.0.1, via
+    # 10.0.0.1) appended the address it saw: 203.0.113.7 is the client.
+    headers = {**auth(), "X-Forwarded-For": "198.51.100.9, 203.0.113.7, 10.0.0.1"}
     untrusting = await make_client()
     assert (await untrusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
-    trusting = await make_client(MIRROR_TRUST_FORWARDED="true")
+    trusting = await make_client(MIRROR_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8")
     assert (await trusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
-    entries = (await (await trusting.get("/api/v1/audit", headers=auth())).json())["entries"]
-    assert [entry["client"] for entry in entries] == ["203.0.113.7", "127.0.0.1"]
+    elsewhere = await make_client(MIRROR_TRUSTED_PROXIES="192.0.2.1")  # not the peer
+    assert (await elsewhere.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
+    entries = (await (await elsewhere.get("/api/v1/audit", headers=auth())).json())["entries"]
+    assert [entry["client"] for entry in entries] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
 
 
 # impact -------------------------------------------------------------------------------------
