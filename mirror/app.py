@@ -365,13 +365,12 @@ async def error_middleware(
 
 
 def error_response(exc: MirrorError) -> web.Response:
-    """Render a MirrorError; the HTTP reason phrase carries a short sentence because Maven
-    prints it ("status code: 403, reason phrase: …")."""
-    phrase = " ".join(exc.message.split())[:200].encode("ascii", "replace").decode("ascii")
+    """Render a MirrorError; the HTTP reason phrase carries the message's first clause
+    because Maven and pip print it ("status code: 403, reason phrase: …")."""
     return web.json_response(
         exc.body(),
         status=exc.status,
-        reason=phrase or None,
+        reason=exc.phrase,
         headers=dict(exc.headers),
         dumps=_dumps,
     )

@@ -27,8 +27,14 @@ Our exception hierarchy::
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
+
+# The HTTP reason phrase is printed by clients (Maven, pip): a short, complete clause.
+MAX_PHRASE = 160
+_CLAUSE_END = re.compile(r"(?<=\S)[:;.]\s")
 
 
 class ConfigError(ValueError):
@@ -57,8 +63,29 @@ class MirrorError(Exception):
         body.update(self.data)
         return body
 
+    @property
+    def phrase(self) -> str:
+        """The HTTP reason phrase: the message's first clause when it is short, printable
+        ASCII only (a control character there would break the response); else the status's
+        standard phrase. The whole message is in the JSON body."""
+        return reason_phrase(self.message, self.status)
+
     def __str__(self) -> str:
         return self.message
+
+
+def reason_phrase(message: str, status: int) -> str:
+    """A safe reason phrase for `message`: never cut mid-word, never a control character."""
+    printable = "".join(
+        char if 32 <= ord(char) < 127 else (" " if ord(char) < 160 else "?") for char in message
+    )
+    clause = _CLAUSE_END.split(" ".join(printable.split()), maxsplit=1)[0].strip()
+    if clause and len(clause) <= MAX_PHRASE:
+        return clause
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class BadRequest(MirrorError):

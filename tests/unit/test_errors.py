@@ -1,0 +1,41 @@
+"""The HTTP reason phrase clients print: short, complete, printable ASCII."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirror.errors import MAX_PHRASE, BadRequest, NotFound, Quarantined, reason_phrase
+
+
+def test_phrase_is_the_first_clause() -> None:
+    error = Quarantined(
+        "left-pad@1.4.0 is in quarantine until 2026-11-25T10:00:00Z: it was published "
+        "2026-11-22T10:00:00Z and this mirror holds releases for 3d; ask for an exemption "
+        "if you need it sooner",
+        until=datetime(2026, 11, 25, 10, tzinfo=UTC),
+    )
+    assert error.phrase == "left-pad@1.4.0 is in quarantine until 2026-11-25T10:00:00Z"
+
+
+def test_control_characters_and_non_ascii_never_reach_the_phrase() -> None:
+    phrase = NotFound("left-pad has no tarball \x00\r\nX-Injected: 1 \u00e9.tgz upstream").phrase
+    assert phrase == "left-pad has no tarball X-Injected"
+    assert reason_phrase("caf\u00e9 \u202e is gone", 404) == "caf? ? is gone"
+
+
+def test_a_long_clause_gives_the_standard_phrase_not_a_cut_word() -> None:
+    assert BadRequest("x" * (MAX_PHRASE + 1)).phrase == "Bad Request"
+    assert reason_phrase("\x01\x02", 403) == "Forbidden"
+    assert reason_phrase("", 599) == "Error"
+
+
+@given(st.text(max_size=400), st.sampled_from([400, 403, 404, 502, 503]))
+def test_any_message_gives_a_safe_phrase(message: str, status: int) -> None:
+    phrase = reason_phrase(message, status)
+    assert phrase
+    assert len(phrase) <= MAX_PHRASE
+    assert all(32 <= ord(char) < 127 for char in phrase)
+    assert phrase == phrase.strip()
