@@ -19,7 +19,10 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
+from mirror.config import UpstreamConfig, load_config
+from mirror.errors import HostNotAllowed
+from mirror.metacache import MetaCache
+from mirror.upstream import Upstream, UpstreamScope
 from tests.conftest import mirror_settings
 from tests.fakes.maven import build_metadata
 from tests.fakes.npm import FakeNpmRegistry
@@ -241,6 +244,37 @@ async def test_a_maven_redirect_to_the_npm_host_is_refused(
     await assert_discloses_no_upstream(response, upstreams)
     assert upstreams.npm.upstream.count(MAVEN_METADATA) == 0
     assert authorizations(upstreams.maven.requests) == {MAVEN_AUTH}
+
+
+async def test_a_cached_document_is_never_served_to_another_ecosystem(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    """The metadata cache checks the asking ecosystem's hosts before its copies: a document
+    cached for Maven is a HostNotAllowed for npm, not a cache hit."""
+    upstream = Upstream(
+        UpstreamConfig(retries=0),
+        scopes=[
+            UpstreamScope.of("npm", upstreams.npm.url),
+            UpstreamScope.of("maven", upstreams.maven.url("/")),
+        ],
+    )
+    cache = MetaCache(
+        upstream,
+        directory=tmp_path / "metadata",
+        ttl=timedelta(minutes=5),
+        stale_max=timedelta(days=1),
+        clock=FixedClock(NOW),
+    )
+    await upstream.start()
+    try:
+        url = upstreams.maven.url(MAVEN_METADATA)
+        assert (await cache.get(url, bytes, ecosystem="maven")).raw.startswith(b"<?xml")
+        with pytest.raises(HostNotAllowed):
+            await cache.get(url, bytes, ecosystem="npm")
+    finally:
+        await cache.close()
+        await upstream.close()
+    assert upstreams.maven.count(MAVEN_METADATA) == 1
 
 
 # credentials ---------------------------------------------------------------------------------

@@ -669,6 +669,29 @@ async def test_credentials_of_one_ecosystem_never_reach_another_ones_host(
     assert authorizations(maven) == ["Bearer maven-secret"]
 
 
+async def test_two_ecosystems_on_one_origin_each_send_their_own_credentials(
+    fake: FakeUpstream,
+) -> None:
+    """One repository manager serving npm and PyPI under two paths of one origin, with a token
+    each: every request carries its own ecosystem's token (credentials are not keyed by host)."""
+    fake.add("/api/npm/left-pad", b"{}")
+    fake.add("/api/pypi/simple/requests/", b"<html></html>")
+    upstream = Upstream(
+        CONFIG,
+        scopes=[
+            UpstreamScope.of("npm", fake.url("/api/npm/"), auth="Bearer npm-token"),
+            UpstreamScope.of("pypi", fake.url("/api/pypi/simple/"), auth="Bearer pypi-token"),
+        ],
+    )
+    await upstream.start()
+    try:
+        await upstream.fetch(fake.url("/api/npm/left-pad"), ecosystem="npm")
+        await upstream.fetch(fake.url("/api/pypi/simple/requests/"), ecosystem="pypi")
+    finally:
+        await upstream.close()
+    assert authorizations(fake) == ["Bearer npm-token", "Bearer pypi-token"]
+
+
 async def test_one_document_fetched_by_two_ecosystems_is_two_flights(
     scoped: Upstream, fake: FakeUpstream
 ) -> None:
