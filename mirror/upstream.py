@@ -627,7 +627,7 @@ def _logged(error: errors.UpstreamError, url: str) -> errors.UpstreamError:
 def _status_error(
     scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
 ) -> errors.UpstreamError:
-    what = f"{scope.subject(url)}"
+    what = scope.subject(url)
     where = f"the {scope.ecosystem} upstream"
     if response.status in (404, 410):
         return _logged(
