@@ -16,10 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
-from yarl import URL
 
 from mirror import __version__, admin
 from mirror.artifacts import ArtifactServer
@@ -39,7 +37,7 @@ from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
 from mirror.state import create_state
 from mirror.state.base import StateStore
-from mirror.upstream import Upstream, host_key
+from mirror.upstream import Upstream, UpstreamScope
 
 log = logging.getLogger("mirror")
 access_log = logging.getLogger("mirror.access")
@@ -74,54 +72,24 @@ ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
 REQUEST_KIND = web.RequestKey("mirror.kind", str)
 
 
-def allowed_hosts(config: Config) -> set[str]:
-    """Every host an upstream request may go to: the configured upstreams and file hosts."""
-    hosts: set[str] = set()
+def upstream_scopes(config: Config) -> list[UpstreamScope]:
+    """Each enabled ecosystem's upstream scope: its own upstream host and file hosts, and
+    its credentials for the upstream's exact origin. One ecosystem's requests never go to
+    another's hosts, nor carry another's credentials."""
+    scopes: list[UpstreamScope] = []
     for name in ECOSYSTEMS:
         ecosystem = config.ecosystem(name)
         if ecosystem.upstream is None:
             continue
-        hosts.add(urlsplit(ecosystem.upstream).netloc.lower())
-        hosts.update(ecosystem.file_hosts)
-    return hosts
-
-
-def upstream_credentials(config: Config) -> dict[str, str]:
-    """The `Authorization` value for each upstream host that has credentials configured."""
-    credentials: dict[str, str] = {}
-    for name in ECOSYSTEMS:
-        ecosystem = config.ecosystem(name)
-        if ecosystem.upstream is None or ecosystem.upstream_auth is None:
-            continue
-        host = host_key(URL(ecosystem.upstream))
-        if host is not None:
-            credentials[host] = ecosystem.upstream_auth
-    return credentials
-
-
-def ecosystem_of_url(config: Config) -> Callable[[str], str]:
-    """Which ecosystem an upstream URL belongs to (for metric labels): the longest matching
-    upstream prefix, else the one whose host it is on, else "other"."""
-    prefixes: list[tuple[str, str]] = []
-    hosts: dict[str, str] = {}
-    for name in ECOSYSTEMS:
-        ecosystem = config.ecosystem(name)
-        if ecosystem.upstream is None:
-            continue
-        parts = urlsplit(ecosystem.upstream)
-        # PyPI's JSON API lives beside its simple index: match from the host's root path up.
-        prefixes.append((ecosystem.upstream.rstrip("/"), name))
-        for host in (parts.netloc.lower(), *ecosystem.file_hosts):
-            hosts.setdefault(host.lower(), name)
-    prefixes.sort(key=lambda item: len(item[0]), reverse=True)
-
-    def ecosystem_of(url: str) -> str:
-        for prefix, name in prefixes:
-            if url.startswith(prefix):
-                return name
-        return hosts.get(urlsplit(url).netloc.lower(), "other")
-
-    return ecosystem_of
+        scopes.append(
+            UpstreamScope.of(
+                name,
+                ecosystem.upstream,
+                file_hosts=ecosystem.file_hosts,
+                auth=ecosystem.upstream_auth,
+            )
+        )
+    return scopes
 
 
 def build_services(
@@ -132,12 +100,7 @@ def build_services(
     clock = clock or SystemClock()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     state = create_state(config, clock=clock)
-    upstream = Upstream(
-        config.upstream,
-        allowed_hosts=allowed_hosts(config),
-        metrics=metrics,
-        credentials=upstream_credentials(config),
-    )
+    upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
     metacache = MetaCache(
         upstream,
         directory=config.data_dir / "metadata",
@@ -146,7 +109,6 @@ def build_services(
         clock=clock,
         metrics=metrics,
         max_document_bytes=config.cache.max_document_bytes,
-        ecosystem_of=ecosystem_of_url(config),
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",

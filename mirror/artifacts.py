@@ -54,7 +54,7 @@ from mirror.forwarded import client_of
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.state.base import DownloadEvent, StateStore
-from mirror.upstream import Upstream, redact
+from mirror.upstream import Upstream
 
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
@@ -372,7 +372,7 @@ class ArtifactServer:
         pinned = await self._pin_first_digest(ref)
         algorithms = {d.algorithm for d in (*ref.digests, *pinned) if d.algorithm in ALGORITHMS}
         try:
-            async with self._upstream.stream(ref.upstream_url) as upstream:
+            async with self._upstream.stream(ref.upstream_url, ecosystem=ref.ecosystem) as upstream:
                 expected = ref.size if ref.size is not None else upstream.content_length
                 download.expected_size = expected
                 writer = download.writer = await self._blobs.begin(ref.cache_key, algorithms)
@@ -393,8 +393,7 @@ class ArtifactServer:
                     raise
         except errors.UpstreamNotFound:
             raise errors.NotFound(
-                f"{ref.filename} ({ref.package} {ref.version}) is not on the upstream "
-                f"({redact(ref.upstream_url)})"
+                f"{ref.filename} ({ref.package} {ref.version}) is not on the upstream"
             ) from None
         if expected is not None and writer.written < expected:
             self._count("truncated", ref)
@@ -561,7 +560,7 @@ class ArtifactServer:
         tail = bytearray()
         received = 0
         try:
-            async with self._upstream.stream(ref.upstream_url) as upstream:
+            async with self._upstream.stream(ref.upstream_url, ecosystem=ref.ecosystem) as upstream:
                 size = ref.size if ref.size is not None else upstream.content_length
                 async for chunk in upstream.iter_chunks():
                     received += len(chunk)
@@ -606,7 +605,7 @@ class ArtifactServer:
     ) -> web.StreamResponse:
         """HEAD with no room to store: the upstream's answer to HEAD, no body fetched."""
         try:
-            answer = await self._upstream.head(ref.upstream_url)
+            answer = await self._upstream.head(ref.upstream_url, ecosystem=ref.ecosystem)
         except errors.UpstreamNotFound:
             raise errors.NotFound(f"{ref.filename} is not on the upstream") from None
         response = web.StreamResponse(

@@ -97,10 +97,8 @@ class MetaCache:
         metrics: Metrics | None = None,
         max_entries: int = 2048,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
-        ecosystem_of: Callable[[str], str] = lambda _url: "other",
     ) -> None:
         self._upstream = upstream
-        self._ecosystem_of = ecosystem_of
         self._directory = directory
         self._ttl = ttl
         self._stale_max = max(stale_max, ttl)
@@ -117,29 +115,33 @@ class MetaCache:
         url: str,
         parse: Callable[[bytes], T],
         *,
+        ecosystem: str,
         accept: str | None = None,
         refresh: bool = False,
     ) -> CachedDocument[T]:
-        """The document at `url`, parsed by `parse`.
+        """The document at `url`, parsed by `parse`, fetched on `ecosystem`'s behalf (its
+        hosts, its credentials).
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
-        BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed."""
+        BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed (even
+        for a cached copy: a URL off `ecosystem`'s hosts is never served)."""
+        self._upstream.check(url, ecosystem=ecosystem)
         key: _Key = (url, accept or "")
         entry = await self._entry(key, parse)
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at
             if age < self._ttl:
-                self._count(url, hit=True)
+                self._count(ecosystem, hit=True)
                 return await self._serve(key, entry, parse, stale=False)
             if age < self._stale_max:
-                self._count(url, hit=False)
-                self._revalidate_in_background(key, entry, parse)
+                self._count(ecosystem, hit=False)
+                self._revalidate_in_background(key, entry, parse, ecosystem)
                 if self._metrics is not None:
                     self._metrics.stale_serves.labels("revalidating").inc()
                 return await self._serve(key, entry, parse, stale=True)
-        self._count(url, hit=False)
+        self._count(ecosystem, hit=False)
         try:
-            entry = await self._refresh(key, parse)
+            entry = await self._refresh(key, parse, ecosystem)
         except (errors.UpstreamUnavailable, errors.BadUpstreamDocument) as exc:
             fallback = self._entries.get(key) or entry
             if fallback is None or self._clock.now() - fallback.fetched_at >= self._stale_max:
@@ -150,13 +152,13 @@ class MetaCache:
             return await self._serve(key, fallback, parse, stale=True)
         return await self._serve(key, entry, parse, stale=False)
 
-    def _count(self, url: str, *, hit: bool) -> None:
+    def _count(self, ecosystem: str, *, hit: bool) -> None:
         """Fresh copies are hits; anything that asks upstream (stale serves included) is a
         miss."""
         if self._metrics is None:
             return
         counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
-        self._metrics.child(counter, self._ecosystem_of(url), "metadata").inc()
+        self._metrics.child(counter, ecosystem, "metadata").inc()
 
     async def drain(self) -> None:
         """Wait for the revalidations running now (their errors are logged, not raised)."""
@@ -321,7 +323,7 @@ class MetaCache:
     # upstream ---------------------------------------------------------------------------
 
     def _revalidate_in_background(
-        self, key: _Key, entry: _Entry, parse: Callable[[bytes], Any]
+        self, key: _Key, entry: _Entry, parse: Callable[[bytes], Any], ecosystem: str
     ) -> None:
         if key in self._refreshes:
             return
@@ -329,30 +331,33 @@ class MetaCache:
             backoff = min(self._ttl, FAILURE_BACKOFF)
             if self._clock.now() - entry.failed_at < backoff:
                 return
-        task = self._start_refresh(key, parse)
+        task = self._start_refresh(key, parse, ecosystem)
         task.add_done_callback(lambda done: self._log_background(key, done))
 
-    async def _refresh(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry:
+    async def _refresh(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
         task = self._refreshes.get(key)
         if task is None:
-            task = self._start_refresh(key, parse)
+            task = self._start_refresh(key, parse, ecosystem)
         elif self._metrics is not None:
             self._metrics.singleflight_joins.labels("metadata").inc()
         return await asyncio.shield(task)
 
-    def _start_refresh(self, key: _Key, parse: Callable[[bytes], Any]) -> asyncio.Task[_Entry]:
-        task = asyncio.get_running_loop().create_task(self._revalidate(key, parse))
+    def _start_refresh(
+        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str
+    ) -> asyncio.Task[_Entry]:
+        task = asyncio.get_running_loop().create_task(self._revalidate(key, parse, ecosystem))
         self._refreshes[key] = task
         task.add_done_callback(lambda done: _forget(self._refreshes, key, done))
         return task
 
-    async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry:
+    async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
         url, accept = key
         old = self._entries.get(key)
         try:
             document = await self._upstream.fetch(
                 url,
+                ecosystem=ecosystem,
                 etag=old.etag if old else None,
                 last_modified=old.last_modified if old else None,
                 accept=accept or None,
@@ -368,8 +373,9 @@ class MetaCache:
         now = self._clock.now()
         if document.status == 304:
             if old is None:
+                log.warning("upstream answered %s with 304 unasked", redact(url))
                 raise errors.BadUpstreamDocument(
-                    f"upstream answered {redact(url)} with 304 to an unconditional request"
+                    f"the {ecosystem} upstream answered 304 to an unconditional request"
                 )
             entry = dataclasses.replace(
                 old,
@@ -440,8 +446,9 @@ class MetaCache:
         except errors.MirrorError:
             raise
         except Exception as exc:
+            log.warning("could not parse %s: %s: %s", redact(entry.url), type(exc).__name__, exc)
             raise errors.BadUpstreamDocument(
-                f"could not parse {redact(entry.url)}: {type(exc).__name__}: {exc}"
+                f"could not parse an upstream document: {type(exc).__name__}"
             ) from exc
         return dataclasses.replace(entry, parse=parse, parsed=parsed)
 

@@ -1,6 +1,7 @@
 """Every Prometheus metric, defined once, on the app's own `CollectorRegistry` (never the
 global default registry: two apps in one test process would collide). Labels are bounded:
-never package names."""
+never package names; never an upstream host or URL (settings, possibly internal, and
+`/metrics` is open): upstream metrics are labelled by ecosystem."""
 
 from __future__ import annotations
 
@@ -45,15 +46,16 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.bytes_fetched = Counter(
-            "mirror_upstream_bytes_total", "Body bytes fetched from upstreams", ["host"],
+            "mirror_upstream_bytes_total", "Body bytes fetched from upstreams", ["ecosystem"],
             registry=r,
         )  # fmt: skip
         self.upstream_requests = Counter(
-            "mirror_upstream_requests_total", "Requests sent upstream", ["host", "outcome"],
+            "mirror_upstream_requests_total", "Requests sent upstream", ["ecosystem", "outcome"],
             registry=r,
         )  # fmt: skip
         self.upstream_seconds = Histogram(
-            "mirror_upstream_seconds", "Upstream response time (headers received)", ["host"],
+            "mirror_upstream_seconds", "Upstream response time (headers received)",
+            ["ecosystem"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.singleflight_joins = Counter(

@@ -1,7 +1,13 @@
-"""The one place that talks HTTP to upstream registries: one pooled `ClientSession`, host
-allowlist, manual redirects, bounded retries, conditional GET, single-flight per document.
-It knows no ecosystem and caches nothing; no aiohttp exception escapes it (all become
-`mirror.errors` types).
+"""The one place that talks HTTP to upstream registries: one pooled `ClientSession`, a scope
+per ecosystem, manual redirects, bounded retries, conditional GET, single-flight per document.
+It caches nothing; no aiohttp exception escapes it (all become `mirror.errors` types).
+
+Scopes: every call names its ecosystem (never derived from the URL). A request, and every
+redirect hop, goes only to that ecosystem's upstream host or one of its file hosts; its
+credentials go only to the exact origin (scheme, host, port) they were configured for, on that
+ecosystem's requests. Upstream URLs and hosts are settings and may be internal: error messages
+(which reach clients) name what was fetched relative to the upstream, and the URL goes to the
+log; metrics are labelled by ecosystem, never by host.
 
 Encoding: the session never decompresses (`auto_decompress=False`) so `stream()` hands
 artifacts over byte for byte (`Accept-Encoding: identity`). Documents (`fetch`, `forward`)
@@ -17,7 +23,7 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -54,7 +60,12 @@ _HOP_HEADERS = frozenset(
         "accept-encoding",
     }
 )
+# Never taken from a caller's headers: the only credentials sent are the scope's own.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+# (scheme, lower-case host, port with the scheme's default filled in)
+Origin = tuple[str, str, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,11 +112,88 @@ def host_key(url: URL) -> str | None:
     return f"{host}:{port}"
 
 
+def origin_of(url: URL) -> Origin | None:
+    """The exact origin credentials are bound to: http://h and https://h differ, and so do
+    two ports of one host."""
+    if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
+        return None
+    return (url.scheme, url.raw_host.lower(), url.port or _DEFAULT_PORTS[url.scheme])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamScope:
+    """Where one ecosystem's upstream requests may go and what they may carry. Build with
+    `UpstreamScope.of(...)`."""
+
+    ecosystem: str
+    base: URL
+    # host keys (see `host_key`): the upstream's own host and the ecosystem's file hosts
+    hosts: frozenset[str]
+    # the Authorization value, sent to `auth_origin` only
+    auth: str | None = field(default=None, repr=False)
+    auth_origin: Origin | None = None
+
+    @classmethod
+    def of(
+        cls,
+        ecosystem: str,
+        upstream: str,
+        *,
+        file_hosts: Iterable[str] = (),
+        auth: str | None = None,
+    ) -> UpstreamScope:
+        base = URL(upstream)
+        own = host_key(base)
+        if own is None:
+            raise ValueError(f"the {ecosystem} upstream is not an http(s) URL")
+        hosts = {own, *(host.strip().lower() for host in file_hosts if host.strip())}
+        return cls(
+            ecosystem=ecosystem,
+            base=base,
+            hosts=frozenset(hosts),
+            auth=auth,
+            auth_origin=origin_of(base) if auth else None,
+        )
+
+    def allows(self, url: URL) -> bool:
+        key = host_key(url)
+        return key is not None and key in self.hosts
+
+    def authorization(self, url: URL) -> str | None:
+        """The credentials for `url`: only on the configured origin, never a file host."""
+        if self.auth is None or origin_of(url) != self.auth_origin:
+            return None
+        return self.auth
+
+    def subject(self, url: str) -> str:
+        """What `url` fetches, in a client's terms: on the upstream's own host, its path
+        below the part it shares with the upstream's path (`left-pad`,
+        `pypi/requests/json`); elsewhere, its file name. Never the host or a path prefix
+        (settings, possibly internal), never the query."""
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError):
+            return "a document"
+        segments = [segment for segment in parsed.raw_path.split("/") if segment]
+        if origin_of(parsed) == origin_of(self.base):
+            base = [segment for segment in self.base.raw_path.split("/") if segment]
+            shared = 0
+            while shared < min(len(base), len(segments) - 1) and base[shared] == segments[shared]:
+                shared += 1
+            rest = "/".join(segments[shared:])
+        else:
+            rest = segments[-1] if segments else ""
+        return rest[:200] or "the registry root"
+
+
 class _Stream:
-    def __init__(self, upstream: Upstream, response: aiohttp.ClientResponse, host: str) -> None:
+    def __init__(
+        self, upstream: Upstream, response: aiohttp.ClientResponse, scope: UpstreamScope, url: str
+    ) -> None:
         self._upstream = upstream
         self._response = response
-        self._host = host
+        self._scope = scope
+        self._url = url
         self.status = response.status
         self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(response.headers))
         self.content_length = response.content_length
@@ -115,33 +203,27 @@ class _Stream:
         try:
             async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
                 received += len(chunk)
-                self._upstream._count_bytes(self._host, len(chunk))
+                self._upstream._count_bytes(self._scope, len(chunk))
                 yield chunk
         except _NETWORK_ERRORS as exc:
-            raise self._upstream._unavailable(str(self._response.url), exc) from None
+            raise _unavailable(self._scope, self._url, exc) from None
         if self.content_length is not None and received < self.content_length:
-            raise errors.UpstreamUnavailable(
-                f"upstream closed {redact(str(self._response.url))} after {received} of "
-                f"{self.content_length} bytes",
-                status=502,
-            )
+            raise _truncated(self._scope, self._url, received, self.content_length)
 
 
 class Upstream:
-    """HTTP client for upstream registries. Construct without I/O; `start()` opens the pool."""
+    """HTTP client for upstream registries. Construct without I/O; `start()` opens the pool.
+    Every call names its `ecosystem`: a scope in `scopes` (none: refused, fail closed)."""
 
     def __init__(
         self,
         config: UpstreamConfig,
         *,
-        allowed_hosts: Iterable[str],
+        scopes: Iterable[UpstreamScope],
         metrics: Metrics | None = None,
-        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
-        self._allowed = frozenset(host.strip().lower() for host in allowed_hosts if host.strip())
-        # host key → Authorization value, sent to that host only (not across redirects).
-        self._credentials = dict(credentials or {})
+        self._scopes = {scope.ecosystem: scope for scope in scopes}
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[tuple[object, ...], asyncio.Task[UpstreamDocument]] = {}
@@ -182,19 +264,25 @@ class Upstream:
 
     # public API -------------------------------------------------------------------------
 
-    def allows(self, url: str) -> bool:
-        """True if `url` is http(s) to an allowlisted host (with port unless the default)."""
+    def allows(self, url: str, *, ecosystem: str) -> bool:
+        """True if `url` is http(s) to `ecosystem`'s upstream host or one of its file hosts
+        (with the port unless the scheme's default)."""
+        scope = self._scopes.get(ecosystem)
         try:
             parsed = URL(url)
         except (ValueError, TypeError):
             return False
-        key = host_key(parsed)
-        return key is not None and key in self._allowed
+        return scope is not None and scope.allows(parsed)
+
+    def check(self, url: str, *, ecosystem: str) -> None:
+        """Raise HostNotAllowed unless `ecosystem` may fetch `url` (see `allows`)."""
+        self._scope(url, ecosystem)
 
     async def fetch(
         self,
         url: str,
         *,
+        ecosystem: str,
         etag: str | None = None,
         last_modified: str | None = None,
         accept: str | None = None,
@@ -204,8 +292,8 @@ class Upstream:
 
         Raises UpstreamNotFound (404/410), UpstreamUnavailable (other statuses, network,
         timeouts, after retries), BadUpstreamDocument (body over `max_bytes`, bad gzip),
-        HostNotAllowed (before any I/O)."""
-        self._check(url)
+        HostNotAllowed (before any I/O, or before following a redirect off the scope)."""
+        scope = self._scope(url, ecosystem)
         headers: dict[str, str] = {"Accept-Encoding": "gzip"}
         if accept:
             headers["Accept"] = accept
@@ -213,53 +301,66 @@ class Upstream:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        key = ("GET", url, etag, last_modified, accept, max_bytes)
+        # The ecosystem is part of the key: a flight carries its own scope's credentials.
+        key = ("GET", ecosystem, url, etag, last_modified, accept, max_bytes)
         return await self._single_flight(
-            key, lambda: self._document("GET", url, headers, max_bytes)
+            key, lambda: self._document(scope, "GET", url, headers, max_bytes)
         )
 
-    async def head(self, url: str) -> UpstreamDocument:
+    async def head(self, url: str, *, ecosystem: str) -> UpstreamDocument:
         """HEAD `url` (body b""), with the same errors, retries and single-flight as `fetch`."""
-        self._check(url)
-        key = ("HEAD", url)
-        return await self._single_flight(key, lambda: self._document("HEAD", url, {}, None))
+        scope = self._scope(url, ecosystem)
+        key = ("HEAD", ecosystem, url)
+        return await self._single_flight(key, lambda: self._document(scope, "HEAD", url, {}, None))
 
-    def stream(self, url: str) -> AbstractAsyncContextManager[UpstreamStream]:
+    def stream(self, url: str, *, ecosystem: str) -> AbstractAsyncContextManager[UpstreamStream]:
         """GET an artifact byte for byte. Errors (mapped) are raised on entering, before any
         byte; a connection lost mid-body raises UpstreamUnavailable from `iter_chunks`."""
-        return self._stream(url)
+        return self._stream(url, ecosystem)
 
     async def forward(
         self,
         method: str,
         url: str,
         *,
+        ecosystem: str,
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
         max_bytes: int | None = None,
     ) -> UpstreamDocument:
         """Pass a request through and return the upstream answer whatever its status (so the
-        caller can relay it). Retried only when `method` is idempotent; no single-flight."""
-        self._check(url)
+        caller can relay it). Retried only when `method` is idempotent; no single-flight.
+        The caller's credential headers are dropped: only the scope's own are sent."""
+        scope = self._scope(url, ecosystem)
         method = method.upper()
         sent: dict[str, str] = {
             name: value
             for name, value in (headers or {}).items()
-            if name.lower() not in _HOP_HEADERS
+            if name.lower() not in _HOP_HEADERS and name.lower() not in _CREDENTIAL_HEADERS
         }
         sent["Accept-Encoding"] = "gzip"
         retry = method in IDEMPOTENT_METHODS
-        response, host = await self._open(method, url, sent, body=body, retry=retry, relay=True)
-        return await self._read_document(response, host, max_bytes)
+        response = await self._open(scope, method, url, sent, body=body, retry=retry, relay=True)
+        return await self._read_document(scope, url, response, max_bytes)
 
     # internals --------------------------------------------------------------------------
 
-    def _check(self, url: str) -> None:
-        if not self.allows(url):
-            raise errors.HostNotAllowed(
-                f"refusing to contact {redact(url)}: its host is not a configured upstream",
-                host=_host_of(url),
+    def _scope(self, url: str, ecosystem: str) -> UpstreamScope:
+        scope = self._scopes.get(ecosystem)
+        if scope is None:
+            log.warning("refused %s: no %s upstream is configured", redact(url), ecosystem)
+            raise errors.HostNotAllowed(f"no {ecosystem} upstream is configured on this mirror")
+        if not self.allows(url, ecosystem=ecosystem):
+            log.warning(
+                "refused %s: its host is not the %s upstream's or one of its file hosts",
+                redact(url),
+                ecosystem,
             )
+            raise errors.HostNotAllowed(
+                f"refusing to fetch {scope.subject(url)}: it is not on the {ecosystem} "
+                "upstream or one of its file hosts"
+            )
+        return scope
 
     async def _single_flight(
         self, key: tuple[object, ...], work: Callable[[], Coroutine[Any, Any, UpstreamDocument]]
@@ -281,25 +382,35 @@ class Upstream:
             task.exception()  # retrieved: waiters that left would otherwise leave it unseen
 
     async def _document(
-        self, method: str, url: str, headers: dict[str, str], max_bytes: int | None
+        self,
+        scope: UpstreamScope,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int | None,
     ) -> UpstreamDocument:
-        response, host = await self._open(method, url, headers, retry=True)
-        return await self._read_document(response, host, max_bytes)
+        response = await self._open(scope, method, url, headers, retry=True)
+        return await self._read_document(scope, url, response, max_bytes)
 
     async def _read_document(
-        self, response: aiohttp.ClientResponse, host: str, max_bytes: int | None
+        self,
+        scope: UpstreamScope,
+        url: str,
+        response: aiohttp.ClientResponse,
+        max_bytes: int | None,
     ) -> UpstreamDocument:
-        url = str(response.url)
+        """`url` is the one asked for (messages name it); the document's `url` is the
+        final one after redirects."""
         try:
             if response.status == 304 or response.method == "HEAD":
                 body = b""
             else:
                 declared = response.content_length
                 if max_bytes is not None and declared is not None and declared > max_bytes:
-                    raise _too_big(url, max_bytes)
-                body = await self._read_body(response, host, max_bytes)
+                    raise _too_big(scope, url, max_bytes)
+                body = await self._read_body(scope, url, response, max_bytes)
         except _NETWORK_ERRORS as exc:
-            raise self._unavailable(url, exc) from None
+            raise _unavailable(scope, url, exc) from None
         finally:
             response.release()
         headers = CIMultiDict(
@@ -308,7 +419,7 @@ class Upstream:
             if name.lower() not in _HOP_HEADERS and name.lower() != "content-encoding"
         )
         return UpstreamDocument(
-            url=url,
+            url=str(response.url),
             status=response.status,
             body=body,
             headers=CIMultiDictProxy(headers),
@@ -317,7 +428,11 @@ class Upstream:
         )
 
     async def _read_body(
-        self, response: aiohttp.ClientResponse, host: str, max_bytes: int | None
+        self,
+        scope: UpstreamScope,
+        url: str,
+        response: aiohttp.ClientResponse,
+        max_bytes: int | None,
     ) -> bytes:
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         decoder: zlib._Decompress | None
@@ -327,53 +442,54 @@ class Upstream:
             # wbits 47: accept a gzip or zlib header (servers mislabel deflate as either).
             decoder = zlib.decompressobj(47)
         else:
-            raise errors.BadUpstreamDocument(
-                f"{redact(str(response.url))} came with unsupported Content-Encoding {encoding!r}"
+            raise _logged(
+                errors.BadUpstreamDocument(
+                    f"the {scope.ecosystem} upstream sent {scope.subject(url)} with an "
+                    f"unsupported Content-Encoding {encoding[:40]!r}"
+                ),
+                url,
             )
         parts: list[bytes] = []
         size = raw_size = 0
         limit = max_bytes if max_bytes is not None else 0
         async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            self._count_bytes(host, len(chunk))
+            self._count_bytes(scope, len(chunk))
             raw_size += len(chunk)
             if decoder is not None:
-                chunk = _inflate(decoder, chunk, limit - size if limit else 0, response)
+                chunk = _inflate(decoder, chunk, limit - size if limit else 0, scope, url)
             size += len(chunk)
             if max_bytes is not None and size > max_bytes:
-                raise _too_big(str(response.url), max_bytes)
+                raise _too_big(scope, url, max_bytes)
             parts.append(chunk)
         if decoder is not None:
             try:
                 tail = decoder.flush()
             except zlib.error as exc:
-                raise _bad_encoding(response, exc) from None
+                raise _bad_encoding(scope, url, exc) from None
             if not decoder.eof:
-                raise _bad_encoding(response, "the compressed body ended early")
+                raise _bad_encoding(scope, url, "the compressed body ended early")
             parts.append(tail)
             size += len(tail)
             if max_bytes is not None and size > max_bytes:
-                raise _too_big(str(response.url), max_bytes)
+                raise _too_big(scope, url, max_bytes)
         if response.content_length is not None and raw_size < response.content_length:
-            raise errors.UpstreamUnavailable(
-                f"upstream closed {redact(str(response.url))} after {raw_size} of "
-                f"{response.content_length} bytes",
-                status=502,
-            )
+            raise _truncated(scope, url, raw_size, response.content_length)
         return b"".join(parts)
 
     @contextlib.asynccontextmanager
-    async def _stream(self, url: str) -> AsyncIterator[UpstreamStream]:
-        self._check(url)
-        response, host = await self._open("GET", url, {"Accept-Encoding": "identity"}, retry=True)
+    async def _stream(self, url: str, ecosystem: str) -> AsyncIterator[UpstreamStream]:
+        scope = self._scope(url, ecosystem)
+        response = await self._open(scope, "GET", url, {"Accept-Encoding": "identity"}, retry=True)
         try:
             if response.status != 200:
-                raise self._status_error(response)
-            yield _Stream(self, response, host)
+                raise _status_error(scope, url, response)
+            yield _Stream(self, response, scope, url)
         finally:
             response.release()
 
     async def _open(
         self,
+        scope: UpstreamScope,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -381,54 +497,72 @@ class Upstream:
         body: bytes = b"",
         retry: bool,
         relay: bool = False,
-    ) -> tuple[aiohttp.ClientResponse, str]:
-        """Send with retries and manual redirects; return the final response (headers read)
-        and its host label. Unless `relay`, statuses other than 2xx/304 raise mapped errors."""
+    ) -> aiohttp.ClientResponse:
+        """Send with retries and manual redirects, each hop checked against `scope` before
+        any request to it; return the final response (headers read). Unless `relay`,
+        statuses other than 2xx/304 raise mapped errors."""
         target = URL(url)
         for _hop in range(MAX_REDIRECTS + 1):
-            response, host = await self._send(method, target, headers, body, retry=retry)
+            response = await self._send(scope, method, target, headers, body, retry=retry)
             location = response.headers.get("Location")
             if response.status not in REDIRECT_STATUSES or not location:
                 if not relay and not (200 <= response.status < 300 or response.status == 304):
                     response.release()
-                    raise self._status_error(response)
-                return response, host
+                    raise _status_error(scope, url, response)
+                return response
             response.release()
             try:
                 next_target = target.join(URL(location))
             except (ValueError, TypeError):
-                raise errors.UpstreamUnavailable(
-                    f"{redact(str(target))} redirected to an invalid URL", status=502
+                raise _logged(
+                    errors.UpstreamUnavailable(
+                        f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to an "
+                        "invalid URL",
+                        status=502,
+                    ),
+                    str(target),
                 ) from None
-            if not self.allows(str(next_target)):
+            if not scope.allows(next_target):
+                log.warning(
+                    "refused a redirect from %s to %s: not the %s upstream's host or one of "
+                    "its file hosts",
+                    redact(str(target)),
+                    redact(str(next_target)),
+                    scope.ecosystem,
+                )
                 raise errors.HostNotAllowed(
-                    f"{redact(str(target))} redirected to {redact(str(next_target))}, whose "
-                    "host is not a configured upstream",
-                    host=_host_of(str(next_target)),
+                    f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to a host "
+                    f"that is not one of the {scope.ecosystem} upstream's hosts; the mirror "
+                    "does not follow it"
                 )
             if response.status == 303 or (
                 response.status in (301, 302) and method not in ("GET", "HEAD")
             ):
                 method, body = "GET", b""
             target = next_target
-        raise errors.UpstreamUnavailable(
-            f"{redact(url)} redirected more than {MAX_REDIRECTS} times", status=502
+        raise _logged(
+            errors.UpstreamUnavailable(
+                f"the {scope.ecosystem} upstream redirected {scope.subject(url)} more than "
+                f"{MAX_REDIRECTS} times",
+                status=502,
+            ),
+            url,
         )
 
     async def _send(
         self,
+        scope: UpstreamScope,
         method: str,
         target: URL,
         headers: Mapping[str, str],
         body: bytes,
         *,
         retry: bool,
-    ) -> tuple[aiohttp.ClientResponse, str]:
+    ) -> aiohttp.ClientResponse:
         session = self._session
         if session is None:
             raise errors.UpstreamUnavailable("the upstream client is not started", status=503)
-        host = host_key(target) or "invalid"
-        auth = self._credentials.get(host)
+        auth = scope.authorization(target)
         if auth is not None:
             headers = {**headers, "Authorization": auth}
         attempts = self._config.retries + 1 if retry else 1
@@ -445,20 +579,20 @@ class Upstream:
                     allow_redirects=False,
                 )
             except _NETWORK_ERRORS as exc:
-                self._count(host, _network_outcome(exc), loop.time() - started)
+                self._count(scope, _network_outcome(exc), loop.time() - started)
                 if last:
-                    raise self._unavailable(str(target), exc) from None
+                    raise _unavailable(scope, str(target), exc) from None
                 log.info("retrying %s %s after %s", method, redact(str(target)), _describe(exc))
                 await self._backoff(attempt, None)
                 continue
-            self._count(host, _status_outcome(response.status), loop.time() - started)
+            self._count(scope, _status_outcome(response.status), loop.time() - started)
             if response.status in RETRY_STATUSES and not last:
                 retry_after = response.headers.get("Retry-After")
                 response.release()
                 log.info("retrying %s %s after %d", method, redact(str(target)), response.status)
                 await self._backoff(attempt, retry_after if response.status == 429 else None)
                 continue
-            return response, host
+            return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _backoff(self, attempt: int, retry_after: str | None) -> None:
@@ -468,40 +602,86 @@ class Upstream:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    def _status_error(self, response: aiohttp.ClientResponse) -> errors.UpstreamError:
-        url = redact(str(response.url))
-        if response.status in (404, 410):
-            return errors.UpstreamNotFound(
-                f"upstream has no {url} (HTTP {response.status})", upstream_status=response.status
-            )
-        status = 504 if response.status == 504 else 502
-        if response.status == 503:
-            status = 503
-        return errors.UpstreamUnavailable(
-            f"upstream answered {url} with HTTP {response.status}",
-            status=status,
-            upstream_status=response.status,
-        )
-
-    def _unavailable(self, url: str, exc: BaseException) -> errors.UpstreamUnavailable:
-        status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-        return errors.UpstreamUnavailable(
-            f"could not fetch {redact(url)} from upstream: {_describe(exc)}", status=status
-        )
-
-    def _count(self, host: str, outcome: str, seconds: float) -> None:
+    def _count(self, scope: UpstreamScope, outcome: str, seconds: float) -> None:
         if self._metrics is None:
             return
-        self._metrics.upstream_requests.labels(host, outcome).inc()
-        self._metrics.upstream_seconds.labels(host).observe(seconds)
+        metrics = self._metrics
+        metrics.child(metrics.upstream_requests, scope.ecosystem, outcome).inc()
+        metrics.child(metrics.upstream_seconds, scope.ecosystem).observe(seconds)
 
-    def _count_bytes(self, host: str, size: int) -> None:
+    def _count_bytes(self, scope: UpstreamScope, size: int) -> None:
         if self._metrics is not None:
-            self._metrics.bytes_fetched.labels(host).inc(size)
+            self._metrics.child(self._metrics.bytes_fetched, scope.ecosystem).inc(size)
+
+
+# errors: what reaches a client names the ecosystem and what was fetched, never the URL ----
+
+
+def _logged(error: errors.UpstreamError, url: str) -> errors.UpstreamError:
+    """`error` after logging it with the (redacted) URL, which the client never sees."""
+    level = logging.INFO if isinstance(error, errors.UpstreamNotFound) else logging.WARNING
+    log.log(level, "%s (%s)", error.message, redact(url))
+    return error
+
+
+def _status_error(
+    scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
+) -> errors.UpstreamError:
+    what = scope.subject(url)
+    where = f"the {scope.ecosystem} upstream"
+    if response.status in (404, 410):
+        return _logged(
+            errors.UpstreamNotFound(
+                f"{where} has no {what} (HTTP {response.status})",
+                upstream_status=response.status,
+            ),
+            str(response.url),
+        )
+    status = 504 if response.status == 504 else 502
+    if response.status == 503:
+        status = 503
+    return _logged(
+        errors.UpstreamUnavailable(
+            f"{where} answered HTTP {response.status} for {what}",
+            status=status,
+            upstream_status=response.status,
+        ),
+        str(response.url),
+    )
+
+
+def _unavailable(scope: UpstreamScope, url: str, exc: BaseException) -> errors.UpstreamError:
+    """A network failure: the client learns its kind; the log gets the exception's text
+    (which names the host and address)."""
+    status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
+    log.warning(
+        "could not fetch %s from the %s upstream: %s",
+        redact(url),
+        scope.ecosystem,
+        _describe(exc),
+    )
+    return errors.UpstreamUnavailable(
+        f"could not fetch {scope.subject(url)} from the {scope.ecosystem} upstream: "
+        f"{_network_kind(exc)}",
+        status=status,
+    )
+
+
+def _truncated(
+    scope: UpstreamScope, url: str, received: int, declared: int
+) -> errors.UpstreamError:
+    return _logged(
+        errors.UpstreamUnavailable(
+            f"the {scope.ecosystem} upstream closed the connection after {received} of "
+            f"{declared} bytes of {scope.subject(url)}",
+            status=502,
+        ),
+        url,
+    )
 
 
 def _inflate(
-    decoder: zlib._Decompress, chunk: bytes, room: int, response: aiohttp.ClientResponse
+    decoder: zlib._Decompress, chunk: bytes, room: int, scope: UpstreamScope, url: str
 ) -> bytes:
     """Decompress `chunk`; with `room` > 0 stop just past `room` bytes (a gzip bomb never
     expands fully in memory)."""
@@ -510,26 +690,38 @@ def _inflate(
             return decoder.decompress(chunk)
         return decoder.decompress(chunk, room + 1)
     except zlib.error as exc:
-        raise _bad_encoding(response, exc) from None
+        raise _bad_encoding(scope, url, exc) from None
 
 
-def _bad_encoding(response: aiohttp.ClientResponse, cause: object) -> errors.BadUpstreamDocument:
-    return errors.BadUpstreamDocument(
-        f"{redact(str(response.url))} has a broken compressed body: {cause}"
+def _bad_encoding(scope: UpstreamScope, url: str, cause: object) -> errors.UpstreamError:
+    return _logged(
+        errors.BadUpstreamDocument(
+            f"the {scope.ecosystem} upstream sent {scope.subject(url)} with a broken "
+            f"compressed body: {cause}"
+        ),
+        url,
     )
 
 
-def _too_big(url: str, max_bytes: int) -> errors.BadUpstreamDocument:
-    return errors.BadUpstreamDocument(
-        f"{redact(url)} is larger than the {max_bytes}-byte limit for upstream documents"
+def _too_big(scope: UpstreamScope, url: str, max_bytes: int) -> errors.UpstreamError:
+    return _logged(
+        errors.BadUpstreamDocument(
+            f"{scope.subject(url)} from the {scope.ecosystem} upstream is larger than the "
+            f"{max_bytes}-byte limit for upstream documents"
+        ),
+        url,
     )
 
 
-def _host_of(url: str) -> str | None:
-    try:
-        return URL(url).raw_host
-    except (ValueError, TypeError):
-        return None
+def _network_kind(exc: BaseException) -> str:
+    """The kind of a network failure, without its text (aiohttp's names host and address)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+        return "could not connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "the connection was lost"
+    return type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import ArtifactRef, Digest
 from mirror.metrics import Metrics
 from mirror.state.local import LocalState
-from mirror.upstream import Upstream
+from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -168,9 +168,10 @@ async def mirror(
     slow = ChunkedUpstream()
     slow_server = await aiohttp_server(slow.app, host="127.0.0.1")
     slow.base_url = str(slow_server.make_url("/"))
-    upstream = Upstream(
-        CONFIG, allowed_hosts=[fake_upstream.host, f"127.0.0.1:{slow_server.port}"], metrics=metrics
+    scope = UpstreamScope.of(
+        "npm", fake_upstream.url("/"), file_hosts=[f"127.0.0.1:{slow_server.port}"]
     )
+    upstream = Upstream(CONFIG, scopes=[scope], metrics=metrics)
     await upstream.start()
     directory = tmp_path / "artifacts"
     blobs = BlobStore(directory, clock=clock, metrics=metrics)

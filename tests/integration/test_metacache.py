@@ -22,7 +22,7 @@ from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import Rendered
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
-from mirror.upstream import Upstream
+from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
 
 START = datetime(2025, 4, 1, 12, 0, tzinfo=UTC)
@@ -86,7 +86,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def upstream(fake: FakeUpstream, metrics: Metrics) -> AsyncIterator[Upstream]:
-    client = Upstream(CONFIG, allowed_hosts=[fake.host], metrics=metrics)
+    client = Upstream(CONFIG, scopes=[UpstreamScope.of("npm", fake.url("/"))], metrics=metrics)
     await client.start()
     yield client
     await client.close()
@@ -134,7 +134,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 async def test_first_get_fetches_and_parses_once(cache: MetaCache, fake: FakeUpstream) -> None:
     parse = CountingParser()
-    document = await cache.get(fake.url("/left-pad"), parse)
+    document = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert document.parsed == {"name": "left-pad", "versions": ["1.0.0"]}
     assert document.raw == DOC
     assert document.version == hashlib.sha256(DOC).hexdigest()
@@ -146,9 +146,9 @@ async def test_fresh_hit_makes_no_request(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
-    first = await cache.get(fake.url("/left-pad"), parse)
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     clock.advance(TTL - timedelta(seconds=1))
-    again = await cache.get(fake.url("/left-pad"), parse)
+    again = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert again.parsed is first.parsed
     assert again.stale is False
     assert fake.count("/left-pad") == 1
@@ -159,19 +159,21 @@ async def test_after_ttl_stale_is_served_and_a_304_keeps_the_parsed_value(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
 ) -> None:
     parse = CountingParser()
-    first = await cache.get(fake.url("/left-pad"), parse)
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     clock.advance(TTL)
-    stale = await cache.get(fake.url("/left-pad"), parse)
+    stale = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert stale.stale is True
     assert stale.parsed is first.parsed
     # Concurrent stale hits do not start more revalidations.
-    await asyncio.gather(*(cache.get(fake.url("/left-pad"), parse) for _ in range(10)))
+    await asyncio.gather(
+        *(cache.get(fake.url("/left-pad"), parse, ecosystem="npm") for _ in range(10))
+    )
     await cache.drain()
     assert fake.count("/left-pad") == 2
     assert sample(metrics, "mirror_singleflight_joins_total", kind="document") == 0
     assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
 
-    revalidated = await cache.get(fake.url("/left-pad"), parse)
+    revalidated = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert revalidated.stale is False
     assert revalidated.fetched_at == START + TTL
     assert revalidated.parsed is first.parsed
@@ -184,12 +186,12 @@ async def test_a_changed_document_is_parsed_again(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
-    first = await cache.get(fake.url("/left-pad"), parse)
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
     clock.advance(TTL)
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     await cache.drain()
-    changed = await cache.get(fake.url("/left-pad"), parse)
+    changed = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert changed.parsed == orjson.loads(DOC2)
     assert changed.version != first.version
     assert changed.etag == '"v2"'
@@ -200,9 +202,9 @@ async def test_same_bytes_under_new_validators_are_not_parsed_again(
     cache: MetaCache, fake: FakeUpstream
 ) -> None:
     parse = CountingParser()
-    first = await cache.get(fake.url("/left-pad"), parse)
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", DOC, content_type="application/json", etag='"v1-regenerated"')
-    again = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    again = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
     assert (again.etag, again.version) == ('"v1-regenerated"', first.version)
     assert again.parsed is first.parsed
@@ -213,10 +215,10 @@ async def test_equal_parser_objects_share_the_parsed_value(
     cache: MetaCache, fake: FakeUpstream
 ) -> None:
     calls: list[str] = []
-    first = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls))
-    again = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls))
+    first = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls), ecosystem="npm")
+    again = await cache.get(fake.url("/left-pad"), KeyedParser("left-pad", calls), ecosystem="npm")
     assert again.parsed is first.parsed
-    other = await cache.get(fake.url("/left-pad"), KeyedParser("other", calls))
+    other = await cache.get(fake.url("/left-pad"), KeyedParser("other", calls), ecosystem="npm")
     assert other.parsed is not first.parsed
     assert calls == ["left-pad", "other"]
     assert fake.count("/left-pad") == 1
@@ -224,9 +226,9 @@ async def test_equal_parser_objects_share_the_parsed_value(
 
 async def test_refresh_forces_one_conditional_request(cache: MetaCache, fake: FakeUpstream) -> None:
     parse = CountingParser()
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
-    refreshed = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    refreshed = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert refreshed.parsed == orjson.loads(DOC2)
     assert refreshed.stale is False
     assert fake.count("/left-pad") == 2
@@ -238,7 +240,10 @@ async def test_concurrent_cold_gets_share_one_request_and_one_parse(
 ) -> None:
     parse = CountingParser()
     fake.hold("/left-pad")
-    tasks = [asyncio.create_task(cache.get(fake.url("/left-pad"), parse)) for _ in range(20)]
+    tasks = [
+        asyncio.create_task(cache.get(fake.url("/left-pad"), parse, ecosystem="npm"))
+        for _ in range(20)
+    ]
     await fake.wait_for("/left-pad")
     fake.release("/left-pad")
     documents = await asyncio.gather(*tasks)
@@ -249,9 +254,11 @@ async def test_concurrent_cold_gets_share_one_request_and_one_parse(
 
 async def test_accept_is_part_of_the_key(cache: MetaCache, fake: FakeUpstream) -> None:
     parse = CountingParser()
-    await cache.get(fake.url("/left-pad"), parse, accept="application/json")
-    await cache.get(fake.url("/left-pad"), parse, accept="application/vnd.npm.install-v1+json")
-    await cache.get(fake.url("/left-pad"), parse, accept="application/json")
+    await cache.get(fake.url("/left-pad"), parse, accept="application/json", ecosystem="npm")
+    await cache.get(
+        fake.url("/left-pad"), parse, accept="application/vnd.npm.install-v1+json", ecosystem="npm"
+    )
+    await cache.get(fake.url("/left-pad"), parse, accept="application/json", ecosystem="npm")
     assert fake.count("/left-pad") == 2
     accepts = [request.headers["Accept"] for request in fake.requests]
     assert accepts == ["application/json", "application/vnd.npm.install-v1+json"]
@@ -264,8 +271,8 @@ async def test_large_bodies_are_parsed_off_the_event_loop(
     assert len(big) > 1024 * 1024
     fake.add("/big", big, content_type="application/json")
     parse = CountingParser()
-    await cache.get(fake.url("/big"), parse)
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/big"), parse, ecosystem="npm")
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert parse.threads[0] != threading.main_thread().name
     assert parse.threads[1] == threading.main_thread().name
 
@@ -277,23 +284,23 @@ async def test_stale_if_error_within_stale_max_then_raises(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
 ) -> None:
     parse = CountingParser()
-    first = await cache.get(fake.url("/left-pad"), parse)
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.down()
     clock.advance(TTL)
     # Background revalidation fails; the copy is still served.
-    assert (await cache.get(fake.url("/left-pad"), parse)).stale is True
+    assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).stale is True
     await cache.drain()
     # A foreground refresh fails too: stale-if-error.
-    served = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert (served.stale, served.parsed) == (True, first.parsed)
     assert sample(metrics, "mirror_stale_serves_total", cause="upstream-error") == 1
 
     clock.set(START + STALE_MAX)
     with pytest.raises(errors.UpstreamUnavailable):
-        await cache.get(fake.url("/left-pad"), parse)
+        await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
 
     fake.up()
-    recovered = await cache.get(fake.url("/left-pad"), parse)
+    recovered = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert (recovered.stale, recovered.fetched_at) == (False, START + STALE_MAX)
 
 
@@ -301,18 +308,18 @@ async def test_a_failed_background_revalidation_backs_off(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.down()
     clock.advance(TTL)
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     await cache.drain()
     assert fake.count("/left-pad") == 2
     for _ in range(5):
-        assert (await cache.get(fake.url("/left-pad"), parse)).stale is True
+        assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).stale is True
         await cache.drain()
     assert fake.count("/left-pad") == 2
     clock.advance(timedelta(seconds=30))
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     await cache.drain()
     assert fake.count("/left-pad") == 3
 
@@ -320,31 +327,31 @@ async def test_a_failed_background_revalidation_backs_off(
 async def test_no_copy_and_upstream_down_raises(cache: MetaCache, fake: FakeUpstream) -> None:
     fake.down()
     with pytest.raises(errors.UpstreamUnavailable):
-        await cache.get(fake.url("/left-pad"), CountingParser())
+        await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
 
 
 async def test_not_found_is_not_masked_and_drops_the_copy(
     cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
 ) -> None:
     parse = CountingParser()
-    await cache.get(fake.url("/left-pad"), parse)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.remove("/left-pad")
     with pytest.raises(errors.UpstreamNotFound):
-        await cache.get(fake.url("/left-pad"), parse, refresh=True)
+        await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     fake.down()
     with pytest.raises(errors.UpstreamUnavailable):
-        await cache.get(fake.url("/left-pad"), parse)
+        await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     with pytest.raises(errors.UpstreamUnavailable):
-        await make_cache().get(fake.url("/left-pad"), parse)
+        await make_cache().get(fake.url("/left-pad"), parse, ecosystem="npm")
 
 
 async def test_parse_failure_is_not_cached(cache: MetaCache, fake: FakeUpstream) -> None:
     parse = CountingParser()
     parse.broken = True
     with pytest.raises(errors.BadUpstreamDocument, match="could not parse"):
-        await cache.get(fake.url("/left-pad"), parse)
+        await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     parse.broken = False
-    document = await cache.get(fake.url("/left-pad"), parse)
+    document = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     assert document.parsed == orjson.loads(DOC)
     assert fake.count("/left-pad") == 2
 
@@ -353,13 +360,13 @@ async def test_a_bad_new_version_keeps_serving_the_good_copy(
     cache: MetaCache, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
-    good = await cache.get(fake.url("/left-pad"), parse)
+    good = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", b"<html>maintenance</html>", etag='"bad"')
-    served = await cache.get(fake.url("/left-pad"), parse, refresh=True)
+    served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert (served.stale, served.parsed, served.version) == (True, good.parsed, good.version)
     clock.advance(STALE_MAX)
     with pytest.raises(errors.BadUpstreamDocument):
-        await cache.get(fake.url("/left-pad"), parse)
+        await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
 
 
 # persistence ----------------------------------------------------------------------------
@@ -368,9 +375,9 @@ async def test_a_bad_new_version_keeps_serving_the_good_copy(
 async def test_a_new_instance_serves_fresh_copies_from_disk_without_a_request(
     cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
 ) -> None:
-    await cache.get(fake.url("/left-pad"), CountingParser())
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     sibling_parse = CountingParser()
-    document = await make_cache().get(fake.url("/left-pad"), sibling_parse)
+    document = await make_cache().get(fake.url("/left-pad"), sibling_parse, ecosystem="npm")
     assert (document.raw, document.etag, document.stale) == (DOC, '"v1"', False)
     assert sibling_parse.calls == 1
     assert fake.count("/left-pad") == 1
@@ -379,29 +386,33 @@ async def test_a_new_instance_serves_fresh_copies_from_disk_without_a_request(
 async def test_a_restarted_instance_serves_stale_if_error_from_disk(
     cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
 ) -> None:
-    await cache.get(fake.url("/left-pad"), CountingParser())
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     await cache.close()
     fake.down()
     clock.advance(timedelta(days=2))
     restarted = make_cache()
-    document = await restarted.get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    document = await restarted.get(
+        fake.url("/left-pad"), CountingParser(), refresh=True, ecosystem="npm"
+    )
     assert (document.raw, document.stale, document.fetched_at) == (DOC, True, START)
 
     clock.advance(STALE_MAX)
     with pytest.raises(errors.UpstreamUnavailable):
-        await make_cache().get(fake.url("/left-pad"), CountingParser())
+        await make_cache().get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
 
 
 async def test_a_304_is_persisted_so_restarts_see_the_new_time(
     cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
 ) -> None:
-    await cache.get(fake.url("/left-pad"), CountingParser())
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     clock.advance(timedelta(days=6))
-    await cache.get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    await cache.get(fake.url("/left-pad"), CountingParser(), refresh=True, ecosystem="npm")
     assert fake.count("/left-pad") == 2
     clock.advance(timedelta(days=3))  # 9 days after the 200, 3 after the 304
     fake.down()
-    document = await make_cache().get(fake.url("/left-pad"), CountingParser(), refresh=True)
+    document = await make_cache().get(
+        fake.url("/left-pad"), CountingParser(), refresh=True, ecosystem="npm"
+    )
     assert (document.stale, document.fetched_at) == (True, START + timedelta(days=6))
 
 
@@ -423,17 +434,17 @@ async def test_a_corrupt_copy_on_disk_is_ignored_and_removed(
     tmp_path: Path,
     damage: Callable[[Path, Path], object],
 ) -> None:
-    await cache.get(fake.url("/left-pad"), CountingParser())
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     (meta,) = (tmp_path / "metadata").glob("*.meta")
     body = meta.with_suffix(".body")
     damage(meta, body)
     fake.down()
     with pytest.raises(errors.UpstreamUnavailable):
-        await make_cache().get(fake.url("/left-pad"), CountingParser())
+        await make_cache().get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     assert not meta.exists()
     assert not body.exists()
     fake.up()
-    document = await make_cache().get(fake.url("/left-pad"), CountingParser())
+    document = await make_cache().get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
     assert document.raw == DOC
     assert meta.exists()
     assert body.read_bytes() == DOC
@@ -445,9 +456,9 @@ async def test_memory_is_bounded_and_evicted_documents_reload_from_disk(
     cache = make_cache(max_entries=2)
     for name in ("a", "b", "c"):
         fake.add(f"/{name}", name.encode(), etag=f'"{name}"')
-        await cache.get(fake.url(f"/{name}"), bytes.decode)
+        await cache.get(fake.url(f"/{name}"), bytes.decode, ecosystem="npm")
     assert len(cache) == 2
-    document = await cache.get(fake.url("/a"), bytes.decode)
+    document = await cache.get(fake.url("/a"), bytes.decode, ecosystem="npm")
     assert document.parsed == "a"
     assert len(cache) == 2
     assert fake.count("/a") == 1
@@ -525,8 +536,8 @@ async def test_prune_drops_copies_too_old_to_serve(
 ) -> None:
     fake.add("/other", DOC2, content_type="application/json")
     first = make_cache()
-    await first.get(fake.url("/left-pad"), CountingParser())
-    await first.get(fake.url("/other"), CountingParser())
+    await first.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
+    await first.get(fake.url("/other"), CountingParser(), ecosystem="npm")
     directory = tmp_path / "metadata"
     assert len(list(directory.glob("*.meta"))) == 2
     # /left-pad's copy was last written longer ago than stale_max (by the clock).
@@ -544,7 +555,7 @@ async def test_prune_drops_copies_too_old_to_serve(
     assert len(list(directory.glob("*.meta"))) == 1
     # A fresh cache (a restart) fetches the pruned document again, the kept one it does not.
     restarted = make_cache()
-    await restarted.get(fake.url("/left-pad"), CountingParser())
-    await restarted.get(fake.url("/other"), CountingParser())
+    await restarted.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
+    await restarted.get(fake.url("/other"), CountingParser(), ecosystem="npm")
     assert fake.count("/left-pad") == 2
     assert fake.count("/other") == 1

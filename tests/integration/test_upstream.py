@@ -7,15 +7,17 @@ import gzip
 import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
+from yarl import URL
 
 from mirror import errors
 from mirror.config import UpstreamConfig
 from mirror.metrics import Metrics
-from mirror.upstream import Upstream, UpstreamStream, redact
+from mirror.upstream import Upstream, UpstreamScope, UpstreamStream, redact
 from tests.fakes.upstream import FakeUpstream
 
 CONFIG = UpstreamConfig(
@@ -41,6 +43,11 @@ async def other(aiohttp_server: AiohttpServer) -> FakeUpstream:
     return upstream
 
 
+def npm_scope(fake: FakeUpstream, **extra: Any) -> UpstreamScope:
+    """The npm scope of a mirror whose npm upstream is `fake`."""
+    return UpstreamScope.of("npm", fake.url("/"), **extra)
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics(CollectorRegistry())
@@ -48,7 +55,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def client(fake: FakeUpstream, metrics: Metrics) -> AsyncIterator[Upstream]:
-    upstream = Upstream(CONFIG, allowed_hosts=[fake.host], metrics=metrics)
+    upstream = Upstream(CONFIG, scopes=[npm_scope(fake)], metrics=metrics)
     await upstream.start()
     yield upstream
     await upstream.close()
@@ -68,17 +75,100 @@ async def collect(stream: UpstreamStream, into: list[bytes]) -> None:
 
 
 def test_allows_only_listed_hosts_with_their_port() -> None:
-    upstream = Upstream(CONFIG, allowed_hosts=["files.example.org", "127.0.0.1:8081"])
-    assert upstream.allows("https://files.example.org/a.tgz")
-    assert upstream.allows("https://FILES.example.org:443/a.tgz")
-    assert upstream.allows("http://127.0.0.1:8081/x")
-    assert not upstream.allows("http://127.0.0.1:8082/x")
-    assert not upstream.allows("https://files.example.org:8443/a.tgz")
-    assert not upstream.allows("ftp://files.example.org/a.tgz")
-    assert not upstream.allows("file:///etc/passwd")
-    assert not upstream.allows("https://evil.example.com/@files.example.org/")
-    assert not upstream.allows("https://files.example.org@evil.example.com/")
-    assert not upstream.allows("not a url")
+    scope = UpstreamScope.of(
+        "pypi", "http://127.0.0.1:8081/simple/", file_hosts=["files.example.org"]
+    )
+    upstream = Upstream(CONFIG, scopes=[scope])
+
+    def allows(url: str) -> bool:
+        return upstream.allows(url, ecosystem="pypi")
+
+    assert allows("https://files.example.org/a.tgz")
+    assert allows("https://FILES.example.org:443/a.tgz")
+    assert allows("http://127.0.0.1:8081/x")
+    assert not allows("http://127.0.0.1:8082/x")
+    assert not allows("https://files.example.org:8443/a.tgz")
+    assert not allows("ftp://files.example.org/a.tgz")
+    assert not allows("file:///etc/passwd")
+    assert not allows("https://evil.example.com/@files.example.org/")
+    assert not allows("https://files.example.org@evil.example.com/")
+    assert not allows("not a url")
+
+
+def test_each_ecosystem_allows_only_its_own_hosts() -> None:
+    """Three upstreams on one machine, differing only by port, and a PyPI file host: each
+    ecosystem may reach its own upstream and file hosts, nothing of another's; an
+    ecosystem with no scope reaches nothing."""
+    upstream = Upstream(
+        CONFIG,
+        scopes=[
+            UpstreamScope.of("npm", "http://127.0.0.1:8001/"),
+            UpstreamScope.of(
+                "pypi", "http://127.0.0.1:8002/simple/", file_hosts=["127.0.0.1:8003"]
+            ),
+            UpstreamScope.of("maven", "http://127.0.0.1:8004/maven2/"),
+        ],
+    )
+    hosts = {
+        "npm": "http://127.0.0.1:8001/left-pad/-/left-pad-1.0.0.tgz",
+        "pypi": "http://127.0.0.1:8002/simple/requests/",
+        "pypi-files": "http://127.0.0.1:8003/packages/requests-2.0.0.tar.gz",
+        "maven": "http://127.0.0.1:8004/maven2/a/b/1.0/b-1.0.jar",
+    }
+    allowed = {
+        ecosystem: {
+            name for name, url in hosts.items() if upstream.allows(url, ecosystem=ecosystem)
+        }
+        for ecosystem in ("npm", "pypi", "maven", "cargo")
+    }
+    assert allowed == {
+        "npm": {"npm"},
+        "pypi": {"pypi", "pypi-files"},
+        "maven": {"maven"},
+        "cargo": set(),
+    }
+
+
+def test_credentials_are_bound_to_the_exact_origin() -> None:
+    """Scheme, host and port: https credentials never go over http, nor to another port of
+    the same host, nor to a file host."""
+    scope = UpstreamScope.of(
+        "npm",
+        "https://registry.internal.example/npm/",
+        file_hosts=["files.internal.example"],
+        auth="Bearer s3cret",
+    )
+    given = {
+        url: scope.authorization(URL(url))
+        for url in (
+            "https://registry.internal.example/npm/left-pad",
+            "https://REGISTRY.internal.example:443/other/path",
+            "http://registry.internal.example/npm/left-pad",
+            "http://registry.internal.example:443/npm/left-pad",
+            "https://registry.internal.example:8443/npm/left-pad",
+            "https://files.internal.example/left-pad.tgz",
+        )
+    }
+    assert [url for url, auth in given.items() if auth is not None] == [
+        "https://registry.internal.example/npm/left-pad",
+        "https://REGISTRY.internal.example:443/other/path",
+    ]
+    assert "s3cret" not in repr(scope)
+
+
+def test_a_scope_names_what_it_fetches_without_host_or_prefix() -> None:
+    scope = UpstreamScope.of(
+        "pypi", "https://mirror.internal.example:8443/repo/pypi-remote/simple/",
+        file_hosts=["files.internal.example"],
+    )  # fmt: skip
+    base = "https://mirror.internal.example:8443/repo/pypi-remote"
+    assert scope.subject(f"{base}/simple/requests/?x=secret") == "requests"
+    assert scope.subject(f"{base}/pypi/requests/json") == "pypi/requests/json"
+    assert scope.subject("https://files.internal.example/p/q/requests-2.0.tar.gz") == (
+        "requests-2.0.tar.gz"
+    )
+    assert scope.subject("http://elsewhere.example/secret/dir/") == "dir"
+    assert scope.subject(f"{base}/simple/") == "simple"
 
 
 async def test_refuses_other_hosts_before_any_connection(
@@ -86,14 +176,14 @@ async def test_refuses_other_hosts_before_any_connection(
 ) -> None:
     other.add("/secret", b"internal")
     with pytest.raises(errors.HostNotAllowed):
-        await client.fetch(other.url("/secret"))
+        await client.fetch(other.url("/secret"), ecosystem="npm")
     with pytest.raises(errors.HostNotAllowed):
-        await client.head(other.url("/secret"))
+        await client.head(other.url("/secret"), ecosystem="npm")
     with pytest.raises(errors.HostNotAllowed):
-        async with client.stream(other.url("/secret")):
+        async with client.stream(other.url("/secret"), ecosystem="npm"):
             pass
     with pytest.raises(errors.HostNotAllowed):
-        await client.forward("POST", other.url("/secret"), body=b"{}")
+        await client.forward("POST", other.url("/secret"), body=b"{}", ecosystem="npm")
     assert other.requests == []
 
 
@@ -103,9 +193,9 @@ async def test_refuses_redirect_to_another_host(
     other.add("/target", b"elsewhere")
     fake.redirect("/moved", other.url("/target"))
     with pytest.raises(errors.HostNotAllowed):
-        await client.fetch(fake.url("/moved"))
+        await client.fetch(fake.url("/moved"), ecosystem="npm")
     with pytest.raises(errors.HostNotAllowed):
-        async with client.stream(fake.url("/moved")):
+        async with client.stream(fake.url("/moved"), ecosystem="npm"):
             pass
     assert fake.count("/moved") == 2
     assert other.requests == []
@@ -117,15 +207,15 @@ async def test_follows_redirects_on_the_same_host_up_to_a_limit(
     fake.add("/final", b"here", etag='"f"')
     fake.redirect("/a", "/b", status=301)
     fake.redirect("/b", fake.url("/final"), status=307)
-    document = await client.fetch(fake.url("/a"))
+    document = await client.fetch(fake.url("/a"), ecosystem="npm")
     assert document.body == b"here"
     assert document.url == fake.url("/final")
     assert document.etag == '"f"'
 
     for hop in range(7):
         fake.redirect(f"/loop{hop}", f"/loop{hop + 1}")
-    with pytest.raises(errors.UpstreamUnavailable, match="redirected more than 5 times"):
-        await client.fetch(fake.url("/loop0"))
+    with pytest.raises(errors.UpstreamUnavailable, match="redirected loop0 more than 5 times"):
+        await client.fetch(fake.url("/loop0"), ecosystem="npm")
     assert fake.count("/loop6") == 0
 
 
@@ -138,7 +228,9 @@ async def test_concurrent_fetches_share_one_request(
     body = b"x" * 200_000
     fake.add("/doc", body, content_type="application/json")
     fake.hold("/doc")
-    tasks = [asyncio.create_task(client.fetch(fake.url("/doc"))) for _ in range(50)]
+    tasks = [
+        asyncio.create_task(client.fetch(fake.url("/doc"), ecosystem="npm")) for _ in range(50)
+    ]
     await fake.wait_for("/doc")
     fake.release("/doc")
     documents = await asyncio.gather(*tasks)
@@ -147,7 +239,7 @@ async def test_concurrent_fetches_share_one_request(
     assert sample(metrics, "mirror_singleflight_joins_total", kind="document") == 49
 
     # The map is emptied when the request is done: a later fetch asks again.
-    await client.fetch(fake.url("/doc"))
+    await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert fake.count("/doc") == 2
 
 
@@ -156,8 +248,8 @@ async def test_different_validators_are_different_flights(
 ) -> None:
     fake.add("/doc", b"v1", etag='"1"')
     fake.hold("/doc")
-    plain = asyncio.create_task(client.fetch(fake.url("/doc")))
-    conditional = asyncio.create_task(client.fetch(fake.url("/doc"), etag='"1"'))
+    plain = asyncio.create_task(client.fetch(fake.url("/doc"), ecosystem="npm"))
+    conditional = asyncio.create_task(client.fetch(fake.url("/doc"), etag='"1"', ecosystem="npm"))
     await fake.wait_for("/doc", 2)
     fake.release("/doc")
     assert (await plain).status == 200
@@ -169,8 +261,8 @@ async def test_a_waiter_that_leaves_does_not_cancel_the_shared_request(
 ) -> None:
     fake.add("/doc", b"body")
     fake.hold("/doc")
-    leaver = asyncio.create_task(client.fetch(fake.url("/doc")))
-    stayer = asyncio.create_task(client.fetch(fake.url("/doc")))
+    leaver = asyncio.create_task(client.fetch(fake.url("/doc"), ecosystem="npm"))
+    stayer = asyncio.create_task(client.fetch(fake.url("/doc"), ecosystem="npm"))
     await fake.wait_for("/doc")
     leaver.cancel()
     fake.release("/doc")
@@ -185,7 +277,7 @@ async def test_a_waiter_that_leaves_does_not_cancel_the_shared_request(
 async def test_retries_503_then_succeeds(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/doc", b"ok")
     fake.fail("/doc", 503, times=1)
-    document = await client.fetch(fake.url("/doc"))
+    document = await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert document.body == b"ok"
     assert fake.count("/doc") == 2
 
@@ -193,7 +285,7 @@ async def test_retries_503_then_succeeds(client: Upstream, fake: FakeUpstream) -
 async def test_retries_429(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/doc", b"ok")
     fake.fail("/doc", 429, times=2, headers={"Retry-After": "0"})
-    assert (await client.fetch(fake.url("/doc"))).body == b"ok"
+    assert (await client.fetch(fake.url("/doc"), ecosystem="npm")).body == b"ok"
     assert fake.count("/doc") == 3
 
 
@@ -203,11 +295,11 @@ async def test_gives_up_after_the_configured_retries(
     fake.add("/doc", b"ok")
     fake.fail("/doc", 502)
     with pytest.raises(errors.UpstreamUnavailable, match="HTTP 502") as caught:
-        await client.fetch(fake.url("/doc"))
+        await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert caught.value.status == 502
     assert fake.count("/doc") == CONFIG.retries + 1
     assert sample(
-        metrics, "mirror_upstream_requests_total", host=fake.host, outcome="http-error"
+        metrics, "mirror_upstream_requests_total", ecosystem="npm", outcome="http-error"
     ) == (CONFIG.retries + 1)
 
 
@@ -215,9 +307,8 @@ async def test_gives_up_after_the_configured_retries(
 async def test_not_found_is_not_retried(client: Upstream, fake: FakeUpstream, status: int) -> None:
     fake.fail("/gone", status)
     with pytest.raises(errors.UpstreamNotFound) as caught:
-        await client.fetch(fake.url("/gone?token=s3cret"))
-    assert "/gone" in caught.value.message
-    assert "s3cret" not in caught.value.message
+        await client.fetch(fake.url("/gone?token=s3cret"), ecosystem="npm")
+    assert caught.value.message == f"the npm upstream has no gone (HTTP {status})"
     assert fake.count("/gone") == 1
 
 
@@ -227,7 +318,7 @@ async def test_other_client_and_server_errors_are_unavailable_without_retry(
 ) -> None:
     fake.fail("/doc", status)
     with pytest.raises(errors.UpstreamUnavailable, match=f"HTTP {status}"):
-        await client.fetch(fake.url("/doc"))
+        await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert fake.count("/doc") == 1
 
 
@@ -236,11 +327,11 @@ async def test_connection_refused_is_unavailable(fake: FakeUpstream) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    upstream = Upstream(CONFIG, allowed_hosts=[f"127.0.0.1:{port}"])
+    upstream = Upstream(CONFIG, scopes=[UpstreamScope.of("npm", f"http://127.0.0.1:{port}/")])
     await upstream.start()
     try:
         with pytest.raises(errors.UpstreamUnavailable, match="could not fetch"):
-            await upstream.fetch(f"http://127.0.0.1:{port}/doc")
+            await upstream.fetch(f"http://127.0.0.1:{port}/doc", ecosystem="npm")
     finally:
         await upstream.close()
 
@@ -254,11 +345,11 @@ async def test_read_timeout_is_unavailable(fake: FakeUpstream) -> None:
     )
     fake.add("/slow", b"late")
     fake.slow("/slow", 3)
-    upstream = Upstream(config, allowed_hosts=[fake.host])
+    upstream = Upstream(config, scopes=[npm_scope(fake)])
     await upstream.start()
     try:
         with pytest.raises(errors.UpstreamUnavailable, match="timed out") as caught:
-            await upstream.fetch(fake.url("/slow"))
+            await upstream.fetch(fake.url("/slow"), ecosystem="npm")
     finally:
         await upstream.close()
     assert caught.value.status == 504
@@ -269,20 +360,22 @@ async def test_truncated_document_is_unavailable(client: Upstream, fake: FakeUps
     fake.add("/doc", b"y" * 100_000)
     fake.truncate("/doc")
     with pytest.raises(errors.UpstreamUnavailable):
-        await client.fetch(fake.url("/doc"))
+        await client.fetch(fake.url("/doc"), ecosystem="npm")
 
 
 async def test_max_bytes(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/big", b"z" * 10_000)
     with pytest.raises(errors.BadUpstreamDocument, match="larger than"):
-        await client.fetch(fake.url("/big"), max_bytes=9_999)
-    assert (await client.fetch(fake.url("/big"), max_bytes=10_000)).body == b"z" * 10_000
+        await client.fetch(fake.url("/big"), max_bytes=9_999, ecosystem="npm")
+    assert (
+        await client.fetch(fake.url("/big"), max_bytes=10_000, ecosystem="npm")
+    ).body == b"z" * 10_000
 
 
 async def test_gzip_bomb_stops_at_max_bytes(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/bomb", gzip.compress(b"\0" * 50_000_000), headers={"Content-Encoding": "gzip"})
     with pytest.raises(errors.BadUpstreamDocument, match="larger than"):
-        await client.fetch(fake.url("/bomb"), max_bytes=1_000_000)
+        await client.fetch(fake.url("/bomb"), max_bytes=1_000_000, ecosystem="npm")
 
 
 # conditional GET and encoding -----------------------------------------------------------
@@ -290,22 +383,24 @@ async def test_gzip_bomb_stops_at_max_bytes(client: Upstream, fake: FakeUpstream
 
 async def test_conditional_get_returns_304(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/doc", b"v1", etag='"abc"', last_modified="Tue, 01 Apr 2025 10:00:00 GMT")
-    first = await client.fetch(fake.url("/doc"))
+    first = await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert first.status == 200
     assert first.etag == '"abc"'
     assert first.last_modified == "Tue, 01 Apr 2025 10:00:00 GMT"
 
-    by_etag = await client.fetch(fake.url("/doc"), etag=first.etag)
+    by_etag = await client.fetch(fake.url("/doc"), etag=first.etag, ecosystem="npm")
     assert by_etag.status == 304
     assert by_etag.body == b""
     assert fake.last("/doc").headers["If-None-Match"] == '"abc"'
 
-    by_date = await client.fetch(fake.url("/doc"), last_modified=first.last_modified)
+    by_date = await client.fetch(
+        fake.url("/doc"), last_modified=first.last_modified, ecosystem="npm"
+    )
     assert by_date.status == 304
     assert fake.last("/doc").headers["If-Modified-Since"] == first.last_modified
 
     fake.add("/doc", b"v2", etag='"def"')
-    changed = await client.fetch(fake.url("/doc"), etag=first.etag)
+    changed = await client.fetch(fake.url("/doc"), etag=first.etag, ecosystem="npm")
     assert (changed.status, changed.body, changed.etag) == (200, b"v2", '"def"')
 
 
@@ -314,7 +409,9 @@ async def test_documents_are_decoded_and_accept_is_sent(
 ) -> None:
     body = b'{"name": "left-pad"}' * 1000
     fake.add("/doc", body, content_type="application/json", compress=True)
-    document = await client.fetch(fake.url("/doc"), accept="application/vnd.npm.install-v1+json")
+    document = await client.fetch(
+        fake.url("/doc"), accept="application/vnd.npm.install-v1+json", ecosystem="npm"
+    )
     assert document.body == body
     assert "Content-Encoding" not in document.headers
     assert document.headers["Content-Type"] == "application/json"
@@ -326,12 +423,12 @@ async def test_documents_are_decoded_and_accept_is_sent(
 
 async def test_head(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/a.pom", b"<project/>", last_modified="Tue, 01 Apr 2025 10:00:00 GMT")
-    document = await client.head(fake.url("/a.pom"))
+    document = await client.head(fake.url("/a.pom"), ecosystem="npm")
     assert (document.status, document.body) == (200, b"")
     assert document.last_modified == "Tue, 01 Apr 2025 10:00:00 GMT"
     assert fake.last("/a.pom").method == "HEAD"
     with pytest.raises(errors.UpstreamNotFound):
-        await client.head(fake.url("/missing.pom"))
+        await client.head(fake.url("/missing.pom"), ecosystem="npm")
 
 
 # stream ---------------------------------------------------------------------------------
@@ -344,7 +441,7 @@ async def test_stream_yields_raw_bytes_in_bounded_chunks(
     # Misconfigured servers label .tgz as gzip-encoded: the artifact must stay as published.
     fake.add("/a.tgz", tarball, headers={"Content-Encoding": "gzip"}, compress=True)
     chunks: list[bytes] = []
-    async with client.stream(fake.url("/a.tgz")) as stream:
+    async with client.stream(fake.url("/a.tgz"), ecosystem="npm") as stream:
         assert stream.status == 200
         assert stream.content_length == len(tarball)
         async for chunk in stream.iter_chunks():
@@ -352,21 +449,21 @@ async def test_stream_yields_raw_bytes_in_bounded_chunks(
     assert b"".join(chunks) == tarball
     assert max(len(chunk) for chunk in chunks) <= 64 * 1024
     assert fake.last("/a.tgz").headers["Accept-Encoding"] == "identity"
-    assert sample(metrics, "mirror_upstream_bytes_total", host=fake.host) == len(tarball)
+    assert sample(metrics, "mirror_upstream_bytes_total", ecosystem="npm") == len(tarball)
 
 
 async def test_stream_maps_errors_before_yielding(client: Upstream, fake: FakeUpstream) -> None:
     with pytest.raises(errors.UpstreamNotFound):
-        async with client.stream(fake.url("/missing.tgz")):
+        async with client.stream(fake.url("/missing.tgz"), ecosystem="npm"):
             pytest.fail("must not enter")
     fake.add("/a.tgz", b"tar")
     fake.fail("/a.tgz", 503, times=1)
-    async with client.stream(fake.url("/a.tgz")) as stream:
+    async with client.stream(fake.url("/a.tgz"), ecosystem="npm") as stream:
         assert [chunk async for chunk in stream.iter_chunks()] == [b"tar"]
     assert fake.count("/a.tgz") == 2
     fake.fail("/a.tgz", 500)
     with pytest.raises(errors.UpstreamUnavailable, match="HTTP 500"):
-        async with client.stream(fake.url("/a.tgz")):
+        async with client.stream(fake.url("/a.tgz"), ecosystem="npm"):
             pytest.fail("must not enter")
 
 
@@ -377,7 +474,7 @@ async def test_stream_truncated_body_raises_from_the_iterator(
     fake.add("/a.tgz", body)
     fake.truncate("/a.tgz")
     chunks: list[bytes] = []
-    async with client.stream(fake.url("/a.tgz")) as stream:
+    async with client.stream(fake.url("/a.tgz"), ecosystem="npm") as stream:
         assert stream.content_length == len(body)
         with pytest.raises(errors.UpstreamUnavailable):
             await collect(stream, chunks)
@@ -396,6 +493,7 @@ async def test_forward_relays_any_status_and_never_retries_post(
         fake.url("/-/npm/v1/security/audits/quick"),
         body=b'{"requires": {}}',
         headers={"Content-Type": "application/json", "Connection": "close", "Host": "evil"},
+        ecosystem="npm",
     )
     assert (document.status, document.body) == (200, b'{"ok": true}')
     seen = fake.last("/-/npm/v1/security/audits/quick")
@@ -404,25 +502,27 @@ async def test_forward_relays_any_status_and_never_retries_post(
     assert seen.headers["Host"] == fake.host
 
     fake.fail("/-/npm/v1/security/audits/quick", 503)
-    failed = await client.forward("POST", fake.url("/-/npm/v1/security/audits/quick"))
+    failed = await client.forward(
+        "POST", fake.url("/-/npm/v1/security/audits/quick"), ecosystem="npm"
+    )
     assert failed.status == 503
     assert fake.count("/-/npm/v1/security/audits/quick", method="POST") == 2
 
-    missing = await client.forward("GET", fake.url("/nothing"))
+    missing = await client.forward("GET", fake.url("/nothing"), ecosystem="npm")
     assert missing.status == 404
 
 
 async def test_forward_retries_idempotent_methods(client: Upstream, fake: FakeUpstream) -> None:
     fake.add("/x", b"ok")
     fake.fail("/x", 503, times=1)
-    assert (await client.forward("GET", fake.url("/x"))).status == 200
+    assert (await client.forward("GET", fake.url("/x"), ecosystem="npm")).status == 200
     assert fake.count("/x") == 2
 
 
 async def test_not_started_is_unavailable(fake: FakeUpstream) -> None:
-    upstream = Upstream(CONFIG, allowed_hosts=[fake.host])
+    upstream = Upstream(CONFIG, scopes=[npm_scope(fake)])
     with pytest.raises(errors.UpstreamUnavailable, match="not started"):
-        await upstream.fetch(fake.url("/doc"))
+        await upstream.fetch(fake.url("/doc"), ecosystem="npm")
     assert fake.requests == []
 
 
@@ -441,19 +541,248 @@ async def test_credentials_go_to_their_own_host_only(
     other.add("/file", b"bytes")
     upstream = Upstream(
         CONFIG,
-        allowed_hosts=[fake.host, other.host],
+        scopes=[npm_scope(fake, file_hosts=[other.host], auth="Bearer s3cret")],
         metrics=metrics,
-        credentials={fake.host: "Bearer s3cret"},
     )
     await upstream.start()
     try:
-        await upstream.fetch(fake.url("/doc"))
-        await upstream.head(fake.url("/doc"))
-        async with upstream.stream(fake.url("/file")) as response:
+        await upstream.fetch(fake.url("/doc"), ecosystem="npm")
+        await upstream.head(fake.url("/doc"), ecosystem="npm")
+        async with upstream.stream(fake.url("/file"), ecosystem="npm") as response:
             assert b"".join([chunk async for chunk in response.iter_chunks()]) == b"bytes"
-        await upstream.fetch(fake.url("/elsewhere"))
+        await upstream.fetch(fake.url("/elsewhere"), ecosystem="npm")
     finally:
         await upstream.close()
     sent = [request.headers.get("Authorization") for request in fake.requests]
     assert sent == ["Bearer s3cret"] * 4
     assert [request.headers.get("Authorization") for request in other.requests] == [None]
+
+
+# scopes: hosts and credentials per ecosystem ----------------------------------------------
+
+
+@pytest.fixture
+async def maven(aiohttp_server: AiohttpServer) -> FakeUpstream:
+    """A third server: the Maven upstream of the same mirror (same host, another port)."""
+    upstream = FakeUpstream()
+    await upstream.start(aiohttp_server)
+    return upstream
+
+
+@pytest.fixture
+async def scoped(
+    fake: FakeUpstream, other: FakeUpstream, maven: FakeUpstream, metrics: Metrics
+) -> AsyncIterator[Upstream]:
+    """npm on `fake` with credentials, PyPI on `fake`'s sibling `other` as its file host (its
+    index is `fake` too, without credentials), Maven on `maven` with its own credentials."""
+    upstream = Upstream(
+        CONFIG,
+        scopes=[
+            npm_scope(fake, auth="Bearer npm-secret"),
+            UpstreamScope.of("pypi", fake.url("/simple/"), file_hosts=[other.host]),
+            UpstreamScope.of("maven", maven.url("/maven2/"), auth="Bearer maven-secret"),
+        ],
+        metrics=metrics,
+    )
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+def authorizations(fake: FakeUpstream) -> list[str | None]:
+    return [request.headers.get("Authorization") for request in fake.requests]
+
+
+async def test_an_ecosystem_never_requests_another_ecosystems_hosts(
+    scoped: Upstream, other: FakeUpstream, maven: FakeUpstream
+) -> None:
+    maven.add("/maven2/a/b/1.0/b-1.0.jar", b"jar")
+    other.add("/packages/p-1.0.tar.gz", b"sdist")
+    for url in (maven.url("/maven2/a/b/1.0/b-1.0.jar"), other.url("/packages/p-1.0.tar.gz")):
+        with pytest.raises(errors.HostNotAllowed):
+            await scoped.fetch(url, ecosystem="npm")
+        with pytest.raises(errors.HostNotAllowed):
+            await scoped.head(url, ecosystem="npm")
+        with pytest.raises(errors.HostNotAllowed):
+            async with scoped.stream(url, ecosystem="npm"):
+                pytest.fail("must not enter")
+        with pytest.raises(errors.HostNotAllowed):
+            await scoped.forward("GET", url, ecosystem="npm")
+    with pytest.raises(errors.HostNotAllowed):
+        await scoped.fetch(other.url("/packages/p-1.0.tar.gz"), ecosystem="maven")
+    assert maven.requests == []
+    assert other.requests == []
+
+
+@pytest.mark.parametrize("target", ["maven", "pypi-files"])
+async def test_a_redirect_to_another_ecosystems_host_is_refused_before_any_request(
+    scoped: Upstream,
+    fake: FakeUpstream,
+    other: FakeUpstream,
+    maven: FakeUpstream,
+    target: str,
+) -> None:
+    elsewhere = maven if target == "maven" else other
+    elsewhere.add("/x/left-pad-1.0.0.tgz", b"not npm")
+    fake.redirect("/left-pad/-/left-pad-1.0.0.tgz", elsewhere.url("/x/left-pad-1.0.0.tgz"))
+    fake.redirect("/left-pad", elsewhere.url("/x/left-pad-1.0.0.tgz"), status=307)
+    with pytest.raises(errors.HostNotAllowed) as caught:
+        async with scoped.stream(fake.url("/left-pad/-/left-pad-1.0.0.tgz"), ecosystem="npm"):
+            pytest.fail("must not enter")
+    assert caught.value.status == 502
+    with pytest.raises(errors.HostNotAllowed):
+        await scoped.fetch(fake.url("/left-pad"), ecosystem="npm")
+    with pytest.raises(errors.HostNotAllowed):
+        await scoped.forward("POST", fake.url("/left-pad"), body=b"{}", ecosystem="npm")
+    assert elsewhere.requests == []
+    for message in (caught.value.message, caught.value.phrase, str(caught.value.body())):
+        assert elsewhere.host not in message
+        assert fake.host not in message
+        assert "127.0.0.1" not in message
+
+
+async def test_credentials_of_one_ecosystem_never_reach_another_ones_host(
+    scoped: Upstream, fake: FakeUpstream, other: FakeUpstream, maven: FakeUpstream
+) -> None:
+    """Same address, different ports: npm's token goes to npm's upstream only, Maven's to
+    Maven's only; PyPI's requests to the very host of npm's upstream carry no token (the
+    credentials belong to the npm scope, not to the host), nor do file-host requests."""
+    fake.add("/left-pad", b"{}")
+    fake.add("/simple/requests/", b"<html></html>")
+    other.add("/packages/requests-1.0.tar.gz", b"sdist")
+    maven.add("/maven2/a/b/maven-metadata.xml", b"<metadata/>")
+    fake.redirect("/simple/moved/", other.url("/packages/requests-1.0.tar.gz"))
+
+    await scoped.fetch(fake.url("/left-pad"), ecosystem="npm")
+    await scoped.fetch(fake.url("/simple/requests/"), ecosystem="pypi")
+    await scoped.fetch(fake.url("/simple/moved/"), ecosystem="pypi")
+    await scoped.fetch(maven.url("/maven2/a/b/maven-metadata.xml"), ecosystem="maven")
+    await scoped.forward(
+        "GET",
+        fake.url("/left-pad"),
+        headers={"Authorization": "Bearer from-a-client", "Cookie": "session=1"},
+        ecosystem="npm",
+    )
+    assert authorizations(fake) == ["Bearer npm-secret", None, None, "Bearer npm-secret"]
+    assert "Cookie" not in fake.requests[-1].headers
+    assert authorizations(other) == [None]
+    assert authorizations(maven) == ["Bearer maven-secret"]
+
+
+async def test_two_ecosystems_on_one_origin_each_send_their_own_credentials(
+    fake: FakeUpstream,
+) -> None:
+    """One repository manager serving npm and PyPI under two paths of one origin, with a token
+    each: every request carries its own ecosystem's token (credentials are not keyed by host)."""
+    fake.add("/api/npm/left-pad", b"{}")
+    fake.add("/api/pypi/simple/requests/", b"<html></html>")
+    upstream = Upstream(
+        CONFIG,
+        scopes=[
+            UpstreamScope.of("npm", fake.url("/api/npm/"), auth="Bearer npm-token"),
+            UpstreamScope.of("pypi", fake.url("/api/pypi/simple/"), auth="Bearer pypi-token"),
+        ],
+    )
+    await upstream.start()
+    try:
+        await upstream.fetch(fake.url("/api/npm/left-pad"), ecosystem="npm")
+        await upstream.fetch(fake.url("/api/pypi/simple/requests/"), ecosystem="pypi")
+    finally:
+        await upstream.close()
+    assert authorizations(fake) == ["Bearer npm-token", "Bearer pypi-token"]
+
+
+async def test_one_document_fetched_by_two_ecosystems_is_two_flights(
+    scoped: Upstream, fake: FakeUpstream
+) -> None:
+    """Single-flight never lets one ecosystem's request share another's answer (fetched with
+    other credentials)."""
+    fake.add("/shared", b"doc")
+    fake.hold("/shared")
+    npm = asyncio.create_task(scoped.fetch(fake.url("/shared"), ecosystem="npm"))
+    pypi = asyncio.create_task(scoped.fetch(fake.url("/shared"), ecosystem="pypi"))
+    await fake.wait_for("/shared", 2)
+    fake.release("/shared")
+    await asyncio.gather(npm, pypi)
+    assert sorted(authorizations(fake), key=str) == ["Bearer npm-secret", None]
+
+
+# what clients and /metrics may see ----------------------------------------------------------
+
+
+async def test_error_messages_name_no_upstream_host(
+    fake: FakeUpstream, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every error that can reach a client names the ecosystem and what was fetched; the
+    host, port and path prefix (settings, maybe internal) go to the log only."""
+    prefix = "/internal-prefix/npm-remote"
+    fake.fail(f"{prefix}/unavailable", 503)
+    fake.fail(f"{prefix}/missing", 404)
+    fake.add(f"{prefix}/big", b"z" * 1000)
+    fake.add(f"{prefix}/cut", b"y" * 100_000)
+    fake.truncate(f"{prefix}/cut")
+    fake.add(f"{prefix}/packed", b"not gzip", headers={"Content-Encoding": "gzip"})
+    fake.add(f"{prefix}/zipped", b"x", headers={"Content-Encoding": "br"})
+    for hop in range(7):
+        fake.redirect(f"{prefix}/loop{hop}", f"{prefix}/loop{hop + 1}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    upstream = Upstream(
+        CONFIG,
+        scopes=[
+            UpstreamScope.of("npm", fake.url(prefix + "/")),
+            UpstreamScope.of("pypi", f"http://127.0.0.1:{closed_port}{prefix}/simple/"),
+        ],
+        metrics=metrics,
+    )
+    await upstream.start()
+    caught: list[errors.MirrorError] = []
+    try:
+        for path in ("unavailable", "missing", "big", "packed", "zipped", "loop0"):
+            with pytest.raises(errors.UpstreamError) as error:
+                await upstream.fetch(fake.url(f"{prefix}/{path}"), ecosystem="npm", max_bytes=100)
+            caught.append(error.value)
+        with pytest.raises(errors.UpstreamError) as error:
+            async with upstream.stream(fake.url(f"{prefix}/cut"), ecosystem="npm") as stream:
+                await collect(stream, [])
+        caught.append(error.value)
+        with pytest.raises(errors.UpstreamError) as error:
+            await upstream.fetch(
+                f"http://127.0.0.1:{closed_port}{prefix}/simple/requests/", ecosystem="pypi"
+            )
+        caught.append(error.value)
+        with pytest.raises(errors.UpstreamError) as error:
+            await upstream.fetch(fake.url("/x"), ecosystem="maven")
+        caught.append(error.value)
+    finally:
+        await upstream.close()
+    assert [type(error).__name__ for error in caught] == [
+        "UpstreamUnavailable",
+        "UpstreamNotFound",
+        "BadUpstreamDocument",
+        "BadUpstreamDocument",
+        "BadUpstreamDocument",
+        "UpstreamUnavailable",
+        "UpstreamUnavailable",
+        "UpstreamUnavailable",
+        "HostNotAllowed",
+    ]
+    assert caught[0].message == "the npm upstream answered HTTP 503 for unavailable"
+    assert caught[7].message == (
+        "could not fetch requests from the pypi upstream: could not connect"
+    )
+    port = fake.host.rsplit(":", 1)[1]
+    for error in caught:
+        shown = f"{error.message} {error.phrase} {error.body()}"
+        for secret in ("127.0.0.1", port, str(closed_port), "internal-prefix", "http"):
+            assert secret not in shown, (secret, shown)
+    # The log keeps the URL for the operator.
+    assert f"{fake.host}{prefix}/unavailable" in caplog.text
+    assert str(closed_port) in caplog.text
+
+    exposition = metrics.render().decode()
+    assert "mirror_upstream_requests_total" in exposition
+    assert "127.0.0.1" not in exposition
+    assert port not in exposition
+    assert sample(metrics, "mirror_upstream_requests_total", ecosystem="npm", outcome="http-error")

@@ -173,7 +173,7 @@ class MavenRepository:
     async def _metadata_view(self, parsed: MavenPath) -> Rendered:
         services = self._services
         url = self._upstream + parsed.metadata_path
-        doc = await services.metacache.get(url, document.parse_metadata)
+        doc = await services.metacache.get(url, document.parse_metadata, ecosystem="maven")
         key = ("maven", parsed.metadata_path, doc.version, services.policy.version)
         return await services.rendered.get_or_render(
             key,
@@ -264,7 +264,7 @@ class MavenRepository:
         if self._known_absent(url):
             raise UpstreamNotFound(f"{gav} does not exist upstream")
         try:
-            answer = await self._services.upstream.head(url)
+            answer = await self._services.upstream.head(url, ecosystem="maven")
         except UpstreamNotFound:
             self._note_absent(url)
             raise
@@ -320,7 +320,7 @@ class MavenRepository:
         if self._known_absent(url):
             raise NotFound(f"{parsed.filename} does not exist upstream")
         try:
-            doc = await self._services.metacache.get(url, _raw)
+            doc = await self._services.metacache.get(url, _raw, ecosystem="maven")
         except UpstreamNotFound:
             self._note_absent(url)
             raise
@@ -338,14 +338,14 @@ class MavenRepository:
         the file is treated as absent) and `.sha256` when upstream publishes one."""
         metacache = self._services.metacache
         try:
-            sha1 = await metacache.get(url + ".sha1", _raw)
+            sha1 = await metacache.get(url + ".sha1", _raw, ecosystem="maven")
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} of {parsed.gav} does not exist upstream") from None
         digests = [Digest(algorithm="sha1", hexdigest=document.parse_checksum(sha1.raw, "sha1"))]
         sha256_url = url + ".sha256"
         if not self._known_absent(sha256_url):
             try:
-                sha256 = await metacache.get(sha256_url, _raw)
+                sha256 = await metacache.get(sha256_url, _raw, ecosystem="maven")
                 digests.insert(
                     0,
                     Digest(

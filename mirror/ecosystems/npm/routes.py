@@ -156,6 +156,7 @@ class NpmRegistry:
         return await self._services.metacache.get(
             packument_url(self._upstream, package),
             PackumentParser(package),
+            ecosystem="npm",
             accept=document.JSON_TYPE,
             refresh=refresh,
         )
@@ -293,7 +294,7 @@ class NpmRegistry:
         declared = None
         if isinstance(manifest, dict) and isinstance(manifest.get("dist"), dict):
             declared = manifest["dist"].get("tarball")
-        if isinstance(declared, str) and self._services.upstream.allows(declared):
+        if isinstance(declared, str) and self._services.upstream.allows(declared, ecosystem="npm"):
             return declared
         return self._upstream.rstrip("/") + package.tarball_path(version)
 
@@ -312,7 +313,12 @@ class NpmRegistry:
             if name in request.headers
         }
         answer = await self._services.upstream.forward(
-            request.method, url, body=body, headers=headers, max_bytes=_MAX_FORWARD_BYTES
+            request.method,
+            url,
+            ecosystem="npm",
+            body=body,
+            headers=headers,
+            max_bytes=_MAX_FORWARD_BYTES,
         )
         relayed = {
             name: answer.headers[name]

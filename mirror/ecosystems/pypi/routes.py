@@ -205,6 +205,7 @@ class PypiIndex:
         doc = await services.metacache.get(
             url,
             PageParser(project, url, self._file_hosts),
+            ecosystem="pypi",
             accept=document.UPSTREAM_ACCEPT,
             refresh=refresh,
         )
@@ -214,7 +215,11 @@ class PypiIndex:
         api_url = names.json_api_url(self._api, project)
         try:
             api = await services.metacache.get(
-                api_url, ApiParser(project, api_url), accept=document.API_JSON_TYPE, refresh=refresh
+                api_url,
+                ApiParser(project, api_url),
+                ecosystem="pypi",
+                accept=document.API_JSON_TYPE,
+                refresh=refresh,
             )
         except (UpstreamError, BadUpstreamDocument) as exc:
             log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
@@ -250,7 +255,7 @@ class PypiIndex:
         request[REQUEST_KIND] = "metadata"
         form = self._form(request)
         doc = await self._services.metacache.get(
-            self._index, RootParser(), accept=document.UPSTREAM_ACCEPT
+            self._index, RootParser(), ecosystem="pypi", accept=document.UPSTREAM_ACCEPT
         )
         base = self._pypi_base(request)
         key = ("pypi-root", doc.version, form, base)
@@ -376,7 +381,7 @@ class PypiIndex:
 
     async def _api_document(self, url: str, project: str) -> tuple[ApiDocument, str]:
         doc = await self._services.metacache.get(
-            url, ApiParser(project, url), accept=document.API_JSON_TYPE
+            url, ApiParser(project, url), ecosystem="pypi", accept=document.API_JSON_TYPE
         )
         return doc.parsed, doc.version
 
