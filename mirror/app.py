@@ -147,6 +147,8 @@ def build_services(
         metrics=metrics,
         max_document_bytes=config.cache.max_document_bytes,
         ecosystem_of=ecosystem_of_url(config),
+        refresh_interval=config.cache.refresh_interval,
+        negative_ttl=config.cache.negative_ttl,
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",
