@@ -147,7 +147,8 @@ class MetaCache:
         accept: str | None = None,
         refresh: bool = False,
     ) -> CachedDocument[T]:
-        """The document at `url`, parsed by `parse`.
+        """The document at `url`, parsed by `parse`. `refresh=True` asks upstream now unless
+        it was asked for this document less than `refresh_interval` ago.
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
         BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed."""

@@ -258,9 +258,9 @@ class MavenRepository:
             self._remember_published(gav, cached)
             return cached
         url = self._upstream + pom_path
-        # Upstream 404s are remembered by the metadata cache (cache.negative_ttl), whether
-        # they answered its GETs or this HEAD: a `.pom` Maven probes on every build then
-        # costs one upstream request per interval, not one per build.
+        # Upstream 404s are remembered by the metadata cache for cache.negative_ttl, whether
+        # they answered its GETs or this HEAD: an absent `.pom` probed by every build (or
+        # every file of an unknown version) costs one upstream request per negative_ttl.
         metacache = self._services.metacache
         metacache.raise_if_absent(url)
         try:
