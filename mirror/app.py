@@ -109,6 +109,8 @@ def build_services(
         clock=clock,
         metrics=metrics,
         max_document_bytes=config.cache.max_document_bytes,
+        refresh_interval=config.cache.refresh_interval,
+        negative_ttl=config.cache.negative_ttl,
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",

@@ -68,15 +68,18 @@ def _serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 
 def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The access log is one JSON object per line, nothing around it.
+    from mirror.logs import SafeFormatter
+
+    # Messages carry client paths, upstream text and admins' reasons: every handler writes
+    # one escaped line per event (mirror.logs), so none can forge a line or reach a terminal.
+    events = logging.StreamHandler(sys.stderr)
+    events.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level, handlers=[events])
+    # The access log is one JSON object per line, nothing around it (already escaped by
+    # json.dumps; the formatter guards it all the same).
     access = logging.getLogger("mirror.access")
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(SafeFormatter("%(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False

@@ -9,8 +9,15 @@ Choices, stated plainly:
 - A copy older than `stale_max` (or `refresh=True`, or none) is fetched in the foreground;
   if that fails with UpstreamUnavailable or BadUpstreamDocument, a copy younger than
   `stale_max` is still served stale.
+- `refresh=True` (a client named a file or version the copy does not list) goes upstream
+  only when nothing asked upstream for this document in the last `refresh_interval`
+  (success or failure, this worker or a sibling through the disk copy); otherwise the copy
+  is served as without `refresh`. Clients choose the names they ask for: without this limit
+  each made-up name would be one upstream request.
 - UpstreamNotFound is never masked: a 404/410 means the document was unpublished, so the
-  copy is dropped from memory and disk and the error propagates.
+  copy is dropped from memory and disk and the error propagates. It is remembered for
+  `negative_ttl` (in memory, at most `max_absent` names, least recently asked first out):
+  the same error is raised again without asking upstream, `refresh=True` included.
 - `parse` runs once per upstream change and key; the parsed value is reused while the
   caller passes an equal `parse` (use a module-level function, not a fresh lambda).
 """
@@ -42,11 +49,15 @@ from mirror.upstream import Upstream, UpstreamDocument, redact
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 # Bodies above this are parsed in a thread: a 20 MB packument would stall every client.
 PARSE_IN_THREAD_BYTES = 1024 * 1024
 FAILURE_BACKOFF = timedelta(seconds=30)
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+DEFAULT_REFRESH_INTERVAL = timedelta(seconds=30)
+DEFAULT_NEGATIVE_TTL = timedelta(minutes=1)
 _UNPARSED: Any = object()
 
 
@@ -78,13 +89,22 @@ class _Entry:
     failed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Absent:
+    """An upstream 404/410, kept to be raised again as it was."""
+
+    message: str
+    data: dict[str, Any]
+    noted_at: datetime
+
+
 _Key = tuple[str, str]
 
 
 class MetaCache:
     """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
-    revalidations. Memory holds at most `max_entries` documents (LRU); disk is unbounded
-    (one small pair of files per document ever fetched)."""
+    revalidations. Memory holds at most `max_entries` documents and `max_absent` remembered
+    404s (LRU each); disk is unbounded (one small pair of files per document ever fetched)."""
 
     def __init__(
         self,
@@ -97,6 +117,9 @@ class MetaCache:
         metrics: Metrics | None = None,
         max_entries: int = 2048,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        refresh_interval: timedelta = DEFAULT_REFRESH_INTERVAL,
+        negative_ttl: timedelta = DEFAULT_NEGATIVE_TTL,
+        max_absent: int = 4096,
     ) -> None:
         self._upstream = upstream
         self._directory = directory
@@ -106,7 +129,11 @@ class MetaCache:
         self._metrics = metrics
         self._max_entries = max(1, max_entries)
         self._max_document_bytes = max_document_bytes
+        self._refresh_interval = refresh_interval
+        self._negative_ttl = negative_ttl
+        self._max_absent = max(1, max_absent)
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._absent: OrderedDict[_Key, _Absent] = OrderedDict()
         self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
         self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
 
@@ -120,14 +147,18 @@ class MetaCache:
         refresh: bool = False,
     ) -> CachedDocument[T]:
         """The document at `url`, parsed by `parse`, fetched on `ecosystem`'s behalf (its
-        hosts, its credentials).
+        hosts, its credentials). `refresh=True` asks upstream now unless it was asked for this
+        document less than `refresh_interval` ago.
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
         BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed (even
         for a cached copy: a URL off `ecosystem`'s hosts is never served)."""
         self._upstream.check(url, ecosystem=ecosystem)
         key: _Key = (url, accept or "")
+        self.raise_if_absent(url, ecosystem=ecosystem, accept=accept)
         entry = await self._entry(key, parse)
+        if entry is not None and refresh and self._asked_recently(entry):
+            refresh = False
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at
             if age < self._ttl:
@@ -151,6 +182,38 @@ class MetaCache:
                 self._metrics.stale_serves.labels("upstream-error").inc()
             return await self._serve(key, fallback, parse, stale=True)
         return await self._serve(key, entry, parse, stale=False)
+
+    def _asked_recently(self, entry: _Entry) -> bool:
+        """Whether upstream was asked for this document (and answered, or failed) less than
+        `refresh_interval` ago: then a forced refresh would only repeat that question."""
+        asked = (
+            entry.fetched_at if entry.failed_at is None else max(entry.fetched_at, entry.failed_at)
+        )
+        return self._clock.now() - asked < self._refresh_interval
+
+    # remembered 404s --------------------------------------------------------------------
+
+    def raise_if_absent(self, url: str, *, ecosystem: str, accept: str | None = None) -> None:
+        """Raise UpstreamNotFound again, as upstream worded it, when upstream answered 404/410
+        for `url` less than `negative_ttl` ago. For callers that ask upstream directly (a
+        HEAD), together with `note_absent`."""
+        key: _Key = (url, accept or "")
+        absent = self._absent.get(key)
+        if absent is None:
+            return
+        if self._clock.now() - absent.noted_at >= self._negative_ttl:
+            del self._absent[key]
+            return
+        self._absent.move_to_end(key)
+        self._count(ecosystem, hit=True)
+        raise errors.UpstreamNotFound(absent.message, **absent.data)
+
+    def note_absent(
+        self, url: str, error: errors.UpstreamNotFound, *, accept: str | None = None
+    ) -> None:
+        """Remember upstream's 404/410 for `url` for `negative_ttl`."""
+        absent = _Absent(message=error.message, data=dict(error.data), noted_at=self._clock.now())
+        _put_bounded(self._absent, (url, accept or ""), absent, self._max_absent)
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
         """Fresh copies are hits; anything that asks upstream (stale serves included) is a
@@ -210,10 +273,8 @@ class MetaCache:
         return self._entries[key]
 
     def _remember(self, key: _Key, entry: _Entry) -> None:
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._absent.pop(key, None)  # upstream has it (again)
+        _put_bounded(self._entries, key, entry, self._max_entries)
 
     def _paths(self, key: _Key) -> tuple[Path, Path]:
         name = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
@@ -363,8 +424,9 @@ class MetaCache:
                 accept=accept or None,
                 max_bytes=self._max_document_bytes,
             )
-        except errors.UpstreamNotFound:
+        except errors.UpstreamNotFound as exc:
             self._entries.pop(key, None)
+            self.note_absent(url, exc, accept=accept)
             await asyncio.to_thread(self._discard_files, key)
             raise
         except errors.UpstreamError:
@@ -500,10 +562,7 @@ class RenderedCache:
         return rendered
 
     def put(self, key: Hashable, rendered: Rendered) -> None:
-        self._views[key] = rendered
-        self._views.move_to_end(key)
-        while len(self._views) > self._max_entries:
-            self._views.popitem(last=False)
+        _put_bounded(self._views, key, rendered, self._max_entries)
 
     def clear(self) -> None:
         self._views.clear()
@@ -522,6 +581,15 @@ def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
         etag=document.etag,
         last_modified=document.last_modified,
     )
+
+
+def _put_bounded(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Insert as most recently used; drop the least recently used beyond `limit` (the one
+    LRU of this module: documents, remembered 404s and rendered views)."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > limit:
+        table.popitem(last=False)
 
 
 def _forget(tasks: dict[_Key, Any], key: _Key, task: asyncio.Task[Any]) -> None:

@@ -28,6 +28,8 @@ from tests.fakes.upstream import FakeUpstream
 START = datetime(2025, 4, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=5)
 STALE_MAX = timedelta(days=7)
+REFRESH_INTERVAL = timedelta(seconds=30)
+NEGATIVE_TTL = timedelta(minutes=1)
 CONFIG = UpstreamConfig(
     connect_timeout=timedelta(seconds=5),
     read_timeout=timedelta(seconds=5),
@@ -92,7 +94,7 @@ async def upstream(fake: FakeUpstream, metrics: Metrics) -> AsyncIterator[Upstre
     await client.close()
 
 
-CacheFactory = Callable[..., MetaCache]  # (*, max_entries: int = 2048) -> MetaCache
+CacheFactory = Callable[..., MetaCache]  # (*, max_entries=2048, max_absent=4096) -> MetaCache
 
 
 @pytest.fixture
@@ -102,7 +104,7 @@ async def make_cache(
     """Build MetaCaches on one directory (like sibling workers or a restart); all closed."""
     caches: list[MetaCache] = []
 
-    def make(*, max_entries: int = 2048) -> MetaCache:
+    def make(*, max_entries: int = 2048, max_absent: int = 4096) -> MetaCache:
         cache = MetaCache(
             upstream,
             directory=tmp_path / "metadata",
@@ -111,6 +113,9 @@ async def make_cache(
             clock=clock,
             metrics=metrics,
             max_entries=max_entries,
+            refresh_interval=REFRESH_INTERVAL,
+            negative_ttl=NEGATIVE_TTL,
+            max_absent=max_absent,
         )
         caches.append(cache)
         return cache
@@ -199,11 +204,12 @@ async def test_a_changed_document_is_parsed_again(
 
 
 async def test_same_bytes_under_new_validators_are_not_parsed_again(
-    cache: MetaCache, fake: FakeUpstream
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
     first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", DOC, content_type="application/json", etag='"v1-regenerated"')
+    clock.advance(REFRESH_INTERVAL)
     again = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
     assert (again.etag, again.version) == ('"v1-regenerated"', first.version)
@@ -224,10 +230,13 @@ async def test_equal_parser_objects_share_the_parsed_value(
     assert fake.count("/left-pad") == 1
 
 
-async def test_refresh_forces_one_conditional_request(cache: MetaCache, fake: FakeUpstream) -> None:
+async def test_refresh_forces_one_conditional_request(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
     parse = CountingParser()
     await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    clock.advance(REFRESH_INTERVAL)
     refreshed = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert refreshed.parsed == orjson.loads(DOC2)
     assert refreshed.stale is False
@@ -290,7 +299,9 @@ async def test_stale_if_error_within_stale_max_then_raises(
     # Background revalidation fails; the copy is still served.
     assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).stale is True
     await cache.drain()
-    # A foreground refresh fails too: stale-if-error.
+    # A foreground refresh (once the failure is older than the refresh interval) fails too:
+    # stale-if-error.
+    clock.advance(REFRESH_INTERVAL)
     served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert (served.stale, served.parsed) == (True, first.parsed)
     assert sample(metrics, "mirror_stale_serves_total", cause="upstream-error") == 1
@@ -331,14 +342,16 @@ async def test_no_copy_and_upstream_down_raises(cache: MetaCache, fake: FakeUpst
 
 
 async def test_not_found_is_not_masked_and_drops_the_copy(
-    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
 ) -> None:
     parse = CountingParser()
     await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.remove("/left-pad")
+    clock.advance(REFRESH_INTERVAL)
     with pytest.raises(errors.UpstreamNotFound):
         await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     fake.down()
+    clock.advance(NEGATIVE_TTL)  # past the remembered 404: the copy is gone, not just hidden
     with pytest.raises(errors.UpstreamUnavailable):
         await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     with pytest.raises(errors.UpstreamUnavailable):
@@ -362,11 +375,177 @@ async def test_a_bad_new_version_keeps_serving_the_good_copy(
     parse = CountingParser()
     good = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
     fake.add("/left-pad", b"<html>maintenance</html>", etag='"bad"')
+    clock.advance(REFRESH_INTERVAL)
     served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
     assert (served.stale, served.parsed, served.version) == (True, good.parsed, good.version)
     clock.advance(STALE_MAX)
     with pytest.raises(errors.BadUpstreamDocument):
         await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+
+
+# forced refreshes and unknown names: clients do not choose how often upstream is asked --
+
+
+async def test_forced_refreshes_reach_upstream_once_per_interval(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    # Within the interval of the first fetch: the copy, no request.
+    for _ in range(50):
+        served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
+        assert (served.parsed, served.stale) == (orjson.loads(DOC), False)
+    assert fake.count("/left-pad") == 1
+    # After it: one forced refresh goes, and the 49 after it get its answer.
+    clock.advance(REFRESH_INTERVAL)
+    for _ in range(50):
+        served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
+        assert served.parsed == orjson.loads(DOC2)
+    assert fake.count("/left-pad") == 2
+    clock.advance(REFRESH_INTERVAL - timedelta(seconds=1))
+    await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
+    assert fake.count("/left-pad") == 2
+    clock.advance(timedelta(seconds=1))
+    await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
+    assert fake.count("/left-pad") == 3
+
+
+async def test_concurrent_forced_refreshes_share_one_request(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    clock.advance(REFRESH_INTERVAL)
+    fake.hold("/left-pad")
+    tasks = [
+        asyncio.create_task(cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm"))
+        for _ in range(20)
+    ]
+    await fake.wait_for("/left-pad", 2)
+    fake.release("/left-pad")
+    documents = await asyncio.gather(*tasks)
+    assert all(document.parsed == orjson.loads(DOC2) for document in documents)
+    assert fake.count("/left-pad") == 2
+
+
+async def test_a_failed_refresh_counts_against_the_interval(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    first = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    fake.down()
+    clock.advance(REFRESH_INTERVAL)
+    for _ in range(50):
+        served = await cache.get(fake.url("/left-pad"), parse, refresh=True, ecosystem="npm")
+        assert served.parsed is first.parsed
+    assert fake.count("/left-pad") == 2
+
+
+async def test_the_interval_holds_across_instances_through_the_disk_copy(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
+    clock.advance(REFRESH_INTERVAL - timedelta(seconds=1))
+    sibling = make_cache()
+    await sibling.get(fake.url("/left-pad"), CountingParser(), refresh=True, ecosystem="npm")
+    assert fake.count("/left-pad") == 1
+
+
+async def test_an_unknown_document_is_asked_once_per_negative_ttl(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
+) -> None:
+    url = fake.url("/no-such-package")
+    messages = set()
+    for attempt in range(50):
+        with pytest.raises(errors.UpstreamNotFound) as raised:
+            await cache.get(url, CountingParser(), refresh=attempt % 2 == 1, ecosystem="npm")
+        assert raised.value.status == 404
+        messages.add((raised.value.message, raised.value.data["upstream_status"]))
+    # The remembered answer is the first one, word for word.
+    assert messages == {("the npm upstream has no no-such-package (HTTP 404)", 404)}
+    assert fake.count("/no-such-package") == 1
+    assert sample(metrics, "mirror_cache_hits_total", ecosystem="npm", kind="metadata") == 49
+
+    clock.advance(NEGATIVE_TTL - timedelta(seconds=1))
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(url, CountingParser(), refresh=True, ecosystem="npm")
+    assert fake.count("/no-such-package") == 1
+    # Published meanwhile: visible once the 404 is forgotten.
+    fake.add("/no-such-package", DOC, content_type="application/json")
+    clock.advance(timedelta(seconds=1))
+    document = await cache.get(url, CountingParser(), ecosystem="npm")
+    assert document.raw == DOC
+    assert fake.count("/no-such-package") == 2
+
+
+async def test_concurrent_requests_for_an_unknown_document_share_one_request(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    fake.hold("/no-such-package")
+    tasks = [
+        asyncio.create_task(
+            cache.get(fake.url("/no-such-package"), CountingParser(), ecosystem="npm")
+        )
+        for _ in range(20)
+    ]
+    await fake.wait_for("/no-such-package")
+    fake.release("/no-such-package")
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(result, errors.UpstreamNotFound) for result in results)
+    assert fake.count("/no-such-package") == 1
+
+
+async def test_an_unpublished_document_is_remembered_as_absent(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    await cache.get(fake.url("/left-pad"), CountingParser(), ecosystem="npm")
+    fake.remove("/left-pad")
+    clock.advance(TTL)
+    await cache.get(
+        fake.url("/left-pad"), CountingParser(), ecosystem="npm"
+    )  # stale; revalidation finds 404
+    await cache.drain()
+    assert fake.count("/left-pad") == 2
+    for _ in range(10):
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.get(fake.url("/left-pad"), CountingParser(), refresh=True, ecosystem="npm")
+    assert fake.count("/left-pad") == 2
+
+
+async def test_remembered_absences_are_a_bounded_lru(
+    make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    cache = make_cache(max_absent=2)
+
+    async def ask(name: str) -> None:
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.get(fake.url(f"/{name}"), CountingParser(), ecosystem="npm")
+
+    for name in ("a", "b", "a", "c"):  # "a" asked again, so "b" is the oldest
+        await ask(name)
+    assert (fake.count("/a"), fake.count("/b"), fake.count("/c")) == (1, 1, 1)
+    await ask("b")  # forgotten: asked again (and now remembered, evicting "a")
+    await ask("c")
+    assert (fake.count("/b"), fake.count("/c")) == (2, 1)
+
+
+async def test_direct_callers_share_the_remembered_absences(
+    cache: MetaCache, fake: FakeUpstream, upstream: Upstream, clock: FixedClock
+) -> None:
+    url = fake.url("/lib-1.0.pom")
+    cache.raise_if_absent(url, ecosystem="npm")  # nothing remembered: no error
+    with pytest.raises(errors.UpstreamNotFound) as raised:
+        await upstream.head(url, ecosystem="npm")
+    cache.note_absent(url, raised.value)
+    with pytest.raises(errors.UpstreamNotFound, match="HTTP 404"):
+        cache.raise_if_absent(url, ecosystem="npm")
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(url, CountingParser(), ecosystem="npm")
+    assert fake.count("/lib-1.0.pom") == 1
+    clock.advance(NEGATIVE_TTL)
+    cache.raise_if_absent(url, ecosystem="npm")
 
 
 # persistence ----------------------------------------------------------------------------

@@ -303,10 +303,11 @@ async def test_blocked_tarball_is_403_and_the_packument_says_so(
 
 
 async def test_unknown_tarball_refreshes_the_packument_once_then_404(
-    client: Client, registry: FakeNpmRegistry
+    client: Client, registry: FakeNpmRegistry, clock: FixedClock
 ) -> None:
     await client.get("/npm/left-pad")
     assert count(registry, "/left-pad") == 1
+    clock.advance(timedelta(seconds=30))  # cache.refresh_interval since the packument came
     response = await client.get("/npm/left-pad/-/left-pad-9.9.9.tgz")
     assert response.status == 404
     assert count(registry, "/left-pad") == 2
@@ -314,10 +315,11 @@ async def test_unknown_tarball_refreshes_the_packument_once_then_404(
 
 
 async def test_tarball_of_a_version_newer_than_the_cached_packument(
-    client: Client, registry: FakeNpmRegistry
+    client: Client, registry: FakeNpmRegistry, clock: FixedClock
 ) -> None:
     await client.get("/npm/left-pad")
     registry.add_version("left-pad", "1.3.2", published=NOW - timedelta(days=4), tag=None)
+    clock.advance(timedelta(seconds=30))  # cache.refresh_interval since the packument came
     response = await client.get("/npm/left-pad/-/left-pad-1.3.2.tgz")
     assert response.status == 200
     assert await response.read() == registry.version("left-pad", "1.3.2").tarball

@@ -296,9 +296,10 @@ async def test_blocked_file_is_403(client: Client, index: FakePypiIndex) -> None
 
 
 async def test_unknown_file_refreshes_the_page_once_then_404(
-    client: Client, index: FakePypiIndex
+    client: Client, index: FakePypiIndex, clock: FixedClock
 ) -> None:
     await client.get("/pypi/simple/demo/")
+    clock.advance(timedelta(seconds=30))  # cache.refresh_interval since the page came
     response = await client.get("/pypi/files/demo/demo-9.9-py3-none-any.whl")
     assert response.status == 404
     assert index.upstream.count("/simple/demo/") == 2

@@ -41,8 +41,7 @@ _READ_METHODS = ("GET", "HEAD")
 _VARY = "Accept-Encoding"
 # A view built while upstream could not tell a publish time is retried this soon.
 RETRY_LOOKUPS_AFTER = timedelta(seconds=30)
-# Upstream 404s remembered (for the metadata TTL): a `.pom` Maven probes on every build, an
-# optional `.sha256`; a cached artifact or a repeated build then asks upstream nothing.
+# Publish times kept in memory.
 _MAX_REMEMBERED = 8192
 _CONTENT_TYPES = {
     ".pom": "text/xml",
@@ -90,8 +89,6 @@ class MavenRepository:
             raise ValueError("the Maven adapter needs maven.upstream")
         self._services = services
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
-        # Metadata renders in progress: concurrent cold requests render (and look up) once.
-        self._absent: OrderedDict[str, datetime] = OrderedDict()
         # Publish times never change once known: the hot path skips the state round trip.
         self._published: OrderedDict[str, datetime] = OrderedDict()
 
@@ -261,12 +258,15 @@ class MavenRepository:
             self._remember_published(gav, cached)
             return cached
         url = self._upstream + pom_path
-        if self._known_absent(url):
-            raise UpstreamNotFound(f"{gav} does not exist upstream")
+        # Upstream 404s are remembered by the metadata cache for cache.negative_ttl, whether
+        # they answered its GETs or this HEAD: an absent `.pom` probed by every build (or
+        # every file of an unknown version) costs one upstream request per negative_ttl.
+        metacache = self._services.metacache
+        metacache.raise_if_absent(url, ecosystem="maven")
         try:
             answer = await self._services.upstream.head(url, ecosystem="maven")
-        except UpstreamNotFound:
-            self._note_absent(url)
+        except UpstreamNotFound as exc:
+            metacache.note_absent(url, exc)
             raise
         moment = _http_time(answer.last_modified or answer.headers.get("Last-Modified"))
         if moment is not None:
@@ -317,13 +317,10 @@ class MavenRepository:
         self, request: web.Request, parsed: MavenPath, url: str
     ) -> web.StreamResponse:
         """`.sha1`, `.md5`, `.asc`…: small immutable documents, relayed byte for byte."""
-        if self._known_absent(url):
-            raise NotFound(f"{parsed.filename} does not exist upstream")
         try:
             doc = await self._services.metacache.get(url, _raw, ecosystem="maven")
         except UpstreamNotFound:
-            self._note_absent(url)
-            raise
+            raise NotFound(f"{parsed.filename} does not exist upstream") from None
         content_type = document.CHECKSUM_TYPE if parsed.checksum else "text/plain"
         view = responses.render(
             doc.raw,
@@ -342,35 +339,12 @@ class MavenRepository:
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} of {parsed.gav} does not exist upstream") from None
         digests = [Digest(algorithm="sha1", hexdigest=document.parse_checksum(sha1.raw, "sha1"))]
-        sha256_url = url + ".sha256"
-        if not self._known_absent(sha256_url):
-            try:
-                sha256 = await metacache.get(sha256_url, _raw, ecosystem="maven")
-                digests.insert(
-                    0,
-                    Digest(
-                        algorithm="sha256",
-                        hexdigest=document.parse_checksum(sha256.raw, "sha256"),
-                    ),
-                )
-            except UpstreamNotFound:
-                self._note_absent(sha256_url)
-        return tuple(digests)
-
-    def _known_absent(self, url: str) -> bool:
-        noted = self._absent.get(url)
-        if noted is None:
-            return False
-        if self._services.clock.now() - noted >= self._services.config.cache.metadata_ttl:
-            del self._absent[url]
-            return False
-        return True
-
-    def _note_absent(self, url: str) -> None:
-        self._absent[url] = self._services.clock.now()
-        self._absent.move_to_end(url)
-        while len(self._absent) > _MAX_REMEMBERED:
-            self._absent.popitem(last=False)
+        try:
+            sha256 = await metacache.get(url + ".sha256", _raw, ecosystem="maven")
+        except UpstreamNotFound:
+            return tuple(digests)  # optional; the 404 is remembered by the metadata cache
+        sha256_digest = document.parse_checksum(sha256.raw, "sha256")
+        return (Digest(algorithm="sha256", hexdigest=sha256_digest), *digests)
 
 
 def _sentence(gav: str, decision: policy.Decision) -> str:

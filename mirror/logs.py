@@ -1,0 +1,60 @@
+"""Log lines that untrusted text cannot forge. Messages carry what clients, upstream documents
+and admins wrote (paths, package names, block reasons, upstream error text); written raw, a
+newline would start a second line that looks like another event, and an escape sequence would
+reach the terminal of the operator reading the log.
+
+`SafeFormatter` writes each event as one line with every control character escaped. A
+traceback or stack follows on continuation lines, each escaped the same way and prefixed with
+`CONTINUATION`, so every line that does not start with that prefix starts an event. Backslashes
+are left as they are (Windows paths and the JSON access log stay readable): the escaped form
+of a control character is visible text and cannot act as one.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import MappingProxyType
+
+# What reaches a line with `escape`: C0 controls (newline, carriage return, tab, ESC…), DEL,
+# C1 controls (U+0085 NEL, U+009B CSI…), the Unicode line and paragraph separators, and the
+# bidirectional controls that reorder what a terminal shows ("Trojan Source").
+_BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_NAMED = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_UNSAFE = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *_BIDI_CONTROLS)
+_ESCAPES = MappingProxyType(
+    {
+        code: _NAMED.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        for code in _UNSAFE
+    }
+)
+
+CONTINUATION = "  | "
+
+
+def escape(text: str) -> str:
+    """`text` on one line with no character a terminal acts on: `\\n`, `\\x1b`, `\\u2028`…"""
+    return text.translate(_ESCAPES)
+
+
+class SafeFormatter(logging.Formatter):
+    """A `logging.Formatter` (same format string and date options) whose every line is safe:
+    the formatted event on one escaped line, its exception and stack on prefixed lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [escape(self.formatMessage(record))]
+        # Never a cached `exc_text`: another formatter may have written it unescaped.
+        if record.exc_info:
+            lines.extend(_continued(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            lines.extend(_continued(record.exc_text))
+        if record.stack_info:
+            lines.extend(_continued(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
+
+
+def _continued(text: str) -> list[str]:
+    # Split on "\n" only: any other line break inside a line is escaped, not followed.
+    return [CONTINUATION + escape(line) for line in text.rstrip("\n").split("\n")]
