@@ -453,3 +453,18 @@ def test_nothing_visible_message() -> None:
     assert document.nothing_visible_message("g:a", none) == (
         "the upstream metadata of g:a lists no versions"
     )
+
+
+@pytest.mark.parametrize(
+    "version", ["../../../etc", "1.0/../2.0", "1.0 beta", "1.0&#x9;x", "%2e%2e", ".", "a\\b"]
+)
+def test_versions_that_cannot_be_a_path_segment_are_dropped(version: str) -> None:
+    listed = f"<versions><version>1.0</version><version>{version}</version></versions>"
+    raw = (
+        "<metadata><groupId>g</groupId><artifactId>a</artifactId><versioning>"
+        f"<latest>{version}</latest>{listed}</versioning></metadata>"
+    ).encode()
+    meta = document.parse_metadata(raw)
+    assert meta.versions == ("1.0",)
+    plan = document.plan_publish_times(meta.versions, None, WINDOW, {})
+    assert plan.lookup == "1.0"

@@ -18,7 +18,8 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from mirror import policy, versions
-from mirror.errors import BadUpstreamDocument
+from mirror.ecosystems.maven import paths
+from mirror.errors import BadRequest, BadUpstreamDocument
 
 METADATA_TYPE = "text/xml"
 CHECKSUM_TYPE = "text/plain"
@@ -122,7 +123,7 @@ def parse_metadata(raw: bytes) -> MavenMetadata:
     named.append(root.find("version"))
     for element in named:
         text = ((element.text if element is not None else None) or "").strip()
-        if text and text not in found:
+        if text and text not in found and is_version_segment(text):
             found.append(text)
     last_updated = None
     if versioning is not None:
@@ -139,6 +140,17 @@ def parse_metadata(raw: bytes) -> MavenMetadata:
         last_updated=last_updated,
         is_artifact=not is_group,
     )
+
+
+def is_version_segment(text: str) -> bool:
+    """Whether `text` can be a version in a repository path: one segment a client could ask
+    for (`paths.validate_segments`). Anything else the upstream lists (`../x`, control
+    characters, spaces) is dropped: it could never be served, and its publish-time look-up
+    would ask the upstream for a path the mirror did not choose."""
+    try:
+        return len(paths.validate_segments(text)) == 1
+    except BadRequest:
+        return False
 
 
 def parse_last_updated(text: str | None) -> datetime | None:
