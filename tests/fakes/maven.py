@@ -71,8 +71,13 @@ def build_jar(group: str, artifact: str, version: str) -> bytes:
 
 
 def build_pom(
-    group: str, artifact: str, version: str, dependencies: Iterable[tuple[str, str, str]] = ()
+    group: str,
+    artifact: str,
+    version: str,
+    dependencies: Iterable[tuple[str, str, str]] = (),
+    extra: str = "",
 ) -> bytes:
+    """A minimal pom; `extra` is XML inserted as it is (e.g. `<description>…`)."""
     deps = "".join(
         f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
         f"<version>{v}</version></dependency>"
@@ -84,7 +89,7 @@ def build_pom(
         '<project xmlns="http://maven.apache.org/POM/4.0.0">\n'
         "  <modelVersion>4.0.0</modelVersion>\n"
         f"  <groupId>{group}</groupId>\n  <artifactId>{artifact}</artifactId>\n"
-        f"  <version>{version}</version>\n  <packaging>jar</packaging>{deps_xml}\n"
+        f"  <version>{version}</version>\n  <packaging>jar</packaging>{extra}{deps_xml}\n"
         "</project>\n"
     ).encode()
 
@@ -160,11 +165,13 @@ class FakeMavenRepository:
         signature: bool = True,
         checksums: tuple[str, ...] = ("sha1", "md5", "sha256", "sha512"),
         dependencies: Iterable[tuple[str, str, str]] = (),
+        pom_extra: str = "",
     ) -> str:
-        """Deploy a GAV at `published` (its files' Last-Modified); returns its directory."""
+        """Deploy a GAV at `published` (its files' Last-Modified); returns its directory.
+        `pom_extra` is XML added to the pom as it is."""
         directory = f"{group.replace('.', '/')}/{artifact}/{version}"
         stem = f"{directory}/{artifact}-{version}"
-        files = {f"{stem}.pom": build_pom(group, artifact, version, dependencies)}
+        files = {f"{stem}.pom": build_pom(group, artifact, version, dependencies, pom_extra)}
         if jar:
             files[f"{stem}.jar"] = build_jar(group, artifact, version)
         if sources:

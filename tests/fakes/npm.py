@@ -80,6 +80,13 @@ class FakePackage:
     modified: datetime | None = None
 
 
+# Top-level packument fields the registry copies from the `latest` version's manifest.
+PACKAGE_TEXT_KEYS = (
+    "description", "readme", "readmeFilename", "homepage", "keywords", "repository", "bugs",
+    "license", "author", "contributors", "maintainers",
+)  # fmt: skip
+
+
 def escaped(name: str) -> str:
     """npm's path form of a name: the scope slash as `%2f`."""
     return name.replace("/", "%2f")
@@ -220,7 +227,7 @@ class FakeNpmRegistry:
             versions[version] = manifest
             if entry.published is not None:
                 time[version] = iso(entry.published)
-        return {
+        top: dict[str, Any] = {
             "_id": name,
             "_rev": f"{len(versions)}-0123456789abcdef",
             "name": name,
@@ -233,6 +240,11 @@ class FakeNpmRegistry:
             "readmeFilename": "README.md",
             "license": "MIT",
         }
+        # As the registry does: the package-level text is the `latest` version's.
+        latest = package.versions.get(package.dist_tags.get("latest", ""))
+        if latest is not None:
+            top.update({key: latest.extra[key] for key in PACKAGE_TEXT_KEYS if key in latest.extra})
+        return top
 
     def _sync(self, name: str) -> None:
         if self.upstream.base_url is None:

@@ -120,11 +120,24 @@ class FakePypiIndex:
     """Build projects with `add_wheel` / `add_sdist` / `add_file`; every change is served at
     once. `mode="html"` serves PEP 503 HTML only (no upload times, no sizes)."""
 
-    def __init__(self, *, mode: Literal["json", "html"] = "json", json_api: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        mode: Literal["json", "html"] = "json",
+        json_api: bool = True,
+        version_api: bool = True,
+    ) -> None:
+        """`json_api=False`: no legacy JSON API at all; `version_api=False`: the project
+        document only, no `/pypi/{project}/{version}/json` (as some private indexes)."""
         self.upstream = FakeUpstream()
         self.mode = mode
         self.json_api = json_api
+        self.version_api = version_api
         self.files: dict[str, list[FakeFile]] = {}
+        # Extra `info` fields per (project, version), and raw links the page (and the JSON
+        # API's release) carries as they are: hostile or broken URLs for tests.
+        self.release_info: dict[tuple[str, str], dict[str, Any]] = {}
+        self.raw_links: dict[str, list[tuple[str, str, str]]] = {}
 
     async def start(self, aiohttp_server: AiohttpServer) -> str:
         base = await self.upstream.start(aiohttp_server)
@@ -182,6 +195,17 @@ class FakePypiIndex:
             )
         )
 
+    def set_release_info(self, project: str, version: str, **fields: Any) -> None:
+        """Fields the JSON API's `info` carries for `version` (summary, requires_dist…)."""
+        self.release_info[(normalize(project), version)] = fields
+        self._sync_all()
+
+    def add_raw_link(self, project: str, href: str, filename: str, version: str) -> None:
+        """A link with `href` exactly as given (any scheme, relative, broken) on the page of
+        `project`, and a file of `version` with that URL in the JSON API."""
+        self.raw_links.setdefault(normalize(project), []).append((href, filename, version))
+        self._sync_all()
+
     def file(self, filename: str) -> FakeFile:
         for files in self.files.values():
             for item in files:
@@ -213,6 +237,8 @@ class FakePypiIndex:
             if item.uploaded is not None:
                 entry["upload-time"] = upload_text(item.uploaded)
             files.append(entry)
+        for href, filename, _version in self.raw_links.get(normalize(project), []):
+            files.append({"filename": filename, "url": href, "hashes": {"sha256": "0" * 64}})
         versions = sorted({item.version for item in self.files[normalize(project)]})
         return {
             "meta": {"api-version": "1.1", "_last-serial": len(files)},
@@ -234,6 +260,8 @@ class FakePypiIndex:
                 digest = hashlib.sha256(item.metadata).hexdigest()
                 attrs.append(f'data-core-metadata="sha256={digest}"')
             links.append(f"<a {' '.join(attrs)}>{item.filename}</a><br />")
+        for href, filename, _version in self.raw_links.get(normalize(project), []):
+            links.append(f'<a href="{html.escape(href)}">{html.escape(filename)}</a><br />')
         return (
             '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0">'
             f"<title>Links for {project}</title></head><body>{''.join(links)}</body></html>"
@@ -259,8 +287,13 @@ class FakePypiIndex:
         releases: dict[str, list[dict[str, Any]]] = {}
         for item in files:
             releases.setdefault(item.version, []).append(self._api_file(item))
+        for href, filename, release in self.raw_links.get(normalize(project), []):
+            releases.setdefault(release, []).append(
+                {"filename": filename, "url": href, "digests": {"sha256": "0" * 64}}
+            )
         latest = version or max(releases, key=lambda v: [int(p) for p in re.findall(r"\d+", v)])
         info = {"name": project, "version": latest, "summary": f"{project} {latest}"}
+        info.update(self.release_info.get((normalize(project), latest), {}))
         body: dict[str, Any] = {
             "info": info,
             "last_serial": len(files),
@@ -304,7 +337,7 @@ class FakePypiIndex:
                     json.dumps(self.api_json(project)).encode(),
                     content_type="application/json",
                 )
-                for version in {item.version for item in files}:
+                for version in {item.version for item in files} if self.version_api else ():
                     self.upstream.add(
                         f"/pypi/{project}/{version}/json",
                         json.dumps(self.api_json(project, version)).encode(),

@@ -80,6 +80,8 @@ async def upstreams(aiohttp_server: AiohttpServer) -> Upstreams:
         build_metadata("com.acme", "lib", ["1.0"], OLD),
         content_type="application/xml",
     )
+    # A version's age is its .pom's Last-Modified (the newest is always looked up).
+    maven.add("/com/acme/lib/1.0/lib-1.0.pom", b"<project/>", last_modified=OLD)
     return Upstreams(npm=npm, pypi=pypi, pypi_files=pypi_files, maven=maven)
 
 
@@ -223,8 +225,9 @@ async def test_a_pypi_page_linking_files_on_other_ecosystems_hosts_offers_none_o
     listing = await client.get(
         "/pypi/simple/demo/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
-    assert listing.status == 200
-    assert (await listing.json())["files"] == []
+    # Both links were dropped, so nothing is left to offer: a 404 that says so.
+    assert listing.status == 404
+    assert "demo" in (await listing.json())["error"]
     file = await client.get(f"/pypi/files/demo/{wheel.filename}")
     assert file.status == 404
     assert upstreams.npm.upstream.count(wheel.path) == 0

@@ -259,13 +259,65 @@ async def test_head_of_metadata_has_the_get_headers(mirror: Mirror) -> None:
     assert await head.read() == b""
 
 
-async def test_old_metadata_needs_no_publish_time_lookup(mirror: Mirror) -> None:
+async def test_old_metadata_needs_one_publish_time_lookup(
+    repo: FakeMavenRepository, mirror: Mirror
+) -> None:
+    repo.add_version("org.example", "old", "1.0.0", published=OLD)
+    repo.add_version("org.example", "old", "1.1.0", published=OLD + timedelta(days=1))
+    response = await mirror.client.get("/maven/org/example/old/maven-metadata.xml")
+    assert response.status == 200
+    # lastUpdated says nothing was deployed in the window: the newest alone is checked.
+    assert mirror.repo.count(method="HEAD") == 1
+    assert document.parse_metadata(await response.read()).versions == ("1.0.0", "1.1.0")
+    mirror.clock.advance(timedelta(minutes=10))  # past the metadata TTL
+    again = await mirror.client.get("/maven/org/example/old/maven-metadata.xml")
+    assert again.status == 200
+    assert mirror.repo.count(method="HEAD") == 1  # the publish time is remembered
+
+
+async def test_a_stale_last_updated_never_offers_a_held_version(mirror: Mirror) -> None:
+    # lastUpdated claims nothing happened for 40 days, but 1.9.0's .pom is an hour old.
     mirror.repo.set_metadata("org.example", "lib", last_updated=OLD)
     response = await mirror.client.get(f"/maven/{LIB}/maven-metadata.xml")
     assert response.status == 200
-    assert mirror.repo.count(method="HEAD") == 0
-    # lastUpdated says nothing was deployed in the window: every listed version is shown.
-    assert document.parse_metadata(await response.read()).versions[-1] == "1.9.0"
+    body = await response.read()
+    assert b"1.9.0" not in body
+    assert b"<latest>1.5.0</latest>" in body
+    assert b"<release>1.5.0</release>" in body
+    assert response.headers["X-Checksum-Sha1"] == digest(body, "sha1")
+    sha1 = await mirror.client.get(f"/maven/{LIB}/maven-metadata.xml.sha1")
+    assert await sha1.text() == digest(body, "sha1")
+    jar = await mirror.client.get("/maven/" + file_path("1.9.0", ".jar"))
+    assert jar.status == 403
+
+
+@pytest.mark.parametrize("last_updated", [True, False], ids=["old-stamp", "no-stamp"])
+async def test_metadata_without_versions_is_filtered(mirror: Mirror, last_updated: bool) -> None:
+    stamp = f"<lastUpdated>{OLD:%Y%m%d%H%M%S}</lastUpdated>" if last_updated else ""
+    raw = (
+        "<metadata><groupId>org.example</groupId><artifactId>lib</artifactId><versioning>"
+        f"<latest>1.9.0</latest><release>1.9.0</release>{stamp}</versioning></metadata>"
+    ).encode()
+    mirror.repo.set_metadata("org.example", "lib", raw=raw)
+    response = await mirror.client.get(f"/maven/{LIB}/maven-metadata.xml")
+    assert response.status == 404
+    body = await response.json()
+    assert body["error"].startswith("no version of org.example:lib is available from this mirror")
+    assert "1.9.0" in body["error"]
+    for algorithm in ("sha1", "md5"):
+        companion = await mirror.client.get(f"/maven/{LIB}/maven-metadata.xml.{algorithm}")
+        assert companion.status == 404
+
+
+async def test_metadata_with_nothing_visible_is_404_saying_why(
+    repo: FakeMavenRepository, mirror: Mirror
+) -> None:
+    repo.add_version("org.example", "fresh", "0.1.0", published=NOW - timedelta(hours=2))
+    response = await mirror.client.get("/maven/org/example/fresh/maven-metadata.xml")
+    assert response.status == 404
+    body = await response.json()
+    assert "0.1.0" in body["error"]
+    assert "held back" in body["error"]
 
 
 async def test_metadata_view_changes_when_a_version_leaves_quarantine(mirror: Mirror) -> None:

@@ -91,7 +91,10 @@ async def test_corgi_packument_is_filtered_rewritten_and_announced(
     assert list(body["versions"]) == ["1.0.0", "1.3.0", "1.3.1"]
     assert body["dist-tags"] == {"latest": "1.3.1"}
     assert set(body["time"]) == {"created", "modified", "1.0.0", "1.3.0", "1.3.1"}
-    assert body["modified"] == registry.packument("left-pad")["time"]["modified"]
+    # Versions are held: `modified` is the newest visible publish, not the upstream's.
+    assert (
+        body["modified"] == body["time"]["1.3.1"] == registry.packument("left-pad")["time"]["1.3.1"]
+    )
     base = str(client.make_url("/npm")).rstrip("/")
     dist = body["versions"]["1.3.0"]["dist"]
     assert dist["tarball"] == f"{base}/left-pad/-/left-pad-1.3.0.tgz"
@@ -101,14 +104,18 @@ async def test_corgi_packument_is_filtered_rewritten_and_announced(
     assert registry.upstream.last("/left-pad").headers["Accept"] == "application/json"
 
 
-async def test_full_and_corgi_have_distinct_etags(client: Client) -> None:
+async def test_full_and_corgi_have_distinct_etags(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
     full = await client.get("/npm/left-pad", headers={"Accept": "application/json"})
     corgi = await client.get("/npm/left-pad", headers={"Accept": CORGI})
     assert full.status == corgi.status == 200
     assert full.headers["Content-Type"] == "application/json"
     assert full.headers["ETag"] != corgi.headers["ETag"]
     body = await full.json()
-    assert body["readme"] == "# left-pad\n"
+    # 1.4.0 (upstream `latest`) is held: the package text is 1.3.1's, which has no readme.
+    assert "readme" not in body
+    assert body["description"] == registry.packument("left-pad")["versions"]["1.3.1"]["description"]
     assert "1.4.0" not in body["time"]
     assert "1.4.0" not in body["versions"]
 

@@ -163,12 +163,16 @@ async def test_non_normalized_names_redirect(
     assert index.requests == []
 
 
-async def test_project_with_nothing_visible_is_an_empty_page(client: Client) -> None:
-    response = await client.get("/pypi/simple/brand-new/", headers={"Accept": PIP_ACCEPT})
-    assert response.status == 200
-    body = await response.json(content_type=None)
-    assert body["files"] == []
-    assert body["versions"] == []
+@pytest.mark.parametrize("accept", [PIP_ACCEPT, "text/html", None])
+async def test_project_with_nothing_visible_is_404_saying_why(
+    client: Client, accept: str | None
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = await client.get("/pypi/simple/brand-new/", headers=headers)
+    assert response.status == 404
+    body = await response.json()
+    assert body["error"].startswith("no file of brand-new is available from this mirror yet: ")
+    assert "1 file held in quarantine" in body["error"]
 
 
 async def test_unknown_project_is_404(client: Client) -> None:
@@ -239,7 +243,8 @@ async def test_html_only_upstream_without_json_api_holds_files_of_unknown_age(
     await index.start(aiohttp_server)
     client = await make_client(index)
     held = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
-    assert (await held.json(content_type=None))["files"] == []
+    assert held.status == 404
+    assert "5 files held in quarantine" in (await held.json())["error"]
     allowing = await make_client(index, MIRROR_QUARANTINE_UNKNOWN="allow")
     shown = await allowing.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
     assert len((await shown.json(content_type=None))["files"]) == 5
@@ -394,3 +399,93 @@ async def test_explain_api_answers_for_one_file(client: Client) -> None:
     missing = await client.get("/api/v1/explain", params={**params, "file": "nope.whl"})
     assert missing.status == 404
     assert "nope.whl" in (await missing.json())["error"]
+
+
+# hostile links and held releases in documents ------------------------------------------------
+
+HOSTILE_LINKS = [
+    ("file:///etc/passwd", "demo-0.2.tar.gz"),
+    ("javascript:alert(1)", "demo-0.3.tar.gz"),
+    ("data:text/plain,demo-0.4.tar.gz", "demo-0.4.tar.gz"),
+    ("http://[::1/demo-0.5.tar.gz", "demo-0.5.tar.gz"),
+    ("http://evil.test/demo-0.6.tar.gz", "demo-0.6.tar.gz"),
+    ("../../../../../etc/demo-0.7.tar.gz", "demo-0.7.tar.gz"),
+]
+
+
+@pytest.mark.parametrize("mode", ["json", "html"])
+async def test_hostile_links_are_skipped_and_the_rest_of_the_page_serves(
+    aiohttp_server: AiohttpServer,
+    make_client: MakeClient,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = FakePypiIndex(mode=mode)  # type: ignore[arg-type]
+    populate(index)
+    for href, filename in HOSTILE_LINKS:
+        index.add_raw_link("demo", href, filename, filename.split("-")[1][:-7])
+    await index.start(aiohttp_server)
+    client = await make_client(index)
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.document"):
+        for accept in (PIP_ACCEPT, "text/html", PIP_ACCEPT):
+            response = await client.get("/pypi/simple/demo/", headers={"Accept": accept})
+            assert response.status == 200
+        body = await (await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})).json(
+            content_type=None
+        )
+        api = await client.get("/pypi/pypi/demo/json")
+        assert api.status == 200
+        api_files = {
+            item["filename"] for items in (await api.json())["releases"].values() for item in items
+        }
+    names = {item["filename"] for item in body["files"]}
+    assert "demo-1.1-py3-none-any.whl" in names
+    # A relative link resolves on the index host: allowed, and it is fetched from there.
+    hostile = {filename for _href, filename in HOSTILE_LINKS} - {"demo-0.7.tar.gz"}
+    assert not hostile & names
+    assert not hostile & api_files
+    for filename in hostile:
+        refused = await client.get(f"/pypi/files/demo/{filename}")
+        assert refused.status == 404
+    page_logs = [r for r in caplog.records if "on the upstream page of" in r.getMessage()]
+    assert len(page_logs) == 1  # parsed once, logged once
+    assert not [seen for seen in index.requests if "evil" in seen.path or "etc/passwd" in seen.path]
+
+
+async def test_json_api_with_nothing_visible_is_404_saying_why(client: Client) -> None:
+    response = await client.get("/pypi/pypi/brand-new/json")
+    assert response.status == 404
+    body = await response.json()
+    assert body["error"].startswith("no release of brand-new is available from this mirror yet")
+    assert "1 file held in quarantine" in body["error"]
+
+
+SECRET = "HELD-SECRET-7c41"
+
+
+async def test_json_api_without_per_version_documents_builds_info(
+    aiohttp_server: AiohttpServer, make_client: MakeClient
+) -> None:
+    index = FakePypiIndex(version_api=False)
+    populate(index)
+    index.set_release_info(
+        "demo", "2.0", summary=SECRET, requires_dist=[f"{SECRET}>=1"], home_page=SECRET
+    )
+    await index.start(aiohttp_server)
+    client = await make_client(index)
+    response = await client.get("/pypi/pypi/demo/json")
+    assert response.status == 200
+    raw = await response.read()
+    assert SECRET.encode() not in raw
+    body = await response.json()
+    assert body["info"]["version"] == "1.1"
+    assert body["info"]["requires_dist"] is None
+    assert index.upstream.count("/pypi/demo/1.1/json") == 1  # asked once, 404, not fatal
+    version = await client.get("/pypi/pypi/demo/1.1/json")
+    assert version.status == 200
+    assert [item["filename"] for item in (await version.json())["urls"]] == [
+        "demo-1.1-py3-none-any.whl"
+    ]
+    held = await client.get("/pypi/pypi/demo/2.0/json")
+    assert held.status == 403
+    assert SECRET.encode() not in await held.read()

@@ -138,6 +138,32 @@ def test_parse_checksum_without_a_digest_is_bad_upstream() -> None:
         document.parse_checksum(b"<html>not found</html>", "sha1")
 
 
+def metadata_xml(
+    listed: tuple[str, ...] | None,
+    last_updated: datetime | None,
+    *,
+    latest: str | None = None,
+    release: str | None = None,
+    extra: str = "",
+) -> bytes:
+    """An artifact-level document; `listed=None` leaves `<versions>` out."""
+    parts = ["<groupId>org.example</groupId><artifactId>lib</artifactId>", extra, "<versioning>"]
+    if listed:
+        latest = latest or listed[-1]
+        release = release or listed[-1]
+    if latest:
+        parts.append(f"<latest>{latest}</latest>")
+    if release:
+        parts.append(f"<release>{release}</release>")
+    if listed is not None:
+        parts.append(
+            "<versions>" + "".join(f"<version>{v}</version>" for v in listed) + "</versions>"
+        )
+    if last_updated is not None:
+        parts.append(f"<lastUpdated>{last_updated:%Y%m%d%H%M%S}</lastUpdated>")
+    return ("<metadata>" + "".join(parts) + "</versioning></metadata>").encode()
+
+
 # filter + render ---------------------------------------------------------------------------------
 
 
@@ -156,7 +182,8 @@ def test_young_versions_are_dropped_and_latest_release_recomputed() -> None:
     assert b"<version>1.10.0</version>" not in body
     assert b"<latest>1.5.0-SNAPSHOT</latest>" in body
     assert b"<release>1.4.0</release>" in body
-    assert b"<lastUpdated>20261121093000</lastUpdated>" in body
+    # The newest publish time of a visible version, not the upstream's (a held deploy).
+    assert f"<lastUpdated>{OLD:%Y%m%d%H%M%S}</lastUpdated>".encode() in body
     assert b'modelVersion="1.1.0"' in body
     reparsed = document.parse_metadata(body)
     assert reparsed.versions == view.visible
@@ -251,10 +278,34 @@ def run_planner(
 VERSIONS = tuple(f"1.{minor}.0" for minor in range(10))
 
 
-def test_old_last_updated_needs_no_lookup() -> None:
-    result, lookups = run_planner(VERSIONS, OLD, {})
-    assert lookups == []
-    assert result == dict.fromkeys(VERSIONS, OLD)
+def test_old_last_updated_needs_one_lookup_of_the_newest_only() -> None:
+    times = {version: OLD + timedelta(days=index) for index, version in enumerate(VERSIONS)}
+    result, lookups = run_planner(VERSIONS, OLD, times)
+    assert lookups == ["1.9.0"]
+    # Older versions are at least as old as the newest: never younger than they are.
+    assert result == dict.fromkeys(VERSIONS, times["1.9.0"])
+
+
+def test_old_last_updated_with_the_newest_known_needs_no_lookup() -> None:
+    plan = document.plan_publish_times(VERSIONS, OLD, WINDOW, {"1.9.0": OLD})
+    assert plan.lookup is None
+    assert plan.published == dict.fromkeys(VERSIONS, OLD)
+
+
+def test_a_lying_old_last_updated_does_not_hide_a_young_newest() -> None:
+    times = dict.fromkeys(VERSIONS, OLD)
+    times["1.9.0"] = NOW - timedelta(hours=1)
+    result, lookups = run_planner(VERSIONS, OLD, times)
+    assert lookups == ["1.9.0", "1.8.0"]
+    assert result["1.9.0"] == NOW - timedelta(hours=1)
+    view = document.filter_metadata(
+        document.parse_metadata(metadata_xml(VERSIONS, OLD)),
+        "org.example:lib",
+        result,
+        rules(),
+        NOW,
+    )
+    assert view.latest == view.release == "1.8.0"
 
 
 def test_lookups_stop_at_the_first_old_version_newest_first() -> None:
@@ -331,3 +382,89 @@ def test_the_window_start_comes_from_the_policy() -> None:
     no_age = policy.compile_rules([], QuarantineConfig(default=timedelta(0)), NOW)
     assert document.quarantine_window_start("org.example:lib", ordered, no_age, NOW) == NOW
     assert document.quarantine_window_start("org.example:lib", (), rules(), NOW) == NOW
+
+
+# nothing of a held version ----------------------------------------------------------------------
+
+SECRET = "HELD-SECRET-a71b"
+
+
+def test_metadata_without_versions_still_decides_latest_and_release() -> None:
+    raw = metadata_xml(None, OLD, latest="2.0", release="1.9")
+    meta = document.parse_metadata(raw)
+    assert meta.is_artifact
+    assert meta.versions == ("1.9", "2.0")
+    times = {"1.9": OLD, "2.0": NOW - timedelta(hours=1)}
+    view = document.filter_metadata(meta, "org.example:lib", times, rules(), NOW)
+    body = document.render_metadata(meta, view)
+    assert b"2.0" not in body
+    assert b"<latest>1.9</latest>" in body
+    assert b"<release>1.9</release>" in body
+    assert b"<versions>" in body
+
+
+def test_only_known_elements_survive_filtering() -> None:
+    extra = (
+        f"<version>3.0</version><description>{SECRET}</description>"
+        f"<plugins><plugin><name>p</name><prefix>p</prefix><artifactId>p</artifactId></plugin>"
+        f"</plugins>"
+    )
+    raw = metadata_xml(("1.0", "3.0"), OLD, extra=extra).replace(
+        b"<lastUpdated>",
+        f"<snapshot><timestamp>{SECRET}</timestamp></snapshot><x>{SECRET}</x><lastUpdated>".encode(),
+    )
+    meta = document.parse_metadata(raw)
+    view = document.filter_metadata(
+        meta, "org.example:lib", {"1.0": OLD, "3.0": NOW - timedelta(hours=1)}, rules(), NOW
+    )
+    body = document.render_metadata(meta, view)
+    assert SECRET.encode() not in body
+    assert b"3.0" not in body
+    assert b"<prefix>p</prefix>" in body
+    assert document.parse_metadata(body).versions == ("1.0",)
+
+
+def test_last_updated_is_omitted_when_no_visible_time_is_known() -> None:
+    meta = document.parse_metadata(metadata_xml(("1.0",), OLD))
+    allow = policy.compile_rules([], QuarantineConfig(default=AGE, unknown="allow"), NOW)
+    view = document.filter_metadata(meta, "org.example:lib", {"1.0": None}, allow, NOW)
+    assert view.visible == ("1.0",)
+    assert b"lastUpdated" not in document.render_metadata(meta, view)
+
+
+def test_group_metadata_needs_plugins_and_no_versioning() -> None:
+    assert not document.parse_metadata(b"<metadata><plugins/></metadata>").is_artifact
+    assert document.parse_metadata(b"<metadata><versioning/><plugins/></metadata>").is_artifact
+    assert document.parse_metadata(b"<metadata><groupId>g</groupId></metadata>").is_artifact
+    empty = document.parse_metadata(b"<metadata><artifactId>a</artifactId><plugins/></metadata>")
+    assert empty.is_artifact
+
+
+def test_nothing_visible_message() -> None:
+    meta = document.parse_metadata(metadata_xml(("1.0",), OLD))
+    view = document.filter_metadata(meta, "org.example:lib", {"1.0": NOW}, rules(), NOW)
+    assert document.nothing_visible_message("org.example:lib", view) == (
+        "no version of org.example:lib is available from this mirror yet: org.example:lib: "
+        "1 version(s) held back by the mirror (1.0)"
+    )
+    none = document.filter_metadata(
+        document.parse_metadata(b"<metadata/>"), "g:a", {}, rules(), NOW
+    )
+    assert document.nothing_visible_message("g:a", none) == (
+        "the upstream metadata of g:a lists no versions"
+    )
+
+
+@pytest.mark.parametrize(
+    "version", ["../../../etc", "1.0/../2.0", "1.0 beta", "1.0&#x9;x", "%2e%2e", ".", "a\\b"]
+)
+def test_versions_that_cannot_be_a_path_segment_are_dropped(version: str) -> None:
+    listed = f"<versions><version>1.0</version><version>{version}</version></versions>"
+    raw = (
+        "<metadata><groupId>g</groupId><artifactId>a</artifactId><versioning>"
+        f"<latest>{version}</latest>{listed}</versioning></metadata>"
+    ).encode()
+    meta = document.parse_metadata(raw)
+    assert meta.versions == ("1.0",)
+    plan = document.plan_publish_times(meta.versions, None, WINDOW, {})
+    assert plan.lookup == "1.0"

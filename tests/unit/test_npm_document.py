@@ -280,11 +280,9 @@ def test_no_notice_when_nothing_is_held() -> None:
 # render --------------------------------------------------------------------------------------
 
 
-def test_full_form_keeps_everything_but_hidden_versions_and_rewrites_tarballs() -> None:
+def test_full_form_keeps_visible_versions_byte_for_byte_and_rewrites_tarballs() -> None:
     view, body = render(parse(LEFT_PAD), "full")
     assert body["_id"] == "left-pad"
-    assert body["readme"] == "# readme"
-    assert body["users"] == {"fan": True}
     assert "_attachments" not in body
     assert body["dist-tags"] == dict(view.dist_tags)
     assert list(body["versions"]) == list(view.visible)
@@ -298,10 +296,25 @@ def test_full_form_keeps_everything_but_hidden_versions_and_rewrites_tarballs() 
     assert body["versions"]["1.0.0"]["deprecated"] == LEFT_PAD["versions"]["1.0.0"]["deprecated"]
 
 
+def test_nothing_held_keeps_the_upstream_top_level() -> None:
+    doc = make_doc("calm", {"1.0.0": OLD, "1.1.0": OLD + timedelta(days=1)}, {"latest": "1.1.0"})
+    view, body = render(parse(doc), "full")
+    assert not document.holds_back(view)
+    assert body["readme"] == "# readme"
+    assert body["users"] == {"fan": True}
+    assert body["_rev"] == "12-abcdef"
+    assert body["time"] == doc["time"]
+    _, corgi = render(parse(doc), "corgi")
+    assert corgi["modified"] == doc["time"]["modified"]
+
+
 def test_corgi_form_is_abbreviated_and_carries_modified_and_time() -> None:
     view, body = render(parse(LEFT_PAD), "corgi")
     assert set(body) == {"name", "modified", "dist-tags", "versions", "time"}
-    assert body["modified"] == LEFT_PAD["time"]["modified"]
+    # Versions are held: `modified` is the newest visible publish, not the upstream's.
+    newest_visible = max(view.visible, key=lambda version: LEFT_PAD["time"][version])
+    assert newest_visible == "1.4.0-beta.1"
+    assert body["modified"] == LEFT_PAD["time"][newest_visible]
     assert set(body["time"]) == {"created", "modified", *view.visible}
     assert body["time"]["1.9.0"] == LEFT_PAD["time"]["1.9.0"]
     manifest = body["versions"]["1.0.0"]
@@ -310,6 +323,125 @@ def test_corgi_form_is_abbreviated_and_carries_modified_and_time() -> None:
     assert manifest["dependencies"] == {"dep": "^1.0.0"}
     assert manifest["dist"]["integrity"] == LEFT_PAD["versions"]["1.0.0"]["dist"]["integrity"]
     assert manifest["dist"]["tarball"] == f"{BASE}/left-pad/-/left-pad-1.0.0.tgz"
+
+
+SECRET = "HELD-SECRET-5f1c"
+PACKAGE_TEXT = {
+    "description": f"desc {SECRET}",
+    "readme": f"# {SECRET}",
+    "readmeFilename": f"{SECRET}.md",
+    "homepage": f"https://example.com/{SECRET}",
+    "keywords": [SECRET],
+    "repository": {"type": "git", "url": f"git+https://example.com/{SECRET}.git"},
+    "bugs": {"url": f"https://example.com/{SECRET}/issues"},
+    "license": SECRET,
+    "author": {"name": SECRET},
+    "contributors": [{"name": SECRET}],
+    "maintainers": [{"name": SECRET, "email": f"{SECRET}@example.com"}],
+}
+
+
+def hostile_doc(held_published: datetime | None) -> dict[str, Any]:
+    """`sly`: 1.0.0 visible, 2.0.0 (latest, young) carries the secret in every text field,
+    and the upstream copied it to the top level along with keys of its own."""
+    doc = make_doc("sly", {"1.0.0": OLD, "2.0.0": held_published}, {"latest": "2.0.0"})
+    doc["versions"]["1.0.0"].update(
+        {"readme": "# one", "homepage": "https://example.com/one", "maintainers": [{"name": "a"}]}
+    )
+    doc["versions"]["2.0.0"].update(PACKAGE_TEXT)
+    doc.update(PACKAGE_TEXT)
+    doc["x-extra"] = SECRET
+    doc["_rev"] = f"2-{SECRET}"
+    doc["time"]["modified"] = SECRET
+    doc["time"]["created"] = SECRET
+    return doc
+
+
+@pytest.mark.parametrize(
+    "held_published", [NOW - timedelta(hours=1), None], ids=["young", "no-time"]
+)
+@pytest.mark.parametrize("form", ["full", "corgi"])
+def test_package_level_fields_never_come_from_a_held_version(
+    form: document.Form, held_published: datetime | None
+) -> None:
+    doc = hostile_doc(held_published)
+    packument = parse(doc)
+    view, body = render(packument, form)
+    assert view.visible == ("1.0.0",)
+    raw = document.render_packument(packument, view, form, BASE)
+    assert SECRET.encode() not in raw
+    assert b"2.0.0" not in raw
+    assert body["time"]["modified"] == body["time"]["created"] == doc["time"]["1.0.0"]
+    if form == "full":
+        # From the manifest `latest` now points at; no upstream key beyond the known set.
+        assert body["readme"] == "# one"
+        assert body["homepage"] == "https://example.com/one"
+        assert body["maintainers"] == [{"name": "a"}]
+        assert body["description"] == "a package"
+        assert not {"x-extra", "_rev", "users"} & set(body)
+        assert body["name"] == body["_id"] == "sly"
+    else:
+        assert body["modified"] == doc["time"]["1.0.0"]
+
+
+def test_same_text_from_every_held_form_also_under_a_block() -> None:
+    doc = hostile_doc(OLD + timedelta(days=1))  # old, but blocked
+    packument = parse(doc)
+    compiled = rules(block("sly", "2.0.0"))
+    for form in ("full", "corgi"):
+        view = document.filter_packument(packument, compiled, NOW)
+        raw = document.render_packument(packument, view, form, BASE)  # type: ignore[arg-type]
+        assert SECRET.encode() not in raw
+    assert SECRET.encode() not in document.render_dist_tags(view)
+    assert SECRET.encode() not in document.render_manifest(packument, "1.0.0", BASE)
+
+
+def test_summary_version_prefers_latest_then_stable_then_highest() -> None:
+    young = NOW - timedelta(hours=1)
+    doc = make_doc(
+        "tags",
+        {"1.0.0": OLD, "1.1.0": OLD, "2.0.0-rc.1": OLD},
+        {"latest": "1.0.0", "next": "2.0.0-rc.1"},
+    )
+    packument = parse(doc)
+    view = document.filter_packument(packument, rules(), NOW)
+    assert document.summary_version(packument, view) == "1.0.0"
+    view = document.filter_packument(packument, rules(block("tags", "1.0.0")), NOW)
+    assert "latest" not in view.dist_tags  # nothing lower to move to
+    assert document.summary_version(packument, view) == "1.1.0"
+    doc = make_doc("tags", {"1.0.0": young, "2.0.0-rc.1": OLD}, {"latest": "1.0.0"})
+    packument = parse(doc)
+    view = document.filter_packument(packument, rules(), NOW)
+    assert document.summary_version(packument, view) == "2.0.0-rc.1"
+    assert (
+        document.summary_version(
+            packument, document.filter_packument(packument, rules(block("tags", "*")), NOW)
+        )
+        is None
+    )
+
+
+def test_upstream_top_level_is_kept_when_it_can_only_describe_visible_versions() -> None:
+    # An old version is blocked; `latest` is visible and newer than everything held.
+    doc = make_doc(
+        "older-held", {"1.0.0": OLD, "1.1.0": OLD + timedelta(days=1)}, {"latest": "1.1.0"}
+    )
+    packument = parse(doc)
+    view, body = render(packument, "full", rules(block("older-held", "1.0.0")))
+    assert view.visible == ("1.1.0",)
+    assert body["readme"] == "# readme"  # the upstream's, published with 1.1.0
+    assert "users" not in body  # unknown keys still go when anything is held
+
+
+def test_version_unavailable_message_names_the_reason() -> None:
+    packument = parse(hostile_doc(NOW - timedelta(hours=1)))
+    view = document.filter_packument(packument, rules(), NOW)
+    message = document.version_unavailable_message(packument.package, "2.0.0", view)
+    assert message.startswith("sly@2.0.0 is not available from this mirror: ")
+    assert "quarantine" in message
+    assert document.version_unavailable_message(packument.package, "7.0.0", view) == (
+        "sly@7.0.0 is not available from this mirror"
+    )
 
 
 def test_scoped_package_tarballs_use_the_literal_scope_slash() -> None:

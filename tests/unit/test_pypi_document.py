@@ -454,7 +454,7 @@ def test_json_api_version_document() -> None:
     assert [item.filename for item in visible] == ["demo-1.1-py3-none-any.whl"]
     assert len(hidden) == 1
     assert hidden[0].verdict == "quarantined"
-    body = orjson.loads(document.render_api_version(api, visible, BASE))
+    body = orjson.loads(document.render_api_version(api, "1.1", visible, BASE))
     assert [item["url"] for item in body["urls"]] == [
         f"{BASE}/files/demo/demo-1.1-py3-none-any.whl"
     ]
@@ -476,3 +476,202 @@ def test_large_page_filters_and_renders() -> None:
     assert len(body["files"]) == 3000
     assert body["versions"][:3] == ["0.0", "0.1", "0.2"]
     assert body["versions"][-1] == "49.59"
+
+
+# hostile links -------------------------------------------------------------------------------
+
+HOSTILE_HREFS = [
+    "file:///etc/passwd/demo-0.2.tar.gz",
+    "javascript:alert(1)//demo-0.3.tar.gz",
+    "data:text/plain,demo-0.4.tar.gz",
+    "http://[::1/demo-0.5.tar.gz",  # a broken IPv6 literal: urljoin raises
+    "http://up.test:99999/demo-0.6.tar.gz",  # port out of range
+    "//evil.test/demo-0.7.tar.gz",  # scheme-relative, another host
+    "ftp://files.test/demo-0.8.tar.gz",
+    "http://evil.test/\x1b[31mdemo-0.9.tar.gz\nWARNING forged",
+]
+
+
+def hostile_html(base: str | None = None) -> bytes:
+    links = "".join(f'<a href="{href}">x</a>' for href in HOSTILE_HREFS)
+    good = f'<a href="{FILES}/packages/demo-1.0.tar.gz#sha256={sha("a")}">demo-1.0.tar.gz</a>'
+    relative = '<a href="../../packages/demo-1.1.tar.gz">demo-1.1.tar.gz</a>'
+    head = f'<base href="{base}">' if base else ""
+    return f"<html><head>{head}</head><body>{links}{good}{relative}</body></html>".encode()
+
+
+def test_hostile_links_on_an_html_page_are_skipped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.document"):
+        page = document.parse_project_html(hostile_html(), "demo", UPSTREAM, HOSTS)
+    assert [(item.filename, item.url) for item in page.files] == [
+        ("demo-1.0.tar.gz", f"{FILES}/packages/demo-1.0.tar.gz"),
+        ("demo-1.1.tar.gz", "http://up.test/packages/demo-1.1.tar.gz"),
+    ]
+    assert len(page.dropped) == len(HOSTILE_HREFS)
+    records = [record for record in caplog.records if "skipped" in record.getMessage()]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "skipped 8 file link(s) on the upstream page of 'demo'" in message
+    assert "\n" not in message
+    assert "\x1b" not in message
+
+
+@pytest.mark.parametrize("base", ["file:///", "http://[::1/", "javascript:x"])
+def test_a_hostile_base_href_never_makes_a_file_fetchable(base: str) -> None:
+    page = document.parse_project_html(hostile_html(base), "demo", UPSTREAM, HOSTS)
+    assert all(document.link_problem(item.url, HOSTS) is None for item in page.files)
+    assert "demo-1.0.tar.gz" in page.by_filename  # absolute links still serve
+
+
+def test_hostile_links_on_a_json_page_are_skipped() -> None:
+    doc = {
+        "files": [
+            {**entry(f"demo-0.{number}.tar.gz", OLD), "url": href}
+            for number, href in enumerate(HOSTILE_HREFS)
+        ]
+        + [entry("demo-1.0.tar.gz", OLD)]
+    }
+    page = parse(doc)
+    assert [item.filename for item in page.files] == ["demo-1.0.tar.gz"]
+    assert len(page.dropped) == len(HOSTILE_HREFS)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://files.test/a.whl", None),
+        ("HTTPS://FILES.TEST/a.whl", None),
+        ("file:///a.whl", "scheme 'file' is not http(s)"),
+        ("data:,a", "scheme 'data' is not http(s)"),
+        ("relative/a.whl", "scheme '(none)' is not http(s)"),
+        ("http:///a.whl", "its URL names no host"),
+        ("http://evil.test/a.whl", "host 'evil.test' is not an allowed file host"),
+        ("http://files.test:8443/a.whl", "host 'files.test:8443' is not an allowed file host"),
+    ],
+)
+def test_link_problem(url: str, problem: str | None) -> None:
+    assert document.link_problem(url, HOSTS) == problem
+
+
+def test_hostile_links_in_the_json_api_are_left_out() -> None:
+    raw = {
+        **API,
+        "releases": {
+            **API["releases"],  # type: ignore[dict-item]
+            "0.5": [{**api_file("demo-0.5.tar.gz", OLD), "url": "file:///etc/demo-0.5.tar.gz"}],
+        },
+        "urls": [{**api_file("demo-2.0-py3-none-any.whl", OLD), "url": "http://[::1/x"}],
+    }
+    api = document.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/", HOSTS)
+    assert api.releases["0.5"] == ()
+    assert api.urls == ()
+    assert "demo-1.0-py3-none-any.whl" in api.files_by_name()
+
+
+# nothing visible -----------------------------------------------------------------------------
+
+
+def test_no_visible_file_message_says_why() -> None:
+    doc = {"files": [entry("demo-3.0-py3-none-any.whl", NOW - timedelta(minutes=1))]}
+    page = parse(doc)
+    view = document.filter_page(page, rules(), NOW)
+    assert document.no_visible_file_message("demo", view) == (
+        "no file of demo is available from this mirror yet: demo: 1 file held in quarantine "
+        "(newest demo-3.0-py3-none-any.whl, available 2026-11-25T09:59Z)"
+    )
+    empty = document.filter_page(parse({"files": []}), rules(), NOW)
+    assert document.no_visible_file_message("demo", empty) == (
+        "the upstream index lists no files for demo"
+    )
+
+
+# the JSON API carries nothing of a held release ----------------------------------------------
+
+SECRET = "HELD-SECRET-9d2e"
+
+
+def secret_api() -> dict[str, Any]:
+    """Upstream `info` is of 2.0 (held: 5 hours old) and full of the secret."""
+    return {
+        **API,
+        "info": {
+            "name": "demo",
+            "version": "2.0",
+            "summary": SECRET,
+            "description": SECRET,
+            "requires_dist": [f"{SECRET.lower()}>=1"],
+            "home_page": f"https://example.com/{SECRET}",
+            "project_urls": {"Source": f"https://example.com/{SECRET}"},
+        },
+        "vulnerabilities": [{"id": SECRET}],
+        "x-extra": SECRET,
+    }
+
+
+def test_api_info_of_a_held_release_is_never_shown() -> None:
+    api = document.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = document.filter_api(api, rules(), NOW)
+    assert view.latest == "1.1"
+    assert document.info_for(api, "1.1") is None
+    raw = document.render_api_project(api, view, BASE)
+    assert SECRET.encode() not in raw
+    body = orjson.loads(raw)
+    assert set(body) == {"info", "last_serial", "releases", "urls"}
+    info = body["info"]
+    assert info["version"] == "1.1"
+    assert info["name"] == "demo"
+    assert info["requires_dist"] is None  # unknown, not "no dependencies" from another release
+    assert set(document.INFO_KEYS) <= set(info)
+
+
+def test_api_info_comes_from_the_release_document_only_when_it_is_of_that_release() -> None:
+    api = document.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = document.filter_api(api, rules(), NOW)
+    own = {"info": {"name": "demo", "version": "1.1", "summary": "one one"}, "vulnerabilities": []}
+    body = orjson.loads(document.render_api_project(api, view, BASE, own))
+    assert body["info"]["summary"] == "one one"
+    assert body["vulnerabilities"] == []
+    # A per-version document that describes another release (a hostile or broken upstream).
+    other = {"info": {"name": "demo", "version": "2.0", "summary": SECRET}}
+    assert SECRET.encode() not in document.render_api_project(api, view, BASE, other)
+
+
+def test_api_info_of_the_visible_latest_is_kept() -> None:
+    api = document.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = document.filter_api(api, rules(), NOW + timedelta(days=4))
+    assert view.latest == "2.0"
+    body = orjson.loads(document.render_api_project(api, view, BASE))
+    assert body["info"]["summary"] == SECRET  # 2.0 is visible now: its own info
+    assert "x-extra" not in body
+
+
+def test_api_with_nothing_visible_says_why() -> None:
+    api = document.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = document.filter_api(api, rules(block("<2")), NOW)
+    assert view.latest is None
+    with pytest.raises(ValueError, match="visible"):
+        document.render_api_project(api, view, BASE)
+    assert document.api_nothing_visible_message("demo", view) == (
+        "no release of demo is available from this mirror yet: 1 file held in quarantine "
+        "(the first available 2026-11-25T05:00Z); 4 files blocked"
+    )
+
+
+def test_api_version_document_keeps_only_its_own_release() -> None:
+    raw = {
+        "info": {"name": "demo", "version": "2.0", "summary": SECRET},
+        "urls": [
+            api_file("demo-1.1-py3-none-any.whl", OLD),
+            api_file("demo-2.0-py3-none-any.whl", OLD, comment_text=SECRET),
+        ],
+        "vulnerabilities": [{"id": SECRET}],
+    }
+    api = document.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
+    visible, hidden = document.decide_api_version(api, rules(), NOW, "1.1")
+    assert [item.filename for item in visible] == ["demo-1.1-py3-none-any.whl"]
+    assert hidden == []
+    body = document.render_api_version(api, "1.1", visible, BASE)
+    assert SECRET.encode() not in body
+    assert orjson.loads(body)["info"]["version"] == "1.1"

@@ -18,7 +18,8 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from mirror import policy, versions
-from mirror.errors import BadUpstreamDocument
+from mirror.ecosystems.maven import paths
+from mirror.errors import BadRequest, BadUpstreamDocument
 
 METADATA_TYPE = "text/xml"
 CHECKSUM_TYPE = "text/plain"
@@ -35,14 +36,15 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 class MavenMetadata:
     """A parsed upstream `maven-metadata.xml`. `root` has namespace-free tags and is shared by
     every view: treat it as read-only (`render_metadata` copies it). `versions` are ascending
-    in Maven order, de-duplicated. `is_artifact` is False for group metadata (plugin
-    prefixes), which is passed through unchanged."""
+    in Maven order, de-duplicated. `is_artifact` is False only for group metadata (plugin
+    prefixes: `<plugins>`, no `<versioning>`, no `<artifactId>`), which names no versions and
+    is passed through unchanged; anything else is filtered, whatever it lacks."""
 
     root: ET.Element
     namespace: str | None
     group_id: str | None
     artifact_id: str | None
-    versions: tuple[str, ...]
+    versions: tuple[str, ...]  # listed, plus any named by <latest>/<release>/<version>
     last_updated: datetime | None
     is_artifact: bool
 
@@ -64,6 +66,7 @@ class MetadataView:
     latest: str | None
     release: str | None
     valid_until: datetime | None  # the earliest moment a held version leaves quarantine
+    last_updated: datetime | None = None  # the newest known publish time of a visible version
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +113,24 @@ def parse_metadata(raw: bytes) -> MavenMetadata:
     versioning = root.find("versioning")
     listed = versioning.find("versions") if versioning is not None else None
     found: list[str] = []
+    named: list[ET.Element | None] = []
     if listed is not None:
-        for element in listed.findall("version"):
-            text = (element.text or "").strip()
-            if text and text not in found:
-                found.append(text)
+        named += listed.findall("version")
+    if versioning is not None:
+        # A version named only by <latest>/<release> is a version too: it is decided like
+        # the listed ones (metadata without <versions> must not smuggle a held one through).
+        named += [versioning.find("latest"), versioning.find("release")]
+    named.append(root.find("version"))
+    for element in named:
+        text = ((element.text if element is not None else None) or "").strip()
+        if text and text not in found and is_version_segment(text):
+            found.append(text)
     last_updated = None
     if versioning is not None:
         last_updated = parse_last_updated(versioning.findtext("lastUpdated"))
+    is_group = (
+        versioning is None and root.find("plugins") is not None and root.find("artifactId") is None
+    )
     return MavenMetadata(
         root=root,
         namespace=namespace,
@@ -125,8 +138,19 @@ def parse_metadata(raw: bytes) -> MavenMetadata:
         artifact_id=_text(root, "artifactId"),
         versions=tuple(sorted(found, key=_maven_key)),
         last_updated=last_updated,
-        is_artifact=listed is not None,
+        is_artifact=not is_group,
     )
+
+
+def is_version_segment(text: str) -> bool:
+    """Whether `text` can be a version in a repository path: one segment a client could ask
+    for (`paths.validate_segments`). Anything else the upstream lists (`../x`, control
+    characters, spaces) is dropped: it could never be served, and its publish-time look-up
+    would ask the upstream for a path the mirror did not choose."""
+    try:
+        return len(paths.validate_segments(text)) == 1
+    except BadRequest:
+        return False
 
 
 def parse_last_updated(text: str | None) -> datetime | None:
@@ -170,23 +194,25 @@ def plan_publish_times(
     ascending in Maven order. A version is "old" when it was published before `window_start`
     (now minus the quarantine age).
 
-    - `last_updated` before `window_start`: every version was deployed before it, so all are
-      old and no look-up is needed (each gets `last_updated`).
-    - otherwise walk newest first: a version missing from `known` is the next look-up; the
-      first known old version ends the walk and every older version gets its time (versions
-      are deployed in order, so they are at least that old). Unknown (None) times do not end
+    - walk newest first: a version missing from `known` is the next look-up; the first
+      known old version ends the walk and every older version gets its time (versions are
+      deployed in order, so they are at least that old). Unknown (None) times do not end
       the walk.
-    - but when `last_updated` is young and no young version was found yet, the young deploy
-      is a maintenance release of an older line (1.9.1 after 2.0.0): the walk goes on past
-      old versions, at most `max_backport_lookups` of them, until it finds one.
+    - `last_updated` before `window_start` says nothing was deployed in the window: then
+      the walk ends at the first old version, normally the newest, so one look-up (cached
+      for good) at most. It is never trusted without one: the newest version is the one
+      `<latest>`/`<release>` name, and its files are refused by their own `.pom` time, so a
+      stale or lying `<lastUpdated>` must not make the metadata offer it.
+    - when `last_updated` is young (or absent) and no young version was found yet, the young
+      deploy may be a maintenance release of an older line (1.9.1 after 2.0.0): the walk
+      goes on past old versions, at most `max_backport_lookups` of them, until it finds one.
 
     Limit, stated plainly: a second young maintenance release below the first old version
     after a young one is not looked up here; its files are still refused by their own `.pom`
     time."""
-    if last_updated is not None and last_updated < window_start:
-        return PublishPlan(lookup=None, published=dict.fromkeys(ordered, last_updated))
     published: dict[str, datetime | None] = {}
-    found_young = last_updated is None
+    # Nothing young to search for below an old version: lastUpdated is absent or old.
+    found_young = last_updated is None or last_updated < window_start
     passed_old = 0
     for index in range(len(ordered) - 1, -1, -1):
         version = ordered[index]
@@ -254,34 +280,53 @@ def filter_metadata(
                 decision.until if valid_until is None else min(valid_until, decision.until)
             )
     releases = [version for version in visible if not version.endswith("-SNAPSHOT")]
+    times = [moment for version in visible if (moment := published.get(version)) is not None]
     return MetadataView(
         visible=tuple(visible),
         held=tuple(held),
         latest=visible[-1] if visible else None,
         release=releases[-1] if releases else None,
         valid_until=valid_until,
+        last_updated=max(times) if times else None,
     )
 
 
 # render -------------------------------------------------------------------------------------------
 
 
+# What a filtered artifact-level document keeps: anything else the upstream sent (a root
+# <version>, <snapshot>, <snapshotVersions>, unknown elements) could name or describe a held
+# version, and Maven needs none of it for release resolution.
+_KEPT_ROOT = ("groupId", "artifactId", "versioning", "plugins")
+_KEPT_VERSIONING = ("latest", "release", "versions", "lastUpdated")
+
+
 def render_metadata(metadata: MavenMetadata, view: MetadataView | None) -> bytes:
-    """Deterministic bytes of `metadata` with `view`'s versions, latest and release (or the
-    document as parsed when `view` is None): the same visible set gives the same bytes.
-    Elements other than latest/release/versions, `<lastUpdated>` included, are kept."""
+    """Deterministic bytes of `metadata` rebuilt from `view` (or the document as parsed when
+    `view` is None): `groupId`, `artifactId`, and `<versioning>` with `<latest>`, `<release>`,
+    `<versions>` of visible versions and `<lastUpdated>` = the newest known publish time of
+    a visible version (absent when none is known); `<plugins>` kept. The same visible set
+    and times give the same bytes."""
     root = copy.deepcopy(metadata.root)
-    versioning = root.find("versioning")
-    if view is not None and versioning is not None:
-        _set_optional(versioning, "latest", view.latest)
-        _set_optional(versioning, "release", view.release)
-        listed = versioning.find("versions")
-        if listed is None:
-            listed = ET.SubElement(versioning, "versions")
-        for child in list(listed):
-            listed.remove(child)
+    if view is not None:
+        for child in list(root):
+            if child.tag not in _KEPT_ROOT:
+                root.remove(child)
+        versioning = root.find("versioning")
+        if versioning is None:
+            versioning = ET.SubElement(root, "versioning")
+        for child in list(versioning):
+            versioning.remove(child)
+        if view.latest is not None:
+            ET.SubElement(versioning, "latest").text = view.latest
+        if view.release is not None:
+            ET.SubElement(versioning, "release").text = view.release
+        listed = ET.SubElement(versioning, "versions")
         for version in view.visible:
             ET.SubElement(listed, "version").text = version
+        if view.last_updated is not None:
+            stamp = view.last_updated.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+            ET.SubElement(versioning, "lastUpdated").text = stamp
     if metadata.namespace:
         root.attrib = {"xmlns": metadata.namespace, **root.attrib}
     _normalise_whitespace(root)
@@ -314,6 +359,14 @@ def held_summary(coordinates: str, view: MetadataView) -> str | None:
     names = ", ".join(held.version for held in view.held[:5])
     more = f" and {len(view.held) - 5} more" if len(view.held) > 5 else ""
     return f"{coordinates}: {len(view.held)} version(s) held back by the mirror ({names}{more})"
+
+
+def nothing_visible_message(coordinates: str, view: MetadataView) -> str:
+    """The 404 message of artifact metadata with no visible version."""
+    summary = held_summary(coordinates, view)
+    if summary is None:
+        return f"the upstream metadata of {coordinates} lists no versions"
+    return f"no version of {coordinates} is available from this mirror yet: {summary}"
 
 
 # helpers ------------------------------------------------------------------------------------------
@@ -361,25 +414,6 @@ def _normalise_whitespace(element: ET.Element) -> None:
             node.text = None
         if node.tail is not None and not node.tail.strip():
             node.tail = None
-
-
-def _set_optional(parent: ET.Element, tag: str, value: str | None) -> None:
-    element = parent.find(tag)
-    if value is None:
-        if element is not None:
-            parent.remove(element)
-        return
-    if element is None:
-        element = ET.Element(tag)
-        parent.insert(0 if tag == "latest" else _index_after(parent, "latest"), element)
-    element.text = value
-
-
-def _index_after(parent: ET.Element, tag: str) -> int:
-    for index, child in enumerate(parent):
-        if child.tag == tag:
-            return index + 1
-    return 0
 
 
 def _text(root: ET.Element, tag: str) -> str | None:

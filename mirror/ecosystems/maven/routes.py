@@ -8,9 +8,11 @@ What is served, deliberately:
   `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents; every
   file of a hidden version is 403 with the sentence in the reason phrase (Maven prints it and
   does not cache it, so builds recover without `-U` when the quarantine ends);
-- `{g}/{a}/maven-metadata.xml` filtered (hidden versions removed, `<latest>`/`<release>`
-  recomputed), its checksum files and `X-Checksum-Sha1/-Md5` headers computed from the
-  filtered bytes; group metadata (plugin prefixes) passed through byte for byte;
+- `{g}/{a}/maven-metadata.xml` always filtered, whatever its `<lastUpdated>` says or lacks
+  (hidden versions removed, `<latest>`/`<release>`/`<lastUpdated>` recomputed from visible
+  versions, nothing else kept), 404 saying why when no version is visible, its checksum
+  files and `X-Checksum-Sha1/-Md5` headers computed from the filtered bytes; group metadata
+  (plugin prefixes, no versions) passed through byte for byte;
 - SNAPSHOT versions, `{g}/{a}/{v}/maven-metadata.xml` of SNAPSHOTs, directory listings and
   files outside the layout are 404 with a message: this mirror serves releases only (Maven
   Central hosts no SNAPSHOTs), and 404 is what makes Maven and Gradle try the next repository.
@@ -201,6 +203,10 @@ class MavenRepository:
         published, complete = await self._publish_times(parsed, metadata, rules)
         now = services.clock.now()
         view = document.filter_metadata(metadata, coordinates, published, rules, now)
+        if not view.visible:
+            # Not cached (small to filter): a 404 that says why, never a list of nothing or
+            # the upstream's own <latest>/<release>.
+            raise NotFound(document.nothing_visible_message(coordinates, view))
         body = document.render_metadata(metadata, view)
         valid_until = view.valid_until
         if not complete:

@@ -32,8 +32,15 @@ CORGI_VERSION_KEYS: tuple[str, ...] = (
     "bundledDependencies", "acceptDependencies", "bin", "directories", "dist", "engines",
     "_hasShrinkwrap", "hasInstallScript", "funding", "cpu", "os", "libc",
 )  # fmt: skip
-# `time` keys that are not versions; kept as they are.
+# `time` keys that are not versions.
 _TIME_META_KEYS = ("created", "modified")
+# Package-level fields the registry copies from one version's manifest (the latest, or the
+# last published): when versions are held back, they come from a visible version or not at
+# all. Any other top-level key of the upstream is dropped then.
+PACKAGE_TEXT_KEYS: tuple[str, ...] = (
+    "description", "readme", "readmeFilename", "homepage", "keywords", "repository", "bugs",
+    "license", "author", "contributors", "maintainers",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,13 +281,75 @@ def _rewritten(manifest: Mapping[str, Any], url: str) -> dict[str, Any]:
     return {**manifest, "dist": {**dist, "tarball": url}}
 
 
-def _time_map(packument: Packument, visible: Sequence[str]) -> dict[str, Any]:
+def holds_back(view: PackumentView) -> bool:
+    """Whether `view` hides any version (then nothing of the upstream's package-level text
+    may be trusted to describe a visible one)."""
+    return bool(view.quarantined or view.blocked)
+
+
+def summary_version(packument: Packument, view: PackumentView) -> str | None:
+    """The version the package-level fields describe: the one `latest` now points at, else
+    the highest visible non-prerelease, else the highest visible version."""
+    latest = view.dist_tags.get("latest")
+    if latest is not None and latest in view.visible:
+        return latest
+    stable = [version for version in view.visible if not packument.versions[version].prerelease]
+    if stable:
+        return stable[-1]
+    return view.visible[-1] if view.visible else None
+
+
+def _upstream_describes(packument: Packument, view: PackumentView, summary: str) -> bool:
+    """True when the upstream's package-level text can only come from visible versions: its
+    `latest` is `summary` and no held version was published after `summary` (the registry
+    copies them from the latest or the last published version). A held version with an
+    unknown publish time could be either, so it counts as newer."""
+    if packument.dist_tags.get("latest") != summary:
+        return False
+    published = packument.versions[summary].published_at
+    if published is None:
+        return False
+    for held in (*view.quarantined, *view.blocked):
+        moment = packument.versions[held.version].published_at
+        if moment is None or moment >= published:
+            return False
+    return True
+
+
+def _time_map(packument: Packument, view: PackumentView) -> dict[str, Any]:
+    """`time` with only visible versions. `created`/`modified` are the upstream's when
+    nothing is held, else the oldest/newest visible publish time (or absent)."""
     raw_time = packument.document.get("time") or {}
-    time: dict[str, Any] = {key: raw_time[key] for key in _TIME_META_KEYS if key in raw_time}
-    for version in visible:
+    time: dict[str, Any] = {}
+    if not holds_back(view):
+        time.update({key: raw_time[key] for key in _TIME_META_KEYS if key in raw_time})
+    else:
+        timed = [
+            version
+            for version in view.visible
+            if packument.versions[version].published_at is not None
+            and isinstance(raw_time.get(version), str)
+        ]
+        if timed:
+            by_time = sorted(timed, key=lambda version: packument.versions[version].published_at)
+            time["created"] = raw_time[by_time[0]]
+            time["modified"] = raw_time[by_time[-1]]
+    for version in view.visible:
         if version in raw_time:
             time[version] = raw_time[version]
     return time
+
+
+def _package_fields(packument: Packument, view: PackumentView) -> dict[str, Any]:
+    """The package-level text of a view that holds versions back: taken from the manifest
+    of `summary_version`, or from the upstream's top level when that can only describe
+    visible versions (see `_upstream_describes`)."""
+    summary = summary_version(packument, view)
+    if summary is None:
+        return {}
+    if _upstream_describes(packument, view, summary):
+        return _pick(packument.document, PACKAGE_TEXT_KEYS)
+    return _pick(packument.manifest(summary), PACKAGE_TEXT_KEYS)
 
 
 def render_packument(
@@ -291,12 +360,19 @@ def render_packument(
 
     Both forms list only visible versions, carry the recomputed dist-tags and rewrite every
     `dist.tarball`; integrity fields, signatures and `deprecated` stay byte-identical. The
-    corgi form keeps the upstream `modified` and carries a `time` map when it covers every
-    listed version (pnpm discards a partial one and then fails on missing times)."""
+    corgi form carries `modified` and a `time` map when it covers every listed version (pnpm
+    discards a partial one and then fails on missing times).
+
+    When a version is held back, nothing package-level comes from the upstream unchecked:
+    the full form carries `_id`, `name`, the text fields of `PACKAGE_TEXT_KEYS` (see
+    `_package_fields`), `dist-tags`, `versions` and `time` only, and `modified`/`created` are
+    recomputed from visible versions. When nothing is held the upstream's top level is kept
+    (less `_attachments`)."""
     document = packument.document
     package = packument.package
     manifests = document["versions"]
-    time = _time_map(packument, view.visible)
+    time = _time_map(packument, view)
+    modified = time.get("modified") if holds_back(view) else packument.modified
     if form == "corgi":
         corgi_versions = {
             version: _rewritten(
@@ -309,9 +385,10 @@ def render_packument(
             )
             for version in view.visible
         }
-        body: dict[str, Any] = {"name": document.get("name", package.name)}
-        if packument.modified is not None:
-            body["modified"] = packument.modified
+        name = document.get("name", package.name) if not holds_back(view) else package.name
+        body: dict[str, Any] = {"name": name}
+        if isinstance(modified, str):
+            body["modified"] = modified
         body["dist-tags"] = dict(view.dist_tags)
         body["versions"] = corgi_versions
         if all(version in time for version in view.visible):
@@ -321,6 +398,16 @@ def render_packument(
         version: _rewritten(manifests[version], tarball_url(registry_base, package, version))
         for version in view.visible
     }
+    if holds_back(view):
+        body = {
+            "_id": package.name,
+            "name": package.name,
+            **_package_fields(packument, view),
+            "dist-tags": dict(view.dist_tags),
+            "versions": full_versions,
+            "time": time,
+        }
+        return orjson.dumps(body)
     body = {}
     for key, value in document.items():
         if key == "versions":
@@ -378,6 +465,15 @@ def no_visible_version_message(package: PackageName, view: PackumentView) -> str
     if notice is None:
         return f"{package.name} has no published versions"
     return f"no version of {package.name} is available from this mirror yet: {notice}"
+
+
+def version_unavailable_message(package: PackageName, spec: str, view: PackumentView) -> str:
+    """The 404 message for `GET /{name}/{spec}` when `spec` names no visible version: why,
+    when the version is held back."""
+    for held in (*view.quarantined, *view.blocked):
+        if held.version == spec:
+            return f"{package.name}@{spec} is not available from this mirror: {held.detail}"
+    return f"{package.name}@{spec} is not available from this mirror"
 
 
 @dataclass(frozen=True, slots=True)

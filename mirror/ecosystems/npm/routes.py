@@ -235,9 +235,11 @@ class NpmRegistry:
         view = document.filter_packument(
             doc.parsed, self._services.policy.rules(), self._services.clock.now()
         )
+        if not view.visible:
+            raise NotFound(document.no_visible_version_message(package, view))
         version = view.dist_tags.get(spec, spec)
         if version not in view.visible:
-            raise NotFound(f"{package.name}@{spec} is not available from this mirror")
+            raise NotFound(document.version_unavailable_message(package, spec, view))
         manifest = document.render_manifest(doc.parsed, version, self._registry_base(request))
         rendered = responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until

@@ -25,7 +25,7 @@ from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.errors import BadRequest, BadUpstreamDocument
-from mirror.upstream import host_key, redact
+from mirror.upstream import host_key
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class ProjectPage:
     files: tuple[DistFile, ...]
     by_filename: Mapping[str, DistFile]
     last_serial: int | None = None
-    dropped: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()  # file names (or hrefs) skipped as hostile or broken
 
     def file(self, filename: str) -> DistFile | None:
         return self.by_filename.get(filename)
@@ -204,11 +204,16 @@ def parse_project_json(
     if not isinstance(document, dict) or not isinstance(document.get("files", []), list):
         raise BadUpstreamDocument(f"the upstream page of {project} has no list of files")
     files: list[DistFile] = []
+    skipped: list[tuple[str, str]] = []
     for entry in document.get("files", []):
         if not isinstance(entry, dict):
             continue
         filename, url = entry.get("filename"), entry.get("url")
         if not isinstance(filename, str) or not isinstance(url, str) or not filename:
+            continue
+        absolute = _resolve(page_url, url)
+        if absolute is None:
+            skipped.append((filename, "its URL cannot be resolved"))
             continue
         hashes = entry.get("hashes")
         size = entry.get("size")
@@ -217,7 +222,7 @@ def parse_project_json(
         files.append(
             DistFile(
                 filename=filename,
-                url=urljoin(page_url, url),
+                url=absolute,
                 version=names.file_version(filename, project),
                 hashes=_clean_hashes(hashes),
                 requires_python=_text_or_none(entry.get("requires-python")),
@@ -230,7 +235,7 @@ def parse_project_json(
         )
     meta = document.get("meta")
     serial = meta.get("_last-serial") if isinstance(meta, dict) else None
-    return _page(project, files, file_hosts, serial if isinstance(serial, int) else None)
+    return _page(project, files, file_hosts, serial if isinstance(serial, int) else None, skipped)
 
 
 def _clean_hashes(value: object) -> dict[str, str]:
@@ -261,41 +266,90 @@ def _core_metadata(value: object) -> bool | Mapping[str, str]:
 
 
 def _page(
-    project: str, files: Sequence[DistFile], file_hosts: Iterable[str], serial: int | None
+    project: str,
+    files: Sequence[DistFile],
+    file_hosts: Iterable[str],
+    serial: int | None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> ProjectPage:
     allowed = frozenset(host.lower() for host in file_hosts)
     kept: list[DistFile] = []
-    dropped: list[str] = []
+    dropped: list[tuple[str, str]] = [*skipped]
     by_filename: dict[str, DistFile] = {}
     for item in files:
-        if not _host_allowed(item.url, allowed):
-            log.warning(
-                "dropping %s of %s: its URL %s is not on an allowed file host",
-                item.filename,
-                project,
-                redact(item.url),
-            )
-            dropped.append(item.filename)
+        problem = link_problem(item.url, allowed)
+        if problem is not None:
+            dropped.append((item.filename, problem))
             continue
         if item.filename in by_filename:
             continue  # file names are unique on an index; the first one wins
         kept.append(item)
         by_filename[item.filename] = item
+    log_skipped_links(project, "page", dropped)
     return ProjectPage(
         project=project,
         files=tuple(kept),
         by_filename=by_filename,
         last_serial=serial,
-        dropped=tuple(dropped),
+        dropped=tuple(name for name, _problem in dropped),
     )
 
 
-def _host_allowed(url: str, allowed: frozenset[str]) -> bool:
+_MAX_LOGGED_LINKS = 5
+_MAX_LOGGED_TEXT = 120
+
+
+def _describe(filename: str, problem: str) -> str:
+    """`filename: problem` for a log line: the upstream's text cut short and escaped
+    (`ascii` escapes control characters, so a skipped link never forges a log line)."""
+    shown = filename if len(filename) <= _MAX_LOGGED_TEXT else filename[:_MAX_LOGGED_TEXT] + "..."
+    return f"{shown!a}: {problem}"
+
+
+def log_skipped_links(project: str, where: str, skipped: Sequence[tuple[str, str]]) -> None:
+    """One warning per parsed upstream document that had links the mirror will not follow
+    (parsing happens once per upstream change, so this is not repeated per request)."""
+    if not skipped:
+        return
+    shown = "; ".join(_describe(name, problem) for name, problem in skipped[:_MAX_LOGGED_LINKS])
+    extra = len(skipped) - _MAX_LOGGED_LINKS
+    more = f"; and {extra} more" if extra > 0 else ""
+    log.warning(
+        "skipped %d file link(s) on the upstream %s of %s: %s%s",
+        len(skipped),
+        where,
+        ascii(project),
+        shown,
+        more,
+    )
+
+
+def _resolve(base: str, href: str) -> str | None:
+    """`href` made absolute against `base`; None when the standard library cannot parse it
+    (e.g. a broken IPv6 literal)."""
     try:
-        key = host_key(URL(url))
+        return urljoin(base, href)
+    except ValueError:
+        return None
+
+
+def link_problem(url: str, allowed: frozenset[str]) -> str | None:
+    """Why the mirror will not fetch a file from `url`, or None when it may: only http(s)
+    URLs on one of the `allowed` file hosts (`file:`, `data:`, `javascript:`, relative
+    leftovers and any other host are refused)."""
+    try:
+        parsed = URL(url)
+        scheme = parsed.scheme.lower()
+        if scheme not in ("http", "https"):
+            return f"scheme {scheme or '(none)'!a} is not http(s)"
+        key = host_key(parsed)
     except (ValueError, TypeError):
-        return False
-    return key is not None and key in allowed
+        return "its URL is not valid"
+    if key is None:
+        return "its URL names no host"
+    if key not in allowed:
+        return f"host {key!a} is not an allowed file host"
+    return None
 
 
 class _LinkCollector(HTMLParser):
@@ -345,13 +399,18 @@ def parse_project_html(
         collector.close()
     except (AssertionError, ValueError) as exc:  # html.parser's own failures
         raise BadUpstreamDocument(f"the upstream page of {project} is not HTML: {exc}") from None
-    base = urljoin(page_url, collector.base) if collector.base else page_url
+    base = (_resolve(page_url, collector.base) if collector.base else None) or page_url
     files: list[DistFile] = []
+    skipped: list[tuple[str, str]] = []
     for attrs, _text in collector.anchors:
         href = attrs.get("href")
         if not href:
             continue
-        url, fragment = urldefrag(urljoin(base, href))
+        absolute = _resolve(base, href)
+        if absolute is None:
+            skipped.append((href, "its URL cannot be resolved"))
+            continue
+        url, fragment = urldefrag(absolute)
         filename = url.rsplit("/", 1)[-1]
         if not filename:
             continue
@@ -378,7 +437,7 @@ def parse_project_html(
                 upload_time_text=upload_text if parse_time(upload_text) else None,
             )
         )
-    return _page(project, files, file_hosts, collector.serial)
+    return _page(project, files, file_hosts, collector.serial, skipped)
 
 
 def _html_core_metadata(value: str | None, present: bool) -> bool | Mapping[str, str]:
@@ -425,18 +484,35 @@ class ApiDocument:
 
 @dataclass(frozen=True, slots=True)
 class ApiParser:
+    """`parse` for the metadata cache. Files whose URL is not on one of `file_hosts` are
+    dropped (None: no host check, for documents read only for their upload times)."""
+
     project: str
     url: str
+    file_hosts: frozenset[str] | None = None
 
     def __call__(self, raw: bytes) -> ApiDocument:
-        return parse_api_document(raw, self.project, self.url)
+        return parse_api_document(raw, self.project, self.url, self.file_hosts)
 
 
-def _api_file(release: str, entry: object, base_url: str) -> ApiFile | None:
+def _api_file(
+    release: str,
+    entry: object,
+    base_url: str,
+    allowed: frozenset[str] | None,
+    skipped: list[tuple[str, str]],
+) -> ApiFile | None:
     if not isinstance(entry, dict):
         return None
     filename, url = entry.get("filename"), entry.get("url")
     if not isinstance(filename, str) or not isinstance(url, str) or not filename:
+        return None
+    absolute = _resolve(base_url, url)
+    problem = "its URL cannot be resolved" if absolute is None else None
+    if absolute is not None and allowed is not None:
+        problem = link_problem(absolute, allowed)
+    if problem is not None or absolute is None:
+        skipped.append((filename, problem or "its URL cannot be resolved"))
         return None
     digests = entry.get("digests")
     sha256 = digests.get("sha256") if isinstance(digests, dict) else None
@@ -445,7 +521,7 @@ def _api_file(release: str, entry: object, base_url: str) -> ApiFile | None:
     return ApiFile(
         release=release,
         filename=filename,
-        url=urljoin(base_url, url),
+        url=absolute,
         upload_time=upload,
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         sha256=sha256.lower() if isinstance(sha256, str) and sha256 else None,
@@ -453,7 +529,11 @@ def _api_file(release: str, entry: object, base_url: str) -> ApiFile | None:
     )
 
 
-def parse_api_document(raw: bytes, project: str, url: str) -> ApiDocument:
+def parse_api_document(
+    raw: bytes, project: str, url: str, file_hosts: Iterable[str] | None = None
+) -> ApiDocument:
+    """Parse a JSON API document. With `file_hosts`, files whose URL is elsewhere (or not
+    http(s), or unparseable) are left out of `releases` and `urls`, logged once."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -462,26 +542,27 @@ def parse_api_document(raw: bytes, project: str, url: str) -> ApiDocument:
         ) from None
     if not isinstance(document, dict) or not isinstance(document.get("info", {}), dict):
         raise BadUpstreamDocument(f"the upstream JSON API of {project} is not an object")
+    allowed = frozenset(host.lower() for host in file_hosts) if file_hosts is not None else None
+    skipped: list[tuple[str, str]] = []
     releases: dict[str, tuple[ApiFile, ...]] = {}
     raw_releases = document.get("releases") or {}
     if isinstance(raw_releases, dict):
         for release, entries in raw_releases.items():
             if not isinstance(entries, list):
                 continue
-            found = (_api_file(str(release), entry, url) for entry in entries)
+            found = (_api_file(str(release), entry, url, allowed, skipped) for entry in entries)
             releases[str(release)] = tuple(item for item in found if item is not None)
     info = document.get("info") or {}
     current = str(info.get("version", "")) if isinstance(info, dict) else ""
     raw_urls = document.get("urls") or []
-    urls = (
-        tuple(
-            item
-            for item in (_api_file(current, entry, url) for entry in raw_urls)
-            if item is not None
-        )
-        if isinstance(raw_urls, list)
-        else ()
-    )
+    urls: tuple[ApiFile, ...] = ()
+    if isinstance(raw_urls, list):
+        skipped_urls: list[tuple[str, str]] = []
+        found_urls = (_api_file(current, entry, url, allowed, skipped_urls) for entry in raw_urls)
+        urls = tuple(item for item in found_urls if item is not None)
+        # `urls` repeats the files of one release: log each skipped link once.
+        skipped += [text for text in skipped_urls if text not in skipped]
+    log_skipped_links(project, "JSON API", skipped)
     return ApiDocument(project=project, document=document, releases=releases, urls=urls)
 
 
@@ -877,62 +958,166 @@ def _newest_release(releases: Mapping[str, Sequence[ApiFile]]) -> str | None:
     return max(releases, key=order)
 
 
+# The top-level keys of a JSON API answer; anything else the upstream adds is dropped.
+API_PROJECT_KEYS = ("info", "last_serial", "releases", "urls", "vulnerabilities")
+API_VERSION_KEYS = ("info", "last_serial", "urls", "vulnerabilities")
+# `info` keys PyPI always sends; a built `info` sets the ones it cannot know to null, so
+# clients that index them (`info["requires_dist"]`) read "unknown", not a KeyError.
+INFO_KEYS: tuple[str, ...] = (
+    "author", "author_email", "bugtrack_url", "classifiers", "description",
+    "description_content_type", "docs_url", "download_url", "home_page", "keywords",
+    "license", "maintainer", "maintainer_email", "name", "package_url", "platform",
+    "project_url", "project_urls", "release_url", "requires_dist", "requires_python",
+    "summary", "version", "yanked", "yanked_reason",
+)  # fmt: skip
+
+
+def info_version(document: Mapping[str, Any]) -> str | None:
+    """`info.version` of a JSON API document, canonical (None when absent)."""
+    info = document.get("info")
+    version = info.get("version") if isinstance(info, dict) else None
+    return _canonical(str(version)) if isinstance(version, str | int | float) else None
+
+
+def info_for(api: ApiDocument, release: str) -> Mapping[str, Any] | None:
+    """The upstream's `info` when it describes `release`, else None (it describes another
+    release, which may be held back: never shown for `release`)."""
+    info = api.document.get("info")
+    if isinstance(info, dict) and info_version(api.document) == _canonical(release):
+        return info
+    return None
+
+
+def built_info(project: str, release: str, files: Sequence[ApiFile]) -> dict[str, Any]:
+    """An `info` for `release` from what the mirror knows without asking (its files): the
+    name, the version, `requires_python` when every file agrees, `yanked` when every file
+    is; everything else unknown (null). Used when the upstream's `info` is of another
+    release and no per-version document of `release` can be had."""
+    info: dict[str, Any] = dict.fromkeys(INFO_KEYS)
+    info["name"] = project
+    info["version"] = release
+    pythons = {item.raw.get("requires_python") for item in files}
+    if len(pythons) == 1:
+        (python,) = pythons
+        info["requires_python"] = python if isinstance(python, str) else None
+    yanked = bool(files) and all(bool(item.raw.get("yanked")) for item in files)
+    info["yanked"] = yanked
+    reasons = {item.raw.get("yanked_reason") for item in files} if yanked else set()
+    info["yanked_reason"] = next(iter(reasons)) if len(reasons) == 1 else None
+    return info
+
+
 def render_api_project(
     api: ApiDocument,
     view: ApiView,
     pypi_base: str,
-    info: Mapping[str, Any] | None = None,
-    vulnerabilities: Any = None,
+    release_document: Mapping[str, Any] | None = None,
 ) -> bytes:
     """`/pypi/{project}/json` filtered: `releases` per file, `urls` = the files of
-    `view.latest`, `info.version` = `view.latest` (with `info` of that release when given)."""
-    document = api.document
+    `view.latest`, and `info`/`vulnerabilities` of `view.latest` only: the upstream's when
+    they describe it, else those of `release_document` (the upstream's per-version document
+    of `view.latest`) when it describes it, else a built `info` (`built_info`) and no
+    `vulnerabilities`. Raises ValueError when nothing is visible (the caller answers 404)."""
+    if view.latest is None:
+        raise ValueError("render_api_project needs a view with a visible release")
+    latest = view.latest
     releases = {
         release: [_rewrite_api_file(item, api.project, pypi_base) for item in files]
         for release, files in view.releases.items()
     }
-    upstream_info = document.get("info") if isinstance(document.get("info"), dict) else {}
-    body: dict[str, Any] = {}
-    for key, value in document.items():
-        if key == "releases":
-            body[key] = releases
-        elif key == "urls":
-            body[key] = releases.get(view.latest, []) if view.latest is not None else []
-        elif key == "info":
-            chosen = dict(info if info is not None else upstream_info)
-            if view.latest is not None:
-                chosen["version"] = view.latest
-            body[key] = chosen
-        elif key == "vulnerabilities" and vulnerabilities is not None:
-            body[key] = vulnerabilities
-        else:
-            body[key] = value
-    body.setdefault("releases", releases)
-    return orjson.dumps(body)
+    source: Mapping[str, Any] | None = None
+    info = info_for(api, latest)
+    if info is not None:
+        source = api.document
+    elif release_document is not None:
+        candidate = release_document.get("info")
+        if isinstance(candidate, dict) and info_version(release_document) == _canonical(latest):
+            info, source = candidate, release_document
+    if info is None:
+        info = built_info(api.project, latest, view.releases[latest])
+    body: dict[str, Any] = {
+        "info": {**info, "version": latest},
+        "releases": releases,
+        "urls": releases[latest],
+    }
+    serial = api.document.get("last_serial")
+    if isinstance(serial, int):
+        body["last_serial"] = serial
+    vulnerabilities = source.get("vulnerabilities") if source is not None else None
+    if isinstance(vulnerabilities, list):
+        body["vulnerabilities"] = vulnerabilities
+    return orjson.dumps({key: body[key] for key in API_PROJECT_KEYS if key in body})
 
 
-def render_api_version(api: ApiDocument, visible: Sequence[ApiFile], pypi_base: str) -> bytes:
+def render_api_version(
+    api: ApiDocument, release: str, visible: Sequence[ApiFile], pypi_base: str
+) -> bytes:
     """`/pypi/{project}/{version}/json` with only `visible` files in `urls` (and `releases`,
-    which PyPI no longer sends there, dropped)."""
-    body: dict[str, Any] = {}
-    for key, value in api.document.items():
-        if key == "urls":
-            body[key] = [_rewrite_api_file(item, api.project, pypi_base) for item in visible]
-        elif key != "releases":
-            body[key] = value
-    return orjson.dumps(body)
+    which PyPI no longer sends there, dropped). The upstream's `info` only when it is of
+    `release` (else a built one), and no top-level key beyond API_VERSION_KEYS."""
+    info = info_for(api, release)
+    body: dict[str, Any] = {
+        "info": dict(info) if info is not None else built_info(api.project, release, visible),
+        "urls": [_rewrite_api_file(item, api.project, pypi_base) for item in visible],
+    }
+    serial = api.document.get("last_serial")
+    if isinstance(serial, int):
+        body["last_serial"] = serial
+    vulnerabilities = api.document.get("vulnerabilities")
+    if info is not None and isinstance(vulnerabilities, list):
+        body["vulnerabilities"] = vulnerabilities
+    return orjson.dumps({key: body[key] for key in API_VERSION_KEYS if key in body})
+
+
+def _held_summary(decisions: Iterable[policy.Decision]) -> str:
+    """`N files held in quarantine (the first available …); M files blocked`."""
+    quarantined = [decision for decision in decisions if decision.block is None]
+    blocked = [decision for decision in decisions if decision.block is not None]
+    parts: list[str] = []
+    if quarantined:
+        text = f"{_count(len(quarantined))} held in quarantine"
+        timed = [decision.until for decision in quarantined if decision.until is not None]
+        if timed:
+            text += f" (the first available {min(timed).astimezone(UTC):%Y-%m-%dT%H:%MZ})"
+        parts.append(text)
+    if blocked:
+        parts.append(f"{_count(len(blocked))} blocked")
+    return "; ".join(parts)
+
+
+def api_nothing_visible_message(project: str, view: ApiView) -> str:
+    """The 404 message of `/pypi/{project}/json` when no release has a visible file."""
+    held = [decision for decisions in view.held.values() for decision in decisions]
+    if not held:
+        return f"the upstream index lists no files for {project}"
+    return f"no release of {project} is available from this mirror yet: {_held_summary(held)}"
+
+
+def no_visible_file_message(project: str, view: PageView) -> str:
+    """The 404 message of a project page with no visible file."""
+    notice = render_notice(project, view)
+    if notice is None:
+        return f"the upstream index lists no files for {project}"
+    return f"no file of {project} is available from this mirror yet: {notice}"
 
 
 def decide_api_version(
-    api: ApiDocument, rules: policy.Rules, now: datetime
+    api: ApiDocument, rules: policy.Rules, now: datetime, release: str | None = None
 ) -> tuple[list[ApiFile], list[policy.Decision]]:
-    """The visible files of a `/{version}/json` document and the decisions of hidden ones."""
+    """The visible files of a `/{version}/json` document and the decisions of hidden ones,
+    each file decided as `release` (default: the document's `info.version`). A file whose
+    name says it belongs to another version is left out: it is not this release's."""
+    info = api.document.get("info")
+    if release is None:
+        release = str(info.get("version", "")) if isinstance(info, dict) else ""
     visible: list[ApiFile] = []
     hidden: list[policy.Decision] = []
-    info = api.document.get("info")
-    release = str(info.get("version", "")) if isinstance(info, dict) else ""
+    wanted = _canonical(release)
     for item in api.urls:
-        decision = _api_file_visible(api.project, item.release or release, item, now, rules)
+        named = names.file_version(item.filename, api.project)
+        if named is not None and named != wanted:
+            continue
+        decision = _api_file_visible(api.project, release, item, now, rules)
         if decision.visible:
             visible.append(item)
         else:

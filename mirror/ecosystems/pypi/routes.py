@@ -38,6 +38,7 @@ from mirror.errors import (
     NotFound,
     Quarantined,
     UpstreamError,
+    UpstreamNotFound,
 )
 from mirror.upstream import host_key
 
@@ -216,7 +217,7 @@ class PypiIndex:
         try:
             api = await services.metacache.get(
                 api_url,
-                ApiParser(project, api_url),
+                ApiParser(project, api_url, self._file_hosts),
                 ecosystem="pypi",
                 accept=document.API_JSON_TYPE,
                 refresh=refresh,
@@ -291,6 +292,9 @@ class PypiIndex:
         services = self._services
         now = services.clock.now()
         view = document.filter_page(page, services.policy.rules(), now)
+        if not view.visible:
+            # Not cached (small to filter); says why rather than an empty page.
+            raise NotFound(document.no_visible_file_message(page.project, view))
         if len(page.files) >= RENDER_IN_THREAD_FILES:
             body = await asyncio.to_thread(document.render_page, page, view, form, base)
         else:
@@ -381,7 +385,10 @@ class PypiIndex:
 
     async def _api_document(self, url: str, project: str) -> tuple[ApiDocument, str]:
         doc = await self._services.metacache.get(
-            url, ApiParser(project, url), ecosystem="pypi", accept=document.API_JSON_TYPE
+            url,
+            ApiParser(project, url, self._file_hosts),
+            ecosystem="pypi",
+            accept=document.API_JSON_TYPE,
         )
         return doc.parsed, doc.version
 
@@ -399,23 +406,21 @@ class PypiIndex:
         services = self._services
         now = services.clock.now()
         view = document.filter_api(api, services.policy.rules(), now)
-        info: dict[str, Any] | None = None
-        vulnerabilities: Any = None
-        upstream_info = api.document.get("info")
-        upstream_latest = upstream_info.get("version") if isinstance(upstream_info, dict) else None
-        if view.latest is not None and view.latest != upstream_latest:
-            # `info` describes one release: take the one we now call the latest.
+        if view.latest is None:
+            raise NotFound(document.api_nothing_visible_message(api.project, view))
+        release_document = None
+        if document.info_for(api, view.latest) is None:
+            # The upstream's `info` is of another (held) release: ask for this one's. An
+            # index without per-version documents gets a built `info` instead.
             try:
                 release, _ = await self._api_document(
                     self._api_url(api.project, view.latest), api.project
                 )
             except MirrorError as exc:
-                log.warning("no info of %s %s upstream: %s", api.project, view.latest, exc)
+                log.info("no info of %s %s upstream: %s", api.project, view.latest, exc)
             else:
-                chosen = release.document.get("info")
-                info = chosen if isinstance(chosen, dict) else None
-                vulnerabilities = release.document.get("vulnerabilities")
-        body = document.render_api_project(api, view, base, info, vulnerabilities)
+                release_document = release.document
+        body = document.render_api_project(api, view, base, release_document)
         return responses.render(
             body,
             content_type=document.API_JSON_TYPE,
@@ -424,14 +429,36 @@ class PypiIndex:
             last_modified=now,
         )
 
+    async def _version_document(self, project: str, version: str) -> ApiDocument:
+        """The upstream's `/{version}/json`; from the project document when the index has
+        no per-version documents (404): that release's files, and `info` only if it is of
+        that release."""
+        try:
+            api, _ = await self._api_document(self._api_url(project, version), project)
+        except UpstreamNotFound:
+            whole, _ = await self._api_document(self._api_url(project), project)
+            wanted = _canonical(version)
+            files = tuple(
+                item
+                for release, items in whole.releases.items()
+                if _canonical(release) == wanted
+                for item in items
+            )
+            if not files:
+                raise NotFound(
+                    f"the upstream index has no release {version} of {project}"
+                ) from None
+            return ApiDocument(project=project, document=whole.document, releases={}, urls=files)
+        return api
+
     async def _serve_api_version(
         self, request: web.Request, project: str, version: str
     ) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         services = self._services
-        api, _ = await self._api_document(self._api_url(project, version), project)
+        api = await self._version_document(project, version)
         now = services.clock.now()
-        visible, hidden = document.decide_api_version(api, services.policy.rules(), now)
+        visible, hidden = document.decide_api_version(api, services.policy.rules(), now, version)
         if not visible:
             blocked = [decision for decision in hidden if decision.block is not None]
             if blocked and blocked[0].block is not None:
@@ -443,7 +470,7 @@ class PypiIndex:
             raise NotFound(f"{project} {version} has no files upstream")
         valid = [decision.until for decision in hidden if decision.until is not None]
         rendered = responses.render(
-            document.render_api_version(api, visible, self._pypi_base(request)),
+            document.render_api_version(api, version, visible, self._pypi_base(request)),
             content_type=document.API_JSON_TYPE,
             form="api-version",
             valid_until=self._valid_until(min(valid) if valid else None),
