@@ -285,6 +285,10 @@ POSITIONS: tuple[tuple[str, str], ...] = (
     ("GET", "/api/v1/blocks/{}"),
     ("DELETE", "/api/v1/blocks/{}"),
     ("POST", "/api/v1/{}/blocks"),
+    ("GET", "/api/v1/exemptions/{}"),
+    ("POST", "/api/v1/exemptions/{}"),
+    ("DELETE", "/api/v1/freezes/{}"),
+    ("GET", "/{}/npm/left-pad"),
     ("GET", "/api/v1/explain/{}?ecosystem=npm&package=left-pad&version=1.3.0"),
     ("GET", "/api/v1/impact/{}"),
     ("GET", "/api/{}/v1/audit"),
@@ -430,8 +434,9 @@ FRAGMENTS = (
     "npm", "pypi", "maven", "api", "v1", "-", "left-pad", "@acme", "widget", "%2f", "%2F",
     "%40", "demo", "simple", "files", "json", "org", "example", "lib", "1.0.0", "1.4.0",
     "1.5.0", "1.9.0", "2.0", "left-pad-1.4.0.tgz", "lib-1.9.0.jar", "search", "keys",
-    "attestations", "blocks", "explain", "maven-metadata.xml", "..", ".", "%2e", "%2E", "%25",
-    "%252e", "%5c", "\\", ";", "@", "?", "=", "~", "%00", "%0a", "%c0%ae", "\uff0e",
+    "attestations", "blocks", "exemptions", "freezes", "explain", "maven-metadata.xml", "..",
+    ".", "%2e", "%2E", "%25", "%252e", "%5c", "\\", ";", "@", "?", "=", "~", "%00", "%0a",
+    "%c0%ae", "\uff0e",
 )  # fmt: skip
 
 
