@@ -747,3 +747,13 @@ async def test_any_other_encoded_slash_is_a_400(
     assert answer.status == 400
     assert "slash" in error_of(answer)["error"] or "'..'" in error_of(answer)["error"]
     assert upstreams.npm.requests == []
+
+
+async def test_a_large_audit_answer_is_relayed_whole(client: Client, upstreams: Upstreams) -> None:
+    advisories = {f"pkg-{index}": [{"id": index, "title": "x" * 200}] for index in range(8000)}
+    body = json.dumps(advisories).encode()
+    assert len(body) > 1024**2  # parsed off the event loop
+    upstreams.npm.upstream.add(NPM_PREFIX + AUDIT_PATHS[0], body, content_type="application/json")
+    response = await client.post("/npm" + AUDIT_PATHS[0], json={"pkg-1": ["1.0.0"]})
+    assert response.status == 200
+    assert await response.read() == body

@@ -49,6 +49,7 @@ ATTESTATIONS_PREFIX = "npm/v1/attestations/"
 AUDIT_PATHS = frozenset({"npm/v1/security/advisories/bulk", "npm/v1/security/audits/quick"})
 _RELAY_REQUEST_HEADERS = ("npm-command", "npm-session", "User-Agent")
 _MAX_RELAY_BYTES = 32 * 1024**2
+_PARSE_IN_THREAD_BYTES = 1024**2  # an audit answer can be megabytes: parse it off the loop
 # A relayed Cache-Control is kept only when it is this plain (directives, numbers, commas).
 _PLAIN_CACHE_CONTROL = re.compile(r"[A-Za-z0-9=,\- ]{1,120}")
 MAX_REMEMBERED_REFS = 16_384
@@ -362,7 +363,10 @@ class NpmRegistry:
                 f"the upstream registry redirected {what} elsewhere; such answers are not relayed"
             )
         try:
-            parsed = json.loads(answer.body)
+            if len(answer.body) > _PARSE_IN_THREAD_BYTES:
+                parsed = await asyncio.to_thread(json.loads, answer.body)
+            else:
+                parsed = json.loads(answer.body)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise BadUpstreamDocument(
                 f"the upstream registry answered {what} with something that is not JSON"
