@@ -35,7 +35,7 @@ def check_request_path(raw_path: str) -> None:
         raise BadRequest(f"the request path is refused: {problem}")
 
 
-@functools.lru_cache(maxsize=8192)  # pure; clients ask for the same paths over and over
+@functools.lru_cache(maxsize=4096)  # pure; clients ask for the same paths over and over
 def path_problem(path: str) -> str | None:
     """What is wrong with `path` (raw, without the query), or None when nothing is."""
     if len(path) > MAX_PATH_CHARS:
