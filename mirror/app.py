@@ -1,6 +1,6 @@
 """Builds the aiohttp `Application`: services on typed `AppKey`s, opened and closed in one
-`cleanup_ctx`; middlewares (errors → responses, access log, metrics); health, readiness and
-metrics routes; one adapter per enabled ecosystem. No request logic lives here."""
+`cleanup_ctx`; middlewares (errors → responses, access log, metrics, the path gate); health,
+readiness and metrics routes; one adapter per enabled ecosystem. No request logic lives here."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from mirror.errors import (
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
+from mirror.pathgate import check_request_path
 from mirror.state import create_state
 from mirror.state.base import StateStore
 from mirror.upstream import Upstream, UpstreamScope
@@ -145,7 +146,8 @@ def create_app(
 ) -> web.Application:
     services = build_services(config, clock=clock, metrics_dir=metrics_dir)
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware], client_max_size=16 * 1024**2
+        middlewares=[observe_middleware, error_middleware, path_gate_middleware],
+        client_max_size=16 * 1024**2,
     )
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifetime)
@@ -326,6 +328,16 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.raw_path)
         body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
         return web.json_response(body, status=500)
+
+
+@web.middleware
+async def path_gate_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Hostile path spellings (dot segments, encoded slashes, backslashes, control characters,
+    in any encoding) are a 400 before any handler runs (`mirror.pathgate`)."""
+    check_request_path(request.raw_path)
+    return await handler(request)
 
 
 def error_response(exc: MirrorError) -> web.Response:

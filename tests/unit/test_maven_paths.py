@@ -134,3 +134,11 @@ def test_coordinates_round_trip() -> None:
     for bad in ("lib", "org.example:lib:1.0", ":lib", "org..x:lib", "org/x:lib"):
         with pytest.raises(BadRequest):
             paths.parse_coordinates(bad)
+
+
+@pytest.mark.parametrize("version", ["..", ".", "1.0/../..", "../../secret", "1.0/x", "", "1%2e0"])
+def test_pom_paths_take_one_version_segment(version: str) -> None:
+    with pytest.raises(BadRequest):
+        paths.pom_path("org.example", "lib", version)
+    with pytest.raises(BadRequest):
+        paths.version_segment(version)

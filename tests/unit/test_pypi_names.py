@@ -124,3 +124,14 @@ def test_urls() -> None:
         names.file_url("http://m.test/pypi", "foo", "foo-1.0+x-py3-none-any.whl")
         == "http://m.test/pypi/files/foo/foo-1.0+x-py3-none-any.whl"
     )
+
+
+def test_json_api_urls_stay_under_the_api_base() -> None:
+    api = "http://up.test/repo/pypi/"
+    assert names.json_api_url(api, "demo") == "http://up.test/repo/pypi/demo/json"
+    assert names.json_api_url(api, "demo", "1.0") == "http://up.test/repo/pypi/demo/1.0/json"
+    assert names.json_api_url(api, "demo", "1/0") == "http://up.test/repo/pypi/demo/1%2F0/json"
+    # A version taken from upstream metadata is not validated: `..` would climb out.
+    for version in ("..", ".", "%2e%2e", "%252e%252e"):
+        with pytest.raises(BadRequest):
+            names.json_api_url(api, "demo", version)

@@ -179,8 +179,20 @@ def parse_path(tail: str) -> MavenPath:
 
 
 def pom_path(group: str, artifact: str, version: str) -> str:
-    """The repository path of a GAV's `.pom` (whose Last-Modified is its publish time)."""
+    """The repository path of a GAV's `.pom` (whose Last-Modified is its publish time).
+    Raises BadRequest when `version` is not one valid path segment."""
+    version = version_segment(version)
     return f"{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}.pom"
+
+
+def version_segment(version: str) -> str:
+    """`version` when it is exactly one valid repository path segment (no `/`, no `..`);
+    raises BadRequest otherwise. For versions from client input and from upstream metadata
+    alike: either one becomes part of an upstream path."""
+    if "/" in version:
+        raise BadRequest(f"{_printable(version)!r} is not a Maven version (it has a '/')")
+    validate_segments(version)
+    return version
 
 
 def _check_group(tail: str, group_parts: list[str]) -> None:

@@ -7,7 +7,7 @@ import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
@@ -148,3 +148,82 @@ def parse_request_path(raw_path: str, prefix: str = "/npm") -> NpmRequest:
 def packument_url(upstream: str, package: PackageName) -> str:
     """Upstream URL of a packument: `<upstream><name>` with the scope slash as `%2f`."""
     return upstream.rstrip("/") + "/" + quote(package.name, safe="@~!*'()").replace("%2F", "%2f")
+
+
+# relayed endpoints ---------------------------------------------------------------------------
+
+# `npm search` (libnpmsearch) sends these; each value is checked and re-encoded by the mirror.
+MAX_SEARCH_TEXT = 512
+_SEARCH_NUMBERS: dict[str, tuple[re.Pattern[str], float, float]] = {
+    "size": (re.compile(r"[0-9]{1,4}"), 0, 250),
+    "from": (re.compile(r"[0-9]{1,6}"), 0, 100_000),
+    "quality": (re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?"), 0, 1),
+    "popularity": (re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?"), 0, 1),
+    "maintenance": (re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?"), 0, 1),
+}
+SEARCH_PARAMETERS = ("text", *_SEARCH_NUMBERS)
+# A version as npm publishes it (semver: numbers, prerelease and build identifiers).
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+\-]{0,255}")
+
+
+def search_query(raw_query: str) -> str:
+    """The query string the mirror sends upstream for `GET /-/v1/search?{raw_query}`: only
+    the parameters `npm search` uses, each once and checked, re-encoded by the mirror.
+    Raises BadRequest naming the parameter that is unknown, repeated or out of range."""
+    try:
+        pairs = parse_qsl(
+            raw_query,
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=len(SEARCH_PARAMETERS),
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("the search query is not UTF-8 once decoded") from None
+    except ValueError:
+        raise BadRequest(
+            f"the search query has more than {len(SEARCH_PARAMETERS)} parameters"
+        ) from None
+    seen: set[str] = set()
+    for key, value in pairs:
+        if key not in SEARCH_PARAMETERS:
+            raise BadRequest(
+                f"unknown search parameter {key[:40]!r} (known: {', '.join(SEARCH_PARAMETERS)})"
+            )
+        if key in seen:
+            raise BadRequest(f"search parameter {key!r} is given more than once")
+        seen.add(key)
+        if key == "text":
+            if len(value) > MAX_SEARCH_TEXT:
+                raise BadRequest(f"search text is longer than {MAX_SEARCH_TEXT} characters")
+            if any(not char.isprintable() for char in value):
+                raise BadRequest("search text contains control characters")
+            continue
+        pattern, lowest, highest = _SEARCH_NUMBERS[key]
+        if not pattern.fullmatch(value) or not lowest <= float(value) <= highest:
+            raise BadRequest(
+                f"search parameter {key!r} must be a number from {lowest:g} to {highest:g}"
+            )
+    return urlencode(pairs, quote_via=quote)
+
+
+def parse_attestation_spec(raw: str) -> tuple[PackageName, str]:
+    """(package, version) of the raw path tail of `/-/npm/v1/attestations/{name}@{version}`:
+    `left-pad@1.3.0`, `@scope%2fname@1.0.0` (`%2F`, or a literal slash). Raises BadRequest."""
+    tail = raw
+    if tail.startswith(("@", "%40")):
+        tail = _SCOPE_SEPARATOR.sub("/", tail, count=1)
+    segments = tail.split("/")
+    if len(segments) > (2 if segments[0].startswith(("@", "%40")) else 1):
+        raise BadRequest("attestations are asked for as {name}@{version}")
+    spec = "/".join(_decode_segment(segment) for segment in segments)
+    name, at, version = spec.rpartition("@")
+    if not at or not name or name == "@":
+        raise BadRequest("attestations are asked for as {name}@{version}")
+    if not _VERSION.fullmatch(version):
+        raise BadRequest(f"{version[:80]!r} is not an npm version")
+    return parse_name(name), version
+
+
+def attestations_path(package: PackageName, version: str) -> str:
+    """The path below the registry's `/-/` of a version's attestations."""
+    return f"npm/v1/attestations/{package.escaped}@{quote(version, safe='+')}"

@@ -5,11 +5,14 @@ services; this module only routes, caches rendered views and raises `mirror.erro
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from yarl import URL
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
@@ -19,11 +22,15 @@ from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
 from mirror.ecosystems.npm.names import (
     NpmRequest,
     PackageName,
+    attestations_path,
     packument_url,
+    parse_attestation_spec,
     parse_name,
     parse_request_path,
+    search_query,
 )
-from mirror.errors import BadRequest, NotFound
+from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
+from mirror.pathgate import require_under
 
 if TYPE_CHECKING:
     from mirror.app import Services
@@ -34,12 +41,17 @@ TARBALL_TYPE = "application/octet-stream"
 # Rendering a big packument takes milliseconds of CPU: do it off the event loop.
 RENDER_IN_THREAD_VERSIONS = 200
 _READ_METHODS = ("GET", "HEAD")
-# Endpoints under `/-/` that are the upstream's business: relayed as they are.
-_FORWARD_GET_PREFIXES = ("v1/search", "npm/v1/keys", "npm/v1/attestations/")
-_FORWARD_POST = frozenset({"npm/v1/security/advisories/bulk", "npm/v1/security/audits/quick"})
-_FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "npm-command", "npm-session", "User-Agent")
-_FORWARD_RESPONSE_HEADERS = ("Content-Type", "Cache-Control")
-_MAX_FORWARD_BYTES = 32 * 1024**2
+# The only endpoints under `/-/` relayed to the upstream, by exact path (below `/npm/-/`):
+# the mirror builds each upstream URL itself (`_relay_url`); nothing else under `/-/` is relayed.
+SEARCH_PATH = "v1/search"
+KEYS_PATH = "npm/v1/keys"
+ATTESTATIONS_PREFIX = "npm/v1/attestations/"
+AUDIT_PATHS = frozenset({"npm/v1/security/advisories/bulk", "npm/v1/security/audits/quick"})
+_RELAY_REQUEST_HEADERS = ("npm-command", "npm-session", "User-Agent")
+_MAX_RELAY_BYTES = 32 * 1024**2
+_PARSE_IN_THREAD_BYTES = 1024**2  # an audit answer can be megabytes: parse it off the loop
+# A relayed Cache-Control is kept only when it is this plain (directives, numbers, commas).
+_PLAIN_CACHE_CONTROL = re.compile(r"[A-Za-z0-9=,\- ]{1,120}")
 MAX_REMEMBERED_REFS = 16_384
 
 ViewForm = Form | str
@@ -130,16 +142,23 @@ class NpmRegistry:
                 raise BadRequest(f"not a package name: {escaped!r}")
             view = await self._view(request, tail.package, "dist-tags")
             return responses.respond(request, view, now=self._services.clock.now())
-        if path in _FORWARD_POST:
+        if path in AUDIT_PATHS:
             self._allow(request, ("POST",))
-            return await self._forward(request, special)
-        if path.startswith(_FORWARD_GET_PREFIXES):
+            return await self._relay(request, path, body=await request.read())
+        if path == SEARCH_PATH:
             self._allow(request, _READ_METHODS)
-            return await self._forward(request, special)
+            query = search_query(request.rel_url.raw_query_string)
+            return await self._relay(request, path, query=query)
+        if path == KEYS_PATH:
+            self._allow(request, _READ_METHODS)
+            return await self._relay(request, path)
+        if path.startswith(ATTESTATIONS_PREFIX):
+            self._allow(request, _READ_METHODS)
+            return await self._attestations(request, path[len(ATTESTATIONS_PREFIX) :])
         raise NotFound(
-            f"/npm/-/{path} is not served by this mirror (it serves packages, tarballs, "
-            "dist-tags, ping, search and the audit endpoints; publishing and login are not "
-            "supported)"
+            f"/npm/-/{path[:120]} is not served by this mirror (it serves packages, tarballs, "
+            "dist-tags, ping, search, keys, attestations and the audit endpoints; publishing "
+            "and login are not supported)"
         )
 
     @staticmethod
@@ -300,35 +319,87 @@ class NpmRegistry:
             return declared
         return self._upstream.rstrip("/") + package.tarball_path(version)
 
-    # pass-through -----------------------------------------------------------------------
+    # relayed endpoints -----------------------------------------------------------------
 
-    async def _forward(self, request: web.Request, special: str) -> web.StreamResponse:
-        """Relay an audit, search, keys or attestations request to the upstream as is. The
-        request body arrives decompressed (aiohttp decodes `Content-Encoding: gzip`)."""
-        query = request.raw_path.split("?", 1)[1] if "?" in request.raw_path else ""
-        path = special.split("?", 1)[0]
-        url = self._upstream + "-/" + path + (f"?{query}" if query else "")
-        body = await request.read() if request.method == "POST" else b""
-        headers = {
-            name: request.headers[name]
-            for name in _FORWARD_REQUEST_HEADERS
-            if name in request.headers
-        }
-        answer = await self._services.upstream.forward(
-            request.method,
-            url,
-            ecosystem="npm",
-            body=body,
-            headers=headers,
-            max_bytes=_MAX_FORWARD_BYTES,
+    async def _attestations(self, request: web.Request, spec: str) -> web.StreamResponse:
+        """A version's attestations, only for a version the policy lets through: a held or
+        blocked version gets the tarball's 403, an unknown one a 404."""
+        package, version = parse_attestation_spec(spec)
+        doc = await self._packument(package)
+        info = doc.parsed.versions.get(version)
+        if info is None:
+            raise NotFound(f"{package.name}@{version} is not available from this mirror")
+        self._services.policy.enforce(
+            policy.Subject("npm", package.name, version), info.published_at
         )
-        relayed = {
-            name: answer.headers[name]
-            for name in _FORWARD_RESPONSE_HEADERS
-            if name in answer.headers
-        }
-        relayed.setdefault("Content-Type", document.JSON_TYPE)
+        return await self._relay(request, attestations_path(package, version))
+
+    def _relay_url(self, path: str, query: str = "") -> str:
+        """The upstream URL of a relayed endpoint (`path` below `/-/`): the configured base
+        and a path the mirror built, checked to stay under the base (a base with a path
+        prefix is never left)."""
+        url = f"{self._upstream}-/{path}" + (f"?{query}" if query else "")
+        return require_under(url, self._upstream)
+
+    async def _relay(
+        self, request: web.Request, path: str, *, query: str = "", body: bytes = b""
+    ) -> web.StreamResponse:
+        """Relay one of the fixed endpoints: search, keys, attestations (GET) or an audit
+        (POST; aiohttp has already decoded a gzip request body). The answer must be JSON from
+        that very path and is never a package document; it goes out as `application/json`."""
+        url = self._relay_url(path, query)
+        method = "POST" if request.method == "POST" else "GET"  # a HEAD is answered from a GET
+        headers = _pick_headers(request.headers, _RELAY_REQUEST_HEADERS)
+        headers["Accept"] = document.JSON_TYPE
+        if method == "POST":
+            headers["Content-Type"] = document.JSON_TYPE
+        answer = await self._services.upstream.forward(
+            method, url, ecosystem="npm", body=body, headers=headers, max_bytes=_MAX_RELAY_BYTES
+        )
+        what = f"/npm/-/{path}"
+        if answer.status == 404:
+            raise NotFound(f"the upstream registry has nothing at {what}")
+        if not (200 <= answer.status < 300 or 400 <= answer.status < 500):
+            raise UpstreamError(f"the upstream registry answered {what} with {answer.status}")
+        if not _same_path(answer.url, url):
+            raise BadUpstreamDocument(
+                f"the upstream registry redirected {what} elsewhere; such answers are not relayed"
+            )
+        try:
+            if len(answer.body) > _PARSE_IN_THREAD_BYTES:
+                parsed = await asyncio.to_thread(json.loads, answer.body)
+            else:
+                parsed = json.loads(answer.body)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise BadUpstreamDocument(
+                f"the upstream registry answered {what} with something that is not JSON"
+            ) from None
+        if method == "GET" and _looks_like_package_document(parsed):
+            raise BadUpstreamDocument(
+                f"the upstream registry answered {what} with a package document; not relayed"
+            )
+        relayed = {"Content-Type": document.JSON_TYPE}
+        cache_control = answer.headers.get("Cache-Control")
+        if cache_control and _PLAIN_CACHE_CONTROL.fullmatch(cache_control):
+            relayed["Cache-Control"] = cache_control
         return web.Response(status=answer.status, body=answer.body, headers=relayed)
+
+
+def _same_path(answered: str, asked: str) -> bool:
+    """Whether the upstream's final URL is the one asked for (no redirect to another path)."""
+    final, wanted = URL(answered), URL(asked)
+    return (final.host, final.port, final.raw_path.lower()) == (
+        wanted.host,
+        wanted.port,
+        wanted.raw_path.lower(),
+    )
+
+
+def _looks_like_package_document(value: object) -> bool:
+    """A packument or a version manifest: what the relay must never hand out unfiltered."""
+    if not isinstance(value, dict):
+        return False
+    return "dist-tags" in value or "versions" in value or isinstance(value.get("dist"), dict)
 
 
 def _pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:

@@ -35,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
+from mirror.pathgate import require_under
 
 MAX_NAME_LENGTH = 200
 MAX_FILENAME_LENGTH = 255
@@ -249,10 +250,13 @@ def json_api_base(upstream: str) -> str | None:
 
 
 def json_api_url(api_base: str, project: str, version: str | None = None) -> str:
-    """`<api>{project}/json` or `<api>{project}/{version}/json`."""
+    """`<api>{project}/json` or `<api>{project}/{version}/json`, checked to stay under
+    `api_base` (a version from upstream metadata is not validated: `..` would climb)."""
     if version is None:
-        return f"{api_base}{quote(project)}/json"
-    return f"{api_base}{quote(project)}/{quote(version, safe='')}/json"
+        url = f"{api_base}{quote(project)}/json"
+    else:
+        url = f"{api_base}{quote(project)}/{quote(version, safe='')}/json"
+    return require_under(url, api_base)
 
 
 def file_url(base: str, project: str, filename: str) -> str:
