@@ -4,7 +4,7 @@ Nothing here does I/O."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,4 +123,13 @@ class Ecosystem(Protocol):
 
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package@version` is allowed, held, blocked or exempted right now."""
+        ...
+
+    async def known_versions(self, package: str, *, fetch: bool) -> Sequence[str] | None:
+        """Every version the upstream lists for `package` (held and blocked ones included),
+        from the document the mirror keeps for it; None when that document lists none
+        (Maven group metadata). Raises what fetching the document raises (UpstreamNotFound:
+        the upstream has no such package). `fetch`: get the document through
+        the cache as a client request would (a new rule); otherwise only a copy the mirror
+        already has is read (listings; see the adapters for how close each comes)."""
         ...

@@ -322,6 +322,15 @@ class NpmRegistry:
         relayed.setdefault("Content-Type", document.JSON_TYPE)
         return web.Response(status=answer.status, body=answer.body, headers=relayed)
 
+    # Ecosystem: coverage ------------------------------------------------------------------
+
+    async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
+        """The versions of the upstream packument, held and blocked ones included
+        (`Ecosystem.known_versions`). `fetch` asks the upstream for the current packument
+        (a new rule must see a version published a minute ago); otherwise the cached one."""
+        doc = await self._packument(parse_name(package), refresh=fetch)
+        return tuple(doc.parsed.versions)
+
 
 def _pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     return {name: headers[name] for name in names if name in headers}
