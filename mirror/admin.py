@@ -272,18 +272,24 @@ def json_depth(raw: bytes, *, stop_above: int) -> int:
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object of at most MAX_BODY_BYTES, nested at most
     MAX_JSON_DEPTH deep; 400 (413 for size) naming `body` otherwise."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise _body_too_large()
+    # Depth first: the scan stops at the first level too deep, so a deeply nested body is
+    # refused as such (400) whatever its size.
     if json_depth(raw, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadRequest(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
+    if len(raw) > MAX_BODY_BYTES:
+        raise _body_too_large()
     try:
-        value = json.loads(raw or b"null")
+        value = json.loads(raw or b"null", parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError: JSONDecodeError, and integers past Python's digit limit.
         raise BadRequest(f"body: not valid JSON ({exc})", field="body") from None
     if not isinstance(value, dict):
         raise BadRequest("body: expected a JSON object", field="body")
     return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _body_too_large() -> BadRequest:
@@ -582,10 +588,7 @@ def _rule_id(request: web.Request) -> str:
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
-    # The declared length is checked before reading; a chunked body is read up to the
-    # app's client_max_size and checked after.
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise _body_too_large()
+    # aiohttp refuses a body above the app's client_max_size (413) before this reads it.
     return parse_body(await request.read())
 
 
