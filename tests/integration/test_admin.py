@@ -1036,3 +1036,49 @@ async def test_a_glob_rule_says_its_coverage_is_per_package(client: Client) -> N
     created = await post(client, "/api/v1/blocks", {**BLOCK, "package": "left-*"})
     assert created["block"]["covers"]["versions"] is None
     assert "glob" in created["block"]["covers"]["note"]
+
+
+async def test_pypi_and_maven_rules_answer_what_they_cover(
+    make_client: MakeClient, aiohttp_server: AiohttpServer
+) -> None:
+    from tests.fakes.maven import FakeMavenRepository
+    from tests.fakes.pypi import FakePypiIndex
+
+    index = FakePypiIndex()
+    for version in ("2.30.0", "2.31.0", "2.32.0rc1"):
+        index.add_wheel("requests", version, uploaded=OLD)
+    index.add_sdist("requests", "2.31.0", uploaded=OLD)
+    await index.start(aiohttp_server)
+    repo = FakeMavenRepository()
+    for version in ("1.0", "1.1", "2.0"):
+        repo.add_version("org.example", "lib", version, published=OLD)
+    await repo.start(aiohttp_server)
+    client = await make_client(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url)
+
+    pypi = await post(
+        client, "/api/v1/blocks",
+        {"ecosystem": "pypi", "package": "Requests", "versions": ">=2.31", "reason": "r"},
+    )  # fmt: skip
+    # What the policy matches: a block covers pre-releases in its range too.
+    assert pypi["block"]["covers"] == {
+        "versions": ["2.31.0", "2.32.0rc1"],
+        "count": 2,
+        "listed": 3,
+    }
+    maven = await post(
+        client, "/api/v1/blocks",
+        {"ecosystem": "maven", "package": "org.example:lib", "versions": "[1.0,2.0)",
+         "reason": "r"},
+    )  # fmt: skip
+    assert maven["block"]["covers"] == {"versions": ["1.0", "1.1"], "count": 2, "listed": 3}
+    missing = await post(
+        client, "/api/v1/blocks",
+        {"ecosystem": "maven", "package": "org.example:nope", "versions": "1.0", "reason": "r"},
+    )  # fmt: skip
+    assert "covers no version the upstream lists" in missing["warning"]
+    exemption = await post(
+        client, "/api/v1/exemptions",
+        {"ecosystem": "pypi", "package": "requests", "versions": "==9.9", "reason": "r",
+         "expires": "1d"},
+    )  # fmt: skip
+    assert "covers no version the upstream lists" in exemption["warning"]
