@@ -892,7 +892,16 @@ async def _default_exemption_expiry(
     age = context.services.policy.rules().quarantine_age(
         ecosystem, versions.normalize_package(ecosystem, package)
     )
-    matured = published_at + age
+    try:
+        matured = published_at + age
+    except OverflowError:  # an upstream publish time near the end of the calendar
+        matured = LATEST_TIME + timedelta(seconds=1)
+    if matured > LATEST_TIME:
+        raise BadRequest(
+            f"expires: required, because {package} {version} would leave quarantine past "
+            f"{iso(LATEST_TIME)} (the upstream's publish time is {iso(published_at)})",
+            field="expires",
+        )
     if matured <= now:
         raise BadRequest(
             f"expires: {package} {version} already left quarantine at {iso(matured)}; give an "

@@ -1082,3 +1082,23 @@ async def test_pypi_and_maven_rules_answer_what_they_cover(
          "expires": "1d"},
     )  # fmt: skip
     assert "covers no version the upstream lists" in exemption["warning"]
+
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="policy.decide overflows on a publish time near datetime.max (policy.py is not this "
+    "branch's; /npm/<pkg> answers 500 for such a packument too)",
+)
+async def test_an_exemption_of_a_version_published_at_the_end_of_time_is_a_400(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    # A hostile upstream's publish time: the default expiry would overflow datetime.
+    registry.add_version("far-future", "1.0.0", published=datetime(9999, 12, 31, tzinfo=UTC))
+    response = await client.post(
+        "/api/v1/exemptions",
+        json={"ecosystem": "npm", "package": "far-future", "versions": "1.0.0", "reason": "r"},
+        headers=auth(),
+    )
+    assert response.status == 400, await response.text()
+    assert (await response.json())["field"] == "expires"
