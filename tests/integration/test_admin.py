@@ -1084,7 +1084,6 @@ async def test_pypi_and_maven_rules_answer_what_they_cover(
     assert "covers no version the upstream lists" in exemption["warning"]
 
 
-
 @pytest.mark.xfail(
     strict=True,
     reason="policy.decide overflows on a publish time near datetime.max (policy.py is not this "
