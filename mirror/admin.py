@@ -86,6 +86,8 @@ LATEST_TIME: Final = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
 MAX_COVERED_SHOWN: Final = 200
 COVERAGE_TIMEOUT: Final = timedelta(seconds=10)
 MAX_COVERAGE_RULES: Final = 500
+LISTING_COVERAGE_TIMEOUT: Final = timedelta(seconds=3)
+LISTING_COVERAGE_PARALLEL: Final = 8
 NO_VERSION_WARNING: Final = "covers no version the upstream lists"
 TOKENS_SETTING: Final = "MIRROR_ADMIN_TOKENS"  # the env name, not a secret
 
@@ -727,14 +729,28 @@ async def rule_coverage(
 async def _with_coverage(
     context: AdminContext, records: Sequence[RuleRecord], now: datetime
 ) -> list[dict[str, Any]]:
-    """Rules as the API lists them, each with what it covers now, from cached documents."""
+    """Rules as the API lists them, each with what it covers now, from cached documents.
+    A listing waits at most LISTING_COVERAGE_TIMEOUT for them, reading at most
+    LISTING_COVERAGE_PARALLEL at once: a rule whose document is not at hand by then says
+    so instead of holding the answer."""
     shown = [describe_rule(record, now) for record in records]
-    covered = records[:MAX_COVERAGE_RULES]
-    coverages = await asyncio.gather(
-        *(rule_coverage(context, record, fetch=False) for record in covered)
-    )
-    for rule, coverage in zip(shown, coverages, strict=False):
-        if coverage is not None:
+    gate = asyncio.Semaphore(LISTING_COVERAGE_PARALLEL)
+
+    async def coverage_of(record: RuleRecord) -> dict[str, Any] | None:
+        async with gate:
+            return await rule_coverage(context, record, fetch=False)
+
+    tasks = [asyncio.ensure_future(coverage_of(record)) for record in records[:MAX_COVERAGE_RULES]]
+    if tasks:
+        await asyncio.wait(tasks, timeout=LISTING_COVERAGE_TIMEOUT.total_seconds())
+    for rule, record, task in zip(shown, records, tasks, strict=False):
+        if not task.done():
+            task.cancel()
+            note = " (its upstream document was not at hand in time)"
+            rule["covers"] = describe_coverage(
+                record.ecosystem, record.package, record.versions, None, note
+            )
+        elif (coverage := task.result()) is not None:
             rule["covers"] = coverage
     return shown
 

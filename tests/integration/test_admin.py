@@ -1101,3 +1101,31 @@ async def test_an_exemption_of_a_version_published_at_the_end_of_time_is_a_400(
     )
     assert response.status == 400, await response.text()
     assert (await response.json())["field"] == "expires"
+
+
+async def test_a_listing_does_not_wait_long_for_an_upstream_document(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    from mirror.state.base import RuleRecord
+
+    await post(client, "/api/v1/blocks", BLOCK)  # left-pad's packument is cached now
+    registry.add_version("stalled", "1.0.0", published=OLD)
+    path = registry.packument_path("stalled")
+    registry.upstream.hold(path)
+    try:
+        stored = RuleRecord(
+            id="b-00000000000a", kind="block", ecosystem="npm", package="stalled",
+            versions="1.0.0", reason="r", created_at=NOW, created_by="alice",
+        )  # fmt: skip
+        await client.app[SERVICES].state.add_rule(stored)
+        started = asyncio.get_running_loop().time()
+        response = await client.get("/api/v1/blocks")
+        waited = asyncio.get_running_loop().time() - started
+        assert response.status == 200
+        listed = {rule["package"]: rule["covers"] for rule in (await response.json())["blocks"]}
+        assert listed["left-pad"]["versions"] == ["1.3.0"]
+        assert listed["stalled"]["versions"] is None
+        assert "not at hand in time" in listed["stalled"]["note"]
+        assert waited < admin.LISTING_COVERAGE_TIMEOUT.total_seconds() + 2
+    finally:
+        registry.upstream.release(path)
