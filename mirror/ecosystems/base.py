@@ -129,7 +129,8 @@ class Ecosystem(Protocol):
         """Every version the upstream lists for `package` (held and blocked ones included),
         from the document the mirror keeps for it; None when that document lists none
         (Maven group metadata). Raises what fetching the document raises (UpstreamNotFound:
-        the upstream has no such package). `fetch`: get the document through
-        the cache as a client request would (a new rule); otherwise only a copy the mirror
-        already has is read (listings; see the adapters for how close each comes)."""
+        the upstream has no such package). `fetch`: ask the upstream for the current document
+        (a new rule must see a version published a minute ago); otherwise the document comes
+        through the metadata cache as for a client request (the cached copy while fresh; the
+        upstream is asked only when the mirror has none or it is stale)."""
         ...

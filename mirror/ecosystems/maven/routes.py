@@ -377,8 +377,8 @@ class MavenRepository:
     async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
         """The `<versions>` of the upstream artifact metadata, held and blocked ones
         included (`Ecosystem.known_versions`); None when the document there is not artifact
-        metadata. `fetch` asks the upstream for the current document; otherwise the cached
-        one."""
+        metadata. `fetch` asks the upstream for the current document; otherwise through the
+        cache."""
         group, artifact = paths.parse_coordinates(package)
         path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
         doc = await self._services.metacache.get(

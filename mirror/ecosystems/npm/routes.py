@@ -327,7 +327,7 @@ class NpmRegistry:
     async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
         """The versions of the upstream packument, held and blocked ones included
         (`Ecosystem.known_versions`). `fetch` asks the upstream for the current packument
-        (a new rule must see a version published a minute ago); otherwise the cached one."""
+        (a new rule must see a version published a minute ago); otherwise through the cache."""
         doc = await self._packument(parse_name(package), refresh=fetch)
         return tuple(doc.parsed.versions)
 

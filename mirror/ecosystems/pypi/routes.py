@@ -450,7 +450,7 @@ class PypiIndex:
     async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
         """The versions of the files on the upstream project page, held and blocked ones
         included (`Ecosystem.known_versions`). `fetch` asks the upstream for the current
-        page; otherwise the cached one."""
+        page; otherwise through the cache."""
         page, _ = await self._page(names.parse_project(package).normalized, refresh=fetch)
         return tuple(dict.fromkeys(item.version for item in page.files if item.version))
 
