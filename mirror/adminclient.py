@@ -2,13 +2,21 @@
 one request per command, so no event loop is needed) and the table / JSON output.
 
 Each `run_*` function takes the parsed arguments and the environment and returns an exit
-code: 0 on success, 1 when the mirror refused or could not be reached (its message is
-printed), 2 on a usage error the parser could not catch."""
+code: 0 on success, 1 when the mirror refused, could not be reached or answered something
+unexpected (a message is printed, never a traceback), 2 on a usage error the parser could
+not catch.
+
+Two rules for what comes back from the network: every text from an answer (reasons, package
+names, advisory summaries, error messages) goes through `show()` before it reaches the
+terminal, so no control character or escape sequence is printed; and the token never
+leaves the origin it was given for (a redirect to another scheme, host or port is refused)."""
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import shlex
 import sys
 import urllib.error
 import urllib.parse
@@ -18,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from mirror import safetext
 from mirror.lockfiles import LockfileError, Pin, read_lockfile
 from mirror.osv import ProposedBlock, blocks_from_advisory
 
@@ -25,6 +34,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 TIMEOUT_SECONDS: Final = 60.0
 API: Final = "/api/v1"
+# How much of a non-JSON error body is quoted in a message.
+MAX_QUOTED: Final = 200
+COVERED_IN_TABLE: Final = 5  # versions a table row shows before "(+N)"
 
 
 class AdminError(Exception):
@@ -49,6 +61,48 @@ class Endpoint:
         return cls(url=url, token=token)
 
 
+def show(value: object) -> str:
+    """Text from an answer as it may reach the terminal: unsafe characters escaped."""
+    return "" if value is None else safetext.escape(value)
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port or default
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the origin the request went to: urllib would carry
+    the Authorization header to any host (and from https to http) otherwise."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if origin(newurl) != origin(req.full_url):
+            raise AdminError(
+                f"the mirror answered HTTP {code} redirecting to another origin "
+                f"({show(newurl)[:MAX_QUOTED]}); the CLI does not follow it, because it would "
+                "send the admin token there: check --url / MIRROR_URL"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER: Final = urllib.request.build_opener(SameOriginRedirects)
+
+
 def call(
     endpoint: Endpoint,
     method: str,
@@ -57,7 +111,8 @@ def call(
     query: Mapping[str, str | None] | None = None,
     body: Mapping[str, Any] | None = None,
 ) -> Any:
-    """One API request; the decoded JSON answer, or AdminError with the server's message."""
+    """One API request; the decoded JSON answer, or AdminError with the server's message
+    (escaped) or a sentence saying what was wrong with the answer."""
     url = endpoint.url + API + path
     params = {key: value for key, value in (query or {}).items() if value is not None}
     if params:
@@ -72,36 +127,80 @@ def call(
     # The scheme was checked in Endpoint.from_args: only http(s) reaches urllib.
     request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
+        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
+            raw = response.read()
+            content_type = response.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
         raise AdminError(_error_message(exc)) from None
     except urllib.error.URLError as exc:
-        raise AdminError(f"cannot reach the mirror at {endpoint.url}: {exc.reason}") from None
-    except (OSError, ValueError) as exc:
-        raise AdminError(f"talking to the mirror at {endpoint.url} failed: {exc}") from None
+        raise AdminError(
+            f"cannot reach the mirror at {show(endpoint.url)}: {show(exc.reason)}"
+        ) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise AdminError(
+            f"talking to the mirror at {show(endpoint.url)} failed: {show(exc)}"
+        ) from None
+    try:
+        answer = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AdminError(
+            f"the mirror at {show(endpoint.url)} answered {method} {API}{path} with something "
+            f"that is not the API's JSON ({show(content_type) or 'no Content-Type'}, "
+            f"{len(raw)} bytes): is --url / MIRROR_URL the mirror?"
+        ) from None
+    if not isinstance(answer, dict):
+        raise unexpected(f"{method} {API}{path}", f"a JSON {type(answer).__name__}")
+    return answer
+
+
+def unexpected(what: str, detail: str) -> AdminError:
+    return AdminError(
+        f"the mirror's answer to {what} is not what this CLI expects ({show(detail)}): is "
+        "--url / MIRROR_URL a quarantine-mirror of the same version?"
+    )
+
+
+def expect(answer: Mapping[str, Any], what: str, **fields: type) -> Mapping[str, Any]:
+    """`answer` if each named field has the given type (`list`: a list of objects; `tuple`:
+    a list of anything); AdminError naming the first that does not."""
+    for name, kind in fields.items():
+        value = answer.get(name)
+        if kind is tuple:
+            valid = isinstance(value, list)
+        elif kind is list:
+            valid = isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        else:
+            valid = isinstance(value, kind)
+        if not valid:
+            expected = "list" if kind is tuple else kind.__name__
+            raise unexpected(what, f"{name!r} is not a JSON {expected}")
+    return answer
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
-    raw = exc.read()
+    raw = exc.read() if exc.fp is not None else b""
     try:
         message = json.loads(raw)["error"]
-    except (ValueError, KeyError, TypeError):
-        message = raw.decode("utf-8", "replace").strip() or exc.reason
-    return f"{message} (HTTP {exc.code})"
+        if not isinstance(message, str):
+            raise TypeError(message)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        content_type = exc.headers.get("Content-Type", "") if exc.headers else ""
+        if "json" in content_type or "text/plain" in content_type:
+            message = raw.decode("utf-8", "replace").strip()[:MAX_QUOTED] or str(exc.reason)
+        else:
+            message = f"{exc.reason} ({content_type or 'no Content-Type'}, not the API's JSON)"
+    return f"{show(message)} (HTTP {exc.code})"
 
 
 # output ----------------------------------------------------------------------------------------
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Columns aligned on two spaces; the last column is never padded."""
+    """Columns aligned on two spaces; the last column is never padded. Every cell goes
+    through `show()`."""
     if not rows:
         return "(none)"
-    cells = [
-        [str(value) for value in headers],
-        *[["" if v is None else str(v) for v in row] for row in rows],
-    ]
+    cells = [[show(value) for value in headers], *[[show(v) for v in row] for row in rows]]
     widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
     lines = []
     for row in cells:
@@ -115,6 +214,40 @@ def _expiry(rule: Mapping[str, Any]) -> str:
     return f"{expires} (expired)" if rule.get("expired") else str(expires)
 
 
+def covers_cell(rule: Mapping[str, Any]) -> str:
+    """What a rule covers now, in a table cell: a few versions, NONE, or ? (unknown)."""
+    covers = rule.get("covers")
+    if not isinstance(covers, Mapping):
+        return ""
+    if covers.get("warning"):
+        return "NONE (covers no version the upstream lists)"
+    listed = covers.get("versions")
+    if not isinstance(listed, list):
+        return "?"
+    count = covers.get("count") if isinstance(covers.get("count"), int) else len(listed)
+    shown = ", ".join(show(version) for version in listed[:COVERED_IN_TABLE])
+    return shown + (f" (+{count - COVERED_IN_TABLE})" if count > COVERED_IN_TABLE else "")
+
+
+def coverage_lines(rule: Mapping[str, Any]) -> list[str]:
+    """What a new rule or an explained one covers now, said in full (warning first)."""
+    covers = rule.get("covers")
+    if not isinstance(covers, Mapping):
+        return []
+    if covers.get("warning"):
+        return [f"WARNING: {show(covers['warning'])}"]
+    listed = covers.get("versions")
+    if not isinstance(listed, list):
+        return [f"covers: unknown ({show(covers.get('note'))})"]
+    count, total = covers.get("count"), covers.get("listed")
+    line = f"covers now: {', '.join(show(version) for version in listed)}"
+    line += f" ({show(count)} of {show(total)} versions upstream lists)"
+    lines = [line]
+    if covers.get("note"):
+        lines.append(f"note: {show(covers['note'])}")
+    return lines
+
+
 def rules_table(kind: str, rules: Sequence[Mapping[str, Any]]) -> str:
     if kind == "freeze":
         return format_table(
@@ -126,10 +259,10 @@ def rules_table(kind: str, rules: Sequence[Mapping[str, Any]]) -> str:
             ],
         )  # fmt: skip
     return format_table(
-        ("ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "REASON"),
+        ("ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "COVERS NOW", "REASON"),
         [
             (r["id"], r["ecosystem"], r["package"], r["versions"], _expiry(r), r["created_by"],
-             r["reason"])
+             covers_cell(r), r["reason"])
             for r in rules
         ],
     )  # fmt: skip
@@ -137,13 +270,14 @@ def rules_table(kind: str, rules: Sequence[Mapping[str, Any]]) -> str:
 
 def impact_text(impact: Mapping[str, Any]) -> str:
     if "error" in impact:
-        return f"impact unknown: {impact['error']}"
+        return f"impact unknown: {show(impact['error'])}"
     downloads = impact.get("downloads", [])
     lines = []
+    more = impact.get("next_cursor")
     if downloads:
         lines.append(
             f"already downloaded by {len(impact['clients'])} client(s) "
-            f"({len(downloads)} download(s)):"
+            f"({len(downloads)} download(s){' on this page' if more else ''}):"
         )
         lines.append(
             format_table(
@@ -154,24 +288,34 @@ def impact_text(impact: Mapping[str, Any]) -> str:
                 ],
             )
         )
+    elif more:
+        lines.append("no recorded downloads of matching versions on this page")
     else:
         lines.append("no recorded downloads of matching versions")
-    if impact.get("note"):
-        lines.append(f"note: {impact['note']}")
+    if more:
+        words = [impact.get("ecosystem"), impact.get("package"), impact.get("versions") or "*"]
+        words += ["--cursor", more, "--limit", impact.get("limit") or ""]
+        hint = " ".join(shlex.quote(show(word)) for word in words if word != "")
+        lines.append(f"more downloads: mirror impact {hint}")
     return "\n".join(lines)
 
 
 def explain_text(answer: Mapping[str, Any]) -> str:
     rule = answer.get("rule") or {}
     lines = [
-        f"{answer['ecosystem']} {answer['package']} {answer['version']}: {answer['verdict']}",
-        f"  {answer['detail']}",
-        f"  published: {answer.get('published_at') or 'unknown'}",
+        f"{show(answer['ecosystem'])} {show(answer['package'])} {show(answer['version'])}: "
+        f"{show(answer['verdict'])}",
+        f"  {show(answer['detail'])}",
+        f"  published: {show(answer.get('published_at') or 'unknown')}",
     ]
     if answer.get("until"):
-        lines.append(f"  until:     {answer['until']}")
+        lines.append(f"  until:     {show(answer['until'])}")
     if rule:
-        lines.append(f"  rule:      {rule.get('id')} ({rule.get('kind')}: {rule.get('reason')})")
+        lines.append(
+            f"  rule:      {show(rule.get('id'))} ({show(rule.get('kind'))}: "
+            f"{show(rule.get('reason'))})"
+        )
+        lines.extend(f"  {line}" for line in coverage_lines(rule))
     files = answer.get("files") or []
     if files:
         lines.append(
@@ -190,9 +334,11 @@ def explain_text(answer: Mapping[str, Any]) -> str:
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:
     def summary(entry: Mapping[str, Any]) -> str:
         rule = entry.get("after") or entry.get("before") or {}
+        if not isinstance(rule, Mapping):
+            return show(rule)
         parts = [rule.get("ecosystem"), rule.get("package"), rule.get("versions")]
-        text = " ".join(str(part) for part in parts if part)
-        return f"{text} ({rule['reason']})" if rule.get("reason") else text
+        text = " ".join(show(part) for part in parts if part)
+        return f"{text} ({show(rule['reason'])})" if rule.get("reason") else text
 
     return format_table(
         ("AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "WHAT"),
@@ -206,10 +352,17 @@ COLLECTION: Final = {"block": "blocks", "exemption": "exemptions", "freeze": "fr
 
 
 def _emit(args: argparse.Namespace, answer: Any, text: Callable[[Any], str], out: TextIO) -> int:
+    """Print the answer (JSON as received: json.dumps escapes every control character), or
+    its text; an answer of the wrong shape is an AdminError, never a traceback."""
     if args.json:
         print(json.dumps(answer, indent=2), file=out)
-    else:
-        print(text(answer), file=out)
+        return EXIT_OK
+    try:
+        rendered = text(answer)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        what = f"mirror {getattr(args, 'command', None) or 'command'}"
+        raise unexpected(what, f"{type(exc).__name__}: {exc}") from None
+    print(rendered, file=out)
     return EXIT_OK
 
 
@@ -221,13 +374,13 @@ def run(
     def runner(args: argparse.Namespace, environ: dict[str, str]) -> int:
         try:
             answer, text = command(args, Endpoint.from_args(args, environ))
+            return _emit(args, answer, text, sys.stdout)
         except UsageError as exc:
-            print(f"mirror: usage: {exc}", file=sys.stderr)
+            print(f"mirror: usage: {show(exc)}", file=sys.stderr)
             return EXIT_USAGE
         except AdminError as exc:
             print(f"mirror: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        return _emit(args, answer, text, sys.stdout)
 
     return runner
 
@@ -238,18 +391,20 @@ def _created(kind: str) -> Callable[[Any], str]:
         verb = {"block": "blocked", "exemption": "exempted", "freeze": "froze"}[kind]
         if kind == "freeze":
             head = (
-                f"{verb} {rule['ecosystem']} {rule['package']}: nothing published after "
-                f"{rule['published_after']} until {rule['expires_at']} (id {rule['id']})"
+                f"{verb} {show(rule['ecosystem'])} {show(rule['package'])}: nothing published "
+                f"after {show(rule['published_after'])} until {show(rule['expires_at'])} "
+                f"(id {show(rule['id'])})"
             )
         else:
-            until = f" until {rule['expires_at']}" if rule.get("expires_at") else ""
+            until = f" until {show(rule['expires_at'])}" if rule.get("expires_at") else ""
             head = (
-                f"{verb} {rule['ecosystem']} {rule['package']} {rule['versions']}{until} "
-                f"(id {rule['id']})"
+                f"{verb} {show(rule['ecosystem'])} {show(rule['package'])} "
+                f"{show(rule['versions'])}{until} (id {show(rule['id'])})"
             )
+        lines = [head, *coverage_lines(rule)]
         if "impact" in answer:
-            return head + "\n" + impact_text(answer["impact"])
-        return head
+            lines.append(impact_text(answer["impact"]))
+        return "\n".join(lines)
 
     return text
 
@@ -272,7 +427,8 @@ def create_rule(kind: str) -> Callable[[argparse.Namespace, Endpoint], tuple[Any
                 "reason": args.reason,
                 "expires": args.expires,
             }
-        return call(endpoint, "POST", f"/{COLLECTION[kind]}", body=body), _created(kind)
+        answer = call(endpoint, "POST", f"/{COLLECTION[kind]}", body=body)
+        return expect(answer, f"mirror {args.command}", **{kind: dict}), _created(kind)
 
     return command
 
@@ -281,7 +437,8 @@ def delete_rule(kind: str) -> Callable[[argparse.Namespace, Endpoint], tuple[Any
     def command(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
         rule_id = urllib.parse.quote(args.id, safe="")
         answer = call(endpoint, "DELETE", f"/{COLLECTION[kind]}/{rule_id}")
-        return answer, lambda a: f"removed {kind} {a['deleted']['id']}"
+        expect(answer, f"mirror {args.command}", deleted=dict)
+        return answer, lambda a: f"removed {kind} {show(a['deleted']['id'])}"
 
     return command
 
@@ -289,6 +446,7 @@ def delete_rule(kind: str) -> Callable[[argparse.Namespace, Endpoint], tuple[Any
 def list_rules(kind: str) -> Callable[[argparse.Namespace, Endpoint], tuple[Any, Any]]:
     def command(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
         answer = call(endpoint, "GET", f"/{COLLECTION[kind]}", query={"ecosystem": args.ecosystem})
+        expect(answer, f"mirror {args.command}", **{COLLECTION[kind]: list})
         return answer, lambda a: rules_table(kind, a[COLLECTION[kind]])
 
     return command
@@ -323,7 +481,8 @@ def explain(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     query = {"ecosystem": args.ecosystem, "package": package, "version": version}
     if getattr(args, "file", None):
         query["file"] = args.file
-    return call(endpoint, "GET", "/explain", query=query), explain_text
+    answer = call(endpoint, "GET", "/explain", query=query)
+    return expect(answer, "mirror explain", verdict=str, detail=str), explain_text
 
 
 def impact(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
@@ -332,12 +491,16 @@ def impact(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
         "package": args.package,
         "versions": args.versions,
         "since": args.since,
+        "limit": None if args.limit is None else str(args.limit),
+        "cursor": args.cursor,
     }
-    return call(endpoint, "GET", "/impact", query=query), impact_text
+    answer = call(endpoint, "GET", "/impact", query=query)
+    return expect(answer, "mirror impact", downloads=list, clients=tuple), impact_text
 
 
 def audit(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     answer = call(endpoint, "GET", "/audit", query={"limit": str(args.limit)})
+    expect(answer, "mirror audit", entries=list)
     return answer, lambda a: audit_table(a["entries"])
 
 
@@ -350,7 +513,9 @@ ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
 def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
     query = {"ecosystem": pin.ecosystem, "package": pin.package, "version": pin.version}
     try:
-        answer = call(endpoint, "GET", "/explain", query=query)
+        answer = expect(
+            call(endpoint, "GET", "/explain", query=query), "mirror preflight", verdict=str
+        )
     except AdminError as exc:
         return {**query, "verdict": "error", "until": None, "detail": str(exc)}
     return {
@@ -379,7 +544,8 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
         + (f"{len(refused)} would be refused" if refused else "all would install")
     )
     if answer["unpinned"]:
-        lines.append(f"not checked (no exact version): {', '.join(answer['unpinned'])}")
+        unpinned = ", ".join(show(name) for name in answer["unpinned"])
+        lines.append(f"not checked (no exact version): {unpinned}")
     return "\n".join(lines)
 
 
@@ -401,13 +567,17 @@ def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
             pins.update(lockfile.pins)
             unpinned.extend(lockfile.unpinned)
     except UsageError as exc:
-        print(f"mirror: usage: {exc}", file=sys.stderr)
+        print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
     with ThreadPoolExecutor(max_workers=PREFLIGHT_PARALLEL) as pool:
         results = list(pool.map(lambda pin: _check_pin(endpoint, pin), sorted(pins)))
     refused = [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS]
     answer = {"checked": len(results), "refused": refused, "unpinned": unpinned}
-    _emit(args, answer, preflight_text, sys.stdout)
+    try:
+        _emit(args, answer, preflight_text, sys.stdout)
+    except AdminError as exc:
+        print(f"mirror: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if refused else EXIT_OK
 
 
@@ -439,7 +609,7 @@ def import_osv_text(answer: Mapping[str, Any]) -> str:
     lines = []
     if rows:
         lines.append(format_table(("ACTION", "ECOSYSTEM", "PACKAGE", "VERSIONS", "ID"), rows))
-    lines.extend(f"skipped: {note}" for note in answer["notes"])
+    lines.extend(f"skipped: {show(note)}" for note in answer["notes"])
     created = sum(1 for row in answer["blocks"] if row["action"] == "created")
     lines.append(f"{len(rows)} block(s) from {answer['advisories']} advisory(ies); {created} new")
     return "\n".join(lines)
@@ -452,7 +622,7 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
         endpoint = Endpoint.from_args(args, environ)
         advisories = _read_advisories(args.files)
     except UsageError as exc:
-        print(f"mirror: usage: {exc}", file=sys.stderr)
+        print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
     proposed: list[ProposedBlock] = []
     notes: list[str] = []
@@ -463,11 +633,7 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
     rows: list[dict[str, Any]] = []
     failed = False
     try:
-        existing = {
-            (rule["ecosystem"], rule["package"], rule["versions"])
-            for rule in call(endpoint, "GET", "/blocks")["blocks"]
-            if not rule.get("expired")
-        }
+        existing = _existing_blocks(endpoint)
         for block in sorted(set(proposed)):
             row: dict[str, Any] = {
                 "ecosystem": block.ecosystem,
@@ -487,12 +653,34 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
                     notes.append(f"{block.ecosystem} {block.package} {block.versions}: {exc}")
                     failed = True
                 else:
-                    row["action"], row["id"] = "created", created["block"]["id"]
+                    row["action"], row["id"] = "created", _created_id(created)
                     existing.add((block.ecosystem, block.package, block.versions))
+                    if isinstance(created.get("warning"), str):
+                        row["warning"] = created["warning"]
+                        notes.append(f"warning: {created['warning']}")
             rows.append(row)
+        answer = {"advisories": len(advisories), "blocks": rows, "notes": notes}
+        _emit(args, answer, import_osv_text, sys.stdout)
     except AdminError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    answer = {"advisories": len(advisories), "blocks": rows, "notes": notes}
-    _emit(args, answer, import_osv_text, sys.stdout)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _existing_blocks(endpoint: Endpoint) -> set[tuple[str, str, str]]:
+    listed = expect(call(endpoint, "GET", "/blocks"), "GET /api/v1/blocks", blocks=list)["blocks"]
+    try:
+        return {
+            (rule["ecosystem"], rule["package"], rule["versions"])
+            for rule in listed
+            if not rule.get("expired")
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise unexpected("GET /api/v1/blocks", f"{type(exc).__name__}: {exc}") from None
+
+
+def _created_id(created: Mapping[str, Any]) -> str:
+    block = created.get("block")
+    if not isinstance(block, Mapping) or not isinstance(block.get("id"), str):
+        raise unexpected("POST /api/v1/blocks", "no block id")
+    return block["id"]

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,15 +86,53 @@ def _configure_logging(config: Config) -> None:
     access.propagate = False
 
 
+HIDDEN_VALUE = "<set>"
+# Settings whose value is a secret wherever they appear (matched on the key's last word).
+_SECRET_KEYS = ("auth", "password", "secret", "token", "credentials")
+
+
 def _show_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """The settings as JSON with no secret in them: tokens by name only; credentials,
+    passwords and URL user info or query values shown as `<set>`."""
     config = _load(args, environ)
     data = dataclasses.asdict(config)
     data["admin"]["tokens"] = sorted(data["admin"]["tokens"])  # names only, never secrets
-    for name in ECOSYSTEM_CHOICES:
-        if data[name].get("upstream_auth"):
-            data[name]["upstream_auth"] = "<set>"
-    print(json.dumps(data, indent=2, default=str))
+    print(json.dumps(redact_settings(data), indent=2, default=str))
     return EXIT_OK
+
+
+def redact_settings(value: Any, key: str = "") -> Any:
+    """`value` (the settings as plain data) with every secret replaced by `<set>`: values of
+    secret-named keys, and the password (or lone user name, often a token), and query
+    values of every URL."""
+    if isinstance(value, dict):
+        return {name: redact_settings(item, str(name)) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_settings(item, key) for item in value]
+    if key.lower().rsplit("_", 1)[-1] in _SECRET_KEYS and key != "tokens" and value:
+        return HIDDEN_VALUE
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """`redis://user:<set>@host:6379/0`, `https://<set>@host/`, `…?key=<set>`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostinfo = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return HIDDEN_VALUE
+    netloc = parts.netloc
+    if "@" in parts.netloc:
+        user, has_password, _ = parts.netloc.rpartition("@")[0].partition(":")
+        userinfo = f"{user}:{HIDDEN_VALUE}" if has_password else HIDDEN_VALUE
+        netloc = f"{userinfo}@{hostinfo}"
+    query = "&".join(
+        f"{name}={HIDDEN_VALUE}" if sep else name
+        for name, sep, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 ECOSYSTEM_CHOICES = ("npm", "pypi", "maven")
@@ -190,6 +229,10 @@ def _add_admin_parsers(commands: Any) -> None:
     impact.add_argument("package")
     impact.add_argument("versions", nargs="?", default=None, help="spec (default: *)")
     impact.add_argument("--since", help=f"only downloads since; {TIME_HELP}")
+    impact.add_argument(
+        "--limit", type=int, default=None, help="downloads per page (1-1000, default 100)"
+    )
+    impact.add_argument("--cursor", help="the page to show (printed after the previous one)")
     impact.set_defaults(run=run(adminclient.impact))
 
     audit = add("audit", "the newest admin changes (needs a token)")

@@ -4,7 +4,7 @@ Nothing here does I/O."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,4 +123,14 @@ class Ecosystem(Protocol):
 
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package@version` is allowed, held, blocked or exempted right now."""
+        ...
+
+    async def known_versions(self, package: str, *, fetch: bool) -> Sequence[str] | None:
+        """Every version the upstream lists for `package` (held and blocked ones included),
+        from the document the mirror keeps for it; None when that document lists none
+        (Maven group metadata). Raises what fetching the document raises (UpstreamNotFound:
+        the upstream has no such package). `fetch`: ask the upstream for the current document
+        (a new rule must see a version published a minute ago); otherwise the document comes
+        through the metadata cache as for a client request (the cached copy while fresh; the
+        upstream is asked only when the mirror has none or it is stale)."""
         ...

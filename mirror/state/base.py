@@ -4,7 +4,7 @@ State holds no policy logic: it stores and returns records; `policy` interprets 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -46,6 +46,20 @@ class DownloadEvent:
     filename: str
     client: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadPage:
+    """One page of a package's download events, oldest first. `next_after` is the position
+    to pass as `after` for the next page, or None when no matching event follows. Positions
+    are opaque strings, meaningful only to the store that issued them."""
+
+    events: list[DownloadEvent]
+    next_after: str | None
+
+
+class InvalidPosition(ValueError):
+    """A `downloads_page` position this store did not issue (a damaged or forged cursor)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +137,24 @@ class StateStore(Protocol):
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
         """Download events of one package (all versions), oldest first."""
+        ...
+
+    async def downloads_page(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+        after: str | None = None,
+    ) -> DownloadPage:
+        """At most `limit` (>= 1) download events of one package, oldest first (ties in an
+        order of the store's choosing, the same on every call), since `since`, whose version
+        `versions` accepts (all if None), following the position `after` (from the start if
+        None). Raises InvalidPosition for
+        an `after` this store did not issue. The work is bounded by the package's retained
+        events (`DOWNLOADS_KEPT`), never by the whole ledger."""
         ...
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:

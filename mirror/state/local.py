@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -22,6 +23,8 @@ from mirror.state.base import (
     DOWNLOADS_KEPT,
     AuditEntry,
     DownloadEvent,
+    DownloadPage,
+    InvalidPosition,
     RuleKind,
     RuleRecord,
 )
@@ -33,6 +36,8 @@ _MICRO = timedelta(microseconds=1)
 # SQLite waits this long for another process's write lock before giving up with "locked".
 _BUSY_TIMEOUT_MS = 2000
 _LOCKED_RETRIES = 3
+# A `downloads_page` position: "at:seq", both within SQLite's 64-bit integers.
+_POSITION = re.compile(r"-?[0-9]{1,18}:[0-9]{1,18}")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -61,6 +66,14 @@ _SCHEMA = (
 _RULE_COLUMNS = (
     "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
 )
+
+
+def _position(text: str) -> tuple[int, int]:
+    """(at, seq) of a position `downloads_page` issued as "at:seq"."""
+    if not _POSITION.fullmatch(text):
+        raise InvalidPosition(f"not a download position of this store: {text[:40]!r}")
+    at, _, seq = text.partition(":")
+    return int(at), int(seq)
 
 
 def _micros(at: datetime) -> int:
@@ -317,6 +330,73 @@ class LocalState:
                 )
                 for version, filename, client, at in rows
             ]
+
+        return await self._run(select, "read downloads")
+
+    async def downloads_page(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+        after: str | None = None,
+    ) -> DownloadPage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where = "ecosystem = ? AND package = ?"
+        params: list[str | int] = [ecosystem, package]
+        if since is not None:
+            where += " AND at >= ?"
+            params.append(_micros(since))
+        if after is not None:
+            at, seq = _position(after)
+            where += " AND (at > ? OR (at = ? AND seq > ?))"
+            params += [at, at, seq]
+
+        def select(conn: sqlite3.Connection) -> DownloadPage:
+            query = where
+            if versions is not None:
+                # The spec is matched on the distinct versions (a few hundred at most), not
+                # per row; the rows are then selected by an indexed query.
+                known = conn.execute(
+                    "SELECT DISTINCT version FROM downloads WHERE ecosystem = ? AND package = ?",
+                    (ecosystem, package),
+                ).fetchall()
+                wanted = [version for (version,) in known if versions(version)]
+                if not wanted:
+                    return DownloadPage(events=[], next_after=None)
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_versions (v TEXT)")
+                conn.execute("DELETE FROM wanted_versions")
+                conn.executemany(
+                    "INSERT INTO wanted_versions (v) VALUES (?)", [(v,) for v in wanted]
+                )
+                query += " AND version IN (SELECT v FROM wanted_versions)"
+            # `query` is built from constant fragments above; every value is a parameter.
+            rows = conn.execute(
+                "SELECT version, filename, client, at, seq FROM downloads WHERE "  # noqa: S608
+                + query
+                + " ORDER BY at, seq LIMIT ?",
+                (*params, limit + 1),
+            ).fetchall()
+            shown = rows[:limit]
+            events = [
+                DownloadEvent(
+                    ecosystem=ecosystem,
+                    package=package,
+                    version=version,
+                    filename=filename,
+                    client=client,
+                    at=_from_micros(at),
+                )
+                for version, filename, client, at, _ in shown
+            ]
+            more = len(rows) > limit
+            return DownloadPage(
+                events=events,
+                next_after=f"{shown[-1][3]}:{shown[-1][4]}" if more else None,
+            )
 
         return await self._run(select, "read downloads")
 

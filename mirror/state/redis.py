@@ -5,8 +5,9 @@ publish times and digests are kept forever. Every Redis failure becomes `StateUn
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -24,6 +25,8 @@ from mirror.state.base import (
     RULE_KINDS,
     AuditEntry,
     DownloadEvent,
+    DownloadPage,
+    InvalidPosition,
     RuleKind,
     RuleRecord,
 )
@@ -33,6 +36,10 @@ SOCKET_TIMEOUT = 2.0
 # A missed pub/sub message cannot leave a replica stale for longer than this.
 WATCH_POLL_SECONDS = 1.0
 _REMOVE_ATTEMPTS = 5
+# Download events read per round trip while paging through one package.
+_PAGE_CHUNK = 1000
+# A `downloads_page` position: "score:hex(member)" (members are short JSON arrays).
+_POSITION = re.compile(r"-?[0-9]{1,18}:(?:[0-9a-f]{2}){1,4096}")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -307,6 +314,64 @@ class RedisState:
             )
         return events
 
+    async def downloads_page(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+        after: str | None = None,
+    ) -> DownloadPage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        # Members sort by (score = time, member bytes); a position is the last one shown.
+        floor = -(2**62) if since is None else _micros(since)
+        last: tuple[int, bytes] | None = None
+        if after is not None:
+            last = _position(after)
+            floor = max(floor, last[0])
+        client = self._redis("read downloads")
+        key = self._key("downloads", ecosystem, package)
+        events: list[DownloadEvent] = []
+        positions: list[tuple[int, bytes]] = []
+        offset = 0
+        with self._translate("read downloads"):
+            # Bounded: each pass reads the next chunk of the package's (capped) sorted set.
+            while len(events) <= limit:
+                rows = await client.zrangebyscore(
+                    key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
+                )
+                offset += len(rows)
+                for member, score in rows:
+                    raw = member if isinstance(member, bytes) else str(member).encode()
+                    position = (int(score), raw)
+                    if last is not None and position <= last:
+                        continue
+                    version, filename, client_name, _ = json.loads(raw)
+                    if versions is not None and not versions(version):
+                        continue
+                    events.append(
+                        DownloadEvent(
+                            ecosystem=ecosystem,
+                            package=package,
+                            version=version,
+                            filename=filename,
+                            client=client_name,
+                            at=_from_micros(int(score)),
+                        )
+                    )
+                    positions.append(position)
+                    if len(events) > limit:
+                        break
+                if len(rows) < _PAGE_CHUNK:
+                    break
+        if len(events) <= limit:
+            return DownloadPage(events=events, next_after=None)
+        at, member = positions[limit - 1]
+        return DownloadPage(events=events[:limit], next_after=f"{at}:{member.hex()}")
+
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
         client = self._redis("append audit entry")
@@ -356,6 +421,14 @@ class RedisState:
             raise StateUnavailable(
                 f"Redis state {self._where()} failed to {what}: {str(exc) or type(exc).__name__}"
             ) from exc
+
+
+def _position(text: str) -> tuple[int, bytes]:
+    """(score, member) of a position `downloads_page` issued as "score:hex(member)"."""
+    if not _POSITION.fullmatch(text):
+        raise InvalidPosition(f"not a download position of this store: {text[:40]!r}")
+    at, _, member = text.partition(":")
+    return int(at), bytes.fromhex(member)
 
 
 def _glob_escape(text: str) -> str:

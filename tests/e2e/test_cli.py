@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from mirror import adminclient
@@ -86,19 +88,23 @@ async def test_block_list_explain_unblock(cli: Cli) -> None:
     match = re.match(r"blocked npm left-pad 1\.3\.0 \(id (b-[0-9a-f]{12})\)", blocked.out)
     assert match, blocked.out
     block_id = match.group(1)
+    assert "covers now: 1.3.0 (1 of 3 versions upstream lists)" in blocked.out
     assert "no recorded downloads" in blocked.out
 
     table = await cli("blocks")
     assert table.code == 0
     header, row = table.out.splitlines()
-    assert header.split() == ["ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "REASON"]
-    assert row.split()[:6] == [block_id, "npm", "left-pad", "1.3.0", "never", "ops"]
+    assert header.split() == [
+        "ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "COVERS", "NOW", "REASON",
+    ]  # fmt: skip
+    assert row.split()[:7] == [block_id, "npm", "left-pad", "1.3.0", "never", "ops", "1.3.0"]
     assert row.endswith("compromised release")
 
     explained = await cli("explain", "npm", "left-pad@1.3.0")
     assert explained.code == 0, explained.err
     assert explained.out.startswith("npm left-pad 1.3.0: blocked")
     assert block_id in explained.out
+    assert "covers now: 1.3.0" in explained.out
     as_json = (await cli("explain", "npm", "left-pad", "1.3.0", "--json")).json()
     assert as_json["verdict"] == "blocked"
     assert as_json["rule"]["id"] == block_id
@@ -179,7 +185,9 @@ async def test_impact_and_audit(cli: Cli) -> None:
             assert response.status == 200
     impact: dict[str, Any] = {}
     for _ in range(50):  # the ledger is written just after the response
-        impact = (await cli("impact", "npm", "left-pad", "1.3.0", "--json")).json()
+        result = await cli("impact", "npm", "left-pad", "1.3.0", "--json")
+        assert result.code == 0, result.err
+        impact = result.json()
         if impact["downloads"]:
             break
         await asyncio.sleep(0.1)
@@ -366,3 +374,257 @@ async def test_import_osv_blocks_what_an_advisory_lists_once(cli: Cli, tmp_path:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
     assert (await cli("import-osv", str(broken))).code == 2
+
+
+# what a rule covers, pages of impact, secrets -------------------------------------------------
+
+
+async def test_a_block_covering_no_listed_version_says_so(cli: Cli) -> None:
+    blocked = await cli("block", "npm", "left-pad", "9.9.9", "--reason", "typo")
+    assert blocked.code == 0, blocked.err
+    assert "WARNING: left-pad 9.9.9 covers no version the upstream lists" in blocked.out
+    table = await cli("blocks")
+    assert "NONE (covers no version the upstream lists)" in table.out
+    as_json = (await cli("blocks", "--json")).json()
+    assert as_json["blocks"][0]["covers"]["versions"] == []
+
+
+async def test_impact_prints_where_the_next_page_is(cli: Cli) -> None:
+    async with aiohttp.ClientSession() as session:
+        for version in ("1.0.0", "1.3.0"):
+            tarball = f"{cli.mirror.url}/npm/left-pad/-/left-pad-{version}.tgz"
+            async with session.get(tarball) as response:
+                assert response.status == 200
+    first: dict[str, Any] = {}
+    for _ in range(50):  # the ledger is written just after the response
+        first = (await cli("impact", "npm", "left-pad", "--limit", "1", "--json")).json()
+        if first["next_cursor"]:
+            break
+        await asyncio.sleep(0.1)
+    assert len(first["downloads"]) == 1
+    text = await cli("impact", "npm", "left-pad", "--limit", "1")
+    hint = text.out.splitlines()[-1]
+    assert hint.startswith("more downloads: mirror impact npm left-pad '*' --cursor ")
+    cursor = hint.split("--cursor ")[1].split()[0]
+    rest = await cli("impact", "npm", "left-pad", "--limit", "1", "--cursor", cursor, "--json")
+    second = rest.json()
+    assert second["next_cursor"] is None
+    assert {first["downloads"][0]["version"], second["downloads"][0]["version"]} == {
+        "1.0.0",
+        "1.3.0",
+    }
+    anonymous = await cli("impact", "npm", "left-pad", token=None)
+    assert anonymous.code == 1
+    assert "needs an admin token" in anonymous.err
+
+
+def test_config_shows_no_secret(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env.update(
+        {
+            "MIRROR_REDIS_URL": "redis://default:r3dis-pass@127.0.0.1:6379/0",
+            "MIRROR_NPM_UPSTREAM": "https://npm.internal.example/?access_token=qu3ry-tok",
+            "MIRROR_PYPI_UPSTREAM": "https://ci:upstr3am-pass@pypi.internal.example/simple/",
+            "MIRROR_ADMIN_TOKENS": "alice:s3cret-s3cret-s3cret",
+            "MIRROR_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "config"],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for secret in ("r3dis-pass", "qu3ry-tok", "upstr3am-pass", "s3cret"):
+        assert secret not in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["state"]["redis_url"] == "redis://default:<set>@127.0.0.1:6379/0"
+    assert shown["npm"]["upstream"] == "https://npm.internal.example/?access_token=<set>"
+    assert shown["pypi"]["upstream_auth"] == "<set>"
+    assert shown["admin"]["tokens"] == ["alice"]
+
+
+# the CLI against a server that is not (or not only) the mirror --------------------------------
+
+
+@dataclass
+class Recorded:
+    """What a test server saw: each request's path and Authorization header."""
+
+    seen: list[tuple[str, str | None]]
+
+
+async def start_server(aiohttp_server: AiohttpServer, handler: Any) -> tuple[str, Recorded]:
+    recorded = Recorded(seen=[])
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        recorded.seen.append((request.path_qs, request.headers.get("Authorization")))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"http://127.0.0.1:{server.port}", recorded
+
+
+async def test_the_token_never_follows_a_redirect_to_another_origin(
+    aiohttp_server: AiohttpServer, cli: Cli
+) -> None:
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"blocks": []})
+
+    other_url, other = await start_server(aiohttp_server, elsewhere)
+
+    for status in (301, 302, 303, 307, 308):
+
+        async def redirect(request: web.Request, status: int = status) -> web.StreamResponse:
+            return web.Response(status=status, headers={"Location": other_url + request.path_qs})
+
+        url, first = await start_server(aiohttp_server, redirect)
+        result = await cli("blocks", url=url)
+        assert result.code == 1, (status, result)
+        assert "another origin" in result.err or f"HTTP {status}" in result.err
+        assert "Traceback" not in result.err
+        assert first.seen[0][1] == f"Bearer {TOKEN}"  # the mirror's own origin got it
+    assert other.seen == []  # the other port never saw a request, let alone the token
+
+    async def same_origin(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/moved/"):
+            return web.json_response({"blocks": []})
+        return web.Response(status=302, headers={"Location": "/moved" + request.path_qs})
+
+    url, same = await start_server(aiohttp_server, same_origin)
+    followed = await cli("blocks", url=url)
+    assert followed.code == 0, followed.err
+    assert [auth for _, auth in same.seen] == [f"Bearer {TOKEN}"] * 2
+
+
+UNEXPECTED = [
+    (200, "text/html", b"<html><body>Welcome to nginx!</body></html>"),
+    (200, "application/json", b"not json at all"),
+    (200, "application/json", b"[1, 2, 3]"),
+    (200, "application/json", b'{"entries": "nope", "blocks": {"a": 1}, "verdict": 3}'),
+    (200, "application/json", b'{"entries": [{"at": 1}], "blocks": [{"id": "b-1"}]}'),
+    (200, "application/json", b"[" * 100_000 + b"]" * 100_000),
+    (500, "text/html", b"<html>Internal Server Error</html>"),
+    (502, "application/json", b'{"error": ["not", "a", "string"]}'),
+    (503, "text/plain", b"upstream down"),
+    (204, "application/json", b""),
+]
+
+
+@pytest.mark.parametrize(("status", "content_type", "body"), UNEXPECTED, ids=range(10))
+async def test_an_unexpected_answer_is_a_clear_error_not_a_traceback(
+    aiohttp_server: AiohttpServer, cli: Cli, tmp_path: Path, status: int, content_type: str,
+    body: bytes,
+) -> None:  # fmt: skip
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if status == 204:
+            return web.Response(status=204)
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type})
+
+    url, _ = await start_server(aiohttp_server, answer)
+    lockfile = tmp_path / "requirements.txt"
+    lockfile.write_text("requests==2.31.0\n", encoding="utf-8")
+    advisory = tmp_path / "osv.json"
+    advisory.write_text(json.dumps(OSV_ADVISORY), encoding="utf-8")
+    for args in (
+        ("audit",), ("blocks",), ("exemptions",), ("freezes",),
+        ("explain", "npm", "left-pad@1.0.0"), ("impact", "npm", "left-pad"),
+        ("block", "npm", "left-pad", "1.0.0", "--reason", "x"), ("unblock", "b-1"),
+        ("preflight", str(lockfile)), ("import-osv", str(advisory)),
+    ):  # fmt: skip
+        result = await cli(*args, url=url)
+        assert result.code == 1, (args, result)
+        assert "Traceback" not in result.err, (args, result.err)
+        if args[0] == "preflight":  # each pin's error is a row of the report
+            assert "1 would be refused" in result.out
+        else:
+            assert result.err.startswith("mirror: "), (args, result)
+
+
+OSV_ADVISORY = {
+    "id": "GHSA-\x1b[31mdemo",
+    "summary": "evil \x1b]0;pwned\x07 summary\nsecond line",
+    "affected": [
+        {
+            "package": {"ecosystem": "npm", "name": "left-\x1b[2Jpad"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.4.0"}]}],
+        },
+        {"package": {"ecosystem": "crates.io\x1b[5m", "name": "serde"}},
+    ],
+}
+HOSTILE = "evil\x1b[2J\x1b]0;title\x07\r\nFORGED line\u202e\x9b31m"
+
+
+def hostile_answer(path: str) -> Any:
+    """The mirror's answers with terminal escapes and control characters in every text."""
+    rule = {
+        "id": "b-" + HOSTILE, "kind": "block", "ecosystem": "npm", "package": HOSTILE,
+        "versions": HOSTILE, "reason": HOSTILE, "created_by": HOSTILE,
+        "expires_at": HOSTILE, "expired": False, "published_after": HOSTILE,
+        "covers": {"versions": [HOSTILE], "count": 1, "listed": 2, "note": HOSTILE},
+    }  # fmt: skip
+    if path.endswith("/explain"):
+        return {
+            "ecosystem": "npm", "package": HOSTILE, "version": HOSTILE, "verdict": HOSTILE,
+            "detail": HOSTILE, "published_at": HOSTILE, "until": HOSTILE, "rule": rule,
+            "files": [{"filename": HOSTILE, "verdict": HOSTILE}],
+        }  # fmt: skip
+    if path.endswith("/impact"):
+        download = {
+            "client": HOSTILE, "package": HOSTILE, "version": HOSTILE, "filename": HOSTILE,
+            "at": HOSTILE,
+        }  # fmt: skip
+        return {
+            "clients": [HOSTILE], "downloads": [download], "next_cursor": HOSTILE,
+            "ecosystem": HOSTILE, "package": HOSTILE, "versions": HOSTILE, "limit": 1,
+        }  # fmt: skip
+    if path.endswith("/audit"):
+        entry = {
+            "at": HOSTILE, "actor": HOSTILE, "client": HOSTILE, "action": HOSTILE,
+            "target": HOSTILE, "before": None, "after": rule,
+        }  # fmt: skip
+        return {"entries": [entry]}
+    return {
+        "blocks": [rule], "exemptions": [rule], "freezes": [rule], "block": rule,
+        "exemption": rule, "freeze": rule, "warning": HOSTILE, "deleted": rule,
+        "impact": {"clients": [HOSTILE], "downloads": [], "next_cursor": None},
+    }  # fmt: skip
+
+
+def assert_clean(text: str) -> None:
+    """Nothing a terminal would act on: only printable characters and newlines."""
+    bad = [char for char in text if not char.isprintable() and char != "\n"]
+    assert bad == [], repr(text)
+
+
+async def test_no_answer_text_reaches_the_terminal_raw(
+    aiohttp_server: AiohttpServer, cli: Cli, tmp_path: Path
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/exemptions") and request.method == "POST":
+            return web.json_response({"error": HOSTILE}, status=400)
+        created = request.method == "POST"
+        return web.json_response(hostile_answer(request.path), status=201 if created else 200)
+
+    url, _ = await start_server(aiohttp_server, answer)
+    lockfile = tmp_path / "requirements.txt"
+    lockfile.write_text("requests==2.31.0\n", encoding="utf-8")
+    advisory = tmp_path / "osv.json"
+    advisory.write_text(json.dumps(OSV_ADVISORY), encoding="utf-8")
+    for args in (
+        ("audit",), ("blocks",), ("exemptions",), ("freezes",),
+        ("explain", "npm", "left-pad@1.0.0"), ("impact", "npm", "left-pad"),
+        ("block", "npm", "left-pad", "1.0.0", "--reason", "x"), ("unblock", "b-1"),
+        ("exempt", "npm", "left-pad", "1.0.0", "--reason", "x"),
+        ("freeze", "npm", "--published-after", "1d", "--until", "1d", "--reason", "x"),
+        ("preflight", str(lockfile)), ("import-osv", str(advisory)),
+        ("import-osv", str(advisory), "--dry-run"),
+    ):  # fmt: skip
+        result = await cli(*args, url=url)
+        assert "Traceback" not in result.err, (args, result.err)
+        assert_clean(result.out)
+        assert_clean(result.err)
+        lines = (result.out + result.err).splitlines()
+        assert not any(line.startswith("FORGED") for line in lines), args

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from mirror.state import (
     StateStore,
     create_state,
 )
+from mirror.state.base import InvalidPosition
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState
 from tests.conftest import free_port
@@ -289,6 +291,62 @@ async def test_downloads_recorded_in_one_batch(state: StateStore) -> None:
     await state.record_downloads([])
     assert await state.downloads("npm", "axios") == batch[:3]
     assert await state.downloads("npm", "lodash") == batch[3:]
+
+
+async def read_all_pages(
+    state: StateStore, limit: int, **options: Any
+) -> tuple[list[DownloadEvent], int]:
+    """Every event of npm axios through `downloads_page`, and how many pages it took."""
+    events: list[DownloadEvent] = []
+    after: str | None = None
+    for pages in range(1, 1000):  # bounded
+        page = await state.downloads_page("npm", "axios", limit=limit, after=after, **options)
+        assert len(page.events) <= limit
+        events.extend(page.events)
+        if page.next_after is None:
+            return events, pages
+        assert len(page.events) == limit  # a page is short only when it is the last
+        after = page.next_after
+    raise AssertionError("paging did not end")
+
+
+def by_time(events: list[DownloadEvent]) -> list[tuple[datetime, str, str]]:
+    return sorted((event.at, event.version, event.client) for event in events)
+
+
+async def test_downloads_page_walks_every_event_once_with_ties(state: StateStore) -> None:
+    # 7 events, three of them in the same microsecond (a tie the position must break).
+    events = [download(f"1.0.{n}", T0 + timedelta(minutes=n)) for n in range(4)]
+    events += [download(f"2.0.{n}", T0 + timedelta(minutes=9)) for n in range(3)]
+    await state.record_downloads(events)
+    await state.record_download(download("1.0.0", T0, package="lodash"))
+
+    for limit in (1, 2, 3, 6, 7, 100):
+        got, pages = await read_all_pages(state, limit)
+        assert by_time(got) == by_time(events), limit
+        assert [event.at for event in got] == sorted(event.at for event in got)
+        assert pages == max(1, -(-len(events) // limit)), limit
+    got, _ = await read_all_pages(state, 2, since=T0 + timedelta(minutes=2))
+    assert by_time(got) == by_time(events[2:])
+    got, _ = await read_all_pages(state, 2, versions=lambda version: version.startswith("2."))
+    assert by_time(got) == by_time(events[4:])
+    got, pages = await read_all_pages(state, 2, versions=lambda version: version == "1.0.1")
+    assert (by_time(got), pages) == (by_time(events[1:2]), 1)
+    nothing = await state.downloads_page("npm", "axios", limit=5, versions=lambda _: False)
+    assert (nothing.events, nothing.next_after) == ([], None)
+    assert (await state.downloads_page("pypi", "axios", limit=5)).events == []
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["", "x", "1", "1:", ":1", "99999999999999999999999:1", "1:zz", "1:1:1", "\u0661:\u0661"],
+)
+async def test_downloads_page_refuses_a_position_it_did_not_issue(
+    state: StateStore, position: str
+) -> None:
+    await state.record_download(download("1.0.0", T0))
+    with pytest.raises(InvalidPosition):
+        await state.downloads_page("npm", "axios", limit=1, after=position)
 
 
 async def test_downloaded_packages_per_ecosystem(state: StateStore) -> None:

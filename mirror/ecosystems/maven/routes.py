@@ -352,6 +352,21 @@ class MavenRepository:
         sha256_digest = document.parse_checksum(sha256.raw, "sha256")
         return (Digest(algorithm="sha256", hexdigest=sha256_digest), *digests)
 
+    # Ecosystem: coverage ------------------------------------------------------------------
+
+    async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
+        """The `<versions>` of the upstream artifact metadata, held and blocked ones
+        included (`Ecosystem.known_versions`); None when the document there is not artifact
+        metadata. `fetch` asks the upstream for the current document; otherwise through the
+        cache."""
+        group, artifact = paths.parse_coordinates(package)
+        path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
+        doc = await self._services.metacache.get(
+            self._upstream + path, document.parse_metadata, refresh=fetch
+        )
+        metadata: document.MavenMetadata = doc.parsed
+        return metadata.versions if metadata.is_artifact else None
+
 
 def _sentence(gav: str, decision: policy.Decision) -> str:
     """One sentence naming the GAV and why: Maven prints it from the reason phrase."""

@@ -384,6 +384,15 @@ class NpmRegistry:
             relayed["Cache-Control"] = cache_control
         return web.Response(status=answer.status, body=answer.body, headers=relayed)
 
+    # Ecosystem: coverage ------------------------------------------------------------------
+
+    async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
+        """The versions of the upstream packument, held and blocked ones included
+        (`Ecosystem.known_versions`). `fetch` asks the upstream for the current packument
+        (a new rule must see a version published a minute ago); otherwise through the cache."""
+        doc = await self._packument(parse_name(package), refresh=fetch)
+        return tuple(doc.parsed.versions)
+
 
 def _same_path(answered: str, asked: str) -> bool:
     """Whether the upstream's final URL is the one asked for (no redirect to another path)."""

@@ -477,6 +477,15 @@ class PypiIndex:
         )
         return responses.respond(request, rendered, now=now, vary=VARY, ceiling=API_MAX_AGE)
 
+    # Ecosystem: coverage ------------------------------------------------------------------
+
+    async def known_versions(self, package: str, *, fetch: bool) -> tuple[str, ...] | None:
+        """The versions of the files on the upstream project page, held and blocked ones
+        included (`Ecosystem.known_versions`). `fetch` asks the upstream for the current
+        page; otherwise through the cache."""
+        page, _ = await self._page(names.parse_project(package).normalized, refresh=fetch)
+        return tuple(dict.fromkeys(item.version for item in page.files if item.version))
+
 
 def _until(decision: policy.Decision) -> datetime:
     return decision.until or datetime.max.replace(tzinfo=UTC)
