@@ -13,27 +13,12 @@ of a control character is visible text and cannot act as one.
 from __future__ import annotations
 
 import logging
-from types import MappingProxyType
 
-# What reaches a line with `escape`: C0 controls (newline, carriage return, tab, ESC…), DEL,
-# C1 controls (U+0085 NEL, U+009B CSI…), the Unicode line and paragraph separators, and the
-# bidirectional controls that reorder what a terminal shows ("Trojan Source").
-_BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-_NAMED = MappingProxyType({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
-_UNSAFE = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *_BIDI_CONTROLS)
-_ESCAPES = MappingProxyType(
-    {
-        code: _NAMED.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        for code in _UNSAFE
-    }
-)
+from mirror.safetext import escape
+
+__all__ = ["CONTINUATION", "SafeFormatter", "escape"]
 
 CONTINUATION = "  | "
-
-
-def escape(text: str) -> str:
-    """`text` on one line with no character a terminal acts on: `\\n`, `\\x1b`, `\\u2028`…"""
-    return text.translate(_ESCAPES)
 
 
 class SafeFormatter(logging.Formatter):

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 
@@ -59,6 +59,11 @@ DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 DEFAULT_REFRESH_INTERVAL = timedelta(seconds=30)
 DEFAULT_NEGATIVE_TTL = timedelta(minutes=1)
 _UNPARSED: Any = object()
+
+
+# How `MetaCache.get` may go upstream ahead of the TTL: not at all, rate-limited per
+# document (`True`: a client asked for something the copy lacks), or at once ("urgent").
+Refresh = bool | Literal["urgent"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,20 +149,22 @@ class MetaCache:
         *,
         ecosystem: str,
         accept: str | None = None,
-        refresh: bool = False,
+        refresh: Refresh = False,
     ) -> CachedDocument[T]:
         """The document at `url`, parsed by `parse`, fetched on `ecosystem`'s behalf (its
         hosts, its credentials). `refresh=True` asks upstream now unless it was asked for this
-        document less than `refresh_interval` ago.
+        document less than `refresh_interval` ago; `refresh="urgent"` (an admin creating a
+        rule, never a client) asks now regardless, past a remembered 404 too.
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
         BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed (even
         for a cached copy: a URL off `ecosystem`'s hosts is never served)."""
         self._upstream.check(url, ecosystem=ecosystem)
         key: _Key = (url, accept or "")
-        self.raise_if_absent(url, ecosystem=ecosystem, accept=accept)
+        if refresh != "urgent":
+            self.raise_if_absent(url, ecosystem=ecosystem, accept=accept)
         entry = await self._entry(key, parse)
-        if entry is not None and refresh and self._asked_recently(entry):
+        if entry is not None and refresh is True and self._asked_recently(entry):
             refresh = False
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at

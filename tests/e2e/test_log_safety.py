@@ -39,7 +39,10 @@ async def test_log_lines_cannot_be_forged(start_mirror: StartMirror) -> None:
             json={"ecosystem": "npm", "package": "left-pad", "versions": "1.0.0", "reason": reason},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as response:
-            assert response.status == 201, await response.text()
+            # Control characters in a reason are refused outright (nothing stored, nothing
+            # logged but the refusal).
+            assert response.status == 400, await response.text()
+            assert (await response.json())["field"] == "reason"
         async with session.get(URL(mirror.url + path, encoded=True)) as response:
             assert response.status < 500
     assert await stop_mirror(mirror) == 0
@@ -54,8 +57,5 @@ async def test_log_lines_cannot_be_forged(start_mirror: StartMirror) -> None:
             started = line.startswith((CONTINUATION, "quarantine-mirror listening on "))
             assert EVENT_START.match(line) or started, line
     assert not any(line.startswith(FORGED_TIME) for line in lines)
-    (event,) = [
-        line for line in lines if "delete block-1 by bob" in line and "mirror.admin" in line
-    ]
-    assert event.index("mirror.admin: ") < event.index("compromised") < event.index(FORGED_TIME)
+    assert not any("delete block-1 by bob" in line for line in lines if not line.startswith("{"))
     assert any(json.loads(line).get("path") == path for line in lines if line.startswith("{"))

@@ -787,7 +787,12 @@ async def test_rule_ids_with_control_characters_are_a_400(
         method, f"/api/v1/{collection}/{raw_id}", headers=auth(), skip_auto_headers=()
     )
     assert response.status == 400, await response.text()
-    assert (await response.json())["field"] == "id"
+    answer = await response.json()
+    # The path gate refuses control characters before the admin API sees them; a long id
+    # reaches the admin API, which names the field.
+    assert answer["reason"] == "bad-request"
+    assert answer.get("field", "id") == "id"
+    assert "id" in answer["error"] or "control character" in answer["error"]
 
 
 async def test_explain_with_a_control_character_version_is_a_json_400(client: Client) -> None:
@@ -844,8 +849,8 @@ async def test_a_change_is_one_log_line_whatever_the_stored_reason_holds(
     (line,) = [r.getMessage() for r in caplog.records if r.name == "mirror.admin"]
     assert "\n" not in line
     assert "\x1b" not in line
-    assert line.startswith("block.delete b-0123456789ab by alice from 127.0.0.1: npm left\\x0apad")
-    assert "ok\\x0a2026-11-22 10:00:00 WARNING" in line
+    assert line.startswith("block.delete b-0123456789ab by alice from 127.0.0.1: npm left\\npad")
+    assert "ok\\n2026-11-22 10:00:00 WARNING" in line
 
 
 # impact: protected, paginated, bounded -----------------------------------------------------------

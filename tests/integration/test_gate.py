@@ -148,6 +148,9 @@ async def client(aiohttp_client: AiohttpClient, upstreams: Upstreams, tmp_path: 
         "/api/v1/blocks", json=block, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert created.status == 201, await created.text()
+    # Creating the block read the packument (to say which versions it covers): start the
+    # tests' record of upstream requests from here.
+    upstreams.npm.upstream.requests.clear()
     return client
 
 

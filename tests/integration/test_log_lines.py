@@ -98,10 +98,16 @@ async def test_a_block_reason_cannot_forge_a_log_line(client: Client, output: Ou
         json={"ecosystem": "npm", "package": "left-pad", "versions": "1.0.0", "reason": reason},
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
-    assert response.status == 201
+    # The admin API refuses control characters in a reason outright...
+    assert response.status == 400
+    assert (await response.json())["field"] == "reason"
+    # ...and untrusted text that does reach a log line (an upstream's words, a client's
+    # path) stays on that line: the formatter `mirror serve` installs escapes it.
+    logging.getLogger("mirror.admin").warning("block.create b-1 by alice: %s", reason)
     _, err = output()
     lines = assert_safe_events(err)
-    (event,) = [line for line in lines if "delete block-1 by bob" in line]
+    assert not any("delete block-1 by bob" in line and "b-1" not in line for line in lines)
+    (event,) = [line for line in lines if "block.create b-1 by alice" in line]
     # The forged text is inside the real event, on its line, not a line of its own.
     assert event.index("mirror.admin: ") < event.index("compromised") < event.index(FORGED_TIME)
     assert not any(line.startswith(FORGED_TIME) for line in lines)

@@ -95,8 +95,8 @@ def test_change_line_is_one_line_whatever_the_fields_hold() -> None:
     line = admin.change_line(entry)
     assert line.isprintable()
     assert line == (
-        "block.create b-1 by alice from 10.0.0.1: npm x\\x0ay 1.0.0 "
-        "(r\\x0a2026-11-22 WARNING mirror.admin: block.delete b-2 by bob\\x1b[2J)"
+        "block.create b-1 by alice from 10.0.0.1: npm x\\ny 1.0.0 "
+        "(r\\n2026-11-22 WARNING mirror.admin: block.delete b-2 by bob\\x1b[2J)"
     )
 
 

@@ -14,10 +14,10 @@ from mirror import safetext
     ("text", "escaped"),
     [
         ("plain text, ünïcode, 日本語, emoji 🙂", "plain text, ünïcode, 日本語, emoji 🙂"),
-        ("a\nb", "a\\x0ab"),
+        ("a\nb", "a\\nb"),
         ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
         ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
-        ("tab\there", "tab\\x09here"),
+        ("tab\there", "tab\\there"),
         ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),
         ("bidi\u202eevil\u2066", "bidi\\u202eevil\\u2066"),
         ("line\u2028para\u2029", "line\\u2028para\\u2029"),
@@ -46,5 +46,5 @@ def test_every_unsafe_character_is_escaped_and_nothing_else() -> None:
 
 def test_non_strings_are_shown_as_their_str() -> None:
     assert safetext.escape(42) == "42"
-    assert safetext.escape(ValueError("bad\nthing")) == "bad\\x0athing"
+    assert safetext.escape(ValueError("bad\nthing")) == "bad\\nthing"
     assert safetext.describe_character("\n") == "U+000A"

@@ -362,7 +362,10 @@ class MavenRepository:
         group, artifact = paths.parse_coordinates(package)
         path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
         doc = await self._services.metacache.get(
-            self._upstream + path, document.parse_metadata, refresh=fetch
+            self._upstream + path,
+            document.parse_metadata,
+            ecosystem="maven",
+            refresh="urgent" if fetch else False,
         )
         metadata: document.MavenMetadata = doc.parsed
         return metadata.versions if metadata.is_artifact else None

@@ -34,7 +34,7 @@ from mirror.pathgate import require_under
 
 if TYPE_CHECKING:
     from mirror.app import Services
-    from mirror.metacache import CachedDocument
+    from mirror.metacache import CachedDocument, Refresh
 
 PREFIX = "/npm"
 TARBALL_TYPE = "application/octet-stream"
@@ -169,7 +169,7 @@ class NpmRegistry:
     # packuments -------------------------------------------------------------------------
 
     async def _packument(
-        self, package: PackageName, *, refresh: bool = False
+        self, package: PackageName, *, refresh: Refresh = False
     ) -> CachedDocument[Packument]:
         # Always the full document: the abbreviated one has no per-version `time`.
         return await self._services.metacache.get(
@@ -390,7 +390,7 @@ class NpmRegistry:
         """The versions of the upstream packument, held and blocked ones included
         (`Ecosystem.known_versions`). `fetch` asks the upstream for the current packument
         (a new rule must see a version published a minute ago); otherwise through the cache."""
-        doc = await self._packument(parse_name(package), refresh=fetch)
+        doc = await self._packument(parse_name(package), refresh="urgent" if fetch else False)
         return tuple(doc.parsed.versions)
 
 

@@ -44,6 +44,7 @@ from mirror.upstream import host_key
 
 if TYPE_CHECKING:
     from mirror.app import Services
+    from mirror.metacache import Refresh
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class PypiIndex:
 
     # upstream documents -----------------------------------------------------------------
 
-    async def _page(self, project: str, *, refresh: bool = False) -> tuple[ProjectPage, str]:
+    async def _page(self, project: str, *, refresh: Refresh = False) -> tuple[ProjectPage, str]:
         """The upstream page of `project` and a version naming its bytes. Pages without
         upload times (HTML-only upstreams) get them from the upstream JSON API when there
         is one; otherwise those files count as of unknown age."""
@@ -483,7 +484,9 @@ class PypiIndex:
         """The versions of the files on the upstream project page, held and blocked ones
         included (`Ecosystem.known_versions`). `fetch` asks the upstream for the current
         page; otherwise through the cache."""
-        page, _ = await self._page(names.parse_project(package).normalized, refresh=fetch)
+        page, _ = await self._page(
+            names.parse_project(package).normalized, refresh="urgent" if fetch else False
+        )
         return tuple(dict.fromkeys(item.version for item in page.files if item.version))
 
 
