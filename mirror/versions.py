@@ -8,6 +8,12 @@
   < release < sp, numeric padding) and version ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`,
   unions `[1,2),[3,)`; a bare version means exactly that version).
 
+Specs are parsed strictly, because a rule must cover exactly what it says: a list is written
+only with the ecosystem's own separator (npm `||`, Maven's comma between ranges; PEP 440 has
+no "or", its comma is AND), a spec that can never match a version (`0.1.5 0.1.6` in npm, which
+ANDs them; `>2 <1`; `[2.0,1.0]`) is refused, and so are moving names (`latest`, a dist-tag,
+Maven's `LATEST`/`RELEASE`). Each refusal is one sentence saying what to write instead.
+
 A version a spec cannot parse is matched only by `*` or by the identical string: we never
 guess what an unparseable version is, and blocks on such versions are written exactly.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -121,11 +127,37 @@ def _npm_key(version: str) -> tuple[Any, ...]:
     return (1, parsed.major, parsed.minor, parsed.patch, 0 if prerelease else 1, prerelease)
 
 
+_NPM_ALTERNATIVES = re.compile(r"\s*\|\|\s*")
+# A lone `|`, three or more, or a comma: someone meant "or" and npm would read something else
+# (its loose parser drops everything before a comma: `0.1.5, 0.1.6` is `0.1.6` alone).
+_NPM_WRONG_OR = re.compile(r"(?<!\|)\|(?!\|)|\|{3,}|,|\bor\b", re.IGNORECASE)
+_NPM_WRONG_AND = re.compile(r"&&|\band\b", re.IGNORECASE)
+_NPM_OPERATOR_SPACE = re.compile(r"(<=|>=|[<>=~^]|~>)\s+")
+# A word where a version belongs: a dist-tag such as `latest` or `next`.
+_NPM_TAG = re.compile(r"^(?![vV]?\d)(?![xX*](?:\.|$))[A-Za-z][A-Za-z0-9._-]*$")
+_NPM_EXACT = re.compile(r"^=?v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_NPM_RANGE_EXAMPLES = "e.g. 1.2.3, ^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0"
+
+
+def _npm_alternatives_suggestion(spec: str) -> str:
+    parts = [part.strip() for part in re.split(r"\|+|,|\bor\b|\s+", spec, flags=re.I)]
+    return " || ".join(part for part in parts if part)
+
+
 def _npm_spec(spec: str) -> Callable[[str], bool]:
-    try:
-        compiled = nodesemver.make_range(spec, loose=True)
-    except (ValueError, TypeError) as exc:
-        raise InvalidSpec(f"{spec!r} is not an npm version range: {exc}") from None
+    if _NPM_WRONG_OR.search(spec):
+        raise InvalidSpec(
+            f"npm separates alternatives with ||: write {_npm_alternatives_suggestion(spec)!r} "
+            f"(npm would not read {spec!r} as a list)"
+        )
+    if _NPM_WRONG_AND.search(spec):
+        raise InvalidSpec(
+            f"npm ANDs comparators separated by a space: write e.g. '>=1.0.0 <2.0.0', not {spec!r}"
+        )
+    alternatives = _NPM_ALTERNATIVES.split(spec)
+    for alternative in alternatives:
+        _check_npm_alternative(spec, alternative)
+    compiled = nodesemver.make_range(spec, loose=False)
 
     # node-semver's own include_prerelease flag also stops ordering prereleases (so
     # 1.0.0-rc.1 would satisfy >=1.0.0); test each comparator set without the prerelease
@@ -144,6 +176,77 @@ def _npm_spec(spec: str) -> Callable[[str], bool]:
     return test
 
 
+def _check_npm_alternative(spec: str, alternative: str) -> None:
+    """One `||` alternative: well-formed in node-semver's strict grammar, naming versions (not
+    tags), and matching at least one version."""
+    if not alternative:
+        raise InvalidSpec(
+            f"{spec!r} has an empty alternative, which npm reads as every version: remove the "
+            "stray || (or write * to cover every version)"
+        )
+    tokens = _NPM_OPERATOR_SPACE.sub(r"\1", alternative).split()
+    for token in tokens:
+        bare = token.lstrip("<>=~^")
+        if _NPM_TAG.match(bare):
+            raise InvalidSpec(
+                f"{bare!r} is a dist-tag, a name that moves to other versions: block the "
+                f"versions it points at now (e.g. 1.2.3), or * for every version"
+            )
+    try:
+        compiled = nodesemver.make_range(alternative, loose=False)
+    except (ValueError, TypeError) as exc:
+        raise InvalidSpec(
+            f"{spec!r} is not an npm version range ({exc}); {_NPM_RANGE_EXAMPLES}"
+        ) from None
+    if all(_npm_satisfiable(comparators) for comparators in compiled.set):
+        return
+    if len(tokens) > 1 and all(_NPM_EXACT.match(token) for token in tokens):
+        raise InvalidSpec(
+            f"npm reads {alternative!r} as {' AND '.join(tokens)}, which no version is: "
+            f"to block each of them write {' || '.join(token.lstrip('=') for token in tokens)!r}"
+        )
+    raise InvalidSpec(
+        f"{spec!r} can never match a version: none satisfies every comparator of "
+        f"{alternative!r} (npm ANDs comparators separated by a space)"
+    )
+
+
+def _npm_satisfiable(comparators: Iterable[Any]) -> bool:
+    """Whether some version passes every comparator: the highest lower bound must not pass
+    the lowest upper bound (versions are totally ordered once prereleases count)."""
+    lows: list[tuple[Any, bool]] = []  # (version, inclusive)
+    highs: list[tuple[Any, bool]] = []
+    for comparator in comparators:
+        if comparator.value == "":
+            continue  # `*`
+        version, operator = comparator.semver, comparator.operator
+        if operator in ("", "=", ">", ">="):
+            lows.append((version, operator != ">"))
+        if operator in ("", "=", "<", "<="):
+            highs.append((version, operator != "<"))
+    if any(not inclusive and version.compare(_NPM_ZERO) <= 0 for version, inclusive in highs):
+        return False  # `<0.0.0` (what `<*` and `>*` become) is below every release
+    return _bounds_meet(lows, highs, lambda left, right: left.compare(right))
+
+
+_NPM_ZERO: Final = nodesemver.make_semver("0.0.0", loose=False)
+
+
+def _bounds_meet(
+    lows: list[tuple[Any, bool]],
+    highs: list[tuple[Any, bool]],
+    compare: Callable[[Any, Any], int],
+) -> bool:
+    """Whether some point lies above every lower bound and below every upper bound, each
+    given as (version, inclusive), in a total order given by `compare`."""
+    for low, low_inclusive in lows:
+        for high, high_inclusive in highs:
+            order = compare(low, high)
+            if order > 0 or (order == 0 and not (low_inclusive and high_inclusive)):
+                return False
+    return True
+
+
 # PyPI ---------------------------------------------------------------------------------------
 
 
@@ -155,17 +258,43 @@ def _pypi_key(version: str) -> tuple[Any, ...]:
 
 
 _BARE_PEP440 = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.!+_-]*$")
+_PEP440_WRONG_OR = re.compile(r"\||\bor\b", re.IGNORECASE)
+_PEP440_EXAMPLES = "e.g. 2.31.0, ==2.31.0, >=2.0,<2.3, ~=1.4"
 
 
 def _pypi_spec(spec: str) -> Callable[[str], bool]:
-    bare = bool(_BARE_PEP440.match(spec))
-    try:
-        specifiers = SpecifierSet(f"=={spec}" if bare else spec)
-    except InvalidSpecifier:
-        if bare:
+    if _PEP440_WRONG_OR.search(spec):
+        raise InvalidSpec(
+            f"PEP 440 has no 'or' ({spec!r}): add one rule per version or range (==0.1.5, "
+            "then ==0.1.6)"
+        )
+    if _BARE_PEP440.match(spec):
+        try:
+            Version(spec)
+        except InvalidVersion:
+            if not any(char.isdigit() for char in spec):
+                raise InvalidSpec(
+                    f"{spec!r} is a name, not a version: block the versions it means now "
+                    "(e.g. ==2.31.0), or * for every version"
+                ) from None
             # A legacy, non-PEP 440 version (`2004d`): matched by its exact text only.
             return lambda _version: False
-        raise InvalidSpec(f"{spec!r} is not a PEP 440 specifier set (e.g. >=2.0,<2.3)") from None
+        spec = f"=={spec}"
+    try:
+        specifiers = SpecifierSet(spec)
+    except InvalidSpecifier:
+        parts = [part.strip() for part in re.split(r"[,\s]+", spec) if part.strip()]
+        if len(parts) > 1 and all(_BARE_PEP440.match(part) for part in parts):
+            raise InvalidSpec(
+                f"PEP 440 commas mean AND and it has no 'or', so {spec!r} cannot list "
+                f"versions: add one rule per version (=={parts[0]}, then =={parts[1]})"
+            ) from None
+        raise InvalidSpec(f"{spec!r} is not a PEP 440 specifier set ({_PEP440_EXAMPLES})") from None
+    if not _pep440_satisfiable(specifiers):
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: PEP 440 commas mean AND, and these bounds "
+            "exclude each other (PEP 440 has no 'or': add one rule per version or range)"
+        )
 
     def test(version: str) -> bool:
         try:
@@ -175,6 +304,59 @@ def _pypi_spec(spec: str) -> Callable[[str], bool]:
         return specifiers.contains(parsed, prereleases=True)
 
     return test
+
+
+def _pep440_satisfiable(specifiers: SpecifierSet) -> bool:
+    """Whether the bounds of an AND of PEP 440 specifiers leave room for a version. Ignores
+    the finer exclusions of `<`/`>` (prereleases and post-releases of the bound itself), so
+    it refuses only what can certainly never match."""
+    lows: list[tuple[Version, bool]] = []
+    highs: list[tuple[Version, bool]] = []
+    arbitrary: set[str] = set()
+    for specifier in specifiers:
+        operator, text = specifier.operator, specifier.version
+        if operator == "===":
+            arbitrary.add(text)
+            continue
+        if operator == "!=":
+            continue
+        if operator == "==" and text.endswith(".*"):
+            prefix = Version(text[:-2])
+            if not _plain_release(prefix):
+                continue
+            lows.append((Version(f"{prefix}.dev0"), True))
+            highs.append((_next_release(prefix.release, prefix.epoch), False))
+            continue
+        version = Version(text)
+        if operator in ("==", ">=", ">"):
+            lows.append((version, operator != ">"))
+        if operator in ("==", "<=", "<"):
+            highs.append((version, operator != "<"))
+        if operator == "~=":
+            lows.append((version, True))
+            highs.append((_next_release(version.release[:-1], version.epoch), False))
+    if len(arbitrary) > 1:
+        return False
+    if not _bounds_meet(lows, highs, lambda left, right: (left > right) - (left < right)):
+        return False
+    # A single point (==1.0 with !=1.0): the point itself must pass.
+    points = {low for low, inclusive in lows if inclusive} & {
+        high for high, inclusive in highs if inclusive
+    }
+    return all(specifiers.contains(point, prereleases=True) for point in points)
+
+
+def _plain_release(version: Version) -> bool:
+    return (
+        version.pre is None and version.post is None and version.dev is None and not (version.local)
+    )
+
+
+def _next_release(release: tuple[int, ...], epoch: int = 0) -> Version:
+    """The first version after every version starting with `release` (`1.4` → `1.5.dev0`)."""
+    bumped = [*release[:-1], release[-1] + 1]
+    prefix = f"{epoch}!" if epoch else ""
+    return Version(prefix + ".".join(str(part) for part in bumped) + ".dev0")
 
 
 # Maven --------------------------------------------------------------------------------------
@@ -380,17 +562,34 @@ class _MavenRange:
         )
 
 
+# Maven's meta-versions, as a whole version or bound (`4.3.0.RELEASE` is a real version).
+_MAVEN_MOVING = re.compile(r"(?:^|[\[(,\s])\s*(latest|release)\s*(?=$|[\]),\s])", re.I)
+_MAVEN_LIST_MISTAKE = re.compile(r"\||\bor\b|[\s,]", re.IGNORECASE)
+
+
 def _maven_ranges(spec: str) -> list[_MavenRange]:
+    moving = _MAVEN_MOVING.search(spec)
+    if moving:
+        raise InvalidSpec(
+            f"{moving.group(1)!r} is a name Maven resolves to a different version over time: "
+            "block the versions it points at now (e.g. [1.4.2]), or * for every version"
+        )
     if _MAVEN_BARE.match(spec):
         exact = MavenVersion(spec)
         return [_MavenRange(exact, True, exact, True)]
+    if not spec.startswith(("[", "(")) and _MAVEN_LIST_MISTAKE.search(spec):
+        listed = [part for part in re.split(r"\|+|\bor\b|[\s,]+", spec, flags=re.I) if part]
+        if listed and all(_MAVEN_BARE.match(part) for part in listed):
+            written = ",".join(f"[{part}]" for part in listed)
+            raise InvalidSpec(f"Maven lists versions as ranges joined by commas: write {written!r}")
     ranges: list[_MavenRange] = []
     position = 0
     while position < len(spec):
         match = _MAVEN_RANGE.match(spec, position)
         if match is None or match.end() == position:
             raise InvalidSpec(
-                f"{spec!r} is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5])"
+                f"{spec!r} is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5], "
+                "[1.0],[1.2] for a list)"
             )
         ranges.append(_maven_range(spec, *match.group(1, 2, 3)))
         position = match.end()
@@ -411,7 +610,14 @@ def _maven_range(spec: str, opening: str, inner: str, closing: str) -> _MavenRan
     low = MavenVersion(bounds[0]) if bounds[0] else None
     high = MavenVersion(bounds[1]) if bounds[1] else None
     if low is not None and high is not None and high < low:
-        raise InvalidSpec(f"{spec!r}: the upper bound is below the lower bound")
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: the upper bound is below the lower bound"
+        )
+    if low is not None and high is not None and low == high and opening + closing != "[]":
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: both bounds are {bounds[0]} and one excludes "
+            f"it (write [{bounds[0]}] for that version)"
+        )
     if (low is None and opening == "[") or (high is None and closing == "]"):
         raise InvalidSpec(f"{spec!r}: an open bound must use ( or )")
     return _MavenRange(low, opening == "[", high, closing == "]")

@@ -127,7 +127,7 @@ def test_maven_prerelease() -> None:
     ("ecosystem", "spec", "message"),
     [
         ("npm", ">>>1", "not an npm version range"),
-        ("npm", "latest", "not an npm version range"),
+        ("npm", "latest", "is a dist-tag"),
         ("pypi", ">=>1", "not a PEP 440 specifier set"),
         ("maven", "[1.0", "not a Maven version or range"),
         ("maven", "(1.0]", "a single version must be written [1.5]"),
