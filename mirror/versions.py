@@ -130,8 +130,8 @@ def _npm_key(version: str) -> tuple[Any, ...]:
 _NPM_ALTERNATIVES = re.compile(r"\s*\|\|\s*")
 # A lone `|`, three or more, or a comma: someone meant "or" and npm would read something else
 # (its loose parser drops everything before a comma: `0.1.5, 0.1.6` is `0.1.6` alone).
-_NPM_WRONG_OR = re.compile(r"(?<!\|)\|(?!\|)|\|{3,}|,|\bor\b", re.IGNORECASE)
-_NPM_WRONG_AND = re.compile(r"&&|\band\b", re.IGNORECASE)
+_NPM_WRONG_OR = re.compile(r"(?<!\|)\|(?!\|)|\|{3,}|,|(?<!\S)or(?!\S)", re.IGNORECASE)
+_NPM_WRONG_AND = re.compile(r"&&|(?<!\S)and(?!\S)", re.IGNORECASE)
 _NPM_OPERATOR_SPACE = re.compile(r"(<=|>=|[<>=~^]|~>)\s+")
 # A word where a version belongs: a dist-tag such as `latest` or `next`.
 _NPM_TAG = re.compile(r"^(?![vV]?\d)(?![xX*](?:\.|$))[A-Za-z][A-Za-z0-9._-]*$")
@@ -140,7 +140,7 @@ _NPM_RANGE_EXAMPLES = "e.g. 1.2.3, ^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0"
 
 
 def _npm_alternatives_suggestion(spec: str) -> str:
-    parts = [part.strip() for part in re.split(r"\|+|,|\bor\b|\s+", spec, flags=re.I)]
+    parts = [part.strip() for part in re.split(r"\|+|,|(?<!\S)or(?!\S)|\s+", spec, flags=re.I)]
     return " || ".join(part for part in parts if part)
 
 
@@ -239,12 +239,20 @@ def _bounds_meet(
 ) -> bool:
     """Whether some point lies above every lower bound and below every upper bound, each
     given as (version, inclusive), in a total order given by `compare`."""
-    for low, low_inclusive in lows:
-        for high, high_inclusive in highs:
-            order = compare(low, high)
-            if order > 0 or (order == 0 and not (low_inclusive and high_inclusive)):
-                return False
-    return True
+    if not lows or not highs:
+        return True
+    low, low_inclusive = lows[0]
+    for version, inclusive in lows[1:]:
+        order = compare(version, low)
+        if order > 0 or (order == 0 and not inclusive):
+            low, low_inclusive = version, inclusive
+    high, high_inclusive = highs[0]
+    for version, inclusive in highs[1:]:
+        order = compare(version, high)
+        if order < 0 or (order == 0 and not inclusive):
+            high, high_inclusive = version, inclusive
+    order = compare(low, high)
+    return order < 0 or (order == 0 and low_inclusive and high_inclusive)
 
 
 # PyPI ---------------------------------------------------------------------------------------
@@ -258,7 +266,7 @@ def _pypi_key(version: str) -> tuple[Any, ...]:
 
 
 _BARE_PEP440 = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.!+_-]*$")
-_PEP440_WRONG_OR = re.compile(r"\||\bor\b", re.IGNORECASE)
+_PEP440_WRONG_OR = re.compile(r"\||(?<!\S)or(?!\S)", re.IGNORECASE)
 _PEP440_EXAMPLES = "e.g. 2.31.0, ==2.31.0, >=2.0,<2.3, ~=1.4"
 
 
@@ -564,7 +572,7 @@ class _MavenRange:
 
 # Maven's meta-versions, as a whole version or bound (`4.3.0.RELEASE` is a real version).
 _MAVEN_MOVING = re.compile(r"(?:^|[\[(,\s])\s*(latest|release)\s*(?=$|[\]),\s])", re.I)
-_MAVEN_LIST_MISTAKE = re.compile(r"\||\bor\b|[\s,]", re.IGNORECASE)
+_MAVEN_LIST_MISTAKE = re.compile(r"\||(?<!\S)or(?!\S)|[\s,]", re.IGNORECASE)
 
 
 def _maven_ranges(spec: str) -> list[_MavenRange]:
@@ -578,7 +586,9 @@ def _maven_ranges(spec: str) -> list[_MavenRange]:
         exact = MavenVersion(spec)
         return [_MavenRange(exact, True, exact, True)]
     if not spec.startswith(("[", "(")) and _MAVEN_LIST_MISTAKE.search(spec):
-        listed = [part for part in re.split(r"\|+|\bor\b|[\s,]+", spec, flags=re.I) if part]
+        listed = [
+            part for part in re.split(r"\|+|(?<!\S)or(?!\S)|[\s,]+", spec, flags=re.I) if part
+        ]
         if listed and all(_MAVEN_BARE.match(part) for part in listed):
             written = ",".join(f"[{part}]" for part in listed)
             raise InvalidSpec(f"Maven lists versions as ranges joined by commas: write {written!r}")
