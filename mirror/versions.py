@@ -140,15 +140,22 @@ _NPM_RANGE_EXAMPLES = "e.g. 1.2.3, ^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0"
 
 
 def _npm_alternatives_suggestion(spec: str) -> str:
-    parts = [part.strip() for part in re.split(r"\|+|,|(?<!\S)or(?!\S)|\s+", spec, flags=re.I)]
+    # Split only where an "or" was meant: a space inside a part ANDs its comparators.
+    parts = [part.strip() for part in re.split(r"\|+|,|(?<!\S)or(?!\S)", spec, flags=re.I)]
     return " || ".join(part for part in parts if part)
 
 
 def _npm_spec(spec: str) -> Callable[[str], bool]:
     if _NPM_WRONG_OR.search(spec):
+        suggestion = _npm_alternatives_suggestion(spec)
+        if _npm_parses(suggestion):
+            raise InvalidSpec(
+                f"npm separates alternatives with ||: write {suggestion!r} (npm would not read "
+                f"{spec!r} as a list)"
+            )
         raise InvalidSpec(
-            f"npm separates alternatives with ||: write {_npm_alternatives_suggestion(spec)!r} "
-            f"(npm would not read {spec!r} as a list)"
+            f"{spec!r} is not an npm version range: npm separates alternatives with || and "
+            f"writes ranges with comparators; {_NPM_RANGE_EXAMPLES}"
         )
     if _NPM_WRONG_AND.search(spec):
         raise InvalidSpec(
@@ -176,6 +183,14 @@ def _npm_spec(spec: str) -> Callable[[str], bool]:
     return test
 
 
+def _npm_parses(spec: str) -> bool:
+    try:
+        nodesemver.make_range(spec, loose=False)
+    except (ValueError, TypeError):
+        return False
+    return bool(spec)
+
+
 def _check_npm_alternative(spec: str, alternative: str) -> None:
     """One `||` alternative: well-formed in node-semver's strict grammar, naming versions (not
     tags), and matching at least one version."""
@@ -195,8 +210,10 @@ def _check_npm_alternative(spec: str, alternative: str) -> None:
     try:
         compiled = nodesemver.make_range(alternative, loose=False)
     except (ValueError, TypeError) as exc:
+        # node-semver names the part it choked on; repr() keeps control characters out.
+        culprit = str(exc).rpartition(": ")[2] or alternative
         raise InvalidSpec(
-            f"{spec!r} is not an npm version range ({exc}); {_NPM_RANGE_EXAMPLES}"
+            f"{spec!r} is not an npm version range (at {culprit!r}); {_NPM_RANGE_EXAMPLES}"
         ) from None
     if all(_npm_satisfiable(comparators) for comparators in compiled.set):
         return
@@ -625,8 +642,8 @@ def _maven_range(spec: str, opening: str, inner: str, closing: str) -> _MavenRan
         )
     if low is not None and high is not None and low == high and opening + closing != "[]":
         raise InvalidSpec(
-            f"{spec!r} can never match a version: both bounds are {bounds[0]} and one excludes "
-            f"it (write [{bounds[0]}] for that version)"
+            f"{spec!r} can never match a version: both bounds are equal and one excludes "
+            f"them (write {f'[{bounds[0]}]'!r} for that version)"
         )
     if (low is None and opening == "[") or (high is None and closing == "]"):
         raise InvalidSpec(f"{spec!r}: an open bound must use ( or )")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mirror import policy, versions
 from mirror.config import QuarantineConfig
@@ -50,6 +52,8 @@ FORMS: list[tuple[str, str, Blocks | Refused]] = [
     ("npm", "0.1.5 | 0.1.6", Refused("write '0.1.5 || 0.1.6'")),
     ("npm", "0.1.5 ||| 0.1.6", Refused("write '0.1.5 || 0.1.6'")),
     ("npm", "0.1.5 or 0.1.6", Refused("write '0.1.5 || 0.1.6'")),
+    ("npm", ">=1.0.0 <2.0.0, 3.0.0", Refused("write '>=1.0.0 <2.0.0 || 3.0.0'")),
+    ("npm", "[1.0.0,2.0.0)", Refused("is not an npm version range")),
     ("npm", "0.1.5 0.1.6", Refused("0.1.5 AND 0.1.6, which no version is")),
     ("npm", "^1.0.0 || 0.1.5 0.1.6", Refused("write '0.1.5 || 0.1.6'")),
     ("npm", "1.2.3 && 1.2.4", Refused("npm ANDs comparators separated by a space")),
@@ -239,3 +243,26 @@ def test_refusals_are_one_sentence_a_responder_can_act_on() -> None:
         message = str(raised.value)
         assert "\n" not in message, message
         assert len(message) < 300, message
+
+
+_SPEC_CHARACTERS = "0123456789.,|<>=!~^*xXvV-+ []()abcdeflorstLATESTRELAS\t\n\x1b\x00é٣²"
+_spec_text = st.text(alphabet=st.sampled_from(list(_SPEC_CHARACTERS)), max_size=40)
+
+
+def _refusal(ecosystem: str, text: str) -> str | None:
+    try:
+        spec = versions.parse_spec(ecosystem, text)
+    except versions.InvalidSpec as exc:
+        return str(exc)
+    for version in ("0.1.5", "1.0.0", "2.0-SNAPSHOT", "not-a-version"):
+        spec.contains(version)
+    return None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(ecosystem=st.sampled_from(versions.ECOSYSTEM_NAMES), text=_spec_text)
+def test_any_text_is_a_spec_or_a_printable_refusal(ecosystem: str, text: str) -> None:
+    """No input makes the parser fail another way (a 500), and a refusal carries no control
+    character to a log line or a terminal."""
+    refusal = _refusal(ecosystem, text)
+    assert refusal is None or refusal.isprintable(), refusal
