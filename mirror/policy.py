@@ -230,7 +230,7 @@ def compile_rules(
             spec = None
             effect = "dropped" if record.kind == "exemption" else "applied to every version"
             problems.append(
-                f"{record.kind} {record.id} ({record.ecosystem} {record.package} "
+                f"{record.kind} {record.id!r} ({record.ecosystem} {record.package!r} "
                 f"{record.versions!r}) is {effect}: {exc}"
             )
         if record.kind == "block":

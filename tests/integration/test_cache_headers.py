@@ -25,6 +25,7 @@ from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.server import ssl_context
 from tests.conftest import mirror_settings
+from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 
@@ -119,6 +120,55 @@ async def test_a_block_turns_the_revalidation_of_a_cached_file_into_a_403(
         assert (await response.json())["reason"] == "blocked"
         head = await client.head(tarball(version), headers=conditional)
         assert head.status == 403, conditional
+
+
+@pytest.fixture
+async def three_ecosystems(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    registry: FakeNpmRegistry,
+    tmp_path: Path,
+) -> Client:
+    index = FakePypiIndex()
+    index.add_wheel("demo", "1.0", uploaded=OLD)
+    await index.start(aiohttp_server)
+    repo = FakeMavenRepository()
+    repo.add_version("org.example", "lib", "1.0.0", published=OLD)
+    await repo.start(aiohttp_server)
+    env = settings(
+        tmp_path, registry, MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url
+    )
+    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+
+
+ARTIFACTS = {
+    "npm": ("left-pad", "1.0.0", tarball("1.0.0")),
+    "pypi": ("demo", "1.0", "/pypi/files/demo/demo-1.0-py3-none-any.whl"),
+    "maven": ("org.example:lib", "1.0.0", "/maven/org/example/lib/1.0.0/lib-1.0.0.jar"),
+}
+
+
+@pytest.mark.parametrize("ecosystem", sorted(ARTIFACTS))
+async def test_in_every_ecosystem_a_cached_file_revalidates_into_a_403_once_blocked(
+    three_ecosystems: Client, ecosystem: str
+) -> None:
+    client = three_ecosystems
+    package, version, path = ARTIFACTS[ecosystem]
+    if ecosystem == "pypi":  # the mirror learns its files from the project page
+        assert (await client.get("/pypi/simple/demo/")).status == 200
+    first = await client.get(path)
+    assert first.status == 200, await first.text()
+    await first.read()
+    assert first.headers["Cache-Control"] == ARTIFACT_CACHING
+    etag = first.headers["ETag"]
+    still_allowed = await client.get(path, headers={"If-None-Match": etag})
+    assert still_allowed.status == 304
+    block = {"ecosystem": ecosystem, "package": package, "versions": version, "reason": "worm"}
+    created = await client.post("/api/v1/blocks", json=block, headers=AUTH)
+    assert created.status == 201, await created.text()
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, path, headers={"If-None-Match": etag})
+        assert response.status == 403, (method, path)
 
 
 # HSTS -----------------------------------------------------------------------------------
