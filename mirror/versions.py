@@ -1,8 +1,11 @@
 """Version parsing, ordering and range matching in each ecosystem's own syntax. Pure.
 
 - npm: semver 2 versions; ranges in npm's grammar (`^1.2.0`, `~1.2`, `1.x`, `>=1 <2`,
-  `1.2.3 - 1.4`, `||`, exact, `*`) via node-semver, prereleases included (a block on `>=1.0.0`
-  must also catch `2.0.0-rc.1`).
+  `1.2.3 - 1.4`, `||`, exact, `*`), accepted as node-semver's strict parser accepts them and
+  read as node-semver reads them with `includePrerelease`, since a block must cover
+  prereleases too: a comparator compares in SemVer order (`>=1.0.0` catches `2.0.0-rc.1`, not
+  `1.0.0-rc.1`); x-ranges, partials, hyphen ranges, `~` and `^` cover the prereleases of their
+  own versions and stop before those of the next (`1.x` is `>=1.0.0-0 <2.0.0-0`).
 - PyPI: PEP 440 versions and specifier sets via `packaging`; a bare version means `==`.
 - Maven: Maven's ComparableVersion order (qualifiers alpha < beta < milestone < rc < snapshot
   < release < sp, numeric padding) and version ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`,
@@ -120,11 +123,18 @@ def _npm_key(version: str) -> tuple[Any, ...]:
     parsed = _npm_version(version)
     if parsed is None:
         return (0, version)
-    prerelease = tuple(
-        (0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in parsed.prerelease
+    return _semver_key(parsed.major, parsed.minor, parsed.patch, parsed.prerelease)
+
+
+def _semver_key(
+    major: int, minor: int, patch: int, prerelease: Iterable[int | str] = ()
+) -> tuple[Any, ...]:
+    """SemVer precedence as a tuple: numeric identifiers before alphanumeric ones, and a
+    release after all of its prereleases."""
+    parts = tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in prerelease
     )
-    # A release sorts after all of its prereleases.
-    return (1, parsed.major, parsed.minor, parsed.patch, 0 if prerelease else 1, prerelease)
+    return (1, major, minor, patch, 0 if parts else 1, parts)
 
 
 _NPM_ALTERNATIVES = re.compile(r"\s*\|\|\s*")
@@ -134,7 +144,7 @@ _NPM_WRONG_OR = re.compile(r"(?<!\|)\|(?!\|)|\|{3,}|,|(?<!\S)or(?!\S)", re.IGNOR
 _NPM_WRONG_AND = re.compile(r"&&|(?<!\S)and(?!\S)", re.IGNORECASE)
 _NPM_OPERATOR_SPACE = re.compile(r"(<=|>=|[<>=~^]|~>)\s+")
 # A word where a version belongs: a dist-tag such as `latest` or `next`.
-_NPM_TAG = re.compile(r"^(?![vV]?\d)(?![xX*](?:\.|$))[A-Za-z][A-Za-z0-9._-]*$")
+_NPM_TAG = re.compile(r"^(?![vV]?(?:\d|[xX*](?:\.|$)))[A-Za-z][A-Za-z0-9._-]*$")
 _NPM_EXACT = re.compile(r"^=?v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _NPM_RANGE_EXAMPLES = "e.g. 1.2.3, ^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0"
 
@@ -161,22 +171,17 @@ def _npm_spec(spec: str) -> Callable[[str], bool]:
         raise InvalidSpec(
             f"npm ANDs comparators separated by a space: write e.g. '>=1.0.0 <2.0.0', not {spec!r}"
         )
-    alternatives = _NPM_ALTERNATIVES.split(spec)
-    for alternative in alternatives:
-        _check_npm_alternative(spec, alternative)
-    compiled = nodesemver.make_range(spec, loose=False)
-
-    # node-semver's own include_prerelease flag also stops ordering prereleases (so
-    # 1.0.0-rc.1 would satisfy >=1.0.0); test each comparator set without the prerelease
-    # filter instead, as npm's includePrerelease does.
-    comparator_sets = [tuple(comparators) for comparators in compiled.set]
+    comparator_sets = [
+        _check_npm_alternative(spec, alternative) for alternative in _NPM_ALTERNATIVES.split(spec)
+    ]
 
     def test(version: str) -> bool:
         parsed = _npm_version(version)
         if parsed is None:
             return False
+        key = _npm_key(version)
         return any(
-            all(comparator.test(parsed) for comparator in comparators)
+            all(_NPM_OPERATORS[operator](key, bound) for operator, bound in comparators)
             for comparators in comparator_sets
         )
 
@@ -191,9 +196,9 @@ def _npm_parses(spec: str) -> bool:
     return bool(spec)
 
 
-def _check_npm_alternative(spec: str, alternative: str) -> None:
-    """One `||` alternative: well-formed in node-semver's strict grammar, naming versions (not
-    tags), and matching at least one version."""
+def _check_npm_alternative(spec: str, alternative: str) -> list[_Comparator]:
+    """One `||` alternative, as its comparators: well-formed in node-semver's strict grammar,
+    naming versions (not tags), and matching at least one version."""
     if not alternative:
         raise InvalidSpec(
             f"{spec!r} has an empty alternative, which npm reads as every version: remove the "
@@ -208,15 +213,16 @@ def _check_npm_alternative(spec: str, alternative: str) -> None:
                 f"versions it points at now (e.g. 1.2.3), or * for every version"
             )
     try:
-        compiled = nodesemver.make_range(alternative, loose=False)
+        nodesemver.make_range(alternative, loose=False)  # the grammar: node-semver's own
+        comparators = _npm_comparators(alternative)
     except (ValueError, TypeError) as exc:
         # node-semver names the part it choked on; repr() keeps control characters out.
         culprit = str(exc).rpartition(": ")[2] or alternative
         raise InvalidSpec(
             f"{spec!r} is not an npm version range (at {culprit!r}); {_NPM_RANGE_EXAMPLES}"
         ) from None
-    if all(_npm_satisfiable(comparators) for comparators in compiled.set):
-        return
+    if _npm_satisfiable(comparators):
+        return comparators
     if len(tokens) > 1 and all(_NPM_EXACT.match(token) for token in tokens):
         raise InvalidSpec(
             f"npm reads {alternative!r} as {' AND '.join(tokens)}, which no version is: "
@@ -228,25 +234,165 @@ def _check_npm_alternative(spec: str, alternative: str) -> None:
     )
 
 
-def _npm_satisfiable(comparators: Iterable[Any]) -> bool:
+# A comparator: an operator and a SemVer precedence key (`_semver_key`).
+_Comparator = tuple[str, tuple[Any, ...]]
+_NPM_OPERATORS: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "<": lambda key, bound: key < bound,
+    "<=": lambda key, bound: key <= bound,
+    ">": lambda key, bound: key > bound,
+    ">=": lambda key, bound: key >= bound,
+    "=": lambda key, bound: key == bound,
+}
+_NPM_LOWEST: Final = _semver_key(0, 0, 0, (0,))  # 0.0.0-0 precedes every version
+_NPM_ZERO_KEY: Final = _semver_key(0, 0, 0)
+_NPM_HYPHEN = re.compile(r"^(\S+)\s+-\s+(\S+)$")
+_NPM_PREFIXES: Final = ("~>", "~", "^", "<=", ">=", "<", ">", "=")  # longest first
+_NPM_IDENTIFIER = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+_NPM_PARTIAL = re.compile(
+    r"^[v=\s]*(0|[1-9]\d*|[xX*])(?:\.(0|[1-9]\d*|[xX*])(?:\.(0|[1-9]\d*|[xX*])"
+    rf"(?:-({_NPM_IDENTIFIER}(?:\.{_NPM_IDENTIFIER})*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+    r")?)?$",
+    re.ASCII,
+)
+
+# A parsed partial version: major, minor, patch (None where written x, X or * or left out)
+# and the prerelease identifiers.
+_Partial = tuple[int | None, int | None, int | None, tuple[int | str, ...]]
+
+
+def _npm_partial(text: str) -> _Partial:
+    match = _NPM_PARTIAL.match(text)
+    if match is None:
+        raise ValueError(f"Invalid comparator: {text}")
+    major, minor, patch, pre = match.groups()
+
+    def number(part: str | None) -> int | None:
+        return None if part is None or part in "xX*" else int(part)
+
+    prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
+    return number(major), number(minor), number(patch), prerelease
+
+
+def _npm_comparators(alternative: str) -> list[_Comparator]:
+    """The comparators node-semver desugars one alternative into with `includePrerelease`
+    (npm's own reading of a range when prereleases count): x-ranges, partials, hyphen
+    ranges, `~` and `^` cover the prereleases of their own versions and stop below the
+    prereleases of the next one (`1.x` is `>=1.0.0-0 <2.0.0-0`)."""
+    text = alternative.strip()
+    hyphen = _NPM_HYPHEN.match(text)
+    if hyphen is not None:
+        return _npm_hyphen(_npm_partial(hyphen.group(1)), _npm_partial(hyphen.group(2)))
+    comparators: list[_Comparator] = []
+    for token in _NPM_OPERATOR_SPACE.sub(r"\1", text).split():
+        operator = next((op for op in _NPM_PREFIXES if token.startswith(op)), "")
+        partial = _npm_partial(token[len(operator) :])
+        if operator in ("~", "~>"):
+            comparators += _npm_tilde(partial)
+        elif operator == "^":
+            comparators += _npm_caret(partial)
+        else:
+            comparators += _npm_xrange(operator, partial)
+    return comparators
+
+
+def _lowest(major: int, minor: int, patch: int) -> tuple[Any, ...]:
+    """The first prerelease of a version: `1.2.0-0`."""
+    return _semver_key(major, minor, patch, (0,))
+
+
+def _npm_tilde(partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if major is None:
+        return []
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    if patch is None:
+        return [(">=", _lowest(major, minor, 0)), ("<", _lowest(major, minor + 1, 0))]
+    return [(">=", _semver_key(major, minor, patch, pre)), ("<", _lowest(major, minor + 1, 0))]
+
+
+def _npm_caret(partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if major is None:
+        return []
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    if patch is None:
+        upper = _lowest(0, minor + 1, 0) if major == 0 else _lowest(major + 1, 0, 0)
+        return [(">=", _lowest(major, minor, 0)), ("<", upper)]
+    if major == 0 and minor == 0:
+        upper = _lowest(0, 0, patch + 1)
+    elif major == 0:
+        upper = _lowest(0, minor + 1, 0)
+    else:
+        upper = _lowest(major + 1, 0, 0)
+    return [(">=", _semver_key(major, minor, patch, pre)), ("<", upper)]
+
+
+def _npm_xrange(operator: str, partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if (major is None and minor is not None) or (minor is None and patch is not None):
+        raise ValueError("Invalid comparator: a number after x or *")  # as node-semver says
+    if major is not None and minor is not None and patch is not None:
+        return [(operator or "=", _semver_key(major, minor, patch, pre))]
+    if operator == "=":
+        operator = ""
+    if major is None:
+        # `<*` and `>*` match nothing, anything else with a star everything.
+        return [("<", _NPM_LOWEST)] if operator in ("<", ">") else []
+    if operator:
+        minor_value = 0 if minor is None else minor
+        if operator == ">":
+            operator = ">="
+            if minor is None:
+                major, minor_value = major + 1, 0
+            else:
+                minor_value += 1
+        elif operator == "<=":
+            operator = "<"
+            if minor is None:
+                major += 1
+            else:
+                minor_value += 1
+        return [(operator, _lowest(major, minor_value, 0))]
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    return [(">=", _lowest(major, minor, 0)), ("<", _lowest(major, minor + 1, 0))]
+
+
+def _npm_hyphen(start: _Partial, end: _Partial) -> list[_Comparator]:
+    comparators: list[_Comparator] = []
+    major, minor, patch, pre = start
+    if major is not None:
+        if minor is None:
+            comparators.append((">=", _lowest(major, 0, 0)))
+        elif patch is None:
+            comparators.append((">=", _lowest(major, minor, 0)))
+        elif pre:
+            comparators.append((">=", _semver_key(major, minor, patch, pre)))
+        else:
+            comparators.append((">=", _lowest(major, minor, patch)))
+    major, minor, patch, pre = end
+    if major is not None:
+        if minor is None:
+            comparators.append(("<", _lowest(major + 1, 0, 0)))
+        elif patch is None:
+            comparators.append(("<", _lowest(major, minor + 1, 0)))
+        elif pre:
+            comparators.append(("<=", _semver_key(major, minor, patch, pre)))
+        else:
+            comparators.append(("<", _lowest(major, minor, patch + 1)))
+    return comparators
+
+
+def _npm_satisfiable(comparators: list[_Comparator]) -> bool:
     """Whether some version passes every comparator: the highest lower bound must not pass
     the lowest upper bound (versions are totally ordered once prereleases count)."""
-    lows: list[tuple[Any, bool]] = []  # (version, inclusive)
-    highs: list[tuple[Any, bool]] = []
-    for comparator in comparators:
-        if comparator.value == "":
-            continue  # `*`
-        version, operator = comparator.semver, comparator.operator
-        if operator in ("", "=", ">", ">="):
-            lows.append((version, operator != ">"))
-        if operator in ("", "=", "<", "<="):
-            highs.append((version, operator != "<"))
-    if any(not inclusive and version.compare(_NPM_ZERO) <= 0 for version, inclusive in highs):
-        return False  # `<0.0.0` (what `<*` and `>*` become) is below every release
-    return _bounds_meet(lows, highs, lambda left, right: left.compare(right))
-
-
-_NPM_ZERO: Final = nodesemver.make_semver("0.0.0", loose=False)
+    lows = [(bound, op != ">") for op, bound in comparators if op in ("=", ">", ">=")]
+    highs = [(bound, op != "<") for op, bound in comparators if op in ("=", "<", "<=")]
+    if any(not inclusive and bound <= _NPM_ZERO_KEY for bound, inclusive in highs):
+        return False  # below 0.0.0 lie only its own prereleases: `<0.0.0` counts as nothing
+    return _bounds_meet(lows, highs, lambda left, right: (left > right) - (left < right))
 
 
 def _bounds_meet(
