@@ -176,10 +176,9 @@ def _npm_spec(spec: str) -> Callable[[str], bool]:
     ]
 
     def test(version: str) -> bool:
-        parsed = _npm_version(version)
-        if parsed is None:
-            return False
         key = _npm_key(version)
+        if key[0] == 0:
+            return False  # not SemVer: matched only by `*` or its exact text
         return any(
             all(_NPM_OPERATORS[operator](key, bound) for operator, bound in comparators)
             for comparators in comparator_sets
