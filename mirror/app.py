@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin
+from mirror import __version__, admin, responses
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.clock import Clock, SystemClock
@@ -151,6 +151,7 @@ def create_app(
     )
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifetime)
+    app.on_response_prepare.append(_finish_headers)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -241,6 +242,11 @@ async def _housekeeping(services: Services) -> None:
 
 
 # middlewares -------------------------------------------------------------------------------
+
+
+async def _finish_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # A hook, not a middleware: it also sees 304s, file responses and aiohttp's own errors.
+    responses.finish_headers(request, response, request.app[SERVICES].config)
 
 
 def _ecosystem_of(path: str) -> str:

@@ -2,8 +2,10 @@
 sendfile on a hit, or fetched once from upstream, verified and stored on a miss.
 
 Choices, stated plainly:
-- Hit: a `FileResponse` over the blob with a strong ETag (the sha256), immutable caching,
-  Range and conditional requests; never a compressed sibling, never compressed on the fly.
+- Hit: a `FileResponse` over the blob with a strong ETag (the sha256), cacheable for
+  `ARTIFACT_MAX_AGE` then revalidated (so a block wins at a cache in front within that bound),
+  Range and conditional requests (always after the adapter's policy check: a blocked file
+  never answers 304); never a compressed sibling, never compressed on the fly.
   If the digest the adapter now declares differs from the verified one, the request is refused.
 - Miss: one download per cache key per process (single-flight), in its own task, so a client
   leaving never stops it. Every client streams from the growing temp file, but the last
@@ -66,7 +68,12 @@ HOLD_BACK = 1024 * 1024
 READ_SIZE = 256 * 1024
 # How long close() lets downloads in progress finish before cancelling them.
 CLOSE_GRACE = 2.0
-IMMUTABLE = "public, max-age=31536000, immutable"
+# Stored artifacts may be kept by a cache in front for at most 5 minutes, then revalidated
+# with their strong ETag: a cheap 304 while still allowed, a 403 once blocked. So a block wins
+# at such a cache within this bound (must-revalidate: not even a disconnected cache may serve
+# the file past it). Bytes relayed without being stored go out `no-store`.
+ARTIFACT_MAX_AGE = 300  # seconds
+ARTIFACT_CACHE_CONTROL = f"public, max-age={ARTIFACT_MAX_AGE}, must-revalidate"
 # Small artifacts (most npm tarballs, poms, checksums) are answered from memory: a thread hop
 # to open the file and a sendfile call cost more than the bytes themselves.
 HOT_FILE_MAX = 256 * 1024
@@ -210,7 +217,7 @@ class ArtifactServer:
             entry,
             touch_at=self._blobs.touch_due(entry),
             on_send=on_send,
-            headers={"Content-Type": ref.content_type, "Cache-Control": IMMUTABLE},
+            headers={"Content-Type": ref.content_type, "Cache-Control": ARTIFACT_CACHE_CONTROL},
         )
         try:
             await response.prepare(request)
@@ -243,7 +250,7 @@ class ArtifactServer:
             await asyncio.to_thread(touch, entry.path, touch_at)
         headers = {
             "Content-Type": ref.content_type,
-            "Cache-Control": IMMUTABLE,
+            "Cache-Control": ARTIFACT_CACHE_CONTROL,
             "ETag": f'"{entry.etag}"',
             "Accept-Ranges": "bytes",
         }
@@ -525,7 +532,7 @@ class ArtifactServer:
 
     async def _start_stream(self, request: web.Request, download: _Download) -> web.StreamResponse:
         ref = download.ref
-        headers = {"Content-Type": ref.content_type, "Cache-Control": IMMUTABLE}
+        headers = {"Content-Type": ref.content_type, "Cache-Control": ARTIFACT_CACHE_CONTROL}
         entry = download.entry
         declared_sha256 = next((d for d in ref.digests if d.algorithm == "sha256"), None)
         if entry is not None:

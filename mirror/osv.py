@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mirror import policy
+from packaging.version import InvalidVersion, Version
+
+from mirror import policy, versions
 
 OSV_ECOSYSTEMS = {"npm": "npm", "pypi": "pypi", "maven": "maven"}
 MAX_REASON = 300
@@ -57,7 +59,8 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
         if ecosystem is None:
             notes.append(f"{advisory_id}: {package.get('ecosystem')} is not served here")
             continue
-        specs = _specs(ecosystem, entry)
+        specs, skipped = _specs(ecosystem, entry)
+        notes.extend(f"{advisory_id}: {ecosystem} {name} {note}" for note in skipped)
         if not specs:
             notes.append(f"{advisory_id}: no release ranges or versions for {name}")
             continue
@@ -71,7 +74,10 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
     return sorted(set(blocks)), notes
 
 
-def _specs(ecosystem: str, entry: Mapping[str, Any]) -> list[str]:
+def _specs(ecosystem: str, entry: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(specs, notes): the entry's ranges when it has release ranges, else its listed
+    versions; a listed version that is not one in the ecosystem's syntax is noted, not
+    allowed to spoil the spec listing the others."""
     intervals = [
         interval
         for found in entry.get("ranges") or ()
@@ -79,9 +85,18 @@ def _specs(ecosystem: str, entry: Mapping[str, Any]) -> list[str]:
         for interval in _intervals(found.get("events") or ())
     ]
     if intervals:
-        return _range_specs(ecosystem, intervals)
-    listed = [str(version) for version in entry.get("versions") or () if str(version).strip()]
-    return _version_specs(ecosystem, listed)
+        return _range_specs(ecosystem, intervals), []
+    listed = [str(version).strip() for version in entry.get("versions") or ()]
+    exact: list[str] = []
+    notes: list[str] = []
+    for version in filter(None, listed):
+        try:
+            versions.parse_spec(ecosystem, _exact_spec(ecosystem, version))
+        except versions.InvalidSpec as exc:
+            notes.append(f"version {version!r} skipped: {exc}")
+        else:
+            exact.append(version)
+    return _version_specs(ecosystem, exact), notes
 
 
 def _intervals(events: Iterable[Any]) -> list[Interval]:
@@ -142,11 +157,26 @@ def _pep440_range(interval: Interval) -> str:
     return ",".join(_comparators(interval)) or "*"
 
 
+def _exact_spec(ecosystem: str, version: str) -> str:
+    """The spec naming exactly `version`: `==2.0` on PyPI (a legacy, non-PEP 440 version as
+    its bare text, matched exactly), `[1.0]` on Maven, the version itself on npm."""
+    if ecosystem == "maven":
+        return f"[{version}]"
+    if ecosystem == "pypi":
+        try:
+            Version(version)
+        except InvalidVersion:
+            return version
+        return f"=={version}"
+    return version
+
+
 def _version_specs(ecosystem: str, listed: Sequence[str]) -> list[str]:
     if not listed:
         return []
+    exact = [_exact_spec(ecosystem, version) for version in listed]
     if ecosystem == "npm":
-        return [" || ".join(listed)]
+        return [" || ".join(exact)]
     if ecosystem == "maven":
-        return [",".join(f"[{version}]" for version in listed)]
-    return [f"=={version}" for version in listed]
+        return [",".join(exact)]
+    return exact  # PEP 440 has no "or": one block per version

@@ -104,8 +104,9 @@ class _Rule:
         if not self.package.matches(package):
             return False
         if self.spec is None:
-            # A block whose spec no longer parses covers every version: fail closed.
-            return self.record.kind == "block"
+            # A block or freeze whose stored spec no longer parses (accepted before specs were
+            # parsed strictly, e.g. npm `0.1.5, 0.1.6`) covers every version: fail closed.
+            return self.record.kind != "exemption"
         return self.spec.contains(subject.version)
 
     def describe(self) -> dict[str, Any]:
@@ -209,9 +210,10 @@ class Rules:
 def compile_rules(
     records: Iterable[RuleRecord], quarantine: QuarantineConfig, now: datetime
 ) -> Rules:
-    """Index stored rules for fast decisions. Never raises on bad stored data: a block whose
-    spec does not parse covers every version of its package (fail closed), an exemption or
-    freeze that does not parse is dropped; each is listed in `problems`."""
+    """Index stored rules for fast decisions. Stored specs are parsed as strictly as new ones,
+    and bad stored data never raises: a block or freeze whose spec does not parse covers every
+    version of its package (fail closed, never silently nothing), an exemption that does not
+    parse is dropped; each is listed in `problems` (logged by the caller)."""
     del now  # expiry is checked at decision time, so compiled rules never go stale
     kept = tuple(records)
     problems: list[str] = []
@@ -226,10 +228,14 @@ def compile_rules(
             )
         except versions.InvalidSpec as exc:
             spec = None
-            problems.append(f"{record.kind} {record.id}: {exc}")
+            effect = "dropped" if record.kind == "exemption" else "applied to every version"
+            problems.append(
+                f"{record.kind} {record.id!r} ({record.ecosystem} {record.package!r} "
+                f"{record.versions!r}) is {effect}: {exc}"
+            )
         if record.kind == "block":
             blocks.setdefault(record.ecosystem, []).append(Block(record, pattern, spec))
-        elif spec is None:
+        elif spec is None and record.kind == "exemption":
             continue
         elif record.kind == "exemption":
             exemptions.setdefault(record.ecosystem, []).append(Exemption(record, pattern, spec))

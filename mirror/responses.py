@@ -15,11 +15,16 @@ from aiohttp import web
 
 from mirror.config import Config
 from mirror.ecosystems.base import Rendered
-from mirror.forwarded import from_trusted_proxy
+from mirror.forwarded import FORWARDED_URL_HEADERS, from_trusted_proxy
 
 # Metadata views are small to revalidate; the client may keep them at most this long.
 DEFAULT_MAX_AGE = timedelta(minutes=5)
 _GZIP_MIN_BYTES = 1024
+# A request whose answer was built from `base_url` while forwarded headers could change it:
+# its response must say so in Vary (see `finish_headers`).
+_URL_FROM_FORWARDED: web.RequestKey[bool] = web.RequestKey("url_from_forwarded", bool)
+# Sent on every response when the mirror serves TLS itself.
+HSTS = "max-age=31536000"
 
 
 def make_etag(*parts: bytes | str) -> str:
@@ -148,6 +153,10 @@ def base_url(request: web.Request, config: Config) -> str:
     this, so it must be stable."""
     if config.public_url:
         return config.public_url
+    if config.trusted_proxies:
+        # Whoever asks (a proxy or not), a shared cache must key this answer on the headers
+        # a trusted proxy may set: the mark makes `finish_headers` list them in Vary.
+        request[_URL_FROM_FORWARDED] = True
     scheme = request.scheme
     host = request.host
     prefix = ""
@@ -158,3 +167,17 @@ def base_url(request: web.Request, config: Config) -> str:
     if scheme not in {"http", "https"}:
         scheme = "http"
     return f"{scheme}://{host}{prefix}"
+
+
+def finish_headers(request: web.Request, response: web.StreamResponse, config: Config) -> None:
+    """The last headers of every response, just before they go out: HSTS when the mirror
+    serves TLS itself, and the forwarded headers in Vary when they could have changed URLs
+    in this answer (so a shared cache never hands one host's links to another)."""
+    if config.tls.enabled:
+        response.headers["Strict-Transport-Security"] = HSTS
+    if request.get(_URL_FROM_FORWARDED):
+        listed = [name.strip() for name in response.headers.get("Vary", "").split(",")]
+        known = {name.lower() for name in listed if name}
+        added = [name for name in FORWARDED_URL_HEADERS if name.lower() not in known]
+        if added and "*" not in known:
+            response.headers["Vary"] = ", ".join([*filter(None, listed), *added])

@@ -1,12 +1,21 @@
 """Version parsing, ordering and range matching in each ecosystem's own syntax. Pure.
 
 - npm: semver 2 versions; ranges in npm's grammar (`^1.2.0`, `~1.2`, `1.x`, `>=1 <2`,
-  `1.2.3 - 1.4`, `||`, exact, `*`) via node-semver, prereleases included (a block on `>=1.0.0`
-  must also catch `2.0.0-rc.1`).
+  `1.2.3 - 1.4`, `||`, exact, `*`), accepted as node-semver's strict parser accepts them and
+  read as node-semver reads them with `includePrerelease`, since a block must cover
+  prereleases too: a comparator compares in SemVer order (`>=1.0.0` catches `2.0.0-rc.1`, not
+  `1.0.0-rc.1`); x-ranges, partials, hyphen ranges, `~` and `^` cover the prereleases of their
+  own versions and stop before those of the next (`1.x` is `>=1.0.0-0 <2.0.0-0`).
 - PyPI: PEP 440 versions and specifier sets via `packaging`; a bare version means `==`.
 - Maven: Maven's ComparableVersion order (qualifiers alpha < beta < milestone < rc < snapshot
   < release < sp, numeric padding) and version ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`,
   unions `[1,2),[3,)`; a bare version means exactly that version).
+
+Specs are parsed strictly, because a rule must cover exactly what it says: a list is written
+only with the ecosystem's own separator (npm `||`, Maven's comma between ranges; PEP 440 has
+no "or", its comma is AND), a spec that can never match a version (`0.1.5 0.1.6` in npm, which
+ANDs them; `>2 <1`; `[2.0,1.0]`) is refused, and so are moving names (`latest`, a dist-tag,
+Maven's `LATEST`/`RELEASE`). Each refusal is one sentence saying what to write instead.
 
 A version a spec cannot parse is matched only by `*` or by the identical string: we never
 guess what an unparseable version is, and blocks on such versions are written exactly.
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -114,34 +123,298 @@ def _npm_key(version: str) -> tuple[Any, ...]:
     parsed = _npm_version(version)
     if parsed is None:
         return (0, version)
-    prerelease = tuple(
-        (0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in parsed.prerelease
+    return _semver_key(parsed.major, parsed.minor, parsed.patch, parsed.prerelease)
+
+
+def _semver_key(
+    major: int, minor: int, patch: int, prerelease: Iterable[int | str] = ()
+) -> tuple[Any, ...]:
+    """SemVer precedence as a tuple: numeric identifiers before alphanumeric ones, and a
+    release after all of its prereleases."""
+    parts = tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in prerelease
     )
-    # A release sorts after all of its prereleases.
-    return (1, parsed.major, parsed.minor, parsed.patch, 0 if prerelease else 1, prerelease)
+    return (1, major, minor, patch, 0 if parts else 1, parts)
+
+
+_NPM_ALTERNATIVES = re.compile(r"\s*\|\|\s*")
+# A lone `|`, three or more, or a comma: someone meant "or" and npm would read something else
+# (its loose parser drops everything before a comma: `0.1.5, 0.1.6` is `0.1.6` alone).
+_NPM_WRONG_OR = re.compile(r"(?<!\|)\|(?!\|)|\|{3,}|,|(?<!\S)or(?!\S)", re.IGNORECASE)
+_NPM_WRONG_AND = re.compile(r"&&|(?<!\S)and(?!\S)", re.IGNORECASE)
+_NPM_OPERATOR_SPACE = re.compile(r"(<=|>=|[<>=~^]|~>)\s+")
+# A word where a version belongs: a dist-tag such as `latest` or `next`.
+_NPM_TAG = re.compile(r"^(?![vV]?(?:\d|[xX*](?:\.|$)))[A-Za-z][A-Za-z0-9._-]*$")
+_NPM_EXACT = re.compile(r"^=?v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_NPM_RANGE_EXAMPLES = "e.g. 1.2.3, ^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0"
+
+
+def _npm_alternatives_suggestion(spec: str) -> str:
+    # Split only where an "or" was meant: a space inside a part ANDs its comparators.
+    parts = [part.strip() for part in re.split(r"\|+|,|(?<!\S)or(?!\S)", spec, flags=re.I)]
+    return " || ".join(part for part in parts if part)
 
 
 def _npm_spec(spec: str) -> Callable[[str], bool]:
-    try:
-        compiled = nodesemver.make_range(spec, loose=True)
-    except (ValueError, TypeError) as exc:
-        raise InvalidSpec(f"{spec!r} is not an npm version range: {exc}") from None
-
-    # node-semver's own include_prerelease flag also stops ordering prereleases (so
-    # 1.0.0-rc.1 would satisfy >=1.0.0); test each comparator set without the prerelease
-    # filter instead, as npm's includePrerelease does.
-    comparator_sets = [tuple(comparators) for comparators in compiled.set]
+    if _NPM_WRONG_OR.search(spec):
+        suggestion = _npm_alternatives_suggestion(spec)
+        if _npm_parses(suggestion):
+            raise InvalidSpec(
+                f"npm separates alternatives with ||: write {suggestion!r} (npm would not read "
+                f"{spec!r} as a list)"
+            )
+        raise InvalidSpec(
+            f"{spec!r} is not an npm version range: npm separates alternatives with || and "
+            f"writes ranges with comparators; {_NPM_RANGE_EXAMPLES}"
+        )
+    if _NPM_WRONG_AND.search(spec):
+        raise InvalidSpec(
+            f"npm ANDs comparators separated by a space: write e.g. '>=1.0.0 <2.0.0', not {spec!r}"
+        )
+    comparator_sets = [
+        _check_npm_alternative(spec, alternative) for alternative in _NPM_ALTERNATIVES.split(spec)
+    ]
 
     def test(version: str) -> bool:
-        parsed = _npm_version(version)
-        if parsed is None:
-            return False
+        key = _npm_key(version)
+        if key[0] == 0:
+            return False  # not SemVer: matched only by `*` or its exact text
         return any(
-            all(comparator.test(parsed) for comparator in comparators)
+            all(_NPM_OPERATORS[operator](key, bound) for operator, bound in comparators)
             for comparators in comparator_sets
         )
 
     return test
+
+
+def _npm_parses(spec: str) -> bool:
+    try:
+        nodesemver.make_range(spec, loose=False)
+    except (ValueError, TypeError):
+        return False
+    return bool(spec)
+
+
+def _check_npm_alternative(spec: str, alternative: str) -> list[_Comparator]:
+    """One `||` alternative, as its comparators: well-formed in node-semver's strict grammar,
+    naming versions (not tags), and matching at least one version."""
+    if not alternative:
+        raise InvalidSpec(
+            f"{spec!r} has an empty alternative, which npm reads as every version: remove the "
+            "stray || (or write * to cover every version)"
+        )
+    tokens = _NPM_OPERATOR_SPACE.sub(r"\1", alternative).split()
+    for token in tokens:
+        bare = token.lstrip("<>=~^")
+        if _NPM_TAG.match(bare):
+            raise InvalidSpec(
+                f"{bare!r} is a dist-tag, a name that moves to other versions: block the "
+                f"versions it points at now (e.g. 1.2.3), or * for every version"
+            )
+    try:
+        nodesemver.make_range(alternative, loose=False)  # the grammar: node-semver's own
+        comparators = _npm_comparators(alternative)
+    except (ValueError, TypeError) as exc:
+        # node-semver names the part it choked on; repr() keeps control characters out.
+        culprit = str(exc).rpartition(": ")[2] or alternative
+        raise InvalidSpec(
+            f"{spec!r} is not an npm version range (at {culprit!r}); {_NPM_RANGE_EXAMPLES}"
+        ) from None
+    if _npm_satisfiable(comparators):
+        return comparators
+    if len(tokens) > 1 and all(_NPM_EXACT.match(token) for token in tokens):
+        raise InvalidSpec(
+            f"npm reads {alternative!r} as {' AND '.join(tokens)}, which no version is: "
+            f"to block each of them write {' || '.join(token.lstrip('=') for token in tokens)!r}"
+        )
+    raise InvalidSpec(
+        f"{spec!r} can never match a version: none satisfies every comparator of "
+        f"{alternative!r} (npm ANDs comparators separated by a space)"
+    )
+
+
+# A comparator: an operator and a SemVer precedence key (`_semver_key`).
+_Comparator = tuple[str, tuple[Any, ...]]
+_NPM_OPERATORS: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "<": lambda key, bound: key < bound,
+    "<=": lambda key, bound: key <= bound,
+    ">": lambda key, bound: key > bound,
+    ">=": lambda key, bound: key >= bound,
+    "=": lambda key, bound: key == bound,
+}
+_NPM_LOWEST: Final = _semver_key(0, 0, 0, (0,))  # 0.0.0-0 precedes every version
+_NPM_ZERO_KEY: Final = _semver_key(0, 0, 0)
+_NPM_HYPHEN = re.compile(r"^(\S+)\s+-\s+(\S+)$")
+_NPM_PREFIXES: Final = ("~>", "~", "^", "<=", ">=", "<", ">", "=")  # longest first
+_NPM_IDENTIFIER = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+_NPM_PARTIAL = re.compile(
+    r"^[v=\s]*(0|[1-9]\d*|[xX*])(?:\.(0|[1-9]\d*|[xX*])(?:\.(0|[1-9]\d*|[xX*])"
+    rf"(?:-({_NPM_IDENTIFIER}(?:\.{_NPM_IDENTIFIER})*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+    r")?)?$",
+    re.ASCII,
+)
+
+# A parsed partial version: major, minor, patch (None where written x, X or * or left out)
+# and the prerelease identifiers.
+_Partial = tuple[int | None, int | None, int | None, tuple[int | str, ...]]
+
+
+def _npm_partial(text: str) -> _Partial:
+    match = _NPM_PARTIAL.match(text)
+    if match is None:
+        raise ValueError(f"Invalid comparator: {text}")
+    major, minor, patch, pre = match.groups()
+
+    def number(part: str | None) -> int | None:
+        return None if part is None or part in "xX*" else int(part)
+
+    prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
+    return number(major), number(minor), number(patch), prerelease
+
+
+def _npm_comparators(alternative: str) -> list[_Comparator]:
+    """The comparators node-semver desugars one alternative into with `includePrerelease`
+    (npm's own reading of a range when prereleases count): x-ranges, partials, hyphen
+    ranges, `~` and `^` cover the prereleases of their own versions and stop below the
+    prereleases of the next one (`1.x` is `>=1.0.0-0 <2.0.0-0`)."""
+    text = alternative.strip()
+    hyphen = _NPM_HYPHEN.match(text)
+    if hyphen is not None:
+        return _npm_hyphen(_npm_partial(hyphen.group(1)), _npm_partial(hyphen.group(2)))
+    comparators: list[_Comparator] = []
+    for token in _NPM_OPERATOR_SPACE.sub(r"\1", text).split():
+        operator = next((op for op in _NPM_PREFIXES if token.startswith(op)), "")
+        partial = _npm_partial(token[len(operator) :])
+        if operator in ("~", "~>"):
+            comparators += _npm_tilde(partial)
+        elif operator == "^":
+            comparators += _npm_caret(partial)
+        else:
+            comparators += _npm_xrange(operator, partial)
+    return comparators
+
+
+def _lowest(major: int, minor: int, patch: int) -> tuple[Any, ...]:
+    """The first prerelease of a version: `1.2.0-0`."""
+    return _semver_key(major, minor, patch, (0,))
+
+
+def _npm_tilde(partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if major is None:
+        return []
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    if patch is None:
+        return [(">=", _lowest(major, minor, 0)), ("<", _lowest(major, minor + 1, 0))]
+    return [(">=", _semver_key(major, minor, patch, pre)), ("<", _lowest(major, minor + 1, 0))]
+
+
+def _npm_caret(partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if major is None:
+        return []
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    if patch is None:
+        upper = _lowest(0, minor + 1, 0) if major == 0 else _lowest(major + 1, 0, 0)
+        return [(">=", _lowest(major, minor, 0)), ("<", upper)]
+    if major == 0 and minor == 0:
+        upper = _lowest(0, 0, patch + 1)
+    elif major == 0:
+        upper = _lowest(0, minor + 1, 0)
+    else:
+        upper = _lowest(major + 1, 0, 0)
+    return [(">=", _semver_key(major, minor, patch, pre)), ("<", upper)]
+
+
+def _npm_xrange(operator: str, partial: _Partial) -> list[_Comparator]:
+    major, minor, patch, pre = partial
+    if (major is None and minor is not None) or (minor is None and patch is not None):
+        raise ValueError("Invalid comparator: a number after x or *")  # as node-semver says
+    if major is not None and minor is not None and patch is not None:
+        return [(operator or "=", _semver_key(major, minor, patch, pre))]
+    if operator == "=":
+        operator = ""
+    if major is None:
+        # `<*` and `>*` match nothing, anything else with a star everything.
+        return [("<", _NPM_LOWEST)] if operator in ("<", ">") else []
+    if operator:
+        minor_value = 0 if minor is None else minor
+        if operator == ">":
+            operator = ">="
+            if minor is None:
+                major, minor_value = major + 1, 0
+            else:
+                minor_value += 1
+        elif operator == "<=":
+            operator = "<"
+            if minor is None:
+                major += 1
+            else:
+                minor_value += 1
+        return [(operator, _lowest(major, minor_value, 0))]
+    if minor is None:
+        return [(">=", _lowest(major, 0, 0)), ("<", _lowest(major + 1, 0, 0))]
+    return [(">=", _lowest(major, minor, 0)), ("<", _lowest(major, minor + 1, 0))]
+
+
+def _npm_hyphen(start: _Partial, end: _Partial) -> list[_Comparator]:
+    comparators: list[_Comparator] = []
+    major, minor, patch, pre = start
+    if major is not None:
+        if minor is None:
+            comparators.append((">=", _lowest(major, 0, 0)))
+        elif patch is None:
+            comparators.append((">=", _lowest(major, minor, 0)))
+        elif pre:
+            comparators.append((">=", _semver_key(major, minor, patch, pre)))
+        else:
+            comparators.append((">=", _lowest(major, minor, patch)))
+    major, minor, patch, pre = end
+    if major is not None:
+        if minor is None:
+            comparators.append(("<", _lowest(major + 1, 0, 0)))
+        elif patch is None:
+            comparators.append(("<", _lowest(major, minor + 1, 0)))
+        elif pre:
+            comparators.append(("<=", _semver_key(major, minor, patch, pre)))
+        else:
+            comparators.append(("<", _lowest(major, minor, patch + 1)))
+    return comparators
+
+
+def _npm_satisfiable(comparators: list[_Comparator]) -> bool:
+    """Whether some version passes every comparator: the highest lower bound must not pass
+    the lowest upper bound (versions are totally ordered once prereleases count)."""
+    lows = [(bound, op != ">") for op, bound in comparators if op in ("=", ">", ">=")]
+    highs = [(bound, op != "<") for op, bound in comparators if op in ("=", "<", "<=")]
+    if any(not inclusive and bound <= _NPM_ZERO_KEY for bound, inclusive in highs):
+        return False  # below 0.0.0 lie only its own prereleases: `<0.0.0` counts as nothing
+    return _bounds_meet(lows, highs, lambda left, right: (left > right) - (left < right))
+
+
+def _bounds_meet(
+    lows: list[tuple[Any, bool]],
+    highs: list[tuple[Any, bool]],
+    compare: Callable[[Any, Any], int],
+) -> bool:
+    """Whether some point lies above every lower bound and below every upper bound, each
+    given as (version, inclusive), in a total order given by `compare`."""
+    if not lows or not highs:
+        return True
+    low, low_inclusive = lows[0]
+    for version, inclusive in lows[1:]:
+        order = compare(version, low)
+        if order > 0 or (order == 0 and not inclusive):
+            low, low_inclusive = version, inclusive
+    high, high_inclusive = highs[0]
+    for version, inclusive in highs[1:]:
+        order = compare(version, high)
+        if order < 0 or (order == 0 and not inclusive):
+            high, high_inclusive = version, inclusive
+    order = compare(low, high)
+    return order < 0 or (order == 0 and low_inclusive and high_inclusive)
 
 
 # PyPI ---------------------------------------------------------------------------------------
@@ -155,17 +428,43 @@ def _pypi_key(version: str) -> tuple[Any, ...]:
 
 
 _BARE_PEP440 = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.!+_-]*$")
+_PEP440_WRONG_OR = re.compile(r"\||(?<!\S)or(?!\S)", re.IGNORECASE)
+_PEP440_EXAMPLES = "e.g. 2.31.0, ==2.31.0, >=2.0,<2.3, ~=1.4"
 
 
 def _pypi_spec(spec: str) -> Callable[[str], bool]:
-    bare = bool(_BARE_PEP440.match(spec))
-    try:
-        specifiers = SpecifierSet(f"=={spec}" if bare else spec)
-    except InvalidSpecifier:
-        if bare:
+    if _PEP440_WRONG_OR.search(spec):
+        raise InvalidSpec(
+            f"PEP 440 has no 'or' ({spec!r}): add one rule per version or range (==0.1.5, "
+            "then ==0.1.6)"
+        )
+    if _BARE_PEP440.match(spec):
+        try:
+            Version(spec)
+        except InvalidVersion:
+            if not any(char.isdigit() for char in spec):
+                raise InvalidSpec(
+                    f"{spec!r} is a name, not a version: block the versions it means now "
+                    "(e.g. ==2.31.0), or * for every version"
+                ) from None
             # A legacy, non-PEP 440 version (`2004d`): matched by its exact text only.
             return lambda _version: False
-        raise InvalidSpec(f"{spec!r} is not a PEP 440 specifier set (e.g. >=2.0,<2.3)") from None
+        spec = f"=={spec}"
+    try:
+        specifiers = SpecifierSet(spec)
+    except InvalidSpecifier:
+        parts = [part.strip() for part in re.split(r"[,\s]+", spec) if part.strip()]
+        if len(parts) > 1 and all(_BARE_PEP440.match(part) for part in parts):
+            raise InvalidSpec(
+                f"PEP 440 commas mean AND and it has no 'or', so {spec!r} cannot list "
+                f"versions: add one rule per version (=={parts[0]}, then =={parts[1]})"
+            ) from None
+        raise InvalidSpec(f"{spec!r} is not a PEP 440 specifier set ({_PEP440_EXAMPLES})") from None
+    if not _pep440_satisfiable(specifiers):
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: PEP 440 commas mean AND, and these bounds "
+            "exclude each other (PEP 440 has no 'or': add one rule per version or range)"
+        )
 
     def test(version: str) -> bool:
         try:
@@ -175,6 +474,59 @@ def _pypi_spec(spec: str) -> Callable[[str], bool]:
         return specifiers.contains(parsed, prereleases=True)
 
     return test
+
+
+def _pep440_satisfiable(specifiers: SpecifierSet) -> bool:
+    """Whether the bounds of an AND of PEP 440 specifiers leave room for a version. Ignores
+    the finer exclusions of `<`/`>` (prereleases and post-releases of the bound itself), so
+    it refuses only what can certainly never match."""
+    lows: list[tuple[Version, bool]] = []
+    highs: list[tuple[Version, bool]] = []
+    arbitrary: set[str] = set()
+    for specifier in specifiers:
+        operator, text = specifier.operator, specifier.version
+        if operator == "===":
+            arbitrary.add(text)
+            continue
+        if operator == "!=":
+            continue
+        if operator == "==" and text.endswith(".*"):
+            prefix = Version(text[:-2])
+            if not _plain_release(prefix):
+                continue
+            lows.append((Version(f"{prefix}.dev0"), True))
+            highs.append((_next_release(prefix.release, prefix.epoch), False))
+            continue
+        version = Version(text)
+        if operator in ("==", ">=", ">"):
+            lows.append((version, operator != ">"))
+        if operator in ("==", "<=", "<"):
+            highs.append((version, operator != "<"))
+        if operator == "~=":
+            lows.append((version, True))
+            highs.append((_next_release(version.release[:-1], version.epoch), False))
+    if len(arbitrary) > 1:
+        return False
+    if not _bounds_meet(lows, highs, lambda left, right: (left > right) - (left < right)):
+        return False
+    # A single point (==1.0 with !=1.0): the point itself must pass.
+    points = {low for low, inclusive in lows if inclusive} & {
+        high for high, inclusive in highs if inclusive
+    }
+    return all(specifiers.contains(point, prereleases=True) for point in points)
+
+
+def _plain_release(version: Version) -> bool:
+    return (
+        version.pre is None and version.post is None and version.dev is None and not (version.local)
+    )
+
+
+def _next_release(release: tuple[int, ...], epoch: int = 0) -> Version:
+    """The first version after every version starting with `release` (`1.4` → `1.5.dev0`)."""
+    bumped = [*release[:-1], release[-1] + 1]
+    prefix = f"{epoch}!" if epoch else ""
+    return Version(prefix + ".".join(str(part) for part in bumped) + ".dev0")
 
 
 # Maven --------------------------------------------------------------------------------------
@@ -380,17 +732,36 @@ class _MavenRange:
         )
 
 
+# Maven's meta-versions, as a whole version or bound (`4.3.0.RELEASE` is a real version).
+_MAVEN_MOVING = re.compile(r"(?:^|[\[(,\s])\s*(latest|release)\s*(?=$|[\]),\s])", re.I)
+_MAVEN_LIST_MISTAKE = re.compile(r"\||(?<!\S)or(?!\S)|[\s,]", re.IGNORECASE)
+
+
 def _maven_ranges(spec: str) -> list[_MavenRange]:
+    moving = _MAVEN_MOVING.search(spec)
+    if moving:
+        raise InvalidSpec(
+            f"{moving.group(1)!r} is a name Maven resolves to a different version over time: "
+            "block the versions it points at now (e.g. [1.4.2]), or * for every version"
+        )
     if _MAVEN_BARE.match(spec):
         exact = MavenVersion(spec)
         return [_MavenRange(exact, True, exact, True)]
+    if not spec.startswith(("[", "(")) and _MAVEN_LIST_MISTAKE.search(spec):
+        listed = [
+            part for part in re.split(r"\|+|(?<!\S)or(?!\S)|[\s,]+", spec, flags=re.I) if part
+        ]
+        if listed and all(_MAVEN_BARE.match(part) for part in listed):
+            written = ",".join(f"[{part}]" for part in listed)
+            raise InvalidSpec(f"Maven lists versions as ranges joined by commas: write {written!r}")
     ranges: list[_MavenRange] = []
     position = 0
     while position < len(spec):
         match = _MAVEN_RANGE.match(spec, position)
         if match is None or match.end() == position:
             raise InvalidSpec(
-                f"{spec!r} is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5])"
+                f"{spec!r} is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5], "
+                "[1.0],[1.2] for a list)"
             )
         ranges.append(_maven_range(spec, *match.group(1, 2, 3)))
         position = match.end()
@@ -411,7 +782,14 @@ def _maven_range(spec: str, opening: str, inner: str, closing: str) -> _MavenRan
     low = MavenVersion(bounds[0]) if bounds[0] else None
     high = MavenVersion(bounds[1]) if bounds[1] else None
     if low is not None and high is not None and high < low:
-        raise InvalidSpec(f"{spec!r}: the upper bound is below the lower bound")
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: the upper bound is below the lower bound"
+        )
+    if low is not None and high is not None and low == high and opening + closing != "[]":
+        raise InvalidSpec(
+            f"{spec!r} can never match a version: both bounds are equal and one excludes "
+            f"them (write {f'[{bounds[0]}]'!r} for that version)"
+        )
     if (low is None and opening == "[") or (high is None and closing == "]"):
         raise InvalidSpec(f"{spec!r}: an open bound must use ( or )")
     return _MavenRange(low, opening == "[", high, closing == "]")

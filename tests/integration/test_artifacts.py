@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
-from mirror.artifacts import HOLD_BACK, ArtifactServer
+from mirror.artifacts import ARTIFACT_CACHE_CONTROL, HOLD_BACK, ArtifactServer
 from mirror.blobs import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
@@ -225,7 +225,7 @@ async def test_hit_is_served_from_disk_without_upstream(mirror: Mirror) -> None:
     assert response.status == 200
     assert await response.read() == SMALL
     assert response.headers["Content-Type"] == "application/gzip"
-    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert response.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
     assert response.headers["ETag"] == f'"{hashlib.sha256(SMALL).hexdigest()}"'
     assert response.headers["Accept-Ranges"] == "bytes"
     assert response.headers["Content-Length"] == str(len(SMALL))

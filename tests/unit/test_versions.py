@@ -11,6 +11,7 @@ import nodesemver
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from mirror import versions
@@ -127,7 +128,7 @@ def test_maven_prerelease() -> None:
     ("ecosystem", "spec", "message"),
     [
         ("npm", ">>>1", "not an npm version range"),
-        ("npm", "latest", "not an npm version range"),
+        ("npm", "latest", "is a dist-tag"),
         ("pypi", ">=>1", "not a PEP 440 specifier set"),
         ("maven", "[1.0", "not a Maven version or range"),
         ("maven", "(1.0]", "a single version must be written [1.5]"),
@@ -245,3 +246,32 @@ def test_maven_sort_key_is_usable_with_cmp_free_sorting() -> None:
     shuffled = ["1.10", "1.9", "1.0-rc-1", "1.0", "1.0.1"]
     ordered = sorted(shuffled, key=functools.partial(versions.sort_key, "maven"))
     assert ordered == ["1.0-rc-1", "1.0", "1.0.1", "1.9", "1.10"]
+
+
+# refusing what can never match: never a spec that matches something ----------------------------
+
+_GRID = [f"{a}.{b}.{c}" for a in range(3) for b in range(3) for c in range(3)]
+
+
+_pep440_specifier = st.tuples(
+    st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "~="]),
+    st.sampled_from([v.rsplit(".", 1)[0] for v in _GRID] + _GRID),
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_pep440_specifier, min_size=1, max_size=3).map(",".join))
+def test_pep440_never_refuses_a_specifier_set_some_version_satisfies(spec: str) -> None:
+    grid = [Version(v) for v in _GRID] + [Version(f"{v}.1") for v in _GRID]
+    grid += [Version("3.0"), Version("0.0.0.dev0")]
+    satisfiable = any(SpecifierSet(spec).contains(v, prereleases=True) for v in grid)
+    refusal = _refusal("pypi", spec)
+    assert refusal is None or not satisfiable, (spec, refusal)
+
+
+def _refusal(ecosystem: str, spec: str) -> str | None:
+    try:
+        parse_spec(ecosystem, spec)
+    except InvalidSpec as exc:
+        return str(exc)
+    return None
