@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -28,6 +29,8 @@ from mirror.state.base import (
     RuleKind,
     RuleRecord,
 )
+
+log = logging.getLogger("mirror.state")
 
 T = TypeVar("T")
 
@@ -446,7 +449,7 @@ class LocalState:
     async def _run(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
         executor = self._executor
         if executor is None:
-            raise StateUnavailable(f"state store {self.path} is not open ({what})")
+            raise StateUnavailable(f"the state database is not open ({what})")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._call, work, what)
 
@@ -468,7 +471,9 @@ class LocalState:
     def _unavailable(self, what: str, exc: BaseException) -> StateUnavailable:
         # A broken connection is dropped so the next call reopens the file.
         self._close_conn()
-        return StateUnavailable(f"SQLite state {self.path} failed to {what}: {exc}")
+        # The file's path stays in the log: the message reaches clients.
+        log.warning("SQLite state %s failed to %s: %s", self.path, what, exc)
+        return StateUnavailable(f"the state database failed to {what}: {type(exc).__name__}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

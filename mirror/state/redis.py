@@ -5,6 +5,7 @@ publish times and digests are kept forever. Every Redis failure becomes `StateUn
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -30,6 +31,8 @@ from mirror.state.base import (
     RuleKind,
     RuleRecord,
 )
+
+log = logging.getLogger("mirror.state")
 
 # A dead Redis must fail a request fast (fail closed), not hang it.
 SOCKET_TIMEOUT = 2.0
@@ -194,8 +197,9 @@ class RedisState:
                         continue
                 await client.publish(self.channel, str(version))
                 return _decode_rule(raw)
+        log.warning("Redis state %s: rule %s/%s kept changing", self._where(), kind, rule_id)
         raise StateUnavailable(
-            f"Redis state {self._where()}: rule {kind}/{rule_id} kept changing while removing it"
+            f"the shared state (Redis): rule {kind}/{rule_id} kept changing while removing it"
         )
 
     async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
@@ -405,7 +409,7 @@ class RedisState:
     # plumbing ----------------------------------------------------------------------------------
     def _redis(self, what: str) -> aioredis.Redis:
         if self._client is None:
-            raise StateUnavailable(f"Redis state {self._where()} is not open ({what})")
+            raise StateUnavailable(f"the shared state (Redis) is not open ({what})")
         return self._client
 
     def _where(self) -> str:
@@ -418,8 +422,12 @@ class RedisState:
         try:
             yield
         except (RedisError, OSError) as exc:
+            # Where Redis is and what it said stay in the log: the message reaches clients.
+            log.warning(
+                "Redis state %s failed to %s: %s", self._where(), what, str(exc) or type(exc)
+            )
             raise StateUnavailable(
-                f"Redis state {self._where()} failed to {what}: {str(exc) or type(exc).__name__}"
+                f"the shared state (Redis) failed to {what}: {type(exc).__name__}"
             ) from exc
 
 

@@ -418,13 +418,19 @@ async def test_a_store_that_is_not_open_is_unavailable(tmp_path: Path, redis_url
             await store.policy_version()
 
 
-async def test_redis_where_nothing_listens_is_unavailable() -> None:
-    store = RedisState(f"redis://127.0.0.1:{free_port()}/0", namespace="dead")
+async def test_redis_where_nothing_listens_is_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    store = RedisState(f"redis://127.0.0.1:{port}/0", namespace="dead")
     await store.open()
     try:
         async with asyncio.timeout(15):
-            with pytest.raises(StateUnavailable, match=r"127\.0\.0\.1"):
+            with pytest.raises(StateUnavailable) as caught:
                 await store.ping()
+            # Where Redis is goes to the log, never into the message clients may see.
+            assert str(port) not in str(caught.value)
+            assert f"127.0.0.1:{port}" in caplog.text
             with pytest.raises(StateUnavailable, match="list rules"):
                 await store.list_rules()
             with pytest.raises(StateUnavailable):
@@ -446,24 +452,32 @@ async def test_redis_url_password_is_not_echoed(redis_url: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-async def test_local_state_where_a_directory_stands_is_unavailable(tmp_path: Path) -> None:
+async def test_local_state_where_a_directory_stands_is_unavailable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "state.sqlite3"
     path.mkdir()
     store = LocalState(path)
     try:
-        with pytest.raises(StateUnavailable, match=r"state\.sqlite3"):
+        with pytest.raises(StateUnavailable) as caught:
             await store.open()
     finally:
         await store.close()
+    # The file's path goes to the log, never into the message clients may see.
+    assert "state.sqlite3" not in str(caught.value)
+    assert str(path) in caplog.text
 
 
-async def test_local_state_on_a_garbage_file_is_unavailable(tmp_path: Path) -> None:
+async def test_local_state_on_a_garbage_file_is_unavailable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "state.sqlite3"
     path.write_bytes(b"this is not a database, just some bytes " * 200)
     store = LocalState(path)
     try:
-        with pytest.raises(StateUnavailable, match="not a database"):
+        with pytest.raises(StateUnavailable, match="DatabaseError"):
             await store.open()
+        assert "not a database" in caplog.text
         with pytest.raises(StateUnavailable):
             await store.ping()
     finally:
