@@ -198,3 +198,52 @@ async def test_maven_pom_with_a_hostile_last_modified_holds_the_version(
 
 def test_hostile_texts_are_json() -> None:
     json.dumps(HOSTILE_TEXTS)  # the fakes send them as they are
+
+
+async def test_a_quarantine_age_of_millennia_saturates_instead_of_a_500(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    repo = FakeMavenRepository()
+    repo.add_version("org.example", "lib", "1.0.0", published=OLD)
+    await repo.start(aiohttp_server)
+    settings = mirror_settings(
+        tmp_path / "data",
+        MIRROR_MAVEN_UPSTREAM=repo.url,
+        MIRROR_UPSTREAM_RETRIES="0",
+        MIRROR_QUARANTINE="99999999d",  # past the end of the calendar from any publish time
+    )
+    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
+
+    metadata = await client.get("/maven/org/example/lib/maven-metadata.xml")
+    assert metadata.status == 404, await metadata.text()  # every version held, and it says so
+    jar = await client.get("/maven/org/example/lib/1.0.0/lib-1.0.0.jar")
+    assert jar.status == 403, await jar.text()
+    assert "9999-12-31" in (await jar.json())["error"]
+
+
+async def test_a_quarantine_age_of_millennia_serves_npm_and_pypi(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.add_version("aged", "1.0.0", published=OLD)
+    await registry.start(aiohttp_server)
+    index = FakePypiIndex()
+    index.add_wheel("aged", "1.0", uploaded=OLD)
+    await index.start(aiohttp_server)
+    settings = mirror_settings(
+        tmp_path / "data",
+        MIRROR_NPM_UPSTREAM=registry.url,
+        MIRROR_PYPI_UPSTREAM=index.url,
+        MIRROR_QUARANTINE="99999999d",
+    )
+    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
+
+    for path, status in [
+        ("/npm/aged", 404),
+        ("/npm/aged/-/aged-1.0.0.tgz", 403),
+        ("/pypi/simple/aged/", 404),
+        ("/pypi/files/aged/aged-1.0-py3-none-any.whl", 403),
+        ("/pypi/pypi/aged/json", 404),
+    ]:
+        response = await client.get(path)
+        assert response.status == status, (path, await response.text())
