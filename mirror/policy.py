@@ -28,6 +28,8 @@ from mirror.config import QuarantineConfig
 from mirror.state.base import RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
+END_OF_TIME: Final = datetime.max.replace(tzinfo=UTC)
+START_OF_TIME: Final = datetime.min.replace(tzinfo=UTC)
 
 
 class Verdict(StrEnum):
@@ -302,7 +304,9 @@ def decide(
             age=age,
             subject=subject,
         )
-    matured = published_at + age
+    # An upstream's publish time is untrusted: near the end of the calendar it must hold the
+    # version (until the end of time), never overflow into a 500.
+    matured = add_saturating(published_at, age)
     freeze = _covering_freeze(rules, subject, package, published_at, now)
     if freeze is not None:
         expires = freeze.record.expires_at
@@ -324,6 +328,22 @@ def decide(
         subject=subject,
         published_at=published_at,
     )
+
+
+def add_saturating(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta` in UTC, clamped to the first/last representable moment instead of
+    raising OverflowError: every arithmetic on a time from upstream or a client goes through
+    here. A naive `moment` is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-23:59 lies past the end of the calendar in UTC
+        utc = END_OF_TIME if moment.year > 1 else START_OF_TIME
+    try:
+        return utc + delta
+    except OverflowError:
+        return END_OF_TIME if delta > timedelta(0) else START_OF_TIME
 
 
 def _explain(decision: Decision) -> str:
@@ -393,7 +413,10 @@ def iso_seconds(moment: datetime | None) -> str | None:
     """`2026-11-22T14:02:00Z`: UTC to the second, as the API writes times."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
+    return (
+        add_saturating(moment, timedelta(0)).isoformat(timespec="seconds").removesuffix("+00:00")
+        + "Z"
+    )
 
 
 def validate_rule(
@@ -471,8 +494,7 @@ def _covering_freeze(
     if not covering:
         return None
     # The one that holds longest explains the decision.
-    far_future = datetime.max.replace(tzinfo=UTC)
-    return max(covering, key=lambda freeze: freeze.record.expires_at or far_future)
+    return max(covering, key=lambda freeze: freeze.record.expires_at or END_OF_TIME)
 
 
 def _freeze_cutoff(record: RuleRecord) -> datetime | None:
@@ -495,7 +517,7 @@ def _iso(moment: datetime | None) -> str:
     """`2026-11-25T10:00Z` (UTC, minutes) or with seconds when they are not zero."""
     if moment is None:
         return "unknown"
-    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    text = add_saturating(moment, timedelta(0)).strftime("%Y-%m-%dT%H:%M:%S")
     return _TRAILING_ZERO_SECONDS.sub("", text) + "Z"
 
 

@@ -7,9 +7,11 @@
   `1.0.0-rc.1`); x-ranges, partials, hyphen ranges, `~` and `^` cover the prereleases of their
   own versions and stop before those of the next (`1.x` is `>=1.0.0-0 <2.0.0-0`).
 - PyPI: PEP 440 versions and specifier sets via `packaging`; a bare version means `==`.
-- Maven: Maven's ComparableVersion order (qualifiers alpha < beta < milestone < rc < snapshot
-  < release < sp, numeric padding) and version ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`,
-  unions `[1,2),[3,)`; a bare version means exactly that version).
+- Maven: the order of maven-artifact 3.8's ComparableVersion, pair for pair (qualifiers alpha
+  < beta < milestone < rc = cr < snapshot < release = ga = final < sp < unknown ones by text,
+  numeric padding, `.X` at the end read as `-X`; tested against Maven's jar), and version
+  ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`, unions `[1,2),[3,)`; a bare version means exactly
+  that version), whose bounds compare in that order as Maven's own ranges do.
 
 Specs are parsed strictly, because a rule must cover exactly what it says: a list is written
 only with the ecosystem's own separator (npm `||`, Maven's comma between ranges; PEP 440 has
@@ -531,40 +533,66 @@ def _next_release(release: tuple[int, ...], epoch: int = 0) -> Version:
 
 # Maven --------------------------------------------------------------------------------------
 
+# The order of maven-artifact 3.8.x's ComparableVersion, item by item (Maven itself decides
+# `<latest>`, ranges and conflicts with it, so ours must agree on every pair; the conformance
+# test compares with the jar). Its parse, in short: the lower-cased text splits into items at
+# `.`, at `-` (what follows goes into a nested list) and at digit/letter changes (the rest goes
+# into a nested list too, as does a trailing qualifier after a dot: `1.0.beta` is `1.0-beta`);
+# trailing null items (0, "", ga/final/release, empty lists) of each list are dropped.
+# Note that Maven's order is not transitive everywhere (`1 < 1.foo.2 < 1-alpha < 1`): a
+# string item loses to a list item whatever their contents, but each is weighed against a
+# missing item by its content. We follow Maven pair by pair, cycles included.
+
 # ComparableVersion's qualifier order; "" is the release itself.
 _QUALIFIERS: Final = ("alpha", "beta", "milestone", "rc", "snapshot", "", "sp")
-_RELEASE_INDEX: Final = _QUALIFIERS.index("")
+_QUALIFIER_INDEX: Final = {name: index for index, name in enumerate(_QUALIFIERS)}
+_RELEASE: Final = (_QUALIFIERS.index(""), b"")
 _ALIASES: Final = {"ga": "", "final": "", "release": "", "cr": "rc"}
 _SHORT: Final = {"a": "alpha", "b": "beta", "m": "milestone"}
+_INT_DIGITS: Final = 9  # up to 9 digits an IntItem, up to 18 a LongItem, then a BigIntegerItem
+_LONG_DIGITS: Final = 18
 
-# Items: ("i", int) numbers, ("s", comparable) qualifiers, ("l", tuple) sub-lists.
+# Items: ("i", (width class, int)) numbers, ("s", (rank, bytes)) qualifiers, ("l", tuple) lists.
 _Item = tuple[str, Any]
-
-
-def _qualifier_rank(value: str) -> tuple[int, str]:
-    if value in _QUALIFIERS:
-        return (_QUALIFIERS.index(value), "")
-    # Unknown qualifiers come after every known one, among themselves by text.
-    return (len(_QUALIFIERS), value)
 
 
 def _string_item(value: str, followed_by_digit: bool) -> _Item:
     if followed_by_digit and len(value) == 1:
         value = _SHORT.get(value, value)
-    return ("s", _qualifier_rank(_ALIASES.get(value, value)))
+    value = _ALIASES.get(value, value)
+    index = _QUALIFIER_INDEX.get(value)
+    if index is not None:
+        return ("s", (index, b""))
+    # Unknown qualifiers come after every known one, among themselves by Java's string order
+    # (UTF-16 code units, which UTF-16-BE bytes compare in).
+    return ("s", (len(_QUALIFIERS), value.encode("utf-16-be", "surrogatepass")))
+
+
+def _number_item(digits: str) -> _Item:
+    # Java strips ASCII zeros only, then picks Integer, Long or BigInteger by length: a wider
+    # class is greater than any narrower one, whatever the values.
+    stripped = digits.lstrip("0") or digits
+    width = 0 if len(stripped) <= _INT_DIGITS else 1 if len(stripped) <= _LONG_DIGITS else 2
+    return ("i", (width, int(stripped)))
+
+
+def _is_digit(char: str) -> bool:
+    # Java's Character.isDigit on one UTF-16 unit: decimal digits of the BMP.
+    return char.isdecimal() and ord(char) < 0x10000
 
 
 def _is_null(item: _Item) -> bool:
     kind, value = item
     if kind == "i":
-        return value == 0
+        return value[1] == 0
     if kind == "s":
-        return value == (_RELEASE_INDEX, "")
+        return value == _RELEASE
     return not value
 
 
 def _normalize(items: list[_Item]) -> list[_Item]:
-    # Trailing null items (0, "", "ga", empty sub-lists) do not count: 1 == 1.0 == 1.0.0.
+    # Trailing null items (0, "", "ga", empty sub-lists) do not count: 1 == 1.0 == 1.0.0;
+    # null items just before a trailing sub-list go too (1.0-1 == 1-1).
     index = len(items) - 1
     while index >= 0:
         if _is_null(items[index]):
@@ -575,45 +603,46 @@ def _normalize(items: list[_Item]) -> list[_Item]:
     return items
 
 
+@functools.lru_cache(maxsize=8192)  # pure; every document orders the same versions again
 def _parse_maven(version: str) -> _Item:
     text = version.lower()
     root: list[Any] = []
-    stack: list[list[Any]] = [root]
     current = root
     is_digit = False
     start = 0
 
     def item(digit: bool, chunk: str) -> _Item:
-        return ("i", int(chunk)) if digit else _string_item(chunk, False)
+        return _number_item(chunk) if digit else _string_item(chunk, False)
 
-    def open_sublist() -> None:
-        nonlocal current
+    def open_sublist() -> list[Any]:
         sub: list[Any] = []
         current.append(sub)
-        current = sub
-        stack.append(sub)
+        return sub
 
     for index, char in enumerate(text):
-        if char == ".":
-            current.append(("i", 0) if index == start else item(is_digit, text[start:index]))
+        if char in ".-":
+            current.append(("i", (0, 0)) if index == start else item(is_digit, text[start:index]))
             start = index + 1
-        elif char == "-":
-            current.append(("i", 0) if index == start else item(is_digit, text[start:index]))
-            start = index + 1
-            open_sublist()
-        elif char.isdigit() and char.isascii():
+            if char == "-":
+                current = open_sublist()
+        elif _is_digit(char):
             if not is_digit and index > start:
+                # `X1`: a qualifier followed by a number; after other items it starts a list.
+                if current:
+                    current = open_sublist()
                 current.append(_string_item(text[start:index], True))
                 start = index
-                open_sublist()
+                current = open_sublist()
             is_digit = True
         else:
             if is_digit and index > start:
-                current.append(("i", int(text[start:index])))
+                current.append(_number_item(text[start:index]))
                 start = index
-                open_sublist()
+                current = open_sublist()
             is_digit = False
     if len(text) > start:
+        if not is_digit and current:
+            current = open_sublist()  # a trailing `.X` counts as `-X`
         current.append(item(is_digit, text[start:]))
 
     def freeze(items: list[Any]) -> _Item:
@@ -630,9 +659,9 @@ def _compare(left: _Item | None, right: _Item | None) -> int:
     kind, value = left
     if right is None:
         if kind == "i":
-            return 1 if value else 0
+            return 1 if value[1] else 0
         if kind == "s":
-            return _sign(value, (_RELEASE_INDEX, ""))
+            return _sign(value, _RELEASE)
         # Every item counts against padding, not just the first (MNG-6964).
         for entry in value:
             result = _compare(entry, None)
@@ -643,8 +672,6 @@ def _compare(left: _Item | None, right: _Item | None) -> int:
     if kind == "i":
         return _sign(value, other) if other_kind == "i" else 1
     if kind == "s":
-        if other_kind == "i":
-            return -1
         return _sign(value, other) if other_kind == "s" else -1
     if other_kind == "i":
         return -1
@@ -653,6 +680,8 @@ def _compare(left: _Item | None, right: _Item | None) -> int:
     for index in range(max(len(value), len(other))):
         mine = value[index] if index < len(value) else None
         theirs = other[index] if index < len(other) else None
+        if mine == theirs:  # equal prefixes are the common case; tuples compare in C
+            continue
         result = _compare(mine, theirs)
         if result:
             return result
@@ -679,22 +708,15 @@ class MavenVersion:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MavenVersion):
             return NotImplemented
-        return _compare(self._items, other._items) == 0
+        return self._items == other._items  # equality is structural (see __hash__)
 
     def __lt__(self, other: MavenVersion) -> bool:
         return _compare(self._items, other._items) < 0
 
     def __hash__(self) -> int:
-        # Equal versions can differ in structure (padding), but never in their leading
-        # numbers once trailing zeros are dropped: hash those.
-        numbers: list[int] = []
-        for kind, value in self._items[1]:
-            if kind != "i":
-                break
-            numbers.append(value)
-        while numbers and numbers[-1] == 0:
-            numbers.pop()
-        return hash(tuple(numbers))
+        # Equal versions have the same normalized items: every item left over at the end of
+        # a normalized list compares unequal to padding, so equality is structural.
+        return hash(self._items)
 
     @property
     def is_prerelease(self) -> bool:
@@ -704,7 +726,7 @@ class MavenVersion:
 def _has_prerelease_qualifier(item: _Item) -> bool:
     kind, value = item
     if kind == "s":
-        return bool(value[0] < _RELEASE_INDEX)
+        return bool(value < _RELEASE)
     if kind == "l":
         return any(_has_prerelease_qualifier(entry) for entry in value)
     return False

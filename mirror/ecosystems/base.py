@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 def parse_iso_time(value: object) -> datetime | None:
     """An ISO 8601 time from upstream metadata (`2011-03-26T19:49:50.232Z`; a time without a
-    zone means UTC, as PyPI's JSON API writes it) as an aware UTC datetime, or None."""
+    zone means UTC, as PyPI's JSON API writes it) as an aware UTC datetime, or None when it is
+    not a time or lies outside the calendar in UTC (`9999-12-31T23:59:59-23:59`): an unknown
+    publish time, which holds the version, never an exception."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -26,7 +28,10 @@ def parse_iso_time(value: object) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def decode_path_segment(segment: str, *, encoded_slash: str) -> str:

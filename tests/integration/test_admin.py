@@ -1089,11 +1089,6 @@ async def test_pypi_and_maven_rules_answer_what_they_cover(
     assert "covers no version the upstream lists" in exemption["warning"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.decide overflows on a publish time near datetime.max (policy.py is not this "
-    "branch's; /npm/<pkg> answers 500 for such a packument too)",
-)
 async def test_an_exemption_of_a_version_published_at_the_end_of_time_is_a_400(
     client: Client, registry: FakeNpmRegistry
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -191,6 +191,72 @@ def test_most_specific_block_explains_the_decision() -> None:
     decision = verdict(broad, exact, subject=Subject("npm", "@evil/pkg", "1.0.0"))
     assert decision.block is not None
     assert decision.block.describe()["id"] == "exact"
+
+
+# hostile publish times: held, never an exception ---------------------------------------------
+
+END = datetime.max.replace(tzinfo=UTC)
+START = datetime.min.replace(tzinfo=UTC)
+FAR_OFFSET = timezone(timedelta(hours=-23, minutes=-59))
+NEAR_OFFSET = timezone(timedelta(hours=23, minutes=59))
+
+
+@pytest.mark.parametrize(
+    ("moment", "delta", "expected"),
+    [
+        (NOW, AGE, NOW + AGE),
+        (datetime(9999, 12, 31, tzinfo=UTC), AGE, END),
+        (END, timedelta(microseconds=1), END),
+        (START, -AGE, START),
+        (START + timedelta(days=1), -AGE, START),
+        (datetime.max.replace(tzinfo=FAR_OFFSET), timedelta(0), END),  # past the end in UTC
+        (datetime.min.replace(tzinfo=NEAR_OFFSET), timedelta(0), START),  # before the start
+        (datetime.max.replace(tzinfo=FAR_OFFSET), -AGE, END - AGE),
+        (NOW.replace(tzinfo=None), AGE, NOW + AGE),  # naive: UTC
+    ],
+)
+def test_add_saturating_clamps_instead_of_overflowing(
+    moment: datetime, delta: timedelta, expected: datetime
+) -> None:
+    assert policy.add_saturating(moment, delta) == expected
+
+
+@pytest.mark.parametrize(
+    "published",
+    [
+        datetime(9999, 12, 31, tzinfo=UTC),
+        END,
+        datetime.max.replace(tzinfo=FAR_OFFSET),
+        NOW + timedelta(days=1),  # "in the future": held until published + age
+    ],
+)
+def test_a_version_published_in_the_future_is_held_until_it_matures(published: datetime) -> None:
+    decision = verdict(published=published)
+    assert decision.verdict == "quarantined"
+    assert not decision.visible
+    assert decision.until == policy.add_saturating(published, AGE)
+    assert "in quarantine until" in decision.detail
+    assert decision.describe()["until"] is not None
+    frozen = verdict(freeze(), published=published)
+    assert frozen.verdict == "quarantined"
+    assert frozen.until is not None
+    assert frozen.until >= policy.add_saturating(published, AGE)
+    assert frozen.detail
+
+
+def test_a_version_published_at_the_start_of_time_is_old() -> None:
+    for published in (START, datetime.min.replace(tzinfo=NEAR_OFFSET)):
+        decision = verdict(published=published)
+        assert decision.verdict == "allowed"
+        assert decision.detail
+        assert decision.describe()["published_at"] is not None
+
+
+def test_the_largest_quarantine_age_saturates_too() -> None:
+    config = QuarantineConfig(default=timedelta.max)
+    decision = verdict(published=OLD, config=config)
+    assert decision.verdict == "quarantined"
+    assert decision.until == END
 
 
 # freezes ---------------------------------------------------------------------------------------

@@ -180,24 +180,61 @@ maven_versions = st.builds(
 )
 
 
+# Maven's own order is not transitive on every string (`1 < 1.foo.2 < 1-alpha < 1`, checked
+# against the jar in test_maven_conformance.py) and ours follows it pair by pair, so on any
+# strings it is only reflexive, antisymmetric, with equality an equivalence that hashes alike;
+# on the versions people publish it is a total order.
+
+_maven_qualifier = st.sampled_from(
+    ["alpha", "beta", "milestone", "rc", "cr", "snapshot", "ga", "final", "release", "sp", "foo",
+     "jre", "android", "Final", "RELEASE", "SNAPSHOT", "M", "RC", "incubating"]
+)  # fmt: skip
+_maven_number = st.integers(min_value=0, max_value=30).map(str)
+published_maven_versions = st.builds(
+    lambda numbers, tail: ".".join(numbers) + tail,
+    st.lists(_maven_number, min_size=1, max_size=4),
+    st.one_of(
+        st.sampled_from(["", "-SNAPSHOT"]),
+        st.tuples(st.sampled_from(["-", "."]), _maven_qualifier).map("".join),  # 1.0-rc, 1.0.Final
+        st.tuples(st.sampled_from(["-", ".", ""]), _maven_qualifier, _maven_number).map(
+            "".join
+        ),  # 1.0-rc1, 2.0.M1, 1.0beta2
+        st.tuples(_maven_qualifier, _maven_number).map("-{0[0]}-{0[1]}".format),  # 1.0-alpha-1
+    ),
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(maven_versions, maven_versions, maven_versions)
-def test_maven_order_is_a_total_order(a: str, b: str, c: str) -> None:
+def test_maven_order_is_antisymmetric_with_equality_an_equivalence(a: str, b: str, c: str) -> None:
     ka, kb, kc = (versions.sort_key("maven", v) for v in (a, b, c))
+    assert ka == versions.sort_key("maven", a)
     # exactly one of <, ==, > holds, and the opposite comparison agrees
     assert [ka < kb, ka == kb, ka > kb].count(True) == 1
     assert (ka < kb) == (kb > ka)
     if ka == kb:
         assert hash(ka) == hash(kb)
+        assert (ka < kc) == (kb < kc)
+        if kb == kc:
+            assert ka == kc
+
+
+@settings(max_examples=300, deadline=None)
+@given(published_maven_versions, published_maven_versions, published_maven_versions)
+def test_maven_order_is_a_total_order_on_published_versions(a: str, b: str, c: str) -> None:
+    ka, kb, kc = (versions.sort_key("maven", v) for v in (a, b, c))
+    assert [ka < kb, ka == kb, ka > kb].count(True) == 1
     if ka <= kb and kb <= kc:
         assert ka <= kc
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(maven_versions, min_size=2, max_size=8))
+@given(st.lists(published_maven_versions, min_size=2, max_size=8))
 def test_maven_sort_is_consistent(items: list[str]) -> None:
     keys = sorted(versions.sort_key("maven", v) for v in items)
     assert all(left <= right for left, right in itertools.pairwise(keys))
+    # the same order whatever order the versions came in (equal versions compare equal)
+    assert sorted(versions.sort_key("maven", v) for v in reversed(items)) == keys
 
 
 npm_versions = st.builds(

@@ -247,7 +247,7 @@ def quarantine_window_start(
             continue
         if decision.visible or decision.until is None:
             return now
-        return now - (decision.until - now)
+        return policy.add_saturating(now, now - decision.until)  # an age of millennia clamps
     return now
 
 

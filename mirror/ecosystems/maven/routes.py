@@ -69,11 +69,11 @@ def _http_time(value: str | None) -> datetime | None:
         return None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        # An upstream's time is untrusted: one that leaves the calendar in UTC
+        # (`Fri, 31 Dec 9999 23:59:59 -2359`) is unknown, which holds the version.
+        return moment.astimezone(UTC) if moment.tzinfo is not None else None
+    except (TypeError, ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(UTC)
 
 
 def _iso(moment: datetime) -> str:

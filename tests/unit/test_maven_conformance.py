@@ -1,0 +1,162 @@
+"""Our Maven order against Maven's own: maven-artifact's ComparableVersion (its jar has a main
+that prints how consecutive arguments compare), on thousands of generated pairs. The order
+decides `<latest>`/`<release>` in served metadata and what a Maven range block covers, so it
+must agree with Maven on every pair, including where Maven's order is not transitive."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mirror import versions
+
+MAVEN_ARTIFACT_JAR = Path("/usr/share/maven/lib/maven-artifact-3.x.jar")
+MAIN = "org.apache.maven.artifact.versioning.ComparableVersion"
+BATCH = 1500  # versions per java run: one run answers BATCH - 1 consecutive comparisons
+
+_OPERATORS = {"<": -1, "==": 0, ">": 1}
+
+
+def _skip_reason() -> str | None:
+    if shutil.which("java") is None:
+        return "java is not installed (CI installs maven, which brings it)"
+    if not MAVEN_ARTIFACT_JAR.is_file():
+        return f"{MAVEN_ARTIFACT_JAR} is missing (CI installs maven, which brings it)"
+    return None
+
+
+needs_maven = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+def maven_comparisons(ordered: list[str]) -> list[int]:
+    """How Maven compares each version with the next one: -1, 0 or 1, from one java run."""
+    environment = {**os.environ, "LC_ALL": "C.UTF-8"}
+    completed = subprocess.run(
+        ["java", "-cp", str(MAVEN_ARTIFACT_JAR), MAIN, *ordered],
+        capture_output=True, text=True, check=True, timeout=120, env=environment,
+    )  # fmt: skip
+    lines = iter(completed.stdout.splitlines())
+    results: list[int] = []
+    for left, right in itertools.pairwise(ordered):
+        for line in lines:
+            found = [
+                sign
+                for operator, sign in _OPERATORS.items()
+                if line == f"   {left} {operator} {right}"
+            ]
+            if found:
+                results.append(found[0])
+                break
+        else:
+            raise AssertionError(f"no comparison of {left!r} and {right!r} in java's output")
+    return results
+
+
+def ours(left: str, right: str) -> int:
+    a, b = versions.sort_key("maven", left), versions.sort_key("maven", right)
+    return (a > b) - (a < b)
+
+
+_QUALIFIERS = [
+    "alpha", "beta", "milestone", "rc", "cr", "snapshot", "ga", "final", "release", "sp",
+    "a", "b", "m", "c", "x", "foo", "jre", "android", "Final", "RELEASE", "SNAPSHOT", "M",
+    "RC", "incubating", "z",
+]  # fmt: skip
+_NUMBERS = ["0", "00", "1", "01", "2", "9", "10", "123", "1000000000", "999999999",
+            "0000000001", "12345678901234567890", "123456789012345678", "007"]  # fmt: skip
+
+
+def generated_versions(seed: int, count: int) -> list[str]:
+    """Versions in the shapes that matter to ComparableVersion: numbers of every width,
+    qualifiers known, aliased, short (`a1`) and unknown, in any case, joined by `.`, `-` or
+    nothing, with empty segments and separators at the ends now and then. Most share a
+    prefix with the one before, so consecutive pairs differ late, where the rules are."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
+    made: list[str] = []
+    while len(made) < count:
+        previous = made[-1] if made else ""
+        if previous and rng.random() < 0.7:
+            parts = [previous[: rng.randrange(1, len(previous) + 1)]]
+        else:
+            parts = [rng.choice(_NUMBERS) if rng.random() < 0.85 else rng.choice(_QUALIFIERS)]
+        for _ in range(rng.randrange(0, 5)):
+            separator = rng.choices([".", "-", "", "..", "-."], weights=[10, 6, 4, 1, 1])[0]
+            part = rng.choice(_NUMBERS) if rng.random() < 0.5 else rng.choice(_QUALIFIERS)
+            parts.append(separator + part)
+        text = "".join(parts)
+        if rng.random() < 0.03:
+            text = rng.choice([".", "-"]) + text
+        if rng.random() < 0.03:
+            text += rng.choice([".", "-"])
+        if len(text) > 60:
+            text = text[-60:]
+        made.append(text)
+    return made
+
+
+# Pairs that went wrong before, and the corners of the rules.
+KNOWN_PAIRS = [
+    ("1", "1.foo"), ("1.foo", "1-alpha"), ("1-alpha", "1"), ("1.foo.2", "1-alpha"),
+    ("1.0.0.beta", "1.0-SNAPSHOT"), ("1.0.beta", "1.0-beta"), ("1.0.beta1", "1.0-beta-1"),
+    ("1.0.RELEASE", "1.0"), ("1.0.Final", "1.0-final"), ("1.0-sp", "1.0.sp"),
+    ("1.ga.1", "1-alpha"), ("1--alpha", "1-sp.1"), ("1-1.foo-bar1baz-.1", "1-1.foo-bar-1-baz-0.1"),
+    ("1.0.0", "1"), ("1-0", "1"), ("1a1", "1-alpha-1"), ("1m1", "1-milestone-1"), ("1x1", "1-x-1"),
+    ("2147483647", "2147483648"), ("999999999", "1000000000"), ("0000000001", "2"),
+    ("12345678901234567890", "123456789012345678901"), ("1.0", "1.0.0-SNAPSHOT"),
+]  # fmt: skip
+
+
+@needs_maven
+def test_known_pairs_compare_as_maven_compares_them() -> None:
+    ordered = [version for pair in KNOWN_PAIRS for version in pair]
+    expected = maven_comparisons(ordered)
+    mismatches = [
+        (left, right, ours(left, right), theirs)
+        for (left, right), theirs in zip(itertools.pairwise(ordered), expected, strict=True)
+        if ours(left, right) != theirs
+    ]
+    assert not mismatches
+
+
+@needs_maven
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_generated_pairs_compare_as_maven_compares_them(seed: int) -> None:
+    ordered = generated_versions(seed, BATCH)
+    expected = maven_comparisons(ordered)
+    mismatches = [
+        (left, right, ours(left, right), theirs)
+        for (left, right), theirs in zip(itertools.pairwise(ordered), expected, strict=True)
+        if ours(left, right) != theirs
+    ]
+    assert not mismatches, f"{len(mismatches)} of {len(expected)} disagree: {mismatches[:10]}"
+
+
+@needs_maven
+def test_equal_versions_hash_alike() -> None:
+    ordered = generated_versions(4, BATCH)
+    expected = maven_comparisons(ordered)
+    for (left, right), theirs in zip(itertools.pairwise(ordered), expected, strict=True):
+        if theirs == 0:
+            assert hash(versions.MavenVersion(left)) == hash(versions.MavenVersion(right))
+
+
+@needs_maven
+@pytest.mark.parametrize(
+    "cycle",
+    [
+        ["1", "1.foo.2", "1-alpha", "1"],
+        ["0", "0.foo", "0.alpha.0", "0"],
+        ["1", "1.sp-SNAPSHOT", "1-SNAPSHOT", "1"],
+    ],
+)
+def test_maven_itself_is_not_transitive_and_we_follow_it(cycle: list[str]) -> None:
+    # Why the total-order property test is limited to published-looking versions: no order
+    # can agree with Maven on each of these pairs and be transitive.
+    assert maven_comparisons(cycle) == [-1, -1, -1]
+    assert [ours(a, b) for a, b in itertools.pairwise(cycle)] == [-1, -1, -1]
