@@ -51,12 +51,18 @@ def parse_duration(text: str | int | float, *, key: str = "duration") -> timedel
     if value in {"0", "off", "none"}:
         return timedelta(0)
     if re.fullmatch(r"\d+(\.\d+)?", value):
-        return timedelta(seconds=float(value))
+        try:
+            return timedelta(seconds=float(value))
+        except OverflowError:
+            raise ConfigError(f"{key}: {text!r} is longer than any duration allowed") from None
     pos, total = 0, timedelta(0)
     for match in _DURATION_PART.finditer(value):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        try:
+            total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        except OverflowError:
+            raise ConfigError(f"{key}: {text!r} is longer than any duration allowed") from None
         pos = match.end()
     if pos != len(value) or not value:
         raise ConfigError(f"{key}: expected a duration like 0, 90m, 72h or 3d, got {text!r}")

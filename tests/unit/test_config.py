@@ -114,6 +114,8 @@ tokens = { alice = "0123456789abcdef0123" }
     ("environ", "key"),
     [
         ({"MIRROR_QUARANTINE": "soon"}, "quarantine.default"),
+        ({"MIRROR_QUARANTINE": "9999999999d"}, "quarantine.default"),
+        ({"MIRROR_CACHE_METADATA_TTL": "99999999999999"}, "cache.metadata_ttl"),
         ({"MIRROR_LISTEN": "8080"}, "listen"),
         ({"MIRROR_LISTEN": "host:99999"}, "listen"),
         ({"MIRROR_WORKERS": "0"}, "workers"),

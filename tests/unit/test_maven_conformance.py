@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,23 @@ BATCH = 1500  # versions per java run: one run answers BATCH - 1 consecutive com
 _OPERATORS = {"<": -1, "==": 0, ">": 1}
 
 
+def _jar_version() -> str:
+    with zipfile.ZipFile(MAVEN_ARTIFACT_JAR) as jar:
+        properties = jar.read("META-INF/maven/org.apache.maven/maven-artifact/pom.properties")
+    for line in properties.decode().splitlines():
+        if line.startswith("version="):
+            return line.partition("=")[2].strip()
+    return "unknown"
+
+
 def _skip_reason() -> str | None:
     if shutil.which("java") is None:
         return "java is not installed (CI installs maven, which brings it)"
     if not MAVEN_ARTIFACT_JAR.is_file():
         return f"{MAVEN_ARTIFACT_JAR} is missing (CI installs maven, which brings it)"
+    # The order followed is maven-artifact 3.8's; 3.9 changed it on some inputs (`a1`).
+    if not _jar_version().startswith("3.8."):
+        return f"the installed maven-artifact is {_jar_version()}, the order followed is 3.8's"
     return None
 
 
