@@ -69,13 +69,14 @@ def _serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 
 def _configure_logging(config: Config) -> None:
-    from mirror.logs import SafeFormatter
+    from mirror.logs import MalformedRequestFilter, SafeFormatter
 
     # Messages carry client paths, upstream text and admins' reasons: every handler writes
     # one escaped line per event (mirror.logs), so none can forge a line or reach a terminal.
     events = logging.StreamHandler(sys.stderr)
     events.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=config.log_level, handlers=[events])
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     # The access log is one JSON object per line, nothing around it (already escaped by
     # json.dumps; the formatter guards it all the same).
     access = logging.getLogger("mirror.access")

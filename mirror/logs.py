@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from mirror.safetext import escape
 
-__all__ = ["CONTINUATION", "SafeFormatter", "escape"]
+__all__ = ["CONTINUATION", "MalformedRequestFilter", "SafeFormatter", "escape"]
 
 CONTINUATION = "  | "
 
@@ -43,3 +45,20 @@ class SafeFormatter(logging.Formatter):
 def _continued(text: str) -> list[str]:
     # Split on "\n" only: any other line break inside a line is escaped, not followed.
     return [CONTINUATION + escape(line) for line in text.rstrip("\n").split("\n")]
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs every request it cannot parse (a bad request line, a control character
+    in a header) at ERROR with a traceback, so any client could fill the log with them. Such
+    a request is the client's fault and got a 400: it becomes one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError) or not 400 <= error.code < 500:
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "refused a request it could not parse from %s: %s"
+        record.args = (peer, error.message or type(error).__name__)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
