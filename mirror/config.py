@@ -124,6 +124,9 @@ class CacheConfig:
     stale_max: timedelta = timedelta(days=7)
     max_bytes: int = 0  # 0 = no cap
     max_document_bytes: int = 256 * 1024**2
+    # Every in-memory cache of a worker (documents, parsed forms, rendered views, small
+    # artifacts) shares this many bytes.
+    memory_budget: int = 96 * 1024**2
     # A document is refetched ahead of its TTL (an unknown file or version was asked for) at
     # most once per this interval: no client turns its requests into upstream requests.
     refresh_interval: timedelta = timedelta(seconds=30)
@@ -144,6 +147,10 @@ class UpstreamConfig:
 class StateConfig:
     redis_url: str | None = None
     poll_interval: timedelta = timedelta(milliseconds=250)
+    # The serving path waits at most this long on shared state, then uses what it knows.
+    timeout: timedelta = timedelta(milliseconds=500)
+    # Download ledger entries older than this are dropped.
+    ledger_retention: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +159,18 @@ class AdminConfig:
     protect_reads: bool = False
     # Impact reports name client addresses: they need a token unless this opens them.
     open_impact: bool = False
+    # Audit entries are kept this long (never pruned by count).
+    audit_retention: timedelta = timedelta(days=365)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """Connection limits of each worker process."""
+
+    header_timeout: timedelta = timedelta(seconds=10)
+    idle_timeout: timedelta = timedelta(seconds=30)
+    max_connections: int = 2048
+    max_connections_per_client: int = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +209,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def ecosystem(self, name: str) -> EcosystemConfig:
         if name not in ECOSYSTEMS:
@@ -226,6 +246,14 @@ ENV_KEYS: dict[str, str] = {
     "MIRROR_MAVEN_QUARANTINE": "quarantine.maven.age",
     "MIRROR_REDIS_URL": "state.redis_url",
     "MIRROR_STATE_POLL_INTERVAL": "state.poll_interval",
+    "MIRROR_STATE_TIMEOUT": "state.timeout",
+    "MIRROR_LEDGER_RETENTION": "state.ledger_retention",
+    "MIRROR_AUDIT_RETENTION": "admin.audit_retention",
+    "MIRROR_MEMORY_BUDGET": "cache.memory_budget",
+    "MIRROR_HEADER_TIMEOUT": "limits.header_timeout",
+    "MIRROR_IDLE_TIMEOUT": "limits.idle_timeout",
+    "MIRROR_MAX_CONNECTIONS": "limits.max_connections",
+    "MIRROR_MAX_CONNECTIONS_PER_CLIENT": "limits.max_connections_per_client",
     "MIRROR_ADMIN_TOKENS": "admin.tokens",
     "MIRROR_ADMIN_PROTECT_READS": "admin.protect_reads",
     "MIRROR_ADMIN_OPEN_IMPACT": "admin.open_impact",
@@ -245,7 +273,7 @@ ENV_KEYS: dict[str, str] = {
 _TOP_KEYS = {
     "listen", "public_url", "trusted_proxies", "data_dir", "workers", "shutdown_grace",
     "access_log", "log_level", "quarantine", "npm", "pypi", "maven", "cache", "upstream",
-    "state", "admin", "tls",
+    "state", "admin", "tls", "limits",
 }  # fmt: skip
 
 
@@ -320,6 +348,7 @@ def _build(raw: dict[str, Any]) -> Config:
         state=_state(_table(raw, "state")),
         admin=_admin(_table(raw, "admin")),
         tls=_tls(_table(raw, "tls")),
+        limits=_limits(_table(raw, "limits")),
     )
 
 
@@ -515,7 +544,7 @@ def _quarantine(table: dict[str, Any]) -> QuarantineConfig:
 def _cache(table: dict[str, Any]) -> CacheConfig:
     keys = {
         "metadata_ttl", "stale_max", "max_bytes", "max_document_bytes", "refresh_interval",
-        "negative_ttl",
+        "negative_ttl", "memory_budget",
     }  # fmt: skip
     _check_keys(table, "cache", keys)
     return CacheConfig(
@@ -529,6 +558,7 @@ def _cache(table: dict[str, Any]) -> CacheConfig:
             table.get("refresh_interval", "30s"), key="cache.refresh_interval"
         ),
         negative_ttl=parse_duration(table.get("negative_ttl", "1m"), key="cache.negative_ttl"),
+        memory_budget=parse_size(table.get("memory_budget", "96M"), key="cache.memory_budget"),
     )
 
 
@@ -552,7 +582,7 @@ def _positive(value: Any, key: str) -> timedelta:
 
 
 def _state(table: dict[str, Any]) -> StateConfig:
-    _check_keys(table, "state", {"redis_url", "poll_interval"})
+    _check_keys(table, "state", {"redis_url", "poll_interval", "timeout", "ledger_retention"})
     redis_url = table.get("redis_url") or None
     if redis_url is not None:
         redis_url = _str(redis_url, "state.redis_url")
@@ -563,11 +593,13 @@ def _state(table: dict[str, Any]) -> StateConfig:
     return StateConfig(
         redis_url=redis_url,
         poll_interval=_positive(table.get("poll_interval", "250ms"), "state.poll_interval"),
+        timeout=_positive(table.get("timeout", "500ms"), "state.timeout"),
+        ledger_retention=_positive(table.get("ledger_retention", "90d"), "state.ledger_retention"),
     )
 
 
 def _admin(table: dict[str, Any]) -> AdminConfig:
-    _check_keys(table, "admin", {"tokens", "protect_reads", "open_impact"})
+    _check_keys(table, "admin", {"tokens", "protect_reads", "open_impact", "audit_retention"})
     raw_tokens = table.get("tokens", {})
     tokens: dict[str, str] = {}
     if isinstance(raw_tokens, str):
@@ -591,6 +623,7 @@ def _admin(table: dict[str, Any]) -> AdminConfig:
         tokens=tokens,
         protect_reads=_bool(table.get("protect_reads", False), "admin.protect_reads"),
         open_impact=_bool(table.get("open_impact", False), "admin.open_impact"),
+        audit_retention=_positive(table.get("audit_retention", "365d"), "admin.audit_retention"),
     )
 
 
@@ -610,3 +643,20 @@ def _tls(table: dict[str, Any]) -> TLSConfig:
     if not paths:
         return TLSConfig()
     return TLSConfig(cert=paths[0], key=paths[1])
+
+
+def _limits(table: dict[str, Any]) -> LimitsConfig:
+    keys = {"header_timeout", "idle_timeout", "max_connections", "max_connections_per_client"}
+    _check_keys(table, "limits", keys)
+    return LimitsConfig(
+        header_timeout=_positive(table.get("header_timeout", "10s"), "limits.header_timeout"),
+        idle_timeout=_positive(table.get("idle_timeout", "30s"), "limits.idle_timeout"),
+        max_connections=_int(
+            table.get("max_connections", 2048), "limits.max_connections", minimum=1
+        ),
+        max_connections_per_client=_int(
+            table.get("max_connections_per_client", 256),
+            "limits.max_connections_per_client",
+            minimum=1,
+        ),
+    )
