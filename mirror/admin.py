@@ -463,13 +463,16 @@ def describe_impact(
         "packages": list(packages[:MAX_IMPACT_PACKAGES]),
         "packages_total": len(packages),
         "clients": sorted({event.client for event in events}),
+        # One row per client and file: when it first and last pulled it, and how often.
         "downloads": [
             {
                 "client": event.client,
                 "package": event.package,
                 "version": event.version,
                 "filename": event.filename,
-                "at": iso(event.at),
+                "first_seen": iso(event.at),
+                "last_seen": iso(event.last_seen),
+                "count": event.count,
             }
             for event in events
         ],
@@ -1038,10 +1041,50 @@ async def impact_view(request: web.Request) -> web.StreamResponse:
 
 
 async def audit_view(request: web.Request) -> web.StreamResponse:
+    """The audit log, newest first, filtered by `target` (a rule id), `actor` and a time
+    window (`since` inclusive, `until` exclusive), paged by `cursor`. `pruned_before` says
+    up to when entries may have been pruned (older than `admin.audit_retention`; the entry
+    that created a stored rule is kept as long as the rule)."""
     _authorize(request, required=True)
     services = _context(request).services
     limit = parse_limit(request.query.get("limit"), default=100, maximum=MAX_AUDIT_LIMIT)
-    entries = await services.state.audit_log(limit=limit)
+    now = services.clock.now()
+    filters: dict[str, str] = {}
+    for field in ("target", "actor", "since", "until"):
+        if value := _optional_query(request, field):
+            filters[field] = value
+    since = (
+        None
+        if "since" not in filters
+        else parse_time(filters["since"], field="since", now=now, future=False)
+    )
+    until = (
+        None
+        if "until" not in filters
+        else parse_time(filters["until"], field="until", now=now, future=False)
+    )
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("until: must be later than since", field="until")
+    cursor = _optional_query(request, "cursor") or None
+    try:
+        page = await services.state.audit_page(
+            limit=limit,
+            target=filters.get("target"),
+            actor=filters.get("actor"),
+            since=since,
+            until=until,
+            after=cursor,
+        )
+    except InvalidPosition:
+        raise BadRequest(
+            "cursor: not a cursor of this mirror's audit log; pass next_cursor from the "
+            "previous answer unchanged",
+            field="cursor",
+        ) from None
+    following = None
+    if page.next_after is not None:
+        query = {**filters, "limit": str(limit), "cursor": page.next_after}
+        following = f"{PREFIX}/audit?{urllib.parse.urlencode(query)}"
     return web.json_response(
         {
             "entries": [
@@ -1054,7 +1097,10 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
                     "before": _jsonable(entry.before),
                     "after": _jsonable(entry.after),
                 }
-                for entry in entries
-            ]
+                for entry in page.entries
+            ],
+            "pruned_before": iso(page.pruned_before),
+            "next_cursor": page.next_after,
+            "next": following,
         }
     )

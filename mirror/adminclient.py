@@ -277,17 +277,18 @@ def impact_text(impact: Mapping[str, Any]) -> str:
     if downloads:
         lines.append(
             f"already downloaded by {len(impact['clients'])} client(s) "
-            f"({len(downloads)} download(s){' on this page' if more else ''}):"
+            f"({len(downloads)} client/file row(s){' on this page' if more else ''}):"
         )
         lines.append(
             format_table(
-                ("CLIENT", "PACKAGE", "VERSION", "FILE", "AT"),
+                ("CLIENT", "PACKAGE", "VERSION", "FILE", "FIRST SEEN", "LAST SEEN", "COUNT"),
                 [
-                    (d["client"], d.get("package", ""), d["version"], d["filename"], d["at"])
+                    (d["client"], d.get("package", ""), d["version"], d["filename"],
+                     d["first_seen"], d["last_seen"], str(d["count"]))
                     for d in downloads
                 ],
             )
-        )
+        )  # fmt: skip
     elif more:
         lines.append("no recorded downloads of matching versions on this page")
     else:
@@ -499,9 +500,31 @@ def impact(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
 
 
 def audit(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
-    answer = call(endpoint, "GET", "/audit", query={"limit": str(args.limit)})
+    query = {
+        "limit": str(args.limit),
+        "target": getattr(args, "target", None),
+        "actor": getattr(args, "actor", None),
+        "since": getattr(args, "since", None),
+        "until": getattr(args, "until", None),
+        "cursor": getattr(args, "cursor", None),
+    }
+    answer = call(endpoint, "GET", "/audit", query=query)
     expect(answer, "mirror audit", entries=list)
-    return answer, lambda a: audit_table(a["entries"])
+    return answer, audit_text
+
+
+def audit_text(answer: Mapping[str, Any]) -> str:
+    """The entries, then where older ones went: pruned, or on the next page."""
+    lines = [audit_table(answer["entries"]) if answer["entries"] else "no matching entries"]
+    if answer.get("pruned_before"):
+        lines.append(
+            f"entries up to {show(answer['pruned_before'])} were pruned (older than the "
+            "audit retention; the entry that created a rule still stored is kept)"
+        )
+    if answer.get("next_cursor"):
+        cursor = shlex.quote(show(answer["next_cursor"]))
+        lines.append(f"older entries: mirror audit --cursor {cursor} (with the same filters)")
+    return "\n".join(lines)
 
 
 # preflight ----------------------------------------------------------------------------------

@@ -238,6 +238,11 @@ def _add_admin_parsers(commands: Any) -> None:
 
     audit = add("audit", "the newest admin changes (needs a token)")
     audit.add_argument("--limit", type=int, default=50, help="entries (1-1000, default 50)")
+    audit.add_argument("--target", help="only changes of this rule id (b-…, e-…, f-…)")
+    audit.add_argument("--actor", help="only changes by this token name")
+    audit.add_argument("--since", help=f"only changes at or after; {TIME_HELP}")
+    audit.add_argument("--until", help=f"only changes before; {TIME_HELP}")
+    audit.add_argument("--cursor", help="the page to show (printed after the previous one)")
     audit.set_defaults(run=run(adminclient.audit))
 
 

@@ -12,6 +12,7 @@ from mirror.config import Config
 from mirror.state.base import (
     RULE_KINDS,
     AuditEntry,
+    AuditPage,
     DownloadEvent,
     RuleKind,
     RuleRecord,
@@ -21,6 +22,7 @@ from mirror.state.base import (
 __all__ = [
     "RULE_KINDS",
     "AuditEntry",
+    "AuditPage",
     "DownloadEvent",
     "RuleKind",
     "RuleRecord",
@@ -33,13 +35,24 @@ STATE_FILENAME = "state.sqlite3"
 
 def create_state(config: Config, *, clock: Clock | None = None) -> StateStore:
     """The configured backend, not yet opened: `RedisState` on `config.state.redis_url` if
-    set, else `LocalState` at `<data_dir>/state.sqlite3` polling every `state.poll_interval`."""
+    set, else `LocalState` at `<data_dir>/state.sqlite3` polling every `state.poll_interval`;
+    both keep the ledger for `state.ledger_retention` and the audit for
+    `admin.audit_retention`."""
     if config.state.redis_url:
         from mirror.state.redis import RedisState
 
-        return RedisState(config.state.redis_url, clock=clock)
+        return RedisState(
+            config.state.redis_url,
+            clock=clock,
+            ledger_retention=config.state.ledger_retention,
+            audit_retention=config.admin.audit_retention,
+        )
     from mirror.state.local import LocalState
 
     return LocalState(
-        config.data_dir / STATE_FILENAME, poll_interval=config.state.poll_interval, clock=clock
+        config.data_dir / STATE_FILENAME,
+        poll_interval=config.state.poll_interval,
+        clock=clock,
+        ledger_retention=config.state.ledger_retention,
+        audit_retention=config.admin.audit_retention,
     )

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-# Retention, the same in every backend: the newest download events per package, the newest
-# audit entries overall.
+# Retention, the same in every backend. The ledger keeps one row per (client, file) seen within
+# `LEDGER_RETENTION` (by last seen), at most `DOWNLOADS_KEPT` rows per package (the most recently
+# seen). The audit keeps entries for `AUDIT_RETENTION`, and the entry that created a rule for as
+# long as the rule is stored; against a write flood, at most `AUDIT_CAP` other entries (the
+# oldest go first), so a creation entry of a live rule is never dropped.
 DOWNLOADS_KEPT = 100_000
-AUDIT_KEPT = 10_000
+LEDGER_RETENTION = timedelta(days=90)
+AUDIT_RETENTION = timedelta(days=365)
+AUDIT_CAP = 250_000  # about 0.5 KB each: 125 MB at most
+# Audit entries one `audit_page` call reads at most (filters that match little answer a short
+# page and a position to go on from, never a scan of the whole log).
+AUDIT_SCAN = 10_000
 
 RuleKind = Literal["block", "exemption", "freeze"]
 RULE_KINDS: tuple[RuleKind, ...] = ("block", "exemption", "freeze")
@@ -38,7 +46,12 @@ class RuleRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DownloadEvent:
-    """One artifact served to one client: the ledger behind "who already pulled it?"."""
+    """Downloads of one file by one client: the ledger behind "who already pulled it?".
+
+    As noted, one download (or the repeats a worker gathered before writing them):
+    `at` the first, `last_at` the latest (None = `at`), `count` how many. As stored and read
+    back, the aggregate over every worker: the ledger keeps one row per (client, file), so its
+    size follows distinct downloads, not traffic."""
 
     ecosystem: str
     package: str
@@ -46,6 +59,30 @@ class DownloadEvent:
     filename: str
     client: str
     at: datetime
+    last_at: datetime | None = None
+    count: int = 1
+
+    @property
+    def last_seen(self) -> datetime:
+        return self.at if self.last_at is None else self.last_at
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What the ledger aggregates by: the file and the client."""
+        return (self.ecosystem, self.package, self.version, self.filename, self.client)
+
+    def merged(self, other: DownloadEvent) -> DownloadEvent:
+        """This row and `other` (the same key) as one: first, last, the counts added."""
+        return DownloadEvent(
+            ecosystem=self.ecosystem,
+            package=self.package,
+            version=self.version,
+            filename=self.filename,
+            client=self.client,
+            at=min(self.at, other.at),
+            last_at=max(self.last_seen, other.last_seen),
+            count=self.count + other.count,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,7 +96,8 @@ class DownloadPage:
 
 
 class InvalidPosition(ValueError):
-    """A `downloads_page` position this store did not issue (a damaged or forged cursor)."""
+    """A `downloads_page` or `audit_page` position this store did not issue (a damaged or
+    forged cursor)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +111,18 @@ class AuditEntry:
     target: str
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditPage:
+    """One page of the audit log, newest first. `next_after` is the position to pass as
+    `after` for the next page (None: no matching entry follows). `pruned_before`: entries at
+    or before this time may have been pruned (older than the retention, or past the safety
+    cap); None when nothing was ever pruned."""
+
+    entries: list[AuditEntry]
+    next_after: str | None
+    pruned_before: datetime | None
 
 
 class StateStore(Protocol):
@@ -92,7 +142,9 @@ class StateStore(Protocol):
     # rules (blocks, exemptions, freezes) -------------------------------------------------
     async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
         """Store `rule` (its id is chosen by the caller) and bump the policy version; `audit`
-        is stored in the same transaction (no change without its audit entry)."""
+        is stored in the same transaction (no change without its audit entry) and kept while
+        the rule is stored. Writes to different rules never conflict; this never fails because
+        other writers are busy (only when the backend cannot answer)."""
         ...
 
     async def remove_rule(
@@ -130,13 +182,16 @@ class StateStore(Protocol):
     async def record_download(self, event: DownloadEvent) -> None: ...
 
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
-        """Record many events in one write (the ledger batches them)."""
+        """Record many events in one write (the ledger batches them), each added to the row of
+        its (client, file): first seen the earliest, last seen the latest, counts summed.
+        Rows last seen longer than the ledger retention ago are pruned."""
         ...
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
-        """Download events of one package (all versions), oldest first."""
+        """Download rows of one package (all versions), first seen oldest first; `since`
+        keeps the rows last seen at or after it."""
         ...
 
     async def downloads_page(
@@ -165,5 +220,21 @@ class StateStore(Protocol):
     async def append_audit(self, entry: AuditEntry) -> None: ...
 
     async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
+        """The newest `limit` entries, newest first."""
+        ...
+
+    async def audit_page(
+        self,
+        *,
+        limit: int,
+        target: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+    ) -> AuditPage:
+        """At most `limit` (>= 1) entries, newest first, of `target` and `actor` (any if
+        None), at or after `since` and before `until`, following the position `after`.
+        Reads at most AUDIT_SCAN entries: a page may be short with a position to go on.
+        Raises InvalidPosition for an `after` this store did not issue."""
         ...

@@ -1,6 +1,7 @@
 """Embedded shared state: one SQLite file in the data dir (WAL), shared by the worker processes of
 one machine. All SQLite calls run on one private thread per store, never on the event loop.
-Limits: one machine only (no network filesystems); downloads and audit are never pruned here."""
+Limits: one machine only (no network filesystems); the ledger and the audit log are pruned by
+age (and capped) as `state.base` describes, the same as on Redis."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from typing import Any, TypeVar, cast
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
 from mirror.state.base import (
-    AUDIT_KEPT,
+    AUDIT_CAP,
+    AUDIT_RETENTION,
     DOWNLOADS_KEPT,
+    LEDGER_RETENTION,
     AuditEntry,
+    AuditPage,
     DownloadEvent,
     DownloadPage,
     InvalidPosition,
@@ -39,6 +43,12 @@ _MICRO = timedelta(microseconds=1)
 # SQLite waits this long for another process's write lock before giving up with "locked".
 _BUSY_TIMEOUT_MS = 2000
 _LOCKED_RETRIES = 3
+# Admin writes wait longer: several writers at once (an incident) must all succeed.
+_ADMIN_LOCKED_RETRIES = 10
+# Rows one write prunes at most (the rest goes with the next writes): a write stays quick.
+_PRUNE_BATCH = 1000
+# The ledger is pruned by age at most this often per store.
+_LEDGER_PRUNE_EVERY = timedelta(minutes=1)
 # A `downloads_page` position: "at:seq", both within SQLite's 64-bit integers.
 _POSITION = re.compile(r"-?[0-9]{1,18}:[0-9]{1,18}")
 
@@ -56,15 +66,27 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS digests (
         ecosystem TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL,
         PRIMARY KEY (ecosystem, key))""",
-    """CREATE TABLE IF NOT EXISTS downloads (
+    # One row per (client, file): first seen, last seen, how many times.
+    """CREATE TABLE IF NOT EXISTS ledger (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL, package TEXT NOT NULL,
         version TEXT NOT NULL, filename TEXT NOT NULL, client TEXT NOT NULL,
-        at INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS downloads_by_package ON downloads (ecosystem, package, at)",
+        first_at INTEGER NOT NULL, last_at INTEGER NOT NULL, count INTEGER NOT NULL,
+        UNIQUE (ecosystem, package, version, filename, client))""",
+    "CREATE INDEX IF NOT EXISTS ledger_by_package ON ledger (ecosystem, package, first_at)",
+    "CREATE INDEX IF NOT EXISTS ledger_by_last_seen ON ledger (last_at)",
     """CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
         client TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, before TEXT,
         after TEXT)""",
+)
+# Run after _SCHEMA, once each (they check what the file already has): the ledger of earlier
+# versions (one row per noted download) folded into rows, and the audit's `pinned` flag (the
+# creation entry of a stored rule: never pruned while the rule lives).
+_AUDIT_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, at, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_prunable ON audit (pinned, at, seq)",
 )
 _RULE_COLUMNS = (
     "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
@@ -137,17 +159,21 @@ class LocalState:
         poll_interval: timedelta = timedelta(milliseconds=250),
         clock: Clock | None = None,
         downloads_kept: int = DOWNLOADS_KEPT,
-        audit_kept: int = AUDIT_KEPT,
+        ledger_retention: timedelta = LEDGER_RETENTION,
+        audit_retention: timedelta = AUDIT_RETENTION,
+        audit_cap: int = AUDIT_CAP,
     ) -> None:
-        if downloads_kept < 1 or audit_kept < 1:
-            raise ValueError("downloads_kept and audit_kept must be at least 1")
+        if downloads_kept < 1 or audit_cap < 1:
+            raise ValueError("downloads_kept and audit_cap must be at least 1")
         self.path = path
         self.poll_interval = poll_interval
-        # The same retention as the Redis backend: the newest events per package, the newest
-        # audit entries overall.
+        # The same retention as the Redis backend (state.base).
         self.downloads_kept = downloads_kept
-        self.audit_kept = audit_kept
+        self.ledger_retention = ledger_retention
+        self.audit_retention = audit_retention
+        self.audit_cap = audit_cap
         self.clock: Clock = clock or SystemClock()
+        self._ledger_pruned_at: datetime | None = None
         self._executor: ThreadPoolExecutor | None = None
         # Touched only on the executor's single thread.
         self._conn: sqlite3.Connection | None = None
@@ -173,7 +199,7 @@ class LocalState:
     # rules -----------------------------------------------------------------------------------
     async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
         row = _rule_row(rule)
-        kept = self.audit_kept
+        retention = self._audit_retention()
 
         def add(conn: sqlite3.Connection) -> None:
             with _write(conn):
@@ -183,15 +209,18 @@ class LocalState:
                     row,
                 )
                 _bump(conn)
+                # A replaced rule's creation entry is an ordinary entry from now on.
+                _unpin(conn, rule.id)
                 if audit is not None:
-                    _insert_audit(conn, audit, kept)
+                    _insert_audit(conn, audit, pinned=True)
+                _prune_audit(conn, *retention)
 
-        await self._run(add, "add rule")
+        await self._run(add, "add rule", retries=_ADMIN_LOCKED_RETRIES)
 
     async def remove_rule(
         self, kind: RuleKind, rule_id: str, *, audit: AuditEntry | None = None
     ) -> RuleRecord | None:
-        kept = self.audit_kept
+        retention = self._audit_retention()
 
         def remove(conn: sqlite3.Connection) -> RuleRecord | None:
             with _write(conn):
@@ -203,11 +232,13 @@ class LocalState:
                     return None
                 conn.execute("DELETE FROM rules WHERE kind = ? AND id = ?", (kind, rule_id))
                 _bump(conn)
+                _unpin(conn, rule_id)
                 if audit is not None:
-                    _insert_audit(conn, audit, kept)
+                    _insert_audit(conn, audit, pinned=False)
+                _prune_audit(conn, *retention)
                 return _rule_from_row(row)
 
-        return await self._run(remove, "remove rule")
+        return await self._run(remove, "remove rule", retries=_ADMIN_LOCKED_RETRIES)
 
     async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
         def select(conn: sqlite3.Connection) -> list[RuleRecord]:
@@ -275,66 +306,62 @@ class LocalState:
         await self.record_downloads([event])
 
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
-        rows = [
-            (
-                event.ecosystem,
-                event.package,
-                event.version,
-                event.filename,
-                event.client,
-                _micros(event.at),
-            )
-            for event in events
-        ]
-        if not rows:
+        if not events:
             return
-
+        rows = [
+            (*event.key, _micros(event.at), _micros(event.last_seen), event.count)
+            for event in _aggregate(events)
+        ]
         packages = {(row[0], row[1]) for row in rows}
         kept = self.downloads_kept
+        now = self.clock.now()
+        prune_before: int | None = None
+        if self._ledger_pruned_at is None or now - self._ledger_pruned_at >= _LEDGER_PRUNE_EVERY:
+            prune_before = _micros(now - self.ledger_retention)
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
             with _write(conn):
                 conn.executemany(
-                    "INSERT INTO downloads (ecosystem, package, version, filename, client, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO ledger (ecosystem, package, version, filename, client, "
+                    "first_at, last_at, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (ecosystem, package, version, filename, client) DO UPDATE SET "
+                    "first_at = min(first_at, excluded.first_at), "
+                    "last_at = max(last_at, excluded.last_at), count = count + excluded.count",
                     rows,
                 )
                 for ecosystem, package in packages:
+                    # The most recently seen rows of the package are kept.
                     conn.execute(
-                        "DELETE FROM downloads WHERE ecosystem = ? AND package = ? AND seq IN "
-                        "(SELECT seq FROM downloads WHERE ecosystem = ? AND package = ? "
-                        "ORDER BY at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                        "DELETE FROM ledger WHERE ecosystem = ? AND package = ? AND seq IN "
+                        "(SELECT seq FROM ledger WHERE ecosystem = ? AND package = ? "
+                        "ORDER BY last_at DESC, seq DESC LIMIT -1 OFFSET ?)",
                         (ecosystem, package, ecosystem, package, kept),
                     )
+                if prune_before is not None:
+                    conn.execute(
+                        "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger "
+                        "WHERE last_at < ? LIMIT ?)",
+                        (prune_before, _PRUNE_BATCH * 10),
+                    )
 
-        await self._run(insert, "record downloads")
+        await self._run(upsert, "record downloads")
+        if prune_before is not None:
+            self._ledger_pruned_at = now
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
-        sql = (
-            "SELECT version, filename, client, at FROM downloads "
-            "WHERE ecosystem = ? AND package = ?"
-        )
-        params: tuple[str | int, ...] = (ecosystem, package)
-        if since is not None:
-            sql, params = sql + " AND at >= ?", (*params, _micros(since))
-
-        def select(conn: sqlite3.Connection) -> list[DownloadEvent]:
-            rows = conn.execute(sql + " ORDER BY at, seq", params).fetchall()
-            return [
-                DownloadEvent(
-                    ecosystem=ecosystem,
-                    package=package,
-                    version=version,
-                    filename=filename,
-                    client=client,
-                    at=_from_micros(at),
-                )
-                for version, filename, client, at in rows
-            ]
-
-        return await self._run(select, "read downloads")
+        events: list[DownloadEvent] = []
+        after: str | None = None
+        # Bounded: the package keeps at most `downloads_kept` rows.
+        while True:
+            page = await self.downloads_page(
+                ecosystem, package, limit=self.downloads_kept, since=since, after=after
+            )
+            events.extend(page.events)
+            if page.next_after is None:
+                return events
+            after = page.next_after
 
     async def downloads_page(
         self,
@@ -351,11 +378,11 @@ class LocalState:
         where = "ecosystem = ? AND package = ?"
         params: list[str | int] = [ecosystem, package]
         if since is not None:
-            where += " AND at >= ?"
+            where += " AND last_at >= ?"
             params.append(_micros(since))
         if after is not None:
             at, seq = _position(after)
-            where += " AND (at > ? OR (at = ? AND seq > ?))"
+            where += " AND (first_at > ? OR (first_at = ? AND seq > ?))"
             params += [at, at, seq]
 
         def select(conn: sqlite3.Connection) -> DownloadPage:
@@ -364,7 +391,7 @@ class LocalState:
                 # The spec is matched on the distinct versions (a few hundred at most), not
                 # per row; the rows are then selected by an indexed query.
                 known = conn.execute(
-                    "SELECT DISTINCT version FROM downloads WHERE ecosystem = ? AND package = ?",
+                    "SELECT DISTINCT version FROM ledger WHERE ecosystem = ? AND package = ?",
                     (ecosystem, package),
                 ).fetchall()
                 wanted = [version for (version,) in known if versions(version)]
@@ -378,9 +405,8 @@ class LocalState:
                 query += " AND version IN (SELECT v FROM wanted_versions)"
             # `query` is built from constant fragments above; every value is a parameter.
             rows = conn.execute(
-                "SELECT version, filename, client, at, seq FROM downloads WHERE "  # noqa: S608
-                + query
-                + " ORDER BY at, seq LIMIT ?",
+                "SELECT version, filename, client, first_at, last_at, count, seq "
+                "FROM ledger WHERE " + query + " ORDER BY first_at, seq LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
             shown = rows[:limit]
@@ -391,14 +417,16 @@ class LocalState:
                     version=version,
                     filename=filename,
                     client=client,
-                    at=_from_micros(at),
+                    at=_from_micros(first),
+                    last_at=_from_micros(last),
+                    count=count,
                 )
-                for version, filename, client, at, _ in shown
+                for version, filename, client, first, last, count, _ in shown
             ]
             more = len(rows) > limit
             return DownloadPage(
                 events=events,
-                next_after=f"{shown[-1][3]}:{shown[-1][4]}" if more else None,
+                next_after=f"{shown[-1][3]}:{shown[-1][6]}" if more else None,
             )
 
         return await self._run(select, "read downloads")
@@ -406,7 +434,7 @@ class LocalState:
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         def select(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
-                "SELECT DISTINCT package FROM downloads WHERE ecosystem = ? ORDER BY package",
+                "SELECT DISTINCT package FROM ledger WHERE ecosystem = ? ORDER BY package",
                 (ecosystem,),
             ).fetchall()
             return [package for (package,) in rows]
@@ -415,52 +443,98 @@ class LocalState:
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
-        kept = self.audit_kept
+        retention = self._audit_retention()
 
         def insert(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                _insert_audit(conn, entry, kept)
+                _insert_audit(conn, entry, pinned=False)
+                _prune_audit(conn, *retention)
 
-        await self._run(insert, "append audit entry")
+        await self._run(insert, "append audit entry", retries=_ADMIN_LOCKED_RETRIES)
 
     async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
-        def select(conn: sqlite3.Connection) -> list[AuditEntry]:
-            rows = conn.execute(
-                "SELECT at, actor, client, action, target, before, after FROM audit "
-                "ORDER BY seq DESC LIMIT ?",
-                (max(limit, 0),),
-            ).fetchall()
-            return [
-                AuditEntry(
-                    at=_from_micros(at),
-                    actor=actor,
-                    client=client,
-                    action=action,
-                    target=target,
-                    before=None if before is None else json.loads(before),
-                    after=None if after is None else json.loads(after),
-                )
-                for at, actor, client, action, target, before, after in rows
-            ]
+        if limit <= 0:
+            return []
+        return (await self.audit_page(limit=limit)).entries
+
+    async def audit_page(
+        self,
+        *,
+        limit: int,
+        target: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+    ) -> AuditPage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where: list[str] = ["1 = 1"]
+        params: list[str | int] = []
+        for column, value in (("target", target), ("actor", actor)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(_micros(since))
+        if until is not None:
+            where.append("at < ?")
+            params.append(_micros(until))
+        if after is not None:
+            at, seq = _position(after)
+            where.append("(at < ? OR (at = ? AND seq < ?))")
+            params += [at, at, seq]
+        retention = self._audit_retention()
+        # Built from constant fragments; every value is a parameter.
+        sql = (
+            "SELECT at, actor, client, action, target, before, after, seq FROM audit "  # noqa: S608
+            f"WHERE {' AND '.join(where)} ORDER BY at DESC, seq DESC LIMIT ?"
+        )
+
+        def select(conn: sqlite3.Connection) -> AuditPage:
+            # Entries past the retention go even when nobody writes.
+            with _write(conn):
+                _prune_audit(conn, *retention)
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+            pruned = conn.execute(
+                "SELECT value FROM meta WHERE key = 'audit_pruned_before'"
+            ).fetchone()
+            shown = rows[:limit]
+            return AuditPage(
+                entries=[_audit_from_row(row) for row in shown],
+                next_after=f"{shown[-1][0]}:{shown[-1][7]}" if len(rows) > limit else None,
+                pruned_before=None if pruned is None else _from_micros(pruned[0]),
+            )
 
         return await self._run(select, "read audit log")
 
+    def _audit_retention(self) -> tuple[int, int]:
+        """(entries before this are pruned, the cap), for `_prune_audit`."""
+        return _micros(self.clock.now() - self.audit_retention), self.audit_cap
+
     # plumbing ----------------------------------------------------------------------------------
-    async def _run(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+    async def _run(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        what: str,
+        *,
+        retries: int = _LOCKED_RETRIES,
+    ) -> T:
         executor = self._executor
         if executor is None:
             raise StateUnavailable(f"the state database is not open ({what})")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._call, work, what)
+        return await loop.run_in_executor(executor, self._call, work, what, retries)
 
-    def _call(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+    def _call(self, work: Callable[[sqlite3.Connection], T], what: str, retries: int) -> T:
         """On the executor thread: run `work`, retrying briefly when another process holds
         the lock past busy_timeout; every other SQLite failure becomes StateUnavailable."""
-        for attempt in range(_LOCKED_RETRIES):
+        for attempt in range(retries):
             try:
                 return work(self._connection())
             except sqlite3.OperationalError as exc:
-                if _is_locked(exc) and attempt + 1 < _LOCKED_RETRIES:
+                if _is_locked(exc) and attempt + 1 < retries:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 raise self._unavailable(what, exc) from exc
@@ -496,6 +570,7 @@ class LocalState:
         with _write(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _upgrade(conn)
 
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None
@@ -532,11 +607,48 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry, kept: int) -> None:
-    """Inside a write transaction: append `entry`, keep the newest `kept` entries."""
-    cursor = conn.execute(
-        "INSERT INTO audit (at, actor, client, action, target, before, after) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Inside the schema transaction: bring a file of an earlier version up to this one."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    if "pinned" not in columns:
+        conn.execute("ALTER TABLE audit ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
+        # The newest creation entry of each stored rule is its creation entry.
+        conn.execute(
+            "UPDATE audit SET pinned = 1 WHERE seq IN (SELECT max(audit.seq) FROM audit "
+            "JOIN rules ON audit.target = rules.id AND audit.action = rules.kind || '.create' "
+            "GROUP BY audit.target)"
+        )
+    for statement in _AUDIT_INDEXES:
+        conn.execute(statement)
+    old_ledger = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'downloads'"
+    ).fetchone()
+    if old_ledger is not None:
+        conn.execute(
+            "INSERT INTO ledger (ecosystem, package, version, filename, client, first_at, "
+            "last_at, count) SELECT ecosystem, package, version, filename, client, min(at), "
+            "max(at), count(*) FROM downloads "
+            "GROUP BY ecosystem, package, version, filename, client "
+            "ON CONFLICT (ecosystem, package, version, filename, client) DO NOTHING"
+        )
+        conn.execute("DROP TABLE downloads")
+
+
+def _aggregate(events: Sequence[DownloadEvent]) -> list[DownloadEvent]:
+    """`events` with one row per (client, file)."""
+    rows: dict[tuple[str, str, str, str, str], DownloadEvent] = {}
+    for event in events:
+        known = rows.get(event.key)
+        rows[event.key] = event if known is None else known.merged(event)
+    return list(rows.values())
+
+
+def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry, *, pinned: bool) -> None:
+    """Inside a write transaction: append `entry`; `pinned` = the creation entry of a rule
+    (kept while the rule is stored)."""
+    conn.execute(
+        "INSERT INTO audit (at, actor, client, action, target, before, after, pinned) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             _micros(entry.at),
             entry.actor,
@@ -545,6 +657,55 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry, kept: int) -> Non
             entry.target,
             _dump(entry.before),
             _dump(entry.after),
+            int(pinned),
         ),
     )
-    conn.execute("DELETE FROM audit WHERE seq <= ?", ((cursor.lastrowid or 0) - kept,))
+
+
+def _unpin(conn: sqlite3.Connection, rule_id: str) -> None:
+    """Inside a write transaction: the rule is gone (or replaced), its creation entry ages
+    like every other."""
+    conn.execute("UPDATE audit SET pinned = 0 WHERE target = ? AND pinned = 1", (rule_id,))
+
+
+def _prune_audit(conn: sqlite3.Connection, before: int, cap: int) -> None:
+    """Inside a write transaction: drop up to _PRUNE_BATCH unpinned entries older than
+    `before`, then the oldest unpinned entries beyond `cap`; remember the newest time
+    dropped (the API's `pruned_before`)."""
+    dropped = conn.execute(
+        "SELECT at, seq FROM audit WHERE pinned = 0 AND at < ? ORDER BY at, seq LIMIT ?",
+        (before, _PRUNE_BATCH),
+    ).fetchall()
+    beyond = conn.execute(
+        "SELECT at, seq FROM audit WHERE pinned = 0 ORDER BY at DESC, seq DESC LIMIT 1 OFFSET ?",
+        (cap,),
+    ).fetchone()
+    if beyond is not None:
+        # Entries at or before the first one past the cap, a batch per write.
+        dropped += conn.execute(
+            "SELECT at, seq FROM audit WHERE pinned = 0 AND (at < ? OR (at = ? AND seq <= ?)) "
+            "ORDER BY at, seq LIMIT ?",
+            (beyond[0], beyond[0], beyond[1], _PRUNE_BATCH),
+        ).fetchall()
+    if not dropped:
+        return
+    conn.executemany("DELETE FROM audit WHERE seq = ?", [(seq,) for _, seq in dropped])
+    newest = max(at for at, _ in dropped)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('audit_pruned_before', ?) ON CONFLICT (key) "
+        "DO UPDATE SET value = max(value, excluded.value)",
+        (newest,),
+    )
+
+
+def _audit_from_row(row: tuple[Any, ...]) -> AuditEntry:
+    at, actor, client, action, target, before, after, _ = row
+    return AuditEntry(
+        at=_from_micros(at),
+        actor=actor,
+        client=client,
+        action=action,
+        target=target,
+        before=None if before is None else json.loads(before),
+        after=None if after is None else json.loads(after),
+    )

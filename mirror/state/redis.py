@@ -1,13 +1,16 @@
 """Shared state for many replicas on one Redis (`redis.asyncio`, pooled, 2 s socket timeouts).
-Limits: downloads keep the newest 100,000 events per package, audit the newest 10,000 entries;
-publish times and digests are kept forever. Every Redis failure becomes `StateUnavailable`."""
+Limits: the ledger and the audit log are pruned by age (and capped) as `state.base` describes;
+publish times and digests are kept forever. Every Redis failure becomes `StateUnavailable`.
+
+Rule changes and the ledger are Lua scripts: each is atomic without WATCH, so concurrent
+writers never make each other retry (and never fail because others are busy). The scripts
+build key names from the namespace, so a single Redis (or a primary), not Redis Cluster."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,15 +19,20 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
 from mirror.state.base import (
-    AUDIT_KEPT,
+    AUDIT_CAP,
+    AUDIT_RETENTION,
+    AUDIT_SCAN,
     DOWNLOADS_KEPT,
+    LEDGER_RETENTION,
     RULE_KINDS,
     AuditEntry,
+    AuditPage,
     DownloadEvent,
     DownloadPage,
     InvalidPosition,
@@ -38,11 +46,119 @@ log = logging.getLogger("mirror.state")
 SOCKET_TIMEOUT = 2.0
 # A missed pub/sub message cannot leave a replica stale for longer than this.
 WATCH_POLL_SECONDS = 1.0
-_REMOVE_ATTEMPTS = 5
-# Download events read per round trip while paging through one package.
+# Download rows / audit entries read per round trip while paging.
 _PAGE_CHUNK = 1000
+_AUDIT_CHUNK = 500
 # A `downloads_page` position: "score:hex(member)" (members are short JSON arrays).
 _POSITION = re.compile(r"-?[0-9]{1,18}:(?:[0-9a-f]{2}){1,4096}")
+# An audit entry's id, and an `audit_page` position: "<micros, 19 digits>-<sequence>". Ids
+# sort as text in time order, so every audit index is a sorted set read by lex range.
+_AUDIT_ID = re.compile(r"[0-9]{19}-[0-9]{12}")
+
+# A rule change, its policy-version bump, its audit entry and the audit's pruning, atomically.
+# ARGV: namespace, op (set | del | none), kind, rule id, rule JSON, audit JSON ("" = none),
+# audit time (19 digits), actor, target, prune before (19 digits), cap.
+# Returns {old rule JSON or false, new version or false}. The creation entry of a stored rule
+# is "pinned" (rule id -> entry id) and is not in the prunable index until the rule goes.
+_CHANGE_SCRIPT = """
+local ns, op, kind, rule_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local entries, all = ns .. ':audit:entries', ns .. ':audit:all'
+local prunable, pinned = ns .. ':audit:prunable', ns .. ':audit:pinned'
+local rules = ns .. ':rules:' .. kind
+local old = false
+local version = false
+if op == 'del' then
+  old = redis.call('HGET', rules, rule_id)
+  if not old then return {false, false} end
+  redis.call('HDEL', rules, rule_id)
+elseif op == 'set' then
+  redis.call('HSET', rules, rule_id, ARGV[5])
+end
+if op ~= 'none' then
+  version = redis.call('INCR', ns .. ':policy:version')
+  local created = redis.call('HGET', pinned, rule_id)
+  if created then
+    redis.call('HDEL', pinned, rule_id)
+    redis.call('ZADD', prunable, 0, created)
+  end
+end
+if ARGV[6] ~= '' then
+  local id = ARGV[7] .. '-' .. string.format('%012d', redis.call('INCR', ns .. ':audit:seq'))
+  redis.call('HSET', entries, id, ARGV[6])
+  redis.call('ZADD', all, 0, id)
+  redis.call('ZADD', ns .. ':audit:target:' .. ARGV[9], 0, id)
+  redis.call('ZADD', ns .. ':audit:actor:' .. ARGV[8], 0, id)
+  if op == 'set' then
+    redis.call('HSET', pinned, rule_id, id)
+  else
+    redis.call('ZADD', prunable, 0, id)
+  end
+end
+local function drop(ids)
+  local newest = false
+  for _, id in ipairs(ids) do
+    local raw = redis.call('HGET', entries, id)
+    if raw then
+      local doc = cjson.decode(raw)
+      redis.call('ZREM', ns .. ':audit:target:' .. doc['target'], id)
+      redis.call('ZREM', ns .. ':audit:actor:' .. doc['actor'], id)
+      redis.call('HDEL', entries, id)
+    end
+    redis.call('ZREM', all, id)
+    redis.call('ZREM', prunable, id)
+    newest = string.sub(id, 1, 19)
+  end
+  if newest then
+    local known = redis.call('GET', ns .. ':audit:pruned-before')
+    if (not known) or known < newest then
+      redis.call('SET', ns .. ':audit:pruned-before', newest)
+    end
+  end
+end
+drop(redis.call('ZRANGEBYLEX', prunable, '-', '(' .. ARGV[10], 'LIMIT', 0, 1000))
+local excess = redis.call('ZCARD', prunable) - tonumber(ARGV[11])
+if excess > 0 then
+  drop(redis.call('ZRANGE', prunable, 0, math.min(excess, 1000) - 1))
+end
+return {old, version}
+"""
+
+# Download rows of one package added to its ledger, atomically. KEYS: first seen (sorted set
+# member -> micros), last seen (the same), counts (hash), and the ledger's index of packages by
+# their least recently seen row. ARGV: prune before (micros), rows kept, the package's name in
+# that index, then (member, first, last, count) per row. Rows last seen before the cutoff go,
+# then the least recently seen beyond the cap.
+_LEDGER_SCRIPT = """
+local first, last, counts, oldest = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+for i = 4, #ARGV, 4 do
+  -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
+  local member, at, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local known = redis.call('ZSCORE', first, member)
+  if (not known) or tonumber(known) > tonumber(at) then redis.call('ZADD', first, at, member) end
+  known = redis.call('ZSCORE', last, member)
+  if (not known) or tonumber(known) < tonumber(seen) then
+    redis.call('ZADD', last, seen, member)
+  end
+  redis.call('HINCRBY', counts, member, ARGV[i + 3])
+end
+local function drop(members)
+  for _, member in ipairs(members) do
+    redis.call('ZREM', first, member)
+    redis.call('ZREM', last, member)
+    redis.call('HDEL', counts, member)
+  end
+end
+drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000))
+local excess = redis.call('ZCARD', last) - tonumber(ARGV[2])
+if excess > 0 then drop(redis.call('ZRANGE', last, 0, excess - 1)) end
+local least = redis.call('ZRANGE', last, 0, 0, 'WITHSCORES')
+if least[2] then
+  redis.call('ZADD', oldest, least[2], ARGV[3])
+else
+  redis.call('ZREM', oldest, ARGV[3])
+end
+return 1
+"""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -109,19 +225,24 @@ class RedisState:
         namespace: str = "qm",
         clock: Clock | None = None,
         downloads_kept: int = DOWNLOADS_KEPT,
-        audit_kept: int = AUDIT_KEPT,
+        ledger_retention: timedelta = LEDGER_RETENTION,
+        audit_retention: timedelta = AUDIT_RETENTION,
+        audit_cap: int = AUDIT_CAP,
     ) -> None:
-        if downloads_kept < 1 or audit_kept < 1:
-            raise ValueError("downloads_kept and audit_kept must be at least 1")
+        if downloads_kept < 1 or audit_cap < 1:
+            raise ValueError("downloads_kept and audit_cap must be at least 1")
         self.url = url
         self.downloads_kept = downloads_kept
-        self.audit_kept = audit_kept
+        self.ledger_retention = ledger_retention
+        self.audit_retention = audit_retention
+        self.audit_cap = audit_cap
         self.namespace = namespace
         self.clock: Clock = clock or SystemClock()
         self.channel = f"{namespace}:policy"
         self._version_key = f"{namespace}:policy:version"
-        self._audit_key = f"{namespace}:audit"
         self._client: aioredis.Redis | None = None
+        self._change: AsyncScript | None = None
+        self._ledger: AsyncScript | None = None
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -142,9 +263,12 @@ class RedisState:
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
                 health_check_interval=30,
             )
+            self._change = self._client.register_script(_CHANGE_SCRIPT)
+            self._ledger = self._client.register_script(_LEDGER_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self._change = self._ledger = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -156,51 +280,56 @@ class RedisState:
 
     # rules -----------------------------------------------------------------------------------
     async def add_rule(self, rule: RuleRecord, *, audit: AuditEntry | None = None) -> None:
-        client = self._redis("add rule")
-        encoded = _encode_rule(rule)
-        with self._translate("add rule"):
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key("rules", rule.kind), rule.id, encoded)
-                pipe.incr(self._version_key)
-                if audit is not None:
-                    self._push_audit(pipe, audit)
-                results = await pipe.execute()
-            await client.publish(self.channel, str(results[1]))
-
-    def _push_audit(self, pipe: Any, entry: AuditEntry) -> None:
-        """Queue `entry` (newest first, capped) on a MULTI pipeline."""
-        pipe.lpush(self._audit_key, _encode_audit(entry))
-        pipe.ltrim(self._audit_key, 0, self.audit_kept - 1)
+        _, version = await self._apply("add rule", "set", rule.kind, rule.id, rule, audit)
+        await self._announce("add rule", version)
 
     async def remove_rule(
         self, kind: RuleKind, rule_id: str, *, audit: AuditEntry | None = None
     ) -> RuleRecord | None:
-        client = self._redis("remove rule")
-        key = self._key("rules", kind)
-        with self._translate("remove rule"):
-            # WATCH so the delete and the counter bump happen only if we saw the rule.
-            for _ in range(_REMOVE_ATTEMPTS):
-                async with client.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.hget(key, rule_id)
-                        if raw is None:
-                            await pipe.unwatch()
-                            return None
-                        pipe.multi()
-                        pipe.hdel(key, rule_id)
-                        pipe.incr(self._version_key)
-                        if audit is not None:
-                            self._push_audit(pipe, audit)
-                        version = (await pipe.execute())[1]
-                    except WatchError:
-                        continue
+        old, version = await self._apply("remove rule", "del", kind, rule_id, None, audit)
+        if old is None:
+            return None
+        await self._announce("remove rule", version)
+        return _decode_rule(old)
+
+    async def _apply(
+        self,
+        what: str,
+        op: str,
+        kind: str,
+        rule_id: str,
+        rule: RuleRecord | None,
+        audit: AuditEntry | None,
+    ) -> tuple[str | None, int | None]:
+        """Run the change script: (the removed rule's JSON, the new policy version)."""
+        script = self._script(self._change, what)
+        prune_before = self.clock.now() - self.audit_retention
+        args = [
+            self.namespace,
+            op,
+            kind,
+            rule_id,
+            "" if rule is None else _encode_rule(rule),
+            "" if audit is None else _encode_audit(audit),
+            "" if audit is None else _audit_time(audit.at),
+            "" if audit is None else audit.actor,
+            "" if audit is None else audit.target,
+            _audit_time(prune_before),
+            str(self.audit_cap),
+        ]
+        with self._translate(what):
+            old, version = await script(keys=[], args=args)
+        return (old or None), (None if not version else int(version))
+
+    async def _announce(self, what: str, version: int | None) -> None:
+        """Wake the watchers. The change is stored already: a failure here is only logged
+        (`watch()` re-reads the counter every second anyway)."""
+        try:
+            client = self._redis(what)
+            with self._translate(what):
                 await client.publish(self.channel, str(version))
-                return _decode_rule(raw)
-        log.warning("Redis state %s: rule %s/%s kept changing", self._where(), kind, rule_id)
-        raise StateUnavailable(
-            f"the shared state (Redis): rule {kind}/{rule_id} kept changing while removing it"
-        )
+        except StateUnavailable:
+            log.warning("the change is stored; replicas see it within a second")
 
     async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
         client = self._redis("list rules")
@@ -265,28 +394,49 @@ class RedisState:
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
         if not events:
             return
+        script = self._script(self._ledger, "record downloads")
+        by_package: dict[tuple[str, str], dict[str, DownloadEvent]] = {}
+        for event in events:
+            rows = by_package.setdefault((event.ecosystem, event.package), {})
+            member = _member(event)
+            known = rows.get(member)
+            rows[member] = event if known is None else known.merged(event)
+        prune_before = _micros(self.clock.now() - self.ledger_retention)
         client = self._redis("record downloads")
-        trimmed: set[str] = set()
         with self._translate("record downloads"):
-            async with client.pipeline(transaction=True) as pipe:
-                for event in events:
-                    key = self._key("downloads", event.ecosystem, event.package)
-                    # A random tag keeps two identical events (same client, same
-                    # microsecond) distinct members of the sorted set.
-                    member = json.dumps(
-                        [event.version, event.filename, event.client, secrets.token_hex(6)],
-                        separators=(",", ":"),
-                    )
-                    pipe.zadd(key, {member: _micros(event.at)})
-                    trimmed.add(key)
-                for key in trimmed:
-                    # Keep the newest `downloads_kept` events (by time) per package.
-                    pipe.zremrangebyrank(key, 0, -(self.downloads_kept + 1))
+            # Packages nobody pulled lately are pruned too: the index says which hold rows
+            # past the retention (a bounded number per write).
+            stale = await client.zrangebyscore(
+                self._key("ledger-oldest"), "-inf", f"({prune_before}", start=0, num=100
+            )
+            for name in stale:
+                ecosystem, _, package = str(name).partition("\n")
+                by_package.setdefault((ecosystem, package), {})
+            async with client.pipeline(transaction=False) as pipe:
+                for (ecosystem, package), rows in by_package.items():
+                    args = [str(prune_before), str(self.downloads_kept), f"{ecosystem}\n{package}"]
+                    for member, row in rows.items():
+                        args += [
+                            member,
+                            str(_micros(row.at)),
+                            str(_micros(row.last_seen)),
+                            str(row.count),
+                        ]
+                    await script(keys=self._ledger_keys(ecosystem, package), args=args, client=pipe)
                 await pipe.execute()
+
+    def _ledger_keys(self, ecosystem: str, package: str) -> list[str]:
+        """First seen, last seen, counts of one package's rows."""
+        return [
+            self._key("ledger", ecosystem, package),
+            self._key("ledger-last", ecosystem, package),
+            self._key("ledger-count", ecosystem, package),
+            self._key("ledger-oldest"),
+        ]
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         client = self._redis("list downloaded packages")
-        prefix = self._key("downloads", ecosystem, "")
+        prefix = self._key("ledger", ecosystem, "")
         names: set[str] = set()
         with self._translate("list downloaded packages"):
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
@@ -297,26 +447,17 @@ class RedisState:
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
-        client = self._redis("read downloads")
-        floor: int | str = "-inf" if since is None else _micros(since)
-        with self._translate("read downloads"):
-            rows = await client.zrangebyscore(
-                self._key("downloads", ecosystem, package), floor, "+inf", withscores=True
+        events: list[DownloadEvent] = []
+        after: str | None = None
+        # Bounded: the package keeps at most `downloads_kept` rows.
+        while True:
+            page = await self.downloads_page(
+                ecosystem, package, limit=self.downloads_kept, since=since, after=after
             )
-        events = []
-        for member, score in rows:
-            version, filename, client_name, _ = json.loads(member)
-            events.append(
-                DownloadEvent(
-                    ecosystem=ecosystem,
-                    package=package,
-                    version=version,
-                    filename=filename,
-                    client=client_name,
-                    at=_from_micros(int(score)),
-                )
-            )
-        return events
+            events.extend(page.events)
+            if page.next_after is None:
+                return events
+            after = page.next_after
 
     async def downloads_page(
         self,
@@ -330,30 +471,43 @@ class RedisState:
     ) -> DownloadPage:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        # Members sort by (score = time, member bytes); a position is the last one shown.
-        floor = -(2**62) if since is None else _micros(since)
+        # Rows sort by (first seen, member bytes); a position is the last one shown.
+        floor = -(2**62)
         last: tuple[int, bytes] | None = None
         if after is not None:
             last = _position(after)
-            floor = max(floor, last[0])
+            floor = last[0]
+        seen_since = None if since is None else _micros(since)
         client = self._redis("read downloads")
-        key = self._key("downloads", ecosystem, package)
+        first_key, last_key, count_key, _ = self._ledger_keys(ecosystem, package)
         events: list[DownloadEvent] = []
         positions: list[tuple[int, bytes]] = []
         offset = 0
         with self._translate("read downloads"):
-            # Bounded: each pass reads the next chunk of the package's (capped) sorted set.
+            # Bounded: each pass reads the next chunk of the package's (capped) rows.
             while len(events) <= limit:
                 rows = await client.zrangebyscore(
-                    key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
+                    first_key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
                 )
                 offset += len(rows)
-                for member, score in rows:
+                members = [member for member, _ in rows]
+                lasts: list[float | None] = []
+                counts: list[str | None] = []
+                if members:
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.zmscore(last_key, members)
+                        pipe.hmget(count_key, members)
+                        lasts, counts = await pipe.execute()
+                for (member, score), seen, count in zip(rows, lasts, counts, strict=True):
                     raw = member if isinstance(member, bytes) else str(member).encode()
                     position = (int(score), raw)
                     if last is not None and position <= last:
                         continue
-                    version, filename, client_name, _ = json.loads(raw)
+                    if seen is None or count is None:
+                        continue  # pruned between the reads
+                    if seen_since is not None and int(seen) < seen_since:
+                        continue
+                    version, filename, client_name = json.loads(raw)
                     if versions is not None and not versions(version):
                         continue
                     events.append(
@@ -364,6 +518,8 @@ class RedisState:
                             filename=filename,
                             client=client_name,
                             at=_from_micros(int(score)),
+                            last_at=_from_micros(int(seen)),
+                            count=int(count),
                         )
                     )
                     positions.append(position)
@@ -378,39 +534,87 @@ class RedisState:
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
-        client = self._redis("append audit entry")
-        with self._translate("append audit entry"):
-            async with client.pipeline(transaction=True) as pipe:
-                self._push_audit(pipe, entry)
-                await pipe.execute()
+        await self._apply("append audit entry", "none", "", "", None, entry)
 
     async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
         if limit <= 0:
             return []
+        return (await self.audit_page(limit=limit)).entries
+
+    async def audit_page(
+        self,
+        *,
+        limit: int,
+        target: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+    ) -> AuditPage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if after is not None and not _AUDIT_ID.fullmatch(after):
+            raise InvalidPosition(f"not an audit position of this store: {after[:40]!r}")
+        # Entries past the retention go even when nobody writes.
+        await self._apply("read audit log", "none", "", "", None, None)
+        # The smallest index that holds every match; the other filter is applied on reading.
+        if target is not None:
+            index = self._key("audit", "target", target)
+        elif actor is not None:
+            index = self._key("audit", "actor", actor)
+        else:
+            index = self._key("audit", "all")
+        ceilings = [text for text in (after, until and _audit_time(until)) if text]
+        high = "(" + min(ceilings) if ceilings else "+"
+        low = "-" if since is None else "[" + _audit_time(since)
+        entries: list[AuditEntry] = []
+        ids: list[str] = []
+        scanned = 0
         client = self._redis("read audit log")
         with self._translate("read audit log"):
-            rows = await client.lrange(self._audit_key, 0, limit - 1)
-        entries = []
-        for raw in rows:
-            doc = json.loads(raw)
-            entries.append(
-                AuditEntry(
-                    at=_from_micros(doc["at"]),
-                    actor=doc["actor"],
-                    client=doc["client"],
-                    action=doc["action"],
-                    target=doc["target"],
-                    before=doc["before"],
-                    after=doc["after"],
-                )
-            )
-        return entries
+            while len(entries) <= limit and scanned < AUDIT_SCAN:
+                chunk = await client.zrevrangebylex(index, high, low, start=0, num=_AUDIT_CHUNK)
+                if not chunk:
+                    break
+                scanned += len(chunk)
+                high = "(" + chunk[-1]
+                documents = await client.hmget(self._key("audit", "entries"), chunk)
+                for entry_id, raw in zip(chunk, documents, strict=True):
+                    if raw is None:
+                        continue  # pruned between the reads
+                    entry = _decode_audit(raw)
+                    if actor is not None and entry.actor != actor:
+                        continue
+                    entries.append(entry)
+                    ids.append(entry_id)
+                    if len(entries) > limit:
+                        break
+                if len(chunk) < _AUDIT_CHUNK:
+                    high = ""
+                    break
+            pruned = await client.get(self._key("audit", "pruned-before"))
+        if len(entries) > limit:
+            next_after: str | None = ids[limit - 1]
+        elif high and scanned >= AUDIT_SCAN:
+            next_after = high[1:]  # scanned enough: go on from the last entry read
+        else:
+            next_after = None
+        return AuditPage(
+            entries=entries[:limit],
+            next_after=next_after,
+            pruned_before=None if pruned is None else _from_micros(pruned),
+        )
 
     # plumbing ----------------------------------------------------------------------------------
     def _redis(self, what: str) -> aioredis.Redis:
         if self._client is None:
             raise StateUnavailable(f"the shared state (Redis) is not open ({what})")
         return self._client
+
+    def _script(self, script: AsyncScript | None, what: str) -> AsyncScript:
+        if script is None:
+            raise StateUnavailable(f"the shared state (Redis) is not open ({what})")
+        return script
 
     def _where(self) -> str:
         # Never echo a password from the URL into logs or responses.
@@ -437,6 +641,29 @@ def _position(text: str) -> tuple[int, bytes]:
         raise InvalidPosition(f"not a download position of this store: {text[:40]!r}")
     at, _, member = text.partition(":")
     return int(at), bytes.fromhex(member)
+
+
+def _member(event: DownloadEvent) -> str:
+    """A ledger row's member: the file and the client."""
+    return json.dumps([event.version, event.filename, event.client], separators=(",", ":"))
+
+
+def _audit_time(at: datetime) -> str:
+    """`at` as the time part of an audit id (19 digits: sorts as text in time order)."""
+    return f"{min(max(_micros(at), 0), 10**19 - 1):019d}"
+
+
+def _decode_audit(raw: str) -> AuditEntry:
+    doc = json.loads(raw)
+    return AuditEntry(
+        at=_from_micros(doc["at"]),
+        actor=doc["actor"],
+        client=doc["client"],
+        action=doc["action"],
+        target=doc["target"],
+        before=doc["before"],
+        after=doc["after"],
+    )
 
 
 def _glob_escape(text: str) -> str:

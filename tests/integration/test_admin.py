@@ -333,6 +333,106 @@ async def test_audit_records_every_write_with_before_and_after(
     assert any(f"block.delete {block['id']} by alice" in m for m in messages)
 
 
+async def get_audit(client: Client, **params: str) -> tuple[int, Any]:
+    response = await client.get("/api/v1/audit", params=params, headers=auth())
+    return response.status, await response.json()
+
+
+async def test_audit_is_kept_by_age_and_keeps_the_creation_of_a_live_rule(
+    make_client: MakeClient, clock: FixedClock
+) -> None:
+    client = await make_client(MIRROR_AUDIT_RETENTION="30d")
+    live = (await post(client, "/api/v1/blocks", BLOCK, token=BOB))["block"]["id"]
+    for _ in range(3):  # churn: rules created and removed
+        gone = (await post(client, "/api/v1/blocks", {**BLOCK, "versions": "1.0.0"}))["block"]
+        assert (await client.delete(f"/api/v1/blocks/{gone['id']}", headers=auth())).status == 200
+    status, answer = await get_audit(client)
+    assert (status, len(answer["entries"]), answer["pruned_before"]) == (200, 7, None)
+
+    clock.advance(timedelta(days=31))
+    status, answer = await get_audit(client)
+    assert status == 200
+    assert [(e["action"], e["target"]) for e in answer["entries"]] == [("block.create", live)]
+    assert answer["pruned_before"] == "2026-11-22T10:00:00Z"
+    status, found = await get_audit(client, target=live)
+    assert [e["actor"] for e in found["entries"]] == ["bob"]
+
+
+async def test_audit_filters_and_pages(client: Client, clock: FixedClock) -> None:
+    ids = []
+    for n, token in enumerate((ALICE, BOB, ALICE, BOB)):
+        ids.append((await post(client, "/api/v1/blocks", BLOCK, token=token))["block"]["id"])
+        clock.advance(timedelta(hours=1 + n))
+    assert (await client.delete(f"/api/v1/blocks/{ids[0]}", headers=auth(BOB))).status == 200
+
+    status, answer = await get_audit(client, target=ids[0])
+    assert [(e["action"], e["actor"]) for e in answer["entries"]] == [
+        ("block.delete", "bob"),
+        ("block.create", "alice"),
+    ]
+    status, answer = await get_audit(client, actor="bob")
+    assert [e["target"] for e in answer["entries"]] == [ids[0], ids[3], ids[1]]
+    # since inclusive, until exclusive: the creations at 11:00 and 13:00
+    window = {"since": "2026-11-22T11:00Z", "until": "2026-11-22T16:00Z"}
+    status, answer = await get_audit(client, **window)
+    assert [e["target"] for e in answer["entries"]] == [ids[2], ids[1]]
+
+    seen: list[str] = []
+    query: dict[str, str] = {"limit": "2"}
+    for _ in range(10):  # bounded
+        status, answer = await get_audit(client, **query)
+        assert status == 200
+        seen += [f"{e['action']} {e['target']}" for e in answer["entries"]]
+        if answer["next_cursor"] is None:
+            assert answer["next"] is None
+            break
+        assert answer["next"].startswith("/api/v1/audit?")
+        query = {"limit": "2", "cursor": answer["next_cursor"]}
+    assert seen == [f"block.delete {ids[0]}"] + [f"block.create {i}" for i in reversed(ids)]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "0" * 19 + "-x"}, "cursor"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-11-22", "until": "2026-11-21"}, "until"),
+        ({"target": "b-\u0000"}, "target"),
+    ],
+)
+async def test_audit_refuses_bad_filters(
+    client: Client, params: dict[str, str], field: str
+) -> None:
+    status, answer = await get_audit(client, **params)
+    assert status == 400, answer
+    assert answer["field"] == field
+
+
+async def test_eight_concurrent_admins_never_fail(client: Client) -> None:
+    # Eight writers creating and removing rules at once: every write succeeds, every change
+    # has its audit entry.
+    async def churn(token: str) -> list[str]:
+        ids = []
+        for _ in range(5):
+            rule_id = (await post(client, "/api/v1/blocks", BLOCK, token=token))["block"]["id"]
+            response = await client.delete(f"/api/v1/blocks/{rule_id}", headers=auth(token))
+            assert response.status == 200, await response.text()
+            ids.append(rule_id)
+        return ids
+
+    done = await asyncio.gather(*(churn((ALICE, BOB)[n % 2]) for n in range(8)))
+    changed = {rule_id for ids in done for rule_id in ids}
+    assert len(changed) == 40
+    status, answer = await get_audit(client, limit="1000")
+    assert status == 200
+    audited = [(e["action"], e["target"]) for e in answer["entries"]]
+    assert sorted(audited) == sorted(
+        (f"block.{action}", rule_id) for rule_id in changed for action in ("create", "delete")
+    )
+    assert (await (await client.get("/api/v1/blocks")).json())["blocks"] == []
+
+
 async def test_audit_client_is_the_peer_unless_it_is_a_trusted_proxy(
     make_client: MakeClient,
 ) -> None:
@@ -382,14 +482,18 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
             "package": "left-pad",
             "version": "1.3.1",
             "filename": "left-pad-1.3.1.tgz",
-            "at": "2026-11-20T10:00:00Z",
+            "first_seen": "2026-11-20T10:00:00Z",
+            "last_seen": "2026-11-20T10:00:00Z",
+            "count": 1,
         },
         {
             "client": "127.0.0.1",
             "package": "left-pad",
             "version": "1.3.0",
             "filename": "left-pad-1.3.0.tgz",
-            "at": "2026-11-22T10:00:00Z",
+            "first_seen": "2026-11-22T10:00:00Z",
+            "last_seen": "2026-11-22T10:00:00Z",
+            "count": 1,
         },
     ]
     since = await client.get(

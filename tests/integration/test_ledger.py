@@ -1,10 +1,11 @@
-"""The download ledger against real SQLite state: batched writes, repeats by one client noted
-once per window, and notes kept (and written later) while state is unavailable."""
+"""The download ledger against real SQLite state: batched writes, repeats by one client
+gathered into one row (also across workers), notes kept (and written later) while state is
+unavailable, and nothing lost when it closes during a write."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,19 +50,72 @@ async def test_notes_reach_state_within_the_flush_interval(state: LocalState) ->
     await ledger.close()
 
 
-async def test_repeats_by_one_client_are_noted_once_per_window(state: LocalState) -> None:
-    ledger = DownloadLedger(state, Metrics(), backend="local", repeat_window=timedelta(minutes=10))
+async def test_repeats_by_one_client_are_one_row(state: LocalState) -> None:
+    ledger = DownloadLedger(state, Metrics(), backend="local", flush_interval=60)
     for minute in range(5):
         ledger.note(event("10.0.0.1", T0 + timedelta(minutes=minute)))
     ledger.note(event("10.0.0.1", T0 + timedelta(minutes=1), version="1.14.0"))
+    await ledger.flush()
     ledger.note(event("10.0.0.1", T0 + timedelta(minutes=11)))
     await ledger.close()
-    recorded = [(e.version, e.at) for e in await state.downloads("npm", "axios")]
-    assert recorded == [
-        ("1.14.1", T0),
-        ("1.14.0", T0 + timedelta(minutes=1)),
-        ("1.14.1", T0 + timedelta(minutes=11)),
+    recorded = [
+        (e.version, e.at, e.last_at, e.count) for e in await state.downloads("npm", "axios")
     ]
+    assert recorded == [
+        ("1.14.1", T0, T0 + timedelta(minutes=11), 6),
+        ("1.14.0", T0 + timedelta(minutes=1), T0 + timedelta(minutes=1), 1),
+    ]
+
+
+async def test_repeats_from_two_workers_are_one_row(tmp_path: Path) -> None:
+    # Two workers: two stores on one file, a ledger each, the same client pulling one file.
+    stores = [LocalState(tmp_path / "state.sqlite3") for _ in range(2)]
+    for store in stores:
+        await store.open()
+    ledgers = [DownloadLedger(store, Metrics(), backend="local") for store in stores]
+    for n in range(30):
+        ledgers[n % 2].note(event("10.0.0.1", T0 + timedelta(seconds=n)))
+    await asyncio.gather(*(ledger.close() for ledger in ledgers))
+
+    rows = await stores[0].downloads("npm", "axios")
+    assert [(r.client, r.at, r.last_at, r.count) for r in rows] == [
+        ("10.0.0.1", T0, T0 + timedelta(seconds=29), 30)
+    ]
+    for store in stores:
+        await store.close()
+
+
+class SlowState(LocalState):
+    """Real SQLite state whose ledger writes wait until `release` is set: a write in flight
+    for as long as a test needs (a slow disk or a busy Redis)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
+        self.writing.set()
+        await self.release.wait()
+        await super().record_downloads(events)
+
+
+async def test_close_during_a_write_loses_nothing(tmp_path: Path) -> None:
+    store = SlowState(tmp_path / "state.sqlite3")
+    await store.open()
+    ledger = DownloadLedger(store, Metrics(), backend="local", flush_interval=0.01)
+    ledger.note(event("10.0.0.1", T0))
+    async with asyncio.timeout(5):
+        await store.writing.wait()  # the batch has left the queue and is being written
+    ledger.note(event("10.0.0.2", T0))  # noted just before shutdown
+    closing = asyncio.ensure_future(ledger.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # close waits for the write in flight
+    store.release.set()
+    async with asyncio.timeout(5):
+        await closing
+    assert [e.client for e in await store.downloads("npm", "axios")] == ["10.0.0.1", "10.0.0.2"]
+    await store.close()
 
 
 async def test_notes_survive_a_state_outage(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from mirror.config import Config, StateConfig
+from mirror.clock import FixedClock
+from mirror.config import AdminConfig, Config, StateConfig
 from mirror.errors import StateUnavailable
 from mirror.state import (
     RULE_KINDS,
@@ -31,9 +32,10 @@ from mirror.state.redis import RedisState
 from tests.conftest import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)  # the stores' clock: retention counts from here
 FAST_POLL = timedelta(milliseconds=50)
 
-OpenStore = Callable[[], Awaitable[StateStore]]
+OpenStore = Callable[..., Awaitable[StateStore]]
 
 
 def make_rule(
@@ -58,19 +60,29 @@ def make_rule(
     return RuleRecord(**fields)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
 @pytest.fixture(params=["local", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """Opens stores of one backend that share one location (file / URL + namespace)."""
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
+) -> AsyncIterator[OpenStore]:
+    """Opens stores of one backend that share one location (file / URL + namespace) and
+    `clock`; keyword options (retention, caps) go to the backend."""
     opened: list[StateStore] = []
     namespace = f"test-{uuid.uuid4().hex}"
 
-    async def build() -> StateStore:
+    async def build(**options: Any) -> StateStore:
         store: StateStore
         if request.param == "local":
-            store = LocalState(tmp_path / "state.sqlite3", poll_interval=FAST_POLL)
+            store = LocalState(
+                tmp_path / "state.sqlite3", poll_interval=FAST_POLL, clock=clock, **options
+            )
         else:
             url: str = request.getfixturevalue("redis_url")
-            store = RedisState(url, namespace=namespace)
+            store = RedisState(url, namespace=namespace, clock=clock, **options)
         await store.open()
         opened.append(store)
         return store
@@ -266,22 +278,68 @@ def download(version: str, at: datetime, *, package: str = "axios") -> DownloadE
     )
 
 
+def row(event: DownloadEvent, *, last: datetime | None = None, count: int = 1) -> DownloadEvent:
+    """`event` as the ledger gives it back: a row with its last-seen time and count."""
+    return DownloadEvent(
+        ecosystem=event.ecosystem, package=event.package, version=event.version,
+        filename=event.filename, client=event.client, at=event.at,
+        last_at=event.at if last is None else last, count=count,
+    )  # fmt: skip
+
+
 async def test_downloads_by_package_and_since_oldest_first(state: StateStore) -> None:
     events = [download(f"1.14.{n}", T0 + timedelta(minutes=n)) for n in range(4)]
     for event in (events[2], events[0], events[3], events[1]):
         await state.record_download(event)
     await state.record_download(download("1.0.0", T0, package="lodash"))
-    # The same client pulling the same file twice at the same instant counts twice.
-    await state.record_download(events[3])
 
-    assert await state.downloads("npm", "axios") == [*events, events[3]]
+    assert await state.downloads("npm", "axios") == [row(event) for event in events]
     assert await state.downloads("npm", "axios", since=events[2].at) == [
-        events[2],
-        events[3],
-        events[3],
+        row(events[2]),
+        row(events[3]),
     ]
-    assert await state.downloads("npm", "lodash") == [download("1.0.0", T0, package="lodash")]
+    assert await state.downloads("npm", "lodash") == [row(download("1.0.0", T0, package="lodash"))]
     assert await state.downloads("pypi", "axios") == []
+
+
+async def test_repeats_are_one_row_with_first_last_and_count(state: StateStore) -> None:
+    first = download("1.14.1", T0 + timedelta(minutes=5))
+    # The same client pulling the same file again (twice at one instant), earlier and later,
+    # in one batch and in separate writes.
+    await state.record_download(first)
+    await state.record_download(first)
+    await state.record_downloads(
+        [download("1.14.1", T0 + timedelta(minutes=9)), download("1.14.1", T0)]
+    )
+    other_client = DownloadEvent(
+        ecosystem="npm", package="axios", version="1.14.1", filename="axios-1.14.1.tgz",
+        client="10.0.0.8", at=T0 + timedelta(minutes=1),
+    )  # fmt: skip
+    await state.record_download(other_client)
+
+    assert await state.downloads("npm", "axios") == [
+        row(download("1.14.1", T0), last=T0 + timedelta(minutes=9), count=4),
+        row(other_client),
+    ]
+    # `since` keeps the rows last seen since then.
+    since = await state.downloads("npm", "axios", since=T0 + timedelta(minutes=2))
+    assert [(r.client, r.count) for r in since] == [("10.0.0.7", 4)]
+
+
+async def test_rows_from_two_stores_add_up(open_store: OpenStore) -> None:
+    # Two workers (two stores on one location) noting the same client and file: one row.
+    first, second = await open_store(), await open_store()
+    noted = DownloadEvent(
+        ecosystem="npm", package="axios", version="1.14.1", filename="axios-1.14.1.tgz",
+        client="10.0.0.7", at=T0, last_at=T0 + timedelta(minutes=3), count=3,
+    )  # fmt: skip
+    await asyncio.gather(
+        first.record_downloads([noted]),
+        second.record_downloads([download("1.14.1", T0 + timedelta(minutes=7))]),
+    )
+    assert await second.downloads("npm", "axios") == [
+        row(noted, last=T0 + timedelta(minutes=7), count=4)
+    ]
 
 
 async def test_downloads_recorded_in_one_batch(state: StateStore) -> None:
@@ -289,8 +347,8 @@ async def test_downloads_recorded_in_one_batch(state: StateStore) -> None:
     batch.append(download("9.9.9", T0, package="lodash"))
     await state.record_downloads(batch)
     await state.record_downloads([])
-    assert await state.downloads("npm", "axios") == batch[:3]
-    assert await state.downloads("npm", "lodash") == batch[3:]
+    assert await state.downloads("npm", "axios") == [row(event) for event in batch[:3]]
+    assert await state.downloads("npm", "lodash") == [row(batch[3])]
 
 
 async def read_all_pages(
@@ -547,37 +605,178 @@ async def test_redis_watch_polls_when_a_message_is_lost(redis_url: str) -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("backend", ["local", "redis"])
-async def test_both_backends_keep_the_newest_downloads_and_audit_entries(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+async def test_ledger_keeps_rows_by_age_and_the_most_recent_per_package(
+    open_store: OpenStore, clock: FixedClock
 ) -> None:
-    store: LocalState | RedisState
-    if backend == "local":
-        store = LocalState(tmp_path / "state.sqlite3", downloads_kept=3, audit_kept=2)
-    else:
-        store = RedisState(
-            request.getfixturevalue("redis_url"),
-            namespace=f"test-{uuid.uuid4().hex}",
-            downloads_kept=3,
-            audit_kept=2,
+    store = await open_store(downloads_kept=3, ledger_retention=timedelta(days=30))
+    events = [download(f"1.0.{n}", T0 + timedelta(seconds=n)) for n in range(5)]
+    for event in reversed(events):
+        await store.record_download(event)
+    await store.record_download(download("9.9.9", T0, package="lodash"))
+    assert [r.version for r in await store.downloads("npm", "axios")] == ["1.0.2", "1.0.3", "1.0.4"]
+    # Pulled again: now among the most recently seen (the least recently seen goes).
+    await store.record_download(download("1.0.3", T0 + timedelta(minutes=1)))
+    await store.record_download(download("1.0.5", T0 + timedelta(minutes=2)))
+    assert [r.version for r in await store.downloads("npm", "axios")] == ["1.0.3", "1.0.4", "1.0.5"]
+    assert len(await store.downloads("npm", "lodash")) == 1  # the cap is per package
+
+    # 30 days later: a write prunes every row last seen before the retention.
+    clock.advance(timedelta(days=30, minutes=2))
+    await store.record_download(download("2.0.0", clock.now()))
+    assert [r.version for r in await store.downloads("npm", "axios")] == ["2.0.0"]
+    assert await store.downloads("npm", "lodash") == []
+
+
+def audit(action: str, target: str, at: datetime = NOW, actor: str = "secops") -> AuditEntry:
+    return AuditEntry(at=at, actor=actor, client="192.0.2.1", action=action, target=target)
+
+
+async def read_audit(store: StateStore, limit: int, **filters: Any) -> tuple[list[AuditEntry], int]:
+    """Every entry matching `filters` through `audit_page`, and how many pages it took."""
+    entries: list[AuditEntry] = []
+    after: str | None = None
+    for pages in range(1, 1000):  # bounded
+        page = await store.audit_page(limit=limit, after=after, **filters)
+        assert len(page.entries) <= limit
+        entries.extend(page.entries)
+        if page.next_after is None:
+            return entries, pages
+        assert len(page.entries) == limit  # well under AUDIT_SCAN: no short pages
+        after = page.next_after
+    raise AssertionError("paging did not end")
+
+
+async def test_audit_page_filters_by_target_actor_and_time_and_pages(state: StateStore) -> None:
+    entries = [
+        audit("block.create", f"b-{n % 3}", NOW - timedelta(hours=n), ("alice", "bob")[n % 2])
+        for n in range(12)
+    ]
+    entries.append(audit("block.delete", "b-0", NOW - timedelta(hours=5), "carol"))  # a tie
+    for entry in entries:
+        await state.append_audit(entry)
+    # Newest first; of two entries at one instant, the one written last first.
+    order = sorted(range(len(entries)), key=lambda n: (entries[n].at, n), reverse=True)
+    newest_first = [entries[n] for n in order]
+
+    for limit in (1, 2, 5, 13, 100):
+        got, pages = await read_audit(state, limit)
+        assert got == newest_first
+        assert pages == max(1, -(-len(entries) // limit)), limit
+    got, _ = await read_audit(state, 2, target="b-0")
+    assert {(e.target, e.at) for e in got} == {
+        (e.target, e.at) for e in entries if e.target == "b-0"
+    }
+    assert len(got) == 5
+    got, _ = await read_audit(state, 3, target="b-1", actor="bob")
+    assert [e.at for e in got] == [NOW - timedelta(hours=n) for n in (1, 7)]
+    got, _ = await read_audit(state, 3, actor="alice")
+    assert [e.at for e in got] == [NOW - timedelta(hours=n) for n in (0, 2, 4, 6, 8, 10)]
+    window = {"since": NOW - timedelta(hours=6), "until": NOW - timedelta(hours=2)}
+    got, _ = await read_audit(state, 2, **window)
+    assert sorted(e.at for e in got) == [NOW - timedelta(hours=n) for n in (6, 5, 5, 4, 3)]
+    assert (await state.audit_page(limit=5, actor="nobody")).entries == []
+
+
+@pytest.mark.parametrize("position", ["", "x", "1:", "1:1:1", "0000000000000000001-x", "\u0661:1"])
+async def test_audit_page_refuses_a_position_it_did_not_issue(
+    state: StateStore, position: str
+) -> None:
+    await state.append_audit(audit("block.create", "b-1"))
+    with pytest.raises(InvalidPosition):
+        await state.audit_page(limit=1, after=position)
+
+
+async def test_audit_is_pruned_by_age_but_keeps_the_creation_of_a_live_rule(
+    open_store: OpenStore, clock: FixedClock
+) -> None:
+    store = await open_store(audit_retention=timedelta(days=365))
+    await store.add_rule(make_rule("b-live"), audit=audit("block.create", "b-live"))
+    await store.add_rule(make_rule("b-gone"), audit=audit("block.create", "b-gone"))
+    await store.remove_rule("block", "b-gone", audit=audit("block.delete", "b-gone"))
+    await store.append_audit(audit("osv.import", "npm"))
+    assert (await store.audit_page(limit=10)).pruned_before is None
+
+    clock.advance(timedelta(days=366))
+    await store.append_audit(audit("block.create", "b-new", clock.now()))
+
+    page = await store.audit_page(limit=10)
+    assert [(e.action, e.target) for e in page.entries] == [
+        ("block.create", "b-new"),
+        ("block.create", "b-live"),
+    ]
+    assert page.pruned_before == NOW
+    # Once its rule is removed, the creation entry ages like every other.
+    await store.remove_rule("block", "b-live", audit=audit("block.delete", "b-live", clock.now()))
+    got, _ = await read_audit(store, 10, target="b-live")
+    assert [e.action for e in got] == ["block.delete"]
+
+
+async def test_audit_churn_never_pushes_out_the_creation_of_a_live_rule(
+    open_store: OpenStore, clock: FixedClock
+) -> None:
+    # 10,000 admin writes (5,000 create/delete pairs) past a small safety cap.
+    store = await open_store(audit_cap=1000)
+    await store.add_rule(
+        make_rule("e-live", kind="exemption"), audit=audit("exemption.create", "e-live")
+    )
+    for n in range(5000):
+        clock.advance(timedelta(milliseconds=1))
+        rule_id = f"f-{n}"
+        await store.add_rule(
+            make_rule(rule_id, kind="freeze"), audit=audit("freeze.create", rule_id, clock.now())
         )
-    await store.open()
-    try:
-        events = [download(f"1.0.{n}", T0 + timedelta(seconds=n)) for n in range(5)]
-        for event in reversed(events):
-            await store.record_download(event)
-        for n in range(4):
-            await store.append_audit(
-                AuditEntry(at=T0, actor="a", client="c", action="block.add", target=str(n))
+        removed = await store.remove_rule(
+            "freeze", rule_id, audit=audit("freeze.delete", rule_id, clock.now())
+        )
+        assert removed is not None
+
+    found = await store.audit_page(limit=10, target="e-live")
+    assert [(e.action, e.at) for e in found.entries] == [("exemption.create", NOW)]
+    assert found.pruned_before is not None
+    # The log is bounded: about the cap (it is pruned a batch per write), not 10,000.
+    everything, _ = await read_audit(store, 1000)
+    assert len(everything) == 1000 + 1
+    assert everything[0].target == "f-4999"
+
+
+async def test_eight_concurrent_writers_never_fail(open_store: OpenStore) -> None:
+    # Eight workers (separate stores) each creating and removing 50 rules at once.
+    writers = [await open_store() for _ in range(8)]
+    start = await writers[0].policy_version()
+
+    async def churn(store: StateStore, writer: int) -> None:
+        for n in range(50):
+            rule_id = f"b-{writer}-{n}"
+            await store.add_rule(make_rule(rule_id), audit=audit("block.create", rule_id))
+            removed = await store.remove_rule(
+                "block", rule_id, audit=audit("block.delete", rule_id)
             )
+            assert removed is not None
+            assert removed.id == rule_id
 
-        await store.record_download(download("9.9.9", T0, package="lodash"))
+    await asyncio.gather(*(churn(store, n) for n, store in enumerate(writers)))
 
-        assert await store.downloads("npm", "axios") == events[2:]
-        assert len(await store.downloads("npm", "lodash")) == 1  # the cap is per package
-        assert [entry.target for entry in await store.audit_log()] == ["3", "2"]
-    finally:
-        await store.close()
+    assert await writers[0].policy_version() == start + 800
+    assert await writers[0].list_rules() == []
+    entries, _ = await read_audit(writers[0], 1000)
+    assert len(entries) == 800
+    assert {(e.action, e.target) for e in entries} == {
+        (f"block.{action}", f"b-{w}-{n}")
+        for action in ("create", "delete")
+        for w in range(8)
+        for n in range(50)
+    }
+
+
+async def test_concurrent_removals_of_one_rule_remove_it_once(open_store: OpenStore) -> None:
+    stores = [await open_store() for _ in range(4)]
+    await stores[0].add_rule(make_rule("b-1"), audit=audit("block.create", "b-1"))
+    removed = await asyncio.gather(
+        *(store.remove_rule("block", "b-1", audit=audit("block.delete", "b-1")) for store in stores)
+    )
+    assert [r.id for r in removed if r is not None] == ["b-1"]
+    got, _ = await read_audit(stores[0], 10, target="b-1")
+    assert [e.action for e in got] == ["block.delete", "block.create"]
 
 
 def test_create_state_picks_the_backend(tmp_path: Path) -> None:
@@ -588,3 +787,14 @@ def test_create_state_picks_the_backend(tmp_path: Path) -> None:
     assert local.path == tmp_path / "state.sqlite3"
     assert isinstance(remote, RedisState)
     assert remote.url == "redis://127.0.0.1:1/0"
+    retained = Config(
+        data_dir=tmp_path,
+        state=StateConfig(ledger_retention=timedelta(days=7)),
+        admin=AdminConfig(audit_retention=timedelta(days=30)),
+    )
+    store = create_state(retained)
+    assert isinstance(store, LocalState)
+    assert (store.ledger_retention, store.audit_retention) == (
+        timedelta(days=7),
+        timedelta(days=30),
+    )
