@@ -205,6 +205,15 @@ async def test_impact_and_audit(cli: Cli) -> None:
     assert row.split()[1:4] == ["ops", "127.0.0.1", "block.create"]
     entries = (await cli("audit", "--json", "--limit", "1")).json()["entries"]
     assert entries[0]["after"]["versions"] == "<1.4.0"
+    rule_id = entries[0]["target"]
+    await cli("block", "npm", "other", "1.0.0", "--reason", "churn")
+    found = (await cli("audit", "--json", "--target", rule_id, "--actor", "ops")).json()
+    assert [(e["action"], e["target"]) for e in found["entries"]] == [("block.create", rule_id)]
+    window = await cli("audit", "--since", "1h", "--until", "2000-01-01")
+    assert window.code == 1
+    assert "until: must be later than since" in window.err
+    paged = await cli("audit", "--limit", "1")
+    assert "older entries: mirror audit --cursor " in paged.out
 
 
 async def test_refusals_exit_1_with_the_servers_message(cli: Cli) -> None:
@@ -574,7 +583,7 @@ def hostile_answer(path: str) -> Any:
     if path.endswith("/impact"):
         download = {
             "client": HOSTILE, "package": HOSTILE, "version": HOSTILE, "filename": HOSTILE,
-            "at": HOSTILE,
+            "first_seen": HOSTILE, "last_seen": HOSTILE, "count": HOSTILE,
         }  # fmt: skip
         return {
             "clients": [HOSTILE], "downloads": [download], "next_cursor": HOSTILE,
@@ -585,7 +594,7 @@ def hostile_answer(path: str) -> Any:
             "at": HOSTILE, "actor": HOSTILE, "client": HOSTILE, "action": HOSTILE,
             "target": HOSTILE, "before": None, "after": rule,
         }  # fmt: skip
-        return {"entries": [entry]}
+        return {"entries": [entry], "pruned_before": HOSTILE, "next_cursor": HOSTILE}
     return {
         "blocks": [rule], "exemptions": [rule], "freezes": [rule], "block": rule,
         "exemption": rule, "freeze": rule, "warning": HOSTILE, "deleted": rule,
