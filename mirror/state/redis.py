@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
@@ -160,6 +161,40 @@ end
 return 1
 """
 
+# The audit of earlier versions (a list, newest first, of the same JSON entries) moved into
+# today's indexes in one atomic step, so workers starting together move it once. ARGV:
+# namespace. The newest creation entry of each stored rule is pinned.
+_UPGRADE_AUDIT_SCRIPT = """
+local ns = ARGV[1]
+local old = ns .. ':audit'
+if redis.call('TYPE', old)['ok'] ~= 'list' then return 0 end
+local entries, all = ns .. ':audit:entries', ns .. ':audit:all'
+local prunable, pinned = ns .. ':audit:prunable', ns .. ':audit:pinned'
+local rows = redis.call('LRANGE', old, 0, -1)
+for i = #rows, 1, -1 do
+  local raw = rows[i]
+  local doc = cjson.decode(raw)
+  local at = string.format('%019d', math.max(doc['at'], 0))
+  local id = at .. '-' .. string.format('%012d', redis.call('INCR', ns .. ':audit:seq'))
+  redis.call('HSET', entries, id, raw)
+  redis.call('ZADD', all, 0, id)
+  redis.call('ZADD', ns .. ':audit:target:' .. doc['target'], 0, id)
+  redis.call('ZADD', ns .. ':audit:actor:' .. doc['actor'], 0, id)
+  local kind = string.match(doc['action'], '^(%a+)%.create$')
+  if kind and redis.call('HEXISTS', ns .. ':rules:' .. kind, doc['target']) == 1 then
+    local earlier = redis.call('HGET', pinned, doc['target'])
+    if earlier then redis.call('ZADD', prunable, 0, earlier) end
+    redis.call('HSET', pinned, doc['target'], id)
+  else
+    redis.call('ZADD', prunable, 0, id)
+  end
+end
+redis.call('DEL', old)
+return #rows
+"""
+# Set once every piece of data of earlier versions has been moved.
+_UPGRADED = "2"
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -243,6 +278,8 @@ class RedisState:
         self._client: aioredis.Redis | None = None
         self._change: AsyncScript | None = None
         self._ledger: AsyncScript | None = None
+        self._upgrade_audit: AsyncScript | None = None
+        self._upgraded = False
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -265,10 +302,11 @@ class RedisState:
             )
             self._change = self._client.register_script(_CHANGE_SCRIPT)
             self._ledger = self._client.register_script(_LEDGER_SCRIPT)
+            self._upgrade_audit = self._client.register_script(_UPGRADE_AUDIT_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        self._change = self._ledger = None
+        self._change = self._ledger = self._upgrade_audit = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -303,6 +341,7 @@ class RedisState:
     ) -> tuple[str | None, int | None]:
         """Run the change script: (the removed rule's JSON, the new policy version)."""
         script = self._script(self._change, what)
+        await self._upgrade()
         prune_before = self.clock.now() - self.audit_retention
         args = [
             self.namespace,
@@ -394,6 +433,10 @@ class RedisState:
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
         if not events:
             return
+        await self._upgrade()
+        await self._write_rows(events)
+
+    async def _write_rows(self, events: Sequence[DownloadEvent]) -> None:
         script = self._script(self._ledger, "record downloads")
         by_package: dict[tuple[str, str], dict[str, DownloadEvent]] = {}
         for event in events:
@@ -435,6 +478,7 @@ class RedisState:
         ]
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
+        await self._upgrade()
         client = self._redis("list downloaded packages")
         prefix = self._key("ledger", ecosystem, "")
         names: set[str] = set()
@@ -478,6 +522,7 @@ class RedisState:
             last = _position(after)
             floor = last[0]
         seen_since = None if since is None else _micros(since)
+        await self._upgrade()
         client = self._redis("read downloads")
         first_key, last_key, count_key, _ = self._ledger_keys(ecosystem, package)
         events: list[DownloadEvent] = []
@@ -604,6 +649,52 @@ class RedisState:
             next_after=next_after,
             pruned_before=None if pruned is None else _from_micros(pruned),
         )
+
+    # data of earlier versions -----------------------------------------------------------------
+    async def _upgrade(self) -> None:
+        """Once per store: what an earlier version stored (the audit as a capped list, the
+        ledger as one event per download) moved into today's form, nothing lost. Each piece
+        moves atomically, so workers starting together move it once."""
+        if self._upgraded:
+            return
+        client = self._redis("upgrade stored data")
+        script = self._script(self._upgrade_audit, "upgrade stored data")
+        marker = self._key("upgraded")
+        with self._translate("upgrade stored data"):
+            if await client.get(marker) == _UPGRADED:
+                self._upgraded = True
+                return
+            moved = await script(keys=[], args=[self.namespace])
+            if moved:
+                log.warning("Redis state %s: %s audit entries moved", self._where(), moved)
+            prefix = self._key("downloads", "")
+            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                await self._upgrade_downloads(client, str(key), prefix)
+            await client.set(marker, _UPGRADED)
+        self._upgraded = True
+
+    async def _upgrade_downloads(self, client: aioredis.Redis, key: str, prefix: str) -> None:
+        """One package's download events (an earlier version's form) folded into rows."""
+        ecosystem, _, package = key[len(prefix) :].partition(":")
+        moving = self._key("upgrading", secrets.token_hex(8))
+        try:
+            await client.rename(key, moving)
+        except ResponseError:
+            return  # another worker took it
+        rows = await client.zrange(moving, 0, -1, withscores=True)
+        events = []
+        for member, score in rows:
+            version, filename, client_name = json.loads(member)[:3]
+            at = _from_micros(int(score))
+            events.append(
+                DownloadEvent(
+                    ecosystem=ecosystem, package=package, version=version,
+                    filename=filename, client=client_name, at=at,
+                )
+            )  # fmt: skip
+        for start in range(0, len(events), _PAGE_CHUNK):
+            await self._write_rows(events[start : start + _PAGE_CHUNK])
+        await client.delete(moving)
 
     # plumbing ----------------------------------------------------------------------------------
     def _redis(self, what: str) -> aioredis.Redis:

@@ -4,6 +4,7 @@ plus the failure paths and backend-specific limits (retention, cross-process, lo
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from mirror.state import (
 )
 from mirror.state.base import InvalidPosition
 from mirror.state.local import LocalState
-from mirror.state.redis import RedisState
+from mirror.state.redis import RedisState, _encode_audit, _encode_rule, _micros
 from tests.conftest import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -777,6 +778,96 @@ async def test_concurrent_removals_of_one_rule_remove_it_once(open_store: OpenSt
     assert [r.id for r in removed if r is not None] == ["b-1"]
     got, _ = await read_audit(stores[0], 10, target="b-1")
     assert [e.action for e in got] == ["block.delete", "block.create"]
+
+
+async def test_redis_moves_what_an_earlier_version_stored(
+    redis_url: str, clock: FixedClock
+) -> None:
+    # The audit as a capped list (newest first) and the ledger as one event per download.
+    namespace = f"test-{uuid.uuid4().hex}"
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    await raw.hset(f"{namespace}:rules:block", "b-live", _encode_rule(make_rule("b-live")))
+    old_entries = [
+        audit("block.create", "b-live", NOW - timedelta(days=400)),
+        audit("block.create", "b-gone", NOW - timedelta(days=400)),
+        audit("block.delete", "b-gone", NOW - timedelta(days=2)),
+    ]
+    for entry in old_entries:
+        await raw.lpush(f"{namespace}:audit", _encode_audit(entry))
+    for n, client in enumerate(("10.0.0.7", "10.0.0.7", "10.0.0.8")):
+        member = f'["1.14.1","axios-1.14.1.tgz","{client}","tag{n}"]'
+        await raw.zadd(f"{namespace}:downloads:npm:axios", {member: _micros(T0) + n})
+    maven = f"{namespace}:downloads:maven:org.example:lib"
+    await raw.zadd(maven, {'["1.0","lib.jar","c","t"]': _micros(T0)})
+
+    stores = [RedisState(redis_url, namespace=namespace, clock=clock) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        # Two workers starting together: each piece moves once.
+        pages = await asyncio.gather(*(store.audit_page(limit=10) for store in stores))
+        # Past the retention but the creation of a stored rule: kept; the rest is pruned.
+        assert [(e.action, e.target) for e in pages[0].entries] == [
+            ("block.delete", "b-gone"),
+            ("block.create", "b-live"),
+        ]
+        assert pages[1].entries == pages[0].entries
+        rows = await stores[1].downloads("npm", "axios")
+        assert [(r.client, r.count) for r in rows] == [("10.0.0.7", 2), ("10.0.0.8", 1)]
+        assert await stores[0].downloaded_packages("maven") == ["org.example:lib"]
+        assert await raw.exists(f"{namespace}:audit", f"{namespace}:downloads:npm:axios") == 0
+    finally:
+        for store in stores:
+            await store.close()
+        await raw.aclose()
+
+
+async def test_local_state_moves_what_an_earlier_version_stored(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    # A file of an earlier version: one ledger row per download, an audit without pins.
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE rules (kind TEXT NOT NULL, id TEXT NOT NULL, ecosystem TEXT NOT NULL,
+                package TEXT NOT NULL, versions TEXT NOT NULL, reason TEXT NOT NULL,
+                created_at INTEGER NOT NULL, created_by TEXT NOT NULL, expires_at INTEGER,
+                data TEXT NOT NULL, PRIMARY KEY (kind, id));
+            CREATE TABLE downloads (seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL,
+                package TEXT NOT NULL, version TEXT NOT NULL, filename TEXT NOT NULL,
+                client TEXT NOT NULL, at INTEGER NOT NULL);
+            CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+                actor TEXT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,
+                target TEXT NOT NULL, before TEXT, after TEXT);
+            INSERT INTO rules VALUES
+                ('block', 'b-live', 'npm', 'axios', '*', '', 0, 'a', NULL, '{}');
+            """
+        )
+        old = _micros(NOW - timedelta(days=400))
+        for action, target in (("block.create", "b-live"), ("block.create", "b-gone")):
+            conn.execute(
+                "INSERT INTO audit (at, actor, client, action, target) VALUES (?, 'a', 'c', ?, ?)",
+                (old, action, target),
+            )
+        for n, client in enumerate(("10.0.0.7", "10.0.0.7", "10.0.0.8")):
+            conn.execute(
+                "INSERT INTO downloads (ecosystem, package, version, filename, client, at) "
+                "VALUES ('npm', 'axios', '1.14.1', 'axios-1.14.1.tgz', ?, ?)",
+                (client, _micros(T0) + n),
+            )
+    conn.close()
+
+    store = LocalState(path, clock=clock)
+    await store.open()
+    try:
+        page = await store.audit_page(limit=10)
+        assert [(e.action, e.target) for e in page.entries] == [("block.create", "b-live")]
+        rows = await store.downloads("npm", "axios")
+        assert [(r.client, r.count) for r in rows] == [("10.0.0.7", 2), ("10.0.0.8", 1)]
+    finally:
+        await store.close()
 
 
 def test_create_state_picks_the_backend(tmp_path: Path) -> None:
