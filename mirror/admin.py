@@ -451,8 +451,9 @@ def describe_impact(
     limit: int,
     next_cursor: str | None,
 ) -> dict[str, Any]:
-    """One impact page as the API shows it: its downloads (package by package in name
-    order, oldest first within one), the clients on this page, the package names the query
+    """One impact page as the API shows it: its downloads (one row per client and file with
+    first seen, last seen and count; package by package in name order, first seen oldest
+    first within one), the clients on this page, the package names the query
     covers (at most MAX_IMPACT_PACKAGES listed, all counted) and where the rest is."""
     return {
         "ecosystem": query.ecosystem,

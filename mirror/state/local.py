@@ -74,6 +74,8 @@ _SCHEMA = (
         UNIQUE (ecosystem, package, version, filename, client))""",
     "CREATE INDEX IF NOT EXISTS ledger_by_package ON ledger (ecosystem, package, first_at)",
     "CREATE INDEX IF NOT EXISTS ledger_by_last_seen ON ledger (last_at)",
+    # The per-package cap keeps the most recently seen rows.
+    "CREATE INDEX IF NOT EXISTS ledger_by_package_seen ON ledger (ecosystem, package, last_at)",
     """CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
         client TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, before TEXT,
