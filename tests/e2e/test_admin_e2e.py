@@ -255,3 +255,42 @@ async def test_two_instances_sharing_redis(
     two_instances_on_redis: Setup, scenario: Callable[[Setup], Awaitable[None]]
 ) -> None:
     await scenario(two_instances_on_redis)
+
+
+async def test_eight_concurrent_writers_on_redis_never_fail(
+    two_instances_on_redis: Setup,
+) -> None:
+    # An incident: eight writers (people, import-osv, scripts) creating and removing rules on
+    # two instances sharing Redis at once. No write fails; every change is audited.
+    setup = two_instances_on_redis
+    freeze = {"ecosystem": "npm", "package": "*", "published_after": "1d", "until": "1d"}
+
+    async def writer(n: int) -> list[str]:
+        url = setup.urls[n % len(setup.urls)]
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        created: list[str] = []
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for pair in range(50):
+                body = {**freeze, "reason": f"writer {n} pair {pair}"}
+                async with session.post(f"{url}/api/v1/freezes", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    rule_id = (await response.json())["freeze"]["id"]
+                async with session.delete(f"{url}/api/v1/freezes/{rule_id}") as response:
+                    assert response.status == 200, await response.text()
+                created.append(rule_id)
+        return created
+
+    ids = {rule_id for ids in await asyncio.gather(*map(writer, range(8))) for rule_id in ids}
+    assert len(ids) == 400
+    assert (await admin("GET", setup.urls[1], "/freezes"))["freezes"] == []
+    audited: list[tuple[str, str]] = []
+    cursor = ""
+    for _ in range(10):  # bounded: 800 entries, 1,000 a page
+        page = await admin("GET", setup.writer, f"/audit?limit=1000{cursor}")
+        audited += [(entry["action"], entry["target"]) for entry in page["entries"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert sorted(audited) == sorted(
+        (f"freeze.{action}", rule_id) for rule_id in ids for action in ("create", "delete")
+    )
