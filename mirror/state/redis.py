@@ -250,8 +250,8 @@ def _optional(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 class RedisState:
     """`StateStore` on Redis, keys under `<namespace>:`. Rule changes bump an INCR counter in
-    the same MULTI/EXEC and are announced on the `<namespace>:policy` channel; `watch()` also
-    re-reads the counter every second in case a message was lost."""
+    the same script (atomic, no WATCH) and are announced on the `<namespace>:policy` channel;
+    `watch()` also re-reads the counter every second in case a message was lost."""
 
     def __init__(
         self,
