@@ -194,9 +194,9 @@ class _Supervisor:
             if stop is None:
                 time.sleep(0.05)
         log.info(
-            "%s: stopping; requests in flight get up to %s (shutdown_grace)",
+            "%s: stopping; requests in flight get up to %.1f s (shutdown_grace)",
             signal.Signals(stop).name,
-            self.config.shutdown_grace,
+            self.config.shutdown_grace.total_seconds(),
         )
         self._stop_workers()
         return 0
