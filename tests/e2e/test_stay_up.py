@@ -89,6 +89,9 @@ async def test_two_workers_killed_a_second_apart_the_server_stays_up(
     assert f"worker {second} was killed by SIGKILL" in log
     assert f"worker {replacement} was killed by SIGKILL" in log
     assert log.count(f"worker {first} ") == 1  # each crash logged once
+    # The slot whose replacement died at once waits twice as long for the next one.
+    assert log.count("starting a replacement in 0.5 s") == 2
+    assert "starting a replacement in 1.0 s" in log
     assert await stop_mirror(mirror) == 0
 
 
