@@ -19,6 +19,7 @@ from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
+from mirror.jsondepth import check_depth
 
 Form = Literal["full", "corgi"]
 CORGI_TYPE = "application/vnd.npm.install-v1+json"
@@ -100,6 +101,7 @@ def parse_packument(raw: bytes, package: PackageName) -> Packument:
 
     Versions whose manifest is not an object are ignored. Raises BadUpstreamDocument when the
     body is not a JSON object or `versions`/`dist-tags`/`time` have the wrong type."""
+    check_depth(raw, f"the upstream packument of {package.name}")
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -30,6 +30,7 @@ from mirror.ecosystems.npm.names import (
     search_query,
 )
 from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
+from mirror.jsondepth import check_depth
 from mirror.pathgate import require_under
 
 if TYPE_CHECKING:
@@ -367,9 +368,9 @@ class NpmRegistry:
             )
         try:
             if len(answer.body) > _PARSE_IN_THREAD_BYTES:
-                parsed = await asyncio.to_thread(json.loads, answer.body)
+                parsed = await asyncio.to_thread(_parse_relayed, answer.body, what)
             else:
-                parsed = json.loads(answer.body)
+                parsed = _parse_relayed(answer.body, what)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise BadUpstreamDocument(
                 f"the upstream registry answered {what} with something that is not JSON"
@@ -413,3 +414,9 @@ def _looks_like_package_document(value: object) -> bool:
 
 def _pick_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     return {name: headers[name] for name in names if name in headers}
+
+
+def _parse_relayed(body: bytes, what: str) -> object:
+    """A relayed answer, parsed only to see what it is (it goes out as it came)."""
+    check_depth(body, f"the upstream registry's answer to {what}")
+    return json.loads(body)

@@ -25,6 +25,7 @@ from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.errors import BadRequest, BadUpstreamDocument
+from mirror.jsondepth import check_depth
 from mirror.upstream import host_key
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def parse_project_json(
     """Parse a PEP 691 project page. Files that are not objects or lack a filename/url are
     skipped; raises BadUpstreamDocument when the body is not a JSON object with a list of
     files."""
+    check_depth(raw, f"the upstream page of {project}")
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -534,6 +536,7 @@ def parse_api_document(
 ) -> ApiDocument:
     """Parse a JSON API document. With `file_hosts`, files whose URL is elsewhere (or not
     http(s), or unparseable) are left out of `releases` and `urls`, logged once."""
+    check_depth(raw, f"the upstream JSON API of {project}")
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -829,6 +832,7 @@ def parse_root(raw: bytes) -> tuple[str, ...]:
     upstream order, names that are not valid project names skipped."""
     names_found: list[str] = []
     if raw.lstrip()[:1] == b"{":
+        check_depth(raw, "the upstream project list")
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
