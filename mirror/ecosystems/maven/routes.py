@@ -2,6 +2,12 @@
 Decisions and bytes come from `paths`/`document` (pure) and the core services; this module
 only routes, looks publish times up lazily, caches rendered views and raises `mirror.errors`.
 
+Publish-time look-ups (a HEAD of a version's `.pom`) are bounded: one per GAV at a time, at
+most LOOKUP_CONCURRENCY in flight per worker, at most LOOKUPS_PER_REQUEST waited for by one
+metadata request (the rest of the walk goes on in the background; those versions are held
+meanwhile), each answer kept in shared state for every worker (through `ServingState`, so a
+slow state never holds a request up past `state.timeout`).
+
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
