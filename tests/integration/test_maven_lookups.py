@@ -111,3 +111,29 @@ async def test_a_young_version_among_many_is_found_without_a_fan_out(
     assert response.status == 200
     assert f"<release>1.{VERSIONS - 1}.0</release>" in await response.text()
     assert repo.count(method="HEAD") == 1
+
+
+async def test_many_young_versions_do_not_hide_the_old_ones(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """Twenty releases within the quarantine window above a hundred old ones: the first
+    metadata request already lists the old ones (the look-ups it waits for are batched)."""
+    repo = FakeMavenRepository()
+    for index in range(100):
+        repo.add_version(
+            "org.example", "many", f"1.{index}.0", published=OLD, jar=False, signature=False
+        )
+    for index in range(20):
+        repo.add_version(
+            "org.example", "many", f"2.{index}.0", published=NOW - timedelta(hours=index + 1),
+            jar=False, signature=False,
+        )  # fmt: skip
+    await repo.start(aiohttp_server)
+    worker = await maven_worker(aiohttp_client, tmp_path / "data", repo)
+    response = await worker.get(METADATA)
+    assert response.status == 200
+    text = await response.text()
+    assert "<release>1.99.0</release>" in text
+    assert "<version>1.0.0</version>" in text
+    assert "2.0.0" not in text
+    assert repo.count(method="HEAD") <= 21 + LOOKUP_CONCURRENCY

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -57,9 +57,11 @@ RETRY_LOOKUPS_AFTER = timedelta(seconds=30)
 _MAX_REMEMBERED = 8192
 # Publish-time look-ups (HEADs of `.pom`s) sent upstream at once by one worker.
 LOOKUP_CONCURRENCY = 8
-# Look-ups one metadata request waits for; the walk goes on in the background past them, and
-# the versions not looked up yet count as unknown (held) until it has.
-LOOKUPS_PER_REQUEST = 8
+# Look-ups one metadata request waits for (in batches of _BATCH_SIZES, then LOOKUP_CONCURRENCY
+# at a time); the walk goes on in the background past them, and the versions not looked up
+# yet count as unknown (held) until it has.
+LOOKUPS_PER_REQUEST = 32
+_BATCH_SIZES = (1, 1, 2, 4)
 # Artifacts whose walk goes on in the background at once, per worker (more wait for a render).
 BACKGROUND_WALKS = 4
 # A `.pom` the upstream answered without Last-Modified is asked again after this long.
@@ -256,37 +258,52 @@ class MavenRepository:
         more than LOOKUPS_PER_REQUEST were needed: the versions not looked up count as unknown
         (held), and the walk goes on in the background (`_walk_on`), bounded."""
         coordinates = parsed.coordinates
+        ordered = metadata.versions
         now = self._services.clock.now()
-        window_start = document.quarantine_window_start(coordinates, metadata.versions, rules, now)
-        known = self._known_times(coordinates, metadata.versions)
+        window_start = document.quarantine_window_start(coordinates, ordered, rules, now)
+        known = self._known_times(coordinates, ordered)
+        position = {version: index for index, version in enumerate(ordered)}
         budget = LOOKUPS_PER_REQUEST
-        for _ in range(len(metadata.versions) + 1):
-            plan = document.plan_publish_times(
-                metadata.versions, metadata.last_updated, window_start, known
-            )
+        # One at a time first (the first usually ends the walk, the second nearly always),
+        # then more at once: a walk that goes on this far is likely to go on further.
+        sizes = iter(_BATCH_SIZES)
+        for _ in range(len(ordered) + 1):
+            plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
             if plan.lookup is None:
                 return dict(plan.published), True
-            if budget == 0:
+            if budget <= 0:
                 self._walk_on(parsed, metadata, window_start)
                 break
-            budget -= 1
-            version = plan.lookup
-            try:
-                known[version] = await self._publish_time(
-                    f"{coordinates}:{version}", self._pom_path(parsed, version)
-                )
-            except UpstreamNotFound:
-                known[version] = None  # listed without a .pom: unknown age
-            except UpstreamUnavailable:
+            size = min(next(sizes, LOOKUP_CONCURRENCY), LOOKUP_CONCURRENCY, budget)
+            batch = _next_batch(ordered, position, known, plan.lookup, size)
+            budget -= len(batch)
+            if not await self._look_up_batch(parsed, batch, known):
                 break  # upstream is failing: do not hammer it
         # Incomplete: every version not looked up is unknown (held); unknown times never end
         # the walk, so one more plan gives the final answer.
-        for version in metadata.versions:
+        for version in ordered:
             known.setdefault(version, None)
-        plan = document.plan_publish_times(
-            metadata.versions, metadata.last_updated, window_start, known
-        )
+        plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
         return dict(plan.published), False
+
+    async def _look_up_batch(
+        self, parsed: MavenPath, batch: list[str], known: dict[str, datetime | None]
+    ) -> bool:
+        """Look `batch` up at once into `known`; False when upstream is failing."""
+        coordinates = parsed.coordinates
+        answers = await asyncio.gather(
+            *(self._publish_time(f"{coordinates}:{v}", self._pom_path(parsed, v)) for v in batch),
+            return_exceptions=True,
+        )
+        failing = False
+        for version, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, UpstreamUnavailable):
+                failing = True
+            elif isinstance(answer, BaseException) and not isinstance(answer, UpstreamNotFound):
+                raise answer
+            else:  # a time, None (no Last-Modified) or absent (listed without a .pom)
+                known[version] = answer if isinstance(answer, datetime) else None
+        return not failing
 
     def _known_times(self, coordinates: str, versions: Iterable[str]) -> dict[str, datetime | None]:
         """The publish times this worker already knows (no state round trip, no await)."""
@@ -333,34 +350,16 @@ class MavenRepository:
     async def _walk(
         self, parsed: MavenPath, metadata: document.MavenMetadata, window_start: datetime
     ) -> None:
-        coordinates = parsed.coordinates
         ordered = metadata.versions
         position = {version: index for index, version in enumerate(ordered)}
-        known = self._known_times(coordinates, ordered)
+        known = self._known_times(parsed.coordinates, ordered)
         for _ in range(len(ordered) + 1):
             plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
             if plan.lookup is None:
                 return
-            # The walk goes newest first: the next versions below are likely needed too.
-            batch = [plan.lookup]
-            for version in reversed(ordered[: position[plan.lookup]]):
-                if len(batch) >= LOOKUP_CONCURRENCY:
-                    break
-                if version not in known:
-                    batch.append(version)
-            answers = await asyncio.gather(
-                *(
-                    self._publish_time(f"{coordinates}:{v}", self._pom_path(parsed, v))
-                    for v in batch
-                ),
-                return_exceptions=True,
-            )
-            for version, answer in zip(batch, answers, strict=True):
-                if isinstance(answer, UpstreamUnavailable):
-                    return  # upstream is failing: a later render starts the walk again
-                if isinstance(answer, BaseException) and not isinstance(answer, UpstreamNotFound):
-                    raise answer
-                known[version] = answer if isinstance(answer, datetime) else None
+            batch = _next_batch(ordered, position, known, plan.lookup, LOOKUP_CONCURRENCY)
+            if not await self._look_up_batch(parsed, batch, known):
+                return  # upstream is failing: a later render starts the walk again
 
     async def _publish_time(self, gav: str, pom_path: str) -> datetime | None:
         """The upstream Last-Modified of a GAV's `.pom`, cached in shared state forever (a
@@ -516,6 +515,25 @@ class MavenRepository:
         )
         metadata: document.MavenMetadata = doc.parsed
         return metadata.versions if metadata.is_artifact else None
+
+
+def _next_batch(
+    ordered: Sequence[str],
+    position: dict[str, int],
+    known: dict[str, datetime | None],
+    first: str,
+    size: int,
+) -> list[str]:
+    """`first` (the look-up the walk needs) and the next versions below it not known yet, up
+    to `size`: the walk goes newest first, and when it did not end at `first` it usually
+    needs those too."""
+    batch = [first]
+    for version in reversed(ordered[: position[first]]):
+        if len(batch) >= size:
+            break
+        if version not in known:
+            batch.append(version)
+    return batch
 
 
 def _sentence(gav: str, decision: policy.Decision) -> str:
