@@ -126,6 +126,7 @@ def build_services(
         metrics=metrics,
         clock=clock,
         trusted_proxies=config.trusted_proxies,
+        state_timeout=config.state.timeout,
     )
     return Services(
         config=config,

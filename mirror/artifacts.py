@@ -16,7 +16,10 @@ Choices, stated plainly:
   disk like a hit.
 - Before fetching, the strongest declared digest is remembered in shared state; if another one
   was remembered first, upstream changed published bytes and the mirror refuses them. With no
-  declared digest, the sha256 of the first bytes fetched is remembered instead.
+  declared digest, the sha256 of the first bytes fetched is remembered instead. Pins go through
+  `ServingState`: never a wait on shared state past `state.timeout`; when it cannot answer, the
+  declared digest is used (the bytes are verified against it all the same) and remembering it
+  is retried in the background. A hit is also checked against the pin this process knows.
 - Every GET that sends the file (200/206) is written to the download ledger in the background;
   the ledger never delays or fails a download.
 """
@@ -31,6 +34,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -55,6 +59,7 @@ from mirror.ecosystems.base import ArtifactRef, Digest
 from mirror.forwarded import client_of
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
+from mirror.servingstate import ServingState
 from mirror.state.base import DownloadEvent, StateStore
 from mirror.upstream import Upstream
 
@@ -139,6 +144,7 @@ class ArtifactServer:
         metrics: Metrics,
         clock: Clock,
         trusted_proxies: tuple[IPNetwork, ...] = (),
+        state_timeout: timedelta = timedelta(milliseconds=500),
     ) -> None:
         self._blobs = blobs
         self._proxies = trusted_proxies
@@ -150,6 +156,15 @@ class ArtifactServer:
         self._hot = _HotBlobs(HOT_BUDGET)
         backend = type(state).__name__.removesuffix("State").lower() or "unknown"
         self.ledger = DownloadLedger(state, metrics, backend=backend)
+        # Shared state as the serving path uses it (bounded, remembered, retried): the Maven
+        # adapter's publish times go through it too.
+        self.shared = ServingState(
+            state,
+            metrics,
+            backend=backend,
+            timeout=state_timeout,
+            on_conflict=self._pin_conflict,
+        )
 
     # public API ---------------------------------------------------------------------------
 
@@ -190,6 +205,7 @@ class ArtifactServer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.ledger.close()
+        await self.shared.close()
 
     # hits ---------------------------------------------------------------------------------
 
@@ -197,6 +213,14 @@ class ArtifactServer:
         for declared in ref.digests:
             stored = entry.digests.get(declared.algorithm)
             if stored is not None and stored != declared.hexdigest.strip().lower():
+                self._refuse_changed(ref)
+        # The first-seen digest, when this process knows it (no state round trip): bytes
+        # stored while shared state was down are refused once a different pin turns up.
+        pin = self.shared.pinned(ref.ecosystem, ref.cache_key)
+        if pin is not None:
+            algorithm, _, hexdigest = pin.partition(":")
+            stored = entry.digests.get(algorithm)
+            if stored is not None and stored != hexdigest:
                 self._refuse_changed(ref)
 
     async def _send_blob(
@@ -384,7 +408,12 @@ class ArtifactServer:
                 download.expected_size = expected
                 writer = download.writer = await self._blobs.begin(ref.cache_key, algorithms)
                 if claim is not None:
-                    await asyncio.to_thread(claim.announce, writer.temp)
+                    try:
+                        await asyncio.to_thread(claim.announce, writer.temp)
+                    except OSError as exc:
+                        # Only lets other workers follow this fetch (a full disk, say):
+                        # they wait for the stored blob instead.
+                        log.warning("could not announce the fetch of %s: %s", ref.cache_key, exc)
                 try:
                     async for chunk in upstream.iter_chunks():
                         if expected is not None and writer.written + len(chunk) > expected:
@@ -425,7 +454,7 @@ class ArtifactServer:
         if declared is None:
             return ()
         mine = f"{declared.algorithm}:{declared.hexdigest.strip().lower()}"
-        first = await self._state.remember_digest(ref.ecosystem, ref.cache_key, mine)
+        first = await self.shared.remember_digest(ref.ecosystem, ref.cache_key, mine)
         if first == mine:
             return ()
         algorithm, _, hexdigest = first.partition(":")
@@ -441,11 +470,15 @@ class ArtifactServer:
     async def _pin_fetched_digest(self, ref: ArtifactRef, writer: BlobWriter) -> tuple[Digest, ...]:
         """No digest is declared: trust on first use, remembering the sha256 of these bytes."""
         mine = f"sha256:{writer.hexdigests()['sha256']}"
-        first = await self._state.remember_digest(ref.ecosystem, ref.cache_key, mine)
+        first = await self.shared.remember_digest(ref.ecosystem, ref.cache_key, mine)
         algorithm, _, hexdigest = first.partition(":")
         if algorithm not in ALGORITHMS:
             return ()
         return (Digest(algorithm=algorithm, hexdigest=hexdigest),)
+
+    def _pin_conflict(self, ecosystem: str, key: str, mine: str, first: str) -> None:
+        # A pin written late (shared state was down) found another digest remembered first.
+        self._metrics.integrity_failures.labels(ecosystem, "changed").inc()
 
     def _refuse_changed(self, ref: ArtifactRef) -> None:
         self._count("changed", ref)

@@ -89,6 +89,12 @@ class Metrics:
         self.state_errors = Counter(
             "mirror_state_errors_total", "Shared-state calls that failed", ["backend"], registry=r
         )
+        self.state_deferred_writes = Counter(
+            "mirror_state_deferred_writes_total",
+            "Shared-state writes of the serving path done in the background (queued), written "
+            "(landed) or given up (dropped: backlog full or refused)",
+            ["backend", "outcome"], registry=r,
+        )  # fmt: skip
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set (hot paths count often)."""

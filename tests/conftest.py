@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,13 @@ def mirror_settings(data_dir: Path, **overrides: str) -> dict[str, str]:
         "MIRROR_ACCESS_LOG": "false",
         **overrides,
     }
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
+    """Poll `condition` every `step` for at most `seconds`; whether it became true (for what a
+    background task does, which has no event to wait on)."""
+    for _ in range(max(1, int(seconds / step))):
+        if condition():
+            return True
+        await asyncio.sleep(step)
+    return condition()

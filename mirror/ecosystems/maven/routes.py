@@ -2,6 +2,12 @@
 Decisions and bytes come from `paths`/`document` (pure) and the core services; this module
 only routes, looks publish times up lazily, caches rendered views and raises `mirror.errors`.
 
+Publish-time look-ups (a HEAD of a version's `.pom`) are bounded: one per GAV at a time, at
+most LOOKUP_CONCURRENCY in flight per worker, at most LOOKUPS_PER_REQUEST waited for by one
+metadata request (the rest of the walk goes on in the background; those versions are held
+meanwhile), each answer kept in shared state for every worker (through `ServingState`, so a
+slow state never holds a request up past `state.timeout`).
+
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
@@ -20,8 +26,10 @@ What is served, deliberately:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -38,6 +46,8 @@ from mirror.errors import Blocked, NotFound, Quarantined, UpstreamNotFound, Upst
 if TYPE_CHECKING:
     from mirror.app import Services
 
+log = logging.getLogger(__name__)
+
 PREFIX = "/maven"
 _READ_METHODS = ("GET", "HEAD")
 _VARY = "Accept-Encoding"
@@ -45,6 +55,19 @@ _VARY = "Accept-Encoding"
 RETRY_LOOKUPS_AFTER = timedelta(seconds=30)
 # Publish times kept in memory.
 _MAX_REMEMBERED = 8192
+# Publish-time look-ups (HEADs of `.pom`s) sent upstream at once by one worker.
+LOOKUP_CONCURRENCY = 8
+# Look-ups one metadata request waits for (in batches of _BATCH_SIZES, then LOOKUP_CONCURRENCY
+# at a time); the walk goes on in the background past them, and the versions not looked up
+# yet count as unknown (held) until it has.
+LOOKUPS_PER_REQUEST = 32
+_BATCH_SIZES = (1, 1, 2, 4)
+# Artifacts whose walk goes on in the background at once, per worker (more wait for a render).
+BACKGROUND_WALKS = 4
+# A `.pom` the upstream answered without Last-Modified is asked again after this long.
+UNKNOWN_RECHECK = timedelta(days=1)
+# The state key noting when a GAV's `.pom` had no Last-Modified (a space: never in a GAV).
+_NO_TIME_SUFFIX = " (no Last-Modified)"
 _CONTENT_TYPES = {
     ".pom": "text/xml",
     ".xml": "text/xml",
@@ -93,6 +116,12 @@ class MavenRepository:
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # Publish times never change once known: the hot path skips the state round trip.
         self._published: OrderedDict[str, datetime] = OrderedDict()
+        # GAVs whose `.pom` had no Last-Modified, and when that was found.
+        self._timeless: OrderedDict[str, datetime] = OrderedDict()
+        # One look-up per GAV at a time (single-flight), at most LOOKUP_CONCURRENCY upstream.
+        self._lookups: dict[str, asyncio.Task[datetime | None]] = {}
+        self._head_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        self._walks: dict[str, asyncio.Task[None]] = {}
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -225,59 +254,170 @@ class MavenRepository:
         self, parsed: MavenPath, metadata: document.MavenMetadata, rules: policy.Rules
     ) -> tuple[dict[str, datetime | None], bool]:
         """Publish times for the filter, looked up lazily (`document.plan_publish_times`).
-        Returns (times, complete); not complete when upstream could not answer a look-up."""
+        Returns (times, complete); not complete when upstream could not answer a look-up or
+        more than LOOKUPS_PER_REQUEST were needed: the versions not looked up count as unknown
+        (held), and the walk goes on in the background (`_walk_on`), bounded."""
         coordinates = parsed.coordinates
-        artifact = parsed.directories[-1]
+        ordered = metadata.versions
         now = self._services.clock.now()
-        window_start = document.quarantine_window_start(coordinates, metadata.versions, rules, now)
-        known: dict[str, datetime | None] = {}
-        complete = True
-        for _ in range(len(metadata.versions) + 1):
-            plan = document.plan_publish_times(
-                metadata.versions, metadata.last_updated, window_start, known
-            )
+        window_start = document.quarantine_window_start(coordinates, ordered, rules, now)
+        known = self._known_times(coordinates, ordered)
+        position = {version: index for index, version in enumerate(ordered)}
+        budget = LOOKUPS_PER_REQUEST
+        # One at a time first (the first usually ends the walk, the second nearly always),
+        # then more at once: a walk that goes on this far is likely to go on further.
+        sizes = iter(_BATCH_SIZES)
+        for _ in range(len(ordered) + 1):
+            plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
             if plan.lookup is None:
-                return dict(plan.published), complete
-            version = plan.lookup
-            if not complete:
-                known[version] = None  # upstream is failing: do not hammer it
+                return dict(plan.published), True
+            if budget <= 0:
+                self._walk_on(parsed, metadata, window_start)
+                break
+            size = min(next(sizes, LOOKUP_CONCURRENCY), LOOKUP_CONCURRENCY, budget)
+            batch = _next_batch(ordered, position, known, plan.lookup, size)
+            budget -= len(batch)
+            if not await self._look_up_batch(parsed, batch, known):
+                break  # upstream is failing: do not hammer it
+        # Incomplete: every version not looked up is unknown (held); unknown times never end
+        # the walk, so one more plan gives the final answer.
+        for version in ordered:
+            known.setdefault(version, None)
+        plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
+        return dict(plan.published), False
+
+    async def _look_up_batch(
+        self, parsed: MavenPath, batch: list[str], known: dict[str, datetime | None]
+    ) -> bool:
+        """Look `batch` up at once into `known`; False when upstream is failing."""
+        coordinates = parsed.coordinates
+        answers = await asyncio.gather(
+            *(self._publish_time(f"{coordinates}:{v}", self._pom_path(parsed, v)) for v in batch),
+            return_exceptions=True,
+        )
+        failing = False
+        for version, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, UpstreamUnavailable):
+                failing = True
+            elif isinstance(answer, BaseException) and not isinstance(answer, UpstreamNotFound):
+                raise answer
+            else:  # a time, None (no Last-Modified) or absent (listed without a .pom)
+                known[version] = answer if isinstance(answer, datetime) else None
+        return not failing
+
+    def _known_times(self, coordinates: str, versions: Iterable[str]) -> dict[str, datetime | None]:
+        """The publish times this worker already knows (no state round trip, no await)."""
+        known: dict[str, datetime | None] = {}
+        recheck_after = self._services.clock.now() - UNKNOWN_RECHECK
+        for version in versions:
+            gav = f"{coordinates}:{version}"
+            moment = self._published.get(gav)
+            if moment is not None:
+                known[version] = moment
                 continue
-            pom = "/".join((*parsed.directories, version, f"{artifact}-{version}.pom"))
-            try:
-                known[version] = await self._publish_time(f"{coordinates}:{version}", pom)
-            except UpstreamNotFound:
-                known[version] = None  # listed without a .pom: unknown age
-            except UpstreamUnavailable:
+            checked = self._timeless.get(gav)
+            if checked is not None and checked > recheck_after:
                 known[version] = None
-                complete = False
-        raise AssertionError("plan_publish_times did not finish")  # pragma: no cover
+        return known
+
+    @staticmethod
+    def _pom_path(parsed: MavenPath, version: str) -> str:
+        artifact = parsed.directories[-1]
+        return "/".join((*parsed.directories, version, f"{artifact}-{version}.pom"))
+
+    def _walk_on(
+        self, parsed: MavenPath, metadata: document.MavenMetadata, window_start: datetime
+    ) -> None:
+        """Go on with the publish-time walk of one artifact in the background (at most
+        BACKGROUND_WALKS artifacts at once, one walk per artifact), LOOKUP_CONCURRENCY
+        look-ups at a time; what it finds is stored in shared state like any look-up."""
+        coordinates = parsed.coordinates
+        if coordinates in self._walks or len(self._walks) >= BACKGROUND_WALKS:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._walk(parsed, metadata, window_start), name=f"maven publish times {coordinates}"
+        )
+        self._walks[coordinates] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._walks.get(coordinates) is finished:
+                del self._walks[coordinates]
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("publish-time walk of %s failed: %r", coordinates, finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _walk(
+        self, parsed: MavenPath, metadata: document.MavenMetadata, window_start: datetime
+    ) -> None:
+        ordered = metadata.versions
+        position = {version: index for index, version in enumerate(ordered)}
+        known = self._known_times(parsed.coordinates, ordered)
+        for _ in range(len(ordered) + 1):
+            plan = document.plan_publish_times(ordered, metadata.last_updated, window_start, known)
+            if plan.lookup is None:
+                return
+            batch = _next_batch(ordered, position, known, plan.lookup, LOOKUP_CONCURRENCY)
+            if not await self._look_up_batch(parsed, batch, known):
+                return  # upstream is failing: a later render starts the walk again
 
     async def _publish_time(self, gav: str, pom_path: str) -> datetime | None:
-        """The upstream Last-Modified of a GAV's `.pom`, cached in shared state forever.
-        None when upstream sends none. Raises UpstreamNotFound when the `.pom` is absent."""
+        """The upstream Last-Modified of a GAV's `.pom`, cached in shared state forever (a
+        `.pom` without one is asked again after UNKNOWN_RECHECK). None when upstream sends
+        none. Raises UpstreamNotFound when the `.pom` is absent. One look-up per GAV at a
+        time per worker; shared state is never waited on past `state.timeout`."""
         remembered = self._published.get(gav)
         if remembered is not None:
             return remembered
-        state = self._services.state
-        cached = await state.get_publish_time("maven", gav)
+        checked = self._timeless.get(gav)
+        if checked is not None and checked > self._services.clock.now() - UNKNOWN_RECHECK:
+            return None
+        task = self._lookups.get(gav)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._look_up(gav, pom_path))
+            self._lookups[gav] = task
+
+            def done(finished: asyncio.Task[datetime | None]) -> None:
+                if self._lookups.get(gav) is finished:
+                    del self._lookups[gav]
+                if not finished.cancelled():
+                    finished.exception()  # seen: waiters may all have left
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _look_up(self, gav: str, pom_path: str) -> datetime | None:
+        shared = self._services.artifacts.shared
+        cached, timeless = await asyncio.gather(
+            shared.get_publish_time("maven", gav),
+            shared.get_publish_time("maven", gav + _NO_TIME_SUFFIX),
+        )
         if cached is not None:
             self._remember_published(gav, cached)
             return cached
+        now = self._services.clock.now()
+        if timeless is not None and timeless > now - UNKNOWN_RECHECK:
+            self._remember_timeless(gav, timeless)
+            return None
         url = self._upstream + pom_path
         # Upstream 404s are remembered by the metadata cache for cache.negative_ttl, whether
         # they answered its GETs or this HEAD: an absent `.pom` probed by every build (or
         # every file of an unknown version) costs one upstream request per negative_ttl.
         metacache = self._services.metacache
         metacache.raise_if_absent(url, ecosystem="maven")
-        try:
-            answer = await self._services.upstream.head(url, ecosystem="maven")
-        except UpstreamNotFound as exc:
-            metacache.note_absent(url, exc)
-            raise
+        async with self._head_slots:
+            try:
+                answer = await self._services.upstream.head(url, ecosystem="maven")
+            except UpstreamNotFound as exc:
+                metacache.note_absent(url, exc)
+                raise
         moment = _http_time(answer.last_modified or answer.headers.get("Last-Modified"))
-        if moment is not None:
-            await state.set_publish_time("maven", gav, moment)
-            self._remember_published(gav, moment)
+        if moment is None:
+            shared.set_publish_time("maven", gav + _NO_TIME_SUFFIX, now)
+            self._remember_timeless(gav, now)
+            return None
+        shared.set_publish_time("maven", gav, moment)
+        self._remember_published(gav, moment)
         return moment
 
     def _remember_published(self, gav: str, moment: datetime) -> None:
@@ -285,6 +425,12 @@ class MavenRepository:
         self._published.move_to_end(gav)
         while len(self._published) > _MAX_REMEMBERED:
             self._published.popitem(last=False)
+
+    def _remember_timeless(self, gav: str, checked: datetime) -> None:
+        self._timeless[gav] = checked
+        self._timeless.move_to_end(gav)
+        while len(self._timeless) > _MAX_REMEMBERED:
+            self._timeless.popitem(last=False)
 
     # files ------------------------------------------------------------------------------
 
@@ -369,6 +515,25 @@ class MavenRepository:
         )
         metadata: document.MavenMetadata = doc.parsed
         return metadata.versions if metadata.is_artifact else None
+
+
+def _next_batch(
+    ordered: Sequence[str],
+    position: dict[str, int],
+    known: dict[str, datetime | None],
+    first: str,
+    size: int,
+) -> list[str]:
+    """`first` (the look-up the walk needs) and the next versions below it not known yet, up
+    to `size`: the walk goes newest first, and when it did not end at `first` it usually
+    needs those too."""
+    batch = [first]
+    for version in reversed(ordered[: position[first]]):
+        if len(batch) >= size:
+            break
+        if version not in known:
+            batch.append(version)
+    return batch
 
 
 def _sentence(gav: str, decision: policy.Decision) -> str:

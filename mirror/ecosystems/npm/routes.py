@@ -9,6 +9,8 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -54,6 +56,8 @@ _PARSE_IN_THREAD_BYTES = 1024**2  # an audit answer can be megabytes: parse it o
 # A relayed Cache-Control is kept only when it is this plain (directives, numbers, commas).
 _PLAIN_CACHE_CONTROL = re.compile(r"[A-Za-z0-9=,\- ]{1,120}")
 MAX_REMEMBERED_REFS = 16_384
+# Filtered views kept for `/npm/{name}/{version}`, one per (package, document, policy version).
+MAX_VERSION_VIEWS = 32
 
 ViewForm = Form | str
 
@@ -72,6 +76,11 @@ class NpmRegistry:
         # What each tarball stands for, per packument version: CI pulls the same few
         # thousand times, and the digests and upstream URL do not change between pulls.
         self._refs: OrderedDict[tuple[str, str, str], ArtifactRef] = OrderedDict()
+        # `/npm/{name}/{version}`: the packument filtered once per document and policy
+        # version (and until the clock lets a held version out), never once per request.
+        self._version_views: OrderedDict[tuple[str, str, int], asyncio.Task[_VersionView]] = (
+            OrderedDict()
+        )
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -252,19 +261,46 @@ class NpmRegistry:
         """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`)."""
         request[REQUEST_KIND] = "metadata"
         doc = await self._packument(package)
-        view = document.filter_packument(
-            doc.parsed, self._services.policy.rules(), self._services.clock.now()
-        )
+        filtered = await self._version_view(package, doc)
+        view = filtered.view
         if not view.visible:
             raise NotFound(document.no_visible_version_message(package, view))
         version = view.dist_tags.get(spec, spec)
-        if version not in view.visible:
+        if version not in filtered.visible:
             raise NotFound(document.version_unavailable_message(package, spec, view))
         manifest = document.render_manifest(doc.parsed, version, self._registry_base(request))
         rendered = responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until
         )
         return responses.respond(request, rendered, now=self._services.clock.now())
+
+    async def _version_view(
+        self, package: PackageName, doc: CachedDocument[Packument]
+    ) -> _VersionView:
+        """The packument filtered under the current rules: once per (document, policy
+        version) for every concurrent request, again only once a held version's quarantine
+        ends; off the event loop for big packuments."""
+        services = self._services
+        key = (package.name, doc.version, services.policy.version)
+        task = self._version_views.get(key)
+        if task is not None and task.done():
+            if task.cancelled() or task.exception() is not None:
+                task = None
+            else:
+                until = task.result().view.valid_until
+                if until is not None and services.clock.now() >= until:
+                    task = None  # a held version may have left quarantine by now
+        if task is None:
+            # The rules of this policy version, taken now (not when the task runs).
+            task = asyncio.get_running_loop().create_task(
+                _filter_versions(doc.parsed, services.policy.rules(), services.clock.now())
+            )
+            task.add_done_callback(_seen)
+            self._version_views[key] = task
+        self._version_views.move_to_end(key)
+        while len(self._version_views) > MAX_VERSION_VIEWS:
+            self._version_views.popitem(last=False)
+        return await asyncio.shield(task)
 
     # tarballs ---------------------------------------------------------------------------
 
@@ -393,6 +429,28 @@ class NpmRegistry:
         (a new rule must see a version published a minute ago); otherwise through the cache."""
         doc = await self._packument(parse_name(package), refresh="urgent" if fetch else False)
         return tuple(doc.parsed.versions)
+
+
+@dataclass(frozen=True, slots=True)
+class _VersionView:
+    view: document.PackumentView
+    visible: frozenset[str]
+
+
+async def _filter_versions(
+    packument: Packument, rules: policy.Rules, now: datetime
+) -> _VersionView:
+    if len(packument.versions) >= RENDER_IN_THREAD_VERSIONS:
+        view = await asyncio.to_thread(document.filter_packument, packument, rules, now)
+    else:
+        view = document.filter_packument(packument, rules, now)
+    return _VersionView(view=view, visible=frozenset(view.visible))
+
+
+def _seen(task: asyncio.Task[_VersionView]) -> None:
+    # Waiters may all have left: mark the outcome as seen so asyncio does not log it.
+    if not task.cancelled():
+        task.exception()
 
 
 def _same_path(answered: str, asked: str) -> bool:

@@ -1,0 +1,282 @@
+"""The serving path's view of shared state: every call bounded, what is known kept in memory,
+and writes that failed retried later. A full disk or a slow Redis degrades; it never refuses.
+
+Why: a request must not wait on shared state longer than `state.timeout`, nor fail because a
+first-seen digest or a publish time could not be written. What the serving path does instead:
+- first-seen digests: a pin seen once is kept in memory (pins never change), so most calls
+  make no state round trip at all. When state cannot answer in time, the digest the upstream
+  declares now is used (the bytes are still verified against it, as always) and remembering
+  it is queued; should the queued write find that another digest was remembered first, that
+  is logged and counted as changed bytes and the memory copy takes the first one, so the file
+  is refused from then on (`pinned` lets hits check it too);
+- reads (publish times) answer "unknown" when state cannot answer in time: callers then ask
+  the upstream, as for a value never stored;
+- writes are queued (bounded; the oldest dropped and counted past the bound) and retried in
+  the background with backoff. The outage is logged once when it starts and once when it
+  ends; while it lasts, reads do not wait on state at all (the retry loop probes it).
+Policy is not read through here: rules come from LivePolicy's in-memory copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Final, TypeVar
+
+from mirror.errors import StateUnavailable
+from mirror.metrics import Metrics
+from mirror.state.base import StateStore
+
+log = logging.getLogger("mirror.state")
+
+T = TypeVar("T")
+
+MAX_PINS: Final = 200_000  # first-seen digests kept in memory (~150 bytes each)
+MAX_BACKLOG: Final = 10_000  # writes kept while state is down; the oldest dropped past it
+RETRY_FIRST: Final = 0.5  # seconds before the first retry, doubled up to RETRY_MAX
+RETRY_MAX: Final = 5.0
+
+# A queued write: what it does once state answers, by a key that makes repeats one write.
+_WriteKey = tuple[str, str, str]
+Conflict = Callable[[str, str, str, str], None]  # (ecosystem, key, mine, first)
+
+
+class ServingState:
+    """See the module docstring. One per worker process; `close()` tries the backlog once."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        metrics: Metrics,
+        *,
+        backend: str,
+        timeout: timedelta,
+        on_conflict: Conflict | None = None,
+        max_pins: int = MAX_PINS,
+        max_backlog: int = MAX_BACKLOG,
+    ) -> None:
+        self._state = state
+        self._metrics = metrics
+        self._backend = backend
+        self._timeout = max(timeout.total_seconds(), 0.001)
+        self._on_conflict = on_conflict
+        self._max_pins = max_pins
+        self._max_backlog = max_backlog
+        self._pins: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._backlog: OrderedDict[_WriteKey, Callable[[], Awaitable[None]]] = OrderedDict()
+        self._retrier: asyncio.Task[None] | None = None
+        # Monotonic time the outage started; None while state answers.
+        self._down_since: float | None = None
+        # Set when an outage was logged; cleared (and logged) once state answers with nothing
+        # left queued: a state that fails now and then is one outage, not a log line each.
+        self._outage_started: float | None = None
+        self._closed = False
+
+    # public API -------------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        """True while shared state is known not to answer (reads then skip it)."""
+        return self._down_since is not None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def pinned(self, ecosystem: str, key: str) -> str | None:
+        """The first-seen digest ("algorithm:hex") of `key` if this process knows it."""
+        return self._pins.get((ecosystem, key))
+
+    async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
+        """The first digest seen for `key`: from memory, else from state (storing `digest` if
+        none was), else, when state cannot answer within the bound, `digest` itself with the
+        write queued. The caller verifies the bytes against what this returns, as always."""
+        known = self.pinned(ecosystem, key)
+        if known is not None:
+            return known
+        if self._down_since is None:
+            try:
+                first = await self._bounded(
+                    self._state.remember_digest(ecosystem, key, digest), "remember a digest"
+                )
+            except StateUnavailable:
+                pass
+            else:
+                self._pin(ecosystem, key, first)
+                return first
+        self._queue(("digest", ecosystem, key), self._deferred_pin(ecosystem, key, digest))
+        return digest
+
+    async def get_publish_time(self, ecosystem: str, key: str) -> datetime | None:
+        """The stored publish time of `key`, or None when none is stored or state cannot
+        answer within the bound (the caller then asks the upstream, as for a new key)."""
+        if self._down_since is not None:
+            return None
+        try:
+            return await self._bounded(
+                self._state.get_publish_time(ecosystem, key), "read a publish time"
+            )
+        except StateUnavailable:
+            return None
+
+    def set_publish_time(self, ecosystem: str, key: str, at: datetime) -> None:
+        """Store a publish time in the background (never waits): written at once when state
+        answers, else kept in the backlog and retried."""
+
+        async def write() -> None:
+            await self._state.set_publish_time(ecosystem, key, at)
+
+        self._queue(("publish", ecosystem, key), write)
+
+    async def close(self) -> None:
+        """Stop retrying; one last bounded attempt at the backlog (what fails is logged)."""
+        self._closed = True
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+            self._retrier = None
+        if self._backlog:
+            self._down_since = None
+            await self._drain()
+            if self._backlog:
+                log.error(
+                    "shutting down with %d shared-state writes not done (first-seen digests "
+                    "or publish times; they are looked up again when next needed)",
+                    len(self._backlog),
+                )
+
+    # plumbing ---------------------------------------------------------------------------------
+
+    async def _bounded(self, call: Awaitable[T], what: str) -> T:
+        """`call` within the bound; a timeout or failure marks the outage and raises
+        StateUnavailable."""
+        try:
+            return await asyncio.wait_for(call, self._timeout)
+        except TimeoutError:
+            self._outage(f"no answer within {self._timeout:g} s to {what}")
+        except StateUnavailable as exc:
+            self._outage(str(exc))
+        raise StateUnavailable(f"the shared state did not {what} in time")
+
+    def _outage(self, why: str) -> None:
+        self._metrics.state_errors.labels(self._backend).inc()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if self._outage_started is None:
+            self._outage_started = self._down_since
+            log.warning(
+                "shared state (%s) is failing (%s): serving from what this worker knows, "
+                "pinning the digests upstream declares and retrying writes in the background",
+                self._backend,
+                why,
+            )
+        self._kick()
+
+    def _pin(self, ecosystem: str, key: str, digest: str) -> None:
+        self._pins[(ecosystem, key)] = digest
+        self._pins.move_to_end((ecosystem, key))
+        while len(self._pins) > self._max_pins:
+            self._pins.popitem(last=False)
+
+    def _deferred_pin(self, ecosystem: str, key: str, digest: str) -> Callable[[], Awaitable[None]]:
+        # Kept in memory meanwhile, so this worker verifies every later fetch against it.
+        self._pin(ecosystem, key, digest)
+
+        async def write() -> None:
+            first = await self._state.remember_digest(ecosystem, key, digest)
+            self._pin(ecosystem, key, first)
+            if first != digest:
+                log.error(
+                    "%s %s: the digest pinned while shared state was down (%s) differs from "
+                    "the one remembered first (%s); the file is refused from now on",
+                    ecosystem,
+                    key,
+                    digest,
+                    first,
+                )
+                if self._on_conflict is not None:
+                    self._on_conflict(ecosystem, key, digest, first)
+
+        return write
+
+    def _queue(self, key: _WriteKey, write: Callable[[], Awaitable[None]]) -> None:
+        self._backlog[key] = write
+        self._backlog.move_to_end(key)
+        self._metrics.child(self._metrics.state_deferred_writes, self._backend, "queued").inc()
+        while len(self._backlog) > self._max_backlog:
+            self._backlog.popitem(last=False)
+            self._metrics.child(self._metrics.state_deferred_writes, self._backend, "dropped").inc()
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._retrier is None and not self._closed:
+            self._retrier = asyncio.get_running_loop().create_task(
+                self._retry(), name="shared-state retries"
+            )
+
+    async def _retry(self) -> None:
+        """Write the backlog; while state fails, probe it with backoff (with the oldest
+        queued write, so a state that reads but cannot write, a full disk, stays one outage;
+        with a ping when nothing is queued) until it answers."""
+        delay = RETRY_FIRST
+        try:
+            while not self._closed:
+                if self._down_since is not None:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    if not await self._write_oldest(probe=True):
+                        continue
+                    self._down_since = None
+                while self._backlog and self._down_since is None:
+                    await self._write_oldest(probe=False)
+                if not self._backlog and self._down_since is None:
+                    self._recovered()
+                    return
+        finally:
+            self._retrier = None
+
+    async def _drain(self) -> None:
+        """Write the backlog oldest first, each write bounded; stop at the first failure."""
+        while self._backlog and self._down_since is None:
+            await self._write_oldest(probe=False)
+
+    async def _write_oldest(self, *, probe: bool) -> bool:
+        """Write the oldest queued write (a ping when `probe` and nothing is queued); whether
+        state answered."""
+        if not self._backlog:
+            if not probe:
+                return True
+            try:
+                await self._bounded(self._state.ping(), "answer a ping")
+            except StateUnavailable:
+                return False
+            return True
+        key, write = next(iter(self._backlog.items()))
+        try:
+            await self._bounded(write(), "write")
+        except StateUnavailable:
+            return False
+        except Exception:  # a write that can never succeed must not block the rest
+            log.exception("a deferred shared-state write failed; dropped")
+            outcome = "dropped"
+        else:
+            outcome = "landed"
+        if self._backlog.get(key) is write:
+            del self._backlog[key]
+        self._metrics.child(self._metrics.state_deferred_writes, self._backend, outcome).inc()
+        return True
+
+    def _recovered(self) -> None:
+        started, self._outage_started = self._outage_started, None
+        if started is not None:
+            log.warning(
+                "shared state (%s) answers again after %.1f s; the queued writes landed",
+                self._backend,
+                time.monotonic() - started,
+            )
