@@ -22,6 +22,7 @@ from aiohttp import web
 from mirror import __version__, admin, responses
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
+from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
 from mirror.config import ECOSYSTEMS, Config
 from mirror.ecosystems.base import Ecosystem
@@ -65,6 +66,8 @@ class Services:
     blobs: BlobStore
     artifacts: ArtifactServer
     policy: LivePolicy
+    # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
+    memory: ByteBudget
 
 
 SERVICES = web.AppKey("services", Services)
@@ -102,6 +105,7 @@ def build_services(
     metrics = Metrics(multiprocess_dir=metrics_dir)
     state = create_state(config, clock=clock)
     upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
+    memory = ByteBudget(config.cache.memory_budget)
     metacache = MetaCache(
         upstream,
         directory=config.data_dir / "metadata",
@@ -112,6 +116,7 @@ def build_services(
         max_document_bytes=config.cache.max_document_bytes,
         refresh_interval=config.cache.refresh_interval,
         negative_ttl=config.cache.negative_ttl,
+        budget=memory,
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",
@@ -126,6 +131,7 @@ def build_services(
         metrics=metrics,
         clock=clock,
         trusted_proxies=config.trusted_proxies,
+        budget=memory,
     )
     return Services(
         config=config,
@@ -134,10 +140,11 @@ def build_services(
         state=state,
         upstream=upstream,
         metacache=metacache,
-        rendered=RenderedCache(),
+        rendered=RenderedCache(budget=memory),
         blobs=blobs,
         artifacts=artifacts,
         policy=LivePolicy(state, config.quarantine, clock),
+        memory=memory,
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
+from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
@@ -70,7 +70,9 @@ class NpmRegistry:
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # What each tarball stands for, per packument version: CI pulls the same few
         # thousand times, and the digests and upstream URL do not change between pulls.
-        self._refs: OrderedDict[tuple[str, str, str], ArtifactRef] = OrderedDict()
+        self._refs: BudgetedLRU[tuple[str, str, str], ArtifactRef] = BudgetedLRU(
+            services.memory, "npm tarball refs", _ref_bytes, max_entries=MAX_REMEMBERED_REFS
+        )
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -196,17 +198,30 @@ class NpmRegistry:
         the rendered cache when warm (no parsing, no filtering), else filtered and rendered
         once for every concurrent request."""
         services = self._services
-        doc = await self._packument(package)
+        # The version alone names the view: a warm view needs no parsed packument (its
+        # parsed form may have been dropped to stay within the memory budget).
+        doc = await services.metacache.current(
+            packument_url(self._upstream, package), ecosystem="npm", accept=document.JSON_TYPE
+        )
         base = self._registry_base(request)
         key = ("npm", package.name, doc.version, services.policy.version, form, base)
         return await services.rendered.get_or_render(
-            key, services.clock.now(), lambda: self._render(key, doc.parsed, form, base)
+            key,
+            services.clock.now(),
+            lambda: self._render(key, package, doc, form, base),
+            cache=services.rendered.caches_base(base),
         )
 
     async def _render(
-        self, key: Hashable, packument: Packument, form: ViewForm, base: str
+        self,
+        key: Hashable,
+        package: PackageName,
+        doc: CachedDocument[None],
+        form: ViewForm,
+        base: str,
     ) -> Rendered:
         services = self._services
+        packument = await services.metacache.parsed(doc, PackumentParser(package))
         now = services.clock.now()
         rules = services.policy.rules()
         view = document.filter_packument(packument, rules, now)
@@ -291,7 +306,6 @@ class NpmRegistry:
         key = (package.name, doc.version, version)
         ref = self._refs.get(key)
         if ref is not None:
-            self._refs.move_to_end(key)
             return ref
         manifest = doc.parsed.manifest(version)
         ref = ArtifactRef(
@@ -304,9 +318,7 @@ class NpmRegistry:
             content_type=TARBALL_TYPE,
             published_at=doc.parsed.versions[version].published_at,
         )
-        self._refs[key] = ref
-        while len(self._refs) > MAX_REMEMBERED_REFS:
-            self._refs.popitem(last=False)
+        self._refs.put(key, ref)
         return ref
 
     def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
@@ -392,6 +404,12 @@ class NpmRegistry:
         (a new rule must see a version published a minute ago); otherwise through the cache."""
         doc = await self._packument(parse_name(package), refresh="urgent" if fetch else False)
         return tuple(doc.parsed.versions)
+
+
+def _ref_bytes(ref: ArtifactRef) -> int:
+    """What a remembered tarball ref costs: its strings and a fixed share for the objects."""
+    strings = len(ref.package) + len(ref.version) + len(ref.filename) + len(ref.upstream_url)
+    return strings + sum(len(digest.hexdigest) for digest in ref.digests) + 512
 
 
 def _same_path(answered: str, asked: str) -> bool:

@@ -240,11 +240,16 @@ class PypiIndex:
     # views --------------------------------------------------------------------------------
 
     async def _cached_view(
-        self, key: Hashable, render: Callable[..., Awaitable[Rendered]], *args: Any
+        self, key: Hashable, render: Callable[..., Awaitable[Rendered]], *args: Any, base: str
     ) -> Rendered:
+        """The view under `key` (which names `base`): kept only for the few bases the rendered
+        cache admits, so made-up Host values cannot multiply views."""
         services = self._services
         return await services.rendered.get_or_render(
-            key, services.clock.now(), lambda: render(key, *args)
+            key,
+            services.clock.now(),
+            lambda: render(key, *args, base),
+            cache=services.rendered.caches_base(base),
         )
 
     def _valid_until(self, view_until: datetime | None) -> datetime | None:
@@ -261,7 +266,7 @@ class PypiIndex:
         )
         base = self._pypi_base(request)
         key = ("pypi-root", doc.version, form, base)
-        view = await self._cached_view(key, self._render_root, doc.parsed, form, base)
+        view = await self._cached_view(key, self._render_root, doc.parsed, form, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
     async def _render_root(
@@ -284,7 +289,7 @@ class PypiIndex:
         page, version = await self._page(project)
         base = self._pypi_base(request)
         key = ("pypi", project, version, self._services.policy.version, form, base)
-        view = await self._cached_view(key, self._render_page, page, form, base)
+        view = await self._cached_view(key, self._render_page, page, form, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
     async def _render_page(
@@ -398,7 +403,7 @@ class PypiIndex:
         api, version = await self._api_document(self._api_url(project), project)
         base = self._pypi_base(request)
         key = ("pypi-api", project, version, self._services.policy.version, base)
-        view = await self._cached_view(key, self._render_api, api, base)
+        view = await self._cached_view(key, self._render_api, api, base=base)
         return responses.respond(
             request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
         )
