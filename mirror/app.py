@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, responses
+from mirror import __version__, admin, requestbody, responses
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.budget import ByteBudget
@@ -154,7 +154,10 @@ def create_app(
     services = build_services(config, clock=clock, metrics_dir=metrics_dir)
     app = web.Application(
         middlewares=[observe_middleware, error_middleware, path_gate_middleware],
-        client_max_size=16 * 1024**2,
+        # Bodies are counted and inflated by `requestbody.read_body`, never by aiohttp on
+        # the event loop: `client_max_size` bounds the bytes on the wire.
+        client_max_size=requestbody.MAX_WIRE_BYTES,
+        handler_args=requestbody.HANDLER_ARGS,
     )
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifetime)

@@ -3,10 +3,15 @@ rendered views, and every cache pays from the one `cache.memory_budget` (issue 1
 
 from __future__ import annotations
 
+import gzip
+import json
+import tracemalloc
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
@@ -15,6 +20,7 @@ from mirror.app import SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.metacache import DEFAULT_MAX_BASES
+from mirror.requestbody import BodyTooLarge, inflate
 from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -105,3 +111,112 @@ async def test_every_cache_pays_from_one_budget_and_serving_survives_eviction(
     # The evicted documents came back from disk, not from the upstream.
     for package in range(40):
         assert registry.upstream.count(registry.packument_path(f"pkg{package}")) == 1
+
+
+# request bodies ----------------------------------------------------------------------------
+
+AUDIT = "/-/npm/v1/security/advisories/bulk"
+
+
+def _bomb(inflated_mib: int) -> bytes:
+    """A gzip body of `inflated_mib` MiB of JSON-ish zeros: about 1/1000 of that on the wire."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"0" * 1024**2
+    parts = [compressor.compress(b'{"a":"')]
+    parts += [compressor.compress(block) for _ in range(inflated_mib)]
+    parts.append(compressor.compress(b'"}') + compressor.flush())
+    return b"".join(parts)
+
+
+async def test_a_gzip_bomb_audit_is_413_and_nothing_reaches_the_upstream(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.upstream.add(AUDIT, b"{}", content_type="application/json")
+    await registry.start(aiohttp_server)
+    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    bomb = _bomb(250)
+    assert len(bomb) < 300 * 1024
+    response = await client.post(
+        "/npm" + AUDIT,
+        data=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    body = await response.json()
+    assert "larger than" in body["error"]
+    assert "once decoded" in body["error"]
+    assert registry.upstream.requests == []
+
+    # The same route still takes an honest compressed audit, gzip or deflate.
+    payload = json.dumps({"left-pad": ["1.3.0"]}).encode()
+    for coding, data in (("gzip", gzip.compress(payload)), ("deflate", zlib.compress(payload))):
+        ok = await client.post(
+            "/npm" + AUDIT,
+            data=data,
+            headers={"Content-Encoding": coding, "Content-Type": "application/json"},
+        )
+        assert ok.status == 200, coding
+        assert json.loads(registry.upstream.last(AUDIT).body) == {"left-pad": ["1.3.0"]}
+
+
+async def test_bodies_in_other_encodings_or_broken_are_refused_with_a_reason(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.upstream.add(AUDIT, b"{}", content_type="application/json")
+    await registry.start(aiohttp_server)
+    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    payload = gzip.compress(b'{"left-pad":["1.3.0"]}')
+    cases = (("br", payload, 415), ("gzip", payload[:-12], 400), ("gzip", b"not gzip", 400))
+    for coding, data, status in cases:
+        response = await client.post(
+            "/npm" + AUDIT, data=data, headers={"Content-Encoding": coding}
+        )
+        assert response.status == status, coding
+        assert (await response.json())["error"]
+    assert registry.upstream.requests == []
+
+
+def test_inflating_a_bomb_never_holds_much_more_than_the_cap() -> None:
+    bomb = _bomb(200)
+    cap = 4 * 1024**2
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyTooLarge):
+            inflate(bomb, "gzip", cap)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The output up to the cap, one step of zlib output and the bytearray's growth slack.
+    assert peak < 3 * cap + 2 * 1024**2, peak
+    assert inflate(gzip.compress(b"x" * 1000) * 3, "gzip", cap) == b"x" * 3000
+
+
+async def test_admin_bodies_are_decoded_and_bounded_the_same_way(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.add_version("left-pad", "1.3.0", published=OLD)
+    await registry.start(aiohttp_server)
+    token = "alice-token-0123456789"
+    client = await _client(
+        aiohttp_client, registry, tmp_path / "data", MIRROR_ADMIN_TOKENS=f"alice:{token}"
+    )
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Encoding": "gzip",
+        "Content-Type": "application/json",
+    }
+    block = {"ecosystem": "npm", "package": "left-pad", "versions": "1.3.0", "reason": "bad"}
+    created = await client.post(
+        "/api/v1/blocks", data=gzip.compress(json.dumps(block).encode()), headers=headers
+    )
+    assert created.status == 201, await created.text()
+    assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 403
+
+    bomb = await client.post("/api/v1/blocks", data=_bomb(64), headers=headers)
+    assert bomb.status == 413
+    assert "once decoded" in (await bomb.json())["error"]
+    listed = await client.get("/api/v1/blocks", headers={"Authorization": f"Bearer {token}"})
+    assert len((await listed.json())["blocks"]) == 1

@@ -31,6 +31,7 @@ from mirror.ecosystems.npm.names import (
 )
 from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
 from mirror.pathgate import require_under
+from mirror.requestbody import read_body
 
 if TYPE_CHECKING:
     from mirror.app import Services
@@ -146,7 +147,8 @@ class NpmRegistry:
             return responses.respond(request, view, now=self._services.clock.now())
         if path in AUDIT_PATHS:
             self._allow(request, ("POST",))
-            return await self._relay(request, path, body=await request.read())
+            body = await read_body(request, max_bytes=_MAX_RELAY_BYTES)
+            return await self._relay(request, path, body=body)
         if path == SEARCH_PATH:
             self._allow(request, _READ_METHODS)
             query = search_query(request.rel_url.raw_query_string)
@@ -357,8 +359,9 @@ class NpmRegistry:
         self, request: web.Request, path: str, *, query: str = "", body: bytes = b""
     ) -> web.StreamResponse:
         """Relay one of the fixed endpoints: search, keys, attestations (GET) or an audit
-        (POST; aiohttp has already decoded a gzip request body). The answer must be JSON from
-        that very path and is never a package document; it goes out as `application/json`."""
+        (POST; `body` already decoded from its Content-Encoding, bounded). The answer must be
+        JSON from that very path and is never a package document; it goes out as
+        `application/json`."""
         url = self._relay_url(path, query)
         method = "POST" if request.method == "POST" else "GET"  # a HEAD is answered from a GET
         headers = _pick_headers(request.headers, _RELAY_REQUEST_HEADERS)
