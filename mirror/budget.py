@@ -11,6 +11,7 @@ not flush everything else.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
@@ -131,3 +132,33 @@ class BudgetedLRU(Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         return iter(list(self._items))
+
+
+# Longest string argument a `small_input_cache` keeps: request paths of real clients are
+# far shorter; longer ones (a client may send up to the request-line limit) are not kept.
+SMALL_INPUT_CHARS = 512
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def small_input_cache(maxsize: int, *, max_chars: int = SMALL_INPUT_CHARS) -> Callable[[F], F]:
+    """`functools.lru_cache(maxsize)` for a pure function of strings that keeps only calls
+    whose string arguments total at most `max_chars` (longer calls are computed every time):
+    the cache then holds at most `maxsize` small entries whatever clients send. Exceptions
+    are never cached (as with lru_cache), so invalid input creates no entry either."""
+
+    def decorate(function: F) -> F:
+        cached = functools.lru_cache(maxsize=maxsize)(function)
+
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            chars = sum(len(value) for value in (*args, *kwargs.values()) if isinstance(value, str))
+            if chars <= max_chars:
+                return cached(*args, **kwargs)
+            return function(*args, **kwargs)
+
+        call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate

@@ -31,7 +31,6 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,8 +49,6 @@ from mirror.upstream import Upstream, UpstreamDocument, redact
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 # Bodies above this are parsed in a thread: a 20 MB packument would stall every client.
 PARSE_IN_THREAD_BYTES = 1024 * 1024
@@ -150,13 +147,14 @@ class MetaCache:
         self._refresh_interval = refresh_interval
         self._negative_ttl = negative_ttl
         self._max_absent = max(1, max_absent)
+        budget = budget or ByteBudget(DEFAULT_MEMORY_BUDGET)
         self._entries: BudgetedLRU[_Key, _Entry] = BudgetedLRU(
-            budget or ByteBudget(DEFAULT_MEMORY_BUDGET),
-            "documents",
-            _entry_bytes,
-            max_entries=self._max_entries,
+            budget, "documents", _entry_bytes, max_entries=self._max_entries
         )
-        self._absent: OrderedDict[_Key, _Absent] = OrderedDict()
+        # Keyed by names clients choose: paid for in bytes like everything else.
+        self._absent: BudgetedLRU[_Key, tuple[_Key, _Absent]] = BudgetedLRU(
+            budget, "remembered 404s", _absent_bytes, max_entries=self._max_absent
+        )
         self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
         self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
 
@@ -257,13 +255,13 @@ class MetaCache:
         for `url` less than `negative_ttl` ago. For callers that ask upstream directly (a
         HEAD), together with `note_absent`."""
         key: _Key = (url, accept or "")
-        absent = self._absent.get(key)
-        if absent is None:
+        held = self._absent.get(key)
+        if held is None:
             return
+        _, absent = held
         if self._clock.now() - absent.noted_at >= self._negative_ttl:
-            del self._absent[key]
+            self._absent.pop(key)
             return
-        self._absent.move_to_end(key)
         self._count(ecosystem, hit=True)
         raise errors.UpstreamNotFound(absent.message, **absent.data)
 
@@ -272,7 +270,8 @@ class MetaCache:
     ) -> None:
         """Remember upstream's 404/410 for `url` for `negative_ttl`."""
         absent = _Absent(message=error.message, data=dict(error.data), noted_at=self._clock.now())
-        _put_bounded(self._absent, (url, accept or ""), absent, self._max_absent)
+        key: _Key = (url, accept or "")
+        self._absent.put(key, (key, absent))
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
         """Fresh copies are hits; anything that asks upstream (stale serves included) is a
@@ -335,7 +334,7 @@ class MetaCache:
     def _remember(self, key: _Key, entry: _Entry) -> None:
         """Keep `entry` in memory; when its parsed form does not fit the budget, keep the
         raw bytes alone (the version is what most requests need: their view is rendered)."""
-        self._absent.pop(key, None)  # upstream has it (again)
+        self._absent.pop(key)  # upstream has it (again)
         if not self._entries.put(key, entry) and entry.parsed is not _UNPARSED:
             self._entries.put(key, dataclasses.replace(entry, parse=None, parsed=_UNPARSED))
 
@@ -711,6 +710,12 @@ def _entry_bytes(entry: _Entry) -> int:
     return len(entry.raw) + parsed
 
 
+def _absent_bytes(held: tuple[_Key, _Absent]) -> int:
+    """A remembered 404 costs its URL (a name a client chose) and upstream's message."""
+    (url, accept), absent = held
+    return len(url) + len(accept) + len(absent.message) + 64 * len(absent.data)
+
+
 def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
     return _Entry(
         url=key[0],
@@ -721,15 +726,6 @@ def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
         etag=document.etag,
         last_modified=document.last_modified,
     )
-
-
-def _put_bounded(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Insert as most recently used; drop the least recently used beyond `limit` (the one
-    LRU of this module: documents, remembered 404s and rendered views)."""
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > limit:
-        table.popitem(last=False)
 
 
 def _forget(tasks: dict[_Key, Any], key: _Key, task: asyncio.Task[Any]) -> None:

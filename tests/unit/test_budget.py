@@ -3,7 +3,12 @@ cache goes first, and nothing larger than one entry's share is kept."""
 
 from __future__ import annotations
 
-from mirror.budget import ENTRY_OVERHEAD, BudgetedLRU, ByteBudget
+import pytest
+
+from mirror.budget import ENTRY_OVERHEAD, BudgetedLRU, ByteBudget, small_input_cache
+from mirror.ecosystems.npm import names as npm_names
+from mirror.ecosystems.pypi import names as pypi_names
+from mirror.pathgate import path_problem
 
 
 def _lru(budget: ByteBudget, name: str) -> BudgetedLRU[str, bytes]:
@@ -61,3 +66,38 @@ def test_a_count_limit_still_applies_within_the_budget() -> None:
         cache.put(index, b"z")
     assert list(cache) == [2, 3, 4]
     assert budget.used == 3 * (1 + ENTRY_OVERHEAD)
+
+
+def test_small_input_cache_keeps_only_short_inputs_and_never_errors() -> None:
+    calls: list[str] = []
+
+    @small_input_cache(4, max_chars=10)
+    def shout(text: str) -> str:
+        calls.append(text)
+        if text == "bad":
+            raise ValueError(text)
+        return text.upper()
+
+    assert shout("short") == shout("short") == "SHORT"
+    assert calls == ["short"]
+    long_text = "x" * 11
+    assert shout(long_text) == shout(long_text) == long_text.upper()
+    assert calls.count(long_text) == 2
+    for _ in range(2):
+        with pytest.raises(ValueError, match="bad"):
+            shout("bad")
+    assert shout.cache_info().currsize == 1  # type: ignore[attr-defined]
+
+
+def test_request_path_parsers_keep_no_entry_for_queries_or_long_paths() -> None:
+    npm_names._parse_path.cache_clear()  # type: ignore[attr-defined]
+    pypi_names._parse_path.cache_clear()  # type: ignore[attr-defined]
+    for index in range(200):
+        npm_names.parse_request_path(f"/npm/left-pad?cache-buster={index}")
+        pypi_names.parse_request_path(f"/pypi/simple/requests/?x={index}")
+    assert npm_names._parse_path.cache_info().currsize == 1  # type: ignore[attr-defined]
+    assert pypi_names._parse_path.cache_info().currsize == 1  # type: ignore[attr-defined]
+    path_problem.cache_clear()  # type: ignore[attr-defined]
+    for index in range(50):
+        assert path_problem(f"/npm/{'a' * 600}{index}") is None
+    assert path_problem.cache_info().currsize == 0  # type: ignore[attr-defined]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
+from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.pypi import document, names
 from mirror.ecosystems.pypi.document import (
@@ -40,6 +40,7 @@ from mirror.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.upstream import host_key
 
 if TYPE_CHECKING:
@@ -80,7 +81,9 @@ class PypiIndex:
         self._file_hosts = frozenset(hosts)
         # Renders in progress, so concurrent cold requests for one view render it once.
         # HTML pages with upload times from the JSON API, by (page version, API version).
-        self._merged: OrderedDict[tuple[str, str, str], ProjectPage] = OrderedDict()
+        self._merged: BudgetedLRU[tuple[str, str, str], tuple[ProjectPage, int]] = BudgetedLRU(
+            services.memory, "pypi merged pages", _estimated_size, max_entries=_MERGED_PAGES
+        )
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -227,14 +230,13 @@ class PypiIndex:
             log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
             return page, doc.version
         key = (project, doc.version, api.version)
-        merged = self._merged.get(key)
-        if merged is None:
+        held = self._merged.get(key)
+        if held is None:
             merged = document.with_api_details(page, api.parsed)
-            self._merged[key] = merged
-            while len(self._merged) > _MERGED_PAGES:
-                self._merged.popitem(last=False)
+            # About the size of the parsed page it was built from.
+            self._merged.put(key, (merged, len(doc.raw) * PARSED_BYTES_PER_RAW_BYTE))
         else:
-            self._merged.move_to_end(key)
+            merged, _ = held
         return merged, f"{doc.version}+{api.version}"
 
     # views --------------------------------------------------------------------------------
@@ -504,3 +506,7 @@ def _canonical(version: str) -> str:
         return str(Version(version))
     except InvalidVersion:
         return version
+
+
+def _estimated_size(held: tuple[object, int]) -> int:
+    return held[1]
