@@ -207,12 +207,22 @@ class MetaCache:
         return await self._serve(key, entry, parse, stale=False)
 
     async def current(
-        self, url: str, *, ecosystem: str, accept: str | None = None, refresh: Refresh = False
+        self,
+        url: str,
+        parse: Callable[[bytes], Any],
+        *,
+        ecosystem: str,
+        accept: str | None = None,
+        refresh: Refresh = False,
     ) -> CachedDocument[None]:
-        """The document's bytes and version as `get` would serve them, without parsing: a
-        caller whose rendered view of this version is cached needs nothing more (the parsed
-        form may have been dropped to stay within the memory budget)."""
-        return await self.get(url, _keep_raw, ecosystem=ecosystem, accept=accept, refresh=refresh)
+        """The document's bytes and version as `get` would serve them, without parsing the
+        copy held: a caller whose rendered view of this version is cached needs nothing more
+        (the parsed form may have been dropped to stay within the memory budget). New bytes
+        from upstream are still parsed once by `parse`, so a broken document is refused (and
+        the copy held served stale) exactly as with `get`."""
+        return await self.get(
+            url, _RawOnly(parse), ecosystem=ecosystem, accept=accept, refresh=refresh
+        )
 
     async def parsed(self, doc: CachedDocument[Any], parse: Callable[[bytes], T]) -> T:
         """`doc`'s very bytes parsed by `parse`: the parsed form kept in memory when it is of
@@ -336,7 +346,7 @@ class MetaCache:
         raw bytes alone (the version is what most requests need: their view is rendered)."""
         self._absent.pop(key)  # upstream has it (again)
         if not self._entries.put(key, entry) and entry.parsed is not _UNPARSED:
-            self._entries.put(key, dataclasses.replace(entry, parse=None, parsed=_UNPARSED))
+            self._entries.put(key, dataclasses.replace(entry, parsed=_UNPARSED))
 
     def _paths(self, key: _Key) -> tuple[Path, Path]:
         name = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
@@ -515,6 +525,10 @@ class MetaCache:
         if old is not None and old.version == entry.version:
             # Same bytes under new validators: keep the parsed value (no re-parse).
             entry = dataclasses.replace(entry, parse=old.parse, parsed=old.parsed)
+        if isinstance(parse, _RawOnly):
+            # New bytes are parsed once even for a caller that needs only the version.
+            same_bytes = old is not None and old.version == entry.version
+            parse = _RawOnly(None) if same_bytes else parse.validate
         try:
             entry = await self._parsed(entry, parse)
         except errors.BadUpstreamDocument:
@@ -541,7 +555,7 @@ class MetaCache:
     async def _serve(
         self, key: _Key, entry: _Entry, parse: Callable[[bytes], T], *, stale: bool
     ) -> CachedDocument[T]:
-        if parse is _keep_raw:
+        if isinstance(parse, _RawOnly):
             parsed: Any = None
         elif entry.parse != parse or entry.parsed is _UNPARSED:
             entry = await self._parsed(entry, parse)
@@ -566,7 +580,7 @@ class MetaCache:
         )
 
     async def _parsed(self, entry: _Entry, parse: Callable[[bytes], Any]) -> _Entry:
-        if parse is _keep_raw or (entry.parse == parse and entry.parsed is not _UNPARSED):
+        if isinstance(parse, _RawOnly) or (entry.parse == parse and entry.parsed is not _UNPARSED):
             return entry
         try:
             if len(entry.raw) > PARSE_IN_THREAD_BYTES:
@@ -699,9 +713,15 @@ def _rendered_bytes(view: Rendered) -> int:
     return len(view.body) + len(view.gzipped or b"") + len(view.etag) + headers
 
 
-def _keep_raw(raw: bytes) -> None:
-    """The `parse` of `MetaCache.current`: nothing is parsed (never called)."""
-    return
+@dataclass(frozen=True, slots=True)
+class _RawOnly:
+    """The `parse` of `MetaCache.current`: copies held are not parsed; `validate` parses
+    new bytes from upstream (None: nothing to parse)."""
+
+    validate: Callable[[bytes], Any] | None
+
+    def __call__(self, raw: bytes) -> None:
+        raise AssertionError("_RawOnly is never called")  # pragma: no cover
 
 
 def _entry_bytes(entry: _Entry) -> int:

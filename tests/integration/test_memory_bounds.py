@@ -220,3 +220,40 @@ async def test_admin_bodies_are_decoded_and_bounded_the_same_way(
     assert "once decoded" in (await bomb.json())["error"]
     listed = await client.get("/api/v1/blocks", headers={"Authorization": f"Bearer {token}"})
     assert len((await listed.json())["blocks"]) == 1
+
+
+async def test_a_document_too_big_to_keep_parsed_is_served_from_its_view_and_stays_safe(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    for index in range(400):
+        registry.add_version("wide", f"3.0.{index}", published=OLD + timedelta(hours=index))
+    await registry.start(aiohttp_server)
+    raw_size = len(orjson.dumps(registry.packument("wide")))
+    clock = FixedClock(NOW)
+    env = mirror_settings(
+        tmp_path / "data",
+        MIRROR_NPM_UPSTREAM=registry.url,
+        # Room for the raw bytes and the views, not for the parsed form (raw x 5).
+        MIRROR_MEMORY_BUDGET=str(8 * raw_size),
+    )
+    client = await aiohttp_client(create_app(load_config(None, env), clock=clock))
+    services = client.app[SERVICES]
+    for _ in range(3):
+        response = await client.get("/npm/wide")
+        assert response.status == 200
+        assert len((await response.json())["versions"]) == 400
+        tarball = await client.get("/npm/wide/-/wide-3.0.17.tgz")
+        assert tarball.status == 200
+    assert 0 < services.memory.usage()["documents"] < 2 * raw_size
+    assert registry.upstream.count(registry.packument_path("wide")) == 1
+
+    # Upstream breaks: the copy held (never kept parsed) is still served, stale.
+    registry.upstream.add("/wide", b"<html>upstream error page</html>")
+    clock.advance(timedelta(minutes=10))
+    for _ in range(2):
+        response = await client.get("/npm/wide", headers={"Accept-Encoding": "identity"})
+        assert response.status == 200
+        assert len((await response.json())["versions"]) == 400
+        await services.metacache.drain()
+    assert (await client.get("/npm/wide/-/wide-3.0.18.tgz")).status == 200

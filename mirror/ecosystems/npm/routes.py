@@ -184,6 +184,15 @@ class NpmRegistry:
             refresh=refresh,
         )
 
+    async def _packument_bytes(self, package: PackageName) -> CachedDocument[None]:
+        """The packument's bytes and version, parsed only when new from upstream."""
+        return await self._services.metacache.current(
+            packument_url(self._upstream, package),
+            PackumentParser(package),
+            ecosystem="npm",
+            accept=document.JSON_TYPE,
+        )
+
     def _registry_base(self, request: web.Request) -> str:
         return responses.base_url(request, self._services.config) + PREFIX
 
@@ -202,9 +211,7 @@ class NpmRegistry:
         services = self._services
         # The version alone names the view: a warm view needs no parsed packument (its
         # parsed form may have been dropped to stay within the memory budget).
-        doc = await services.metacache.current(
-            packument_url(self._upstream, package), ecosystem="npm", accept=document.JSON_TYPE
-        )
+        doc = await self._packument_bytes(package)
         base = self._registry_base(request)
         key = ("npm", package.name, doc.version, services.policy.version, form, base)
         return await services.rendered.get_or_render(
@@ -290,26 +297,30 @@ class NpmRegistry:
         request[REQUEST_KIND] = "artifact"
         services = self._services
         file = parsed.file or ""
-        doc = await self._packument(package)
-        version = doc.parsed.version_of_file(file)
+        # What each tarball stands for is remembered per packument version: CI pulls the
+        # same files over and over, and the packument need not be parsed (or even kept
+        # parsed in memory) to serve them.
+        doc = await self._packument_bytes(package)
+        ref = self._refs.get((package.name, doc.version, file))
+        if ref is None:
+            ref = await self._find_tarball(package, doc, file)
+        services.policy.enforce(policy.Subject("npm", package.name, ref.version), ref.published_at)
+        return await services.artifacts.serve(request, ref)
+
+    async def _find_tarball(
+        self, package: PackageName, doc: CachedDocument[None], file: str
+    ) -> ArtifactRef:
+        packument = await self._services.metacache.parsed(doc, PackumentParser(package))
+        doc_version = doc.version
+        version = packument.version_of_file(file)
         if version is None:
             # A lockfile may name a version newer than our copy of the packument.
-            doc = await self._packument(package, refresh=True)
-            version = doc.parsed.version_of_file(file)
+            fresh = await self._packument(package, refresh=True)
+            packument, doc_version = fresh.parsed, fresh.version
+            version = packument.version_of_file(file)
         if version is None:
             raise NotFound(f"{package.name} has no tarball {file} upstream")
-        info = doc.parsed.versions[version]
-        services.policy.enforce(policy.Subject("npm", package.name, version), info.published_at)
-        return await services.artifacts.serve(request, self._tarball_ref(package, doc, version))
-
-    def _tarball_ref(
-        self, package: PackageName, doc: CachedDocument[Packument], version: str
-    ) -> ArtifactRef:
-        key = (package.name, doc.version, version)
-        ref = self._refs.get(key)
-        if ref is not None:
-            return ref
-        manifest = doc.parsed.manifest(version)
+        manifest = packument.manifest(version)
         ref = ArtifactRef(
             ecosystem="npm",
             package=package.name,
@@ -318,9 +329,9 @@ class NpmRegistry:
             upstream_url=self._upstream_tarball(package, version, manifest),
             digests=document.tarball_digests(manifest),
             content_type=TARBALL_TYPE,
-            published_at=doc.parsed.versions[version].published_at,
+            published_at=packument.versions[version].published_at,
         )
-        self._refs.put(key, ref)
+        self._refs.put((package.name, doc_version, file), ref)
         return ref
 
     def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
