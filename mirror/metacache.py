@@ -157,6 +157,7 @@ class MetaCache:
         )
         self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
         self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
+        self._parses: dict[Hashable, asyncio.Task[Any]] = {}
 
     async def get(
         self,
@@ -303,7 +304,7 @@ class MetaCache:
         return len(self._entries)
 
     async def close(self) -> None:
-        tasks = [*self._refreshes.values(), *self._loads.values()]
+        tasks = [*self._refreshes.values(), *self._loads.values(), *self._parses.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -311,6 +312,7 @@ class MetaCache:
                 await task
         self._refreshes.clear()
         self._loads.clear()
+        self._parses.clear()
 
     # memory and disk --------------------------------------------------------------------
 
@@ -582,6 +584,22 @@ class MetaCache:
     async def _parsed(self, entry: _Entry, parse: Callable[[bytes], Any]) -> _Entry:
         if isinstance(parse, _RawOnly) or (entry.parse == parse and entry.parsed is not _UNPARSED):
             return entry
+        # Concurrent requests for one document whose parsed form was not kept share one
+        # parse: fifty parses of one big packument at once would be fifty parsed copies.
+        key = (entry.url, entry.accept, entry.version, parse)
+        try:
+            hash(key)
+        except TypeError:  # a parser equal by value but unhashable: parsed on its own
+            return dataclasses.replace(entry, parse=parse, parsed=await self._parse(entry, parse))
+        task = self._parses.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._parse(entry, parse))
+            self._parses[key] = task
+            task.add_done_callback(lambda done: _forget(self._parses, key, done))
+        parsed = await asyncio.shield(task)
+        return dataclasses.replace(entry, parse=parse, parsed=parsed)
+
+    async def _parse(self, entry: _Entry, parse: Callable[[bytes], Any]) -> Any:
         try:
             if len(entry.raw) > PARSE_IN_THREAD_BYTES:
                 parsed = await asyncio.to_thread(parse, entry.raw)
@@ -594,7 +612,7 @@ class MetaCache:
             raise errors.BadUpstreamDocument(
                 f"could not parse an upstream document: {type(exc).__name__}"
             ) from exc
-        return dataclasses.replace(entry, parse=parse, parsed=parsed)
+        return parsed
 
 
 class RenderedCache:
@@ -748,7 +766,7 @@ def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
     )
 
 
-def _forget(tasks: dict[_Key, Any], key: _Key, task: asyncio.Task[Any]) -> None:
+def _forget(tasks: dict[Any, Any], key: Hashable, task: asyncio.Task[Any]) -> None:
     if tasks.get(key) is task:
         del tasks[key]
     if not task.cancelled():
