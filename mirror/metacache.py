@@ -116,9 +116,9 @@ class MetaCache:
     """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
     revalidations. Memory holds at most `max_entries` documents, paid for in bytes from
     `budget` (raw bytes, plus the parsed form estimated as raw x PARSED_BYTES_PER_RAW_BYTE;
-    when the parsed form does not fit, only the raw bytes stay and the next `parse_cached`
-    parses again), and at most `max_absent` remembered 404s (LRU each); disk is unbounded
-    (one small pair of files per document ever fetched)."""
+    when the parsed form does not fit, only the raw bytes stay, `current` serves the version
+    without parsing, and `parsed` parses again), and at most `max_absent` remembered 404s
+    (LRU each); disk is unbounded (one small pair of files per document ever fetched)."""
 
     def __init__(
         self,
@@ -227,7 +227,9 @@ class MetaCache:
 
     async def parsed(self, doc: CachedDocument[Any], parse: Callable[[bytes], T]) -> T:
         """`doc`'s very bytes parsed by `parse`: the parsed form kept in memory when it is of
-        these bytes, else parsed now (in a thread when large) and kept if the budget allows."""
+        these bytes, else parsed now (in a thread when large; concurrent callers share one
+        parse), and kept with the copy held when that is of these bytes and the budget
+        allows."""
         key: _Key = (doc.url, doc.accept)
         current = self._entries.get(key)
         if current is not None and current.version == doc.version:
