@@ -45,7 +45,7 @@ from mirror.upstream import host_key
 
 if TYPE_CHECKING:
     from mirror.app import Services
-    from mirror.metacache import Refresh
+    from mirror.metacache import CachedDocument, Refresh
 
 log = logging.getLogger(__name__)
 
@@ -263,17 +263,19 @@ class PypiIndex:
     async def _serve_root(self, request: web.Request) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         form = self._form(request)
-        doc = await self._services.metacache.get(
+        # The version names the view: a warm view needs no parsed list of every project.
+        doc = await self._services.metacache.current(
             self._index, RootParser(), ecosystem="pypi", accept=document.UPSTREAM_ACCEPT
         )
         base = self._pypi_base(request)
         key = ("pypi-root", doc.version, form, base)
-        view = await self._cached_view(key, self._render_root, doc.parsed, form, base=base)
+        view = await self._cached_view(key, self._render_root, doc, form, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
     async def _render_root(
-        self, key: Hashable, projects: tuple[str, ...], form: Form, base: str
+        self, key: Hashable, doc: CachedDocument[None], form: Form, base: str
     ) -> Rendered:
+        projects: tuple[str, ...] = await self._services.metacache.parsed(doc, RootParser())
         if len(projects) >= RENDER_IN_THREAD_PROJECTS:
             body = await asyncio.to_thread(document.render_root, projects, form, base)
         else:
@@ -402,13 +404,27 @@ class PypiIndex:
 
     async def _serve_api(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
-        api, version = await self._api_document(self._api_url(project), project)
+        url = self._api_url(project)
+        # The version names the view: a warm view needs no parsed API document.
+        doc = await self._services.metacache.current(
+            url,
+            ApiParser(project, url, self._file_hosts),
+            ecosystem="pypi",
+            accept=document.API_JSON_TYPE,
+        )
         base = self._pypi_base(request)
-        key = ("pypi-api", project, version, self._services.policy.version, base)
-        view = await self._cached_view(key, self._render_api, api, base=base)
+        key = ("pypi-api", project, doc.version, self._services.policy.version, base)
+        view = await self._cached_view(key, self._render_api_of, doc, project, url, base=base)
         return responses.respond(
             request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
         )
+
+    async def _render_api_of(
+        self, key: Hashable, doc: CachedDocument[None], project: str, url: str, base: str
+    ) -> Rendered:
+        parser = ApiParser(project, url, self._file_hosts)
+        api: ApiDocument = await self._services.metacache.parsed(doc, parser)
+        return await self._render_api(key, api, base)
 
     async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
         services = self._services
