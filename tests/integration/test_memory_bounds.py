@@ -257,3 +257,24 @@ async def test_a_document_too_big_to_keep_parsed_is_served_from_its_view_and_sta
         assert len((await response.json())["versions"]) == 400
         await services.metacache.drain()
     assert (await client.get("/npm/wide/-/wide-3.0.18.tgz")).status == 200
+
+
+async def test_made_up_versions_names_and_queries_create_no_views(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.add_version("tiny", "1.0.0", published=OLD)
+    await registry.start(aiohttp_server)
+    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    services = client.app[SERVICES]
+    manifest = await client.get("/npm/tiny/latest")
+    assert manifest.status == 200
+    assert (await manifest.json())["version"] == "1.0.0"
+    assert (await client.get("/npm/tiny?q=1")).status == 200
+    held = len(services.rendered)
+    for index in range(200):
+        assert (await client.get(f"/npm/tiny/9.9.{index}")).status == 404
+        assert (await client.get(f"/npm/tiny?cache-buster={index}")).status == 200
+        assert (await client.get(f"/npm/no-such-package-{index}")).status == 404
+    assert len(services.rendered) == held
+    assert services.memory.usage()["remembered 404s"] < 200 * 1024

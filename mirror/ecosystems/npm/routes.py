@@ -272,22 +272,37 @@ class NpmRegistry:
     async def _serve_version(
         self, request: web.Request, package: PackageName, spec: str
     ) -> web.StreamResponse:
-        """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`)."""
+        """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`),
+        rendered once per packument version, policy and spec. Only specs that name a visible
+        version are kept (at most the packument's versions and tags, within the budget)."""
         request[REQUEST_KIND] = "metadata"
-        doc = await self._packument(package)
-        view = document.filter_packument(
-            doc.parsed, self._services.policy.rules(), self._services.clock.now()
+        services = self._services
+        doc = await self._packument_bytes(package)
+        base = self._registry_base(request)
+        key = ("npm-version", package.name, doc.version, services.policy.version, spec, base)
+        view = await services.rendered.get_or_render(
+            key,
+            services.clock.now(),
+            lambda: self._render_version(package, doc, spec, base),
+            cache=services.rendered.caches_base(base),
         )
+        return responses.respond(request, view, now=services.clock.now())
+
+    async def _render_version(
+        self, package: PackageName, doc: CachedDocument[None], spec: str, base: str
+    ) -> Rendered:
+        services = self._services
+        packument = await services.metacache.parsed(doc, PackumentParser(package))
+        view = document.filter_packument(packument, services.policy.rules(), services.clock.now())
         if not view.visible:
             raise NotFound(document.no_visible_version_message(package, view))
         version = view.dist_tags.get(spec, spec)
         if version not in view.visible:
             raise NotFound(document.version_unavailable_message(package, spec, view))
-        manifest = document.render_manifest(doc.parsed, version, self._registry_base(request))
-        rendered = responses.render(
+        manifest = document.render_manifest(packument, version, base)
+        return responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until
         )
-        return responses.respond(request, rendered, now=self._services.clock.now())
 
     # tarballs ---------------------------------------------------------------------------
 
