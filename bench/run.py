@@ -13,7 +13,9 @@ mirror serves; then it measures:
 - cached tarball, warm small packument, warm 2,000-version packument: requests per second
   of mirror / nginx with wrk (targets from DESIGN.md: >= 30 %, >= 25 %, and the big
   packument at no worse than 1/3 of nginx's rate), and of a bare aiohttp server;
-- the mirror processes' memory while a 1 GiB artifact streams through, cold and cached.
+- the mirror processes' memory while a 1 GiB artifact streams through, cold and cached;
+- the growth of the mirror processes' memory after 1,000 requests for the largest packument,
+  each with another `Host` (target: < 50 MB; the views are kept for 8 bases at most).
 
 Every server listens on 127.0.0.1 and every load run is bounded by `--seconds`.
 """
@@ -47,6 +49,7 @@ CORGI = "application/vnd.npm.install-v1+json"
 OLD = datetime.now(UTC) - timedelta(days=400)
 BIG_VERSIONS = 2000
 COLD_CONCURRENCY = 100
+HOST_CONCURRENCY = 10
 MIB = 1024 * 1024
 
 
@@ -280,7 +283,29 @@ async def _fetch(session: aiohttp.ClientSession, url: str, **headers: str) -> by
         return body
 
 
-async def run(seconds: int, connections: int, workers: int, huge_mib: int) -> list[str]:
+async def _host_flood(
+    session: aiohttp.ClientSession, url: str, parent: int, hosts: int
+) -> tuple[float, float]:
+    """`hosts` GETs of `url`, each with another Host, HOST_CONCURRENCY at a time; the mirror
+    processes' memory (MiB) before and after."""
+    before = await asyncio.to_thread(_rss_mib, parent)
+    limit = asyncio.Semaphore(HOST_CONCURRENCY)
+
+    async def one(index: int) -> None:
+        async with limit:
+            host = f"bench-{index}.mirror.test"
+            async with session.get(url, headers={"Host": host, "Accept": CORGI}) as response:
+                body = await response.read()
+                if response.status != 200 or f"http://{host}/".encode() not in body:
+                    raise RuntimeError(f"{url} for Host {host}: {response.status}")
+
+    await asyncio.gather(*(one(index) for index in range(hosts)))
+    return before, await asyncio.to_thread(_rss_mib, parent)
+
+
+async def run(
+    seconds: int, connections: int, workers: int, huge_mib: int, hosts: int = 1000
+) -> list[str]:
     report: list[str] = []
     registry = _build_registry(huge_mib)
     await registry.start(_serve_app)
@@ -344,6 +369,15 @@ async def run(seconds: int, connections: int, workers: int, huge_mib: int) -> li
                         f"{before:.0f} MiB before, {peak:.0f} MiB at peak "
                         f"(target: flat, < 150 MB per worker)"
                     )
+            if hosts:
+                before, after = await _host_flood(
+                    session, f"{mirror}/npm/bench-big", server.pid, hosts
+                )
+                report.append(
+                    f"{hosts} distinct Host values on the {BIG_VERSIONS}-version packument "
+                    f"({len(big) / MIB:.1f} MiB corgi): mirror processes' memory {before:.0f} → "
+                    f"{after:.0f} MiB, growth {after - before:.0f} MiB (target: < 50 MB)"
+                )
     return report
 
 
@@ -374,9 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--huge-mib", type=int, default=1024, help="size of the streamed artifact (0: skip)"
     )
+    parser.add_argument(
+        "--hosts", type=int, default=1000, help="distinct Host values for one packument (0: skip)"
+    )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    lines = asyncio.run(run(args.seconds, args.connections, args.workers, args.huge_mib))
+    lines = asyncio.run(
+        run(args.seconds, args.connections, args.workers, args.huge_mib, args.hosts)
+    )
     print(f"quarantine-mirror benchmark, {started:%Y-%m-%d %H:%M}Z, {os.cpu_count()} CPUs")
     for line in lines:
         print("  " + line)

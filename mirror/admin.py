@@ -49,6 +49,7 @@ from mirror.errors import (
 )
 from mirror.forwarded import client_address
 from mirror.policy import iso_seconds as iso
+from mirror.requestbody import read_body
 from mirror.state.base import AuditEntry, DownloadEvent, InvalidPosition, RuleKind, RuleRecord
 
 if TYPE_CHECKING:
@@ -594,8 +595,8 @@ def _rule_id(request: web.Request) -> str:
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
-    # aiohttp refuses a body above the app's client_max_size (413) before this reads it.
-    return parse_body(await request.read())
+    # Bounded on the wire (413) and once inflated (413), inflated off the event loop.
+    return parse_body(await read_body(request))
 
 
 async def _find_rule(services: Services, kind: RuleKind, rule_id: str) -> RuleRecord:

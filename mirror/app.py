@@ -19,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, responses
+from mirror import __version__, admin, requestbody, responses
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
+from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
 from mirror.config import ECOSYSTEMS, Config
 from mirror.ecosystems.base import Ecosystem
@@ -65,6 +66,8 @@ class Services:
     blobs: BlobStore
     artifacts: ArtifactServer
     policy: LivePolicy
+    # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
+    memory: ByteBudget
 
 
 SERVICES = web.AppKey("services", Services)
@@ -102,6 +105,7 @@ def build_services(
     metrics = Metrics(multiprocess_dir=metrics_dir)
     state = create_state(config, clock=clock)
     upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
+    memory = ByteBudget(config.cache.memory_budget)
     metacache = MetaCache(
         upstream,
         directory=config.data_dir / "metadata",
@@ -112,6 +116,7 @@ def build_services(
         max_document_bytes=config.cache.max_document_bytes,
         refresh_interval=config.cache.refresh_interval,
         negative_ttl=config.cache.negative_ttl,
+        budget=memory,
     )
     blobs = BlobStore(
         config.data_dir / "artifacts",
@@ -127,6 +132,7 @@ def build_services(
         clock=clock,
         trusted_proxies=config.trusted_proxies,
         state_timeout=config.state.timeout,
+        budget=memory,
     )
     return Services(
         config=config,
@@ -135,10 +141,11 @@ def build_services(
         state=state,
         upstream=upstream,
         metacache=metacache,
-        rendered=RenderedCache(),
+        rendered=RenderedCache(budget=memory),
         blobs=blobs,
         artifacts=artifacts,
         policy=LivePolicy(state, config.quarantine, clock),
+        memory=memory,
     )
 
 
@@ -148,7 +155,10 @@ def create_app(
     services = build_services(config, clock=clock, metrics_dir=metrics_dir)
     app = web.Application(
         middlewares=[observe_middleware, error_middleware, path_gate_middleware],
-        client_max_size=16 * 1024**2,
+        # Bodies are counted and inflated by `requestbody.read_body`, never by aiohttp on
+        # the event loop: `client_max_size` bounds the bytes on the wire.
+        client_max_size=requestbody.MAX_WIRE_BYTES,
+        handler_args=requestbody.HANDLER_ARGS,
     )
     app[SERVICES] = services
     app.cleanup_ctx.append(_lifetime)

@@ -31,7 +31,6 @@ import hashlib
 import io
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,6 +52,7 @@ from mirror.blobs import (
     strongest,
     touch,
 )
+from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.config import IPNetwork
 from mirror.ecosystems.base import ArtifactRef, Digest
@@ -86,6 +86,7 @@ HOT_FILE_MAX = 256 * 1024
 # for at most this long (then fetch anyway: a stuck peer must not stall clients forever).
 CLAIM_POLL = 0.05
 OTHER_PROCESS_WAIT = 600.0
+# Held from the worker's shared memory budget; this one only when none is given (tests).
 HOT_BUDGET = 64 * 1024 * 1024
 
 
@@ -145,6 +146,7 @@ class ArtifactServer:
         clock: Clock,
         trusted_proxies: tuple[IPNetwork, ...] = (),
         state_timeout: timedelta = timedelta(milliseconds=500),
+        budget: ByteBudget | None = None,
     ) -> None:
         self._blobs = blobs
         self._proxies = trusted_proxies
@@ -153,7 +155,9 @@ class ArtifactServer:
         self._metrics = metrics
         self._clock = clock
         self._inflight: dict[str, _Download] = {}
-        self._hot = _HotBlobs(HOT_BUDGET)
+        self._hot: BudgetedLRU[str, bytes] = BudgetedLRU(
+            budget or ByteBudget(HOT_BUDGET), "small artifacts", len
+        )
         backend = type(state).__name__.removesuffix("State").lower() or "unknown"
         self.ledger = DownloadLedger(state, metrics, backend=backend)
         # Shared state as the serving path uses it (bounded, remembered, retried): the Maven
@@ -686,30 +690,6 @@ class ArtifactServer:
                 at=self._clock.now(),
             )
         )
-
-
-class _HotBlobs:
-    """Bytes of small blobs by sha256, least recently used dropped past `budget` bytes."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._size = 0
-
-    def get(self, sha256: str) -> bytes | None:
-        data = self._items.get(sha256)
-        if data is not None:
-            self._items.move_to_end(sha256)
-        return data
-
-    def put(self, sha256: str, data: bytes) -> None:
-        if sha256 in self._items:
-            return
-        self._items[sha256] = data
-        self._size += len(data)
-        while self._size > self._budget:
-            _, dropped = self._items.popitem(last=False)
-            self._size -= len(dropped)
 
 
 def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:

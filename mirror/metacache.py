@@ -31,7 +31,6 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +40,7 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 
 from mirror import errors
+from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Rendered
 from mirror.metrics import Metrics
@@ -49,8 +49,6 @@ from mirror.upstream import Upstream, UpstreamDocument, redact
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 # Bodies above this are parsed in a thread: a 20 MB packument would stall every client.
 PARSE_IN_THREAD_BYTES = 1024 * 1024
@@ -58,6 +56,13 @@ FAILURE_BACKOFF = timedelta(seconds=30)
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 DEFAULT_REFRESH_INTERVAL = timedelta(seconds=30)
 DEFAULT_NEGATIVE_TTL = timedelta(minutes=1)
+DEFAULT_MEMORY_BUDGET = 96 * 1024**2
+# A parsed document costs about this many bytes per byte of its raw JSON (measured with
+# tracemalloc on a generated 5,000-version packument: 2.9 MB raw, 14.6 MB parsed, 5.0x).
+# The budget charges raw length x this factor instead of walking the objects.
+PARSED_BYTES_PER_RAW_BYTE = 5
+# Distinct client-facing base URLs (without `public_url`) whose rendered views are kept.
+DEFAULT_MAX_BASES = 8
 _UNPARSED: Any = object()
 
 
@@ -78,6 +83,7 @@ class CachedDocument(Generic[T]):
     etag: str | None
     last_modified: str | None
     raw: bytes
+    accept: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,8 +114,11 @@ _Key = tuple[str, str]
 
 class MetaCache:
     """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
-    revalidations. Memory holds at most `max_entries` documents and `max_absent` remembered
-    404s (LRU each); disk is unbounded (one small pair of files per document ever fetched)."""
+    revalidations. Memory holds at most `max_entries` documents, paid for in bytes from
+    `budget` (raw bytes, plus the parsed form estimated as raw x PARSED_BYTES_PER_RAW_BYTE;
+    when the parsed form does not fit, only the raw bytes stay, `current` serves the version
+    without parsing, and `parsed` parses again), and at most `max_absent` remembered 404s
+    (LRU each); disk is unbounded (one small pair of files per document ever fetched)."""
 
     def __init__(
         self,
@@ -125,6 +134,7 @@ class MetaCache:
         refresh_interval: timedelta = DEFAULT_REFRESH_INTERVAL,
         negative_ttl: timedelta = DEFAULT_NEGATIVE_TTL,
         max_absent: int = 4096,
+        budget: ByteBudget | None = None,
     ) -> None:
         self._upstream = upstream
         self._directory = directory
@@ -137,10 +147,17 @@ class MetaCache:
         self._refresh_interval = refresh_interval
         self._negative_ttl = negative_ttl
         self._max_absent = max(1, max_absent)
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
-        self._absent: OrderedDict[_Key, _Absent] = OrderedDict()
+        budget = budget or ByteBudget(DEFAULT_MEMORY_BUDGET)
+        self._entries: BudgetedLRU[_Key, _Entry] = BudgetedLRU(
+            budget, "documents", _entry_bytes, max_entries=self._max_entries
+        )
+        # Keyed by names clients choose: paid for in bytes like everything else.
+        self._absent: BudgetedLRU[_Key, tuple[_Key, _Absent]] = BudgetedLRU(
+            budget, "remembered 404s", _absent_bytes, max_entries=self._max_absent
+        )
         self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
         self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
+        self._parses: dict[Hashable, asyncio.Task[Any]] = {}
 
     async def get(
         self,
@@ -190,6 +207,52 @@ class MetaCache:
             return await self._serve(key, fallback, parse, stale=True)
         return await self._serve(key, entry, parse, stale=False)
 
+    async def current(
+        self,
+        url: str,
+        parse: Callable[[bytes], Any],
+        *,
+        ecosystem: str,
+        accept: str | None = None,
+        refresh: Refresh = False,
+    ) -> CachedDocument[None]:
+        """The document's bytes and version as `get` would serve them, without parsing the
+        copy held: a caller whose rendered view of this version is cached needs nothing more
+        (the parsed form may have been dropped to stay within the memory budget). New bytes
+        from upstream are still parsed once by `parse`, so a broken document is refused (and
+        the copy held served stale) exactly as with `get`."""
+        return await self.get(
+            url, _RawOnly(parse), ecosystem=ecosystem, accept=accept, refresh=refresh
+        )
+
+    async def parsed(self, doc: CachedDocument[Any], parse: Callable[[bytes], T]) -> T:
+        """`doc`'s very bytes parsed by `parse`: the parsed form kept in memory when it is of
+        these bytes, else parsed now (in a thread when large; concurrent callers share one
+        parse), and kept with the copy held when that is of these bytes and the budget
+        allows."""
+        key: _Key = (doc.url, doc.accept)
+        current = self._entries.get(key)
+        if current is not None and current.version == doc.version:
+            entry = await self._parsed(current, parse)
+            latest = self._entries.peek(key)
+            if entry is not current and latest is not None and latest.version == doc.version:
+                self._remember(key, dataclasses.replace(latest, parse=parse, parsed=entry.parsed))
+            return entry.parsed  # type: ignore[no-any-return]
+        bare = _Entry(
+            url=doc.url,
+            accept=doc.accept,
+            raw=doc.raw,
+            version=doc.version,
+            fetched_at=doc.fetched_at,
+            etag=doc.etag,
+            last_modified=doc.last_modified,
+        )
+        return (await self._parsed(bare, parse)).parsed  # type: ignore[no-any-return]
+
+    def memory_bytes(self) -> int:
+        """Bytes the budget charges for the documents held in memory."""
+        return self._entries.bytes_held()
+
     def _asked_recently(self, entry: _Entry) -> bool:
         """Whether upstream was asked for this document (and answered, or failed) less than
         `refresh_interval` ago: then a forced refresh would only repeat that question."""
@@ -205,13 +268,13 @@ class MetaCache:
         for `url` less than `negative_ttl` ago. For callers that ask upstream directly (a
         HEAD), together with `note_absent`."""
         key: _Key = (url, accept or "")
-        absent = self._absent.get(key)
-        if absent is None:
+        held = self._absent.get(key)
+        if held is None:
             return
+        _, absent = held
         if self._clock.now() - absent.noted_at >= self._negative_ttl:
-            del self._absent[key]
+            self._absent.pop(key)
             return
-        self._absent.move_to_end(key)
         self._count(ecosystem, hit=True)
         raise errors.UpstreamNotFound(absent.message, **absent.data)
 
@@ -220,7 +283,8 @@ class MetaCache:
     ) -> None:
         """Remember upstream's 404/410 for `url` for `negative_ttl`."""
         absent = _Absent(message=error.message, data=dict(error.data), noted_at=self._clock.now())
-        _put_bounded(self._absent, (url, accept or ""), absent, self._max_absent)
+        key: _Key = (url, accept or "")
+        self._absent.put(key, (key, absent))
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
         """Fresh copies are hits; anything that asks upstream (stale serves included) is a
@@ -242,7 +306,7 @@ class MetaCache:
         return len(self._entries)
 
     async def close(self) -> None:
-        tasks = [*self._refreshes.values(), *self._loads.values()]
+        tasks = [*self._refreshes.values(), *self._loads.values(), *self._parses.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -250,13 +314,13 @@ class MetaCache:
                 await task
         self._refreshes.clear()
         self._loads.clear()
+        self._parses.clear()
 
     # memory and disk --------------------------------------------------------------------
 
     async def _entry(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is not None:
-            self._entries.move_to_end(key)
             return entry
         task = self._loads.get(key)
         if task is None:
@@ -275,13 +339,18 @@ class MetaCache:
         except errors.BadUpstreamDocument as exc:
             log.warning("ignoring the stored copy of %s: %s", redact(key[0]), exc)
             return None
-        if key not in self._entries:
-            self._remember(key, entry)
-        return self._entries[key]
+        current = self._entries.get(key)
+        if current is not None:
+            return current
+        self._remember(key, entry)
+        return entry
 
     def _remember(self, key: _Key, entry: _Entry) -> None:
-        self._absent.pop(key, None)  # upstream has it (again)
-        _put_bounded(self._entries, key, entry, self._max_entries)
+        """Keep `entry` in memory; when its parsed form does not fit the budget, keep the
+        raw bytes alone (the version is what most requests need: their view is rendered)."""
+        self._absent.pop(key)  # upstream has it (again)
+        if not self._entries.put(key, entry) and entry.parsed is not _UNPARSED:
+            self._entries.put(key, dataclasses.replace(entry, parsed=_UNPARSED))
 
     def _paths(self, key: _Key) -> tuple[Path, Path]:
         name = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
@@ -421,7 +490,7 @@ class MetaCache:
     async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
         url, accept = key
-        old = self._entries.get(key)
+        old = self._entries.peek(key)
         try:
             document = await self._upstream.fetch(
                 url,
@@ -432,7 +501,7 @@ class MetaCache:
                 max_bytes=self._max_document_bytes,
             )
         except errors.UpstreamNotFound as exc:
-            self._entries.pop(key, None)
+            self._entries.pop(key)
             self.note_absent(url, exc, accept=accept)
             await asyncio.to_thread(self._discard_files, key)
             raise
@@ -460,6 +529,10 @@ class MetaCache:
         if old is not None and old.version == entry.version:
             # Same bytes under new validators: keep the parsed value (no re-parse).
             entry = dataclasses.replace(entry, parse=old.parse, parsed=old.parsed)
+        if isinstance(parse, _RawOnly):
+            # New bytes are parsed once even for a caller that needs only the version.
+            same_bytes = old is not None and old.version == entry.version
+            parse = _RawOnly(None) if same_bytes else parse.validate
         try:
             entry = await self._parsed(entry, parse)
         except errors.BadUpstreamDocument:
@@ -472,7 +545,7 @@ class MetaCache:
     def _mark_failed(self, key: _Key) -> None:
         current = self._entries.get(key)
         if current is not None:
-            self._entries[key] = dataclasses.replace(current, failed_at=self._clock.now())
+            self._entries.put(key, dataclasses.replace(current, failed_at=self._clock.now()))
 
     def _log_background(self, key: _Key, task: asyncio.Task[_Entry]) -> None:
         if task.cancelled():
@@ -486,16 +559,22 @@ class MetaCache:
     async def _serve(
         self, key: _Key, entry: _Entry, parse: Callable[[bytes], T], *, stale: bool
     ) -> CachedDocument[T]:
-        if entry.parse != parse or entry.parsed is _UNPARSED:
+        if isinstance(parse, _RawOnly):
+            parsed: Any = None
+        elif entry.parse != parse or entry.parsed is _UNPARSED:
             entry = await self._parsed(entry, parse)
-            current = self._entries.get(key)
+            current = self._entries.peek(key)
             if current is not None and current.version == entry.version:
-                self._entries[key] = dataclasses.replace(
-                    current, parse=entry.parse, parsed=entry.parsed
+                self._remember(
+                    key, dataclasses.replace(current, parse=entry.parse, parsed=entry.parsed)
                 )
+            parsed = entry.parsed
+        else:
+            parsed = entry.parsed
         return CachedDocument(
             url=entry.url,
-            parsed=entry.parsed,
+            accept=entry.accept,
+            parsed=parsed,
             version=entry.version,
             fetched_at=entry.fetched_at,
             stale=stale,
@@ -505,8 +584,24 @@ class MetaCache:
         )
 
     async def _parsed(self, entry: _Entry, parse: Callable[[bytes], Any]) -> _Entry:
-        if entry.parse == parse and entry.parsed is not _UNPARSED:
+        if isinstance(parse, _RawOnly) or (entry.parse == parse and entry.parsed is not _UNPARSED):
             return entry
+        # Concurrent requests for one document whose parsed form was not kept share one
+        # parse: fifty parses of one big packument at once would be fifty parsed copies.
+        key = (entry.url, entry.accept, entry.version, parse)
+        try:
+            hash(key)
+        except TypeError:  # a parser equal by value but unhashable: parsed on its own
+            return dataclasses.replace(entry, parse=parse, parsed=await self._parse(entry, parse))
+        task = self._parses.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._parse(entry, parse))
+            self._parses[key] = task
+            task.add_done_callback(lambda done: _forget(self._parses, key, done))
+        parsed = await asyncio.shield(task)
+        return dataclasses.replace(entry, parse=parse, parsed=parsed)
+
+    async def _parse(self, entry: _Entry, parse: Callable[[bytes], Any]) -> Any:
         try:
             if len(entry.raw) > PARSE_IN_THREAD_BYTES:
                 parsed = await asyncio.to_thread(parse, entry.raw)
@@ -519,35 +614,87 @@ class MetaCache:
             raise errors.BadUpstreamDocument(
                 f"could not parse an upstream document: {type(exc).__name__}"
             ) from exc
-        return dataclasses.replace(entry, parse=parse, parsed=parsed)
+        return parsed
 
 
 class RenderedCache:
-    """Filtered, rendered views by caller-chosen key, bounded LRU. A view expires at its
-    `valid_until` (the next quarantine boundary); policy changes call `clear()`."""
+    """Filtered, rendered views by caller-chosen key, least recently used first out, paid for
+    in bytes (body + gzip body) from the worker's `budget`. A view expires at its
+    `valid_until` (the next quarantine boundary); policy changes call `clear()`.
 
-    def __init__(self, *, max_entries: int = 4096) -> None:
-        self._max_entries = max(1, max_entries)
-        self._views: OrderedDict[Hashable, Rendered] = OrderedDict()
+    Views embed the base URL clients reached the mirror at. Without `public_url` that base
+    comes from the request (Host), which any client chooses: `caches_base` admits at most
+    `max_bases` distinct bases per worker, and views for any other base are rendered for that
+    request alone (`get_or_render(..., cache=False)`), one at a time, and never kept."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 4096,
+        budget: ByteBudget | None = None,
+        max_bases: int = DEFAULT_MAX_BASES,
+    ) -> None:
+        self._views: BudgetedLRU[Hashable, Rendered] = BudgetedLRU(
+            budget or ByteBudget(DEFAULT_MEMORY_BUDGET),
+            "rendered",
+            _rendered_bytes,
+            max_entries=max(1, max_entries),
+        )
         self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+        self._max_bases = max(1, max_bases)
+        self._bases: set[str] = set()
+        self._refused_base_logged = False
+        # Uncached renders run one at a time: a flood of made-up Host values costs one
+        # render's CPU and memory at a time, not one per request in flight.
+        self._uncached = asyncio.Semaphore(1)
+
+    def caches_base(self, base: str) -> bool:
+        """Whether views rendered for `base` may be kept: the first `max_bases` distinct
+        bases this worker sees are; any other is rendered per request."""
+        if base in self._bases:
+            return True
+        if len(self._bases) < self._max_bases:
+            self._bases.add(base)
+            return True
+        if not self._refused_base_logged:
+            self._refused_base_logged = True
+            log.warning(
+                "clients reach this mirror under more than %d base URLs (Host or forwarded "
+                "headers); views for the others are rendered per request and not cached: "
+                "set public_url",
+                self._max_bases,
+            )
+        return False
 
     async def get_or_render(
-        self, key: Hashable, now: datetime, render: Callable[[], Awaitable[Rendered]]
+        self,
+        key: Hashable,
+        now: datetime,
+        render: Callable[[], Awaitable[Rendered]],
+        *,
+        cache: bool = True,
     ) -> Rendered:
         """The view under `key`, rendered by `render()` on a miss: concurrent misses share
         one render (a big document is filtered once, not once per waiting client), and a
-        client that leaves does not cancel it for the others."""
-        cached = self.get(key, now)
-        if cached is not None:
-            return cached
+        client that leaves does not cancel it for the others. `cache=False` renders without
+        keeping the view (still shared with concurrent requests for the same key)."""
+        if cache:
+            cached = self.get(key, now)
+            if cached is not None:
+                return cached
         task = self._renders.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._render(key, render))
+            task = asyncio.get_running_loop().create_task(self._render(key, render, cache))
             self._renders[key] = task
             task.add_done_callback(lambda done: self._forget_render(key, done))
         return await asyncio.shield(task)
 
-    async def _render(self, key: Hashable, render: Callable[[], Awaitable[Rendered]]) -> Rendered:
+    async def _render(
+        self, key: Hashable, render: Callable[[], Awaitable[Rendered]], cache: bool
+    ) -> Rendered:
+        if not cache:
+            async with self._uncached:
+                return await render()
         rendered = await render()
         self.put(key, rendered)
         return rendered
@@ -563,19 +710,50 @@ class RenderedCache:
         if rendered is None:
             return None
         if rendered.valid_until is not None and now >= rendered.valid_until:
-            del self._views[key]
+            self._views.pop(key)
             return None
-        self._views.move_to_end(key)
         return rendered
 
     def put(self, key: Hashable, rendered: Rendered) -> None:
-        _put_bounded(self._views, key, rendered, self._max_entries)
+        self._views.put(key, rendered)
 
     def clear(self) -> None:
         self._views.clear()
 
+    def memory_bytes(self) -> int:
+        """Bytes the budget charges for the views held."""
+        return self._views.bytes_held()
+
     def __len__(self) -> int:
         return len(self._views)
+
+
+def _rendered_bytes(view: Rendered) -> int:
+    headers = sum(len(name) + len(value) for name, value in view.headers.items())
+    return len(view.body) + len(view.gzipped or b"") + len(view.etag) + headers
+
+
+@dataclass(frozen=True, slots=True)
+class _RawOnly:
+    """The `parse` of `MetaCache.current`: copies held are not parsed; `validate` parses
+    new bytes from upstream (None: nothing to parse)."""
+
+    validate: Callable[[bytes], Any] | None
+
+    def __call__(self, raw: bytes) -> None:
+        raise AssertionError("_RawOnly is never called")  # pragma: no cover
+
+
+def _entry_bytes(entry: _Entry) -> int:
+    """What an entry costs the budget: its raw bytes, and its parsed form by estimate."""
+    parsed = 0 if entry.parsed is _UNPARSED else len(entry.raw) * PARSED_BYTES_PER_RAW_BYTE
+    return len(entry.raw) + parsed
+
+
+def _absent_bytes(held: tuple[_Key, _Absent]) -> int:
+    """A remembered 404 costs its URL (a name a client chose) and upstream's message."""
+    (url, accept), absent = held
+    return len(url) + len(accept) + len(absent.message) + 64 * len(absent.data)
 
 
 def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
@@ -590,16 +768,7 @@ def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
     )
 
 
-def _put_bounded(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Insert as most recently used; drop the least recently used beyond `limit` (the one
-    LRU of this module: documents, remembered 404s and rendered views)."""
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > limit:
-        table.popitem(last=False)
-
-
-def _forget(tasks: dict[_Key, Any], key: _Key, task: asyncio.Task[Any]) -> None:
+def _forget(tasks: dict[Any, Any], key: Hashable, task: asyncio.Task[Any]) -> None:
     if tasks.get(key) is task:
         del tasks[key]
     if not task.cancelled():

@@ -11,11 +11,11 @@ decoded. The one encoded slash that is allowed is npm's scope separator, `@scope
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from mirror.budget import small_input_cache
 from mirror.errors import BadRequest
 
 # A legitimate path decodes to its final form in one round; the extra rounds are where
@@ -35,7 +35,7 @@ def check_request_path(raw_path: str) -> None:
         raise BadRequest(f"the request path is refused: {problem}")
 
 
-@functools.lru_cache(maxsize=4096)  # pure; clients ask for the same paths over and over
+@small_input_cache(4096)  # pure; clients ask for the same paths over and over
 def path_problem(path: str) -> str | None:
     """What is wrong with `path` (raw, without the query), or None when nothing is."""
     if len(path) > MAX_PATH_CHARS:

@@ -246,3 +246,30 @@ async def test_yarn_classic_resolves_the_newest_allowed_version_and_refuses_a_yo
     young = await env.run("yarn", "add", "qm-demo@1.2.0", *yarn_flags, *cache, cwd=project)
     assert young.code != 0, young
     assert 'Couldn\'t find any versions for "qm-demo" that matches "1.2.0"' in young.out
+
+
+async def test_npm_audit_goes_through_with_its_gzip_body(env: Env) -> None:
+    """npm sends the bulk advisory request gzip-compressed: the mirror inflates it (bounded,
+    off the event loop) and relays the JSON; npm reports what the upstream answered."""
+    project = env.project("audited")
+    assert (await env.npm("install", "qm-demo@^1.0.0", cwd=project)).code == 0
+    path = "/-/npm/v1/security/advisories/bulk"
+    advisory = {
+        "id": 1001,
+        "url": "http://127.0.0.1/advisories/1001",
+        "title": "qm-demo leaks secrets",
+        "severity": "high",
+        "vulnerable_versions": "<1.2.0",
+        "cwe": [],
+        "cvss": {"score": 7.5, "vectorString": None},
+    }
+    env.registry.upstream.add(
+        path, json.dumps({"qm-demo": [advisory]}).encode(), content_type="application/json"
+    )
+    result = await env.run("npm", "audit", "--json", "--registry", env.registry_url, cwd=project)
+    asked = env.registry.upstream.last(path)
+    assert asked.method == "POST"
+    assert "Content-Encoding" not in asked.headers
+    assert json.loads(asked.body) == {"qm-demo": ["1.1.0"]}
+    report = json.loads(result.out[result.out.index("{") :])
+    assert report["vulnerabilities"]["qm-demo"]["severity"] == "high", result

@@ -7,7 +7,7 @@ import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
 from mirror import errors
+from mirror.budget import ByteBudget
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import Rendered
@@ -104,7 +105,9 @@ async def make_cache(
     """Build MetaCaches on one directory (like sibling workers or a restart); all closed."""
     caches: list[MetaCache] = []
 
-    def make(*, max_entries: int = 2048, max_absent: int = 4096) -> MetaCache:
+    def make(
+        *, max_entries: int = 2048, max_absent: int = 4096, budget: ByteBudget | None = None
+    ) -> MetaCache:
         cache = MetaCache(
             upstream,
             directory=tmp_path / "metadata",
@@ -116,6 +119,7 @@ async def make_cache(
             refresh_interval=REFRESH_INTERVAL,
             negative_ttl=NEGATIVE_TTL,
             max_absent=max_absent,
+            budget=budget,
         )
         caches.append(cache)
         return cache
@@ -738,3 +742,43 @@ async def test_prune_drops_copies_too_old_to_serve(
     await restarted.get(fake.url("/other"), CountingParser(), ecosystem="npm")
     assert fake.count("/left-pad") == 2
     assert fake.count("/other") == 1
+
+
+@dataclass(frozen=True)
+class LoggingParser:
+    """An ecosystem-like parser: equal and hashable by name, logging each parse."""
+
+    name: str
+    log: list[str] = field(compare=False, hash=False)
+
+    def __call__(self, raw: bytes) -> object:
+        self.log.append(self.name)
+        return orjson.loads(raw)
+
+
+async def test_a_parsed_form_too_big_for_the_budget_is_dropped_and_parsed_once_at_a_time(
+    make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    big = orjson.dumps({"name": "big", "versions": [f"1.0.{index}" for index in range(2000)]})
+    fake.add("/big", big, content_type="application/json")
+    # Room for the raw bytes (one entry may take half), not for the parsed form (5x raw).
+    budget = ByteBudget(4 * len(big))
+    cache = make_cache(budget=budget)
+    calls: list[str] = []
+    url = fake.url("/big")
+    first = await cache.get(url, LoggingParser("big", calls), ecosystem="npm")
+    assert first.parsed == orjson.loads(big)
+    assert len(big) <= cache.memory_bytes() < 2 * len(big)  # the raw bytes only
+    calls.clear()
+    docs = await asyncio.gather(
+        *(cache.get(url, LoggingParser("big", calls), ecosystem="npm") for _ in range(20))
+    )
+    assert all(doc.parsed == orjson.loads(big) for doc in docs)
+    assert calls == ["big"]  # twenty waiting requests, one parse
+    assert cache.memory_bytes() < 2 * len(big)
+    # The bytes and version need no parse at all.
+    current = await cache.current(url, LoggingParser("big", calls), ecosystem="npm")
+    assert current.version == first.version
+    assert current.parsed is None
+    assert calls == ["big"]
+    assert fake.count("/big") == 1

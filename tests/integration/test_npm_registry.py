@@ -404,7 +404,7 @@ async def test_audit_is_passed_through_with_a_gzip_body(
     assert await response.json() == {"left-pad": []}
     forwarded = registry.upstream.last(path)
     assert forwarded.method == "POST"
-    # aiohttp decoded the client's gzip body; it is relayed plain, without the header.
+    # The mirror decoded the client's gzip body (bounded); it is relayed plain, without the header.
     assert "Content-Encoding" not in forwarded.headers
     assert json.loads(forwarded.body) == {"left-pad": ["1.3.0"]}
 

@@ -4,11 +4,11 @@ stands for (an artifact file of a GAV, its checksum or signature companion, arti
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
 
+from mirror.budget import small_input_cache
 from mirror.errors import BadRequest, NotFound
 
 # Checksum companions maven-resolver and Gradle ask for, longest suffix first.
@@ -118,7 +118,7 @@ def validate_segments(tail: str) -> tuple[str, ...]:
     return segments
 
 
-@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
+@small_input_cache(4096)  # pure; CI asks for the same paths over and over
 def parse_path(tail: str) -> MavenPath:
     """What the repository path `tail` (raw, after `/maven/`, no query) stands for.
 

@@ -3,12 +3,12 @@ raw (still percent-encoded) request path into what is asked for. Pure: no I/O, n
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
+from mirror.budget import small_input_cache
 from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
 
@@ -107,14 +107,18 @@ def _decode_segment(segment: str) -> str:
     )
 
 
-@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
 def parse_request_path(raw_path: str, prefix: str = "/npm") -> NpmRequest:
     """Parse a raw request path (`request.raw_path`, query allowed) below `prefix`.
 
     Accepts `/{name}`, `/@scope%2fname` (`%2F` too), `/@scope/name`, `/{name}/-/{file}`,
     `/@scope/name/-/{file}`, `/{name}/{version-or-tag}` and `/-/...`. Raises BadRequest for
     anything that is not a valid npm name or a known shape, before any upstream request."""
-    path = raw_path.split("?", 1)[0]
+    # The query never matters here, and without it a made-up query creates no cache entry.
+    return _parse_path(raw_path.split("?", 1)[0], prefix)
+
+
+@small_input_cache(4096)  # pure; CI asks for the same paths over and over
+def _parse_path(path: str, prefix: str) -> NpmRequest:
     if not path.startswith(prefix + "/"):
         raise BadRequest(f"not an npm registry path: {path!r}")
     tail = path[len(prefix) + 1 :]

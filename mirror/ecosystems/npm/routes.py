@@ -18,6 +18,7 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
+from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
@@ -34,6 +35,7 @@ from mirror.ecosystems.npm.names import (
 from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
 from mirror.jsondepth import check_depth
 from mirror.pathgate import require_under
+from mirror.requestbody import read_body
 
 if TYPE_CHECKING:
     from mirror.app import Services
@@ -75,7 +77,9 @@ class NpmRegistry:
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # What each tarball stands for, per packument version: CI pulls the same few
         # thousand times, and the digests and upstream URL do not change between pulls.
-        self._refs: OrderedDict[tuple[str, str, str], ArtifactRef] = OrderedDict()
+        self._refs: BudgetedLRU[tuple[str, str, str], ArtifactRef] = BudgetedLRU(
+            services.memory, "npm tarball refs", _ref_bytes, max_entries=MAX_REMEMBERED_REFS
+        )
         # `/npm/{name}/{version}`: the packument filtered once per document and policy
         # version (and until the clock lets a held version out), never once per request.
         self._version_views: OrderedDict[tuple[str, str, int], asyncio.Task[_VersionView]] = (
@@ -154,7 +158,8 @@ class NpmRegistry:
             return responses.respond(request, view, now=self._services.clock.now())
         if path in AUDIT_PATHS:
             self._allow(request, ("POST",))
-            return await self._relay(request, path, body=await request.read())
+            body = await read_body(request, max_bytes=_MAX_RELAY_BYTES)
+            return await self._relay(request, path, body=body)
         if path == SEARCH_PATH:
             self._allow(request, _READ_METHODS)
             query = search_query(request.rel_url.raw_query_string)
@@ -190,6 +195,15 @@ class NpmRegistry:
             refresh=refresh,
         )
 
+    async def _packument_bytes(self, package: PackageName) -> CachedDocument[None]:
+        """The packument's bytes and version, parsed only when new from upstream."""
+        return await self._services.metacache.current(
+            packument_url(self._upstream, package),
+            PackumentParser(package),
+            ecosystem="npm",
+            accept=document.JSON_TYPE,
+        )
+
     def _registry_base(self, request: web.Request) -> str:
         return responses.base_url(request, self._services.config) + PREFIX
 
@@ -206,17 +220,28 @@ class NpmRegistry:
         the rendered cache when warm (no parsing, no filtering), else filtered and rendered
         once for every concurrent request."""
         services = self._services
-        doc = await self._packument(package)
+        # The version alone names the view: a warm view needs no parsed packument (its
+        # parsed form may have been dropped to stay within the memory budget).
+        doc = await self._packument_bytes(package)
         base = self._registry_base(request)
         key = ("npm", package.name, doc.version, services.policy.version, form, base)
         return await services.rendered.get_or_render(
-            key, services.clock.now(), lambda: self._render(key, doc.parsed, form, base)
+            key,
+            services.clock.now(),
+            lambda: self._render(key, package, doc, form, base),
+            cache=services.rendered.caches_base(base),
         )
 
     async def _render(
-        self, key: Hashable, packument: Packument, form: ViewForm, base: str
+        self,
+        key: Hashable,
+        package: PackageName,
+        doc: CachedDocument[None],
+        form: ViewForm,
+        base: str,
     ) -> Rendered:
         services = self._services
+        packument = await services.metacache.parsed(doc, PackumentParser(package))
         now = services.clock.now()
         rules = services.policy.rules()
         view = document.filter_packument(packument, rules, now)
@@ -258,30 +283,47 @@ class NpmRegistry:
     async def _serve_version(
         self, request: web.Request, package: PackageName, spec: str
     ) -> web.StreamResponse:
-        """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`)."""
+        """`GET /npm/{name}/{version|tag}`: one visible manifest (some tools ask for `latest`),
+        rendered once per packument version, policy and spec. Only specs that name a visible
+        version are kept (at most the packument's versions and tags, within the budget)."""
         request[REQUEST_KIND] = "metadata"
-        doc = await self._packument(package)
-        filtered = await self._version_view(package, doc)
+        services = self._services
+        doc = await self._packument_bytes(package)
+        base = self._registry_base(request)
+        key = ("npm-version", package.name, doc.version, services.policy.version, spec, base)
+        view = await services.rendered.get_or_render(
+            key,
+            services.clock.now(),
+            lambda: self._render_version(package, doc, spec, base),
+            cache=services.rendered.caches_base(base),
+        )
+        return responses.respond(request, view, now=services.clock.now())
+
+    async def _render_version(
+        self, package: PackageName, doc: CachedDocument[None], spec: str, base: str
+    ) -> Rendered:
+        services = self._services
+        packument = await services.metacache.parsed(doc, PackumentParser(package))
+        filtered = await self._version_view(package, doc.version, packument)
         view = filtered.view
         if not view.visible:
             raise NotFound(document.no_visible_version_message(package, view))
         version = view.dist_tags.get(spec, spec)
         if version not in filtered.visible:
             raise NotFound(document.version_unavailable_message(package, spec, view))
-        manifest = document.render_manifest(doc.parsed, version, self._registry_base(request))
-        rendered = responses.render(
+        manifest = document.render_manifest(packument, version, base)
+        return responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until
         )
-        return responses.respond(request, rendered, now=self._services.clock.now())
 
     async def _version_view(
-        self, package: PackageName, doc: CachedDocument[Packument]
+        self, package: PackageName, doc_version: str, packument: Packument
     ) -> _VersionView:
         """The packument filtered under the current rules: once per (document, policy
         version) for every concurrent request, again only once a held version's quarantine
         ends; off the event loop for big packuments."""
         services = self._services
-        key = (package.name, doc.version, services.policy.version)
+        key = (package.name, doc_version, services.policy.version)
         task = self._version_views.get(key)
         if task is not None and task.done():
             if task.cancelled() or task.exception() is not None:
@@ -293,7 +335,7 @@ class NpmRegistry:
         if task is None:
             # The rules of this policy version, taken now (not when the task runs).
             task = asyncio.get_running_loop().create_task(
-                _filter_versions(doc.parsed, services.policy.rules(), services.clock.now())
+                _filter_versions(packument, services.policy.rules(), services.clock.now())
             )
             task.add_done_callback(_seen)
             self._version_views[key] = task
@@ -310,27 +352,30 @@ class NpmRegistry:
         request[REQUEST_KIND] = "artifact"
         services = self._services
         file = parsed.file or ""
-        doc = await self._packument(package)
-        version = doc.parsed.version_of_file(file)
+        # What each tarball stands for is remembered per packument version: CI pulls the
+        # same files over and over, and the packument need not be parsed (or even kept
+        # parsed in memory) to serve them.
+        doc = await self._packument_bytes(package)
+        ref = self._refs.get((package.name, doc.version, file))
+        if ref is None:
+            ref = await self._find_tarball(package, doc, file)
+        services.policy.enforce(policy.Subject("npm", package.name, ref.version), ref.published_at)
+        return await services.artifacts.serve(request, ref)
+
+    async def _find_tarball(
+        self, package: PackageName, doc: CachedDocument[None], file: str
+    ) -> ArtifactRef:
+        packument = await self._services.metacache.parsed(doc, PackumentParser(package))
+        doc_version = doc.version
+        version = packument.version_of_file(file)
         if version is None:
             # A lockfile may name a version newer than our copy of the packument.
-            doc = await self._packument(package, refresh=True)
-            version = doc.parsed.version_of_file(file)
+            fresh = await self._packument(package, refresh=True)
+            packument, doc_version = fresh.parsed, fresh.version
+            version = packument.version_of_file(file)
         if version is None:
             raise NotFound(f"{package.name} has no tarball {file} upstream")
-        info = doc.parsed.versions[version]
-        services.policy.enforce(policy.Subject("npm", package.name, version), info.published_at)
-        return await services.artifacts.serve(request, self._tarball_ref(package, doc, version))
-
-    def _tarball_ref(
-        self, package: PackageName, doc: CachedDocument[Packument], version: str
-    ) -> ArtifactRef:
-        key = (package.name, doc.version, version)
-        ref = self._refs.get(key)
-        if ref is not None:
-            self._refs.move_to_end(key)
-            return ref
-        manifest = doc.parsed.manifest(version)
+        manifest = packument.manifest(version)
         ref = ArtifactRef(
             ecosystem="npm",
             package=package.name,
@@ -339,11 +384,9 @@ class NpmRegistry:
             upstream_url=self._upstream_tarball(package, version, manifest),
             digests=document.tarball_digests(manifest),
             content_type=TARBALL_TYPE,
-            published_at=doc.parsed.versions[version].published_at,
+            published_at=packument.versions[version].published_at,
         )
-        self._refs[key] = ref
-        while len(self._refs) > MAX_REMEMBERED_REFS:
-            self._refs.popitem(last=False)
+        self._refs.put((package.name, doc_version, file), ref)
         return ref
 
     def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
@@ -382,8 +425,9 @@ class NpmRegistry:
         self, request: web.Request, path: str, *, query: str = "", body: bytes = b""
     ) -> web.StreamResponse:
         """Relay one of the fixed endpoints: search, keys, attestations (GET) or an audit
-        (POST; aiohttp has already decoded a gzip request body). The answer must be JSON from
-        that very path and is never a package document; it goes out as `application/json`."""
+        (POST; `body` already decoded from its Content-Encoding, bounded). The answer must be
+        JSON from that very path and is never a package document; it goes out as
+        `application/json`."""
         url = self._relay_url(path, query)
         method = "POST" if request.method == "POST" else "GET"  # a HEAD is answered from a GET
         headers = _pick_headers(request.headers, _RELAY_REQUEST_HEADERS)
@@ -451,6 +495,12 @@ def _seen(task: asyncio.Task[_VersionView]) -> None:
     # Waiters may all have left: mark the outcome as seen so asyncio does not log it.
     if not task.cancelled():
         task.exception()
+
+
+def _ref_bytes(ref: ArtifactRef) -> int:
+    """What a remembered tarball ref costs: its strings and a fixed share for the objects."""
+    strings = len(ref.package) + len(ref.version) + len(ref.filename) + len(ref.upstream_url)
+    return strings + sum(len(digest.hexdigest) for digest in ref.digests) + 512
 
 
 def _same_path(answered: str, asked: str) -> bool:

@@ -19,7 +19,6 @@ Which version a file belongs to (`file_version`), stated plainly because blocks 
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +32,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from mirror.budget import small_input_cache
 from mirror.ecosystems.base import decode_path_segment
 from mirror.errors import BadRequest
 from mirror.pathgate import require_under
@@ -174,7 +174,6 @@ def _decode_segment(segment: str) -> str:
     return decode_path_segment(segment, encoded_slash="encoded slashes are not allowed in the path")
 
 
-@functools.lru_cache(maxsize=4096)  # pure; CI asks for the same paths over and over
 def parse_request_path(raw_path: str, prefix: str = "/pypi") -> PypiRequest:
     """Parse a raw request path (`request.raw_path`) below `prefix`:
 
@@ -182,7 +181,12 @@ def parse_request_path(raw_path: str, prefix: str = "/pypi") -> PypiRequest:
     `/pypi/{project}/json`, `/pypi/{project}/{version}/json`. A non-normalized project name
     or a missing trailing slash on a simple page becomes a `redirect`. Anything else, or an
     invalid name, raises BadRequest (shape unknown) before any upstream request."""
-    path = raw_path.split("?", 1)[0]
+    # The query never matters here, and without it a made-up query creates no cache entry.
+    return _parse_path(raw_path.split("?", 1)[0], prefix)
+
+
+@small_input_cache(4096)  # pure; CI asks for the same paths over and over
+def _parse_path(path: str, prefix: str) -> PypiRequest:
     if path in (prefix, prefix + "/", prefix + "/simple"):
         return PypiRequest(kind="redirect", location=f"{prefix}/simple/")
     if not path.startswith(prefix + "/"):

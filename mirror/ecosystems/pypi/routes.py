@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
+from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.pypi import document, names
 from mirror.ecosystems.pypi.document import (
@@ -40,11 +40,12 @@ from mirror.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.upstream import host_key
 
 if TYPE_CHECKING:
     from mirror.app import Services
-    from mirror.metacache import Refresh
+    from mirror.metacache import CachedDocument, Refresh
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class PypiIndex:
         self._file_hosts = frozenset(hosts)
         # Renders in progress, so concurrent cold requests for one view render it once.
         # HTML pages with upload times from the JSON API, by (page version, API version).
-        self._merged: OrderedDict[tuple[str, str, str], ProjectPage] = OrderedDict()
+        self._merged: BudgetedLRU[tuple[str, str, str], tuple[ProjectPage, int]] = BudgetedLRU(
+            services.memory, "pypi merged pages", _estimated_size, max_entries=_MERGED_PAGES
+        )
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -227,24 +230,28 @@ class PypiIndex:
             log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
             return page, doc.version
         key = (project, doc.version, api.version)
-        merged = self._merged.get(key)
-        if merged is None:
+        held = self._merged.get(key)
+        if held is None:
             merged = document.with_api_details(page, api.parsed)
-            self._merged[key] = merged
-            while len(self._merged) > _MERGED_PAGES:
-                self._merged.popitem(last=False)
+            # About the size of the parsed page it was built from.
+            self._merged.put(key, (merged, len(doc.raw) * PARSED_BYTES_PER_RAW_BYTE))
         else:
-            self._merged.move_to_end(key)
+            merged, _ = held
         return merged, f"{doc.version}+{api.version}"
 
     # views --------------------------------------------------------------------------------
 
     async def _cached_view(
-        self, key: Hashable, render: Callable[..., Awaitable[Rendered]], *args: Any
+        self, key: Hashable, render: Callable[..., Awaitable[Rendered]], *args: Any, base: str
     ) -> Rendered:
+        """The view under `key` (which names `base`): kept only for the few bases the rendered
+        cache admits, so made-up Host values cannot multiply views."""
         services = self._services
         return await services.rendered.get_or_render(
-            key, services.clock.now(), lambda: render(key, *args)
+            key,
+            services.clock.now(),
+            lambda: render(key, *args, base),
+            cache=services.rendered.caches_base(base),
         )
 
     def _valid_until(self, view_until: datetime | None) -> datetime | None:
@@ -256,17 +263,19 @@ class PypiIndex:
     async def _serve_root(self, request: web.Request) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         form = self._form(request)
-        doc = await self._services.metacache.get(
+        # The version names the view: a warm view needs no parsed list of every project.
+        doc = await self._services.metacache.current(
             self._index, RootParser(), ecosystem="pypi", accept=document.UPSTREAM_ACCEPT
         )
         base = self._pypi_base(request)
         key = ("pypi-root", doc.version, form, base)
-        view = await self._cached_view(key, self._render_root, doc.parsed, form, base)
+        view = await self._cached_view(key, self._render_root, doc, form, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
     async def _render_root(
-        self, key: Hashable, projects: tuple[str, ...], form: Form, base: str
+        self, key: Hashable, doc: CachedDocument[None], form: Form, base: str
     ) -> Rendered:
+        projects: tuple[str, ...] = await self._services.metacache.parsed(doc, RootParser())
         if len(projects) >= RENDER_IN_THREAD_PROJECTS:
             body = await asyncio.to_thread(document.render_root, projects, form, base)
         else:
@@ -284,7 +293,7 @@ class PypiIndex:
         page, version = await self._page(project)
         base = self._pypi_base(request)
         key = ("pypi", project, version, self._services.policy.version, form, base)
-        view = await self._cached_view(key, self._render_page, page, form, base)
+        view = await self._cached_view(key, self._render_page, page, form, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
     async def _render_page(
@@ -395,13 +404,27 @@ class PypiIndex:
 
     async def _serve_api(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
-        api, version = await self._api_document(self._api_url(project), project)
+        url = self._api_url(project)
+        # The version names the view: a warm view needs no parsed API document.
+        doc = await self._services.metacache.current(
+            url,
+            ApiParser(project, url, self._file_hosts),
+            ecosystem="pypi",
+            accept=document.API_JSON_TYPE,
+        )
         base = self._pypi_base(request)
-        key = ("pypi-api", project, version, self._services.policy.version, base)
-        view = await self._cached_view(key, self._render_api, api, base)
+        key = ("pypi-api", project, doc.version, self._services.policy.version, base)
+        view = await self._cached_view(key, self._render_api_of, doc, project, url, base=base)
         return responses.respond(
             request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
         )
+
+    async def _render_api_of(
+        self, key: Hashable, doc: CachedDocument[None], project: str, url: str, base: str
+    ) -> Rendered:
+        parser = ApiParser(project, url, self._file_hosts)
+        api: ApiDocument = await self._services.metacache.parsed(doc, parser)
+        return await self._render_api(key, api, base)
 
     async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
         services = self._services
@@ -499,3 +522,7 @@ def _canonical(version: str) -> str:
         return str(Version(version))
     except InvalidVersion:
         return version
+
+
+def _estimated_size(held: tuple[object, int]) -> int:
+    return held[1]
