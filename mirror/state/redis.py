@@ -16,7 +16,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
@@ -30,6 +30,7 @@ from mirror.state.base import (
     InvalidPosition,
     RuleKind,
     RuleRecord,
+    StateIdentity,
 )
 
 log = logging.getLogger("mirror.state")
@@ -121,6 +122,8 @@ class RedisState:
         self.channel = f"{namespace}:policy"
         self._version_key = f"{namespace}:policy:version"
         self._audit_key = f"{namespace}:audit"
+        self._identity_key = f"{namespace}:identity"
+        self._predecessors_key = f"{namespace}:identity:restored-from"
         self._client: aioredis.Redis | None = None
 
     def _key(self, *parts: str) -> str:
@@ -405,6 +408,101 @@ class RedisState:
                 )
             )
         return entries
+
+    # identity and restore --------------------------------------------------------------------
+    async def state_identity(self) -> StateIdentity:
+        client = self._redis("read the state identity")
+        with self._translate("read the state identity"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.get(self._identity_key)
+                pipe.get(self._version_key)
+                pipe.smembers(self._predecessors_key)
+                identity, version, predecessors = await pipe.execute()
+        return StateIdentity(
+            identity=identity,
+            version=0 if version is None else int(version),
+            restored_from=frozenset(predecessors),
+        )
+
+    async def claim_identity(self, candidate: str) -> str:
+        client = self._redis("claim the state identity")
+        with self._translate("claim the state identity"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.setnx(self._identity_key, candidate)
+                pipe.get(self._identity_key)
+                _, stored = await pipe.execute()
+        return str(stored)
+
+    async def pinned_digests(self) -> dict[str, dict[str, str]]:
+        client = self._redis("read digest pins")
+        prefix = self._key("digests", "")
+        pins: dict[str, dict[str, str]] = {}
+        with self._translate("read digest pins"):
+            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                pins[text[len(prefix) :]] = dict(await client.hgetall(text))
+        return {ecosystem: keys for ecosystem, keys in pins.items() if keys}
+
+    async def restore(
+        self,
+        *,
+        rules: Sequence[RuleRecord],
+        digests: Mapping[str, Mapping[str, str]],
+        audit: Sequence[AuditEntry],
+        version_floor: int,
+        predecessor: str,
+    ) -> int:
+        client = self._redis("restore the state")
+        copied = [_encode_audit(entry) for entry in audit]
+        with self._translate("restore the state"):
+            # WATCH: the version and the audit are read, then rewritten; an admin write in
+            # between makes the transaction start over.
+            for _ in range(_REMOVE_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(self._version_key, self._audit_key)
+                        current = await pipe.get(self._version_key)
+                        existing = await pipe.lrange(self._audit_key, 0, -1)
+                        version = max(int(current or 0), version_floor) + 1
+                        merged = sorted(
+                            set(existing) | set(copied),
+                            key=lambda raw: int(json.loads(raw)["at"]),
+                            reverse=True,
+                        )[: self.audit_kept]
+                        pipe.multi()
+                        for rule in rules:
+                            pipe.hsetnx(self._key("rules", rule.kind), rule.id, _encode_rule(rule))
+                        for ecosystem, keys in digests.items():
+                            if keys:
+                                pipe.hset(self._key("digests", ecosystem), mapping=dict(keys))
+                        pipe.delete(self._audit_key)
+                        if merged:
+                            pipe.rpush(self._audit_key, *merged)
+                        pipe.sadd(self._predecessors_key, predecessor)
+                        pipe.set(self._version_key, version)
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                await client.publish(self.channel, str(version))
+                return version
+        raise StateUnavailable("the shared state (Redis) kept changing while restoring it")
+
+    async def durability_warning(self) -> str | None:
+        client = self._redis("read the persistence settings")
+        with self._translate("read the persistence settings"):
+            try:
+                save = await client.config_get("save")
+                appendonly = await client.config_get("appendonly")
+            except ResponseError:
+                # CONFIG is often disabled or renamed on managed Redis: nothing to tell.
+                return None
+        if save.get("save") or appendonly.get("appendonly") == "yes":
+            return None
+        return (
+            f'Redis at {self._where()} persists nothing (save "" and appendonly no): a '
+            "restart empties it, and the mirror then serves only its last-known rules and "
+            "reports not ready until `mirror state restore`; turn on RDB or AOF persistence"
+        )
 
     # plumbing ----------------------------------------------------------------------------------
     def _redis(self, what: str) -> aioredis.Redis:
