@@ -11,6 +11,8 @@ ERROR, until `mirror state restore` re-seeds the state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -61,6 +63,7 @@ class LivePolicy:
         self._saved_digest: bytes | None = None
         self._degraded: str | None = None
         self._current_records: list[RuleRecord] = []
+        self._snapshot_due = asyncio.Event()
         # Grows with every change of what the rules hide: a reload that changed them, or a
         # stored rule expiring by the clock. Rendered views are keyed by it.
         self._version = 0
@@ -187,31 +190,37 @@ class LivePolicy:
             log.warning("the shared state is trusted again (restored); the policy is live")
         self._degraded = reason
 
-    async def _remember(
-        self,
-        identity: str,
-        version: int,
-        records: list[RuleRecord],
-        *,
-        full: bool = False,
-    ) -> None:
-        """Update the last-known copy from a trusted state: the rules every time, the pins
-        and the audit when `full` (or when there is no copy yet)."""
+    async def _remember(self, identity: str, version: int, records: list[RuleRecord]) -> None:
+        """Keep the rules of a trusted state as the last-known ones (in memory; the guard
+        writes the file with a full snapshot right after). A first copy, or one for a new
+        identity (a restored state), is a full snapshot now."""
         known = self._known
-        if full or known is None or known.identity != identity:
-            digests = await self._state.pinned_digests()
-            audit = tuple(await self._state.audit_log(limit=AUDIT_COPIED))
-            # Read after the copy: a state emptied meanwhile must not replace a good copy.
-            after = await self._state.state_identity()
-            if after.identity != identity or lastknown.assess(self._known, after) is not None:
-                return
-        else:
-            digests, audit = dict(known.digests), known.audit
-        if known is not None and known.identity == identity and version < known.version:
+        if known is None or known.identity != identity:
+            await self._snapshot(identity)
+            return
+        if version < known.version:
+            return
+        self._known = dataclasses.replace(known, version=version, rules=tuple(records))
+        if version != known.version:
+            self._snapshot_due.set()
+
+    async def _snapshot(self, identity: str) -> None:
+        """Copy rules, pins and audit of the trusted state `identity` to memory and disk.
+        The state is read before and after: a copy taken while it changed, or was emptied or
+        replaced, is dropped (a change sets off another; a loss must not replace a good copy)."""
+        before = await self._state.state_identity()
+        records = await self._state.list_rules()
+        digests = await self._state.pinned_digests()
+        audit = tuple(await self._state.audit_log(limit=AUDIT_COPIED))
+        after = await self._state.state_identity()
+        if after != before or after.identity != identity:
+            return
+        if lastknown.assess(self._known, after) is not None:
             return
         self._known = LastKnown(
-            identity=identity, version=version, rules=tuple(records), digests=digests, audit=audit
-        )
+            identity=identity, version=after.version, rules=tuple(records), digests=digests,
+            audit=audit,
+        )  # fmt: skip
         await self._save()
 
     async def _save(self) -> None:
@@ -254,18 +263,21 @@ class LivePolicy:
         loop = asyncio.get_running_loop()
         next_snapshot = loop.time()
         while True:
-            await asyncio.sleep(GUARD_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GUARD_SECONDS):
+                    await self._snapshot_due.wait()
             try:
                 seen = await self._state.state_identity()
                 source = self._source
                 if source is None or (seen.identity, seen.version) != source[:2]:
                     await self.reload()
                     continue
-                if self._degraded is None and loop.time() >= next_snapshot:
+                due = self._snapshot_due.is_set()
+                self._snapshot_due.clear()
+                trusted = self._degraded is None and seen.identity is not None
+                if trusted and seen.identity and (due or loop.time() >= next_snapshot):
                     next_snapshot = loop.time() + self._snapshot_seconds
-                    if seen.identity is not None:
-                        await self._remember(
-                            seen.identity, seen.version, self._current_records, full=True
-                        )
+                    await self._snapshot(seen.identity)
             except StateUnavailable:
-                continue  # the watch logs outages
+                # The watch logs outages; wait here too rather than spin on a due snapshot.
+                await asyncio.sleep(GUARD_SECONDS)

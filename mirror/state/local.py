@@ -41,6 +41,7 @@ _MICRO = timedelta(microseconds=1)
 # SQLite waits this long for another process's write lock before giving up with "locked".
 _BUSY_TIMEOUT_MS = 2000
 _LOCKED_RETRIES = 3
+_REPLACED_SETTLE_SECONDS = 0.2
 # A `downloads_page` position: "at:seq", both within SQLite's 64-bit integers.
 _POSITION = re.compile(r"-?[0-9]{1,18}:[0-9]{1,18}")
 
@@ -576,6 +577,9 @@ class LocalState:
             # reading the old one. Reopen, so the loss shows (a state with no identity).
             log.warning("SQLite state %s was deleted or replaced; reopening it", self.path)
             self._close_conn()
+            # `rm state.sqlite3*` removes the file before its -wal: opening in between would
+            # replay the old log into the new file (a mix of both). Let such a command end.
+            time.sleep(_REPLACED_SETTLE_SECONDS)
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
