@@ -33,6 +33,8 @@ log = logging.getLogger("mirror.policy")
 # how often the digest pins and the audit are copied to the last-known file.
 GUARD_SECONDS = 1.0
 SNAPSHOT_SECONDS = 30.0
+# Reads of identity, rules, identity until both identity reads agree (admin writes between).
+CONSISTENT_READ_ATTEMPTS = 3
 # Audit entries kept in the last-known copy (newest first).
 AUDIT_COPIED = 10_000
 
@@ -64,6 +66,7 @@ class LivePolicy:
         self._degraded: str | None = None
         self._current_records: list[RuleRecord] = []
         self._snapshot_due = asyncio.Event()
+        self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
         # stored rule expiring by the clock. Rendered views are keyed by it.
         self._version = 0
@@ -152,8 +155,24 @@ class LivePolicy:
             raise
 
     async def reload(self) -> None:
-        seen = await self._state.state_identity()
-        records = await self._state.list_rules()
+        # One at a time (the watch, the guard and admin writes all reload): an older read
+        # finishing last must not undo a newer one, nor flip the degraded mode back and forth.
+        async with self._reloading:
+            await self._reload()
+
+    async def _reload(self) -> None:
+        # The identity is read again after the rules, and the trust rests on that read: a
+        # state emptied just before the rules were read shows in it. (Read once, before,
+        # an emptied state's rules would pass for the trusted state's.)
+        for _ in range(CONSISTENT_READ_ATTEMPTS):
+            before = await self._state.state_identity()
+            records = await self._state.list_rules()
+            seen = await self._state.state_identity()
+            if seen == before:
+                break
+        if seen.identity == before.identity and before.version < seen.version:
+            # Changed while reading: the rules are at least as new as `before`.
+            seen = dataclasses.replace(seen, version=before.version)
         if seen.identity is None and self._known is None:
             # A new install (or one from before identities): this state is the one.
             identity = await self._state.claim_identity(uuid.uuid4().hex)

@@ -19,11 +19,16 @@ from pytest_aiohttp import AiohttpClient
 
 from mirror import lastknown
 from mirror.app import SERVICES, create_app
+from mirror.cli import main
+from mirror.clock import SystemClock
 from mirror.config import Config, load_config
-from mirror.state import RuleRecord
+from mirror.livepolicy import LivePolicy
+from mirror.state import RuleKind, RuleRecord
+from mirror.state.local import LocalState
 from tests.conftest import free_port
 
 TOKEN = "integration-admin-token-0123"
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
 
 Started = Callable[[Path], Awaitable[TestClient]]
@@ -173,3 +178,54 @@ async def test_a_damaged_copy_is_set_aside_and_logged(
     assert "cannot be read" in caplog.text
     assert (tmp_path / "lastknown.json.damaged").read_bytes() == b"{not json"
     assert lastknown.load(path) is not None  # a fresh copy of the (trusted) state
+
+
+def test_state_commands_without_a_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = ["--data-dir", str(tmp_path), "--config", str(REPO / "config" / "mirror.toml")]
+    assert main(["state", "restore", *settings]) == 1
+    assert "no last-known copy" in capsys.readouterr().err
+    assert main(["state", "status", *settings]) == 0
+    out = capsys.readouterr().out
+    assert "last-known copy: none" in out
+    assert "status: ok" in out
+    assert "0 block" in out
+
+
+class LosesItsFileBeforeListing(LocalState):
+    """A real SQLite state whose file is deleted exactly between the identity read and the
+    rules read of the next reload: a timing no test can hit by chance."""
+
+    lose_next = False
+
+    async def list_rules(self, kind: RuleKind | None = None) -> list[RuleRecord]:
+        if self.lose_next:
+            self.lose_next = False
+            await delete_state(self.path.parent)
+        return await super().list_rules(kind)
+
+
+async def test_a_loss_between_reads_is_not_taken_for_an_admin_emptying_the_rules(
+    tmp_path: Path,
+) -> None:
+    state = LosesItsFileBeforeListing(tmp_path / "state.sqlite3")
+    config = config_for(tmp_path)
+    live = LivePolicy(
+        state, config.quarantine, SystemClock(), last_known_path=lastknown.path_in(tmp_path)
+    )
+    await state.open()
+    try:
+        await state.add_rule(block("b1"))
+        await live.start()
+        assert live.degraded is None
+
+        state.lose_next = True
+        await live.reload()
+
+        assert live.degraded is not None
+        assert "has no identity" in live.degraded
+        assert [record.id for record in live.rules().records] == ["b1"]
+        known = lastknown.load(lastknown.path_in(tmp_path))
+        assert known is not None
+        assert [rule.id for rule in known.rules] == ["b1"]
+    finally:
+        await state.close()
