@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,14 +80,6 @@ def merged_rules(known: Iterable[RuleRecord], current: Iterable[RuleRecord]) -> 
     merged = {(rule.kind, rule.id): rule for rule in known}
     merged.update({(rule.kind, rule.id): rule for rule in current})
     return sorted(merged.values(), key=lambda rule: (rule.created_at, rule.id))
-
-
-def merged_audit(known: Iterable[AuditEntry], current: Iterable[AuditEntry]) -> list[AuditEntry]:
-    """Both logs without duplicates, newest first."""
-    seen: dict[str, AuditEntry] = {}
-    for entry in (*current, *known):
-        seen.setdefault(json.dumps(_audit_doc(entry), sort_keys=True), entry)
-    return sorted(seen.values(), key=lambda entry: entry.at, reverse=True)
 
 
 # encoding ----------------------------------------------------------------------------------
@@ -222,9 +214,3 @@ def save(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-
-
-def rules_of(known: LastKnown | None, kind: RuleKind | None = None) -> Sequence[RuleRecord]:
-    if known is None:
-        return ()
-    return tuple(rule for rule in known.rules if kind is None or rule.kind == kind)

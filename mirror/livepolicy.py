@@ -40,8 +40,9 @@ AUDIT_COPIED = 10_000
 
 
 class LivePolicy:
-    """Compiled rules plus the state version they came from. Until the first load succeeds,
-    `rules()` fails closed with PolicyUnavailable."""
+    """Compiled rules plus the state version they came from, and the last-known copy.
+    Until the first load succeeds (or a last-known copy is read), `rules()` fails closed
+    with PolicyUnavailable. `last_known_path` None keeps the copy in memory only."""
 
     def __init__(
         self,
@@ -50,7 +51,6 @@ class LivePolicy:
         clock: Clock,
         *,
         last_known_path: Path | None = None,
-        snapshot_seconds: float = SNAPSHOT_SECONDS,
     ) -> None:
         self._state = state
         self._quarantine = quarantine
@@ -60,7 +60,6 @@ class LivePolicy:
         # What the rules were compiled from: (identity, version, degraded reason).
         self._source: tuple[str | None, int, str | None] | None = None
         self._last_known_path = last_known_path
-        self._snapshot_seconds = snapshot_seconds
         self._known: LastKnown | None = None
         self._saved_digest: bytes | None = None
         self._degraded: str | None = None
@@ -137,11 +136,17 @@ class LivePolicy:
         path = self._last_known_path
         if path is not None:
             try:
-                self._known = await asyncio.to_thread(lastknown.load, path)
+                loaded = await asyncio.to_thread(lastknown.load, path)
             except (LastKnownError, OSError) as exc:
                 aside = path.with_name(path.name + ".damaged")
                 log.error("last-known policy %s cannot be read (%s); moved to %s", path, exc, aside)
-                await asyncio.to_thread(path.replace, aside)
+                # Another worker may have moved it already.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(path.replace, aside)
+            else:
+                # Memory keeps what enforcing needs; pins and audit stay on disk.
+                if loaded is not None:
+                    self._known = dataclasses.replace(loaded, digests={}, audit=())
         try:
             await self.reload()
         except StateUnavailable:
@@ -236,16 +241,18 @@ class LivePolicy:
             return
         if lastknown.assess(self._known, after) is not None:
             return
-        self._known = LastKnown(
+        full = LastKnown(
             identity=identity, version=after.version, rules=tuple(records), digests=digests,
             audit=audit,
         )  # fmt: skip
-        await self._save()
+        # Memory keeps what enforcing needs; the pins (many) and the audit go to disk only.
+        self._known = dataclasses.replace(full, digests={}, audit=())
+        await self._save(full)
 
-    async def _save(self) -> None:
-        if self._last_known_path is None or self._known is None:
+    async def _save(self, known: LastKnown) -> None:
+        if self._last_known_path is None:
             return
-        data = lastknown.encode(self._known)
+        data = lastknown.encode(known)
         digest = hashlib.sha256(data).digest()
         if digest == self._saved_digest:
             return
@@ -295,7 +302,7 @@ class LivePolicy:
                 self._snapshot_due.clear()
                 trusted = self._degraded is None and seen.identity is not None
                 if trusted and seen.identity and (due or loop.time() >= next_snapshot):
-                    next_snapshot = loop.time() + self._snapshot_seconds
+                    next_snapshot = loop.time() + SNAPSHOT_SECONDS
                     await self._snapshot(seen.identity)
             except StateUnavailable:
                 # The watch logs outages; wait here too rather than spin on a due snapshot.

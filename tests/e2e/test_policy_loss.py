@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-admin-token-0123456789"
 PACKAGE = "qm-lost"
-TARBALL = f"/npm/{PACKAGE}/-/{PACKAGE}-1.0.0.tgz"
+TARBALL_NAME = f"{PACKAGE}-1.0.0.tgz"
+TARBALL = f"/npm/{PACKAGE}/-/{TARBALL_NAME}"
 DEGRADED_LINE = "NOT TRUSTING THE SHARED STATE"
 WORKERS = 2
 # Fresh connections per check: with two workers on one socket, both answer some of them.
@@ -217,6 +218,15 @@ async def redis_rules(url: str) -> list[str]:
         await client.aclose()
 
 
+async def redis_pins(url: str) -> list[str]:
+    """The artifacts whose first-seen digest the Redis holds."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        return list(await client.hkeys("qm:digests:npm"))
+    finally:
+        await client.aclose()
+
+
 async def test_redis_flushed(
     redis_server: RedisServer, registry: FakeNpmRegistry, start_mirror: StartMirror
 ) -> None:
@@ -225,12 +235,14 @@ async def test_redis_flushed(
     assert "persists nothing" in mirror.log()  # the test's redis-server runs without it
     block_id = await block_a_cached_tarball(mirror)
 
+    assert [pin for pin in await redis_pins(redis_server.url) if pin.endswith(TARBALL_NAME)]
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
     await client.aclose()
 
     await degraded_then_restored(mirror, block_id, "has no identity", env)
     assert await redis_rules(redis_server.url) == [block_id]
+    assert [pin for pin in await redis_pins(redis_server.url) if pin.endswith(TARBALL_NAME)]
 
 
 async def test_redis_restarted_empty(
@@ -244,6 +256,7 @@ async def test_redis_restarted_empty(
 
     await degraded_then_restored(mirror, block_id, "has no identity", env)
     assert await redis_rules(redis_server.url) == [block_id]
+    assert [pin for pin in await redis_pins(redis_server.url) if pin.endswith(TARBALL_NAME)]
 
 
 async def test_redis_policy_version_went_back(
