@@ -164,6 +164,16 @@ async def readiness(mirror: RunningMirror) -> tuple[int, dict[str, Any]]:
 async def degraded_then_restored(
     mirror: RunningMirror, block_id: str, reason: str, env: dict[str, str]
 ) -> None:
+    try:
+        await _degraded_then_restored(mirror, block_id, reason, env)
+    except AssertionError as exc:
+        events = [line for line in mirror.log().splitlines() if not line.startswith("{")]
+        raise AssertionError(f"{exc}\n--- mirror log ---\n" + "\n".join(events[-40:])) from exc
+
+
+async def _degraded_then_restored(
+    mirror: RunningMirror, block_id: str, reason: str, env: dict[str, str]
+) -> None:
     async def degraded() -> bool:
         status, body = await readiness(mirror)
         return status == 503 and reason in body["checks"]["policy"]
