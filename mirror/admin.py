@@ -808,13 +808,22 @@ def _list_handler(kind: RuleKind) -> Handler:
         if ecosystem is not None:
             _ecosystem_param(safe_text(ecosystem, "ecosystem"))
         now = services.clock.now()
+        # Degraded (the state was emptied or replaced): the rules this worker enforces, the
+        # last-known ones, marked as such; never the state's shorter list.
+        degraded = services.policy.degraded
+        stored = (
+            services.policy.enforced_records(kind)
+            if degraded is not None
+            else await services.state.list_rules(kind)
+        )
         records = [
-            record
-            for record in await services.state.list_rules(kind)
-            if ecosystem is None or record.ecosystem == ecosystem
+            record for record in stored if ecosystem is None or record.ecosystem == ecosystem
         ]
         shown = await _with_coverage(_context(request), records, now)
-        return web.json_response({COLLECTIONS[kind]: shown})
+        answer: dict[str, Any] = {COLLECTIONS[kind]: shown}
+        if degraded is not None:
+            answer["last_known"] = {"reason": degraded, "restore": "mirror state restore"}
+        return web.json_response(answer)
 
     return list_rules
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, requestbody, responses
+from mirror import __version__, admin, lastknown, requestbody, responses
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.budget import ByteBudget
@@ -144,7 +144,12 @@ def build_services(
         rendered=RenderedCache(budget=memory),
         blobs=blobs,
         artifacts=artifacts,
-        policy=LivePolicy(state, config.quarantine, clock),
+        policy=LivePolicy(
+            state,
+            config.quarantine,
+            clock,
+            last_known_path=lastknown.path_in(config.data_dir),
+        ),
         memory=memory,
     )
 
@@ -214,9 +219,10 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     await services.upstream.start()
     await services.blobs.open()
     try:
-        await services.policy.reload()
+        await services.policy.start()
     except StateUnavailable as exc:
         log.error("could not load policy rules at start-up: %s (serving fails closed)", exc)
+    await _warn_if_not_durable(services.state)
     services.policy.on_change(lambda _version: services.rendered.clear())
     background = [
         asyncio.create_task(services.policy.run(), name="policy-watch"),
@@ -235,6 +241,17 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         await services.metacache.close()
         await services.upstream.close()
         await services.state.close()
+
+
+async def _warn_if_not_durable(state: StateStore) -> None:
+    """A state that forgets everything on a restart is survivable (the last-known copy) but
+    not a way to run: say so at start."""
+    try:
+        warning = await state.durability_warning()
+    except StateUnavailable:
+        return  # the state is unreachable: readiness and the policy watch report that
+    if warning:
+        log.warning("%s", warning)
 
 
 HOUSEKEEPING_INTERVAL = 3600.0  # seconds
@@ -396,7 +413,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when the data dir is writable and the state backend answers."""
+    """Ready only when the data dir is writable, the state backend answers, and the state is
+    the one the last-known rules came from (`policy`: else `mirror state restore`)."""
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
     try:
@@ -410,6 +428,8 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state"] = "ok"
     except (StateUnavailable, TimeoutError) as exc:
         checks["state"] = f"unavailable: {exc}" if str(exc) else "unavailable: timed out"
+    degraded = services.policy.degraded
+    checks["policy"] = "ok" if degraded is None else f"last-known rules only: {degraded}"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

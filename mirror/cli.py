@@ -92,6 +92,54 @@ HIDDEN_VALUE = "<set>"
 _SECRET_KEYS = ("auth", "password", "secret", "token", "credentials")
 
 
+def _add_state_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "state",
+        help="the shared state against the last-known rules: status, restore",
+        description=(
+            "Work on the state backend of these settings directly (no server needed). "
+            "Exit 1 when the state is degraded (status) or cannot be restored."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_text, run in (
+        ("status", "identity, policy version and rule counts of the state and the copy", "status"),
+        (
+            "restore",
+            "re-seed an emptied, replaced or rolled-back state from the last-known copy",
+            "restore",
+        ),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        _add_config_argument(action)
+        action.add_argument("--data-dir", help="data directory (overrides MIRROR_DATA_DIR)")
+        action.set_defaults(run=_state_command, state_action=run)
+
+
+def _state_command(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    import asyncio
+
+    from mirror import stateadmin
+    from mirror.errors import StateUnavailable
+    from mirror.lastknown import LastKnownError
+
+    config = _load(args, environ)
+    try:
+        if args.state_action == "status":
+            report = asyncio.run(stateadmin.status(config))
+        else:
+            report = asyncio.run(stateadmin.restore(config))
+            print("restored: rules, digest pins and audit are back in the state")
+    except stateadmin.RestoreRefused as exc:
+        print(f"mirror state restore: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (StateUnavailable, LastKnownError) as exc:
+        print(f"mirror state {args.state_action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(report.lines(config)))
+    return EXIT_OK if report.problem is None else EXIT_FAILED
+
+
 def _show_config(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """The settings as JSON with no secret in them: tokens by name only; credentials,
     passwords and URL user info or query values shown as `<set>`."""
@@ -255,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve_parser(commands)
     _add_config_parser(commands)
+    _add_state_parser(commands)
     _add_admin_parsers(commands)
     return parser
 

@@ -1,33 +1,71 @@
 """The live policy of one worker: the compiled rules, kept current by watching the shared
 state's change notifications. Owns no rules itself (state does) and decides nothing (policy
-does); it only keeps `policy.Rules` fresh and says which version they are."""
+does); it only keeps `policy.Rules` fresh and says which version they are.
+
+It also keeps the last-known rules (`mirror.lastknown`), in memory and in the data dir, with
+the identity and policy version of the state they came from. A state that lost its identity,
+is another one, or whose version went back is not trusted: the worker keeps enforcing the
+last-known rules (plus any the state has), reports itself degraded (`/readyz`), and logs one
+ERROR, until `mirror state restore` re-seeds the state."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
-from mirror import policy
+from mirror import lastknown, policy
 from mirror.clock import Clock
 from mirror.config import QuarantineConfig
 from mirror.errors import Blocked, PolicyUnavailable, Quarantined, StateUnavailable
-from mirror.state.base import StateStore
+from mirror.lastknown import LastKnown, LastKnownError
+from mirror.state.base import RuleKind, RuleRecord, StateIdentity, StateStore
 
 log = logging.getLogger("mirror.policy")
 
+# How often the state's identity and version are checked (a flush announces nothing), and
+# how often the digest pins and the audit are copied to the last-known file.
+GUARD_SECONDS = 1.0
+SNAPSHOT_SECONDS = 30.0
+# Reads of identity, rules, identity until both identity reads agree (admin writes between).
+CONSISTENT_READ_ATTEMPTS = 3
+# Audit entries kept in the last-known copy (newest first).
+AUDIT_COPIED = 10_000
+
 
 class LivePolicy:
-    """Compiled rules plus the state version they came from. Until the first load succeeds,
-    `rules()` fails closed with PolicyUnavailable."""
+    """Compiled rules plus the state version they came from, and the last-known copy.
+    Until the first load succeeds (or a last-known copy is read), `rules()` fails closed
+    with PolicyUnavailable. `last_known_path` None keeps the copy in memory only."""
 
-    def __init__(self, state: StateStore, quarantine: QuarantineConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        quarantine: QuarantineConfig,
+        clock: Clock,
+        *,
+        last_known_path: Path | None = None,
+    ) -> None:
         self._state = state
         self._quarantine = quarantine
         self._clock = clock
         self._rules: policy.Rules | None = None
         self._state_version = -1
+        # What the rules were compiled from: (identity, version, degraded reason).
+        self._source: tuple[str | None, int, str | None] | None = None
+        self._last_known_path = last_known_path
+        self._known: LastKnown | None = None
+        self._saved_digest: bytes | None = None
+        self._degraded: str | None = None
+        self._current_records: list[RuleRecord] = []
+        self._snapshot_due = asyncio.Event()
+        self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
         # stored rule expiring by the clock. Rendered views are keyed by it.
         self._version = 0
@@ -81,20 +119,158 @@ class LivePolicy:
         """Call `listener(version)` after each reload (e.g. to drop rendered views)."""
         self._listeners.append(listener)
 
+    @property
+    def degraded(self) -> str | None:
+        """Why this worker does not trust the shared state (it enforces the last-known rules
+        meanwhile), or None."""
+        return self._degraded
+
+    def enforced_records(self, kind: RuleKind | None = None) -> list[RuleRecord]:
+        """The stored rules this worker enforces: the state's, or when degraded the
+        last-known ones plus any the state has."""
+        return [rule for rule in self._current_records if kind is None or rule.kind == kind]
+
+    async def start(self) -> None:
+        """Read the last-known copy from disk, then load the rules. A damaged copy is logged
+        and set aside (renamed), never trusted nor silently overwritten."""
+        path = self._last_known_path
+        if path is not None:
+            try:
+                loaded = await asyncio.to_thread(lastknown.load, path)
+            except (LastKnownError, OSError) as exc:
+                aside = path.with_name(path.name + ".damaged")
+                log.error("last-known policy %s cannot be read (%s); moved to %s", path, exc, aside)
+                # Another worker may have moved it already.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(path.replace, aside)
+            else:
+                # Memory keeps what enforcing needs; pins and audit stay on disk.
+                if loaded is not None:
+                    self._known = dataclasses.replace(loaded, digests={}, audit=())
+        try:
+            await self.reload()
+        except StateUnavailable:
+            if self._known is None:
+                raise
+            # Serve what an admin left rather than nothing; the watch keeps retrying.
+            now = self._clock.now()
+            self._current_records = list(self._known.rules)
+            self._rules = policy.compile_rules(self._current_records, self._quarantine, now)
+            self._next_expiry = self._rules.next_expiry(now)
+            raise
+
     async def reload(self) -> None:
-        version = await self._state.policy_version()
-        records = await self._state.list_rules()
+        # One at a time (the watch, the guard and admin writes all reload): an older read
+        # finishing last must not undo a newer one, nor flip the degraded mode back and forth.
+        async with self._reloading:
+            await self._reload()
+
+    async def _reload(self) -> None:
+        # The identity is read again after the rules, and the trust rests on that read: a
+        # state emptied just before the rules were read shows in it. (Read once, before,
+        # an emptied state's rules would pass for the trusted state's.)
+        for _ in range(CONSISTENT_READ_ATTEMPTS):
+            before = await self._state.state_identity()
+            records = await self._state.list_rules()
+            seen = await self._state.state_identity()
+            if seen == before:
+                break
+        if seen.identity == before.identity and before.version < seen.version:
+            # Changed while reading: the rules are at least as new as `before`.
+            seen = dataclasses.replace(seen, version=before.version)
+        if seen.identity is None and self._known is None:
+            # A new install (or one from before identities): this state is the one.
+            identity = await self._state.claim_identity(uuid.uuid4().hex)
+            seen = StateIdentity(
+                identity=identity, version=seen.version, restored_from=seen.restored_from
+            )
+        reason = lastknown.assess(self._known, seen)
+        if reason is not None and self._known is not None:
+            records = lastknown.merged_rules(self._known.rules, records)
+        self._set_degraded(reason)
         now = self._clock.now()
         rules = policy.compile_rules(records, self._quarantine, now)
         for problem in rules.problems:
             log.error("stored rule cannot be applied as written: %s", problem)
         self._rules = rules
+        self._current_records = records
         self._next_expiry = rules.next_expiry(now)
-        if version != self._state_version:
-            self._state_version = version
+        self._state_version = seen.version
+        source = (seen.identity, seen.version, reason)
+        if source != self._source:
+            self._source = source
             self._changed()
+        if reason is None and seen.identity is not None:
+            await self._remember(seen.identity, seen.version, records)
+
+    def _set_degraded(self, reason: str | None) -> None:
+        if reason is not None and self._degraded is None:
+            log.error(
+                "NOT TRUSTING THE SHARED STATE: %s. Enforcing the last-known rules; not ready "
+                "until an operator runs `mirror state restore` (or `mirror state status`)",
+                reason,
+            )
+        elif reason is None and self._degraded is not None:
+            log.warning("the shared state is trusted again (restored); the policy is live")
+        self._degraded = reason
+
+    async def _remember(self, identity: str, version: int, records: list[RuleRecord]) -> None:
+        """Keep the rules of a trusted state as the last-known ones (in memory; the guard
+        writes the file with a full snapshot right after). A first copy, or one for a new
+        identity (a restored state), is a full snapshot now."""
+        known = self._known
+        if known is None or known.identity != identity:
+            await self._snapshot(identity)
+            return
+        if version < known.version:
+            return
+        self._known = dataclasses.replace(known, version=version, rules=tuple(records))
+        if version != known.version:
+            self._snapshot_due.set()
+
+    async def _snapshot(self, identity: str) -> None:
+        """Copy rules, pins and audit of the trusted state `identity` to memory and disk.
+        The state is read before and after: a copy taken while it changed, or was emptied or
+        replaced, is dropped (a change sets off another; a loss must not replace a good copy)."""
+        before = await self._state.state_identity()
+        records = await self._state.list_rules()
+        digests = await self._state.pinned_digests()
+        audit = tuple(await self._state.audit_log(limit=AUDIT_COPIED))
+        after = await self._state.state_identity()
+        if after != before or after.identity != identity:
+            return
+        if lastknown.assess(self._known, after) is not None:
+            return
+        full = LastKnown(
+            identity=identity, version=after.version, rules=tuple(records), digests=digests,
+            audit=audit,
+        )  # fmt: skip
+        # Memory keeps what enforcing needs; the pins (many) and the audit go to disk only.
+        self._known = dataclasses.replace(full, digests={}, audit=())
+        await self._save(full)
+
+    async def _save(self, known: LastKnown) -> None:
+        if self._last_known_path is None:
+            return
+        data = lastknown.encode(known)
+        digest = hashlib.sha256(data).digest()
+        if digest == self._saved_digest:
+            return
+        try:
+            await asyncio.to_thread(lastknown.save, self._last_known_path, data)
+        except OSError as exc:
+            log.error("could not write the last-known policy %s: %s", self._last_known_path, exc)
+            return
+        self._saved_digest = digest
 
     async def run(self) -> None:
+        """Reload on every change notification; check the state's identity every second (a
+        flush or a replaced file announces nothing); copy pins and audit now and then."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch())
+            group.create_task(self._guard())
+
+    async def _watch(self) -> None:
         """Reload on every change notification; after a state outage, keep retrying."""
         while True:
             try:
@@ -108,3 +284,26 @@ class LivePolicy:
                     await self.reload()
                 except StateUnavailable:
                     continue
+
+    async def _guard(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GUARD_SECONDS):
+                    await self._snapshot_due.wait()
+            try:
+                seen = await self._state.state_identity()
+                source = self._source
+                if source is None or (seen.identity, seen.version) != source[:2]:
+                    await self.reload()
+                    continue
+                due = self._snapshot_due.is_set()
+                self._snapshot_due.clear()
+                trusted = self._degraded is None and seen.identity is not None
+                if trusted and seen.identity and (due or loop.time() >= next_snapshot):
+                    next_snapshot = loop.time() + SNAPSHOT_SECONDS
+                    await self._snapshot(seen.identity)
+            except StateUnavailable:
+                # The watch logs outages; wait here too rather than spin on a due snapshot.
+                await asyncio.sleep(GUARD_SECONDS)

@@ -34,15 +34,15 @@ def free_port() -> int:
         return port
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a real redis-server on a free 127.0.0.1 port (no persistence); returns the
-    process and its URL. The caller stops it."""
+def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real redis-server on `port` (default: a free 127.0.0.1 port), no persistence;
+    returns the process and its URL. The caller stops it."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
         pytest.fail(
             "redis-server is not installed: .ci/run installs it (apt-get install redis-server)"
         )
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],

@@ -125,6 +125,17 @@ class AuditPage:
     pruned_before: datetime | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateIdentity:
+    """What a shared state says about itself: its identity (None when it has none: it is
+    new, or was emptied), its policy version, and the identities it was restored from
+    (`restore`). Workers compare it with their last-known copy (`mirror.lastknown`)."""
+
+    identity: str | None
+    version: int
+    restored_from: frozenset[str] = frozenset()
+
+
 class StateStore(Protocol):
     """Async shared state. Every method raises `errors.StateUnavailable` when the backend
     cannot answer; callers fail closed on it."""
@@ -237,4 +248,38 @@ class StateStore(Protocol):
         None), at or after `since` and before `until`, following the position `after`.
         Reads at most AUDIT_SCAN entries: a page may be short with a position to go on.
         Raises InvalidPosition for an `after` this store did not issue."""
+        ...
+
+    # identity and restore (mirror.lastknown) ----------------------------------------------------
+    async def state_identity(self) -> StateIdentity:
+        """Identity, policy version and predecessors, read together (cheap; polled)."""
+        ...
+
+    async def claim_identity(self, candidate: str) -> str:
+        """Store `candidate` as the identity if the state has none; return the stored one."""
+        ...
+
+    async def pinned_digests(self) -> dict[str, dict[str, str]]:
+        """Every first-seen digest: ecosystem -> artifact key -> digest."""
+        ...
+
+    async def restore(
+        self,
+        *,
+        rules: Sequence[RuleRecord],
+        digests: Mapping[str, Mapping[str, str]],
+        audit: Sequence[AuditEntry],
+        version_floor: int,
+        predecessor: str,
+    ) -> int:
+        """Re-seed a state from a last-known copy, in one transaction: add the `rules` it
+        lacks (ids it has are kept), set the digest pins (the copy's first-seen digests win),
+        merge `audit` into the log (by time, without duplicates), record `predecessor` as an
+        identity this state continues, and raise the policy version above `version_floor`
+        and its own. Returns the new policy version (announced to watchers)."""
+        ...
+
+    async def durability_warning(self) -> str | None:
+        """Why the backend may lose everything on a restart (e.g. Redis without persistence),
+        or None when it persists or cannot tell."""
         ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -32,6 +33,7 @@ from mirror.state.base import (
     InvalidPosition,
     RuleKind,
     RuleRecord,
+    StateIdentity,
 )
 
 log = logging.getLogger("mirror.state")
@@ -49,6 +51,7 @@ _ADMIN_LOCKED_RETRIES = 10
 _PRUNE_BATCH = 1000
 # The ledger is pruned by age at most this often per store.
 _LEDGER_PRUNE_EVERY = timedelta(minutes=1)
+_REPLACED_SETTLE_SECONDS = 0.2
 # A `downloads_page` position: "at:seq", both within SQLite's 64-bit integers.
 _POSITION = re.compile(r"-?[0-9]{1,18}:[0-9]{1,18}")
 
@@ -80,6 +83,10 @@ _SCHEMA = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
         client TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, before TEXT,
         after TEXT)""",
+    # Written once (`claim_identity`): a file deleted or replaced comes back without it.
+    """CREATE TABLE IF NOT EXISTS identity (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1), value TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS identity_restored_from (value TEXT PRIMARY KEY)",
 )
 # Run after _SCHEMA, once each (they check what the file already has): the ledger of earlier
 # versions (one row per noted download) folded into rows, and the audit's `pinned` flag (the
@@ -179,12 +186,13 @@ class LocalState:
         self._executor: ThreadPoolExecutor | None = None
         # Touched only on the executor's single thread.
         self._conn: sqlite3.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite")
-        await self._run(self._create_schema, "open")
+        await self._run(lambda _conn: None, "open")  # the schema is made on connecting
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -515,6 +523,97 @@ class LocalState:
         """(entries before this are pruned, the cap), for `_prune_audit`."""
         return _micros(self.clock.now() - self.audit_retention), self.audit_cap
 
+    # identity and restore --------------------------------------------------------------------
+    async def state_identity(self) -> StateIdentity:
+        def read(conn: sqlite3.Connection) -> StateIdentity:
+            row = conn.execute("SELECT value FROM identity").fetchone()
+            predecessors = conn.execute("SELECT value FROM identity_restored_from").fetchall()
+            return StateIdentity(
+                identity=None if row is None else str(row[0]),
+                version=_read_version(conn),
+                restored_from=frozenset(str(value) for (value,) in predecessors),
+            )
+
+        return await self._run(read, "read the state identity")
+
+    async def claim_identity(self, candidate: str) -> str:
+        def claim(conn: sqlite3.Connection) -> str:
+            with _write(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO identity (singleton, value) VALUES (1, ?)", (candidate,)
+                )
+                return str(conn.execute("SELECT value FROM identity").fetchone()[0])
+
+        return await self._run(claim, "claim the state identity")
+
+    async def pinned_digests(self) -> dict[str, dict[str, str]]:
+        def select(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+            pins: dict[str, dict[str, str]] = {}
+            for ecosystem, key, digest in conn.execute(
+                "SELECT ecosystem, key, digest FROM digests"
+            ):
+                pins.setdefault(ecosystem, {})[key] = digest
+            return pins
+
+        return await self._run(select, "read digest pins")
+
+    async def restore(
+        self,
+        *,
+        rules: Sequence[RuleRecord],
+        digests: Mapping[str, Mapping[str, str]],
+        audit: Sequence[AuditEntry],
+        version_floor: int,
+        predecessor: str,
+    ) -> int:
+        rule_rows = [_rule_row(rule) for rule in rules]
+        pin_rows = [
+            (ecosystem, key, digest)
+            for ecosystem, keys in digests.items()
+            for key, digest in keys.items()
+        ]
+        copied = {_audit_row(entry) for entry in audit}
+        before, cap = self._audit_retention()
+
+        def restore(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO rules ({_RULE_COLUMNS}) "  # noqa: S608 (constant)
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rule_rows,
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO digests (ecosystem, key, digest) VALUES (?, ?, ?)",
+                    pin_rows,
+                )
+                # The audit is rewritten in time order: entries written since the loss and
+                # the copy's, each once; the creation entries of stored rules are kept while
+                # the rules live, the rest ages as always.
+                existing = conn.execute(
+                    "SELECT at, actor, client, action, target, before, after FROM audit"
+                ).fetchall()
+                merged = sorted(copied | {tuple(row) for row in existing}, key=lambda row: row[0])
+                conn.execute("DELETE FROM audit")
+                conn.executemany(
+                    "INSERT INTO audit (at, actor, client, action, target, before, after) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    merged,
+                )
+                _pin_creation_entries(conn)
+                _prune_audit(conn, before, cap)
+                conn.execute(
+                    "INSERT OR IGNORE INTO identity_restored_from (value) VALUES (?)",
+                    (predecessor,),
+                )
+                version = max(_read_version(conn), version_floor) + 1
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'policy_version'", (version,))
+                return version
+
+        return await self._run(restore, "restore the state")
+
+    async def durability_warning(self) -> str | None:
+        return None  # a committed SQLite transaction is on disk (WAL)
+
     # plumbing ----------------------------------------------------------------------------------
     async def _run(
         self,
@@ -552,6 +651,14 @@ class LocalState:
         return StateUnavailable(f"the state database failed to {what}: {type(exc).__name__}")
 
     def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._file_id != _file_id(self.path):
+            # The file was deleted or replaced under us: an open connection would go on
+            # reading the old one. Reopen, so the loss shows (a state with no identity).
+            log.warning("SQLite state %s was deleted or replaced; reopening it", self.path)
+            self._close_conn()
+            # `rm state.sqlite3*` removes the file before its -wal: opening in between would
+            # replay the old log into the new file (a mix of both). Let such a command end.
+            time.sleep(_REPLACED_SETTLE_SECONDS)
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
@@ -562,10 +669,12 @@ class LocalState:
                 # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose
                 # the last transactions, which is fine for a cache and a ledger.
                 conn.execute("PRAGMA synchronous = NORMAL")
+                self._create_schema(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
+            self._file_id = _file_id(self.path)
         return self._conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
@@ -604,9 +713,30 @@ def _read_version(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, None when it is gone."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _audit_row(entry: AuditEntry) -> tuple[Any, ...]:
+    return (
+        _micros(entry.at),
+        entry.actor,
+        entry.client,
+        entry.action,
+        entry.target,
+        _dump(entry.before),
+        _dump(entry.after),
+    )
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -614,12 +744,7 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
     if "pinned" not in columns:
         conn.execute("ALTER TABLE audit ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
-        # The newest creation entry of each stored rule is its creation entry.
-        conn.execute(
-            "UPDATE audit SET pinned = 1 WHERE seq IN (SELECT max(audit.seq) FROM audit "
-            "JOIN rules ON audit.target = rules.id AND audit.action = rules.kind || '.create' "
-            "GROUP BY audit.target)"
-        )
+        _pin_creation_entries(conn)
     for statement in _AUDIT_INDEXES:
         conn.execute(statement)
     old_ledger = conn.execute(
@@ -651,16 +776,17 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry, *, pinned: bool) 
     conn.execute(
         "INSERT INTO audit (at, actor, client, action, target, before, after, pinned) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            _micros(entry.at),
-            entry.actor,
-            entry.client,
-            entry.action,
-            entry.target,
-            _dump(entry.before),
-            _dump(entry.after),
-            int(pinned),
-        ),
+        (*_audit_row(entry), int(pinned)),
+    )
+
+
+def _pin_creation_entries(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: the newest creation entry of each stored rule is its
+    creation entry, kept while the rule lives."""
+    conn.execute(
+        "UPDATE audit SET pinned = 1 WHERE seq IN (SELECT max(audit.seq) FROM audit "
+        "JOIN rules ON audit.target = rules.id AND audit.action = rules.kind || '.create' "
+        "GROUP BY audit.target)"
     )
 
 

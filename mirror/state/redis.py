@@ -39,6 +39,7 @@ from mirror.state.base import (
     InvalidPosition,
     RuleKind,
     RuleRecord,
+    StateIdentity,
 )
 
 log = logging.getLogger("mirror.state")
@@ -192,6 +193,13 @@ end
 redis.call('DEL', old)
 return #rows
 """
+# The policy version raised above a floor (a restored copy's), atomically. KEYS: the version.
+# ARGV: the floor. Returns the new version.
+_RAISE_VERSION_SCRIPT = """
+local version = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+redis.call('SET', KEYS[1], version)
+return version
+"""
 # Set once every piece of data of earlier versions has been moved.
 _UPGRADED = "2"
 
@@ -275,6 +283,8 @@ class RedisState:
         self.clock: Clock = clock or SystemClock()
         self.channel = f"{namespace}:policy"
         self._version_key = f"{namespace}:policy:version"
+        self._identity_key = f"{namespace}:identity"
+        self._predecessors_key = f"{namespace}:identity:restored-from"
         self._client: aioredis.Redis | None = None
         self._change: AsyncScript | None = None
         self._ledger: AsyncScript | None = None
@@ -695,6 +705,98 @@ class RedisState:
         for start in range(0, len(events), _PAGE_CHUNK):
             await self._write_rows(events[start : start + _PAGE_CHUNK])
         await client.delete(moving)
+
+    # identity and restore --------------------------------------------------------------------
+    async def state_identity(self) -> StateIdentity:
+        client = self._redis("read the state identity")
+        with self._translate("read the state identity"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.get(self._identity_key)
+                pipe.get(self._version_key)
+                pipe.smembers(self._predecessors_key)
+                identity, version, predecessors = await pipe.execute()
+        return StateIdentity(
+            identity=identity,
+            version=0 if version is None else int(version),
+            restored_from=frozenset(predecessors),
+        )
+
+    async def claim_identity(self, candidate: str) -> str:
+        client = self._redis("claim the state identity")
+        with self._translate("claim the state identity"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.setnx(self._identity_key, candidate)
+                pipe.get(self._identity_key)
+                _, stored = await pipe.execute()
+        return str(stored)
+
+    async def pinned_digests(self) -> dict[str, dict[str, str]]:
+        client = self._redis("read digest pins")
+        prefix = self._key("digests", "")
+        pins: dict[str, dict[str, str]] = {}
+        with self._translate("read digest pins"):
+            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                pins[text[len(prefix) :]] = dict(await client.hgetall(text))
+        return {ecosystem: keys for ecosystem, keys in pins.items() if keys}
+
+    async def restore(
+        self,
+        *,
+        rules: Sequence[RuleRecord],
+        digests: Mapping[str, Mapping[str, str]],
+        audit: Sequence[AuditEntry],
+        version_floor: int,
+        predecessor: str,
+    ) -> int:
+        client = self._redis("restore the state")
+        await self._upgrade()
+        copied = [_encode_audit(entry) for entry in audit]
+        with self._translate("restore the state"):
+            # Entries written since the loss stay; the copy's are added once each, through
+            # the same step that moves an earlier version's audit into today's indexes (it
+            # pins the creation entries of stored rules).
+            known = set(await client.hvals(self._key("audit", "entries")))
+            missing = [raw for raw in copied if raw not in known]
+            missing.sort(key=lambda raw: int(json.loads(raw)["at"]), reverse=True)
+            async with client.pipeline(transaction=True) as pipe:
+                for rule in rules:
+                    pipe.hsetnx(self._key("rules", rule.kind), rule.id, _encode_rule(rule))
+                for ecosystem, keys in digests.items():
+                    if keys:
+                        pipe.hset(self._key("digests", ecosystem), mapping=dict(keys))
+                pipe.sadd(self._predecessors_key, predecessor)
+                if missing:
+                    pipe.delete(self._key("audit"))
+                    pipe.rpush(self._key("audit"), *missing)
+                await pipe.execute()
+            if missing:
+                await self._script(self._upgrade_audit, "restore the state")(
+                    keys=[], args=[self.namespace]
+                )
+            version = int(
+                await client.eval(_RAISE_VERSION_SCRIPT, 1, self._version_key, version_floor)
+            )
+        await self._apply("restore the state", "none", "", "", None, None)  # prune by age
+        await self._announce("restore the state", version)
+        return version
+
+    async def durability_warning(self) -> str | None:
+        client = self._redis("read the persistence settings")
+        with self._translate("read the persistence settings"):
+            try:
+                save = await client.config_get("save")
+                appendonly = await client.config_get("appendonly")
+            except ResponseError:
+                # CONFIG is often disabled or renamed on managed Redis: nothing to tell.
+                return None
+        if save.get("save") or appendonly.get("appendonly") == "yes":
+            return None
+        return (
+            f'Redis at {self._where()} persists nothing (save "" and appendonly no): a '
+            "restart empties it, and the mirror then serves only its last-known rules and "
+            "reports not ready until `mirror state restore`; turn on RDB or AOF persistence"
+        )
 
     # plumbing ----------------------------------------------------------------------------------
     def _redis(self, what: str) -> aioredis.Redis:

@@ -35,7 +35,10 @@ async def test_readyz_reports_each_check(client: TestClient) -> None:
     response = await client.get("/readyz")
     assert response.status == 200
     body = await response.json()
-    assert body == {"status": "ready", "checks": {"data_dir": "ok", "state": "ok"}}
+    assert body == {
+        "status": "ready",
+        "checks": {"data_dir": "ok", "state": "ok", "policy": "ok"},
+    }
 
 
 async def test_readyz_fails_when_data_dir_is_not_writable(

@@ -27,7 +27,7 @@ from mirror.state import (
     StateStore,
     create_state,
 )
-from mirror.state.base import InvalidPosition
+from mirror.state.base import InvalidPosition, StateIdentity
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState, _encode_audit, _encode_rule, _micros
 from tests.conftest import free_port
@@ -889,3 +889,113 @@ def test_create_state_picks_the_backend(tmp_path: Path) -> None:
         timedelta(days=7),
         timedelta(days=30),
     )
+
+
+# identity and restore (mirror.lastknown) --------------------------------------------------------
+
+
+async def test_identity_is_claimed_once_and_read_with_the_version(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    seen = await first.state_identity()
+    assert seen.identity is None
+    assert seen.version == 0
+    assert seen.restored_from == frozenset()
+
+    assert await first.claim_identity("epoch-a") == "epoch-a"
+    # A second claimant (another worker or replica) gets the stored identity, not its own.
+    assert await second.claim_identity("epoch-b") == "epoch-a"
+    await second.add_rule(make_rule("b1"))
+    seen = await first.state_identity()
+    assert (seen.identity, seen.version) == ("epoch-a", 1)
+
+
+async def test_pinned_digests_lists_every_first_digest(state: StateStore) -> None:
+    assert await state.pinned_digests() == {}
+    await state.remember_digest("npm", "left-pad/1.3.0.tgz", "sha256-a")
+    await state.remember_digest("npm", "left-pad/1.3.0.tgz", "sha256-other")
+    await state.remember_digest("pypi", "requests/x.whl", "sha256-b")
+    assert await state.pinned_digests() == {
+        "npm": {"left-pad/1.3.0.tgz": "sha256-a"},
+        "pypi": {"requests/x.whl": "sha256-b"},
+    }
+
+
+async def test_restore_reseeds_rules_pins_audit_and_lineage(open_store: OpenStore) -> None:
+    state, watcher_store = await open_store(), await open_store()
+    await state.claim_identity("epoch-new")
+    # Written after the loss, before the restore: kept, merged in time order.
+    late = AuditEntry(at=T0 + timedelta(hours=2), actor="ops", client="c", action="x", target="t2")
+    await state.add_rule(make_rule("new-block", created_at=T0 + timedelta(hours=2)), audit=late)
+    await state.remember_digest("npm", "left-pad/1.3.0.tgz", "sha256-attacker")
+    old = [
+        AuditEntry(at=T0 + timedelta(hours=1), actor="secops", client="c", action="y", target="b1"),
+        AuditEntry(at=T0, actor="secops", client="c", action="z", target="e1", after={"n": 1}),
+    ]
+    watcher = await start_watching(watcher_store, lambda n: state.add_rule(make_rule(f"warm-{n}")))
+    try:
+        version = await state.restore(
+            rules=[make_rule("b1"), make_rule("e1", kind="exemption"), make_rule("new-block")],
+            digests={"npm": {"left-pad/1.3.0.tgz": "sha256-first"}},
+            audit=old,
+            version_floor=41,
+            predecessor="epoch-old",
+        )
+        assert version == 42
+        assert await next_version_matching(watcher, 42) == 42
+    finally:
+        await watcher.aclose()
+
+    restored = [rule.id for rule in await state.list_rules() if not rule.id.startswith("warm-")]
+    assert sorted(restored) == ["b1", "e1", "new-block"]
+    # The copy's first-seen digest wins over one recorded while the state was empty.
+    assert await state.remember_digest("npm", "left-pad/1.3.0.tgz", "x") == "sha256-first"
+    assert await state.audit_log() == [late, *old]
+    seen = await state.state_identity()
+    assert seen == StateIdentity(
+        identity="epoch-new", version=42, restored_from=frozenset({"epoch-old"})
+    )
+    # Restoring twice adds nothing twice; the version still moves on.
+    rules_before = await state.list_rules()
+    again = await state.restore(
+        rules=[make_rule("b1")], digests={}, audit=old, version_floor=3, predecessor="epoch-old"
+    )
+    assert again == 43
+    assert await state.audit_log() == [late, *old]
+    assert await state.list_rules() == rules_before
+
+
+async def test_local_state_file_deleted_comes_back_without_identity(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = LocalState(path)
+    await store.open()
+    try:
+        await store.claim_identity("epoch-a")
+        await store.add_rule(make_rule("b1"))
+        for suffix in ("", "-wal", "-shm"):
+            await asyncio.to_thread(Path(f"{path}{suffix}").unlink, missing_ok=True)
+        seen = await store.state_identity()
+        assert (seen.identity, seen.version) == (None, 0)
+        assert await store.list_rules() == []
+    finally:
+        await store.close()
+
+
+async def test_redis_without_persistence_is_reported(redis_url: str, tmp_path: Path) -> None:
+    # The session's redis-server runs with `save ""` and `appendonly no`.
+    store = RedisState(redis_url, namespace=f"test-{uuid.uuid4().hex}")
+    await store.open()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        warning = await store.durability_warning()
+        assert warning is not None
+        assert "persists nothing" in warning
+        assert "mirror state restore" in warning
+        await raw.config_set("appendonly", "yes")
+        try:
+            assert await store.durability_warning() is None
+        finally:
+            await raw.config_set("appendonly", "no")
+    finally:
+        await raw.aclose()
+        await store.close()
+    assert await LocalState(tmp_path / "s.sqlite3").durability_warning() is None

@@ -1,0 +1,216 @@
+"""The last-known policy: the rules (with the first-seen digest pins and the audit log) a
+worker last read from a shared state it trusted, with that state's identity and policy
+version. Kept in memory by `LivePolicy` and on local disk (`<data_dir>/lastknown.json`,
+replaced atomically), so that a shared state that comes back empty, replaced or older can
+be told apart from one an admin emptied, and the rules an admin left are never dropped.
+
+`assess` (pure) says whether a state may be trusted against the copy; `load`/`save` are the
+only file I/O here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from mirror.state.base import AuditEntry, RuleKind, RuleRecord, StateIdentity
+
+FILENAME = "lastknown.json"
+FORMAT = 1
+
+
+class LastKnownError(ValueError):
+    """The last-known file cannot be read as written (damaged or of another format)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LastKnown:
+    identity: str
+    version: int
+    rules: tuple[RuleRecord, ...]
+    # ecosystem -> artifact key -> first digest seen
+    digests: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # newest first, as `StateStore.audit_log` returns it
+    audit: tuple[AuditEntry, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Rules per kind, pins and audit entries: what `mirror state status` prints."""
+        counts = dict.fromkeys(("block", "exemption", "freeze"), 0)
+        for rule in self.rules:
+            counts[rule.kind] += 1
+        counts["digest pins"] = sum(len(keys) for keys in self.digests.values())
+        counts["audit entries"] = len(self.audit)
+        return counts
+
+
+def assess(known: LastKnown | None, seen: StateIdentity) -> str | None:
+    """Why the state `seen` cannot be trusted against the last-known copy, or None when it
+    can. A state with no last-known copy is always trusted (a new install)."""
+    if known is None:
+        return None
+    if seen.identity is None:
+        return (
+            f"the shared state has no identity: it was emptied or replaced since it held "
+            f"policy version {known.version} (identity {known.identity})"
+        )
+    if seen.identity != known.identity:
+        if known.identity in seen.restored_from:
+            return None
+        return (
+            f"the shared state is another one (identity {seen.identity}, not "
+            f"{known.identity} where the last-known rules come from)"
+        )
+    if seen.version < known.version:
+        return (
+            f"the shared state's policy version went back from {known.version} to "
+            f"{seen.version}: it was restored from an older copy"
+        )
+    return None
+
+
+def merged_rules(known: Iterable[RuleRecord], current: Iterable[RuleRecord]) -> list[RuleRecord]:
+    """The last-known rules plus any the current state added (same id: the current one),
+    oldest first: what a degraded worker enforces, never fewer than an admin left."""
+    merged = {(rule.kind, rule.id): rule for rule in known}
+    merged.update({(rule.kind, rule.id): rule for rule in current})
+    return sorted(merged.values(), key=lambda rule: (rule.created_at, rule.id))
+
+
+# encoding ----------------------------------------------------------------------------------
+
+
+def _rule_doc(rule: RuleRecord) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "kind": rule.kind,
+        "ecosystem": rule.ecosystem,
+        "package": rule.package,
+        "versions": rule.versions,
+        "reason": rule.reason,
+        "created_at": rule.created_at.isoformat(),
+        "created_by": rule.created_by,
+        "expires_at": None if rule.expires_at is None else rule.expires_at.isoformat(),
+        "data": dict(rule.data),
+    }
+
+
+def _rule_from(doc: Mapping[str, Any]) -> RuleRecord:
+    expires = doc["expires_at"]
+    return RuleRecord(
+        id=str(doc["id"]),
+        kind=cast(RuleKind, doc["kind"]),
+        ecosystem=str(doc["ecosystem"]),
+        package=str(doc["package"]),
+        versions=str(doc["versions"]),
+        reason=str(doc["reason"]),
+        created_at=_aware(doc["created_at"]),
+        created_by=str(doc["created_by"]),
+        expires_at=None if expires is None else _aware(expires),
+        data=dict(doc["data"]),
+    )
+
+
+def _audit_doc(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "client": entry.client,
+        "action": entry.action,
+        "target": entry.target,
+        "before": None if entry.before is None else dict(entry.before),
+        "after": None if entry.after is None else dict(entry.after),
+    }
+
+
+def _audit_from(doc: Mapping[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        at=_aware(doc["at"]),
+        actor=str(doc["actor"]),
+        client=str(doc["client"]),
+        action=str(doc["action"]),
+        target=str(doc["target"]),
+        before=doc["before"],
+        after=doc["after"],
+    )
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise LastKnownError(f"a time without a zone: {text!r}")
+    return moment
+
+
+def encode(known: LastKnown) -> bytes:
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "identity": known.identity,
+            "version": known.version,
+            "rules": [_rule_doc(rule) for rule in known.rules],
+            "digests": {eco: dict(keys) for eco, keys in known.digests.items()},
+            "audit": [_audit_doc(entry) for entry in known.audit],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+
+
+def decode(data: bytes) -> LastKnown:
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT:
+            raise LastKnownError(f"format {doc.get('format')!r}, expected {FORMAT}")
+        return LastKnown(
+            identity=str(doc["identity"]),
+            version=int(doc["version"]),
+            rules=tuple(_rule_from(rule) for rule in doc["rules"]),
+            digests={
+                str(eco): {str(key): str(value) for key, value in keys.items()}
+                for eco, keys in doc["digests"].items()
+            },
+            audit=tuple(_audit_from(entry) for entry in doc["audit"]),
+        )
+    except LastKnownError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LastKnownError(f"not a last-known policy file: {type(exc).__name__}: {exc}") from exc
+
+
+# the file ------------------------------------------------------------------------------------
+
+
+def path_in(data_dir: Path) -> Path:
+    return data_dir / FILENAME
+
+
+def load(path: Path) -> LastKnown | None:
+    """The copy at `path`, or None when there is none. Raises LastKnownError when damaged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode(data)
+
+
+def save(path: Path, data: bytes) -> None:
+    """Replace the file atomically (a reader sees the old copy or the new one, whole), and
+    durably: the copy matters exactly when something else was lost."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

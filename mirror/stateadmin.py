@@ -1,0 +1,129 @@
+"""`mirror state status` and `mirror state restore`, on the state backend directly (like
+`mirror serve`, from the settings; no server needs to run): compare the shared state with the
+last-known copy in the data dir, and re-seed a state that was emptied, replaced or rolled
+back from that copy. Workers notice a restore by themselves (their identity check)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mirror import lastknown
+from mirror.config import Config
+from mirror.lastknown import LastKnown
+from mirror.livepolicy import AUDIT_COPIED
+from mirror.state import create_state
+from mirror.state.base import StateIdentity, StateStore
+
+
+class RestoreRefused(Exception):
+    """Nothing to restore from, or nothing to restore."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateReport:
+    seen: StateIdentity
+    rule_counts: dict[str, int]
+    known: LastKnown | None
+    problem: str | None  # why a worker would not trust the state, None when it would
+
+    def lines(self, config: Config) -> list[str]:
+        seen = self.seen
+        lines = [
+            f"state: identity {seen.identity or '(none)'}, policy version {seen.version}",
+            "state rules: " + _counts(self.rule_counts),
+        ]
+        if seen.restored_from:
+            lines.append("state restored from: " + ", ".join(sorted(seen.restored_from)))
+        where = lastknown.path_in(config.data_dir)
+        if self.known is None:
+            lines.append(f"last-known copy: none at {where}")
+        else:
+            lines.append(
+                f"last-known copy ({where}): identity {self.known.identity}, policy version "
+                f"{self.known.version}; " + _counts(self.known.counts())
+            )
+        if self.problem is None:
+            lines.append("status: ok")
+        else:
+            lines.append(f"status: DEGRADED: {self.problem}")
+            lines.append("run `mirror state restore` to re-seed the state from the copy")
+        return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{value} {name}" for name, value in counts.items())
+
+
+@asynccontextmanager
+async def _opened(config: Config) -> AsyncIterator[StateStore]:
+    await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
+    state = create_state(config)
+    await state.open()
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+async def _rule_counts(state: StateStore) -> dict[str, int]:
+    counts = {"block": 0, "exemption": 0, "freeze": 0}
+    for rule in await state.list_rules():
+        counts[rule.kind] += 1
+    return counts
+
+
+async def status(config: Config) -> StateReport:
+    """The state and the last-known copy side by side. Raises StateUnavailable, or
+    LastKnownError for a damaged copy."""
+    known = await asyncio.to_thread(lastknown.load, lastknown.path_in(config.data_dir))
+    async with _opened(config) as state:
+        seen = await state.state_identity()
+        counts = await _rule_counts(state)
+    return StateReport(
+        seen=seen, rule_counts=counts, known=known, problem=lastknown.assess(known, seen)
+    )
+
+
+async def restore(config: Config) -> StateReport:
+    """Re-seed the state from the last-known copy: rules, digest pins and audit; the state
+    keeps (or gets) its own identity and records the copy's as its predecessor, and the copy
+    is rewritten for the restored state. Raises RestoreRefused when there is no copy or the
+    state is already the one the copy came from."""
+    path = lastknown.path_in(config.data_dir)
+    known = await asyncio.to_thread(lastknown.load, path)
+    if known is None:
+        raise RestoreRefused(f"no last-known copy at {path}: nothing to restore from")
+    async with _opened(config) as state:
+        seen = await state.state_identity()
+        problem = lastknown.assess(known, seen)
+        if problem is None:
+            raise RestoreRefused(
+                "nothing to restore: the state is the one the last-known rules came from "
+                f"(identity {seen.identity}, policy version {seen.version})"
+            )
+        if seen.identity is None:
+            await state.claim_identity(uuid.uuid4().hex)
+        await state.restore(
+            rules=known.rules,
+            digests=known.digests,
+            audit=known.audit,
+            version_floor=known.version,
+            predecessor=known.identity,
+        )
+        after = await state.state_identity()
+        if after.identity is None:  # emptied again while restoring
+            raise RestoreRefused("the state lost its identity while restoring; run it again")
+        restored = LastKnown(
+            identity=after.identity,
+            version=after.version,
+            rules=tuple(await state.list_rules()),
+            digests=await state.pinned_digests(),
+            audit=tuple(await state.audit_log(limit=AUDIT_COPIED)),
+        )
+        await asyncio.to_thread(lastknown.save, path, lastknown.encode(restored))
+        counts = await _rule_counts(state)
+    return StateReport(seen=after, rule_counts=counts, known=restored, problem=None)
