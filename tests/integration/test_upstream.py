@@ -376,6 +376,21 @@ async def test_gzip_bomb_stops_at_max_bytes(client: Upstream, fake: FakeUpstream
     fake.add("/bomb", gzip.compress(b"\0" * 50_000_000), headers={"Content-Encoding": "gzip"})
     with pytest.raises(errors.BadUpstreamDocument, match="larger than"):
         await client.fetch(fake.url("/bomb"), max_bytes=1_000_000, ecosystem="npm")
+    # Without a limit the steps still add up to the whole document.
+    assert len((await client.fetch(fake.url("/bomb"), ecosystem="npm")).body) == 50_000_000
+
+
+@pytest.mark.parametrize("limit", ["none", "above", "exact"])
+async def test_documents_that_expand_past_one_step_are_decoded_whole(
+    client: Upstream, fake: FakeUpstream, limit: str
+) -> None:
+    """A chunk that inflates to many steps (very compressible JSON) is decoded step by step,
+    the tail in a thread: the bytes are exactly the document's, also at the limit exactly."""
+    body = b'{"versions": {' + b'"1.0.0": {"name": "left-pad"}, ' * 240_000 + b'"x": 1}}'
+    max_bytes = {"none": None, "above": 3 * len(body), "exact": len(body)}[limit]
+    fake.add("/packument", gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    fetched = await client.fetch(fake.url("/packument"), max_bytes=max_bytes, ecosystem="npm")
+    assert fetched.body == body
 
 
 # conditional GET and encoding -----------------------------------------------------------
