@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
@@ -271,11 +272,8 @@ class Upstream:
         """True if `url` is http(s) to `ecosystem`'s upstream host or one of its file hosts
         (with the port unless the scheme's default)."""
         scope = self._scopes.get(ecosystem)
-        try:
-            parsed = URL(url)
-        except (ValueError, TypeError):
-            return False
-        return scope is not None and scope.allows(parsed)
+        key = _host_key_of(url)
+        return scope is not None and key is not None and key in scope.hosts
 
     def check(self, url: str, *, ecosystem: str) -> None:
         """Raise HostNotAllowed unless `ecosystem` may fetch `url` (see `allows`)."""
@@ -720,6 +718,15 @@ def _inflate(
     except zlib.error as exc:
         raise _bad_encoding(scope, url, exc) from None
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)  # pure; the same few thousand URLs are checked per request
+def _host_key_of(url: str) -> str | None:
+    """`host_key` of `url`, None when it is not an http(s) URL."""
+    try:
+        return host_key(URL(url))
+    except (ValueError, TypeError):
+        return None
 
 
 def _bad_encoding(scope: UpstreamScope, url: str, cause: object) -> errors.UpstreamError:

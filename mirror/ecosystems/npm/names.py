@@ -3,6 +3,7 @@ raw (still percent-encoded) request path into what is asked for. Pure: no I/O, n
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -149,6 +150,7 @@ def _parse_path(path: str, prefix: str) -> NpmRequest:
     raise BadRequest(f"no npm registry resource has the shape {path!r}")
 
 
+@functools.lru_cache(maxsize=4096)  # pure; built for every tarball and packument request
 def packument_url(upstream: str, package: PackageName) -> str:
     """Upstream URL of a packument: `<upstream><name>` with the scope slash as `%2f`."""
     return upstream.rstrip("/") + "/" + quote(package.name, safe="@~!*'()").replace("%2F", "%2f")
