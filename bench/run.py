@@ -1,7 +1,8 @@
 """The serving benchmark: the mirror against nginx serving the same bytes from disk, in one
 run on one machine, so the figures are ratios that survive a small, noisy machine.
 
-    python3 -m bench.run [--seconds 5] [--connections 20] [--workers 2]
+    python3 -m bench.run [--seconds 5] [--connections 20] [--workers 2] [--huge-mib 1024]
+                         [--hosts 1000] [--install-set 150] [--only install-set]
 
 Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). It starts a fake npm
 registry on 127.0.0.1 (real tarballs; a small packument and a 2,000-version one), `mirror
@@ -15,7 +16,13 @@ mirror serves; then it measures:
   packument at no worse than 1/3 of nginx's rate), and of a bare aiohttp server;
 - the mirror processes' memory while a 1 GiB artifact streams through, cold and cached;
 - the growth of the mirror processes' memory after 1,000 requests for the largest packument,
-  each with another `Host` (target: < 50 MB; the views are kept for 8 bases at most).
+  each with another `Host` (target: < 50 MB; the views are kept for 8 bases at most);
+- peak RSS per worker while an install set is replayed against a fresh `mirror serve` with
+  default settings: `--install-set N` generated packuments of real-world sizes (1 to 10 MiB
+  of JSON each: many versions with full manifests and per-version readme text), each asked
+  for as npm does (the corgi form, then one tarball) by 10 concurrent clients, once cold and
+  once warm, every worker's RSS sampled every 100 ms (target: <= 200 MB). `--only
+  install-set` runs only this measure.
 
 Every server listens on 127.0.0.1 and every load run is bounded by `--seconds`.
 """
@@ -25,12 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +59,10 @@ OLD = datetime.now(UTC) - timedelta(days=400)
 BIG_VERSIONS = 2000
 COLD_CONCURRENCY = 100
 HOST_CONCURRENCY = 10
+INSTALL_CONCURRENCY = 10  # npm's default number of sockets per registry
+INSTALL_MIN_MIB, INSTALL_MAX_MIB = 1, 10
+RSS_SAMPLE_SECONDS = 0.1
+REPLAY_TIMEOUT_SECONDS = 900
 MIB = 1024 * 1024
 
 
@@ -150,6 +163,50 @@ def _rss_mib(parent: int) -> float:
         if pid == parent or int(fields[1]) == parent:
             total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss in pages
     return total / MIB
+
+
+def _worker_rss_mib(parent: int) -> dict[int, float]:
+    """Resident memory of each child of `parent` (the worker processes), in MiB by pid."""
+    found: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            found[int(stat.parent.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / MIB
+    return found
+
+
+class WorkerPeaks:
+    """Samples every worker's RSS every RSS_SAMPLE_SECONDS while in use; `peak` is the
+    highest any one worker reached (a replaced worker counts under its own pid)."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        self.by_pid: dict[int, float] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def peak(self) -> float:
+        return max(self.by_pid.values(), default=0.0)
+
+    async def _sample(self) -> None:
+        while not self._stop.is_set():
+            for pid, rss in (await asyncio.to_thread(_worker_rss_mib, self.parent)).items():
+                self.by_pid[pid] = max(self.by_pid.get(pid, 0.0), rss)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RSS_SAMPLE_SECONDS)
+
+    async def __aenter__(self) -> WorkerPeaks:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
 
 async def _stream_huge(
@@ -381,6 +438,129 @@ async def run(
     return report
 
 
+def _install_set_registry(count: int) -> FakeNpmRegistry:
+    """`count` packages whose full packuments grow evenly from INSTALL_MIN_MIB to
+    INSTALL_MAX_MIB of JSON: versions with the manifests real packages carry (dependencies,
+    devDependencies, scripts, people, repository, a few KB of readme text per version, as
+    older publishes have), each with a real tarball. Built before the registry starts, so
+    each packument is serialised once."""
+    registry = FakeNpmRegistry()
+    names = [f"install-set-{index:04d}" for index in range(count)]
+    for index, name in enumerate(names):
+        share = index / (count - 1) if count > 1 else 0.0
+        target = (INSTALL_MIN_MIB + share * (INSTALL_MAX_MIB - INSTALL_MIN_MIB)) * MIB
+        text = _manifest_text(name, index)
+        dependencies = {names[(index + step) % count]: f"^{step}.0.0" for step in range(1, 9)}
+        per_version = len(json.dumps(text)) + 900  # plus name, version, dist, _id ...
+        for number in range(max(1, round(target / per_version))):
+            version = f"{number // 100}.{(number // 10) % 10}.{number % 10}"
+            registry.add_version(
+                name,
+                version,
+                published=OLD + timedelta(hours=number),
+                dependencies=dependencies,
+                extra={**text, "gitHead": f"{index:08x}{number:032x}"},
+            )
+    return registry
+
+
+def _manifest_text(name: str, seed: int) -> dict[str, Any]:
+    """The text fields of one package's manifests, shared by its versions (as they mostly
+    are): about 6 KB of JSON, half of it readme."""
+    words = [f"word{(seed * 7 + step * 13) % 997}" for step in range(420)]
+    readme = f"# {name}\n\n" + "\n\n".join(
+        " ".join(words[start : start + 60]) for start in range(0, len(words), 60)
+    )
+    people = [{"name": f"maintainer{k}", "email": f"m{k}@example.com"} for k in range(4)]
+    return {
+        "description": f"{name}: a package of the benchmark's install set",
+        "keywords": [f"keyword{k}" for k in range(12)],
+        "homepage": f"https://example.com/{name}#readme",
+        "repository": {"type": "git", "url": f"git+https://example.com/{name}.git"},
+        "bugs": {"url": f"https://example.com/{name}/issues"},
+        "author": people[0],
+        "maintainers": people,
+        "contributors": people,
+        "scripts": {script: f"node scripts/{script}.js --flag" for script in
+                    ("build", "test", "lint", "prepare", "prepublishOnly", "coverage")},
+        "devDependencies": {f"dev-tool-{k}": f"^{k}.{k}.0" for k in range(30)},
+        "engines": {"node": ">=14"},
+        "files": ["index.js", "lib/", "types/"],
+        "types": "types/index.d.ts",
+        "_npmUser": people[1],
+        "_nodeVersion": "20.11.1",
+        "directories": {},
+        "readme": readme,
+        "readmeFilename": "README.md",
+    }  # fmt: skip
+
+
+async def _replay_install(
+    session: aiohttp.ClientSession, mirror: str, names: list[str]
+) -> tuple[int, int]:
+    """Ask the mirror for every package as npm does: the corgi packument, then the tarball of
+    its `latest`, INSTALL_CONCURRENCY at a time; (packument bytes, tarballs) received."""
+    limit = asyncio.Semaphore(INSTALL_CONCURRENCY)
+    received = [0, 0]
+
+    async def one(name: str) -> None:
+        async with limit:
+            packument = await _fetch(session, f"{mirror}/npm/{name}", Accept=CORGI)
+            document = json.loads(packument)
+            latest = document["dist-tags"]["latest"]
+            tarball = document["versions"][latest]["dist"]["tarball"]
+            if not tarball.startswith(mirror):
+                raise RuntimeError(f"{name}: tarball URL {tarball} is not the mirror's")
+            await _fetch(session, tarball)
+            received[0] += len(packument)
+            received[1] += 1
+
+    async with asyncio.timeout(REPLAY_TIMEOUT_SECONDS):
+        await asyncio.gather(*(one(name) for name in names))
+    return received[0], received[1]
+
+
+async def run_install_set(count: int, workers: int) -> list[str]:
+    started = time.monotonic()
+    registry = _install_set_registry(count)
+    await registry.start(_serve_app)
+    names = list(registry.packages)
+    # The bodies the fake serves: what the packuments weigh on the wire, uncompressed.
+    full_sizes = [
+        len(registry.upstream._routes[registry.packument_path(name)].body) for name in names
+    ]
+    built = time.monotonic() - started
+    phases: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="qm-bench-install-") as tmp:
+        root = Path(tmp)
+        async with (
+            _mirror(registry, workers, root) as server,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=INSTALL_CONCURRENCY)
+            ) as session,
+            WorkerPeaks(server.pid) as overall,
+        ):
+            for phase in ("cold", "warm"):
+                upstream_before = len(registry.upstream.requests)
+                phase_started = time.monotonic()
+                async with WorkerPeaks(server.pid) as peaks:
+                    corgi_bytes, tarballs = await _replay_install(session, server.url, names)
+                phases.append(
+                    f"{phase} {peaks.peak:.0f} MiB in {time.monotonic() - phase_started:.0f} s, "
+                    f"{len(registry.upstream.requests) - upstream_before} upstream requests"
+                )
+                if tarballs != len(names):
+                    raise RuntimeError(f"{phase}: {tarballs} of {len(names)} tarballs")
+    verdict = "ok" if overall.peak * MIB <= 200e6 else "above target"
+    return [
+        f"install set ({count} packuments, {INSTALL_MIN_MIB}-{INSTALL_MAX_MIB} MB): peak RSS "
+        f"per worker {overall.peak:.0f} MiB (target: <= 200 MB: {verdict})   "
+        f"[{'; '.join(phases)}; {sum(full_sizes) / MIB:.0f} MiB of full packuments, "
+        f"{corgi_bytes / MIB:.0f} MiB of corgi per pass, {len(overall.by_pid)} worker pid(s), "
+        f"generated in {built:.0f} s]"
+    ]
+
+
 def _readable_dirs(root: Path) -> Path:
     # nginx started by root serves as an unprivileged user: it must be able to read.
     root.chmod(0o755)
@@ -411,11 +591,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hosts", type=int, default=1000, help="distinct Host values for one packument (0: skip)"
     )
+    parser.add_argument(
+        "--install-set",
+        type=int,
+        default=150,
+        help="packuments (1-10 MiB each) replayed for the peak RSS per worker (0: skip)",
+    )
+    parser.add_argument(
+        "--only", choices=["install-set"], help="run only this measure (default: all of them)"
+    )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    lines = asyncio.run(
-        run(args.seconds, args.connections, args.workers, args.huge_mib, args.hosts)
-    )
+    lines: list[str] = []
+    if args.only is None:
+        lines += asyncio.run(
+            run(args.seconds, args.connections, args.workers, args.huge_mib, args.hosts)
+        )
+    if args.install_set > 0:
+        # A fresh mirror and registry: the earlier measures' memory is not counted.
+        lines += asyncio.run(run_install_set(args.install_set, args.workers))
     print(f"quarantine-mirror benchmark, {started:%Y-%m-%d %H:%M}Z, {os.cpu_count()} CPUs")
     for line in lines:
         print("  " + line)
