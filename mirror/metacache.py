@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 # Bodies above this are parsed in a thread: a 20 MB packument would stall every client.
 PARSE_IN_THREAD_BYTES = 1024 * 1024
+# Documents of that size are parsed this many at a time per worker: a parsed 10 MiB packument
+# takes ~200 MiB while it is being filtered, and ten concurrent misses would add up.
+LARGE_PARSES_AT_ONCE = 2
 FAILURE_BACKOFF = timedelta(seconds=30)
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 DEFAULT_REFRESH_INTERVAL = timedelta(seconds=30)
@@ -158,6 +161,7 @@ class MetaCache:
         self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
         self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
         self._parses: dict[Hashable, asyncio.Task[Any]] = {}
+        self._large_parses = asyncio.Semaphore(LARGE_PARSES_AT_ONCE)
 
     async def get(
         self,
@@ -604,7 +608,8 @@ class MetaCache:
     async def _parse(self, entry: _Entry, parse: Callable[[bytes], Any]) -> Any:
         try:
             if len(entry.raw) > PARSE_IN_THREAD_BYTES:
-                parsed = await asyncio.to_thread(parse, entry.raw)
+                async with self._large_parses:
+                    parsed = await asyncio.to_thread(parse, entry.raw)
             else:
                 parsed = parse(entry.raw)
         except errors.MirrorError:
