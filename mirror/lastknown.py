@@ -9,16 +9,14 @@ only file I/O here."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from mirror.files import atomic_write
 from mirror.state.base import AuditEntry, RuleKind, RuleRecord, StateIdentity
 
 FILENAME = "lastknown.json"
@@ -203,14 +201,4 @@ def save(path: Path, data: bytes) -> None:
     """Replace the file atomically (a reader sees the old copy or the new one, whole), and
     durably: the copy matters exactly when something else was lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    atomic_write(path, data, durable=True)

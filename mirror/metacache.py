@@ -29,8 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +41,7 @@ from mirror import errors
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Rendered
+from mirror.files import atomic_write
 from mirror.metrics import Metrics
 from mirror.upstream import Upstream, UpstreamDocument, redact
 
@@ -404,7 +403,7 @@ class MetaCache:
         self._directory.mkdir(parents=True, exist_ok=True)
         meta_path, body_path = self._paths((entry.url, entry.accept))
         if body:
-            _atomic_write(body_path, entry.raw)
+            atomic_write(body_path, entry.raw)
         meta = {
             "url": entry.url,
             "accept": entry.accept,
@@ -413,7 +412,7 @@ class MetaCache:
             "etag": entry.etag,
             "last_modified": entry.last_modified,
         }
-        _atomic_write(meta_path, orjson.dumps(meta))
+        atomic_write(meta_path, orjson.dumps(meta))
 
     async def prune(self) -> int:
         """Remove on-disk copies older than `stale_max`: too old to serve even when upstream
@@ -778,15 +777,3 @@ def _forget(tasks: dict[Any, Any], key: Hashable, task: asyncio.Task[Any]) -> No
         del tasks[key]
     if not task.cancelled():
         task.exception()  # retrieved here: every waiter may have gone away
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
