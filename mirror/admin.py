@@ -96,8 +96,6 @@ _RULE_FIELDS: Final = frozenset({"ecosystem", "package", "versions", "reason", "
 _FREEZE_FIELDS: Final = frozenset({"ecosystem", "package", "published_after", "until", "reason"})
 _RELATIVE = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))*$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_NPM_EXACT = re.compile(r"^=?v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_RANGE_CHARACTERS: Final = frozenset("<>=!~^*|,[]() ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,20 +335,6 @@ def _validate(kind: RuleKind, ecosystem: str, package: str, spec: str, reason: s
         raise BadRequest(f"{exc.field}: {exc}", field=exc.field) from None
     if len(reason) > MAX_REASON_LENGTH:
         raise BadRequest(f"reason: at most {MAX_REASON_LENGTH} characters, please", field="reason")
-
-
-def exact_version(ecosystem: str, spec: str) -> str | None:
-    """The single version a spec names (`1.14.1`, `==2.31.0`, `1.0`), or None for a range."""
-    text = spec.strip()
-    if ecosystem == "npm":
-        if not _NPM_EXACT.fullmatch(text):
-            return None
-        return text.lstrip("=").removeprefix("v")
-    if ecosystem == "pypi":
-        text = text.removeprefix("===").removeprefix("==").strip()
-    if not text or _RANGE_CHARACTERS & set(text):
-        return None
-    return text
 
 
 def new_rule_id(kind: RuleKind) -> str:
@@ -895,7 +879,7 @@ async def _rule_record(
 async def _default_exemption_expiry(
     context: AdminContext, ecosystem: str, package: str, spec: str, now: datetime
 ) -> datetime:
-    version = exact_version(ecosystem, spec)
+    version = versions.exact_version(ecosystem, spec)
     if version is None:
         raise BadRequest(
             f"expires: required for an exemption of a version range ({spec!r}); only an exact "

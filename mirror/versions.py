@@ -832,3 +832,21 @@ _SPEC_PARSERS: Final[dict[str, Callable[[str], Callable[[str], bool]]]] = {
     "pypi": _pypi_spec,
     "maven": _maven_spec,
 }
+
+
+# Characters that make a PyPI or Maven spec a range rather than one version.
+_RANGE_CHARACTERS = frozenset("<>=!~^*|,[]() ")
+
+
+def exact_version(ecosystem: str, spec: str) -> str | None:
+    """The single version a spec names (`1.14.1`, `==2.31.0`, `1.0`), or None for a range."""
+    text = spec.strip()
+    if ecosystem == "npm":
+        if not _NPM_EXACT.fullmatch(text):
+            return None
+        return text.lstrip("=").removeprefix("v")
+    if ecosystem == "pypi":
+        text = text.removeprefix("===").removeprefix("==").strip()
+    if not text or _RANGE_CHARACTERS & set(text):
+        return None
+    return text

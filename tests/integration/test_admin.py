@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror import admin
+from mirror import admin, versions
 from mirror.app import SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
@@ -732,7 +732,7 @@ def test_parse_time_refuses_with_the_field(text: str) -> None:
     ],
 )
 def test_exact_version(ecosystem: str, spec: str, exact: str | None) -> None:
-    assert admin.exact_version(ecosystem, spec) == exact
+    assert versions.exact_version(ecosystem, spec) == exact
 
 
 def test_identify_names_the_matching_token() -> None:
