@@ -168,6 +168,7 @@ class ArtifactServer:
             backend=backend,
             timeout=state_timeout,
             on_conflict=self._pin_conflict,
+            budget=budget,
         )
 
     # public API ---------------------------------------------------------------------------

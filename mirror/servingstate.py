@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
+from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.errors import StateUnavailable
 from mirror.metrics import Metrics
 from mirror.state.base import StateStore
@@ -37,6 +38,7 @@ log = logging.getLogger("mirror.state")
 T = TypeVar("T")
 
 MAX_PINS: Final = 200_000  # first-seen digests kept in memory (~150 bytes each)
+_PIN_BYTES: Final = 160
 MAX_BACKLOG: Final = 10_000  # writes kept while state is down; the oldest dropped past it
 RETRY_FIRST: Final = 0.5  # seconds before the first retry, doubled up to RETRY_MAX
 RETRY_MAX: Final = 5.0
@@ -59,15 +61,21 @@ class ServingState:
         on_conflict: Conflict | None = None,
         max_pins: int = MAX_PINS,
         max_backlog: int = MAX_BACKLOG,
+        budget: ByteBudget | None = None,
     ) -> None:
         self._state = state
         self._metrics = metrics
         self._backend = backend
         self._timeout = max(timeout.total_seconds(), 0.001)
         self._on_conflict = on_conflict
-        self._max_pins = max_pins
         self._max_backlog = max_backlog
-        self._pins: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Pins seen, paid for from the worker's memory budget (one dropped is read again).
+        self._pins: BudgetedLRU[tuple[str, str], str] = BudgetedLRU(
+            budget or ByteBudget(max_pins * _PIN_BYTES),
+            "digest pins",
+            _pin_bytes,
+            max_entries=max_pins,
+        )
         self._backlog: OrderedDict[_WriteKey, Callable[[], Awaitable[None]]] = OrderedDict()
         self._retrier: asyncio.Task[None] | None = None
         # Monotonic time the outage started; None while state answers.
@@ -179,10 +187,7 @@ class ServingState:
         self._kick()
 
     def _pin(self, ecosystem: str, key: str, digest: str) -> None:
-        self._pins[(ecosystem, key)] = digest
-        self._pins.move_to_end((ecosystem, key))
-        while len(self._pins) > self._max_pins:
-            self._pins.popitem(last=False)
+        self._pins.put((ecosystem, key), digest)
 
     def _deferred_pin(self, ecosystem: str, key: str, digest: str) -> Callable[[], Awaitable[None]]:
         # Kept in memory meanwhile, so this worker verifies every later fetch against it.
@@ -280,3 +285,7 @@ class ServingState:
                 self._backend,
                 time.monotonic() - started,
             )
+
+
+def _pin_bytes(digest: str) -> int:
+    return len(digest) + _PIN_BYTES

@@ -95,6 +95,9 @@ async def test_publish_time_is_looked_up_once_and_kept(mirror: Mirror) -> None:
     assert mirror.repo.count(file_path("1.9.0", ".pom"), method="HEAD") == 1
     stored = await mirror.services.state.get_publish_time("maven", "org.example:lib:1.9.0")
     assert stored == NOW - timedelta(hours=1)
+    # The worker's copy is paid for from its memory budget, like every in-memory cache.
+    assert mirror.services.memory.usage()["maven publish times"] > 0
+    assert mirror.services.memory.usage()["digest pins"] >= 0
 
 
 async def test_version_leaves_quarantine_by_the_clock(mirror: Mirror) -> None:

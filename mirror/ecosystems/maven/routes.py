@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -38,6 +37,7 @@ from aiohttp import web
 
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
+from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
@@ -115,9 +115,16 @@ class MavenRepository:
         self._services = services
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # Publish times never change once known: the hot path skips the state round trip.
-        self._published: OrderedDict[str, datetime] = OrderedDict()
+        self._published: BudgetedLRU[str, datetime] = BudgetedLRU(
+            services.memory, "maven publish times", _moment_bytes, max_entries=_MAX_REMEMBERED
+        )
         # GAVs whose `.pom` had no Last-Modified, and when that was found.
-        self._timeless: OrderedDict[str, datetime] = OrderedDict()
+        self._timeless: BudgetedLRU[str, datetime] = BudgetedLRU(
+            services.memory,
+            "maven poms without Last-Modified",
+            _moment_bytes,
+            max_entries=_MAX_REMEMBERED,
+        )
         # One look-up per GAV at a time (single-flight), at most LOOKUP_CONCURRENCY upstream.
         self._lookups: dict[str, asyncio.Task[datetime | None]] = {}
         self._head_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
@@ -421,16 +428,10 @@ class MavenRepository:
         return moment
 
     def _remember_published(self, gav: str, moment: datetime) -> None:
-        self._published[gav] = moment
-        self._published.move_to_end(gav)
-        while len(self._published) > _MAX_REMEMBERED:
-            self._published.popitem(last=False)
+        self._published.put(gav, moment)
 
     def _remember_timeless(self, gav: str, checked: datetime) -> None:
-        self._timeless[gav] = checked
-        self._timeless.move_to_end(gav)
-        while len(self._timeless) > _MAX_REMEMBERED:
-            self._timeless.popitem(last=False)
+        self._timeless.put(gav, checked)
 
     # files ------------------------------------------------------------------------------
 
@@ -552,3 +553,7 @@ def _refuse(gav: str, decision: policy.Decision) -> None:
     if decision.block is not None:
         raise Blocked(message, block=decision.block.describe())
     raise Quarantined(message, until=decision.until)
+
+
+def _moment_bytes(_moment: datetime) -> int:
+    return 64  # a datetime; the key (a GAV) is within the entry overhead
