@@ -1,5 +1,5 @@
 """Builds the aiohttp `Application`: services on typed `AppKey`s, opened and closed in one
-`cleanup_ctx`; middlewares (errors → responses, access log, metrics, the path gate); health,
+`cleanup_ctx`; middlewares (the path gate and errors → responses, access log, metrics); health,
 readiness and metrics routes; one adapter per enabled ecosystem. No request logic lives here."""
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def create_app(
 ) -> web.Application:
     services = build_services(config, clock=clock, metrics_dir=metrics_dir)
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware, path_gate_middleware],
+        middlewares=[observe_middleware, error_middleware],
         # Bodies are counted and inflated by `requestbody.read_body`, never by aiohttp on
         # the event loop: `client_max_size` bounds the bytes on the wire.
         client_max_size=requestbody.MAX_WIRE_BYTES,
@@ -341,8 +341,13 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """The one place errors become responses: the DESIGN.md JSON body for MirrorError, a
-    JSON 404/405 for unknown routes, and a logged 500 without internals for anything else."""
+    JSON 404/405 for unknown routes, and a logged 500 without internals for anything else.
+    First of all, the path gate: hostile path spellings (dot segments, encoded slashes,
+    backslashes, control characters, in any encoding) are a 400 before any handler runs
+    (`mirror.pathgate`); checked here rather than in a middleware of its own, one layer fewer
+    on every request."""
     try:
+        check_request_path(request.raw_path)
         return await handler(request)
     except MirrorError as exc:
         if isinstance(exc, Held):
@@ -362,16 +367,6 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.raw_path)
         body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
         return web.json_response(body, status=500)
-
-
-@web.middleware
-async def path_gate_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Hostile path spellings (dot segments, encoded slashes, backslashes, control characters,
-    in any encoding) are a 400 before any handler runs (`mirror.pathgate`)."""
-    check_request_path(request.raw_path)
-    return await handler(request)
 
 
 def error_response(exc: MirrorError) -> web.Response:
