@@ -48,6 +48,7 @@ from mirror.errors import (
     UpstreamNotFound,
 )
 from mirror.forwarded import client_address
+from mirror.jsondepth import nesting_depth
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
 from mirror.state.base import AuditEntry, DownloadEvent, InvalidPosition, RuleKind, RuleRecord
@@ -246,28 +247,9 @@ def parse_limit(text: str | None, *, default: int, maximum: int, field: str = "l
 
 def json_depth(raw: bytes, *, stop_above: int) -> int:
     """How deeply arrays and objects nest in the JSON text `raw` (strings skipped), counted
-    only up to `stop_above` + 1: the parser recurses, so depth is checked before parsing."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > stop_above:
-                    return deepest
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
+    up to `stop_above` + 1: the parser recurses, so depth is checked before parsing. The one
+    nesting scan (`mirror.jsondepth`) that upstream documents pass too."""
+    return min(nesting_depth(raw), stop_above + 1)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
