@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from mirror.errors import BadRequest
+from mirror.inflate import inflate_steps
 
 # Bytes on the wire a request body may have (aiohttp answers 413 above it).
 MAX_WIRE_BYTES = 16 * 1024**2
@@ -27,8 +28,6 @@ HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
 # Compressed bodies above this are inflated in a thread: one zlib call on the event loop
 # would hold up every other client for as long as it runs.
 INFLATE_IN_THREAD_BYTES = 64 * 1024
-# Inflation proceeds this many bytes at a time, so the cap is checked as it goes.
-_STEP_BYTES = 1024**2
 # Concatenated gzip members accepted in one body (a body of empty members spins otherwise).
 _MAX_MEMBERS = 16
 _GZIP = frozenset({"gzip", "x-gzip"})
@@ -71,15 +70,9 @@ def inflate(raw: bytes, coding: str, max_bytes: int) -> bytes:
             raise BadRequest(f"the {coding} request body has more than {_MAX_MEMBERS} members")
         decoder = zlib.decompressobj(_wbits(coding, data))
         try:
-            while True:
-                room = max_bytes - len(out)
-                chunk = decoder.decompress(data, min(_STEP_BYTES, room + 1))
-                out += chunk
-                if len(out) > max_bytes:
-                    raise _too_large(max_bytes)
-                data = decoder.unconsumed_tail
-                if decoder.eof or (not data and not chunk):
-                    break
+            out += inflate_steps(decoder, data, room=max_bytes - len(out))
+            if len(out) > max_bytes:
+                raise _too_large(max_bytes)
         except zlib.error as exc:
             raise BadRequest(f"the {coding} request body is not valid {coding}: {exc}") from None
         if not decoder.eof:

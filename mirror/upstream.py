@@ -33,14 +33,12 @@ from yarl import URL
 
 from mirror import errors
 from mirror.config import UpstreamConfig
+from mirror.inflate import inflate_steps
 from mirror.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
-# Compressed documents are inflated this many bytes at a time (the rest of a chunk that
-# expands further is inflated in a thread).
-INFLATE_STEP = 1024 * 1024
 MAX_REDIRECTS = 5
 # A Retry-After longer than this is not worth holding a client request for.
 RETRY_AFTER_CAP = 5.0
@@ -452,19 +450,17 @@ class Upstream:
             )
         parts: list[bytes] = []
         size = raw_size = 0
-        limit = max_bytes if max_bytes is not None else 0
         async for chunk in response.content.iter_chunked(CHUNK_SIZE):
             self._count_bytes(scope, len(chunk))
             raw_size += len(chunk)
             if decoder is not None:
-                room = limit - size if limit else 0
+                room = max_bytes - size if max_bytes is not None else None
                 chunk = _inflate(decoder, chunk, room, scope, url, steps=1)
-                if decoder.unconsumed_tail and not (room and len(chunk) > room):
+                if decoder.unconsumed_tail and not (room is not None and len(chunk) > room):
                     # A chunk that expands past one step (a bomb, or a very compressible
                     # document) goes on in a thread, a step at a time: the loop keeps serving.
-                    chunk += await asyncio.to_thread(
-                        _inflate, decoder, b"", room - len(chunk) if room else 0, scope, url
-                    )
+                    rest = room - len(chunk) if room is not None else None
+                    chunk += await asyncio.to_thread(_inflate, decoder, b"", rest, scope, url)
             size += len(chunk)
             if max_bytes is not None and size > max_bytes:
                 raise _too_big(scope, url, max_bytes)
@@ -691,33 +687,17 @@ def _truncated(
 def _inflate(
     decoder: zlib._Decompress,
     chunk: bytes,
-    room: int,
+    room: int | None,
     scope: UpstreamScope,
     url: str,
     *,
     steps: int | None = None,
 ) -> bytes:
-    """Decompress `chunk` (and what the decoder kept of earlier ones) in steps of
-    INFLATE_STEP bytes, at most `steps` of them (None: until the input is used up); with
-    `room` > 0 stop just past `room` bytes, so a gzip bomb never expands fully in memory.
-    Input a step could not take stays in `decoder.unconsumed_tail`."""
-    parts: list[bytes] = []
-    produced = 0
-    data = chunk if not decoder.unconsumed_tail else decoder.unconsumed_tail + chunk
-    taken = 0
+    """`inflate_steps` with a broken body reported as the upstream's fault."""
     try:
-        while steps is None or taken < steps:
-            step = INFLATE_STEP if room <= 0 else min(INFLATE_STEP, room - produced + 1)
-            piece = decoder.decompress(data, step)
-            taken += 1
-            parts.append(piece)
-            produced += len(piece)
-            data = decoder.unconsumed_tail
-            if not data or (room > 0 and produced > room):
-                break
+        return inflate_steps(decoder, chunk, room=room, steps=steps)
     except zlib.error as exc:
         raise _bad_encoding(scope, url, exc) from None
-    return b"".join(parts)
 
 
 @functools.lru_cache(maxsize=4096)  # pure; the same few thousand URLs are checked per request
