@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,12 @@ from mirror.budget import ByteBudget
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import Rendered
-from mirror.metacache import MetaCache, RenderedCache
+from mirror.metacache import (
+    LARGE_PARSES_AT_ONCE,
+    PARSE_IN_THREAD_BYTES,
+    MetaCache,
+    RenderedCache,
+)
 from mirror.metrics import Metrics
 from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
@@ -782,3 +788,31 @@ async def test_a_parsed_form_too_big_for_the_budget_is_dropped_and_parsed_once_a
     assert current.parsed is None
     assert calls == ["big"]
     assert fake.count("/big") == 1
+
+
+async def test_large_documents_are_parsed_two_at_a_time(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    """A parsed large document costs far more memory than its bytes: ten concurrent misses
+    of large documents parse LARGE_PARSES_AT_ONCE at a time, not all at once."""
+    big = b'{"x": "' + b"a" * (PARSE_IN_THREAD_BYTES + 1) + b'"}'
+    for index in range(6):
+        fake.add(f"/big-{index}", big, content_type="application/json")
+    running = peak = 0
+    lock = threading.Lock()
+
+    def slow_parse(raw: bytes) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return len(raw)
+
+    documents = await asyncio.gather(
+        *(cache.get(fake.url(f"/big-{index}"), slow_parse, ecosystem="npm") for index in range(6))
+    )
+    assert [document.parsed for document in documents] == [len(big)] * 6
+    assert peak == LARGE_PARSES_AT_ONCE
