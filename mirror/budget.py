@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -22,6 +22,14 @@ V = TypeVar("V")
 # What each entry costs beyond its payload (dict slots, the key, the accounting itself).
 ENTRY_OVERHEAD = 256
 DEFAULT_MAX_SHARE = 0.5
+
+
+@runtime_checkable
+class Weighed(Protocol):
+    """A value that knows what it holds in memory (a parsed document that keeps slices of
+    its raw bytes instead of decoded objects); caches charge that instead of an estimate."""
+
+    def memory_bytes(self) -> int: ...
 
 
 class ByteBudget:

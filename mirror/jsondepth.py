@@ -1,9 +1,10 @@
 """How deeply an untrusted JSON document nests, measured before any parser sees it.
 
 A JSON parser goes one level deeper per `[` or `{`; orjson 3.8 crashed the whole process
-(a segfault, not an exception) on 200,000 of them, a 400 KB document. Every parser of an
-upstream JSON document calls `check_depth` first, so a hostile or broken upstream costs one
-502, never a worker. Pure: no I/O, no parsing."""
+(a segfault, not an exception) on 200,000 of them, a 400 KB document. Every orjson/json parse
+of an upstream JSON document calls `check_depth` first, so a hostile or broken upstream costs
+one 502, never a worker. (npm packuments are parsed with msgspec, which stops by itself at
+the interpreter's recursion limit and needs no scan.) Pure: no I/O, no parsing."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 
 from mirror import errors
-from mirror.budget import BudgetedLRU, ByteBudget
+from mirror.budget import BudgetedLRU, ByteBudget, Weighed
 from mirror.clock import Clock
 from mirror.ecosystems.base import Rendered
 from mirror.files import atomic_write
@@ -117,7 +117,8 @@ _Key = tuple[str, str]
 class MetaCache:
     """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
     revalidations. Memory holds at most `max_entries` documents, paid for in bytes from
-    `budget` (raw bytes, plus the parsed form estimated as raw x PARSED_BYTES_PER_RAW_BYTE;
+    `budget` (raw bytes, plus the parsed form: its own `memory_bytes()` when it is
+    `Weighed`, else estimated as raw x PARSED_BYTES_PER_RAW_BYTE;
     when the parsed form does not fit, only the raw bytes stay, `current` serves the version
     without parsing, and `parsed` parses again), and at most `max_absent` remembered 404s
     (LRU each); disk is unbounded (one small pair of files per document ever fetched)."""
@@ -749,8 +750,14 @@ class _RawOnly:
 
 
 def _entry_bytes(entry: _Entry) -> int:
-    """What an entry costs the budget: its raw bytes, and its parsed form by estimate."""
-    parsed = 0 if entry.parsed is _UNPARSED else len(entry.raw) * PARSED_BYTES_PER_RAW_BYTE
+    """What an entry costs the budget: its raw bytes, and its parsed form as that form
+    weighs itself, else by estimate."""
+    if entry.parsed is _UNPARSED:
+        parsed = 0
+    elif isinstance(entry.parsed, Weighed):
+        parsed = entry.parsed.memory_bytes()
+    else:
+        parsed = len(entry.raw) * PARSED_BYTES_PER_RAW_BYTE
     return len(entry.raw) + parsed
 
 

@@ -84,6 +84,9 @@ async def test_one_version_of_a_huge_packument_is_not_filtered_per_request(
     assert (status, body["version"]) == (200, f"1.0.{BIG - 1}")  # the young one is held
     assert (await manifest(f"1.0.{BIG}"))[0] == 404
     assert filtered == 1
+    # The filtered view is paid for from the worker's byte budget like every cache: about
+    # 170 bytes per visible version here.
+    assert BIG * 100 < client.app[SERVICES].memory.usage()["npm version views"] < BIG * 400
 
     # The clock lets the young version out: filtered again, once.
     clock.advance(timedelta(days=3, hours=1))

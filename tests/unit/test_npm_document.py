@@ -453,13 +453,51 @@ def test_scoped_package_tarballs_use_the_literal_scope_slash() -> None:
     assert parse(doc).version_of_file("widget-3.1.4.tgz") == "3.1.4"
 
 
-def test_rendering_never_mutates_the_parsed_document() -> None:
+def test_rendering_never_changes_the_parsed_packument() -> None:
     packument = parse(LEFT_PAD)
-    before = copy.deepcopy(packument.document)
-    render(parse(LEFT_PAD), "full")
-    render(packument, "corgi")
+    time_before = copy.deepcopy(dict(packument.time))
+    first = {form: render(packument, form)[1] for form in ("full", "corgi")}
     render(packument, "full", rules(block("left-pad", "*")))
-    assert packument.document == before
+    render(packument, "corgi", rules(block("left-pad", "1.3.0")))
+    assert {form: render(packument, form)[1] for form in ("full", "corgi")} == first
+    assert dict(packument.time) == time_before
+
+
+def test_kept_fields_go_out_byte_for_byte() -> None:
+    # Nothing the mirror does not change is re-encoded: escapes, number spellings and key
+    # order inside a manifest reach the client as the upstream wrote them.
+    raw = (
+        rb'{"name":"esc","dist-tags":{"latest":"1.0.0"},"time":{"1.0.0":"2020-01-01T00:00:00Z"},'
+        rb'"versions":{"1.0.0":{"name":"esc","version":"1.0.0","description":"caf\u00e9 \"q\"",'
+        rb'"zeta":1.50,"alpha":[1e2],"dist":{"tarball":"http://u.test/esc-1.0.0.tgz",'
+        rb'"integrity":"sha512-AA=="}}}}'
+    )
+    packument = document.parse_packument(raw, PackageName("esc"))
+    view = document.filter_packument(packument, rules(), NOW)
+    body = document.render_packument(packument, view, "full", BASE)
+    assert rb'"description":"caf\u00e9 \"q\""' in body
+    assert b'"zeta":1.50,"alpha":[1e2]' in body
+    assert orjson.loads(body)["versions"]["1.0.0"]["dist"] == {
+        "tarball": f"{BASE}/esc/-/esc-1.0.0.tgz",
+        "integrity": "sha512-AA==",
+    }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name":"x","versions":{"1.0.0":{"readme":"\xff\xfe"}}}',
+        b'{"name":"x","versions":{"1.0.0":{"readme":"a"',
+        b'{"name":"x","versions":{"1.0.0":{"scripts":[1,2,}}}',
+        b'{"name":"x","versions":{"1.0.0":{"readme":"\x01"}}}',
+    ],
+    ids=["not-utf8", "truncated", "broken-inside-a-manifest", "control-character"],
+)
+def test_a_broken_manifest_anywhere_refuses_the_whole_document(raw: bytes) -> None:
+    # Manifests are kept undecoded and written out verbatim: the parse must have checked
+    # every byte of them.
+    with pytest.raises(BadUpstreamDocument):
+        document.parse_packument(raw, PackageName("x"))
 
 
 def test_two_thousand_versions() -> None:

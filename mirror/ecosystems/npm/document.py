@@ -1,25 +1,35 @@
 """npm packuments, pure: parse the upstream's full document once, filter it by policy at a
 moment, render the full or abbreviated ("corgi") form with tarball URLs pointing at the
-mirror. Never does I/O and never mutates the parsed upstream document."""
+mirror. Never does I/O.
+
+Packuments reach tens of megabytes, most of it per-version text (readmes, scripts, people)
+that filtering never looks at. So a packument is not decoded into Python objects: each
+version's manifest and each top-level field stay undecoded slices of the upstream's bytes
+(`msgspec.Raw`, views without copies) and only what deciding needs (version, publish time,
+tarball file) is decoded. Rendering decodes one manifest's top-level keys at a time and
+writes the kept slices out verbatim, so a parsed 10 MiB packument costs a few hundred
+bytes per version above its raw bytes, not five times them."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import functools
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
+import msgspec
+from msgspec import Raw
 
 from mirror import policy, versions
 from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
-from mirror.jsondepth import check_depth
 
 Form = Literal["full", "corgi"]
 CORGI_TYPE = "application/vnd.npm.install-v1+json"
@@ -56,11 +66,14 @@ class VersionInfo:
 
 @dataclass(frozen=True, slots=True)
 class Packument:
-    """A parsed upstream full packument. `document` is the orjson result and is shared by
-    every view: treat it as read-only. `versions` is in ascending version order."""
+    """A parsed upstream full packument. `fields` (its top-level keys) and `manifests`
+    (version -> manifest object) are undecoded slices of the upstream's bytes;
+    `time` is decoded. `versions` is in ascending version order. Immutable."""
 
     package: PackageName
-    document: Mapping[str, Any]
+    fields: Mapping[str, Raw]
+    manifests: Mapping[str, Raw]
+    time: Mapping[str, Any]
     versions: Mapping[str, VersionInfo]
     dist_tags: Mapping[str, str]
     files: Mapping[str, str]  # tarball file name -> version
@@ -71,8 +84,14 @@ class Packument:
         return self.files.get(file)
 
     def manifest(self, version: str) -> Mapping[str, Any]:
-        manifest: Mapping[str, Any] = self.document["versions"][version]
+        """One version's manifest, decoded now (nothing keeps it)."""
+        manifest: Mapping[str, Any] = _ANY.decode(self.manifests[version])
         return manifest
+
+    def memory_bytes(self) -> int:
+        """What this parsed form holds beyond the raw bytes it views (which the cache charges
+        already): per version its info, file names, slice and key objects, by estimate."""
+        return PARSED_BYTES_PER_VERSION * (len(self.versions) + len(self.time)) + 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,33 +114,52 @@ class PackumentView:
 
 # parse ---------------------------------------------------------------------------------------
 
+# Measured with tracemalloc on generated packuments of 1,000-5,000 versions: about 600 bytes
+# per version (a VersionInfo, a datetime, two file-name entries, a Raw and its key, a time
+# entry); charged a little above that.
+PARSED_BYTES_PER_VERSION = 800
+_FIELDS = msgspec.json.Decoder(dict[str, Raw])  # an object's keys; its values undecoded
+_ANY = msgspec.json.Decoder()
+_UTF8_CHUNK = 1024 * 1024
+
+
+class _ManifestHead(msgspec.Struct):
+    """What parsing needs of a version's manifest; every other key is skipped undecoded."""
+
+    dist: Any = None
+
+
+_HEAD = msgspec.json.Decoder(_ManifestHead)
+# Writes Raw slices as they came; strings, numbers and containers as JSON.
+_ENCODE = msgspec.json.encode
+
 
 def parse_packument(raw: bytes, package: PackageName) -> Packument:
     """Parse the upstream's full packument of `package` (JSON bytes).
 
     Versions whose manifest is not an object are ignored. Raises BadUpstreamDocument when the
-    body is not a JSON object or `versions`/`dist-tags`/`time` have the wrong type."""
-    check_depth(raw, f"the upstream packument of {package.name}")
+    body is not a JSON object (nor UTF-8) or `versions`/`dist-tags`/`time` have the wrong
+    type. The whole body is checked as JSON here, so the slices rendering writes out verbatim
+    are JSON."""
+    what = f"the upstream packument of {package.name}"
+    _check_utf8(raw, what)
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        fields = _FIELDS.decode(raw)
+    except RecursionError:
+        # msgspec stops at the interpreter's recursion limit (about 1,000 levels), skipped
+        # values included: no separate depth scan (it copied the body three times).
         raise BadUpstreamDocument(
-            f"the upstream packument of {package.name} is not JSON: {exc}"
+            f"{what} nests more than {sys.getrecursionlimit()} levels deep; not parsed"
         ) from None
-    if not isinstance(document, dict):
-        raise BadUpstreamDocument(f"the upstream packument of {package.name} is not an object")
-    raw_versions = _object_or_empty(document.get("versions"))
-    raw_tags = _object_or_empty(document.get("dist-tags"))
-    raw_time = _object_or_empty(document.get("time"))
-    for key, value in (("versions", raw_versions), ("dist-tags", raw_tags), ("time", raw_time)):
-        if not isinstance(value, dict):
-            raise BadUpstreamDocument(
-                f"the upstream packument of {package.name} has a {key} that is not an object"
-            )
+    except msgspec.ValidationError:
+        raise BadUpstreamDocument(f"{what} is not an object") from None
+    except msgspec.DecodeError as exc:
+        raise BadUpstreamDocument(f"{what} is not JSON: {exc}") from None
+    raw_versions = _object_fields(fields.get("versions"), what, "versions")
+    raw_tags = _decoded_object(fields.get("dist-tags"), what, "dist-tags")
+    raw_time = _decoded_object(fields.get("time"), what, "time")
     manifests = {
-        version: manifest
-        for version, manifest in raw_versions.items()
-        if isinstance(version, str) and isinstance(manifest, dict)
+        version: manifest for version, manifest in raw_versions.items() if _starts_object(manifest)
     }
     ordered = sorted(manifests, key=lambda version: versions.sort_key("npm", version))
     infos: dict[str, VersionInfo] = {}
@@ -135,14 +173,17 @@ def parse_packument(raw: bytes, package: PackageName) -> Packument:
         )
         files[package.tarball_filename(version)] = version
         # Also accept the upstream's own file name (it may differ, e.g. in case).
-        tarball = _dist(manifests[version]).get("tarball")
+        tarball = _dist(_HEAD.decode(manifests[version]).dist).get("tarball")
         if isinstance(tarball, str) and tarball.endswith(".tgz"):
             files.setdefault(tarball.rsplit("/", 1)[-1], version)
-    document = {**document, "versions": manifests}
-    modified = raw_time.get("modified", document.get("modified"))
+    modified = raw_time.get("modified")
+    if modified is None and "modified" in fields:
+        modified = _ANY.decode(fields["modified"])
     return Packument(
         package=package,
-        document=document,
+        fields=fields,
+        manifests=manifests,
+        time=raw_time,
         versions=infos,
         dist_tags={tag: target for tag, target in raw_tags.items() if isinstance(target, str)},
         files=files,
@@ -150,19 +191,52 @@ def parse_packument(raw: bytes, package: PackageName) -> Packument:
     )
 
 
-def _object_or_empty(value: object) -> object:
-    return {} if value is None else value
+def _check_utf8(raw: bytes, what: str) -> None:
+    """Raise BadUpstreamDocument unless `raw` is UTF-8 (JSON's encoding): slices of it go to
+    clients verbatim. A megabyte at a time, so no decoded copy of the whole body exists."""
+    if raw.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    try:
+        for start in range(0, len(view), _UTF8_CHUNK):
+            decoder.decode(view[start : start + _UTF8_CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise BadUpstreamDocument(f"{what} is not UTF-8") from None
 
 
-def _dist(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    dist = manifest.get("dist")
+def _starts_object(value: Raw) -> bool:
+    # A Raw slice starts at its value's first byte (no whitespace before it).
+    return memoryview(value)[:1] == b"{"
+
+
+def _object_fields(value: Raw | None, what: str, key: str) -> dict[str, Raw]:
+    """The keys of the object `value` with their values undecoded; {} for a missing or null
+    one."""
+    if value is None or memoryview(value) == b"null":
+        return {}
+    if not _starts_object(value):
+        raise BadUpstreamDocument(f"{what} has a {key} that is not an object")
+    return _FIELDS.decode(value)
+
+
+def _decoded_object(value: Raw | None, what: str, key: str) -> dict[str, Any]:
+    decoded = {} if value is None else _ANY.decode(value)
+    decoded = {} if decoded is None else decoded
+    if not isinstance(decoded, dict):
+        raise BadUpstreamDocument(f"{what} has a {key} that is not an object")
+    return decoded
+
+
+def _dist(dist: object) -> Mapping[str, Any]:
     return dist if isinstance(dist, dict) else {}
 
 
 def tarball_digests(manifest: Mapping[str, Any]) -> tuple[Digest, ...]:
     """The digests a version's `dist` declares: every sha512/sha256 of the SRI `integrity`
     (base64 → hex) and the sha1 `shasum`. Unparseable entries are skipped."""
-    dist = _dist(manifest)
+    dist = _dist(manifest.get("dist"))
     digests: list[Digest] = []
     integrity = dist.get("integrity")
     if isinstance(integrity, str):
@@ -276,11 +350,13 @@ def tarball_url(base: str, package: PackageName, version: str) -> str:
     return base + package.tarball_path(version)
 
 
-def _rewritten(manifest: Mapping[str, Any], url: str) -> dict[str, Any]:
+def _rewritten(manifest: Mapping[str, Raw], url: str) -> dict[str, Raw | dict[str, Raw | str]]:
+    """A manifest's top-level keys (undecoded) with `dist.tarball` set to `url`; a `dist`
+    that is not an object stays as it came."""
     dist = manifest.get("dist")
-    if not isinstance(dist, dict):
+    if dist is None or not _starts_object(dist):
         return dict(manifest)
-    return {**manifest, "dist": {**dist, "tarball": url}}
+    return {**manifest, "dist": {**_FIELDS.decode(dist), "tarball": url}}
 
 
 def holds_back(view: PackumentView) -> bool:
@@ -321,7 +397,7 @@ def _upstream_describes(packument: Packument, view: PackumentView, summary: str)
 def _time_map(packument: Packument, view: PackumentView) -> dict[str, Any]:
     """`time` with only visible versions. `created`/`modified` are the upstream's when
     nothing is held, else the oldest/newest visible publish time (or absent)."""
-    raw_time = packument.document.get("time") or {}
+    raw_time = packument.time
     time: dict[str, Any] = {}
     if not holds_back(view):
         time.update({key: raw_time[key] for key in _TIME_META_KEYS if key in raw_time})
@@ -350,8 +426,8 @@ def _package_fields(packument: Packument, view: PackumentView) -> dict[str, Any]
     if summary is None:
         return {}
     if _upstream_describes(packument, view, summary):
-        return _pick(packument.document, PACKAGE_TEXT_KEYS)
-    return _pick(packument.manifest(summary), PACKAGE_TEXT_KEYS)
+        return _pick(packument.fields, PACKAGE_TEXT_KEYS)
+    return _pick(_FIELDS.decode(packument.manifests[summary]), PACKAGE_TEXT_KEYS)
 
 
 def render_packument(
@@ -370,24 +446,21 @@ def render_packument(
     `_package_fields`), `dist-tags`, `versions` and `time` only, and `modified`/`created` are
     recomputed from visible versions. When nothing is held the upstream's top level is kept
     (less `_attachments`)."""
-    document = packument.document
     package = packument.package
-    manifests = document["versions"]
+    manifests = packument.manifests
     time = _time_map(packument, view)
     modified = time.get("modified") if holds_back(view) else packument.modified
     if form == "corgi":
-        corgi_versions = {
-            version: _rewritten(
-                {
-                    key: manifests[version][key]
-                    for key in CORGI_VERSION_KEYS
-                    if key in manifests[version]
-                },
-                tarball_url(registry_base, package, version),
+        corgi_versions = {}
+        for version in view.visible:
+            fields = _FIELDS.decode(manifests[version])
+            corgi = {key: fields[key] for key in CORGI_VERSION_KEYS if key in fields}
+            corgi_versions[version] = _rewritten(
+                corgi, tarball_url(registry_base, package, version)
             )
-            for version in view.visible
-        }
-        name = document.get("name", package.name) if not holds_back(view) else package.name
+        name: Any = package.name
+        if not holds_back(view):
+            name = packument.fields.get("name", package.name)
         body: dict[str, Any] = {"name": name}
         if isinstance(modified, str):
             body["modified"] = modified
@@ -395,9 +468,11 @@ def render_packument(
         body["versions"] = corgi_versions
         if all(version in time for version in view.visible):
             body["time"] = time
-        return orjson.dumps(body)
+        return _ENCODE(body)
     full_versions = {
-        version: _rewritten(manifests[version], tarball_url(registry_base, package, version))
+        version: _rewritten(
+            _FIELDS.decode(manifests[version]), tarball_url(registry_base, package, version)
+        )
         for version in view.visible
     }
     if holds_back(view):
@@ -409,9 +484,9 @@ def render_packument(
             "versions": full_versions,
             "time": time,
         }
-        return orjson.dumps(body)
+        return _ENCODE(body)
     body = {}
-    for key, value in document.items():
+    for key, value in packument.fields.items():
         if key == "versions":
             body[key] = full_versions
         elif key == "dist-tags":
@@ -422,10 +497,10 @@ def render_packument(
             body[key] = value
     body.setdefault("dist-tags", dict(view.dist_tags))
     body.setdefault("versions", full_versions)
-    return orjson.dumps(body)
+    return _ENCODE(body)
 
 
-def _pick(manifest: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def _pick(manifest: Mapping[str, Raw], keys: Sequence[str]) -> dict[str, Raw]:
     return {key: manifest[key] for key in keys if key in manifest}
 
 
@@ -434,7 +509,7 @@ def _count(count: int) -> str:
 
 
 def render_dist_tags(view: PackumentView) -> bytes:
-    return orjson.dumps(dict(view.dist_tags))
+    return _ENCODE(dict(view.dist_tags))
 
 
 def render_notice(package: PackageName, view: PackumentView) -> str | None:
@@ -491,4 +566,4 @@ class PackumentParser:
 def render_manifest(packument: Packument, version: str, registry_base: str) -> bytes:
     """One version's manifest with its tarball URL rewritten (`GET /{name}/{version}`)."""
     url = tarball_url(registry_base, packument.package, version)
-    return orjson.dumps(_rewritten(packument.manifest(version), url))
+    return _ENCODE(_rewritten(_FIELDS.decode(packument.manifests[version]), url))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,8 +57,6 @@ _PARSE_IN_THREAD_BYTES = 1024**2  # an audit answer can be megabytes: parse it o
 # A relayed Cache-Control is kept only when it is this plain (directives, numbers, commas).
 _PLAIN_CACHE_CONTROL = re.compile(r"[A-Za-z0-9=,\- ]{1,120}")
 MAX_REMEMBERED_REFS = 16_384
-# Filtered views kept for `/npm/{name}/{version}`, one per (package, document, policy version).
-MAX_VERSION_VIEWS = 32
 
 ViewForm = Form | str
 
@@ -82,9 +79,10 @@ class NpmRegistry:
         )
         # `/npm/{name}/{version}`: the packument filtered once per document and policy
         # version (and until the clock lets a held version out), never once per request.
-        self._version_views: OrderedDict[tuple[str, str, int], asyncio.Task[_VersionView]] = (
-            OrderedDict()
+        self._version_views: BudgetedLRU[tuple[str, str, int], _VersionView] = BudgetedLRU(
+            services.memory, "npm version views", _version_view_bytes
         )
+        self._filtering: dict[tuple[str, str, int], asyncio.Task[_VersionView]] = {}
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -249,20 +247,14 @@ class NpmRegistry:
             # Not cached: a package with nothing visible is small to filter, and a 404 is
             # what makes npm retry with the full Accept.
             raise NotFound(document.no_visible_version_message(packument.package, view))
+        chosen: Form | None = None
         if form == "dist-tags":
-            body = document.render_dist_tags(view)
             content_type = document.JSON_TYPE
-        else:
-            if form not in ("full", "corgi"):
-                raise ValueError(f"unknown packument form {form!r}")
-            chosen: Form = "corgi" if form == "corgi" else "full"
-            if len(packument.versions) >= RENDER_IN_THREAD_VERSIONS:
-                body = await asyncio.to_thread(
-                    document.render_packument, packument, view, chosen, base
-                )
-            else:
-                body = document.render_packument(packument, view, chosen, base)
+        elif form in ("full", "corgi"):
+            chosen = "corgi" if form == "corgi" else "full"
             content_type = document.CORGI_TYPE if chosen == "corgi" else document.JSON_TYPE
+        else:
+            raise ValueError(f"unknown packument form {form!r}")
         headers: dict[str, str] = {}
         notice = document.render_notice(packument.package, view)
         if notice is not None:
@@ -271,14 +263,25 @@ class NpmRegistry:
             # (npm-registry-fetch check-response.js skips `x-local-cache` hits and stores);
             # such a view also changes by the clock, so clients should not keep it anyway.
             headers["Cache-Control"] = "no-store"
-        return responses.render(
-            body,
-            content_type=content_type,
-            form=str(form),
-            valid_until=view.valid_until,
-            last_modified=now,
-            headers=headers,
-        )
+
+        def finish() -> Rendered:
+            if chosen is None:
+                body = document.render_dist_tags(view)
+            else:
+                body = document.render_packument(packument, view, chosen, base)
+            return responses.render(
+                body,
+                content_type=content_type,
+                form=str(form),
+                valid_until=view.valid_until,
+                last_modified=now,
+                headers=headers,
+            )
+
+        # Rendering and compressing a big packument takes tens of milliseconds of CPU.
+        if chosen is not None and len(packument.versions) >= RENDER_IN_THREAD_VERSIONS:
+            return await asyncio.to_thread(finish)
+        return finish()
 
     async def _serve_version(
         self, request: web.Request, package: PackageName, spec: str
@@ -324,25 +327,31 @@ class NpmRegistry:
         ends; off the event loop for big packuments."""
         services = self._services
         key = (package.name, doc_version, services.policy.version)
-        task = self._version_views.get(key)
-        if task is not None and task.done():
-            if task.cancelled() or task.exception() is not None:
-                task = None
-            else:
-                until = task.result().view.valid_until
-                if until is not None and services.clock.now() >= until:
-                    task = None  # a held version may have left quarantine by now
+        now = services.clock.now()
+        kept = self._version_views.get(key)
+        if kept is not None:
+            until = kept.view.valid_until
+            if until is None or now < until:
+                return kept
+            self._version_views.pop(key)  # a held version may have left quarantine by now
+        task = self._filtering.get(key)
         if task is None:
             # The rules of this policy version, taken now (not when the task runs).
             task = asyncio.get_running_loop().create_task(
-                _filter_versions(packument, services.policy.rules(), services.clock.now())
+                _filter_versions(packument, services.policy.rules(), now)
             )
-            task.add_done_callback(_seen)
-            self._version_views[key] = task
-        self._version_views.move_to_end(key)
-        while len(self._version_views) > MAX_VERSION_VIEWS:
-            self._version_views.popitem(last=False)
+            self._filtering[key] = task
+            task.add_done_callback(lambda done: self._filtered(key, done))
         return await asyncio.shield(task)
+
+    def _filtered(self, key: tuple[str, str, int], task: asyncio.Task[_VersionView]) -> None:
+        """Keep a finished filter within the byte budget; forget the task (waiters may all
+        have left: its outcome is marked as seen so asyncio does not log it)."""
+        if self._filtering.get(key) is task:
+            del self._filtering[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._version_views.put(key, task.result())
 
     # tarballs ---------------------------------------------------------------------------
 
@@ -491,10 +500,15 @@ async def _filter_versions(
     return _VersionView(view=view, visible=frozenset(view.visible))
 
 
-def _seen(task: asyncio.Task[_VersionView]) -> None:
-    # Waiters may all have left: mark the outcome as seen so asyncio does not log it.
-    if not task.cancelled():
-        task.exception()
+def _version_view_bytes(filtered: _VersionView) -> int:
+    """What a kept filter costs: each visible version twice (tuple and set), each held one
+    with its detail, by estimate."""
+    view = filtered.view
+    visible = sum(len(version) + 160 for version in view.visible)
+    held = sum(
+        len(held.version) + len(held.detail) + 200 for held in (*view.quarantined, *view.blocked)
+    )
+    return visible + held + 64 * len(view.dist_tags)
 
 
 def _ref_bytes(ref: ArtifactRef) -> int:
