@@ -540,6 +540,7 @@ async def run_install_set(count: int, workers: int) -> list[str]:
             ) as session,
             WorkerPeaks(server.pid) as overall,
         ):
+            idle = max(_worker_rss_mib(server.pid).values(), default=0.0)
             for phase in ("cold", "warm"):
                 upstream_before = len(registry.upstream.requests)
                 phase_started = time.monotonic()
@@ -555,7 +556,8 @@ async def run_install_set(count: int, workers: int) -> list[str]:
     return [
         f"install set ({count} packuments, {INSTALL_MIN_MIB}-{INSTALL_MAX_MIB} MB): peak RSS "
         f"per worker {overall.peak:.0f} MiB (target: <= 200 MB: {verdict})   "
-        f"[{'; '.join(phases)}; {sum(full_sizes) / MIB:.0f} MiB of full packuments, "
+        f"[idle {idle:.0f} MiB; {'; '.join(phases)}; "
+        f"{sum(full_sizes) / MIB:.0f} MiB of full packuments, "
         f"{corgi_bytes / MIB:.0f} MiB of corgi per pass, {len(overall.by_pid)} worker pid(s), "
         f"generated in {built:.0f} s]"
     ]

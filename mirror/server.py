@@ -30,6 +30,7 @@ from types import FrameType
 
 from aiohttp import web
 
+from mirror import malloc
 from mirror.config import Config
 from mirror.connections import ConnectionGate
 
@@ -64,8 +65,6 @@ IGNORED_SIGNALS = tuple(
     if hasattr(signal, name)
 )
 _PR_SET_PDEATHSIG = 1
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-MALLOC_ARENAS = 2
 
 
 def bind_socket(config: Config) -> socket.socket:
@@ -329,7 +328,7 @@ class _Worker:
             for signum in REOPEN_SIGNALS + IGNORED_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
             watch_parent = not _die_with_parent(parent)
-            _fewer_malloc_arenas()
+            malloc.tune()
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(self._serve(parent if watch_parent else None))
             code = 0
@@ -394,6 +393,7 @@ class _Worker:
             if watch_parent is not None
             else None
         )
+        stop_trimming = malloc.start_trimming()
         try:
             await stop.wait()
         finally:
@@ -411,19 +411,8 @@ class _Worker:
             await runner.cleanup()  # closes what is left, then the app's cleanup_ctx
             if watcher is not None:
                 watcher.cancel()
+            stop_trimming()
             log.info("worker %d stopped; clean-up done", os.getpid())
-
-
-def _fewer_malloc_arenas() -> None:
-    """glibc gives every thread that allocates its own malloc arena and keeps what each
-    arena grew to: the threads that parse and render large documents would each hold on to
-    ~10-100 MiB. Two arenas per worker are enough for its few threads (measured with the
-    install-set benchmark). Elsewhere than glibc nothing happens."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def _die_with_parent(parent: int) -> bool:
