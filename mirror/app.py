@@ -134,6 +134,14 @@ def build_services(
         state_timeout=config.state.timeout,
         budget=memory,
     )
+    live_policy = LivePolicy(
+        state,
+        config.quarantine,
+        clock,
+        last_known_path=lastknown.path_in(config.data_dir),
+    )
+    # While the state is not trusted, the last-known copy's digest pins win.
+    artifacts.shared.use_known_pins(live_policy)
     return Services(
         config=config,
         clock=clock,
@@ -144,12 +152,7 @@ def build_services(
         rendered=RenderedCache(budget=memory),
         blobs=blobs,
         artifacts=artifacts,
-        policy=LivePolicy(
-            state,
-            config.quarantine,
-            clock,
-            last_known_path=lastknown.path_in(config.data_dir),
-        ),
+        policy=live_policy,
         memory=memory,
     )
 

@@ -24,7 +24,7 @@ from mirror import lastknown, policy
 from mirror.clock import Clock
 from mirror.config import QuarantineConfig
 from mirror.errors import Blocked, PolicyUnavailable, Quarantined, StateUnavailable
-from mirror.lastknown import LastKnown, LastKnownError
+from mirror.lastknown import LastKnown, LastKnownError, PinIndex
 from mirror.state.base import RuleKind, RuleRecord, StateIdentity, StateStore
 
 log = logging.getLogger("mirror.policy")
@@ -64,6 +64,10 @@ class LivePolicy:
         self._saved_digest: bytes | None = None
         self._degraded: str | None = None
         self._current_records: list[RuleRecord] = []
+        # While degraded: the copy's digest pins, indexed on disk (`lastknown.PinIndex`),
+        # and the task that opens (or builds) the index.
+        self._pins: PinIndex | None = None
+        self._pins_loading: asyncio.Task[None] | None = None
         self._snapshot_due = asyncio.Event()
         self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
@@ -124,6 +128,23 @@ class LivePolicy:
         """Why this worker does not trust the shared state (it enforces the last-known rules
         meanwhile), or None."""
         return self._degraded
+
+    async def known_pin(self, ecosystem: str, key: str) -> str | None:
+        """While degraded, the first-seen digest the last-known copy pins for `key` (it wins
+        over the untrusted state's); None when not degraded or the copy pins nothing. Waits
+        for the copy's pins to be indexed when that is under way."""
+        if self._degraded is None:
+            return None
+        loading = self._pins_loading
+        if loading is not None:
+            await asyncio.shield(loading)
+        return self.known_pin_now(ecosystem, key)
+
+    def known_pin_now(self, ecosystem: str, key: str) -> str | None:
+        """`known_pin` without waiting (for hits, which check a stored blob)."""
+        if self._degraded is None or self._pins is None:
+            return None
+        return self._pins.get(ecosystem, key)
 
     def enforced_records(self, kind: RuleKind | None = None) -> list[RuleRecord]:
         """The stored rules this worker enforces: the state's, or when degraded the
@@ -213,6 +234,37 @@ class LivePolicy:
         elif reason is None and self._degraded is not None:
             log.warning("the shared state is trusted again (restored); the policy is live")
         self._degraded = reason
+        if reason is None:
+            self._drop_pins()
+        elif self._pins is None and self._pins_loading is None:
+            self._pins_loading = asyncio.get_running_loop().create_task(
+                self._load_pins(), name="last-known pins"
+            )
+
+    async def _load_pins(self) -> None:
+        """Index the copy's digest pins (from the file; memory keeps only the rules)."""
+        path = self._last_known_path
+        try:
+            if path is not None:
+                pins = await asyncio.to_thread(lastknown.open_pins, path.parent)
+                if self._degraded is None:  # trusted again meanwhile
+                    if pins is not None:
+                        pins.close()
+                else:
+                    self._pins = pins
+        except (LastKnownError, OSError) as exc:
+            log.error(
+                "the last-known digest pins cannot be read (%s): while the shared state is "
+                "not trusted, first-seen digests are checked against it alone",
+                exc,
+            )
+        finally:
+            self._pins_loading = None
+
+    def _drop_pins(self) -> None:
+        pins, self._pins = self._pins, None
+        if pins is not None:
+            pins.close()
 
     async def _remember(self, identity: str, version: int, records: list[RuleRecord]) -> None:
         """Keep the rules of a trusted state as the last-known ones (in memory; the guard
