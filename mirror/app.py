@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, lastknown, requestbody, responses
+from mirror import __version__, admin, lastknown, requestbody, responses, workerstatus
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.budget import ByteBudget
@@ -74,6 +74,8 @@ SERVICES = web.AppKey("services", Services)
 ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
 # handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
 REQUEST_KIND = web.RequestKey("mirror.kind", str)
+# Set by `mirror serve` in each worker: the supervisor's restart back-off, for /readyz.
+SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
 
 
 def upstream_scopes(config: Config) -> list[UpstreamScope]:
@@ -411,10 +413,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when the data dir is writable, the state backend answers, and the state is
-    the one the last-known rules came from (`policy`: else `mirror state restore`)."""
+    """Ready only when the data dir is writable, the state backend answers, the state is
+    the one the last-known rules came from (`policy`: else `mirror state restore`), and
+    under `mirror serve`, the supervisor is not backing off restarting a crashing worker
+    (`workers`: whichever worker answers says so)."""
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
+    supervisor = request.app.get(SUPERVISOR_STATUS)
+    if supervisor is not None:
+        backoff = await asyncio.to_thread(supervisor.backoff)
+        checks["workers"] = "; ".join(backoff) if backoff else "ok"
     try:
         await asyncio.to_thread(_probe_writable, services.config.data_dir)
         checks["data_dir"] = "ok"
