@@ -141,6 +141,9 @@ def build_services(
         config.quarantine,
         clock,
         last_known_path=lastknown.path_in(config.data_dir),
+        # Replicas with data dirs of their own share a Redis; the embedded state is one file
+        # beside the copy.
+        shared_by_replicas=bool(config.state.redis_url),
     )
     # While the state is not trusted, the last-known copy's digest pins win.
     artifacts.shared.use_known_pins(live_policy)
@@ -434,8 +437,13 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state"] = "ok"
     except (StateUnavailable, TimeoutError) as exc:
         checks["state"] = f"unavailable: {exc}" if str(exc) else "unavailable: timed out"
-    degraded = services.policy.degraded
-    checks["policy"] = "ok" if degraded is None else f"last-known rules only: {degraded}"
+    degraded, settling = services.policy.degraded, services.policy.settling
+    if degraded is not None:
+        checks["policy"] = f"last-known rules only: {degraded}"
+    elif settling is not None:
+        checks["policy"] = f"not serving yet: {settling}"
+    else:
+        checks["policy"] = "ok"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},
