@@ -90,6 +90,7 @@ class LivePolicy:
         # and the task that opens (or builds) the index.
         self._pins: PinIndex | None = None
         self._pins_loading: asyncio.Task[None] | None = None
+        self._pins_generation = 0  # grows when the copy they come from is replaced
         self._snapshot_due = asyncio.Event()
         self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
@@ -369,10 +370,12 @@ class LivePolicy:
     async def _load_pins(self) -> None:
         """Index the copy's digest pins (from the file; memory keeps only the rules)."""
         path = self._last_known_path
+        generation = self._pins_generation
         try:
             if path is not None:
                 pins = await asyncio.to_thread(lastknown.open_pins, path.parent)
-                if self._degraded is None:  # trusted again meanwhile
+                if self._degraded is None or generation != self._pins_generation:
+                    # Trusted again, or another copy taken meanwhile (`_drop_pins`).
                     if pins is not None:
                         pins.close()
                 else:
@@ -380,13 +383,22 @@ class LivePolicy:
         except (LastKnownError, OSError) as exc:
             log.error(
                 "the last-known digest pins cannot be read (%s): while the shared state is "
-                "not trusted, first-seen digests are checked against it alone",
+                "not trusted, first-seen digests are checked against the state alone",
                 exc,
             )
         finally:
             self._pins_loading = None
+        if (
+            self._degraded is not None
+            and self._pins is None
+            and generation != self._pins_generation
+        ):
+            self._pins_loading = asyncio.get_running_loop().create_task(
+                self._load_pins(), name="last-known pins"
+            )
 
     def _drop_pins(self) -> None:
+        self._pins_generation += 1
         pins, self._pins = self._pins, None
         if pins is not None:
             pins.close()
