@@ -91,6 +91,9 @@ class LivePolicy:
         self._pins: PinIndex | None = None
         self._pins_loading: asyncio.Task[None] | None = None
         self._pins_generation = 0  # grows when the copy they come from is replaced
+        # Grows whenever the state becomes trusted or untrusted: pins learned before are
+        # forgotten (`ServingState`), e.g. one the emptied state took before the loss showed.
+        self.trust_epoch = 0
         self._snapshot_due = asyncio.Event()
         self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
@@ -359,6 +362,8 @@ class LivePolicy:
             )
         elif reason is None and self._degraded is not None:
             log.warning("the shared state is trusted again (restored); the policy is live")
+        if (reason is None) != (self._degraded is None):
+            self.trust_epoch += 1
         self._degraded = reason
         if reason is None:
             self._drop_pins()

@@ -57,6 +57,9 @@ class KnownPins(Protocol):
     """The last-known copy's digest pins while the shared state is not trusted
     (`LivePolicy`); None from both when it is trusted or pins nothing for `key`."""
 
+    # Changes whenever the state becomes trusted or untrusted.
+    trust_epoch: int
+
     async def known_pin(self, ecosystem: str, key: str) -> str | None: ...
 
     def known_pin_now(self, ecosystem: str, key: str) -> str | None: ...
@@ -99,6 +102,7 @@ class ServingState:
         self._outage_started: float | None = None
         self._closed = False
         self._known_pins: KnownPins | None = None
+        self._trust_epoch = 0
 
     def use_known_pins(self, known: KnownPins) -> None:
         """Let the last-known copy's pins win while the state is not trusted (set once, when
@@ -119,8 +123,14 @@ class ServingState:
     def pinned(self, ecosystem: str, key: str) -> str | None:
         """The first-seen digest ("algorithm:hex") of `key` if this process knows it (the
         last-known copy's first while the state is not trusted)."""
-        if self._known_pins is not None:
-            copied = self._known_pins.known_pin_now(ecosystem, key)
+        known = self._known_pins
+        if known is not None:
+            if known.trust_epoch != self._trust_epoch:
+                # Trusted or untrusted since: a pin taken from the state before (from an
+                # emptied one, before the loss showed) must not outlive the change.
+                self._trust_epoch = known.trust_epoch
+                self._pins.clear()
+            copied = known.known_pin_now(ecosystem, key)
             if copied is not None:
                 return copied
         return self._pins.get((ecosystem, key))

