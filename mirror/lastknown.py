@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +25,8 @@ FILENAME = "lastknown.json"
 FORMAT = 1
 # The copy's digest pins as a sorted index (`PinIndex`), built from FILENAME when a worker
 # stops trusting the state: the pins are many (think 100k), and a dict of them would cost a
-# worker tens of MB; the index is read through mmap, pages the kernel caches and can drop.
+# worker tens of MB; the index is read with positioned reads (the kernel's page cache, not
+# the worker's memory).
 PINS_FILENAME = "lastknown.pins"
 _PINS_MAGIC = b"QMPINS1 "
 _KEY_HASH = 16  # bytes of blake2b over (ecosystem, key): collisions are out of reach
@@ -237,11 +238,12 @@ def build_pins(digests: Mapping[str, Mapping[str, str]], source: str) -> bytes:
 
 
 class PinIndex:
-    """The first-seen digest pins of a last-known copy: `get` is a binary search over the
-    mapped index file (about 17 probes for 100k pins), nothing is held in the worker's heap."""
+    """The first-seen digest pins of a last-known copy: `get` is a binary search in the open
+    index file by positioned reads (about 17 of a few dozen bytes for 100k pins, from the
+    kernel's page cache): nothing is held in the worker's memory but the open file."""
 
-    def __init__(self, view: mmap.mmap, *, start: int, width: int, count: int) -> None:
-        self._view = view
+    def __init__(self, fd: int, *, start: int, width: int, count: int) -> None:
+        self._fd = fd
         self._start = start
         self._record = _KEY_HASH + width
         self._count = count
@@ -252,13 +254,13 @@ class PinIndex:
     def get(self, ecosystem: str, key: str) -> str | None:
         wanted = _key_hash(ecosystem, key)
         low, high = 0, self._count
-        view, start, size = self._view, self._start, self._record
+        start, size = self._start, self._record
         while low < high:
             middle = (low + high) // 2
-            at = start + middle * size
-            found = view[at : at + _KEY_HASH]
+            record = os.pread(self._fd, size, start + middle * size)
+            found = record[:_KEY_HASH]
             if found == wanted:
-                return view[at + _KEY_HASH : at + size].rstrip(b"\0").decode()
+                return record[_KEY_HASH:].rstrip(b"\0").decode()
             if found < wanted:
                 low = middle + 1
             else:
@@ -266,28 +268,34 @@ class PinIndex:
         return None
 
     def close(self) -> None:
-        self._view.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
-def _map_pins(path: Path, source: str) -> PinIndex | None:
+_HEADER_MAX = 4096
+
+
+def _open_index(path: Path, source: str) -> PinIndex | None:
     """The index at `path` if it was built from `source`, else None."""
     try:
-        with path.open("rb") as handle:
-            view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    except (FileNotFoundError, ValueError):  # ValueError: an empty file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
         return None
-    end = view.find(b"\n")
     try:
-        if not view[: len(_PINS_MAGIC)] == _PINS_MAGIC or end < 0:
+        head = os.pread(fd, _HEADER_MAX, 0)
+        end = head.find(b"\n")
+        if not head.startswith(_PINS_MAGIC) or end < 0:
             raise ValueError("not a pin index")
-        header = json.loads(view[len(_PINS_MAGIC) : end])
+        header = json.loads(head[len(_PINS_MAGIC) : end])
         width, count = int(header["width"]), int(header["count"])
-        if header["source"] != source or len(view) != end + 1 + count * (_KEY_HASH + width):
+        size = os.fstat(fd).st_size
+        if header["source"] != source or size != end + 1 + count * (_KEY_HASH + width):
             raise ValueError("built from another copy")
-    except (ValueError, KeyError, TypeError):
-        view.close()
+    except (OSError, ValueError, KeyError, TypeError):
+        os.close(fd)
         return None
-    return PinIndex(view, start=end + 1, width=width, count=count)
+    return PinIndex(fd, start=end + 1, width=width, count=count)
 
 
 def open_pins(data_dir: Path) -> PinIndex | None:
@@ -301,7 +309,7 @@ def open_pins(data_dir: Path) -> PinIndex | None:
         return None
     source = f"{stat.st_mtime_ns}:{stat.st_size}"
     pins_path = data_dir / PINS_FILENAME
-    index = _map_pins(pins_path, source)
+    index = _open_index(pins_path, source)
     if index is not None:
         return index
     known = load(path)
@@ -309,7 +317,7 @@ def open_pins(data_dir: Path) -> PinIndex | None:
         return None
     atomic_write(pins_path, build_pins(known.digests, source))
     del known  # the parsed copy (the large part of it) goes before the index is mapped
-    index = _map_pins(pins_path, source)
+    index = _open_index(pins_path, source)
     if index is None:
         raise OSError(f"the pin index {pins_path} was replaced while it was read")
     return index
