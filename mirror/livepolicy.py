@@ -72,8 +72,8 @@ class LivePolicy:
         self._clock = clock
         self._rules: policy.Rules | None = None
         self._state_version = -1
-        # What the rules were compiled from: (identity, version, degraded reason).
-        # (identity, version, lost, lost version, degraded reason, settling reason)
+        # What the rules were compiled from: (identity, version, lost, lost version,
+        # degraded reason, settling reason).
         self._source: tuple[str | None, int, str | None, int, str | None, str | None] | None
         self._source = None
         # Why this copy-less worker does not trust a brand-new state yet (SETTLE_SECONDS).
