@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, lastknown, requestbody, responses
+from mirror import __version__, admin, lastknown, requestbody, responses, workerstatus
 from mirror.artifacts import ArtifactServer
 from mirror.blobs import BlobStore
 from mirror.budget import ByteBudget
@@ -74,6 +74,8 @@ SERVICES = web.AppKey("services", Services)
 ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
 # handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
 REQUEST_KIND = web.RequestKey("mirror.kind", str)
+# Set by `mirror serve` in each worker: the supervisor's restart back-off, for /readyz.
+SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
 
 
 def upstream_scopes(config: Config) -> list[UpstreamScope]:
@@ -134,6 +136,17 @@ def build_services(
         state_timeout=config.state.timeout,
         budget=memory,
     )
+    live_policy = LivePolicy(
+        state,
+        config.quarantine,
+        clock,
+        last_known_path=lastknown.path_in(config.data_dir),
+        # Replicas with data dirs of their own share a Redis; the embedded state is one file
+        # beside the copy.
+        shared_by_replicas=bool(config.state.redis_url),
+    )
+    # While the state is not trusted, the last-known copy's digest pins win.
+    artifacts.shared.use_known_pins(live_policy)
     return Services(
         config=config,
         clock=clock,
@@ -144,12 +157,7 @@ def build_services(
         rendered=RenderedCache(budget=memory),
         blobs=blobs,
         artifacts=artifacts,
-        policy=LivePolicy(
-            state,
-            config.quarantine,
-            clock,
-            last_known_path=lastknown.path_in(config.data_dir),
-        ),
+        policy=live_policy,
         memory=memory,
     )
 
@@ -408,10 +416,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when the data dir is writable, the state backend answers, and the state is
-    the one the last-known rules came from (`policy`: else `mirror state restore`)."""
+    """Ready only when the data dir is writable, the state backend answers, the state is
+    the one the last-known rules came from (`policy`: else `mirror state restore`), and
+    under `mirror serve`, the supervisor is not backing off restarting a crashing worker
+    (`workers`: whichever worker answers says so)."""
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
+    supervisor = request.app.get(SUPERVISOR_STATUS)
+    if supervisor is not None:
+        backoff = await asyncio.to_thread(supervisor.backoff)
+        checks["workers"] = "; ".join(backoff) if backoff else "ok"
     try:
         await asyncio.to_thread(_probe_writable, services.config.data_dir)
         checks["data_dir"] = "ok"
@@ -423,8 +437,13 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state"] = "ok"
     except (StateUnavailable, TimeoutError) as exc:
         checks["state"] = f"unavailable: {exc}" if str(exc) else "unavailable: timed out"
-    degraded = services.policy.degraded
-    checks["policy"] = "ok" if degraded is None else f"last-known rules only: {degraded}"
+    degraded, settling = services.policy.degraded, services.policy.settling
+    if degraded is not None:
+        checks["policy"] = f"last-known rules only: {degraded}"
+    elif settling is not None:
+        checks["policy"] = f"not serving yet: {settling}"
+    else:
+        checks["policy"] = "ok"
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -9,7 +9,9 @@ only file I/O here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +23,13 @@ from mirror.state.base import AuditEntry, RuleKind, RuleRecord, StateIdentity
 
 FILENAME = "lastknown.json"
 FORMAT = 1
+# The copy's digest pins as a sorted index (`PinIndex`), built from FILENAME when a worker
+# stops trusting the state: the pins are many (think 100k), and a dict of them would cost a
+# worker tens of MB; the index is read with positioned reads (the kernel's page cache, not
+# the worker's memory).
+PINS_FILENAME = "lastknown.pins"
+_PINS_MAGIC = b"QMPINS1 "
+_KEY_HASH = 16  # bytes of blake2b over (ecosystem, key): collisions are out of reach
 
 
 class LastKnownError(ValueError):
@@ -202,3 +211,113 @@ def save(path: Path, data: bytes) -> None:
     durably: the copy matters exactly when something else was lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data, durable=True)
+
+
+# the digest pins, indexed ---------------------------------------------------------------------
+
+
+def _key_hash(ecosystem: str, key: str) -> bytes:
+    text = f"{ecosystem}\0{key}".encode(errors="surrogatepass")
+    return hashlib.blake2b(text, digest_size=_KEY_HASH).digest()
+
+
+def build_pins(digests: Mapping[str, Mapping[str, str]], source: str) -> bytes:
+    """The pins as one index file: a header line (JSON: `source`, record width, count), then
+    fixed-width records sorted by key hash: the hash, then the digest text padded with NULs."""
+    records = sorted(
+        (_key_hash(ecosystem, key), digest.encode())
+        for ecosystem, keys in digests.items()
+        for key, digest in keys.items()
+    )
+    width = max((len(digest) for _, digest in records), default=0)
+    header = json.dumps(
+        {"source": source, "width": width, "count": len(records)}, separators=(",", ":")
+    ).encode()
+    body = b"".join(hashed + digest.ljust(width, b"\0") for hashed, digest in records)
+    return _PINS_MAGIC + header + b"\n" + body
+
+
+class PinIndex:
+    """The first-seen digest pins of a last-known copy: `get` is a binary search in the open
+    index file by positioned reads (about 17 of a few dozen bytes for 100k pins, from the
+    kernel's page cache): nothing is held in the worker's memory but the open file."""
+
+    def __init__(self, fd: int, *, start: int, width: int, count: int) -> None:
+        self._fd = fd
+        self._start = start
+        self._record = _KEY_HASH + width
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, ecosystem: str, key: str) -> str | None:
+        wanted = _key_hash(ecosystem, key)
+        low, high = 0, self._count
+        start, size = self._start, self._record
+        while low < high:
+            middle = (low + high) // 2
+            record = os.pread(self._fd, size, start + middle * size)
+            found = record[:_KEY_HASH]
+            if found == wanted:
+                return record[_KEY_HASH:].rstrip(b"\0").decode()
+            if found < wanted:
+                low = middle + 1
+            else:
+                high = middle
+        return None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+_HEADER_MAX = 4096
+
+
+def _open_index(path: Path, source: str) -> PinIndex | None:
+    """The index at `path` if it was built from `source`, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        head = os.pread(fd, _HEADER_MAX, 0)
+        end = head.find(b"\n")
+        if not head.startswith(_PINS_MAGIC) or end < 0:
+            raise ValueError("not a pin index")
+        header = json.loads(head[len(_PINS_MAGIC) : end])
+        width, count = int(header["width"]), int(header["count"])
+        size = os.fstat(fd).st_size
+        if header["source"] != source or size != end + 1 + count * (_KEY_HASH + width):
+            raise ValueError("built from another copy")
+    except (OSError, ValueError, KeyError, TypeError):
+        os.close(fd)
+        return None
+    return PinIndex(fd, start=end + 1, width=width, count=count)
+
+
+def open_pins(data_dir: Path) -> PinIndex | None:
+    """The pins of the copy in `data_dir`, indexed (built first when the index is missing or
+    older than the copy); None when there is no copy. Raises LastKnownError for a damaged
+    copy and OSError when the index cannot be written. Blocking: run it in a thread."""
+    path = path_in(data_dir)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    source = f"{stat.st_mtime_ns}:{stat.st_size}"
+    pins_path = data_dir / PINS_FILENAME
+    index = _open_index(pins_path, source)
+    if index is not None:
+        return index
+    known = load(path)
+    if known is None:
+        return None
+    atomic_write(pins_path, build_pins(known.digests, source))
+    del known  # the parsed copy (the large part of it) goes before the index is mapped
+    index = _open_index(pins_path, source)
+    if index is None:
+        raise OSError(f"the pin index {pins_path} was replaced while it was read")
+    return index

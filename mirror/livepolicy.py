@@ -6,7 +6,15 @@ It also keeps the last-known rules (`mirror.lastknown`), in memory and in the da
 the identity and policy version of the state they came from. A state that lost its identity,
 is another one, or whose version went back is not trusted: the worker keeps enforcing the
 last-known rules (plus any the state has), reports itself degraded (`/readyz`), and logs one
-ERROR, until `mirror state restore` re-seeds the state."""
+ERROR, until `mirror state restore` re-seeds the state.
+
+Replicas on one Redis (`shared_by_replicas`) also tell each other: a degraded worker
+publishes the loss with its copy (`StateStore.publish_loss`, never read as live rules); a
+worker that finds a published loss takes that copy as its own and is degraded too, even
+when it started with an empty data dir. And a worker with no copy at all does not trust a
+state whose identity is only seconds old (`SETTLE_SECONDS`, longer than the guard's check):
+it refuses reads and is not ready until then, so a replica that claimed a fresh identity on
+a flushed Redis does not serve with no rules before older replicas could report the loss."""
 
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from mirror import lastknown, policy
 from mirror.clock import Clock
 from mirror.config import QuarantineConfig
 from mirror.errors import Blocked, PolicyUnavailable, Quarantined, StateUnavailable
-from mirror.lastknown import LastKnown, LastKnownError
+from mirror.lastknown import LastKnown, LastKnownError, PinIndex
 from mirror.state.base import RuleKind, RuleRecord, StateIdentity, StateStore
 
 log = logging.getLogger("mirror.policy")
@@ -37,6 +45,10 @@ SNAPSHOT_SECONDS = 30.0
 CONSISTENT_READ_ATTEMPTS = 3
 # Audit entries kept in the last-known copy (newest first).
 AUDIT_COPIED = 10_000
+# A worker with no last-known copy trusts a state whose identity is younger than this only
+# once it is this old (by the state's clock): a replica with a copy checks the identity every
+# GUARD_SECONDS and publishes a loss at once, so by then a loss would be published.
+SETTLE_SECONDS = 3.0
 
 
 class LivePolicy:
@@ -51,19 +63,37 @@ class LivePolicy:
         clock: Clock,
         *,
         last_known_path: Path | None = None,
+        shared_by_replicas: bool = False,
     ) -> None:
         self._state = state
+        # Redis: other replicas (other data dirs) share the state; publish losses, settle.
+        self._shared = shared_by_replicas
         self._quarantine = quarantine
         self._clock = clock
         self._rules: policy.Rules | None = None
         self._state_version = -1
-        # What the rules were compiled from: (identity, version, degraded reason).
-        self._source: tuple[str | None, int, str | None] | None = None
+        # What the rules were compiled from: (identity, version, lost, lost version,
+        # degraded reason, settling reason).
+        self._source: tuple[str | None, int, str | None, int, str | None, str | None] | None
+        self._source = None
+        # Why this copy-less worker does not trust a brand-new state yet (SETTLE_SECONDS).
+        self._settling: str | None = None
+        self._settled_at = 0.0  # loop time the state is SETTLE_SECONDS old, while settling
+        # A published copy that could not be read: not tried again.
+        self._rejected_loss: tuple[str, int] | None = None
         self._last_known_path = last_known_path
         self._known: LastKnown | None = None
         self._saved_digest: bytes | None = None
         self._degraded: str | None = None
         self._current_records: list[RuleRecord] = []
+        # While degraded: the copy's digest pins, indexed on disk (`lastknown.PinIndex`),
+        # and the task that opens (or builds) the index.
+        self._pins: PinIndex | None = None
+        self._pins_loading: asyncio.Task[None] | None = None
+        self._pins_generation = 0  # grows when the copy they come from is replaced
+        # Grows whenever the state becomes trusted or untrusted: pins learned before are
+        # forgotten (`ServingState`), e.g. one the emptied state took before the loss showed.
+        self.trust_epoch = 0
         self._snapshot_due = asyncio.Event()
         self._reloading = asyncio.Lock()
         # Grows with every change of what the rules hide: a reload that changed them, or a
@@ -78,6 +108,8 @@ class LivePolicy:
         return self._version
 
     def rules(self) -> policy.Rules:
+        if self._settling is not None:
+            raise PolicyUnavailable(f"not serving yet: {self._settling}")
         if self._rules is None:
             raise PolicyUnavailable(
                 "the mirror could not load its block and exemption rules; refusing to guess"
@@ -120,10 +152,33 @@ class LivePolicy:
         self._listeners.append(listener)
 
     @property
+    def settling(self) -> str | None:
+        """Why this worker, with no last-known copy, does not trust a state that is seconds
+        old yet (it refuses reads meanwhile), or None."""
+        return self._settling
+
+    @property
     def degraded(self) -> str | None:
         """Why this worker does not trust the shared state (it enforces the last-known rules
         meanwhile), or None."""
         return self._degraded
+
+    async def known_pin(self, ecosystem: str, key: str) -> str | None:
+        """While degraded, the first-seen digest the last-known copy pins for `key` (it wins
+        over the untrusted state's); None when not degraded or the copy pins nothing. Waits
+        for the copy's pins to be indexed when that is under way."""
+        if self._degraded is None:
+            return None
+        loading = self._pins_loading
+        if loading is not None:
+            await asyncio.shield(loading)
+        return self.known_pin_now(ecosystem, key)
+
+    def known_pin_now(self, ecosystem: str, key: str) -> str | None:
+        """`known_pin` without waiting (for hits, which check a stored blob)."""
+        if self._degraded is None or self._pins is None:
+            return None
+        return self._pins.get(ecosystem, key)
 
     def enforced_records(self, kind: RuleKind | None = None) -> list[RuleRecord]:
         """The stored rules this worker enforces: the state's, or when degraded the
@@ -178,16 +233,23 @@ class LivePolicy:
         if seen.identity == before.identity and before.version < seen.version:
             # Changed while reading: the rules are at least as new as `before`.
             seen = dataclasses.replace(seen, version=before.version)
+        await self._follow_published_loss(seen)
         if seen.identity is None and self._known is None:
-            # A new install (or one from before identities): this state is the one.
+            # A new install (or one from before identities): this state is the one, once it
+            # has settled (claimed now, here or by another replica: age 0).
             identity = await self._state.claim_identity(uuid.uuid4().hex)
-            seen = StateIdentity(
-                identity=identity, version=seen.version, restored_from=seen.restored_from
-            )
+            seen = dataclasses.replace(seen, identity=identity, age=0.0)
         reason = lastknown.assess(self._known, seen)
         if reason is not None and self._known is not None:
             records = lastknown.merged_rules(self._known.rules, records)
+            await self._publish_loss(seen)
         self._set_degraded(reason)
+        settling = self._settle_reason(seen) if reason is None and self._known is None else None
+        if settling is not None and self._settling is None:
+            log.warning("not serving yet: %s", settling)
+        if settling is not None and seen.age is not None:
+            self._settled_at = asyncio.get_running_loop().time() + SETTLE_SECONDS - seen.age
+        self._settling = settling
         now = self._clock.now()
         rules = policy.compile_rules(records, self._quarantine, now)
         for problem in rules.problems:
@@ -196,12 +258,100 @@ class LivePolicy:
         self._current_records = records
         self._next_expiry = rules.next_expiry(now)
         self._state_version = seen.version
-        source = (seen.identity, seen.version, reason)
+        source = (seen.identity, seen.version, seen.lost, seen.lost_version, reason, settling)
         if source != self._source:
             self._source = source
             self._changed()
-        if reason is None and seen.identity is not None:
+        if reason is None and settling is None and seen.identity is not None:
             await self._remember(seen.identity, seen.version, records)
+
+    def _settle_reason(self, seen: StateIdentity) -> str | None:
+        if not self._shared or seen.age is None or seen.age >= SETTLE_SECONDS:
+            return None
+        return (
+            f"the shared state is new (identity {seen.identity}, claimed {seen.age:.1f} s ago) "
+            f"and this replica has no last-known copy: waiting until it is {SETTLE_SECONDS:g} s "
+            "old, for any replica that held the policy to report that it was lost"
+        )
+
+    async def _follow_published_loss(self, seen: StateIdentity) -> None:
+        """Take the copy another replica published with a lost state (`publish_loss`) as
+        this worker's last-known copy, when this worker has none, trusts the state that
+        replaced the lost one, or holds an older copy of it. A worker that distrusts the
+        state for a copy of its own keeps that one."""
+        lost = seen.lost
+        if lost is None or lost == seen.identity or lost in seen.restored_from:
+            return
+        if (lost, seen.lost_version) == self._rejected_loss:
+            return
+        known = self._known
+        if known is not None:
+            if known.identity == lost and seen.lost_version <= known.version:
+                return
+            if known.identity not in (lost, seen.identity):
+                return
+        published = await self._state.published_loss()
+        if published is None:
+            return
+        identity, version, data = published
+        try:
+            copy = await asyncio.to_thread(lastknown.decode, data)
+            if copy.identity != identity:
+                raise LastKnownError(f"it is a copy of {copy.identity}, not of {identity}")
+        except LastKnownError as exc:
+            self._rejected_loss = (identity, version)
+            log.error("the last-known copy published with the lost state %s cannot be used: %s",
+                      identity, exc)  # fmt: skip
+            return
+        path = self._last_known_path
+        if path is not None:
+            try:
+                await asyncio.to_thread(lastknown.save, path, data)
+            except OSError as exc:
+                log.error("could not write the last-known policy %s: %s", path, exc)
+        self._saved_digest = None
+        self._drop_pins()  # of the copy this one replaces
+        self._known = dataclasses.replace(copy, digests={}, audit=())
+        log.error(
+            "another replica reported the shared state %s lost (policy version %d) and "
+            "published its last-known copy: enforcing it (%d rules) until `mirror state "
+            "restore`",
+            identity,
+            version,
+            len(copy.rules),
+        )
+
+    async def _publish_loss(self, seen: StateIdentity) -> None:
+        """Tell the other replicas (those with no copy, or started since) that the state this
+        worker's copy came from was lost, with the copy. Replicas on Redis only: the embedded
+        state is one file beside the copy. A failure is tried again at the next check."""
+        known = self._known
+        path = self._last_known_path
+        if not self._shared or known is None or path is None:
+            return
+        if seen.lost is not None and (
+            seen.lost != known.identity or seen.lost_version >= known.version
+        ):
+            return
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+            copy = await asyncio.to_thread(lastknown.decode, data)
+        except (OSError, LastKnownError) as exc:
+            log.error("could not publish the lost state's last-known copy %s: %s", path, exc)
+            return
+        if (copy.identity, copy.version) != (known.identity, known.version):
+            return  # replaced meanwhile (adopted): the next check publishes what is there
+        del copy
+        try:
+            if await self._state.publish_loss(known.identity, known.version, data):
+                log.warning(
+                    "published the loss of the shared state %s with the last-known copy "
+                    "(policy version %d) for the other replicas",
+                    known.identity,
+                    known.version,
+                )
+        except StateUnavailable as exc:
+            log.warning("could not publish the lost state to the other replicas: %s", exc)
 
     def _set_degraded(self, reason: str | None) -> None:
         if reason is not None and self._degraded is None:
@@ -212,7 +362,51 @@ class LivePolicy:
             )
         elif reason is None and self._degraded is not None:
             log.warning("the shared state is trusted again (restored); the policy is live")
+        if (reason is None) != (self._degraded is None):
+            self.trust_epoch += 1
         self._degraded = reason
+        if reason is None:
+            self._drop_pins()
+        elif self._pins is None and self._pins_loading is None:
+            self._pins_loading = asyncio.get_running_loop().create_task(
+                self._load_pins(), name="last-known pins"
+            )
+
+    async def _load_pins(self) -> None:
+        """Index the copy's digest pins (from the file; memory keeps only the rules)."""
+        path = self._last_known_path
+        generation = self._pins_generation
+        try:
+            if path is not None:
+                pins = await asyncio.to_thread(lastknown.open_pins, path.parent)
+                if self._degraded is None or generation != self._pins_generation:
+                    # Trusted again, or another copy taken meanwhile (`_drop_pins`).
+                    if pins is not None:
+                        pins.close()
+                else:
+                    self._pins = pins
+        except (LastKnownError, OSError) as exc:
+            log.error(
+                "the last-known digest pins cannot be read (%s): while the shared state is "
+                "not trusted, first-seen digests are checked against the state alone",
+                exc,
+            )
+        finally:
+            self._pins_loading = None
+        if (
+            self._degraded is not None
+            and self._pins is None
+            and generation != self._pins_generation
+        ):
+            self._pins_loading = asyncio.get_running_loop().create_task(
+                self._load_pins(), name="last-known pins"
+            )
+
+    def _drop_pins(self) -> None:
+        self._pins_generation += 1
+        pins, self._pins = self._pins, None
+        if pins is not None:
+            pins.close()
 
     async def _remember(self, identity: str, version: int, records: list[RuleRecord]) -> None:
         """Keep the rules of a trusted state as the last-known ones (in memory; the guard
@@ -289,13 +483,17 @@ class LivePolicy:
         loop = asyncio.get_running_loop()
         next_snapshot = loop.time()
         while True:
+            wait = GUARD_SECONDS
+            if self._settling is not None:  # check again as soon as the state has settled
+                wait = min(wait, max(self._settled_at - loop.time(), 0.0) + 0.01)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GUARD_SECONDS):
+                async with asyncio.timeout(wait):
                     await self._snapshot_due.wait()
             try:
                 seen = await self._state.state_identity()
                 source = self._source
-                if source is None or (seen.identity, seen.version) != source[:2]:
+                now_seen = (seen.identity, seen.version, seen.lost, seen.lost_version)
+                if source is None or now_seen != source[:4] or self._settling is not None:
                     await self.reload()
                     continue
                 due = self._snapshot_due.is_set()

@@ -30,7 +30,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from mirror import malloc
+from mirror import malloc, workerstatus
 from mirror.config import Config
 from mirror.connections import ConnectionGate
 
@@ -41,6 +41,10 @@ log = logging.getLogger("mirror.server")
 RESTART_DELAY_MIN = 0.5
 RESTART_DELAY_MAX = 30.0
 WORKER_STABLE_AFTER = 30.0
+# From this many crashes in a row (the delay has started doubling), `/readyz` on the other
+# workers says the supervisor is backing off (`mirror.workerstatus`); one crash and a 0.5 s
+# restart is not worth taking a replica out of a load balancer.
+BACKOFF_REPORTED_FROM = 2
 # After shutdown_grace, a worker cancels what is still running, then runs the app's clean-up
 # (downloads end, temp files go, the ledger is flushed); the supervisor waits this much longer
 # for it before it uses SIGKILL.
@@ -171,6 +175,8 @@ class _Slot:
     started: float = 0.0
     restart_at: float = 0.0
     delay: float = RESTART_DELAY_MIN
+    crashes: int = 0  # workers of this slot that died in a row, each soon after starting
+    restart_at_wall: float = 0.0  # restart_at on the wall clock, for the workers to report
 
 
 @dataclass
@@ -179,21 +185,29 @@ class _Supervisor:
     worker: _Worker
     slots: list[_Slot] = field(default_factory=list)
     received: list[int] = field(default_factory=list)  # signals not yet handled
+    reported: list[workerstatus.Restarting] | None = None  # what the status file says
+    status_failed: bool = False
 
     def run(self) -> int:
         for signum in STOP_SIGNALS + REOPEN_SIGNALS + IGNORED_SIGNALS:
             signal.signal(signum, self._on_signal)
         self.slots = [_Slot() for _ in range(self.config.workers)]
+        self._report()  # before any worker reads it: replaces a killed supervisor's file
         stop: int | None = None
-        while stop is None:
-            now = time.monotonic()
-            for slot in self.slots:
-                if slot.pid is None and now >= slot.restart_at:
-                    self._start(slot)
-            self._reap(restart=True)
-            stop = self._handle_signals()
-            if stop is None:
-                time.sleep(0.05)
+        try:
+            while stop is None:
+                now = time.monotonic()
+                for slot in self.slots:
+                    if slot.pid is None and now >= slot.restart_at:
+                        self._start(slot)
+                self._reap(restart=True)
+                self._report()
+                stop = self._handle_signals()
+                if stop is None:
+                    time.sleep(0.05)
+        finally:
+            with contextlib.suppress(OSError):
+                workerstatus.path_in(self.config.data_dir).unlink()
         log.info(
             "%s: stopping; requests in flight get up to %.1f s (shutdown_grace)",
             signal.Signals(stop).name,
@@ -201,6 +215,26 @@ class _Supervisor:
         )
         self._stop_workers()
         return 0
+
+    def _report(self) -> None:
+        """Tell the workers (their `/readyz`) which slots are backing off; the file is
+        rewritten only when that changed."""
+        restarting = [
+            workerstatus.Restarting(worker=number, crashes=slot.crashes, at=slot.restart_at_wall)
+            for number, slot in enumerate(self.slots, start=1)
+            if slot.pid is None and slot.crashes >= BACKOFF_REPORTED_FROM
+        ]
+        if restarting == self.reported:
+            return
+        try:
+            workerstatus.write(workerstatus.path_in(self.config.data_dir), os.getpid(), restarting)
+        except OSError as exc:
+            if not self.status_failed:
+                log.warning("could not write the supervisor status for /readyz: %s", exc)
+            self.status_failed = True
+            return
+        self.status_failed = False
+        self.reported = restarting
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)  # handled by the loop: no logging in a signal handler
@@ -228,7 +262,9 @@ class _Supervisor:
             slot.pid = self.worker.spawn()
         except OSError as exc:
             log.error("could not start a worker: %s; trying again in %.1f s", exc, slot.delay)
+            slot.crashes += 1
             slot.restart_at = time.monotonic() + slot.delay
+            slot.restart_at_wall = time.time() + slot.delay
             slot.delay = min(slot.delay * 2, RESTART_DELAY_MAX)
             return
         slot.started = time.monotonic()
@@ -252,6 +288,8 @@ class _Supervisor:
             lived = now - slot.started
             if lived >= WORKER_STABLE_AFTER:
                 slot.delay = RESTART_DELAY_MIN
+                slot.crashes = 0
+            slot.crashes += 1
             log.error(
                 "worker %d %s after %.1f s; starting a replacement in %.1f s",
                 pid,
@@ -260,6 +298,7 @@ class _Supervisor:
                 slot.delay,
             )
             slot.restart_at = now + slot.delay
+            slot.restart_at_wall = time.time() + slot.delay
             slot.delay = min(slot.delay * 2, RESTART_DELAY_MAX)
 
     def _signal_workers(self, signum: int) -> None:
@@ -340,10 +379,13 @@ class _Worker:
             os._exit(code)
 
     async def _serve(self, watch_parent: int | None) -> None:
-        from mirror.app import create_app
+        from mirror.app import SUPERVISOR_STATUS, create_app
 
         config = self.config
         app = create_app(config, metrics_dir=self.metrics_dir)
+        app[SUPERVISOR_STATUS] = workerstatus.StatusFile(
+            workerstatus.path_in(config.data_dir), os.getppid()
+        )
         gate = ConnectionGate(
             max_connections=self.max_connections,
             max_per_client=config.limits.max_connections_per_client,

@@ -9,6 +9,11 @@ first-seen digest or a publish time could not be written. What the serving path 
   it is queued; should the queued write find that another digest was remembered first, that
   is logged and counted as changed bytes and the memory copy takes the first one, so the file
   is refused from then on (`pinned` lets hits check it too);
+- first-seen digests while the policy is degraded (the state came back emptied, replaced or
+  older: `LivePolicy.degraded`): the pins of the last-known copy win over the state's. A
+  digest that differs from the copy's pin is refused as any changed bytes are, and the
+  state is not given a pin that contradicts the copy (`mirror state restore` puts the copy's
+  pins back);
 - reads (publish times) answer "unknown" when state cannot answer in time: callers then ask
   the upstream, as for a value never stored;
 - writes are queued (bounded; the oldest dropped and counted past the bound) and retried in
@@ -26,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.errors import StateUnavailable
@@ -46,6 +51,18 @@ RETRY_MAX: Final = 5.0
 # A queued write: what it does once state answers, by a key that makes repeats one write.
 _WriteKey = tuple[str, str, str]
 Conflict = Callable[[str, str, str, str], None]  # (ecosystem, key, mine, first)
+
+
+class KnownPins(Protocol):
+    """The last-known copy's digest pins while the shared state is not trusted
+    (`LivePolicy`); None from both when it is trusted or pins nothing for `key`."""
+
+    # Changes whenever the state becomes trusted or untrusted.
+    trust_epoch: int
+
+    async def known_pin(self, ecosystem: str, key: str) -> str | None: ...
+
+    def known_pin_now(self, ecosystem: str, key: str) -> str | None: ...
 
 
 class ServingState:
@@ -84,6 +101,13 @@ class ServingState:
         # left queued: a state that fails now and then is one outage, not a log line each.
         self._outage_started: float | None = None
         self._closed = False
+        self._known_pins: KnownPins | None = None
+        self._trust_epoch = 0
+
+    def use_known_pins(self, known: KnownPins) -> None:
+        """Let the last-known copy's pins win while the state is not trusted (set once, when
+        the worker's services are built: the policy is built after this)."""
+        self._known_pins = known
 
     # public API -------------------------------------------------------------------------------
 
@@ -97,13 +121,30 @@ class ServingState:
         return len(self._backlog)
 
     def pinned(self, ecosystem: str, key: str) -> str | None:
-        """The first-seen digest ("algorithm:hex") of `key` if this process knows it."""
+        """The first-seen digest ("algorithm:hex") of `key` if this process knows it (the
+        last-known copy's first while the state is not trusted)."""
+        known = self._known_pins
+        if known is not None:
+            if known.trust_epoch != self._trust_epoch:
+                # Trusted or untrusted since: a pin taken from the state before (from an
+                # emptied one, before the loss showed) must not outlive the change.
+                self._trust_epoch = known.trust_epoch
+                self._pins.clear()
+            copied = known.known_pin_now(ecosystem, key)
+            if copied is not None:
+                return copied
         return self._pins.get((ecosystem, key))
 
     async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
         """The first digest seen for `key`: from memory, else from state (storing `digest` if
         none was), else, when state cannot answer within the bound, `digest` itself with the
-        write queued. The caller verifies the bytes against what this returns, as always."""
+        write queued. While the state is not trusted, the last-known copy's pin when it has
+        one, and nothing is written. The caller verifies the bytes against what this returns,
+        as always (a differing declared digest is refused as changed bytes)."""
+        if self._known_pins is not None:
+            copied = await self._known_pins.known_pin(ecosystem, key)
+            if copied is not None:
+                return copied
         known = self.pinned(ecosystem, key)
         if known is not None:
             return known

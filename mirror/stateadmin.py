@@ -29,6 +29,9 @@ class StateReport:
     rule_counts: dict[str, int]
     known: LastKnown | None
     problem: str | None  # why a worker would not trust the state, None when it would
+    # The copy is the one another replica published with the lost state (`publish_loss`),
+    # not the data dir's.
+    published: bool = False
 
     def lines(self, config: Config) -> list[str]:
         seen = self.seen
@@ -38,7 +41,14 @@ class StateReport:
         ]
         if seen.restored_from:
             lines.append("state restored from: " + ", ".join(sorted(seen.restored_from)))
-        where = lastknown.path_in(config.data_dir)
+        if seen.lost is not None:
+            lines.append(
+                f"state lost, reported by a replica: identity {seen.lost}, policy version "
+                f"{seen.lost_version} (its last-known copy is published with it)"
+            )
+        where = str(lastknown.path_in(config.data_dir))
+        if self.published:
+            where = "published by a replica with the lost state"
         if self.known is None:
             lines.append(f"last-known copy: none at {where}")
         else:
@@ -83,22 +93,48 @@ async def status(config: Config) -> StateReport:
     async with _opened(config) as state:
         seen = await state.state_identity()
         counts = await _rule_counts(state)
+        chosen, published = await _copy_to_use(state, seen, known)
     return StateReport(
-        seen=seen, rule_counts=counts, known=known, problem=lastknown.assess(known, seen)
+        seen=seen,
+        rule_counts=counts,
+        known=chosen,
+        problem=lastknown.assess(chosen, seen),
+        published=published,
     )
+
+
+async def _copy_to_use(
+    state: StateStore, seen: StateIdentity, local: LastKnown | None
+) -> tuple[LastKnown | None, bool]:
+    """The data dir's copy, or the one a replica published with a lost state when the data
+    dir has none, or has one the state already continues while a loss is reported (a replica
+    that took the fresh state for the one). Whether it is the published one."""
+    if seen.lost is None or seen.lost in seen.restored_from:
+        return local, False
+    if local is not None and lastknown.assess(local, seen) is not None:
+        return local, False
+    published = await state.published_loss()
+    if published is None:
+        return local, False
+    return await asyncio.to_thread(lastknown.decode, published[2]), True
 
 
 async def restore(config: Config) -> StateReport:
     """Re-seed the state from the last-known copy: rules, digest pins and audit; the state
     keeps (or gets) its own identity and records the copy's as its predecessor, and the copy
     is rewritten for the restored state. Raises RestoreRefused when there is no copy or the
-    state is already the one the copy came from."""
+    state is already the one the copy came from. With no copy in the data dir, the copy a
+    replica published with the lost state is used; the restore removes that report."""
     path = lastknown.path_in(config.data_dir)
-    known = await asyncio.to_thread(lastknown.load, path)
-    if known is None:
-        raise RestoreRefused(f"no last-known copy at {path}: nothing to restore from")
+    local = await asyncio.to_thread(lastknown.load, path)
     async with _opened(config) as state:
         seen = await state.state_identity()
+        known, _ = await _copy_to_use(state, seen, local)
+        if known is None:
+            raise RestoreRefused(
+                f"no last-known copy at {path}, and none published by a replica with a lost "
+                "state: nothing to restore from"
+            )
         problem = lastknown.assess(known, seen)
         if problem is None:
             raise RestoreRefused(

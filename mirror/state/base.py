@@ -134,6 +134,14 @@ class StateIdentity:
     identity: str | None
     version: int
     restored_from: frozenset[str] = frozenset()
+    # Seconds since the identity was claimed, by the state's own clock (None: not known, an
+    # identity claimed before this was recorded): a copy-less replica waits before trusting
+    # a state that is seconds old (`LivePolicy`). Grows between reads: not compared.
+    age: float | None = field(default=None, compare=False)
+    # A loss another replica published (`publish_loss`): the identity it lost and the
+    # policy version of its copy; None when none is published.
+    lost: str | None = None
+    lost_version: int = 0
 
 
 class StateStore(Protocol):
@@ -256,7 +264,20 @@ class StateStore(Protocol):
         ...
 
     async def claim_identity(self, candidate: str) -> str:
-        """Store `candidate` as the identity if the state has none; return the stored one."""
+        """Store `candidate` as the identity if the state has none, with the time (the state's
+        clock) it was claimed; return the stored one."""
+        ...
+
+    async def publish_loss(self, lost: str, version: int, copy: bytes) -> bool:
+        """Publish that the state `lost` (at policy `version`) was lost, with `copy`, the
+        encoded last-known copy (`lastknown.encode`), so that replicas with no copy of their
+        own enforce it too. Never read as live rules. Stored when none is published, or when
+        the one published is of the same `lost` state at an older version; whether stored.
+        `restore` removes it."""
+        ...
+
+    async def published_loss(self) -> tuple[str, int, bytes] | None:
+        """The published loss: (lost identity, policy version, encoded copy), or None."""
         ...
 
     async def pinned_digests(self) -> dict[str, dict[str, str]]:
@@ -275,8 +296,9 @@ class StateStore(Protocol):
         """Re-seed a state from a last-known copy, in one transaction: add the `rules` it
         lacks (ids it has are kept), set the digest pins (the copy's first-seen digests win),
         merge `audit` into the log (by time, without duplicates), record `predecessor` as an
-        identity this state continues, and raise the policy version above `version_floor`
-        and its own. Returns the new policy version (announced to watchers)."""
+        identity this state continues, remove a published loss (`publish_loss`), and raise
+        the policy version above `version_floor` and its own. Returns the new policy version
+        (announced to watchers)."""
         ...
 
     async def durability_warning(self) -> str | None:

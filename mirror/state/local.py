@@ -87,6 +87,10 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS identity (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), value TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS identity_restored_from (value TEXT PRIMARY KEY)",
+    # A loss a degraded worker published, with its last-known copy (`publish_loss`).
+    """CREATE TABLE IF NOT EXISTS lost (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1), identity TEXT NOT NULL,
+        version INTEGER NOT NULL, copy BLOB NOT NULL)""",
 )
 # Run after _SCHEMA, once each (they check what the file already has): the ledger of earlier
 # versions (one row per noted download) folded into rows, and the audit's `pinned` flag (the
@@ -528,10 +532,17 @@ class LocalState:
         def read(conn: sqlite3.Connection) -> StateIdentity:
             row = conn.execute("SELECT value FROM identity").fetchone()
             predecessors = conn.execute("SELECT value FROM identity_restored_from").fetchall()
+            claimed = conn.execute(
+                "SELECT value FROM meta WHERE key = 'identity_claimed_ms'"
+            ).fetchone()
+            lost = conn.execute("SELECT identity, version FROM lost").fetchone()
             return StateIdentity(
                 identity=None if row is None else str(row[0]),
                 version=_read_version(conn),
                 restored_from=frozenset(str(value) for (value,) in predecessors),
+                age=None if claimed is None else time.time() - int(claimed[0]) / 1000,
+                lost=None if lost is None else str(lost[0]),
+                lost_version=0 if lost is None else int(lost[1]),
             )
 
         return await self._run(read, "read the state identity")
@@ -539,12 +550,40 @@ class LocalState:
     async def claim_identity(self, candidate: str) -> str:
         def claim(conn: sqlite3.Connection) -> str:
             with _write(conn):
-                conn.execute(
+                claimed = conn.execute(
                     "INSERT OR IGNORE INTO identity (singleton, value) VALUES (1, ?)", (candidate,)
-                )
+                ).rowcount
+                if claimed:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) "
+                        "VALUES ('identity_claimed_ms', ?)",
+                        (int(time.time() * 1000),),
+                    )
                 return str(conn.execute("SELECT value FROM identity").fetchone()[0])
 
         return await self._run(claim, "claim the state identity")
+
+    async def publish_loss(self, lost: str, version: int, copy: bytes) -> bool:
+        def publish(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                row = conn.execute("SELECT identity, version FROM lost").fetchone()
+                if row is not None and (row[0] != lost or int(row[1]) >= version):
+                    return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO lost (singleton, identity, version, copy) "
+                    "VALUES (1, ?, ?, ?)",
+                    (lost, version, copy),
+                )
+                return True
+
+        return await self._run(publish, "publish a lost state")
+
+    async def published_loss(self) -> tuple[str, int, bytes] | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, int, bytes] | None:
+            row = conn.execute("SELECT identity, version, copy FROM lost").fetchone()
+            return None if row is None else (str(row[0]), int(row[1]), bytes(row[2]))
+
+        return await self._run(read, "read a published loss")
 
     async def pinned_digests(self) -> dict[str, dict[str, str]]:
         def select(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
@@ -605,6 +644,7 @@ class LocalState:
                     "INSERT OR IGNORE INTO identity_restored_from (value) VALUES (?)",
                     (predecessor,),
                 )
+                conn.execute("DELETE FROM lost")
                 version = max(_read_version(conn), version_floor) + 1
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'policy_version'", (version,))
                 return version

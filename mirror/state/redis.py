@@ -193,6 +193,25 @@ end
 redis.call('DEL', old)
 return #rows
 """
+# The identity set if none is, with the time (Redis's clock, ms) it was claimed. KEYS: the
+# identity, its claim time; ARGV: the candidate. Returns the stored identity.
+_CLAIM_SCRIPT = """
+if redis.call('SETNX', KEYS[1], ARGV[1]) == 1 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+end
+return redis.call('GET', KEYS[1])
+"""
+# A lost state published (see `StateStore.publish_loss`). KEYS: the loss hash; ARGV: the
+# lost identity, its policy version, the copy. Returns 1 when stored.
+_PUBLISH_LOSS_SCRIPT = """
+local held = redis.call('HMGET', KEYS[1], 'identity', 'version')
+if held[1] and (held[1] ~= ARGV[1] or tonumber(held[2]) >= tonumber(ARGV[2])) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'identity', ARGV[1], 'version', ARGV[2], 'copy', ARGV[3])
+return 1
+"""
 # The policy version raised above a floor (a restored copy's), atomically. KEYS: the version.
 # ARGV: the floor. Returns the new version.
 _RAISE_VERSION_SCRIPT = """
@@ -285,6 +304,9 @@ class RedisState:
         self._version_key = f"{namespace}:policy:version"
         self._identity_key = f"{namespace}:identity"
         self._predecessors_key = f"{namespace}:identity:restored-from"
+        self._claimed_key = f"{namespace}:identity:claimed-ms"
+        # Not under `rules`: nothing reads a published loss as live policy.
+        self._lost_key = f"{namespace}:lost-state"
         self._client: aioredis.Redis | None = None
         self._change: AsyncScript | None = None
         self._ledger: AsyncScript | None = None
@@ -714,21 +736,46 @@ class RedisState:
                 pipe.get(self._identity_key)
                 pipe.get(self._version_key)
                 pipe.smembers(self._predecessors_key)
-                identity, version, predecessors = await pipe.execute()
+                pipe.get(self._claimed_key)
+                pipe.time()
+                pipe.hmget(self._lost_key, ["identity", "version"])
+                identity, version, predecessors, claimed, now, lost = await pipe.execute()
+        seconds, micros = now
+        age = None if claimed is None else seconds + micros / 1e6 - int(claimed) / 1000
         return StateIdentity(
             identity=identity,
             version=0 if version is None else int(version),
             restored_from=frozenset(predecessors),
+            age=age,
+            lost=lost[0],
+            lost_version=0 if lost[1] is None else int(lost[1]),
         )
 
     async def claim_identity(self, candidate: str) -> str:
         client = self._redis("claim the state identity")
         with self._translate("claim the state identity"):
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.setnx(self._identity_key, candidate)
-                pipe.get(self._identity_key)
-                _, stored = await pipe.execute()
+            stored = await client.eval(
+                _CLAIM_SCRIPT, 2, self._identity_key, self._claimed_key, candidate
+            )
         return str(stored)
+
+    async def publish_loss(self, lost: str, version: int, copy: bytes) -> bool:
+        client = self._redis("publish a lost state")
+        with self._translate("publish a lost state"):
+            stored = await client.eval(
+                _PUBLISH_LOSS_SCRIPT, 1, self._lost_key, lost, version, copy.decode()
+            )
+        return bool(stored)
+
+    async def published_loss(self) -> tuple[str, int, bytes] | None:
+        client = self._redis("read a published loss")
+        with self._translate("read a published loss"):
+            identity, version, copy = await client.hmget(
+                self._lost_key, ["identity", "version", "copy"]
+            )
+        if identity is None or version is None or copy is None:
+            return None
+        return str(identity), int(version), str(copy).encode()
 
     async def pinned_digests(self) -> dict[str, dict[str, str]]:
         client = self._redis("read digest pins")
@@ -766,6 +813,7 @@ class RedisState:
                     if keys:
                         pipe.hset(self._key("digests", ecosystem), mapping=dict(keys))
                 pipe.sadd(self._predecessors_key, predecessor)
+                pipe.delete(self._lost_key)
                 if missing:
                     pipe.delete(self._key("audit"))
                     pipe.rpush(self._key("audit"), *missing)

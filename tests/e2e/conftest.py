@@ -51,6 +51,7 @@ async def start_mirror(tmp_path: Path) -> AsyncIterator[StartMirror]:
         workers: int = 1,
         data_dir: Path | None = None,
         readiness_scheme: str = "http",
+        ready: bool = True,
     ) -> RunningMirror:
         port = free_port()
         data = data_dir or tmp_path / f"mirror-data-{len(started)}"
@@ -78,7 +79,8 @@ async def start_mirror(tmp_path: Path) -> AsyncIterator[StartMirror]:
             url=f"http://127.0.0.1:{port}", data_dir=data, process=process, log_path=log_path
         )
         started.append(mirror)
-        await _wait_ready(mirror, readiness_scheme)
+        # ready=False: until it answers at all (/healthz), for a mirror expected not ready.
+        await _wait_ready(mirror, readiness_scheme, "/readyz" if ready else "/healthz")
         return mirror
 
     yield start
@@ -99,8 +101,8 @@ async def stop_mirror(mirror: RunningMirror) -> int:
     return mirror.process.returncode or 0
 
 
-async def _wait_ready(mirror: RunningMirror, scheme: str = "http") -> None:
-    url = mirror.url.replace("http://", f"{scheme}://") + "/readyz"
+async def _wait_ready(mirror: RunningMirror, scheme: str = "http", path: str = "/readyz") -> None:
+    url = mirror.url.replace("http://", f"{scheme}://") + path
     async with aiohttp.ClientSession() as session:
         for _ in range(200):  # bounded: about 20 s
             if mirror.process.returncode is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ async def state_command(action: str, mirror: RunningMirror, env: dict[str, str])
 
 
 async def block_a_cached_tarball(mirror: RunningMirror) -> str:
+    # On a brand-new Redis, each worker trusts it once it has settled (LivePolicy).
+    assert await eventually(lambda: _all_answer(mirror, "/readyz", 200), 5)
     assert await statuses(mirror.url) == {200}  # cached by every worker that answered
     status, created = await api(
         "POST",
@@ -307,3 +310,120 @@ async def test_embedded_state_file_deleted(
         )
 
     await degraded_then_restored(mirror, block_id, "has no identity", {})
+
+
+# replicas: one with a copy, one started with an empty data dir --------------------------------
+
+
+def processes_under(pid: int) -> list[int]:
+    """The worker processes of a `mirror serve` (Linux: the supervisor's children)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+ADOPTED_LINE = "another replica reported the shared state"
+PUBLISHED_LINE = "published the loss of the shared state"
+
+
+async def every_answer(mirror: RunningMirror, path: str) -> set[int]:
+    return await statuses(mirror.url, path)
+
+
+async def test_a_new_replica_with_an_empty_data_dir_enforces_the_copy_another_published(
+    redis_server: RedisServer, registry: FakeNpmRegistry, start_mirror: StartMirror
+) -> None:
+    env = {"MIRROR_REDIS_URL": redis_server.url}
+    old = await start_mirror(settings(registry, **env), workers=WORKERS)
+    block_id = await block_a_cached_tarball(old)
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+
+    async def published() -> bool:
+        return PUBLISHED_LINE in old.log()
+
+    assert await eventually(published, 5), old.log()[-3000:]
+    # A replica started now, with no copy of its own: it takes the published one.
+    new = await start_mirror(settings(registry, **env), workers=WORKERS, ready=False)
+
+    async def new_degraded() -> bool:
+        status, body = await readiness(new)
+        return status == 503 and "has no identity" in body["checks"]["policy"]
+
+    assert await eventually(new_degraded, 5), await readiness(new)
+    assert await every_answer(new, TARBALL) == {403}  # never fetched here: blocked anyway
+    status, listing = await api("GET", new.url, "/api/v1/blocks")
+    assert status == 200
+    assert [block["id"] for block in listing["blocks"]] == [block_id]
+    assert "has no identity" in listing["last_known"]["reason"]
+    assert ADOPTED_LINE in new.log()
+    # The published copy is not live policy: the state itself still holds no rule.
+    assert await redis_rules(redis_server.url) == []
+
+    # Restored from the new replica's data dir (the copy it took): both replicas ready.
+    code, out = await state_command("status", new, env)
+    assert code == 1, out
+    assert "state lost, reported by a replica" in out
+    code, out = await state_command("restore", new, env)
+    assert code == 0, out
+
+    async def both_ready() -> bool:
+        return all([await every_answer(mirror, "/readyz") == {200} for mirror in (old, new)])
+
+    assert await eventually(both_ready, 5), (await readiness(old), await readiness(new))
+    assert await redis_rules(redis_server.url) == [block_id]
+    assert await every_answer(new, TARBALL) == {403}
+    code, out = await state_command("status", old, env)
+    assert code == 0, out
+    assert "state lost" not in out
+
+
+async def test_a_new_replica_that_claims_the_flushed_redis_first_never_serves_without_rules(
+    redis_server: RedisServer, registry: FakeNpmRegistry, start_mirror: StartMirror
+) -> None:
+    """The old replica is paused (overloaded, a long GC) while Redis is flushed and a new
+    replica with an empty data dir starts: the new one claims a fresh identity before the old
+    one can notice. It waits for the state to settle, refusing reads, and then takes the copy
+    the old replica published once it runs again: it never serves the blocked file."""
+    env = {"MIRROR_REDIS_URL": redis_server.url}
+    old = await start_mirror(settings(registry, **env), workers=WORKERS)
+    block_id = await block_a_cached_tarball(old)
+    paused = [old.process.pid, *processes_under(old.process.pid)]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        client = aioredis.Redis.from_url(redis_server.url)
+        await client.flushall()
+        await client.aclose()
+        new = await start_mirror(settings(registry, **env), workers=WORKERS, ready=False)
+        status, body = await readiness(new)
+        assert status == 503
+        assert body["checks"]["policy"].startswith("not serving yet"), body
+        refused = await every_answer(new, TARBALL)
+        assert refused == {503}, refused
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+
+    seen: set[int] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 8  # past the settle period and the guard's checks
+    while loop.time() < deadline:
+        seen |= await every_answer(new, TARBALL)
+        await asyncio.sleep(0.05)
+    assert 200 not in seen, seen
+    assert seen <= {403, 503}, seen
+    status, body = await readiness(new)
+    assert status == 503
+    assert body["checks"]["policy"].startswith("last-known rules only"), body
+    assert await every_answer(new, TARBALL) == {403}
+    status, listing = await api("GET", new.url, "/api/v1/blocks")
+    assert [block["id"] for block in listing["blocks"]] == [block_id]
+
+    code, out = await state_command("restore", old, env)
+    assert code == 0, out
+
+    async def both_ready() -> bool:
+        return all([await every_answer(mirror, "/readyz") == {200} for mirror in (old, new)])
+
+    assert await eventually(both_ready, 5), (await readiness(old), await readiness(new))
+    assert await every_answer(new, TARBALL) == {403}

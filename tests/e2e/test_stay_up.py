@@ -95,6 +95,56 @@ async def test_two_workers_killed_a_second_apart_the_server_stays_up(
     assert await stop_mirror(mirror) == 0
 
 
+async def readiness(mirror: RunningMirror) -> tuple[int, dict[str, object]]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(f"{mirror.url}/readyz") as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_readyz_reports_the_restart_backoff_of_a_crashing_worker(
+    start_mirror: StartMirror,
+) -> None:
+    mirror = await start_mirror(workers=2)
+    survivor, victim = sorted(workers_of(mirror))
+    status, body = await readiness(mirror)
+    assert (status, body["checks"]["workers"]) == (200, "ok")
+    seen = {survivor, victim}
+    for crash in (1, 2, 3):
+        os.kill(victim, signal.SIGKILL)
+        if crash >= 2:
+            # Backing off (1 s, then 2 s) before the next replacement: whichever worker
+            # answers (the survivor: the slot is empty) says so; it is alive meanwhile.
+            async def backoff_reported(crashes: int = crash) -> bool:
+                status, body = await readiness(mirror)
+                return status == 503 and (
+                    f"crashed {crashes} times, restarting in" in str(body["checks"]["workers"])
+                )
+
+            assert await polled(backoff_reported, 1.0), await readiness(mirror)
+            assert await answers(mirror, "/healthz") == 200
+        await wait_until(lambda: len(workers_of(mirror) - seen) == 1, 10, "a replacement")
+        (victim,) = workers_of(mirror) - seen
+        seen.add(victim)
+    assert survivor in workers_of(mirror)
+    status, body = await readiness(mirror)  # the replacement runs: ready again
+    assert (status, body["checks"]["workers"]) == (200, "ok"), body
+    assert await stop_mirror(mirror) == 0
+    assert not (mirror.data_dir / "supervisor.json").exists()
+
+
+async def polled(check: object, seconds: float) -> bool:
+    """Poll the coroutine function `check` for at most `seconds`, as fast as it answers."""
+    assert callable(check)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 async def test_workers_die_with_the_supervisor_and_free_the_port(
     start_mirror: StartMirror,
 ) -> None:

@@ -84,7 +84,10 @@ async def make_worker(
         MIRROR_UPSTREAM_RETRIES="0",
         **settings,
     )
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
+    assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
+    return client
 
 
 async def timed_get(client: Client, path: str) -> tuple[int, bytes, float]:

@@ -21,7 +21,7 @@ from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.state.base import RuleRecord
-from tests.conftest import mirror_settings, start_redis
+from tests.conftest import mirror_settings, start_redis, wait_until
 from tests.fakes.npm import FakeNpmRegistry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -462,6 +462,8 @@ async def test_redis_dying_keeps_cached_artifacts_and_metadata_flowing(
     redis, url = start_redis(tmp_path)
     try:
         client = await make_client(MIRROR_REDIS_URL=url)
+        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
+        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
         assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
         redis.kill()
         await asyncio.to_thread(redis.wait, 10)

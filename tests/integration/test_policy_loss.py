@@ -9,23 +9,24 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror import lastknown
 from mirror.app import SERVICES, create_app
 from mirror.cli import main
 from mirror.clock import SystemClock
 from mirror.config import Config, load_config
-from mirror.livepolicy import LivePolicy
+from mirror.livepolicy import SETTLE_SECONDS, LivePolicy
 from mirror.state import RuleKind, RuleRecord
 from mirror.state.local import LocalState
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis
+from tests.fakes.npm import FakeNpmRegistry
 
 TOKEN = "integration-admin-token-0123"
 REPO = Path(__file__).resolve().parents[2]
@@ -229,3 +230,41 @@ async def test_a_loss_between_reads_is_not_taken_for_an_admin_emptying_the_rules
         assert [rule.id for rule in known.rules] == ["b1"]
     finally:
         await state.close()
+
+
+async def test_a_new_install_on_redis_settles_for_a_moment_then_comes_up_by_itself(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """With no copy, a worker does not trust a Redis whose identity is seconds old (another
+    replica may be about to report it lost): reads are refused saying why, and /readyz says
+    so, then the install comes up with no command."""
+    registry = FakeNpmRegistry()
+    registry.add_version("left-pad", "1.3.0", published=NOW - timedelta(days=30))
+    await registry.start(aiohttp_server)
+    process, url = start_redis(tmp_path)
+    settings = {"MIRROR_REDIS_URL": url, "MIRROR_NPM_UPSTREAM": registry.url}
+    try:
+        async with running(aiohttp_client, tmp_path / "data", **settings) as client:
+            started = asyncio.get_running_loop().time()
+            status, body = await readiness(client)
+            assert status == 503
+            assert body["checks"]["policy"].startswith("not serving yet: the shared state is new")
+            refused = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+            assert refused.status == 503
+            assert "this replica has no last-known copy" in (await refused.json())["error"]
+
+            async def ready() -> bool:
+                return (await readiness(client))[0] == 200
+
+            while not await ready():
+                assert asyncio.get_running_loop().time() - started < SETTLE_SECONDS + 3
+                await asyncio.sleep(0.1)
+            assert asyncio.get_running_loop().time() - started >= SETTLE_SECONDS - 0.5
+            # Trusted now: the copy is written, and a restart with it does not wait again.
+            assert lastknown.load(lastknown.path_in(tmp_path / "data")) is not None
+            assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
+        async with running(aiohttp_client, tmp_path / "data", **settings) as client:
+            assert (await readiness(client))[0] == 200
+    finally:
+        process.kill()
+        process.wait(10)

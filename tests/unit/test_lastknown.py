@@ -131,3 +131,61 @@ def test_a_damaged_file_is_an_error_not_an_empty_policy(tmp_path: Path, data: by
     path.write_bytes(data)
     with pytest.raises(LastKnownError):
         lastknown.load(path)
+
+
+# the digest pins, indexed ---------------------------------------------------------------------
+
+
+def _copy_with_pins(pins: dict[str, dict[str, str]]) -> LastKnown:
+    return LastKnown(identity="one", version=3, rules=(), digests=pins)
+
+
+def test_pin_index_finds_every_pin_and_nothing_else(tmp_path: Path) -> None:
+    pins = {
+        "npm": {f"npm/p{i}/1.0.0/p{i}-1.0.0.tgz": f"sha512:{i:0128x}" for i in range(5000)},
+        "pypi": {"pypi/x/x-1.0.tar.gz": "sha256:" + "ab" * 32},
+        "maven": {"org.example:lib:1.0/lib-1.0.jar": "sha1:" + "cd" * 20},
+    }
+    lastknown.save(lastknown.path_in(tmp_path), lastknown.encode(_copy_with_pins(pins)))
+    index = lastknown.open_pins(tmp_path)
+    assert index is not None
+    try:
+        assert len(index) == 5002
+        for ecosystem, keys in pins.items():
+            for key, digest in keys.items():
+                assert index.get(ecosystem, key) == digest
+        assert index.get("npm", "npm/never/1.0.0/never-1.0.0.tgz") is None
+        assert index.get("pypi", "npm/p1/1.0.0/p1-1.0.0.tgz") is None  # per ecosystem
+    finally:
+        index.close()
+
+
+def test_pin_index_follows_the_copy_it_was_built_from(tmp_path: Path) -> None:
+    path = lastknown.path_in(tmp_path)
+    assert lastknown.open_pins(tmp_path) is None  # no copy: no pins
+    lastknown.save(path, lastknown.encode(_copy_with_pins({"npm": {"k": "sha512:01"}})))
+    first = lastknown.open_pins(tmp_path)
+    assert first is not None
+    assert first.get("npm", "k") == "sha512:01"
+    first.close()
+    # A newer copy (another size or time): the index is built again, not read stale.
+    lastknown.save(path, lastknown.encode(_copy_with_pins({"npm": {"k": "sha512:0202"}})))
+    os.utime(path, ns=(1, 1))
+    second = lastknown.open_pins(tmp_path)
+    assert second is not None
+    assert second.get("npm", "k") == "sha512:0202"
+    second.close()
+    # An index damaged on disk is rebuilt, never trusted.
+    (tmp_path / lastknown.PINS_FILENAME).write_bytes(b"QMPINS1 {\n")
+    third = lastknown.open_pins(tmp_path)
+    assert third is not None
+    assert third.get("npm", "k") == "sha512:0202"
+    third.close()
+    # No pins at all is an empty index, not an error.
+    lastknown.save(path, lastknown.encode(_copy_with_pins({})))
+    os.utime(path, ns=(2, 2))
+    empty = lastknown.open_pins(tmp_path)
+    assert empty is not None
+    assert len(empty) == 0
+    assert empty.get("npm", "k") is None
+    empty.close()
