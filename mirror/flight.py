@@ -35,8 +35,10 @@ class SingleFlight(Generic[K, V]):
         self._tasks: dict[K, asyncio.Task[V]] = {}
 
     async def run(self, key: K, make: Callable[[], Coroutine[Any, Any, V]]) -> V:
-        """The outcome of the work for `key`: joined if running, else `make()` started now.
-        Cancelling this call leaves the work running for everyone else."""
+        """The outcome of the work for `key`: joined if running, else `make()` started now
+        (`make` is called before this returns control to the loop, so it sees the state
+        of the moment of the call). Cancelling this call leaves the work running for
+        everyone else."""
         return await asyncio.shield(self.start(key, make))
 
     def start(self, key: K, make: Callable[[], Coroutine[Any, Any, V]]) -> asyncio.Task[V]:
