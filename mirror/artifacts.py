@@ -154,6 +154,10 @@ class ArtifactServer:
         self._state = state
         self._metrics = metrics
         self._clock = clock
+        # Downloads in progress, one per cache key. Not a `flight.SingleFlight`: waiters
+        # share the download's progress (they stream its bytes as they arrive, or follow
+        # another process's), not only its outcome, and `close()` gives downloads
+        # CLOSE_GRACE before cancelling them.
         self._inflight: dict[str, _Download] = {}
         self._hot: BudgetedLRU[str, bytes] = BudgetedLRU(
             budget or ByteBudget(HOT_BUDGET), "small artifacts", len

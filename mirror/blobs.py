@@ -33,7 +33,6 @@ import hashlib
 import logging
 import os
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from types import MappingProxyType
 import orjson
 
 from mirror import errors
+from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Digest
 from mirror.metrics import Metrics
@@ -55,6 +55,12 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 # Other processes commit too: re-measure the whole store at least this often when capped.
 RESCAN_INTERVAL = timedelta(minutes=1)
 MAX_CACHED_ENTRIES = 65536
+# What an index entry held in memory costs beyond its key and digests (the entry, its blob
+# path, the digest mapping; measured with tracemalloc: ~1.2 kB with three digests).
+_INDEX_ENTRY_BYTES = 768
+# Without a worker's budget (tools, tests) the entry count alone bounds the index entries
+# held: 65,536 of them take about 80 MiB.
+_OWN_BUDGET = 256 * 1024**2
 _TEMP_SUFFIX = ".part"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -224,14 +230,20 @@ class BlobStore:
         clock: Clock,
         metrics: Metrics | None = None,
         max_cached_entries: int = MAX_CACHED_ENTRIES,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.directory = directory
         self.max_bytes = max(0, max_bytes)
         self._clock = clock
         self._metrics = metrics
-        self._max_cached = max(1, max_cached_entries)
-        # key → (entry, last access time written to disk): a cache of immutable index entries.
-        self._entries: OrderedDict[str, tuple[BlobEntry, datetime]] = OrderedDict()
+        # key → (entry, last access time written to disk): a cache of immutable index
+        # entries, at most `max_cached_entries`, paid for from the worker's `budget`.
+        self._entries: BudgetedLRU[str, tuple[BlobEntry, datetime]] = BudgetedLRU(
+            budget or ByteBudget(_OWN_BUDGET),
+            "artifact index entries",
+            _index_entry_bytes,
+            max_entries=max(1, max_cached_entries),
+        )
         self._writers: set[BlobWriter] = set()
         self._protected: dict[str, int] = {}
         self._approx_bytes = 0
@@ -310,7 +322,6 @@ class BlobStore:
         (the caller handles a blob that vanished since with `forget`), else from disk."""
         cached = self._entries.get(key)
         if cached is not None:
-            self._entries.move_to_end(key)
             return cached[0]
         found = await asyncio.to_thread(self._read_index, key)
         if found is None:
@@ -350,12 +361,12 @@ class BlobStore:
 
     def forget(self, key: str) -> None:
         """Drop this process's copy of `key`'s entry (its blob was found missing)."""
-        self._entries.pop(key, None)
+        self._entries.pop(key)
 
     def touch_due(self, entry: BlobEntry) -> float | None:
         """If `entry`'s last recorded use is a minute old, note now as its use and return the
         POSIX time to stamp on the blob (the caller does it off the event loop); else None."""
-        cached = self._entries.get(entry.key)
+        cached = self._entries.peek(entry.key)
         now = self._clock.now()
         if cached is not None and now - cached[1] < TOUCH_INTERVAL:
             return None
@@ -363,10 +374,7 @@ class BlobStore:
         return now.timestamp()
 
     def _remember(self, entry: BlobEntry, used_at: datetime) -> None:
-        self._entries[entry.key] = (entry, used_at)
-        self._entries.move_to_end(entry.key)
-        while len(self._entries) > self._max_cached:
-            self._entries.popitem(last=False)
+        self._entries.put(entry.key, (entry, used_at))
 
     # writing ------------------------------------------------------------------------------
 
@@ -465,8 +473,10 @@ class BlobStore:
         self._set_gauge(total)
         if evicted:
             gone = set(evicted)
-            for key in [key for key, (entry, _) in self._entries.items() if entry.sha256 in gone]:
-                del self._entries[key]
+            for key in self._entries:
+                cached = self._entries.peek(key)
+                if cached is not None and cached[0].sha256 in gone:
+                    self._entries.pop(key)
             if self._metrics is not None:
                 self._metrics.evictions.inc(len(evicted))
             log.info("evicted %d artifact(s) to stay under %d bytes", len(evicted), self.max_bytes)
@@ -651,3 +661,9 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _index_entry_bytes(held: tuple[BlobEntry, datetime]) -> int:
+    """What an index entry held in memory costs the budget, by estimate (no walk)."""
+    entry = held[0]
+    return _INDEX_ENTRY_BYTES + len(entry.key) + sum(len(v) for v in entry.digests.values())

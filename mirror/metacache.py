@@ -42,6 +42,7 @@ from mirror.budget import BudgetedLRU, ByteBudget, Weighed
 from mirror.clock import Clock
 from mirror.ecosystems.base import Rendered
 from mirror.files import atomic_write
+from mirror.flight import SingleFlight
 from mirror.metrics import Metrics
 from mirror.upstream import Upstream, UpstreamDocument, redact
 
@@ -158,9 +159,13 @@ class MetaCache:
         self._absent: BudgetedLRU[_Key, tuple[_Key, _Absent]] = BudgetedLRU(
             budget, "remembered 404s", _absent_bytes, max_entries=self._max_absent
         )
-        self._refreshes: dict[_Key, asyncio.Task[_Entry]] = {}
-        self._loads: dict[_Key, asyncio.Task[_Entry | None]] = {}
-        self._parses: dict[Hashable, asyncio.Task[Any]] = {}
+        # Concurrent requests share one upstream request, one read of the copy on disk and
+        # one parse per document.
+        self._refreshes: SingleFlight[_Key, _Entry] = SingleFlight(
+            "metadata refresh", on_join=self._count_refresh_join
+        )
+        self._loads: SingleFlight[_Key, _Entry | None] = SingleFlight("metadata load")
+        self._parses: SingleFlight[Hashable, Any] = SingleFlight("metadata parse")
         self._large_parses = asyncio.Semaphore(LARGE_PARSES_AT_ONCE)
 
     async def get(
@@ -300,7 +305,7 @@ class MetaCache:
 
     async def drain(self) -> None:
         """Wait for the revalidations running now (their errors are logged, not raised)."""
-        tasks = list(self._refreshes.values())
+        tasks = self._refreshes.tasks()
         if tasks:
             # wait, not gather: a cancelled drain must not cancel the revalidations.
             await asyncio.wait(tasks)
@@ -310,15 +315,8 @@ class MetaCache:
         return len(self._entries)
 
     async def close(self) -> None:
-        tasks = [*self._refreshes.values(), *self._loads.values(), *self._parses.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, errors.MirrorError):
-                await task
-        self._refreshes.clear()
-        self._loads.clear()
-        self._parses.clear()
+        # Together: every task is cancelled before any of them gets to run again.
+        await asyncio.gather(self._refreshes.close(), self._loads.close(), self._parses.close())
 
     # memory and disk --------------------------------------------------------------------
 
@@ -326,12 +324,7 @@ class MetaCache:
         entry = self._entries.get(key)
         if entry is not None:
             return entry
-        task = self._loads.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(key, parse))
-            self._loads[key] = task
-            task.add_done_callback(lambda done: _forget(self._loads, key, done))
-        return await asyncio.shield(task)
+        return await self._loads.run(key, lambda: self._load(key, parse))
 
     async def _load(self, key: _Key, parse: Callable[[bytes], Any]) -> _Entry | None:
         """The copy on disk (parsed, so concurrent first requests share one parse), or None."""
@@ -472,24 +465,15 @@ class MetaCache:
             backoff = min(self._ttl, FAILURE_BACKOFF)
             if self._clock.now() - entry.failed_at < backoff:
                 return
-        task = self._start_refresh(key, parse, ecosystem)
+        task = self._refreshes.start(key, lambda: self._revalidate(key, parse, ecosystem))
         task.add_done_callback(lambda done: self._log_background(key, done))
 
     async def _refresh(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
-        task = self._refreshes.get(key)
-        if task is None:
-            task = self._start_refresh(key, parse, ecosystem)
-        elif self._metrics is not None:
-            self._metrics.singleflight_joins.labels("metadata").inc()
-        return await asyncio.shield(task)
+        return await self._refreshes.run(key, lambda: self._revalidate(key, parse, ecosystem))
 
-    def _start_refresh(
-        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str
-    ) -> asyncio.Task[_Entry]:
-        task = asyncio.get_running_loop().create_task(self._revalidate(key, parse, ecosystem))
-        self._refreshes[key] = task
-        task.add_done_callback(lambda done: _forget(self._refreshes, key, done))
-        return task
+    def _count_refresh_join(self) -> None:
+        if self._metrics is not None:
+            self._metrics.singleflight_joins.labels("metadata").inc()
 
     async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
@@ -595,14 +579,11 @@ class MetaCache:
         key = (entry.url, entry.accept, entry.version, parse)
         try:
             hash(key)
-        except TypeError:  # a parser equal by value but unhashable: parsed on its own
+        except TypeError:
+            # A parser equal by value but unhashable cannot key a flight: on purpose, it is
+            # parsed on its own (no sharing) rather than refused.
             return dataclasses.replace(entry, parse=parse, parsed=await self._parse(entry, parse))
-        task = self._parses.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._parse(entry, parse))
-            self._parses[key] = task
-            task.add_done_callback(lambda done: _forget(self._parses, key, done))
-        parsed = await asyncio.shield(task)
+        parsed = await self._parses.run(key, lambda: self._parse(entry, parse))
         return dataclasses.replace(entry, parse=parse, parsed=parsed)
 
     async def _parse(self, entry: _Entry, parse: Callable[[bytes], Any]) -> Any:
@@ -645,7 +626,7 @@ class RenderedCache:
             _rendered_bytes,
             max_entries=max(1, max_entries),
         )
-        self._renders: dict[Hashable, asyncio.Task[Rendered]] = {}
+        self._renders: SingleFlight[Hashable, Rendered] = SingleFlight("render")
         self._max_bases = max(1, max_bases)
         self._bases: set[str] = set()
         self._refused_base_logged = False
@@ -687,28 +668,19 @@ class RenderedCache:
             cached = self.get(key, now)
             if cached is not None:
                 return cached
-        task = self._renders.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._render(key, render, cache))
-            self._renders[key] = task
-            task.add_done_callback(lambda done: self._forget_render(key, done))
-        return await asyncio.shield(task)
+        return await self._renders.run(key, lambda: self._render(key, render, cache))
 
     async def _render(
         self, key: Hashable, render: Callable[[], Awaitable[Rendered]], cache: bool
     ) -> Rendered:
         if not cache:
+            # On purpose: uncached renders also wait for each other across keys (the
+            # flight shares one render per key only).
             async with self._uncached:
                 return await render()
         rendered = await render()
         self.put(key, rendered)
         return rendered
-
-    def _forget_render(self, key: Hashable, task: asyncio.Task[Rendered]) -> None:
-        if self._renders.get(key) is task:
-            del self._renders[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so a failure nobody awaited is not logged
 
     def get(self, key: Hashable, now: datetime) -> Rendered | None:
         rendered = self._views.get(key)
@@ -777,10 +749,3 @@ def _entry_from(key: _Key, document: UpstreamDocument, now: datetime) -> _Entry:
         etag=document.etag,
         last_modified=document.last_modified,
     )
-
-
-def _forget(tasks: dict[Any, Any], key: Hashable, task: asyncio.Task[Any]) -> None:
-    if tasks.get(key) is task:
-        del tasks[key]
-    if not task.cancelled():
-        task.exception()  # retrieved here: every waiter may have gone away

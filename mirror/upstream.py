@@ -22,10 +22,10 @@ import contextlib
 import functools
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -33,6 +33,7 @@ from yarl import URL
 
 from mirror import errors
 from mirror.config import UpstreamConfig
+from mirror.flight import SingleFlight
 from mirror.inflate import inflate_steps
 from mirror.metrics import Metrics
 
@@ -228,7 +229,10 @@ class Upstream:
         self._scopes = {scope.ecosystem: scope for scope in scopes}
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
-        self._inflight: dict[tuple[object, ...], asyncio.Task[UpstreamDocument]] = {}
+        # GETs and HEADs of documents: concurrent requests for one URL share one request.
+        self._documents: SingleFlight[tuple[object, ...], UpstreamDocument] = SingleFlight(
+            "upstream document", on_join=self._count_join
+        )
 
     # lifecycle --------------------------------------------------------------------------
 
@@ -253,13 +257,7 @@ class Upstream:
         )
 
     async def close(self) -> None:
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, errors.MirrorError):
-                await task
-        self._inflight.clear()
+        await self._documents.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -302,7 +300,7 @@ class Upstream:
             headers["If-Modified-Since"] = last_modified
         # The ecosystem is part of the key: a flight carries its own scope's credentials.
         key = ("GET", ecosystem, url, etag, last_modified, accept, max_bytes)
-        return await self._single_flight(
+        return await self._documents.run(
             key, lambda: self._document(scope, "GET", url, headers, max_bytes)
         )
 
@@ -310,7 +308,7 @@ class Upstream:
         """HEAD `url` (body b""), with the same errors, retries and single-flight as `fetch`."""
         scope = self._scope(url, ecosystem)
         key = ("HEAD", ecosystem, url)
-        return await self._single_flight(key, lambda: self._document(scope, "HEAD", url, {}, None))
+        return await self._documents.run(key, lambda: self._document(scope, "HEAD", url, {}, None))
 
     def stream(self, url: str, *, ecosystem: str) -> AbstractAsyncContextManager[UpstreamStream]:
         """GET an artifact byte for byte. Errors (mapped) are raised on entering, before any
@@ -344,6 +342,10 @@ class Upstream:
 
     # internals --------------------------------------------------------------------------
 
+    def _count_join(self) -> None:
+        if self._metrics is not None:
+            self._metrics.singleflight_joins.labels("document").inc()
+
     def _scope(self, url: str, ecosystem: str) -> UpstreamScope:
         scope = self._scopes.get(ecosystem)
         if scope is None:
@@ -360,25 +362,6 @@ class Upstream:
                 "upstream or one of its file hosts"
             )
         return scope
-
-    async def _single_flight(
-        self, key: tuple[object, ...], work: Callable[[], Coroutine[Any, Any, UpstreamDocument]]
-    ) -> UpstreamDocument:
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(work(), name=f"upstream {key[0]}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
-        elif self._metrics is not None:
-            self._metrics.singleflight_joins.labels("document").inc()
-        # shield: one waiter giving up (client went away) must not cancel everyone's request.
-        return await asyncio.shield(task)
-
-    def _forget(self, key: tuple[object, ...], task: asyncio.Task[UpstreamDocument]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: waiters that left would otherwise leave it unseen
 
     async def _document(
         self,

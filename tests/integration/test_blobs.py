@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from mirror.blobs import BlobStore, BlobWriter, DigestMismatch
+from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import FixedClock
 from mirror.ecosystems.base import Digest
 from mirror.errors import IntegrityError, StorageFull
@@ -233,6 +234,32 @@ async def test_the_blob_just_written_is_never_evicted(tmp_path: Path, clock: Fix
         entry = await store.lookup("k/big")
         assert entry is not None
         assert entry.path.read_bytes() == BODY
+    finally:
+        await store.close()
+
+
+async def test_index_entries_held_in_memory_are_paid_from_the_workers_budget(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    budget = ByteBudget(64 * 1024, max_share=1.0)
+    documents: BudgetedLRU[str, bytes] = BudgetedLRU(budget, "documents", len)
+    store = BlobStore(tmp_path / "artifacts", clock=clock, budget=budget)
+    await store.open()
+    try:
+        await write(store, "k/a", BODY, (digest("sha256", BODY),))
+        assert (await store.lookup("k/a")) is not None
+        assert budget.usage()["artifact index entries"] > 0
+        # The copy in memory answers while it is held (the disk's is gone)...
+        for index in files_under(tmp_path / "artifacts" / "index"):
+            index.unlink()
+        held = await store.lookup("k/a")
+        assert held is not None
+        assert held.path.read_bytes() == BODY
+        # ...until the shared budget makes room for another cache's entries: then the
+        # entry is read from disk again.
+        documents.put("big", b"x" * 63 * 1024)
+        assert budget.usage()["artifact index entries"] == 0
+        assert await store.lookup("k/a") is None
     finally:
         await store.close()
 

@@ -42,6 +42,7 @@ from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import Blocked, NotFound, Quarantined, UpstreamNotFound, UpstreamUnavailable
+from mirror.flight import SingleFlight
 
 if TYPE_CHECKING:
     from mirror.app import Services
@@ -125,10 +126,11 @@ class MavenRepository:
             _moment_bytes,
             max_entries=_MAX_REMEMBERED,
         )
-        # One look-up per GAV at a time (single-flight), at most LOOKUP_CONCURRENCY upstream.
-        self._lookups: dict[str, asyncio.Task[datetime | None]] = {}
+        # One look-up per GAV at a time, at most LOOKUP_CONCURRENCY upstream.
+        self._lookups: SingleFlight[str, datetime | None] = SingleFlight("maven publish time")
         self._head_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
-        self._walks: dict[str, asyncio.Task[None]] = {}
+        # One background walk per artifact, at most BACKGROUND_WALKS at once.
+        self._walks: SingleFlight[str, None] = SingleFlight("maven publish-time walk")
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -341,14 +343,9 @@ class MavenRepository:
         coordinates = parsed.coordinates
         if coordinates in self._walks or len(self._walks) >= BACKGROUND_WALKS:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._walk(parsed, metadata, window_start), name=f"maven publish times {coordinates}"
-        )
-        self._walks[coordinates] = task
+        task = self._walks.start(coordinates, lambda: self._walk(parsed, metadata, window_start))
 
         def done(finished: asyncio.Task[None]) -> None:
-            if self._walks.get(coordinates) is finished:
-                del self._walks[coordinates]
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("publish-time walk of %s failed: %r", coordinates, finished.exception())
 
@@ -379,19 +376,7 @@ class MavenRepository:
         checked = self._timeless.get(gav)
         if checked is not None and checked > self._services.clock.now() - UNKNOWN_RECHECK:
             return None
-        task = self._lookups.get(gav)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._look_up(gav, pom_path))
-            self._lookups[gav] = task
-
-            def done(finished: asyncio.Task[datetime | None]) -> None:
-                if self._lookups.get(gav) is finished:
-                    del self._lookups[gav]
-                if not finished.cancelled():
-                    finished.exception()  # seen: waiters may all have left
-
-            task.add_done_callback(done)
-        return await asyncio.shield(task)
+        return await self._lookups.run(gav, lambda: self._look_up(gav, pom_path))
 
     async def _look_up(self, gav: str, pom_path: str) -> datetime | None:
         shared = self._services.artifacts.shared

@@ -32,6 +32,7 @@ from mirror.ecosystems.npm.names import (
     search_query,
 )
 from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
+from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
 from mirror.pathgate import require_under
 from mirror.requestbody import read_body
@@ -82,7 +83,9 @@ class NpmRegistry:
         self._version_views: BudgetedLRU[tuple[str, str, int], _VersionView] = BudgetedLRU(
             services.memory, "npm version views", _version_view_bytes
         )
-        self._filtering: dict[tuple[str, str, int], asyncio.Task[_VersionView]] = {}
+        self._filtering: SingleFlight[tuple[str, str, int], _VersionView] = SingleFlight(
+            "npm version view"
+        )
 
     def routes(self) -> Iterable[web.RouteDef]:
         return [
@@ -334,24 +337,19 @@ class NpmRegistry:
             if until is None or now < until:
                 return kept
             self._version_views.pop(key)  # a held version may have left quarantine by now
-        task = self._filtering.get(key)
-        if task is None:
-            # The rules of this policy version, taken now (not when the task runs).
-            task = asyncio.get_running_loop().create_task(
-                _filter_versions(packument, services.policy.rules(), now)
-            )
-            self._filtering[key] = task
-            task.add_done_callback(lambda done: self._filtered(key, done))
-        return await asyncio.shield(task)
+        # A new flight takes the rules of this policy version now (`make` is called at
+        # once), not when the filter runs.
+        return await self._filtering.run(
+            key, lambda: self._filter_and_keep(key, packument, services.policy.rules(), now)
+        )
 
-    def _filtered(self, key: tuple[str, str, int], task: asyncio.Task[_VersionView]) -> None:
-        """Keep a finished filter within the byte budget; forget the task (waiters may all
-        have left: its outcome is marked as seen so asyncio does not log it)."""
-        if self._filtering.get(key) is task:
-            del self._filtering[key]
-        if task.cancelled() or task.exception() is not None:
-            return
-        self._version_views.put(key, task.result())
+    async def _filter_and_keep(
+        self, key: tuple[str, str, int], packument: Packument, rules: policy.Rules, now: datetime
+    ) -> _VersionView:
+        """Filter, and keep the view within the byte budget (even when every waiter left)."""
+        filtered = await _filter_versions(packument, rules, now)
+        self._version_views.put(key, filtered)
+        return filtered
 
     # tarballs ---------------------------------------------------------------------------
 
