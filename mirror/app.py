@@ -125,6 +125,7 @@ def build_services(
         max_bytes=config.cache.max_bytes,
         clock=clock,
         metrics=metrics,
+        budget=memory,
     )
     artifacts = ArtifactServer(
         blobs=blobs,

@@ -108,6 +108,7 @@ async def test_every_cache_pays_from_one_budget_and_serving_survives_eviction(
     usage = services.memory.usage()
     assert usage["documents"] > 0
     assert usage["rendered"] > 0
+    assert "artifact index entries" in usage  # the blob index pays from the same budget
     # The evicted documents came back from disk, not from the upstream.
     for package in range(40):
         assert registry.upstream.count(registry.packument_path(f"pkg{package}")) == 1
