@@ -25,7 +25,7 @@ from mirror.config import Config, load_config
 from mirror.livepolicy import SETTLE_SECONDS, LivePolicy
 from mirror.state import RuleKind, RuleRecord
 from mirror.state.local import LocalState
-from tests.conftest import free_port, start_redis
+from tests.conftest import free_port, start_redis, wait_until
 from tests.fakes.npm import FakeNpmRegistry
 
 TOKEN = "integration-admin-token-0123"
@@ -260,8 +260,10 @@ async def test_a_new_install_on_redis_settles_for_a_moment_then_comes_up_by_itse
                 assert asyncio.get_running_loop().time() - started < SETTLE_SECONDS + 3
                 await asyncio.sleep(0.1)
             assert asyncio.get_running_loop().time() - started >= SETTLE_SECONDS - 0.5
-            # Trusted now: the copy is written, and a restart with it does not wait again.
-            assert lastknown.load(lastknown.path_in(tmp_path / "data")) is not None
+            # Trusted now: the copy is written (by the guard, right after), and a restart with
+            # it does not wait again.
+            copy_path = lastknown.path_in(tmp_path / "data")
+            assert await wait_until(lambda: lastknown.load(copy_path) is not None, 10)
             assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
         async with running(aiohttp_client, tmp_path / "data", **settings) as client:
             assert (await readiness(client))[0] == 200
