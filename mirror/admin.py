@@ -54,7 +54,7 @@ from mirror.requestbody import read_body
 from mirror.state.base import AuditEntry, DownloadEvent, InvalidPosition, RuleKind, RuleRecord
 
 if TYPE_CHECKING:
-    from mirror.app import Services
+    from mirror.services import Services
 
 log = logging.getLogger("mirror.admin")
 
