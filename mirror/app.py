@@ -83,7 +83,7 @@ def create_app(
             app.router.add_route("*", f"/{name}", _disabled(name))
             app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name))
     app[ECOSYSTEM_ADAPTERS] = adapters
-    admin.add_routes(app, services, adapters)
+    admin.add_routes(app)
     return app
 
 
