@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -51,10 +51,8 @@ from mirror.forwarded import client_address
 from mirror.jsondepth import nesting_depth
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
+from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import AuditEntry, DownloadEvent, InvalidPosition, RuleKind, RuleRecord
-
-if TYPE_CHECKING:
-    from mirror.app import Services
 
 log = logging.getLogger("mirror.admin")
 
@@ -100,18 +98,6 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True, slots=True)
-class AdminContext:
-    """What the admin handlers use: the app's services and its enabled adapters (the same
-    dict the app fills, so adapters loaded later are seen)."""
-
-    services: Services
-    adapters: Mapping[str, Ecosystem]
-
-
-ADMIN = web.AppKey("admin", AdminContext)
-
-
-@dataclass(frozen=True, slots=True)
 class Caller:
     """Who made a request: the token's name (or "anonymous" for an open read) and address."""
 
@@ -119,9 +105,9 @@ class Caller:
     client: str
 
 
-def add_routes(app: web.Application, services: Services, adapters: Mapping[str, Ecosystem]) -> None:
-    """Register every `/api/v1/` route on `app`."""
-    app[ADMIN] = AdminContext(services=services, adapters=adapters)
+def add_routes(app: web.Application) -> None:
+    """Register every `/api/v1/` route on `app`. The handlers use the app's services
+    (`SERVICES`) and its enabled adapters (`ECOSYSTEM_ADAPTERS`)."""
     routes: list[web.RouteDef] = []
     for kind, collection in COLLECTIONS.items():
         base = f"{PREFIX}/{collection}"
@@ -506,12 +492,16 @@ def _jsonable(value: Any) -> Any:
 # request plumbing ----------------------------------------------------------------------------
 
 
-def _context(request: web.Request) -> AdminContext:
-    return request.app[ADMIN]
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _adapters(request: web.Request) -> Mapping[str, Ecosystem]:
+    return request.app[ECOSYSTEM_ADAPTERS]
 
 
 def _authorize(request: web.Request, *, required: bool) -> Caller:
-    services = _context(request).services
+    services = _services(request)
     client = client_address(request, services.config)
     if not required:
         return Caller(actor="anonymous", client=client)
@@ -521,14 +511,14 @@ def _authorize(request: web.Request, *, required: bool) -> Caller:
 
 
 def _read_guard(request: web.Request) -> Caller:
-    protect = _context(request).services.config.admin.protect_reads
+    protect = _services(request).config.admin.protect_reads
     return _authorize(request, required=protect)
 
 
 def _impact_guard(request: web.Request) -> Caller:
     """Impact reports name client addresses: a token unless `admin.open_impact` opens them
     (`admin.protect_reads` closes every read, impact included)."""
-    admin_config = _context(request).services.config.admin
+    admin_config = _services(request).config.admin
     return _authorize(request, required=admin_config.protect_reads or not admin_config.open_impact)
 
 
@@ -665,7 +655,7 @@ async def impact_page(
 
 
 async def rule_coverage(
-    context: AdminContext, record: RuleRecord, *, fetch: bool
+    adapters: Mapping[str, Ecosystem], record: RuleRecord, *, fetch: bool
 ) -> dict[str, Any] | None:
     """Which versions a block or exemption covers now (None for a freeze, which covers by
     publish time). `fetch`: fetch the package's document through the adapter if the mirror
@@ -679,7 +669,7 @@ async def rule_coverage(
             "listed": None,
             "note": "a package glob: it covers the matching versions of every package it names",
         }
-    adapter = context.adapters.get(record.ecosystem)
+    adapter = adapters.get(record.ecosystem)
     if adapter is None:
         why = f" ({record.ecosystem} is not enabled on this mirror)"
         return describe_coverage(record.ecosystem, record.package, record.versions, None, why)
@@ -698,7 +688,7 @@ async def rule_coverage(
 
 
 async def _with_coverage(
-    context: AdminContext, records: Sequence[RuleRecord], now: datetime
+    adapters: Mapping[str, Ecosystem], records: Sequence[RuleRecord], now: datetime
 ) -> list[dict[str, Any]]:
     """Rules as the API lists them, each with what it covers now, from cached documents.
     A listing waits at most LISTING_COVERAGE_TIMEOUT for them, reading at most
@@ -709,7 +699,7 @@ async def _with_coverage(
 
     async def coverage_of(record: RuleRecord) -> dict[str, Any] | None:
         async with gate:
-            return await rule_coverage(context, record, fetch=False)
+            return await rule_coverage(adapters, record, fetch=False)
 
     tasks = [asyncio.ensure_future(coverage_of(record)) for record in records[:MAX_COVERAGE_RULES]]
     if tasks:
@@ -735,12 +725,12 @@ def _create_handler(kind: RuleKind) -> Handler:
     async def create(request: web.Request) -> web.StreamResponse:
         caller = _authorize(request, required=True)
         body = await _read_json(request)
-        services = _context(request).services
+        services = _services(request)
         now = services.clock.now()
         if kind == "freeze":
             record = _freeze_record(body, caller, now)
         else:
-            record = await _rule_record(kind, body, caller, now, _context(request))
+            record = await _rule_record(kind, body, caller, now, services, _adapters(request))
         after = describe_rule(record, now)
         entry = _audit_entry(services, caller, f"{kind}.create", record.id, None, after)
         await services.state.add_rule(record, audit=entry)
@@ -748,7 +738,7 @@ def _create_handler(kind: RuleKind) -> Handler:
         await services.policy.reload()
         # Stored and applied first: what it covers and who pulled it are reported after.
         answer: dict[str, Any] = {kind: after}
-        coverage = await rule_coverage(_context(request), record, fetch=True)
+        coverage = await rule_coverage(_adapters(request), record, fetch=True)
         if coverage is not None:
             answer[kind] = {**after, "covers": coverage}
             if coverage.get("warning"):
@@ -769,7 +759,7 @@ def _create_handler(kind: RuleKind) -> Handler:
 def _list_handler(kind: RuleKind) -> Handler:
     async def list_rules(request: web.Request) -> web.StreamResponse:
         _read_guard(request)
-        services = _context(request).services
+        services = _services(request)
         ecosystem = request.query.get("ecosystem")
         if ecosystem is not None:
             _ecosystem_param(safe_text(ecosystem, "ecosystem"))
@@ -785,7 +775,7 @@ def _list_handler(kind: RuleKind) -> Handler:
         records = [
             record for record in stored if ecosystem is None or record.ecosystem == ecosystem
         ]
-        shown = await _with_coverage(_context(request), records, now)
+        shown = await _with_coverage(_adapters(request), records, now)
         answer: dict[str, Any] = {COLLECTIONS[kind]: shown}
         if degraded is not None:
             answer["last_known"] = {"reason": degraded, "restore": "mirror state restore"}
@@ -797,9 +787,9 @@ def _list_handler(kind: RuleKind) -> Handler:
 def _show_handler(kind: RuleKind) -> Handler:
     async def show(request: web.Request) -> web.StreamResponse:
         _read_guard(request)
-        services = _context(request).services
+        services = _services(request)
         record = await _find_rule(services, kind, _rule_id(request))
-        (shown,) = await _with_coverage(_context(request), [record], services.clock.now())
+        (shown,) = await _with_coverage(_adapters(request), [record], services.clock.now())
         return web.json_response({kind: shown})
 
     return show
@@ -808,7 +798,7 @@ def _show_handler(kind: RuleKind) -> Handler:
 def _delete_handler(kind: RuleKind) -> Handler:
     async def delete(request: web.Request) -> web.StreamResponse:
         caller = _authorize(request, required=True)
-        services = _context(request).services
+        services = _services(request)
         rule_id = _rule_id(request)
         found = await _find_rule(services, kind, rule_id)
         before = describe_rule(found, services.clock.now())
@@ -827,7 +817,8 @@ async def _rule_record(
     body: Mapping[str, Any],
     caller: Caller,
     now: datetime,
-    context: AdminContext,
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
 ) -> RuleRecord:
     """A block or exemption from a request body, validated; an exemption's default expiry
     is the moment its version would have left quarantine anyway."""
@@ -844,7 +835,7 @@ async def _rule_record(
         if expires <= now:
             raise BadRequest(f"expires: {iso(expires)} is already past", field="expires")
     elif kind == "exemption":
-        expires = await _default_exemption_expiry(context, ecosystem, package, spec, now)
+        expires = await _default_exemption_expiry(services, adapters, ecosystem, package, spec, now)
     return RuleRecord(
         id=new_rule_id(kind),
         kind=kind,
@@ -859,7 +850,12 @@ async def _rule_record(
 
 
 async def _default_exemption_expiry(
-    context: AdminContext, ecosystem: str, package: str, spec: str, now: datetime
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
+    ecosystem: str,
+    package: str,
+    spec: str,
+    now: datetime,
 ) -> datetime:
     version = versions.exact_version(ecosystem, spec)
     if version is None:
@@ -870,7 +866,7 @@ async def _default_exemption_expiry(
         )
     if policy.GLOB_CHARACTERS & set(package):
         raise BadRequest("expires: required for an exemption of a package glob", field="expires")
-    adapter = context.adapters.get(ecosystem)
+    adapter = adapters.get(ecosystem)
     why = f"{ecosystem} is not enabled on this mirror"
     published_at: datetime | None = None
     if adapter is not None:
@@ -885,7 +881,7 @@ async def _default_exemption_expiry(
             f"found ({why})",
             field="expires",
         )
-    age = context.services.policy.rules().quarantine_age(
+    age = services.policy.rules().quarantine_age(
         ecosystem, versions.normalize_package(ecosystem, package)
     )
     try:
@@ -940,11 +936,11 @@ def _freeze_record(body: Mapping[str, Any], caller: Caller, now: datetime) -> Ru
 
 async def explain_view(request: web.Request) -> web.StreamResponse:
     _read_guard(request)
-    context = _context(request)
+    adapters = _adapters(request)
     ecosystem = _ecosystem_param(_optional_query(request, "ecosystem"))
     package = _query(request, "package")
     version = _query(request, "version")
-    adapter = context.adapters.get(ecosystem)
+    adapter = adapters.get(ecosystem)
     if adapter is None:
         raise EcosystemDisabled(
             f"{ecosystem} is not enabled on this mirror, so there is nothing to explain: set "
@@ -957,8 +953,8 @@ async def explain_view(request: web.Request) -> web.StreamResponse:
         answer = one_file(answer, filename)
     rule = answer.get("rule")
     if isinstance(rule, dict) and rule.get("id"):
-        record = await _stored_rule(context.services, rule)
-        coverage = None if record is None else await rule_coverage(context, record, fetch=False)
+        record = await _stored_rule(_services(request), rule)
+        coverage = None if record is None else await rule_coverage(adapters, record, fetch=False)
         if coverage is not None:
             answer["rule"] = {**rule, "covers": coverage}
     return web.json_response(answer)
@@ -994,7 +990,7 @@ def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
 
 async def impact_view(request: web.Request) -> web.StreamResponse:
     _impact_guard(request)
-    services = _context(request).services
+    services = _services(request)
     ecosystem = _ecosystem_param(_optional_query(request, "ecosystem"))
     package = _query(request, "package")
     spec = _optional_query(request, "versions") or versions.ANY_VERSION
@@ -1023,7 +1019,7 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
     up to when entries may have been pruned (older than `admin.audit_retention`; the entry
     that created a stored rule is kept as long as the rule)."""
     _authorize(request, required=True)
-    services = _context(request).services
+    services = _services(request)
     limit = parse_limit(request.query.get("limit"), default=100, maximum=MAX_AUDIT_LIMIT)
     now = services.clock.now()
     filters: dict[str, str] = {}

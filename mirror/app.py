@@ -1,30 +1,29 @@
-"""Builds the aiohttp `Application`: services on typed `AppKey`s, opened and closed in one
-`cleanup_ctx`; middlewares (the path gate and errors → responses, access log, metrics); health,
-readiness and metrics routes; one adapter per enabled ecosystem. No request logic lives here."""
+"""The composition root: `create_app` builds the aiohttp `Application` from the services
+(`mirror.services`), opened and closed in one `cleanup_ctx`, with one adapter per enabled
+ecosystem and the admin API; the middlewares (the path gate and errors → responses, access
+log, metrics); the health, readiness and metrics routes. No request logic lives here. Only
+the entry points (`mirror serve`, through `mirror.server`) and tests import this module:
+its parts take what they need from `mirror.services`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, lastknown, requestbody, responses, workerstatus
-from mirror.artifacts import ArtifactServer
-from mirror.blobs import BlobStore
-from mirror.budget import ByteBudget
-from mirror.clock import Clock, SystemClock
+from mirror import __version__, admin, requestbody, responses
+from mirror.clock import Clock
 from mirror.config import ECOSYSTEMS, Config
+from mirror.ecosystems import maven, npm, pypi
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import (
     EcosystemDisabled,
@@ -33,134 +32,27 @@ from mirror.errors import (
     NotFound,
     StateUnavailable,
 )
-from mirror.livepolicy import LivePolicy
-from mirror.metacache import MetaCache, RenderedCache
-from mirror.metrics import Metrics
 from mirror.pathgate import check_request_path
-from mirror.state import create_state
+from mirror.services import (
+    ECOSYSTEM_ADAPTERS,
+    REQUEST_KIND,
+    SERVICES,
+    SUPERVISOR_STATUS,
+    Services,
+    build_services,
+)
 from mirror.state.base import StateStore
-from mirror.upstream import Upstream, UpstreamScope
 
 log = logging.getLogger("mirror")
 access_log = logging.getLogger("mirror.access")
 
-# The adapter module of each ecosystem; each exposes `create(services) -> Ecosystem`.
-ADAPTER_MODULES: dict[str, str] = {
-    "npm": "mirror.ecosystems.npm",
-    "pypi": "mirror.ecosystems.pypi",
-    "maven": "mirror.ecosystems.maven",
+# Each ecosystem's adapter factory. The packages import nothing of aiohttp: `create` loads
+# an adapter's routes when the app builds it, for an enabled ecosystem only.
+ADAPTER_FACTORIES: Mapping[str, Callable[[Services], Ecosystem]] = {
+    "npm": npm.create,
+    "pypi": pypi.create,
+    "maven": maven.create,
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Services:
-    """Everything a handler may use, built once per app (per worker process)."""
-
-    config: Config
-    clock: Clock
-    metrics: Metrics
-    state: StateStore
-    upstream: Upstream
-    metacache: MetaCache
-    rendered: RenderedCache
-    blobs: BlobStore
-    artifacts: ArtifactServer
-    policy: LivePolicy
-    # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
-    memory: ByteBudget
-
-
-SERVICES = web.AppKey("services", Services)
-ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
-# handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
-REQUEST_KIND = web.RequestKey("mirror.kind", str)
-# Set by `mirror serve` in each worker: the supervisor's restart back-off, for /readyz.
-SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
-
-
-def upstream_scopes(config: Config) -> list[UpstreamScope]:
-    """Each enabled ecosystem's upstream scope: its own upstream host and file hosts, and
-    its credentials for the upstream's exact origin. One ecosystem's requests never go to
-    another's hosts, nor carry another's credentials."""
-    scopes: list[UpstreamScope] = []
-    for name in ECOSYSTEMS:
-        ecosystem = config.ecosystem(name)
-        if ecosystem.upstream is None:
-            continue
-        scopes.append(
-            UpstreamScope.of(
-                name,
-                ecosystem.upstream,
-                file_hosts=ecosystem.file_hosts,
-                auth=ecosystem.upstream_auth,
-            )
-        )
-    return scopes
-
-
-def build_services(
-    config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
-) -> Services:
-    """Construct (not open) every service. Constructors do no I/O. `metrics_dir` is the
-    shared Prometheus directory when several worker processes serve one port."""
-    clock = clock or SystemClock()
-    metrics = Metrics(multiprocess_dir=metrics_dir)
-    state = create_state(config, clock=clock)
-    upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
-    memory = ByteBudget(config.cache.memory_budget)
-    metacache = MetaCache(
-        upstream,
-        directory=config.data_dir / "metadata",
-        ttl=config.cache.metadata_ttl,
-        stale_max=config.cache.stale_max,
-        clock=clock,
-        metrics=metrics,
-        max_document_bytes=config.cache.max_document_bytes,
-        refresh_interval=config.cache.refresh_interval,
-        negative_ttl=config.cache.negative_ttl,
-        budget=memory,
-    )
-    blobs = BlobStore(
-        config.data_dir / "artifacts",
-        max_bytes=config.cache.max_bytes,
-        clock=clock,
-        metrics=metrics,
-        budget=memory,
-    )
-    artifacts = ArtifactServer(
-        blobs=blobs,
-        upstream=upstream,
-        state=state,
-        metrics=metrics,
-        clock=clock,
-        trusted_proxies=config.trusted_proxies,
-        state_timeout=config.state.timeout,
-        budget=memory,
-    )
-    live_policy = LivePolicy(
-        state,
-        config.quarantine,
-        clock,
-        last_known_path=lastknown.path_in(config.data_dir),
-        # Replicas with data dirs of their own share a Redis; the embedded state is one file
-        # beside the copy.
-        shared_by_replicas=bool(config.state.redis_url),
-    )
-    # While the state is not trusted, the last-known copy's digest pins win.
-    artifacts.shared.use_known_pins(live_policy)
-    return Services(
-        config=config,
-        clock=clock,
-        metrics=metrics,
-        state=state,
-        upstream=upstream,
-        metacache=metacache,
-        rendered=RenderedCache(budget=memory),
-        blobs=blobs,
-        artifacts=artifacts,
-        policy=live_policy,
-        memory=memory,
-    )
 
 
 def create_app(
@@ -183,36 +75,22 @@ def create_app(
     app.router.add_get("/metrics", metrics_view)
     adapters: dict[str, Ecosystem] = {}
     for name in ECOSYSTEMS:
-        if config.ecosystem(name).enabled and (adapter := _load_adapter(name, services)):
+        if config.ecosystem(name).enabled:
+            adapter = ADAPTER_FACTORIES[name](services)
             adapters[name] = adapter
             app.router.add_routes(list(adapter.routes()))
         else:
-            app.router.add_route("*", f"/{name}", _disabled(name, config))
-            app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name, config))
+            app.router.add_route("*", f"/{name}", _disabled(name))
+            app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name))
     app[ECOSYSTEM_ADAPTERS] = adapters
-    admin.add_routes(app, services, adapters)
+    admin.add_routes(app)
     return app
 
 
-def _load_adapter(name: str, services: Services) -> Ecosystem | None:
-    try:
-        module = importlib.import_module(ADAPTER_MODULES[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != ADAPTER_MODULES[name]:
-            raise
-        log.warning("%s upstream is set but this build has no %s adapter yet", name, name)
-        return None
-    adapter: Ecosystem = module.create(services)
-    return adapter
-
-
-def _disabled(name: str, config: Config) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _disabled(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     env = f"MIRROR_{name.upper()}_UPSTREAM"
-    enabled_upstream = config.ecosystem(name).upstream
 
     async def handler(request: web.Request) -> web.Response:
-        if enabled_upstream is not None:
-            raise EcosystemDisabled(f"{name} is configured but not available in this build")
         raise EcosystemDisabled(
             f"{name} is not enabled on this mirror: set {env} (or {name}.upstream in "
             "config/mirror.toml) to the upstream registry URL and restart"

@@ -379,7 +379,8 @@ class _Worker:
             os._exit(code)
 
     async def _serve(self, watch_parent: int | None) -> None:
-        from mirror.app import SUPERVISOR_STATUS, create_app
+        from mirror.app import create_app
+        from mirror.services import SUPERVISOR_STATUS
 
         config = self.config
         app = create_app(config, metrics_dir=self.metrics_dir)

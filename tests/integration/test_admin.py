@@ -16,10 +16,11 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror import admin, versions
-from mirror.app import SERVICES, create_app
+from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.errors import BadRequest, Forbidden, Unauthorized
+from mirror.services import SERVICES
 from mirror.state.base import DownloadEvent
 from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror import lastknown, stateadmin
-from mirror.app import SERVICES, create_app
+from mirror.app import create_app
 from mirror.config import Config, load_config
+from mirror.services import SERVICES
 from mirror.state import RuleRecord
 from tests.conftest import mirror_settings, start_redis, wait_until
 from tests.fakes.npm import FakeNpmRegistry, integrity_of, make_tarball

@@ -13,10 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror.app import SERVICES, create_app
+from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.ecosystems.maven.routes import LOOKUP_CONCURRENCY, LOOKUPS_PER_REQUEST
+from mirror.services import SERVICES
 from tests.conftest import mirror_settings, wait_until
 from tests.fakes.maven import FakeMavenRepository
 

@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror.app import ECOSYSTEM_ADAPTERS, SERVICES, Services, create_app
+from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.ecosystems.maven import document
+from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import RuleRecord
 from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository, digest

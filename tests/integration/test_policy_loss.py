@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror import lastknown
-from mirror.app import SERVICES, create_app
+from mirror.app import create_app
 from mirror.cli import main
 from mirror.clock import SystemClock
 from mirror.config import Config, load_config
 from mirror.livepolicy import SETTLE_SECONDS, LivePolicy
+from mirror.services import SERVICES
 from mirror.state import RuleKind, RuleRecord
 from mirror.state.local import LocalState
 from tests.conftest import free_port, start_redis, wait_until

@@ -36,16 +36,16 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from mirror import policy, responses
-from mirror.app import REQUEST_KIND
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import Blocked, NotFound, Quarantined, UpstreamNotFound, UpstreamUnavailable
 from mirror.flight import SingleFlight
+from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:
-    from mirror.app import Services
+    from mirror.services import Services
 
 log = logging.getLogger(__name__)
 

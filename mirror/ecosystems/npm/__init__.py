@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mirror.app import Services
     from mirror.ecosystems.npm.routes import NpmRegistry
+    from mirror.services import Services
 
 __all__ = ["create"]
 

@@ -16,7 +16,6 @@ from aiohttp import web
 from yarl import URL
 
 from mirror import policy, responses
-from mirror.app import REQUEST_KIND
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.npm import document
@@ -36,10 +35,11 @@ from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
 from mirror.pathgate import require_under
 from mirror.requestbody import read_body
+from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:
-    from mirror.app import Services
     from mirror.metacache import CachedDocument, Refresh
+    from mirror.services import Services
 
 PREFIX = "/npm"
 TARBALL_TYPE = "application/octet-stream"

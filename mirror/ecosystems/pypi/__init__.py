@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mirror.app import Services
     from mirror.ecosystems.pypi.routes import PypiIndex
+    from mirror.services import Services
 
 __all__ = ["create"]
 

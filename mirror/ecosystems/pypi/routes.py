@@ -16,7 +16,6 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from mirror import policy, responses
-from mirror.app import REQUEST_KIND
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.pypi import document, names
@@ -41,11 +40,12 @@ from mirror.errors import (
     UpstreamNotFound,
 )
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
+from mirror.services import REQUEST_KIND
 from mirror.upstream import host_key
 
 if TYPE_CHECKING:
-    from mirror.app import Services
     from mirror.metacache import CachedDocument, Refresh
+    from mirror.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,136 @@
+"""The services every handler uses, built once per worker, and the typed keys the app keeps
+them under. The adapters (`mirror.ecosystems.*.routes`) and the admin API read them from here;
+`mirror.app` (the composition root: `create_app`, middlewares, ops routes) builds the app
+from them, and only the entry points import it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from mirror import lastknown, workerstatus
+from mirror.artifacts import ArtifactServer
+from mirror.blobs import BlobStore
+from mirror.budget import ByteBudget
+from mirror.clock import Clock, SystemClock
+from mirror.config import ECOSYSTEMS, Config
+from mirror.ecosystems.base import Ecosystem
+from mirror.livepolicy import LivePolicy
+from mirror.metacache import MetaCache, RenderedCache
+from mirror.metrics import Metrics
+from mirror.state import create_state
+from mirror.state.base import StateStore
+from mirror.upstream import Upstream, UpstreamScope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """Everything a handler may use, built once per app (per worker process)."""
+
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    state: StateStore
+    upstream: Upstream
+    metacache: MetaCache
+    rendered: RenderedCache
+    blobs: BlobStore
+    artifacts: ArtifactServer
+    policy: LivePolicy
+    # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
+    memory: ByteBudget
+
+
+SERVICES = web.AppKey("services", Services)
+ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
+# handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
+REQUEST_KIND = web.RequestKey("mirror.kind", str)
+# Set by `mirror serve` in each worker: the supervisor's restart back-off, for /readyz.
+SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
+
+
+def upstream_scopes(config: Config) -> list[UpstreamScope]:
+    """Each enabled ecosystem's upstream scope: its own upstream host and file hosts, and
+    its credentials for the upstream's exact origin. One ecosystem's requests never go to
+    another's hosts, nor carry another's credentials."""
+    scopes: list[UpstreamScope] = []
+    for name in ECOSYSTEMS:
+        ecosystem = config.ecosystem(name)
+        if ecosystem.upstream is None:
+            continue
+        scopes.append(
+            UpstreamScope.of(
+                name,
+                ecosystem.upstream,
+                file_hosts=ecosystem.file_hosts,
+                auth=ecosystem.upstream_auth,
+            )
+        )
+    return scopes
+
+
+def build_services(
+    config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
+) -> Services:
+    """Construct (not open) every service. Constructors do no I/O. `metrics_dir` is the
+    shared Prometheus directory when several worker processes serve one port."""
+    clock = clock or SystemClock()
+    metrics = Metrics(multiprocess_dir=metrics_dir)
+    state = create_state(config, clock=clock)
+    upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
+    memory = ByteBudget(config.cache.memory_budget)
+    metacache = MetaCache(
+        upstream,
+        directory=config.data_dir / "metadata",
+        ttl=config.cache.metadata_ttl,
+        stale_max=config.cache.stale_max,
+        clock=clock,
+        metrics=metrics,
+        max_document_bytes=config.cache.max_document_bytes,
+        refresh_interval=config.cache.refresh_interval,
+        negative_ttl=config.cache.negative_ttl,
+        budget=memory,
+    )
+    blobs = BlobStore(
+        config.data_dir / "artifacts",
+        max_bytes=config.cache.max_bytes,
+        clock=clock,
+        metrics=metrics,
+        budget=memory,
+    )
+    artifacts = ArtifactServer(
+        blobs=blobs,
+        upstream=upstream,
+        state=state,
+        metrics=metrics,
+        clock=clock,
+        trusted_proxies=config.trusted_proxies,
+        state_timeout=config.state.timeout,
+        budget=memory,
+    )
+    live_policy = LivePolicy(
+        state,
+        config.quarantine,
+        clock,
+        last_known_path=lastknown.path_in(config.data_dir),
+        # Replicas with data dirs of their own share a Redis; the embedded state is one file
+        # beside the copy.
+        shared_by_replicas=bool(config.state.redis_url),
+    )
+    # While the state is not trusted, the last-known copy's digest pins win.
+    artifacts.shared.use_known_pins(live_policy)
+    return Services(
+        config=config,
+        clock=clock,
+        metrics=metrics,
+        state=state,
+        upstream=upstream,
+        metacache=metacache,
+        rendered=RenderedCache(budget=memory),
+        blobs=blobs,
+        artifacts=artifacts,
+        policy=live_policy,
+        memory=memory,
+    )

@@ -1,0 +1,198 @@
+"""The layering the tree promises: the composition root (`mirror.app`) is imported only by
+the entry points, its parts (services, admin, the ecosystem adapters) never import it, and
+there is no import cycle among mirror's modules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "mirror"
+ROOT = "mirror.app"
+# Only the entry points build the app: `mirror serve` runs it through `mirror.server`.
+ENTRY_POINTS = frozenset({"mirror.server"})
+ADAPTER_ROUTES = tuple(
+    f"mirror.ecosystems.{path.parent.name}.routes"
+    for path in sorted(PACKAGE_DIR.glob("ecosystems/*/routes.py"))
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES: Mapping[str, Path] = {
+    module_name(path): path for path in sorted(PACKAGE_DIR.rglob("*.py"))
+}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _statements(body: list[ast.stmt], *, module_level: bool) -> Iterator[ast.stmt]:
+    """The statements of `body` run when it runs: with `module_level`, those run on import
+    (not function bodies); never the `if TYPE_CHECKING:` branches, which never run."""
+    for statement in body:
+        yield statement
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+            if module_level:
+                continue
+            yield from _statements(statement.body, module_level=module_level)
+        elif isinstance(statement, ast.If):
+            if not _is_type_checking(statement.test):
+                yield from _statements(statement.body, module_level=module_level)
+            yield from _statements(statement.orelse, module_level=module_level)
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                children = getattr(statement, field, None)
+                if isinstance(children, list):
+                    for child in children:
+                        if isinstance(child, ast.stmt):
+                            yield from _statements([child], module_level=module_level)
+                        elif hasattr(child, "body"):  # except handlers, match cases
+                            yield from _statements(child.body, module_level=module_level)
+
+
+def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    """The mirror modules an import statement names (a `from` import of a submodule names
+    the submodule)."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name in MODULES:
+                yield alias.name
+        return
+    assert node.level == 0, f"{importer}: a relative import; mirror's imports are absolute"
+    base = node.module or ""
+    for alias in node.names:
+        if f"{base}.{alias.name}" in MODULES:
+            yield f"{base}.{alias.name}"
+        elif base in MODULES:
+            yield base
+
+
+def imports(module: str, *, module_level: bool) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for statement in _statements(tree.body, module_level=module_level):
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            found.update(_resolve(module, statement))
+    found.discard(module)
+    return found
+
+
+def import_cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_the_graph_sees_the_imports_it_must() -> None:
+    # The checks below mean something only if the parser finds imports at all.
+    assert ADAPTER_ROUTES == (
+        "mirror.ecosystems.maven.routes",
+        "mirror.ecosystems.npm.routes",
+        "mirror.ecosystems.pypi.routes",
+    )
+    assert "mirror.services" in imports("mirror.app", module_level=True)
+    assert "mirror.policy" in imports("mirror.ecosystems.npm.document", module_level=True)
+    # A function-level import is seen only when asked for; a TYPE_CHECKING one never.
+    assert "mirror.app" not in imports("mirror.server", module_level=True)
+    assert "mirror.app" in imports("mirror.server", module_level=False)
+    npm_package = imports("mirror.ecosystems.npm", module_level=False)
+    assert npm_package == {"mirror.ecosystems.npm.routes"}
+
+
+def test_import_cycles_are_found() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_among_mirror_modules() -> None:
+    graph = {module: imports(module, module_level=True) for module in MODULES}
+    assert import_cycles(graph) == []
+
+
+def test_no_cycle_hidden_in_a_deferred_import() -> None:
+    # An import inside a function (a lazily loaded backend or adapter) must not close a
+    # cycle either: that is how the app ↔ adapter cycle used to hide.
+    graph = {module: imports(module, module_level=False) for module in MODULES}
+    assert import_cycles(graph) == []
+
+
+def test_no_import_the_graph_cannot_see() -> None:
+    # Imports by name at run time (`importlib`, `__import__`) would escape the checks above.
+    hidden: list[str] = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import | ast.ImportFrom)
+                else []
+            )
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            if (
+                any(name.split(".")[0] == "importlib" for name in names)
+                or (isinstance(node, ast.Name) and node.id == "__import__")
+                or (isinstance(node, ast.Attribute) and node.attr == "import_module")
+            ):
+                hidden.append(module)
+    assert hidden == []
+
+
+def test_only_the_entry_points_import_the_app() -> None:
+    importers = {module for module in MODULES if ROOT in imports(module, module_level=False)}
+    assert importers == ENTRY_POINTS
+
+
+@pytest.mark.parametrize("module", ["mirror.services", "mirror.admin", *ADAPTER_ROUTES])
+def test_parts_of_the_app_do_not_import_it(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        f"bad = [m for m in ({ROOT!r},) if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
