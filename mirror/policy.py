@@ -16,7 +16,6 @@ stops applying without anyone touching the stored rules.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,12 +23,15 @@ from enum import StrEnum
 from typing import Any, Final, cast
 
 from mirror import versions
+from mirror.clock import END_OF_TIME, iso_sentence
+
+# Re-exported: callers reach them as `policy.add_saturating` / `policy.iso_seconds`.
+from mirror.clock import add_saturating as add_saturating
+from mirror.clock import iso_seconds as iso_seconds
 from mirror.config import QuarantineConfig
 from mirror.state.base import RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
-END_OF_TIME: Final = datetime.max.replace(tzinfo=UTC)
-START_OF_TIME: Final = datetime.min.replace(tzinfo=UTC)
 
 
 class Verdict(StrEnum):
@@ -330,22 +332,6 @@ def decide(
     )
 
 
-def add_saturating(moment: datetime, delta: timedelta) -> datetime:
-    """`moment + delta` in UTC, clamped to the first/last representable moment instead of
-    raising OverflowError: every arithmetic on a time from upstream or a client goes through
-    here. A naive `moment` is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        utc = moment.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:59-23:59 lies past the end of the calendar in UTC
-        utc = END_OF_TIME if moment.year > 1 else START_OF_TIME
-    try:
-        return utc + delta
-    except OverflowError:
-        return END_OF_TIME if delta > timedelta(0) else START_OF_TIME
-
-
 def _explain(decision: Decision) -> str:
     """The one sentence a person can act on. Built only when read: `decide` runs for every
     version of every rendered document, the sentence is needed for refusals and explain."""
@@ -355,11 +341,11 @@ def _explain(decision: Decision) -> str:
         record = decision.block.record
         return (
             f"{label} is blocked by this mirror: {record.reason} (block {record.id}, "
-            f"added by {record.created_by} at {_iso(record.created_at)})"
+            f"added by {record.created_by} at {iso_sentence(record.created_at)})"
         )
     if decision.exemption is not None:
         record = decision.exemption.record
-        until_text = f" until {_iso(record.expires_at)}" if record.expires_at else ""
+        until_text = f" until {iso_sentence(record.expires_at)}" if record.expires_at else ""
         return (
             f"{label} is exempted from quarantine{until_text}: {record.reason} "
             f"(exemption {record.id}, added by {record.created_by})"
@@ -374,20 +360,20 @@ def _explain(decision: Decision) -> str:
     if decision.freeze is not None:
         record = decision.freeze.record
         until = decision.until
-        until_text = f"until {_iso(until)}" if until else "until the freeze is lifted"
+        until_text = f"until {iso_sentence(until)}" if until else "until the freeze is lifted"
+        cutoff = iso_sentence(decision.freeze.published_after)
         return (
-            f"{label} was published {_iso(published_at)}, after the freeze cutoff "
-            f"{_iso(decision.freeze.published_after)} ({record.reason}; freeze {record.id}); "
-            f"it is held {until_text}"
+            f"{label} was published {iso_sentence(published_at)}, after the freeze cutoff "
+            f"{cutoff} ({record.reason}; freeze {record.id}); it is held {until_text}"
         )
     if not decision.visible:
         return (
-            f"{label} was published {_iso(published_at)} and is in quarantine until "
-            f"{_iso(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
+            f"{label} was published {iso_sentence(published_at)} and is in quarantine until "
+            f"{iso_sentence(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
             "security team for an exemption if you need it sooner"
         )
     return (
-        f"{label} was published {_iso(published_at)}, longer ago than the quarantine age "
+        f"{label} was published {iso_sentence(published_at)}, longer ago than the quarantine age "
         f"{format_age(decision.age)}"
     )
 
@@ -407,16 +393,6 @@ def describe_record(record: RuleRecord) -> dict[str, Any]:
     }
     described.update({key: _jsonable(value) for key, value in record.data.items()})
     return described
-
-
-def iso_seconds(moment: datetime | None) -> str | None:
-    """`2026-11-22T14:02:00Z`: UTC to the second, as the API writes times."""
-    if moment is None:
-        return None
-    return (
-        add_saturating(moment, timedelta(0)).isoformat(timespec="seconds").removesuffix("+00:00")
-        + "Z"
-    )
 
 
 def validate_rule(
@@ -508,17 +484,6 @@ def _freeze_cutoff(record: RuleRecord) -> datetime | None:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
-
-
-_TRAILING_ZERO_SECONDS = re.compile(r":00$")
-
-
-def _iso(moment: datetime | None) -> str:
-    """`2026-11-25T10:00Z` (UTC, minutes) or with seconds when they are not zero."""
-    if moment is None:
-        return "unknown"
-    text = add_saturating(moment, timedelta(0)).strftime("%Y-%m-%dT%H:%M:%S")
-    return _TRAILING_ZERO_SECONDS.sub("", text) + "Z"
 
 
 def _jsonable(value: object) -> object:

@@ -18,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from mirror import policy, versions
+from mirror.clock import add_saturating
 from mirror.ecosystems.maven import paths
 from mirror.errors import BadRequest, BadUpstreamDocument
 
@@ -30,6 +31,9 @@ HEX_LENGTHS: Mapping[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512":
 MAX_BACKPORT_LOOKUPS = 16
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _HEX = re.compile(r"[0-9a-fA-F]+")
+# `<lastUpdated>`: Maven's own way of writing a moment (`yyyyMMddHHmmss`, UTC), read and
+# written only here; every other time the mirror writes comes from `mirror.clock`.
+LAST_UPDATED_FORMAT = "%Y%m%d%H%M%S"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -161,7 +165,7 @@ def parse_last_updated(text: str | None) -> datetime | None:
     if not re.fullmatch(r"\d{14}", value):
         return None
     try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        return datetime.strptime(value, LAST_UPDATED_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -247,7 +251,7 @@ def quarantine_window_start(
             continue
         if decision.visible or decision.until is None:
             return now
-        return policy.add_saturating(now, now - decision.until)  # an age of millennia clamps
+        return add_saturating(now, now - decision.until)  # an age of millennia clamps
     return now
 
 
@@ -325,7 +329,7 @@ def render_metadata(metadata: MavenMetadata, view: MetadataView | None) -> bytes
         for version in view.visible:
             ET.SubElement(listed, "version").text = version
         if view.last_updated is not None:
-            stamp = view.last_updated.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+            stamp = view.last_updated.astimezone(UTC).strftime(LAST_UPDATED_FORMAT)
             ET.SubElement(versioning, "lastUpdated").text = stamp
     if metadata.namespace:
         root.attrib = {"xmlns": metadata.namespace, **root.attrib}

@@ -38,6 +38,7 @@ from aiohttp import web
 from mirror import policy, responses
 from mirror.app import REQUEST_KIND
 from mirror.budget import BudgetedLRU
+from mirror.clock import iso_seconds
 from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
@@ -98,10 +99,6 @@ def _http_time(value: str | None) -> datetime | None:
         return moment.astimezone(UTC) if moment.tzinfo is not None else None
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class MavenRepository:
@@ -527,7 +524,7 @@ def _sentence(gav: str, decision: policy.Decision) -> str:
     if decision.block is not None:
         return f"{gav} is blocked by this mirror: {decision.detail}"
     if decision.until is not None and not decision.visible:
-        return f"{gav} is in quarantine until {_iso(decision.until)}: {decision.detail}"
+        return f"{gav} is in quarantine until {iso_seconds(decision.until)}: {decision.detail}"
     if not decision.visible:
         return f"{gav} is in quarantine (its publish time is unknown): {decision.detail}"
     return f"{gav}: {decision.detail}"

@@ -19,13 +19,14 @@ import functools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 from msgspec import Raw
 
 from mirror import policy, versions
+from mirror.clock import iso_minutes
 from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
@@ -523,7 +524,7 @@ def render_notice(package: PackageName, view: PackumentView) -> str | None:
         count = len(view.quarantined)
         text = f"{_count(count)} held in quarantine (newest {newest.version}"
         if newest.until is not None:
-            text += f", available {newest.until.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+            text += f", available {iso_minutes(newest.until)}"
         parts.append(text + ")")
     if view.blocked:
         count = len(view.blocked)

@@ -11,7 +11,7 @@ import html
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import unquote, urldefrag, urljoin
@@ -21,6 +21,7 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from mirror import policy, versions
+from mirror.clock import iso_microseconds, iso_minutes
 from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
@@ -164,10 +165,6 @@ class ProjectPage:
     @property
     def missing_upload_times(self) -> bool:
         return any(item.upload_time is None for item in self.files)
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,7 +585,8 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
                 item,
                 hashes=hashes,
                 upload_time=upload,
-                upload_time_text=item.upload_time_text or (format_time(upload) if upload else None),
+                upload_time_text=item.upload_time_text
+                or (iso_microseconds(upload) if upload else None),
                 size=item.size if item.size is not None else extra.size,
             )
         )
@@ -801,10 +799,7 @@ def render_notice(project: str, view: PageView) -> str | None:
                 newest = held
         text = f"{_count(len(view.quarantined))} held in quarantine"
         if newest is not None and newest.until is not None:
-            text += (
-                f" (newest {newest.filename}, available "
-                f"{newest.until.astimezone(UTC):%Y-%m-%dT%H:%MZ})"
-            )
+            text += f" (newest {newest.filename}, available {iso_minutes(newest.until)})"
         parts.append(text)
     if view.blocked:
         shown = ", ".join(held.filename for held in view.blocked[-3:])
@@ -1082,7 +1077,7 @@ def _held_summary(decisions: Iterable[policy.Decision]) -> str:
         text = f"{_count(len(quarantined))} held in quarantine"
         timed = [decision.until for decision in quarantined if decision.until is not None]
         if timed:
-            text += f" (the first available {min(timed).astimezone(UTC):%Y-%m-%dT%H:%MZ})"
+            text += f" (the first available {iso_minutes(min(timed))})"
         parts.append(text)
     if blocked:
         parts.append(f"{_count(len(blocked))} blocked")
