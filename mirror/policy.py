@@ -16,11 +16,11 @@ stops applying without anyone touching the stored rules.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from mirror import versions
 from mirror.clock import END_OF_TIME, iso_sentence
@@ -32,6 +32,8 @@ from mirror.config import QuarantineConfig
 from mirror.state.base import RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
+# What a document partitions: a version string, a PyPI file, an API file.
+Item = TypeVar("Item")
 
 
 class Verdict(StrEnum):
@@ -137,24 +139,44 @@ class Freeze(_Rule):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """What policy says of one subject at one moment. A hidden one (`visible` False) is also
+    what views keep of a held-back version or file: its `verdict` is BLOCKED (with `block`) or
+    QUARANTINED (with `until`, when the clock alone will end it)."""
+
     verdict: Verdict
     visible: bool
     until: datetime | None
     age: timedelta
-    subject: Subject | None = None
+    subject: Subject
     block: Block | None = None
     exemption: Exemption | None = None
     freeze: Freeze | None = None
     published_at: datetime | None = None
 
     @property
+    def version(self) -> str:
+        return self.subject.version
+
+    @property
+    def filename(self) -> str | None:
+        """The file decided (PyPI), else None."""
+        return self.subject.filename
+
+    @property
     def detail(self) -> str:
-        """One sentence a person can act on, naming the version and why."""
+        """One sentence a person can act on, naming the version and why. Built when read:
+        `decide` runs for every version of every rendered document, the sentence is needed
+        only for refusals and explain."""
         return _explain(self)
+
+    @property
+    def rule(self) -> Block | Exemption | Freeze | None:
+        """The stored rule that decided, if one did."""
+        return self.block or self.exemption or self.freeze
 
     def describe(self) -> dict[str, Any]:
         """The decision as JSON-able data (for explain)."""
-        rule = self.block or self.exemption or self.freeze
+        rule = self.rule
         return {
             "verdict": str(self.verdict),
             "visible": self.visible,
@@ -164,6 +186,24 @@ class Decision:
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Partition(Generic[Item]):
+    """One document's subjects split by policy at one moment (`partition`): what it may show
+    and what it holds back, each in the order given."""
+
+    visible: tuple[Item, ...]
+    withheld: tuple[Decision, ...]  # hidden: blocked and quarantined, in the order given
+    until: datetime | None  # when the first quarantined one leaves by the clock (see below)
+
+    @property
+    def quarantined(self) -> tuple[Decision, ...]:
+        return tuple(decision for decision in self.withheld if decision.block is None)
+
+    @property
+    def blocked(self) -> tuple[Decision, ...]:
+        return tuple(decision for decision in self.withheld if decision.block is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,10 +372,55 @@ def decide(
     )
 
 
+def partition(
+    entries: Iterable[tuple[Item, Subject, datetime | None]], now: datetime, rules: Rules
+) -> Partition[Item]:
+    """Decide each `(item, subject, publish time)` at `now`: the items shown, the decisions
+    of those held back, and `until`, the earliest moment one of them leaves quarantine by the
+    clock (`earliest_until`): the moment the partition goes stale. The one loop every
+    document's filter runs."""
+    visible: list[Item] = []
+    withheld: list[Decision] = []
+    for item, subject, published_at in entries:
+        decision = decide(subject, published_at, now, rules)
+        if decision.visible:
+            visible.append(item)
+        else:
+            withheld.append(decision)
+    return Partition(
+        visible=tuple(visible), withheld=tuple(withheld), until=earliest_until(withheld)
+    )
+
+
+def earliest_until(withheld: Iterable[Decision]) -> datetime | None:
+    """The first moment one of `withheld` leaves quarantine by the clock alone, or None. A
+    block never ends by the clock, nor does a hold for an unknown publish time or by a freeze
+    without an end (their `until` is None)."""
+    return min(
+        (
+            decision.until
+            for decision in withheld
+            if decision.block is None and decision.until is not None
+        ),
+        default=None,
+    )
+
+
+def refusal(withheld: Sequence[Decision]) -> Decision | None:
+    """The decision a refusal of everything in `withheld` names: the first blocked one (a
+    block does not end), else the quarantined one that leaves first, else the first."""
+    for decision in withheld:
+        if decision.block is not None:
+            return decision
+    timed = [decision for decision in withheld if decision.until is not None]
+    if timed:
+        return min(timed, key=lambda decision: decision.until or END_OF_TIME)
+    return withheld[0] if withheld else None
+
+
 def _explain(decision: Decision) -> str:
-    """The one sentence a person can act on. Built only when read: `decide` runs for every
-    version of every rendered document, the sentence is needed for refusals and explain."""
-    label = decision.subject.label if decision.subject is not None else "this version"
+    """The one sentence a person can act on (`Decision.detail`)."""
+    label = decision.subject.label
     published_at = decision.published_at
     if decision.block is not None:
         record = decision.block.record
