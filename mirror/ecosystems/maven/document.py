@@ -54,19 +54,11 @@ class MavenMetadata:
 
 
 @dataclass(frozen=True, slots=True)
-class HeldVersion:
-    version: str
-    verdict: str
-    until: datetime | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
 class MetadataView:
     """The filtered version list at one moment under one set of rules."""
 
     visible: tuple[str, ...]  # ascending Maven order
-    held: tuple[HeldVersion, ...]
+    held: tuple[policy.Decision, ...]  # ascending Maven order
     latest: str | None
     release: str | None
     valid_until: datetime | None  # the earliest moment a held version leaves quarantine
@@ -268,29 +260,23 @@ def filter_metadata(
     """Which versions of `coordinates` (`g:a`) are visible at `now`: hidden ones removed,
     `<latest>` = highest visible, `<release>` = highest visible non-SNAPSHOT (Maven order).
     A version missing from `published` counts as unknown."""
-    visible: list[str] = []
-    held: list[HeldVersion] = []
-    valid_until: datetime | None = None
-    for version in metadata.versions:
-        decision = policy.decide(
-            policy.Subject("maven", coordinates, version), published.get(version), now, rules
-        )
-        if decision.visible:
-            visible.append(version)
-            continue
-        held.append(HeldVersion(version, str(decision.verdict), decision.until, decision.detail))
-        if decision.block is None and decision.until is not None:
-            valid_until = (
-                decision.until if valid_until is None else min(valid_until, decision.until)
-            )
+    split = policy.partition(
+        (
+            (version, policy.Subject("maven", coordinates, version), published.get(version))
+            for version in metadata.versions
+        ),
+        now,
+        rules,
+    )
+    visible = split.visible
     releases = [version for version in visible if not version.endswith("-SNAPSHOT")]
     times = [moment for version in visible if (moment := published.get(version)) is not None]
     return MetadataView(
-        visible=tuple(visible),
-        held=tuple(held),
+        visible=visible,
+        held=split.withheld,
         latest=visible[-1] if visible else None,
         release=releases[-1] if releases else None,
-        valid_until=valid_until,
+        valid_until=split.until,
         last_updated=max(times) if times else None,
     )
 
