@@ -9,7 +9,7 @@ Our exception hierarchy::
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not-found
     │   └── EcosystemDisabled         404 ecosystem-disabled
-    ├── Held                          403 (policy refused a version)
+    ├── Held                          403 (policy refused a version; Held.from_decision)
     │   ├── Quarantined               403 quarantined  (data: until)
     │   └── Blocked                   403 blocked      (data: block)
     ├── UpstreamError                 502 upstream

@@ -11,6 +11,11 @@ For each ecosystem, package, version (and on PyPI each file):
 
 Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
 stops applying without anyone touching the stored rules.
+
+Every document (npm packument, Maven metadata, PyPI page and JSON API) is filtered by one
+`partition`: the items shown, the decisions of the ones held back, and when that goes stale.
+`errors.Held.from_decision` turns a hidden decision into the 403, and
+`ecosystems.base.Explanation.of` into what explain answers.
 """
 
 from __future__ import annotations
