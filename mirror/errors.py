@@ -9,7 +9,7 @@ Our exception hierarchy::
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not-found
     │   └── EcosystemDisabled         404 ecosystem-disabled
-    ├── Held                          403 (policy refused a version)
+    ├── Held                          403 (policy refused a version; Held.from_decision)
     │   ├── Quarantined               403 quarantined  (data: until)
     │   └── Blocked                   403 blocked      (data: block)
     ├── UpstreamError                 502 upstream
@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 # The HTTP reason phrase is printed by clients (Maven, pip): a short, complete clause.
 MAX_PHRASE = 160
@@ -113,10 +113,37 @@ class EcosystemDisabled(NotFound):
     reason = "ecosystem-disabled"
 
 
+class _Describable(Protocol):
+    def describe(self) -> dict[str, Any]: ...
+
+
+class Refused(Protocol):
+    """What `Held.from_decision` reads of a `policy.Decision` (errors sit below policy)."""
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def until(self) -> datetime | None: ...
+
+    @property
+    def block(self) -> _Describable | None: ...
+
+
 class Held(MirrorError):
     """Policy refuses this version or file. Never a 5xx: clients would retry or report an outage."""
 
     status = 403
+
+    @staticmethod
+    def from_decision(decision: Refused, message: str | None = None) -> Held:
+        """The refusal of a hidden `policy.Decision`: `Blocked` naming its block, else
+        `Quarantined` with its `until`. `message` (default: the decision's sentence) is what
+        the client prints. The one place a decision becomes a 403."""
+        text = decision.detail if message is None else message
+        if decision.block is not None:
+            return Blocked(text, block=decision.block.describe())
+        return Quarantined(text, until=decision.until)
 
 
 class Quarantined(Held):

@@ -31,7 +31,7 @@ from pathlib import Path
 from mirror import lastknown, policy
 from mirror.clock import Clock
 from mirror.config import QuarantineConfig
-from mirror.errors import Blocked, PolicyUnavailable, Quarantined, StateUnavailable
+from mirror.errors import Held, PolicyUnavailable, StateUnavailable
 from mirror.lastknown import LastKnown, LastKnownError, PinIndex
 from mirror.state.base import RuleKind, RuleRecord, StateIdentity, StateStore
 
@@ -143,9 +143,7 @@ class LivePolicy:
         decision = self.decide(subject, published_at)
         if decision.visible:
             return decision
-        if decision.block is not None:
-            raise Blocked(decision.detail, block=decision.block.describe())
-        raise Quarantined(decision.detail, until=decision.until)
+        raise Held.from_decision(decision)
 
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call `listener(version)` after each reload (e.g. to drop rendered views)."""

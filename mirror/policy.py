@@ -11,25 +11,34 @@ For each ecosystem, package, version (and on PyPI each file):
 
 Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
 stops applying without anyone touching the stored rules.
+
+Every document (npm packument, Maven metadata, PyPI page and JSON API) is filtered by one
+`partition`: the items shown, the decisions of the ones held back, and when that goes stale.
+`errors.Held.from_decision` turns a hidden decision into the 403, and
+`ecosystems.base.Explanation.of` into what explain answers.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from mirror import versions
+from mirror.clock import END_OF_TIME, iso_sentence
+
+# Re-exported: callers reach them as `policy.add_saturating` / `policy.iso_seconds`.
+from mirror.clock import add_saturating as add_saturating
+from mirror.clock import iso_seconds as iso_seconds
 from mirror.config import QuarantineConfig
 from mirror.state.base import RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
-END_OF_TIME: Final = datetime.max.replace(tzinfo=UTC)
-START_OF_TIME: Final = datetime.min.replace(tzinfo=UTC)
+# What a document partitions: a version string, a PyPI file, an API file.
+Item = TypeVar("Item")
 
 
 class Verdict(StrEnum):
@@ -135,24 +144,44 @@ class Freeze(_Rule):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """What policy says of one subject at one moment. A hidden one (`visible` False) is also
+    what views keep of a held-back version or file: its `verdict` is BLOCKED (with `block`) or
+    QUARANTINED (with `until`, when the clock alone will end it)."""
+
     verdict: Verdict
     visible: bool
     until: datetime | None
     age: timedelta
-    subject: Subject | None = None
+    subject: Subject
     block: Block | None = None
     exemption: Exemption | None = None
     freeze: Freeze | None = None
     published_at: datetime | None = None
 
     @property
+    def version(self) -> str:
+        return self.subject.version
+
+    @property
+    def filename(self) -> str | None:
+        """The file decided (PyPI), else None."""
+        return self.subject.filename
+
+    @property
     def detail(self) -> str:
-        """One sentence a person can act on, naming the version and why."""
+        """One sentence a person can act on, naming the version and why. Built when read:
+        `decide` runs for every version of every rendered document, the sentence is needed
+        only for refusals and explain."""
         return _explain(self)
+
+    @property
+    def rule(self) -> Block | Exemption | Freeze | None:
+        """The stored rule that decided, if one did."""
+        return self.block or self.exemption or self.freeze
 
     def describe(self) -> dict[str, Any]:
         """The decision as JSON-able data (for explain)."""
-        rule = self.block or self.exemption or self.freeze
+        rule = self.rule
         return {
             "verdict": str(self.verdict),
             "visible": self.visible,
@@ -162,6 +191,24 @@ class Decision:
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Partition(Generic[Item]):
+    """One document's subjects split by policy at one moment (`partition`): what it may show
+    and what it holds back, each in the order given."""
+
+    visible: tuple[Item, ...]
+    withheld: tuple[Decision, ...]  # hidden: blocked and quarantined, in the order given
+    until: datetime | None  # when the first quarantined one leaves by the clock (see below)
+
+    @property
+    def quarantined(self) -> tuple[Decision, ...]:
+        return tuple(decision for decision in self.withheld if decision.block is None)
+
+    @property
+    def blocked(self) -> tuple[Decision, ...]:
+        return tuple(decision for decision in self.withheld if decision.block is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,36 +377,65 @@ def decide(
     )
 
 
-def add_saturating(moment: datetime, delta: timedelta) -> datetime:
-    """`moment + delta` in UTC, clamped to the first/last representable moment instead of
-    raising OverflowError: every arithmetic on a time from upstream or a client goes through
-    here. A naive `moment` is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        utc = moment.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:59-23:59 lies past the end of the calendar in UTC
-        utc = END_OF_TIME if moment.year > 1 else START_OF_TIME
-    try:
-        return utc + delta
-    except OverflowError:
-        return END_OF_TIME if delta > timedelta(0) else START_OF_TIME
+def partition(
+    entries: Iterable[tuple[Item, Subject, datetime | None]], now: datetime, rules: Rules
+) -> Partition[Item]:
+    """Decide each `(item, subject, publish time)` at `now`: the items shown, the decisions
+    of those held back, and `until`, the earliest moment one of them leaves quarantine by the
+    clock (`earliest_until`): the moment the partition goes stale. The one loop every
+    document's filter runs."""
+    visible: list[Item] = []
+    withheld: list[Decision] = []
+    for item, subject, published_at in entries:
+        decision = decide(subject, published_at, now, rules)
+        if decision.visible:
+            visible.append(item)
+        else:
+            withheld.append(decision)
+    return Partition(
+        visible=tuple(visible), withheld=tuple(withheld), until=earliest_until(withheld)
+    )
+
+
+def earliest_until(withheld: Iterable[Decision]) -> datetime | None:
+    """The first moment one of `withheld` leaves quarantine by the clock alone, or None. A
+    block never ends by the clock, nor does a hold for an unknown publish time or by a freeze
+    without an end (their `until` is None)."""
+    return min(
+        (
+            decision.until
+            for decision in withheld
+            if decision.block is None and decision.until is not None
+        ),
+        default=None,
+    )
+
+
+def refusal(withheld: Sequence[Decision]) -> Decision | None:
+    """The decision a refusal of everything in `withheld` names: the first blocked one (a
+    block does not end), else the quarantined one that leaves first, else the first."""
+    for decision in withheld:
+        if decision.block is not None:
+            return decision
+    timed = [decision for decision in withheld if decision.until is not None]
+    if timed:
+        return min(timed, key=lambda decision: decision.until or END_OF_TIME)
+    return withheld[0] if withheld else None
 
 
 def _explain(decision: Decision) -> str:
-    """The one sentence a person can act on. Built only when read: `decide` runs for every
-    version of every rendered document, the sentence is needed for refusals and explain."""
-    label = decision.subject.label if decision.subject is not None else "this version"
+    """The one sentence a person can act on (`Decision.detail`)."""
+    label = decision.subject.label
     published_at = decision.published_at
     if decision.block is not None:
         record = decision.block.record
         return (
             f"{label} is blocked by this mirror: {record.reason} (block {record.id}, "
-            f"added by {record.created_by} at {_iso(record.created_at)})"
+            f"added by {record.created_by} at {iso_sentence(record.created_at)})"
         )
     if decision.exemption is not None:
         record = decision.exemption.record
-        until_text = f" until {_iso(record.expires_at)}" if record.expires_at else ""
+        until_text = f" until {iso_sentence(record.expires_at)}" if record.expires_at else ""
         return (
             f"{label} is exempted from quarantine{until_text}: {record.reason} "
             f"(exemption {record.id}, added by {record.created_by})"
@@ -374,20 +450,20 @@ def _explain(decision: Decision) -> str:
     if decision.freeze is not None:
         record = decision.freeze.record
         until = decision.until
-        until_text = f"until {_iso(until)}" if until else "until the freeze is lifted"
+        until_text = f"until {iso_sentence(until)}" if until else "until the freeze is lifted"
+        cutoff = iso_sentence(decision.freeze.published_after)
         return (
-            f"{label} was published {_iso(published_at)}, after the freeze cutoff "
-            f"{_iso(decision.freeze.published_after)} ({record.reason}; freeze {record.id}); "
-            f"it is held {until_text}"
+            f"{label} was published {iso_sentence(published_at)}, after the freeze cutoff "
+            f"{cutoff} ({record.reason}; freeze {record.id}); it is held {until_text}"
         )
     if not decision.visible:
         return (
-            f"{label} was published {_iso(published_at)} and is in quarantine until "
-            f"{_iso(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
+            f"{label} was published {iso_sentence(published_at)} and is in quarantine until "
+            f"{iso_sentence(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
             "security team for an exemption if you need it sooner"
         )
     return (
-        f"{label} was published {_iso(published_at)}, longer ago than the quarantine age "
+        f"{label} was published {iso_sentence(published_at)}, longer ago than the quarantine age "
         f"{format_age(decision.age)}"
     )
 
@@ -407,16 +483,6 @@ def describe_record(record: RuleRecord) -> dict[str, Any]:
     }
     described.update({key: _jsonable(value) for key, value in record.data.items()})
     return described
-
-
-def iso_seconds(moment: datetime | None) -> str | None:
-    """`2026-11-22T14:02:00Z`: UTC to the second, as the API writes times."""
-    if moment is None:
-        return None
-    return (
-        add_saturating(moment, timedelta(0)).isoformat(timespec="seconds").removesuffix("+00:00")
-        + "Z"
-    )
 
 
 def validate_rule(
@@ -508,17 +574,6 @@ def _freeze_cutoff(record: RuleRecord) -> datetime | None:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
-
-
-_TRAILING_ZERO_SECONDS = re.compile(r":00$")
-
-
-def _iso(moment: datetime | None) -> str:
-    """`2026-11-25T10:00Z` (UTC, minutes) or with seconds when they are not zero."""
-    if moment is None:
-        return "unknown"
-    text = add_saturating(moment, timedelta(0)).strftime("%Y-%m-%dT%H:%M:%S")
-    return _TRAILING_ZERO_SECONDS.sub("", text) + "Z"
 
 
 def _jsonable(value: object) -> object:

@@ -14,6 +14,8 @@ from mirror.errors import BadRequest
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from mirror import policy
+
 
 def parse_iso_time(value: object) -> datetime | None:
     """An ISO 8601 time from upstream metadata (`2011-03-26T19:49:50.232Z`; a time without a
@@ -117,6 +119,32 @@ class Explanation:
     until: datetime | None = None
     rule: Mapping[str, Any] | None = None
     files: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        decision: policy.Decision,
+        *,
+        published_at: datetime | None,
+        detail: str | None = None,
+        files: tuple[Mapping[str, Any], ...] = (),
+    ) -> Explanation:
+        """What explain answers for `decision`: its subject, verdict, `until` and deciding
+        rule, with `detail` (default: the decision's sentence) and the publish time the
+        adapter shows. The one place a decision becomes an Explanation."""
+        subject = decision.subject
+        rule = decision.rule
+        return cls(
+            ecosystem=subject.ecosystem,
+            package=subject.package,
+            version=subject.version,
+            verdict=str(decision.verdict),
+            detail=decision.detail if detail is None else detail,
+            published_at=published_at,
+            until=decision.until,
+            rule=rule.describe() if rule is not None else None,
+            files=files,
+        )
 
 
 class Ecosystem(Protocol):

@@ -18,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from mirror import policy, versions
+from mirror.clock import add_saturating
 from mirror.ecosystems.maven import paths
 from mirror.errors import BadRequest, BadUpstreamDocument
 
@@ -30,6 +31,9 @@ HEX_LENGTHS: Mapping[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512":
 MAX_BACKPORT_LOOKUPS = 16
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _HEX = re.compile(r"[0-9a-fA-F]+")
+# `<lastUpdated>`: Maven's own way of writing a moment (`yyyyMMddHHmmss`, UTC), read and
+# written only here; every other time the mirror writes comes from `mirror.clock`.
+LAST_UPDATED_FORMAT = "%Y%m%d%H%M%S"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -50,19 +54,11 @@ class MavenMetadata:
 
 
 @dataclass(frozen=True, slots=True)
-class HeldVersion:
-    version: str
-    verdict: str
-    until: datetime | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
 class MetadataView:
     """The filtered version list at one moment under one set of rules."""
 
     visible: tuple[str, ...]  # ascending Maven order
-    held: tuple[HeldVersion, ...]
+    held: tuple[policy.Decision, ...]  # ascending Maven order
     latest: str | None
     release: str | None
     valid_until: datetime | None  # the earliest moment a held version leaves quarantine
@@ -161,7 +157,7 @@ def parse_last_updated(text: str | None) -> datetime | None:
     if not re.fullmatch(r"\d{14}", value):
         return None
     try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        return datetime.strptime(value, LAST_UPDATED_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -247,7 +243,7 @@ def quarantine_window_start(
             continue
         if decision.visible or decision.until is None:
             return now
-        return policy.add_saturating(now, now - decision.until)  # an age of millennia clamps
+        return add_saturating(now, now - decision.until)  # an age of millennia clamps
     return now
 
 
@@ -264,29 +260,23 @@ def filter_metadata(
     """Which versions of `coordinates` (`g:a`) are visible at `now`: hidden ones removed,
     `<latest>` = highest visible, `<release>` = highest visible non-SNAPSHOT (Maven order).
     A version missing from `published` counts as unknown."""
-    visible: list[str] = []
-    held: list[HeldVersion] = []
-    valid_until: datetime | None = None
-    for version in metadata.versions:
-        decision = policy.decide(
-            policy.Subject("maven", coordinates, version), published.get(version), now, rules
-        )
-        if decision.visible:
-            visible.append(version)
-            continue
-        held.append(HeldVersion(version, str(decision.verdict), decision.until, decision.detail))
-        if decision.block is None and decision.until is not None:
-            valid_until = (
-                decision.until if valid_until is None else min(valid_until, decision.until)
-            )
+    split = policy.partition(
+        (
+            (version, policy.Subject("maven", coordinates, version), published.get(version))
+            for version in metadata.versions
+        ),
+        now,
+        rules,
+    )
+    visible = split.visible
     releases = [version for version in visible if not version.endswith("-SNAPSHOT")]
     times = [moment for version in visible if (moment := published.get(version)) is not None]
     return MetadataView(
-        visible=tuple(visible),
-        held=tuple(held),
+        visible=visible,
+        held=split.withheld,
         latest=visible[-1] if visible else None,
         release=releases[-1] if releases else None,
-        valid_until=valid_until,
+        valid_until=split.until,
         last_updated=max(times) if times else None,
     )
 
@@ -325,7 +315,7 @@ def render_metadata(metadata: MavenMetadata, view: MetadataView | None) -> bytes
         for version in view.visible:
             ET.SubElement(listed, "version").text = version
         if view.last_updated is not None:
-            stamp = view.last_updated.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+            stamp = view.last_updated.astimezone(UTC).strftime(LAST_UPDATED_FORMAT)
             ET.SubElement(versioning, "lastUpdated").text = stamp
     if metadata.namespace:
         root.attrib = {"xmlns": metadata.namespace, **root.attrib}

@@ -37,10 +37,11 @@ from aiohttp import web
 
 from mirror import policy, responses
 from mirror.budget import BudgetedLRU
+from mirror.clock import iso_seconds
 from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
-from mirror.errors import Blocked, NotFound, Quarantined, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import Held, NotFound, UpstreamNotFound, UpstreamUnavailable
 from mirror.flight import SingleFlight
 from mirror.services import REQUEST_KIND
 
@@ -100,10 +101,6 @@ def _http_time(value: str | None) -> datetime | None:
         return None
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class MavenRepository:
     """The `maven` Ecosystem: `<mirror><url>http://HOST:PORT/maven/</url></mirror>`."""
 
@@ -154,16 +151,8 @@ class MavenRepository:
         decision = self._services.policy.decide(
             policy.Subject("maven", package, version), published
         )
-        rule = decision.describe()["rule"]  # the block, exemption or freeze that decided
-        return Explanation(
-            ecosystem="maven",
-            package=package,
-            version=version,
-            verdict=str(decision.verdict),
-            detail=_sentence(f"{package}:{version}", decision),
-            published_at=published,
-            until=decision.until,
-            rule=rule,
+        return Explanation.of(
+            decision, published_at=published, detail=_sentence(f"{package}:{version}", decision)
         )
 
     # routing ----------------------------------------------------------------------------
@@ -434,7 +423,7 @@ class MavenRepository:
             policy.Subject("maven", coordinates, version, filename=parsed.base), published
         )
         if not decision.visible:
-            _refuse(parsed.gav, decision)
+            raise Held.from_decision(decision, _sentence(parsed.gav, decision))
         url = self._upstream + parsed.path
         if parsed.checksum is not None or parsed.signature:
             return await self._serve_companion(request, parsed, url)
@@ -527,17 +516,10 @@ def _sentence(gav: str, decision: policy.Decision) -> str:
     if decision.block is not None:
         return f"{gav} is blocked by this mirror: {decision.detail}"
     if decision.until is not None and not decision.visible:
-        return f"{gav} is in quarantine until {_iso(decision.until)}: {decision.detail}"
+        return f"{gav} is in quarantine until {iso_seconds(decision.until)}: {decision.detail}"
     if not decision.visible:
         return f"{gav} is in quarantine (its publish time is unknown): {decision.detail}"
     return f"{gav}: {decision.detail}"
-
-
-def _refuse(gav: str, decision: policy.Decision) -> None:
-    message = _sentence(gav, decision)
-    if decision.block is not None:
-        raise Blocked(message, block=decision.block.describe())
-    raise Quarantined(message, until=decision.until)
 
 
 def _moment_bytes(_moment: datetime) -> int:

@@ -19,13 +19,14 @@ import functools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 from msgspec import Raw
 
 from mirror import policy, versions
+from mirror.clock import iso_minutes
 from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
@@ -95,20 +96,13 @@ class Packument:
 
 
 @dataclass(frozen=True, slots=True)
-class HeldVersion:
-    version: str
-    until: datetime | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
 class PackumentView:
     """The filtered view of a packument at one moment under one set of rules."""
 
     visible: tuple[str, ...]  # ascending
     dist_tags: Mapping[str, str]
-    quarantined: tuple[HeldVersion, ...]  # ascending
-    blocked: tuple[HeldVersion, ...]  # ascending
+    quarantined: tuple[policy.Decision, ...]  # ascending
+    blocked: tuple[policy.Decision, ...]  # ascending
     valid_until: datetime | None  # the earliest moment a held version leaves quarantine
 
 
@@ -271,30 +265,20 @@ def filter_packument(packument: Packument, rules: policy.Rules, now: datetime) -
     with the same prerelease-ness, or is dropped when there is none (pnpm refuses a stable
     tag that moves to a prerelease). Tags naming a version the document lacks are dropped."""
     name = packument.package.name
-    visible: list[str] = []
-    quarantined: list[HeldVersion] = []
-    blocked: list[HeldVersion] = []
-    valid_until: datetime | None = None
-    for version, info in packument.versions.items():
-        decision = policy.decide(
-            policy.Subject("npm", name, version), info.published_at, now, rules
-        )
-        if decision.visible:
-            visible.append(version)
-            continue
-        held = HeldVersion(version=version, until=decision.until, detail=decision.detail)
-        if decision.block is not None:
-            blocked.append(held)
-        else:
-            quarantined.append(held)
-            if decision.until is not None and (valid_until is None or decision.until < valid_until):
-                valid_until = decision.until
+    split = policy.partition(
+        (
+            (version, policy.Subject("npm", name, version), info.published_at)
+            for version, info in packument.versions.items()
+        ),
+        now,
+        rules,
+    )
     return PackumentView(
-        visible=tuple(visible),
-        dist_tags=recompute_dist_tags(packument, visible),
-        quarantined=tuple(quarantined),
-        blocked=tuple(blocked),
-        valid_until=valid_until,
+        visible=split.visible,
+        dist_tags=recompute_dist_tags(packument, split.visible),
+        quarantined=split.quarantined,
+        blocked=split.blocked,
+        valid_until=split.until,
     )
 
 
@@ -523,7 +507,7 @@ def render_notice(package: PackageName, view: PackumentView) -> str | None:
         count = len(view.quarantined)
         text = f"{_count(count)} held in quarantine (newest {newest.version}"
         if newest.until is not None:
-            text += f", available {newest.until.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+            text += f", available {iso_minutes(newest.until)}"
         parts.append(text + ")")
     if view.blocked:
         count = len(view.blocked)

@@ -10,8 +10,8 @@ import functools
 import html
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import unquote, urldefrag, urljoin
@@ -21,6 +21,7 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from mirror import policy, versions
+from mirror.clock import iso_microseconds, iso_minutes
 from mirror.ecosystems.base import Digest
 from mirror.ecosystems.base import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
@@ -164,10 +165,6 @@ class ProjectPage:
     @property
     def missing_upload_times(self) -> bool:
         return any(item.upload_time is None for item in self.files)
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,7 +585,8 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
                 item,
                 hashes=hashes,
                 upload_time=upload,
-                upload_time_text=item.upload_time_text or (format_time(upload) if upload else None),
+                upload_time_text=item.upload_time_text
+                or (iso_microseconds(upload) if upload else None),
                 size=item.size if item.size is not None else extra.size,
             )
         )
@@ -603,31 +601,15 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
 
 
 @dataclass(frozen=True, slots=True)
-class HeldFile:
-    filename: str
-    version: str | None
-    until: datetime | None
-    detail: str
-    blocked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FileDecision:
-    file: DistFile
-    decision: policy.Decision | None  # None: the file has no version (never served)
-
-
-@dataclass(frozen=True, slots=True)
 class PageView:
     """The filtered view of a project page at one moment under one set of rules."""
 
     visible: tuple[DistFile, ...]  # upstream order
     versions: tuple[str, ...]  # ascending, each with at least one visible file
-    quarantined: tuple[HeldFile, ...]
-    blocked: tuple[HeldFile, ...]
+    quarantined: tuple[policy.Decision, ...]  # upstream order
+    blocked: tuple[policy.Decision, ...]  # upstream order
     unattributed: tuple[str, ...]  # file names with no version
     valid_until: datetime | None  # the earliest moment a held file leaves quarantine
-    decisions: Mapping[str, FileDecision] = field(default_factory=dict)
 
 
 def unattributed_detail(project: str, filename: str) -> str:
@@ -637,58 +619,33 @@ def unattributed_detail(project: str, filename: str) -> str:
     )
 
 
-def decide_file(
-    project: str, item: DistFile, now: datetime, rules: policy.Rules
-) -> policy.Decision | None:
-    if item.version is None:
-        return None
-    subject = policy.Subject("pypi", project, item.version, filename=item.filename)
-    return policy.decide(subject, item.upload_time, now, rules)
+def _file_subject(project: str, version: str, item: DistFile) -> policy.Subject:
+    return policy.Subject("pypi", project, version, filename=item.filename)
 
 
 def filter_page(page: ProjectPage, rules: policy.Rules, now: datetime) -> PageView:
-    """Decide every file at `now` under `rules`, each by its own upload time."""
-    visible: list[DistFile] = []
-    shown_versions: set[str] = set()
-    quarantined: list[HeldFile] = []
-    blocked: list[HeldFile] = []
-    unattributed: list[str] = []
-    valid_until: datetime | None = None
-    decisions: dict[str, FileDecision] = {}
-    for item in page.files:
-        decision = decide_file(page.project, item, now, rules)
-        decisions[item.filename] = FileDecision(file=item, decision=decision)
-        if decision is None:
-            unattributed.append(item.filename)
-            continue
-        if decision.visible:
-            visible.append(item)
-            if item.version is not None:
-                shown_versions.add(item.version)
-            continue
-        held = HeldFile(
-            filename=item.filename,
-            version=item.version,
-            until=decision.until,
-            detail=decision.detail,
-            blocked=decision.block is not None,
-        )
-        if held.blocked:
-            blocked.append(held)
-        else:
-            quarantined.append(held)
-            if decision.until is not None and (valid_until is None or decision.until < valid_until):
-                valid_until = decision.until
+    """Decide every file at `now` under `rules`, each by its own upload time. A file with no
+    version is never served (`unattributed`)."""
+    project = page.project
+    split = policy.partition(
+        (
+            (item, _file_subject(project, item.version, item), item.upload_time)
+            for item in page.files
+            if item.version is not None
+        ),
+        now,
+        rules,
+    )
+    shown_versions = {item.version for item in split.visible if item.version is not None}
     return PageView(
-        visible=tuple(visible),
+        visible=split.visible,
         versions=tuple(
             sorted(shown_versions, key=lambda version: versions.sort_key("pypi", version))
         ),
-        quarantined=tuple(quarantined),
-        blocked=tuple(blocked),
-        unattributed=tuple(unattributed),
-        valid_until=valid_until,
-        decisions=decisions,
+        quarantined=split.quarantined,
+        blocked=split.blocked,
+        unattributed=tuple(item.filename for item in page.files if item.version is None),
+        valid_until=split.until,
     )
 
 
@@ -786,6 +743,10 @@ def _count(count: int, noun: str = "file") -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
+def _file(held: policy.Decision) -> str:
+    return held.filename or held.version  # PyPI decides files: there is always a filename
+
+
 def render_notice(project: str, view: PageView) -> str | None:
     """The `X-Mirror-Notice` text when files are held back, else None. ASCII only.
 
@@ -793,7 +754,7 @@ def render_notice(project: str, view: PageView) -> str | None:
     2026-11-25T10:00Z); 1 file blocked (demo-1.1.tar.gz)`."""
     parts: list[str] = []
     if view.quarantined:
-        newest: HeldFile | None = None
+        newest: policy.Decision | None = None
         for held in view.quarantined:
             if held.until is not None and (
                 newest is None or held.until > (newest.until or held.until)
@@ -801,13 +762,10 @@ def render_notice(project: str, view: PageView) -> str | None:
                 newest = held
         text = f"{_count(len(view.quarantined))} held in quarantine"
         if newest is not None and newest.until is not None:
-            text += (
-                f" (newest {newest.filename}, available "
-                f"{newest.until.astimezone(UTC):%Y-%m-%dT%H:%MZ})"
-            )
+            text += f" (newest {_file(newest)}, available {iso_minutes(newest.until)})"
         parts.append(text)
     if view.blocked:
-        shown = ", ".join(held.filename for held in view.blocked[-3:])
+        shown = ", ".join(_file(held) for held in view.blocked[-3:])
         more = ", ..." if len(view.blocked) > 3 else ""
         parts.append(f"{_count(len(view.blocked))} blocked ({shown}{more})")
     if view.unattributed:
@@ -899,11 +857,8 @@ def _canonical(release: str) -> str:
         return release
 
 
-def _api_file_visible(
-    project: str, release: str, item: ApiFile, now: datetime, rules: policy.Rules
-) -> policy.Decision:
-    subject = policy.Subject("pypi", project, _canonical(release), filename=item.filename)
-    return policy.decide(subject, item.upload_time, now, rules)
+def _api_subject(project: str, release: str, item: ApiFile) -> policy.Subject:
+    return policy.Subject("pypi", project, _canonical(release), filename=item.filename)
 
 
 def _rewrite_api_file(item: ApiFile, project: str, pypi_base: str) -> dict[str, Any]:
@@ -915,7 +870,7 @@ class ApiView:
     """The JSON API filtered: visible files per release key (releases with none dropped)."""
 
     releases: Mapping[str, tuple[ApiFile, ...]]
-    held: Mapping[str, tuple[policy.Decision, ...]]  # release key -> decisions of hidden files
+    held: Mapping[str, tuple[policy.Decision, ...]]  # release key -> its hidden files
     latest: str | None  # the release `info.version` should name
     valid_until: datetime | None
 
@@ -925,28 +880,22 @@ def filter_api(api: ApiDocument, rules: policy.Rules, now: datetime) -> ApiView:
     by PyPI's order: not fully yanked first, then final before pre-release, then version."""
     shown: dict[str, tuple[ApiFile, ...]] = {}
     held: dict[str, tuple[policy.Decision, ...]] = {}
-    valid_until: datetime | None = None
     for release, files in api.releases.items():
-        visible: list[ApiFile] = []
-        hidden: list[policy.Decision] = []
-        for item in files:
-            decision = _api_file_visible(api.project, release, item, now, rules)
-            if decision.visible:
-                visible.append(item)
-            else:
-                hidden.append(decision)
-                if (
-                    decision.block is None
-                    and decision.until is not None
-                    and (valid_until is None or decision.until < valid_until)
-                ):
-                    valid_until = decision.until
-        if visible:
-            shown[release] = tuple(visible)
-        if hidden:
-            held[release] = tuple(hidden)
+        split = policy.partition(
+            ((item, _api_subject(api.project, release, item), item.upload_time) for item in files),
+            now,
+            rules,
+        )
+        if split.visible:
+            shown[release] = split.visible
+        if split.withheld:
+            held[release] = split.withheld
+    every_held = (decision for decisions in held.values() for decision in decisions)
     return ApiView(
-        releases=shown, held=held, latest=_newest_release(shown), valid_until=valid_until
+        releases=shown,
+        held=held,
+        latest=_newest_release(shown),
+        valid_until=policy.earliest_until(every_held),
     )
 
 
@@ -1080,9 +1029,9 @@ def _held_summary(decisions: Iterable[policy.Decision]) -> str:
     parts: list[str] = []
     if quarantined:
         text = f"{_count(len(quarantined))} held in quarantine"
-        timed = [decision.until for decision in quarantined if decision.until is not None]
-        if timed:
-            text += f" (the first available {min(timed).astimezone(UTC):%Y-%m-%dT%H:%MZ})"
+        first = policy.earliest_until(quarantined)
+        if first is not None:
+            text += f" (the first available {iso_minutes(first)})"
         parts.append(text)
     if blocked:
         parts.append(f"{_count(len(blocked))} blocked")
@@ -1114,16 +1063,14 @@ def decide_api_version(
     info = api.document.get("info")
     if release is None:
         release = str(info.get("version", "")) if isinstance(info, dict) else ""
-    visible: list[ApiFile] = []
-    hidden: list[policy.Decision] = []
     wanted = _canonical(release)
-    for item in api.urls:
-        named = names.file_version(item.filename, api.project)
-        if named is not None and named != wanted:
-            continue
-        decision = _api_file_visible(api.project, release, item, now, rules)
-        if decision.visible:
-            visible.append(item)
-        else:
-            hidden.append(decision)
-    return visible, hidden
+    split = policy.partition(
+        (
+            (item, _api_subject(api.project, release, item), item.upload_time)
+            for item in api.urls
+            if (named := names.file_version(item.filename, api.project)) is None or named == wanted
+        ),
+        now,
+        rules,
+    )
+    return list(split.visible), list(split.withheld)

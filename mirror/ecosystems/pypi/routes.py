@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,11 +31,10 @@ from mirror.ecosystems.pypi.document import (
 from mirror.errors import (
     BadRequest,
     BadUpstreamDocument,
-    Blocked,
     Forbidden,
+    Held,
     MirrorError,
     NotFound,
-    Quarantined,
     UpstreamError,
     UpstreamNotFound,
 )
@@ -115,37 +114,23 @@ class PypiIndex:
                     "published_at": item.upload_time.isoformat() if item.upload_time else None,
                     "until": decision.until.isoformat() if decision.until else None,
                     "detail": decision.detail,
-                    "rule": decision.describe()["rule"],
+                    "rule": rule.describe() if (rule := decision.rule) is not None else None,
                 }
             )
         shown = [decision for decision in decisions if decision.visible]
-        blocked = [decision for decision in decisions if decision.block is not None]
-        if shown:
-            chosen = shown[0]
-            verdict = str(chosen.verdict)
-            detail = f"{len(shown)} of {len(files)} files of {project} {version} are served"
-            if len(shown) < len(files):
-                held = [decision.detail for decision in decisions if not decision.visible]
-                detail += "; held back: " + "; ".join(held)
-        elif blocked:
-            chosen = blocked[0]
-            verdict, detail = str(chosen.verdict), chosen.detail
-        else:
-            timed = [decision for decision in decisions if decision.until is not None]
-            chosen = min(timed, key=_until) if timed else decisions[0]
-            verdict, detail = str(chosen.verdict), chosen.detail
         times = [item.upload_time for item in files if item.upload_time is not None]
-        rule = chosen.describe()["rule"]  # the block, exemption or freeze that decided
-        return Explanation(
-            ecosystem="pypi",
-            package=project,
-            version=str(files[0].version),
-            verdict=verdict,
-            detail=detail,
-            published_at=min(times) if times else None,
-            until=None if shown else chosen.until,
-            rule=rule,
-            files=tuple(entries),
+        published_at = min(times) if times else None
+        if not shown:
+            # Nothing served: the decision a refusal of the release names, as in
+            # `_serve_api_version`.
+            refused = policy.refusal(decisions) or decisions[0]
+            return Explanation.of(refused, published_at=published_at, files=tuple(entries))
+        detail = f"{len(shown)} of {len(files)} files of {project} {version} are served"
+        if len(shown) < len(files):
+            held = [decision.detail for decision in decisions if not decision.visible]
+            detail += "; held back: " + "; ".join(held)
+        return Explanation.of(
+            shown[0], published_at=published_at, detail=detail, files=tuple(entries)
         )
 
     @staticmethod
@@ -484,20 +469,15 @@ class PypiIndex:
         now = services.clock.now()
         visible, hidden = document.decide_api_version(api, services.policy.rules(), now, version)
         if not visible:
-            blocked = [decision for decision in hidden if decision.block is not None]
-            if blocked and blocked[0].block is not None:
-                raise Blocked(blocked[0].detail, block=blocked[0].block.describe())
-            if hidden:
-                timed = [decision for decision in hidden if decision.until is not None]
-                first = min(timed, key=_until) if timed else hidden[0]
-                raise Quarantined(first.detail, until=first.until)
+            refused = policy.refusal(hidden)
+            if refused is not None:
+                raise Held.from_decision(refused)
             raise NotFound(f"{project} {version} has no files upstream")
-        valid = [decision.until for decision in hidden if decision.until is not None]
         rendered = responses.render(
             document.render_api_version(api, version, visible, self._pypi_base(request)),
             content_type=document.API_JSON_TYPE,
             form="api-version",
-            valid_until=self._valid_until(min(valid) if valid else None),
+            valid_until=self._valid_until(policy.earliest_until(hidden)),
         )
         return responses.respond(request, rendered, now=now, vary=VARY, ceiling=API_MAX_AGE)
 
@@ -511,10 +491,6 @@ class PypiIndex:
             names.parse_project(package).normalized, refresh="urgent" if fetch else False
         )
         return tuple(dict.fromkeys(item.version for item in page.files if item.version))
-
-
-def _until(decision: policy.Decision) -> datetime:
-    return decision.until or datetime.max.replace(tzinfo=UTC)
 
 
 def _canonical(version: str) -> str:
