@@ -224,7 +224,8 @@ def covers_cell(rule: Mapping[str, Any]) -> str:
     listed = covers.get("versions")
     if not isinstance(listed, list):
         return "?"
-    count = covers.get("count") if isinstance(covers.get("count"), int) else len(listed)
+    declared = covers.get("count")
+    count = declared if isinstance(declared, int) else len(listed)
     shown = ", ".join(show(version) for version in listed[:COVERED_IN_TABLE])
     return shown + (f" (+{count - COVERED_IN_TABLE})" if count > COVERED_IN_TABLE else "")
 
@@ -706,4 +707,4 @@ def _created_id(created: Mapping[str, Any]) -> str:
     block = created.get("block")
     if not isinstance(block, Mapping) or not isinstance(block.get("id"), str):
         raise unexpected("POST /api/v1/blocks", "no block id")
-    return block["id"]
+    return str(block["id"])

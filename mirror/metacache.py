@@ -520,7 +520,8 @@ class MetaCache:
         if isinstance(parse, _RawOnly):
             # New bytes are parsed once even for a caller that needs only the version.
             same_bytes = old is not None and old.version == entry.version
-            parse = _RawOnly(None) if same_bytes else parse.validate
+            validate = None if same_bytes else parse.validate
+            parse = _RawOnly(None) if validate is None else validate
         try:
             entry = await self._parsed(entry, parse)
         except errors.BadUpstreamDocument:

@@ -129,7 +129,8 @@ class Metrics:
         files (PROMETHEUS_MULTIPROC_DIR, set by `mirror serve` before workers start)."""
         if self.multiprocess_dir is not None and self.multiprocess_dir.is_dir():
             aggregate = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(
+            # prometheus-client leaves this constructor unannotated.
+            prometheus_multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 aggregate, path=str(self.multiprocess_dir)
             )
             return generate_latest(aggregate)

@@ -5,6 +5,7 @@ from them, and only the entry points import it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", dict[str, Ecosystem])
+ECOSYSTEM_ADAPTERS = web.AppKey("ecosystems", Mapping[str, Ecosystem])
 # handlers set request[REQUEST_KIND] = "metadata" | "artifact" (a RequestKey: aiohttp warns on str)
 REQUEST_KIND = web.RequestKey("mirror.kind", str)
 # Set by `mirror serve` in each worker: the supervisor's restart back-off, for /readyz.

@@ -232,8 +232,12 @@ def _micros(at: datetime) -> int:
     return (at - _EPOCH) // _MICRO
 
 
-def _from_micros(value: int | str) -> datetime:
+def _from_micros(value: int | str | bytes) -> datetime:
     return _EPOCH + int(value) * _MICRO
+
+
+# The client decodes responses (decode_responses=True); redis-py's types cannot say so.
+_ScoredRows = list[tuple[str, float]]
 
 
 def _encode_rule(rule: RuleRecord) -> str:
@@ -563,8 +567,11 @@ class RedisState:
         with self._translate("read downloads"):
             # Bounded: each pass reads the next chunk of the package's (capped) rows.
             while len(events) <= limit:
-                rows = await client.zrangebyscore(
-                    first_key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
+                rows = cast(
+                    _ScoredRows,
+                    await client.zrangebyscore(
+                        first_key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
+                    ),
                 )
                 offset += len(rows)
                 members = [member for member, _ in rows]
@@ -606,8 +613,8 @@ class RedisState:
                     break
         if len(events) <= limit:
             return DownloadPage(events=events, next_after=None)
-        at, member = positions[limit - 1]
-        return DownloadPage(events=events[:limit], next_after=f"{at}:{member.hex()}")
+        at, last_member = positions[limit - 1]
+        return DownloadPage(events=events[:limit], next_after=f"{at}:{last_member.hex()}")
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -650,12 +657,17 @@ class RedisState:
         client = self._redis("read audit log")
         with self._translate("read audit log"):
             while len(entries) <= limit and scanned < AUDIT_SCAN:
-                chunk = await client.zrevrangebylex(index, high, low, start=0, num=_AUDIT_CHUNK)
+                chunk = cast(
+                    list[str],
+                    await client.zrevrangebylex(index, high, low, start=0, num=_AUDIT_CHUNK),
+                )
                 if not chunk:
                     break
                 scanned += len(chunk)
                 high = "(" + chunk[-1]
-                documents = await client.hmget(self._key("audit", "entries"), chunk)
+                documents = cast(
+                    list[str | None], await client.hmget(self._key("audit", "entries"), chunk)
+                )
                 for entry_id, raw in zip(chunk, documents, strict=True):
                     if raw is None:
                         continue  # pruned between the reads
@@ -713,7 +725,7 @@ class RedisState:
             await client.rename(key, moving)
         except ResponseError:
             return  # another worker took it
-        rows = await client.zrange(moving, 0, -1, withscores=True)
+        rows = cast(_ScoredRows, await client.zrange(moving, 0, -1, withscores=True))
         events = []
         for member, score in rows:
             version, filename, client_name = json.loads(member)[:3]
@@ -784,7 +796,7 @@ class RedisState:
         with self._translate("read digest pins"):
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
                 text = key.decode() if isinstance(key, bytes) else str(key)
-                pins[text[len(prefix) :]] = dict(await client.hgetall(text))
+                pins[text[len(prefix) :]] = cast(dict[str, str], await client.hgetall(text))
         return {ecosystem: keys for ecosystem, keys in pins.items() if keys}
 
     async def restore(
@@ -811,7 +823,11 @@ class RedisState:
                     pipe.hsetnx(self._key("rules", rule.kind), rule.id, _encode_rule(rule))
                 for ecosystem, keys in digests.items():
                     if keys:
-                        pipe.hset(self._key("digests", ecosystem), mapping=dict(keys))
+                        pipe.hset(
+                            self._key("digests", ecosystem),
+                            # redis-py's Mapping type is invariant in its key type.
+                            mapping=cast(Any, dict(keys)),
+                        )
                 pipe.sadd(self._predecessors_key, predecessor)
                 pipe.delete(self._lost_key)
                 if missing:

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
@@ -362,7 +363,7 @@ def nothing_visible_message(coordinates: str, view: MetadataView) -> str:
 # helpers ------------------------------------------------------------------------------------------
 
 
-def _maven_key(version: str) -> object:
+def _maven_key(version: str) -> Any:
     return versions.sort_key("maven", version)
 
 

@@ -202,13 +202,18 @@ def _check_utf8(raw: bytes, what: str) -> None:
 
 def _starts_object(value: Raw) -> bool:
     # A Raw slice starts at its value's first byte (no whitespace before it).
-    return memoryview(value)[:1] == b"{"
+    return memoryview(value)[:1].tobytes() == b"{"
+
+
+def _is_null(value: Raw) -> bool:
+    view = memoryview(value)
+    return len(view) == 4 and view.tobytes() == b"null"
 
 
 def _object_fields(value: Raw | None, what: str, key: str) -> dict[str, Raw]:
     """The keys of the object `value` with their values undecoded; {} for a missing or null
     one."""
-    if value is None or memoryview(value) == b"null":
+    if value is None or _is_null(value):
         return {}
     if not _starts_object(value):
         raise BadUpstreamDocument(f"{what} has a {key} that is not an object")
@@ -393,13 +398,20 @@ def _time_map(packument: Packument, view: PackumentView) -> dict[str, Any]:
             and isinstance(raw_time.get(version), str)
         ]
         if timed:
-            by_time = sorted(timed, key=lambda version: packument.versions[version].published_at)
+            by_time = sorted(timed, key=lambda version: _published(packument, version))
             time["created"] = raw_time[by_time[0]]
             time["modified"] = raw_time[by_time[-1]]
     for version in view.visible:
         if version in raw_time:
             time[version] = raw_time[version]
     return time
+
+
+def _published(packument: Packument, version: str) -> datetime:
+    published = packument.versions[version].published_at
+    if published is None:  # callers pass only versions with a publish time
+        raise ValueError(f"{version} has no publish time")
+    return published
 
 
 def _package_fields(packument: Packument, view: PackumentView) -> dict[str, Any]:
