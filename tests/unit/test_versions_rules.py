@@ -245,3 +245,38 @@ def test_pypi_order_puts_unparseable_versions_first() -> None:
 def test_refused_npm_lists_say_why(spec: str, message: str) -> None:
     with pytest.raises(InvalidSpec, match=re.escape(message)):
         parse_spec("npm", spec)
+
+
+# the single version a spec names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ecosystem", "spec", "exact"),
+    [
+        ("npm", "1.14.1", "1.14.1"),
+        ("npm", " 1.14.1 ", "1.14.1"),
+        ("npm", "=v2.0.0-beta.1", "2.0.0-beta.1"),
+        ("npm", "v1.0.0", "1.0.0"),
+        ("npm", "1.0.0+build.1", "1.0.0+build.1"),
+        ("npm", "1.0", None),
+        ("npm", "^1.14.1", None),
+        ("npm", "1.0.0 - 2.0.0", None),
+        ("npm", "*", None),
+        ("pypi", "==2.31.0", "2.31.0"),
+        ("pypi", "===2.31.0", "2.31.0"),
+        ("pypi", "== 2.31.0", "2.31.0"),
+        ("pypi", "2.31.0", "2.31.0"),
+        ("pypi", "~=2.31", None),
+        ("pypi", "!=2.31.0", None),
+        ("pypi", "==2.*", None),
+        ("pypi", "==", None),
+        ("maven", "1.0", "1.0"),
+        ("maven", " 1.0-rc-1 ", "1.0-rc-1"),
+        ("maven", "[1.0]", None),
+        ("maven", "(1.0,)", None),
+        ("maven", "1.0,1.1", None),
+        ("maven", "", None),
+    ],
+)
+def test_exact_version(ecosystem: str, spec: str, exact: str | None) -> None:
+    assert versions.exact_version(ecosystem, spec) == exact
