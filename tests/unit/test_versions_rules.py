@@ -63,7 +63,12 @@ def test_maven_range_bounds(spec: str, version: str, expected: bool) -> None:
         ("(1.0,1)", "write '[1.0]' for that version"),
         ("[2.0,1.0]", "'[2.0,1.0]' can never match a version"),
         ("[1,2],", "'[1,2],' ends with a comma"),
-        ("1.0 [2.0]", "'1.0 [2.0]' is not a Maven version or range"),
+        (
+            "1.0 [2.0]",
+            "'1.0 [2.0]' is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5], "
+            "[1.0],[1.2] for a list)",
+        ),
+        ("[1.0", "'[1.0' is not a Maven version or range (e.g. [1.0,2.0), (,1.5], [1.5],"),
         (
             "LATEST",
             "'LATEST' is a name Maven resolves to a different version over time: block the "
