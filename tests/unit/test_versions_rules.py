@@ -134,6 +134,15 @@ def test_maven_qualifier_order(lower: str, higher: str) -> None:
     assert MavenVersion(lower) != MavenVersion(higher)
 
 
+def test_unknown_maven_qualifiers_compare_in_javas_utf16_order() -> None:
+    # Java compares strings by UTF-16 code units: an astral character (a surrogate pair,
+    # D800 DC00) sorts below U+FFFF, and a lone surrogate (possible in a JSON or XML escape)
+    # is a unit like any other, not an error.
+    order = ["1-\ud800", "1-\U00010000", "1-\uffff"]
+    assert sorted(order, key=lambda text: versions.sort_key("maven", text)) == order
+    assert len({versions.sort_key("maven", text) for text in order}) == 3
+
+
 @pytest.mark.parametrize(
     ("version", "prerelease"),
     [
@@ -220,6 +229,13 @@ def test_refused_pep440_specs_say_why(spec: str, message: str) -> None:
     assert str(raised.value) == message
 
 
+def test_pep440_prefix_exclusion_is_no_bound() -> None:
+    spec = parse_spec("pypi", "!=1.0.*")
+    assert not spec.contains("1.0.5")
+    assert spec.contains("1.1")
+    assert parse_spec("pypi", "!=1.0.*,>=1.0").contains("1.2")
+
+
 def test_pep440_specs_cover_prereleases() -> None:
     assert parse_spec("pypi", ">=1.0").contains("2.0rc1")
     assert parse_spec("pypi", "<2.0").contains("1.5.dev3")
@@ -245,6 +261,11 @@ def test_pypi_order_puts_unparseable_versions_first() -> None:
         # loose-only forms are not suggested: npm reads specs strictly
         ("1.0.0, 01.2.3", "'1.0.0, 01.2.3' is not an npm version range"),
         ("1.0.0 or ~1.2.3beta", "'1.0.0 or ~1.2.3beta' is not an npm version range"),
+        (
+            "1.x.3",
+            "'1.x.3' is not an npm version range (at 'a number after x or *'); e.g. 1.2.3, "
+            "^1.2.0, >=1.0.0 <1.4.2, 1.0.0 || 2.0.0",
+        ),
     ],
 )
 def test_refused_npm_lists_say_why(spec: str, message: str) -> None:
