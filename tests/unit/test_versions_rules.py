@@ -306,3 +306,102 @@ def test_refused_npm_lists_say_why(spec: str, message: str) -> None:
 )
 def test_exact_version(ecosystem: str, spec: str, exact: str | None) -> None:
     assert versions.exact_version(ecosystem, spec) == exact
+
+
+# npm comparator sets ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ">=1.0.0 >1.0.0 <=1.0.0",  # the exclusive one of two equal lower bounds counts
+        ">1.0.0 >=1.0.0 <=1.0.0",
+        ">=1.0.0 <=1.0.0 <1.0.0",
+        ">=1.0.0 <1.0.0 <=1.0.0",
+        ">=2.0.0 >0.5.0 <=1.0.0",  # the highest lower bound counts, whatever comes after it
+        "<=1.0.0 <3.0.0 >=2.0.0",
+    ],
+)
+def test_npm_comparator_sets_no_version_satisfies_are_refused(spec: str) -> None:
+    message = (
+        f"{spec!r} can never match a version: none satisfies every comparator of {spec!r} "
+        "(npm ANDs comparators separated by a space)"
+    )
+    with pytest.raises(InvalidSpec) as raised:
+        parse_spec("npm", spec)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "spec", [">=1.0.0 >=0.5.0 <=1.0.0 <=2.0.0", ">=0.5.0 >=1.0.0 <=2.0.0 <=1.0.0"]
+)
+def test_npm_comparator_sets_meeting_at_one_version_match_it(spec: str) -> None:
+    parsed = parse_spec("npm", spec)
+    assert [v for v in ["0.9.0", "1.0.0", "1.0.1"] if parsed.contains(v)] == ["1.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "1.0.0 ||",
+            "'1.0.0 ||' has an empty alternative, which npm reads as every version: remove the "
+            "stray || (or write * to cover every version)",
+        ),
+        (
+            "=1.0.0 =1.0.1",
+            "npm reads '=1.0.0 =1.0.1' as =1.0.0 AND =1.0.1, which no version is: to block each "
+            "of them write '1.0.0 || 1.0.1'",
+        ),
+        (
+            "1.2.3.4",
+            "'1.2.3.4' is not an npm version range (at '1.2.3.4'); e.g. 1.2.3, ^1.2.0, "
+            ">=1.0.0 <1.4.2, 1.0.0 || 2.0.0",
+        ),
+    ],
+)
+def test_refused_npm_specs_say_why(spec: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as raised:
+        parse_spec("npm", spec)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("spec", "inside", "outside"),
+    [
+        (">= 1.0.0 <= 2.0.0", ["1.0.0", "2.0.0"], ["0.9.9", "2.0.1"]),  # spaces after operators
+        ("1.X", ["1.0.0", "1.9.9"], ["2.0.0"]),  # an upper-case X is a wildcard too
+        ("1.x.x", ["1.0.0"], ["0.9.9"]),
+    ],
+)
+def test_npm_specs_in_other_spellings(spec: str, inside: list[str], outside: list[str]) -> None:
+    parsed = parse_spec("npm", spec)
+    assert all(parsed.contains(version) for version in inside)
+    assert not any(parsed.contains(version) for version in outside)
+
+
+def test_npm_prerelease_identifiers_order_numbers_before_names() -> None:
+    ordered = ["1.0.0-1", "1.0.0-2", "1.0.0-10", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-beta"]
+    shuffled = [ordered[index] for index in (3, 0, 5, 2, 4, 1)]
+    assert sorted(shuffled, key=lambda text: versions.sort_key("npm", text)) == ordered
+
+
+# parse_spec itself ------------------------------------------------------------------------------
+
+
+def test_the_longest_spec_accepted_is_max_spec_length() -> None:
+    longest = ">=1.0.0" + " " * (versions.MAX_SPEC_LENGTH - 13) + "<2.0.0"
+    assert len(longest) == versions.MAX_SPEC_LENGTH
+    assert parse_spec("npm", longest).contains("1.5.0")
+    with pytest.raises(InvalidSpec, match="at most 1024 characters"):
+        parse_spec("npm", longest.replace(" <", "  <"))
+
+
+@pytest.mark.parametrize("ecosystem", ["npm", "pypi", "maven"])
+def test_a_parsed_spec_keeps_its_ecosystem_and_text(ecosystem: str) -> None:
+    for text in ("*", " * "):
+        parsed = parse_spec(ecosystem, text)
+        assert (parsed.ecosystem, parsed.text) == (ecosystem, "*")
+    parsed = parse_spec(ecosystem, " 1.0.0 ")
+    assert (parsed.ecosystem, parsed.text) == (ecosystem, "1.0.0")
+    assert versions.MavenVersion("1.0").text == "1.0"
