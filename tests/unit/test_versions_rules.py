@@ -358,12 +358,18 @@ def test_npm_comparator_sets_meeting_at_one_version_match_it(spec: str) -> None:
             "'1.2.3.4' is not an npm version range (at '1.2.3.4'); e.g. 1.2.3, ^1.2.0, "
             ">=1.0.0 <1.4.2, 1.0.0 || 2.0.0",
         ),
+        (
+            ">=latest",
+            "'latest' is a dist-tag, a name that moves to other versions: block the versions it "
+            "points at now (e.g. 1.2.3), or * for every version",
+        ),
+        ("^next <2.0.0", "'next' is a dist-tag, a name that moves to other versions"),
     ],
 )
 def test_refused_npm_specs_say_why(spec: str, message: str) -> None:
     with pytest.raises(InvalidSpec) as raised:
         parse_spec("npm", spec)
-    assert str(raised.value) == message
+    assert str(raised.value).startswith(message)
 
 
 @pytest.mark.parametrize(
