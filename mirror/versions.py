@@ -7,9 +7,11 @@
   `1.0.0-rc.1`); x-ranges, partials, hyphen ranges, `~` and `^` cover the prereleases of their
   own versions and stop before those of the next (`1.x` is `>=1.0.0-0 <2.0.0-0`).
 - PyPI: PEP 440 versions and specifier sets via `packaging`; a bare version means `==`.
-- Maven: the order of maven-artifact 3.8's ComparableVersion, pair for pair (qualifiers alpha
-  < beta < milestone < rc = cr < snapshot < release = ga = final < sp < unknown ones by text,
-  numeric padding, `.X` at the end read as `-X`; tested against Maven's jar), and version
+- Maven: the order of maven-artifact 3.8's ComparableVersion (qualifiers alpha < beta <
+  milestone < rc = cr < snapshot < release = ga = final < sp < unknown ones by text, numeric
+  padding, `.X` at the end read as `-X`; tested against Maven's jar), made a total order:
+  it differs from Maven's only on pairs where Maven's own order has a cycle (`1 < 1.foo.2 <
+  1-alpha < 1`), ranking those by content as Maven 4 does (see _list_key), and version
   ranges (`[1.0,2.0)`, `(,1.5]`, `[1.5]`, unions `[1,2),[3,)`; a bare version means exactly
   that version), whose bounds compare in that order as Maven's own ranges do.
 
@@ -539,9 +541,8 @@ def _next_release(release: tuple[int, ...], epoch: int = 0) -> Version:
 # `.`, at `-` (what follows goes into a nested list) and at digit/letter changes (the rest goes
 # into a nested list too, as does a trailing qualifier after a dot: `1.0.beta` is `1.0-beta`);
 # trailing null items (0, "", ga/final/release, empty lists) of each list are dropped.
-# Note that Maven's order is not transitive everywhere (`1 < 1.foo.2 < 1-alpha < 1`): a
-# string item loses to a list item whatever their contents, but each is weighed against a
-# missing item by its content. We follow Maven pair by pair, cycles included.
+# Maven 3.8's order is not transitive everywhere (`1 < 1.foo.2 < 1-alpha < 1`); ours is, and
+# differs from Maven's only on pairs that are on such a cycle (see _list_key).
 
 # ComparableVersion's qualifier order; "" is the release itself.
 _QUALIFIERS: Final = ("alpha", "beta", "milestone", "rc", "snapshot", "", "sp")
@@ -652,55 +653,74 @@ def _parse_maven(version: str) -> _Item:
     return freeze(root)
 
 
-def _compare(left: _Item | None, right: _Item | None) -> int:
-    """ComparableVersion's item comparison; None is padding (a missing item)."""
-    if left is None:
-        return 0 if right is None else -_compare(right, None)
-    kind, value = left
-    if right is None:
+# Our order: Maven's, made total. Compared item by item, with a missing item (padding) in
+# the middle of the order at each position, items rank in these classes:
+#   prerelease qualifiers (alpha < beta < milestone < rc < snapshot)
+#   < a release qualifier (`ga`, `""`) whose rest is below padding
+#   < a list below padding < a 0 whose rest is below padding
+#   < padding
+#   < a release qualifier whose rest is above padding < sp < unknown qualifiers
+#   < a list above padding < other numbers, by width class (Int < Long < BigInteger, as
+#     Maven's item types rank, so `0000000000` is above `1`), then value.
+# That is ComparableVersion's order on every pair but one kind: two items on opposite sides
+# of padding that Maven 3.8 ranks by their type whatever their content (number > list >
+# qualifier, Long > Int): `1.foo.2` against `1-alpha`, `1-sp` against `1.0.alpha.1`,
+# `0000000000.alpha.1` against `1`. Each such pair is on a cycle with the shorter version
+# (`1 < 1.foo.2 < 1-alpha < 1`), so no transitive order can agree with Maven on it; we rank
+# them by their content against padding, as Maven 4 does for lists against qualifiers
+# (MNG-6568). test_maven_conformance.py checks every other pair against Maven's
+# jar, and that each pair we order differently is on such a cycle in Maven's own order.
+_PRERELEASE, _RELEASE_BELOW, _LIST_BELOW, _ZERO_BELOW, _PADDING = 0, 1, 2, 3, 4
+_QUALIFIER_ABOVE, _LIST_ABOVE, _NUMBER = 5, 6, 7
+_PADDING_KEY: Final = (_PADDING,)
+
+
+def _list_key(items: tuple[_Item, ...]) -> tuple[Any, ...]:
+    """The sort key of a normalized item list: one key per item, then padding's. Walked from
+    the end, so that a 0 or release qualifier is placed by the rest of its list (which is
+    never empty or equal to padding once trailing null items are gone)."""
+    keys: list[Any] = [_PADDING_KEY]
+    rest = 0  # the rest of the list against padding: -1, 0 (nothing left) or 1
+    for kind, value in reversed(items):
         if kind == "i":
-            return 1 if value[1] else 0
-        if kind == "s":
-            return _sign(value, _RELEASE)
-        # Every item counts against padding, not just the first (MNG-6964).
-        for entry in value:
-            result = _compare(entry, None)
-            if result:
-                return result
-        return 0
-    other_kind, other = right
-    if kind == "i":
-        return _sign(value, other) if other_kind == "i" else 1
-    if kind == "s":
-        return _sign(value, other) if other_kind == "s" else -1
-    if other_kind == "i":
-        return -1
-    if other_kind == "s":
-        return 1
-    for index in range(max(len(value), len(other))):
-        mine = value[index] if index < len(value) else None
-        theirs = other[index] if index < len(other) else None
-        if mine == theirs:  # equal prefixes are the common case; tuples compare in C
-            continue
-        result = _compare(mine, theirs)
-        if result:
-            return result
-    return 0
+            # A zero followed by less than padding ranks below padding; any other number by
+            # width class, then value (a 0 written with 10 digits is a Long: above every Int).
+            if value[1] == 0 and rest < 0:
+                key: tuple[Any, ...] = (_ZERO_BELOW, value)
+            else:
+                key, rest = (_NUMBER, value), 1
+        elif kind == "s":
+            if value < _RELEASE:
+                key, rest = (_PRERELEASE, value), -1
+            elif value == _RELEASE and rest < 0:
+                key = (_RELEASE_BELOW,)
+            else:
+                key, rest = (_QUALIFIER_ABOVE, value), 1
+        else:
+            nested = _list_key(value)
+            rest = -1 if nested[0] < _PADDING_KEY else 1
+            key = (_LIST_BELOW if rest < 0 else _LIST_ABOVE, nested)
+        keys.append(key)
+    keys.reverse()
+    return tuple(keys)
 
 
-def _sign(left: Any, right: Any) -> int:
-    return (left > right) - (left < right)
+@functools.lru_cache(maxsize=8192)  # pure; every document orders the same versions again
+def _maven_key(version: str) -> tuple[Any, ...]:
+    return _list_key(_parse_maven(version)[1])
 
 
 @functools.total_ordering
 class MavenVersion:
-    """A Maven version with ComparableVersion's order, equality and hash."""
+    """A Maven version with ComparableVersion's parse and equality, in a total order that is
+    ComparableVersion's wherever Maven's own order is consistent (see _list_key)."""
 
-    __slots__ = ("_items", "text")
+    __slots__ = ("_items", "_key", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._items = _parse_maven(text)
+        self._key = _maven_key(text)
 
     def __repr__(self) -> str:
         return f"MavenVersion({self.text!r})"
@@ -708,15 +728,15 @@ class MavenVersion:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MavenVersion):
             return NotImplemented
-        return self._items == other._items  # equality is structural (see __hash__)
+        # The key is one-to-one with the normalized items, so this is Maven's equality:
+        # ComparableVersion finds two versions equal exactly when their items are.
+        return self._key == other._key
 
     def __lt__(self, other: MavenVersion) -> bool:
-        return _compare(self._items, other._items) < 0
+        return bool(self._key < other._key)
 
     def __hash__(self) -> int:
-        # Equal versions have the same normalized items: every item left over at the end of
-        # a normalized list compares unequal to padding, so equality is structural.
-        return hash(self._items)
+        return hash(self._key)
 
     @property
     def is_prerelease(self) -> bool:

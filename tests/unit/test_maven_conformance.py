@@ -1,7 +1,10 @@
 """Our Maven order against Maven's own: maven-artifact's ComparableVersion (its jar has a main
 that prints how consecutive arguments compare), on thousands of generated pairs. The order
 decides `<latest>`/`<release>` in served metadata and what a Maven range block covers, so it
-must agree with Maven on every pair, including where Maven's order is not transitive."""
+must agree with Maven on every pair where Maven's order is consistent. Maven 3.8's order has
+cycles (`1 < 1.foo.2 < 1-alpha < 1`) and ours is a total order, so on a pair of such a cycle
+the two can differ: each pair where they do must be shown, by Maven's jar, to be on a cycle
+of Maven's own order (through a shorter version), or the test fails."""
 
 from __future__ import annotations
 
@@ -125,16 +128,56 @@ KNOWN_PAIRS = [
 ]  # fmt: skip
 
 
+def _shorter_versions(*texts: str) -> list[str]:
+    """Each version cut before a separator or a digit/letter change, as it is and followed by
+    `.0` (which keeps a last qualifier in its list: `a.b` is `a-b`, `a.b.0` is not), and `0`:
+    where a cycle of Maven's order goes through (`1.foo.2` and `1-alpha` through `1`)."""
+    cuts = {
+        text[:index]
+        for text in texts
+        for index in range(1, len(text))
+        if text[index] in ".-" or text[index - 1].isdigit() != text[index].isdigit()
+    }
+    return sorted({"0"} | cuts | {cut + ".0" for cut in cuts})
+
+
+def disagreements_off_maven_cycles(ordered: list[str], theirs: list[int]) -> list[object]:
+    """The consecutive pairs of `ordered` where our order differs from Maven's (`theirs`),
+    less those shown by one more java run to be on a 3-cycle of Maven's own order: Maven has
+    low < high, we have high < low, and Maven has high < shorter < low for some shorter
+    version of the two. What is left is a real disagreement."""
+    differing: list[tuple[str, str]] = []
+    unexplained: list[object] = []
+    for (left, right), sign in zip(itertools.pairwise(ordered), theirs, strict=True):
+        if ours(left, right) == sign:
+            continue
+        if sign == 0 or ours(left, right) == 0:
+            unexplained.append((left, right, ours(left, right), sign))  # equality must agree
+            continue
+        differing.append((left, right) if sign < 0 else (right, left))
+    # For each pair, the shorter versions our order puts between the two: Maven must too.
+    chains = [
+        (low, high, shorter)
+        for low, high in differing
+        for shorter in _shorter_versions(low, high)
+        if ours(high, shorter) < 0 and ours(shorter, low) < 0
+    ]
+    answers = maven_comparisons([text for chain in chains for text in chain[1:] + chain[:1]])
+    on_cycles = {
+        (low, high)
+        for index, (low, high, _) in enumerate(chains)
+        # [high, shorter, low] compared consecutively: high < shorter, shorter < low
+        if answers[3 * index] == -1 and answers[3 * index + 1] == -1
+    }
+    unexplained += [(low, high, "differs, not on a cycle") for low, high in differing
+                    if (low, high) not in on_cycles]  # fmt: skip
+    return unexplained
+
+
 @needs_maven
 def test_known_pairs_compare_as_maven_compares_them() -> None:
     ordered = [version for pair in KNOWN_PAIRS for version in pair]
-    expected = maven_comparisons(ordered)
-    mismatches = [
-        (left, right, ours(left, right), theirs)
-        for (left, right), theirs in zip(itertools.pairwise(ordered), expected, strict=True)
-        if ours(left, right) != theirs
-    ]
-    assert not mismatches
+    assert not disagreements_off_maven_cycles(ordered, maven_comparisons(ordered))
 
 
 @needs_maven
@@ -142,12 +185,12 @@ def test_known_pairs_compare_as_maven_compares_them() -> None:
 def test_generated_pairs_compare_as_maven_compares_them(seed: int) -> None:
     ordered = generated_versions(seed, BATCH)
     expected = maven_comparisons(ordered)
-    mismatches = [
-        (left, right, ours(left, right), theirs)
-        for (left, right), theirs in zip(itertools.pairwise(ordered), expected, strict=True)
-        if ours(left, right) != theirs
-    ]
-    assert not mismatches, f"{len(mismatches)} of {len(expected)} disagree: {mismatches[:10]}"
+    unexplained = disagreements_off_maven_cycles(ordered, expected)
+    assert not unexplained, f"{len(unexplained)} of {len(expected)}: {unexplained[:10]}"
+    # and the pairs skipped are few: Maven is consistent on almost every pair generated
+    differing = [pair for pair, sign in zip(itertools.pairwise(ordered), expected, strict=True)
+                 if ours(*pair) != sign]  # fmt: skip
+    assert len(differing) < len(expected) // 20
 
 
 @needs_maven
@@ -161,15 +204,20 @@ def test_equal_versions_hash_alike() -> None:
 
 @needs_maven
 @pytest.mark.parametrize(
-    "cycle",
+    ("cycle", "ours_between"),
     [
-        ["1", "1.foo.2", "1-alpha", "1"],
-        ["0", "0.foo", "0.alpha.0", "0"],
-        ["1", "1.sp-SNAPSHOT", "1-SNAPSHOT", "1"],
+        (["1", "1.foo.2", "1-alpha", "1"], 1),  # a qualifier above 1 against a list below
+        (["0", "0.foo", "0.alpha.0", "0"], 1),
+        (["1", "1.sp-SNAPSHOT", "1-SNAPSHOT", "1"], 1),
+        (["1", "1-sp", "1.0.alpha.1", "1"], 1),  # a list above 1 against a 0 followed by less
+        (["1", "1.sp", "1.0.alpha.1", "1"], 1),  # a qualifier against a number
     ],
 )
-def test_maven_itself_is_not_transitive_and_we_follow_it(cycle: list[str]) -> None:
-    # Why the total-order property test is limited to published-looking versions: no order
-    # can agree with Maven on each of these pairs and be transitive.
+def test_maven_itself_is_not_transitive_and_we_break_its_cycles_in_the_middle(
+    cycle: list[str], ours_between: int
+) -> None:
+    # No transitive order agrees with Maven on all three pairs: ours agrees on the two through
+    # the shorter version and orders the middle pair by content, as Maven 4 does.
     assert maven_comparisons(cycle) == [-1, -1, -1]
-    assert [ours(a, b) for a, b in itertools.pairwise(cycle)] == [-1, -1, -1]
+    assert [ours(a, b) for a, b in itertools.pairwise(cycle)] == [-1, ours_between, -1]
+    assert disagreements_off_maven_cycles(cycle, [-1, -1, -1]) == []

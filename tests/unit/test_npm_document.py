@@ -180,6 +180,53 @@ def test_tarball_digests_come_from_integrity_and_shasum() -> None:
     assert document.tarball_digests({}) == ()
 
 
+def _sri(algorithm: str, digest: bytes) -> str:
+    return f"{algorithm}-{base64.b64encode(digest).decode()}"
+
+
+@pytest.mark.parametrize(
+    "skipped",
+    [
+        ["md5-AAAA"],  # an algorithm npm does not verify with
+        ["sha1-AAAA", "sha384-AAAA"],
+        ["sha512-!!notbase64"],
+        ["sha512-"],  # no value
+        ["nodash"],
+    ],
+    ids=["unknown", "two-unknown", "bad-base64", "empty", "no-dash"],
+)
+def test_integrity_entries_after_a_skipped_one_still_count(skipped: list[str]) -> None:
+    # A `break` instead of `continue` would lose every digest after the first bad entry.
+    data = b"tarball bytes"
+    good = [
+        _sri("sha256", hashlib.sha256(data).digest()),
+        _sri("SHA512", hashlib.sha512(data).digest()) + "?opt=1",  # case and SRI options
+    ]
+    manifest = {"dist": {"integrity": " ".join([*skipped, *good, *skipped])}}
+    digests = document.tarball_digests(manifest)
+    assert [(digest.algorithm, digest.hexdigest) for digest in digests] == [
+        ("sha256", hashlib.sha256(data).hexdigest()),
+        ("sha512", hashlib.sha512(data).hexdigest()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("shasum", "kept"),
+    [
+        ("AB" * 20, "ab" * 20),  # upper case hex: kept, lower-cased
+        ("zz" * 20, None),  # 40 characters, not hex
+        ("ab" * 19, None),  # too short
+        ("ab" * 21, None),  # too long
+        (12, None),
+    ],
+)
+def test_shasum_is_kept_only_as_40_hex_digits(shasum: object, kept: str | None) -> None:
+    digests = document.tarball_digests({"dist": {"shasum": shasum}})
+    assert [(digest.algorithm, digest.hexdigest) for digest in digests] == (
+        [("sha1", kept)] if kept else []
+    )
+
+
 # filter --------------------------------------------------------------------------------------
 
 
