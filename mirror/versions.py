@@ -585,9 +585,9 @@ def _is_digit(char: str) -> bool:
 def _is_null(item: _Item) -> bool:
     kind, value = item
     if kind == "i":
-        return value[1] == 0
+        return bool(value[1] == 0)
     if kind == "s":
-        return value == _RELEASE
+        return bool(value == _RELEASE)
     return not value
 
 
