@@ -352,11 +352,6 @@ def test_sentences_for_each_verdict() -> None:
     )
 
 
-def test_a_decision_without_a_subject_says_this_version() -> None:
-    decision = Decision(Verdict.ALLOWED, True, None, AGE, published_at=OLD)
-    assert decision.detail.startswith("this version was published 2026-10-23T14:03Z")
-
-
 @pytest.mark.parametrize("kind", ["block", "exemption", "freeze"])
 def test_describe_names_the_rule_that_decided(kind: RuleKind) -> None:
     decided_by = record(
