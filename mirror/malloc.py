@@ -14,7 +14,7 @@ compressed packuments) from the event loop and from a few threads:
   2,000-version packuments (2,100 -> 1,000 req/s). A 32 MiB trim threshold keeps the rate;
   the trimming below gives the memory back instead.
 - Memory freed inside the heap stays with the process until it is trimmed; trimming every
-  half second (well under a millisecond each) gives it back (189-193 -> 156-183 MiB)."""
+  half second (well under a millisecond each) gives it back (189-193 -> 169-176 MiB)."""
 
 from __future__ import annotations
 
