@@ -234,13 +234,14 @@ class Rules:
     _age_rules: tuple[tuple[PackagePattern, str, timedelta], ...] = ()
 
     def quarantine_age(self, ecosystem: str, package: str) -> timedelta:
-        """The most specific `[[quarantine.rules]]` entry, else the ecosystem's age, else the
-        default."""
+        """The most specific `[[quarantine.rules]]` entry (of equally specific ones, the
+        longest age: the order of the settings never decides), else the ecosystem's age,
+        else the default."""
         best: tuple[tuple[int, int], timedelta] | None = None
         for pattern, rule_ecosystem, age in self._age_rules:
             if rule_ecosystem != ecosystem or not pattern.matches(package):
                 continue
-            if best is None or pattern.specificity > best[0]:
+            if best is None or (pattern.specificity, age) > best:
                 best = (pattern.specificity, age)
         if best is not None:
             return best[1]

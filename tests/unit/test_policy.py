@@ -318,6 +318,23 @@ def test_freeze_without_a_cutoff_uses_its_creation_time() -> None:
 # ages ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["as-written", "reversed"])
+def test_of_equally_specific_quarantine_rules_the_longest_age_wins(reverse: bool) -> None:
+    # `left*` and `*-pad` have four literal characters each: the order they are written in
+    # must not decide, and the longer hold is the one that fails closed.
+    written = [
+        QuarantineRule(ecosystem="npm", package="left*", age=timedelta(days=1)),
+        QuarantineRule(ecosystem="npm", package="*-pad", age=timedelta(days=5)),
+        QuarantineRule(ecosystem="npm", package="is-odd", age=timedelta(hours=1)),
+        QuarantineRule(ecosystem="npm", package="is-odd", age=timedelta(hours=6)),
+    ]
+    config = QuarantineConfig(default=AGE, rules=tuple(reversed(written) if reverse else written))
+    rules = compile_rules([], config, NOW)
+    assert rules.quarantine_age("npm", "left-pad") == timedelta(days=5)
+    assert rules.quarantine_age("npm", "left-align") == timedelta(days=1)
+    assert rules.quarantine_age("npm", "is-odd") == timedelta(hours=6)
+
+
 def test_quarantine_age_most_specific_rule_wins() -> None:
     config = QuarantineConfig(
         default=AGE,
