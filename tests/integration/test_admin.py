@@ -15,11 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror import admin, versions
+from mirror import admin
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
-from mirror.errors import BadRequest, Forbidden, Unauthorized
 from mirror.services import SERVICES
 from mirror.state.base import DownloadEvent
 from tests.conftest import mirror_settings
@@ -686,68 +685,6 @@ async def test_explain_of_an_unknown_version_is_404(client: Client) -> None:
     )
     assert response.status == 404
     assert "9.9.9" in (await response.json())["error"]
-
-
-# pure parts ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "future", "expected"),
-    [
-        ("2026-11-29", True, datetime(2026, 11, 29, tzinfo=UTC)),
-        ("2026-11-22T00:00Z", False, datetime(2026, 11, 22, tzinfo=UTC)),
-        ("2026-11-22T03:00+02:00", False, datetime(2026, 11, 22, 1, tzinfo=UTC)),
-        ("2026-11-22T07:30", True, datetime(2026, 11, 22, 7, 30, tzinfo=UTC)),
-        ("7d", True, NOW + timedelta(days=7)),
-        ("7d", False, NOW - timedelta(days=7)),
-        ("1d12h", True, NOW + timedelta(hours=36)),
-    ],
-)
-def test_parse_time_forms(text: str, future: bool, expected: datetime) -> None:
-    assert admin.parse_time(text, field="until", now=NOW, future=future) == expected
-
-
-@pytest.mark.parametrize("text", ["", "soon", "7 days", "2026-13-01", "-3d", "12"])
-def test_parse_time_refuses_with_the_field(text: str) -> None:
-    with pytest.raises(BadRequest) as caught:
-        admin.parse_time(text, field="until", now=NOW, future=True)
-    assert caught.value.data["field"] == "until"
-    assert caught.value.message.startswith("until:")
-
-
-@pytest.mark.parametrize(
-    ("ecosystem", "spec", "exact"),
-    [
-        ("npm", "1.14.1", "1.14.1"),
-        ("npm", "=v2.0.0-beta.1", "2.0.0-beta.1"),
-        ("npm", "^1.14.1", None),
-        ("npm", "1.x", None),
-        ("npm", "*", None),
-        ("pypi", "==2.31.0", "2.31.0"),
-        ("pypi", "2.31.0", "2.31.0"),
-        ("pypi", ">=2.99", None),
-        ("pypi", "==2.*", None),
-        ("maven", "1.0", "1.0"),
-        ("maven", "[1.0,1.2)", None),
-        ("maven", "[1.0]", None),
-    ],
-)
-def test_exact_version(ecosystem: str, spec: str, exact: str | None) -> None:
-    assert versions.exact_version(ecosystem, spec) == exact
-
-
-def test_identify_names_the_matching_token() -> None:
-    tokens = {"alice": ALICE, "bob": BOB}
-    assert admin.identify(f"Bearer {BOB}", tokens) == "bob"
-    assert admin.identify(f"bearer   {ALICE} ", tokens) == "alice"
-    with pytest.raises(Unauthorized):
-        admin.identify(None, tokens)
-    with pytest.raises(Unauthorized):
-        admin.identify("Bearer ", tokens)
-    with pytest.raises(Forbidden, match="not valid"):
-        admin.identify(f"Bearer {ALICE}x", tokens)
-    with pytest.raises(Forbidden, match="MIRROR_ADMIN_TOKENS"):
-        admin.identify(f"Bearer {ALICE}", {})
 
 
 # every bad input is a 4xx with a message ---------------------------------------------------

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mirror import admin
-from mirror.errors import BadRequest
+from mirror.errors import BadRequest, Forbidden, Unauthorized
 from mirror.state.base import AuditEntry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789abc"
 
 
 @pytest.mark.parametrize(
@@ -136,3 +138,44 @@ def test_coverage_lists_the_covered_versions_in_order_and_warns_on_none() -> Non
     assert unknown["note"].endswith("(offline)")
     many = admin.describe_coverage("npm", "p", "*", [f"1.0.{n}" for n in range(250)])
     assert (len(many["versions"]), many["count"]) == (admin.MAX_COVERED_SHOWN, 250)
+
+
+# time and token parsing (pure, no app) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "future", "expected"),
+    [
+        ("2026-11-29", True, datetime(2026, 11, 29, tzinfo=UTC)),
+        ("2026-11-22T00:00Z", False, datetime(2026, 11, 22, tzinfo=UTC)),
+        ("2026-11-22T03:00+02:00", False, datetime(2026, 11, 22, 1, tzinfo=UTC)),
+        ("2026-11-22T07:30", True, datetime(2026, 11, 22, 7, 30, tzinfo=UTC)),
+        ("7d", True, NOW + timedelta(days=7)),
+        ("7d", False, NOW - timedelta(days=7)),
+        ("1d12h", True, NOW + timedelta(hours=36)),
+    ],
+)
+def test_parse_time_forms(text: str, future: bool, expected: datetime) -> None:
+    assert admin.parse_time(text, field="until", now=NOW, future=future) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "7 days", "2026-13-01", "-3d", "12"])
+def test_parse_time_refuses_with_the_field(text: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        admin.parse_time(text, field="until", now=NOW, future=True)
+    assert caught.value.data["field"] == "until"
+    assert caught.value.message.startswith("until:")
+
+
+def test_identify_names_the_matching_token() -> None:
+    tokens = {"alice": ALICE, "bob": BOB}
+    assert admin.identify(f"Bearer {BOB}", tokens) == "bob"
+    assert admin.identify(f"bearer   {ALICE} ", tokens) == "alice"
+    with pytest.raises(Unauthorized):
+        admin.identify(None, tokens)
+    with pytest.raises(Unauthorized):
+        admin.identify("Bearer ", tokens)
+    with pytest.raises(Forbidden, match="not valid"):
+        admin.identify(f"Bearer {ALICE}x", tokens)
+    with pytest.raises(Forbidden, match="MIRROR_ADMIN_TOKENS"):
+        admin.identify(f"Bearer {ALICE}", {})
