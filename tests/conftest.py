@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -71,6 +73,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def stoppable_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A redis-server of this test's own, which the test may SIGSTOP (a hung Redis) or
+    kill: (process, url). Resumed and killed afterwards whatever state it was left in."""
+    process, url = start_redis(tmp_path)
+    try:
+        yield process, url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait(10)
 
 
 def mirror_settings(data_dir: Path, **overrides: str) -> dict[str, str]:

@@ -5,20 +5,15 @@ it could not make land once Redis answers again (SIGCONT)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
-import pytest
 from pytest_aiohttp import AiohttpServer
 
 from mirror.state.redis import RedisState
-from tests.conftest import start_redis
 from tests.e2e.conftest import StartMirror
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
@@ -30,24 +25,12 @@ JAR = "org/example/lib/1.0.0/lib-1.0.0.jar"
 JAR_2 = "org/example/lib/1.1.0/lib-1.1.0.jar"
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    process, url = start_redis(tmp_path)
-    try:
-        yield process, url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait(10)
-
-
 async def test_a_hung_redis_holds_up_no_download(
     aiohttp_server: AiohttpServer,
     start_mirror: StartMirror,
-    redis: tuple[subprocess.Popen[bytes], str],
+    stoppable_redis: tuple[subprocess.Popen[bytes], str],
 ) -> None:
-    process, url = redis
+    process, url = stoppable_redis
     npm = FakeNpmRegistry()
     npm.add_version("left-pad", "1.0.0", published=OLD)
     npm.add_version("left-pad", "1.1.0", published=OLD)

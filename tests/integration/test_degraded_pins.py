@@ -100,6 +100,25 @@ async def ready(client: Client) -> bool:
     return (await client.get("/readyz")).status == 200
 
 
+async def pin_and_copy(client: Client, url: str, data: Path) -> str:
+    """Fetch the tarball (its digest is pinned in Redis), then have the worker copy rules,
+    pins and audit to the data dir (a rule change does that); the pin."""
+    assert (await client.get(TARBALL)).status == 200
+    pinned = await redis_pin(url)
+    assert pinned is not None
+    assert pinned.startswith("sha512:")
+    services = client.app[SERVICES]
+    await services.state.add_rule(unrelated_block())
+    await services.policy.reload()
+
+    def copied() -> bool:
+        known = lastknown.load(lastknown.path_in(data))
+        return known is not None and known.digests.get("npm", {}).get(KEY) == pinned
+
+    assert await wait_until(copied, 5)
+    return pinned
+
+
 async def test_changed_bytes_after_the_state_was_lost_are_refused_by_the_copys_pin(
     aiohttp_client: AiohttpClient,
     npm: FakeNpmRegistry,
@@ -112,20 +131,8 @@ async def test_changed_bytes_after_the_state_was_lost_are_refused_by_the_copys_p
     client = await aiohttp_client(create_app(config))
     assert await wait_until_async(lambda: ready(client), 10)
     original = npm.version(PACKAGE, "1.0.0").tarball
-    assert (await client.get(TARBALL)).status == 200
-    pinned = await redis_pin(url)
-    assert pinned is not None
-    assert pinned.startswith("sha512:")
-    # A rule change makes every worker copy rules, pins and audit to the data dir.
+    pinned = await pin_and_copy(client, url, data)
     services = client.app[SERVICES]
-    await services.state.add_rule(unrelated_block())
-    await services.policy.reload()
-
-    def copied() -> bool:
-        known = lastknown.load(lastknown.path_in(data))
-        return known is not None and known.digests.get("npm", {}).get(KEY) == pinned
-
-    assert await wait_until(copied, 5)
 
     await flush(url)
     assert await wait_until(lambda: services.policy.degraded is not None, 5)
@@ -176,17 +183,7 @@ async def test_a_pin_the_emptied_state_took_before_the_loss_showed_does_not_outl
     config = config_for(data, npm, url)
     client = await aiohttp_client(create_app(config))
     assert await wait_until_async(lambda: ready(client), 10)
-    assert (await client.get(TARBALL)).status == 200
-    pinned = await redis_pin(url)
-    services = client.app[SERVICES]
-    await services.state.add_rule(unrelated_block())
-    await services.policy.reload()
-
-    def copied() -> bool:
-        known = lastknown.load(lastknown.path_in(data))
-        return known is not None and known.digests.get("npm", {}).get(KEY) == pinned
-
-    assert await wait_until(copied, 5)
+    pinned = await pin_and_copy(client, url, data)
     # Another worker of the same data dir, which has not seen the file's pin.
     other = await aiohttp_client(create_app(config))
     assert await wait_until_async(lambda: ready(other), 10)

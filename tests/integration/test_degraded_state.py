@@ -25,7 +25,7 @@ from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.services import SERVICES
 from mirror.state.redis import RedisState
-from tests.conftest import mirror_settings, start_redis, wait_until
+from tests.conftest import mirror_settings, wait_until
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -55,19 +55,6 @@ async def maven(aiohttp_server: AiohttpServer) -> FakeMavenRepository:
     repo.add_version("org.example", "lib", "1.1.0", published=OLD + timedelta(days=1))
     await repo.start(aiohttp_server)
     return repo
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A redis-server of this test's own: it gets stopped."""
-    process, url = start_redis(tmp_path)
-    try:
-        yield process, url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait(10)
 
 
 async def make_worker(
@@ -102,10 +89,10 @@ async def test_a_stopped_redis_holds_up_no_download_past_the_bound(
     aiohttp_client: AiohttpClient,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
-    redis: tuple[subprocess.Popen[bytes], str],
+    stoppable_redis: tuple[subprocess.Popen[bytes], str],
     tmp_path: Path,
 ) -> None:
-    process, url = redis
+    process, url = stoppable_redis
     data = tmp_path / "data"
     first = await make_worker(aiohttp_client, data, npm, maven, MIRROR_REDIS_URL=url)
     tarball = "/npm/left-pad/-/left-pad-1.0.0.tgz"
@@ -173,12 +160,12 @@ async def test_a_pin_written_late_that_differs_is_refused_from_then_on(
     aiohttp_client: AiohttpClient,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
-    redis: tuple[subprocess.Popen[bytes], str],
+    stoppable_redis: tuple[subprocess.Popen[bytes], str],
     tmp_path: Path,
 ) -> None:
     """While Redis was stopped, a worker pinned what upstream declares now; another digest
     had been remembered first: once Redis answers, the file is refused (an attack signal)."""
-    process, url = redis
+    process, url = stoppable_redis
     key = "npm/left-pad/1.1.0/left-pad-1.1.0.tgz"
     state = RedisState(url)
     await state.open()

@@ -224,6 +224,28 @@ async def test_admin_bodies_are_decoded_and_bounded_the_same_way(
     assert len((await listed.json())["blocks"]) == 1
 
 
+async def test_a_parsed_packument_is_charged_what_it_holds_not_five_times_its_bytes(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    # Manifests with a few KB of readme each, as older publishes have: the parsed form keeps
+    # slices of the raw bytes, so it costs far less than the raw document again.
+    registry = FakeNpmRegistry()
+    readme = "words " * 700
+    for index in range(100):
+        registry.add_version(
+            "wordy", f"1.0.{index}", published=OLD, extra={"readme": readme + str(index)}
+        )
+    await registry.start(aiohttp_server)
+    raw_size = len(orjson.dumps(registry.packument("wordy")))
+    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    services = client.app[SERVICES]
+    assert (await client.get("/npm/wordy")).status == 200
+    held = services.memory.usage()["documents"]
+    # The parsed form is kept (more than the raw bytes are held), and charged well under
+    # the raw size again (the old estimate charged raw x 5 on top).
+    assert raw_size + 10_000 < held < 2 * raw_size
+
+
 async def test_a_document_too_big_to_keep_parsed_is_served_from_its_view_and_stays_safe(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
