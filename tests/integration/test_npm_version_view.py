@@ -85,6 +85,14 @@ async def test_one_version_of_a_huge_packument_is_not_filtered_per_request(
     assert (status, body["version"]) == (200, f"1.0.{BIG - 1}")  # the young one is held
     assert (await manifest(f"1.0.{BIG}"))[0] == 404
     assert filtered == 1
+    # The packument's own forms come from the same filtered view: still one filter.
+    for accept in ("application/json", "application/vnd.npm.install-v1+json"):
+        whole = await client.get("/npm/big", headers={"Accept": accept})
+        assert whole.status == 200
+        assert f"1.0.{BIG}" not in (await whole.json(content_type=None))["versions"]
+    tags = await client.get("/npm/-/package/big/dist-tags")
+    assert (await tags.json())["latest"] == f"1.0.{BIG - 1}"
+    assert filtered == 1
     # The filtered view is paid for from the worker's byte budget like every cache: about
     # 170 bytes per visible version here.
     assert BIG * 100 < client.app[SERVICES].memory.usage()["npm version views"] < BIG * 400

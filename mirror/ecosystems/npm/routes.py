@@ -234,11 +234,11 @@ class NpmRegistry:
         services = self._services
         packument = await services.metacache.parsed(doc, PackumentParser(package))
         now = services.clock.now()
-        rules = services.policy.rules()
-        view = document.filter_packument(packument, rules, now)
+        # The same filtered view `/npm/{name}/{version}` uses: filtered once per document and
+        # policy version for every form, off the event loop for big packuments.
+        view = (await self._version_view(package, doc.version, packument)).view
         if not view.visible:
-            # Not cached: a package with nothing visible is small to filter, and a 404 is
-            # what makes npm retry with the full Accept.
+            # A 404 (not a cached view) is what makes npm retry with the full Accept.
             raise NotFound(document.no_visible_version_message(packument.package, view))
         chosen: Form | None = None
         if form == "dist-tags":
