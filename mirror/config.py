@@ -1,6 +1,11 @@
 """Settings: frozen dataclasses loaded from `config/mirror.toml`, then `MIRROR_*` environment
 overrides. `load_config` is the only reader of the environment (passed in) and of the file.
-Every invalid value raises `ConfigError` naming the key and the value."""
+Every invalid value raises `ConfigError` naming the key and the value.
+
+The schema is written once: each setting is a dataclass field declared with `setting()` (its
+parser, its default, and the documented variable name where it is not `MIRROR_<TABLE>_<KEY>`);
+the tables are `section()` fields of `Config`. The keys each table accepts, the environment
+variables (`ENV_KEYS`) and the loader are all derived from those declarations."""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -84,6 +90,205 @@ def parse_size(text: str | int, *, key: str = "size") -> int:
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A setting's parser: (raw value from TOML or the environment, its dotted key) → the value.
+Parser = Callable[[Any, str], Any]
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    parse: Parser,
+    env: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A leaf setting, declared once: its TOML key is the field's name in its table, its
+    default the field's default, its environment variable `MIRROR_<TABLE>_<KEY>` unless
+    `env` names the documented one. `load_config` and `ENV_KEYS` read these declarations."""
+    metadata = {"parse": parse, "env": env}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(factory: Callable[[], Any], *, env_prefix: str | None = None) -> Any:
+    """A table of settings (`[cache]`, `[npm]` …): its defaults are `factory()`'s; its
+    variables are named `<env_prefix><KEY>` (`MIRROR_<TABLE>_` unless given)."""
+    return field(default_factory=factory, metadata={"section": True, "env_prefix": env_prefix})
+
+
+def _duration(value: Any, key: str) -> timedelta:
+    return parse_duration(value, key=key)
+
+
+def _positive(value: Any, key: str) -> timedelta:
+    duration = parse_duration(value, key=key)
+    if duration <= timedelta(0):
+        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
+    return duration
+
+
+def _size(value: Any, key: str) -> int:
+    return parse_size(value, key=key)
+
+
+def _whole(minimum: int) -> Parser:
+    def parse(value: Any, key: str) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
+        if isinstance(value, bool) or number < minimum:
+            raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _check_choice(value: str, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _choice(*choices: str, normalize: Callable[[str], str] = str.lower) -> Parser:
+    def parse(value: Any, key: str) -> str:
+        return _check_choice(normalize(str(value)), key, choices)
+
+    return parse
+
+
+def _url(value: Any, key: str) -> str:
+    text = _str(value, key)
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{key}: expected an http(s) URL, got {text!r}")
+    return text
+
+
+def _public_url(value: Any, key: str) -> str | None:
+    return _url(value, key).rstrip("/") if value else None
+
+
+def _path(value: Any, key: str) -> Path:
+    return Path(_str(value, key))
+
+
+def _file(value: Any, key: str) -> Path | None:
+    if not value:
+        return None
+    path = Path(_str(value, key))
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file {str(path)!r}")
+    return path
+
+
+def _hosts(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key}: expected a list of host names, got {value!r}")
+    hosts = tuple(str(item).strip().lower() for item in items if str(item).strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.\-]+(:\d+)?", host):
+            raise ConfigError(f"{key}: {host!r} is not a host name")
+    return hosts
+
+
+def _networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
+    """`10.0.0.5, 10.1.0.0/16` (or a TOML list) → networks; a bare address is a /32 or /128."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key}: expected a list of addresses or CIDRs, got {value!r}")
+    networks: list[IPNetwork] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+def _listen(value: Any, key: str) -> tuple[str, int]:
+    text = _str(value, key)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def _upstream(value: Any, key: str) -> str | None:
+    """An upstream base URL ending in `/`; `""`, `off` or `none` switch the ecosystem off.
+    Credentials in the URL stay in it here: `_finish_ecosystem` moves them out."""
+    if value is None or value in ("", "off", "none"):
+        return None
+    upstream = _url(value, key)
+    return upstream if upstream.endswith("/") else upstream + "/"
+
+
+def _upstream_auth(value: Any, key: str) -> str | None:
+    """`Bearer <token>`, `Basic <base64>`, or `user:password` (sent as Basic)."""
+    if value is None or value == "":
+        return None
+    text = _str(value, key).strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ConfigError(f"{key}: control characters are not allowed")
+    scheme, _, credentials = text.partition(" ")
+    if scheme.lower() in ("bearer", "basic") and credentials.strip():
+        return f"{scheme.capitalize()} {credentials.strip()}"
+    if ":" in text and " " not in text:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+    raise ConfigError(f"{key}: expected 'Bearer <token>', 'Basic <base64>' or 'user:password'")
+
+
+def _redis_url(value: Any, key: str) -> str | None:
+    if not value:
+        return None
+    redis_url = _str(value, key)
+    if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(f"{key}: expected redis://, rediss:// or unix://, got {redis_url!r}")
+    return redis_url
+
+
+def _tokens(value: Any, key: str) -> dict[str, str]:
+    """`name:token,name2:token2` (the environment) or a TOML table of name = token."""
+    tokens: dict[str, str] = {}
+    if isinstance(value, str):
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, token = item.partition(":")
+            if not sep or not name.strip() or not token.strip():
+                raise ConfigError(
+                    f"{key}: expected name:token[,name2:token2], got an entry without "
+                    f"a name or token ({name.strip() or '?'}:…)"
+                )
+            tokens[name.strip()] = token.strip()
+    elif isinstance(value, dict):
+        for name, token in value.items():
+            tokens[str(name)] = _str(token, f"{key}.{name}")
+    else:
+        raise ConfigError(f"{key}: expected a table or name:token,… string")
+    for name, token in tokens.items():
+        if len(token) < 16:
+            raise ConfigError(f"{key}.{name}: a token must be at least 16 characters")
+    return tokens
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,21 +302,27 @@ class QuarantineRule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuarantineConfig:
-    default: timedelta = timedelta(days=3)
+    default: timedelta = setting(timedelta(days=3), parse=_duration, env="MIRROR_QUARANTINE")
+    unknown: Literal["quarantine", "allow"] = setting(
+        "quarantine", parse=_choice("quarantine", "allow")
+    )
+    # `[quarantine.<ecosystem>] age` (MIRROR_<ECOSYSTEM>_QUARANTINE) and `[[quarantine.rules]]`
+    # are tables of their own: `_finish_quarantine` reads them.
     per_ecosystem: Mapping[str, timedelta] = field(default_factory=dict)
     rules: tuple[QuarantineRule, ...] = ()
-    unknown: Literal["quarantine", "allow"] = "quarantine"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EcosystemConfig:
     name: str
-    upstream: str | None
+    upstream: str | None = setting(None, parse=_upstream)
     # Extra hosts artifacts may come from (e.g. a registry's separate file host).
-    file_hosts: tuple[str, ...] = ()
+    file_hosts: tuple[str, ...] = setting((), parse=_hosts)
     # The `Authorization` value sent to the upstream's own host (never to file hosts): a
     # private registry's credentials. Kept out of reprs; `mirror config` shows only "<set>".
-    upstream_auth: str | None = field(default=None, repr=False)
+    upstream_auth: str | None = field(
+        default=None, repr=False, metadata={"parse": _upstream_auth, "env": None}
+    )
 
     @property
     def enabled(self) -> bool:
@@ -120,96 +331,103 @@ class EcosystemConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CacheConfig:
-    metadata_ttl: timedelta = timedelta(minutes=5)
-    stale_max: timedelta = timedelta(days=7)
-    max_bytes: int = 0  # 0 = no cap
-    max_document_bytes: int = 256 * 1024**2
+    metadata_ttl: timedelta = setting(timedelta(minutes=5), parse=_duration)
+    stale_max: timedelta = setting(timedelta(days=7), parse=_duration)
+    max_bytes: int = setting(0, parse=_size)  # 0 = no cap
+    max_document_bytes: int = setting(256 * 1024**2, parse=_size)
     # Every in-memory cache of a worker (documents, parsed forms, rendered views, small
     # artifacts) shares this many bytes.
-    memory_budget: int = 96 * 1024**2
+    memory_budget: int = setting(96 * 1024**2, parse=_size, env="MIRROR_MEMORY_BUDGET")
     # A document is refetched ahead of its TTL (an unknown file or version was asked for) at
     # most once per this interval: no client turns its requests into upstream requests.
-    refresh_interval: timedelta = timedelta(seconds=30)
+    refresh_interval: timedelta = setting(timedelta(seconds=30), parse=_duration)
     # An upstream "no such document" (404/410) is remembered this long.
-    negative_ttl: timedelta = timedelta(minutes=1)
+    negative_ttl: timedelta = setting(timedelta(minutes=1), parse=_duration)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConfig:
-    connect_timeout: timedelta = timedelta(seconds=10)
-    read_timeout: timedelta = timedelta(seconds=60)
-    retries: int = 2
-    backoff: timedelta = timedelta(milliseconds=500)
-    user_agent: str = "quarantine-mirror"
+    connect_timeout: timedelta = setting(timedelta(seconds=10), parse=_positive)
+    read_timeout: timedelta = setting(timedelta(seconds=60), parse=_positive)
+    retries: int = setting(2, parse=_whole(0))
+    backoff: timedelta = setting(timedelta(milliseconds=500), parse=_duration)
+    user_agent: str = setting("quarantine-mirror", parse=_str)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateConfig:
-    redis_url: str | None = None
-    poll_interval: timedelta = timedelta(milliseconds=250)
+    redis_url: str | None = setting(None, parse=_redis_url, env="MIRROR_REDIS_URL")
+    poll_interval: timedelta = setting(timedelta(milliseconds=250), parse=_positive)
     # The serving path waits at most this long on shared state, then uses what it knows.
-    timeout: timedelta = timedelta(milliseconds=500)
+    timeout: timedelta = setting(timedelta(milliseconds=500), parse=_positive)
     # Download ledger entries older than this are dropped.
-    ledger_retention: timedelta = timedelta(days=90)
+    ledger_retention: timedelta = setting(
+        timedelta(days=90), parse=_positive, env="MIRROR_LEDGER_RETENTION"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminConfig:
-    tokens: Mapping[str, str] = field(default_factory=dict)
-    protect_reads: bool = False
+    tokens: Mapping[str, str] = setting(parse=_tokens, factory=dict)
+    protect_reads: bool = setting(False, parse=_bool)
     # Impact reports name client addresses: they need a token unless this opens them.
-    open_impact: bool = False
+    open_impact: bool = setting(False, parse=_bool)
     # Audit entries are kept this long (never pruned by count).
-    audit_retention: timedelta = timedelta(days=365)
+    audit_retention: timedelta = setting(
+        timedelta(days=365), parse=_positive, env="MIRROR_AUDIT_RETENTION"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsConfig:
     """Connection limits of each worker process."""
 
-    header_timeout: timedelta = timedelta(seconds=10)
-    idle_timeout: timedelta = timedelta(seconds=30)
-    max_connections: int = 2048
-    max_connections_per_client: int = 256
+    header_timeout: timedelta = setting(timedelta(seconds=10), parse=_positive)
+    idle_timeout: timedelta = setting(timedelta(seconds=30), parse=_positive)
+    max_connections: int = setting(2048, parse=_whole(1))
+    max_connections_per_client: int = setting(256, parse=_whole(1))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSConfig:
-    cert: Path | None = None
-    key: Path | None = None
+    cert: Path | None = setting(None, parse=_file)
+    key: Path | None = setting(None, parse=_file)
 
     @property
     def enabled(self) -> bool:
         return self.cert is not None
 
 
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
+    # `listen = "HOST:PORT"` (MIRROR_LISTEN) is one setting kept as two fields.
     host: str = "127.0.0.1"
     port: int = 8080
-    public_url: str | None = None
+    public_url: str | None = setting(None, parse=_public_url)
     # Proxies whose X-Forwarded-* headers are believed (addresses or CIDRs); the client is
     # the rightmost X-Forwarded-For hop that is not one of them.
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    data_dir: Path = Path("data")
-    workers: int = 1
-    shutdown_grace: timedelta = timedelta(seconds=30)
-    access_log: bool = True
-    log_level: str = "INFO"
-    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
-    npm: EcosystemConfig = field(default_factory=lambda: EcosystemConfig(name="npm", upstream=None))
-    pypi: EcosystemConfig = field(
-        default_factory=lambda: EcosystemConfig(name="pypi", upstream=None)
+    trusted_proxies: tuple[IPNetwork, ...] = setting((), parse=_networks)
+    data_dir: Path = setting(Path("data"), parse=_path)
+    workers: int = setting(parse=_whole(1), factory=_default_workers)
+    shutdown_grace: timedelta = setting(timedelta(seconds=30), parse=_duration)
+    access_log: bool = setting(True, parse=_bool)
+    log_level: str = setting(
+        "INFO", parse=_choice("DEBUG", "INFO", "WARNING", "ERROR", normalize=str.upper)
     )
-    maven: EcosystemConfig = field(
-        default_factory=lambda: EcosystemConfig(name="maven", upstream=MAVEN_CENTRAL)
-    )
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-    admin: AdminConfig = field(default_factory=AdminConfig)
-    tls: TLSConfig = field(default_factory=TLSConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    quarantine: QuarantineConfig = section(QuarantineConfig)
+    npm: EcosystemConfig = section(lambda: EcosystemConfig(name="npm"))
+    pypi: EcosystemConfig = section(lambda: EcosystemConfig(name="pypi"))
+    maven: EcosystemConfig = section(lambda: EcosystemConfig(name="maven", upstream=MAVEN_CENTRAL))
+    cache: CacheConfig = section(CacheConfig)
+    upstream: UpstreamConfig = section(UpstreamConfig)
+    state: StateConfig = section(StateConfig)
+    admin: AdminConfig = section(AdminConfig)
+    tls: TLSConfig = section(TLSConfig)
+    limits: LimitsConfig = section(LimitsConfig, env_prefix="MIRROR_")
 
     def ecosystem(self, name: str) -> EcosystemConfig:
         if name not in ECOSYSTEMS:
@@ -222,59 +440,40 @@ class Config:
         return f"{self.host}:{self.port}"
 
 
-# env variable -> dotted TOML key. Every setting is overridable.
-ENV_KEYS: dict[str, str] = {
-    "MIRROR_LISTEN": "listen",
-    "MIRROR_PUBLIC_URL": "public_url",
-    "MIRROR_TRUSTED_PROXIES": "trusted_proxies",
-    "MIRROR_DATA_DIR": "data_dir",
-    "MIRROR_WORKERS": "workers",
-    "MIRROR_SHUTDOWN_GRACE": "shutdown_grace",
-    "MIRROR_ACCESS_LOG": "access_log",
-    "MIRROR_LOG_LEVEL": "log_level",
-    "MIRROR_QUARANTINE": "quarantine.default",
-    "MIRROR_QUARANTINE_UNKNOWN": "quarantine.unknown",
-    "MIRROR_NPM_UPSTREAM": "npm.upstream",
-    "MIRROR_NPM_UPSTREAM_AUTH": "npm.upstream_auth",
-    "MIRROR_PYPI_UPSTREAM_AUTH": "pypi.upstream_auth",
-    "MIRROR_MAVEN_UPSTREAM_AUTH": "maven.upstream_auth",
-    "MIRROR_NPM_QUARANTINE": "quarantine.npm.age",
-    "MIRROR_PYPI_UPSTREAM": "pypi.upstream",
-    "MIRROR_PYPI_FILE_HOSTS": "pypi.file_hosts",
-    "MIRROR_PYPI_QUARANTINE": "quarantine.pypi.age",
-    "MIRROR_MAVEN_UPSTREAM": "maven.upstream",
-    "MIRROR_MAVEN_QUARANTINE": "quarantine.maven.age",
-    "MIRROR_REDIS_URL": "state.redis_url",
-    "MIRROR_STATE_POLL_INTERVAL": "state.poll_interval",
-    "MIRROR_STATE_TIMEOUT": "state.timeout",
-    "MIRROR_LEDGER_RETENTION": "state.ledger_retention",
-    "MIRROR_AUDIT_RETENTION": "admin.audit_retention",
-    "MIRROR_MEMORY_BUDGET": "cache.memory_budget",
-    "MIRROR_HEADER_TIMEOUT": "limits.header_timeout",
-    "MIRROR_IDLE_TIMEOUT": "limits.idle_timeout",
-    "MIRROR_MAX_CONNECTIONS": "limits.max_connections",
-    "MIRROR_MAX_CONNECTIONS_PER_CLIENT": "limits.max_connections_per_client",
-    "MIRROR_ADMIN_TOKENS": "admin.tokens",
-    "MIRROR_ADMIN_PROTECT_READS": "admin.protect_reads",
-    "MIRROR_ADMIN_OPEN_IMPACT": "admin.open_impact",
-    "MIRROR_CACHE_METADATA_TTL": "cache.metadata_ttl",
-    "MIRROR_CACHE_STALE_MAX": "cache.stale_max",
-    "MIRROR_CACHE_MAX_BYTES": "cache.max_bytes",
-    "MIRROR_CACHE_REFRESH_INTERVAL": "cache.refresh_interval",
-    "MIRROR_CACHE_NEGATIVE_TTL": "cache.negative_ttl",
-    "MIRROR_UPSTREAM_CONNECT_TIMEOUT": "upstream.connect_timeout",
-    "MIRROR_UPSTREAM_READ_TIMEOUT": "upstream.read_timeout",
-    "MIRROR_UPSTREAM_RETRIES": "upstream.retries",
-    "MIRROR_UPSTREAM_BACKOFF": "upstream.backoff",
-    "MIRROR_TLS_CERT": "tls.cert",
-    "MIRROR_TLS_KEY": "tls.key",
-}
+LISTEN_KEY = "listen"
 
-_TOP_KEYS = {
-    "listen", "public_url", "trusted_proxies", "data_dir", "workers", "shutdown_grace",
-    "access_log", "log_level", "quarantine", "npm", "pypi", "maven", "cache", "upstream",
-    "state", "admin", "tls", "limits",
-}  # fmt: skip
+
+def _leaves(cls: type) -> list[Field[Any]]:
+    return [item for item in fields(cls) if "parse" in item.metadata]
+
+
+def _sections(cls: type) -> list[Field[Any]]:
+    return [item for item in fields(cls) if item.metadata.get("section")]
+
+
+def _env_keys() -> dict[str, str]:
+    """Every environment variable → its dotted TOML key, derived from the declarations."""
+    pairs = [("MIRROR_LISTEN", LISTEN_KEY)]
+    pairs += [
+        (item.metadata["env"] or f"MIRROR_{item.name.upper()}", item.name)
+        for item in _leaves(Config)
+    ]
+    defaults = Config()
+    for table in _sections(Config):
+        prefix = table.metadata["env_prefix"] or f"MIRROR_{table.name.upper()}_"
+        for item in _leaves(type(getattr(defaults, table.name))):
+            env = item.metadata["env"] or f"{prefix}{item.name.upper()}"
+            pairs.append((env, f"{table.name}.{item.name}"))
+    for ecosystem in ECOSYSTEMS:
+        pairs.append((f"MIRROR_{ecosystem.upper()}_QUARANTINE", f"quarantine.{ecosystem}.age"))
+    keys = dict(pairs)
+    if len(keys) != len(pairs):
+        raise AssertionError("two settings derive the same variable name")  # pragma: no cover
+    return keys
+
+
+# env variable -> dotted TOML key. Every setting is overridable.
+ENV_KEYS: Mapping[str, str] = MappingProxyType(_env_keys())
 
 
 def default_config_path() -> Path:
@@ -317,173 +516,43 @@ def _build(raw: dict[str, Any]) -> Config:
             "trust_forwarded: replaced by trusted_proxies (MIRROR_TRUSTED_PROXIES): list the "
             "addresses or CIDRs of the proxies in front of the mirror"
         )
-    unknown = set(raw) - _TOP_KEYS
+    defaults = Config()
+    tables = _sections(Config)
+    _check_keys(raw, "", Config, {LISTEN_KEY, *(table.name for table in tables)})
+    values = _read_leaves(Config, raw, "")
+    if LISTEN_KEY in raw:
+        values["host"], values["port"] = _listen(raw[LISTEN_KEY], LISTEN_KEY)
+    for table in tables:
+        values[table.name] = _build_table(getattr(defaults, table.name), raw, table.name)
+    return replace(defaults, **values)
+
+
+def _build_table(defaults: Any, raw: Mapping[str, Any], name: str) -> Any:
+    """One `[name]` table over its defaults: its declared settings, then the table's own
+    step (the sub-tables it reads itself, checks across its settings)."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a table, got {table!r}")
+    own_keys, finish = _TABLE_STEPS.get(type(defaults), (frozenset(), None))
+    _check_keys(table, f"{name}.", type(defaults), own_keys)
+    built = replace(defaults, **_read_leaves(type(defaults), table, f"{name}."))
+    return finish(built, table) if finish is not None else built
+
+
+def _read_leaves(cls: type, table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        item.name: item.metadata["parse"](table[item.name], f"{prefix}{item.name}")
+        for item in _leaves(cls)
+        if item.name in table
+    }
+
+
+def _check_keys(table: Mapping[str, Any], prefix: str, cls: type, extra: Iterable[str]) -> None:
+    """Refuse a key that no setting declares: a typo must not leave a default in force."""
+    unknown = set(table) - {item.name for item in _leaves(cls)} - set(extra)
     if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    host, port = _parse_listen(raw.get("listen", "127.0.0.1:8080"))
-    workers = _int(raw.get("workers", os.cpu_count() or 1), "workers", minimum=1)
-    public_url = raw.get("public_url") or None
-    if public_url is not None:
-        public_url = _url(public_url, "public_url").rstrip("/")
-    return Config(
-        host=host,
-        port=port,
-        public_url=public_url,
-        trusted_proxies=_networks(raw.get("trusted_proxies", ()), "trusted_proxies"),
-        data_dir=Path(_str(raw.get("data_dir", "data"), "data_dir")),
-        workers=workers,
-        shutdown_grace=parse_duration(raw.get("shutdown_grace", "30s"), key="shutdown_grace"),
-        access_log=_bool(raw.get("access_log", True), "access_log"),
-        log_level=_choice(
-            str(raw.get("log_level", "INFO")).upper(),
-            "log_level",
-            ("DEBUG", "INFO", "WARNING", "ERROR"),
-        ),
-        quarantine=_quarantine(_table(raw, "quarantine")),
-        npm=_ecosystem("npm", _table(raw, "npm"), default_upstream=None),
-        pypi=_ecosystem("pypi", _table(raw, "pypi"), default_upstream=None),
-        maven=_ecosystem("maven", _table(raw, "maven"), default_upstream=MAVEN_CENTRAL),
-        cache=_cache(_table(raw, "cache")),
-        upstream=_upstream(_table(raw, "upstream")),
-        state=_state(_table(raw, "state")),
-        admin=_admin(_table(raw, "admin")),
-        tls=_tls(_table(raw, "tls")),
-        limits=_limits(_table(raw, "limits")),
-    )
-
-
-def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a table, got {value!r}")
-    return value
-
-
-def _check_keys(table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        names = ", ".join(f"{prefix}.{key}" for key in sorted(unknown))
+        names = ", ".join(f"{prefix}{key}" for key in sorted(unknown))
         raise ConfigError(f"unknown setting(s): {names}")
-
-
-def _parse_listen(value: Any) -> tuple[str, int]:
-    text = _str(value, "listen")
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"listen: expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
-    return host.strip("[]"), int(port_text)
-
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _int(value: Any, key: str, *, minimum: int = 0) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-    if isinstance(value, bool) or number < minimum:
-        raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
-    return number
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{key}: expected true or false, got {value!r}")
-
-
-def _choice(value: str, key: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _url(value: Any, key: str) -> str:
-    text = _str(value, key)
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{key}: expected an http(s) URL, got {text!r}")
-    return text
-
-
-def _hosts(value: Any, key: str) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ConfigError(f"{key}: expected a list of host names, got {value!r}")
-    hosts = tuple(str(item).strip().lower() for item in items if str(item).strip())
-    for host in hosts:
-        if not re.fullmatch(r"[a-z0-9.\-]+(:\d+)?", host):
-            raise ConfigError(f"{key}: {host!r} is not a host name")
-    return hosts
-
-
-def _networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
-    """`10.0.0.5, 10.1.0.0/16` (or a TOML list) → networks; a bare address is a /32 or /128."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ConfigError(f"{key}: expected a list of addresses or CIDRs, got {value!r}")
-    networks: list[IPNetwork] = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(f"{key}: {text!r} is not an IP address or CIDR") from None
-    return tuple(networks)
-
-
-def _ecosystem(
-    name: str, table: dict[str, Any], *, default_upstream: str | None
-) -> EcosystemConfig:
-    _check_keys(table, name, {"upstream", "file_hosts", "upstream_auth"})
-    upstream = table.get("upstream", default_upstream)
-    if upstream in ("", "off", "none"):
-        upstream = None
-    auth = _upstream_auth(table.get("upstream_auth"), f"{name}.upstream_auth")
-    if upstream is not None:
-        upstream = _url(upstream, f"{name}.upstream")
-        upstream, from_url = _split_credentials(upstream)
-        if from_url is not None:
-            if auth is not None:
-                raise ConfigError(
-                    f"{name}.upstream carries credentials and {name}.upstream_auth is set too: "
-                    "keep one"
-                )
-            auth = from_url
-        if not upstream.endswith("/"):
-            upstream += "/"
-    return EcosystemConfig(
-        name=name,
-        upstream=upstream,
-        file_hosts=_hosts(table.get("file_hosts", ()), f"{name}.file_hosts"),
-        upstream_auth=auth,
-    )
-
-
-def _upstream_auth(value: Any, key: str) -> str | None:
-    """`Bearer <token>`, `Basic <base64>`, or `user:password` (sent as Basic)."""
-    if value is None or value == "":
-        return None
-    text = _str(value, key).strip()
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise ConfigError(f"{key}: control characters are not allowed")
-    scheme, _, credentials = text.partition(" ")
-    if scheme.lower() in ("bearer", "basic") and credentials.strip():
-        return f"{scheme.capitalize()} {credentials.strip()}"
-    if ":" in text and " " not in text:
-        return "Basic " + base64.b64encode(text.encode()).decode()
-    raise ConfigError(f"{key}: expected 'Bearer <token>', 'Basic <base64>' or 'user:password'")
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
@@ -500,18 +569,44 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     return bare, "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
-def _quarantine(table: dict[str, Any]) -> QuarantineConfig:
-    _check_keys(table, "quarantine", {"default", "unknown", "rules", *ECOSYSTEMS})
+def _finish_ecosystem(ecosystem: EcosystemConfig, table: Mapping[str, Any]) -> EcosystemConfig:
+    """Credentials written into the upstream URL move to `upstream_auth` (never both)."""
+    if ecosystem.upstream is None:
+        return ecosystem
+    upstream, from_url = _split_credentials(ecosystem.upstream)
+    if from_url is None:
+        return ecosystem
+    if ecosystem.upstream_auth is not None:
+        name = ecosystem.name
+        raise ConfigError(
+            f"{name}.upstream carries credentials and {name}.upstream_auth is set too: keep one"
+        )
+    return replace(ecosystem, upstream=upstream, upstream_auth=from_url)
+
+
+def _finish_tls(tls: TLSConfig, table: Mapping[str, Any]) -> TLSConfig:
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("tls.cert and tls.key: set both or neither")
+    return tls
+
+
+def _finish_quarantine(quarantine: QuarantineConfig, table: Mapping[str, Any]) -> QuarantineConfig:
+    """`[quarantine.<ecosystem>] age` and the `[[quarantine.rules]]` array."""
     per_ecosystem: dict[str, timedelta] = {}
     for ecosystem in ECOSYSTEMS:
         sub = table.get(ecosystem)
         if sub is None:
             continue
+        key = f"quarantine.{ecosystem}"
         if not isinstance(sub, dict):
-            raise ConfigError(f"quarantine.{ecosystem}: expected a table with age, got {sub!r}")
-        _check_keys(sub, f"quarantine.{ecosystem}", {"age"})
+            raise ConfigError(f"{key}: expected a table with age, got {sub!r}")
+        unknown = set(sub) - {"age"}
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s): {', '.join(f'{key}.{k}' for k in sorted(unknown))}"
+            )
         if "age" in sub:
-            per_ecosystem[ecosystem] = parse_duration(sub["age"], key=f"quarantine.{ecosystem}.age")
+            per_ecosystem[ecosystem] = parse_duration(sub["age"], key=f"{key}.age")
     rules_raw = table.get("rules", [])
     if not isinstance(rules_raw, list):
         raise ConfigError(f"quarantine.rules: expected an array of tables, got {rules_raw!r}")
@@ -520,8 +615,12 @@ def _quarantine(table: dict[str, Any]) -> QuarantineConfig:
         key = f"quarantine.rules[{index}]"
         if not isinstance(rule, dict):
             raise ConfigError(f"{key}: expected a table, got {rule!r}")
-        _check_keys(rule, key, {"ecosystem", "package", "age"})
-        ecosystem = _choice(str(rule.get("ecosystem", "")), f"{key}.ecosystem", ECOSYSTEMS)
+        unknown = set(rule) - {"ecosystem", "package", "age"}
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s): {', '.join(f'{key}.{k}' for k in sorted(unknown))}"
+            )
+        ecosystem = _check_choice(str(rule.get("ecosystem", "")), f"{key}.ecosystem", ECOSYSTEMS)
         package = _str(rule.get("package"), f"{key}.package")
         if not _GLOB_NAME.fullmatch(package):
             raise ConfigError(f"{key}.package: not a package name or glob: {package!r}")
@@ -529,134 +628,16 @@ def _quarantine(table: dict[str, Any]) -> QuarantineConfig:
             raise ConfigError(f"{key}.age: required")
         age = parse_duration(rule["age"], key=f"{key}.age")
         rules.append(QuarantineRule(ecosystem=ecosystem, package=package, age=age))
-    unknown = _choice(
-        str(table.get("unknown", "quarantine")).lower(), "quarantine.unknown",
-        ("quarantine", "allow"),
-    )  # fmt: skip
-    return QuarantineConfig(
-        default=parse_duration(table.get("default", "3d"), key="quarantine.default"),
-        per_ecosystem=per_ecosystem,
-        rules=tuple(rules),
-        unknown="allow" if unknown == "allow" else "quarantine",
+    return replace(quarantine, per_ecosystem=per_ecosystem, rules=tuple(rules))
+
+
+# The tables with keys of their own beyond their declared settings, or checks across them.
+_TABLE_STEPS: Mapping[type, tuple[frozenset[str], Callable[[Any, Mapping[str, Any]], Any]]] = (
+    MappingProxyType(
+        {
+            QuarantineConfig: (frozenset({"rules", *ECOSYSTEMS}), _finish_quarantine),
+            EcosystemConfig: (frozenset(), _finish_ecosystem),
+            TLSConfig: (frozenset(), _finish_tls),
+        }
     )
-
-
-def _cache(table: dict[str, Any]) -> CacheConfig:
-    keys = {
-        "metadata_ttl", "stale_max", "max_bytes", "max_document_bytes", "refresh_interval",
-        "negative_ttl", "memory_budget",
-    }  # fmt: skip
-    _check_keys(table, "cache", keys)
-    return CacheConfig(
-        metadata_ttl=parse_duration(table.get("metadata_ttl", "5m"), key="cache.metadata_ttl"),
-        stale_max=parse_duration(table.get("stale_max", "7d"), key="cache.stale_max"),
-        max_bytes=parse_size(table.get("max_bytes", 0), key="cache.max_bytes"),
-        max_document_bytes=parse_size(
-            table.get("max_document_bytes", "256M"), key="cache.max_document_bytes"
-        ),
-        refresh_interval=parse_duration(
-            table.get("refresh_interval", "30s"), key="cache.refresh_interval"
-        ),
-        negative_ttl=parse_duration(table.get("negative_ttl", "1m"), key="cache.negative_ttl"),
-        memory_budget=parse_size(table.get("memory_budget", "96M"), key="cache.memory_budget"),
-    )
-
-
-def _upstream(table: dict[str, Any]) -> UpstreamConfig:
-    keys = {"connect_timeout", "read_timeout", "retries", "backoff", "user_agent"}
-    _check_keys(table, "upstream", keys)
-    return UpstreamConfig(
-        connect_timeout=_positive(table.get("connect_timeout", "10s"), "upstream.connect_timeout"),
-        read_timeout=_positive(table.get("read_timeout", "60s"), "upstream.read_timeout"),
-        retries=_int(table.get("retries", 2), "upstream.retries"),
-        backoff=parse_duration(table.get("backoff", "500ms"), key="upstream.backoff"),
-        user_agent=_str(table.get("user_agent", "quarantine-mirror"), "upstream.user_agent"),
-    )
-
-
-def _positive(value: Any, key: str) -> timedelta:
-    duration = parse_duration(value, key=key)
-    if duration <= timedelta(0):
-        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
-    return duration
-
-
-def _state(table: dict[str, Any]) -> StateConfig:
-    _check_keys(table, "state", {"redis_url", "poll_interval", "timeout", "ledger_retention"})
-    redis_url = table.get("redis_url") or None
-    if redis_url is not None:
-        redis_url = _str(redis_url, "state.redis_url")
-        if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError(
-                f"state.redis_url: expected redis://, rediss:// or unix://, got {redis_url!r}"
-            )
-    return StateConfig(
-        redis_url=redis_url,
-        poll_interval=_positive(table.get("poll_interval", "250ms"), "state.poll_interval"),
-        timeout=_positive(table.get("timeout", "500ms"), "state.timeout"),
-        ledger_retention=_positive(table.get("ledger_retention", "90d"), "state.ledger_retention"),
-    )
-
-
-def _admin(table: dict[str, Any]) -> AdminConfig:
-    _check_keys(table, "admin", {"tokens", "protect_reads", "open_impact", "audit_retention"})
-    raw_tokens = table.get("tokens", {})
-    tokens: dict[str, str] = {}
-    if isinstance(raw_tokens, str):
-        for item in filter(None, (part.strip() for part in raw_tokens.split(","))):
-            name, sep, token = item.partition(":")
-            if not sep or not name.strip() or not token.strip():
-                raise ConfigError(
-                    "admin.tokens: expected name:token[,name2:token2], got an entry without "
-                    f"a name or token ({name.strip() or '?'}:…)"
-                )
-            tokens[name.strip()] = token.strip()
-    elif isinstance(raw_tokens, dict):
-        for name, token in raw_tokens.items():
-            tokens[str(name)] = _str(token, f"admin.tokens.{name}")
-    else:
-        raise ConfigError("admin.tokens: expected a table or name:token,… string")
-    for name, token in tokens.items():
-        if len(token) < 16:
-            raise ConfigError(f"admin.tokens.{name}: a token must be at least 16 characters")
-    return AdminConfig(
-        tokens=tokens,
-        protect_reads=_bool(table.get("protect_reads", False), "admin.protect_reads"),
-        open_impact=_bool(table.get("open_impact", False), "admin.open_impact"),
-        audit_retention=_positive(table.get("audit_retention", "365d"), "admin.audit_retention"),
-    )
-
-
-def _tls(table: dict[str, Any]) -> TLSConfig:
-    _check_keys(table, "tls", {"cert", "key"})
-    cert, key = table.get("cert") or None, table.get("key") or None
-    if (cert is None) != (key is None):
-        raise ConfigError("tls.cert and tls.key: set both or neither")
-    paths: list[Path] = []
-    for name, value in (("tls.cert", cert), ("tls.key", key)):
-        if value is None:
-            continue
-        path = Path(_str(value, name))
-        if not path.is_file():
-            raise ConfigError(f"{name}: no such file {str(path)!r}")
-        paths.append(path)
-    if not paths:
-        return TLSConfig()
-    return TLSConfig(cert=paths[0], key=paths[1])
-
-
-def _limits(table: dict[str, Any]) -> LimitsConfig:
-    keys = {"header_timeout", "idle_timeout", "max_connections", "max_connections_per_client"}
-    _check_keys(table, "limits", keys)
-    return LimitsConfig(
-        header_timeout=_positive(table.get("header_timeout", "10s"), "limits.header_timeout"),
-        idle_timeout=_positive(table.get("idle_timeout", "30s"), "limits.idle_timeout"),
-        max_connections=_int(
-            table.get("max_connections", 2048), "limits.max_connections", minimum=1
-        ),
-        max_connections_per_client=_int(
-            table.get("max_connections_per_client", 256),
-            "limits.max_connections_per_client",
-            minimum=1,
-        ),
-    )
+)

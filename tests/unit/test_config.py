@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import ENV_KEYS, MAVEN_CENTRAL, load_config, parse_duration, parse_size
+from mirror.config import ENV_KEYS, MAVEN_CENTRAL, Config, load_config, parse_duration, parse_size
 from mirror.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mirror.toml"
@@ -246,3 +246,105 @@ def test_every_setting_is_documented() -> None:
     shipped = (root / "config" / "mirror.toml").read_text(encoding="utf-8")
     assert [key for key in ENV_KEYS if key not in readme] == []
     assert [key for key in ENV_KEYS if key not in shipped] == []
+
+
+# A valid value for each setting whose default-typed sample would not do (choices, URLs,
+# files, tokens); every other setting gets one from its default's type.
+_SAMPLES: dict[str, str] = {
+    "listen": "127.0.0.2:9",
+    "public_url": "https://mirror.example.com",
+    "trusted_proxies": "10.9.0.0/16",
+    "log_level": "debug",
+    "quarantine.unknown": "allow",
+    "state.redis_url": "redis://127.0.0.1:1/0",
+    "admin.tokens": "ci:0123456789abcdef0123",
+}
+
+
+def _sample(dotted: str, default: object) -> str:
+    if dotted in _SAMPLES:
+        return _SAMPLES[dotted]
+    if dotted.endswith(".upstream"):
+        return "http://127.0.0.1:1/up/"
+    if dotted.endswith(".upstream_auth"):
+        return "Bearer sample-token"
+    if dotted.endswith(".file_hosts"):
+        return "files.example.com"
+    if isinstance(default, bool):
+        return "false" if default else "true"
+    if isinstance(default, timedelta) or dotted.endswith(".age"):
+        return "17s"
+    if isinstance(default, int):
+        return "7"
+    return "sample"
+
+
+def _value(config: Config, dotted: str) -> object:
+    if dotted == "listen":
+        return (config.host, config.port)
+    parts = dotted.split(".")
+    if parts[0] == "quarantine" and parts[-1] == "age":  # quarantine.<ecosystem>.age
+        return config.quarantine.per_ecosystem.get(parts[1])
+    value: object = config
+    for part in parts:
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("env_name", sorted(ENV_KEYS))
+def test_each_variable_sets_its_own_setting(env_name: str, tmp_path: Path) -> None:
+    """The variable names are derived from the schema: each must reach exactly the setting
+    README says it sets, and no other."""
+    dotted = ENV_KEYS[env_name]
+    defaults = load_config(None, {})
+    environ = {env_name: _sample(dotted, _value(defaults, dotted))}
+    if dotted.startswith("tls."):
+        for name in ("MIRROR_TLS_CERT", "MIRROR_TLS_KEY"):
+            (tmp_path / name).write_text("x", encoding="utf-8")
+            environ[name] = str(tmp_path / name)
+    changed = load_config(None, environ)
+    assert _value(changed, dotted) != _value(defaults, dotted)
+    others = {key: value for key, value in ENV_KEYS.items() if value != dotted}
+    differing = [
+        key
+        for key, other in others.items()
+        if _value(changed, other) != _value(defaults, other)
+        and not (dotted.startswith("tls.") and other.startswith("tls."))
+    ]
+    assert differing == []
+
+
+def test_per_ecosystem_quarantine_reads_the_quarantine_table() -> None:
+    config = load_config(None, {"MIRROR_PYPI_QUARANTINE": "5h"})
+    assert config.quarantine.per_ecosystem == {"pypi": timedelta(hours=5)}
+
+
+def test_the_documented_variables_are_the_ones_read() -> None:
+    """A variable renamed in the schema would leave README's (and users') name unread."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(MIRROR_[A-Z_]+)`", readme, flags=re.MULTILINE)
+    named = set(rows) | set(re.findall(r"\(`(MIRROR_[A-Z_]+)`", readme))
+    assert len(rows) > 30
+    assert sorted(named - set(ENV_KEYS) - {"MIRROR_CONFIG"}) == []
+
+
+def test_the_shipped_file_states_the_defaults() -> None:
+    """config/mirror.toml writes each default out; it must say what the schema does."""
+    assert load_config(REPO_CONFIG, {}) == load_config(None, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('typo = "x"', "unknown setting(s): typo"),
+        ('[cache]\nmetadata_tl = "5m"', "unknown setting(s): cache.metadata_tl"),
+        ('[quarantine.npm]\nage = "1d"\nagee = "2d"', "unknown setting(s): quarantine.npm.agee"),
+        ("[npm]\nname = 'pypi'", "unknown setting(s): npm.name"),
+        ("cache = 3", "cache: expected a table"),
+    ],
+)
+def test_keys_no_setting_declares_are_refused(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "mirror.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, {})
