@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ from aiohttp import web
 from mirror import __version__, admin, requestbody, responses
 from mirror.clock import Clock
 from mirror.config import ECOSYSTEMS, Config
+from mirror.directories import probe_writable, writable_directories
 from mirror.ecosystems import maven, npm, pypi
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import (
@@ -101,7 +100,8 @@ def _disabled(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    services.config.data_dir.mkdir(parents=True, exist_ok=True)
+    for directory in writable_directories(services.config).values():
+        directory.mkdir(parents=True, exist_ok=True)
     await services.state.open()
     await services.upstream.start()
     await services.blobs.open()
@@ -295,7 +295,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only when the data dir is writable, the state backend answers, the state is
+    """Ready only when the data and state dirs are writable, the state backend answers, the state is
     the one the last-known rules came from (`policy`: else `mirror state restore`), and
     under `mirror serve`, the supervisor is not backing off restarting a crashing worker
     (`workers`: whichever worker answers says so)."""
@@ -305,11 +305,12 @@ async def readyz(request: web.Request) -> web.Response:
     if supervisor is not None:
         backoff = await asyncio.to_thread(supervisor.backoff)
         checks["workers"] = "; ".join(backoff) if backoff else "ok"
-    try:
-        await asyncio.to_thread(_probe_writable, services.config.data_dir)
-        checks["data_dir"] = "ok"
-    except OSError as exc:
-        checks["data_dir"] = f"not writable: {exc.strerror or exc}"
+    for key, directory in writable_directories(services.config).items():
+        try:
+            await asyncio.to_thread(probe_writable, directory)
+            checks[key] = "ok"
+        except OSError as exc:
+            checks[key] = f"not writable: {exc.strerror or exc}"
     try:
         async with asyncio.timeout(2):
             await services.state.ping()
@@ -328,12 +329,6 @@ async def readyz(request: web.Request) -> web.Response:
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
     )
-
-
-def _probe_writable(directory: os.PathLike[str]) -> None:
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-", delete=True) as handle:
-        handle.write(b"ok")
-        handle.flush()
 
 
 async def metrics_view(request: web.Request) -> web.Response:

@@ -411,7 +411,12 @@ class Config:
     # Proxies whose X-Forwarded-* headers are believed (addresses or CIDRs); the client is
     # the rightmost X-Forwarded-For hop that is not one of them.
     trusted_proxies: tuple[IPNetwork, ...] = setting((), parse=_networks)
+    # The cache: artifacts, cached documents (safe to delete while the mirror is stopped).
     data_dir: Path = setting(Path("data"), parse=_path)
+    # The embedded state (blocks, exemptions, freezes, pins, audit, ledger) and this server's
+    # own files (the last-known policy copy, the supervisor's status); unset, they live in
+    # `data_dir` (`state_directory`). Replicas may share a cache, never a state_dir.
+    state_dir: Path | None = setting(None, parse=_path)
     workers: int = setting(parse=_whole(1), factory=_default_workers)
     shutdown_grace: timedelta = setting(timedelta(seconds=30), parse=_duration)
     access_log: bool = setting(True, parse=_bool)
@@ -438,6 +443,11 @@ class Config:
     @property
     def listen(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def state_directory(self) -> Path:
+        """Where the embedded state and the last-known policy copy live."""
+        return self.state_dir if self.state_dir is not None else self.data_dir
 
 
 LISTEN_KEY = "listen"

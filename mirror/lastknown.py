@@ -1,6 +1,6 @@
 """The last-known policy: the rules (with the first-seen digest pins and the audit log) a
 worker last read from a shared state it trusted, with that state's identity and policy
-version. Kept in memory by `LivePolicy` and on local disk (`<data_dir>/lastknown.json`,
+version. Kept in memory by `LivePolicy` and on local disk (`<state_dir>/lastknown.json`,
 replaced atomically), so that a shared state that comes back empty, replaced or older can
 be told apart from one an admin emptied, and the rules an admin left are never dropped.
 
@@ -193,8 +193,8 @@ def decode(data: bytes) -> LastKnown:
 # the file ------------------------------------------------------------------------------------
 
 
-def path_in(data_dir: Path) -> Path:
-    return data_dir / FILENAME
+def path_in(directory: Path) -> Path:
+    return directory / FILENAME
 
 
 def load(path: Path) -> LastKnown | None:
@@ -298,17 +298,17 @@ def _open_index(path: Path, source: str) -> PinIndex | None:
     return PinIndex(fd, start=end + 1, width=width, count=count)
 
 
-def open_pins(data_dir: Path) -> PinIndex | None:
-    """The pins of the copy in `data_dir`, indexed (built first when the index is missing or
+def open_pins(directory: Path) -> PinIndex | None:
+    """The pins of the copy in `directory`, indexed (built first when the index is missing or
     older than the copy); None when there is no copy. Raises LastKnownError for a damaged
     copy and OSError when the index cannot be written. Blocking: run it in a thread."""
-    path = path_in(data_dir)
+    path = path_in(directory)
     try:
         stat = path.stat()
     except FileNotFoundError:
         return None
     source = f"{stat.st_mtime_ns}:{stat.st_size}"
-    pins_path = data_dir / PINS_FILENAME
+    pins_path = directory / PINS_FILENAME
     index = _open_index(pins_path, source)
     if index is not None:
         return index

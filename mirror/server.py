@@ -30,7 +30,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from mirror import malloc, workerstatus
+from mirror import directories, malloc, workerstatus
 from mirror.config import Config
 from mirror.connections import ConnectionGate
 
@@ -143,7 +143,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def serve(config: Config, *, announce: Callable[[str], None] = print) -> int:
     """Run the mirror until TERM, INT or QUIT; return the exit code."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    directories.prepare(config)  # before anything says it listens
     tls = ssl_context(config)  # here, not in a worker: a bad certificate stops the start
     max_connections = raise_open_file_limit(config.limits.max_connections)
     sock = bind_socket(config)
@@ -152,6 +152,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> int:
     announce(
         f"quarantine-mirror listening on {scheme}://{host}:{port}/ with {config.workers} "
         f"worker(s), data in {config.data_dir}"
+        + (f", state in {config.state_dir}" if config.state_dir is not None else "")
     )
     metrics_dir = Path(tempfile.mkdtemp(prefix="mirror-metrics-"))
     # prometheus_client reads this at import time in each worker: set before forking.
@@ -207,7 +208,7 @@ class _Supervisor:
                     time.sleep(0.05)
         finally:
             with contextlib.suppress(OSError):
-                workerstatus.path_in(self.config.data_dir).unlink()
+                workerstatus.path_in(self.config.state_directory).unlink()
         log.info(
             "%s: stopping; requests in flight get up to %.1f s (shutdown_grace)",
             signal.Signals(stop).name,
@@ -227,7 +228,9 @@ class _Supervisor:
         if restarting == self.reported:
             return
         try:
-            workerstatus.write(workerstatus.path_in(self.config.data_dir), os.getpid(), restarting)
+            workerstatus.write(
+                workerstatus.path_in(self.config.state_directory), os.getpid(), restarting
+            )
         except OSError as exc:
             if not self.status_failed:
                 log.warning("could not write the supervisor status for /readyz: %s", exc)
@@ -385,7 +388,7 @@ class _Worker:
         config = self.config
         app = create_app(config, metrics_dir=self.metrics_dir)
         app[SUPERVISOR_STATUS] = workerstatus.StatusFile(
-            workerstatus.path_in(config.data_dir), os.getppid()
+            workerstatus.path_in(config.state_directory), os.getppid()
         )
         gate = ConnectionGate(
             max_connections=self.max_connections,

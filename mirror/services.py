@@ -115,7 +115,7 @@ def build_services(
         state,
         config.quarantine,
         clock,
-        last_known_path=lastknown.path_in(config.data_dir),
+        last_known_path=lastknown.path_in(config.state_directory),
         # Replicas with data dirs of their own share a Redis; the embedded state is one file
         # beside the copy.
         shared_by_replicas=bool(config.state.redis_url),

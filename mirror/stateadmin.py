@@ -46,7 +46,7 @@ class StateReport:
                 f"state lost, reported by a replica: identity {seen.lost}, policy version "
                 f"{seen.lost_version} (its last-known copy is published with it)"
             )
-        where = str(lastknown.path_in(config.data_dir))
+        where = str(lastknown.path_in(config.state_directory))
         if self.published:
             where = "published by a replica with the lost state"
         if self.known is None:
@@ -70,7 +70,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 @asynccontextmanager
 async def _opened(config: Config) -> AsyncIterator[StateStore]:
-    await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(config.state_directory.mkdir, parents=True, exist_ok=True)
     state = create_state(config)
     await state.open()
     try:
@@ -89,7 +89,7 @@ async def _rule_counts(state: StateStore) -> dict[str, int]:
 async def status(config: Config) -> StateReport:
     """The state and the last-known copy side by side. Raises StateUnavailable, or
     LastKnownError for a damaged copy."""
-    known = await asyncio.to_thread(lastknown.load, lastknown.path_in(config.data_dir))
+    known = await asyncio.to_thread(lastknown.load, lastknown.path_in(config.state_directory))
     async with _opened(config) as state:
         seen = await state.state_identity()
         counts = await _rule_counts(state)
@@ -125,7 +125,7 @@ async def restore(config: Config) -> StateReport:
     is rewritten for the restored state. Raises RestoreRefused when there is no copy or the
     state is already the one the copy came from. With no copy in the data dir, the copy a
     replica published with the lost state is used; the restore removes that report."""
-    path = lastknown.path_in(config.data_dir)
+    path = lastknown.path_in(config.state_directory)
     local = await asyncio.to_thread(lastknown.load, path)
     async with _opened(config) as state:
         seen = await state.state_identity()

@@ -35,9 +35,9 @@ STATE_FILENAME = "state.sqlite3"
 
 def create_state(config: Config, *, clock: Clock | None = None) -> StateStore:
     """The configured backend, not yet opened: `RedisState` on `config.state.redis_url` if
-    set, else `LocalState` at `<data_dir>/state.sqlite3` polling every `state.poll_interval`;
-    both keep the ledger for `state.ledger_retention` and the audit for
-    `admin.audit_retention`."""
+    set, else `LocalState` at `<state_dir>/state.sqlite3` (`state_dir` is `data_dir` unless
+    set) polling every `state.poll_interval`; both keep the ledger for
+    `state.ledger_retention` and the audit for `admin.audit_retention`."""
     if config.state.redis_url:
         from mirror.state.redis import RedisState
 
@@ -50,7 +50,7 @@ def create_state(config: Config, *, clock: Clock | None = None) -> StateStore:
     from mirror.state.local import LocalState
 
     return LocalState(
-        config.data_dir / STATE_FILENAME,
+        config.state_directory / STATE_FILENAME,
         poll_interval=config.state.poll_interval,
         clock=clock,
         ledger_retention=config.state.ledger_retention,

@@ -27,6 +27,22 @@ def test_bad_setting_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     assert "three days" in result.stderr
 
 
+def test_a_data_dir_it_cannot_write_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory", encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env.update({"MIRROR_DATA_DIR": str(tmp_path / "file" / "data"), "MIRROR_LISTEN": "127.0.0.1:0"})
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "serve", "--config", str(REPO / "config/mirror.toml")],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"mirror: invalid setting: data_dir: {tmp_path / 'file' / 'data'} is not writable by "
+        f"uid {os.getuid()} (Not a directory)"
+    ]
+    assert "listening" not in result.stdout + result.stderr
+
+
 def test_config_command_prints_effective_settings_without_secrets(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
     env["MIRROR_ADMIN_TOKENS"] = "alice:s3cret-s3cret-s3cret"
