@@ -36,9 +36,13 @@ def free_port() -> int:
         return port
 
 
-def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a real redis-server on `port` (default: a free 127.0.0.1 port), no persistence;
-    returns the process and its URL. The caller stops it."""
+def start_redis(
+    workdir: Path, port: int | None = None, *, persistent: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real redis-server on `port` (default: a free 127.0.0.1 port), without
+    persistence unless `persistent` (an append-only file in `workdir`, written on every
+    change, as the README asks of production); returns the process and its URL. The caller
+    stops it."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
         pytest.fail(
@@ -46,7 +50,8 @@ def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
         )
     port = port or free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes" if persistent else "no", "--appendfsync", "always",
          "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
