@@ -154,24 +154,21 @@ def _aware(text: str) -> datetime:
     return moment
 
 
-def encode(known: LastKnown) -> bytes:
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "identity": known.identity,
-            "version": known.version,
-            "rules": [_rule_doc(rule) for rule in known.rules],
-            "digests": {eco: dict(keys) for eco, keys in known.digests.items()},
-            "audit": [_audit_doc(entry) for entry in known.audit],
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+def to_doc(known: LastKnown) -> dict[str, Any]:
+    """The copy as plain JSON data (also the policy part of `mirror state export`)."""
+    return {
+        "format": FORMAT,
+        "identity": known.identity,
+        "version": known.version,
+        "rules": [_rule_doc(rule) for rule in known.rules],
+        "digests": {eco: dict(keys) for eco, keys in known.digests.items()},
+        "audit": [_audit_doc(entry) for entry in known.audit],
+    }
 
 
-def decode(data: bytes) -> LastKnown:
+def from_doc(doc: Any) -> LastKnown:
+    """`to_doc`'s data read back; raises LastKnownError for anything else."""
     try:
-        doc = json.loads(data)
         if doc.get("format") != FORMAT:
             raise LastKnownError(f"format {doc.get('format')!r}, expected {FORMAT}")
         return LastKnown(
@@ -188,6 +185,18 @@ def decode(data: bytes) -> LastKnown:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LastKnownError(f"not a last-known policy file: {type(exc).__name__}: {exc}") from exc
+
+
+def encode(known: LastKnown) -> bytes:
+    return json.dumps(to_doc(known), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(data: bytes) -> LastKnown:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise LastKnownError(f"not a last-known policy file: {type(exc).__name__}: {exc}") from exc
+    return from_doc(doc)
 
 
 # the file ------------------------------------------------------------------------------------
