@@ -199,11 +199,16 @@ def _file(value: Any, key: str) -> Path | None:
     return path
 
 
-def _hosts(value: Any, key: str) -> tuple[str, ...]:
+def _items(value: Any, key: str, expected: str) -> list[str]:
+    """A comma-separated string (the environment) or a TOML list → its non-empty items."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
-        raise ConfigError(f"{key}: expected a list of host names, got {value!r}")
-    hosts = tuple(str(item).strip().lower() for item in items if str(item).strip())
+        raise ConfigError(f"{key}: expected a list of {expected}, got {value!r}")
+    return [text for text in (str(item).strip() for item in items) if text]
+
+
+def _hosts(value: Any, key: str) -> tuple[str, ...]:
+    hosts = tuple(item.lower() for item in _items(value, key, "host names"))
     for host in hosts:
         if not re.fullmatch(r"[a-z0-9.\-]+(:\d+)?", host):
             raise ConfigError(f"{key}: {host!r} is not a host name")
@@ -212,14 +217,8 @@ def _hosts(value: Any, key: str) -> tuple[str, ...]:
 
 def _networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
     """`10.0.0.5, 10.1.0.0/16` (or a TOML list) → networks; a bare address is a /32 or /128."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ConfigError(f"{key}: expected a list of addresses or CIDRs, got {value!r}")
     networks: list[IPNetwork] = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
+    for text in _items(value, key, "addresses or CIDRs"):
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
