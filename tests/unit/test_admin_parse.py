@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mirror.admin import auth, parse, rules
+from mirror.config import AdminConfig
 from mirror.errors import BadRequest, Forbidden, Unauthorized
 from mirror.state.base import AuditEntry
 
@@ -195,3 +196,133 @@ def test_parsing_and_auth_modules_are_pure() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# rule bodies (pure: no app, no state) -----------------------------------------------------
+
+
+def test_rule_fields_of_a_valid_body() -> None:
+    body = {
+        "ecosystem": "npm",
+        "package": " left-pad ",
+        "versions": ">=1.0.0 <2.0.0",
+        "reason": "compromised",
+        "expires": "7d",
+    }
+    fields = parse.rule_fields(body, "block", NOW)
+    assert fields == parse.RuleFields(
+        "npm", "left-pad", ">=1.0.0 <2.0.0", "compromised", NOW + timedelta(days=7)
+    )
+    without = parse.rule_fields({**body, "expires": " "}, "exemption", NOW)
+    assert without.expires is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # The first bad field is the one named, in the order a body is read.
+        ({"ecosystem": "npm", "package": "p", "versions": "1", "colour": "red"}, "colour"),
+        ({"package": "p", "versions": "1"}, "ecosystem"),
+        ({"ecosystem": "cargo", "package": "p", "versions": "1"}, "ecosystem"),
+        ({"ecosystem": "npm", "versions": "1"}, "package"),
+        ({"ecosystem": "npm", "package": 7, "versions": "1"}, "package"),
+        ({"ecosystem": "npm", "package": "p\u202e", "versions": "1"}, "package"),
+        ({"ecosystem": "npm", "package": "p"}, "versions"),
+        ({"ecosystem": "npm", "package": "p", "versions": "not a range"}, "versions"),
+        ({"ecosystem": "npm", "package": "p", "versions": "1", "reason": "x" * 2001}, "reason"),
+        ({"ecosystem": "npm", "package": "p", "versions": "1", "expires": "1d ago"}, "expires"),
+        ({"ecosystem": "npm", "package": "p", "versions": "1", "expires": 7}, "expires"),
+        # An expiry in the past would store a rule that never applies.
+        ({"ecosystem": "npm", "package": "p", "versions": "1", "expires": "2026-11-21"}, "expires"),
+    ],
+)
+def test_rule_fields_name_the_first_bad_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse.rule_fields({"reason": "r", **body}, "block", NOW)
+    assert raised.value.status == 400
+    assert raised.value.data["field"] == field
+    assert raised.value.message.startswith(f"{field}:")
+
+
+def test_freeze_record_of_a_valid_body() -> None:
+    body = {
+        "ecosystem": "pypi",
+        "published_after": "2026-11-20",
+        "until": "3d",
+        "reason": "incident",
+    }
+    record = parse.freeze_record(body, "alice", NOW)
+    assert record.id.startswith("f-")
+    assert (record.kind, record.ecosystem, record.package, record.versions) == (
+        "freeze", "pypi", "*", "*"
+    )  # fmt: skip
+    assert (record.created_by, record.created_at, record.reason) == ("alice", NOW, "incident")
+    assert record.expires_at == NOW + timedelta(days=3)
+    assert record.data == {"published_after": "2026-11-20T00:00:00Z"}
+    assert parse.freeze_record({**body, "package": "django"}, "bob", NOW).package == "django"
+    assert parse.freeze_record(body, "alice", NOW).id != record.id
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"versions": "1.0"}, "versions"),  # a freeze covers by publish time, not by version
+        ({"until": "2026-11-22T09:00Z"}, "until"),  # already past
+        ({"published_after": "2026-11-26"}, "until"),  # the cutoff after the end
+        ({"published_after": "2026-11-25"}, "until"),  # a freeze of no time at all
+        ({"published_after": None}, "published_after"),
+        ({"ecosystem": "Maven"}, "ecosystem"),
+        ({"reason": None}, "reason"),  # every rule says why
+    ],
+)
+def test_freeze_record_refuses_with_the_field(changes: dict[str, object], field: str) -> None:
+    body = {"ecosystem": "npm", "published_after": "1d", "until": "2026-11-25", "reason": "r"}
+    body.update(changes)
+    body = {key: value for key, value in body.items() if value is not None}
+    with pytest.raises(BadRequest) as raised:
+        parse.freeze_record(body, "alice", NOW)
+    assert raised.value.data["field"] == field
+
+
+def test_an_unknown_field_is_named_escaped_and_short() -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse.check_fields({"a\x1b[2J" + "x" * 200: 1, "ecosystem": "npm"}, {"ecosystem"})
+    field = raised.value.data["field"]
+    assert field.isprintable()
+    assert field.startswith("a\\x1b[2J")
+    assert len(field) == 80
+    assert raised.value.message == f"{field}: unknown field (expected ecosystem)"
+
+
+# who may call (pure) ------------------------------------------------------------------------
+
+
+def test_authenticate_names_the_caller_only_when_a_token_is_required() -> None:
+    tokens = {"alice": ALICE}
+    open_read = auth.authenticate(None, "10.0.0.1", tokens, required=False)
+    assert open_read == auth.Caller(actor="anonymous", client="10.0.0.1")
+    # A token sent to an open read is not checked: the read stays anonymous.
+    assert auth.authenticate("Bearer wrong", "10.0.0.1", tokens, required=False).actor == (
+        "anonymous"
+    )
+    named = auth.authenticate(f"Bearer {ALICE}", "10.0.0.2", tokens, required=True)
+    assert named == auth.Caller(actor="alice", client="10.0.0.2")
+    with pytest.raises(Unauthorized):
+        auth.authenticate(None, "10.0.0.1", tokens, required=True)
+
+
+@pytest.mark.parametrize(
+    ("protect_reads", "open_impact", "reads", "impact"),
+    [
+        (False, False, False, True),  # impact names clients: closed by default
+        (False, True, False, False),
+        (True, False, True, True),
+        (True, True, True, True),  # protect_reads closes every read, impact included
+    ],
+)
+def test_which_reads_need_a_token(
+    protect_reads: bool, open_impact: bool, reads: bool, impact: bool
+) -> None:
+    settings = AdminConfig(protect_reads=protect_reads, open_impact=open_impact)
+    assert auth.reads_need_token(settings) is reads
+    assert auth.impact_needs_token(settings) is impact
