@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror import __version__, admin, requestbody, responses
+from mirror import __version__, requestbody, responses
+from mirror.admin.routes import add_routes as add_admin_routes
 from mirror.clock import Clock
 from mirror.config import ECOSYSTEMS, Config
 from mirror.directories import probe_writable, writable_directories
@@ -82,7 +83,7 @@ def create_app(
             app.router.add_route("*", f"/{name}", _disabled(name))
             app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name))
     app[ECOSYSTEM_ADAPTERS] = adapters
-    admin.add_routes(app)
+    add_admin_routes(app)
     return app
 
 

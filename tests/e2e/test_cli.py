@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from mirror import adminclient
+from mirror.cli import client, queries, tables
 from tests.conftest import free_port
 from tests.e2e.conftest import RunningMirror, StartMirror
 from tests.fakes.npm import FakeNpmRegistry
@@ -287,7 +287,7 @@ async def test_usage_errors_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
     ],
 )
 def test_split_subject(ecosystem: str, text: str, expected: tuple[str, str]) -> None:
-    assert adminclient.split_subject(ecosystem, text) == expected
+    assert queries.split_subject(ecosystem, text) == expected
 
 
 @pytest.mark.parametrize(
@@ -295,16 +295,14 @@ def test_split_subject(ecosystem: str, text: str, expected: tuple[str, str]) -> 
     [("npm", "@scope/name"), ("npm", "axios@"), ("pypi", "requests"), ("maven", "lib:1.0")],
 )
 def test_split_subject_refuses(ecosystem: str, text: str) -> None:
-    with pytest.raises(adminclient.UsageError):
-        adminclient.split_subject(ecosystem, text)
+    with pytest.raises(client.UsageError):
+        queries.split_subject(ecosystem, text)
 
 
 def test_format_table_aligns_columns() -> None:
-    table = adminclient.format_table(
-        ("ID", "WHO", "WHY"), [("b-1", "alice", "x"), ("b-22", None, "y")]
-    )
+    table = tables.format_table(("ID", "WHO", "WHY"), [("b-1", "alice", "x"), ("b-22", None, "y")])
     assert table.splitlines() == ["ID    WHO    WHY", "b-1   alice  x", "b-22         y"]
-    assert adminclient.format_table(("ID",), []) == "(none)"
+    assert tables.format_table(("ID",), []) == "(none)"
 
 
 async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Path) -> None:

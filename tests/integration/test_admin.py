@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror import admin
+from mirror.admin import rules
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
@@ -1168,6 +1168,6 @@ async def test_a_listing_does_not_wait_long_for_an_upstream_document(
         assert listed["left-pad"]["versions"] == ["1.3.0"]
         assert listed["stalled"]["versions"] is None
         assert "not at hand in time" in listed["stalled"]["note"]
-        assert waited < admin.LISTING_COVERAGE_TIMEOUT.total_seconds() + 2
+        assert waited < rules.LISTING_COVERAGE_TIMEOUT.total_seconds() + 2
     finally:
         registry.upstream.release(path)

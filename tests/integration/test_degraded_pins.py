@@ -18,8 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from mirror import lastknown, stateadmin
+from mirror import lastknown
 from mirror.app import create_app
+from mirror.cli.state import restore
 from mirror.config import Config, load_config
 from mirror.services import SERVICES
 from mirror.state import RuleRecord
@@ -156,7 +157,7 @@ async def test_changed_bytes_after_the_state_was_lost_are_refused_by_the_copys_p
     again = await second.get(TARBALL)
     assert again.status == 502, (await again.read())[:200]
 
-    report = await stateadmin.restore(config)
+    report = await restore(config)
     assert report.problem is None
     assert await wait_until_async(lambda: ready(client), 5)
     assert await redis_pin(url) == pinned  # the copy's pin, not the new bytes'
@@ -201,7 +202,7 @@ async def test_a_pin_the_emptied_state_took_before_the_loss_showed_does_not_outl
         await evict(other)
     assert (await other.get(TARBALL)).status == 502
 
-    assert (await stateadmin.restore(config)).problem is None
+    assert (await restore(config)).problem is None
     assert await wait_until_async(lambda: ready(other), 5)
     assert await redis_pin(url) == pinned
     refused = await other.get(TARBALL)  # not stored: the miss asks the pin again

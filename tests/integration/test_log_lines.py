@@ -1,4 +1,4 @@
-"""Logging as `mirror serve` configures it (`cli._configure_logging`), through the whole app:
+"""Logging as `mirror serve` configures it (`serve.configure_logging`), through the whole app:
 whatever a client path, a header or an admin's block reason carries, each event is one line
 (continuations of a traceback are prefixed) and no control character reaches the output."""
 
@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
-from mirror import cli
 from mirror.app import create_app
+from mirror.cli import serve
 from mirror.clock import FixedClock
 from mirror.config import Config, load_config
 from mirror.logs import CONTINUATION
@@ -65,7 +65,7 @@ def output(config: Config, monkeypatch: pytest.MonkeyPatch) -> Output:
     with monkeypatch.context() as streams:
         streams.setattr(sys, "stdout", out)
         streams.setattr(sys, "stderr", err)
-        cli._configure_logging(config)
+        serve.configure_logging(config)
     return lambda: (out.getvalue(), err.getvalue())
 
 

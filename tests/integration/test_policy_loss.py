@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror import lastknown
 from mirror.app import create_app
-from mirror.cli import main
+from mirror.cli.main import main
 from mirror.clock import SystemClock
 from mirror.config import Config, load_config
 from mirror.livepolicy import SETTLE_SECONDS, LivePolicy

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mirror import adminclient, cli
+from mirror.cli import client, preflight, settings, tables
+from mirror.cli.osvimport import import_osv_text
 
 
 @pytest.mark.parametrize(
@@ -22,12 +23,12 @@ from mirror import adminclient, cli
     ],
 )
 def test_origin_compares_scheme_host_and_port(first: str, second: str, same: bool) -> None:
-    assert (adminclient.origin(first) == adminclient.origin(second)) is same
+    assert (client.origin(first) == client.origin(second)) is same
 
 
 def test_tables_and_texts_escape_every_answer_field() -> None:
     evil = "x\x1b[2J\nFORGED\x07"
-    table = adminclient.format_table(("A", "B"), [(evil, evil)])
+    table = tables.format_table(("A", "B"), [(evil, evil)])
     assert "\x1b" not in table
     assert len(table.splitlines()) == 2
     rule = {
@@ -36,20 +37,20 @@ def test_tables_and_texts_escape_every_answer_field() -> None:
         "covers": {"versions": [evil], "count": 1, "listed": 1},
     }  # fmt: skip
     for text in (
-        adminclient.rules_table("block", [rule]),
-        adminclient.explain_text(
+        tables.rules_table("block", [rule]),
+        tables.explain_text(
             {"ecosystem": "npm", "package": evil, "version": evil, "verdict": evil,
              "detail": evil, "rule": rule}
         ),
-        adminclient.audit_table([{"at": evil, "actor": evil, "client": evil, "action": evil,
+        tables.audit_table([{"at": evil, "actor": evil, "client": evil, "action": evil,
                                   "target": evil, "after": rule}]),
-        adminclient.impact_text({"error": evil}),
-        adminclient.preflight_text(
+        tables.impact_text({"error": evil}),
+        preflight.preflight_text(
             {"checked": 1, "unpinned": [evil],
              "refused": [{"package": evil, "version": evil, "verdict": evil, "until": None,
                           "detail": evil}]}
         ),
-        adminclient.import_osv_text(
+        import_osv_text(
             {"advisories": 1, "notes": [evil],
              "blocks": [{"action": "created", "ecosystem": "npm", "package": evil,
                          "versions": evil}]}
@@ -61,13 +62,13 @@ def test_tables_and_texts_escape_every_answer_field() -> None:
 
 def test_coverage_cells_say_none_loudly_and_unknown_as_such() -> None:
     none = {"covers": {"versions": [], "count": 0, "listed": 4, "warning": "x 9 covers no…"}}
-    assert adminclient.covers_cell(none) == "NONE (covers no version the upstream lists)"
+    assert tables.covers_cell(none) == "NONE (covers no version the upstream lists)"
     unknown = {"covers": {"versions": None, "note": "glob"}}
-    assert adminclient.covers_cell(unknown) == "?"
+    assert tables.covers_cell(unknown) == "?"
     many = {"covers": {"versions": [f"1.0.{n}" for n in range(7)], "count": 7, "listed": 9}}
-    assert adminclient.covers_cell(many) == "1.0.0, 1.0.1, 1.0.2, 1.0.3, 1.0.4 (+2)"
-    assert adminclient.covers_cell({}) == ""
-    assert adminclient.coverage_lines(none) == ["WARNING: x 9 covers no…"]
+    assert tables.covers_cell(many) == "1.0.0, 1.0.1, 1.0.2, 1.0.3, 1.0.4 (+2)"
+    assert tables.covers_cell({}) == ""
+    assert tables.coverage_lines(none) == ["WARNING: x 9 covers no…"]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,7 @@ def test_coverage_cells_say_none_loudly_and_unknown_as_such() -> None:
     ],
 )
 def test_urls_in_settings_show_no_secret(url: str, shown: str) -> None:
-    assert cli.redact_url(url) == shown
+    assert settings.redact_url(url) == shown
 
 
 def test_secret_named_settings_are_hidden_wherever_they_are() -> None:
@@ -91,7 +92,7 @@ def test_secret_named_settings_are_hidden_wherever_they_are() -> None:
         "extra": {"client_secret": "s", "password": "p", "api_token": "t", "nothing": ""},
         "admin": {"tokens": ["ops"]},
     }
-    assert cli.redact_settings(data) == {
+    assert settings.redact_settings(data) == {
         "npm": {"upstream_auth": "<set>", "upstream": "https://a:<set>@h/"},
         "extra": {"client_secret": "<set>", "password": "<set>", "api_token": "<set>",
                   "nothing": ""},

@@ -5,15 +5,20 @@ back from that copy. Workers notice a restore by themselves (their identity chec
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mirror import lastknown
+from mirror.cli.exits import EXIT_FAILED, EXIT_OK
+from mirror.cli.settings import load_settings
 from mirror.config import Config
-from mirror.lastknown import LastKnown
+from mirror.errors import StateUnavailable
+from mirror.lastknown import LastKnown, LastKnownError
 from mirror.livepolicy import AUDIT_COPIED
 from mirror.state import create_state
 from mirror.state.base import StateIdentity, StateStore
@@ -163,3 +168,23 @@ async def restore(config: Config) -> StateReport:
         await asyncio.to_thread(lastknown.save, path, lastknown.encode(restored))
         counts = await _rule_counts(state)
     return StateReport(seen=after, rule_counts=counts, known=restored, problem=None)
+
+
+def run_state(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """`mirror state status|restore`: the report, exit 1 when the state is degraded or
+    cannot be restored."""
+    config = load_settings(args, environ)
+    try:
+        if args.state_action == "status":
+            report = asyncio.run(status(config))
+        else:
+            report = asyncio.run(restore(config))
+            print("restored: rules, digest pins and audit are back in the state")
+    except RestoreRefused as exc:
+        print(f"mirror state restore: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (StateUnavailable, LastKnownError) as exc:
+        print(f"mirror state {args.state_action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(report.lines(config)))
+    return EXIT_OK if report.problem is None else EXIT_FAILED

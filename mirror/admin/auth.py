@@ -1,0 +1,68 @@
+"""Who may use the admin API, pure (no aiohttp, no state): bearer tokens compared in constant
+time, the caller a change is attributed to, and which reads need a token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from mirror.config import AdminConfig
+from mirror.errors import Forbidden, Unauthorized
+
+TOKENS_SETTING: Final = "MIRROR_ADMIN_TOKENS"  # the env name, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made a request: the token's name (or "anonymous" for an open read) and address."""
+
+    actor: str
+    client: str
+
+
+def identify(authorization: str | None, tokens: Mapping[str, str]) -> str:
+    """The name of the token in an `Authorization: Bearer …` header. Raises Forbidden when no
+    token is configured or the token is wrong, Unauthorized when none was presented. Every
+    configured token is compared (constant time, no early exit), so timing says nothing about
+    which or how many tokens exist."""
+    if not tokens:
+        raise Forbidden(
+            f"the admin API is disabled on this mirror: set {TOKENS_SETTING} (name:token,…) or "
+            "admin.tokens in config/mirror.toml and restart"
+        )
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise Unauthorized("this needs an admin token: send Authorization: Bearer <token>")
+    presented_bytes = presented.encode("utf-8", "surrogateescape")
+    matched: str | None = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(presented_bytes, token.encode()) and matched is None:
+            matched = name
+    if matched is None:
+        raise Forbidden("the admin token is not valid on this mirror")
+    return matched
+
+
+def authenticate(
+    authorization: str | None, client: str, tokens: Mapping[str, str], *, required: bool
+) -> Caller:
+    """The caller of a request from `client`: anonymous when no token is `required`, else
+    named by its token (`identify`'s errors otherwise)."""
+    if not required:
+        return Caller(actor="anonymous", client=client)
+    # Unauthorized (401) carries its WWW-Authenticate header through the error middleware.
+    return Caller(actor=identify(authorization, tokens), client=client)
+
+
+def reads_need_token(settings: AdminConfig) -> bool:
+    """Reads (listings, explain) are open unless `admin.protect_reads`."""
+    return settings.protect_reads
+
+
+def impact_needs_token(settings: AdminConfig) -> bool:
+    """Impact reports name client addresses: a token unless `admin.open_impact` opens them
+    (`admin.protect_reads` closes every read, impact included)."""
+    return settings.protect_reads or not settings.open_impact

@@ -1,0 +1,129 @@
+"""Impact reports: which clients downloaded the versions a query covers, read from the
+download ledger page by page (`limit`, `cursor`), each page bounded in size and cost whatever
+the ledger holds, and shaped as the API shows it."""
+
+from __future__ import annotations
+
+import bisect
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any, Final
+
+from mirror import policy, versions
+from mirror.admin.parse import PREFIX, ImpactCursor, ImpactQuery, encode_cursor
+from mirror.errors import BadRequest
+from mirror.policy import iso_seconds as iso
+from mirror.services import Services
+from mirror.state.base import DownloadEvent, InvalidPosition
+
+DEFAULT_IMPACT_LIMIT: Final = 100
+MAX_IMPACT_LIMIT: Final = 1000  # download events in one impact page
+MAX_IMPACT_PACKAGES: Final = 1000  # package names an impact page lists
+# Packages one impact page reads from the ledger, at most: a glob over many packages with
+# few matches answers a short page and a cursor rather than reading the whole ledger.
+MAX_PACKAGES_PER_PAGE: Final = 100
+
+
+def impact_link(query: ImpactQuery, cursor: str | None, limit: int) -> str | None:
+    """The API path of the page a cursor points to (None: there is none)."""
+    if cursor is None:
+        return None
+    params = {
+        "ecosystem": query.ecosystem,
+        "package": query.package,
+        "versions": query.spec,
+        "limit": str(limit),
+        "cursor": cursor,
+    }
+    if query.since_text:
+        params["since"] = query.since_text
+    return f"{PREFIX}/impact?{urllib.parse.urlencode(params)}"
+
+
+def describe_impact(
+    query: ImpactQuery,
+    events: Sequence[DownloadEvent],
+    packages: Sequence[str],
+    *,
+    limit: int,
+    next_cursor: str | None,
+) -> dict[str, Any]:
+    """One impact page as the API shows it: its downloads (one row per client and file with
+    first seen, last seen and count; package by package in name order, first seen oldest
+    first within one), the clients on this page, the package names the query
+    covers (at most MAX_IMPACT_PACKAGES listed, all counted) and where the rest is."""
+    return {
+        "ecosystem": query.ecosystem,
+        "package": query.package,
+        "versions": query.spec,
+        "since": iso(query.since),
+        "limit": limit,
+        "packages": list(packages[:MAX_IMPACT_PACKAGES]),
+        "packages_total": len(packages),
+        "clients": sorted({event.client for event in events}),
+        # One row per client and file: when it first and last pulled it, and how often.
+        "downloads": [
+            {
+                "client": event.client,
+                "package": event.package,
+                "version": event.version,
+                "filename": event.filename,
+                "first_seen": iso(event.at),
+                "last_seen": iso(event.last_seen),
+                "count": event.count,
+            }
+            for event in events
+        ],
+        "next_cursor": next_cursor,
+        "next": impact_link(query, next_cursor, limit),
+    }
+
+
+async def impact_page(
+    services: Services, query: ImpactQuery, *, limit: int, cursor: ImpactCursor | None
+) -> dict[str, Any]:
+    """One page of the downloads `query` covers: at most `limit` events, reading at most
+    MAX_PACKAGES_PER_PAGE packages, so its size and cost are bounded whatever the ledger
+    holds."""
+    pattern = policy.PackagePattern(query.ecosystem, query.package)
+    if pattern.exact:
+        names = [pattern.pattern]
+    else:
+        # A glob (`@evilscope/*`): every package the ledger knows that it covers.
+        known = await services.state.downloaded_packages(query.ecosystem)
+        names = sorted(name for name in known if pattern.matches(name))
+    spec = versions.parse_spec(query.ecosystem, query.spec)
+    start, after = 0, None
+    if cursor is not None:
+        start = bisect.bisect_left(names, cursor.package)
+        if start < len(names) and names[start] == cursor.package:
+            after = cursor.after
+    events: list[DownloadEvent] = []
+    following: ImpactCursor | None = None
+    for index in range(start, len(names)):
+        name = names[index]
+        if index - start == MAX_PACKAGES_PER_PAGE:
+            following = ImpactCursor(package=name, after=None)
+            break
+        try:
+            page = await services.state.downloads_page(
+                query.ecosystem,
+                name,
+                limit=limit - len(events),
+                since=query.since,
+                versions=spec.contains,
+                after=after,
+            )
+        except InvalidPosition:
+            raise BadRequest("cursor: not a cursor of this mirror", field="cursor") from None
+        after = None
+        events.extend(page.events)
+        if page.next_after is not None:
+            following = ImpactCursor(package=name, after=page.next_after)
+            break
+        if len(events) >= limit:
+            if index + 1 < len(names):
+                following = ImpactCursor(package=names[index + 1], after=None)
+            break
+    next_cursor = None if following is None else encode_cursor(query, following)
+    return describe_impact(query, events, names, limit=limit, next_cursor=next_cursor)

@@ -1,0 +1,336 @@
+"""The admin API's request parsing and validation, pure (no aiohttp, no state backend, no
+I/O): times in range, limits in ASCII digits, text without control or formatting characters,
+JSON bodies bounded in size and depth, rule bodies, and the cursors of impact pages. Every bad
+input is a BadRequest (4xx) naming its field."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from mirror import policy, safetext, versions
+from mirror.config import parse_duration
+from mirror.errors import BadRequest, ConfigError
+from mirror.jsondepth import nesting_depth
+from mirror.policy import iso_seconds as iso
+from mirror.state.base import RuleKind, RuleRecord
+
+# The API's names: its path prefix, and the URL collection and id prefix of each rule kind.
+PREFIX: Final = "/api/v1"
+ID_PREFIXES: Final[Mapping[RuleKind, str]] = {"block": "b-", "exemption": "e-", "freeze": "f-"}
+COLLECTIONS: Final[Mapping[RuleKind, str]] = {
+    "block": "blocks",
+    "exemption": "exemptions",
+    "freeze": "freezes",
+}
+
+MAX_CURSOR_LENGTH: Final = 4096
+MAX_REASON_LENGTH: Final = 2000
+MAX_QUERY_LENGTH: Final = 512  # any one query parameter or text field but the reason
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_JSON_DEPTH: Final = 8  # a rule body is one flat object
+MAX_TIME_TEXT: Final = 64
+# Times an admin may give: far enough for any expiry, near enough for every store and format.
+EARLIEST_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME: Final = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+_RULE_FIELDS: Final = frozenset({"ecosystem", "package", "versions", "reason", "expires"})
+_FREEZE_FIELDS: Final = frozenset({"ecosystem", "package", "published_after", "until", "reason"})
+_RELATIVE = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))*$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_time(text: object, *, field: str, now: datetime, future: bool) -> datetime:
+    """ISO 8601 (`2026-11-22T00:00Z`, offsets allowed, no zone = UTC), a date alone
+    (`2026-11-29`, midnight UTC) or a duration (`7d`, `12h`) counted from `now`: forwards
+    when `future` (expiry), backwards otherwise (cut-offs, since)."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest(
+            f"{field}: expected a time like 2026-11-29, 2026-11-22T00:00Z or 7d", field=field
+        )
+    value = safe_text(text.strip(), field, max_length=MAX_TIME_TEXT)
+    if _RELATIVE.fullmatch(value.lower()):
+        try:
+            delta = parse_duration(value, key=field)
+            moment = now + delta if future else now - delta
+        except ConfigError as exc:
+            raise BadRequest(str(exc), field=field) from None
+        except (OverflowError, ValueError):
+            raise _out_of_range(field, value) from None
+        return _in_range(moment, field, value)
+    try:
+        if _DATE_ONLY.fullmatch(value):
+            moment = datetime.fromisoformat(value + "T00:00:00+00:00")
+        else:
+            moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise BadRequest(
+            f"{field}: {value!r} is not a time; use ISO 8601 (2026-11-22T00:00Z), a date "
+            "(2026-11-29) or a duration (7d)",
+            field=field,
+        ) from None
+    try:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the end of datetime in UTC
+        raise _out_of_range(field, value) from None
+    return _in_range(moment, field, value)
+
+
+def _out_of_range(field: str, value: str) -> BadRequest:
+    return BadRequest(
+        f"{field}: {value!r} is out of range: times lie between {iso(EARLIEST_TIME)} and "
+        f"{iso(LATEST_TIME)}",
+        field=field,
+    )
+
+
+def _in_range(moment: datetime, field: str, value: str) -> datetime:
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise _out_of_range(field, value)
+    return moment
+
+
+def safe_text(value: str, field: str, *, max_length: int = MAX_QUERY_LENGTH) -> str:
+    """`value` unchanged, or BadRequest if it holds a control or formatting character (the
+    README's rule: refused, never stored or echoed) or is longer than `max_length`."""
+    index = safetext.first_unsafe(value)
+    if index is not None:
+        raise BadRequest(
+            f"{field}: control and formatting characters are not allowed "
+            f"({safetext.describe_character(value[index])} at position {index + 1})",
+            field=field,
+        )
+    if len(value) > max_length:
+        raise BadRequest(f"{field}: at most {max_length} characters, please", field=field)
+    return value
+
+
+def parse_limit(text: str | None, *, default: int, maximum: int, field: str = "limit") -> int:
+    """A count from 1 to `maximum` in ASCII digits (`str.isdigit` would take '²' or Arabic
+    digits, and int() some of them)."""
+    if text is None:
+        return default
+    value = text.strip()
+    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= maximum:
+        raise BadRequest(f"{field}: expected a number from 1 to {maximum}", field=field)
+    return int(value)
+
+
+def json_depth(raw: bytes, *, stop_above: int) -> int:
+    """How deeply arrays and objects nest in the JSON text `raw` (strings skipped), counted
+    up to `stop_above` + 1: the parser recurses, so depth is checked before parsing. The one
+    nesting scan (`mirror.jsondepth`) that upstream documents pass too."""
+    return min(nesting_depth(raw), stop_above + 1)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object of at most MAX_BODY_BYTES, nested at most
+    MAX_JSON_DEPTH deep; 400 (413 for size) naming `body` otherwise."""
+    # Depth first: the scan stops at the first level too deep, so a deeply nested body is
+    # refused as such (400) whatever its size.
+    if json_depth(raw, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BadRequest(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
+    if len(raw) > MAX_BODY_BYTES:
+        raise _body_too_large()
+    try:
+        value = json.loads(raw or b"null", parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and integers past Python's digit limit.
+        raise BadRequest(f"body: not valid JSON ({exc})", field="body") from None
+    if not isinstance(value, dict):
+        raise BadRequest("body: expected a JSON object", field="body")
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _body_too_large() -> BadRequest:
+    return BadRequest(f"body: at most {MAX_BODY_BYTES} bytes", field="body", status=413)
+
+
+def _max_length(field: str) -> int:
+    return MAX_REASON_LENGTH if field == "reason" else MAX_QUERY_LENGTH
+
+
+def text_field(body: Mapping[str, Any], field: str, *, default: str | None = None) -> str:
+    value = body.get(field, default)
+    if value is None:
+        raise BadRequest(f"{field}: required", field=field)
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected a string", field=field)
+    return safe_text(value.strip(), field, max_length=_max_length(field))
+
+
+def optional_text(body: Mapping[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected a string", field=field)
+    return safe_text(value.strip(), field, max_length=_max_length(field))
+
+
+def check_fields(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        name = safetext.escape(unknown[0])[:80]
+        raise BadRequest(
+            f"{name}: unknown field (expected {', '.join(sorted(allowed))})", field=name
+        )
+
+
+def validate_rule(kind: RuleKind, ecosystem: str, package: str, spec: str, reason: str) -> None:
+    try:
+        policy.validate_rule(kind, ecosystem, package, spec, reason)
+    except policy.InvalidRule as exc:
+        raise BadRequest(f"{exc.field}: {exc}", field=exc.field) from None
+    if len(reason) > MAX_REASON_LENGTH:
+        raise BadRequest(f"reason: at most {MAX_REASON_LENGTH} characters, please", field="reason")
+
+
+def new_rule_id(kind: RuleKind) -> str:
+    return ID_PREFIXES[kind] + secrets.token_hex(6)
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactQuery:
+    """What an impact report is about; `since` is resolved once, on the first page, and
+    travels in the cursor so every page counts from the same moment."""
+
+    ecosystem: str
+    package: str
+    spec: str
+    since: datetime | None
+    since_text: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Ties a cursor to its query: a cursor from another query is refused, not misread."""
+        text = "\n".join((self.ecosystem, self.package, self.spec, self.since_text))
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactCursor:
+    """Where the next impact page starts: a package (names are read in sorted order) and
+    the state's position within it (None = its first event)."""
+
+    package: str
+    after: str | None
+
+
+def encode_cursor(query: ImpactQuery, cursor: ImpactCursor) -> str:
+    since = None if query.since is None else query.since.isoformat()
+    document = {"q": query.fingerprint, "s": since, "p": cursor.package, "a": cursor.after}
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str, query: ImpactQuery) -> tuple[ImpactQuery, ImpactCursor]:
+    """The query (with the first page's `since`) and position a cursor stands for; 400
+    naming `cursor` for anything this mirror did not issue for this query."""
+    refused = BadRequest(
+        "cursor: not a cursor of this query; pass next_cursor from the previous answer "
+        "unchanged, with the same ecosystem, package, versions and since",
+        field="cursor",
+    )
+    if len(text) > MAX_CURSOR_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise refused
+    try:
+        document = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        fingerprint, since_text = document["q"], document["s"]
+        package, after = document["p"], document["a"]
+        since = None if since_text is None else datetime.fromisoformat(since_text)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise refused from None
+    valid = (
+        fingerprint == query.fingerprint
+        and isinstance(package, str)
+        and (after is None or isinstance(after, str))
+        and (since is None or (since.tzinfo is not None and EARLIEST_TIME <= since <= LATEST_TIME))
+    )
+    if not valid:
+        raise refused
+    resolved = ImpactQuery(query.ecosystem, query.package, query.spec, since, query.since_text)
+    return resolved, ImpactCursor(package=package, after=after)
+
+
+def ecosystem_param(value: str | None, field: str = "ecosystem") -> str:
+    """An ecosystem name this mirror knows; 400 naming `field` otherwise."""
+    if not value:
+        raise BadRequest(f"{field}: required (npm, pypi or maven)", field=field)
+    if value not in versions.ECOSYSTEM_NAMES:
+        raise BadRequest(
+            f"{field}: unknown ecosystem {value!r} (expected one of npm, pypi, maven)",
+            field=field,
+        )
+    return value
+
+
+def freeze_record(body: Mapping[str, Any], actor: str, now: datetime) -> RuleRecord:
+    """A freeze from a request body, validated: everything published after
+    `published_after` is held until `until`."""
+    check_fields(body, _FREEZE_FIELDS)
+    ecosystem = ecosystem_param(text_field(body, "ecosystem"))
+    package = text_field(body, "package", default="*") or "*"
+    reason = text_field(body, "reason", default="")
+    validate_rule("freeze", ecosystem, package, versions.ANY_VERSION, reason)
+    cutoff = parse_time(
+        text_field(body, "published_after"), field="published_after", now=now, future=False
+    )
+    until = parse_time(text_field(body, "until"), field="until", now=now, future=True)
+    if until <= now:
+        raise BadRequest(f"until: {iso(until)} is already past", field="until")
+    if cutoff >= until:
+        raise BadRequest("until: must be later than published_after", field="until")
+    return RuleRecord(
+        id=new_rule_id("freeze"),
+        kind="freeze",
+        ecosystem=ecosystem,
+        package=package,
+        versions=versions.ANY_VERSION,
+        reason=reason,
+        created_at=now,
+        created_by=actor,
+        expires_at=until,
+        data={"published_after": iso(cutoff)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFields:
+    """A block or exemption as a request body gives it, validated; `expires` None when the
+    body names none (an exemption then gets a default, found by asking the upstream)."""
+
+    ecosystem: str
+    package: str
+    spec: str
+    reason: str
+    expires: datetime | None
+
+
+def rule_fields(body: Mapping[str, Any], kind: RuleKind, now: datetime) -> RuleFields:
+    """The fields of a block or exemption from a request body, in the order they are
+    checked (the first bad one is the one named)."""
+    check_fields(body, _RULE_FIELDS)
+    ecosystem = ecosystem_param(text_field(body, "ecosystem"))
+    package = text_field(body, "package")
+    spec = text_field(body, "versions")
+    reason = text_field(body, "reason", default="")
+    validate_rule(kind, ecosystem, package, spec, reason)
+    expires_text = optional_text(body, "expires")
+    expires: datetime | None = None
+    if expires_text is not None:
+        expires = parse_time(expires_text, field="expires", now=now, future=True)
+        if expires <= now:
+            raise BadRequest(f"expires: {iso(expires)} is already past", field="expires")
+    return RuleFields(ecosystem, package, spec, reason, expires)

@@ -1,0 +1,378 @@
+"""The aiohttp handlers of the admin API under `/api/v1/` and its route table: each handler
+authorizes, parses (`mirror.admin.parse`), does the I/O through the app's services and answers
+JSON."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from mirror import versions
+from mirror.admin import auth
+from mirror.admin.auth import Caller
+from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
+from mirror.admin.parse import (
+    COLLECTIONS,
+    PREFIX,
+    ImpactCursor,
+    ImpactQuery,
+    decode_cursor,
+    ecosystem_param,
+    freeze_record,
+    parse_body,
+    parse_limit,
+    parse_time,
+    safe_text,
+)
+from mirror.admin.rules import (
+    audit_entry,
+    describe_rule,
+    find_rule,
+    log_change,
+    rule_coverage,
+    rule_record,
+    stored_rule,
+    with_coverage,
+)
+from mirror.ecosystems.base import Ecosystem, Explanation
+from mirror.errors import BadRequest, EcosystemDisabled, NotFound, StateUnavailable
+from mirror.forwarded import client_address
+from mirror.policy import iso_seconds as iso
+from mirror.requestbody import read_body
+from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
+from mirror.state.base import InvalidPosition, RuleKind
+
+MAX_AUDIT_LIMIT: Final = 1000
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every `/api/v1/` route on `app`. The handlers use the app's services
+    (`SERVICES`) and its enabled adapters (`ECOSYSTEM_ADAPTERS`)."""
+    routes: list[web.RouteDef] = []
+    for kind, collection in COLLECTIONS.items():
+        base = f"{PREFIX}/{collection}"
+        routes += [
+            web.post(base, _create_handler(kind)),
+            web.get(base, _list_handler(kind), allow_head=False),
+            web.get(f"{base}/{{id}}", _show_handler(kind), allow_head=False),
+            web.delete(f"{base}/{{id}}", _delete_handler(kind)),
+        ]
+    routes += [
+        web.get(f"{PREFIX}/explain", explain_view, allow_head=False),
+        web.get(f"{PREFIX}/impact", impact_view, allow_head=False),
+        web.get(f"{PREFIX}/audit", audit_view, allow_head=False),
+    ]
+    app.router.add_routes(routes)
+
+
+def explanation_json(explanation: Explanation) -> dict[str, Any]:
+    return {
+        "ecosystem": explanation.ecosystem,
+        "package": explanation.package,
+        "version": explanation.version,
+        "verdict": explanation.verdict,
+        "detail": explanation.detail,
+        "published_at": iso(explanation.published_at),
+        "until": iso(explanation.until),
+        "rule": _jsonable(explanation.rule),
+        "files": [_jsonable(file) for file in explanation.files],
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+# request plumbing ----------------------------------------------------------------------------
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _adapters(request: web.Request) -> Mapping[str, Ecosystem]:
+    return request.app[ECOSYSTEM_ADAPTERS]
+
+
+def _authorize(request: web.Request, *, required: bool) -> Caller:
+    config = _services(request).config
+    return auth.authenticate(
+        request.headers.get("Authorization"),
+        client_address(request, config),
+        config.admin.tokens,
+        required=required,
+    )
+
+
+def _read_guard(request: web.Request) -> Caller:
+    return _authorize(request, required=auth.reads_need_token(_services(request).config.admin))
+
+
+def _impact_guard(request: web.Request) -> Caller:
+    return _authorize(request, required=auth.impact_needs_token(_services(request).config.admin))
+
+
+def _optional_query(request: web.Request, field: str) -> str:
+    """A query parameter, stripped ("" if absent), refused if it holds a control or
+    formatting character or is too long."""
+    return safe_text(request.query.get(field, "").strip(), field)
+
+
+def _query(request: web.Request, field: str) -> str:
+    value = _optional_query(request, field)
+    if not value:
+        raise BadRequest(f"{field}: required", field=field)
+    return value
+
+
+def _rule_id(request: web.Request) -> str:
+    return safe_text(request.match_info["id"], "id")
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    # Bounded on the wire (413) and once inflated (413), inflated off the event loop.
+    return parse_body(await read_body(request))
+
+
+# handlers: rules --------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _create_handler(kind: RuleKind) -> Handler:
+    async def create(request: web.Request) -> web.StreamResponse:
+        caller = _authorize(request, required=True)
+        body = await _read_json(request)
+        services = _services(request)
+        now = services.clock.now()
+        if kind == "freeze":
+            record = freeze_record(body, caller.actor, now)
+        else:
+            record = await rule_record(kind, body, caller.actor, now, services, _adapters(request))
+        after = describe_rule(record, now)
+        entry = audit_entry(services, caller, f"{kind}.create", record.id, None, after)
+        await services.state.add_rule(record, audit=entry)
+        log_change(entry)
+        await services.policy.reload()
+        # Stored and applied first: what it covers and who pulled it are reported after.
+        answer: dict[str, Any] = {kind: after}
+        coverage = await rule_coverage(_adapters(request), record, fetch=True)
+        if coverage is not None:
+            answer[kind] = {**after, "covers": coverage}
+            if coverage.get("warning"):
+                answer["warning"] = coverage["warning"]
+        if kind == "block":
+            query = ImpactQuery(record.ecosystem, record.package, record.versions, None, "")
+            try:
+                answer["impact"] = await impact_page(
+                    services, query, limit=DEFAULT_IMPACT_LIMIT, cursor=None
+                )
+            except StateUnavailable as exc:
+                answer["impact"] = {"error": f"the download ledger is unavailable: {exc}"}
+        return web.json_response(answer, status=201)
+
+    return create
+
+
+def _list_handler(kind: RuleKind) -> Handler:
+    async def list_rules(request: web.Request) -> web.StreamResponse:
+        _read_guard(request)
+        services = _services(request)
+        ecosystem = request.query.get("ecosystem")
+        if ecosystem is not None:
+            ecosystem_param(safe_text(ecosystem, "ecosystem"))
+        now = services.clock.now()
+        # Degraded (the state was emptied or replaced): the rules this worker enforces, the
+        # last-known ones, marked as such; never the state's shorter list.
+        degraded = services.policy.degraded
+        stored = (
+            services.policy.enforced_records(kind)
+            if degraded is not None
+            else await services.state.list_rules(kind)
+        )
+        records = [
+            record for record in stored if ecosystem is None or record.ecosystem == ecosystem
+        ]
+        shown = await with_coverage(_adapters(request), records, now)
+        answer: dict[str, Any] = {COLLECTIONS[kind]: shown}
+        if degraded is not None:
+            answer["last_known"] = {"reason": degraded, "restore": "mirror state restore"}
+        return web.json_response(answer)
+
+    return list_rules
+
+
+def _show_handler(kind: RuleKind) -> Handler:
+    async def show(request: web.Request) -> web.StreamResponse:
+        _read_guard(request)
+        services = _services(request)
+        record = await find_rule(services, kind, _rule_id(request))
+        (shown,) = await with_coverage(_adapters(request), [record], services.clock.now())
+        return web.json_response({kind: shown})
+
+    return show
+
+
+def _delete_handler(kind: RuleKind) -> Handler:
+    async def delete(request: web.Request) -> web.StreamResponse:
+        caller = _authorize(request, required=True)
+        services = _services(request)
+        rule_id = _rule_id(request)
+        found = await find_rule(services, kind, rule_id)
+        before = describe_rule(found, services.clock.now())
+        entry = audit_entry(services, caller, f"{kind}.delete", rule_id, before, None)
+        if await services.state.remove_rule(kind, rule_id, audit=entry) is None:
+            raise NotFound(f"there is no {kind} with id {rule_id!r}")  # removed meanwhile
+        log_change(entry)
+        await services.policy.reload()
+        return web.json_response({"deleted": before})
+
+    return delete
+
+
+# handlers: queries ----------------------------------------------------------------------------
+
+
+async def explain_view(request: web.Request) -> web.StreamResponse:
+    _read_guard(request)
+    adapters = _adapters(request)
+    ecosystem = ecosystem_param(_optional_query(request, "ecosystem"))
+    package = _query(request, "package")
+    version = _query(request, "version")
+    adapter = adapters.get(ecosystem)
+    if adapter is None:
+        raise EcosystemDisabled(
+            f"{ecosystem} is not enabled on this mirror, so there is nothing to explain: set "
+            f"MIRROR_{ecosystem.upper()}_UPSTREAM to serve it"
+        )
+    filename = _optional_query(request, "file")
+    explanation = await adapter.explain(package, version)
+    answer = explanation_json(explanation)
+    if filename:
+        answer = one_file(answer, filename)
+    rule = answer.get("rule")
+    if isinstance(rule, dict) and rule.get("id"):
+        record = await stored_rule(_services(request), rule)
+        coverage = None if record is None else await rule_coverage(adapters, record, fetch=False)
+        if coverage is not None:
+            answer["rule"] = {**rule, "covers": coverage}
+    return web.json_response(answer)
+
+
+def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
+    """The explanation of one file of a version (PyPI decides file by file)."""
+    for entry in answer.get("files") or ():
+        if entry.get("filename") == filename:
+            return {
+                **answer,
+                "verdict": entry.get("verdict"),
+                "detail": entry.get("detail"),
+                "published_at": entry.get("published_at"),
+                "until": entry.get("until"),
+                "rule": entry.get("rule"),
+                "files": [entry],
+            }
+    raise NotFound(
+        f"{answer.get('package')} {answer.get('version')} has no file {filename!r} upstream"
+    )
+
+
+async def impact_view(request: web.Request) -> web.StreamResponse:
+    _impact_guard(request)
+    services = _services(request)
+    ecosystem = ecosystem_param(_optional_query(request, "ecosystem"))
+    package = _query(request, "package")
+    spec = _optional_query(request, "versions") or versions.ANY_VERSION
+    try:
+        versions.parse_spec(ecosystem, spec)
+    except versions.InvalidSpec as exc:
+        raise BadRequest(f"versions: {exc}", field="versions") from None
+    since_text = _optional_query(request, "since")
+    limit = parse_limit(
+        request.query.get("limit"), default=DEFAULT_IMPACT_LIMIT, maximum=MAX_IMPACT_LIMIT
+    )
+    cursor_text = _optional_query(request, "cursor")
+    query = ImpactQuery(ecosystem, package, spec, None, since_text)
+    cursor: ImpactCursor | None = None
+    if cursor_text:
+        query, cursor = decode_cursor(cursor_text, query)
+    elif since_text:
+        since = parse_time(since_text, field="since", now=services.clock.now(), future=False)
+        query = ImpactQuery(ecosystem, package, spec, since, since_text)
+    return web.json_response(await impact_page(services, query, limit=limit, cursor=cursor))
+
+
+async def audit_view(request: web.Request) -> web.StreamResponse:
+    """The audit log, newest first, filtered by `target` (a rule id), `actor` and a time
+    window (`since` inclusive, `until` exclusive), paged by `cursor`. `pruned_before` says
+    up to when entries may have been pruned (older than `admin.audit_retention`; the entry
+    that created a stored rule is kept as long as the rule)."""
+    _authorize(request, required=True)
+    services = _services(request)
+    limit = parse_limit(request.query.get("limit"), default=100, maximum=MAX_AUDIT_LIMIT)
+    now = services.clock.now()
+    filters: dict[str, str] = {}
+    for field in ("target", "actor", "since", "until"):
+        if value := _optional_query(request, field):
+            filters[field] = value
+    since = (
+        None
+        if "since" not in filters
+        else parse_time(filters["since"], field="since", now=now, future=False)
+    )
+    until = (
+        None
+        if "until" not in filters
+        else parse_time(filters["until"], field="until", now=now, future=False)
+    )
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("until: must be later than since", field="until")
+    cursor = _optional_query(request, "cursor") or None
+    try:
+        page = await services.state.audit_page(
+            limit=limit,
+            target=filters.get("target"),
+            actor=filters.get("actor"),
+            since=since,
+            until=until,
+            after=cursor,
+        )
+    except InvalidPosition:
+        raise BadRequest(
+            "cursor: not a cursor of this mirror's audit log; pass next_cursor from the "
+            "previous answer unchanged",
+            field="cursor",
+        ) from None
+    following = None
+    if page.next_after is not None:
+        query = {**filters, "limit": str(limit), "cursor": page.next_after}
+        following = f"{PREFIX}/audit?{urllib.parse.urlencode(query)}"
+    return web.json_response(
+        {
+            "entries": [
+                {
+                    "at": iso(entry.at),
+                    "actor": entry.actor,
+                    "client": entry.client,
+                    "action": entry.action,
+                    "target": entry.target,
+                    "before": _jsonable(entry.before),
+                    "after": _jsonable(entry.after),
+                }
+                for entry in page.entries
+            ],
+            "pruned_before": iso(page.pruned_before),
+            "next_cursor": page.next_after,
+            "next": following,
+        }
+    )

@@ -1,0 +1,185 @@
+"""What the admin commands print: aligned tables and short texts of the API's answers. Every
+text from an answer (reasons, package names, error messages) goes through `show()`, so no
+control character or escape sequence reaches the terminal."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from mirror import safetext
+
+COVERED_IN_TABLE: Final = 5  # versions a table row shows before "(+N)"
+
+
+def show(value: object) -> str:
+    """Text from an answer as it may reach the terminal: unsafe characters escaped."""
+    return "" if value is None else safetext.escape(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned on two spaces; the last column is never padded. Every cell goes
+    through `show()`."""
+    if not rows:
+        return "(none)"
+    cells = [[show(value) for value in headers], *[[show(v) for v in row] for row in rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [value.ljust(width) for value, width in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _expiry(rule: Mapping[str, Any]) -> str:
+    expires = rule.get("expires_at") or "never"
+    return f"{expires} (expired)" if rule.get("expired") else str(expires)
+
+
+def covers_cell(rule: Mapping[str, Any]) -> str:
+    """What a rule covers now, in a table cell: a few versions, NONE, or ? (unknown)."""
+    covers = rule.get("covers")
+    if not isinstance(covers, Mapping):
+        return ""
+    if covers.get("warning"):
+        return "NONE (covers no version the upstream lists)"
+    listed = covers.get("versions")
+    if not isinstance(listed, list):
+        return "?"
+    declared = covers.get("count")
+    count = declared if isinstance(declared, int) else len(listed)
+    shown = ", ".join(show(version) for version in listed[:COVERED_IN_TABLE])
+    return shown + (f" (+{count - COVERED_IN_TABLE})" if count > COVERED_IN_TABLE else "")
+
+
+def coverage_lines(rule: Mapping[str, Any]) -> list[str]:
+    """What a new rule or an explained one covers now, said in full (warning first)."""
+    covers = rule.get("covers")
+    if not isinstance(covers, Mapping):
+        return []
+    if covers.get("warning"):
+        return [f"WARNING: {show(covers['warning'])}"]
+    listed = covers.get("versions")
+    if not isinstance(listed, list):
+        return [f"covers: unknown ({show(covers.get('note'))})"]
+    count, total = covers.get("count"), covers.get("listed")
+    line = f"covers now: {', '.join(show(version) for version in listed)}"
+    line += f" ({show(count)} of {show(total)} versions upstream lists)"
+    lines = [line]
+    if covers.get("note"):
+        lines.append(f"note: {show(covers['note'])}")
+    return lines
+
+
+def rules_table(kind: str, rules: Sequence[Mapping[str, Any]]) -> str:
+    if kind == "freeze":
+        return format_table(
+            ("ID", "ECOSYSTEM", "PACKAGE", "PUBLISHED AFTER", "UNTIL", "BY", "REASON"),
+            [
+                (r["id"], r["ecosystem"], r["package"], r.get("published_after"), _expiry(r),
+                 r["created_by"], r["reason"])
+                for r in rules
+            ],
+        )  # fmt: skip
+    return format_table(
+        ("ID", "ECOSYSTEM", "PACKAGE", "VERSIONS", "EXPIRES", "BY", "COVERS NOW", "REASON"),
+        [
+            (r["id"], r["ecosystem"], r["package"], r["versions"], _expiry(r), r["created_by"],
+             covers_cell(r), r["reason"])
+            for r in rules
+        ],
+    )  # fmt: skip
+
+
+def impact_text(impact: Mapping[str, Any]) -> str:
+    if "error" in impact:
+        return f"impact unknown: {show(impact['error'])}"
+    downloads = impact.get("downloads", [])
+    lines = []
+    more = impact.get("next_cursor")
+    if downloads:
+        lines.append(
+            f"already downloaded by {len(impact['clients'])} client(s) "
+            f"({len(downloads)} client/file row(s){' on this page' if more else ''}):"
+        )
+        lines.append(
+            format_table(
+                ("CLIENT", "PACKAGE", "VERSION", "FILE", "FIRST SEEN", "LAST SEEN", "COUNT"),
+                [
+                    (d["client"], d.get("package", ""), d["version"], d["filename"],
+                     d["first_seen"], d["last_seen"], str(d["count"]))
+                    for d in downloads
+                ],
+            )
+        )  # fmt: skip
+    elif more:
+        lines.append("no recorded downloads of matching versions on this page")
+    else:
+        lines.append("no recorded downloads of matching versions")
+    if more:
+        words = [impact.get("ecosystem"), impact.get("package"), impact.get("versions") or "*"]
+        words += ["--cursor", more, "--limit", impact.get("limit") or ""]
+        hint = " ".join(shlex.quote(show(word)) for word in words if word != "")
+        lines.append(f"more downloads: mirror impact {hint}")
+    return "\n".join(lines)
+
+
+def explain_text(answer: Mapping[str, Any]) -> str:
+    rule = answer.get("rule") or {}
+    lines = [
+        f"{show(answer['ecosystem'])} {show(answer['package'])} {show(answer['version'])}: "
+        f"{show(answer['verdict'])}",
+        f"  {show(answer['detail'])}",
+        f"  published: {show(answer.get('published_at') or 'unknown')}",
+    ]
+    if answer.get("until"):
+        lines.append(f"  until:     {show(answer['until'])}")
+    if rule:
+        lines.append(
+            f"  rule:      {show(rule.get('id'))} ({show(rule.get('kind'))}: "
+            f"{show(rule.get('reason'))})"
+        )
+        lines.extend(f"  {line}" for line in coverage_lines(rule))
+    files = answer.get("files") or []
+    if files:
+        lines.append(
+            format_table(
+                ("  FILE", "VERDICT", "PUBLISHED", "UNTIL"),
+                [
+                    (f"  {f.get('filename', '')}", f.get("verdict", ""),
+                     f.get("published_at") or "", f.get("until") or "")
+                    for f in files
+                ],
+            )
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:
+    def summary(entry: Mapping[str, Any]) -> str:
+        rule = entry.get("after") or entry.get("before") or {}
+        if not isinstance(rule, Mapping):
+            return show(rule)
+        parts = [rule.get("ecosystem"), rule.get("package"), rule.get("versions")]
+        text = " ".join(show(part) for part in parts if part)
+        return f"{text} ({show(rule['reason'])})" if rule.get("reason") else text
+
+    return format_table(
+        ("AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "WHAT"),
+        [(e["at"], e["actor"], e["client"], e["action"], e["target"], summary(e)) for e in entries],
+    )
+
+
+def audit_text(answer: Mapping[str, Any]) -> str:
+    """The entries, then where older ones went: pruned, or on the next page."""
+    lines = [audit_table(answer["entries"]) if answer["entries"] else "no matching entries"]
+    if answer.get("pruned_before"):
+        lines.append(
+            f"entries up to {show(answer['pruned_before'])} were pruned (older than the "
+            "audit retention; the entry that created a rule still stored is kept)"
+        )
+    if answer.get("next_cursor"):
+        cursor = shlex.quote(show(answer["next_cursor"]))
+        lines.append(f"older entries: mirror audit --cursor {cursor} (with the same filters)")
+    return "\n".join(lines)
