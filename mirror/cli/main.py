@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mirror import __version__
@@ -17,7 +18,7 @@ from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.osvimport import run_import_osv
 from mirror.cli.preflight import run_preflight
 from mirror.cli.serve import serve
-from mirror.cli.settings import add_config_argument, show_config
+from mirror.cli.settings import add_config_argument, add_directory_arguments, show_config
 from mirror.config import ECOSYSTEMS
 from mirror.errors import ConfigError
 from mirror.state.base import RuleKind
@@ -28,7 +29,7 @@ def _add_serve_parser(commands: Any) -> None:
     add_config_argument(parser)
     parser.add_argument("--listen", help="HOST:PORT (overrides MIRROR_LISTEN / listen)")
     parser.add_argument("--workers", help="worker processes (overrides MIRROR_WORKERS)")
-    parser.add_argument("--data-dir", help="data directory (overrides MIRROR_DATA_DIR)")
+    add_directory_arguments(parser)
     parser.set_defaults(run=serve)
 
 
@@ -41,10 +42,11 @@ def _add_config_parser(commands: Any) -> None:
 def _add_state_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "state",
-        help="the shared state against the last-known rules: status, restore",
+        help="the shared state: status, restore, export, import",
         description=(
             "Work on the state backend of these settings directly (no server needed). "
-            "Exit 1 when the state is degraded (status) or cannot be restored."
+            "Exit 1 when the state is degraded (status), cannot be restored, or a file "
+            "cannot be written or read."
         ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -55,10 +57,26 @@ def _add_state_parser(commands: Any) -> None:
             "re-seed an emptied, replaced or rolled-back state from the last-known copy",
             "restore",
         ),
+        (
+            "export",
+            "write the rules, digest pins and audit (--ledger: and the download ledger) to "
+            "FILE as JSON: a backup, or the way to move to another backend",
+            "export",
+        ),
+        (
+            "import",
+            "re-seed the state from an export FILE: rules it lacks are added, pins set, the "
+            "audit merged; the state continues the exported one",
+            "import",
+        ),
     ):
         action = actions.add_parser(name, help=help_text, description=help_text)
         add_config_argument(action)
-        action.add_argument("--data-dir", help="data directory (overrides MIRROR_DATA_DIR)")
+        add_directory_arguments(action)
+        if state_action in ("export", "import"):
+            action.add_argument("file", type=Path, metavar="FILE", help="the export file")
+        if state_action == "export":
+            action.add_argument("--ledger", action="store_true", help="include the download ledger")
         action.set_defaults(run=_state_command, state_action=state_action)
 
 

@@ -25,11 +25,17 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_directory_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="the cache directory (overrides MIRROR_DATA_DIR)")
+    parser.add_argument("--state-dir", help="the state directory (overrides MIRROR_STATE_DIR)")
+
+
 def load_settings(args: argparse.Namespace, environ: dict[str, str]) -> Config:
     overrides = {
         "MIRROR_LISTEN": getattr(args, "listen", None),
         "MIRROR_WORKERS": getattr(args, "workers", None),
         "MIRROR_DATA_DIR": getattr(args, "data_dir", None),
+        "MIRROR_STATE_DIR": getattr(args, "state_dir", None),
     }
     environ = {**environ, **{key: value for key, value in overrides.items() if value}}
     path = args.config

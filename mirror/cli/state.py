@@ -1,7 +1,8 @@
-"""`mirror state status` and `mirror state restore`, on the state backend directly (like
-`mirror serve`, from the settings; no server needs to run): compare the shared state with the
-last-known copy in the data dir, and re-seed a state that was emptied, replaced or rolled
-back from that copy. Workers notice a restore by themselves (their identity check)."""
+"""`mirror state status|restore|export|import`, on the state backend directly (like `mirror
+serve`, from the settings; no server needs to run): compare the shared state with the
+last-known copy in the state dir, re-seed a state that was emptied, replaced or rolled back
+from that copy, and write or read the whole policy as a file (`mirror.statebackup`). Workers
+notice a restore or an import by themselves (their identity check, the policy version)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from mirror import lastknown
+from mirror import lastknown, statebackup
 from mirror.cli.exits import EXIT_FAILED, EXIT_OK
 from mirror.cli.settings import load_settings
 from mirror.config import Config
 from mirror.errors import StateUnavailable
+from mirror.files import atomic_write
 from mirror.lastknown import LastKnown, LastKnownError
 from mirror.livepolicy import AUDIT_COPIED
 from mirror.state import create_state
@@ -170,11 +173,43 @@ async def restore(config: Config) -> StateReport:
     return StateReport(seen=after, rule_counts=counts, known=restored, problem=None)
 
 
+async def export_to(config: Config, path: Path, *, ledger: bool) -> statebackup.Export:
+    """Write the state's export to `path` (atomically: a failed export leaves no half file)."""
+    async with _opened(config) as state:
+        export = await statebackup.read_export(state, ledger=ledger)
+    await asyncio.to_thread(atomic_write, path, statebackup.encode(export))
+    return export
+
+
+async def import_from(config: Config, path: Path) -> statebackup.Export:
+    """Re-seed the state from the export at `path`; nothing is written unless it decodes."""
+    export = statebackup.decode(await asyncio.to_thread(path.read_bytes))
+    async with _opened(config) as state:
+        await statebackup.write_import(state, export)
+    return export
+
+
+def _run_transfer(args: argparse.Namespace, config: Config) -> int:
+    if args.state_action == "export":
+        export = asyncio.run(export_to(config, args.file, ledger=args.ledger))
+        print(f"exported to {args.file}: " + _counts(export.counts()))
+    else:
+        export = asyncio.run(import_from(config, args.file))
+        print(
+            f"imported from {args.file} (state {export.policy.identity}, policy version "
+            f"{export.policy.version}): " + _counts(export.counts())
+        )
+    return EXIT_OK
+
+
 def run_state(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    """`mirror state status|restore`: the report, exit 1 when the state is degraded or
-    cannot be restored."""
+    """`mirror state status|restore|export|import`: the report (status, restore) or what was
+    written; exit 1 when the state is degraded, cannot be restored, or a file cannot be
+    written or read."""
     config = load_settings(args, environ)
     try:
+        if args.state_action in ("export", "import"):
+            return _run_transfer(args, config)
         if args.state_action == "status":
             report = asyncio.run(status(config))
         else:
@@ -183,8 +218,12 @@ def run_state(args: argparse.Namespace, environ: dict[str, str]) -> int:
     except RestoreRefused as exc:
         print(f"mirror state restore: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (StateUnavailable, LastKnownError) as exc:
+    except (StateUnavailable, LastKnownError, statebackup.ExportError) as exc:
         print(f"mirror state {args.state_action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # the export file (the state's own errors are StateUnavailable)
+        where = getattr(args, "file", "")
+        print(f"mirror state {args.state_action}: {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
     print("\n".join(report.lines(config)))
     return EXIT_OK if report.problem is None else EXIT_FAILED
