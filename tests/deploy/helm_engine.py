@@ -1,6 +1,8 @@
 """Run by the helm venv's Python (>= 3.12), never imported by the tests: one JSON request
 on stdin, one JSON answer on stdout.
 
+Request: {"parse_yaml": FILE} -> {"parsed": the file's YAML document as JSON} (Helm's YAML
+parser, for the compose example); or
 Request: {"chart": DIR, "values_file": FILE or null, "values": {...} or null,
           "release": NAME, "namespace": NS, "broken_copy": bool}
 Answer:  {"sdkpy_lint": helm-sdkpy's lint of the chart with those values,
@@ -49,6 +51,10 @@ def parse_documents(text: str) -> list:
 
 def main() -> None:
     request = json.load(sys.stdin)
+    if request.get("parse_yaml"):
+        parsed = helm_python.values_from_yaml(Path(request["parse_yaml"]).read_text())
+        json.dump({"parsed": parsed}, sys.stdout)
+        return
     chart_dir = Path(request["chart"])
     values: dict = {}
     if request.get("values_file"):
