@@ -15,6 +15,6 @@ def helm_venv() -> Path:
     if directory is None:
         pytest.skip(
             "no Python >= 3.12 here (PATH or pyenv): Helm's engine for Python (helm-sdkpy) "
-            "needs one; the chart is not linted or rendered"
+            "needs one: the chart is not linted or rendered, the compose file not parsed"
         )
     return directory

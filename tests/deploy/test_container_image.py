@@ -239,8 +239,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = cache / "quarantine-mirror" / "image-venvs"
     venv = root / context_digest(files)
     if (venv / "ready").is_file():
+        (venv / "ready").touch()
         return venv
-    shutil.rmtree(root, ignore_errors=True)  # older trees' venvs
+    # The venvs of older trees, unused for a day (another checkout may still use a newer one).
+    for old in root.glob("*/ready"):
+        if time.time() - old.stat().st_mtime > 86400:
+            shutil.rmtree(old.parent, ignore_errors=True)
+    # Built in place: console scripts hold the venv's absolute path. "ready" is written last.
+    shutil.rmtree(venv, ignore_errors=True)
     context = tmp_path_factory.mktemp("context")
     for path in files:
         (context / path).parent.mkdir(parents=True, exist_ok=True)
