@@ -40,23 +40,33 @@ STATE_DIR = "/var/lib/quarantine-mirror"
 Manifest = dict[str, Any]
 
 
-_cache: dict[str, dict[str, Any]] = {}
+class Renderer:
+    """Lints and renders the chart through the helm venv, once per set of values."""
+
+    def __init__(self, helm_venv: Path) -> None:
+        self.helm_venv = helm_venv
+        self.answers: dict[str, dict[str, Any]] = {}
+
+    def __call__(
+        self, values: dict[str, Any] | None = None, *, all_on: bool = False, broken: bool = False
+    ) -> dict[str, Any]:
+        key = repr((values, all_on, broken))
+        if key not in self.answers:
+            request = {
+                "chart": str(CHART),
+                "values_file": str(ALL_ON) if all_on else None,
+                "values": values,
+                "release": "rel",
+                "namespace": "ns",
+                "broken_copy": broken,
+            }
+            self.answers[key] = helmtool.run_engine(self.helm_venv, request)
+        return self.answers[key]
 
 
-def render(helm_venv: Path, values: dict[str, Any] | None = None, *, all_on: bool = False,
-           broken: bool = False) -> dict[str, Any]:  # fmt: skip
-    key = repr((values, all_on, broken))
-    if key not in _cache:
-        request = {
-            "chart": str(CHART),
-            "values_file": str(ALL_ON) if all_on else None,
-            "values": values,
-            "release": "rel",
-            "namespace": "ns",
-            "broken_copy": broken,
-        }
-        _cache[key] = helmtool.run_engine(helm_venv, request)
-    return _cache[key]
+@pytest.fixture(scope="module")
+def render(helm_venv: Path) -> Renderer:
+    return Renderer(helm_venv)
 
 
 def documents(answer: dict[str, Any]) -> list[Manifest]:
@@ -127,16 +137,16 @@ def pod_environment(answer: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- lint
 
 
-def test_default_values_lint_clean(helm_venv: Path) -> None:
-    assert_lint_clean(render(helm_venv))
+def test_default_values_lint_clean(render: Renderer) -> None:
+    assert_lint_clean(render())
 
 
-def test_all_options_on_lint_clean(helm_venv: Path) -> None:
-    assert_lint_clean(render(helm_venv, all_on=True))
+def test_all_options_on_lint_clean(render: Renderer) -> None:
+    assert_lint_clean(render(all_on=True))
 
 
-def test_the_lint_fails_a_broken_chart(helm_venv: Path) -> None:
-    answer = render(helm_venv, broken=True)
+def test_the_lint_fails_a_broken_chart(render: Renderer) -> None:
+    answer = render(broken=True)
     assert answer["sdkpy_lint"]["Errors"] or any(
         m["Severity"] >= 3 for m in answer["sdkpy_lint"]["Messages"]
     )
@@ -147,8 +157,8 @@ def test_the_lint_fails_a_broken_chart(helm_venv: Path) -> None:
 
 
 @pytest.mark.parametrize("all_on", [False, True], ids=["defaults", "all-on"])
-def test_probes_non_root_and_read_only_root(helm_venv: Path, all_on: bool) -> None:
-    answer = render(helm_venv, all_on=all_on)
+def test_probes_non_root_and_read_only_root(render: Renderer, all_on: bool) -> None:
+    answer = render(all_on=all_on)
     workload = mirror_workload(answer)
     pod = workload["spec"]["template"]["spec"]
     container = mirror_container(workload)
@@ -170,9 +180,9 @@ def test_probes_non_root_and_read_only_root(helm_venv: Path, all_on: bool) -> No
 
 
 @pytest.mark.parametrize("all_on", [False, True], ids=["defaults", "all-on"])
-def test_every_written_directory_is_a_volume(helm_venv: Path, all_on: bool) -> None:
+def test_every_written_directory_is_a_volume(render: Renderer, all_on: bool) -> None:
     """Read-only root: data_dir, state_dir and /tmp must be mounted volumes."""
-    answer = render(helm_venv, all_on=all_on)
+    answer = render(all_on=all_on)
     workload = mirror_workload(answer)
     container = mirror_container(workload)
     environ = pod_environment(answer)
@@ -191,8 +201,8 @@ def test_every_written_directory_is_a_volume(helm_venv: Path, all_on: bool) -> N
 
 
 @pytest.mark.parametrize("all_on", [False, True], ids=["defaults", "all-on"])
-def test_kubernetes_waits_longer_than_the_shutdown_grace(helm_venv: Path, all_on: bool) -> None:
-    answer = render(helm_venv, all_on=all_on)
+def test_kubernetes_waits_longer_than_the_shutdown_grace(render: Renderer, all_on: bool) -> None:
+    answer = render(all_on=all_on)
     grace = tomllib.loads(mirror_toml(answer))["shutdown_grace"]
     match = re.fullmatch(r"(\d+)s", grace)
     assert match is not None, grace
@@ -207,9 +217,9 @@ def test_kubernetes_waits_longer_than_the_shutdown_grace(helm_venv: Path, all_on
 
 
 def test_rendered_settings_load_with_the_mirrors_own_loader(
-    helm_venv: Path, tmp_path: Path
+    render: Renderer, tmp_path: Path
 ) -> None:
-    answer = render(helm_venv, all_on=True)
+    answer = render(all_on=True)
     path = tmp_path / "mirror.toml"
     path.write_text(mirror_toml(answer))
     config = load_config(path, pod_environment(answer))
@@ -232,8 +242,10 @@ def test_rendered_settings_load_with_the_mirrors_own_loader(
     assert config.limits.max_connections == 4096
 
 
-def test_default_settings_load_with_the_mirrors_own_loader(helm_venv: Path, tmp_path: Path) -> None:
-    answer = render(helm_venv)
+def test_default_settings_load_with_the_mirrors_own_loader(
+    render: Renderer, tmp_path: Path
+) -> None:
+    answer = render()
     path = tmp_path / "mirror.toml"
     path.write_text(mirror_toml(answer))
     config = load_config(path, pod_environment(answer))
@@ -243,8 +255,8 @@ def test_default_settings_load_with_the_mirrors_own_loader(helm_venv: Path, tmp_
     assert config.state.redis_url == "redis://rel-quarantine-mirror-redis:6379/0"
 
 
-def test_secrets_are_only_referenced(helm_venv: Path) -> None:
-    answer = render(helm_venv, all_on=True)
+def test_secrets_are_only_referenced(render: Renderer) -> None:
+    answer = render(all_on=True)
     secret = one(answer, "Secret")
     assert sorted(secret["stringData"].values()) == sorted(ALL_ON_SECRETS)
     for doc in documents(answer):
@@ -266,8 +278,8 @@ def test_secrets_are_only_referenced(helm_venv: Path) -> None:
         assert by_name[variable]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
 
 
-def test_an_existing_secret_is_used_by_name(helm_venv: Path) -> None:
-    answer = render(helm_venv, {"secret": {"existingSecret": "corp-mirror-credentials"}})
+def test_an_existing_secret_is_used_by_name(render: Renderer) -> None:
+    answer = render({"secret": {"existingSecret": "corp-mirror-credentials"}})
     assert of_kind(answer, "Secret") == []
     container = mirror_container(mirror_workload(answer))
     references = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
@@ -283,8 +295,8 @@ def test_an_existing_secret_is_used_by_name(helm_venv: Path) -> None:
 # ---------------------------------------------------------------- state and storage
 
 
-def test_the_charts_redis_keeps_an_append_only_file_on_a_volume(helm_venv: Path) -> None:
-    answer = render(helm_venv)
+def test_the_charts_redis_keeps_an_append_only_file_on_a_volume(render: Renderer) -> None:
+    answer = render()
     redis = one(answer, "StatefulSet", "rel-quarantine-mirror-redis")
     (container,) = redis["spec"]["template"]["spec"]["containers"]
     args = container["args"]
@@ -301,8 +313,8 @@ def test_the_charts_redis_keeps_an_append_only_file_on_a_volume(helm_venv: Path)
     assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
 
 
-def test_replicas_share_one_read_write_many_cache_claim(helm_venv: Path) -> None:
-    answer = render(helm_venv)
+def test_replicas_share_one_read_write_many_cache_claim(render: Renderer) -> None:
+    answer = render()
     workload = mirror_workload(answer)
     assert workload["kind"] == "Deployment"
     assert workload["spec"]["replicas"] == 2
@@ -312,8 +324,8 @@ def test_replicas_share_one_read_write_many_cache_claim(helm_venv: Path) -> None
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-def test_the_statefulset_option_gives_each_replica_its_cache(helm_venv: Path) -> None:
-    answer = render(helm_venv, all_on=True)
+def test_the_statefulset_option_gives_each_replica_its_cache(render: Renderer) -> None:
+    answer = render(all_on=True)
     workload = mirror_workload(answer)
     assert workload["kind"] == "StatefulSet"
     templates = {t["metadata"]["name"]: t for t in workload["spec"]["volumeClaimTemplates"]}
@@ -321,17 +333,17 @@ def test_the_statefulset_option_gives_each_replica_its_cache(helm_venv: Path) ->
     assert of_kind(answer, "PersistentVolumeClaim") == []
 
 
-def test_an_external_redis_url_comes_from_the_secret(helm_venv: Path) -> None:
+def test_an_external_redis_url_comes_from_the_secret(render: Renderer) -> None:
     url = "redis://:redis-secret-password@redis.internal.example:6379/2"
-    answer = render(helm_venv, {"redis": {"enabled": False}, "externalRedis": {"url": url}})
+    answer = render({"redis": {"enabled": False}, "externalRedis": {"url": url}})
     assert [d["metadata"]["name"] for d in of_kind(answer, "StatefulSet")] == []
     assert one(answer, "Secret")["stringData"]["redis-url"] == url
     assert pod_environment(answer)["MIRROR_REDIS_URL"] == url
     assert "redis-secret-password" not in mirror_toml(answer)
 
 
-def test_one_replica_on_sqlite_keeps_its_state_on_a_kept_claim(helm_venv: Path) -> None:
-    answer = render(helm_venv, {"redis": {"enabled": False}, "replicaCount": 1})
+def test_one_replica_on_sqlite_keeps_its_state_on_a_kept_claim(render: Renderer) -> None:
+    answer = render({"redis": {"enabled": False}, "replicaCount": 1})
     workload = mirror_workload(answer)
     assert workload["spec"]["strategy"]["type"] == "Recreate"
     volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
@@ -356,9 +368,9 @@ def test_one_replica_on_sqlite_keeps_its_state_on_a_kept_claim(helm_venv: Path) 
     ],
 )
 def test_values_that_would_lose_policy_or_hang_are_refused(
-    helm_venv: Path, values: dict[str, Any], message: str
+    render: Renderer, values: dict[str, Any], message: str
 ) -> None:
-    answer = render(helm_venv, values)
+    answer = render(values)
     assert answer["render_error"] is not None
     assert message in answer["render_error"]
 
@@ -366,8 +378,8 @@ def test_values_that_would_lose_policy_or_hang_are_refused(
 # ---------------------------------------------------------------- network and the rest
 
 
-def test_egress_goes_only_to_dns_redis_and_the_upstreams(helm_venv: Path) -> None:
-    answer = render(helm_venv, all_on=True)
+def test_egress_goes_only_to_dns_redis_and_the_upstreams(render: Renderer) -> None:
+    answer = render(all_on=True)
     policy = one(answer, "NetworkPolicy", "rel-quarantine-mirror")
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     egress = policy["spec"]["egress"]
@@ -395,8 +407,8 @@ def test_egress_goes_only_to_dns_redis_and_the_upstreams(helm_venv: Path) -> Non
     assert redis_policy["spec"]["egress"] == []
 
 
-def test_ingress_autoscaler_budget_and_service_monitor(helm_venv: Path) -> None:
-    answer = render(helm_venv, all_on=True)
+def test_ingress_autoscaler_budget_and_service_monitor(render: Renderer) -> None:
+    answer = render(all_on=True)
     ingress = one(answer, "Ingress")
     assert ingress["spec"]["tls"] == [{"secretName": "mirror-tls", "hosts": ["mirror.example.com"]}]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
@@ -423,15 +435,15 @@ def test_ingress_autoscaler_budget_and_service_monitor(helm_venv: Path) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
 
 
-def test_notes_print_the_client_set_up_lines(helm_venv: Path) -> None:
-    notes = render(helm_venv, all_on=True)["notes"]
+def test_notes_print_the_client_set_up_lines(render: Renderer) -> None:
+    notes = render(all_on=True)["notes"]
     base = "https://mirror.example.com"
     assert f"registry={base}/npm/" in notes
     assert f"index-url = {base}/pypi/simple/" in notes
     assert f"UV_INDEX_URL={base}/pypi/simple/" in notes
     assert f"<url>{base}/maven/</url>" in notes
 
-    default_notes = render(helm_venv)["notes"]
+    default_notes = render()["notes"]
     assert "port-forward svc/rel-quarantine-mirror 8080:8080" in default_notes
     assert "registry=" not in default_notes  # npm is off until an upstream is set
     assert "No admin tokens" in default_notes
