@@ -150,7 +150,7 @@ def test_the_image_runs_the_console_script_as_a_non_root_user(
     final = dockerfile[1][-1]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert exec_form(final.last("ENTRYPOINT")) == ["mirror"]
-    assert scripts["mirror"] == "mirror.cli:main"
+    assert scripts["mirror"] == "mirror.cli.main:main"
     assert exec_form(final.last("CMD")) == ["serve"]
     user = final.last("USER").split(":")[0]
     assert user not in ("root", "0")
@@ -253,16 +253,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(REPO / path, context / path)
     wheels = tmp_path_factory.mktemp("wheels")
     pip = ["-m", "pip", "--disable-pip-version-check", "-q"]
+    # Run from the wheel directory and without PYTHONPATH: with the checkout on sys.path, pip
+    # would find its quarantine_mirror.egg-info (an editable install's), take the project as
+    # installed already, and skip the wheel.
+    outside = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     subprocess.run(
         [sys.executable, *pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(context)],
-        check=True, timeout=BUILD_TIMEOUT_SECONDS,
+        check=True, timeout=BUILD_TIMEOUT_SECONDS, cwd=wheels, env=outside,
     )  # fmt: skip
     (wheel,) = wheels.glob("quarantine_mirror-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
         [str(venv / "bin" / "python"), *pip, "install", str(wheel)],
-        check=True, timeout=BUILD_TIMEOUT_SECONDS,
+        check=True, timeout=BUILD_TIMEOUT_SECONDS, cwd=wheels, env=outside,
     )  # fmt: skip
+    if not (venv / "bin" / "mirror").is_file():
+        pytest.fail(f"installing {wheel.name} into {venv} left no `mirror` command")
     (venv / "ready").write_text(wheel.name + "\n")
     return venv
 
