@@ -40,14 +40,13 @@ from aiohttp import web
 from aiohttp.web_fileresponse import _FileResponseResult
 
 from mirror import errors
-from mirror.blobs import (
+from mirror.blobs.claims import FetchClaim, PeerFetch
+from mirror.blobs.store import (
     ALGORITHMS,
     BlobEntry,
     BlobStore,
     BlobWriter,
     DigestMismatch,
-    FetchClaim,
-    PeerFetch,
     check_digests,
     strongest,
     touch,

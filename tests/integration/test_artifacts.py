@@ -22,7 +22,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
 from mirror.artifacts import ARTIFACT_CACHE_CONTROL, HOLD_BACK, ArtifactServer
-from mirror.blobs import BlobStore, BlobWriter
+from mirror.blobs.store import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import ArtifactRef, Digest

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mirror.blobs import BlobStore, BlobWriter, DigestMismatch
+from mirror.blobs.store import BlobStore, BlobWriter, DigestMismatch
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import FixedClock
 from mirror.ecosystems.base import Digest

@@ -5,7 +5,8 @@ Layout under the store's directory:
 - `sha256/ab/cd/<hex>`: the blobs, named by the sha256 of their bytes;
 - `index/ab/<sha256 of the cache key>.json`: which blob a cache key (`ArtifactRef.cache_key`)
   stands for and every digest verified when it was written;
-- `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer.
+- `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer;
+- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`).
 
 Choices, stated plainly:
 - Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
@@ -42,6 +43,7 @@ from types import MappingProxyType
 import orjson
 
 from mirror import errors
+from mirror.blobs.claims import FetchClaim, PeerFetch, open_peer, try_claim
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Digest
@@ -281,12 +283,12 @@ class BlobStore:
         """Claim the upstream fetch of `key` for this process, or None while another worker
         process holds it. Worker processes share this directory, so one `flock` per key keeps
         concurrent misses on several workers to one upstream fetch."""
-        return await asyncio.to_thread(_try_claim, self._claim_path(key))
+        return await asyncio.to_thread(try_claim, self._claim_path(key))
 
     async def peer_fetch(self, key: str) -> PeerFetch | None:
         """The growing temp file of another process's fetch of `key`, opened for reading, or
         None until that process has announced it (or when it is gone)."""
-        return await asyncio.to_thread(_open_peer, self._claim_path(key), self._temp_dir)
+        return await asyncio.to_thread(open_peer, self._claim_path(key), self._temp_dir)
 
     def _claim_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
@@ -539,96 +541,6 @@ def _subdirectories(directory: Path) -> list[Path]:
             return [Path(item.path) for item in entries if item.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
-
-
-class FetchClaim:
-    """An exclusive claim on one key's upstream fetch; `release()` when the outcome is known
-    (the index entry is written first, so waiters find it)."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self._path = path
-        self._fd: int | None = fd
-
-    def announce(self, temp: Path) -> None:
-        """(Thread.) Say where the bytes are being written, so processes waiting on this
-        claim can stream them to their own clients as they arrive."""
-        if self._fd is None:
-            return
-        data = str(temp).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        # Unlinked while still locked: a waiter that opened the old file takes a lock on a
-        # file nobody else will open, which at worst costs one more upstream fetch.
-        with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
-        os.close(fd)
-
-
-class PeerFetch:
-    """Read side of another process's fetch: its temp file, which becomes the blob itself on
-    commit (an atomic rename keeps the inode, so this descriptor reads on unchanged)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    async def size(self) -> int:
-        if self._fd is None:
-            return 0
-        return (await asyncio.to_thread(os.fstat, self._fd)).st_size
-
-    async def read_at(self, offset: int, size: int) -> bytes:
-        if self._fd is None:
-            return b""
-        return await asyncio.to_thread(os.pread, self._fd, size, offset)
-
-    async def is_file(self, path: Path) -> bool:
-        """Whether this is the file now at `path` (the peer's temp file became that blob)."""
-        if self._fd is None:
-            return False
-        fd = self._fd
-
-        def same() -> bool:
-            try:
-                return os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                return False
-
-        return await asyncio.to_thread(same)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
-def _open_peer(claim: Path, temp_dir: Path) -> PeerFetch | None:
-    try:
-        announced = claim.read_bytes().decode("utf-8", "replace").strip()
-    except FileNotFoundError:
-        return None
-    # Only ever a temp file of this store, whatever the claim file says.
-    if not announced or Path(announced).parent != temp_dir:
-        return None
-    try:
-        return PeerFetch(os.open(announced, os.O_RDONLY | os.O_CLOEXEC))
-    except FileNotFoundError:
-        return None
-
-
-def _try_claim(path: Path) -> FetchClaim | None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return FetchClaim(path, fd)
 
 
 def _remove_if_stale(path: Path) -> bool:
