@@ -2,10 +2,12 @@
 sendfile on a hit, or fetched once from upstream, verified and stored on a miss.
 
 Choices, stated plainly:
-- Hit: a `FileResponse` over the blob with a strong ETag (the sha256), cacheable for
-  `ARTIFACT_MAX_AGE` then revalidated (so a block wins at a cache in front within that bound),
-  Range and conditional requests (always after the adapter's policy check: a blocked file
-  never answers 304); never a compressed sibling, never compressed on the fly.
+- Hit: the blob, opened once and sent from that open file (sendfile where the event loop has
+  it), with a strong ETag (the sha256), cacheable for `ARTIFACT_MAX_AGE` then revalidated (so
+  a block wins at a cache in front within that bound), one byte range and conditional requests
+  (always after the adapter's policy check: a blocked file never answers 304); never
+  compressed. aiohttp's `FileResponse` is not used: its ETag is mtime-size and cannot be
+  replaced through its public API, and it opens the path itself.
   If the digest the adapter now declares differs from the verified one, the request is refused.
 - Miss: one download per cache key per process (single-flight), in its own task, so a client
   leaving never stops it. Every client streams from the growing temp file, but the last
@@ -28,16 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiohttp import web
-from aiohttp.web_fileresponse import _FileResponseResult
+from aiohttp import ETag, web
 
 from mirror import errors
 from mirror.blobs.claims import FetchClaim, PeerFetch
@@ -45,11 +45,12 @@ from mirror.blobs.store import (
     ALGORITHMS,
     BlobEntry,
     BlobStore,
+    BlobVanished,
     BlobWriter,
     DigestMismatch,
+    OpenBlob,
     check_digests,
     strongest,
-    touch,
 )
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
@@ -61,9 +62,6 @@ from mirror.metrics import Metrics
 from mirror.servingstate import ServingState
 from mirror.state.base import DownloadEvent, StateStore
 from mirror.upstream import Upstream
-
-if TYPE_CHECKING:
-    from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +85,6 @@ CLAIM_POLL = 0.05
 OTHER_PROCESS_WAIT = 600.0
 # Held from the worker's shared memory budget; this one only when none is given (tests).
 HOT_BUDGET = 64 * 1024 * 1024
-
-
-class _BlobVanished(Exception):
-    """The blob behind an index entry is gone (evicted by another process since)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -245,20 +239,15 @@ class ArtifactServer:
 
         if entry.size <= HOT_FILE_MAX and "Range" not in request.headers and not request.if_match:
             return await self._send_small(request, ref, entry, on_send)
-        response = _BlobResponse(
-            entry,
-            touch_at=self._blobs.touch_due(entry),
-            on_send=on_send,
-            headers={"Content-Type": ref.content_type, "Cache-Control": ARTIFACT_CACHE_CONTROL},
-        )
         try:
-            await response.prepare(request)
-        except _BlobVanished:
+            blob = await self._blobs.open_blob(entry)
+        except BlobVanished:
             log.info("blob of %s vanished (evicted elsewhere); fetching again", ref.cache_key)
             return None
-        except ConnectionError:
-            pass  # the client left; aiohttp notices on its own
-        return response
+        headers = {"Content-Type": ref.content_type, "Cache-Control": ARTIFACT_CACHE_CONTROL}
+        return await _send_open_blob(
+            request, blob, etag=entry.etag, headers=headers, on_send=on_send
+        )
 
     async def _send_small(
         self,
@@ -269,17 +258,16 @@ class ArtifactServer:
     ) -> web.StreamResponse | None:
         """A small blob from memory (read and re-verified once per process); None if the
         blob vanished or no longer matches its sha256 (then it is fetched again)."""
-        touch_at = self._blobs.touch_due(entry)
         data = self._hot.get(entry.sha256)
         if data is None:
             try:
-                data = await asyncio.to_thread(_read_verified, entry, touch_at)
-            except (FileNotFoundError, _BlobVanished):
+                data = await self._blobs.read_verified(entry)
+            except BlobVanished:
                 log.info("blob of %s vanished or changed on disk; fetching again", ref.cache_key)
                 return None
             self._hot.put(entry.sha256, data)
-        elif touch_at is not None:
-            await asyncio.to_thread(touch, entry.path, touch_at)
+        else:
+            await self._blobs.note_use(entry)
         headers = {
             "Content-Type": ref.content_type,
             "Cache-Control": ARTIFACT_CACHE_CONTROL,
@@ -696,18 +684,6 @@ class ArtifactServer:
         )
 
 
-def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:
-    # In a thread: a blob damaged on disk since it was stored is never served.
-    data = entry.path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
-        entry.path.unlink(missing_ok=True)
-        raise _BlobVanished(str(entry.path))
-    if touch_at is not None:
-        touch(entry.path, touch_at)
-    return data
-
-
 def _pin_as_declared(exc: DigestMismatch) -> Digest:
     return Digest(algorithm=exc.algorithm, hexdigest=exc.expected)
 
@@ -718,63 +694,103 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-class _BlobResponse(web.FileResponse):
-    """A `FileResponse` over a blob: strong ETag from the sha256 (aiohttp's own is mtime-size),
-    conditional requests judged on it, never a `.gz`/`.br` sibling, and the blob's last use
-    stamped in the same executor call that opens it."""
-
-    def __init__(
-        self,
-        entry: BlobEntry,
-        *,
-        touch_at: float | None,
-        on_send: Callable[[int], None],
-        headers: dict[str, str],
-    ) -> None:
-        super().__init__(entry.path, headers=headers)
-        self._entry = entry
-        self._touch_at = touch_at
-        self._on_send = on_send
-
-    def _make_response(self, request: BaseRequest, accept_encoding: str) -> Any:
-        # Runs in the executor (FileResponse.prepare). Returns FileResponse's result tuple.
+async def _send_open_blob(
+    request: web.Request,
+    blob: OpenBlob,
+    *,
+    etag: str,
+    headers: Mapping[str, str],
+    on_send: Callable[[int], None],
+) -> web.StreamResponse:
+    """Answer `request` from the opened `blob` (then closed) and return the finished response.
+    Conditional requests are judged on the strong `etag`, ranges and dates as aiohttp's
+    `FileResponse` judges them: If-Match (412), If-None-Match or else If-Modified-Since (304),
+    one byte range (206, or 416 with `bytes */size`), If-Range as a date (an older copy gets
+    the whole file). `on_send(status)` runs just before the headers go out."""
+    try:
+        status, offset, count = _judge(request, etag, blob.size, blob.modified)
+        response = web.StreamResponse(status=status, headers=headers)
+        if status == 412:
+            response.content_length = 0
+        elif status == 416:
+            response.headers["Content-Range"] = f"bytes */{blob.size}"
+        else:
+            response.etag = etag
+            response.last_modified = blob.modified
+        if status in (200, 206):
+            response.content_length = count
+            response.headers["Accept-Ranges"] = "bytes"
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{blob.size}"
+        on_send(status)
         try:
-            fobj: io.BufferedReader = self._path.open("rb")
-        except FileNotFoundError:
-            raise _BlobVanished(str(self._path)) from None
-        try:
-            st = os.fstat(fobj.fileno())
-            if self._touch_at is not None:
-                touch(self._path, self._touch_at)
-            etag = self._entry.etag
-            if (if_match := request.if_match) is not None and not self._etag_match(
-                etag, if_match, weak=False
-            ):
-                fobj.close()
-                return _FileResponseResult.PRE_CONDITION_FAILED, None, st, None
-            if_none_match = request.if_none_match
-            modified_since = request.if_modified_since
-            if (if_none_match is not None and self._etag_match(etag, if_none_match, weak=True)) or (
-                if_none_match is None
-                and modified_since is not None
-                and st.st_mtime <= modified_since.timestamp()
-            ):
-                fobj.close()
-                return _FileResponseResult.NOT_MODIFIED, None, st, None
-        except BaseException:
-            fobj.close()
-            raise
-        return _FileResponseResult.SEND_FILE, fobj, st, None
+            await response.prepare(request)
+            if status in (200, 206) and count and request.method != "HEAD":
+                await _send_body(request, response, blob, offset, count)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client left; aiohttp notices on its own
+        return response
+    finally:
+        blob.file.close()
 
-    async def prepare(self, request: BaseRequest) -> Any:
-        # `serve` prepares it (to learn the status for the ledger); aiohttp calls again.
-        if self.prepared:
-            return None if self._eof_sent else self._payload_writer
-        return await super().prepare(request)
 
-    async def _start(self, request: BaseRequest) -> Any:
-        # The last step before headers go out: replace aiohttp's mtime-size ETag with ours.
-        if self.status in (200, 206, 304):
-            self.etag = self._entry.etag
-        self._on_send(self.status)
-        return await super()._start(request)
+def _judge(request: web.Request, etag: str, size: int, modified: float) -> tuple[int, int, int]:
+    """(status, offset, count) of the answer to `request` on a file of `size` bytes last
+    modified at `modified` (POSIX time) whose strong ETag is `etag`."""
+    if (if_match := request.if_match) is not None and not _etag_matches(etag, if_match, weak=False):
+        return 412, 0, 0
+    if_none_match = request.if_none_match
+    if if_none_match is not None:
+        if _etag_matches(etag, if_none_match, weak=True):
+            return 304, 0, 0
+    elif (since := request.if_modified_since) is not None and modified <= since.timestamp():
+        return 304, 0, 0
+    if (if_range := request.if_range) is not None and modified > if_range.timestamp():
+        return 200, 0, size  # the client's copy is older: all of it
+    try:
+        wanted = request.http_range  # one range; several, or a malformed one, raise
+    except ValueError:
+        return 416, 0, 0
+    start, stop = wanted.start, wanted.stop
+    if start is None:
+        return 200, 0, size
+    if start < 0 and stop is None:  # the last -start bytes
+        start = max(size + start, 0)
+        count = size - start
+    else:  # a stop past the end means up to the end
+        count = min(stop if stop is not None else size, size) - start
+    if start >= size:
+        return 416, 0, 0
+    return 206, start, count
+
+
+def _etag_matches(etag: str, tags: tuple[ETag, ...], *, weak: bool) -> bool:
+    """Whether `etag` is among `tags` (`*` matches any); weak tags count only with `weak`."""
+    if len(tags) == 1 and tags[0].value == "*":
+        return True
+    return any(tag.value == etag for tag in tags if weak or not tag.is_weak)
+
+
+async def _send_body(
+    request: web.Request, response: web.StreamResponse, blob: OpenBlob, offset: int, count: int
+) -> None:
+    """`count` bytes of `blob` from `offset`, after the headers: by sendfile where the event
+    loop has it, else (uvloop) read in chunks off the loop."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left")
+    try:
+        await asyncio.get_running_loop().sendfile(transport, blob.file, offset, count)
+        return
+    except NotImplementedError:
+        pass
+    fd = blob.file.fileno()
+    while count > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(READ_SIZE, count), offset)
+        if not chunk:  # not expected: a blob is replaced, never truncated
+            transport.abort()  # never a short body that looks complete
+            raise ConnectionResetError(f"{blob.file.name} is shorter than its size")
+        await response.write(chunk)
+        offset += len(chunk)
+        count -= len(chunk)

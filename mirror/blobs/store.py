@@ -1,4 +1,5 @@
-"""The content-addressed artifact store on disk, shared by every worker process.
+"""The content-addressed artifact store on disk, shared by every worker process, and the only
+code that reads, stamps or removes its files.
 
 Layout under the store's directory:
 
@@ -10,7 +11,9 @@ Layout under the store's directory:
 
 Choices, stated plainly:
 - Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
-  read (they never change once written) and checks the blob still exists when it opens it.
+  read (they never change once written) and checks the blob still exists when it opens it
+  (`BlobVanished` when not: another process evicted it). A blob read whole is hashed again, and
+  removed if it no longer matches its name: damaged bytes are never handed out.
 - A write streams to a temp file in the same filesystem while hashing, is verified against the
   declared digests (every declared one must match), then fsync'd and renamed into place; the index
   entry is written the same way. A mismatch, a short body, a full disk or a cancellation removes
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 import orjson
 
@@ -67,6 +71,11 @@ _TEMP_SUFFIX = ".part"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+class BlobVanished(Exception):
+    """The blob behind an index entry is gone (evicted by another process since, or removed
+    because its bytes no longer match their sha256). The caller forgets the entry."""
+
+
 class DigestMismatch(errors.IntegrityError):
     """The bytes do not hash to a declared digest (nothing was stored)."""
 
@@ -91,6 +100,17 @@ class BlobEntry:
     def etag(self) -> str:
         """The strong ETag value (unquoted): the sha256 of the bytes."""
         return self.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBlob:
+    """A committed blob opened for reading (`BlobStore.open_blob`): served from this file
+    object, so a blob evicted meanwhile is still read whole. The caller closes it."""
+
+    file: BinaryIO
+    size: int
+    # POSIX time of its last recorded use (its mtime) when it was opened.
+    modified: float
 
 
 def strongest(digests: Iterable[Digest]) -> Digest | None:
@@ -365,9 +385,27 @@ class BlobStore:
         """Drop this process's copy of `key`'s entry (its blob was found missing)."""
         self._entries.pop(key)
 
-    def touch_due(self, entry: BlobEntry) -> float | None:
+    async def open_blob(self, entry: BlobEntry) -> OpenBlob:
+        """Open `entry`'s blob for reading and note its use, in one hop off the event loop.
+        Raises BlobVanished if it is gone."""
+        return await asyncio.to_thread(_open_blob, entry.path, self._touch_due(entry))
+
+    async def read_verified(self, entry: BlobEntry) -> bytes:
+        """`entry`'s bytes, hashed again and its use noted, off the event loop. A blob damaged
+        on disk since it was stored is removed and never returned: BlobVanished, as for a
+        blob that is gone."""
+        return await asyncio.to_thread(_read_verified, entry, self._touch_due(entry))
+
+    async def note_use(self, entry: BlobEntry) -> None:
+        """Record a use of `entry`'s blob (read from a copy elsewhere) for eviction: stamped
+        on the blob at most once a minute."""
+        at = self._touch_due(entry)
+        if at is not None:
+            await asyncio.to_thread(_touch, entry.path, at)
+
+    def _touch_due(self, entry: BlobEntry) -> float | None:
         """If `entry`'s last recorded use is a minute old, note now as its use and return the
-        POSIX time to stamp on the blob (the caller does it off the event loop); else None."""
+        POSIX time to stamp on the blob (done off the event loop); else None."""
         cached = self._entries.peek(entry.key)
         now = self._clock.now()
         if cached is not None and now - cached[1] < TOUCH_INTERVAL:
@@ -529,10 +567,41 @@ def _mapped(exc: OSError) -> Exception:
     return OSError(exc.errno, exc.strerror, exc.filename)
 
 
-def touch(path: Path, at: float) -> None:
+def _touch(path: Path, at: float) -> None:
     """(Thread.) Record `at` as the blob's last use; a vanished blob is not an error here."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(path, (at, at))
+
+
+def _open_blob(path: Path, touch_at: float | None) -> OpenBlob:
+    """(Thread.) The blob at `path` opened, its use stamped after its mtime was read."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise BlobVanished(str(path)) from None
+    try:
+        stat = os.fstat(file.fileno())
+        if touch_at is not None:
+            _touch(path, touch_at)
+    except BaseException:
+        file.close()
+        raise
+    return OpenBlob(file=file, size=stat.st_size, modified=stat.st_mtime)
+
+
+def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:
+    """(Thread.) The blob's bytes if they still hash to its sha256; else it is removed."""
+    try:
+        data = entry.path.read_bytes()
+    except FileNotFoundError:
+        raise BlobVanished(str(entry.path)) from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
+        _unlink_quietly(entry.path)
+        raise BlobVanished(str(entry.path))
+    if touch_at is not None:
+        _touch(entry.path, touch_at)
+    return data
 
 
 def _subdirectories(directory: Path) -> list[Path]:
