@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from mirror import lastknown, workerstatus
-from mirror.artifacts import ArtifactServer
+from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
