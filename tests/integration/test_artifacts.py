@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
-from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, HOLD_BACK, ArtifactServer
+from mirror.artifacts.download import HOLD_BACK
+from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, ArtifactServer
 from mirror.blobs.store import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
