@@ -12,8 +12,8 @@ from pathlib import Path
 from aiohttp import web
 
 from mirror import lastknown, workerstatus
-from mirror.artifacts import ArtifactServer
-from mirror.blobs import BlobStore
+from mirror.artifacts.serve import ArtifactServer
+from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
 from mirror.config import ECOSYSTEMS, Config

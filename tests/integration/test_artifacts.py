@@ -5,9 +5,12 @@ while verifying, integrity refusals, the download ledger."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,8 +24,9 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
-from mirror.artifacts import ARTIFACT_CACHE_CONTROL, HOLD_BACK, ArtifactServer
-from mirror.blobs import BlobStore, BlobWriter
+from mirror.artifacts.download import HOLD_BACK
+from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, ArtifactServer
+from mirror.blobs.store import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.ecosystems.base import ArtifactRef, Digest
@@ -295,6 +299,125 @@ async def test_hit_is_never_compressed(mirror: Mirror) -> None:
     assert response.status == 200
     assert "Content-Encoding" not in response.headers
     assert await response.read() == SMALL
+
+
+@contextlib.asynccontextmanager
+async def on_uvloop(mirror: Mirror) -> AsyncIterator[str]:
+    """A second artifact server over the same blob directory, in a thread running uvloop: the
+    event loop `mirror serve` runs on, which has no sendfile (big files go out in chunks read
+    off the loop). Yields its base URL."""
+    uvloop = pytest.importorskip("uvloop")
+    started: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Event, int] | BaseException]
+    started = queue.Queue()
+
+    async def serve() -> None:
+        clock = FixedClock(T0)
+        metrics = Metrics(CollectorRegistry())
+        state = LocalState(mirror.directory.parent / "uvloop-state.sqlite3", clock=clock)
+        await state.open()
+        scope = UpstreamScope.of("npm", mirror.fake.url("/"))
+        upstream = Upstream(CONFIG, scopes=[scope], metrics=metrics)
+        await upstream.start()
+        blobs = BlobStore(mirror.directory, clock=clock, metrics=metrics)
+        await blobs.open()
+        server = ArtifactServer(
+            blobs=blobs, upstream=upstream, state=state, metrics=metrics, clock=clock
+        )
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await server.serve(request, mirror.refs[request.match_info["name"]])
+
+        app = web.Application(middlewares=[error_middleware])
+        app.router.add_get("/files/{name}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            stop = asyncio.Event()
+            started.put((asyncio.get_running_loop(), stop, runner.addresses[0][1]))
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            await server.close()
+            await blobs.close()
+            await upstream.close()
+            await state.close()
+
+    def run() -> None:
+        try:
+            uvloop.run(serve())
+        except BaseException as exc:
+            started.put(exc)
+
+    thread = threading.Thread(target=run, name="uvloop artifact server", daemon=True)
+    thread.start()
+    outcome = await asyncio.to_thread(started.get, True, 30)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    loop, stop, port = outcome
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        await asyncio.to_thread(thread.join, 30)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_big_hit_answers_ranges_and_conditional_requests(mirror: Mirror, loop: str) -> None:
+    ref = mirror.add("1.0.0", BIG)
+    await preload(mirror, ref, BIG)
+    etag, size = f'"{hashlib.sha256(BIG).hexdigest()}"', len(BIG)
+    never, long_ago = "Fri, 01 Jan 2100 00:00:00 GMT", "Sat, 01 Jan 2000 00:00:00 GMT"
+    ten_of_size = f"bytes 10-19/{size}"
+    # (method, request headers, status, body, response headers)
+    answers: list[tuple[str, dict[str, str], int, bytes, dict[str, str]]] = [
+        ("GET", {}, 200, BIG, {"ETag": etag, "Content-Length": str(size)}),
+        ("HEAD", {}, 200, b"", {"ETag": etag, "Content-Length": str(size)}),
+        ("GET", {"Range": "bytes=10-19"}, 206, BIG[10:20], {"Content-Range": ten_of_size}),
+        ("GET", {"Range": "bytes=-100"}, 206, BIG[-100:], {"Content-Length": "100"}),
+        ("GET", {"Range": f"bytes={size}-"}, 416, b"", {"Content-Range": f"bytes */{size}"}),
+        ("GET", {"Range": "bytes=0-1,5-6"}, 416, b"", {"Content-Range": f"bytes */{size}"}),
+        ("GET", {"If-None-Match": etag}, 304, b"", {"ETag": etag}),
+        ("GET", {"If-Modified-Since": never}, 304, b"", {"ETag": etag}),
+        ("GET", {"If-Match": '"other"'}, 412, b"", {}),
+        ("GET", {"If-Match": etag, "Range": "bytes=0-0"}, 206, BIG[:1], {"ETag": etag}),
+        ("GET", {"If-Range": never, "Range": "bytes=0-0"}, 206, BIG[:1], {}),
+        ("GET", {"If-Range": long_ago, "Range": "bytes=0-0"}, 200, BIG, {}),  # an older copy
+        ("GET", {"Accept-Encoding": "gzip, br"}, 200, BIG, {"Content-Length": str(size)}),
+    ]  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        if loop == "uvloop":
+            base = await stack.enter_async_context(on_uvloop(mirror))
+        else:
+            base = str(mirror.client.make_url("/")).rstrip("/")
+        # One connection after another on a keep-alive session: a body that is one byte
+        # off its Content-Length would break the next answer.
+        connector = aiohttp.TCPConnector(limit=1)
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        )
+        for method, headers, status, body, expected in answers:
+            async with session.request(method, f"{base}/files/1.0.0", headers=headers) as response:
+                assert (response.status, await response.read()) == (status, body), headers
+                assert response.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
+                assert "Content-Encoding" not in response.headers
+                for name, value in expected.items():
+                    assert response.headers[name] == value, (headers, name)
+    assert mirror.fake.requests == []
+
+
+async def test_a_big_blob_evicted_by_another_process_is_fetched_again(mirror: Mirror) -> None:
+    ref = mirror.add("1.0.0", BIG)
+    await preload(mirror, ref, BIG)
+    entry = await mirror.blobs.lookup(ref.cache_key)  # this process remembers the entry
+    assert entry is not None
+    entry.path.unlink()
+    response = await mirror.client.get("/files/1.0.0")
+    assert response.status == 200
+    assert await response.read() == BIG
+    assert mirror.fake.count("/files/1.0.0") == 1
+    assert await mirror.blobs.lookup(ref.cache_key) is not None
 
 
 async def test_hit_whose_declared_digest_changed_is_refused(mirror: Mirror) -> None:

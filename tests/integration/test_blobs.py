@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mirror.blobs import BlobStore, BlobWriter, DigestMismatch
+from mirror.blobs.store import BlobStore, BlobVanished, BlobWriter, DigestMismatch
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import FixedClock
 from mirror.ecosystems.base import Digest
@@ -77,6 +77,36 @@ async def test_verified_write_commits_and_is_found(store: BlobStore) -> None:
     assert entry.digests["sha1"] == declared[1].hexdigest
     assert await store.lookup("npm/left-pad/1.3.1/left-pad-1.3.1.tgz") is None
     assert files_under(store.directory / "tmp") == []
+
+
+async def test_an_opened_blob_is_read_whole_even_if_evicted_meanwhile(store: BlobStore) -> None:
+    await write(store, "k/a", BODY, (digest("sha256", BODY),))
+    entry = await store.lookup("k/a")
+    assert entry is not None
+    blob = await store.open_blob(entry)
+    try:
+        entry.path.unlink()  # another process evicts it while this one sends it
+        assert blob.size == len(BODY)
+        assert blob.file.read() == BODY
+    finally:
+        blob.file.close()
+    with pytest.raises(BlobVanished):
+        await store.open_blob(entry)
+    with pytest.raises(BlobVanished):
+        await store.read_verified(entry)
+
+
+async def test_a_blob_damaged_on_disk_is_removed_never_returned(store: BlobStore) -> None:
+    await write(store, "k/a", BODY, (digest("sha256", BODY),))
+    await write(store, "k/b", BODY + b"b", (digest("sha256", BODY + b"b"),))
+    damaged, intact = await store.lookup("k/a"), await store.lookup("k/b")
+    assert damaged is not None
+    assert intact is not None
+    damaged.path.write_bytes(b"bit rot" + BODY[7:])
+    with pytest.raises(BlobVanished):
+        await store.read_verified(damaged)
+    assert not damaged.path.exists()
+    assert await store.read_verified(intact) == BODY + b"b"
 
 
 @pytest.mark.parametrize(
@@ -199,10 +229,12 @@ async def test_lru_eviction_keeps_recently_read_blobs(
         # Reading a, as the artifact server does on a hit: its last use moves to now.
         used = await store.lookup("k/a")
         assert used is not None
-        stamp = store.touch_due(used)
-        assert stamp is not None
-        os.utime(used.path, (stamp, stamp))
-        assert store.touch_due(used) is None  # at most once a minute
+        blob = await store.open_blob(used)
+        blob.file.close()
+        assert used.path.stat().st_mtime == clock.now().timestamp()
+        clock.advance(timedelta(seconds=30))
+        await store.note_use(used)
+        assert used.path.stat().st_mtime != clock.now().timestamp()  # at most once a minute
         clock.advance(timedelta(minutes=5))
         await write(store, "k/c", bodies["cccc"], (digest("sha256", bodies["cccc"]),))
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import create_app
-from mirror.artifacts import ARTIFACT_MAX_AGE, HOT_FILE_MAX
+from mirror.artifacts.serve import ARTIFACT_MAX_AGE, HOT_FILE_MAX
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.server import ssl_context

@@ -1,15 +1,19 @@
-"""The content-addressed artifact store on disk, shared by every worker process.
+"""The content-addressed artifact store on disk, shared by every worker process, and the only
+code that reads, stamps or removes its files.
 
 Layout under the store's directory:
 
 - `sha256/ab/cd/<hex>`: the blobs, named by the sha256 of their bytes;
 - `index/ab/<sha256 of the cache key>.json`: which blob a cache key (`ArtifactRef.cache_key`)
   stands for and every digest verified when it was written;
-- `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer.
+- `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer;
+- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`).
 
 Choices, stated plainly:
 - Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
-  read (they never change once written) and checks the blob still exists when it opens it.
+  read (they never change once written) and checks the blob still exists when it opens it
+  (`BlobVanished` when not: another process evicted it). A blob read whole is hashed again, and
+  removed if it no longer matches its name: damaged bytes are never handed out.
 - A write streams to a temp file in the same filesystem while hashing, is verified against the
   declared digests (every declared one must match), then fsync'd and renamed into place; the index
   entry is written the same way. A mismatch, a short body, a full disk or a cancellation removes
@@ -38,10 +42,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 import orjson
 
 from mirror import errors
+from mirror.blobs.claims import FetchClaim, PeerFetch, open_peer, try_claim
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Digest
@@ -63,6 +69,11 @@ _INDEX_ENTRY_BYTES = 768
 _OWN_BUDGET = 256 * 1024**2
 _TEMP_SUFFIX = ".part"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class BlobVanished(Exception):
+    """The blob behind an index entry is gone (evicted by another process since, or removed
+    because its bytes no longer match their sha256). The caller forgets the entry."""
 
 
 class DigestMismatch(errors.IntegrityError):
@@ -89,6 +100,17 @@ class BlobEntry:
     def etag(self) -> str:
         """The strong ETag value (unquoted): the sha256 of the bytes."""
         return self.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBlob:
+    """A committed blob opened for reading (`BlobStore.open_blob`): served from this file
+    object, so a blob evicted meanwhile is still read whole. The caller closes it."""
+
+    file: BinaryIO
+    size: int
+    # POSIX time of its last recorded use (its mtime) when it was opened.
+    modified: float
 
 
 def strongest(digests: Iterable[Digest]) -> Digest | None:
@@ -281,12 +303,12 @@ class BlobStore:
         """Claim the upstream fetch of `key` for this process, or None while another worker
         process holds it. Worker processes share this directory, so one `flock` per key keeps
         concurrent misses on several workers to one upstream fetch."""
-        return await asyncio.to_thread(_try_claim, self._claim_path(key))
+        return await asyncio.to_thread(try_claim, self._claim_path(key))
 
     async def peer_fetch(self, key: str) -> PeerFetch | None:
         """The growing temp file of another process's fetch of `key`, opened for reading, or
         None until that process has announced it (or when it is gone)."""
-        return await asyncio.to_thread(_open_peer, self._claim_path(key), self._temp_dir)
+        return await asyncio.to_thread(open_peer, self._claim_path(key), self._temp_dir)
 
     def _claim_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
@@ -363,9 +385,27 @@ class BlobStore:
         """Drop this process's copy of `key`'s entry (its blob was found missing)."""
         self._entries.pop(key)
 
-    def touch_due(self, entry: BlobEntry) -> float | None:
+    async def open_blob(self, entry: BlobEntry) -> OpenBlob:
+        """Open `entry`'s blob for reading and note its use, in one hop off the event loop.
+        Raises BlobVanished if it is gone."""
+        return await asyncio.to_thread(_open_blob, entry.path, self._touch_due(entry))
+
+    async def read_verified(self, entry: BlobEntry) -> bytes:
+        """`entry`'s bytes, hashed again and its use noted, off the event loop. A blob damaged
+        on disk since it was stored is removed and never returned: BlobVanished, as for a
+        blob that is gone."""
+        return await asyncio.to_thread(_read_verified, entry, self._touch_due(entry))
+
+    async def note_use(self, entry: BlobEntry) -> None:
+        """Record a use of `entry`'s blob (read from a copy elsewhere) for eviction: stamped
+        on the blob at most once a minute."""
+        at = self._touch_due(entry)
+        if at is not None:
+            await asyncio.to_thread(_touch, entry.path, at)
+
+    def _touch_due(self, entry: BlobEntry) -> float | None:
         """If `entry`'s last recorded use is a minute old, note now as its use and return the
-        POSIX time to stamp on the blob (the caller does it off the event loop); else None."""
+        POSIX time to stamp on the blob (done off the event loop); else None."""
         cached = self._entries.peek(entry.key)
         now = self._clock.now()
         if cached is not None and now - cached[1] < TOUCH_INTERVAL:
@@ -527,10 +567,41 @@ def _mapped(exc: OSError) -> Exception:
     return OSError(exc.errno, exc.strerror, exc.filename)
 
 
-def touch(path: Path, at: float) -> None:
+def _touch(path: Path, at: float) -> None:
     """(Thread.) Record `at` as the blob's last use; a vanished blob is not an error here."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(path, (at, at))
+
+
+def _open_blob(path: Path, touch_at: float | None) -> OpenBlob:
+    """(Thread.) The blob at `path` opened, its use stamped after its mtime was read."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        raise BlobVanished(str(path)) from None
+    try:
+        stat = os.fstat(file.fileno())
+        if touch_at is not None:
+            _touch(path, touch_at)
+    except BaseException:
+        file.close()
+        raise
+    return OpenBlob(file=file, size=stat.st_size, modified=stat.st_mtime)
+
+
+def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:
+    """(Thread.) The blob's bytes if they still hash to its sha256; else it is removed."""
+    try:
+        data = entry.path.read_bytes()
+    except FileNotFoundError:
+        raise BlobVanished(str(entry.path)) from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
+        _unlink_quietly(entry.path)
+        raise BlobVanished(str(entry.path))
+    if touch_at is not None:
+        _touch(entry.path, touch_at)
+    return data
 
 
 def _subdirectories(directory: Path) -> list[Path]:
@@ -539,96 +610,6 @@ def _subdirectories(directory: Path) -> list[Path]:
             return [Path(item.path) for item in entries if item.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
-
-
-class FetchClaim:
-    """An exclusive claim on one key's upstream fetch; `release()` when the outcome is known
-    (the index entry is written first, so waiters find it)."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self._path = path
-        self._fd: int | None = fd
-
-    def announce(self, temp: Path) -> None:
-        """(Thread.) Say where the bytes are being written, so processes waiting on this
-        claim can stream them to their own clients as they arrive."""
-        if self._fd is None:
-            return
-        data = str(temp).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        # Unlinked while still locked: a waiter that opened the old file takes a lock on a
-        # file nobody else will open, which at worst costs one more upstream fetch.
-        with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
-        os.close(fd)
-
-
-class PeerFetch:
-    """Read side of another process's fetch: its temp file, which becomes the blob itself on
-    commit (an atomic rename keeps the inode, so this descriptor reads on unchanged)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    async def size(self) -> int:
-        if self._fd is None:
-            return 0
-        return (await asyncio.to_thread(os.fstat, self._fd)).st_size
-
-    async def read_at(self, offset: int, size: int) -> bytes:
-        if self._fd is None:
-            return b""
-        return await asyncio.to_thread(os.pread, self._fd, size, offset)
-
-    async def is_file(self, path: Path) -> bool:
-        """Whether this is the file now at `path` (the peer's temp file became that blob)."""
-        if self._fd is None:
-            return False
-        fd = self._fd
-
-        def same() -> bool:
-            try:
-                return os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                return False
-
-        return await asyncio.to_thread(same)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
-def _open_peer(claim: Path, temp_dir: Path) -> PeerFetch | None:
-    try:
-        announced = claim.read_bytes().decode("utf-8", "replace").strip()
-    except FileNotFoundError:
-        return None
-    # Only ever a temp file of this store, whatever the claim file says.
-    if not announced or Path(announced).parent != temp_dir:
-        return None
-    try:
-        return PeerFetch(os.open(announced, os.O_RDONLY | os.O_CLOEXEC))
-    except FileNotFoundError:
-        return None
-
-
-def _try_claim(path: Path) -> FetchClaim | None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return FetchClaim(path, fd)
 
 
 def _remove_if_stale(path: Path) -> bool:

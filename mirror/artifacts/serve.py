@@ -1,0 +1,331 @@
+"""Serves artifacts (tarballs, wheels, jars…) after the adapter's policy check: from disk on a
+hit, or through the shared download (`download`) on a miss, streamed while it is stored
+(`passthrough`).
+
+Choices, stated plainly:
+- Hit: the blob, opened once and sent from that open file (sendfile where the event loop has
+  it), with a strong ETag (the sha256), cacheable for `ARTIFACT_MAX_AGE` then revalidated (so
+  a block wins at a cache in front within that bound), one byte range and conditional requests
+  (always after the adapter's policy check: a blocked file never answers 304); never
+  compressed. aiohttp's `FileResponse` is not used: its ETag is mtime-size and cannot be
+  replaced through its public API, and it opens the path itself.
+  If the digest the adapter now declares differs from the verified one, the request is refused
+  (`pinning`). Small blobs are answered from memory, re-verified once per process.
+- Miss: GET streams the shared download as it is stored (`passthrough.stream_download`); HEAD
+  and Range requests wait for the download to be stored, then are answered from disk like a
+  hit. A full disk does not stop installs: the client gets the verified bytes uncached
+  (`passthrough.relay_uncached`).
+- Every GET that sends the file (200/206) is written to the download ledger in the background;
+  the ledger never delays or fails a download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from functools import partial
+
+from aiohttp import ETag, web
+
+from mirror import errors
+from mirror.artifacts.download import Downloads
+from mirror.artifacts.passthrough import relay_uncached, stream_download
+from mirror.artifacts.pinning import Pins, count_late_conflict
+from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, OpenBlob
+from mirror.budget import BudgetedLRU, ByteBudget
+from mirror.clock import Clock
+from mirror.config import IPNetwork
+from mirror.ecosystems.base import ArtifactRef
+from mirror.forwarded import client_of
+from mirror.ledger import DownloadLedger
+from mirror.metrics import Metrics
+from mirror.servingstate import ServingState
+from mirror.state.base import DownloadEvent, StateStore
+from mirror.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+# Stored artifacts may be kept by a cache in front for at most 5 minutes, then revalidated
+# with their strong ETag: a cheap 304 while still allowed, a 403 once blocked. So a block wins
+# at such a cache within this bound (must-revalidate: not even a disconnected cache may serve
+# the file past it). Bytes relayed without being stored go out `no-store`.
+ARTIFACT_MAX_AGE = 300  # seconds
+ARTIFACT_CACHE_CONTROL = f"public, max-age={ARTIFACT_MAX_AGE}, must-revalidate"
+# Small artifacts (most npm tarballs, poms, checksums) are answered from memory: a thread hop
+# to open the file and a sendfile call cost more than the bytes themselves.
+HOT_FILE_MAX = 256 * 1024
+# Held from the worker's shared memory budget; this one only when none is given (tests).
+HOT_BUDGET = 64 * 1024 * 1024
+# Without sendfile (uvloop), a blob is sent in chunks of this size read off the event loop
+# (what aiohttp's FileResponse falls back to).
+SEND_CHUNK = 256 * 1024
+
+
+class ArtifactServer:
+    """See the module docstring. Construct without I/O; `close()` ends downloads in progress."""
+
+    def __init__(
+        self,
+        *,
+        blobs: BlobStore,
+        upstream: Upstream,
+        state: StateStore,
+        metrics: Metrics,
+        clock: Clock,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+        state_timeout: timedelta = timedelta(milliseconds=500),
+        budget: ByteBudget | None = None,
+    ) -> None:
+        self._blobs = blobs
+        self._proxies = trusted_proxies
+        self._upstream = upstream
+        self._metrics = metrics
+        self._clock = clock
+        self._hot: BudgetedLRU[str, bytes] = BudgetedLRU(
+            budget or ByteBudget(HOT_BUDGET), "small artifacts", len
+        )
+        backend = type(state).__name__.removesuffix("State").lower() or "unknown"
+        self.ledger = DownloadLedger(state, metrics, backend=backend)
+        # Shared state as the serving path uses it (bounded, remembered, retried): the Maven
+        # adapter's publish times go through it too.
+        self.shared = ServingState(
+            state,
+            metrics,
+            backend=backend,
+            timeout=state_timeout,
+            on_conflict=partial(count_late_conflict, metrics),
+            budget=budget,
+        )
+        self._pins = Pins(self.shared, metrics)
+        self._downloads = Downloads(
+            blobs=blobs, upstream=upstream, pins=self._pins, metrics=metrics
+        )
+
+    # public API ---------------------------------------------------------------------------
+
+    async def serve(self, request: web.Request, ref: ArtifactRef) -> web.StreamResponse:
+        """Answer GET/HEAD for `ref` (the policy check has passed). Raises IntegrityError,
+        NotFound, upstream errors or StorageFull while no header has been sent."""
+        entry = await self._blobs.lookup(ref.cache_key)
+        if entry is not None:
+            self._pins.check_stored(ref, entry)
+            response = await self._send_blob(request, ref, entry)
+            if response is not None:
+                return response
+            self._blobs.forget(ref.cache_key)
+        self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+        download = self._downloads.join(ref)
+        record = partial(self._record_download, request, ref)
+        try:
+            if request.method == "HEAD" or "Range" in request.headers:
+                return await self._serve_stored(request, ref, await download.stored())
+            streamed = await stream_download(
+                request, download, cache_control=ARTIFACT_CACHE_CONTROL, record=record
+            )
+            if isinstance(streamed, BlobEntry):  # stored by another worker process first
+                return await self._serve_stored(request, ref, streamed)
+            return streamed
+        except errors.StorageFull as exc:
+            # Nothing was sent (the store failed before the first byte): a full disk must
+            # not stop installs, so this client gets the verified bytes without caching.
+            log.error("%s; serving %s without caching it", exc, ref.cache_key)
+            self._metrics.child(self._metrics.uncached_serves, ref.ecosystem).inc()
+            return await relay_uncached(
+                request, ref, upstream=self._upstream, pins=self._pins, record=record
+            )
+
+    async def close(self) -> None:
+        """Let downloads in progress finish for a moment, then cancel them (their temp files
+        are removed); then the same for pending ledger writes."""
+        await self._downloads.close()
+        await self.ledger.close()
+        await self.shared.close()
+
+    # hits ---------------------------------------------------------------------------------
+
+    async def _send_blob(
+        self, request: web.Request, ref: ArtifactRef, entry: BlobEntry
+    ) -> web.StreamResponse | None:
+        """Send the stored blob (prepared here, so a vanished blob can still become a miss);
+        None if the blob vanished before any byte went out."""
+
+        def on_send(status: int) -> None:
+            # Called just before the headers go out, once the blob is open.
+            self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
+            if request.method == "GET" and status in (200, 206):
+                self._record_download(request, ref)
+
+        if entry.size <= HOT_FILE_MAX and "Range" not in request.headers and not request.if_match:
+            return await self._send_small(request, ref, entry, on_send)
+        try:
+            blob = await self._blobs.open_blob(entry)
+        except BlobVanished:
+            log.info("blob of %s vanished (evicted elsewhere); fetching again", ref.cache_key)
+            return None
+        headers = {"Content-Type": ref.content_type, "Cache-Control": ARTIFACT_CACHE_CONTROL}
+        return await _send_open_blob(
+            request, blob, etag=entry.etag, headers=headers, on_send=on_send
+        )
+
+    async def _send_small(
+        self,
+        request: web.Request,
+        ref: ArtifactRef,
+        entry: BlobEntry,
+        on_send: Callable[[int], None],
+    ) -> web.StreamResponse | None:
+        """A small blob from memory (read and re-verified once per process); None if the
+        blob vanished or no longer matches its sha256 (then it is fetched again)."""
+        data = self._hot.get(entry.sha256)
+        if data is None:
+            try:
+                data = await self._blobs.read_verified(entry)
+            except BlobVanished:
+                log.info("blob of %s vanished or changed on disk; fetching again", ref.cache_key)
+                return None
+            self._hot.put(entry.sha256, data)
+        else:
+            await self._blobs.note_use(entry)
+        headers = {
+            "Content-Type": ref.content_type,
+            "Cache-Control": ARTIFACT_CACHE_CONTROL,
+            "ETag": f'"{entry.etag}"',
+            "Accept-Ranges": "bytes",
+        }
+        if_none_match = request.if_none_match
+        if if_none_match and any(tag.value in (entry.etag, "*") for tag in if_none_match):
+            on_send(304)
+            return web.Response(status=304, headers=headers)
+        on_send(200)
+        return web.Response(body=data, headers=headers)
+
+    async def _serve_stored(
+        self, request: web.Request, ref: ArtifactRef, entry: BlobEntry
+    ) -> web.StreamResponse:
+        response = await self._send_blob(request, ref, entry)
+        if response is None:
+            raise errors.UpstreamUnavailable(
+                f"{ref.filename} was evicted right after it was stored; retry", status=503
+            )
+        return response
+
+    # ledger -------------------------------------------------------------------------------
+
+    def _record_download(self, request: web.Request, ref: ArtifactRef) -> None:
+        self.ledger.note(
+            DownloadEvent(
+                ecosystem=ref.ecosystem,
+                package=ref.package,
+                version=ref.version,
+                filename=ref.filename,
+                client=client_of(
+                    request.remote, request.headers.get("X-Forwarded-For"), self._proxies
+                ),
+                at=self._clock.now(),
+            )
+        )
+
+
+async def _send_open_blob(
+    request: web.Request,
+    blob: OpenBlob,
+    *,
+    etag: str,
+    headers: Mapping[str, str],
+    on_send: Callable[[int], None],
+) -> web.StreamResponse:
+    """Answer `request` from the opened `blob` (then closed) and return the finished response.
+    Conditional requests are judged on the strong `etag`, ranges and dates as aiohttp's
+    `FileResponse` judges them: If-Match (412), If-None-Match or else If-Modified-Since (304),
+    one byte range (206, or 416 with `bytes */size`), If-Range as a date (an older copy gets
+    the whole file). `on_send(status)` runs just before the headers go out."""
+    try:
+        status, offset, count = _judge(request, etag, blob.size, blob.modified)
+        response = web.StreamResponse(status=status, headers=headers)
+        if status == 412:
+            response.content_length = 0
+        elif status == 416:
+            response.headers["Content-Range"] = f"bytes */{blob.size}"
+        else:
+            response.etag = etag
+            response.last_modified = blob.modified
+        if status in (200, 206):
+            response.content_length = count
+            response.headers["Accept-Ranges"] = "bytes"
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{blob.size}"
+        on_send(status)
+        try:
+            await response.prepare(request)
+            if status in (200, 206) and count and request.method != "HEAD":
+                await _send_body(request, response, blob, offset, count)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client left; aiohttp notices on its own
+        return response
+    finally:
+        blob.file.close()
+
+
+def _judge(request: web.Request, etag: str, size: int, modified: float) -> tuple[int, int, int]:
+    """(status, offset, count) of the answer to `request` on a file of `size` bytes last
+    modified at `modified` (POSIX time) whose strong ETag is `etag`."""
+    if (if_match := request.if_match) is not None and not _etag_matches(etag, if_match, weak=False):
+        return 412, 0, 0
+    if_none_match = request.if_none_match
+    if if_none_match is not None:
+        if _etag_matches(etag, if_none_match, weak=True):
+            return 304, 0, 0
+    elif (since := request.if_modified_since) is not None and modified <= since.timestamp():
+        return 304, 0, 0
+    if (if_range := request.if_range) is not None and modified > if_range.timestamp():
+        return 200, 0, size  # the client's copy is older: all of it
+    try:
+        wanted = request.http_range  # one range; several, or a malformed one, raise
+    except ValueError:
+        return 416, 0, 0
+    start, stop = wanted.start, wanted.stop
+    if start is None:
+        return 200, 0, size
+    if start < 0 and stop is None:  # the last -start bytes
+        start = max(size + start, 0)
+        count = size - start
+    else:  # a stop past the end means up to the end
+        count = min(stop if stop is not None else size, size) - start
+    if start >= size:
+        return 416, 0, 0
+    return 206, start, count
+
+
+def _etag_matches(etag: str, tags: tuple[ETag, ...], *, weak: bool) -> bool:
+    """Whether `etag` is among `tags` (`*` matches any); weak tags count only with `weak`."""
+    if len(tags) == 1 and tags[0].value == "*":
+        return True
+    return any(tag.value == etag for tag in tags if weak or not tag.is_weak)
+
+
+async def _send_body(
+    request: web.Request, response: web.StreamResponse, blob: OpenBlob, offset: int, count: int
+) -> None:
+    """`count` bytes of `blob` from `offset`, after the headers: by sendfile where the event
+    loop has it, else (uvloop) read in chunks off the loop."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left")
+    try:
+        await asyncio.get_running_loop().sendfile(transport, blob.file, offset, count)
+        return
+    except NotImplementedError:
+        pass
+    fd = blob.file.fileno()
+    while count > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(SEND_CHUNK, count), offset)
+        if not chunk:  # not expected: a blob is replaced, never truncated
+            transport.abort()  # never a short body that looks complete
+            raise ConnectionResetError(f"{blob.file.name} is shorter than its size")
+        await response.write(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
