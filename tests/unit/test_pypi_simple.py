@@ -1,0 +1,305 @@
+"""The pure PyPI simple-index functions: parse → filter → render project pages and the
+project list on realistic pages, hostile links included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import orjson
+import pytest
+
+from mirror.ecosystems.pypi import links, simple
+from mirror.errors import BadUpstreamDocument
+from tests.unit.pypi_samples import (
+    AGE,
+    BASE,
+    FILES,
+    HOSTILE_HREFS,
+    HOSTS,
+    NOW,
+    OLD,
+    UPSTREAM,
+    UPSTREAM_HTML,
+    anchors,
+    block,
+    entry,
+    hostile_html,
+    json_view,
+    parse,
+    rules,
+    sha,
+    ts,
+)
+
+# parse ---------------------------------------------------------------------------------------
+
+
+def test_parse_json_keeps_fields_and_drops_files_on_other_hosts() -> None:
+    page = parse()
+    assert page.dropped == ("demo-0.8.tar.gz",)
+    assert page.last_serial == 42
+    sdist = page.file("demo-1.0.tar.gz")
+    assert sdist is not None
+    assert sdist.version == "1.0"
+    assert sdist.yanked == "broken build"
+    assert sdist.upload_time == OLD
+    assert sdist.sha256 == sha("demo-1.0.tar.gz")
+    assert sdist.metadata_digests()[0].hexdigest == sha("demo-1.0.tar.gz.metadata")
+    assert page.file("demo-2004d.tar.gz") is not None
+    assert page.file("demo-2004d.tar.gz").version is None  # type: ignore[union-attr]
+    assert page.file("demo-0.1.win32.exe").version == "0.1"  # type: ignore[union-attr]
+
+
+def test_parse_resolves_relative_urls_against_the_page() -> None:
+    doc = {"files": [{**entry("demo-1.0.tar.gz", OLD), "url": "../../files/demo-1.0.tar.gz"}]}
+    page = parse(doc)
+    assert page.files[0].url == "http://up.test/files/demo-1.0.tar.gz"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"files": 5}'])
+def test_parse_refuses_broken_json(raw: bytes) -> None:
+    with pytest.raises(BadUpstreamDocument):
+        simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+
+
+def test_parse_html_page() -> None:
+    page = simple.parse_project_page(UPSTREAM_HTML, "demo", UPSTREAM, HOSTS)
+    first, second, third = page.files
+    assert first.url == f"{FILES}/packages/ab/demo-1.0.tar.gz"
+    assert first.requires_python == ">=3.8"
+    assert first.yanked is True
+    assert first.core_metadata is False
+    assert first.upload_time is None
+    assert second.url == "http://up.test/packages/cd/demo-1.1-py3-none-any.whl"
+    assert second.core_metadata == {"sha256": sha("m")}
+    assert second.upload_time == NOW - timedelta(days=30)
+    assert third.url == "http://up.test/simple/demo/demo-1.2.tar.gz"
+    assert third.hashes == {"md5": "0123"}
+    assert third.yanked == "bad <release>"
+    assert page.last_serial == 7
+    assert page.missing_upload_times
+
+
+def test_html_base_href_is_honoured() -> None:
+    raw = b'<html><head><base href="http://files.test/base/"></head><body>'
+    raw += b'<a href="demo-1.0.tar.gz">demo-1.0.tar.gz</a></body></html>'
+    page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert page.files[0].url == "http://files.test/base/demo-1.0.tar.gz"
+
+
+# filter and render JSON ----------------------------------------------------------------------
+
+
+def test_filter_hides_each_file_by_its_own_upload_time() -> None:
+    view, body = json_view(parse())
+    shown = [item["filename"] for item in body["files"]]
+    assert shown == [
+        "demo-1.0.tar.gz",
+        "demo-1.0-py3-none-any.whl",
+        "demo-1.1-py3-none-any.whl",
+        "demo-1.2-py3-none-any.whl",
+        "demo-0.1.win32.exe",
+    ]
+    assert body["versions"] == ["0.1", "1.0", "1.1", "1.2"]
+    assert [held.filename for held in view.quarantined] == [
+        "demo-1.1-cp313-cp313-manylinux_2_17_x86_64.whl",
+        "demo-2.0-py3-none-any.whl",
+        "demo-0.9.tar.gz",
+    ]
+    assert view.unattributed == ("demo-2004d.tar.gz",)
+    assert view.valid_until == NOW - timedelta(hours=5) + AGE
+
+
+def test_json_render_keeps_every_field_and_rewrites_urls() -> None:
+    _view, body = json_view(parse())
+    assert body["meta"] == {"api-version": "1.1"}
+    assert body["name"] == "demo"
+    sdist = body["files"][0]
+    assert sdist == {
+        "filename": "demo-1.0.tar.gz",
+        "url": f"{BASE}/files/demo/demo-1.0.tar.gz",
+        "hashes": {"sha256": sha("demo-1.0.tar.gz")},
+        "requires-python": ">=3.8",
+        "yanked": "broken build",
+        "core-metadata": {"sha256": sha("demo-1.0.tar.gz.metadata")},
+        "dist-info-metadata": {"sha256": sha("demo-1.0.tar.gz.metadata")},
+        "size": 1234,
+        "upload-time": ts(OLD),
+    }
+    exe = body["files"][-1]
+    assert "core-metadata" not in exe
+    assert "dist-info-metadata" not in exe
+
+
+def test_blocked_version_is_hidden_with_all_its_files() -> None:
+    view, body = json_view(parse(), rules(block("==1.0")))
+    assert all(not item["filename"].startswith("demo-1.0") for item in body["files"])
+    assert "1.0" not in body["versions"]
+    assert sorted(str(held.filename) for held in view.blocked) == [
+        "demo-1.0-py3-none-any.whl",
+        "demo-1.0.tar.gz",
+    ]
+    notice = simple.render_notice("demo", view)
+    assert notice is not None
+    assert "2 files blocked (demo-1.0.tar.gz, demo-1.0-py3-none-any.whl)" in notice
+
+
+def test_all_files_hidden_gives_an_empty_page() -> None:
+    doc = {"files": [entry("demo-3.0-py3-none-any.whl", NOW - timedelta(minutes=1))]}
+    view, body = json_view(parse(doc))
+    assert body["files"] == []
+    assert body["versions"] == []
+    assert simple.render_notice("demo", view) == (
+        "demo: 1 file held in quarantine (newest demo-3.0-py3-none-any.whl, available "
+        "2026-11-25T09:59Z)"
+    )
+
+
+def test_unknown_upload_time_is_allowed_only_when_configured() -> None:
+    view, _body = json_view(parse(), rules(unknown="allow"))
+    assert "demo-0.9.tar.gz" in [item.filename for item in view.visible]
+
+
+def test_api_version_drops_to_1_0_without_sizes() -> None:
+    page = simple.parse_project_page(UPSTREAM_HTML, "demo", UPSTREAM, HOSTS)
+    _view, body = json_view(page, rules(unknown="allow"))
+    assert body["meta"]["api-version"] == "1.0"
+    assert "size" not in body["files"][0]
+
+
+# render HTML ---------------------------------------------------------------------------------
+
+
+def test_html_render_escapes_and_keeps_pep_503_658_592_fields() -> None:
+    page = parse()
+    view = simple.filter_page(page, rules(), NOW)
+    body = simple.render_html(page, view, BASE)
+    assert b"&lt;4,&gt;=3.9" in body
+    parsed = anchors(body)
+    assert parsed.meta == {"name": "pypi:repository-version", "content": "1.1"}
+    by_name = {str(a["href"]).split("#")[0].rsplit("/", 1)[-1]: a for a in parsed.anchors}
+    sdist = by_name["demo-1.0.tar.gz"]
+    assert sdist["href"] == f"{BASE}/files/demo/demo-1.0.tar.gz#sha256={sha('demo-1.0.tar.gz')}"
+    assert sdist["data-yanked"] == "broken build"
+    assert sdist["data-requires-python"] == ">=3.8"
+    metadata = f"sha256={sha('demo-1.0.tar.gz.metadata')}"
+    assert sdist["data-core-metadata"] == sdist["data-dist-info-metadata"] == metadata
+    assert by_name["demo-1.2-py3-none-any.whl"]["data-requires-python"] == "<4,>=3.9"
+    assert "data-yanked" not in by_name["demo-1.1-py3-none-any.whl"]
+    assert "demo-2.0-py3-none-any.whl" not in by_name
+
+
+def test_html_render_of_hostile_attributes_is_escaped() -> None:
+    doc = {"files": [entry("demo-1.0-py3-none-any.whl", OLD, yanked='"><script>x</script>')]}
+    page = parse(doc)
+    body = simple.render_html(page, simple.filter_page(page, rules(), NOW), BASE)
+    assert b"<script>" not in body
+    assert anchors(body).anchors[0]["data-yanked"] == '"><script>x</script>'
+
+
+# project list --------------------------------------------------------------------------------
+
+
+def test_root_in_both_forms() -> None:
+    raw = orjson.dumps({"meta": {}, "projects": [{"name": "Foo_Bar"}, {"name": "bad name"}]})
+    projects = simple.parse_root(raw)
+    assert projects == ("Foo_Bar",)
+    html_names = simple.parse_root(b'<a href="/simple/foo/">foo</a><a href="x">Zed</a>')
+    assert html_names == ("foo", "Zed")
+    body = simple.render_root(projects, "text-html", BASE)
+    assert anchors(body).anchors == [{"href": f"{BASE}/simple/foo-bar/"}]
+    assert orjson.loads(simple.render_root(projects, "json", BASE))["projects"] == [
+        {"name": "Foo_Bar"}
+    ]
+
+
+def test_large_page_filters_and_renders() -> None:
+    doc = {
+        "files": [
+            entry(f"demo-{major}.{minor}-py3-none-any.whl", OLD + timedelta(hours=minor))
+            for major in range(50)
+            for minor in range(60)
+        ]
+    }
+    page = parse(doc)
+    _view, body = json_view(page)
+    assert len(body["files"]) == 3000
+    assert body["versions"][:3] == ["0.0", "0.1", "0.2"]
+    assert body["versions"][-1] == "49.59"
+
+
+# hostile links -------------------------------------------------------------------------------
+
+
+def test_hostile_links_on_an_html_page_are_skipped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
+        page = simple.parse_project_html(hostile_html(), "demo", UPSTREAM, HOSTS)
+    assert [(item.filename, item.url) for item in page.files] == [
+        ("demo-1.0.tar.gz", f"{FILES}/packages/demo-1.0.tar.gz"),
+        ("demo-1.1.tar.gz", "http://up.test/packages/demo-1.1.tar.gz"),
+    ]
+    assert len(page.dropped) == len(HOSTILE_HREFS)
+    records = [record for record in caplog.records if "skipped" in record.getMessage()]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "skipped 8 file link(s) on the upstream page of 'demo'" in message
+    assert "\n" not in message
+    assert "\x1b" not in message
+
+
+@pytest.mark.parametrize("base", ["file:///", "http://[::1/", "javascript:x"])
+def test_a_hostile_base_href_never_makes_a_file_fetchable(base: str) -> None:
+    page = simple.parse_project_html(hostile_html(base), "demo", UPSTREAM, HOSTS)
+    assert all(links.link_problem(item.url, HOSTS) is None for item in page.files)
+    assert "demo-1.0.tar.gz" in page.by_filename  # absolute links still serve
+
+
+def test_hostile_links_on_a_json_page_are_skipped() -> None:
+    doc = {
+        "files": [
+            {**entry(f"demo-0.{number}.tar.gz", OLD), "url": href}
+            for number, href in enumerate(HOSTILE_HREFS)
+        ]
+        + [entry("demo-1.0.tar.gz", OLD)]
+    }
+    page = parse(doc)
+    assert [item.filename for item in page.files] == ["demo-1.0.tar.gz"]
+    assert len(page.dropped) == len(HOSTILE_HREFS)
+
+
+# nothing visible -----------------------------------------------------------------------------
+
+
+def test_no_visible_file_message_says_why() -> None:
+    doc = {"files": [entry("demo-3.0-py3-none-any.whl", NOW - timedelta(minutes=1))]}
+    page = parse(doc)
+    view = simple.filter_page(page, rules(), NOW)
+    assert simple.no_visible_file_message("demo", view) == (
+        "no file of demo is available from this mirror yet: demo: 1 file held in quarantine "
+        "(newest demo-3.0-py3-none-any.whl, available 2026-11-25T09:59Z)"
+    )
+    empty = simple.filter_page(parse({"files": []}), rules(), NOW)
+    assert simple.no_visible_file_message("demo", empty) == (
+        "the upstream index lists no files for demo"
+    )
+
+
+PURE_MODULES = ["names", "negotiation", "links", "simple", "jsonapi"]
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_document_modules_are_pure(module: str) -> None:
+    # Each in a fresh interpreter: one that imports the web or state layer is caught alone.
+    code = (
+        f"import sys, mirror.ecosystems.pypi.{module}; "
+        "bad = [m for m in ('aiohttp', 'redis', 'aiofiles') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
