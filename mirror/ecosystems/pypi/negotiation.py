@@ -24,8 +24,7 @@ _JSON_OFFERS: frozenset[str] = frozenset({JSON_TYPE, "application/vnd.pypi.simpl
 _HTML_OFFERS: frozenset[str] = frozenset({HTML_TYPE, "application/vnd.pypi.simple.latest+html"})
 
 
-@functools.lru_cache(maxsize=256)  # clients send a handful of distinct Accept headers
-def choose_form(accept: str | None) -> Form | None:
+def _form_for(accept: str | None) -> Form | None:
     """The representation for an `Accept` header, or None (406) when the client refuses
     every one with q=0. No header, `*/*`, or nothing we offer named → `text/html` (what PyPI
     does; pip discards a page whose type it does not know). JSON wins only with a strictly
@@ -70,3 +69,8 @@ def choose_form(accept: str | None) -> Form | None:
     if v1_q is not None and v1_q >= (text_q or 0.0):
         return "v1-html"
     return "text-html"
+
+
+# Clients send a handful of distinct Accept headers. Cached by wrapping, not by decorating:
+# mutation testing (mutmut) leaves decorated functions alone, and this one it must test.
+choose_form = functools.lru_cache(maxsize=256)(_form_for)
