@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -303,3 +304,304 @@ def test_document_modules_are_pure(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# parse details: what a client is later shown ----------------------------------------------
+
+
+def page_json(files: list[Any], **extra: Any) -> simple.ProjectPage:
+    return simple.parse_project_page(
+        orjson.dumps({"files": files, **extra}), "demo", UPSTREAM, HOSTS
+    )
+
+
+def shown(page: simple.ProjectPage) -> dict[str, Any]:
+    """The PEP 691 page of `page`, every file allowed."""
+    view = simple.filter_page(page, rules(unknown="allow"), NOW)
+    body: dict[str, Any] = orjson.loads(simple.render_json(page, view, BASE))
+    return body
+
+
+def test_json_page_fields_are_checked_one_by_one() -> None:
+    files = [
+        {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/a/demo-1.0.tar.gz",
+         "hashes": {"SHA256": "AB" * 32, "md5": "xyz", "blake2b": "", "sha1": 5},
+         "requires-python": "  ", "yanked": "", "core-metadata": {"sha256": "CD" * 32},
+         "size": True, "upload-time": "yesterday"},
+        {"filename": "demo-1.1.tar.gz", "url": f"{FILES}/a/demo-1.1.tar.gz", "hashes": [1],
+         "requires-python": 3, "yanked": 1, "dist-info-metadata": True, "size": 0,
+         "upload-time": "2025-01-02T03:04:05Z"},
+        {"filename": "demo-1.2.tar.gz", "url": f"{FILES}/a/demo-1.2.tar.gz",
+         "core-metadata": "yes", "dist-info-metadata": {"sha256": "ef"}},
+        {"filename": "demo-1.3.tar.gz", "url": f"{FILES}/a/demo-1.3.tar.gz",
+         "core-metadata": {"md5": ""}},
+        {"filename": "", "url": f"{FILES}/a/x"},
+        {"filename": "demo-1.4.tar.gz"},
+        ["not", "an", "object"],
+    ]  # fmt: skip
+    page = page_json(files)
+    first, second, third, fourth = page.files
+    assert first.hashes == {"sha256": "ab" * 32}
+    assert first.requires_python is None
+    assert first.yanked is True  # an empty reason still yanks
+    assert first.core_metadata == {"sha256": "cd" * 32}
+    assert first.size is None
+    assert first.upload_time is None
+    assert first.upload_time_text is None
+    assert second.hashes == {}
+    assert second.requires_python is None
+    assert second.yanked is True
+    assert second.core_metadata is True
+    assert second.size == 0
+    assert second.upload_time_text == "2025-01-02T03:04:05Z"
+    assert third.core_metadata is False  # core-metadata wins, and "yes" is not a boolean
+    assert fourth.core_metadata is True  # a dict without a usable hash: present, no digest
+    assert fourth.metadata_digests() == ()
+    assert [item["filename"] for item in shown(page)["files"]] == [
+        "demo-1.0.tar.gz", "demo-1.1.tar.gz", "demo-1.2.tar.gz", "demo-1.3.tar.gz"
+    ]  # fmt: skip
+
+
+def test_json_page_serial_and_duplicates() -> None:
+    twice = [entry("demo-1.0.tar.gz", OLD, size=1), entry("demo-1.0.tar.gz", OLD, size=2)]
+    page = page_json(twice, meta={"_last-serial": "7"})
+    assert page.last_serial is None
+    assert [item.size for item in page.files] == [1]
+    assert page_json([], meta=[1]).last_serial is None
+    assert page_json([entry("demo-1.0.tar.gz", OLD)]).missing_upload_times is False
+    assert page_json([], meta={"_last-serial": 0}).last_serial == 0
+
+
+def test_json_page_without_files_is_empty_and_unresolvable_urls_are_dropped() -> None:
+    assert simple.parse_project_page(b'  {"name": "demo"}', "demo", UPSTREAM, HOSTS).files == ()
+    page = page_json([{**entry("demo-1.0.tar.gz", OLD), "url": "http://[::1/x"}])
+    assert page.files == ()
+    assert page.dropped == ("demo-1.0.tar.gz",)
+
+
+def test_digests_prefer_sha512_and_skip_empty_ones() -> None:
+    page = page_json([
+        entry("demo-1.0.tar.gz", OLD, hashes={"sha256": "AA", "sha512": "BB"},
+              **{"core-metadata": {"sha256": "cc"}}),
+        entry("demo-1.1.tar.gz", OLD, hashes={"md5": "aa"}, **{"core-metadata": False}),
+    ])  # fmt: skip
+    first, second = page.files
+    assert [(d.algorithm, d.hexdigest) for d in first.digests()] == [
+        ("sha512", "bb"), ("sha256", "aa")
+    ]  # fmt: skip
+    assert [(d.algorithm, d.hexdigest) for d in first.metadata_digests()] == [("sha256", "cc")]
+    assert second.digests() == ()
+    assert second.sha256 is None
+    assert first.has_metadata
+    assert not second.has_metadata
+    assert second.metadata_digests() == ()
+
+
+HTML_FIELDS = f"""<html><body>
+<a href="{FILES}/demo-1.0.tar.gz#SHA256=ABCD" data-yanked data-core-metadata
+   data-requires-python=" ">demo-1.0.tar.gz</a>
+<a href="{FILES}/demo-1.1.tar.gz" data-dist-info-metadata="true">x</a>
+<a href="{FILES}/demo-1.2.tar.gz" data-core-metadata="sha256=EF"
+   data-dist-info-metadata="sha256=00">x</a>
+<a href="{FILES}/demo-1.3.tar.gz" data-core-metadata="md5=">x</a>
+<a href="{FILES}/demo-1.4.tar.gz#sha256=" data-yanked="">x</a>
+<a href="{FILES}/some%20dir/demo-1.5.tar.gz">x</a>
+<a href="{FILES}/dir/">a directory</a>
+<a>no href</a><a href="">empty</a>
+<!-- SERIAL 12a --><!--SERIAL 9-->
+</body></html>""".encode()
+
+
+def test_html_page_fields() -> None:
+    page = simple.parse_project_page(HTML_FIELDS, "demo", UPSTREAM, HOSTS)
+    assert page.last_serial == 9
+    names = [item.filename for item in page.files]
+    assert names == [f"demo-1.{minor}.tar.gz" for minor in range(6)]
+    first, second, third, fourth, fifth, sixth = page.files
+    assert first.hashes == {"sha256": "abcd"}
+    assert first.yanked is True
+    assert first.core_metadata is True
+    assert first.requires_python is None
+    assert second.core_metadata is True
+    assert second.yanked is False
+    assert third.core_metadata == {"sha256": "ef"}
+    assert fourth.core_metadata is True
+    assert fifth.hashes == {}
+    assert fifth.yanked is True
+    assert sixth.url == f"{FILES}/some%20dir/demo-1.5.tar.gz"
+
+
+def test_html_serial_comment_must_be_a_number() -> None:
+    raw = b'<a href="http://files.test/demo-1.0.tar.gz">x</a><!--SERIAL x-->'
+    assert simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS).last_serial is None
+    raw = b"<!-- SERIAL 5 -->"
+    assert simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS).last_serial == 5
+
+
+def test_html_first_base_href_wins_and_anchor_text_is_kept_for_the_root() -> None:
+    raw = (
+        b'<base href="http://files.test/one/"><base href="http://files.test/two/">'
+        b'<a href="demo-1.0.tar.gz">x</a>'
+    )
+    page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert page.files[0].url == "http://files.test/one/demo-1.0.tar.gz"
+    raw = b'<base><base href="http://files.test/two/"><a href="demo-1.0.tar.gz">x</a>'
+    page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert page.files[0].url == "http://files.test/two/demo-1.0.tar.gz"
+    assert simple.parse_root(b"<a href='/a/'> Foo <b>Bar</b> </a>x<a>b</a>") == ("b",)
+    assert simple.parse_root(b"<a href='/a/'> spaced </a>") == ("spaced",)
+
+
+# yanked files: shown, and said to be yanked ------------------------------------------------
+
+
+def test_yanked_is_rendered_in_both_forms() -> None:
+    page = page_json([
+        entry("demo-1.0.tar.gz", OLD, yanked="bad build"),
+        entry("demo-1.1.tar.gz", OLD, yanked=True),
+        entry("demo-1.2.tar.gz", OLD, yanked=False),
+    ])  # fmt: skip
+    assert [item["yanked"] for item in shown(page)["files"]] == ["bad build", True, False]
+    view = simple.filter_page(page, rules(), NOW)
+    found = anchors(simple.render_html(page, view, BASE)).anchors
+    assert [item.get("data-yanked", "absent") for item in found] == ["bad build", "", "absent"]
+
+
+# render details ----------------------------------------------------------------------------
+
+
+def test_json_render_leaves_out_what_is_unknown() -> None:
+    files = [{"filename": "demo-1.0.tar.gz", "url": f"{FILES}/demo-1.0.tar.gz"}]
+    body = shown(page_json(files))
+    assert body == {
+        "meta": {"api-version": "1.0"},
+        "name": "demo",
+        "files": [
+            {
+                "filename": "demo-1.0.tar.gz",
+                "url": f"{BASE}/files/demo/demo-1.0.tar.gz",
+                "hashes": {},
+                "yanked": False,
+            }
+        ],
+        "versions": ["1.0"],
+    }
+
+
+def test_json_render_of_metadata_true() -> None:
+    page = page_json([entry("demo-1.0.tar.gz", OLD, **{"core-metadata": True})])
+    item = shown(page)["files"][0]
+    assert item["core-metadata"] is True
+    assert item["dist-info-metadata"] is True
+
+
+def test_html_render_of_a_file_without_hash_or_metadata() -> None:
+    page = page_json([{"filename": "demo-1.0.tar.gz", "url": f"{FILES}/demo-1.0.tar.gz",
+                       "core-metadata": True}])  # fmt: skip
+    view = simple.filter_page(page, rules(unknown="allow"), NOW)
+    body = simple.render_html(page, view, BASE)
+    assert anchors(body).anchors == [
+        {
+            "href": f"{BASE}/files/demo/demo-1.0.tar.gz",
+            "data-dist-info-metadata": "true",
+            "data-core-metadata": "true",
+        }
+    ]
+    assert anchors(body).meta == {"name": "pypi:repository-version", "content": "1.0"}
+    assert b"<title>Links for demo</title>" in body
+    assert b"<h1>Links for demo</h1>" in body
+
+
+def test_html_render_of_a_sha512_only_metadata() -> None:
+    page = page_json([entry("demo-1.0.tar.gz", OLD, **{"core-metadata": {"sha512": "AB"}})])
+    view = simple.filter_page(page, rules(), NOW)
+    (anchor,) = anchors(simple.render_html(page, view, BASE)).anchors
+    assert anchor["data-core-metadata"] == "sha512=ab"
+
+
+def test_render_page_picks_the_form() -> None:
+    page = parse()
+    view = simple.filter_page(page, rules(), NOW)
+    assert simple.render_page(page, view, "json", BASE) == simple.render_json(page, view, BASE)
+    assert simple.render_page(page, view, "v1-html", BASE) == simple.render_html(page, view, BASE)
+    assert simple.render_page(page, view, "text-html", BASE) == simple.render_html(page, view, BASE)
+
+
+# the notice --------------------------------------------------------------------------------
+
+
+def test_notice_names_the_file_that_is_free_last_and_the_last_three_blocked() -> None:
+    page = page_json([
+        entry("demo-1.0.tar.gz", NOW - timedelta(hours=1)),
+        entry("demo-1.1.tar.gz", NOW - timedelta(hours=3)),
+        entry("demo-1.2.tar.gz", NOW - timedelta(hours=2)),
+        entry("demo-0.1.tar.gz", OLD), entry("demo-0.2.tar.gz", OLD),
+        entry("demo-0.3.tar.gz", OLD), entry("demo-0.4.tar.gz", OLD),
+        entry("demo-1.5.tar.gz", None),
+        entry("demo-2004d.tar.gz", OLD), entry("demo-2004e.tar.gz", OLD),
+    ])  # fmt: skip
+    view = simple.filter_page(page, rules(block("<1")), NOW)
+    assert simple.render_notice("demo", view) == (
+        "demo: 4 files held in quarantine (newest demo-1.0.tar.gz, available "
+        "2026-11-25T09:00Z); 4 files blocked (demo-0.2.tar.gz, demo-0.3.tar.gz, "
+        "demo-0.4.tar.gz, ...); 2 files with no recognisable version not served"
+    )
+    only_blocked = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]),
+                                      rules(block("<1")), NOW)  # fmt: skip
+    assert simple.render_notice("demo", only_blocked) == ("demo: 1 file blocked (demo-0.1.tar.gz)")
+    unknown = simple.filter_page(page_json([entry("demo-1.5.tar.gz", None)]), rules(), NOW)
+    assert simple.render_notice("demo", unknown) == "demo: 1 file held in quarantine"
+    clear = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]), rules(), NOW)
+    assert simple.render_notice("demo", clear) is None
+
+
+def test_notice_is_ascii() -> None:
+    page = page_json([entry("demo-0.1.tar.gz", OLD)])
+    view = simple.filter_page(page, rules(block("<1")), NOW)
+    assert simple.render_notice("démo", view) == "d?mo: 1 file blocked (demo-0.1.tar.gz)"
+
+
+def test_unattributed_file_is_refused_with_a_reason() -> None:
+    assert simple.unattributed_detail("demo", "demo-2004d.tar.gz") == (
+        "demo-2004d.tar.gz of demo is not served: the mirror cannot tell which version it "
+        "belongs to from its name, so a block could not apply to it"
+    )
+
+
+def test_versions_are_sorted_by_pep_440() -> None:
+    page = page_json([entry(f"demo-{version}.tar.gz", OLD) for version in
+                      ("1.10", "1.9", "1.0rc1", "1.0", "0.9.post1")])  # fmt: skip
+    assert shown(page)["versions"] == ["0.9.post1", "1.0rc1", "1.0", "1.9", "1.10"]
+
+
+def test_parser_objects_parse_what_they_were_built_for() -> None:
+    parser = simple.PageParser("demo", UPSTREAM, HOSTS)
+    raw = orjson.dumps({"files": [entry("demo-1.0.tar.gz", OLD)]})
+    assert parser(raw) == simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert simple.RootParser()(b'<a href="/x/">foo</a>') == ("foo",)
+
+
+# project list ------------------------------------------------------------------------------
+
+
+def test_root_skips_duplicates_by_normalized_name_and_bad_entries() -> None:
+    raw = orjson.dumps({"projects": [{"name": "Foo.Bar"}, {"name": "foo-bar"}, {"name": 5},
+                                     "x", {"name": "Zed"}]})  # fmt: skip
+    assert simple.parse_root(raw) == ("Foo.Bar", "Zed")
+
+
+@pytest.mark.parametrize("raw", [b"{nope", b'{"projects": 5}', b' {"name": "x"}'])
+def test_root_refuses_a_broken_json_list(raw: bytes) -> None:
+    with pytest.raises(BadUpstreamDocument, match="the upstream project list"):
+        simple.parse_root(raw)
+
+
+def test_root_render_html_escapes_and_json_has_the_api_version() -> None:
+    body = simple.render_root(["a<b"], "v1-html", BASE)
+    assert b"a&lt;b" in body
+    assert b'<meta name="pypi:repository-version" content="1.1">' in body
+    assert b"<title>Simple index</title>" in body
+    assert orjson.loads(simple.render_root(["x"], "json", BASE)) == {
+        "meta": {"api-version": "1.1"},
+        "projects": [{"name": "x"}],
+    }
