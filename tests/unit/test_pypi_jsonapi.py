@@ -11,6 +11,7 @@ import pytest
 
 from mirror.ecosystems.pypi import jsonapi, simple
 from mirror.errors import BadUpstreamDocument
+from mirror.jsondepth import MAX_DEPTH
 from tests.unit.pypi_samples import (
     AGE,
     API,
@@ -26,6 +27,9 @@ from tests.unit.pypi_samples import (
     rules,
     sha,
 )
+
+# A JSON document one level deeper than the mirror parses.
+DEEP = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
 
 
 def test_upload_times_and_sizes_come_from_the_json_api_for_html_pages() -> None:
@@ -93,7 +97,7 @@ def test_json_api_version_document() -> None:
         "urls": API["releases"]["1.1"],  # type: ignore[index]
     }
     api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
-    visible, hidden = jsonapi.decide_api_version(api, rules(), NOW)
+    visible, hidden = jsonapi.decide_api_version(api, rules(), NOW, "1.1")
     assert [item.filename for item in visible] == ["demo-1.1-py3-none-any.whl"]
     assert len(hidden) == 1
     assert hidden[0].verdict == "quarantined"
@@ -101,7 +105,7 @@ def test_json_api_version_document() -> None:
     assert [item["url"] for item in body["urls"]] == [
         f"{BASE}/files/demo/demo-1.1-py3-none-any.whl"
     ]
-    blocked_visible, blocked = jsonapi.decide_api_version(api, rules(block("1.1")), NOW)
+    blocked_visible, blocked = jsonapi.decide_api_version(api, rules(block("1.1")), NOW, "1.1")
     assert blocked_visible == []
     assert all(item.verdict == "blocked" for item in blocked)
 
@@ -185,7 +189,9 @@ def test_api_with_nothing_visible_says_why() -> None:
     api = jsonapi.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
     view = jsonapi.filter_api(api, rules(block("<2")), NOW)
     assert view.latest is None
-    with pytest.raises(ValueError, match="visible"):
+    with pytest.raises(
+        ValueError, match=r"^render_api_project needs a view with a visible release$"
+    ):
         jsonapi.render_api_project(api, view, BASE)
     assert jsonapi.api_nothing_visible_message("demo", view) == (
         "no release of demo is available from this mirror yet: 1 file held in quarantine "
@@ -269,6 +275,22 @@ def test_merge_keeps_what_the_page_says_itself() -> None:
     assert merged.by_filename == {"demo-1.0.tar.gz": item}
 
 
+def test_merge_keeps_hashes_and_unknown_times_as_they_are() -> None:
+    page = html_page(
+        f'<a href="{FILES}/demo-1.0.tar.gz#sha256={sha("same")}">x</a>',
+        f'<a href="{FILES}/demo-1.0.zip#md5=0a">x</a>',
+    )
+    api = api_of(
+        {**api_file("demo-1.0.tar.gz", OLD, digests={"sha256": sha("same")}),
+         "upload_time": None, "upload_time_iso_8601": None},
+        api_file("demo-1.0.zip", OLD, digests={"md5": "0a"}),
+    )  # fmt: skip
+    files = merged_json(page, api)["files"]
+    assert [item["hashes"] for item in files] == [{"sha256": sha("same")}, {"md5": "0a"}]
+    assert "upload-time" not in files[0]  # known nowhere
+    assert files[1]["upload-time"] == OLD.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def test_merge_refuses_a_file_whose_sha256_differs() -> None:
     page = html_page(f'<a href="{FILES}/demo-1.0.tar.gz#sha256={sha("page")}">x</a>')
     api = api_of(api_file("demo-1.0.tar.gz", OLD, digests={"sha256": sha("other")}))
@@ -317,6 +339,25 @@ def test_api_upload_time_prefers_the_iso_field_and_falls_back() -> None:
     assert by_name["demo-1.0.zip"].upload_time is None
 
 
+def test_api_without_lists_has_no_files() -> None:
+    raw = {"info": {"version": "1.0"}, "releases": [1], "urls": {"a": 1}}
+    api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
+    assert (api.releases, api.urls, api.files_by_name()) == ({}, (), {})
+
+
+def test_api_parser_parses_what_it_was_built_for() -> None:
+    raw = orjson.dumps(
+        {"info": {"version": "1.0"},
+         "urls": [{**api_file("demo-1.0.tar.gz", OLD), "url": "../f/demo-1.0.tar.gz"},
+                  {**api_file("demo-1.0.zip", OLD), "url": "http://evil.test/demo-1.0.zip"}]}
+    )  # fmt: skip
+    api = jsonapi.ApiParser("demo", "http://up.test/pypi/demo/json", HOSTS)(raw)
+    assert api.project == "demo"
+    assert [item.url for item in api.urls] == ["http://up.test/pypi/f/demo-1.0.tar.gz"]
+    unchecked = jsonapi.ApiParser("demo", "http://up.test/pypi/demo/json")(raw)
+    assert len(unchecked.urls) == 2
+
+
 def test_api_file_fields_are_checked() -> None:
     api = api_of(
         api_file("demo-1.0.tar.gz", OLD, size=True, digests={"sha256": ""}),
@@ -334,10 +375,9 @@ def test_api_file_fields_are_checked() -> None:
     assert files["demo-1.0.zip"].sha256 == "abcd"
     assert files["demo-1.0-py3-none-any.whl"].sha256 is None
     assert files["demo-1.0.zip"].url == f"{FILES}/packages/demo-1.0.zip"
-    assert files["demo-1.0.zip"].release == "1.0"
 
 
-def test_api_urls_are_resolved_and_attributed_to_info_version() -> None:
+def test_api_urls_are_resolved() -> None:
     raw = {
         "info": {"name": "demo", "version": "2.0"},
         "releases": {"1.0": "not a list", "1.1": []},
@@ -347,12 +387,21 @@ def test_api_urls_are_resolved_and_attributed_to_info_version() -> None:
     assert api.releases == {"1.1": ()}
     (item,) = api.urls
     assert item.url == "http://up.test/pypi/files/demo-2.0.tar.gz"
-    assert item.release == "2.0"
 
 
-@pytest.mark.parametrize("raw", [b"[1]", b'{"info": 5}', b"{nope"])
-def test_api_refuses_a_document_that_is_not_an_object(raw: bytes) -> None:
-    with pytest.raises(BadUpstreamDocument, match="the upstream JSON API of demo"):
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[1]", "^the upstream JSON API of demo is not an object$"),
+        (b'{"info": 5}', "^the upstream JSON API of demo is not an object$"),
+        (b"{nope", "^the upstream JSON API of demo is not JSON: "),
+        pytest.param(
+            b'{"releases": ' + DEEP + b"}", "^the upstream JSON API of demo nests ", id="deep"
+        ),
+    ],
+)
+def test_api_refuses_a_document_that_is_not_an_object(raw: bytes, message: str) -> None:
+    with pytest.raises(BadUpstreamDocument, match=message):
         jsonapi.parse_api_document(raw, "demo", "http://up.test/")
 
 
@@ -367,6 +416,20 @@ def test_api_skipped_links_are_logged_once_each(caplog: pytest.LogCaptureFixture
         "skipped 1 file link(s) on the upstream JSON API of 'demo': 'demo-2.0.tar.gz': "
         "host 'evil.test' is not an allowed file host"
     )
+
+
+@pytest.mark.parametrize("hosts", [HOSTS, None])
+def test_api_unresolvable_links_are_logged(
+    hosts: frozenset[str] | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = {"releases": {"1.0": [{**api_file("demo-1.0.zip", OLD), "url": "http://[::1/x"}]}}
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
+        api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/", hosts)
+    assert api.releases == {"1.0": ()}
+    assert [record.getMessage() for record in caplog.records] == [
+        "skipped 1 file link(s) on the upstream JSON API of 'demo': 'demo-1.0.zip': "
+        "its URL cannot be resolved"
+    ]
 
 
 def test_api_without_file_hosts_keeps_every_http_file() -> None:
@@ -520,20 +583,22 @@ def test_version_document_vulnerabilities_only_with_its_own_info() -> None:
     raw = {"info": {"version": "1.1"}, "urls": files, "vulnerabilities": [{"id": "V"}],
            "last_serial": 3, "releases": {"1.1": files}}  # fmt: skip
     api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
-    visible, _hidden = jsonapi.decide_api_version(api, rules(), NOW)
+    visible, _hidden = jsonapi.decide_api_version(api, rules(), NOW, "1.1")
     body = orjson.loads(jsonapi.render_api_version(api, "1.1", visible, BASE))
     assert list(body) == ["info", "last_serial", "urls", "vulnerabilities"]
+    assert body["last_serial"] == 3
     assert body["info"] == {"version": "1.1"}
     assert body["vulnerabilities"] == [{"id": "V"}]
     body = orjson.loads(jsonapi.render_api_version(api, "1.2", visible, BASE))
     assert "vulnerabilities" not in body
     assert body["info"]["version"] == "1.2"
+    assert body["info"]["name"] == "demo"
 
 
-def test_version_document_without_info_decides_nothing_of_another_release() -> None:
+def test_version_document_decides_nothing_of_another_release() -> None:
     raw = {"urls": [api_file("demo-1.1-py3-none-any.whl", OLD), api_file("demo.tar.gz", OLD)]}
     api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
-    visible, hidden = jsonapi.decide_api_version(api, rules(), NOW)
+    visible, hidden = jsonapi.decide_api_version(api, rules(), NOW, "1.2")
     assert [item.filename for item in visible] == ["demo.tar.gz"]  # no version in its name
     assert hidden == []
 
@@ -541,9 +606,10 @@ def test_version_document_without_info_decides_nothing_of_another_release() -> N
 def test_version_document_files_are_decided_as_the_release() -> None:
     raw = {"info": {"version": "v1.1"}, "urls": [api_file("demo-1.1-py3-none-any.whl", OLD)]}
     api = jsonapi.parse_api_document(orjson.dumps(raw), "demo", "http://up.test/")
-    visible, blocked = jsonapi.decide_api_version(api, rules(block("==1.1")), NOW)
+    visible, blocked = jsonapi.decide_api_version(api, rules(block("==1.1")), NOW, "v1.1")
     assert visible == []
     assert [decision.version for decision in blocked] == ["1.1"]
+    assert [decision.filename for decision in blocked] == ["demo-1.1-py3-none-any.whl"]
 
 
 def test_nothing_visible_message_counts_each_kind() -> None:

@@ -84,3 +84,11 @@ def test_skipped_links_of_exactly_the_shown_number_say_no_more(
         f"skipped 5 file link(s) on the upstream JSON API of 'demo': '{'x' * 120}': a; "
         "'b': c; 'd': e; 'f': g; 'h': i"
     )
+
+
+def test_one_more_than_shown_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    skipped = [(name, "why") for name in "abcdef"]
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
+        links.log_skipped_links("demo", "page", skipped)
+    (record,) = caplog.records
+    assert record.getMessage().endswith("'e': why; and 1 more")

@@ -45,6 +45,9 @@ def test_choose_form(accept: str | None, form: str | None) -> None:
     [
         ("  ", "text-html"),
         (",,;q=1", "text-html"),  # empty items are skipped
+        (" , application/vnd.pypi.simple.v1+json", "json"),  # ... and what follows them read
+        ("application/vnd.pypi.simple.v1+json;q=0.5=1, text/html;q=0.5", "text-html"),  # bad q
+        ("application/vnd.pypi.simple.v1+json, text/html;q=5", "json"),  # both capped at 1
         ("APPLICATION/VND.PYPI.SIMPLE.V1+JSON", "json"),  # media types are case-insensitive
         ("application/vnd.pypi.simple.v1+json; Q=0", None),  # the q key is case-insensitive
         ("application/vnd.pypi.simple.v1+json;q=x, text/html;q=0.1", "text-html"),  # bad q: 0

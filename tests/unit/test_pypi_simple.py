@@ -13,6 +13,7 @@ import pytest
 
 from mirror.ecosystems.pypi import links, simple
 from mirror.errors import BadUpstreamDocument
+from mirror.jsondepth import MAX_DEPTH
 from tests.unit.pypi_samples import (
     AGE,
     BASE,
@@ -33,6 +34,9 @@ from tests.unit.pypi_samples import (
     sha,
     ts,
 )
+
+# A JSON document one level deeper than the mirror parses.
+DEEP = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
 
 # parse ---------------------------------------------------------------------------------------
 
@@ -59,9 +63,15 @@ def test_parse_resolves_relative_urls_against_the_page() -> None:
     assert page.files[0].url == "http://up.test/files/demo-1.0.tar.gz"
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b'{"files": 5}'])
-def test_parse_refuses_broken_json(raw: bytes) -> None:
-    with pytest.raises(BadUpstreamDocument):
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "^the upstream page of demo is not JSON: "),
+        (b'{"files": 5}', "^the upstream page of demo has no list of files$"),
+    ],
+)
+def test_parse_refuses_broken_json(raw: bytes, message: str) -> None:
+    with pytest.raises(BadUpstreamDocument, match=message):
         simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
 
 
@@ -248,6 +258,7 @@ def test_hostile_links_on_an_html_page_are_skipped_and_logged_once(
     assert len(records) == 1
     message = records[0].getMessage()
     assert "skipped 8 file link(s) on the upstream page of 'demo'" in message
+    assert "'http://[::1/demo-0.5.tar.gz': its URL cannot be resolved" in message
     assert "\n" not in message
     assert "\x1b" not in message
 
@@ -324,8 +335,12 @@ def shown(page: simple.ProjectPage) -> dict[str, Any]:
 
 def test_json_page_fields_are_checked_one_by_one() -> None:
     files = [
+        ["not", "an", "object"],
+        {"filename": "", "url": f"{FILES}/a/x"},
+        {"filename": "demo-1.4.tar.gz"},
         {"filename": "demo-1.0.tar.gz", "url": f"{FILES}/a/demo-1.0.tar.gz",
-         "hashes": {"SHA256": "AB" * 32, "md5": "xyz", "blake2b": "", "sha1": 5},
+         "hashes": {"SHA256": "AB" * 32, "md5": "xyz", "blake2b": "", "sha1": 5,
+                    "sha512": "ABX"},
          "requires-python": "  ", "yanked": "", "core-metadata": {"sha256": "CD" * 32},
          "size": True, "upload-time": "yesterday"},
         {"filename": "demo-1.1.tar.gz", "url": f"{FILES}/a/demo-1.1.tar.gz", "hashes": [1],
@@ -335,9 +350,6 @@ def test_json_page_fields_are_checked_one_by_one() -> None:
          "core-metadata": "yes", "dist-info-metadata": {"sha256": "ef"}},
         {"filename": "demo-1.3.tar.gz", "url": f"{FILES}/a/demo-1.3.tar.gz",
          "core-metadata": {"md5": ""}},
-        {"filename": "", "url": f"{FILES}/a/x"},
-        {"filename": "demo-1.4.tar.gz"},
-        ["not", "an", "object"],
     ]  # fmt: skip
     page = page_json(files)
     first, second, third, fourth = page.files
@@ -363,20 +375,39 @@ def test_json_page_fields_are_checked_one_by_one() -> None:
 
 
 def test_json_page_serial_and_duplicates() -> None:
-    twice = [entry("demo-1.0.tar.gz", OLD, size=1), entry("demo-1.0.tar.gz", OLD, size=2)]
+    twice = [entry("demo-1.0.tar.gz", OLD, size=1), entry("demo-1.0.tar.gz", OLD, size=2),
+             entry("demo-1.1.tar.gz", OLD, size=3)]  # fmt: skip
     page = page_json(twice, meta={"_last-serial": "7"})
     assert page.last_serial is None
-    assert [item.size for item in page.files] == [1]
+    assert [item.size for item in page.files] == [1, 3]
     assert page_json([], meta=[1]).last_serial is None
     assert page_json([entry("demo-1.0.tar.gz", OLD)]).missing_upload_times is False
     assert page_json([], meta={"_last-serial": 0}).last_serial == 0
 
 
-def test_json_page_without_files_is_empty_and_unresolvable_urls_are_dropped() -> None:
+def test_json_page_without_files_is_empty_and_unresolvable_urls_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert simple.parse_project_page(b'  {"name": "demo"}', "demo", UPSTREAM, HOSTS).files == ()
-    page = page_json([{**entry("demo-1.0.tar.gz", OLD), "url": "http://[::1/x"}])
+    spaced = b"\n  " + orjson.dumps({"files": [entry("demo-1.0.tar.gz", OLD)]})
+    assert len(simple.parse_project_page(spaced, "demo", UPSTREAM, HOSTS).files) == 1
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
+        page = page_json([{**entry("demo-1.0.tar.gz", OLD), "url": "http://[::1/x"}])
     assert page.files == ()
     assert page.dropped == ("demo-1.0.tar.gz",)
+    assert [record.getMessage() for record in caplog.records] == [
+        "skipped 1 file link(s) on the upstream page of 'demo': 'demo-1.0.tar.gz': "
+        "its URL cannot be resolved"
+    ]
+
+
+def test_an_empty_hash_is_no_digest() -> None:
+    item = simple.DistFile(
+        filename="demo-1.0.tar.gz", url=f"{FILES}/demo-1.0.tar.gz", version="1.0",
+        hashes={"sha256": "", "sha512": "AB"}, core_metadata={"sha256": ""},
+    )  # fmt: skip
+    assert [(digest.algorithm, digest.hexdigest) for digest in item.digests()] == [("sha512", "ab")]
+    assert item.metadata_digests() == ()
 
 
 def test_digests_prefer_sha512_and_skip_empty_ones() -> None:
@@ -398,6 +429,7 @@ def test_digests_prefer_sha512_and_skip_empty_ones() -> None:
 
 
 HTML_FIELDS = f"""<html><body>
+<a>no href</a><a href="">empty</a><a href="{FILES}/dir/">a directory</a>
 <a href="{FILES}/demo-1.0.tar.gz#SHA256=ABCD" data-yanked data-core-metadata
    data-requires-python=" ">demo-1.0.tar.gz</a>
 <a href="{FILES}/demo-1.1.tar.gz" data-dist-info-metadata="true">x</a>
@@ -405,9 +437,9 @@ HTML_FIELDS = f"""<html><body>
    data-dist-info-metadata="sha256=00">x</a>
 <a href="{FILES}/demo-1.3.tar.gz" data-core-metadata="md5=">x</a>
 <a href="{FILES}/demo-1.4.tar.gz#sha256=" data-yanked="">x</a>
-<a href="{FILES}/some%20dir/demo-1.5.tar.gz">x</a>
-<a href="{FILES}/dir/">a directory</a>
-<a>no href</a><a href="">empty</a>
+<a href="{FILES}/some%20dir/demo-1.5.tar.gz" data-upload-time="2025-01-02T03:04:05Z">x</a>
+<a href="{FILES}/demo-1.6.tar.gz#sha256=ab=cd" data-core-metadata="sha256=ab=cd">x</a>
+<a href="{FILES}/demo-1.7.tar.gz#=ab" data-dist-info-metadata="sha256=12">x</a>
 <!-- SERIAL 12a --><!--SERIAL 9-->
 </body></html>""".encode()
 
@@ -416,8 +448,8 @@ def test_html_page_fields() -> None:
     page = simple.parse_project_page(HTML_FIELDS, "demo", UPSTREAM, HOSTS)
     assert page.last_serial == 9
     names = [item.filename for item in page.files]
-    assert names == [f"demo-1.{minor}.tar.gz" for minor in range(6)]
-    first, second, third, fourth, fifth, sixth = page.files
+    assert names == [f"demo-1.{minor}.tar.gz" for minor in range(8)]
+    first, second, third, fourth, fifth, sixth, seventh, eighth = page.files
     assert first.hashes == {"sha256": "abcd"}
     assert first.yanked is True
     assert first.core_metadata is True
@@ -429,6 +461,26 @@ def test_html_page_fields() -> None:
     assert fifth.hashes == {}
     assert fifth.yanked is True
     assert sixth.url == f"{FILES}/some%20dir/demo-1.5.tar.gz"
+    assert shown(page)["files"][5]["upload-time"] == "2025-01-02T03:04:05Z"  # as written
+    assert seventh.hashes == {}  # not one algorithm=digest pair
+    assert seventh.core_metadata is True
+    assert eighth.hashes == {}  # no algorithm
+    assert eighth.core_metadata == {"sha256": "12"}  # the older attribute alone
+
+
+def test_html_that_the_parser_refuses_is_a_bad_upstream_document() -> None:
+    with pytest.raises(BadUpstreamDocument) as caught:
+        simple.parse_project_page(b"<![foo]>", "demo", UPSTREAM, HOSTS)
+    assert str(caught.value) == (
+        "the upstream page of demo is not HTML: unknown status keyword 'foo' in marked section"
+    )
+
+
+def test_html_that_is_not_utf_8_is_read_anyway() -> None:
+    raw = b'<a href="http://files.test/demo-1.0.tar.gz">\xff</a>'
+    page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert [item.filename for item in page.files] == ["demo-1.0.tar.gz"]
+    assert simple.parse_root(b"<a>\xff</a><a>ok</a>") == ("ok",)
 
 
 def test_html_serial_comment_must_be_a_number() -> None:
@@ -450,6 +502,9 @@ def test_html_first_base_href_wins_and_anchor_text_is_kept_for_the_root() -> Non
     assert page.files[0].url == "http://files.test/two/demo-1.0.tar.gz"
     assert simple.parse_root(b"<a href='/a/'> Foo <b>Bar</b> </a>x<a>b</a>") == ("b",)
     assert simple.parse_root(b"<a href='/a/'> spaced </a>") == ("spaced",)
+    assert simple.parse_root(b"<a>foo<b>bar</b>baz</a>") == ("foobarbaz",)
+    assert simple.parse_root(b"<a>foo&#46;bar</a>") == ("foo.bar",)  # references resolved
+    assert simple.parse_root(b"stray</a><a>ok</a>after</a>") == ("ok",)
 
 
 # yanked files: shown, and said to be yanked ------------------------------------------------
@@ -532,9 +587,10 @@ def test_render_page_picks_the_form() -> None:
 
 def test_notice_names_the_file_that_is_free_last_and_the_last_three_blocked() -> None:
     page = page_json([
-        entry("demo-1.0.tar.gz", NOW - timedelta(hours=1)),
         entry("demo-1.1.tar.gz", NOW - timedelta(hours=3)),
+        entry("demo-1.0.tar.gz", NOW - timedelta(hours=1)),
         entry("demo-1.2.tar.gz", NOW - timedelta(hours=2)),
+        entry("demo-1.3.tar.gz", NOW - timedelta(hours=1)),  # as late: the first one is named
         entry("demo-0.1.tar.gz", OLD), entry("demo-0.2.tar.gz", OLD),
         entry("demo-0.3.tar.gz", OLD), entry("demo-0.4.tar.gz", OLD),
         entry("demo-1.5.tar.gz", None),
@@ -542,13 +598,18 @@ def test_notice_names_the_file_that_is_free_last_and_the_last_three_blocked() ->
     ])  # fmt: skip
     view = simple.filter_page(page, rules(block("<1")), NOW)
     assert simple.render_notice("demo", view) == (
-        "demo: 4 files held in quarantine (newest demo-1.0.tar.gz, available "
+        "demo: 5 files held in quarantine (newest demo-1.0.tar.gz, available "
         "2026-11-25T09:00Z); 4 files blocked (demo-0.2.tar.gz, demo-0.3.tar.gz, "
         "demo-0.4.tar.gz, ...); 2 files with no recognisable version not served"
     )
     only_blocked = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]),
                                       rules(block("<1")), NOW)  # fmt: skip
     assert simple.render_notice("demo", only_blocked) == ("demo: 1 file blocked (demo-0.1.tar.gz)")
+    three = page_json([entry(f"demo-0.{minor}.tar.gz", OLD) for minor in range(1, 4)])
+    three_blocked = simple.filter_page(three, rules(block("<1")), NOW)
+    assert simple.render_notice("demo", three_blocked) == (
+        "demo: 3 files blocked (demo-0.1.tar.gz, demo-0.2.tar.gz, demo-0.3.tar.gz)"
+    )
     unknown = simple.filter_page(page_json([entry("demo-1.5.tar.gz", None)]), rules(), NOW)
     assert simple.render_notice("demo", unknown) == "demo: 1 file held in quarantine"
     clear = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]), rules(), NOW)
@@ -576,8 +637,9 @@ def test_versions_are_sorted_by_pep_440() -> None:
 
 def test_parser_objects_parse_what_they_were_built_for() -> None:
     parser = simple.PageParser("demo", UPSTREAM, HOSTS)
-    raw = orjson.dumps({"files": [entry("demo-1.0.tar.gz", OLD)]})
-    assert parser(raw) == simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    relative = {**entry("demo-1.0.tar.gz", OLD), "url": "../../f/demo-1.0.tar.gz"}
+    page = parser(orjson.dumps({"files": [relative]}))
+    assert [item.url for item in page.files] == ["http://up.test/f/demo-1.0.tar.gz"]
     assert simple.RootParser()(b'<a href="/x/">foo</a>') == ("foo",)
 
 
@@ -590,10 +652,76 @@ def test_root_skips_duplicates_by_normalized_name_and_bad_entries() -> None:
     assert simple.parse_root(raw) == ("Foo.Bar", "Zed")
 
 
-@pytest.mark.parametrize("raw", [b"{nope", b'{"projects": 5}', b' {"name": "x"}'])
-def test_root_refuses_a_broken_json_list(raw: bytes) -> None:
-    with pytest.raises(BadUpstreamDocument, match="the upstream project list"):
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{nope", "^the upstream project list is not JSON: "),
+        (b'{"projects": 5}', "^the upstream project list has no `projects` list$"),
+        (b' {"name": "x"}', "^the upstream project list has no `projects` list$"),
+        pytest.param(
+            b'{"projects": ' + DEEP + b"}", "^the upstream project list nests ", id="deep"
+        ),
+    ],
+)
+def test_root_refuses_a_broken_json_list(raw: bytes, message: str) -> None:
+    with pytest.raises(BadUpstreamDocument, match=message):
         simple.parse_root(raw)
+
+
+def test_root_names_that_are_not_project_names_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("DEBUG", logger="mirror.ecosystems.pypi.simple"):
+        assert simple.parse_root(b"<a>bad name</a>") == ()
+    assert [record.getMessage() for record in caplog.records] == [
+        "skipping 'bad name' in the upstream project list: not a project name"
+    ]
+
+
+def test_a_page_nested_too_deep_is_refused() -> None:
+    raw = b'{"files": ' + DEEP + b"}"
+    with pytest.raises(BadUpstreamDocument, match=r"^the upstream page of demo nests "):
+        simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+
+
+def test_root_html_as_a_client_sees_it() -> None:
+    assert simple.render_root(["Foo_Bar", "zed"], "text-html", BASE).decode() == (
+        "<!DOCTYPE html>\n"
+        "<html>\n"
+        "  <head>\n"
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        "    <title>Simple index</title>\n"
+        "  </head>\n"
+        "  <body>\n"
+        f'    <a href="{BASE}/simple/foo-bar/">Foo_Bar</a>\n'
+        f'    <a href="{BASE}/simple/zed/">zed</a>\n'
+        "  </body>\n"
+        "</html>\n"
+    )
+
+
+def test_page_html_as_a_client_sees_it() -> None:
+    page = page_json([
+        entry("demo-1.0.tar.gz", OLD, hashes={"sha256": "ab"}, yanked="old <b>",
+              **{"core-metadata": {"sha256": "cd"}}),
+    ])  # fmt: skip
+    view = simple.filter_page(page, rules(), NOW)
+    assert simple.render_html(page, view, BASE).decode() == (
+        "<!DOCTYPE html>\n"
+        "<html>\n"
+        "  <head>\n"
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        "    <title>Links for demo</title>\n"
+        "  </head>\n"
+        "  <body>\n"
+        "    <h1>Links for demo</h1>\n"
+        f'    <a href="{BASE}/files/demo/demo-1.0.tar.gz#sha256=ab" '
+        'data-requires-python="&gt;=3.8" data-yanked="old &lt;b&gt;" '
+        'data-dist-info-metadata="sha256=cd" data-core-metadata="sha256=cd">'
+        "demo-1.0.tar.gz</a><br />\n"
+        "  </body>\n"
+        "</html>\n"
+    )
 
 
 def test_root_render_html_escapes_and_json_has_the_api_version() -> None:

@@ -33,7 +33,6 @@ API_JSON_TYPE = "application/json"
 class ApiFile:
     """One file of the legacy JSON API (`releases[version][]`)."""
 
-    release: str  # the release key as the upstream wrote it
     filename: str
     url: str
     upload_time: datetime | None
@@ -72,7 +71,6 @@ class ApiParser:
 
 
 def _api_file(
-    release: str,
     entry: object,
     base_url: str,
     allowed: frozenset[str] | None,
@@ -84,18 +82,18 @@ def _api_file(
     if not isinstance(filename, str) or not isinstance(url, str) or not filename:
         return None
     absolute = resolve(base_url, url)
-    problem = "its URL cannot be resolved" if absolute is None else None
-    if absolute is not None and allowed is not None:
-        problem = link_problem(absolute, allowed)
-    if problem is not None or absolute is None:
-        skipped.append((filename, problem or "its URL cannot be resolved"))
+    if absolute is None:
+        skipped.append((filename, "its URL cannot be resolved"))
+        return None
+    problem = link_problem(absolute, allowed) if allowed is not None else None
+    if problem is not None:
+        skipped.append((filename, problem))
         return None
     digests = entry.get("digests")
     sha256 = digests.get("sha256") if isinstance(digests, dict) else None
     size = entry.get("size")
     upload = parse_time(entry.get("upload_time_iso_8601")) or parse_time(entry.get("upload_time"))
     return ApiFile(
-        release=release,
         filename=filename,
         url=absolute,
         upload_time=upload,
@@ -127,15 +125,13 @@ def parse_api_document(
         for release, entries in raw_releases.items():
             if not isinstance(entries, list):
                 continue
-            found = (_api_file(str(release), entry, url, allowed, skipped) for entry in entries)
+            found = (_api_file(entry, url, allowed, skipped) for entry in entries)
             releases[str(release)] = tuple(item for item in found if item is not None)
-    info = document.get("info") or {}
-    current = str(info.get("version", "")) if isinstance(info, dict) else ""
     raw_urls = document.get("urls") or []
     urls: tuple[ApiFile, ...] = ()
     if isinstance(raw_urls, list):
         skipped_urls: list[tuple[str, str]] = []
-        found_urls = (_api_file(current, entry, url, allowed, skipped_urls) for entry in raw_urls)
+        found_urls = (_api_file(entry, url, allowed, skipped_urls) for entry in raw_urls)
         urls = tuple(item for item in found_urls if item is not None)
         # `urls` repeats the files of one release: log each skipped link once.
         skipped += [text for text in skipped_urls if text not in skipped]
@@ -375,14 +371,11 @@ def api_nothing_visible_message(project: str, view: ApiView) -> str:
 
 
 def decide_api_version(
-    api: ApiDocument, rules: policy.Rules, now: datetime, release: str | None = None
+    api: ApiDocument, rules: policy.Rules, now: datetime, release: str
 ) -> tuple[list[ApiFile], list[policy.Decision]]:
     """The visible files of a `/{version}/json` document and the decisions of hidden ones,
-    each file decided as `release` (default: the document's `info.version`). A file whose
-    name says it belongs to another version is left out: it is not this release's."""
-    info = api.document.get("info")
-    if release is None:
-        release = str(info.get("version", "")) if isinstance(info, dict) else ""
+    each file decided as `release` (the version the client asked for). A file whose name
+    says it belongs to another version is left out: it is not this release's."""
     wanted = _canonical(release)
     split = policy.partition(
         (

@@ -285,7 +285,7 @@ def parse_project_html(
             skipped.append((href, "its URL cannot be resolved"))
             continue
         url, fragment = urldefrag(absolute)
-        filename = url.rsplit("/", 1)[-1]
+        filename = url.rpartition("/")[2]
         if not filename:
             continue
         filename = unquote(filename)
@@ -295,7 +295,7 @@ def parse_project_html(
             hashes = _clean_hashes({algorithm: value})
         core = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         upload_text = attrs.get("data-upload-time")
-        yanked_attr = attrs.get("data-yanked", False) if "data-yanked" in attrs else False
+        yanked_attr = attrs.get("data-yanked", False)
         files.append(
             DistFile(
                 filename=filename,
@@ -315,13 +315,12 @@ def parse_project_html(
 
 
 def _html_core_metadata(value: str | None, present: bool) -> bool | Mapping[str, str]:
+    """`data-core-metadata` (or `data-dist-info-metadata`): absent → False; present as
+    `sha256=…` → its digest; present otherwise (empty, `true`, no usable digest) → True."""
     if not present:
         return False
-    if value is None or value in ("", "true"):
-        return True
-    algorithm, _, digest = value.partition("=")
-    hashes = _clean_hashes({algorithm: digest})
-    return hashes or True
+    algorithm, _, digest = (value or "").partition("=")
+    return _clean_hashes({algorithm: digest}) or True
 
 
 # filter --------------------------------------------------------------------------------------
