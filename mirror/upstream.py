@@ -34,6 +34,7 @@ from yarl import URL
 from mirror import errors
 from mirror.config import UpstreamConfig
 from mirror.flight import SingleFlight
+from mirror.hosts import DEFAULT_PORTS, host_key
 from mirror.inflate import inflate_steps
 from mirror.metrics import Metrics
 
@@ -46,7 +47,6 @@ RETRY_AFTER_CAP = 5.0
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Headers that describe one hop or the transfer, not the document: never copied either way.
 _HOP_HEADERS = frozenset(
     {
@@ -102,25 +102,12 @@ def redact(url: str) -> str:
     return str(parsed.with_user(None).with_query(None).with_fragment(None))
 
 
-def host_key(url: URL) -> str | None:
-    """The allowlist key of `url`: lower-case host, plus `:port` when not the scheme's default."""
-    if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
-        return None
-    host = url.raw_host.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = url.port
-    if port is None or port == _DEFAULT_PORTS[url.scheme]:
-        return host
-    return f"{host}:{port}"
-
-
 def origin_of(url: URL) -> Origin | None:
     """The exact origin credentials are bound to: http://h and https://h differ, and so do
     two ports of one host."""
-    if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
+    if url.scheme not in DEFAULT_PORTS or not url.raw_host:
         return None
-    return (url.scheme, url.raw_host.lower(), url.port or _DEFAULT_PORTS[url.scheme])
+    return (url.scheme, url.raw_host.lower(), url.port or DEFAULT_PORTS[url.scheme])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -427,7 +427,7 @@ async def test_hostile_links_are_skipped_and_the_rest_of_the_page_serves(
         index.add_raw_link("demo", href, filename, filename.split("-")[1][:-7])
     await index.start(aiohttp_server)
     client = await make_client(index)
-    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.document"):
+    with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
         for accept in (PIP_ACCEPT, "text/html", PIP_ACCEPT):
             response = await client.get("/pypi/simple/demo/", headers={"Accept": accept})
             assert response.status == 200

@@ -8,7 +8,8 @@ import pytest
 
 from mirror.ecosystems.npm import document as npm_document
 from mirror.ecosystems.npm.names import PackageName
-from mirror.ecosystems.pypi import document as pypi_document
+from mirror.ecosystems.pypi import jsonapi as pypi_jsonapi
+from mirror.ecosystems.pypi import simple as pypi_simple
 from mirror.errors import BadUpstreamDocument
 from mirror.jsondepth import MAX_DEPTH, check_depth, nesting_depth
 
@@ -67,13 +68,13 @@ DEEP = b'{"name": "x", "versions": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
 
 PARSERS = {
     "npm packument": lambda raw: npm_document.parse_packument(raw, PackageName("x")),
-    "pypi project page": lambda raw: pypi_document.parse_project_json(
+    "pypi project page": lambda raw: pypi_simple.parse_project_json(
         raw, "x", "https://files.example/simple/x/", ["files.example"]
     ),
-    "pypi json api": lambda raw: pypi_document.parse_api_document(
+    "pypi json api": lambda raw: pypi_jsonapi.parse_api_document(
         raw, "x", "https://files.example/pypi/x/json"
     ),
-    "pypi project list": pypi_document.parse_root,
+    "pypi project list": pypi_simple.parse_root,
 }
 
 

@@ -1,7 +1,8 @@
 """The PyPI adapter's HTTP side: the simple index (root and project pages, PEP 503 HTML and
 PEP 691 JSON by `Accept`), distribution files and their PEP 658 `.metadata`, and the legacy
-JSON API, all under `/pypi/`. Decisions and bytes come from `document` (pure) and the core
-services; this module only routes, caches rendered views and raises `mirror.errors`."""
+JSON API, all under `/pypi/`. Decisions and bytes come from the pure modules `negotiation`,
+`simple` and `jsonapi` and the core services; this module only routes, caches rendered views
+and raises `mirror.errors`."""
 
 from __future__ import annotations
 
@@ -18,16 +19,10 @@ from yarl import URL
 from mirror import policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
-from mirror.ecosystems.pypi import document, names
-from mirror.ecosystems.pypi.document import (
-    ApiDocument,
-    ApiParser,
-    DistFile,
-    Form,
-    PageParser,
-    ProjectPage,
-    RootParser,
-)
+from mirror.ecosystems.pypi import jsonapi, names, negotiation, simple
+from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
+from mirror.ecosystems.pypi.negotiation import Form
+from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
 from mirror.errors import (
     BadRequest,
     BadUpstreamDocument,
@@ -38,9 +33,9 @@ from mirror.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.services import REQUEST_KIND
-from mirror.upstream import host_key
 
 if TYPE_CHECKING:
     from mirror.metacache import CachedDocument, Refresh
@@ -140,7 +135,7 @@ class PypiIndex:
 
     def _decide(self, project: str, item: DistFile) -> policy.Decision:
         if item.version is None:
-            raise Forbidden(document.unattributed_detail(project, item.filename))
+            raise Forbidden(simple.unattributed_detail(project, item.filename))
         subject = policy.Subject("pypi", project, item.version, filename=item.filename)
         return self._services.policy.decide(subject, item.upload_time)
 
@@ -173,7 +168,7 @@ class PypiIndex:
         return responses.base_url(request, self._services.config) + PREFIX
 
     def _form(self, request: web.Request) -> Form:
-        form = document.choose_form(request.headers.get("Accept"))
+        form = negotiation.choose_form(request.headers.get("Accept"))
         if form is None:
             raise web.HTTPNotAcceptable(
                 text=(
@@ -196,7 +191,7 @@ class PypiIndex:
             url,
             PageParser(project, url, self._file_hosts),
             ecosystem="pypi",
-            accept=document.UPSTREAM_ACCEPT,
+            accept=negotiation.UPSTREAM_ACCEPT,
             refresh=refresh,
         )
         page: ProjectPage = doc.parsed
@@ -208,7 +203,7 @@ class PypiIndex:
                 api_url,
                 ApiParser(project, api_url, self._file_hosts),
                 ecosystem="pypi",
-                accept=document.API_JSON_TYPE,
+                accept=jsonapi.API_JSON_TYPE,
                 refresh=refresh,
             )
         except (UpstreamError, BadUpstreamDocument) as exc:
@@ -217,7 +212,7 @@ class PypiIndex:
         key = (project, doc.version, api.version)
         held = self._merged.get(key)
         if held is None:
-            merged = document.with_api_details(page, api.parsed)
+            merged = jsonapi.with_api_details(page, api.parsed)
             # About the size of the parsed page it was built from.
             self._merged.put(key, (merged, len(doc.raw) * PARSED_BYTES_PER_RAW_BYTE))
         else:
@@ -250,7 +245,7 @@ class PypiIndex:
         form = self._form(request)
         # The version names the view: a warm view needs no parsed list of every project.
         doc = await self._services.metacache.current(
-            self._index, RootParser(), ecosystem="pypi", accept=document.UPSTREAM_ACCEPT
+            self._index, RootParser(), ecosystem="pypi", accept=negotiation.UPSTREAM_ACCEPT
         )
         base = self._pypi_base(request)
         key = ("pypi-root", doc.version, form, base)
@@ -262,12 +257,12 @@ class PypiIndex:
     ) -> Rendered:
         projects: tuple[str, ...] = await self._services.metacache.parsed(doc, RootParser())
         if len(projects) >= RENDER_IN_THREAD_PROJECTS:
-            body = await asyncio.to_thread(document.render_root, projects, form, base)
+            body = await asyncio.to_thread(simple.render_root, projects, form, base)
         else:
-            body = document.render_root(projects, form, base)
+            body = simple.render_root(projects, form, base)
         return responses.render(
             body,
-            content_type=document.CONTENT_TYPES[form],
+            content_type=negotiation.CONTENT_TYPES[form],
             form=form,
             last_modified=self._services.clock.now(),
         )
@@ -286,21 +281,21 @@ class PypiIndex:
     ) -> Rendered:
         services = self._services
         now = services.clock.now()
-        view = document.filter_page(page, services.policy.rules(), now)
+        view = simple.filter_page(page, services.policy.rules(), now)
         if not view.visible:
             # Not cached (small to filter); says why rather than an empty page.
-            raise NotFound(document.no_visible_file_message(page.project, view))
+            raise NotFound(simple.no_visible_file_message(page.project, view))
         if len(page.files) >= RENDER_IN_THREAD_FILES:
-            body = await asyncio.to_thread(document.render_page, page, view, form, base)
+            body = await asyncio.to_thread(simple.render_page, page, view, form, base)
         else:
-            body = document.render_page(page, view, form, base)
+            body = simple.render_page(page, view, form, base)
         headers: dict[str, str] = {}
-        notice = document.render_notice(page.project, view)
+        notice = simple.render_notice(page.project, view)
         if notice is not None:
             headers["X-Mirror-Notice"] = notice
         return responses.render(
             body,
-            content_type=document.CONTENT_TYPES[form],
+            content_type=negotiation.CONTENT_TYPES[form],
             form=form,
             valid_until=self._valid_until(view.valid_until),
             last_modified=now,
@@ -333,7 +328,7 @@ class PypiIndex:
         if item is None:
             raise NotFound(f"the upstream index lists no file {filename} for {project}")
         if item.version is None:
-            raise Forbidden(document.unattributed_detail(project, item.filename))
+            raise Forbidden(simple.unattributed_detail(project, item.filename))
         services.policy.enforce(
             policy.Subject("pypi", project, item.version, filename=item.filename),
             item.upload_time,
@@ -383,7 +378,7 @@ class PypiIndex:
             url,
             ApiParser(project, url, self._file_hosts),
             ecosystem="pypi",
-            accept=document.API_JSON_TYPE,
+            accept=jsonapi.API_JSON_TYPE,
         )
         return doc.parsed, doc.version
 
@@ -395,7 +390,7 @@ class PypiIndex:
             url,
             ApiParser(project, url, self._file_hosts),
             ecosystem="pypi",
-            accept=document.API_JSON_TYPE,
+            accept=jsonapi.API_JSON_TYPE,
         )
         base = self._pypi_base(request)
         key = ("pypi-api", project, doc.version, self._services.policy.version, base)
@@ -414,11 +409,11 @@ class PypiIndex:
     async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
         services = self._services
         now = services.clock.now()
-        view = document.filter_api(api, services.policy.rules(), now)
+        view = jsonapi.filter_api(api, services.policy.rules(), now)
         if view.latest is None:
-            raise NotFound(document.api_nothing_visible_message(api.project, view))
+            raise NotFound(jsonapi.api_nothing_visible_message(api.project, view))
         release_document = None
-        if document.info_for(api, view.latest) is None:
+        if jsonapi.info_for(api, view.latest) is None:
             # The upstream's `info` is of another (held) release: ask for this one's. An
             # index without per-version documents gets a built `info` instead.
             try:
@@ -429,10 +424,10 @@ class PypiIndex:
                 log.info("no info of %s %s upstream: %s", api.project, view.latest, exc)
             else:
                 release_document = release.document
-        body = document.render_api_project(api, view, base, release_document)
+        body = jsonapi.render_api_project(api, view, base, release_document)
         return responses.render(
             body,
-            content_type=document.API_JSON_TYPE,
+            content_type=jsonapi.API_JSON_TYPE,
             form="api",
             valid_until=self._valid_until(view.valid_until),
             last_modified=now,
@@ -467,15 +462,15 @@ class PypiIndex:
         services = self._services
         api = await self._version_document(project, version)
         now = services.clock.now()
-        visible, hidden = document.decide_api_version(api, services.policy.rules(), now, version)
+        visible, hidden = jsonapi.decide_api_version(api, services.policy.rules(), now, version)
         if not visible:
             refused = policy.refusal(hidden)
             if refused is not None:
                 raise Held.from_decision(refused)
             raise NotFound(f"{project} {version} has no files upstream")
         rendered = responses.render(
-            document.render_api_version(api, version, visible, self._pypi_base(request)),
-            content_type=document.API_JSON_TYPE,
+            jsonapi.render_api_version(api, version, visible, self._pypi_base(request)),
+            content_type=jsonapi.API_JSON_TYPE,
             form="api-version",
             valid_until=self._valid_until(policy.earliest_until(hidden)),
         )
