@@ -21,7 +21,7 @@ from aiohttp import web
 from mirror import __version__, requestbody, responses
 from mirror.admin.routes import add_routes as add_admin_routes
 from mirror.clock import Clock
-from mirror.config import ECOSYSTEMS, Config
+from mirror.config import Config
 from mirror.directories import probe_writable, writable_directories
 from mirror.ecosystems import maven, npm, pypi
 from mirror.ecosystems.base import Ecosystem
@@ -32,6 +32,7 @@ from mirror.errors import (
     NotFound,
     StateUnavailable,
 )
+from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
 from mirror.services import (
     ECOSYSTEM_ADAPTERS,

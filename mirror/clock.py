@@ -1,7 +1,8 @@
 """Time as a parameter, and time as the mirror writes it. The app holds a `Clock`; tests pass
 a `FixedClock`. Every time the mirror shows anyone (API, messages, notices, documents) is
 written by one of the formatters below, each format once; all of them take the moment in
-UTC, saturating (`add_saturating`): a time from an upstream can never make one raise."""
+UTC, saturating (`add_saturating`): a time from an upstream can never make one raise.
+`parse_iso_time` reads the times upstream metadata writes."""
 
 from __future__ import annotations
 
@@ -94,3 +95,22 @@ def iso_sentence(moment: datetime | None) -> str:
 def iso_microseconds(moment: datetime) -> str:
     """`2026-11-25T10:00:00.000000Z`: PEP 700's `upload-time`, as PyPI's JSON writes it."""
     return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso_time(value: object) -> datetime | None:
+    """An ISO 8601 time from upstream metadata (`2011-03-26T19:49:50.232Z`; a time without a
+    zone means UTC, as PyPI's JSON API writes it) as an aware UTC datetime, or None when it is
+    not a time or lies outside the calendar in UTC (`9999-12-31T23:59:59-23:59`): an unknown
+    publish time, which holds the version, never an exception."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None

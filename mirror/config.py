@@ -23,8 +23,8 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mirror.errors import ConfigError
+from mirror.model import ECOSYSTEMS
 
-ECOSYSTEMS: tuple[str, ...] = ("npm", "pypi", "maven")
 # Maven Central is the documented default upstream for Maven (DESIGN.md, Settings).
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2/"
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from mirror.files import atomic_write
-from mirror.state.base import AuditEntry, RuleKind, RuleRecord, StateIdentity
+from mirror.model import AuditEntry, RuleKind, RuleRecord
+from mirror.state.base import StateIdentity
 
 FILENAME = "lastknown.json"
 FORMAT = 1

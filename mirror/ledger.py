@@ -15,7 +15,8 @@ import logging
 from typing import Final
 
 from mirror.metrics import Metrics
-from mirror.state.base import DownloadEvent, StateStore
+from mirror.model import DownloadEvent
+from mirror.state.base import StateStore
 
 log = logging.getLogger("mirror.ledger")
 

@@ -33,7 +33,8 @@ from mirror.clock import Clock
 from mirror.config import QuarantineConfig
 from mirror.errors import Held, PolicyUnavailable, StateUnavailable
 from mirror.lastknown import LastKnown, LastKnownError, PinIndex
-from mirror.state.base import RuleKind, RuleRecord, StateIdentity, StateStore
+from mirror.model import RuleKind, RuleRecord
+from mirror.state.base import StateIdentity, StateStore
 
 log = logging.getLogger("mirror.policy")
 

@@ -40,10 +40,10 @@ import orjson
 from mirror import errors
 from mirror.budget import BudgetedLRU, ByteBudget, Weighed
 from mirror.clock import Clock
-from mirror.ecosystems.base import Rendered
 from mirror.files import atomic_write
 from mirror.flight import SingleFlight
 from mirror.metrics import Metrics
+from mirror.model import Rendered
 from mirror.upstream import Upstream, UpstreamDocument, redact
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ stops applying without anyone touching the stored rules.
 Every document (npm packument, Maven metadata, PyPI page and JSON API) is filtered by one
 `partition`: the items shown, the decisions of the ones held back, and when that goes stale.
 `errors.Held.from_decision` turns a hidden decision into the 403, and
-`ecosystems.base.Explanation.of` into what explain answers.
+`model.Explanation.of` into what explain answers.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from mirror.clock import END_OF_TIME, iso_sentence
 from mirror.clock import add_saturating as add_saturating
 from mirror.clock import iso_seconds as iso_seconds
 from mirror.config import QuarantineConfig
-from mirror.state.base import RuleKind, RuleRecord
+from mirror.model import ECOSYSTEMS, RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
 # What a document partitions: a version string, a PyPI file, an API file.
@@ -490,9 +490,10 @@ def validate_rule(
     kind: RuleKind, ecosystem: str, package: str, versions_spec: str, reason: str
 ) -> None:
     """Raise InvalidRule naming the field when a rule cannot be stored as given."""
-    if ecosystem not in versions.ECOSYSTEM_NAMES:
+    if ecosystem not in ECOSYSTEMS:
         raise InvalidRule(
-            "ecosystem", f"unknown ecosystem {ecosystem!r} (expected one of npm, pypi, maven)"
+            "ecosystem",
+            f"unknown ecosystem {ecosystem!r} (expected one of {', '.join(ECOSYSTEMS)})",
         )
     if not package.strip():
         raise InvalidRule("package", "package is required (a name or a glob such as @scope/*)")

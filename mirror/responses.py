@@ -14,8 +14,8 @@ from email.utils import format_datetime, parsedate_to_datetime
 from aiohttp import web
 
 from mirror.config import Config
-from mirror.ecosystems.base import Rendered
 from mirror.forwarded import FORWARDED_URL_HEADERS, from_trusted_proxy
+from mirror.model import Rendered
 
 # Metadata views are small to revalidate; the client may keep them at most this long.
 DEFAULT_MAX_AGE = timedelta(minutes=5)

@@ -16,11 +16,12 @@ from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
-from mirror.config import ECOSYSTEMS, Config
+from mirror.config import Config
 from mirror.ecosystems.base import Ecosystem
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
+from mirror.model import ECOSYSTEMS
 from mirror.state import create_state
 from mirror.state.base import StateStore
 from mirror.upstream import Upstream, UpstreamScope

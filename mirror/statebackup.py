@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from mirror import lastknown
-from mirror.config import ECOSYSTEMS
 from mirror.lastknown import LastKnown, LastKnownError
-from mirror.state.base import AUDIT_CAP, AuditEntry, DownloadEvent, StateStore
+from mirror.model import ECOSYSTEMS, AuditEntry, DownloadEvent
+from mirror.state.base import AUDIT_CAP, StateStore
 
 FORMAT = "quarantine-mirror-state-export"
 FORMAT_VERSION = 1

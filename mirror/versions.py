@@ -37,7 +37,6 @@ import nodesemver
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-ECOSYSTEM_NAMES: Final = ("npm", "pypi", "maven")
 ANY_VERSION: Final = "*"
 MAX_SPEC_LENGTH: Final = 1024
 

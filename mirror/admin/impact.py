@@ -12,9 +12,10 @@ from typing import Any, Final
 from mirror import policy, versions
 from mirror.admin.parse import PREFIX, ImpactCursor, ImpactQuery, encode_cursor
 from mirror.errors import BadRequest
+from mirror.model import DownloadEvent
 from mirror.policy import iso_seconds as iso
 from mirror.services import Services
-from mirror.state.base import DownloadEvent, InvalidPosition
+from mirror.state.base import InvalidPosition
 
 DEFAULT_IMPACT_LIMIT: Final = 100
 MAX_IMPACT_LIMIT: Final = 1000  # download events in one impact page

@@ -19,8 +19,8 @@ from mirror import policy, safetext, versions
 from mirror.config import parse_duration
 from mirror.errors import BadRequest, ConfigError
 from mirror.jsondepth import nesting_depth
+from mirror.model import ECOSYSTEMS, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
-from mirror.state.base import RuleKind, RuleRecord
 
 # The API's names: its path prefix, and the URL collection and id prefix of each rule kind.
 PREFIX: Final = "/api/v1"
@@ -264,13 +264,16 @@ def decode_cursor(text: str, query: ImpactQuery) -> tuple[ImpactQuery, ImpactCur
     return resolved, ImpactCursor(package=package, after=after)
 
 
+_NAMES_OR = ", ".join(ECOSYSTEMS[:-1]) + " or " + ECOSYSTEMS[-1]  # "npm, pypi or maven"
+
+
 def ecosystem_param(value: str | None, field: str = "ecosystem") -> str:
     """An ecosystem name this mirror knows; 400 naming `field` otherwise."""
     if not value:
-        raise BadRequest(f"{field}: required (npm, pypi or maven)", field=field)
-    if value not in versions.ECOSYSTEM_NAMES:
+        raise BadRequest(f"{field}: required ({_NAMES_OR})", field=field)
+    if value not in ECOSYSTEMS:
         raise BadRequest(
-            f"{field}: unknown ecosystem {value!r} (expected one of npm, pypi, maven)",
+            f"{field}: unknown ecosystem {value!r} (expected one of {', '.join(ECOSYSTEMS)})",
             field=field,
         )
     return value

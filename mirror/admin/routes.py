@@ -38,13 +38,14 @@ from mirror.admin.rules import (
     stored_rule,
     with_coverage,
 )
-from mirror.ecosystems.base import Ecosystem, Explanation
+from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, EcosystemDisabled, NotFound, StateUnavailable
 from mirror.forwarded import client_address
+from mirror.model import Explanation, RuleKind
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
-from mirror.state.base import InvalidPosition, RuleKind
+from mirror.state.base import InvalidPosition
 
 MAX_AUDIT_LIMIT: Final = 1000
 

@@ -15,9 +15,9 @@ from mirror.admin.auth import Caller
 from mirror.admin.parse import COLLECTIONS, LATEST_TIME, new_rule_id, rule_fields
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, MirrorError, NotFound, UpstreamNotFound
+from mirror.model import AuditEntry, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
 from mirror.services import Services
-from mirror.state.base import AuditEntry, RuleKind, RuleRecord
 
 # The logger every change is reported on (the README names it).
 log = logging.getLogger("mirror.admin")

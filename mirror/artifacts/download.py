@@ -27,8 +27,8 @@ from mirror import errors
 from mirror.artifacts.pinning import Pins
 from mirror.blobs.claims import FetchClaim, PeerFetch
 from mirror.blobs.store import ALGORITHMS, BlobEntry, BlobStore, BlobWriter, DigestMismatch
-from mirror.ecosystems.base import ArtifactRef
 from mirror.metrics import Metrics
+from mirror.model import ArtifactRef
 from mirror.upstream import Upstream
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from mirror import errors
 from mirror.artifacts.download import HOLD_BACK, Download
 from mirror.artifacts.pinning import Pins
 from mirror.blobs.store import ALGORITHMS, BlobEntry, check_digests
-from mirror.ecosystems.base import ArtifactRef
+from mirror.model import ArtifactRef
 from mirror.upstream import Upstream
 
 # How much of a growing file is read (and sent) at a time.

@@ -19,8 +19,8 @@ from typing import NoReturn
 
 from mirror import errors
 from mirror.blobs.store import ALGORITHMS, BlobEntry, DigestMismatch, strongest
-from mirror.ecosystems.base import ArtifactRef, Digest
 from mirror.metrics import Metrics
+from mirror.model import ArtifactRef, Digest
 from mirror.servingstate import ServingState
 
 log = logging.getLogger(__name__)

@@ -38,12 +38,12 @@ from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, OpenBlob
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.config import IPNetwork
-from mirror.ecosystems.base import ArtifactRef
 from mirror.forwarded import client_of
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
+from mirror.model import ArtifactRef, DownloadEvent
 from mirror.servingstate import ServingState
-from mirror.state.base import DownloadEvent, StateStore
+from mirror.state.base import StateStore
 from mirror.upstream import Upstream
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,8 @@ from mirror import errors
 from mirror.blobs.claims import FetchClaim, PeerFetch, open_peer, try_claim
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
-from mirror.ecosystems.base import Digest
 from mirror.metrics import Metrics
+from mirror.model import Digest
 
 log = logging.getLogger(__name__)
 

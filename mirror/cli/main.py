@@ -19,9 +19,8 @@ from mirror.cli.osvimport import run_import_osv
 from mirror.cli.preflight import run_preflight
 from mirror.cli.serve import serve
 from mirror.cli.settings import add_config_argument, add_directory_arguments, show_config
-from mirror.config import ECOSYSTEMS
 from mirror.errors import ConfigError
-from mirror.state.base import RuleKind
+from mirror.model import ECOSYSTEMS, RuleKind
 
 
 def _add_serve_parser(commands: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from mirror.admin.parse import COLLECTIONS
 from mirror.cli.client import Endpoint, call, expect
 from mirror.cli.tables import coverage_lines, impact_text, rules_table, show
-from mirror.state.base import RuleKind
+from mirror.model import RuleKind
 
 
 def _created(kind: RuleKind) -> Callable[[Any], str]:

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from mirror.clock import Clock
 from mirror.config import Config
-from mirror.state.base import (
-    RULE_KINDS,
-    AuditEntry,
-    AuditPage,
-    DownloadEvent,
-    RuleKind,
-    RuleRecord,
-    StateStore,
-)
+from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.state.base import AuditPage, StateStore
 
 __all__ = [
     "RULE_KINDS",

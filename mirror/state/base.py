@@ -1,5 +1,6 @@
-"""The shared-state interface and its record types. Backends (`local` = SQLite in the data
-dir, `redis` = many replicas) implement `StateStore`; one contract suite tests both.
+"""The shared-state interface: `StateStore`, its pages and identity, and its retention
+(the records it keeps are `mirror.model`'s). Backends (`local` = SQLite in the state dir,
+`redis` = many replicas) implement `StateStore`; one contract suite tests both.
 State holds no policy logic: it stores and returns records; `policy` interprets them."""
 
 from __future__ import annotations
@@ -7,7 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Protocol
+
+from mirror.model import AuditEntry, DownloadEvent, RuleKind, RuleRecord
 
 # Retention, the same in every backend. The ledger keeps one row per (client, file) seen within
 # `LEDGER_RETENTION` (by last seen), at most `DOWNLOADS_KEPT` rows per package (the most recently
@@ -21,68 +24,6 @@ AUDIT_CAP = 250_000  # about 0.5 KB each: 125 MB at most
 # Audit entries one `audit_page` call reads at most (filters that match little answer a short
 # page and a position to go on from, never a scan of the whole log).
 AUDIT_SCAN = 10_000
-
-RuleKind = Literal["block", "exemption", "freeze"]
-RULE_KINDS: tuple[RuleKind, ...] = ("block", "exemption", "freeze")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RuleRecord:
-    """A block, exemption or freeze as stored. `versions` is a spec in the ecosystem's own
-    syntax (`*` for all). `expires_at` None = until deleted. `data` carries kind-specific
-    fields (a freeze's `published_after`, for example)."""
-
-    id: str
-    kind: RuleKind
-    ecosystem: str
-    package: str
-    versions: str
-    reason: str
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadEvent:
-    """Downloads of one file by one client: the ledger behind "who already pulled it?".
-
-    As noted, one download (or the repeats a worker gathered before writing them):
-    `at` the first, `last_at` the latest (None = `at`), `count` how many. As stored and read
-    back, the aggregate over every worker: the ledger keeps one row per (client, file), so its
-    size follows distinct downloads, not traffic."""
-
-    ecosystem: str
-    package: str
-    version: str
-    filename: str
-    client: str
-    at: datetime
-    last_at: datetime | None = None
-    count: int = 1
-
-    @property
-    def last_seen(self) -> datetime:
-        return self.at if self.last_at is None else self.last_at
-
-    @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        """What the ledger aggregates by: the file and the client."""
-        return (self.ecosystem, self.package, self.version, self.filename, self.client)
-
-    def merged(self, other: DownloadEvent) -> DownloadEvent:
-        """This row and `other` (the same key) as one: first, last, the counts added."""
-        return DownloadEvent(
-            ecosystem=self.ecosystem,
-            package=self.package,
-            version=self.version,
-            filename=self.filename,
-            client=self.client,
-            at=min(self.at, other.at),
-            last_at=max(self.last_seen, other.last_seen),
-            count=self.count + other.count,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,19 +39,6 @@ class DownloadPage:
 class InvalidPosition(ValueError):
     """A `downloads_page` or `audit_page` position this store did not issue (a damaged or
     forged cursor)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuditEntry:
-    """One admin change: who (token name, client address), when, what, before and after."""
-
-    at: datetime
-    actor: str
-    client: str
-    action: str
-    target: str
-    before: Mapping[str, Any] | None = None
-    after: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,18 +21,15 @@ from typing import Any, TypeVar, cast
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
+from mirror.model import AuditEntry, DownloadEvent, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
     DOWNLOADS_KEPT,
     LEDGER_RETENTION,
-    AuditEntry,
     AuditPage,
-    DownloadEvent,
     DownloadPage,
     InvalidPosition,
-    RuleKind,
-    RuleRecord,
     StateIdentity,
 )
 

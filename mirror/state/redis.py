@@ -25,20 +25,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
+from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
     AUDIT_SCAN,
     DOWNLOADS_KEPT,
     LEDGER_RETENTION,
-    RULE_KINDS,
-    AuditEntry,
     AuditPage,
-    DownloadEvent,
     DownloadPage,
     InvalidPosition,
-    RuleKind,
-    RuleRecord,
     StateIdentity,
 )
 

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from mirror.config import load_config
+from mirror.model import RuleRecord
 from mirror.state import create_state
-from mirror.state.base import RuleRecord
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

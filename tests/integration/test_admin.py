@@ -19,8 +19,8 @@ from mirror.admin import rules
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
+from mirror.model import DownloadEvent
 from mirror.services import SERVICES
-from mirror.state.base import DownloadEvent
 from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -877,7 +877,7 @@ async def test_a_change_is_one_log_line_whatever_the_stored_reason_holds(
 ) -> None:
     # The API refuses control characters; a rule stored before (or by another tool) may
     # still hold them, and deleting it logs it.
-    from mirror.state.base import RuleRecord
+    from mirror.model import RuleRecord
 
     forged = "ok\n2026-11-22 10:00:00 WARNING mirror.admin: block.delete b-1 by bob\x1b[2J"
     record = RuleRecord(
@@ -1148,7 +1148,7 @@ async def test_an_exemption_of_a_version_published_at_the_end_of_time_is_a_400(
 async def test_a_listing_does_not_wait_long_for_an_upstream_document(
     client: Client, registry: FakeNpmRegistry
 ) -> None:
-    from mirror.state.base import RuleRecord
+    from mirror.model import RuleRecord
 
     await post(client, "/api/v1/blocks", BLOCK)  # left-pad's packument is cached now
     registry.add_version("stalled", "1.0.0", published=OLD)

@@ -29,8 +29,8 @@ from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, ArtifactServer
 from mirror.blobs.store import BlobStore, BlobWriter
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
-from mirror.ecosystems.base import ArtifactRef, Digest
 from mirror.metrics import Metrics
+from mirror.model import ArtifactRef, Digest
 from mirror.state.local import LocalState
 from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from mirror.blobs.store import BlobStore, BlobVanished, BlobWriter, DigestMismatch
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import FixedClock
-from mirror.ecosystems.base import Digest
 from mirror.errors import IntegrityError, StorageFull
 from mirror.metrics import Metrics
+from mirror.model import Digest
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BODY = b"the published tarball bytes\n" * 1000

@@ -13,7 +13,7 @@ import pytest
 
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
-from mirror.state.base import DownloadEvent
+from mirror.model import DownloadEvent
 from mirror.state.local import LocalState
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)

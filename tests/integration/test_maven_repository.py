@@ -18,8 +18,8 @@ from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.ecosystems.maven import document
+from mirror.model import RuleRecord
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
-from mirror.state.base import RuleRecord
 from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository, digest
 

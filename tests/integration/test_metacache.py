@@ -21,7 +21,6 @@ from mirror import errors
 from mirror.budget import ByteBudget
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
-from mirror.ecosystems.base import Rendered
 from mirror.metacache import (
     LARGE_PARSES_AT_ONCE,
     PARSE_IN_THREAD_BYTES,
@@ -29,6 +28,7 @@ from mirror.metacache import (
     RenderedCache,
 )
 from mirror.metrics import Metrics
+from mirror.model import Rendered
 from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
 

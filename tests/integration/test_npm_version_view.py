@@ -14,8 +14,8 @@ from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.ecosystems.npm import document as npm_document
+from mirror.model import RuleRecord
 from mirror.services import SERVICES
-from mirror.state.base import RuleRecord
 from tests.conftest import mirror_settings, wait_until
 from tests.fakes.npm import FakeNpmRegistry, iso
 

@@ -18,8 +18,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
+from mirror.model import RuleRecord
 from mirror.services import SERVICES
-from mirror.state.base import RuleRecord
 from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mirror import lastknown, statebackup
-from mirror.state.base import AuditEntry, DownloadEvent, RuleRecord, StateStore
+from mirror.model import AuditEntry, DownloadEvent, RuleRecord
+from mirror.state.base import StateStore
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState
 from mirror.statebackup import ExportError

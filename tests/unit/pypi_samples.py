@@ -14,7 +14,7 @@ import orjson
 from mirror import policy
 from mirror.config import QuarantineConfig
 from mirror.ecosystems.pypi import simple
-from mirror.state.base import RuleRecord
+from mirror.model import RuleRecord
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 AGE = timedelta(days=3)

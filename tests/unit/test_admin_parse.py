@@ -12,7 +12,7 @@ import pytest
 from mirror.admin import auth, parse, rules
 from mirror.config import AdminConfig
 from mirror.errors import BadRequest, Forbidden, Unauthorized
-from mirror.state.base import AuditEntry
+from mirror.model import AuditEntry
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 ALICE = "alice-token-0123456789"

@@ -11,7 +11,8 @@ import pytest
 
 from mirror import lastknown
 from mirror.lastknown import LastKnown, LastKnownError
-from mirror.state.base import AuditEntry, RuleKind, RuleRecord, StateIdentity
+from mirror.model import AuditEntry, RuleKind, RuleRecord
+from mirror.state.base import StateIdentity
 
 T0 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 

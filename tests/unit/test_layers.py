@@ -196,3 +196,66 @@ def test_parts_of_the_app_do_not_import_it(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The pure core and the ecosystem documents (DESIGN.md's two lowest layers): parse, filter,
+# decide and render without I/O. Importing one must load none of the I/O libraries and none
+# of the mirror's edges, services or web modules.
+PURE_MODULES = (
+    "mirror.model",
+    "mirror.config",
+    "mirror.errors",
+    "mirror.flight",
+    "mirror.clock",
+    "mirror.policy",
+    "mirror.versions",
+    "mirror.osv",
+    "mirror.lockfiles",
+    "mirror.hosts",
+    "mirror.admin.parse",
+    "mirror.admin.auth",
+    "mirror.ecosystems.base",
+    "mirror.ecosystems.npm.names",
+    "mirror.ecosystems.npm.document",
+    "mirror.ecosystems.maven.paths",
+    "mirror.ecosystems.maven.document",
+    "mirror.ecosystems.pypi.names",
+    "mirror.ecosystems.pypi.negotiation",
+    "mirror.ecosystems.pypi.links",
+    "mirror.ecosystems.pypi.simple",
+    "mirror.ecosystems.pypi.jsonapi",
+)
+IO_MODULES = (
+    "aiohttp",
+    "aiofiles",
+    "redis",
+    "prometheus_client",
+    "mirror.state",
+    "mirror.upstream",
+    "mirror.blobs",
+    "mirror.artifacts",
+    "mirror.metacache",
+    "mirror.livepolicy",
+    "mirror.ledger",
+    "mirror.metrics",
+    "mirror.services",
+    "mirror.app",
+)
+
+
+def test_the_pure_list_names_real_modules() -> None:
+    assert [module for module in PURE_MODULES if module not in MODULES] == []
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_load_no_io_layer(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {IO_MODULES!r} "
+        f"or any(m == io or m.startswith(io + '.') for io in {IO_MODULES!r})); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

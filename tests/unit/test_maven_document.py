@@ -15,7 +15,7 @@ from mirror import policy
 from mirror.config import QuarantineConfig
 from mirror.ecosystems.maven import document
 from mirror.errors import BadUpstreamDocument
-from mirror.state.base import RuleRecord
+from mirror.model import RuleRecord
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 AGE = timedelta(days=3)

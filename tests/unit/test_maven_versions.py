@@ -9,7 +9,7 @@ import pytest
 
 from mirror import policy, versions
 from mirror.config import QuarantineConfig
-from mirror.state.base import RuleRecord
+from mirror.model import RuleRecord
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

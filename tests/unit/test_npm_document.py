@@ -18,7 +18,7 @@ from mirror.config import QuarantineConfig
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
-from mirror.state.base import RuleRecord
+from mirror.model import RuleRecord
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 AGE = timedelta(days=3)

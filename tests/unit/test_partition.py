@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 
 from mirror import policy
 from mirror.config import QuarantineConfig
-from mirror.ecosystems.base import Explanation
 from mirror.errors import Blocked, Held, Quarantined
+from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import Subject, Verdict
-from mirror.state.base import RuleKind, RuleRecord
 
 NOW = datetime(2026, 11, 22, 14, 3, tzinfo=UTC)
 AGE = timedelta(days=3)

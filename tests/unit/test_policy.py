@@ -13,8 +13,8 @@ import pytest
 
 from mirror import policy
 from mirror.config import QuarantineConfig, QuarantineRule
+from mirror.model import RuleKind, RuleRecord
 from mirror.policy import InvalidRule, Subject, Verdict, compile_rules, decide
-from mirror.state.base import RuleKind, RuleRecord
 
 NOW = datetime(2026, 11, 22, 14, 3, tzinfo=UTC)
 AGE = timedelta(days=3)

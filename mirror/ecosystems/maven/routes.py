@@ -38,11 +38,11 @@ from aiohttp import web
 from mirror import policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.clock import iso_seconds
-from mirror.ecosystems.base import ArtifactRef, Digest, Explanation, Rendered
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import Held, NotFound, UpstreamNotFound, UpstreamUnavailable
 from mirror.flight import SingleFlight
+from mirror.model import ArtifactRef, Digest, Explanation, Rendered
 from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:

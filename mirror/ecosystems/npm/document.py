@@ -27,10 +27,10 @@ from msgspec import Raw
 
 from mirror import policy, versions
 from mirror.clock import iso_minutes
-from mirror.ecosystems.base import Digest
-from mirror.ecosystems.base import parse_iso_time as parse_time
+from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
+from mirror.model import Digest
 
 Form = Literal["full", "corgi"]
 CORGI_TYPE = "application/vnd.npm.install-v1+json"

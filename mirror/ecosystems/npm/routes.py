@@ -17,7 +17,6 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.budget import BudgetedLRU
-from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
 from mirror.ecosystems.npm.names import (
@@ -33,6 +32,7 @@ from mirror.ecosystems.npm.names import (
 from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
 from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
+from mirror.model import ArtifactRef, Explanation, Rendered
 from mirror.pathgate import require_under
 from mirror.requestbody import read_body
 from mirror.services import REQUEST_KIND

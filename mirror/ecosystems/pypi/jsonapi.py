@@ -16,7 +16,7 @@ from packaging.version import InvalidVersion, Version
 
 from mirror import policy, versions
 from mirror.clock import iso_microseconds, iso_minutes
-from mirror.ecosystems.base import parse_iso_time as parse_time
+from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.simple import DistFile, ProjectPage, count_files

@@ -18,7 +18,6 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.budget import BudgetedLRU
-from mirror.ecosystems.base import ArtifactRef, Explanation, Rendered
 from mirror.ecosystems.pypi import jsonapi, names, negotiation, simple
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
@@ -35,6 +34,7 @@ from mirror.errors import (
 )
 from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
+from mirror.model import ArtifactRef, Explanation, Rendered
 from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:

@@ -19,13 +19,13 @@ import orjson
 
 from mirror import policy, versions
 from mirror.clock import iso_minutes
-from mirror.ecosystems.base import Digest
-from mirror.ecosystems.base import parse_iso_time as parse_time
+from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.negotiation import Form
 from mirror.errors import BadRequest, BadUpstreamDocument
 from mirror.jsondepth import check_depth
+from mirror.model import Digest
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,178 @@
+"""The value types the layers share: the ecosystems the mirror serves, what an artifact path
+stands for and its declared digests, a rendered view, why a version is visible or not, and the
+records the shared state keeps (rules, downloads, audit entries). Frozen dataclasses, no I/O,
+no behaviour beyond deriving from their own fields: every layer may import this module, and it
+imports nothing of the mirror's but (for type checking) the policy's Decision."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from mirror import policy
+
+# The ecosystems, in the order the mirror lists them (settings, metrics, explain).
+ECOSYSTEMS: Final[tuple[str, ...]] = ("npm", "pypi", "maven")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Digest:
+    """A declared digest from upstream metadata: algorithm in {sha512, sha256, sha1}, hex value."""
+
+    algorithm: str
+    hexdigest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRef:
+    """What a local artifact path stands for, found in metadata the mirror fetched itself."""
+
+    ecosystem: str
+    package: str
+    version: str
+    filename: str
+    upstream_url: str
+    digests: tuple[Digest, ...]
+    content_type: str = "application/octet-stream"
+    size: int | None = None
+    published_at: datetime | None = None
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.ecosystem}/{self.package}/{self.version}/{self.filename}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendered:
+    """A pre-rendered, filtered view: served as bytes with no per-request work.
+
+    `valid_until` is the next quarantine boundary (when the view would change by the clock
+    alone); None means it changes only with upstream or policy."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    gzipped: bytes | None = None
+    valid_until: datetime | None = None
+    last_modified: datetime | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """Why a version (or file) is visible or not, for `/api/v1/explain`."""
+
+    ecosystem: str
+    package: str
+    version: str
+    verdict: str
+    detail: str
+    published_at: datetime | None = None
+    until: datetime | None = None
+    rule: Mapping[str, Any] | None = None
+    files: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        decision: policy.Decision,
+        *,
+        published_at: datetime | None,
+        detail: str | None = None,
+        files: tuple[Mapping[str, Any], ...] = (),
+    ) -> Explanation:
+        """What explain answers for `decision`: its subject, verdict, `until` and deciding
+        rule, with `detail` (default: the decision's sentence) and the publish time the
+        adapter shows. The one place a decision becomes an Explanation."""
+        subject = decision.subject
+        rule = decision.rule
+        return cls(
+            ecosystem=subject.ecosystem,
+            package=subject.package,
+            version=subject.version,
+            verdict=str(decision.verdict),
+            detail=decision.detail if detail is None else detail,
+            published_at=published_at,
+            until=decision.until,
+            rule=rule.describe() if rule is not None else None,
+            files=files,
+        )
+
+
+RuleKind = Literal["block", "exemption", "freeze"]
+RULE_KINDS: tuple[RuleKind, ...] = ("block", "exemption", "freeze")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleRecord:
+    """A block, exemption or freeze as stored. `versions` is a spec in the ecosystem's own
+    syntax (`*` for all). `expires_at` None = until deleted. `data` carries kind-specific
+    fields (a freeze's `published_after`, for example)."""
+
+    id: str
+    kind: RuleKind
+    ecosystem: str
+    package: str
+    versions: str
+    reason: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadEvent:
+    """Downloads of one file by one client: the ledger behind "who already pulled it?".
+
+    As noted, one download (or the repeats a worker gathered before writing them):
+    `at` the first, `last_at` the latest (None = `at`), `count` how many. As stored and read
+    back, the aggregate over every worker: the ledger keeps one row per (client, file), so its
+    size follows distinct downloads, not traffic."""
+
+    ecosystem: str
+    package: str
+    version: str
+    filename: str
+    client: str
+    at: datetime
+    last_at: datetime | None = None
+    count: int = 1
+
+    @property
+    def last_seen(self) -> datetime:
+        return self.at if self.last_at is None else self.last_at
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What the ledger aggregates by: the file and the client."""
+        return (self.ecosystem, self.package, self.version, self.filename, self.client)
+
+    def merged(self, other: DownloadEvent) -> DownloadEvent:
+        """This row and `other` (the same key) as one: first, last, the counts added."""
+        return DownloadEvent(
+            ecosystem=self.ecosystem,
+            package=self.package,
+            version=self.version,
+            filename=self.filename,
+            client=self.client,
+            at=min(self.at, other.at),
+            last_at=max(self.last_seen, other.last_seen),
+            count=self.count + other.count,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One admin change: who (token name, client address), when, what, before and after."""
+
+    at: datetime
+    actor: str
+    client: str
+    action: str
+    target: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
