@@ -16,8 +16,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from mirror import policy, versions
+from mirror.model import ECOSYSTEMS
 
-OSV_ECOSYSTEMS = {"npm": "npm", "pypi": "pypi", "maven": "maven"}
 MAX_REASON = 300
 
 
@@ -54,7 +54,9 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
         if not isinstance(package, Mapping):
             notes.append(f"{advisory_id}: an affected entry without a package")
             continue
-        ecosystem = OSV_ECOSYSTEMS.get(str(package.get("ecosystem", "")).lower())
+        # OSV writes "npm", "PyPI" and "Maven": ours, in another case.
+        named = str(package.get("ecosystem", "")).lower()
+        ecosystem = named if named in ECOSYSTEMS else None
         name = str(package.get("name") or "")
         if ecosystem is None:
             notes.append(f"{advisory_id}: {package.get('ecosystem')} is not served here")

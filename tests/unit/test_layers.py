@@ -259,3 +259,66 @@ def test_pure_modules_load_no_io_layer(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The layers of README's layout table, lowest first: a module imports only from its own layer
+# or a lower one (function-level imports included).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (  # pure core
+        "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
+        "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv", "mirror.lockfiles",
+        "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
+        "mirror.inflate", "mirror.budget",
+    ),
+    (  # ecosystem documents
+        "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
+        "mirror.ecosystems.npm.document", "mirror.ecosystems.maven.paths",
+        "mirror.ecosystems.maven.document", "mirror.ecosystems.pypi.names",
+        "mirror.ecosystems.pypi.negotiation", "mirror.ecosystems.pypi.links",
+        "mirror.ecosystems.pypi.simple", "mirror.ecosystems.pypi.jsonapi",
+    ),
+    (  # edges
+        "mirror.upstream", "mirror.state", "mirror.state.base", "mirror.state.local",
+        "mirror.state.redis", "mirror.blobs", "mirror.blobs.store", "mirror.blobs.claims",
+        "mirror.metrics", "mirror.files", "mirror.directories", "mirror.workerstatus",
+        "mirror.malloc", "mirror.logs", "mirror.forwarded", "mirror.requestbody",
+        "mirror.connections", "mirror.responses",
+    ),
+    (  # services
+        "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
+        "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
+        "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
+        "mirror.services",
+    ),
+    (  # web
+        "mirror.ecosystems.npm", "mirror.ecosystems.maven", "mirror.ecosystems.pypi",
+        "mirror.ecosystems.npm.routes", "mirror.ecosystems.maven.routes",
+        "mirror.ecosystems.pypi.routes", "mirror.admin", "mirror.admin.parse",
+        "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
+        "mirror.app",
+    ),
+    (  # entry
+        "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
+        "mirror.cli.state", "mirror.cli.client", "mirror.cli.rules", "mirror.cli.queries",
+        "mirror.cli.preflight", "mirror.cli.osvimport", "mirror.cli.tables", "mirror.cli.exits",
+        "mirror.server", "mirror.__main__",
+    ),
+)  # fmt: skip
+LAYER_OF: Mapping[str, int] = {
+    module: level for level, modules in enumerate(LAYERS) for module in modules
+}
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(set(MODULES) - set(LAYER_OF)) == []
+    assert sorted(set(LAYER_OF) - set(MODULES)) == []
+
+
+def test_imports_go_down_or_sideways() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module in MODULES
+        for target in imports(module, module_level=False)
+        if LAYER_OF[target] > LAYER_OF[module]
+    )
+    assert upward == []
