@@ -483,6 +483,17 @@ def test_html_that_is_not_utf_8_is_read_anyway() -> None:
     assert simple.parse_root(b"<a>\xff</a><a>ok</a>") == ("ok",)
 
 
+def test_html_legacy_files_and_bad_upload_times() -> None:
+    raw = (
+        f'<a href="{FILES}/demo-0.1.win32.exe" data-upload-time="yesterday">x</a>'
+        f'<a href="{FILES}/other-0.2.win32.exe">x</a>'
+    ).encode()
+    page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
+    assert [item.version for item in page.files] == ["0.1", None]  # by the project's name
+    assert page.files[0].upload_time is None
+    assert "upload-time" not in shown(page)["files"][0]  # never an unreadable time
+
+
 def test_html_serial_comment_must_be_a_number() -> None:
     raw = b'<a href="http://files.test/demo-1.0.tar.gz">x</a><!--SERIAL x-->'
     assert simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS).last_serial is None
