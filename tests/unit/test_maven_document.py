@@ -554,6 +554,9 @@ def test_artifact_metadata_without_versioning_gets_one() -> None:
         b"<metadata><groupId>g</groupId><artifactId>a</artifactId><version>1.0</version></metadata>"
     )
     meta = document.parse_metadata(raw)
+    # No <lastUpdated> to trust: the planner looks the version up.
+    plan = document.plan_publish_times(meta.versions, meta.last_updated, WINDOW, {})
+    assert plan.lookup == "1.0"
     view = document.filter_metadata(meta, "g:a", {"1.0": OLD}, rules(), NOW)
     body = document.render_metadata(meta, view)
     assert body == (
