@@ -4,15 +4,17 @@ checksums, and the lazy publish-time planner (counting look-ups)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from mirror import policy
-from mirror.config import QuarantineConfig
+from mirror.config import QuarantineConfig, QuarantineRule
 from mirror.ecosystems.maven import document
 from mirror.errors import BadUpstreamDocument
 from mirror.model import RuleRecord
@@ -468,3 +470,198 @@ def test_versions_that_cannot_be_a_path_segment_are_dropped(version: str) -> Non
     assert meta.versions == ("1.0",)
     plan = document.plan_publish_times(meta.versions, None, WINDOW, {})
     assert plan.lookup == "1.0"
+
+
+# what the mutation run found unpinned ------------------------------------------------------------
+
+
+def test_a_document_of_exactly_the_size_limit_is_parsed() -> None:
+    head = b"<metadata><groupId>g</groupId><artifactId>a</artifactId><versioning><versions>"
+    tail = b"<version>1.0</version></versions></versioning></metadata>"
+    padding = b" " * (document.MAX_METADATA_BYTES - len(head) - len(tail))
+    assert document.parse_metadata(head + padding + tail).versions == ("1.0",)
+    with pytest.raises(BadUpstreamDocument) as raised:
+        document.parse_metadata(head + padding + b" " + tail)
+    assert raised.value.message == (
+        f"upstream maven-metadata.xml is {document.MAX_METADATA_BYTES + 1} bytes, over the "
+        f"{document.MAX_METADATA_BYTES}-byte limit"
+    )
+
+
+def test_a_refused_dtd_is_named_in_the_message() -> None:
+    with pytest.raises(BadUpstreamDocument) as raised:
+        document.parse_metadata(EXTERNAL_DTD)
+    assert raised.value.message.endswith("(DTDForbidden)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "algorithm"),
+    [
+        (hashlib.sha256(b"jar").hexdigest().encode(), "sha1"),  # a digest of another length
+        (b"0123abcd  lib-1.0.jar", "sha1"),  # hex, but not a sha1
+    ],
+)
+def test_a_checksum_file_without_a_digest_of_its_own_length_is_refused(
+    raw: bytes, algorithm: str
+) -> None:
+    with pytest.raises(BadUpstreamDocument) as raised:
+        document.parse_checksum(raw, algorithm)
+    assert raised.value.message == f"the upstream .{algorithm} file holds no {algorithm} digest"
+
+
+def test_a_checksum_file_naming_a_non_ascii_file_still_gives_its_digest() -> None:
+    digest = hashlib.sha1(b"jar").hexdigest()  # noqa: S324 -- Maven's own algorithm
+    raw = f"{digest}  caf\u00e9-1.0.jar\n".encode()
+    assert document.parse_checksum(raw, "sha1") == digest
+
+
+def test_the_window_start_uses_the_maven_age_rule_of_the_coordinates() -> None:
+    config = QuarantineConfig(
+        default=AGE,
+        rules=(QuarantineRule(ecosystem="maven", package="org.example:*", age=timedelta(days=10)),),
+    )
+    compiled = policy.compile_rules([], config, NOW)
+    start = document.quarantine_window_start("org.example:lib", ("1.0",), compiled, NOW)
+    assert start == NOW - timedelta(days=10)
+
+
+def test_an_open_ended_freeze_starts_the_window_now() -> None:
+    freeze = RuleRecord(
+        id="f1", kind="freeze", ecosystem="maven", package="org.example:lib", versions="*",
+        reason="incident", created_at=OLD, created_by="test", data={"published_after": OLD},
+    )  # fmt: skip
+    compiled = rules((freeze,))
+    assert document.quarantine_window_start("org.example:lib", ("1.0",), compiled, NOW) == NOW
+
+
+def test_a_version_published_exactly_at_the_window_start_is_young() -> None:
+    ordered = ("1.0", "1.1")
+    times = {"1.0": OLD, "1.1": WINDOW}
+    # lastUpdated old: the walk ends at the first old version, and 1.1 is not one.
+    result, lookups = run_planner(ordered, OLD, times)
+    assert lookups == ["1.1", "1.0"]
+    assert result == times
+    # lastUpdated exactly at the window start is young: the walk looks past an old newest.
+    ordered = ("1.0", "1.0.1", "2.0")
+    times = {"1.0": OLD, "1.0.1": NOW - timedelta(hours=1), "2.0": OLD}
+    result, lookups = run_planner(ordered, WINDOW, times)
+    assert lookups == ["2.0", "1.0.1", "1.0"]
+    assert result == times
+
+
+def test_artifact_metadata_without_versioning_gets_one() -> None:
+    raw = (
+        b"<metadata><groupId>g</groupId><artifactId>a</artifactId><version>1.0</version></metadata>"
+    )
+    meta = document.parse_metadata(raw)
+    # No <lastUpdated> to trust: the planner looks the version up.
+    plan = document.plan_publish_times(meta.versions, meta.last_updated, WINDOW, {})
+    assert plan.lookup == "1.0"
+    view = document.filter_metadata(meta, "g:a", {"1.0": OLD}, rules(), NOW)
+    body = document.render_metadata(meta, view)
+    assert body == (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b"<metadata>\n"
+        b"  <groupId>g</groupId>\n"
+        b"  <artifactId>a</artifactId>\n"
+        b"  <versioning>\n"
+        b"    <latest>1.0</latest>\n"
+        b"    <release>1.0</release>\n"
+        b"    <versions>\n"
+        b"      <version>1.0</version>\n"
+        b"    </versions>\n"
+        + f"    <lastUpdated>{OLD:%Y%m%d%H%M%S}</lastUpdated>\n".encode()
+        + b"  </versioning>\n"
+        b"</metadata>\n"
+    )
+
+
+def test_a_namespaced_document_renders_exactly_with_its_root_attributes() -> None:
+    # The xsi attribute comes first: the attributes after it must not be lost.
+    raw = (
+        b'<metadata xsi:schemaLocation="http://maven.apache.org/METADATA/1.1.0 x.xsd" '
+        b'xmlns="http://maven.apache.org/METADATA/1.1.0" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" modelVersion="1.1.0">'
+        b"<groupId>g</groupId><artifactId>a</artifactId><versioning><versions>"
+        b"<version>1.0</version><version>1.1</version><version>2.0</version></versions>"
+        b"<lastUpdated>20261121093000</lastUpdated></versioning></metadata>"
+    )
+    meta = document.parse_metadata(raw)
+    times = {
+        "1.0": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "1.1": datetime(2026, 2, 2, 3, 4, 5, tzinfo=UTC),
+        "2.0": NOW,
+    }
+    view = document.filter_metadata(meta, "g:a", times, rules(), NOW)
+    assert document.render_metadata(meta, view) == (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<metadata xmlns="http://maven.apache.org/METADATA/1.1.0" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        b'xsi:schemaLocation="http://maven.apache.org/METADATA/1.1.0 x.xsd" modelVersion="1.1.0">\n'
+        b"  <groupId>g</groupId>\n"
+        b"  <artifactId>a</artifactId>\n"
+        b"  <versioning>\n"
+        b"    <latest>1.1</latest>\n"
+        b"    <release>1.1</release>\n"
+        b"    <versions>\n"
+        b"      <version>1.0</version>\n"
+        b"      <version>1.1</version>\n"
+        b"    </versions>\n"
+        b"    <lastUpdated>20260202030405</lastUpdated>\n"
+        b"  </versioning>\n"
+        b"</metadata>\n"
+    )
+
+
+def test_last_updated_is_written_in_utc_whatever_the_local_zone() -> None:
+    meta = document.parse_metadata(metadata_xml(("1.0",), OLD))
+    published = {"1.0": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    view = document.filter_metadata(meta, "org.example:lib", published, rules(), NOW)
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "KIR-14"  # POSIX: fourteen hours east of UTC, no zone database needed
+    time.tzset()
+    try:
+        body = document.render_metadata(meta, view)
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+    assert b"<lastUpdated>20260102030405</lastUpdated>" in body
+
+
+def test_group_metadata_keeps_its_text_content() -> None:
+    raw = (
+        b"<metadata><plugins><plugin><name>Dep</name>note<prefix>dependency</prefix>"
+        b"<artifactId>maven-dependency-plugin</artifactId></plugin></plugins></metadata>"
+    )
+    meta = document.parse_metadata(raw)
+    rendered = document.parse_metadata(document.render_metadata(meta, None))
+
+    def text(metadata: document.MavenMetadata) -> list[str]:
+        return [piece.strip() for piece in metadata.root.itertext() if piece.strip()]
+
+    assert text(rendered) == text(meta) == ["Dep", "note", "dependency", "maven-dependency-plugin"]
+
+
+@pytest.mark.parametrize(
+    ("held", "summary"),
+    [
+        (5, "5 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4)"),
+        (6, "6 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4 and 1 more)"),
+        (8, "8 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4 and 3 more)"),
+    ],
+)
+def test_the_held_summary_names_five_versions_and_counts_the_rest(held: int, summary: str) -> None:
+    listed = tuple(f"1.{minor}" for minor in range(held))
+    meta = document.parse_metadata(metadata_xml(listed, OLD))
+    view = document.filter_metadata(meta, "org.example:lib", {}, rules(), NOW)  # all unknown
+    assert document.held_summary("org.example:lib", view) == f"org.example:lib: {summary}"
+
+
+def test_maven_order_is_comparable_version_order() -> None:
+    given = ["1.10", "1.2", "1.0", "1.0-alpha-1", "1.0-SNAPSHOT", "1.0-sp-1", "1"]
+    assert document.maven_order(given) == [
+        "1.0-alpha-1", "1.0-SNAPSHOT", "1.0", "1", "1.0-sp-1", "1.2", "1.10",
+    ]  # fmt: skip

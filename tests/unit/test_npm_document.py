@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import hashlib
 import subprocess
 import sys
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -615,3 +617,293 @@ def test_unpublished_package_has_nothing_to_show() -> None:
     assert document.no_visible_version_message(packument.package, view) == (
         "gone has no published versions"
     )
+
+
+# what the mutation run found unpinned ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[1, 2]", "the upstream packument of x is not an object"),
+        (b"{", "the upstream packument of x is not JSON: "),
+        (b'{"a": "\xff"}', "the upstream packument of x is not UTF-8"),
+        (b'{"versions": []}', "the upstream packument of x has a versions that is not an object"),
+        (b'{"versions": 1234}', "the upstream packument of x has a versions that is not an "),
+        (b'{"versions": "ab"}', "the upstream packument of x has a versions that is not an "),
+        (b'{"dist-tags": "x"}', "the upstream packument of x has a dist-tags that is not an "),
+        (b'{"time": 5}', "the upstream packument of x has a time that is not an object"),
+    ],
+    ids=[
+        "array",
+        "not-json",
+        "not-utf8",
+        "versions-list",
+        "four-digits",
+        "four-bytes",
+        "tags",
+        "time",
+    ],
+)
+def test_a_refused_packument_says_which_package_and_which_field(raw: bytes, message: str) -> None:
+    with pytest.raises(BadUpstreamDocument) as caught:
+        document.parse_packument(raw, PackageName("x"))
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("field", ["versions", "dist-tags", "time"])
+def test_a_null_field_is_an_empty_one(field: str) -> None:
+    doc = make_doc("nully", {"1.0.0": OLD}, {"latest": "1.0.0"})
+    doc[field] = None
+    packument = parse(doc)
+    view = document.filter_packument(packument, rules(unknown="allow"), NOW)
+    expected = () if field == "versions" else ("1.0.0",)
+    assert view.visible == expected
+
+
+def test_packument_parser_parses_the_package_it_names() -> None:
+    raw = orjson.dumps(LEFT_PAD)
+    parsed = document.PackumentParser(PackageName("left-pad"))(raw)
+    assert parsed.package == PackageName("left-pad")
+    assert list(parsed.versions) == list(parse(LEFT_PAD).versions)
+
+
+def test_a_manifest_is_decoded_on_demand() -> None:
+    packument = parse(LEFT_PAD)
+    assert packument.manifest("1.3.1") == LEFT_PAD["versions"]["1.3.1"]
+
+
+def test_a_parsed_packument_is_charged_at_least_what_it_holds() -> None:
+    # The metadata cache's budget counts this estimate: too low and the cache outgrows it.
+    for count in (0, 1, 2000):
+        published: dict[str, datetime | None] = {
+            f"1.{minor}.0": OLD + timedelta(hours=minor) for minor in range(count)
+        }
+        raw = orjson.dumps(make_doc("sized", published, {}))
+        document.parse_packument(raw, PackageName("sized"))  # version caches warmed first
+        gc.collect()
+        tracemalloc.start()
+        try:
+            packument = document.parse_packument(raw, PackageName("sized"))
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        charged = packument.memory_bytes()
+        assert held <= charged <= 5 * held + 16 * 1024, (count, held, charged)
+
+
+def test_an_sri_option_is_not_part_of_the_digest() -> None:
+    data = b"tarball bytes"
+    entry = _sri("sha512", hashlib.sha512(data).digest())
+    for suffix in ("?opt-with-dash", "?one?two"):
+        digests = document.tarball_digests({"dist": {"integrity": entry + suffix}})
+        assert [digest.hexdigest for digest in digests] == [hashlib.sha512(data).hexdigest()]
+
+
+def test_an_integrity_value_with_a_stray_character_is_not_trusted() -> None:
+    # Lenient base64 would drop the `!` and decode the rest: a malformed entry is skipped.
+    good = base64.b64encode(hashlib.sha512(b"tarball bytes").digest()).decode()
+    manifest = {"dist": {"integrity": f"sha512-{good[:10]}!{good[10:]}"}}
+    assert document.tarball_digests(manifest) == ()
+
+
+def test_every_tag_is_recomputed_whatever_comes_before_it() -> None:
+    # A kept tag and a tag naming a missing version come first: later tags are still moved.
+    doc = make_doc(
+        "tagged",
+        {"1.0.0": OLD, "1.1.0": OLD, "2.0.0": NOW - timedelta(hours=1)},
+        {"legacy": "1.0.0", "gone": "9.9.9", "latest": "2.0.0"},
+    )
+    view = document.filter_packument(parse(doc), rules(), NOW)
+    assert view.dist_tags == {"legacy": "1.0.0", "latest": "1.1.0"}
+    assert orjson.loads(document.render_dist_tags(view)) == {"legacy": "1.0.0", "latest": "1.1.0"}
+
+
+@pytest.mark.parametrize("dist", [None, "not an object"], ids=["no-dist", "string-dist"])
+@pytest.mark.parametrize("form", ["full", "corgi"])
+def test_a_manifest_without_a_dist_object_goes_out_as_it_came(
+    dist: str | None, form: document.Form
+) -> None:
+    doc = make_doc("distless", {"1.0.0": OLD}, {"latest": "1.0.0"})
+    if dist is None:
+        del doc["versions"]["1.0.0"]["dist"]
+    else:
+        doc["versions"]["1.0.0"]["dist"] = dist
+    packument = parse(doc)
+    _, body = render(packument, form)
+    assert body["versions"]["1.0.0"].get("dist") == dist
+    manifest = orjson.loads(document.render_manifest(packument, "1.0.0", BASE))
+    assert manifest.get("dist") == dist
+
+
+def test_a_version_manifest_points_its_tarball_at_the_mirror() -> None:
+    packument = parse(LEFT_PAD)
+    manifest = orjson.loads(document.render_manifest(packument, "1.3.1", BASE))
+    expected = dict(LEFT_PAD["versions"]["1.3.1"])
+    expected["dist"] = {**expected["dist"], "tarball": f"{BASE}/left-pad/-/left-pad-1.3.1.tgz"}
+    assert manifest == expected
+
+
+def _describing_doc(published: dict[str, datetime | None]) -> dict[str, Any]:
+    """`said`: `latest` is 1.0.0; the upstream's top level describes something else than any
+    manifest, so the test sees where the package-level text came from."""
+    doc = make_doc("said", published, {"latest": "1.0.0"})
+    for version, manifest in doc["versions"].items():
+        manifest["readme"] = f"# manifest {version}"
+    doc["readme"] = "# top level"
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("published", "held", "readme"),
+    [
+        # latest is newer than everything held: the upstream's top level can only describe it
+        ({"1.0.0": OLD + timedelta(days=1), "0.9.0": OLD}, "0.9.0", "# top level"),
+        # held published with latest, after it, or at an unknown time: it may be described
+        ({"1.0.0": OLD, "0.9.0": OLD}, "0.9.0", "# manifest 1.0.0"),
+        ({"1.0.0": OLD, "2.0.0": OLD + timedelta(days=1)}, "2.0.0", "# manifest 1.0.0"),
+        ({"1.0.0": OLD, "2.0.0": None}, "2.0.0", "# manifest 1.0.0"),
+        # latest's own time is unknown (allowed): nothing to compare, so its manifest
+        ({"1.0.0": None, "0.9.0": OLD}, "0.9.0", "# manifest 1.0.0"),
+    ],
+    ids=["latest-newest", "same-moment", "held-newer", "held-untimed", "latest-untimed"],
+)
+def test_package_text_comes_from_the_top_level_only_when_it_cannot_describe_a_held_version(
+    published: dict[str, datetime | None], held: str, readme: str
+) -> None:
+    doc = _describing_doc(published)
+    view, body = render(parse(doc), "full", rules(block("said", held), unknown="allow"))
+    assert [decision.version for decision in view.blocked] == [held]
+    assert body["readme"] == readme
+
+
+def test_package_text_of_a_view_with_only_prereleases_visible() -> None:
+    doc = make_doc(
+        "pre", {"1.0.0-rc.1": OLD, "1.0.0": NOW - timedelta(hours=5)}, {"latest": "1.0.0"}
+    )
+    doc["versions"]["1.0.0-rc.1"]["readme"] = "# rc"
+    doc["versions"]["1.0.0"]["readme"] = "# final"
+    view, body = render(parse(doc), "full")
+    assert "latest" not in view.dist_tags
+    assert body["readme"] == "# rc"
+
+
+def test_an_unreadable_publish_time_is_left_out_of_created_and_modified() -> None:
+    doc = make_doc("stamp", {"1.0.0": OLD, "1.1.0": OLD + timedelta(days=1), "2.0.0": OLD}, {})
+    doc["time"]["1.1.0"] = "not a time"
+    packument = parse(doc)
+    view, body = render(packument, "full", rules(block("stamp", "2.0.0"), unknown="allow"))
+    assert view.visible == ("1.0.0", "1.1.0")
+    assert body["time"] == {
+        "created": doc["time"]["1.0.0"],
+        "modified": doc["time"]["1.0.0"],
+        "1.0.0": doc["time"]["1.0.0"],
+        "1.1.0": "not a time",
+    }
+
+
+def test_nothing_held_corgi_keeps_the_upstream_name_and_modified() -> None:
+    # The top-level `modified` is the upstream's when `time` has none.
+    doc = make_doc("calm", {"1.0.0": OLD}, {"latest": "1.0.0"})
+    doc["name"] = "Calm-Upstream"
+    del doc["time"]["modified"]
+    doc["modified"] = "2025-01-01T00:00:00.000Z"
+    packument = document.parse_packument(orjson.dumps(doc), PackageName("calm"))
+    view, corgi = render(packument, "corgi")
+    assert not document.holds_back(view)
+    assert corgi["name"] == "Calm-Upstream"
+    assert corgi["modified"] == "2025-01-01T00:00:00.000Z"
+    assert corgi["dist-tags"] == {"latest": "1.0.0"}
+    # With a version held, the name is the one asked for.
+    _, held = render(packument, "corgi", rules(block("calm", "1.0.0")))
+    assert held["name"] == "calm"
+    assert held["dist-tags"] == {}
+
+
+def test_nothing_held_corgi_without_an_upstream_name_names_the_package() -> None:
+    doc = make_doc("calm", {"1.0.0": OLD}, {"latest": "1.0.0"})
+    del doc["name"]
+    packument = document.parse_packument(orjson.dumps(doc), PackageName("calm"))
+    _, corgi = render(packument, "corgi")
+    assert corgi["name"] == "calm"
+
+
+def test_nothing_held_full_form_still_filters_tags_time_and_attachments() -> None:
+    doc = make_doc("calm", {"1.0.0": OLD}, {"latest": "1.0.0", "gone": "9.9.9"})
+    doc["time"]["0.0.1"] = ts(OLD)  # a version the document no longer lists
+    doc["_attachments"] = {"calm-1.0.0.tgz": {"data": "AAAA"}}
+    view, body = render(parse(doc), "full")
+    assert not document.holds_back(view)
+    assert body["dist-tags"] == {"latest": "1.0.0"}
+    assert set(body["time"]) == {"created", "modified", "1.0.0"}
+    assert "_attachments" not in body
+    assert body["readme"] == "# readme"
+
+
+def test_a_full_packument_always_has_dist_tags_and_versions() -> None:
+    packument = document.parse_packument(b'{"name": "bare"}', PackageName("bare"))
+    _, body = render(packument, "full")
+    assert body == {"name": "bare", "dist-tags": {}, "versions": {}}
+
+
+@pytest.mark.parametrize(
+    ("blocked", "shown"),
+    [
+        (["1.0.0", "1.1.0", "1.2.0"], "3 versions blocked (1.0.0, 1.1.0, 1.2.0)"),
+        (["1.0.0", "1.1.0", "1.2.0", "1.3.0"], "4 versions blocked (1.1.0, 1.2.0, 1.3.0, ...)"),
+    ],
+)
+def test_the_notice_names_the_three_newest_blocked_versions(blocked: list[str], shown: str) -> None:
+    doc = make_doc("many", dict.fromkeys([*blocked, "0.1.0"], OLD), {})
+    records = [block("many", version) for version in blocked]
+    view = document.filter_packument(parse(doc), rules(*records), NOW)
+    assert document.render_notice(PackageName("many"), view) == f"many: {shown}"
+
+
+def test_the_notice_is_ascii_whatever_the_upstream_calls_a_version() -> None:
+    doc = make_doc("accents", {"1.0.0-b\u00e9ta": OLD, "0.1.0": OLD}, {})
+    view = document.filter_packument(parse(doc), rules(block("accents", "*")), NOW)
+    notice = document.render_notice(PackageName("accents"), view)
+    assert notice == "accents: 2 versions blocked (0.1.0, 1.0.0-b?ta)"
+
+
+@pytest.mark.parametrize(
+    ("tarball", "upstream_file"),
+    [
+        ("http://u.test/x/-/Odd-Name-1.0.0.tgz", "Odd-Name-1.0.0.tgz"),
+        ("Bare-1.0.0.tgz", "Bare-1.0.0.tgz"),  # a file name without a path
+        ("http://u.test/x/-/x-1.0.0.tar.gz", None),  # not a .tgz: not a name clients ask for
+        (None, None),
+    ],
+)
+def test_a_tarball_is_found_by_its_canonical_and_its_upstream_file_name(
+    tarball: str | None, upstream_file: str | None
+) -> None:
+    doc = make_doc("x", {"1.0.0": OLD, "2.0.0": OLD}, {})
+    doc["versions"]["1.0.0"]["dist"]["tarball"] = tarball
+    packument = parse(doc)
+    assert packument.version_of_file("x-1.0.0.tgz") == "1.0.0"
+    assert packument.version_of_file("x-2.0.0.tgz") == "2.0.0"
+    if upstream_file is not None:
+        assert packument.version_of_file(upstream_file) == "1.0.0"
+    assert packument.version_of_file("x-1.0.0.tar.gz") is None
+    assert packument.version_of_file("None") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'\x80{"a": 1}', b'{"a": "x"}\xc3'],
+    ids=["first-byte", "truncated-at-the-end"],
+)
+def test_invalid_utf8_at_either_end_is_named_as_such(raw: bytes) -> None:
+    with pytest.raises(BadUpstreamDocument, match="is not UTF-8"):
+        document.parse_packument(raw, PackageName("x"))
+
+
+def test_utf8_split_across_the_check_chunks_is_accepted() -> None:
+    # The check reads a megabyte at a time: a character across a chunk edge is still UTF-8.
+    pad = "a" * (1024 * 1024 - len('{"readme": "') - 1)
+    raw = ('{"readme": "' + pad + "\u00e9\u00e9" + '"}').encode()
+    packument = document.parse_packument(raw, PackageName("x"))
+    assert packument.versions == {}
