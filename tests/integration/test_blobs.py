@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from mirror.blobs.store import BlobStore, BlobVanished, BlobWriter, DigestMismatch
 from mirror.budget import BudgetedLRU, ByteBudget
@@ -36,11 +35,6 @@ def files_under(directory: Path) -> list[Path]:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(T0)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
 
 
 @pytest.fixture
