@@ -14,7 +14,11 @@ NOW, OLD, Client, MakeClient`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,3 +71,34 @@ def make_mirror(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock
 async def client(make_mirror: MakeClient) -> Client:
     """A started mirror with the module's defaults (see `make_mirror`)."""
     return await make_mirror()
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A file system of `size` of its own mounted at `path` (a tmpfs), which `fill_up` fills
+    for real: the kernel answers ENOSPC as on a full volume. Mounting needs root (CI runs as
+    root); elsewhere the test skips."""
+    path.mkdir(parents=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full disk needs a tmpfs of its own, and mounting one needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    done = subprocess.run(mount, capture_output=True, check=False, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
+
+
+def fill_up(disk: Path, leave: int = 0) -> None:
+    """Take every free byte of the file system at `disk` (into `disk / "filler"`), then give
+    back `leave` bytes (whole pages): writes beyond them fail with ENOSPC."""
+    filler = disk / "filler"
+    chunk = b"\0" * 65536
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        for _ in range(16 * 1024):  # 1 GiB at most: bounded, far above any `small_disk`
+            out.write(chunk)
+            out.flush()
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
