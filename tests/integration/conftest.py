@@ -74,31 +74,41 @@ async def client(make_mirror: MakeClient) -> Client:
 
 
 @contextlib.contextmanager
-def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A file system of `size` of its own mounted at `path` (a tmpfs), which `fill_up` fills
-    for real: the kernel answers ENOSPC as on a full volume. Mounting needs root (CI runs as
-    root); elsewhere the test skips."""
+def tmpfs(path: Path, size: str = "4m") -> Iterator[bool]:
+    """Create `path` and mount a tmpfs of `size` there when this process may (root; CI runs
+    as root): whether it did. A file system of its own that a test can really fill up (the
+    kernel answers ENOSPC as on a full volume); unmounted afterwards."""
     path.mkdir(parents=True)
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a full disk needs a tmpfs of its own, and mounting one needs root")
-    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
-    done = subprocess.run(mount, capture_output=True, check=False, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
+    mounted = False
+    if os.geteuid() == 0 and shutil.which("mount"):
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+        mounted = (
+            subprocess.run(mount, capture_output=True, check=False, timeout=30).returncode == 0
+        )
     try:
-        yield path
+        yield mounted
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
 
 
-def fill_up(disk: Path, leave: int = 0) -> None:
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
+    """`path` on a `tmpfs` of `size`, for `fill_disk`; the test skips where none can be
+    mounted (not root)."""
+    with tmpfs(path, size) as mounted:
+        if not mounted:
+            pytest.skip("a full disk needs a tmpfs of its own, and mounting one needs root")
+        yield path
+
+
+def fill_disk(disk: Path, leave: int = 0) -> None:
     """Take every free byte of the file system at `disk` (into `disk / "filler"`), then give
     back `leave` bytes (whole pages): writes beyond them fail with ENOSPC."""
     filler = disk / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
         for _ in range(16 * 1024):  # 1 GiB at most: bounded, far above any `small_disk`
             out.write(chunk)
-            out.flush()
     if leave:
         os.truncate(filler, max(0, filler.stat().st_size - leave))

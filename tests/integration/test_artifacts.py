@@ -32,7 +32,7 @@ from mirror.model import ArtifactRef, Digest
 from mirror.state.local import LocalState
 from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
-from tests.integration.conftest import fill_up, small_disk
+from tests.integration.conftest import fill_disk, small_disk
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SMALL_DISK = "small disk"  # `disk`'s parameter: the blob store on a tmpfs of its own
@@ -161,7 +161,7 @@ class Mirror:
 @pytest.fixture
 def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """Where the blob store lives: tmp_path, or (parametrized indirectly with SMALL_DISK) a
-    file system of its own that a test can really fill up with `fill_up(disk)`."""
+    file system of its own that a test can really fill up with `fill_disk(disk)`."""
     if getattr(request, "param", None) != SMALL_DISK:
         yield tmp_path
         return
@@ -819,7 +819,7 @@ async def test_close_cancels_downloads_and_removes_temp_files(mirror: Mirror) ->
 async def test_a_full_disk_still_serves_verified_bytes_uncached(
     mirror: Mirror, disk: Path, body: bytes
 ) -> None:
-    fill_up(disk)
+    fill_disk(disk)
     mirror.add("1.0.0", body)
     response = await mirror.client.get("/files/1.0.0")
     assert response.status == 200
@@ -837,7 +837,7 @@ async def test_a_full_disk_still_serves_verified_bytes_uncached(
 
 @pytest.mark.parametrize("disk", [SMALL_DISK], indirect=True)
 async def test_a_full_disk_never_relays_a_complete_wrong_file(mirror: Mirror, disk: Path) -> None:
-    fill_up(disk)
+    fill_disk(disk)
     evil = BIG[:-10] + b"0123456789"
     mirror.add("1.0.0", BIG, served=evil)
     response = await mirror.client.get("/files/1.0.0")

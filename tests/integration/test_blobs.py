@@ -19,7 +19,7 @@ from mirror.clock import FixedClock
 from mirror.errors import IntegrityError, StorageFull
 from mirror.metrics import Metrics
 from mirror.model import Digest
-from tests.integration.conftest import fill_up, small_disk
+from tests.integration.conftest import fill_disk, small_disk
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BODY = b"the published tarball bytes\n" * 1000
@@ -183,7 +183,7 @@ async def test_full_disk_is_storage_full_and_leaves_nothing(
         store = BlobStore(disk / "artifacts", clock=clock, metrics=metrics)
         await store.open()
         try:
-            fill_up(disk, leave=4096)  # the first chunk fits, the disk is full after it
+            fill_disk(disk, leave=4096)  # the first chunk fits, the disk is full after it
             with pytest.raises(StorageFull) as raised:
                 await write(store, "npm/big/1.0.0/big-1.0.0.tgz", BODY, (digest("sha512", BODY),))
             assert raised.value.status == 507

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ from mirror.state.redis import RedisState
 from tests.conftest import wait_until
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
-from tests.integration.conftest import OLD, Client, MakeClient
+from tests.integration.conftest import OLD, Client, MakeClient, fill_disk, tmpfs
 
 TIMEOUT = 0.5  # state.timeout's default
 # Time a request may take beyond the bound: fake upstreams on loopback, a busy CI machine.
@@ -186,35 +185,18 @@ def small_filesystem(path: Path) -> Iterator[str]:
     """`path` on a 4 MiB tmpfs when this process may mount one (root), else a plain
     directory whose state file is made read-only later (see `fill_up`: then only the state
     fails, the blob store keeps storing). Yields the method."""
-    path.mkdir(parents=True)
-    mounted = False
-    if os.geteuid() == 0 and shutil.which("mount"):
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
-            capture_output=True,
-            check=False,
-        )
-        mounted = done.returncode == 0
-    if not mounted and os.geteuid() == 0:
-        # root ignores file modes, so the read-only fallback would not fail a write.
-        pytest.skip("cannot mount a tmpfs here and, as root, cannot make the state read-only")
-    try:
+    with tmpfs(path, "4m") as mounted:
+        if not mounted and os.geteuid() == 0:
+            # root ignores file modes, so the read-only fallback would not fail a write.
+            pytest.skip("cannot mount a tmpfs here and, as root, cannot make the state read-only")
         yield "tmpfs" if mounted else "read-only"
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill_up(path: Path, method: str) -> None:
     """Leave no byte free on the tmpfs; or, unmountable, make the state read-only (a real
     SQLite error too: "attempt to write a readonly database")."""
     if method == "tmpfs":
-        with (path / "filler").open("wb") as filler:
-            chunk = b"\0" * 65536
-            with contextlib.suppress(OSError):
-                for _ in range(1024):  # 64 MiB at most: far more than the tmpfs holds
-                    filler.write(chunk)
-                    filler.flush()
+        fill_disk(path)
         return
     for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
         with contextlib.suppress(FileNotFoundError):
