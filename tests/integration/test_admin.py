@@ -5,42 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
 from mirror.admin import rules
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.model import DownloadEvent
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789abc"
 TOKENS = f"alice:{ALICE},bob:{BOB}"
 
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
-
 
 def auth(token: str = ALICE) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
 
 
 @pytest.fixture
@@ -56,20 +41,8 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path, clock: FixedClock
-) -> MakeClient:
-    async def make(**settings: str) -> Client:
-        defaults = {"MIRROR_NPM_UPSTREAM": registry.url, "MIRROR_ADMIN_TOKENS": TOKENS}
-        env = mirror_settings(tmp_path / "data", **{**defaults, **settings})
-        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
-
-    return make
-
-
-@pytest.fixture
-async def client(make_client: MakeClient) -> Client:
-    return await make_client()
+def make_mirror(make_mirror: MakeClient, registry: FakeNpmRegistry) -> MakeClient:
+    return partial(make_mirror, MIRROR_NPM_UPSTREAM=registry.url, MIRROR_ADMIN_TOKENS=TOKENS)
 
 
 async def post(client: Client, path: str, body: object, token: str = ALICE) -> Any:
@@ -127,8 +100,8 @@ async def test_write_with_right_token_names_the_token(client: Client) -> None:
     assert block["expired"] is False
 
 
-async def test_no_tokens_configured_refuses_every_write(make_client: MakeClient) -> None:
-    client = await make_client(MIRROR_ADMIN_TOKENS="")
+async def test_no_tokens_configured_refuses_every_write(make_mirror: MakeClient) -> None:
+    client = await make_mirror(MIRROR_ADMIN_TOKENS="")
     response = await client.post("/api/v1/blocks", json=BLOCK, headers=auth())
     assert response.status == 403
     assert "MIRROR_ADMIN_TOKENS" in (await response.json())["error"]
@@ -137,8 +110,8 @@ async def test_no_tokens_configured_refuses_every_write(make_client: MakeClient)
     assert (await client.get("/api/v1/blocks")).status == 200
 
 
-async def test_protect_reads_needs_a_token_for_reads(make_client: MakeClient) -> None:
-    client = await make_client(MIRROR_ADMIN_PROTECT_READS="true")
+async def test_protect_reads_needs_a_token_for_reads(make_mirror: MakeClient) -> None:
+    client = await make_mirror(MIRROR_ADMIN_PROTECT_READS="true")
     for path in (
         "/api/v1/blocks",
         "/api/v1/exemptions",
@@ -339,9 +312,9 @@ async def get_audit(client: Client, **params: str) -> tuple[int, Any]:
 
 
 async def test_audit_is_kept_by_age_and_keeps_the_creation_of_a_live_rule(
-    make_client: MakeClient, clock: FixedClock
+    make_mirror: MakeClient, clock: FixedClock
 ) -> None:
-    client = await make_client(MIRROR_AUDIT_RETENTION="30d")
+    client = await make_mirror(MIRROR_AUDIT_RETENTION="30d")
     live = (await post(client, "/api/v1/blocks", BLOCK, token=BOB))["block"]["id"]
     for _ in range(3):  # churn: rules created and removed
         gone = (await post(client, "/api/v1/blocks", {**BLOCK, "versions": "1.0.0"}))["block"]
@@ -434,16 +407,16 @@ async def test_eight_concurrent_admins_never_fail(client: Client) -> None:
 
 
 async def test_audit_client_is_the_peer_unless_it_is_a_trusted_proxy(
-    make_client: MakeClient,
+    make_mirror: MakeClient,
 ) -> None:
     # The client wrote 198.51.100.9 itself; the trusted proxy (the test's own 127.0.0.1, via
     # 10.0.0.1) appended the address it saw: 203.0.113.7 is the client.
     headers = {**auth(), "X-Forwarded-For": "198.51.100.9, 203.0.113.7, 10.0.0.1"}
-    untrusting = await make_client()
+    untrusting = await make_mirror()
     assert (await untrusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
-    trusting = await make_client(MIRROR_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8")
+    trusting = await make_mirror(MIRROR_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8")
     assert (await trusting.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
-    elsewhere = await make_client(MIRROR_TRUSTED_PROXIES="192.0.2.1")  # not the peer
+    elsewhere = await make_mirror(MIRROR_TRUSTED_PROXIES="192.0.2.1")  # not the peer
     assert (await elsewhere.post("/api/v1/blocks", json=BLOCK, headers=headers)).status == 201
     entries = (await (await elsewhere.get("/api/v1/audit", headers=auth())).json())["entries"]
     assert [entry["client"] for entry in entries] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
@@ -913,15 +886,15 @@ async def record(
     )  # fmt: skip
 
 
-async def test_impact_needs_a_token_unless_opened(make_client: MakeClient) -> None:
+async def test_impact_needs_a_token_unless_opened(make_mirror: MakeClient) -> None:
     path = "/api/v1/impact?ecosystem=npm&package=left-pad"
-    closed = await make_client()
+    closed = await make_mirror()
     assert (await closed.get(path)).status == 401
     assert (await closed.get(path, headers=auth("q" * 20))).status == 403
     assert (await closed.get(path, headers=auth(BOB))).status == 200
-    opened = await make_client(MIRROR_ADMIN_OPEN_IMPACT="true")
+    opened = await make_mirror(MIRROR_ADMIN_OPEN_IMPACT="true")
     assert (await opened.get(path)).status == 200
-    both = await make_client(MIRROR_ADMIN_OPEN_IMPACT="true", MIRROR_ADMIN_PROTECT_READS="true")
+    both = await make_mirror(MIRROR_ADMIN_OPEN_IMPACT="true", MIRROR_ADMIN_PROTECT_READS="true")
     assert (await both.get(path)).status == 401
 
 
@@ -1086,7 +1059,7 @@ async def test_a_glob_rule_says_its_coverage_is_per_package(client: Client) -> N
 
 
 async def test_pypi_and_maven_rules_answer_what_they_cover(
-    make_client: MakeClient, aiohttp_server: AiohttpServer
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     from tests.fakes.maven import FakeMavenRepository
     from tests.fakes.pypi import FakePypiIndex
@@ -1100,7 +1073,7 @@ async def test_pypi_and_maven_rules_answer_what_they_cover(
     for version in ("1.0", "1.1", "2.0"):
         repo.add_version("org.example", "lib", version, published=OLD)
     await repo.start(aiohttp_server)
-    client = await make_client(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url)
 
     pypi = await post(
         client, "/api/v1/blocks",

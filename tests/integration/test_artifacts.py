@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
-import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +24,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from mirror.app import error_middleware
 from mirror.artifacts.download import HOLD_BACK
 from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, ArtifactServer
-from mirror.blobs.store import BlobStore, BlobWriter
+from mirror.blobs.store import BlobStore
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.metrics import Metrics
@@ -34,8 +32,10 @@ from mirror.model import ArtifactRef, Digest
 from mirror.state.local import LocalState
 from mirror.upstream import Upstream, UpstreamScope
 from tests.fakes.upstream import FakeUpstream
+from tests.integration.conftest import fill_disk, small_disk
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SMALL_DISK = "small disk"  # `disk`'s parameter: the blob store on a tmpfs of its own
 CONFIG = UpstreamConfig(
     connect_timeout=timedelta(seconds=5),
     read_timeout=timedelta(seconds=10),
@@ -159,8 +159,20 @@ class Mirror:
 
 
 @pytest.fixture
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """Where the blob store lives: tmp_path, or (parametrized indirectly with SMALL_DISK) a
+    file system of its own that a test can really fill up with `fill_disk(disk)`."""
+    if getattr(request, "param", None) != SMALL_DISK:
+        yield tmp_path
+        return
+    with small_disk(tmp_path / "disk") as own:
+        yield own
+
+
+@pytest.fixture
 async def mirror(
     tmp_path: Path,
+    disk: Path,
     fake_upstream: FakeUpstream,
     aiohttp_client: AiohttpClient,
     aiohttp_server: AiohttpServer,
@@ -177,7 +189,7 @@ async def mirror(
     )
     upstream = Upstream(CONFIG, scopes=[scope], metrics=metrics)
     await upstream.start()
-    directory = tmp_path / "artifacts"
+    directory = disk / "artifacts"
     blobs = BlobStore(directory, clock=clock, metrics=metrics)
     await blobs.open()
     server = ArtifactServer(
@@ -802,19 +814,12 @@ async def test_close_cancels_downloads_and_removes_temp_files(mirror: Mirror) ->
     mirror.slow.release()
 
 
-def disk_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A real full disk cannot be produced on demand: every write fails as the kernel's would.
-    def full(fd: int, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(BlobWriter, "_write_all", staticmethod(full))
-
-
+@pytest.mark.parametrize("disk", [SMALL_DISK], indirect=True)
 @pytest.mark.parametrize("body", [SMALL, BIG], ids=["small", "big"])
 async def test_a_full_disk_still_serves_verified_bytes_uncached(
-    mirror: Mirror, monkeypatch: pytest.MonkeyPatch, body: bytes
+    mirror: Mirror, disk: Path, body: bytes
 ) -> None:
-    disk_is_full(monkeypatch)
+    fill_disk(disk)
     mirror.add("1.0.0", body)
     response = await mirror.client.get("/files/1.0.0")
     assert response.status == 200
@@ -830,10 +835,9 @@ async def test_a_full_disk_still_serves_verified_bytes_uncached(
     assert mirror.fake.count("/files/1.0.0", method="HEAD") == 1
 
 
-async def test_a_full_disk_never_relays_a_complete_wrong_file(
-    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disk_is_full(monkeypatch)
+@pytest.mark.parametrize("disk", [SMALL_DISK], indirect=True)
+async def test_a_full_disk_never_relays_a_complete_wrong_file(mirror: Mirror, disk: Path) -> None:
+    fill_disk(disk)
     evil = BIG[:-10] + b"0123456789"
     mirror.add("1.0.0", BIG, served=evil)
     response = await mirror.client.get("/files/1.0.0")

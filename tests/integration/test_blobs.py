@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from mirror.blobs.store import BlobStore, BlobVanished, BlobWriter, DigestMismatch
 from mirror.budget import BudgetedLRU, ByteBudget
@@ -20,6 +19,7 @@ from mirror.clock import FixedClock
 from mirror.errors import IntegrityError, StorageFull
 from mirror.metrics import Metrics
 from mirror.model import Digest
+from tests.integration.conftest import fill_disk, small_disk
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BODY = b"the published tarball bytes\n" * 1000
@@ -36,11 +36,6 @@ def files_under(directory: Path) -> list[Path]:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(T0)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
 
 
 @pytest.fixture
@@ -182,30 +177,28 @@ async def test_two_stores_on_one_directory_see_each_others_commits(
 
 
 async def test_full_disk_is_storage_full_and_leaves_nothing(
-    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: FixedClock, metrics: Metrics
 ) -> None:
-    # A real full disk cannot be produced on demand: the write call fails as the kernel would.
-    calls = 0
-
-    def full_after_first_chunk(fd: int, data: bytes) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.write(fd, data)
-
-    monkeypatch.setattr(BlobWriter, "_write_all", staticmethod(full_after_first_chunk))
-    with pytest.raises(StorageFull) as raised:
-        await write(store, "npm/big/1.0.0/big-1.0.0.tgz", BODY, (digest("sha512", BODY),))
-    assert raised.value.status == 507
-    assert "full" in raised.value.message
-    assert files_under(tmp_path / "artifacts") == []
-    assert await store.lookup("npm/big/1.0.0/big-1.0.0.tgz") is None
+    with small_disk(tmp_path / "disk") as disk:
+        store = BlobStore(disk / "artifacts", clock=clock, metrics=metrics)
+        await store.open()
+        try:
+            fill_disk(disk, leave=4096)  # the first chunk fits, the disk is full after it
+            with pytest.raises(StorageFull) as raised:
+                await write(store, "npm/big/1.0.0/big-1.0.0.tgz", BODY, (digest("sha512", BODY),))
+            assert raised.value.status == 507
+            assert "full" in raised.value.message
+            assert files_under(disk / "artifacts") == []
+            assert await store.lookup("npm/big/1.0.0/big-1.0.0.tgz") is None
+        finally:
+            await store.close()
 
 
 async def test_quota_exceeded_is_storage_full(
     store: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The one fault here no real part produces on demand: a quota needs a quota-enabled file
+    # system and a user over it. The kernel's write call is replaced to answer EDQUOT.
     def over_quota(fd: int, data: bytes) -> None:
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
 from mirror.app import create_app
 from mirror.artifacts.serve import ARTIFACT_MAX_AGE, HOT_FILE_MAX
@@ -28,6 +26,7 @@ from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
+from tests.integration.conftest import Client, MakeClient
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=200)
@@ -36,9 +35,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ARTIFACT_CACHING = f"public, max-age={ARTIFACT_MAX_AGE}, must-revalidate"
 FORWARDED = ("X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix")
 BIG = bytes(range(256)) * (2 * HOT_FILE_MAX // 256)  # served by sendfile, not from memory
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
@@ -51,24 +47,22 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
     return registry
 
 
-def settings(tmp_path: Path, registry: FakeNpmRegistry, **overrides: str) -> dict[str, str]:
-    defaults = {
+def defaults(registry: FakeNpmRegistry) -> dict[str, str]:
+    return {
         "MIRROR_NPM_UPSTREAM": registry.url,
         "MIRROR_PYPI_UPSTREAM": "off",
         "MIRROR_ADMIN_TOKENS": f"alice:{TOKEN}",
     }
-    return mirror_settings(tmp_path / "data", **{**defaults, **overrides})
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path
-) -> MakeClient:
-    async def make(**overrides: str) -> Client:
-        config = load_config(None, settings(tmp_path, registry, **overrides))
-        return await aiohttp_client(create_app(config, clock=FixedClock(NOW)))
+def clock() -> FixedClock:
+    return FixedClock(NOW)
 
-    return make
+
+@pytest.fixture
+def make_mirror(make_mirror: MakeClient, registry: FakeNpmRegistry) -> MakeClient:
+    return partial(make_mirror, **defaults(registry))
 
 
 def tarball(version: str) -> str:
@@ -80,9 +74,9 @@ def tarball(version: str) -> str:
 
 @pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
 async def test_artifacts_may_be_kept_only_for_a_bounded_time(
-    make_client: MakeClient, version: str
+    make_mirror: MakeClient, version: str
 ) -> None:
-    client = await make_client()
+    client = await make_mirror()
     miss = await client.get(tarball(version))  # streamed while it is stored
     hit = await client.get(tarball(version))  # from disk
     for response in (miss, hit):
@@ -100,9 +94,9 @@ async def test_artifacts_may_be_kept_only_for_a_bounded_time(
 
 @pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
 async def test_a_block_turns_the_revalidation_of_a_cached_file_into_a_403(
-    make_client: MakeClient, version: str
+    make_mirror: MakeClient, version: str
 ) -> None:
-    client = await make_client()
+    client = await make_mirror()
     first = await client.get(tarball(version))
     assert first.status == 200
     await first.read()
@@ -123,22 +117,14 @@ async def test_a_block_turns_the_revalidation_of_a_cached_file_into_a_403(
 
 
 @pytest.fixture
-async def three_ecosystems(
-    aiohttp_client: AiohttpClient,
-    aiohttp_server: AiohttpServer,
-    registry: FakeNpmRegistry,
-    tmp_path: Path,
-) -> Client:
+async def three_ecosystems(aiohttp_server: AiohttpServer, make_mirror: MakeClient) -> Client:
     index = FakePypiIndex()
     index.add_wheel("demo", "1.0", uploaded=OLD)
     await index.start(aiohttp_server)
     repo = FakeMavenRepository()
     repo.add_version("org.example", "lib", "1.0.0", published=OLD)
     await repo.start(aiohttp_server)
-    env = settings(
-        tmp_path, registry, MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url
-    )
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    return await make_mirror(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_MAVEN_UPSTREAM=repo.url)
 
 
 ARTIFACTS = {
@@ -209,7 +195,13 @@ async def test_every_answer_over_tls_carries_hsts(
 ) -> None:
     cert, key = certificate
     config = load_config(
-        None, settings(tmp_path, registry, MIRROR_TLS_CERT=str(cert), MIRROR_TLS_KEY=str(key))
+        None,
+        mirror_settings(
+            tmp_path / "data",
+            **defaults(registry),
+            MIRROR_TLS_CERT=str(cert),
+            MIRROR_TLS_KEY=str(key),
+        ),
     )
     server = await aiohttp_server(
         create_app(config, clock=FixedClock(NOW)), ssl=ssl_context(config)
@@ -236,8 +228,8 @@ async def test_every_answer_over_tls_carries_hsts(
     assert statuses == [200, 200, 200, 200, 200, 404, 404, 405, 401]
 
 
-async def test_no_hsts_over_plain_http(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_no_hsts_over_plain_http(make_mirror: MakeClient) -> None:
+    client = await make_mirror()
     for method, path, headers in EVERY_KIND:
         response = await client.request(method, path, headers=headers)
         await response.read()
@@ -252,9 +244,9 @@ def vary_of(response: aiohttp.ClientResponse) -> list[str]:
 
 
 async def test_views_built_from_forwarded_headers_list_them_in_vary(
-    make_client: MakeClient,
+    make_mirror: MakeClient,
 ) -> None:
-    client = await make_client(MIRROR_TRUSTED_PROXIES="127.0.0.1")
+    client = await make_mirror(MIRROR_TRUSTED_PROXIES="127.0.0.1")
     forwarded = {
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "mirror.example",
@@ -285,9 +277,9 @@ async def test_views_built_from_forwarded_headers_list_them_in_vary(
     ids=["no trusted proxies", "public_url fixes the URLs"],
 )
 async def test_no_forwarded_vary_when_the_headers_cannot_change_the_body(
-    make_client: MakeClient, overrides: dict[str, str]
+    make_mirror: MakeClient, overrides: dict[str, str]
 ) -> None:
-    client = await make_client(**overrides)
+    client = await make_mirror(**overrides)
     response = await client.get("/npm/left-pad", headers={"X-Forwarded-Host": "elsewhere.example"})
     assert response.status == 200
     assert "elsewhere.example" not in await response.text()
@@ -295,18 +287,12 @@ async def test_no_forwarded_vary_when_the_headers_cannot_change_the_body(
 
 
 async def test_pypi_pages_and_redirects_list_forwarded_headers_in_vary(
-    aiohttp_client: AiohttpClient,
-    aiohttp_server: AiohttpServer,
-    registry: FakeNpmRegistry,
-    tmp_path: Path,
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
 ) -> None:
     index = FakePypiIndex()
     index.add_wheel("demo", "1.0", uploaded=OLD)
     await index.start(aiohttp_server)
-    env = settings(
-        tmp_path, registry, MIRROR_PYPI_UPSTREAM=index.url, MIRROR_TRUSTED_PROXIES="127.0.0.1"
-    )
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_TRUSTED_PROXIES="127.0.0.1")
     forwarded = {"X-Forwarded-Host": "mirror.example"}
     page = await client.get("/pypi/simple/demo/", headers=forwarded)
     assert page.status == 200

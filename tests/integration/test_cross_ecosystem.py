@@ -6,38 +6,32 @@ there, or carries another's credentials; no answer and no metric names an upstre
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from aiohttp import ClientResponse
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import UpstreamConfig, load_config
+from mirror.config import UpstreamConfig
 from mirror.errors import HostNotAllowed
 from mirror.metacache import MetaCache
 from mirror.upstream import Upstream, UpstreamScope
-from tests.conftest import mirror_settings
 from tests.fakes.maven import build_metadata
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 from tests.fakes.upstream import FakeUpstream, RecordedRequest
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 NPM_AUTH = "Bearer npm-secret-token"
 PYPI_AUTH = "Bearer pypi-secret-token"
 MAVEN_AUTH = "Bearer maven-secret-token"
 TARBALL = "/left-pad/-/left-pad-1.0.0.tgz"
 MAVEN_METADATA = "/com/acme/lib/maven-metadata.xml"
-
-Client = TestClient[web.Request, web.Application]
 
 
 @dataclass(slots=True)
@@ -85,33 +79,18 @@ async def upstreams(aiohttp_server: AiohttpServer) -> Upstreams:
     return Upstreams(npm=npm, pypi=pypi, pypi_files=pypi_files, maven=maven)
 
 
-MakeClient = Callable[..., Awaitable[Client]]
-
-
 @pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, upstreams: Upstreams, tmp_path: Path) -> MakeClient:
-    async def make(**settings: str) -> Client:
-        env = mirror_settings(
-            tmp_path / "data",
-            **{
-                "MIRROR_NPM_UPSTREAM": upstreams.npm.url,
-                "MIRROR_NPM_UPSTREAM_AUTH": NPM_AUTH,
-                "MIRROR_PYPI_UPSTREAM": upstreams.pypi.url,
-                "MIRROR_PYPI_UPSTREAM_AUTH": PYPI_AUTH,
-                "MIRROR_PYPI_FILE_HOSTS": upstreams.pypi_files.host,
-                "MIRROR_MAVEN_UPSTREAM": upstreams.maven.url("/"),
-                "MIRROR_MAVEN_UPSTREAM_AUTH": MAVEN_AUTH,
-                **settings,
-            },
-        )
-        return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
-
-    return make
-
-
-@pytest.fixture
-async def client(make_client: MakeClient) -> Client:
-    return await make_client()
+def make_mirror(make_mirror: MakeClient, upstreams: Upstreams) -> MakeClient:
+    return partial(
+        make_mirror,
+        MIRROR_NPM_UPSTREAM=upstreams.npm.url,
+        MIRROR_NPM_UPSTREAM_AUTH=NPM_AUTH,
+        MIRROR_PYPI_UPSTREAM=upstreams.pypi.url,
+        MIRROR_PYPI_UPSTREAM_AUTH=PYPI_AUTH,
+        MIRROR_PYPI_FILE_HOSTS=upstreams.pypi_files.host,
+        MIRROR_MAVEN_UPSTREAM=upstreams.maven.url("/"),
+        MIRROR_MAVEN_UPSTREAM_AUTH=MAVEN_AUTH,
+    )
 
 
 def authorizations(requests: list[RecordedRequest]) -> set[str | None]:
@@ -316,12 +295,12 @@ async def test_each_upstream_gets_its_own_credentials_only(
 
 
 async def test_credentials_belong_to_an_ecosystem_not_to_a_host(
-    make_client: MakeClient, upstreams: Upstreams
+    make_mirror: MakeClient, upstreams: Upstreams
 ) -> None:
     """PyPI files served from the npm upstream's own host (listed as a PyPI file host): the
     PyPI file request goes there without npm's token, while npm's own requests to that very
     host keep it."""
-    client = await make_client(MIRROR_PYPI_FILE_HOSTS=upstreams.npm.upstream.host)
+    client = await make_mirror(MIRROR_PYPI_FILE_HOSTS=upstreams.npm.upstream.host)
     wheel = upstreams.pypi.file("demo-1.0-py3-none-any.whl")
     upstreams.npm.upstream.add(wheel.path, wheel.data)
     page = upstreams.pypi.page_json("demo")

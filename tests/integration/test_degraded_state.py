@@ -7,36 +7,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.services import SERVICES
 from mirror.state.redis import RedisState
-from tests.conftest import mirror_settings, wait_until
+from tests.conftest import wait_until
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import OLD, Client, MakeClient, fill_disk, tmpfs
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 TIMEOUT = 0.5  # state.timeout's default
 # Time a request may take beyond the bound: fake upstreams on loopback, a busy CI machine.
 MARGIN = 1.5
 JAR = "org/example/lib/1.0.0/lib-1.0.0.jar"
 JAR_2 = "org/example/lib/1.1.0/lib-1.1.0.jar"
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
@@ -58,21 +50,20 @@ async def maven(aiohttp_server: AiohttpServer) -> FakeMavenRepository:
 
 
 async def make_worker(
-    aiohttp_client: AiohttpClient,
+    make_mirror: MakeClient,
     data_dir: Path,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
     **settings: str,
 ) -> Client:
     """One worker's app: its own memory, the shared data dir and state."""
-    env = mirror_settings(
-        data_dir,
+    client = await make_mirror(
+        data_dir=data_dir,
         MIRROR_NPM_UPSTREAM=npm.url,
         MIRROR_MAVEN_UPSTREAM=maven.url,
         MIRROR_UPSTREAM_RETRIES="0",
         **settings,
     )
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
     # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
     assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
     return client
@@ -86,7 +77,7 @@ async def timed_get(client: Client, path: str) -> tuple[int, bytes, float]:
 
 
 async def test_a_stopped_redis_holds_up_no_download_past_the_bound(
-    aiohttp_client: AiohttpClient,
+    make_mirror: MakeClient,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
     stoppable_redis: tuple[subprocess.Popen[bytes], str],
@@ -94,12 +85,12 @@ async def test_a_stopped_redis_holds_up_no_download_past_the_bound(
 ) -> None:
     process, url = stoppable_redis
     data = tmp_path / "data"
-    first = await make_worker(aiohttp_client, data, npm, maven, MIRROR_REDIS_URL=url)
+    first = await make_worker(make_mirror, data, npm, maven, MIRROR_REDIS_URL=url)
     tarball = "/npm/left-pad/-/left-pad-1.0.0.tgz"
     assert (await first.get(tarball)).status == 200
     assert (await first.get("/maven/" + JAR)).status == 200
     # A second worker, started while Redis answers, has seen none of it.
-    second = await make_worker(aiohttp_client, data, npm, maven, MIRROR_REDIS_URL=url)
+    second = await make_worker(make_mirror, data, npm, maven, MIRROR_REDIS_URL=url)
 
     process.send_signal(signal.SIGSTOP)
     # Cached on disk, never seen by this worker: its publish time (Maven) is in Redis only.
@@ -157,7 +148,7 @@ async def test_a_stopped_redis_holds_up_no_download_past_the_bound(
 
 
 async def test_a_pin_written_late_that_differs_is_refused_from_then_on(
-    aiohttp_client: AiohttpClient,
+    make_mirror: MakeClient,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
     stoppable_redis: tuple[subprocess.Popen[bytes], str],
@@ -173,7 +164,7 @@ async def test_a_pin_written_late_that_differs_is_refused_from_then_on(
         await state.remember_digest("npm", key, "sha512:" + "ab" * 64)
     finally:
         await state.close()
-    worker = await make_worker(aiohttp_client, tmp_path / "data", npm, maven, MIRROR_REDIS_URL=url)
+    worker = await make_worker(make_mirror, tmp_path / "data", npm, maven, MIRROR_REDIS_URL=url)
     process.send_signal(signal.SIGSTOP)
     tarball = "/npm/left-pad/-/left-pad-1.1.0.tgz"
     assert (await worker.get(tarball)).status == 200
@@ -194,35 +185,18 @@ def small_filesystem(path: Path) -> Iterator[str]:
     """`path` on a 4 MiB tmpfs when this process may mount one (root), else a plain
     directory whose state file is made read-only later (see `fill_up`: then only the state
     fails, the blob store keeps storing). Yields the method."""
-    path.mkdir(parents=True)
-    mounted = False
-    if os.geteuid() == 0 and shutil.which("mount"):
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
-            capture_output=True,
-            check=False,
-        )
-        mounted = done.returncode == 0
-    if not mounted and os.geteuid() == 0:
-        # root ignores file modes, so the read-only fallback would not fail a write.
-        pytest.skip("cannot mount a tmpfs here and, as root, cannot make the state read-only")
-    try:
+    with tmpfs(path, "4m") as mounted:
+        if not mounted and os.geteuid() == 0:
+            # root ignores file modes, so the read-only fallback would not fail a write.
+            pytest.skip("cannot mount a tmpfs here and, as root, cannot make the state read-only")
         yield "tmpfs" if mounted else "read-only"
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill_up(path: Path, method: str) -> None:
     """Leave no byte free on the tmpfs; or, unmountable, make the state read-only (a real
     SQLite error too: "attempt to write a readonly database")."""
     if method == "tmpfs":
-        with (path / "filler").open("wb") as filler:
-            chunk = b"\0" * 65536
-            with contextlib.suppress(OSError):
-                for _ in range(1024):  # 64 MiB at most: far more than the tmpfs holds
-                    filler.write(chunk)
-                    filler.flush()
+        fill_disk(path)
         return
     for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -237,20 +211,20 @@ async def full_disk(tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
 
 
 async def test_a_full_disk_keeps_installs_working(
-    aiohttp_client: AiohttpClient,
+    make_mirror: MakeClient,
     npm: FakeNpmRegistry,
     maven: FakeMavenRepository,
     full_disk: tuple[Path, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     data, method = full_disk
-    worker = await make_worker(aiohttp_client, data, npm, maven)
+    worker = await make_worker(make_mirror, data, npm, maven)
     cached = "/npm/left-pad/-/left-pad-1.0.0.tgz"
     assert (await worker.get(cached)).status == 200
     assert (await worker.get("/maven/" + JAR)).status == 200
     fill_up(data, method)
     # Later workers find the disk full too.
-    fresh = await make_worker(aiohttp_client, data, npm, maven)
+    fresh = await make_worker(make_mirror, data, npm, maven)
     for client in (worker, fresh):
         status, body, _ = await timed_get(client, cached)
         assert (status, body) == (200, npm.version("left-pad", "1.0.0").tarball)

@@ -4,36 +4,20 @@ else X-Forwarded-* are ignored (a client cannot name someone else or change the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pytest_aiohttp import AiohttpServer
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
-
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 TARBALL = "/npm/left-pad/-/left-pad-1.0.0.tgz"
 
-Client = TestClient[web.Request, web.Application]
 
-
-async def _client(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, proxies: str
-) -> Client:
+async def _client(make_mirror: MakeClient, aiohttp_server: AiohttpServer, proxies: str) -> Client:
     registry = FakeNpmRegistry()
-    registry.add_version("left-pad", "1.0.0", published=NOW - timedelta(days=200))
+    registry.add_version("left-pad", "1.0.0", published=OLD)
     await registry.start(aiohttp_server)
-    env = mirror_settings(
-        tmp_path / "data", MIRROR_NPM_UPSTREAM=registry.url, MIRROR_TRUSTED_PROXIES=proxies
-    )
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    return await make_mirror(MIRROR_NPM_UPSTREAM=registry.url, MIRROR_TRUSTED_PROXIES=proxies)
 
 
 async def _downloads_by(client: Client, *forwarded_for: str) -> list[str]:
@@ -47,18 +31,18 @@ async def _downloads_by(client: Client, *forwarded_for: str) -> list[str]:
 
 
 async def test_ledger_names_each_client_behind_a_trusted_proxy(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     # The test client connects from 127.0.0.1: here that is the trusted proxy.
-    client = await _client(aiohttp_client, aiohttp_server, tmp_path, "127.0.0.1")
+    client = await _client(make_mirror, aiohttp_server, "127.0.0.1")
     clients = await _downloads_by(client, "10.1.4.17", "6.6.6.6, 10.1.9.3")
     assert clients == ["10.1.4.17", "10.1.9.3"]
 
 
 async def test_forwarded_headers_from_anyone_else_are_ignored(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
-    client = await _client(aiohttp_client, aiohttp_server, tmp_path, "192.0.2.1")
+    client = await _client(make_mirror, aiohttp_server, "192.0.2.1")
     assert await _downloads_by(client, "10.1.4.17") == ["127.0.0.1"]
     packument = await client.get(
         "/npm/left-pad",

@@ -13,31 +13,23 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.ecosystems.maven import paths as maven_paths
 from mirror.ecosystems.npm.names import parse_name
 from mirror.ecosystems.pypi.names import normalize, parse_project
 from mirror.errors import MirrorError
 from mirror.pathgate import path_problem
-from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry, escaped
 from tests.fakes.pypi import FakePypiIndex
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 HELD = NOW - timedelta(hours=5)
 TOKEN = "gate-admin-token-0123456789"
 NPM_PREFIX = "/registry"
@@ -53,8 +45,6 @@ NPM_HELD_TARBALL = "/left-pad/-/left-pad-1.4.0.tgz"
 NPM_BLOCKED_TARBALL = "/left-pad/-/left-pad-1.5.0.tgz"
 PYPI_VISIBLE = {("demo", "1.0")}
 MAVEN_VISIBLE = {("org.example:lib", "1.0.0")}
-
-Client = TestClient[web.Request, web.Application]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +122,8 @@ async def upstreams(aiohttp_server: AiohttpServer) -> Upstreams:
 
 
 @pytest.fixture
-async def client(aiohttp_client: AiohttpClient, upstreams: Upstreams, tmp_path: Path) -> Client:
-    env = mirror_settings(
-        tmp_path / "data",
+async def client(make_mirror: MakeClient, upstreams: Upstreams) -> Client:
+    client = await make_mirror(
         MIRROR_NPM_UPSTREAM=upstreams.npm.upstream.url(NPM_PREFIX + "/"),
         MIRROR_NPM_UPSTREAM_AUTH=NPM_CREDENTIAL,
         MIRROR_PYPI_UPSTREAM=upstreams.pypi.url,
@@ -142,7 +131,6 @@ async def client(aiohttp_client: AiohttpClient, upstreams: Upstreams, tmp_path: 
         MIRROR_UPSTREAM_RETRIES="0",
         MIRROR_ADMIN_TOKENS=f"gate:{TOKEN}",
     )
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
     block = {"ecosystem": "npm", "package": "left-pad", "versions": "1.5.0", "reason": "bad"}
     created = await client.post(
         "/api/v1/blocks", json=block, headers={"Authorization": f"Bearer {TOKEN}"}

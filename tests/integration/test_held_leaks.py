@@ -9,27 +9,19 @@ from __future__ import annotations
 import gzip
 import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.model import RuleRecord
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 YOUNG = NOW - timedelta(hours=2)
 SECRET = f"HELD-SECRET-{secrets.token_hex(6)}"
 CORGI = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
@@ -50,8 +42,6 @@ ACCEPTS = {
     "maven": [None, "*/*", "application/xml"],
 }
 ENCODINGS = ["gzip", "identity", "br, gzip, deflate"]
-
-Client = TestClient[web.Request, web.Application]
 
 
 def text_fields(tag: str) -> dict[str, object]:
@@ -137,7 +127,7 @@ def assert_no_secret(found: list[tuple[str, int, bytes, str]]) -> None:
 
 @pytest.fixture
 async def npm_client(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> tuple[Client, FakeNpmRegistry]:
     registry = FakeNpmRegistry()
     registry.add_version("sly", "1.0.0", published=OLD)
@@ -152,8 +142,7 @@ async def npm_client(
                          extra=text_fields("next"))  # fmt: skip
     registry.add_version("ghost", "0.1.0", published=YOUNG, extra=text_fields("ghost"))
     await registry.start(aiohttp_server)
-    env = mirror_settings(tmp_path / "data", MIRROR_NPM_UPSTREAM=registry.url)
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     await block(client, "npm", "sly", "1.5.0")
     return client, registry
 
@@ -209,10 +198,7 @@ def pypi_info() -> dict[str, object]:
 
 @pytest.fixture(params=["json", "html"])
 async def pypi_client(
-    request: pytest.FixtureRequest,
-    aiohttp_server: AiohttpServer,
-    aiohttp_client: AiohttpClient,
-    tmp_path: Path,
+    make_mirror: MakeClient, request: pytest.FixtureRequest, aiohttp_server: AiohttpServer
 ) -> tuple[Client, FakePypiIndex]:
     index = FakePypiIndex(mode=request.param)
     index.add_wheel("sly", "1.0", uploaded=OLD)
@@ -227,8 +213,7 @@ async def pypi_client(
     index.add_wheel("ghost", "0.1", uploaded=YOUNG)
     index.set_release_info("ghost", "0.1", **pypi_info())
     await index.start(aiohttp_server)
-    env = mirror_settings(tmp_path / "data", MIRROR_PYPI_UPSTREAM=index.url)
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
     await block(client, "pypi", "sly", "==1.5")
     return client, index
 
@@ -278,7 +263,7 @@ def pom_extra() -> str:
 
 @pytest.fixture
 async def maven_client(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> tuple[Client, FakeMavenRepository]:
     repo = FakeMavenRepository()
     repo.add_version("org.example", "sly", "1.0.0", published=OLD)
@@ -302,8 +287,7 @@ async def maven_client(
     )
     repo.add_version("org.example", "ghost", "0.1.0", published=YOUNG, pom_extra=pom_extra())
     await repo.start(aiohttp_server)
-    env = mirror_settings(tmp_path / "data", MIRROR_MAVEN_UPSTREAM=repo.url)
-    client = await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url)
     await block(client, "maven", "org.example:sly", "[1.5.0]")
     return client, repo
 

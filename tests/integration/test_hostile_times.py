@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
-from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
-
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
-Client = TestClient[web.Request, web.Application]
+from tests.integration.conftest import NOW, OLD, MakeClient
 
 # Time texts as an upstream could write them; each must make its version held.
 HOSTILE_TEXTS: list[Any] = [
@@ -93,7 +84,7 @@ class HostileMavenRepository(FakeMavenRepository):
 
 
 async def test_npm_packument_with_hostile_times_serves_and_holds_them(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = HostileNpmRegistry()
     registry.add_version("hostile", "1.0.0", published=OLD)
@@ -104,8 +95,7 @@ async def test_npm_packument_with_hostile_times_serves_and_holds_them(
     # Only hostile versions: nothing visible, a 404 saying so, never a 500.
     registry.add_version("only-hostile", "1.0.0", published=datetime(9999, 12, 31, tzinfo=UTC))
     await registry.start(aiohttp_server)
-    settings = mirror_settings(tmp_path / "data", MIRROR_NPM_UPSTREAM=registry.url)
-    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
 
     response = await client.get("/npm/hostile")
     assert response.status == 200, await response.text()
@@ -127,7 +117,7 @@ async def test_npm_packument_with_hostile_times_serves_and_holds_them(
 
 
 async def test_pypi_page_with_hostile_upload_times_serves_and_holds_them(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     index = HostilePypiIndex()
     index.add_sdist("hostile", "1.0", uploaded=OLD)
@@ -136,8 +126,7 @@ async def test_pypi_page_with_hostile_upload_times_serves_and_holds_them(
         index.hostile[item.filename] = text
     index.add_wheel("far", "1.0", uploaded=datetime.max.replace(tzinfo=UTC))
     await index.start(aiohttp_server)
-    settings = mirror_settings(tmp_path / "data", MIRROR_PYPI_UPSTREAM=index.url)
-    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
 
     response = await client.get(
         "/pypi/simple/hostile/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -168,11 +157,7 @@ async def test_pypi_page_with_hostile_upload_times_serves_and_holds_them(
     ],
 )
 async def test_maven_pom_with_a_hostile_last_modified_holds_the_version(
-    aiohttp_server: AiohttpServer,
-    aiohttp_client: AiohttpClient,
-    tmp_path: Path,
-    published: datetime,
-    header: str | None,
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer, published: datetime, header: str | None
 ) -> None:
     repo = HostileMavenRepository()
     repo.add_version("org.example", "lib", "1.0.0", published=OLD)
@@ -180,10 +165,7 @@ async def test_maven_pom_with_a_hostile_last_modified_holds_the_version(
     if header is not None:
         repo.hostile["org/example/lib/2.0.0/lib-2.0.0.pom"] = header
     await repo.start(aiohttp_server)
-    settings = mirror_settings(
-        tmp_path / "data", MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0"
-    )
-    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
+    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
 
     jar = await client.get("/maven/org/example/lib/2.0.0/lib-2.0.0.jar")
     assert jar.status == 403, await jar.text()
@@ -201,18 +183,16 @@ def test_hostile_texts_are_json() -> None:
 
 
 async def test_a_quarantine_age_of_millennia_saturates_instead_of_a_500(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     repo = FakeMavenRepository()
     repo.add_version("org.example", "lib", "1.0.0", published=OLD)
     await repo.start(aiohttp_server)
-    settings = mirror_settings(
-        tmp_path / "data",
+    client = await make_mirror(
         MIRROR_MAVEN_UPSTREAM=repo.url,
         MIRROR_UPSTREAM_RETRIES="0",
         MIRROR_QUARANTINE="99999999d",  # past the end of the calendar from any publish time
     )
-    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
 
     metadata = await client.get("/maven/org/example/lib/maven-metadata.xml")
     assert metadata.status == 404, await metadata.text()  # every version held, and it says so
@@ -222,7 +202,7 @@ async def test_a_quarantine_age_of_millennia_saturates_instead_of_a_500(
 
 
 async def test_a_quarantine_age_of_millennia_serves_npm_and_pypi(
-    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.add_version("aged", "1.0.0", published=OLD)
@@ -230,13 +210,11 @@ async def test_a_quarantine_age_of_millennia_serves_npm_and_pypi(
     index = FakePypiIndex()
     index.add_wheel("aged", "1.0", uploaded=OLD)
     await index.start(aiohttp_server)
-    settings = mirror_settings(
-        tmp_path / "data",
+    client = await make_mirror(
         MIRROR_NPM_UPSTREAM=registry.url,
         MIRROR_PYPI_UPSTREAM=index.url,
         MIRROR_QUARANTINE="99999999d",
     )
-    client = await aiohttp_client(create_app(load_config(None, settings), clock=FixedClock(NOW)))
 
     for path, status in [
         ("/npm/aged", 404),

@@ -11,12 +11,9 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
@@ -27,15 +24,14 @@ from mirror.config import Config, load_config
 from mirror.logs import CONTINUATION
 from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import OLD, Client
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 TOKEN = "alice-token-0123456789"
 EVENT_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
 UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 FORGED_TIME = "2026-11-30 09:00:00,000"
 FORGED = f"{FORGED_TIME} WARNING mirror.admin: delete block-1 by bob from 10.0.0.9"
 
-Client = TestClient[web.Request, web.Application]
 Output = Callable[[], tuple[str, str]]  # (stdout, stderr) written since the last call
 
 
@@ -72,14 +68,16 @@ def output(config: Config, monkeypatch: pytest.MonkeyPatch) -> Output:
 @pytest.fixture
 async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
     registry = FakeNpmRegistry()
-    registry.add_version("left-pad", "1.0.0", published=NOW - timedelta(days=200))
+    registry.add_version("left-pad", "1.0.0", published=OLD)
     await registry.start(aiohttp_server)
     return registry
 
 
 @pytest.fixture
-async def client(aiohttp_client: AiohttpClient, config: Config, output: Output) -> Client:
-    return await aiohttp_client(create_app(config, clock=FixedClock(NOW)))
+async def client(
+    aiohttp_client: AiohttpClient, config: Config, output: Output, clock: FixedClock
+) -> Client:
+    return await aiohttp_client(create_app(config, clock=clock))
 
 
 def assert_safe_events(text: str) -> list[str]:

@@ -5,27 +5,20 @@ The whole app against a fake Maven repository on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
-from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.ecosystems.maven.routes import LOOKUP_CONCURRENCY, LOOKUPS_PER_REQUEST
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings, wait_until
+from tests.conftest import wait_until
 from tests.fakes.maven import FakeMavenRepository
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 VERSIONS = 2000
 METADATA = "/maven/org/example/many/maven-metadata.xml"
-Client = TestClient[web.Request, web.Application]
 
 
 class TimelessMaven(FakeMavenRepository):
@@ -65,17 +58,14 @@ async def timeless(aiohttp_server: AiohttpServer) -> TimelessMaven:
     return repo
 
 
-async def maven_worker(
-    aiohttp_client: AiohttpClient, data: Path, repo: FakeMavenRepository
-) -> Client:
-    env = mirror_settings(data, MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+async def maven_worker(make_mirror: MakeClient, repo: FakeMavenRepository) -> Client:
+    return await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
 
 
 async def test_thousands_of_versions_without_last_modified_cost_bounded_heads_once(
-    aiohttp_client: AiohttpClient, timeless: TimelessMaven, tmp_path: Path
+    make_mirror: MakeClient, timeless: TimelessMaven
 ) -> None:
-    worker = await maven_worker(aiohttp_client, tmp_path / "data", timeless)
+    worker = await maven_worker(make_mirror, timeless)
     response = await worker.get(METADATA)
     # No version has a known age: nothing is visible (held), and the request did not wait
     # for 2,000 look-ups.
@@ -92,13 +82,13 @@ async def test_thousands_of_versions_without_last_modified_cost_bounded_heads_on
     # What was found ("no Last-Modified") is shared: another worker asks upstream nothing.
     shared = worker.app[SERVICES].artifacts.shared
     assert await wait_until(lambda: shared.backlog == 0, 60)
-    other = await maven_worker(aiohttp_client, tmp_path / "data", timeless)
+    other = await maven_worker(make_mirror, timeless)
     assert (await other.get(METADATA)).status == 404
     assert timeless.pom_heads() == VERSIONS
 
 
 async def test_a_young_version_among_many_is_found_without_a_fan_out(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     """The usual case keeps its single look-up: old `lastUpdated`, newest `.pom` old."""
     repo = FakeMavenRepository()
@@ -107,7 +97,7 @@ async def test_a_young_version_among_many_is_found_without_a_fan_out(
             "org.example", "many", f"1.{index}.0", published=OLD, jar=False, signature=False
         )
     await repo.start(aiohttp_server)
-    worker = await maven_worker(aiohttp_client, tmp_path / "data", repo)
+    worker = await maven_worker(make_mirror, repo)
     response = await worker.get(METADATA)
     assert response.status == 200
     assert f"<release>1.{VERSIONS - 1}.0</release>" in await response.text()
@@ -115,7 +105,7 @@ async def test_a_young_version_among_many_is_found_without_a_fan_out(
 
 
 async def test_many_young_versions_do_not_hide_the_old_ones(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     """Twenty releases within the quarantine window above a hundred old ones: the first
     metadata request already lists the old ones (the look-ups it waits for are batched)."""
@@ -130,7 +120,7 @@ async def test_many_young_versions_do_not_hide_the_old_ones(
             jar=False, signature=False,
         )  # fmt: skip
     await repo.start(aiohttp_server)
-    worker = await maven_worker(aiohttp_client, tmp_path / "data", repo)
+    worker = await maven_worker(make_mirror, repo)
     response = await worker.get(METADATA)
     assert response.status == 200
     text = await response.text()

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.ecosystems.maven import document
 from mirror.model import RuleRecord
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
-from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository, digest
+from tests.integration.conftest import NOW, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=40)
 LIB = "org/example/lib"
 YOUNG_UNTIL = "2026-11-25T09:00:00Z"  # 1.9.0 was published an hour ago, quarantine 3 days
@@ -31,7 +25,7 @@ YOUNG_UNTIL = "2026-11-25T09:00:00Z"  # 1.9.0 was published an hour ago, quarant
 
 @dataclass
 class Mirror:
-    client: TestClient[web.Request, web.Application]
+    client: Client
     repo: FakeMavenRepository
     clock: FixedClock
 
@@ -52,17 +46,8 @@ async def repo(aiohttp_server: AiohttpServer) -> FakeMavenRepository:
 
 
 @pytest.fixture
-async def mirror(
-    repo: FakeMavenRepository, aiohttp_client: AiohttpClient, tmp_path: Path
-) -> Mirror:
-    config = load_config(
-        None,
-        mirror_settings(
-            tmp_path / "data", MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0"
-        ),
-    )
-    clock = FixedClock(NOW)
-    client = await aiohttp_client(create_app(config, clock=clock))
+async def mirror(repo: FakeMavenRepository, make_mirror: MakeClient, clock: FixedClock) -> Mirror:
+    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
     return Mirror(client=client, repo=repo, clock=clock)
 
 

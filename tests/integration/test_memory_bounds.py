@@ -7,45 +7,28 @@ import gzip
 import json
 import tracemalloc
 import zlib
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.metacache import DEFAULT_MAX_BASES
 from mirror.requestbody import BodyTooLarge, inflate
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
-
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
-
-Client = TestClient[web.Request, web.Application]
-
-
-async def _client(
-    aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, data: Path, **settings: str
-) -> Client:
-    env = mirror_settings(data, **{"MIRROR_NPM_UPSTREAM": registry.url, **settings})
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+from tests.integration.conftest import OLD, MakeClient
 
 
 async def test_a_thousand_host_values_render_correct_urls_but_keep_few_views(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     for index in range(300):
         registry.add_version("wide", f"1.0.{index}", published=OLD + timedelta(hours=index))
     await registry.start(aiohttp_server)
-    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     services = client.app[SERVICES]
 
     for index in range(1_000):
@@ -70,13 +53,13 @@ async def test_a_thousand_host_values_render_correct_urls_but_keep_few_views(
 
 
 async def test_with_public_url_the_host_header_changes_nothing(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.add_version("tiny", "1.0.0", published=OLD)
     await registry.start(aiohttp_server)
-    client = await _client(
-        aiohttp_client, registry, tmp_path / "data", MIRROR_PUBLIC_URL="https://npm.mirror.test"
+    client = await make_mirror(
+        MIRROR_NPM_UPSTREAM=registry.url, MIRROR_PUBLIC_URL="https://npm.mirror.test"
     )
     for index in range(50):
         response = await client.get("/npm/tiny", headers={"Host": f"x{index}.test"})
@@ -86,14 +69,14 @@ async def test_with_public_url_the_host_header_changes_nothing(
 
 
 async def test_every_cache_pays_from_one_budget_and_serving_survives_eviction(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     for package in range(40):
         for index in range(60):
             registry.add_version(f"pkg{package}", f"2.0.{index}", published=OLD)
     await registry.start(aiohttp_server)
-    client = await _client(aiohttp_client, registry, tmp_path / "data", MIRROR_MEMORY_BUDGET="256K")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url, MIRROR_MEMORY_BUDGET="256K")
     services = client.app[SERVICES]
     assert services.memory.limit == 256 * 1024
     for round_ in range(2):
@@ -131,12 +114,12 @@ def _bomb(inflated_mib: int) -> bytes:
 
 
 async def test_a_gzip_bomb_audit_is_413_and_nothing_reaches_the_upstream(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.upstream.add(AUDIT, b"{}", content_type="application/json")
     await registry.start(aiohttp_server)
-    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     bomb = _bomb(250)
     assert len(bomb) < 300 * 1024
     response = await client.post(
@@ -163,12 +146,12 @@ async def test_a_gzip_bomb_audit_is_413_and_nothing_reaches_the_upstream(
 
 
 async def test_bodies_in_other_encodings_or_broken_are_refused_with_a_reason(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.upstream.add(AUDIT, b"{}", content_type="application/json")
     await registry.start(aiohttp_server)
-    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     payload = gzip.compress(b'{"left-pad":["1.3.0"]}')
     cases = (("br", payload, 415), ("gzip", payload[:-12], 400), ("gzip", b"not gzip", 400))
     for coding, data, status in cases:
@@ -196,14 +179,14 @@ def test_inflating_a_bomb_never_holds_much_more_than_the_cap() -> None:
 
 
 async def test_admin_bodies_are_decoded_and_bounded_the_same_way(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.add_version("left-pad", "1.3.0", published=OLD)
     await registry.start(aiohttp_server)
     token = "alice-token-0123456789"
-    client = await _client(
-        aiohttp_client, registry, tmp_path / "data", MIRROR_ADMIN_TOKENS=f"alice:{token}"
+    client = await make_mirror(
+        MIRROR_NPM_UPSTREAM=registry.url, MIRROR_ADMIN_TOKENS=f"alice:{token}"
     )
     headers = {
         "Authorization": f"Bearer {token}",
@@ -225,7 +208,7 @@ async def test_admin_bodies_are_decoded_and_bounded_the_same_way(
 
 
 async def test_a_parsed_packument_is_charged_what_it_holds_not_five_times_its_bytes(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     # Manifests with a few KB of readme each, as older publishes have: the parsed form keeps
     # slices of the raw bytes, so it costs far less than the raw document again.
@@ -237,7 +220,7 @@ async def test_a_parsed_packument_is_charged_what_it_holds_not_five_times_its_by
         )
     await registry.start(aiohttp_server)
     raw_size = len(orjson.dumps(registry.packument("wordy")))
-    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     services = client.app[SERVICES]
     assert (await client.get("/npm/wordy")).status == 200
     held = services.memory.usage()["documents"]
@@ -247,21 +230,18 @@ async def test_a_parsed_packument_is_charged_what_it_holds_not_five_times_its_by
 
 
 async def test_a_document_too_big_to_keep_parsed_is_served_from_its_view_and_stays_safe(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer, clock: FixedClock
 ) -> None:
     registry = FakeNpmRegistry()
     for index in range(400):
         registry.add_version("wide", f"3.0.{index}", published=OLD + timedelta(hours=index))
     await registry.start(aiohttp_server)
     raw_size = len(orjson.dumps(registry.packument("wide")))
-    clock = FixedClock(NOW)
-    env = mirror_settings(
-        tmp_path / "data",
+    client = await make_mirror(
         MIRROR_NPM_UPSTREAM=registry.url,
         # Room for the raw bytes and the views, not for the parsed form (raw x 5).
         MIRROR_MEMORY_BUDGET=str(8 * raw_size),
     )
-    client = await aiohttp_client(create_app(load_config(None, env), clock=clock))
     services = client.app[SERVICES]
     for _ in range(3):
         response = await client.get("/npm/wide")
@@ -284,12 +264,12 @@ async def test_a_document_too_big_to_keep_parsed_is_served_from_its_view_and_sta
 
 
 async def test_made_up_versions_names_and_queries_create_no_views(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:
     registry = FakeNpmRegistry()
     registry.add_version("tiny", "1.0.0", published=OLD)
     await registry.start(aiohttp_server)
-    client = await _client(aiohttp_client, registry, tmp_path / "data")
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
     services = client.app[SERVICES]
     manifest = await client.get("/npm/tiny/latest")
     assert manifest.status == 200

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
 from mirror import errors
@@ -86,11 +85,6 @@ async def fake(aiohttp_server: AiohttpServer) -> FakeUpstream:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(START)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
 
 
 @pytest.fixture

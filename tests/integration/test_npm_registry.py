@@ -8,34 +8,21 @@ import base64
 import gzip
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.model import RuleRecord
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES
-from tests.conftest import mirror_settings, start_redis, wait_until
+from tests.conftest import start_redis, wait_until
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 CORGI = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
 
 
 @pytest.fixture
@@ -54,21 +41,8 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, registry: FakeNpmRegistry, tmp_path: Path, clock: FixedClock
-) -> MakeClient:
-    async def make(**settings: str) -> Client:
-        env = mirror_settings(
-            tmp_path / "data", **{"MIRROR_NPM_UPSTREAM": registry.url, **settings}
-        )
-        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
-
-    return make
-
-
-@pytest.fixture
-async def client(make_client: MakeClient) -> Client:
-    return await make_client()
+def make_mirror(make_mirror: MakeClient, registry: FakeNpmRegistry) -> MakeClient:
+    return partial(make_mirror, MIRROR_NPM_UPSTREAM=registry.url)
 
 
 def count(registry: FakeNpmRegistry, path: str) -> int:
@@ -162,8 +136,8 @@ async def test_scoped_packument_in_every_form(
     assert count(registry, "/@acme/widget") == 1
 
 
-async def test_public_url_is_used_for_tarball_urls(make_client: MakeClient) -> None:
-    client = await make_client(MIRROR_PUBLIC_URL="https://mirror.example.test/base")
+async def test_public_url_is_used_for_tarball_urls(make_mirror: MakeClient) -> None:
+    client = await make_mirror(MIRROR_PUBLIC_URL="https://mirror.example.test/base")
     body = await (await client.get("/npm/left-pad")).json()
     assert body["versions"]["1.3.0"]["dist"]["tarball"] == (
         "https://mirror.example.test/base/npm/left-pad/-/left-pad-1.3.0.tgz"
@@ -455,14 +429,14 @@ async def test_metrics_show_cache_hits_misses_and_bytes_served(
 
 
 async def test_redis_dying_keeps_cached_artifacts_and_metadata_flowing(
-    make_client: MakeClient, registry: FakeNpmRegistry, tmp_path: Path
+    make_mirror: MakeClient, registry: FakeNpmRegistry, tmp_path: Path
 ) -> None:
     """Shared state going away must not take installs down: cached files flow, and a first
     fetch (whose digest pin cannot reach state) is verified against the declared digest and
     served, its pin queued for later; readiness says state is gone."""
     redis, url = start_redis(tmp_path)
     try:
-        client = await make_client(MIRROR_REDIS_URL=url)
+        client = await make_mirror(MIRROR_REDIS_URL=url)
         # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
         assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
         assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
@@ -518,10 +492,10 @@ async def test_tarball_urls_on_other_hosts_are_never_fetched(
 
 
 async def test_a_private_upstream_gets_its_credentials(
-    make_client: MakeClient, registry: FakeNpmRegistry
+    make_mirror: MakeClient, registry: FakeNpmRegistry
 ) -> None:
     private = registry.url.replace("http://", "http://ci:s3cret@")
-    client = await make_client(MIRROR_NPM_UPSTREAM=private)
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=private)
     assert (await client.get("/npm/left-pad")).status == 200
     tarball = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
     assert tarball.status == 200

@@ -4,23 +4,18 @@ version, not once per request. The whole app against a fake npm registry on 127.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.ecosystems.npm import document as npm_document
 from mirror.model import RuleRecord
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings, wait_until
+from tests.conftest import wait_until
 from tests.fakes.npm import FakeNpmRegistry, iso
-
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
+from tests.integration.conftest import NOW, OLD, MakeClient
 
 # npm: one version of a huge packument --------------------------------------------------------
 
@@ -53,10 +48,10 @@ def big_packument(registry: FakeNpmRegistry) -> bytes:
 
 
 async def test_one_version_of_a_huge_packument_is_not_filtered_per_request(
-    aiohttp_client: AiohttpClient,
+    make_mirror: MakeClient,
     aiohttp_server: AiohttpServer,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    clock: FixedClock,
 ) -> None:
     registry = FakeNpmRegistry()
     await registry.start(aiohttp_server)
@@ -70,9 +65,7 @@ async def test_one_version_of_a_huge_packument_is_not_filtered_per_request(
         return real_filter(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(npm_document, "filter_packument", counting_filter)
-    clock = FixedClock(NOW)
-    env = mirror_settings(tmp_path / "data", MIRROR_NPM_UPSTREAM=registry.url)
-    client = await aiohttp_client(create_app(load_config(None, env), clock=clock))
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
 
     async def manifest(spec: str) -> tuple[int, dict[str, object]]:
         response = await client.get(f"/npm/big/{spec}")

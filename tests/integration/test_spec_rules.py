@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.model import RuleRecord
 from mirror.services import SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import Client, MakeClient
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=200)
@@ -29,21 +24,19 @@ TOKEN = "alice-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RELEASES = ("0.1.4", "0.1.5", "0.1.6", "0.1.7")
 
-Client = TestClient[web.Request, web.Application]
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
-) -> Client:
+async def client(make_mirror: MakeClient, aiohttp_server: AiohttpServer) -> Client:
     registry = FakeNpmRegistry()
     for version in RELEASES:
         registry.add_version("left-pad", version, published=OLD)
     await registry.start(aiohttp_server)
-    env = mirror_settings(
-        tmp_path / "data", MIRROR_NPM_UPSTREAM=registry.url, MIRROR_ADMIN_TOKENS=f"alice:{TOKEN}"
-    )
-    return await aiohttp_client(create_app(load_config(None, env), clock=FixedClock(NOW)))
+    return await make_mirror(MIRROR_NPM_UPSTREAM=registry.url, MIRROR_ADMIN_TOKENS=f"alice:{TOKEN}")
 
 
 async def tarball_statuses(client: Client) -> dict[str, int]:

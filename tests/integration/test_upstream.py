@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
@@ -46,11 +45,6 @@ async def other(aiohttp_server: AiohttpServer) -> FakeUpstream:
 def npm_scope(fake: FakeUpstream, **extra: Any) -> UpstreamScope:
     """The npm scope of a mirror whose npm upstream is `fake`."""
     return UpstreamScope.of("npm", fake.url("/"), **extra)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
 
 
 @pytest.fixture

@@ -6,47 +6,31 @@ a FixedClock. A name published meanwhile is served once the interval has passed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
+from functools import partial
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
-from tests.conftest import mirror_settings
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
+from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
-OLD = NOW - timedelta(days=200)
 REFRESH_INTERVAL = timedelta(seconds=20)
 NEGATIVE_TTL = timedelta(minutes=2)
 TIMES = 50
 
-Client = TestClient[web.Request, web.Application]
-
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-async def make_client(
-    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock, **settings: str
-) -> Client:
-    env = mirror_settings(
-        tmp_path / "data",
+def make_mirror(make_mirror: MakeClient) -> MakeClient:
+    return partial(
+        make_mirror,
         MIRROR_CACHE_REFRESH_INTERVAL="20s",
         MIRROR_CACHE_NEGATIVE_TTL="2m",
         MIRROR_UPSTREAM_RETRIES="0",
-        **settings,
     )
-    return await aiohttp_client(create_app(load_config(None, env), clock=clock))
 
 
 async def explain(client: Client, ecosystem: str, package: str, version: str) -> int:
@@ -69,10 +53,8 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
 
 
 @pytest.fixture
-async def npm(
-    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock, registry: FakeNpmRegistry
-) -> Client:
-    return await make_client(aiohttp_client, tmp_path, clock, MIRROR_NPM_UPSTREAM=registry.url)
+async def npm(make_mirror: MakeClient, registry: FakeNpmRegistry) -> Client:
+    return await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
 
 
 async def test_npm_unknown_tarballs_refetch_the_packument_once_per_interval(
@@ -148,10 +130,8 @@ async def index(aiohttp_server: AiohttpServer) -> FakePypiIndex:
 
 
 @pytest.fixture
-async def pypi(
-    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock, index: FakePypiIndex
-) -> Client:
-    return await make_client(aiohttp_client, tmp_path, clock, MIRROR_PYPI_UPSTREAM=index.url)
+async def pypi(make_mirror: MakeClient, index: FakePypiIndex) -> Client:
+    return await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
 
 
 async def test_pypi_unknown_files_refetch_the_page_once_per_interval(
@@ -218,10 +198,8 @@ async def repo(aiohttp_server: AiohttpServer) -> FakeMavenRepository:
 
 
 @pytest.fixture
-async def maven(
-    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock, repo: FakeMavenRepository
-) -> Client:
-    return await make_client(aiohttp_client, tmp_path, clock, MIRROR_MAVEN_UPSTREAM=repo.url)
+async def maven(make_mirror: MakeClient, repo: FakeMavenRepository) -> Client:
+    return await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url)
 
 
 MAVEN_FILES = (".pom", ".jar", "-sources.jar", ".jar.sha1", ".pom.asc", ".module", ".jar.sha256")
