@@ -4,33 +4,23 @@ index upstream (a real aiohttp server on 127.0.0.1 with real wheels and sdists).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from pytest_aiohttp import AiohttpServer
 
-from mirror.app import create_app
 from mirror.clock import FixedClock
-from mirror.config import load_config
 from mirror.model import RuleRecord
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES
-from tests.conftest import mirror_settings
 from tests.fakes.pypi import FakePypiIndex
+from tests.integration.conftest import NOW, Client, MakeClient
 
-NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=700)
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
     "text/html; q=0.01"
 )
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-
-Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., Awaitable[Client]]
 
 
 def populate(index: FakePypiIndex) -> None:
@@ -46,11 +36,6 @@ def populate(index: FakePypiIndex) -> None:
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
 async def index(aiohttp_server: AiohttpServer) -> FakePypiIndex:
     index = FakePypiIndex()
     populate(index)
@@ -59,19 +44,8 @@ async def index(aiohttp_server: AiohttpServer) -> FakePypiIndex:
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock
-) -> Callable[..., Awaitable[Client]]:
-    async def make(index: FakePypiIndex, **settings: str) -> Client:
-        env = mirror_settings(tmp_path / "data", **{"MIRROR_PYPI_UPSTREAM": index.url, **settings})
-        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
-
-    return make
-
-
-@pytest.fixture
-async def client(make_client: MakeClient, index: FakePypiIndex) -> Client:
-    return await make_client(index)
+async def client(make_mirror: MakeClient, index: FakePypiIndex) -> Client:
+    return await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
 
 
 async def block(client: Client, versions: str, package: str = "demo") -> None:
@@ -222,12 +196,12 @@ async def test_blocked_version_disappears(client: Client) -> None:
 
 
 async def test_html_only_upstream_takes_upload_times_from_the_json_api(
-    aiohttp_server: AiohttpServer, make_client: MakeClient
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
 ) -> None:
     index = FakePypiIndex(mode="html")
     populate(index)
     await index.start(aiohttp_server)
-    client = await make_client(index)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
     response = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
     body = await response.json(content_type=None)
     assert body["versions"] == ["1.0", "1.1"]
@@ -237,16 +211,16 @@ async def test_html_only_upstream_takes_upload_times_from_the_json_api(
 
 
 async def test_html_only_upstream_without_json_api_holds_files_of_unknown_age(
-    aiohttp_server: AiohttpServer, make_client: MakeClient
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
 ) -> None:
     index = FakePypiIndex(mode="html", json_api=False)
     populate(index)
     await index.start(aiohttp_server)
-    client = await make_client(index)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
     held = await client.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
     assert held.status == 404
     assert "5 files held in quarantine" in (await held.json())["error"]
-    allowing = await make_client(index, MIRROR_QUARANTINE_UNKNOWN="allow")
+    allowing = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url, MIRROR_QUARANTINE_UNKNOWN="allow")
     shown = await allowing.get("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
     assert len((await shown.json(content_type=None))["files"]) == 5
 
@@ -417,7 +391,7 @@ HOSTILE_LINKS = [
 @pytest.mark.parametrize("mode", ["json", "html"])
 async def test_hostile_links_are_skipped_and_the_rest_of_the_page_serves(
     aiohttp_server: AiohttpServer,
-    make_client: MakeClient,
+    make_mirror: MakeClient,
     mode: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -426,7 +400,7 @@ async def test_hostile_links_are_skipped_and_the_rest_of_the_page_serves(
     for href, filename in HOSTILE_LINKS:
         index.add_raw_link("demo", href, filename, filename.split("-")[1][:-7])
     await index.start(aiohttp_server)
-    client = await make_client(index)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
     with caplog.at_level("WARNING", logger="mirror.ecosystems.pypi.links"):
         for accept in (PIP_ACCEPT, "text/html", PIP_ACCEPT):
             response = await client.get("/pypi/simple/demo/", headers={"Accept": accept})
@@ -465,7 +439,7 @@ SECRET = "HELD-SECRET-7c41"
 
 
 async def test_json_api_without_per_version_documents_builds_info(
-    aiohttp_server: AiohttpServer, make_client: MakeClient
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
 ) -> None:
     index = FakePypiIndex(version_api=False)
     populate(index)
@@ -473,7 +447,7 @@ async def test_json_api_without_per_version_documents_builds_info(
         "demo", "2.0", summary=SECRET, requires_dist=[f"{SECRET}>=1"], home_page=SECRET
     )
     await index.start(aiohttp_server)
-    client = await make_client(index)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
     response = await client.get("/pypi/pypi/demo/json")
     assert response.status == 200
     raw = await response.read()
