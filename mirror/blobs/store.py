@@ -7,7 +7,9 @@ Layout under the store's directory:
 - `index/ab/<sha256 of the cache key>.json`: which blob a cache key (`ArtifactRef.cache_key`)
   stands for and every digest verified when it was written;
 - `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer;
-- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`).
+- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`),
+  unless the store is given a claims directory of the server's own (`claims_dir`): replicas on
+  several hosts share the rest, never their locks.
 
 Choices, stated plainly:
 - Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
@@ -47,7 +49,7 @@ from typing import BinaryIO
 import orjson
 
 from mirror import errors
-from mirror.blobs.claims import FetchClaim, PeerFetch, open_peer, try_claim
+from mirror.blobs.claims import FetchClaim, PeerFetch, open_announced, open_peer, try_claim
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.ecosystems.base import Digest
@@ -253,8 +255,10 @@ class BlobStore:
         metrics: Metrics | None = None,
         max_cached_entries: int = MAX_CACHED_ENTRIES,
         budget: ByteBudget | None = None,
+        claims_dir: Path | None = None,
     ) -> None:
         self.directory = directory
+        self._claims = claims_dir if claims_dir is not None else directory / "claims"
         self.max_bytes = max(0, max_bytes)
         self._clock = clock
         self._metrics = metrics
@@ -293,15 +297,11 @@ class BlobStore:
         name = hashlib.sha256(key.encode()).hexdigest()
         return self._index_dir / name[:2] / f"{name}.json"
 
-    @property
-    def _claims_dir(self) -> Path:
-        return self.directory / "claims"
-
     # fetching across processes ------------------------------------------------------------
 
     async def claim(self, key: str) -> FetchClaim | None:
         """Claim the upstream fetch of `key` for this process, or None while another worker
-        process holds it. Worker processes share this directory, so one `flock` per key keeps
+        process of this host holds it: one `flock` per key in the claims directory keeps
         concurrent misses on several workers to one upstream fetch."""
         return await asyncio.to_thread(try_claim, self._claim_path(key))
 
@@ -310,9 +310,14 @@ class BlobStore:
         None until that process has announced it (or when it is gone)."""
         return await asyncio.to_thread(open_peer, self._claim_path(key), self._temp_dir)
 
+    async def peer_file(self, name: str) -> PeerFetch | None:
+        """The growing temp file `name` of another host's fetch (announced in shared state),
+        opened for reading; None when it is gone or is not a temp file of this store."""
+        return await asyncio.to_thread(open_announced, name, self._temp_dir)
+
     def _claim_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
-        return self._claims_dir / f"{name}.lock"
+        return self._claims / f"{name}.lock"
 
     # lifecycle ----------------------------------------------------------------------------
 
