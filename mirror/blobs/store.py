@@ -20,8 +20,10 @@ Choices, stated plainly:
   declared digests (every declared one must match), then fsync'd and renamed into place; the index
   entry is written the same way. A mismatch, a short body, a full disk or a cancellation removes
   the temp file: nothing half-written is ever visible.
-- A temp file nobody holds a lock on is left over from a crash: `open()` removes it. A writer
-  re-creates its temp file if a sweeping process removed it between creation and locking.
+- A temp file nobody holds a lock on and nobody wrote to for `STALE_TEMP_AGE` is left over
+  from a crash: `open()` removes it. (The age: a replica on another host sharing the volume
+  may write it under a lock this host cannot see.) A writer re-creates its temp file if a
+  sweeping process removed it between creation and locking.
 - With `max_bytes`, the blob's mtime is its last use (set at commit, refreshed at most once a
   minute per blob on reads, from the store's clock); after a commit the least recently used
   blobs are removed until the store is under the cap. The blob just committed is never evicted,
@@ -38,6 +40,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +66,8 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 # Other processes commit too: re-measure the whole store at least this often when capped.
 RESCAN_INTERVAL = timedelta(minutes=1)
 MAX_CACHED_ENTRIES = 65536
+# A temp file unwritten this long is no live download's (an upstream read times out sooner).
+STALE_TEMP_AGE = timedelta(hours=1)
 # What an index entry held in memory costs beyond its key and digests (the entry, its blob
 # path, the digest mapping; measured with tracemalloc: ~1.2 kB with three digests).
 _INDEX_ENTRY_BYTES = 768
@@ -618,7 +623,7 @@ def _subdirectories(directory: Path) -> list[Path]:
 
 
 def _remove_if_stale(path: Path) -> bool:
-    """Remove a temp file no live writer holds locked (left by a crash)."""
+    """Remove a temp file no live writer holds locked nor wrote to lately (left by a crash)."""
     if not path.name.endswith(_TEMP_SUFFIX):
         return False
     try:
@@ -626,6 +631,8 @@ def _remove_if_stale(path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
+        if time.time() - os.fstat(fd).st_mtime < STALE_TEMP_AGE.total_seconds():
+            return False  # maybe written by another host, under a lock not seen here
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
