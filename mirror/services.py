@@ -101,6 +101,8 @@ def build_services(
         clock=clock,
         metrics=metrics,
         budget=memory,
+        # One host's fetch locks: replicas on other hosts may share the cache, never these.
+        claims_dir=config.state_directory / "claims",
     )
     artifacts = ArtifactServer(
         blobs=blobs,

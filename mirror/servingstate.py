@@ -16,6 +16,10 @@ first-seen digest or a publish time could not be written. What the serving path 
   pins back);
 - reads (publish times) answer "unknown" when state cannot answer in time: callers then ask
   the upstream, as for a value never stored;
+- fetch claims across replicas (`mirror.artifacts.download`) answer "unknown" when state
+  cannot answer in time: the caller then fetches under its host's file lock alone (at worst
+  one more upstream fetch per host; the bytes are verified as always). A release that does
+  not land is left to the claim's expiry;
 - writes are queued (bounded; the oldest dropped and counted past the bound) and retried in
   the background with backoff. The outage is logged once when it starts and once when it
   ends; while it lasts, reads do not wait on state at all (the retry loop probes it).
@@ -36,7 +40,7 @@ from typing import Final, Protocol, TypeVar
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.errors import StateUnavailable
 from mirror.metrics import Metrics
-from mirror.state.base import StateStore
+from mirror.state.base import FetchHolder, StateStore
 
 log = logging.getLogger("mirror.state")
 
@@ -181,6 +185,39 @@ class ServingState:
             await self._state.set_publish_time(ecosystem, key, at)
 
         self._queue(("publish", ecosystem, key), write)
+
+    async def claim_fetch(self, key: str, owner: str, ttl: timedelta) -> FetchHolder | None:
+        """`StateStore.claim_fetch` within the bound: the holder of `key`'s fetch across
+        replicas (`owner` when granted), or None when state cannot answer in time."""
+        if self._down_since is not None:
+            return None
+        try:
+            return await self._bounded(
+                self._state.claim_fetch(key, owner, ttl), "claim an upstream fetch"
+            )
+        except StateUnavailable:
+            return None
+
+    async def renew_fetch(
+        self, key: str, owner: str, ttl: timedelta, announced: str = ""
+    ) -> bool | None:
+        """`StateStore.renew_fetch` within the bound; None when state cannot answer in time."""
+        if self._down_since is not None:
+            return None
+        try:
+            return await self._bounded(
+                self._state.renew_fetch(key, owner, ttl, announced), "renew a fetch claim"
+            )
+        except StateUnavailable:
+            return None
+
+    async def release_fetch(self, key: str, owner: str) -> None:
+        """`StateStore.release_fetch` within the bound; when state cannot answer, the claim
+        expires on its own."""
+        if self._down_since is not None:
+            return
+        with contextlib.suppress(StateUnavailable):
+            await self._bounded(self._state.release_fetch(key, owner), "release a fetch claim")
 
     async def close(self) -> None:
         """Stop retrying; one last bounded attempt at the backlog (what fails is logged)."""

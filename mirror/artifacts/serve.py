@@ -101,7 +101,7 @@ class ArtifactServer:
         )
         self._pins = Pins(self.shared, metrics)
         self._downloads = Downloads(
-            blobs=blobs, upstream=upstream, pins=self._pins, metrics=metrics
+            blobs=blobs, upstream=upstream, pins=self._pins, metrics=metrics, shared=self.shared
         )
 
     # public API ---------------------------------------------------------------------------

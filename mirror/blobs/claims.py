@@ -1,12 +1,18 @@
-"""Cross-worker download claims: worker processes share the blob directory, so one `flock`
-per cache key keeps concurrent misses on several workers to one upstream fetch.
+"""Fetch claims within one host: its worker processes share the blob directory, so one `flock`
+per cache key keeps concurrent misses on several workers to one upstream fetch. (Across hosts
+sharing one cache volume, a claim in shared state does the same: `mirror.artifacts.download`.)
 
-- `claims/<sha256 of the cache key>.lock`: whoever holds the exclusive lock fetches; the others
-  poll for the stored blob (or for the lock to come free: the holder gave up or died).
-- The holder writes into its claim file where its bytes are being written (its temp file), so
-  a waiting process can stream the growing file to its own clients (`PeerFetch`): the temp file
-  becomes the blob by an atomic rename, which keeps the inode, so a reader reads on unchanged.
-- Only a temp file of the store's own temp directory is ever opened, whatever a claim file says.
+- `<claims dir>/<sha256 of the cache key>.lock`: whoever holds the exclusive lock fetches; the
+  others poll for the stored blob (or for the lock to come free: the holder gave up or died).
+  The claims dir is the server's own (its state dir), never the shared cache: a lock there
+  means one host, whatever the cache's filesystem does with locks.
+- The holder writes into its claim file where the bytes are being written (the name of a temp
+  file in the store), so a waiting process can stream the growing file to its own clients
+  (`PeerFetch`): the temp file becomes the blob by an atomic rename, which keeps the inode, so
+  a reader reads on unchanged. A host following another host's fetch announces that host's
+  temp file, so its own workers follow it too.
+- Only a temp file of the store's own temp directory is ever opened, whatever a claim says:
+  an announcement is a bare file name, opened in that directory without following links.
 
 The blob store (`mirror.blobs.store.BlobStore.claim` / `peer_fetch`) decides the paths; these
 functions run in a thread.
@@ -18,7 +24,11 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 from pathlib import Path
+
+# The name of a write in progress (`BlobStore.begin`): 32 hex digits and ".part".
+_TEMP_NAME = re.compile(r"[0-9a-f]{32}\.part")
 
 
 class FetchClaim:
@@ -29,12 +39,12 @@ class FetchClaim:
         self._path = path
         self._fd: int | None = fd
 
-    def announce(self, temp: Path) -> None:
-        """(Thread.) Say where the bytes are being written, so processes waiting on this
-        claim can stream them to their own clients as they arrive."""
+    def announce(self, name: str) -> None:
+        """(Thread.) Say where the bytes are being written (a temp file's name in the store),
+        so processes waiting on this claim can stream them to their clients as they arrive."""
         if self._fd is None:
             return
-        data = str(temp).encode()
+        data = name.encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
 
@@ -80,6 +90,12 @@ class PeerFetch:
 
         return await asyncio.to_thread(same)
 
+    async def unlinked(self) -> bool:
+        """Whether the file was removed: its writer gave up (a committed blob keeps it)."""
+        if self._fd is None:
+            return True
+        return (await asyncio.to_thread(os.fstat, self._fd)).st_nlink == 0
+
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -88,18 +104,25 @@ class PeerFetch:
 
 def open_peer(claim: Path, temp_dir: Path) -> PeerFetch | None:
     """(Thread.) The temp file announced in `claim`, opened for reading; None until one is
-    announced, or when it is gone or not in `temp_dir`."""
+    announced, or when it is gone or not a file of `temp_dir`."""
     try:
         announced = claim.read_bytes().decode("utf-8", "replace").strip()
     except FileNotFoundError:
         return None
-    # Only ever a temp file of this store, whatever the claim file says.
-    if not announced or Path(announced).parent != temp_dir:
+    return open_announced(announced, temp_dir)
+
+
+def open_announced(name: str, temp_dir: Path) -> PeerFetch | None:
+    """(Thread.) The temp file `name` in `temp_dir`, opened for reading; None when it is gone
+    or `name` is not a bare temp file name (a path, a link: nothing outside `temp_dir`)."""
+    # Only ever a temp file of this store, whatever the claim says.
+    if not _TEMP_NAME.fullmatch(name):
         return None
     try:
-        return PeerFetch(os.open(announced, os.O_RDONLY | os.O_CLOEXEC))
-    except FileNotFoundError:
+        fd = os.open(temp_dir / name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # gone, or a link
         return None
+    return PeerFetch(fd)
 
 
 def try_claim(path: Path) -> FetchClaim | None:

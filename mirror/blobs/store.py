@@ -7,7 +7,9 @@ Layout under the store's directory:
 - `index/ab/<sha256 of the cache key>.json`: which blob a cache key (`ArtifactRef.cache_key`)
   stands for and every digest verified when it was written;
 - `tmp/<random>.part`: writes in progress, each held under an exclusive `flock` by its writer;
-- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`).
+- `claims/<sha256 of the cache key>.lock`: which worker process fetches a key (`claims`),
+  unless the store is given a claims directory of the server's own (`claims_dir`): replicas on
+  several hosts share the rest, never their locks.
 
 Choices, stated plainly:
 - Disk is the source of truth: a process keeps a bounded in-memory copy of index entries it has
@@ -18,8 +20,10 @@ Choices, stated plainly:
   declared digests (every declared one must match), then fsync'd and renamed into place; the index
   entry is written the same way. A mismatch, a short body, a full disk or a cancellation removes
   the temp file: nothing half-written is ever visible.
-- A temp file nobody holds a lock on is left over from a crash: `open()` removes it. A writer
-  re-creates its temp file if a sweeping process removed it between creation and locking.
+- A temp file nobody holds a lock on and nobody wrote to for `STALE_TEMP_AGE` is left over
+  from a crash: `open()` removes it. (The age: a replica on another host sharing the volume
+  may write it under a lock this host cannot see.) A writer re-creates its temp file if a
+  sweeping process removed it between creation and locking.
 - With `max_bytes`, the blob's mtime is its last use (set at commit, refreshed at most once a
   minute per blob on reads, from the store's clock); after a commit the least recently used
   blobs are removed until the store is under the cap. The blob just committed is never evicted,
@@ -36,6 +40,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ from typing import BinaryIO
 import orjson
 
 from mirror import errors
-from mirror.blobs.claims import FetchClaim, PeerFetch, open_peer, try_claim
+from mirror.blobs.claims import FetchClaim, PeerFetch, open_announced, open_peer, try_claim
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.metrics import Metrics
@@ -61,6 +66,8 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 # Other processes commit too: re-measure the whole store at least this often when capped.
 RESCAN_INTERVAL = timedelta(minutes=1)
 MAX_CACHED_ENTRIES = 65536
+# A temp file unwritten this long is no live download's (an upstream read times out sooner).
+STALE_TEMP_AGE = timedelta(hours=1)
 # What an index entry held in memory costs beyond its key and digests (the entry, its blob
 # path, the digest mapping; measured with tracemalloc: ~1.2 kB with three digests).
 _INDEX_ENTRY_BYTES = 768
@@ -253,8 +260,10 @@ class BlobStore:
         metrics: Metrics | None = None,
         max_cached_entries: int = MAX_CACHED_ENTRIES,
         budget: ByteBudget | None = None,
+        claims_dir: Path | None = None,
     ) -> None:
         self.directory = directory
+        self._claims = claims_dir if claims_dir is not None else directory / "claims"
         self.max_bytes = max(0, max_bytes)
         self._clock = clock
         self._metrics = metrics
@@ -293,15 +302,11 @@ class BlobStore:
         name = hashlib.sha256(key.encode()).hexdigest()
         return self._index_dir / name[:2] / f"{name}.json"
 
-    @property
-    def _claims_dir(self) -> Path:
-        return self.directory / "claims"
-
     # fetching across processes ------------------------------------------------------------
 
     async def claim(self, key: str) -> FetchClaim | None:
         """Claim the upstream fetch of `key` for this process, or None while another worker
-        process holds it. Worker processes share this directory, so one `flock` per key keeps
+        process of this host holds it: one `flock` per key in the claims directory keeps
         concurrent misses on several workers to one upstream fetch."""
         return await asyncio.to_thread(try_claim, self._claim_path(key))
 
@@ -310,9 +315,14 @@ class BlobStore:
         None until that process has announced it (or when it is gone)."""
         return await asyncio.to_thread(open_peer, self._claim_path(key), self._temp_dir)
 
+    async def peer_file(self, name: str) -> PeerFetch | None:
+        """The growing temp file `name` of another host's fetch (announced in shared state),
+        opened for reading; None when it is gone or is not a temp file of this store."""
+        return await asyncio.to_thread(open_announced, name, self._temp_dir)
+
     def _claim_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
-        return self._claims_dir / f"{name}.lock"
+        return self._claims / f"{name}.lock"
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -613,7 +623,7 @@ def _subdirectories(directory: Path) -> list[Path]:
 
 
 def _remove_if_stale(path: Path) -> bool:
-    """Remove a temp file no live writer holds locked (left by a crash)."""
+    """Remove a temp file no live writer holds locked nor wrote to lately (left by a crash)."""
     if not path.name.endswith(_TEMP_SUFFIX):
         return False
     try:
@@ -621,6 +631,8 @@ def _remove_if_stale(path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
+        if time.time() - os.fstat(fd).st_mtime < STALE_TEMP_AGE.total_seconds():
+            return False  # maybe written by another host, under a lock not seen here
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -72,6 +72,16 @@ class StateIdentity:
     lost_version: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FetchHolder:
+    """Who holds the claim on an artifact's upstream fetch across replicas
+    (`StateStore.claim_fetch`), and the name of the temp file it writes in the shared store
+    ("" until it says)."""
+
+    owner: str
+    announced: str = ""
+
+
 class StateStore(Protocol):
     """Async shared state. Every method raises `errors.StateUnavailable` when the backend
     cannot answer; callers fail closed on it."""
@@ -227,6 +237,24 @@ class StateStore(Protocol):
         identity this state continues, remove a published loss (`publish_loss`), and raise
         the policy version above `version_floor` and its own. Returns the new policy version
         (announced to watchers)."""
+        ...
+
+    # fetch claims across replicas (`mirror.artifacts.download`) ----------------------------------
+    async def claim_fetch(self, key: str, owner: str, ttl: timedelta) -> FetchHolder:
+        """Take the claim on `key`'s upstream fetch for `owner` (no newline in it) for `ttl`
+        unless another owner holds it; return the holder (`owner` itself when granted). The
+        embedded state is one host's: it always grants (the worker processes of a host
+        coordinate by file lock alone)."""
+        ...
+
+    async def renew_fetch(self, key: str, owner: str, ttl: timedelta, announced: str = "") -> bool:
+        """Extend `owner`'s claim on `key` to `ttl` from now and store `announced` (where it
+        writes); False when `owner` no longer holds it (it expired, another owner took it)."""
+        ...
+
+    async def release_fetch(self, key: str, owner: str) -> None:
+        """Drop `owner`'s claim on `key`, never another owner's: a late release, after the
+        claim expired and was taken, leaves the new holder's claim alone."""
         ...
 
     async def durability_warning(self) -> str | None:

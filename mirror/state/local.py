@@ -29,6 +29,7 @@ from mirror.state.base import (
     LEDGER_RETENTION,
     AuditPage,
     DownloadPage,
+    FetchHolder,
     InvalidPosition,
     StateIdentity,
 )
@@ -647,6 +648,17 @@ class LocalState:
                 return version
 
         return await self._run(restore, "restore the state")
+
+    # One host's state: its worker processes share the fetch by file lock alone
+    # (`mirror.blobs.claims`), so the claim across replicas is always granted, without I/O.
+    async def claim_fetch(self, key: str, owner: str, ttl: timedelta) -> FetchHolder:
+        return FetchHolder(owner=owner)
+
+    async def renew_fetch(self, key: str, owner: str, ttl: timedelta, announced: str = "") -> bool:
+        return True
+
+    async def release_fetch(self, key: str, owner: str) -> None:
+        return None
 
     async def durability_warning(self) -> str | None:
         return None  # a committed SQLite transaction is on disk (WAL)

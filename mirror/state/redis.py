@@ -8,6 +8,7 @@ build key names from the namespace, so a single Redis (or a primary), not Redis 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -34,6 +35,7 @@ from mirror.state.base import (
     LEDGER_RETENTION,
     AuditPage,
     DownloadPage,
+    FetchHolder,
     InvalidPosition,
     StateIdentity,
 )
@@ -214,6 +216,32 @@ _RAISE_VERSION_SCRIPT = """
 local version = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
 redis.call('SET', KEYS[1], version)
 return version
+"""
+# Fetch claims across replicas. A claim's value is "<owner>\n<announced temp file name>".
+# The claim taken for ARGV[1] (the owner) for ARGV[2] ms unless held; returns the value held.
+_CLAIM_FETCH_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1] .. '\\n', 'NX', 'PX', ARGV[2]) then
+  return ARGV[1] .. '\\n'
+end
+return redis.call('GET', KEYS[1]) or ''
+"""
+# The claim renewed (ARGV: owner, new value, ttl ms) or released (ARGV: owner) only while
+# ARGV[1] holds it: compare and set/delete in one step, so a late call never touches the
+# claim of a holder that took over after it expired. Returns 1 when done.
+_RENEW_FETCH_SCRIPT = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+_RELEASE_FETCH_SCRIPT = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 # Set once every piece of data of earlier versions has been moved.
 _UPGRADED = "2"
@@ -841,6 +869,34 @@ class RedisState:
         await self._announce("restore the state", version)
         return version
 
+    # fetch claims across replicas ---------------------------------------------------------------
+    async def claim_fetch(self, key: str, owner: str, ttl: timedelta) -> FetchHolder:
+        client = self._redis("claim a fetch")
+        with self._translate("claim a fetch"):
+            held = await client.eval(
+                _CLAIM_FETCH_SCRIPT, 1, self._fetch_key(key), _owner(owner), _millis(ttl)
+            )
+        holder, _, announced = str(held).partition("\n")
+        return FetchHolder(owner=holder, announced=announced)
+
+    async def renew_fetch(self, key: str, owner: str, ttl: timedelta, announced: str = "") -> bool:
+        client = self._redis("renew a fetch claim")
+        value = f"{_owner(owner)}\n{announced}"
+        with self._translate("renew a fetch claim"):
+            renewed = await client.eval(
+                _RENEW_FETCH_SCRIPT, 1, self._fetch_key(key), owner, value, _millis(ttl)
+            )
+        return bool(renewed)
+
+    async def release_fetch(self, key: str, owner: str) -> None:
+        client = self._redis("release a fetch claim")
+        with self._translate("release a fetch claim"):
+            await client.eval(_RELEASE_FETCH_SCRIPT, 1, self._fetch_key(key), _owner(owner))
+
+    def _fetch_key(self, key: str) -> str:
+        # Hashed: any cache key makes a short key of known characters.
+        return self._key("fetch", hashlib.sha256(key.encode()).hexdigest())
+
     async def durability_warning(self) -> str | None:
         client = self._redis("read the persistence settings")
         with self._translate("read the persistence settings"):
@@ -886,6 +942,16 @@ class RedisState:
             raise StateUnavailable(
                 f"the shared state (Redis) failed to {what}: {type(exc).__name__}"
             ) from exc
+
+
+def _owner(owner: str) -> str:
+    if not owner or "\n" in owner:
+        raise ValueError(f"a fetch claim's owner is one non-empty line, not {owner!r}")
+    return owner
+
+
+def _millis(ttl: timedelta) -> int:
+    return max(1, int(ttl.total_seconds() * 1000))
 
 
 def _position(text: str) -> tuple[int, bytes]:

@@ -81,15 +81,16 @@ async def test_a_hung_redis_holds_up_no_download(
     state = RedisState(url)
     await state.open()
     try:
-        for _ in range(400):  # bounded: about 40 s (the retries back off up to 5 s)
+        key = "npm/left-pad/1.1.0/left-pad-1.1.0.tgz"
+        # Bounded: about 40 s (each worker retries its own writes, backing off up to 5 s).
+        for _ in range(400):
             published = await state.get_publish_time("maven", "org.example:lib:1.1.0")
-            if published is not None:
+            landed = (await state.pinned_digests()).get("npm", {}).get(key)
+            if published is not None and landed is not None:
                 break
             await asyncio.sleep(0.1)
         assert published == (OLD + timedelta(days=1)).replace(microsecond=0)
-        pinned = await state.remember_digest(
-            "npm", "npm/left-pad/1.1.0/left-pad-1.1.0.tgz", "sha256:not-this-one"
-        )
+        pinned = await state.remember_digest("npm", key, "sha256:not-this-one")
         assert pinned.startswith("sha512:")
     finally:
         await state.close()

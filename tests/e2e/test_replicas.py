@@ -1,7 +1,8 @@
 """Three `mirror serve` replicas (separate processes and ports) on one real, persistent
 redis-server and one shared cache directory, each with its own state dir, driven round-robin
 as a load balancer would: one upstream fetch per artifact across them, one policy, and a
-Redis restart that loses nothing."""
+Redis restart that loses nothing. A replica's fetch locks are in its own state dir, so theirs
+cannot see each other's, as on separate hosts: one fetch across them is the claim in Redis."""
 
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ async def test_replicas_share_one_cache_and_one_policy(
     answers = await asyncio.gather(*misses)
     assert answers == [(200, body)] * 30
     assert npm.upstream.count(upstream_path) == 1
+    assert not (cache / "artifacts" / "claims").exists()  # no lock shared through the cache
+    assert all((tmp_path / f"state-{index}" / "claims").is_dir() for index in range(3))
 
     # A block through one replica is enforced by all within a second, cached file or not.
     blocked, _, _ = tarball("1.0.0")

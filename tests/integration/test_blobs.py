@@ -7,13 +7,20 @@ import errno
 import fcntl
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from mirror.blobs.store import BlobStore, BlobVanished, BlobWriter, DigestMismatch
+from mirror.blobs.store import (
+    STALE_TEMP_AGE,
+    BlobStore,
+    BlobVanished,
+    BlobWriter,
+    DigestMismatch,
+)
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import FixedClock
 from mirror.errors import IntegrityError, StorageFull
@@ -141,8 +148,14 @@ async def test_stale_temp_files_are_removed_at_open_but_live_ones_are_kept(
     (directory / "tmp").mkdir(parents=True)
     crashed = directory / "tmp" / "0123abcd.part"
     crashed.write_bytes(b"half a tarball")
+    an_hour_ago = time.time() - STALE_TEMP_AGE.total_seconds() - 1
+    os.utime(crashed, (an_hour_ago, an_hour_ago))
     live = directory / "tmp" / "4567ef01.part"
     live.write_bytes(b"a download in another worker")
+    os.utime(live, (an_hour_ago, an_hour_ago))
+    # Written just now, unlocked: another host's download whose lock this host cannot see.
+    other_host = directory / "tmp" / "89abcdef.part"
+    other_host.write_bytes(b"a download on another host")
     fd = os.open(live, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -150,6 +163,7 @@ async def test_stale_temp_files_are_removed_at_open_but_live_ones_are_kept(
         await store.open()
         assert not crashed.exists()
         assert live.exists()
+        assert other_host.exists()
         await store.close()
     finally:
         os.close(fd)
