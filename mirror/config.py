@@ -413,8 +413,9 @@ class Config:
     # The cache: artifacts, cached documents (safe to delete while the mirror is stopped).
     data_dir: Path = setting(Path("data"), parse=_path)
     # The embedded state (blocks, exemptions, freezes, pins, audit, ledger) and this server's
-    # own files (the last-known policy copy, the supervisor's status); unset, they live in
-    # `data_dir` (`state_directory`). Replicas may share a cache, never a state_dir.
+    # own files (the last-known policy copy, the supervisor's status, its fetch locks); unset,
+    # they live in `data_dir` (`state_directory`). Replicas may share a cache, never a
+    # state_dir.
     state_dir: Path | None = setting(None, parse=_path)
     workers: int = setting(parse=_whole(1), factory=_default_workers)
     shutdown_grace: timedelta = setting(timedelta(seconds=30), parse=_duration)
