@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, emit, expect
 from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import format_table, show
-from mirror.lockfiles import LockfileError, Pin, read_lockfile
+from mirror.lockfiles.formats import read_lockfile
+from mirror.lockfiles.pins import MAX_LOCKFILE_CHARS, Lockfile, LockfileError, Pin
 
 PREFLIGHT_PARALLEL: Final = 8
+SKIPPED_SHOWN: Final = 5  # the text report names a few skipped entries, then counts the rest
 ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
 
 
@@ -54,7 +56,34 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     if answer["unpinned"]:
         unpinned = ", ".join(show(name) for name in answer["unpinned"])
         lines.append(f"not checked (no exact version): {unpinned}")
+    skipped = answer["skipped"]
+    if skipped:
+        named = ", ".join(show(entry) for entry in skipped[:SKIPPED_SHOWN])
+        more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+        lines.append(f"not checked (not a registry package the mirror serves): {named}{more}")
     return "\n".join(lines)
+
+
+def preflight_answer(
+    files: Sequence[tuple[str, Lockfile]], results: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The report of `results` (one explained pin each) for `files` (name, what was read):
+    what `--json` prints."""
+    return {
+        "checked": len(results),
+        "refused": [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS],
+        "unpinned": [entry for _, lockfile in files for entry in lockfile.unpinned],
+        "skipped": [entry for _, lockfile in files for entry in lockfile.skipped],
+        "files": [
+            {"file": name, "format": lockfile.format, "pins": len(lockfile.pins)}
+            for name, lockfile in files
+        ],
+    }
+
+
+def all_pins(files: Sequence[tuple[str, Lockfile]]) -> list[Pin]:
+    """Every pin of `files`, each once, sorted."""
+    return sorted({pin for _, lockfile in files for pin in lockfile.pins})
 
 
 def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -62,28 +91,27 @@ def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
     exit 1 if any would be refused (held, blocked, unknown), so CI can stop early."""
     try:
         endpoint = Endpoint.from_args(args, environ)
-        pins: set[Pin] = set()
-        unpinned: list[str] = []
+        files: list[tuple[str, Lockfile]] = []
         for path in args.files:
             try:
                 with open(path, encoding="utf-8") as handle:
-                    lockfile = read_lockfile(path, handle.read())
+                    text = handle.read(MAX_LOCKFILE_CHARS + 1)
+                files.append((path, read_lockfile(text, name=path, format_name=args.format)))
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}: not UTF-8 text; not a lockfile") from None
             except LockfileError as exc:
                 raise UsageError(str(exc)) from None
-            pins.update(lockfile.pins)
-            unpinned.extend(lockfile.unpinned)
     except UsageError as exc:
         print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
     with ThreadPoolExecutor(max_workers=PREFLIGHT_PARALLEL) as pool:
-        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), sorted(pins)))
-    refused = [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS]
-    answer = {"checked": len(results), "refused": refused, "unpinned": unpinned}
+        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), all_pins(files)))
+    answer = preflight_answer(files, results)
     try:
         emit(args, answer, preflight_text, sys.stdout)
     except AdminError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_FAILED if refused else EXIT_OK
+    return EXIT_FAILED if answer["refused"] else EXIT_OK

@@ -337,6 +337,22 @@ async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Pa
     assert unknown.code == 2
     assert "cannot read" in unknown.err
 
+    # Any file name: the format is read from the content, and named in --json.
+    renamed = tmp_path / "lock-from-prod.json"
+    renamed.write_text(json.dumps(lock), encoding="utf-8")
+    detected = (await cli("preflight", str(renamed), "--json")).json()
+    assert detected["files"] == [{"file": str(renamed), "format": "package-lock.json", "pins": 1}]
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Install the app with pip.\n", encoding="utf-8")
+    unreadable = await cli("preflight", str(notes))
+    assert unreadable.code == 2
+    assert f"{notes}: not a lockfile, dependency list or SBOM this command reads" in unreadable.err
+    assert "formats: package-lock.json, yarn.lock, pnpm-lock.yaml, requirements" in unreadable.err
+    forced = await cli("preflight", "--format", "cyclonedx", str(renamed))
+    assert forced.code == 2
+    assert "a CycloneDX document is a JSON object" in forced.err
+
 
 async def test_import_osv_blocks_what_an_advisory_lists_once(cli: Cli, tmp_path: Path) -> None:
     advisory = {
