@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -14,10 +14,10 @@ from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import format_table, show
 from mirror.lockfiles.formats import read_lockfile
 from mirror.lockfiles.pins import MAX_LOCKFILE_CHARS, Lockfile, LockfileError, Pin
+from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
 
 PREFLIGHT_PARALLEL: Final = 8
 SKIPPED_SHOWN: Final = 5  # the text report names a few skipped entries, then counts the rest
-ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
 
 
 def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
@@ -27,13 +27,8 @@ def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
             call(endpoint, "GET", "/explain", query=query), "mirror preflight", verdict=str
         )
     except AdminError as exc:
-        return {**query, "verdict": "error", "until": None, "detail": str(exc)}
-    return {
-        **query,
-        "verdict": answer.get("verdict"),
-        "until": answer.get("until"),
-        "detail": answer.get("detail"),
-    }
+        return pin_result(pin, "error", None, str(exc))
+    return pin_result(pin, answer.get("verdict"), answer.get("until"), answer.get("detail"))
 
 
 def preflight_text(answer: Mapping[str, Any]) -> str:
@@ -62,28 +57,6 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
         more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
         lines.append(f"not checked (not a registry package the mirror serves): {named}{more}")
     return "\n".join(lines)
-
-
-def preflight_answer(
-    files: Sequence[tuple[str, Lockfile]], results: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """The report of `results` (one explained pin each) for `files` (name, what was read):
-    what `--json` prints."""
-    return {
-        "checked": len(results),
-        "refused": [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS],
-        "unpinned": [entry for _, lockfile in files for entry in lockfile.unpinned],
-        "skipped": [entry for _, lockfile in files for entry in lockfile.skipped],
-        "files": [
-            {"file": name, "format": lockfile.format, "pins": len(lockfile.pins)}
-            for name, lockfile in files
-        ],
-    }
-
-
-def all_pins(files: Sequence[tuple[str, Lockfile]]) -> list[Pin]:
-    """Every pin of `files`, each once, sorted."""
-    return sorted({pin for _, lockfile in files for pin in lockfile.pins})
 
 
 def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:

@@ -39,11 +39,22 @@ FORMATS: Final[Mapping[str, Callable[[str], Lockfile]]] = {
 }
 ALIASES: Final[Mapping[str, str]] = {"npm-shrinkwrap.json": "package-lock.json"}
 FORMAT_NAMES: Final = ", ".join(FORMATS)
+# File names that say their format, a hint when the content alone does not.
+_NAMED_FILES: Final[Mapping[str, str]] = {
+    **{name: name for name in FORMATS if "." in name},
+    "npm-shrinkwrap.json": "package-lock.json",
+}
+
+
+def format_for_name(name: str) -> str | None:
+    """The format a file called `name` is in by convention (`app/yarn.lock`: yarn.lock)."""
+    return _NAMED_FILES.get(name.replace("\\", "/").rsplit("/", 1)[-1].lower())
 
 
 def read_lockfile(text: str, *, name: str = "the file", format_name: str | None = None) -> Lockfile:
     """The pins of `text` (called `name` in messages), in `format_name` if given, otherwise
-    in the format its content shows. Raises LockfileError saying why it cannot."""
+    in the format its content shows, otherwise in the one its file name says (a yarn.lock
+    without its header comment). Raises LockfileError saying why it cannot."""
     if len(text) > MAX_LOCKFILE_CHARS:
         raise LockfileError(f"{name}: larger than {MAX_LOCKFILE_CHARS} characters; not read")
     text = text.removeprefix("\ufeff")
@@ -53,12 +64,22 @@ def read_lockfile(text: str, *, name: str = "the file", format_name: str | None 
             if reader is None:
                 raise LockfileError(f"unknown format {format_name!r} (one of: {FORMAT_NAMES})")
             return reader(text)
-        return _detect(text)
+        detected = _detect(text)
+        if detected is not None:
+            return detected
+        hinted = format_for_name(name)
+        if hinted is None:
+            raise LockfileError(
+                f"not a lockfile, dependency list or SBOM this command reads; formats: "
+                f"{FORMAT_NAMES} (--format NAME reads a file as one of them)"
+            )
+        return FORMATS[hinted](text)
     except LockfileError as exc:
         raise LockfileError(f"{name}: {exc}") from None
 
 
-def _detect(text: str) -> Lockfile:
+def _detect(text: str) -> Lockfile | None:
+    """The file read in the format its content shows; None if it shows none."""
     # Every JSON format is an object; `[` may open TOML (`[[package]]`) or Maven's `[INFO]`.
     if text.lstrip().startswith("{"):
         return _detect_json(parse_json(text, "the JSON document"))
@@ -72,10 +93,7 @@ def _detect(text: str) -> Lockfile:
         return maven.dependency_list(text)
     if python.looks_like_requirements(text):
         return python.requirements(text)
-    raise LockfileError(
-        f"not a lockfile, dependency list or SBOM this command reads; formats: {FORMAT_NAMES} "
-        "(--format NAME reads a file as one of them)"
-    )
+    return None
 
 
 def _detect_json(document: Any) -> Lockfile:

@@ -326,6 +326,17 @@ async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Pa
     assert summary == "2 pinned version(s) checked: 1 would be refused"
     as_json = (await cli("preflight", str(lockfile), "--json")).json()
     assert [r["version"] for r in as_json["refused"]] == ["1.4.0"]
+    # The API answers a CI system without the CLI with the same report.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{cli.mirror.url}/api/v1/preflight",
+            data=lockfile.read_bytes(),
+            params={"name": str(lockfile)},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == as_json
 
     lock["packages"].pop("node_modules/a/node_modules/left-pad")
     lockfile.write_text(json.dumps(lock), encoding="utf-8")

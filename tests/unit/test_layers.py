@@ -227,6 +227,7 @@ PURE_MODULES = (
     "mirror.lockfiles.maven",
     "mirror.lockfiles.sbom",
     "mirror.lockfiles.formats",
+    "mirror.lockfiles.report",
     "mirror.hosts",
     "mirror.admin.parse",
     "mirror.admin.auth",
@@ -287,7 +288,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         # pins read from lockfiles and SBOMs (PyPI names normalised as pypi.names does)
         "mirror.lockfiles", "mirror.lockfiles.pins", "mirror.lockfiles.npm",
         "mirror.lockfiles.python", "mirror.lockfiles.maven", "mirror.lockfiles.sbom",
-        "mirror.lockfiles.formats",
+        "mirror.lockfiles.formats", "mirror.lockfiles.report",
     ),
     (  # edges
         "mirror.upstream", "mirror.state", "mirror.state.base", "mirror.state.local",

@@ -699,12 +699,18 @@ def test_purls(purl: str, pin: Pin | None) -> None:
 # detection, --format and hostile input --------------------------------------------------------
 
 
-def test_format_forces_a_reader() -> None:
-    # A yarn v1 file stripped of its header is not recognised, but reads when named.
+def test_format_forces_a_reader_and_a_file_name_is_the_last_hint() -> None:
+    # A yarn v1 file stripped of its header is not recognised by content, but reads when
+    # its format is given, or when its file name says it.
     headless = YARN_V1.split("\n", 3)[3]
     with pytest.raises(LockfileError, match="not a lockfile"):
-        read_lockfile(headless, name="yarn.lock")
+        read_lockfile(headless, name="frontend.lock")
     assert read_lockfile(headless, format_name="yarn.lock").pins[0] == npm("@scope/a", "1.2.3")
+    assert read_lockfile(headless, name="web/Yarn.lock").pins[0] == npm("@scope/a", "1.2.3")
+    # The hint never overrides what the content says, nor rescues a document of another kind.
+    assert read_lockfile(PIP_FREEZE, name="yarn.lock").format == "requirements"
+    with pytest.raises(LockfileError, match="a JSON document that is not a package-lock"):
+        read_lockfile('{"name": "app", "dependencies": {}}', name="package-lock.json")
     assert read_lockfile(json.dumps(PACKAGE_LOCK_V3), format_name="npm-shrinkwrap.json").pins
 
 
