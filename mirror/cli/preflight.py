@@ -51,7 +51,7 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     if answer["unpinned"]:
         unpinned = ", ".join(show(name) for name in answer["unpinned"])
         lines.append(f"not checked (no exact version): {unpinned}")
-    skipped = answer["skipped"]
+    skipped = answer.get("skipped") or []
     if skipped:
         named = ", ".join(show(entry) for entry in skipped[:SKIPPED_SHOWN])
         more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""

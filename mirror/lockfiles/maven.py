@@ -17,9 +17,13 @@ _LINE: Final = re.compile(
 )
 
 
+# Colour codes Maven prints with `-Dstyle.color=always` (`[\x1b[1;34mINFO\x1b[m]`).
+_COLOUR: Final = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def dependency_lines(text: str) -> Iterator[re.Match[str]]:
     for line in text.splitlines():
-        match = _LINE.match(line.rstrip())
+        match = _LINE.match(_COLOUR.sub("", line).rstrip())
         if match:
             yield match
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mirror.cli.preflight import preflight_text
 from mirror.lockfiles.formats import FORMATS, read_lockfile
 from mirror.lockfiles.pins import MAX_LOCKFILE_CHARS, LockfileError, Pin
 from mirror.lockfiles.sbom import purl_pin
@@ -554,10 +555,22 @@ The following files have been resolved:
 """
 
 
-@pytest.mark.parametrize("text", [MVN_CONSOLE, MVN_OUTPUT_FILE], ids=["console", "output-file"])
+MVN_COLOURED = (
+    "[\x1b[1;34mINFO\x1b[m] The following files have been resolved:\n"
+    "[\x1b[1;34mINFO\x1b[m]    org.slf4j:slf4j-api:jar:2.0.9:compile"
+    "\x1b[36m -- module org.slf4j\x1b[m\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text", [MVN_CONSOLE, MVN_OUTPUT_FILE, MVN_COLOURED], ids=["console", "output-file", "colour"]
+)
 def test_maven_dependency_list(text: str) -> None:
     lockfile = read_lockfile(text, name="deps.txt")
     assert lockfile.format == "mvn-dependency-list"
+    if text is MVN_COLOURED:
+        assert lockfile.pins == (maven("org.slf4j:slf4j-api", "2.0.9"),)
+        return
     assert lockfile.pins == (
         maven("com.google.guava:guava", "33.0.0-jre"),
         maven("junit:junit", "4.13.2"),
@@ -802,3 +815,11 @@ def test_long_hostile_lines_read_in_linear_time(text: str) -> None:
     except LockfileError:
         return
     assert lockfile.pins == ()
+
+
+def test_preflight_text_names_a_few_skipped_entries_escaped() -> None:
+    skipped = ["pkg:golang/evil\x1b[2J@1", *(f"pkg:cargo/c{i}@1" for i in range(6))]
+    text = preflight_text({"checked": 0, "refused": [], "unpinned": [], "skipped": skipped})
+    assert "\x1b" not in text
+    assert text.splitlines()[-1].startswith("not checked (not a registry package the mirror")
+    assert text.endswith("pkg:cargo/c3@1 and 2 more")
