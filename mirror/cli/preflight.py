@@ -35,15 +35,17 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     refused = answer["refused"]
     lines = []
     if refused:
-        lines.append(
-            format_table(
-                ("PACKAGE", "VERSION", "VERDICT", "UNTIL", "WHY"),
-                [
-                    (r["package"], r["version"], r["verdict"], r["until"] or "", r["detail"])
-                    for r in refused
-                ],
+        # With several files, which of them pins each refused version (which build has it).
+        several = len(answer.get("files") or ()) > 1
+        header = ("PACKAGE", "VERSION", "VERDICT", "UNTIL", *(("IN",) if several else ()), "WHY")
+        rows = [
+            (
+                r["package"], r["version"], r["verdict"], r["until"] or "",
+                *((", ".join(r.get("in") or ()),) if several else ()), r["detail"],
             )
-        )
+            for r in refused
+        ]  # fmt: skip
+        lines.append(format_table(header, rows))
     lines.append(
         f"{answer['checked']} pinned version(s) checked: "
         + (f"{len(refused)} would be refused" if refused else "all would install")
@@ -55,7 +57,9 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     if skipped:
         named = ", ".join(show(entry) for entry in skipped[:SKIPPED_SHOWN])
         more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
-        lines.append(f"not checked (not a registry package the mirror serves): {named}{more}")
+        lines.append(
+            f"not checked (not from a registry the mirror serves, or not read): {named}{more}"
+        )
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ _PIN: Final = re.compile(
 )
 # A requirement line of any kind: a name, then extras, a specifier, markers or ` @ url`.
 _REQUIREMENT: Final = re.compile(rf"^{_NAME}\s*(?:\[[^\]]*\])?\s*(?:$|[<>=!~;@(,])")
+_INCLUDE: Final = re.compile(r"^(?:-[rc]|--requirement|--constraint)(?:[\s=]|$)")
 _URL: Final = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|\.{0,2}/)\S*$")
 
 
@@ -31,7 +32,9 @@ def requirements(text: str) -> Lockfile:
         if line.startswith("-"):
             if line.startswith(("-e", "--editable")):
                 skipped.append(line)
-            continue  # options: -r, -c, --index-url, --hash on its own line
+            elif _INCLUDE.match(line):  # not followed: the file is the caller's to pass
+                skipped.append(f"{line} (not read: pass that file too)")
+            continue  # other options: --index-url, --hash on its own line
         match = _PIN.match(line)
         if match and "*" not in match.group(2):  # `==1.*` is a range, not a pin
             pins.add(pypi_pin(match.group(1), match.group(2)))

@@ -36,10 +36,19 @@ def pin_result(
 def preflight_answer(
     files: Sequence[tuple[str, Lockfile]], results: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """The report of `results` (one explained pin each) for `files` (name, what was read)."""
+    """The report of `results` (one explained pin each) for `files` (name, what was read).
+    Each refused pin says which files pin it (`in`): which build has the bad version."""
+    sources: dict[Pin, list[str]] = {}
+    for name, lockfile in files:
+        for pin in lockfile.pins:
+            sources.setdefault(pin, []).append(name)
     return {
         "checked": len(results),
-        "refused": [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS],
+        "refused": [
+            {**result, "in": sources.get(_pin_of(result), [])}
+            for result in results
+            if result["verdict"] not in ACCEPTED_VERDICTS
+        ],
         "unpinned": [entry for _, lockfile in files for entry in lockfile.unpinned],
         "skipped": [entry for _, lockfile in files for entry in lockfile.skipped],
         "files": [
@@ -47,3 +56,7 @@ def preflight_answer(
             for name, lockfile in files
         ],
     }
+
+
+def _pin_of(result: Mapping[str, Any]) -> Pin:
+    return Pin(str(result["ecosystem"]), str(result["package"]), str(result["version"]))

@@ -247,10 +247,20 @@ async def test_preflight_of_what_the_clients_wrote_names_the_blocked_pins(
         ]
         assert refused == [(*refusals[ecosystem], "blocked")], (path, answer)
 
+    # All files at once: each refused pin says which files (which builds) pin it.
+    code, answer = await clients.preflight_json(*files)
+    assert code == 1, answer
+    pinned_in = {r["package"]: r["in"] for r in answer["refused"]}
+    shipped_cdx, shipped_spdx = files[-2:]
+    assert pinned_in == {
+        "qm-demo": [*map(str, npm_files), str(shipped_cdx)],
+        "qm-lib": [*map(str, python_files), str(shipped_spdx)],
+    }
+
     table = await clients.mirror_cli("preflight", *map(str, files))
     assert table.code == 1, table
     rows = table.out.splitlines()
-    assert rows[0].split()[:3] == ["PACKAGE", "VERSION", "VERDICT"]
+    assert rows[0].split()[:5] == ["PACKAGE", "VERSION", "VERDICT", "UNTIL", "IN"]
     assert sorted(row.split()[:3] for row in rows[1:3]) == [
         ["qm-demo", "1.1.0", "blocked"],
         ["qm-lib", "1.1", "blocked"],

@@ -137,6 +137,7 @@ async def test_sbom_with_pins_of_a_disabled_ecosystem(client: Client) -> None:
             "verdict": "error",
             "until": None,
             "detail": "pypi is not enabled on this mirror",
+            "in": ["the request body"],
         }
     ]
     assert answer["skipped"] == ["pkg:cargo/serde@1.0.0"]

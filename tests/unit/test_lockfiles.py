@@ -342,6 +342,8 @@ def test_requirements_pins_hashes_markers_and_unpinned_lines() -> None:
     )
     assert lockfile.unpinned == ("flask>=2", "django==4.*")
     assert lockfile.skipped == (
+        "-r other.txt (not read: pass that file too)",
+        "-c constraints.txt (not read: pass that file too)",
         "pkg @ https://files.example/pkg.whl",
         "-e git+https://git.example/x.git#egg=x",
         "./wheels/local-1.0-py3-none-any.whl",
@@ -821,5 +823,5 @@ def test_preflight_text_names_a_few_skipped_entries_escaped() -> None:
     skipped = ["pkg:golang/evil\x1b[2J@1", *(f"pkg:cargo/c{i}@1" for i in range(6))]
     text = preflight_text({"checked": 0, "refused": [], "unpinned": [], "skipped": skipped})
     assert "\x1b" not in text
-    assert text.splitlines()[-1].startswith("not checked (not a registry package the mirror")
+    assert text.splitlines()[-1].startswith("not checked (not from a registry the mirror serves")
     assert text.endswith("pkg:cargo/c3@1 and 2 more")
