@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import ClientResult, StartMirror, run_client
+from tests.e2e.conftest import ClientResult, RunningMirror, StartMirror, run_client
+from tests.e2e.test_maven_e2e import DEPENDENCY_PLUGIN, LOCAL_M2, MVN_TIMEOUT, _mvn
 from tests.e2e.test_npm_e2e import Env as NpmEnv
 from tests.e2e.test_pypi_e2e import Env as PypiEnv
 from tests.e2e.test_pypi_e2e import _uv
+from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 
@@ -28,6 +30,24 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "preflight-token-0123456789abcdef"
 CLI_TIMEOUT = 120
+
+
+async def mirror_cli(mirror: RunningMirror, *args: str) -> ClientResult:
+    """The `mirror` CLI pointed at `mirror` with an admin token."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env.update({"MIRROR_URL": mirror.url, "MIRROR_TOKEN": TOKEN})
+    return await run_client(
+        sys.executable, "-m", "mirror", *args, cwd=mirror.data_dir.parent, env=env,
+        seconds=CLI_TIMEOUT,
+    )  # fmt: skip
+
+
+async def preflight_json(mirror: RunningMirror, *files: Path) -> tuple[int, dict[str, Any]]:
+    """`mirror preflight --json FILE...`: its exit code and report."""
+    result = await mirror_cli(mirror, "preflight", "--json", *map(str, files))
+    assert result.code in (0, 1), result
+    answer: dict[str, Any] = json.loads(result.out)
+    return result.code, answer
 
 
 class Clients:
@@ -39,17 +59,10 @@ class Clients:
         self.pypi = pypi
 
     async def mirror_cli(self, *args: str) -> ClientResult:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
-        env.update({"MIRROR_URL": self.npm.mirror.url, "MIRROR_TOKEN": TOKEN})
-        return await run_client(
-            sys.executable, "-m", "mirror", *args, cwd=self.npm.root, env=env, seconds=CLI_TIMEOUT
-        )
+        return await mirror_cli(self.npm.mirror, *args)
 
     async def preflight_json(self, *files: Path) -> tuple[int, dict[str, Any]]:
-        result = await self.mirror_cli("preflight", "--json", *map(str, files))
-        assert result.code in (0, 1), result
-        answer: dict[str, Any] = json.loads(result.out)
-        return result.code, answer
+        return await preflight_json(self.npm.mirror, *files)
 
 
 @pytest.fixture
@@ -266,3 +279,86 @@ async def test_preflight_of_what_the_clients_wrote_names_the_blocked_pins(
         ["qm-lib", "1.1", "blocked"],
     ]
     assert f"{len(NPM_PINS | PYPI_PINS)} pinned version(s) checked: 2 would be refused" in rows
+
+
+# A project depending on org.example:app (which depends on lib); the dependency plugin pinned
+# as in test_maven_e2e (its commons-beanutils lifted to the version ~/.m2 holds).
+MAVEN_PROJECT_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>test</groupId><artifactId>shipped</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies><dependency>
+    <groupId>org.example</groupId><artifactId>app</artifactId><version>1.0.0</version>
+  </dependency></dependencies>
+  <build><plugins><plugin>
+    <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId>
+    <version>3.9.0</version>
+    <dependencies><dependency>
+      <groupId>commons-beanutils</groupId><artifactId>commons-beanutils</artifactId>
+      <version>1.11.0</version>
+    </dependency></dependencies>
+  </plugin></plugins></build>
+</project>
+"""
+
+
+async def test_preflight_of_mvn_dependency_list_names_the_blocked_artifact(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    """`mvn dependency:list` through the mirror, its console output and its -DoutputFile
+    file, then a block: preflight names org.example:lib 1.5.0 in both."""
+    mvn = _mvn()
+    old = datetime.now(UTC) - timedelta(days=60)
+    repo = FakeMavenRepository(local_repository=LOCAL_M2)
+    repo.add_version("org.example", "lib", "1.5.0", published=old)
+    repo.add_version(
+        "org.example", "app", "1.0.0", published=old,
+        dependencies=[("org.example", "lib", "1.5.0")],
+    )  # fmt: skip
+    await repo.start(aiohttp_server)
+    mirror = await start_mirror(
+        {
+            "MIRROR_MAVEN_UPSTREAM": repo.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ADMIN_TOKENS": f"ops:{TOKEN}",
+            "MIRROR_ACCESS_LOG": "false",
+        }
+    )
+    (tmp_path / "pom.xml").write_text(MAVEN_PROJECT_POM, encoding="utf-8")
+    settings = tmp_path / "settings.xml"
+    settings.write_text(
+        "<settings><mirrors><mirror><id>quarantine</id><mirrorOf>*</mirrorOf>"
+        f"<url>{mirror.url}/maven/</url></mirror></mirrors></settings>\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAVEN_", "MIRROR_"))}
+    env["MAVEN_OPTS"] = "-Xshare:auto -XX:TieredStopAtLevel=1"
+    # Console output (listed with `[INFO]` prefixes), then the same written with -DoutputFile.
+    common = ("-B", "-C", "-s", str(settings), f"-Dmaven.repo.local={tmp_path / 'local'}")
+    listed = await run_client(
+        mvn, *common, f"{DEPENDENCY_PLUGIN}:list", cwd=tmp_path, env=env, seconds=MVN_TIMEOUT
+    )
+    assert listed.code == 0, listed
+    console = tmp_path / "mvn-output.log"
+    console.write_text(listed.out, encoding="utf-8")
+    written = await run_client(
+        mvn, *common, "-q", f"{DEPENDENCY_PLUGIN}:list", f"-DoutputFile={tmp_path / 'deps.txt'}",
+        cwd=tmp_path, env=env, seconds=MVN_TIMEOUT,
+    )  # fmt: skip
+    assert written.code == 0, written
+    files = [console, tmp_path / "deps.txt"]
+
+    for path in files:
+        code, answer = await preflight_json(mirror, path)
+        assert code == 0, (path, answer)
+        assert answer["files"][0]["format"] == "mvn-dependency-list", answer
+        assert answer["checked"] == 2, (path, answer)  # app and lib, not the plugin's own
+    blocked = await mirror_cli(
+        mirror, "block", "maven", "org.example:lib", "1.5.0", "--reason", "compromised release"
+    )
+    assert blocked.code == 0, blocked
+    for path in files:
+        code, answer = await preflight_json(mirror, path)
+        assert code == 1, (path, answer)
+        refused = [(r["package"], r["version"], r["verdict"]) for r in answer["refused"]]
+        assert refused == [("org.example:lib", "1.5.0", "blocked")], (path, answer)
