@@ -2,7 +2,8 @@
 freeze and uv (lock, export, pip compile) made against `mirror serve` with fake upstreams,
 plus CycloneDX and SPDX documents written here; then one version of each ecosystem blocked
 through the admin API, and preflight names exactly those pins and exits 1. One mirror serves
-every client, so the whole walk costs one start."""
+every npm and Python client, so that walk costs one start; Maven's `dependency:list` (console
+and -DoutputFile) has its own, with a fake Maven repository."""
 
 from __future__ import annotations
 
