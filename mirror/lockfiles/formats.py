@@ -48,7 +48,10 @@ _NAMED_FILES: Final[Mapping[str, str]] = {
 
 def format_for_name(name: str) -> str | None:
     """The format a file called `name` is in by convention (`app/yarn.lock`: yarn.lock)."""
-    return _NAMED_FILES.get(name.replace("\\", "/").rsplit("/", 1)[-1].lower())
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].lower()
+    if base.endswith(".txt") and base.startswith(("requirements", "constraints")):
+        return "requirements"  # a line pip reads and this reader does not is listed unpinned
+    return _NAMED_FILES.get(base)
 
 
 def read_lockfile(text: str, *, name: str = "the file", format_name: str | None = None) -> Lockfile:

@@ -722,6 +722,12 @@ def test_format_forces_a_reader_and_a_file_name_is_the_last_hint() -> None:
         read_lockfile(headless, name="frontend.lock")
     assert read_lockfile(headless, format_name="yarn.lock").pins[0] == npm("@scope/a", "1.2.3")
     assert read_lockfile(headless, name="web/Yarn.lock").pins[0] == npm("@scope/a", "1.2.3")
+    # requirements*.txt keeps what pip would read even with a line this reader does not know.
+    odd = "requests==2.31.0\nvendor/mylib\n"
+    with pytest.raises(LockfileError, match="not a lockfile"):
+        read_lockfile(odd, name="deps.txt")
+    lockfile = read_lockfile(odd, name="requirements-dev.txt")
+    assert (lockfile.pins, lockfile.unpinned) == ((pypi("requests", "2.31.0"),), ("vendor/mylib",))
     # The hint never overrides what the content says, nor rescues a document of another kind.
     assert read_lockfile(PIP_FREEZE, name="yarn.lock").format == "requirements"
     with pytest.raises(LockfileError, match="a JSON document that is not a package-lock"):
