@@ -4,6 +4,7 @@ JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -39,8 +40,11 @@ from mirror.admin.rules import (
     with_coverage,
 )
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import BadRequest, EcosystemDisabled, NotFound, StateUnavailable
+from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound, StateUnavailable
 from mirror.forwarded import client_address
+from mirror.lockfiles.formats import read_lockfile
+from mirror.lockfiles.pins import LockfileError, Pin
+from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
 from mirror.model import Explanation, RuleKind
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
@@ -48,6 +52,10 @@ from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import InvalidPosition
 
 MAX_AUDIT_LIMIT: Final = 1000
+# A preflight explains every pin (an upstream lookup each when not cached): a bound per
+# request, and a few at a time as the CLI does.
+MAX_PREFLIGHT_PINS: Final = 5000
+PREFLIGHT_PARALLEL: Final = 8
 
 
 def add_routes(app: web.Application) -> None:
@@ -66,6 +74,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{PREFIX}/explain", explain_view, allow_head=False),
         web.get(f"{PREFIX}/impact", impact_view, allow_head=False),
         web.get(f"{PREFIX}/audit", audit_view, allow_head=False),
+        web.post(f"{PREFIX}/preflight", preflight_view),
     ]
     app.router.add_routes(routes)
 
@@ -268,6 +277,46 @@ async def explain_view(request: web.Request) -> web.StreamResponse:
         if coverage is not None:
             answer["rule"] = {**rule, "covers": coverage}
     return web.json_response(answer)
+
+
+async def preflight_view(request: web.Request) -> web.StreamResponse:
+    """`POST /api/v1/preflight` with a lockfile, dependency list or SBOM as the body
+    (`?format=` forces its format, `?name=` is its file name): the report `mirror preflight
+    --json` prints, each pin explained by its ecosystem's adapter."""
+    _read_guard(request)
+    name = _optional_query(request, "name") or "the request body"
+    format_name = _optional_query(request, "format") or None
+    try:
+        text = (await read_body(request)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name}: not UTF-8 text, so not a lockfile") from None
+    try:
+        lockfile = await asyncio.to_thread(read_lockfile, text, name=name, format_name=format_name)
+    except LockfileError as exc:
+        raise BadRequest(str(exc)) from None
+    files = [(name, lockfile)]
+    pins = all_pins(files)
+    if len(pins) > MAX_PREFLIGHT_PINS:
+        raise BadRequest(
+            f"{name} pins {len(pins)} versions, more than {MAX_PREFLIGHT_PINS} in one request: "
+            "split it, or run `mirror preflight`"
+        )
+    adapters = _adapters(request)
+    parallel = asyncio.Semaphore(PREFLIGHT_PARALLEL)
+
+    async def check(pin: Pin) -> dict[str, Any]:
+        adapter = adapters.get(pin.ecosystem)
+        if adapter is None:
+            return pin_result(pin, "error", None, f"{pin.ecosystem} is not enabled on this mirror")
+        async with parallel:
+            try:
+                explanation = await adapter.explain(pin.package, pin.version)
+            except MirrorError as exc:  # a bad name, an upstream that cannot answer
+                return pin_result(pin, "error", None, exc.message)
+        return pin_result(pin, explanation.verdict, iso(explanation.until), explanation.detail)
+
+    results = await asyncio.gather(*(check(pin) for pin in pins))
+    return web.json_response(preflight_answer(files, results))
 
 
 def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from mirror.cli.preflight import run_preflight
 from mirror.cli.serve import serve
 from mirror.cli.settings import add_config_argument, add_directory_arguments, show_config
 from mirror.errors import ConfigError
+from mirror.lockfiles.formats import ALIASES, FORMATS
 from mirror.model import ECOSYSTEMS, RuleKind
 
 
@@ -158,7 +159,12 @@ def _add_admin_parsers(commands: Any) -> None:
     preflight.add_argument(
         "files",
         nargs="+",
-        help="package-lock.json, npm-shrinkwrap.json, yarn.lock or requirements*.txt files",
+        help="lockfiles (npm, yarn, pnpm, requirements, poetry, uv, pylock), `mvn "
+        "dependency:list` output or CycloneDX/SPDX JSON SBOMs; the format is read from the "
+        "content",
+    )
+    preflight.add_argument(
+        "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
     )
     preflight.set_defaults(run=run_preflight)
 

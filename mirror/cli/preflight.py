@@ -12,10 +12,12 @@ from typing import Any, Final
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, emit, expect
 from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import format_table, show
-from mirror.lockfiles import LockfileError, Pin, read_lockfile
+from mirror.lockfiles.formats import read_lockfile
+from mirror.lockfiles.pins import MAX_LOCKFILE_CHARS, Lockfile, LockfileError, Pin
+from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
 
 PREFLIGHT_PARALLEL: Final = 8
-ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
+SKIPPED_SHOWN: Final = 5  # the text report names a few skipped entries, then counts the rest
 
 
 def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
@@ -25,28 +27,25 @@ def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
             call(endpoint, "GET", "/explain", query=query), "mirror preflight", verdict=str
         )
     except AdminError as exc:
-        return {**query, "verdict": "error", "until": None, "detail": str(exc)}
-    return {
-        **query,
-        "verdict": answer.get("verdict"),
-        "until": answer.get("until"),
-        "detail": answer.get("detail"),
-    }
+        return pin_result(pin, "error", None, str(exc))
+    return pin_result(pin, answer.get("verdict"), answer.get("until"), answer.get("detail"))
 
 
 def preflight_text(answer: Mapping[str, Any]) -> str:
     refused = answer["refused"]
     lines = []
     if refused:
-        lines.append(
-            format_table(
-                ("PACKAGE", "VERSION", "VERDICT", "UNTIL", "WHY"),
-                [
-                    (r["package"], r["version"], r["verdict"], r["until"] or "", r["detail"])
-                    for r in refused
-                ],
+        # With several files, which of them pins each refused version (which build has it).
+        several = len(answer.get("files") or ()) > 1
+        header = ("PACKAGE", "VERSION", "VERDICT", "UNTIL", *(("IN",) if several else ()), "WHY")
+        rows = [
+            (
+                r["package"], r["version"], r["verdict"], r["until"] or "",
+                *((", ".join(r.get("in") or ()),) if several else ()), r["detail"],
             )
-        )
+            for r in refused
+        ]  # fmt: skip
+        lines.append(format_table(header, rows))
     lines.append(
         f"{answer['checked']} pinned version(s) checked: "
         + (f"{len(refused)} would be refused" if refused else "all would install")
@@ -54,6 +53,13 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     if answer["unpinned"]:
         unpinned = ", ".join(show(name) for name in answer["unpinned"])
         lines.append(f"not checked (no exact version): {unpinned}")
+    skipped = answer.get("skipped") or []
+    if skipped:
+        named = ", ".join(show(entry) for entry in skipped[:SKIPPED_SHOWN])
+        more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+        lines.append(
+            f"not checked (not from a registry the mirror serves, or not read): {named}{more}"
+        )
     return "\n".join(lines)
 
 
@@ -62,28 +68,27 @@ def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
     exit 1 if any would be refused (held, blocked, unknown), so CI can stop early."""
     try:
         endpoint = Endpoint.from_args(args, environ)
-        pins: set[Pin] = set()
-        unpinned: list[str] = []
+        files: list[tuple[str, Lockfile]] = []
         for path in args.files:
             try:
                 with open(path, encoding="utf-8") as handle:
-                    lockfile = read_lockfile(path, handle.read())
+                    text = handle.read(MAX_LOCKFILE_CHARS + 1)
+                files.append((path, read_lockfile(text, name=path, format_name=args.format)))
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}: not UTF-8 text; not a lockfile") from None
             except LockfileError as exc:
                 raise UsageError(str(exc)) from None
-            pins.update(lockfile.pins)
-            unpinned.extend(lockfile.unpinned)
     except UsageError as exc:
         print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
     with ThreadPoolExecutor(max_workers=PREFLIGHT_PARALLEL) as pool:
-        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), sorted(pins)))
-    refused = [result for result in results if result["verdict"] not in ACCEPTED_VERDICTS]
-    answer = {"checked": len(results), "refused": refused, "unpinned": unpinned}
+        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), all_pins(files)))
+    answer = preflight_answer(files, results)
     try:
         emit(args, answer, preflight_text, sys.stdout)
     except AdminError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_FAILED if refused else EXIT_OK
+    return EXIT_FAILED if answer["refused"] else EXIT_OK

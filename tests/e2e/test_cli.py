@@ -326,6 +326,17 @@ async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Pa
     assert summary == "2 pinned version(s) checked: 1 would be refused"
     as_json = (await cli("preflight", str(lockfile), "--json")).json()
     assert [r["version"] for r in as_json["refused"]] == ["1.4.0"]
+    # The API answers a CI system without the CLI with the same report.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{cli.mirror.url}/api/v1/preflight",
+            data=lockfile.read_bytes(),
+            params={"name": str(lockfile)},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == as_json
 
     lock["packages"].pop("node_modules/a/node_modules/left-pad")
     lockfile.write_text(json.dumps(lock), encoding="utf-8")
@@ -336,6 +347,22 @@ async def test_preflight_says_which_pins_would_be_refused(cli: Cli, tmp_path: Pa
     unknown = await cli("preflight", str(tmp_path / "Cargo.lock"))
     assert unknown.code == 2
     assert "cannot read" in unknown.err
+
+    # Any file name: the format is read from the content, and named in --json.
+    renamed = tmp_path / "lock-from-prod.json"
+    renamed.write_text(json.dumps(lock), encoding="utf-8")
+    detected = (await cli("preflight", str(renamed), "--json")).json()
+    assert detected["files"] == [{"file": str(renamed), "format": "package-lock.json", "pins": 1}]
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Install the app with pip.\n", encoding="utf-8")
+    unreadable = await cli("preflight", str(notes))
+    assert unreadable.code == 2
+    assert f"{notes}: not a lockfile, dependency list or SBOM this command reads" in unreadable.err
+    assert "formats: package-lock.json, yarn.lock, pnpm-lock.yaml, requirements" in unreadable.err
+    forced = await cli("preflight", "--format", "cyclonedx", str(renamed))
+    assert forced.code == 2
+    assert "a CycloneDX document is a JSON object" in forced.err
 
 
 async def test_import_osv_blocks_what_an_advisory_lists_once(cli: Cli, tmp_path: Path) -> None:

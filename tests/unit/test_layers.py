@@ -221,6 +221,13 @@ PURE_MODULES = (
     "mirror.versions",
     "mirror.osv",
     "mirror.lockfiles",
+    "mirror.lockfiles.pins",
+    "mirror.lockfiles.npm",
+    "mirror.lockfiles.python",
+    "mirror.lockfiles.maven",
+    "mirror.lockfiles.sbom",
+    "mirror.lockfiles.formats",
+    "mirror.lockfiles.report",
     "mirror.hosts",
     "mirror.admin.parse",
     "mirror.admin.auth",
@@ -268,7 +275,7 @@ def test_pure_modules_load_no_io_layer(module: str) -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     (  # pure core
         "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
-        "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv", "mirror.lockfiles",
+        "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget",
     ),
@@ -278,6 +285,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.maven.document", "mirror.ecosystems.pypi.names",
         "mirror.ecosystems.pypi.negotiation", "mirror.ecosystems.pypi.links",
         "mirror.ecosystems.pypi.simple", "mirror.ecosystems.pypi.jsonapi",
+        # pins read from lockfiles and SBOMs (PyPI names normalised as pypi.names does)
+        "mirror.lockfiles", "mirror.lockfiles.pins", "mirror.lockfiles.npm",
+        "mirror.lockfiles.python", "mirror.lockfiles.maven", "mirror.lockfiles.sbom",
+        "mirror.lockfiles.formats", "mirror.lockfiles.report",
     ),
     (  # edges
         "mirror.upstream", "mirror.state", "mirror.state.base", "mirror.state.local",
