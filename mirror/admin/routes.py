@@ -16,6 +16,7 @@ from mirror import versions
 from mirror.admin import auth
 from mirror.admin.auth import Caller
 from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
+from mirror.admin.openapi import openapi_document
 from mirror.admin.parse import (
     COLLECTIONS,
     PREFIX,
@@ -75,6 +76,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{PREFIX}/impact", impact_view, allow_head=False),
         web.get(f"{PREFIX}/audit", audit_view, allow_head=False),
         web.post(f"{PREFIX}/preflight", preflight_view),
+        web.get(f"{PREFIX}/openapi.json", openapi_view, allow_head=False),
     ]
     app.router.add_routes(routes)
 
@@ -317,6 +319,17 @@ async def preflight_view(request: web.Request) -> web.StreamResponse:
 
     results = await asyncio.gather(*(check(pin) for pin in pins))
     return web.json_response(preflight_answer(files, results))
+
+
+async def openapi_view(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI document of this API (`mirror.admin.openapi`), open to everyone; revalidated
+    (`no-cache`) since it changes with the mirror's version."""
+    document = openapi_document(
+        max_impact_limit=MAX_IMPACT_LIMIT,
+        max_audit_limit=MAX_AUDIT_LIMIT,
+        max_preflight_pins=MAX_PREFLIGHT_PINS,
+    )
+    return web.json_response(document, headers={"Cache-Control": "no-cache"})
 
 
 def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:

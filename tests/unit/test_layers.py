@@ -231,6 +231,7 @@ PURE_MODULES = (
     "mirror.hosts",
     "mirror.admin.parse",
     "mirror.admin.auth",
+    "mirror.admin.openapi",
     "mirror.ecosystems.base",
     "mirror.ecosystems.npm.names",
     "mirror.ecosystems.npm.document",
@@ -308,7 +309,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.npm.routes", "mirror.ecosystems.maven.routes",
         "mirror.ecosystems.pypi.routes", "mirror.admin", "mirror.admin.parse",
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
-        "mirror.app",
+        "mirror.admin.openapi", "mirror.app",
     ),
     (  # entry
         "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
