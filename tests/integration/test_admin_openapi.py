@@ -209,7 +209,7 @@ async def test_the_document_is_openapi_3_1_in_structure(client: Client) -> None:
             assert status == "default" or 100 <= int(status) < 600
             assert response["description"]
             for media in response.get("content", {}).values():
-                assert violations(document, media["schema"], None) is not None  # refs resolve
+                assert resolve(document, media["schema"])["type"]  # it resolves to a schema
     # every $ref anywhere points into the document
     refs: list[str] = []
 
