@@ -46,7 +46,7 @@ from mirror.forwarded import client_address
 from mirror.lockfiles.formats import read_lockfile
 from mirror.lockfiles.pins import LockfileError, Pin
 from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
-from mirror.model import Explanation, RuleKind
+from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
@@ -161,10 +161,36 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+DRY_RUN_WORDS: Final = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
+def _dry_run(request: web.Request, body: dict[str, Any]) -> bool:
+    """Whether a create is a dry run: `?dry_run=true` or `"dry_run": true` in the body
+    (removed from `body`, so the rule's own fields are checked as for a real create)."""
+    text = request.query.get("dry_run")
+    in_query = False
+    if text is not None:
+        if text.strip().lower() not in DRY_RUN_WORDS:
+            raise BadRequest("dry_run: expected true or false", field="dry_run")
+        in_query = DRY_RUN_WORDS[text.strip().lower()]
+    in_body = body.pop("dry_run", False)
+    if not isinstance(in_body, bool):
+        raise BadRequest("dry_run: expected true or false (a JSON boolean)", field="dry_run")
+    return in_query or in_body
+
+
 def _create_handler(kind: RuleKind) -> Handler:
     async def create(request: web.Request) -> web.StreamResponse:
         caller = _authorize(request, required=True)
         body = await _read_json(request)
+        dry_run = _dry_run(request, body)
         services = _services(request)
         now = services.clock.now()
         if kind == "freeze":
@@ -172,28 +198,43 @@ def _create_handler(kind: RuleKind) -> Handler:
         else:
             record = await rule_record(kind, body, caller.actor, now, services, _adapters(request))
         after = describe_rule(record, now)
+        if dry_run:
+            # Shadow mode: validated as a real create, then nothing is stored, audited or
+            # reloaded; the answer is what a real create would report, without an id.
+            shown = {key: value for key, value in after.items() if key != "id"}
+            preview = await _rule_effect(request, kind, record, shown)
+            return web.json_response({"dry_run": True, **preview})
         entry = audit_entry(services, caller, f"{kind}.create", record.id, None, after)
         await services.state.add_rule(record, audit=entry)
         log_change(entry)
         await services.policy.reload()
         # Stored and applied first: what it covers and who pulled it are reported after.
-        answer: dict[str, Any] = {kind: after}
-        coverage = await rule_coverage(_adapters(request), record, fetch=True)
-        if coverage is not None:
-            answer[kind] = {**after, "covers": coverage}
-            if coverage.get("warning"):
-                answer["warning"] = coverage["warning"]
-        if kind == "block":
-            query = ImpactQuery(record.ecosystem, record.package, record.versions, None, "")
-            try:
-                answer["impact"] = await impact_page(
-                    services, query, limit=DEFAULT_IMPACT_LIMIT, cursor=None
-                )
-            except StateUnavailable as exc:
-                answer["impact"] = {"error": f"the download ledger is unavailable: {exc}"}
-        return web.json_response(answer, status=201)
+        return web.json_response(await _rule_effect(request, kind, record, after), status=201)
 
     return create
+
+
+async def _rule_effect(
+    request: web.Request, kind: RuleKind, record: RuleRecord, shown: dict[str, Any]
+) -> dict[str, Any]:
+    """A new rule as a create answers it: `shown` with what it covers now (fetching the
+    package's document if needed), a warning if it covers nothing, and for a block the first
+    impact page of who already downloaded what it covers."""
+    answer: dict[str, Any] = {kind: shown}
+    coverage = await rule_coverage(_adapters(request), record, fetch=True)
+    if coverage is not None:
+        answer[kind] = {**shown, "covers": coverage}
+        if coverage.get("warning"):
+            answer["warning"] = coverage["warning"]
+    if kind == "block":
+        query = ImpactQuery(record.ecosystem, record.package, record.versions, None, "")
+        try:
+            answer["impact"] = await impact_page(
+                _services(request), query, limit=DEFAULT_IMPACT_LIMIT, cursor=None
+            )
+        except StateUnavailable as exc:
+            answer["impact"] = {"error": f"the download ledger is unavailable: {exc}"}
+    return answer
 
 
 def _list_handler(kind: RuleKind) -> Handler:

@@ -110,6 +110,11 @@ def _add_admin_parsers(commands: Any) -> None:
     block.add_argument("versions", help="version or range in the ecosystem's syntax; * for all")
     block.add_argument("--reason", required=True, help="why (kept in the audit log)")
     block.add_argument("--expires", help=f"when the block ends (default: never); {TIME_HELP}")
+    block.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what it would cover and who already downloaded it; create nothing",
+    )
     block.set_defaults(run=run(rules.create_rule("block")))
 
     exempt = add("exempt", "let versions through quarantine (never through a block)")
@@ -123,6 +128,11 @@ def _add_admin_parsers(commands: Any) -> None:
         dest="expires",
         help=f"when it ends (default: when the version matures anyway); {TIME_HELP}",
     )
+    exempt.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what it would cover and who already downloaded it; create nothing",
+    )
     exempt.set_defaults(run=run(rules.create_rule("exemption")))
 
     freeze = add("freeze", "hold back everything published after a cutoff, until a time")
@@ -131,6 +141,11 @@ def _add_admin_parsers(commands: Any) -> None:
     freeze.add_argument("--until", required=True, help=f"when the freeze ends; {TIME_HELP}")
     freeze.add_argument("--reason", required=True)
     freeze.add_argument("--package", default="*", help="name or glob (default: every package)")
+    freeze.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what it would cover and who already downloaded it; create nothing",
+    )
     freeze.set_defaults(run=run(rules.create_rule("freeze")))
 
     removals: tuple[tuple[RuleKind, str, str], ...] = (

@@ -14,21 +14,25 @@ from mirror.cli.tables import coverage_lines, impact_text, rules_table, show
 from mirror.model import RuleKind
 
 
-def _created(kind: RuleKind) -> Callable[[Any], str]:
+def _created(kind: RuleKind, *, dry_run: bool = False) -> Callable[[Any], str]:
     def text(answer: Mapping[str, Any]) -> str:
         rule = answer[kind]
         verb = {"block": "blocked", "exemption": "exempted", "freeze": "froze"}[kind]
+        if dry_run:
+            verb = "would " + {"block": "block", "exemption": "exempt", "freeze": "freeze"}[kind]
+        # A dry run's rule has no id: it was not stored.
+        stored = "dry run, nothing created" if dry_run else f"id {show(rule['id'])}"
         if kind == "freeze":
             head = (
                 f"{verb} {show(rule['ecosystem'])} {show(rule['package'])}: nothing published "
                 f"after {show(rule['published_after'])} until {show(rule['expires_at'])} "
-                f"(id {show(rule['id'])})"
+                f"({stored})"
             )
         else:
             until = f" until {show(rule['expires_at'])}" if rule.get("expires_at") else ""
             head = (
                 f"{verb} {show(rule['ecosystem'])} {show(rule['package'])} "
-                f"{show(rule['versions'])}{until} (id {show(rule['id'])})"
+                f"{show(rule['versions'])}{until} ({stored})"
             )
         lines = [head, *coverage_lines(rule)]
         if "impact" in answer:
@@ -56,8 +60,11 @@ def create_rule(kind: RuleKind) -> Callable[[argparse.Namespace, Endpoint], tupl
                 "reason": args.reason,
                 "expires": args.expires,
             }
-        answer = call(endpoint, "POST", f"/{COLLECTIONS[kind]}", body=body)
-        return expect(answer, f"mirror {args.command}", **{kind: dict}), _created(kind)
+        dry_run = bool(getattr(args, "dry_run", False))
+        query = {"dry_run": "true"} if dry_run else None
+        answer = call(endpoint, "POST", f"/{COLLECTIONS[kind]}", query=query, body=body)
+        expect(answer, f"mirror {args.command}", **{kind: dict})
+        return answer, _created(kind, dry_run=dry_run)
 
     return command
 

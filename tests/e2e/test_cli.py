@@ -662,3 +662,111 @@ async def test_no_answer_text_reaches_the_terminal_raw(
         assert_clean(result.err)
         lines = (result.out + result.err).splitlines()
         assert not any(line.startswith("FORGED") for line in lines), args
+
+
+# shadow mode: --dry-run ---------------------------------------------------------------------
+
+
+async def downloaded_by_this_test(cli: Cli, version: str) -> None:
+    """A real tarball download through the mirror, then wait until the ledger has it."""
+    async with aiohttp.ClientSession() as session:
+        tarball = f"{cli.mirror.url}/npm/left-pad/-/left-pad-{version}.tgz"
+        async with session.get(tarball) as response:
+            assert response.status == 200
+    for _ in range(50):  # bounded: the ledger is written just after the response
+        impact = (await cli("impact", "npm", "left-pad", version, "--json")).json()
+        if impact["downloads"]:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the download of left-pad {version} was not recorded")
+
+
+async def test_block_dry_run_prints_who_downloaded_it_and_creates_nothing(cli: Cli) -> None:
+    await downloaded_by_this_test(cli, "1.3.0")
+    dry = await cli("block", "npm", "left-pad", "<1.4.0", "--reason", "bad", "--dry-run")
+    assert dry.code == 0, dry.err
+    lines = dry.out.splitlines()
+    assert lines[0] == "would block npm left-pad <1.4.0 (dry run, nothing created)"
+    assert "covers now: 1.0.0, 1.3.0 (2 of 3 versions upstream lists)" in lines
+    assert "already downloaded by 1 client(s) (1 client/file row(s)):" in lines
+    header = next(line for line in lines if line.startswith("CLIENT"))
+    assert header.split()[:4] == ["CLIENT", "PACKAGE", "VERSION", "FILE"]
+    assert any(line.split()[:4] == ["127.0.0.1", "left-pad", "1.3.0", "left-pad-1.3.0.tgz"]
+               for line in lines)  # fmt: skip
+    as_json = (await cli("block", "npm", "left-pad", "<1.4.0", "--reason", "x", "--dry-run",
+                         "--json")).json()  # fmt: skip
+    assert as_json["dry_run"] is True
+    assert "id" not in as_json["block"]
+    assert as_json["impact"]["clients"] == ["127.0.0.1"]
+    assert (await cli("blocks", "--json")).json() == {"blocks": []}
+    assert (await cli("audit", "--json")).json()["entries"] == []
+    refused = await cli("block", "npm", "left-pad", ">=>1", "--reason", "x", "--dry-run")
+    assert refused.code == 1
+    assert "versions:" in refused.err
+
+
+async def test_import_osv_dry_run_shows_each_advisorys_blocks_and_who_downloaded_them(
+    cli: Cli, tmp_path: Path
+) -> None:
+    await downloaded_by_this_test(cli, "1.3.0")
+    advisories = [
+        {
+            "id": "GHSA-demo-0002",
+            "summary": "credential theft",
+            "affected": [
+                {
+                    "package": {"ecosystem": "npm", "name": "left-pad"},
+                    "ranges": [{"type": "SEMVER", "events": [{"introduced": "1.1.0"},
+                                                             {"fixed": "1.4.0"}]}],
+                }
+            ],
+        },
+        {
+            "id": "GHSA-demo-0003",
+            "affected": [
+                {"package": {"ecosystem": "npm", "name": "left-pad"}, "versions": ["1.4.0"]}
+            ],
+        },
+    ]  # fmt: skip
+    path = tmp_path / "advisories.json"
+    path.write_text(json.dumps(advisories), encoding="utf-8")
+    dry = await cli("import-osv", str(path), "--dry-run")
+    assert dry.code == 0, dry.err
+    sections = dry.out.split("\n\n")
+    first = next(s for s in sections if s.startswith("GHSA-demo-0002: would block npm left-pad"))
+    assert "covers now: 1.3.0 (1 of 3 versions upstream lists)" in first
+    assert "already downloaded by 1 client(s)" in first
+    assert "127.0.0.1" in first
+    second = next(s for s in sections if s.startswith("GHSA-demo-0003: would block npm left-pad"))
+    assert "covers now: 1.4.0" in second
+    assert "no recorded downloads of matching versions" in second
+    rows = (await cli("import-osv", str(path), "--dry-run", "--json")).json()["blocks"]
+    assert {row["advisory"]: row["impact"]["clients"] for row in rows} == {
+        "GHSA-demo-0002": ["127.0.0.1"],
+        "GHSA-demo-0003": [],
+    }
+    assert (await cli("blocks", "--json")).json() == {"blocks": []}
+    assert (await cli("audit", "--json")).json()["entries"] == []
+    # The preview needs the write token, like a real import.
+    no_token = await cli("import-osv", str(path), "--dry-run", token=None)
+    assert no_token.code == 1
+    assert "failed" in no_token.out
+
+
+async def test_no_dry_run_answer_text_reaches_the_terminal_raw(
+    aiohttp_server: AiohttpServer, cli: Cli, tmp_path: Path
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response(hostile_answer(request.path))
+
+    url, _ = await start_server(aiohttp_server, answer)
+    advisory = tmp_path / "osv.json"
+    advisory.write_text(json.dumps(OSV_ADVISORY), encoding="utf-8")
+    for args in (
+        ("block", "npm", "left-pad", "1.0.0", "--reason", "x", "--dry-run"),
+        ("import-osv", str(advisory), "--dry-run"),
+    ):
+        result = await cli(*args, url=url)
+        assert "Traceback" not in result.err, (args, result.err)
+        assert_clean(result.out)
+        assert_clean(result.err)
