@@ -10,6 +10,7 @@ from typing import Any, Final
 from mirror import __version__
 from mirror.admin.parse import (
     COLLECTIONS,
+    DRY_RUN_WORDS,
     MAX_BODY_BYTES,
     MAX_QUERY_LENGTH,
     MAX_REASON_LENGTH,
@@ -353,6 +354,16 @@ def _schemas() -> dict[str, Any]:
     report = schemas["PreflightReport"]["properties"]
     for listing in ("refused", "files"):
         report[listing]["items"] = _closed(report[listing]["items"])
+    # A dry run's rule is the Rule a create would store, without the id it would get.
+    rule = schemas["Rule"]
+    schemas["RulePreview"] = {
+        **rule,
+        "description": "A rule as a create would store it (a dry run): no id.",
+        "required": [field for field in rule["required"] if field != "id"],
+        "properties": {key: value for key, value in rule["properties"].items() if key != "id"},
+    }
+    for request in ("RuleRequest", "FreezeRequest"):
+        schemas[request]["properties"]["dry_run"] = _DRY_RUN_FIELD
     return schemas
 
 
@@ -400,6 +411,11 @@ def _query(name: str, description: str, *, required: bool = False, **schema: Any
 
 
 _ECOSYSTEM_QUERY: Final[dict[str, Any]] = {"enum": list(ECOSYSTEMS)}
+_DRY_RUN_FIELD: Final[dict[str, Any]] = {
+    "type": "boolean",
+    "description": "true: a dry run (shadow mode): validated and answered as a create, "
+    "nothing stored, audited or applied; the answer is 200 with `dry_run: true`",
+}
 _AUTH_ERRORS: Final = ("401", "403")
 
 
@@ -421,6 +437,15 @@ def _rule_paths(kind: RuleKind, collection: str) -> dict[str, Any]:
         created["required"] = [kind, "impact"]
         created["properties"]["impact"] = {"anyOf": [_ref("ImpactPage"), _ref("ImpactUnavailable")]}
         create_note = " The answer holds the first impact page of the blocked versions."
+    previewed: dict[str, Any] = {
+        **created,
+        "required": ["dry_run", *created["required"]],
+        "properties": {
+            **created["properties"],
+            "dry_run": {"type": "boolean", "enum": [True]},
+            kind: _ref("RulePreview"),
+        },
+    }
     tag = collection
     listed = {
         "type": "object",
@@ -453,11 +478,19 @@ def _rule_paths(kind: RuleKind, collection: str) -> dict[str, Any]:
                 "description": f"Stores and applies the {kind} at once.{create_note} "
                 f"{_ALWAYS_PROTECTED} The body is at most {MAX_BODY_BYTES} bytes.",
                 "security": _security(always=True),
+                "parameters": [
+                    _query(
+                        "dry_run",
+                        "`true` (or `1`, `yes`): a dry run, as the body's `dry_run`",
+                        enum=list(DRY_RUN_WORDS),
+                    )
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(request)}},
                 },
                 "responses": {
+                    "200": _json(previewed, f"a dry run: the {kind} a create would store"),
                     "201": _json(created, f"the {kind} as stored"),
                     **_errors("400", *_AUTH_ERRORS, "413"),
                 },

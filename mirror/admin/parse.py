@@ -337,3 +337,14 @@ def rule_fields(body: Mapping[str, Any], kind: RuleKind, now: datetime) -> RuleF
         if expires <= now:
             raise BadRequest(f"expires: {iso(expires)} is already past", field="expires")
     return RuleFields(ecosystem, package, spec, reason, expires)
+
+
+# What `?dry_run=` accepts (a create that stores nothing: shadow mode).
+DRY_RUN_WORDS: Final = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "false": False,
+    "0": False,
+    "no": False,
+}

@@ -19,6 +19,7 @@ from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_p
 from mirror.admin.openapi import openapi_document
 from mirror.admin.parse import (
     COLLECTIONS,
+    DRY_RUN_WORDS,
     PREFIX,
     ImpactCursor,
     ImpactQuery,
@@ -159,16 +160,6 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
 # handlers: rules --------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-DRY_RUN_WORDS: Final = {
-    "true": True,
-    "1": True,
-    "yes": True,
-    "false": False,
-    "0": False,
-    "no": False,
-}
 
 
 def _dry_run(request: web.Request, body: dict[str, Any]) -> bool:

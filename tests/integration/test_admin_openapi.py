@@ -286,6 +286,10 @@ async def test_every_operation_answers_what_it_documents(make_mirror: MakeClient
     }
     for collection, body in bodies.items():
         base, item = f"{PREFIX}/{collection}", f"{PREFIX}/{collection}/{{id}}"
+        # Dry runs first (both forms): documented answers, and nothing stored by them.
+        previewed = await check(base, "POST", f"{base}?dry_run=true", 200, json=body)
+        assert previewed["dry_run"] is True
+        await check(base, "POST", base, 200, json={**body, "dry_run": True})
         created = await check(base, "POST", base, 201, json=body)
         (rule,) = (value for key, value in created.items() if key not in {"impact", "warning"})
         if collection == "blocks":
