@@ -19,6 +19,7 @@ from mirror.cli.osvimport import run_import_osv
 from mirror.cli.preflight import run_preflight
 from mirror.cli.serve import serve
 from mirror.cli.settings import add_config_argument, add_directory_arguments, show_config
+from mirror.cli.warm import WARM_PARALLEL, WARM_TIMEOUT_SECONDS, run_warm
 from mirror.errors import ConfigError
 from mirror.lockfiles.formats import ALIASES, FORMATS
 from mirror.model import ECOSYSTEMS, RuleKind
@@ -182,6 +183,21 @@ def _add_admin_parsers(commands: Any) -> None:
         "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
     )
     preflight.set_defaults(run=run_preflight)
+
+    warm = add("warm", "fetch every allowed version these lockfiles pin into the mirror's cache")
+    warm.add_argument("files", nargs="+", help="the files `mirror preflight` reads")
+    warm.add_argument(
+        "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
+    )
+    warm.add_argument(
+        "--parallel", type=int, default=WARM_PARALLEL,
+        help=f"versions fetched at once (default {WARM_PARALLEL})",
+    )  # fmt: skip
+    warm.add_argument(
+        "--timeout", type=float, default=WARM_TIMEOUT_SECONDS,
+        help=f"seconds for the whole run (default {WARM_TIMEOUT_SECONDS:.0f})",
+    )  # fmt: skip
+    warm.set_defaults(run=run_warm)
 
     osv = add("import-osv", "block what OSV advisories list as affected (skips existing blocks)")
     osv.add_argument("files", nargs="+", help="OSV JSON files (an advisory or a list of them)")

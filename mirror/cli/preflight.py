@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
@@ -20,7 +20,7 @@ PREFLIGHT_PARALLEL: Final = 8
 SKIPPED_SHOWN: Final = 5  # the text report names a few skipped entries, then counts the rest
 
 
-def _check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
+def check_pin(endpoint: Endpoint, pin: Pin) -> dict[str, Any]:
     query = {"ecosystem": pin.ecosystem, "package": pin.package, "version": pin.version}
     try:
         answer = expect(
@@ -63,28 +63,35 @@ def preflight_text(answer: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def read_files(paths: Sequence[str], format_name: str | None) -> list[tuple[str, Lockfile]]:
+    """Each named file read as a lockfile (its format from the content unless
+    `format_name`); UsageError naming the first that cannot be read."""
+    files: list[tuple[str, Lockfile]] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(MAX_LOCKFILE_CHARS + 1)
+            files.append((path, read_lockfile(text, name=path, format_name=format_name)))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text; not a lockfile") from None
+        except LockfileError as exc:
+            raise UsageError(str(exc)) from None
+    return files
+
+
 def run_preflight(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """`mirror preflight FILE...`: ask the mirror about every version the lockfiles pin;
     exit 1 if any would be refused (held, blocked, unknown), so CI can stop early."""
     try:
         endpoint = Endpoint.from_args(args, environ)
-        files: list[tuple[str, Lockfile]] = []
-        for path in args.files:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read(MAX_LOCKFILE_CHARS + 1)
-                files.append((path, read_lockfile(text, name=path, format_name=args.format)))
-            except OSError as exc:
-                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-            except UnicodeDecodeError:
-                raise UsageError(f"{path}: not UTF-8 text; not a lockfile") from None
-            except LockfileError as exc:
-                raise UsageError(str(exc)) from None
+        files = read_files(args.files, args.format)
     except UsageError as exc:
         print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
     with ThreadPoolExecutor(max_workers=PREFLIGHT_PARALLEL) as pool:
-        results = list(pool.map(lambda pin: _check_pin(endpoint, pin), all_pins(files)))
+        results = list(pool.map(lambda pin: check_pin(endpoint, pin), all_pins(files)))
     answer = preflight_answer(files, results)
     try:
         emit(args, answer, preflight_text, sys.stdout)

@@ -314,8 +314,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (  # entry
         "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
         "mirror.cli.state", "mirror.cli.client", "mirror.cli.rules", "mirror.cli.queries",
-        "mirror.cli.preflight", "mirror.cli.osvimport", "mirror.cli.tables", "mirror.cli.exits",
-        "mirror.server", "mirror.__main__",
+        "mirror.cli.preflight", "mirror.cli.warm", "mirror.cli.osvimport", "mirror.cli.tables",
+        "mirror.cli.exits", "mirror.server", "mirror.__main__",
     ),
 )  # fmt: skip
 LAYER_OF: Mapping[str, int] = {

@@ -1,0 +1,172 @@
+"""`mirror warm` against `mirror serve` with fake upstreams: it fetches every allowed pinned
+artifact through the mirror, lists held and blocked ones without fetching them (the upstream's
+request log says so), and then, with the upstreams down, the real npm and pip install those
+versions from the mirror alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from tests.e2e.conftest import (
+    ClientResult,
+    RunningMirror,
+    StartMirror,
+    block_before_start,
+    run_client,
+)
+from tests.e2e.test_npm_e2e import Env as NpmEnv
+from tests.e2e.test_npm_e2e import installed_version
+from tests.e2e.test_pypi_e2e import Env as PypiEnv
+from tests.fakes.npm import FakeNpmRegistry
+from tests.fakes.pypi import FakePypiIndex
+
+pytestmark = pytest.mark.e2e
+
+CLI_TIMEOUT = 120
+
+
+async def mirror_cli(mirror: RunningMirror, *args: str) -> ClientResult:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    env["MIRROR_URL"] = mirror.url
+    return await run_client(
+        sys.executable, "-m", "mirror", *args, cwd=mirror.data_dir.parent, env=env,
+        seconds=CLI_TIMEOUT,
+    )  # fmt: skip
+
+
+def outcome(answer: dict[str, Any], kind: str) -> set[tuple[str, str, str]]:
+    return {(r["ecosystem"], r["package"], r["version"]) for r in answer[kind]}
+
+
+async def test_warm_then_install_with_the_upstreams_down(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=90)
+    registry = FakeNpmRegistry()
+    registry.add_version("qm-demo", "1.0.0", published=old)
+    registry.add_version("qm-demo", "1.1.0", published=old)
+    registry.add_version("@qm/widget", "2.0.0", published=old)
+    registry.add_version("qm-fresh", "1.0.0", published=now - timedelta(hours=1))
+    registry.add_version("qm-evil", "6.6.6", published=old)
+    await registry.start(aiohttp_server)
+    index = FakePypiIndex()
+    index.add_wheel("qm-lib", "1.0", uploaded=old)
+    index.add_sdist("qm-lib", "1.0", uploaded=old)
+    index.add_wheel("qm-lib", "1.1", uploaded=old)
+    index.add_wheel("qm-new", "2.0", uploaded=now - timedelta(hours=1))
+    await index.start(aiohttp_server)
+    data_dir = tmp_path / "mirror-data"
+    await block_before_start(data_dir, "npm", "qm-evil", "6.6.6")
+    mirror = await start_mirror(
+        {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_PYPI_UPSTREAM": index.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ACCESS_LOG": "false",
+        },
+        data_dir=data_dir,
+    )
+    lockfile = tmp_path / "package-lock.json"
+    lockfile.write_text(
+        json.dumps(
+            {
+                "name": "app",
+                "lockfileVersion": 3,
+                "packages": {
+                    "": {"name": "app"},
+                    "node_modules/qm-demo": {"version": "1.0.0"},
+                    "node_modules/@qm/widget": {"version": "2.0.0"},
+                    "node_modules/qm-fresh": {"version": "1.0.0"},
+                    "node_modules/qm-evil": {"version": "6.6.6"},
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    requirements = tmp_path / "freeze.txt"
+    requirements.write_text("qm-lib==1.0\nqm-new==2.0\n", encoding="utf-8")
+
+    result = await mirror_cli(mirror, "warm", "--json", str(lockfile), str(requirements))
+    assert result.code == 1, result  # held and blocked pins: the build would not install
+    answer = json.loads(result.out[result.out.index("{") :])
+    assert outcome(answer, "fetched") == {
+        ("npm", "qm-demo", "1.0.0"), ("npm", "@qm/widget", "2.0.0"), ("pypi", "qm-lib", "1.0"),
+    }  # fmt: skip
+    assert outcome(answer, "held") == {("npm", "qm-fresh", "1.0.0"), ("pypi", "qm-new", "2.0")}
+    assert outcome(answer, "blocked") == {("npm", "qm-evil", "6.6.6")}
+    assert answer["failed"] == []
+    assert all(r["until"] for r in answer["held"])
+    sizes = {r["package"]: (r["files"], r["bytes"]) for r in answer["fetched"]}
+    every_file = [item for files in index.files.values() for item in files]
+    wheel, sdist = (f for f in every_file if f.project == "qm-lib" and f.version == "1.0")
+    assert sizes["qm-lib"][0] >= 2  # the wheel and the sdist (and their metadata)
+    assert sizes["qm-lib"][1] >= len(wheel.data) + len(sdist.data)
+    assert sizes["qm-demo"] == (1, len(registry.version("qm-demo", "1.0.0").tarball))
+    # What reached the upstreams: the allowed artifacts, never a held or blocked one, and
+    # nothing of a version no file pins.
+    for name, version in (("qm-demo", "1.0.0"), ("@qm/widget", "2.0.0")):
+        assert registry.upstream.count(registry.tarball_path(name, version)) == 1
+    for name, version in (("qm-fresh", "1.0.0"), ("qm-evil", "6.6.6"), ("qm-demo", "1.1.0")):
+        assert registry.upstream.count(registry.tarball_path(name, version)) == 0
+    fetched_files = {request.path.rsplit("/", 1)[-1] for request in index.upstream.requests}
+    assert wheel.filename in fetched_files
+    assert sdist.filename in fetched_files
+    held = [f.filename for f in every_file if f.project == "qm-new" or f.version == "1.1"]
+    assert held
+    assert not fetched_files & set(held)
+
+    # The text report: the summary line, the held and blocked ones named.
+    again = await mirror_cli(mirror, "warm", str(lockfile), str(requirements))
+    assert again.code == 1, again
+    assert "fetched 3 of 6 pinned version(s)" in again.out
+    assert "held 2, blocked 1, failed 0" in again.out
+    assert "qm-evil" in again.out
+    assert "qm-fresh" in again.out
+    assert "qm-new" in again.out
+
+    # Offline: every upstream answers 503; the real clients install from the mirror alone.
+    registry.upstream.down()
+    index.upstream.down()
+    npm = NpmEnv(mirror, registry, tmp_path / "npm")
+    project = npm.project("offline-app", {"qm-demo": "1.0.0", "@qm/widget": "2.0.0"})
+    installed = await npm.npm("install", cwd=project)
+    assert installed.code == 0, installed
+    assert installed_version(project, "qm-demo") == "1.0.0"
+    assert installed_version(project, "@qm/widget") == "2.0.0"
+    pip = PypiEnv(mirror, index, tmp_path / "pip")
+    pip_installed = await pip.pip_install("target", "qm-lib==1.0")
+    assert pip_installed.code == 0, pip_installed
+    assert list((tmp_path / "pip" / "target").glob("qm_lib-1.0*.dist-info"))
+
+
+async def test_warm_reports_a_failure_and_exits_1(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    """An allowed version whose tarball the upstream cannot give is a failure, not a fetch."""
+    registry = FakeNpmRegistry()
+    registry.add_version("qm-demo", "1.0.0", published=datetime.now(UTC) - timedelta(days=90))
+    await registry.start(aiohttp_server)
+    registry.upstream.fail(registry.tarball_path("qm-demo", "1.0.0"), 500, times=None)
+    mirror = await start_mirror({"MIRROR_NPM_UPSTREAM": registry.url, "MIRROR_ACCESS_LOG": "false"})
+    lockfile = tmp_path / "package-lock.json"
+    lockfile.write_text(
+        json.dumps(
+            {"lockfileVersion": 3, "packages": {"node_modules/qm-demo": {"version": "1.0.0"}}}
+        ),
+        encoding="utf-8",
+    )
+    result = await mirror_cli(mirror, "warm", "--parallel", "2", str(lockfile))
+    assert result.code == 1, result
+    assert "fetched 0 of 1 pinned version(s)" in result.out
+    assert "failed 1" in result.out
+    usage = await mirror_cli(mirror, "warm", "--parallel", "0", str(lockfile))
+    assert usage.code == 2, usage
