@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
@@ -25,6 +26,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_npm_e2e import Env as NpmEnv
 from tests.e2e.test_npm_e2e import installed_version
 from tests.e2e.test_pypi_e2e import Env as PypiEnv
+from tests.fakes.maven import FakeMavenRepository, build_pom
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 
@@ -170,3 +172,63 @@ async def test_warm_reports_a_failure_and_exits_1(
     assert "failed 1" in result.out
     usage = await mirror_cli(mirror, "warm", "--parallel", "0", str(lockfile))
     assert usage.code == 2, usage
+
+
+async def test_warm_maven_then_serve_with_the_upstream_failing(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    """Maven: the pom and jar of each allowed GAV (a pom-packaging one has no jar, which is
+    not a failure); held and blocked not fetched; then every upstream file answers 503 and the
+    mirror still serves what warm fetched, byte for byte."""
+    old = datetime.now(UTC) - timedelta(days=60)
+    repo = FakeMavenRepository()
+    lib = repo.add_version("org.example", "lib", "1.5.0", published=old)
+    bom = repo.add_version("org.example", "bom", "2.0.0", published=old, jar=False)
+    repo.add_file(
+        f"{bom}/bom-2.0.0.pom",
+        build_pom("org.example", "bom", "2.0.0").replace(b">jar<", b">pom<"),
+        last_modified=old,
+    )
+    fresh = repo.add_version(
+        "org.example", "fresh", "3.0.0", published=datetime.now(UTC) - timedelta(hours=1)
+    )
+    evil = repo.add_version("org.example", "evil", "1.0.0", published=old)
+    await repo.start(aiohttp_server)
+    data_dir = tmp_path / "mirror-data"
+    await block_before_start(data_dir, "maven", "org.example:evil", "1.0.0")
+    mirror = await start_mirror(
+        {
+            "MIRROR_MAVEN_UPSTREAM": repo.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ACCESS_LOG": "false",
+        },
+        data_dir=data_dir,
+    )
+    listing = tmp_path / "dependencies.txt"
+    listing.write_text(
+        "The following files have been resolved:\n"
+        "   org.example:lib:jar:1.5.0:compile\n"
+        "   org.example:bom:pom:2.0.0:import\n"
+        "   org.example:fresh:jar:3.0.0:compile\n"
+        "   org.example:evil:jar:1.0.0:runtime\n",
+        encoding="utf-8",
+    )
+    result = await mirror_cli(mirror, "warm", "--json", str(listing))
+    assert result.code == 1, result
+    answer = json.loads(result.out[result.out.index("{") :])
+    fetched = {r["package"]: r["files"] for r in answer["fetched"]}
+    assert fetched == {"org.example:lib": 2, "org.example:bom": 1}
+    assert outcome(answer, "held") == {("maven", "org.example:fresh", "3.0.0")}
+    assert outcome(answer, "blocked") == {("maven", "org.example:evil", "1.0.0")}
+    assert answer["failed"] == []
+    for directory, stem in ((fresh, "fresh-3.0.0"), (evil, "evil-1.0.0")):
+        assert repo.count(f"{directory}/{stem}.jar") == 0
+    wanted = [f"{lib}/lib-1.5.0.pom", f"{lib}/lib-1.5.0.jar", f"{bom}/bom-2.0.0.pom"]
+    for path in wanted:
+        assert repo.count(path, method="GET") == 1, path
+        repo.fail(path, 503)
+    async with aiohttp.ClientSession() as session:
+        for path in wanted:
+            async with session.get(f"{mirror.url}/maven/{path}") as response:
+                assert response.status == 200, path
+                assert await response.read() == repo.body(path)
