@@ -15,7 +15,7 @@ import stat
 import sys
 import urllib.parse
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,21 +46,20 @@ class Limits:
     total_bytes: int = 4 * 1024 * 1024 * 1024  # everything read from one directory or zip
 
 
-def read_advisories(paths: Sequence[str], limits: Limits = Limits()) -> list[Mapping[str, Any]]:
-    """The advisories of each path: a JSON file (an advisory or a list of them), a directory
-    (every *.json below it, sorted; symlinks are not followed) or a .zip (every *.json
-    member, sorted; absolute or `..` member names refused)."""
-    advisories: list[Mapping[str, Any]] = []
+def read_advisories(paths: Sequence[str], limits: Limits = Limits()) -> Iterator[Mapping[str, Any]]:
+    """The advisories of each path, one at a time (the caller keeps what it needs of each, so
+    memory follows the blocks, not the feed's size): a JSON file (an advisory or a list of
+    them), a directory (every *.json below it, sorted; symlinks are not followed) or a .zip
+    (every *.json member, sorted; absolute or `..` member names and symlinks refused)."""
     for path in paths:
         if os.path.isdir(path):
             documents = _directory(path, limits)
         elif path.lower().endswith(".zip"):
             documents = _zip(path, limits)
         else:
-            documents = [(path, _read_file(path, limits.file_bytes))]
+            documents = iter([(path, _read_file(path, limits.file_bytes))])
         for name, raw in documents:
-            advisories.extend(_parse(name, raw))
-    return advisories
+            yield from _parse(name, raw)
 
 
 def _parse(name: str, raw: bytes) -> list[Mapping[str, Any]]:
@@ -87,7 +86,7 @@ def _read_file(path: str, limit: int) -> bytes:
     return raw
 
 
-def _directory(root: str, limits: Limits) -> list[tuple[str, bytes]]:
+def _directory(root: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
     found: list[str] = []
     for directory, subdirectories, files in os.walk(root, followlinks=False):
         subdirectories.sort()
@@ -97,18 +96,16 @@ def _directory(root: str, limits: Limits) -> list[tuple[str, bytes]]:
                 found.append(path)
                 if len(found) > limits.files:
                     raise UsageError(f"{root} holds more than {limits.files} advisory files")
-    documents: list[tuple[str, bytes]] = []
     total = 0
     for path in sorted(found):
         raw = _read_file(path, limits.file_bytes)
         total += len(raw)
         if total > limits.total_bytes:
             raise UsageError(f"{root} holds more than {limits.total_bytes} bytes of advisories")
-        documents.append((path, raw))
-    return documents
+        yield path, raw
 
 
-def _zip(path: str, limits: Limits) -> list[tuple[str, bytes]]:
+def _zip(path: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
     try:
         with zipfile.ZipFile(path) as archive:
             members = [
@@ -118,7 +115,6 @@ def _zip(path: str, limits: Limits) -> list[tuple[str, bytes]]:
             ]
             if len(members) > limits.files:
                 raise UsageError(f"{path} holds more than {limits.files} advisory files")
-            documents: list[tuple[str, bytes]] = []
             total = 0
             for info in sorted(members, key=lambda member: member.filename):
                 name = f"{path}:{info.filename}"
@@ -137,8 +133,7 @@ def _zip(path: str, limits: Limits) -> list[tuple[str, bytes]]:
                         f"{path} holds more than {limits.total_bytes} bytes of advisories "
                         "uncompressed (a zip bomb?)"
                     )
-                documents.append((name, raw))
-            return documents
+                yield name, raw
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as exc:
@@ -187,28 +182,29 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """`mirror import-osv FILE|DIR|ZIP...`: the advisories' blocks created, those of withdrawn
     advisories lifted, those a changed advisory no longer proposes removed; blocks that exist
     already are left alone (so re-importing a feed is harmless)."""
-    try:
-        endpoint = Endpoint.from_args(args, environ)
-        advisories = read_advisories(args.files)
-    except UsageError as exc:
-        print(f"mirror: usage: {show(exc)}", file=sys.stderr)
-        return EXIT_USAGE
     notes: list[str] = []
     latest: dict[str, Imported] = {}  # by advisory id: the last one read wins
     anonymous: list[ProposedBlock] = []
     unsupported_entries = 0
-    for advisory in advisories:
-        blocks, skipped = blocks_from_advisory(advisory)
-        notes.extend(skipped)
-        unsupported_entries += len(unsupported(advisory))
-        advisory_id = identify(advisory)
-        if advisory_id == ANONYMOUS:
-            anonymous.extend(blocks)
-            continue
-        if advisory_id in latest:
-            notes.append(f"{advisory_id} is read twice: the later one counts")
-        withdrawn = bool(advisory.get("withdrawn"))
-        latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
+    read = 0
+    try:
+        endpoint = Endpoint.from_args(args, environ)
+        for advisory in read_advisories(args.files):
+            read += 1
+            blocks, skipped = blocks_from_advisory(advisory)
+            notes.extend(skipped)
+            unsupported_entries += len(unsupported(advisory))
+            advisory_id = identify(advisory)
+            if advisory_id == ANONYMOUS:
+                anonymous.extend(blocks)
+                continue
+            if advisory_id in latest:
+                notes.append(f"{advisory_id} is read twice: the later one counts")
+            withdrawn = bool(advisory.get("withdrawn"))
+            latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
+    except UsageError as exc:
+        print(f"mirror: usage: {show(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     imported = list(latest.values())
     if anonymous:
         imported.append(Imported(ANONYMOUS, False, tuple(sorted(set(anonymous)))))
@@ -240,7 +236,7 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
                 notes.append(f"{row['ecosystem']} {row['package']} {row['versions']}: {exc}")
                 failed = True
         answer = {
-            "advisories": len(advisories),
+            "advisories": read,
             "blocks": rows,
             "outcomes": outcomes(imported, changes),
             "unsupported": unsupported_entries,

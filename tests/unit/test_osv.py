@@ -306,11 +306,11 @@ def test_a_directory_is_read_at_any_depth_sorted_without_following_symlinks(
     outside.write_text(json.dumps({"id": "OUTSIDE"}), encoding="utf-8")
     (feed / "osv" / "link.json").symlink_to(outside)
     (feed / "osv" / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
-    assert [a["id"] for a in read_advisories([str(feed)])] == ids
+    assert [a["id"] for a in list(read_advisories([str(feed)]))] == ids
     bad = feed / "osv" / "zz.json"
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(UsageError, match=r"zz\.json is not JSON"):
-        read_advisories([str(feed)])
+        list(read_advisories([str(feed)]))
 
 
 def test_a_zip_is_read_like_a_directory(tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ def test_a_zip_is_read_like_a_directory(tmp_path: Path) -> None:
     }
     members["malicious-packages-main/README.md"] = b"ignored"
     path = zip_of(tmp_path / "feed.zip", members)
-    assert [a["id"] for a in read_advisories([path])] == ["MAL-1", "MAL-2"]
+    assert [a["id"] for a in list(read_advisories([path]))] == ["MAL-1", "MAL-2"]
 
 
 @pytest.mark.parametrize(
@@ -341,7 +341,7 @@ def test_hostile_zip_members_are_refused(tmp_path: Path, name: str, message: str
         info.filename = name  # ZipInfo() would clean the name; a hostile archive does not
         archive.writestr(info, b"{}")
     with pytest.raises(UsageError, match=message):
-        read_advisories([str(path)])
+        list(read_advisories([str(path)]))
 
 
 def test_a_symlink_zip_member_is_refused(tmp_path: Path) -> None:
@@ -351,7 +351,7 @@ def test_a_symlink_zip_member_is_refused(tmp_path: Path) -> None:
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(info, b"/etc/passwd")
     with pytest.raises(UsageError, match="is a symlink"):
-        read_advisories([str(path)])
+        list(read_advisories([str(path)]))
 
 
 def test_a_zip_bomb_is_a_clear_error_not_memory(tmp_path: Path) -> None:
@@ -359,26 +359,26 @@ def test_a_zip_bomb_is_a_clear_error_not_memory(tmp_path: Path) -> None:
     bomb = zip_of(tmp_path / "bomb.zip", {"osv/MAL-1.json": bytes(64 * 1024 * 1024)})
     assert os.path.getsize(bomb) < 1024 * 1024
     with pytest.raises(UsageError, match="larger than 1024 bytes uncompressed"):
-        read_advisories([bomb], Limits(file_bytes=1024))
+        list(read_advisories([bomb], Limits(file_bytes=1024)))
     many = zip_of(tmp_path / "many.zip", {f"osv/MAL-{n}.json": b"{}" for n in range(5)})
     with pytest.raises(UsageError, match="more than 4 advisory files"):
-        read_advisories([many], Limits(files=4))
+        list(read_advisories([many], Limits(files=4)))
     total = zip_of(
         tmp_path / "total.zip", {f"osv/MAL-{n}.json": b" " * 90 + b"{}" for n in range(5)}
     )
     with pytest.raises(UsageError, match="more than 300 bytes of advisories"):
-        read_advisories([total], Limits(total_bytes=300))
+        list(read_advisories([total], Limits(total_bytes=300)))
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"PK not really")
     with pytest.raises(UsageError, match="not a zip this command reads"):
-        read_advisories([str(not_zip)])
+        list(read_advisories([str(not_zip)]))
 
 
 def test_directory_bounds(tmp_path: Path) -> None:
     write_feed(tmp_path, count=3)
     with pytest.raises(UsageError, match="more than 2 advisory files"):
-        read_advisories([str(tmp_path)], Limits(files=2))
+        list(read_advisories([str(tmp_path)], Limits(files=2)))
     with pytest.raises(UsageError, match="larger than 5 bytes"):
-        read_advisories([str(tmp_path)], Limits(file_bytes=5))
+        list(read_advisories([str(tmp_path)], Limits(file_bytes=5)))
     with pytest.raises(UsageError, match="more than 40 bytes of advisories"):
-        read_advisories([str(tmp_path)], Limits(total_bytes=40))
+        list(read_advisories([str(tmp_path)], Limits(total_bytes=40)))
