@@ -168,13 +168,13 @@ def import_osv_text(answer: Mapping[str, Any]) -> str:
     created = sum(1 for row in answer["blocks"] if row["action"] == "created")
     lines.append(f"{len(rows)} block(s) from {answer['advisories']} advisory(ies); {created} new")
     by_outcome: dict[str, int] = {}
-    for outcome in answer["outcomes"].values():
+    for outcome in (answer.get("outcomes") or {}).values():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
     counted = [f"{count} {outcome}" for outcome, count in sorted(by_outcome.items())]
-    if answer["unsupported"]:
+    if answer.get("unsupported"):
         counted.append(f"{answer['unsupported']} unsupported ecosystem entry(ies) skipped")
     if counted:
-        lines.append("advisories: " + ", ".join(counted))
+        lines.append("advisories: " + show(", ".join(counted)))
     return "\n".join(lines)
 
 
