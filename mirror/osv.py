@@ -147,9 +147,11 @@ def owner(reason: str, advisories: Iterable[str]) -> str | None:
 
 
 def plan(imported: Sequence[Imported], stored: Sequence[StoredBlock]) -> list[Change]:
-    """What an import does, deletions first (so a block another advisory still proposes is
-    created for it afterwards rather than counted as existing). Only advisories with an id
-    own blocks: an anonymous advisory's blocks are created, never lifted or removed."""
+    """What an import does, in the order to do it: creations first, deletions last, so the
+    mirror never enforces fewer rules in between than before or after (a widened range is
+    created before the narrow one goes). A block a deleted one leaves unheld is created for
+    the advisory still proposing it rather than counted as existing. Only advisories with an
+    id own blocks: an anonymous advisory's blocks are created, never lifted or removed."""
     by_id = {entry.advisory: entry for entry in imported if entry.advisory != ANONYMOUS}
     owned: dict[str, list[StoredBlock]] = {}
     for block in stored:
@@ -170,7 +172,7 @@ def plan(imported: Sequence[Imported], stored: Sequence[StoredBlock]) -> list[Ch
             deletions.append(_change(action, entry.advisory, block, block.id))
         else:
             kept.append(block)
-    changes = sorted(deletions, key=_order)
+    changes: list[Change] = []
     seen: set[tuple[str, str, str]] = set()
     for entry in imported:
         if entry.withdrawn:
@@ -188,7 +190,7 @@ def plan(imported: Sequence[Imported], stored: Sequence[StoredBlock]) -> list[Ch
                 changes.append(_change("exists", entry.advisory, proposed, theirs[0].id))
             else:
                 changes.append(_change("create", entry.advisory, proposed, None))
-    return changes
+    return changes + sorted(deletions, key=_order)
 
 
 def outcomes(imported: Sequence[Imported], changes: Sequence[Change]) -> dict[str, str]:

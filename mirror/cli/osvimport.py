@@ -212,12 +212,19 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
     failed = False
     try:
         changes = plan(imported, _stored_blocks(endpoint))
+        not_created: set[str] = set()  # advisories whose new block failed: keep their old ones
         for change in changes:
             row = _row(change)
             if change.action in ("unchanged", "exists"):
                 row["action"] = "exists"  # the outcomes tell whose block it is
             elif args.dry_run:
                 row["action"] = ACTION_PLANNED[change.action]
+            elif change.action == "remove" and change.advisory in not_created:
+                row["action"] = "kept"
+                notes.append(
+                    f"{change.advisory}: {change.ecosystem} {change.package} {change.versions} "
+                    "kept: its replacement could not be created"
+                )
             else:
                 try:
                     _apply(endpoint, change, row, notes)
@@ -225,6 +232,7 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
                     row["action"], row["error"] = "failed", str(exc)
                     notes.append(f"{change.ecosystem} {change.package} {change.versions}: {exc}")
                     failed = True
+                    not_created.add(change.advisory)
             rows.append(row)
         for row in rows:
             if row["action"] != "would create":

@@ -136,6 +136,15 @@ async def test_a_feed_imported_twice_lifts_the_withdrawn_and_updates_the_widened
     )
     feed = write_feed(tmp_path, changed, form)
 
+    # Without the write token nothing can be created or deleted: the old range is kept
+    # rather than removed without its replacement, and the command fails.
+    refused = await cli("import-osv", str(feed), "--json", token=None)
+    assert refused.code == 1
+    actions = {(row["action"], row["package"]) for row in refused.json()["blocks"]}
+    assert ("kept", "evil-py") in actions
+    assert ("failed", "org.evil:lib") in actions
+    assert await blocks(cli) == before
+
     dry = await cli("import-osv", str(feed), "--dry-run", "--json")
     assert dry.code == 0, dry.err
     assert sorted((row["action"], row["package"]) for row in dry.json()["blocks"]) == [

@@ -214,11 +214,12 @@ def test_plan_lifts_withdrawn_replaces_changed_and_leaves_the_rest() -> None:
     ]
     changes = plan(imported, held)
     assert [(c.action, c.advisory, c.package, c.versions, c.block_id) for c in changes] == [
-        ("lift", "MAL-1", "a", "1.0.0", "r1"),
-        ("remove", "MAL-2", "b", "1.0.0", "r2"),
         ("create", "MAL-2", "b", "1.0.0 || 1.0.1", None),
         ("unchanged", "MAL-3", "c", "2.0.0", "r3"),
         ("create", "MAL-4", "d", "*", None),
+        # Deletions last: the wider range is in force before the narrow one goes.
+        ("lift", "MAL-1", "a", "1.0.0", "r1"),
+        ("remove", "MAL-2", "b", "1.0.0", "r2"),
     ]
     assert outcomes(imported, changes) == {
         "MAL-1": "lifted", "MAL-2": "updated", "MAL-3": "unchanged", "MAL-4": "new",
@@ -234,7 +235,7 @@ def test_plan_narrowing_and_dropping_a_package_remove_only_what_is_gone() -> Non
     ]
     changes = plan(imported, held)
     assert [(c.action, c.block_id) for c in changes] == [
-        ("remove", "r2"), ("remove", "r3"), ("unchanged", "r1"),
+        ("unchanged", "r1"), ("remove", "r2"), ("remove", "r3"),
     ]  # fmt: skip
     assert outcomes(imported, changes) == {"MAL-5": "updated"}
 
@@ -251,7 +252,7 @@ def test_plan_never_touches_blocks_of_others_and_recreates_what_a_lift_frees() -
     # The same block held by a withdrawn advisory: lifted, then created for the other one.
     held = [stored("r1", "MAL-1", "a", "1.0.0")]
     changes = plan(imported, held)
-    assert [(c.action, c.advisory) for c in changes] == [("lift", "MAL-1"), ("create", "MAL-2")]
+    assert [(c.action, c.advisory) for c in changes] == [("create", "MAL-2"), ("lift", "MAL-1")]
 
 
 def test_anonymous_advisories_own_no_blocks() -> None:
