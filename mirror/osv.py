@@ -5,6 +5,12 @@ Each `affected` entry of an ecosystem the mirror serves (npm, PyPI, Maven) becom
 that ecosystem's own spec syntax: its `SEMVER`/`ECOSYSTEM` ranges (introduced → fixed or
 last_affected) when it has them, else its explicit `versions` list. `GIT` ranges name
 commits, not releases, and are skipped.
+
+The lifecycle (`plan`): a block an import created carries its advisory's id at the start of
+its reason, so a later import of the same advisory finds it again without any extra field in
+the state. A withdrawn advisory's blocks are lifted; a changed advisory's blocks that it no
+longer proposes are removed and the new ones created; blocks whose reason names no advisory
+of the import (made by hand, or by another feed) are never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from mirror import policy, versions
 from mirror.model import ECOSYSTEMS
 
 MAX_REASON = 300
+ANONYMOUS = "OSV advisory"  # the reason's prefix of an advisory without an id
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -38,7 +45,7 @@ class Interval:
 
 def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBlock], list[str]]:
     """(blocks, notes): what to block, and what was skipped and why."""
-    advisory_id = str(advisory.get("id") or "OSV advisory")
+    advisory_id = identify(advisory)
     summary = str(advisory.get("summary") or advisory.get("details") or "").strip()
     reason = f"{advisory_id}: {summary}" if summary else advisory_id
     reason = reason[:MAX_REASON]
@@ -74,6 +81,162 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
                 continue
             blocks.append(ProposedBlock(ecosystem, name, spec, reason))
     return sorted(set(blocks)), notes
+
+
+def identify(advisory: Mapping[str, Any]) -> str:
+    return str(advisory.get("id") or ANONYMOUS).strip() or ANONYMOUS
+
+
+def unsupported(advisory: Mapping[str, Any]) -> list[str]:
+    """The ecosystems of the advisory's affected entries that the mirror does not serve."""
+    affected = advisory.get("affected")
+    named = (
+        str(entry["package"].get("ecosystem", ""))
+        for entry in (affected if isinstance(affected, list) else ())
+        if isinstance(entry, Mapping) and isinstance(entry.get("package"), Mapping)
+    )
+    return [ecosystem for ecosystem in named if ecosystem.lower() not in ECOSYSTEMS]
+
+
+# the lifecycle: stored blocks against what the import proposes ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    """A block the mirror holds (the fields the lifecycle compares)."""
+
+    id: str
+    ecosystem: str
+    package: str
+    versions: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """One advisory of an import: its id, whether it is withdrawn, what it proposes."""
+
+    advisory: str
+    withdrawn: bool
+    proposed: tuple[ProposedBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One step of an import. `action`: "lift" (delete: the advisory is withdrawn),
+    "remove" (delete: the advisory no longer proposes it), "create", "unchanged" (the
+    advisory's block is stored already) or "exists" (an identical block not of this advisory
+    is stored: nothing to create). `block_id` names the stored block, if any."""
+
+    action: str
+    advisory: str
+    ecosystem: str
+    package: str
+    versions: str
+    reason: str
+    block_id: str | None = None
+
+
+def owner(reason: str, advisories: Iterable[str]) -> str | None:
+    """The advisory (of `advisories`) whose block this reason is: `"{id}: {summary}"` or
+    the id alone, as `blocks_from_advisory` writes it; None for any other reason."""
+    for advisory in advisories:
+        if reason == advisory or reason.startswith(f"{advisory}: "):
+            return advisory
+    return None
+
+
+def plan(imported: Sequence[Imported], stored: Sequence[StoredBlock]) -> list[Change]:
+    """What an import does, in the order to do it: creations first, deletions last, so the
+    mirror never enforces fewer rules in between than before or after (a widened range is
+    created before the narrow one goes). A block a deleted one leaves unheld is created for
+    the advisory still proposing it rather than counted as existing. Only advisories with an
+    id own blocks: an anonymous advisory's blocks are created, never lifted or removed."""
+    by_id = {entry.advisory: entry for entry in imported if entry.advisory != ANONYMOUS}
+    owned: dict[str, list[StoredBlock]] = {}
+    for block in stored:
+        found = owner(block.reason, by_id)
+        if found is not None:
+            owned.setdefault(found, []).append(block)
+    deletions: list[Change] = []
+    kept: list[StoredBlock] = []
+    for block in stored:
+        found = owner(block.reason, by_id)
+        entry = by_id.get(found) if found is not None else None
+        if entry is None:
+            kept.append(block)
+            continue
+        still = any(_same(block, proposed) for proposed in entry.proposed)
+        if entry.withdrawn or not still:
+            action = "lift" if entry.withdrawn else "remove"
+            deletions.append(_change(action, entry.advisory, block, block.id))
+        else:
+            kept.append(block)
+    changes: list[Change] = []
+    seen: set[tuple[str, str, str]] = set()
+    for entry in imported:
+        if entry.withdrawn:
+            continue
+        for proposed in entry.proposed:
+            key = (proposed.ecosystem, proposed.package, proposed.versions)
+            if key in seen:
+                continue  # two advisories proposing the same block: the first one makes it
+            seen.add(key)
+            mine = [block for block in owned.get(entry.advisory, ()) if _same(block, proposed)]
+            theirs = [block for block in kept if _same(block, proposed)]
+            if mine:
+                changes.append(_change("unchanged", entry.advisory, proposed, mine[0].id))
+            elif theirs:
+                changes.append(_change("exists", entry.advisory, proposed, theirs[0].id))
+            else:
+                changes.append(_change("create", entry.advisory, proposed, None))
+    return changes + sorted(deletions, key=_order)
+
+
+def outcomes(imported: Sequence[Imported], changes: Sequence[Change]) -> dict[str, str]:
+    """Per advisory: "lifted" (withdrawn, its blocks deleted), "withdrawn" (nothing of it
+    was stored), "updated" (blocks removed or added), "new" (all its blocks created),
+    "unchanged", "covered" (what it proposes is blocked by others' blocks already) or
+    "skipped" (it proposes nothing the mirror serves)."""
+    actions: dict[str, set[str]] = {}
+    for change in changes:
+        actions.setdefault(change.advisory, set()).add(change.action)
+    answer: dict[str, str] = {}
+    for entry in imported:
+        done = actions.get(entry.advisory, set())
+        if entry.withdrawn:
+            answer[entry.advisory] = "lifted" if "lift" in done else "withdrawn"
+        elif "remove" in done or ("create" in done and "unchanged" in done):
+            answer[entry.advisory] = "updated"
+        elif "create" in done:
+            answer[entry.advisory] = "new"
+        elif "unchanged" in done:
+            answer[entry.advisory] = "unchanged"
+        elif not entry.proposed:
+            answer[entry.advisory] = "skipped"
+        else:
+            answer[entry.advisory] = "covered"
+    return answer
+
+
+def _same(block: StoredBlock | ProposedBlock, other: StoredBlock | ProposedBlock) -> bool:
+    return (block.ecosystem, block.package, block.versions) == (
+        other.ecosystem,
+        other.package,
+        other.versions,
+    )
+
+
+def _change(
+    action: str, advisory: str, block: StoredBlock | ProposedBlock, block_id: str | None
+) -> Change:
+    return Change(
+        action, advisory, block.ecosystem, block.package, block.versions, block.reason, block_id
+    )
+
+
+def _order(change: Change) -> tuple[str, str, str, str]:
+    return (change.advisory, change.ecosystem, change.package, change.versions)
 
 
 def _specs(ecosystem: str, entry: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -199,8 +199,15 @@ def _add_admin_parsers(commands: Any) -> None:
     )  # fmt: skip
     warm.set_defaults(run=run_warm)
 
-    osv = add("import-osv", "block what OSV advisories list as affected (skips existing blocks)")
-    osv.add_argument("files", nargs="+", help="OSV JSON files (an advisory or a list of them)")
+    osv = add(
+        "import-osv",
+        "block what OSV advisories list as affected; lift withdrawn ones, update changed ones",
+    )
+    osv.add_argument(
+        "files",
+        nargs="+",
+        help="OSV JSON files (an advisory or a list of them), directories or zips of them",
+    )
     osv.add_argument("--dry-run", action="store_true", help="show the blocks, create nothing")
     osv.set_defaults(run=run_import_osv)
 

@@ -1,5 +1,8 @@
-"""`mirror import-osv FILE...`: a block per affected range of each OSV advisory, unless an
-identical block exists already (so re-importing a feed is harmless). With `--dry-run`, each
+"""`mirror import-osv FILE|DIR|ZIP...`: a block per affected range of each OSV advisory,
+unless an identical block exists already (so re-importing a feed is harmless); the blocks of
+withdrawn advisories lifted, those a changed advisory no longer proposes replaced
+(`osv.plan`). Reads JSON files, directories and zips of advisories (the OSV
+malicious-packages feed layout), within bounds (`Limits`). With `--dry-run`, each
 block it would create is previewed by the API's dry run: what it would cover and who already
 downloaded it, nothing created."""
 
@@ -7,31 +10,149 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
-from collections.abc import Mapping, Sequence
+import urllib.parse
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, emit, expect, unexpected
 from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import coverage_lines, format_table, impact_text, show
-from mirror.osv import ProposedBlock, blocks_from_advisory
+from mirror.osv import (
+    ANONYMOUS,
+    Change,
+    Imported,
+    ProposedBlock,
+    StoredBlock,
+    blocks_from_advisory,
+    identify,
+    outcomes,
+    plan,
+    unsupported,
+)
 
 
-def _read_advisories(paths: Sequence[str]) -> list[Mapping[str, Any]]:
-    advisories: list[Mapping[str, Any]] = []
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what an import reads, so a huge directory or a zip bomb is a clear error
+    rather than memory exhaustion. The defaults hold the whole malicious-packages feed."""
+
+    files: int = 500_000  # advisory files per directory or zip
+    file_bytes: int = 4 * 1024 * 1024  # one advisory file
+    total_bytes: int = 4 * 1024 * 1024 * 1024  # everything read from one directory or zip
+
+
+def read_advisories(paths: Sequence[str], limits: Limits = Limits()) -> Iterator[Mapping[str, Any]]:
+    """The advisories of each path, one at a time (the caller keeps what it needs of each, so
+    memory follows the blocks, not the feed's size): a JSON file (an advisory or a list of
+    them), a directory (every *.json below it, sorted; symlinks are not followed) or a .zip
+    (every *.json member, sorted; absolute or `..` member names and symlinks refused)."""
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                document = json.load(handle)
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path} is not JSON: {exc}") from None
-        items = document if isinstance(document, list) else [document]
-        if not all(isinstance(item, dict) for item in items):
-            raise UsageError(f"{path}: expected an OSV advisory object or a list of them")
-        advisories.extend(items)
-    return advisories
+        if os.path.isdir(path):
+            documents = _directory(path, limits)
+        elif path.lower().endswith(".zip"):
+            documents = _zip(path, limits)
+        else:
+            documents = iter([(path, _read_file(path, limits.file_bytes))])
+        for name, raw in documents:
+            yield from _parse(name, raw)
+
+
+def _parse(name: str, raw: bytes) -> list[Mapping[str, Any]]:
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{name} is not JSON: {exc}") from None
+    items = document if isinstance(document, list) else [document]
+    if not all(isinstance(item, dict) for item in items):
+        raise UsageError(f"{name}: expected an OSV advisory object or a list of them")
+    return items
+
+
+def _read_file(path: str, limit: int) -> bytes:
+    try:
+        # O_NOFOLLOW: a symlink planted inside a feed directory is not followed out of it.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise UsageError(f"{path} is larger than {limit} bytes: not an advisory")
+    return raw
+
+
+def _directory(root: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
+    found: list[str] = []
+    for directory, subdirectories, files in os.walk(root, followlinks=False):
+        subdirectories.sort()
+        for name in files:
+            path = os.path.join(directory, name)
+            if name.lower().endswith(".json") and not os.path.islink(path):
+                found.append(path)
+                if len(found) > limits.files:
+                    raise UsageError(f"{root} holds more than {limits.files} advisory files")
+    total = 0
+    for path in sorted(found):
+        raw = _read_file(path, limits.file_bytes)
+        total += len(raw)
+        if total > limits.total_bytes:
+            raise UsageError(f"{root} holds more than {limits.total_bytes} bytes of advisories")
+        yield path, raw
+
+
+def _zip(path: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [
+                info
+                for info in archive.infolist()
+                if not info.is_dir() and info.filename.lower().endswith(".json")
+            ]
+            if len(members) > limits.files:
+                raise UsageError(f"{path} holds more than {limits.files} advisory files")
+            total = 0
+            for info in sorted(members, key=lambda member: member.filename):
+                name = f"{path}:{info.filename}"
+                unsafe_member(info)
+                # Read at most one byte past the bound: the sizes a zip declares may lie.
+                with archive.open(info) as member:
+                    raw = member.read(limits.file_bytes + 1)
+                if len(raw) > limits.file_bytes:
+                    raise UsageError(
+                        f"{name} is larger than {limits.file_bytes} bytes uncompressed: "
+                        "not an advisory (a zip bomb?)"
+                    )
+                total += len(raw)
+                if total > limits.total_bytes:
+                    raise UsageError(
+                        f"{path} holds more than {limits.total_bytes} bytes of advisories "
+                        "uncompressed (a zip bomb?)"
+                    )
+                yield name, raw
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as exc:
+        raise UsageError(f"{path} is not a zip this command reads: {exc}") from None
+
+
+def unsafe_member(info: zipfile.ZipInfo) -> None:
+    """Refuse a member named outside the archive (absolute, a drive, `..`) or a symlink:
+    no feed holds one, so the archive is not what it claims to be."""
+    name = info.filename.replace("\\", "/")
+    parts = name.split("/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise UsageError(f"refused: the zip member {name!r} is named outside the archive")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UsageError(f"refused: the zip member {name!r} is a symlink")
+
+
+ACTION_DONE = {"lift": "lifted", "remove": "removed", "create": "created"}
+ACTION_PLANNED = {"lift": "would lift", "remove": "would remove", "create": "would create"}
 
 
 def import_osv_text(answer: Mapping[str, Any]) -> str:
@@ -46,56 +167,72 @@ def import_osv_text(answer: Mapping[str, Any]) -> str:
     lines.extend(f"skipped: {show(note)}" for note in answer["notes"])
     created = sum(1 for row in answer["blocks"] if row["action"] == "created")
     lines.append(f"{len(rows)} block(s) from {answer['advisories']} advisory(ies); {created} new")
+    by_outcome: dict[str, int] = {}
+    for outcome in (answer.get("outcomes") or {}).values():
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    counted = [f"{count} {outcome}" for outcome, count in sorted(by_outcome.items())]
+    if answer.get("unsupported"):
+        counted.append(f"{answer['unsupported']} unsupported ecosystem entry(ies) skipped")
+    if counted:
+        lines.append("advisories: " + show(", ".join(counted)))
     return "\n".join(lines)
 
 
 def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    """`mirror import-osv FILE...`: a block per affected range of each advisory, unless an
-    identical block exists already (so re-importing a feed is harmless)."""
+    """`mirror import-osv FILE|DIR|ZIP...`: the advisories' blocks created, those of withdrawn
+    advisories lifted, those a changed advisory no longer proposes removed; blocks that exist
+    already are left alone (so re-importing a feed is harmless)."""
+    notes: list[str] = []
+    latest: dict[str, Imported] = {}  # by advisory id: the last one read wins
+    anonymous: list[ProposedBlock] = []
+    unsupported_entries = 0
+    read = 0
     try:
         endpoint = Endpoint.from_args(args, environ)
-        advisories = _read_advisories(args.files)
+        for advisory in read_advisories(args.files):
+            read += 1
+            blocks, skipped = blocks_from_advisory(advisory)
+            notes.extend(skipped)
+            unsupported_entries += len(unsupported(advisory))
+            advisory_id = identify(advisory)
+            if advisory_id == ANONYMOUS:
+                anonymous.extend(blocks)
+                continue
+            if advisory_id in latest:
+                notes.append(f"{advisory_id} is read twice: the later one counts")
+            withdrawn = bool(advisory.get("withdrawn"))
+            latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
     except UsageError as exc:
         print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    proposed: list[ProposedBlock] = []
-    notes: list[str] = []
-    origin: dict[ProposedBlock, str] = {}  # the advisory a block comes from
-    for advisory in advisories:
-        blocks, skipped = blocks_from_advisory(advisory)
-        proposed.extend(blocks)
-        notes.extend(skipped)
-        for block in blocks:
-            origin.setdefault(block, str(advisory.get("id") or "OSV advisory"))
+    imported = list(latest.values())
+    if anonymous:
+        imported.append(Imported(ANONYMOUS, False, tuple(sorted(set(anonymous)))))
     rows: list[dict[str, Any]] = []
     failed = False
     try:
-        existing = _existing_blocks(endpoint)
-        for block in sorted(set(proposed)):
-            row: dict[str, Any] = {
-                "advisory": origin[block],
-                "ecosystem": block.ecosystem,
-                "package": block.package,
-                "versions": block.versions,
-                "reason": block.reason,
-            }
-            if (block.ecosystem, block.package, block.versions) in existing:
-                row["action"] = "exists"
+        changes = plan(imported, _stored_blocks(endpoint))
+        not_created: set[str] = set()  # advisories whose new block failed: keep their old ones
+        for change in changes:
+            row = _row(change)
+            if change.action in ("unchanged", "exists"):
+                row["action"] = "exists"  # the outcomes tell whose block it is
             elif args.dry_run:
-                row["action"] = "would create"
+                row["action"] = ACTION_PLANNED[change.action]
+            elif change.action == "remove" and change.advisory in not_created:
+                row["action"] = "kept"
+                notes.append(
+                    f"{change.advisory}: {change.ecosystem} {change.package} {change.versions} "
+                    "kept: its replacement could not be created"
+                )
             else:
                 try:
-                    created = call(endpoint, "POST", "/blocks", body=_rule_body(row))
+                    _apply(endpoint, change, row, notes)
                 except AdminError as exc:
                     row["action"], row["error"] = "failed", str(exc)
-                    notes.append(f"{block.ecosystem} {block.package} {block.versions}: {exc}")
+                    notes.append(f"{change.ecosystem} {change.package} {change.versions}: {exc}")
                     failed = True
-                else:
-                    row["action"], row["id"] = "created", _created_id(created)
-                    existing.add((block.ecosystem, block.package, block.versions))
-                    if isinstance(created.get("warning"), str):
-                        row["warning"] = created["warning"]
-                        notes.append(f"warning: {created['warning']}")
+                    not_created.add(change.advisory)
             rows.append(row)
         for row in rows:
             if row["action"] != "would create":
@@ -106,7 +243,13 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
                 row["action"], row["error"] = "failed", str(exc)
                 notes.append(f"{row['ecosystem']} {row['package']} {row['versions']}: {exc}")
                 failed = True
-        answer = {"advisories": len(advisories), "blocks": rows, "notes": notes}
+        answer = {
+            "advisories": read,
+            "blocks": rows,
+            "outcomes": outcomes(imported, changes),
+            "unsupported": unsupported_entries,
+            "notes": notes,
+        }
         emit(args, answer, import_osv_text, sys.stdout)
     except AdminError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
@@ -114,14 +257,46 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _existing_blocks(endpoint: Endpoint) -> set[tuple[str, str, str]]:
+def _row(change: Change) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "advisory": change.advisory,
+        "ecosystem": change.ecosystem,
+        "package": change.package,
+        "versions": change.versions,
+        "reason": change.reason,
+    }
+    if change.block_id is not None:
+        row["id"] = change.block_id
+    return row
+
+
+def _apply(endpoint: Endpoint, change: Change, row: dict[str, Any], notes: list[str]) -> None:
+    if change.action in ("lift", "remove"):
+        call(endpoint, "DELETE", f"/blocks/{urllib.parse.quote(str(change.block_id), safe='')}")
+        row["action"] = ACTION_DONE[change.action]
+        return
+    created = call(endpoint, "POST", "/blocks", body=_rule_body(row))
+    row["action"], row["id"] = "created", _created_id(created)
+    if isinstance(created.get("warning"), str):
+        row["warning"] = created["warning"]
+        notes.append(f"warning: {created['warning']}")
+
+
+def _stored_blocks(endpoint: Endpoint) -> list[StoredBlock]:
+    """The blocks in force (an expired one enforces nothing and is left alone)."""
     listed = expect(call(endpoint, "GET", "/blocks"), "GET /api/v1/blocks", blocks=list)["blocks"]
     try:
-        return {
-            (rule["ecosystem"], rule["package"], rule["versions"])
+        return [
+            StoredBlock(
+                id=str(rule["id"]),
+                ecosystem=str(rule["ecosystem"]),
+                package=str(rule["package"]),
+                versions=str(rule["versions"]),
+                reason=str(rule.get("reason") or ""),
+            )
             for rule in listed
             if not rule.get("expired")
-        }
+        ]
     except (KeyError, TypeError, AttributeError) as exc:
         raise unexpected("GET /api/v1/blocks", f"{type(exc).__name__}: {exc}") from None
 

@@ -4,6 +4,11 @@ against the versions they must and must not cover."""
 from __future__ import annotations
 
 import functools
+import json
+import os
+import stat
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +16,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirror import versions
-from mirror.osv import ProposedBlock, blocks_from_advisory
+from mirror.cli.client import UsageError
+from mirror.cli.osvimport import Limits, read_advisories
+from mirror.osv import (
+    ANONYMOUS,
+    Imported,
+    ProposedBlock,
+    StoredBlock,
+    blocks_from_advisory,
+    identify,
+    outcomes,
+    plan,
+    unsupported,
+)
 
 
 def advisory(*affected: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -167,3 +184,202 @@ def test_osv_ranges_become_specs_that_pass_and_block_exactly_the_affected_versio
     for version in [*probes, *bounds]:
         covered = any(spec.contains(version) for spec in compiled)
         assert covered == affected(version), (version, [b.versions for b in blocks])
+
+
+# the lifecycle: stored blocks against what an import proposes ---------------------------------
+
+
+def proposed(advisory_id: str, package: str, spec: str) -> ProposedBlock:
+    return ProposedBlock("npm", package, spec, f"{advisory_id}: bad")
+
+
+def stored(block_id: str, advisory_id: str, package: str, spec: str) -> StoredBlock:
+    return StoredBlock(block_id, "npm", package, spec, f"{advisory_id}: bad")
+
+
+def test_plan_lifts_withdrawn_replaces_changed_and_leaves_the_rest() -> None:
+    imported = [
+        Imported("MAL-1", True, (proposed("MAL-1", "a", "1.0.0"),)),
+        Imported("MAL-2", False, (proposed("MAL-2", "b", "1.0.0 || 1.0.1"),)),
+        Imported("MAL-3", False, (proposed("MAL-3", "c", "2.0.0"),)),
+        Imported("MAL-4", False, (proposed("MAL-4", "d", "*"),)),
+    ]
+    held = [
+        stored("r1", "MAL-1", "a", "1.0.0"),
+        stored("r2", "MAL-2", "b", "1.0.0"),
+        stored("r3", "MAL-3", "c", "2.0.0"),
+        StoredBlock("r4", "npm", "e", "*", "found by hand"),
+        stored("r5", "MAL-10", "a", "1.0.0"),  # not MAL-1's, though its id starts the same
+        stored("r6", "MAL-99", "x", "1.0.0"),  # an advisory this import does not name
+    ]
+    changes = plan(imported, held)
+    assert [(c.action, c.advisory, c.package, c.versions, c.block_id) for c in changes] == [
+        ("create", "MAL-2", "b", "1.0.0 || 1.0.1", None),
+        ("unchanged", "MAL-3", "c", "2.0.0", "r3"),
+        ("create", "MAL-4", "d", "*", None),
+        # Deletions last: the wider range is in force before the narrow one goes.
+        ("lift", "MAL-1", "a", "1.0.0", "r1"),
+        ("remove", "MAL-2", "b", "1.0.0", "r2"),
+    ]
+    assert outcomes(imported, changes) == {
+        "MAL-1": "lifted", "MAL-2": "updated", "MAL-3": "unchanged", "MAL-4": "new",
+    }  # fmt: skip
+
+
+def test_plan_narrowing_and_dropping_a_package_remove_only_what_is_gone() -> None:
+    imported = [Imported("MAL-5", False, (proposed("MAL-5", "a", "1.0.0"),))]
+    held = [
+        stored("r1", "MAL-5", "a", "1.0.0"),
+        stored("r2", "MAL-5", "a", "1.0.1"),
+        stored("r3", "MAL-5", "gone", "*"),
+    ]
+    changes = plan(imported, held)
+    assert [(c.action, c.block_id) for c in changes] == [
+        ("unchanged", "r1"), ("remove", "r2"), ("remove", "r3"),
+    ]  # fmt: skip
+    assert outcomes(imported, changes) == {"MAL-5": "updated"}
+
+
+def test_plan_never_touches_blocks_of_others_and_recreates_what_a_lift_frees() -> None:
+    held = [StoredBlock("hand", "npm", "a", "1.0.0", "MAL-1 looked bad to me")]
+    imported = [
+        Imported("MAL-1", True, ()),
+        Imported("MAL-2", False, (proposed("MAL-2", "a", "1.0.0"),)),
+    ]
+    changes = plan(imported, held)
+    assert [(c.action, c.advisory, c.block_id) for c in changes] == [("exists", "MAL-2", "hand")]
+    assert outcomes(imported, changes) == {"MAL-1": "withdrawn", "MAL-2": "covered"}
+    # The same block held by a withdrawn advisory: lifted, then created for the other one.
+    held = [stored("r1", "MAL-1", "a", "1.0.0")]
+    changes = plan(imported, held)
+    assert [(c.action, c.advisory) for c in changes] == [("create", "MAL-2"), ("lift", "MAL-1")]
+
+
+def test_anonymous_advisories_own_no_blocks() -> None:
+    held = [StoredBlock("r1", "npm", "a", "1.0.0", f"{ANONYMOUS}: bad")]
+    changes = plan([Imported(ANONYMOUS, False, ())], held)
+    assert changes == []
+
+
+def test_unsupported_ecosystems_are_named() -> None:
+    document = advisory(
+        ranged("npm", "a", {"introduced": "0"}),
+        {"package": {"ecosystem": "crates.io", "name": "serde"}},
+        {"package": {"ecosystem": "Go", "name": "x"}},
+        {"no": "package"},
+    )
+    assert unsupported(document) == ["crates.io", "Go"]
+    assert identify(document) == "GHSA-test-0001"
+    assert identify({"id": "  "}) == ANONYMOUS
+    blocks, notes = blocks_from_advisory({**document, "withdrawn": "2026-01-01T00:00:00Z"})
+    assert blocks == []
+    assert notes == ["GHSA-test-0001 is withdrawn"]
+
+
+# reading files, directories and zips ----------------------------------------------------------
+
+
+def write_feed(root: Path, count: int = 3) -> list[str]:
+    ids = []
+    for number in range(count):
+        advisory_id = f"MAL-2026-{number}"
+        path = root / "osv" / "malicious" / "npm" / f"pkg{number}" / f"{advisory_id}.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"id": advisory_id}), encoding="utf-8")
+        ids.append(advisory_id)
+    return ids
+
+
+def zip_of(path: Path, members: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+def test_a_directory_is_read_at_any_depth_sorted_without_following_symlinks(
+    tmp_path: Path,
+) -> None:
+    feed = tmp_path / "feed"
+    ids = write_feed(feed)
+    (feed / "README.md").write_text("not an advisory", encoding="utf-8")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"id": "OUTSIDE"}), encoding="utf-8")
+    (feed / "osv" / "link.json").symlink_to(outside)
+    (feed / "osv" / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+    assert [a["id"] for a in list(read_advisories([str(feed)]))] == ids
+    bad = feed / "osv" / "zz.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"zz\.json is not JSON"):
+        list(read_advisories([str(feed)]))
+
+
+def test_a_zip_is_read_like_a_directory(tmp_path: Path) -> None:
+    members = {
+        f"malicious-packages-main/osv/malicious/pypi/p{n}/MAL-{n}.json": json.dumps(
+            {"id": f"MAL-{n}"}
+        ).encode()
+        for n in (2, 1)
+    }
+    members["malicious-packages-main/README.md"] = b"ignored"
+    path = zip_of(tmp_path / "feed.zip", members)
+    assert [a["id"] for a in list(read_advisories([path]))] == ["MAL-1", "MAL-2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("/etc/evil.json", "named outside the archive"),
+        ("osv/../../evil.json", "named outside the archive"),
+        ("C:/evil.json", "named outside the archive"),
+        ("osv\\..\\evil.json", "named outside the archive"),
+    ],
+)
+def test_hostile_zip_members_are_refused(tmp_path: Path, name: str, message: str) -> None:
+    path = tmp_path / "feed.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("placeholder.json")
+        info.filename = name  # ZipInfo() would clean the name; a hostile archive does not
+        archive.writestr(info, b"{}")
+    with pytest.raises(UsageError, match=message):
+        list(read_advisories([str(path)]))
+
+
+def test_a_symlink_zip_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feed.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("osv/link.json")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(info, b"/etc/passwd")
+    with pytest.raises(UsageError, match="is a symlink"):
+        list(read_advisories([str(path)]))
+
+
+def test_a_zip_bomb_is_a_clear_error_not_memory(tmp_path: Path) -> None:
+    # 64 MiB of zeros compress to about 64 KiB: reading stops one byte past the bound.
+    bomb = zip_of(tmp_path / "bomb.zip", {"osv/MAL-1.json": bytes(64 * 1024 * 1024)})
+    assert os.path.getsize(bomb) < 1024 * 1024
+    with pytest.raises(UsageError, match="larger than 1024 bytes uncompressed"):
+        list(read_advisories([bomb], Limits(file_bytes=1024)))
+    many = zip_of(tmp_path / "many.zip", {f"osv/MAL-{n}.json": b"{}" for n in range(5)})
+    with pytest.raises(UsageError, match="more than 4 advisory files"):
+        list(read_advisories([many], Limits(files=4)))
+    total = zip_of(
+        tmp_path / "total.zip", {f"osv/MAL-{n}.json": b" " * 90 + b"{}" for n in range(5)}
+    )
+    with pytest.raises(UsageError, match="more than 300 bytes of advisories"):
+        list(read_advisories([total], Limits(total_bytes=300)))
+    not_zip = tmp_path / "not.zip"
+    not_zip.write_bytes(b"PK not really")
+    with pytest.raises(UsageError, match="not a zip this command reads"):
+        list(read_advisories([str(not_zip)]))
+
+
+def test_directory_bounds(tmp_path: Path) -> None:
+    write_feed(tmp_path, count=3)
+    with pytest.raises(UsageError, match="more than 2 advisory files"):
+        list(read_advisories([str(tmp_path)], Limits(files=2)))
+    with pytest.raises(UsageError, match="larger than 5 bytes"):
+        list(read_advisories([str(tmp_path)], Limits(file_bytes=5)))
+    with pytest.raises(UsageError, match="more than 40 bytes of advisories"):
+        list(read_advisories([str(tmp_path)], Limits(total_bytes=40)))
