@@ -23,12 +23,17 @@ pytestmark = pytest.mark.e2e
 MVN_TIMEOUT = 300  # seconds per mvn run (a 2-core machine; the JVM starts slowly)
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.9.0"
 LOCAL_M2 = Path.home() / ".m2" / "repository"
+
+
 # The project the runs happen in: it pins the dependency plugin and lifts its commons-beanutils
 # to 1.11.0, the version this machine's ~/.m2 holds (3.9.0 asks for 1.9.4 on its own).
-PROJECT_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+def project_pom(artifact: str, dependencies: str = "") -> str:
+    """A pom-packaging project `test:<artifact>:1` with `dependencies` (XML) and the
+    dependency plugin pinned, its commons-beanutils lifted as above."""
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>test</groupId><artifactId>resolve</artifactId><version>1</version>
-  <packaging>pom</packaging>
+  <groupId>test</groupId><artifactId>{artifact}</artifactId><version>1</version>
+  <packaging>pom</packaging>{dependencies}
   <build><plugins><plugin>
     <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId>
     <version>3.9.0</version>
@@ -39,6 +44,9 @@ PROJECT_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   </plugin></plugins></build>
 </project>
 """
+
+
+PROJECT_POM = project_pom("resolve")
 
 
 def _mvn() -> str:

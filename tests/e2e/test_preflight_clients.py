@@ -19,7 +19,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from tests.e2e.conftest import ClientResult, RunningMirror, StartMirror, run_client
-from tests.e2e.test_maven_e2e import DEPENDENCY_PLUGIN, LOCAL_M2, MVN_TIMEOUT, _mvn
+from tests.e2e.test_maven_e2e import DEPENDENCY_PLUGIN, LOCAL_M2, MVN_TIMEOUT, _mvn, project_pom
 from tests.e2e.test_npm_e2e import Env as NpmEnv
 from tests.e2e.test_pypi_e2e import Env as PypiEnv
 from tests.e2e.test_pypi_e2e import _uv
@@ -284,23 +284,13 @@ async def test_preflight_of_what_the_clients_wrote_names_the_blocked_pins(
 
 # A project depending on org.example:app (which depends on lib); the dependency plugin pinned
 # as in test_maven_e2e (its commons-beanutils lifted to the version ~/.m2 holds).
-MAVEN_PROJECT_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>test</groupId><artifactId>shipped</artifactId><version>1</version>
-  <packaging>pom</packaging>
+MAVEN_PROJECT_POM = project_pom(
+    "shipped",
+    """
   <dependencies><dependency>
     <groupId>org.example</groupId><artifactId>app</artifactId><version>1.0.0</version>
-  </dependency></dependencies>
-  <build><plugins><plugin>
-    <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId>
-    <version>3.9.0</version>
-    <dependencies><dependency>
-      <groupId>commons-beanutils</groupId><artifactId>commons-beanutils</artifactId>
-      <version>1.11.0</version>
-    </dependency></dependencies>
-  </plugin></plugins></build>
-</project>
-"""
+  </dependency></dependencies>""",
+)
 
 
 async def test_preflight_of_mvn_dependency_list_names_the_blocked_artifact(
