@@ -378,6 +378,34 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AccessConfig:
+    """Who may read packages through the mirror. Read tokens name the client or team in the
+    download ledger; `required` refuses anonymous reads (401)."""
+
+    # name:token pairs; a client sends the token as npm's `_authToken` (Bearer), in pip's or
+    # uv's index URL (`name:token@`, Basic) or as Maven `<server>` credentials (Basic).
+    tokens: Mapping[str, str] = setting(parse=_tokens, factory=dict)
+    required: bool = setting(False, parse=_bool)
+
+
+def _feed_sources(value: Any, key: str) -> tuple[str, ...]:
+    """Directories (or zips) of OSV advisories, or http(s) URLs of such a zip."""
+    sources = tuple(_items(value, key, "directories, zip files or URLs"))
+    for source in sources:
+        if "://" in source:
+            _url(source, key)
+    return sources
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedsConfig:
+    """Advisory feeds synced into blocks on a schedule (`mirror import-osv` on a timer)."""
+
+    sources: tuple[str, ...] = setting((), parse=_feed_sources, env="MIRROR_FEEDS")
+    interval: timedelta = setting(timedelta(hours=1), parse=_positive)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsConfig:
     """Connection limits of each worker process."""
 
@@ -431,6 +459,8 @@ class Config:
     upstream: UpstreamConfig = section(UpstreamConfig)
     state: StateConfig = section(StateConfig)
     admin: AdminConfig = section(AdminConfig)
+    access: AccessConfig = section(AccessConfig)
+    feeds: FeedsConfig = section(FeedsConfig)
     tls: TLSConfig = section(TLSConfig)
     limits: LimitsConfig = section(LimitsConfig, env_prefix="MIRROR_")
 

@@ -24,7 +24,7 @@ FLUSH_INTERVAL: Final = 0.5  # seconds a note may wait before it is written
 MAX_BATCH: Final = 500  # rows in one state write
 MAX_PENDING: Final = 50_000  # rows kept while state is down; the oldest are dropped
 
-_Key = tuple[str, str, str, str, str]
+_Key = tuple[str, str, str, str, str, str]
 
 
 class DownloadLedger:

@@ -130,8 +130,15 @@ class DownloadEvent:
 
     As noted, one download (or the repeats a worker gathered before writing them):
     `at` the first, `last_at` the latest (None = `at`), `count` how many. As stored and read
-    back, the aggregate over every worker: the ledger keeps one row per (client, file), so its
-    size follows distinct downloads, not traffic."""
+    back, the aggregate over every worker: the ledger keeps one row per (client address, read
+    token, file), so its size follows distinct downloads, not traffic.
+
+    Who: `client` the address (a forwarded one only from a trusted proxy), `token` the name
+    of the read token presented ("" = none). What the client said about itself, as of its
+    latest download in the row: `user_agent`, `ci` (the CI system it names, such as
+    "github-actions" from npm's `ci/…`; "ci" when it only says it runs in CI, as pip does;
+    "" = not CI), `command` (npm's `npm-command`, such as "ci" or "install") and `session`
+    (npm's `npm-session`: one id per npm run)."""
 
     ecosystem: str
     package: str
@@ -141,27 +148,39 @@ class DownloadEvent:
     at: datetime
     last_at: datetime | None = None
     count: int = 1
+    token: str = ""
+    user_agent: str = ""
+    ci: str = ""
+    command: str = ""
+    session: str = ""
 
     @property
     def last_seen(self) -> datetime:
         return self.at if self.last_at is None else self.last_at
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        """What the ledger aggregates by: the file and the client."""
-        return (self.ecosystem, self.package, self.version, self.filename, self.client)
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        """What the ledger aggregates by: the file, the client address and the read token."""
+        return (self.ecosystem, self.package, self.version, self.filename, self.client, self.token)
 
     def merged(self, other: DownloadEvent) -> DownloadEvent:
-        """This row and `other` (the same key) as one: first, last, the counts added."""
+        """This row and `other` (the same key) as one: first, last, the counts added, and
+        what the client said about itself in the later of the two."""
+        latest = other if other.last_seen >= self.last_seen else self
         return DownloadEvent(
             ecosystem=self.ecosystem,
             package=self.package,
             version=self.version,
             filename=self.filename,
             client=self.client,
+            token=self.token,
             at=min(self.at, other.at),
             last_at=max(self.last_seen, other.last_seen),
             count=self.count + other.count,
+            user_agent=latest.user_agent,
+            ci=latest.ci,
+            command=latest.command,
+            session=latest.session,
         )
 
 

@@ -812,7 +812,7 @@ def _upgrade(conn: sqlite3.Connection) -> None:
 
 def _aggregate(events: Sequence[DownloadEvent]) -> list[DownloadEvent]:
     """`events` with one row per (client, file)."""
-    rows: dict[tuple[str, str, str, str, str], DownloadEvent] = {}
+    rows: dict[tuple[str, ...], DownloadEvent] = {}
     for event in events:
         known = rows.get(event.key)
         rows[event.key] = event if known is None else known.merged(event)

@@ -258,6 +258,8 @@ _SAMPLES: dict[str, str] = {
     "quarantine.unknown": "allow",
     "state.redis_url": "redis://127.0.0.1:1/0",
     "admin.tokens": "ci:0123456789abcdef0123",
+    "access.tokens": "team-a:0123456789abcdef0123",
+    "feeds.sources": "/srv/osv/malicious",
 }
 
 
@@ -348,3 +350,30 @@ def test_keys_no_setting_declares_are_refused(text: str, message: str, tmp_path:
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, {})
+
+
+def test_read_tokens_and_required_access_are_read_from_the_environment() -> None:
+    config = load_config(
+        None,
+        {
+            "MIRROR_ACCESS_TOKENS": "team-a:aaaaaaaaaaaaaaaa1, ci:bbbbbbbbbbbbbbbb2",
+            "MIRROR_ACCESS_REQUIRED": "true",
+        },
+    )
+    assert dict(config.access.tokens) == {"team-a": "aaaaaaaaaaaaaaaa1", "ci": "bbbbbbbbbbbbbbbb2"}
+    assert config.access.required is True
+    assert load_config(None, {}).access.required is False
+
+
+def test_a_short_read_token_is_refused_naming_the_setting_not_the_secret() -> None:
+    with pytest.raises(ConfigError, match=r"access\.tokens\.team-a") as caught:
+        load_config(None, {"MIRROR_ACCESS_TOKENS": "team-a:short-secret"})
+    assert "short-secret" not in str(caught.value)
+
+
+def test_feeds_are_directories_or_http_urls() -> None:
+    config = load_config(None, {"MIRROR_FEEDS": "/srv/osv, https://feeds.example.com/all.zip"})
+    assert config.feeds.sources == ("/srv/osv", "https://feeds.example.com/all.zip")
+    assert config.feeds.interval == timedelta(hours=1)
+    with pytest.raises(ConfigError, match=r"feeds\.sources"):
+        load_config(None, {"MIRROR_FEEDS": "ftp://feeds.example.com/all.zip"})
