@@ -321,7 +321,7 @@ class LocalState:
         if not events:
             return
         rows = [
-            (*event.key, _micros(event.at), _micros(event.last_seen), event.count)
+            (*event.key[:5], _micros(event.at), _micros(event.last_seen), event.count)
             for event in _aggregate(events)
         ]
         packages = {(row[0], row[1]) for row in rows}
