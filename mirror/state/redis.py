@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -38,6 +38,7 @@ from mirror.state.base import (
     FetchHolder,
     InvalidPosition,
     StateIdentity,
+    identity_totals,
 )
 
 log = logging.getLogger("mirror.state")
@@ -124,20 +125,26 @@ return {old, version}
 """
 
 # Download rows of one package added to its ledger, atomically. KEYS: first seen (sorted set
-# member -> micros), last seen (the same), counts (hash), and the ledger's index of packages by
-# their least recently seen row. ARGV: prune before (micros), rows kept, the package's name in
-# that index, then (member, first, last, count) per row. Rows last seen before the cutoff go,
-# then the least recently seen beyond the cap.
+# member -> micros), last seen (the same), counts (hash), what the clients said (hash, member
+# -> JSON [user agent, ci, command, session]; no field = all ""), the ledger's index of
+# packages by their least recently seen row, and the ecosystem's package names (sorted set,
+# score 0). ARGV: prune before (micros), rows kept, the package's name in the oldest index,
+# its name, then (member, first, last, count, what the client said or "") per row. What the
+# client said is kept from the row's latest download (on a tie, the one written last). Rows
+# last seen before the cutoff go, then the least recently seen beyond the cap.
 _LEDGER_SCRIPT = """
-local first, last, counts, oldest = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-for i = 4, #ARGV, 4 do
+local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local oldest, packages = KEYS[5], KEYS[6]
+for i = 5, #ARGV, 5 do
   -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
-  local member, at, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local member, at, seen, said = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
   local known = redis.call('ZSCORE', first, member)
   if (not known) or tonumber(known) > tonumber(at) then redis.call('ZADD', first, at, member) end
   known = redis.call('ZSCORE', last, member)
-  if (not known) or tonumber(known) < tonumber(seen) then
+  if (not known) or tonumber(known) <= tonumber(seen) then
     redis.call('ZADD', last, seen, member)
+    if said == '' then redis.call('HDEL', who, member)
+    else redis.call('HSET', who, member, said) end
   end
   redis.call('HINCRBY', counts, member, ARGV[i + 3])
 end
@@ -146,6 +153,7 @@ local function drop(members)
     redis.call('ZREM', first, member)
     redis.call('ZREM', last, member)
     redis.call('HDEL', counts, member)
+    redis.call('HDEL', who, member)
   end
 end
 drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000))
@@ -154,8 +162,10 @@ if excess > 0 then drop(redis.call('ZRANGE', last, 0, excess - 1)) end
 local least = redis.call('ZRANGE', last, 0, 0, 'WITHSCORES')
 if least[2] then
   redis.call('ZADD', oldest, least[2], ARGV[3])
+  redis.call('ZADD', packages, 0, ARGV[4])
 else
   redis.call('ZREM', oldest, ARGV[3])
+  redis.call('ZREM', packages, ARGV[4])
 end
 return 1
 """
@@ -243,8 +253,9 @@ if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n' the
 end
 return 0
 """
-# Set once every piece of data of earlier versions has been moved.
-_UPGRADED = "2"
+# Set once every piece of data of earlier versions has been moved (3: the index of package
+# names per ecosystem is filled).
+_UPGRADED = "3"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -517,46 +528,68 @@ class RedisState:
                 by_package.setdefault((ecosystem, package), {})
             async with client.pipeline(transaction=False) as pipe:
                 for (ecosystem, package), rows in by_package.items():
-                    args = [str(prune_before), str(self.downloads_kept), f"{ecosystem}\n{package}"]
+                    args = [
+                        str(prune_before),
+                        str(self.downloads_kept),
+                        f"{ecosystem}\n{package}",
+                        package,
+                    ]
                     for member, row in rows.items():
                         args += [
                             member,
                             str(_micros(row.at)),
                             str(_micros(row.last_seen)),
                             str(row.count),
+                            _said(row),
                         ]
                     await script(keys=self._ledger_keys(ecosystem, package), args=args, client=pipe)
                 await pipe.execute()
 
     def _ledger_keys(self, ecosystem: str, package: str) -> list[str]:
-        """First seen, last seen, counts of one package's rows."""
+        """First seen, last seen, counts, what the clients said of one package's rows; the
+        index of packages by least recently seen row; the ecosystem's package names."""
         return [
             self._key("ledger", ecosystem, package),
             self._key("ledger-last", ecosystem, package),
             self._key("ledger-count", ecosystem, package),
+            self._key("ledger-who", ecosystem, package),
             self._key("ledger-oldest"),
+            self._key("ledger-packages", ecosystem),
         ]
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         await self._upgrade()
         client = self._redis("list downloaded packages")
-        prefix = self._key("ledger", ecosystem, "")
-        names: set[str] = set()
         with self._translate("list downloaded packages"):
-            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
-                text = key.decode() if isinstance(key, bytes) else str(key)
-                names.add(text[len(prefix) :])
-        return sorted(names)
+            # Score 0 for all: the set keeps the names in byte order.
+            names = await client.zrange(self._key("ledger-packages", ecosystem), 0, -1)
+        return [str(name) for name in names]
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
+        return await self._every_row(ecosystem, package, since=since, versions=None)
+
+    async def _every_row(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        since: datetime | None,
+        versions: Callable[[str], bool] | None,
+    ) -> list[DownloadEvent]:
+        """Every row of the package `downloads_page` would show, oldest first."""
         events: list[DownloadEvent] = []
         after: str | None = None
         # Bounded: the package keeps at most `downloads_kept` rows.
         while True:
             page = await self.downloads_page(
-                ecosystem, package, limit=self.downloads_kept, since=since, after=after
+                ecosystem,
+                package,
+                limit=self.downloads_kept,
+                since=since,
+                versions=versions,
+                after=after,
             )
             events.extend(page.events)
             if page.next_after is None:
@@ -584,7 +617,7 @@ class RedisState:
         seen_since = None if since is None else _micros(since)
         await self._upgrade()
         client = self._redis("read downloads")
-        first_key, last_key, count_key, _ = self._ledger_keys(ecosystem, package)
+        first_key, last_key, count_key, who_key = self._ledger_keys(ecosystem, package)[:4]
         events: list[DownloadEvent] = []
         positions: list[tuple[int, bytes]] = []
         offset = 0
@@ -601,12 +634,16 @@ class RedisState:
                 members = [member for member, _ in rows]
                 lasts: list[float | None] = []
                 counts: list[str | None] = []
+                said: list[str | None] = []
                 if members:
                     async with client.pipeline(transaction=False) as pipe:
                         pipe.zmscore(last_key, members)
                         pipe.hmget(count_key, members)
-                        lasts, counts = await pipe.execute()
-                for (member, score), seen, count in zip(rows, lasts, counts, strict=True):
+                        pipe.hmget(who_key, members)
+                        lasts, counts, said = await pipe.execute()
+                for (member, score), seen, count, who in zip(
+                    rows, lasts, counts, said, strict=True
+                ):
                     raw = member if isinstance(member, bytes) else str(member).encode()
                     position = (int(score), raw)
                     if last is not None and position <= last:
@@ -615,9 +652,12 @@ class RedisState:
                         continue  # pruned between the reads
                     if seen_since is not None and int(seen) < seen_since:
                         continue
-                    version, filename, client_name = json.loads(raw)
+                    version, filename, client_name, token = _unmember(raw)
                     if versions is not None and not versions(version):
                         continue
+                    user_agent, ci, command, session = (
+                        _NOTHING_SAID if who is None else json.loads(who)
+                    )
                     events.append(
                         DownloadEvent(
                             ecosystem=ecosystem,
@@ -625,9 +665,14 @@ class RedisState:
                             version=version,
                             filename=filename,
                             client=client_name,
+                            token=token,
                             at=_from_micros(int(score)),
                             last_at=_from_micros(int(seen)),
                             count=int(count),
+                            user_agent=user_agent,
+                            ci=ci,
+                            command=command,
+                            session=session,
                         )
                     )
                     positions.append(position)
@@ -639,6 +684,18 @@ class RedisState:
             return DownloadPage(events=events, next_after=None)
         at, last_member = positions[limit - 1]
         return DownloadPage(events=events[:limit], next_after=f"{at}:{last_member.hex()}")
+
+    async def download_identities(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+    ) -> list[IdentityTotal]:
+        # Redis cannot group: the package's rows (at most its cap) are read and totalled here.
+        rows = await self._every_row(ecosystem, package, since=since, versions=versions)
+        return identity_totals(rows)
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -738,8 +795,28 @@ class RedisState:
             prefix = self._key("downloads", "")
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
                 await self._upgrade_downloads(client, str(key), prefix)
+            await self._index_package_names(client)
             await client.set(marker, _UPGRADED)
         self._upgraded = True
+
+    async def _index_package_names(self, client: aioredis.Redis) -> None:
+        """The ecosystems' package names (`downloaded_packages`) indexed from the index of
+        packages by least recently seen row, which names every package holding rows (a
+        ledger of an earlier version has rows but no name index). Adding is idempotent."""
+        oldest = self._key("ledger-oldest")
+        start = 0
+        while True:
+            names = cast(list[str], await client.zrange(oldest, start, start + _PAGE_CHUNK - 1))
+            by_ecosystem: dict[str, list[str]] = {}
+            for name in names:
+                ecosystem, _, package = str(name).partition("\n")
+                by_ecosystem.setdefault(ecosystem, []).append(package)
+            for ecosystem, packages in by_ecosystem.items():
+                index = self._key("ledger-packages", ecosystem)
+                await client.zadd(index, dict.fromkeys(packages, 0))
+            if len(names) < _PAGE_CHUNK:
+                return
+            start += len(names)
 
     async def _upgrade_downloads(self, client: aioredis.Redis, key: str, prefix: str) -> None:
         """One package's download events (an earlier version's form) folded into rows."""
@@ -963,8 +1040,27 @@ def _position(text: str) -> tuple[int, bytes]:
 
 
 def _member(event: DownloadEvent) -> str:
-    """A ledger row's member: the file and the client."""
-    return json.dumps([event.version, event.filename, event.client], separators=(",", ":"))
+    """A ledger row's member: the file, the client address and the read token, the token
+    left out when there is none (so the rows of versions before tokens are those rows)."""
+    key = [event.version, event.filename, event.client]
+    if event.token:
+        key.append(event.token)
+    return json.dumps(key, separators=(",", ":"))
+
+
+def _unmember(raw: bytes) -> tuple[str, str, str, str]:
+    """(version, filename, client, token) of a member `_member` wrote."""
+    version, filename, client, *token = json.loads(raw)
+    return version, filename, client, token[0] if token else ""
+
+
+_NOTHING_SAID = ("", "", "", "")
+
+
+def _said(event: DownloadEvent) -> str:
+    """What the client said about itself as the ledger stores it ("" = nothing)."""
+    said = [event.user_agent, event.ci, event.command, event.session]
+    return json.dumps(said, separators=(",", ":")) if any(said) else ""
 
 
 def _audit_time(at: datetime) -> str:
