@@ -42,26 +42,6 @@ class InvalidPosition(ValueError):
     forged cursor)."""
 
 
-def identity_totals(rows: Iterable[DownloadEvent]) -> list[IdentityTotal]:
-    """`rows` (a package's ledger rows) totalled per (token, ci), in `download_identities`'s
-    order: for a backend that cannot group where the rows are stored."""
-    groups: dict[tuple[str, str], list[DownloadEvent]] = {}
-    for row in rows:
-        groups.setdefault((row.token, row.ci), []).append(row)
-    return sort_identities(
-        IdentityTotal(
-            token=token,
-            ci=ci,
-            clients=len({row.client for row in group}),
-            rows=len(group),
-            downloads=sum(row.count for row in group),
-            first_seen=min(row.at for row in group),
-            last_seen=max(row.last_seen for row in group),
-        )
-        for (token, ci), group in groups.items()
-    )
-
-
 def sort_identities(totals: Iterable[IdentityTotal]) -> list[IdentityTotal]:
     """Most downloads first, then by token and CI: the same order on every call."""
     return sorted(totals, key=lambda total: (-total.downloads, total.token, total.ci))

@@ -38,7 +38,7 @@ from mirror.state.base import (
     FetchHolder,
     InvalidPosition,
     StateIdentity,
-    identity_totals,
+    sort_identities,
 )
 
 log = logging.getLogger("mirror.state")
@@ -169,6 +169,72 @@ else
 end
 return 1
 """
+
+# Who pulled a package, totalled where the rows are (the replies stay small: a client would
+# spend seconds parsing 100,000 rows). One call reads a chunk of the rows in first-seen order,
+# from just after the anchor: the last row the previous call read (its member and first seen;
+# "" = from the start). KEYS: first seen, last seen, counts, what the clients said.
+# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all). Returns
+# {rows read, last member, its first seen, then per (version, token, ci) group: version,
+# token, ci, rows, downloads, first, last, and its distinct client addresses joined by NUL}.
+# When the anchor row is gone or moved since, the chunk starts after the rows first seen
+# before the anchor's time (rows tied with it to the microsecond may then count twice).
+_IDENTITIES_SCRIPT = """
+local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local start = 0
+if ARGV[1] ~= '' then
+  local score = redis.call('ZSCORE', first, ARGV[1])
+  if score and tonumber(score) == tonumber(ARGV[2]) then
+    start = redis.call('ZRANK', first, ARGV[1]) + 1
+  else
+    start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
+  end
+end
+local rows = redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+local since = tonumber(ARGV[4])
+local groups, order = {}, {}
+local members = {}
+for i = 1, #rows, 2 do members[#members + 1] = rows[i] end
+local seens, tallies, saids = {}, {}, {}
+if #members > 0 then
+  seens = redis.call('ZMSCORE', last, unpack(members))
+  tallies = redis.call('HMGET', counts, unpack(members))
+  saids = redis.call('HMGET', who, unpack(members))
+end
+for n, member in ipairs(members) do
+  local at, seen = tonumber(rows[2 * n]), tonumber(seens[n])
+  if seen and ((not since) or seen >= since) then
+    local key = cjson.decode(member)
+    local said = saids[n]
+    local ci = said and cjson.decode(said)[2] or ''
+    local token = key[4] or ''
+    local id = key[1] .. '\\0' .. token .. '\\0' .. ci
+    local group = groups[id]
+    if not group then
+      group = {key[1], token, ci, 0, 0, at, seen, {}, {}}
+      groups[id] = group
+      order[#order + 1] = id
+    end
+    group[4] = group[4] + 1
+    group[5] = group[5] + tonumber(tallies[n] or '0')
+    if at < group[6] then group[6] = at end
+    if seen > group[7] then group[7] = seen end
+    if not group[9][key[3]] then
+      group[9][key[3]] = true
+      group[8][#group[8] + 1] = key[3]
+    end
+  end
+end
+local reply = {#rows / 2, rows[#rows - 1] or '', rows[#rows] or ''}
+for _, id in ipairs(order) do
+  local group = groups[id]
+  for j = 1, 7 do reply[#reply + 1] = group[j] end
+  reply[#reply + 1] = table.concat(group[8], '\\0')
+end
+return reply
+"""
+# Rows one `download_identities` script totals (it keeps Redis busy about 15 ms).
+_IDENTITIES_CHUNK = 2000
 
 # The audit of earlier versions (a list, newest first, of the same JSON entries) moved into
 # today's indexes in one atomic step, so workers starting together move it once. ARGV:
@@ -568,28 +634,12 @@ class RedisState:
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
     ) -> list[DownloadEvent]:
-        return await self._every_row(ecosystem, package, since=since, versions=None)
-
-    async def _every_row(
-        self,
-        ecosystem: str,
-        package: str,
-        *,
-        since: datetime | None,
-        versions: Callable[[str], bool] | None,
-    ) -> list[DownloadEvent]:
-        """Every row of the package `downloads_page` would show, oldest first."""
         events: list[DownloadEvent] = []
         after: str | None = None
         # Bounded: the package keeps at most `downloads_kept` rows.
         while True:
             page = await self.downloads_page(
-                ecosystem,
-                package,
-                limit=self.downloads_kept,
-                since=since,
-                versions=versions,
-                after=after,
+                ecosystem, package, limit=self.downloads_kept, since=since, after=after
             )
             events.extend(page.events)
             if page.next_after is None:
@@ -693,9 +743,28 @@ class RedisState:
         since: datetime | None = None,
         versions: Callable[[str], bool] | None = None,
     ) -> list[IdentityTotal]:
-        # Redis cannot group: the package's rows (at most its cap) are read and totalled here.
-        rows = await self._every_row(ecosystem, package, since=since, versions=versions)
-        return identity_totals(rows)
+        # The rows (at most the package's cap) are totalled in Redis chunk by chunk per
+        # (version, token, ci); the versions are chosen and the chunks added up here.
+        keys = self._ledger_keys(ecosystem, package)[:4]
+        args = ["", "", str(_IDENTITIES_CHUNK), "" if since is None else str(_micros(since))]
+        groups: dict[tuple[str, str], _Identity] = {}
+        client = self._redis("read download identities")
+        with self._translate("read download identities"):
+            for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # bounded by the cap
+                reply = await client.eval(_IDENTITIES_SCRIPT, len(keys), *keys, *args)
+                read, anchor, anchor_at = int(reply[0]), str(reply[1]), str(reply[2])
+                for offset in range(3, len(reply), 8):
+                    version, token, ci, rows, downloads, first, last, clients = reply[
+                        offset : offset + 8
+                    ]
+                    if versions is not None and not versions(str(version)):
+                        continue
+                    group = groups.setdefault((str(token), str(ci)), _Identity())
+                    group.add(int(rows), int(downloads), int(first), int(last), str(clients))
+                if read < _IDENTITIES_CHUNK:
+                    break
+                args[:2] = [anchor, anchor_at]
+        return sort_identities(group.total(token, ci) for (token, ci), group in groups.items())
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -1019,6 +1088,35 @@ class RedisState:
             raise StateUnavailable(
                 f"the shared state (Redis) failed to {what}: {type(exc).__name__}"
             ) from exc
+
+
+class _Identity:
+    """The running totals of one (token, ci) over the chunks `download_identities` reads."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.downloads = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.clients: set[str] = set()
+
+    def add(self, rows: int, downloads: int, first: int, last: int, clients: str) -> None:
+        self.rows += rows
+        self.downloads += downloads
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+        self.clients.update(clients.split("\0"))
+
+    def total(self, token: str, ci: str) -> IdentityTotal:
+        return IdentityTotal(
+            token=token,
+            ci=ci,
+            clients=len(self.clients),
+            rows=self.rows,
+            downloads=self.downloads,
+            first_seen=_from_micros(self.first or 0),
+            last_seen=_from_micros(self.last or 0),
+        )
 
 
 def _owner(owner: str) -> str:

@@ -28,6 +28,7 @@ from mirror.state import (
     StateStore,
     create_state,
 )
+from mirror.state import redis as redis_state
 from mirror.state.base import InvalidPosition
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState, _encode_audit, _encode_rule, _micros
@@ -526,6 +527,47 @@ async def test_download_identities_total_per_token_and_ci(state: StateStore) -> 
     assert await state.download_identities("npm", "axios", versions=lambda _: False) == []
     assert await state.download_identities("npm", "left-pad") == []
     assert await state.download_identities("pypi", "axios") == []
+
+
+async def test_download_identities_count_every_row_once_in_small_reads(
+    state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis totals a few rows per script: 3 here, so rows tied to the microsecond straddle
+    # the reads (SQLite groups in one query; the same answer).
+    monkeypatch.setattr(redis_state, "_IDENTITIES_CHUNK", 3)
+    events = [
+        pulled(f"10.0.0.{n % 4}", T0 + timedelta(seconds=n // 3), token=("a", "b")[n % 2],
+               version=f"1.0.{n}", count=n + 1)
+        for n in range(11)
+    ]  # fmt: skip
+    await state.record_downloads(events)
+    totals = {
+        (t.token, t.clients, t.rows, t.downloads)
+        for t in await state.download_identities("npm", "axios")
+    }
+    assert totals == {("a", 2, 6, 1 + 3 + 5 + 7 + 9 + 11), ("b", 2, 5, 2 + 4 + 6 + 8 + 10)}
+
+
+async def test_redis_identities_go_on_by_time_when_the_last_row_read_is_gone(
+    redis_url: str, clock: FixedClock
+) -> None:
+    # Between two reads the row a read ended on was pruned: the next starts after the rows
+    # first seen before that row's time, so none is counted twice or skipped.
+    store = RedisState(redis_url, namespace=f"test-{uuid.uuid4().hex}", clock=clock)
+    await store.open()
+    try:
+        await store.record_downloads(
+            [pulled(f"10.0.0.{n}", T0 + timedelta(seconds=n), token="t") for n in range(4)]
+        )
+        keys = store._ledger_keys("npm", "axios")[:4]
+        gone = '["1.14.1","axios-1.14.1.tgz","10.0.0.99","t"]'
+        reply = await store._redis("test").eval(
+            redis_state._IDENTITIES_SCRIPT, 4, *keys, gone, str(_micros(T0) + 2_000_000), "10", ""
+        )
+        assert reply[:2] == [2, '["1.14.1","axios-1.14.1.tgz","10.0.0.3","t"]']
+        assert sorted(reply[10].split("\0")) == ["10.0.0.2", "10.0.0.3"]
+    finally:
+        await store.close()
 
 
 # audit log ---------------------------------------------------------------------------------------
