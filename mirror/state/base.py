@@ -146,8 +146,10 @@ class StateStore(Protocol):
 
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
         """Record many events in one write (the ledger batches them), each added to the row of
-        its (client, file): first seen the earliest, last seen the latest, counts summed.
-        Rows last seen longer than the ledger retention ago are pruned."""
+        its `DownloadEvent.key` (file, client address, read token): first seen the earliest,
+        last seen the latest, counts summed, and what the client said (user agent, CI,
+        command, session) from the row's latest download, as `DownloadEvent.merged`. Rows last
+        seen longer than the ledger retention ago are pruned."""
         ...
 
     async def downloads(
