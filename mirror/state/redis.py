@@ -415,6 +415,7 @@ class RedisState:
         self._client: aioredis.Redis | None = None
         self._change: AsyncScript | None = None
         self._ledger: AsyncScript | None = None
+        self._identities: AsyncScript | None = None
         self._upgrade_audit: AsyncScript | None = None
         self._upgraded = False
 
@@ -439,11 +440,12 @@ class RedisState:
             )
             self._change = self._client.register_script(_CHANGE_SCRIPT)
             self._ledger = self._client.register_script(_LEDGER_SCRIPT)
+            self._identities = self._client.register_script(_IDENTITIES_SCRIPT)
             self._upgrade_audit = self._client.register_script(_UPGRADE_AUDIT_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        self._change = self._ledger = self._upgrade_audit = None
+        self._change = self._ledger = self._identities = self._upgrade_audit = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -745,13 +747,14 @@ class RedisState:
     ) -> list[IdentityTotal]:
         # The rows (at most the package's cap) are totalled in Redis chunk by chunk per
         # (version, token, ci); the versions are chosen and the chunks added up here.
+        script = self._script(self._identities, "read download identities")
+        await self._upgrade()
         keys = self._ledger_keys(ecosystem, package)[:4]
         args = ["", "", str(_IDENTITIES_CHUNK), "" if since is None else str(_micros(since))]
         groups: dict[tuple[str, str], _Identity] = {}
-        client = self._redis("read download identities")
         with self._translate("read download identities"):
             for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # bounded by the cap
-                reply = await client.eval(_IDENTITIES_SCRIPT, len(keys), *keys, *args)
+                reply = await script(keys=keys, args=args)
                 read, anchor, anchor_at = int(reply[0]), str(reply[1]), str(reply[2])
                 for offset in range(3, len(reply), 8):
                     version, token, ci, rows, downloads, first, last, clients = reply[
