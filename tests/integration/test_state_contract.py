@@ -548,6 +548,28 @@ async def test_download_identities_count_every_row_once_in_small_reads(
     assert totals == {("a", 2, 6, 1 + 3 + 5 + 7 + 9 + 11), ("b", 2, 5, 2 + 4 + 6 + 8 + 10)}
 
 
+async def test_redis_prunes_what_clients_said_with_their_rows(
+    redis_url: str, clock: FixedClock
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    store = RedisState(
+        redis_url, namespace=namespace, clock=clock, ledger_retention=timedelta(days=30)
+    )
+    await store.open()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await store.record_download(pulled("10.0.0.7", NOW, package="lodash", ci="ci", session="s"))
+        assert await raw.hlen(f"{namespace}:ledger-who:npm:lodash") == 1
+        clock.advance(timedelta(days=31))
+        await store.record_download(pulled("10.0.0.7", clock.now()))
+        # Nothing of the pruned package is left behind, and its name is out of the index.
+        assert await raw.keys(f"{namespace}:ledger*:npm:lodash") == []
+        assert await raw.zrange(f"{namespace}:ledger-packages:npm", 0, -1) == ["axios"]
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
 async def test_redis_identities_go_on_by_time_when_the_last_row_read_is_gone(
     redis_url: str, clock: FixedClock
 ) -> None:
