@@ -419,11 +419,7 @@ class LocalState:
     ) -> DownloadPage:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        where = "ecosystem = ? AND package = ?"
-        params: list[str | int] = [ecosystem, package]
-        if since is not None:
-            where += " AND last_at >= ?"
-            params.append(_micros(since))
+        where, params = _package_rows(ecosystem, package, since)
         if after is not None:
             at, seq = _position(after)
             where += " AND (first_at > ? OR (first_at = ? AND seq > ?))"
@@ -495,11 +491,7 @@ class LocalState:
         since: datetime | None = None,
         versions: Callable[[str], bool] | None = None,
     ) -> list[IdentityTotal]:
-        where = "ecosystem = ? AND package = ?"
-        params: list[str | int] = [ecosystem, package]
-        if since is not None:
-            where += " AND last_at >= ?"
-            params.append(_micros(since))
+        where, params = _package_rows(ecosystem, package, since)
 
         def select(conn: sqlite3.Connection) -> list[IdentityTotal]:
             if versions is not None and not _want_versions(conn, ecosystem, package, versions):
@@ -895,6 +887,15 @@ def _upgrade(conn: sqlite3.Connection) -> None:
             "ON CONFLICT (ecosystem, package, version, filename, client, token) DO NOTHING"
         )
         conn.execute("DROP TABLE downloads")
+
+
+def _package_rows(
+    ecosystem: str, package: str, since: datetime | None
+) -> tuple[str, list[str | int]]:
+    """The condition (and its parameters) of a package's ledger rows last seen since `since`."""
+    if since is None:
+        return "ecosystem = ? AND package = ?", [ecosystem, package]
+    return "ecosystem = ? AND package = ? AND last_at >= ?", [ecosystem, package, _micros(since)]
 
 
 # The rows of the versions `_want_versions` chose.
