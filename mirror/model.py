@@ -185,6 +185,22 @@ class DownloadEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityTotal:
+    """Who pulled a package, grouped by what they presented: one read token (`token`, "" =
+    none) and one CI system (`ci`, "" = not CI) over the package's ledger rows. `clients`
+    distinct client addresses, `rows` ledger rows (file, address, token), `downloads` their
+    counts summed, `first_seen` / `last_seen` the earliest and latest of them."""
+
+    token: str
+    ci: str
+    clients: int
+    rows: int
+    downloads: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
     """One admin change: who (token name, client address), when, what, before and after."""
 

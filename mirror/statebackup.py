@@ -87,6 +87,11 @@ async def read_export(state: StateStore, *, ledger: bool) -> Export:
     return Export(policy=policy, ledger=await _whole_ledger(state) if ledger else None)
 
 
+# Who downloaded (the read token's name, what the client said about itself): files exported
+# before the ledger kept them have none, and import as "".
+_IDENTITY_FIELDS = ("token", "user_agent", "ci", "command", "session")
+
+
 def _event_doc(event: DownloadEvent) -> dict[str, Any]:
     return {
         "ecosystem": event.ecosystem,
@@ -97,6 +102,7 @@ def _event_doc(event: DownloadEvent) -> dict[str, Any]:
         "at": event.at.isoformat(),
         "last_at": event.last_seen.isoformat(),
         "count": event.count,
+        **{name: getattr(event, name) for name in _IDENTITY_FIELDS},
     }
 
 
@@ -110,6 +116,10 @@ def _event_from(doc: Mapping[str, Any]) -> DownloadEvent:
     ecosystem = str(doc["ecosystem"])
     if ecosystem not in ECOSYSTEMS:
         raise ValueError(f"unknown ecosystem {ecosystem!r}")
+    identity = {name: doc.get(name, "") for name in _IDENTITY_FIELDS}
+    for name, value in identity.items():
+        if not isinstance(value, str):
+            raise ValueError(f"a download's {name} must be text, got {type(value).__name__}")
     return DownloadEvent(
         ecosystem=ecosystem,
         package=str(doc["package"]),
@@ -119,6 +129,7 @@ def _event_from(doc: Mapping[str, Any]) -> DownloadEvent:
         at=at,
         last_at=last_at,
         count=count,
+        **identity,
     )
 
 
@@ -164,8 +175,8 @@ def decode(data: bytes) -> Export:
 
 async def write_import(state: StateStore, export: Export) -> int:
     """Re-seed `state` with the export (see the module docstring); returns its new policy
-    version. The ledger rows are added to the target's (counts summed per client and file:
-    import a ledger once)."""
+    version. The ledger rows are added to the target's (counts summed per client address,
+    token and file: import a ledger once)."""
     seen = await state.state_identity()
     if seen.identity is None:
         await state.claim_identity(uuid.uuid4().hex)

@@ -12,10 +12,10 @@ from typing import Any, Final
 from mirror import policy, versions
 from mirror.admin.parse import PREFIX, ImpactCursor, ImpactQuery, encode_cursor
 from mirror.errors import BadRequest
-from mirror.model import DownloadEvent
+from mirror.model import DownloadEvent, IdentityTotal
 from mirror.policy import iso_seconds as iso
 from mirror.services import Services
-from mirror.state.base import InvalidPosition
+from mirror.state.base import InvalidPosition, sort_identities
 
 DEFAULT_IMPACT_LIMIT: Final = 100
 MAX_IMPACT_LIMIT: Final = 1000  # download events in one impact page
@@ -41,6 +41,25 @@ def impact_link(query: ImpactQuery, cursor: str | None, limit: int) -> str | Non
     return f"{PREFIX}/impact?{urllib.parse.urlencode(params)}"
 
 
+def summed_identities(totals: Sequence[IdentityTotal]) -> list[IdentityTotal]:
+    """Several packages' `download_identities` as one list per (token, ci): rows, downloads
+    and distinct addresses added up (an address that pulled two of the packages counts once
+    in each), first and last seen the earliest and the latest; most downloads first."""
+    groups: dict[tuple[str, str], IdentityTotal] = {}
+    for total in totals:
+        known = groups.get((total.token, total.ci))
+        groups[(total.token, total.ci)] = total if known is None else IdentityTotal(
+            token=total.token,
+            ci=total.ci,
+            clients=known.clients + total.clients,
+            rows=known.rows + total.rows,
+            downloads=known.downloads + total.downloads,
+            first_seen=min(known.first_seen, total.first_seen),
+            last_seen=max(known.last_seen, total.last_seen),
+        )  # fmt: skip
+    return sort_identities(groups.values())
+
+
 def describe_impact(
     query: ImpactQuery,
     events: Sequence[DownloadEvent],
@@ -48,11 +67,15 @@ def describe_impact(
     *,
     limit: int,
     next_cursor: str | None,
+    identities: Sequence[IdentityTotal],
 ) -> dict[str, Any]:
-    """One impact page as the API shows it: its downloads (one row per client and file with
-    first seen, last seen and count; package by package in name order, first seen oldest
-    first within one), the clients on this page, the package names the query
-    covers (at most MAX_IMPACT_PACKAGES listed, all counted) and where the rest is."""
+    """One impact page as the API shows it: its downloads (one row per client address, read
+    token and file with first seen, last seen, count and what the client said about itself
+    in its latest download; package by package in name order, first seen oldest first within
+    one), the clients on this page, who pulled the packages this page read (`identities`,
+    from `summed_identities`: every matching row of those packages, not only this page's),
+    the package names the query covers (at most MAX_IMPACT_PACKAGES listed, all counted) and
+    where the rest is."""
     return {
         "ecosystem": query.ecosystem,
         "package": query.package,
@@ -62,18 +85,35 @@ def describe_impact(
         "packages": list(packages[:MAX_IMPACT_PACKAGES]),
         "packages_total": len(packages),
         "clients": sorted({event.client for event in events}),
-        # One row per client and file: when it first and last pulled it, and how often.
+        # One row per client, token and file: when it first and last pulled it, how often,
+        # and what it said about itself the last time.
         "downloads": [
             {
                 "client": event.client,
+                "token": event.token,
                 "package": event.package,
                 "version": event.version,
                 "filename": event.filename,
                 "first_seen": iso(event.at),
                 "last_seen": iso(event.last_seen),
                 "count": event.count,
+                "user_agent": event.user_agent,
+                "ci": event.ci,
+                "command": event.command,
+                "session": event.session,
             }
             for event in events
+        ],
+        "identities": [
+            {
+                "token": total.token,
+                "ci": total.ci,
+                "clients": total.clients,
+                "downloads": total.downloads,
+                "first_seen": iso(total.first_seen),
+                "last_seen": iso(total.last_seen),
+            }
+            for total in identities
         ],
         "next_cursor": next_cursor,
         "next": impact_link(query, next_cursor, limit),
@@ -85,7 +125,8 @@ async def impact_page(
 ) -> dict[str, Any]:
     """One page of the downloads `query` covers: at most `limit` events, reading at most
     MAX_PACKAGES_PER_PAGE packages, so its size and cost are bounded whatever the ledger
-    holds."""
+    holds. Its `identities` total every matching row of the packages this page read (a
+    package whose rows span several pages is totalled on each of them)."""
     pattern = policy.PackagePattern(query.ecosystem, query.package)
     if pattern.exact:
         names = [pattern.pattern]
@@ -100,6 +141,7 @@ async def impact_page(
         if start < len(names) and names[start] == cursor.package:
             after = cursor.after
     events: list[DownloadEvent] = []
+    identities: list[IdentityTotal] = []
     following: ImpactCursor | None = None
     for index in range(start, len(names)):
         name = names[index]
@@ -119,6 +161,9 @@ async def impact_page(
             raise BadRequest("cursor: not a cursor of this mirror", field="cursor") from None
         after = None
         events.extend(page.events)
+        identities += await services.state.download_identities(
+            query.ecosystem, name, since=query.since, versions=spec.contains
+        )
         if page.next_after is not None:
             following = ImpactCursor(package=name, after=page.next_after)
             break
@@ -127,4 +172,11 @@ async def impact_page(
                 following = ImpactCursor(package=names[index + 1], after=None)
             break
     next_cursor = None if following is None else encode_cursor(query, following)
-    return describe_impact(query, events, names, limit=limit, next_cursor=next_cursor)
+    return describe_impact(
+        query,
+        events,
+        names,
+        limit=limit,
+        next_cursor=next_cursor,
+        identities=summed_identities(identities),
+    )

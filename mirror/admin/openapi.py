@@ -174,9 +174,12 @@ def _schemas() -> dict[str, Any]:
         "ImpactPage": {
             "type": "object",
             "description": "One page of the downloads of the matching versions: one row per "
-            "client and file. `clients` are those on this page; `packages` lists the names "
-            "the query covers (the first 1000; `packages_total` counts them all). `next` is "
-            "the path of the following page, null on the last.",
+            "client address, read token and file. `clients` are those on this page; "
+            "`identities` totals who pulled the packages this page read (every matching row "
+            "of them, not only this page's) per read token and CI system, most downloads "
+            "first; `packages` lists the names the query covers (the first 1000; "
+            "`packages_total` counts them all). `next` is the path of the following page, "
+            "null on the last.",
             "required": [
                 "ecosystem",
                 "package",
@@ -187,6 +190,7 @@ def _schemas() -> dict[str, Any]:
                 "packages_total",
                 "clients",
                 "downloads",
+                "identities",
                 "next_cursor",
                 "next",
             ],
@@ -200,29 +204,59 @@ def _schemas() -> dict[str, Any]:
                 "packages_total": {"type": "integer"},
                 "clients": _TEXT_LIST,
                 "downloads": {"type": "array", "items": _ref("Download")},
+                "identities": {"type": "array", "items": _ref("DownloadIdentity")},
                 "next_cursor": _nullable("string"),
                 "next": _nullable("string"),
             },
         },
         "Download": {
             "type": "object",
+            "description": "Downloads of one file by one client address with one read token "
+            "(`token`: its name, empty = none). `user_agent`, `ci` (the CI system the client "
+            "named, `ci` when it only said it runs in CI, empty = not CI), `command` and "
+            "`session` (npm's) are what the client said in its latest download.",
             "required": [
                 "client",
+                "token",
                 "package",
                 "version",
                 "filename",
                 "first_seen",
                 "last_seen",
                 "count",
+                "user_agent",
+                "ci",
+                "command",
+                "session",
             ],
             "properties": {
                 "client": {"type": "string"},
+                "token": {"type": "string"},
                 "package": {"type": "string"},
                 "version": {"type": "string"},
                 "filename": {"type": "string"},
                 "first_seen": _TIME,
                 "last_seen": _TIME,
                 "count": {"type": "integer"},
+                "user_agent": {"type": "string"},
+                "ci": {"type": "string"},
+                "command": {"type": "string"},
+                "session": {"type": "string"},
+            },
+        },
+        "DownloadIdentity": {
+            "type": "object",
+            "description": "Who pulled, by what they presented: one read token (empty = none) "
+            "and one CI system (empty = not CI). `clients`: distinct client addresses (summed "
+            "per package over several packages), `downloads`: downloads counted.",
+            "required": ["token", "ci", "clients", "downloads", "first_seen", "last_seen"],
+            "properties": {
+                "token": {"type": "string"},
+                "ci": {"type": "string"},
+                "clients": {"type": "integer"},
+                "downloads": {"type": "integer"},
+                "first_seen": _TIME,
+                "last_seen": _TIME,
             },
         },
         "ImpactUnavailable": {
@@ -373,6 +407,7 @@ _ANSWERS: Final = (
     "Rule",
     "ImpactPage",
     "Download",
+    "DownloadIdentity",
     "ImpactUnavailable",
     "Explanation",
     "AuditEntry",

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from mirror.clock import Clock
 from mirror.config import Config
-from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.model import (
+    RULE_KINDS,
+    AuditEntry,
+    DownloadEvent,
+    IdentityTotal,
+    RuleKind,
+    RuleRecord,
+)
 from mirror.state.base import AuditPage, StateStore
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "AuditEntry",
     "AuditPage",
     "DownloadEvent",
+    "IdentityTotal",
     "RuleKind",
     "RuleRecord",
     "StateStore",

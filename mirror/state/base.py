@@ -5,18 +5,19 @@ State holds no policy logic: it stores and returns records; `policy` interprets 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from mirror.model import AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 
-# Retention, the same in every backend. The ledger keeps one row per (client, file) seen within
-# `LEDGER_RETENTION` (by last seen), at most `DOWNLOADS_KEPT` rows per package (the most recently
-# seen). The audit keeps entries for `AUDIT_RETENTION`, and the entry that created a rule for as
-# long as the rule is stored; against a write flood, at most `AUDIT_CAP` other entries (the
-# oldest go first), so a creation entry of a live rule is never dropped.
+# Retention, the same in every backend. The ledger keeps one row per (client address, read
+# token, file) seen within `LEDGER_RETENTION` (by last seen), at most `DOWNLOADS_KEPT` rows per
+# package (the most recently seen). The audit keeps entries for `AUDIT_RETENTION`, and the
+# entry that created a rule for as long as the rule is stored; against a write flood, at most
+# `AUDIT_CAP` other entries (the oldest go first), so a creation entry of a live rule is never
+# dropped.
 DOWNLOADS_KEPT = 100_000
 LEDGER_RETENTION = timedelta(days=90)
 AUDIT_RETENTION = timedelta(days=365)
@@ -39,6 +40,11 @@ class DownloadPage:
 class InvalidPosition(ValueError):
     """A `downloads_page` or `audit_page` position this store did not issue (a damaged or
     forged cursor)."""
+
+
+def sort_identities(totals: Iterable[IdentityTotal]) -> list[IdentityTotal]:
+    """Most downloads first, then by token and CI: the same order on every call."""
+    return sorted(totals, key=lambda total: (-total.downloads, total.token, total.ci))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,8 +146,10 @@ class StateStore(Protocol):
 
     async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
         """Record many events in one write (the ledger batches them), each added to the row of
-        its (client, file): first seen the earliest, last seen the latest, counts summed.
-        Rows last seen longer than the ledger retention ago are pruned."""
+        its `DownloadEvent.key` (file, client address, read token): first seen the earliest,
+        last seen the latest, counts summed, and what the client said (user agent, CI,
+        command, session) from the row's latest download, as `DownloadEvent.merged`. Rows last
+        seen longer than the ledger retention ago are pruned."""
         ...
 
     async def downloads(
@@ -170,7 +178,22 @@ class StateStore(Protocol):
         ...
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
-        """Every package name of `ecosystem` with ledger entries, sorted (impact of globs)."""
+        """Every package name of `ecosystem` with ledger entries, sorted (impact of globs).
+        Read from an index of package names: the work follows the packages, not the rows."""
+        ...
+
+    async def download_identities(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+    ) -> list[IdentityTotal]:
+        """Who pulled the package: its rows last seen at or after `since` whose version
+        `versions` accepts (all if None), totalled per (read token, CI system), most
+        downloads first (then by token and CI). Bounded like `downloads_page` by the
+        package's retained rows (`DOWNLOADS_KEPT`)."""
         ...
 
     # audit log -----------------------------------------------------------------------------------

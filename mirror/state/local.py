@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.model import AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -32,6 +32,7 @@ from mirror.state.base import (
     FetchHolder,
     InvalidPosition,
     StateIdentity,
+    sort_identities,
 )
 
 log = logging.getLogger("mirror.state")
@@ -53,6 +54,21 @@ _REPLACED_SETTLE_SECONDS = 0.2
 # A `downloads_page` position: "at:seq", both within SQLite's 64-bit integers.
 _POSITION = re.compile(r"-?[0-9]{1,18}:[0-9]{1,18}")
 
+# One row per (file, client address, read token): first seen, last seen, how many times, and
+# what the client said about itself in its latest download (attributes "" = not said).
+_LEDGER_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL, package TEXT NOT NULL,
+    version TEXT NOT NULL, filename TEXT NOT NULL, client TEXT NOT NULL,
+    first_at INTEGER NOT NULL, last_at INTEGER NOT NULL, count INTEGER NOT NULL,
+    token TEXT NOT NULL DEFAULT '', user_agent TEXT NOT NULL DEFAULT '',
+    ci TEXT NOT NULL DEFAULT '', command TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    UNIQUE (ecosystem, package, version, filename, client, token))"""
+_LEDGER_KEY = "ecosystem, package, version, filename, client, token"
+# A ledger row as `downloads_page` reads it (the position is (first_at, seq)).
+_LEDGER_ROW = "version, filename, client, token, first_at, last_at, count, user_agent, ci, "
+_LEDGER_ROW += "command, session, seq"
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('policy_version', 0)",
@@ -67,16 +83,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS digests (
         ecosystem TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL,
         PRIMARY KEY (ecosystem, key))""",
-    # One row per (client, file): first seen, last seen, how many times.
-    """CREATE TABLE IF NOT EXISTS ledger (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL, package TEXT NOT NULL,
-        version TEXT NOT NULL, filename TEXT NOT NULL, client TEXT NOT NULL,
-        first_at INTEGER NOT NULL, last_at INTEGER NOT NULL, count INTEGER NOT NULL,
-        UNIQUE (ecosystem, package, version, filename, client))""",
-    "CREATE INDEX IF NOT EXISTS ledger_by_package ON ledger (ecosystem, package, first_at)",
-    "CREATE INDEX IF NOT EXISTS ledger_by_last_seen ON ledger (last_at)",
-    # The per-package cap keeps the most recently seen rows.
-    "CREATE INDEX IF NOT EXISTS ledger_by_package_seen ON ledger (ecosystem, package, last_at)",
+    _LEDGER_TABLE.format(name="ledger"),
     """CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
         client TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, before TEXT,
@@ -90,6 +97,13 @@ _SCHEMA = (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), identity TEXT NOT NULL,
         version INTEGER NOT NULL, copy BLOB NOT NULL)""",
 )
+# Run after _SCHEMA and the upgrade (which may rebuild the ledger table).
+_LEDGER_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ledger_by_package ON ledger (ecosystem, package, first_at)",
+    "CREATE INDEX IF NOT EXISTS ledger_by_last_seen ON ledger (last_at)",
+    # The per-package cap keeps the most recently seen rows; `since` reads by it too.
+    "CREATE INDEX IF NOT EXISTS ledger_by_package_seen ON ledger (ecosystem, package, last_at)",
+)
 # Run after _SCHEMA, once each (they check what the file already has): the ledger of earlier
 # versions (one row per noted download) folded into rows, and the audit's `pinned` flag (the
 # creation entry of a stored rule: never pruned while the rule lives).
@@ -101,6 +115,22 @@ _AUDIT_INDEXES = (
 )
 _RULE_COLUMNS = (
     "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
+)
+
+
+# A row added to the ledger (the key, first, last, count, then the attributes). Every SET
+# expression reads the stored row as it was: the attributes of the later download win (on a
+# tie, the one written last), as `DownloadEvent.merged` does.
+_LATER = "CASE WHEN excluded.last_at >= last_at THEN excluded.{0} ELSE {0} END"
+_UPSERT_ROW = (
+    f"INSERT INTO ledger ({_LEDGER_KEY}, first_at, last_at, count, user_agent, ci, command, "  # noqa: S608 (constants)
+    f"session) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT ({_LEDGER_KEY}) "
+    "DO UPDATE SET first_at = min(first_at, excluded.first_at), "
+    "last_at = max(last_at, excluded.last_at), count = count + excluded.count, "
+    + ", ".join(
+        f"{column} = {_LATER.format(column)}"
+        for column in ("user_agent", "ci", "command", "session")
+    )
 )
 
 
@@ -321,7 +351,16 @@ class LocalState:
         if not events:
             return
         rows = [
-            (*event.key[:5], _micros(event.at), _micros(event.last_seen), event.count)
+            (
+                *event.key,
+                _micros(event.at),
+                _micros(event.last_seen),
+                event.count,
+                event.user_agent,
+                event.ci,
+                event.command,
+                event.session,
+            )
             for event in _aggregate(events)
         ]
         packages = {(row[0], row[1]) for row in rows}
@@ -333,14 +372,7 @@ class LocalState:
 
         def upsert(conn: sqlite3.Connection) -> None:
             with _write(conn):
-                conn.executemany(
-                    "INSERT INTO ledger (ecosystem, package, version, filename, client, "
-                    "first_at, last_at, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (ecosystem, package, version, filename, client) DO UPDATE SET "
-                    "first_at = min(first_at, excluded.first_at), "
-                    "last_at = max(last_at, excluded.last_at), count = count + excluded.count",
-                    rows,
-                )
+                conn.executemany(_UPSERT_ROW, rows)
                 for ecosystem, package in packages:
                     # The most recently seen rows of the package are kept.
                     conn.execute(
@@ -387,38 +419,21 @@ class LocalState:
     ) -> DownloadPage:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        where = "ecosystem = ? AND package = ?"
-        params: list[str | int] = [ecosystem, package]
-        if since is not None:
-            where += " AND last_at >= ?"
-            params.append(_micros(since))
+        where, params = _package_rows(ecosystem, package, since)
         if after is not None:
             at, seq = _position(after)
             where += " AND (first_at > ? OR (first_at = ? AND seq > ?))"
             params += [at, at, seq]
 
         def select(conn: sqlite3.Connection) -> DownloadPage:
-            query = where
-            if versions is not None:
-                # The spec is matched on the distinct versions (a few hundred at most), not
-                # per row; the rows are then selected by an indexed query.
-                known = conn.execute(
-                    "SELECT DISTINCT version FROM ledger WHERE ecosystem = ? AND package = ?",
-                    (ecosystem, package),
-                ).fetchall()
-                wanted = [version for (version,) in known if versions(version)]
-                if not wanted:
-                    return DownloadPage(events=[], next_after=None)
-                conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_versions (v TEXT)")
-                conn.execute("DELETE FROM wanted_versions")
-                conn.executemany(
-                    "INSERT INTO wanted_versions (v) VALUES (?)", [(v,) for v in wanted]
-                )
-                query += " AND version IN (SELECT v FROM wanted_versions)"
+            if versions is not None and not _want_versions(conn, ecosystem, package, versions):
+                return DownloadPage(events=[], next_after=None)
+            query = where if versions is None else where + _WANTED
             # `query` is built from constant fragments above; every value is a parameter.
             rows = conn.execute(
-                "SELECT version, filename, client, first_at, last_at, count, seq "
-                "FROM ledger WHERE " + query + " ORDER BY first_at, seq LIMIT ?",
+                f"SELECT {_LEDGER_ROW} FROM ledger WHERE "  # noqa: S608 (constants)
+                + query
+                + " ORDER BY first_at, seq LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
             shown = rows[:limit]
@@ -429,29 +444,79 @@ class LocalState:
                     version=version,
                     filename=filename,
                     client=client,
+                    token=token,
                     at=_from_micros(first),
                     last_at=_from_micros(last),
                     count=count,
+                    user_agent=user_agent,
+                    ci=ci,
+                    command=command,
+                    session=session,
                 )
-                for version, filename, client, first, last, count, _ in shown
-            ]
+                for (
+                    version, filename, client, token, first, last, count,
+                    user_agent, ci, command, session, _,
+                ) in shown
+            ]  # fmt: skip
             more = len(rows) > limit
             return DownloadPage(
                 events=events,
-                next_after=f"{shown[-1][3]}:{shown[-1][6]}" if more else None,
+                next_after=f"{shown[-1][4]}:{shown[-1][-1]}" if more else None,
             )
 
         return await self._run(select, "read downloads")
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         def select(conn: sqlite3.Connection) -> list[str]:
+            # From one package name to the next through the index (one seek per package):
+            # DISTINCT would read an index entry per row, the whole ledger of `ecosystem`.
             rows = conn.execute(
-                "SELECT DISTINCT package FROM ledger WHERE ecosystem = ? ORDER BY package",
-                (ecosystem,),
+                "WITH RECURSIVE names (package) AS ("
+                "SELECT min(package) FROM ledger WHERE ecosystem = ? "
+                "UNION ALL SELECT (SELECT min(package) FROM ledger "
+                "WHERE ecosystem = ? AND package > names.package) "
+                "FROM names WHERE names.package IS NOT NULL) "
+                "SELECT package FROM names WHERE package IS NOT NULL",
+                (ecosystem, ecosystem),
             ).fetchall()
             return [package for (package,) in rows]
 
         return await self._run(select, "list downloaded packages")
+
+    async def download_identities(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+    ) -> list[IdentityTotal]:
+        where, params = _package_rows(ecosystem, package, since)
+
+        def select(conn: sqlite3.Connection) -> list[IdentityTotal]:
+            if versions is not None and not _want_versions(conn, ecosystem, package, versions):
+                return []
+            query = where if versions is None else where + _WANTED
+            rows = conn.execute(
+                # `query` is built from constant fragments; every value is a parameter.
+                "SELECT token, ci, count(DISTINCT client), count(*), sum(count), "  # noqa: S608
+                "min(first_at), max(last_at) FROM ledger WHERE " + query + " GROUP BY token, ci",
+                params,
+            ).fetchall()
+            return sort_identities(
+                IdentityTotal(
+                    token=token,
+                    ci=ci,
+                    clients=clients,
+                    rows=count,
+                    downloads=downloads,
+                    first_seen=_from_micros(first),
+                    last_seen=_from_micros(last),
+                )
+                for token, ci, clients, count, downloads, first, last in rows
+            )
+
+        return await self._run(select, "read download identities")
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -796,6 +861,20 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         _pin_creation_entries(conn)
     for statement in _AUDIT_INDEXES:
         conn.execute(statement)
+    ledger_columns = {row[1] for row in conn.execute("PRAGMA table_info(ledger)")}
+    if "token" not in ledger_columns:
+        # A ledger keyed by (client, file): its unique key cannot be altered, so the table is
+        # copied into today's (every row with token "", its `seq` kept: positions stay valid).
+        conn.execute(_LEDGER_TABLE.format(name="ledger_upgraded"))
+        conn.execute(
+            "INSERT INTO ledger_upgraded (seq, ecosystem, package, version, filename, client, "
+            "first_at, last_at, count) SELECT seq, ecosystem, package, version, filename, "
+            "client, first_at, last_at, count FROM ledger"
+        )
+        conn.execute("DROP TABLE ledger")
+        conn.execute("ALTER TABLE ledger_upgraded RENAME TO ledger")
+    for statement in _LEDGER_INDEXES:
+        conn.execute(statement)
     old_ledger = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'downloads'"
     ).fetchone()
@@ -805,13 +884,45 @@ def _upgrade(conn: sqlite3.Connection) -> None:
             "last_at, count) SELECT ecosystem, package, version, filename, client, min(at), "
             "max(at), count(*) FROM downloads "
             "GROUP BY ecosystem, package, version, filename, client "
-            "ON CONFLICT (ecosystem, package, version, filename, client) DO NOTHING"
+            "ON CONFLICT (ecosystem, package, version, filename, client, token) DO NOTHING"
         )
         conn.execute("DROP TABLE downloads")
 
 
+def _package_rows(
+    ecosystem: str, package: str, since: datetime | None
+) -> tuple[str, list[str | int]]:
+    """The condition (and its parameters) of a package's ledger rows last seen since `since`."""
+    if since is None:
+        return "ecosystem = ? AND package = ?", [ecosystem, package]
+    return "ecosystem = ? AND package = ? AND last_at >= ?", [ecosystem, package, _micros(since)]
+
+
+# The rows of the versions `_want_versions` chose.
+_WANTED = " AND version IN (SELECT v FROM wanted_versions)"
+
+
+def _want_versions(
+    conn: sqlite3.Connection, ecosystem: str, package: str, versions: Callable[[str], bool]
+) -> bool:
+    """Fill the connection's `wanted_versions` with the package's versions `versions`
+    accepts; False when there is none. The spec is matched on the distinct versions (a few
+    hundred at most), not per row; the rows are then selected by an indexed query."""
+    known = conn.execute(
+        "SELECT DISTINCT version FROM ledger WHERE ecosystem = ? AND package = ?",
+        (ecosystem, package),
+    ).fetchall()
+    wanted = [version for (version,) in known if versions(version)]
+    if not wanted:
+        return False
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_versions (v TEXT)")
+    conn.execute("DELETE FROM wanted_versions")
+    conn.executemany("INSERT INTO wanted_versions (v) VALUES (?)", [(v,) for v in wanted])
+    return True
+
+
 def _aggregate(events: Sequence[DownloadEvent]) -> list[DownloadEvent]:
-    """`events` with one row per (client, file)."""
+    """`events` with one row per (client address, token, file)."""
     rows: dict[tuple[str, ...], DownloadEvent] = {}
     for event in events:
         known = rows.get(event.key)

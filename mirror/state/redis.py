@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, RuleKind, RuleRecord
+from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -38,6 +38,7 @@ from mirror.state.base import (
     FetchHolder,
     InvalidPosition,
     StateIdentity,
+    sort_identities,
 )
 
 log = logging.getLogger("mirror.state")
@@ -124,20 +125,26 @@ return {old, version}
 """
 
 # Download rows of one package added to its ledger, atomically. KEYS: first seen (sorted set
-# member -> micros), last seen (the same), counts (hash), and the ledger's index of packages by
-# their least recently seen row. ARGV: prune before (micros), rows kept, the package's name in
-# that index, then (member, first, last, count) per row. Rows last seen before the cutoff go,
-# then the least recently seen beyond the cap.
+# member -> micros), last seen (the same), counts (hash), what the clients said (hash, member
+# -> JSON [user agent, ci, command, session]; no field = all ""), the ledger's index of
+# packages by their least recently seen row, and the ecosystem's package names (sorted set,
+# score 0). ARGV: prune before (micros), rows kept, the package's name in the oldest index,
+# its name, then (member, first, last, count, what the client said or "") per row. What the
+# client said is kept from the row's latest download (on a tie, the one written last). Rows
+# last seen before the cutoff go, then the least recently seen beyond the cap.
 _LEDGER_SCRIPT = """
-local first, last, counts, oldest = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-for i = 4, #ARGV, 4 do
+local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local oldest, packages = KEYS[5], KEYS[6]
+for i = 5, #ARGV, 5 do
   -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
-  local member, at, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local member, at, seen, said = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
   local known = redis.call('ZSCORE', first, member)
   if (not known) or tonumber(known) > tonumber(at) then redis.call('ZADD', first, at, member) end
   known = redis.call('ZSCORE', last, member)
-  if (not known) or tonumber(known) < tonumber(seen) then
+  if (not known) or tonumber(known) <= tonumber(seen) then
     redis.call('ZADD', last, seen, member)
+    if said == '' then redis.call('HDEL', who, member)
+    else redis.call('HSET', who, member, said) end
   end
   redis.call('HINCRBY', counts, member, ARGV[i + 3])
 end
@@ -146,6 +153,7 @@ local function drop(members)
     redis.call('ZREM', first, member)
     redis.call('ZREM', last, member)
     redis.call('HDEL', counts, member)
+    redis.call('HDEL', who, member)
   end
 end
 drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000))
@@ -154,11 +162,79 @@ if excess > 0 then drop(redis.call('ZRANGE', last, 0, excess - 1)) end
 local least = redis.call('ZRANGE', last, 0, 0, 'WITHSCORES')
 if least[2] then
   redis.call('ZADD', oldest, least[2], ARGV[3])
+  redis.call('ZADD', packages, 0, ARGV[4])
 else
   redis.call('ZREM', oldest, ARGV[3])
+  redis.call('ZREM', packages, ARGV[4])
 end
 return 1
 """
+
+# Who pulled a package, totalled where the rows are (the replies stay small: a client would
+# spend seconds parsing 100,000 rows). One call reads a chunk of the rows in first-seen order,
+# from just after the anchor: the last row the previous call read (its member and first seen;
+# "" = from the start). KEYS: first seen, last seen, counts, what the clients said.
+# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all). Returns
+# {rows read, last member, its first seen, then per (version, token, ci) group: version,
+# token, ci, rows, downloads, first, last, and its distinct client addresses joined by NUL}.
+# When the anchor row is gone or moved since, the chunk starts after the rows first seen
+# before the anchor's time (rows tied with it to the microsecond may then count twice).
+_IDENTITIES_SCRIPT = """
+local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local start = 0
+if ARGV[1] ~= '' then
+  local score = redis.call('ZSCORE', first, ARGV[1])
+  if score and tonumber(score) == tonumber(ARGV[2]) then
+    start = redis.call('ZRANK', first, ARGV[1]) + 1
+  else
+    start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
+  end
+end
+local rows = redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+local since = tonumber(ARGV[4])
+local groups, order = {}, {}
+local members = {}
+for i = 1, #rows, 2 do members[#members + 1] = rows[i] end
+local seens, tallies, saids = {}, {}, {}
+if #members > 0 then
+  seens = redis.call('ZMSCORE', last, unpack(members))
+  tallies = redis.call('HMGET', counts, unpack(members))
+  saids = redis.call('HMGET', who, unpack(members))
+end
+for n, member in ipairs(members) do
+  local at, seen = tonumber(rows[2 * n]), tonumber(seens[n])
+  if seen and ((not since) or seen >= since) then
+    local key = cjson.decode(member)
+    local said = saids[n]
+    local ci = said and cjson.decode(said)[2] or ''
+    local token = key[4] or ''
+    local id = key[1] .. '\\0' .. token .. '\\0' .. ci
+    local group = groups[id]
+    if not group then
+      group = {key[1], token, ci, 0, 0, at, seen, {}, {}}
+      groups[id] = group
+      order[#order + 1] = id
+    end
+    group[4] = group[4] + 1
+    group[5] = group[5] + tonumber(tallies[n] or '0')
+    if at < group[6] then group[6] = at end
+    if seen > group[7] then group[7] = seen end
+    if not group[9][key[3]] then
+      group[9][key[3]] = true
+      group[8][#group[8] + 1] = key[3]
+    end
+  end
+end
+local reply = {#rows / 2, rows[#rows - 1] or '', rows[#rows] or ''}
+for _, id in ipairs(order) do
+  local group = groups[id]
+  for j = 1, 7 do reply[#reply + 1] = group[j] end
+  reply[#reply + 1] = table.concat(group[8], '\\0')
+end
+return reply
+"""
+# Rows one `download_identities` script totals (it keeps Redis busy about 15 ms).
+_IDENTITIES_CHUNK = 2000
 
 # The audit of earlier versions (a list, newest first, of the same JSON entries) moved into
 # today's indexes in one atomic step, so workers starting together move it once. ARGV:
@@ -243,8 +319,9 @@ if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n' the
 end
 return 0
 """
-# Set once every piece of data of earlier versions has been moved.
-_UPGRADED = "2"
+# Set once every piece of data of earlier versions has been moved (3: the index of package
+# names per ecosystem is filled).
+_UPGRADED = "3"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -338,6 +415,7 @@ class RedisState:
         self._client: aioredis.Redis | None = None
         self._change: AsyncScript | None = None
         self._ledger: AsyncScript | None = None
+        self._identities: AsyncScript | None = None
         self._upgrade_audit: AsyncScript | None = None
         self._upgraded = False
 
@@ -362,11 +440,12 @@ class RedisState:
             )
             self._change = self._client.register_script(_CHANGE_SCRIPT)
             self._ledger = self._client.register_script(_LEDGER_SCRIPT)
+            self._identities = self._client.register_script(_IDENTITIES_SCRIPT)
             self._upgrade_audit = self._client.register_script(_UPGRADE_AUDIT_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        self._change = self._ledger = self._upgrade_audit = None
+        self._change = self._ledger = self._identities = self._upgrade_audit = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -517,36 +596,42 @@ class RedisState:
                 by_package.setdefault((ecosystem, package), {})
             async with client.pipeline(transaction=False) as pipe:
                 for (ecosystem, package), rows in by_package.items():
-                    args = [str(prune_before), str(self.downloads_kept), f"{ecosystem}\n{package}"]
+                    args = [
+                        str(prune_before),
+                        str(self.downloads_kept),
+                        f"{ecosystem}\n{package}",
+                        package,
+                    ]
                     for member, row in rows.items():
                         args += [
                             member,
                             str(_micros(row.at)),
                             str(_micros(row.last_seen)),
                             str(row.count),
+                            _said(row),
                         ]
                     await script(keys=self._ledger_keys(ecosystem, package), args=args, client=pipe)
                 await pipe.execute()
 
     def _ledger_keys(self, ecosystem: str, package: str) -> list[str]:
-        """First seen, last seen, counts of one package's rows."""
+        """First seen, last seen, counts, what the clients said of one package's rows; the
+        index of packages by least recently seen row; the ecosystem's package names."""
         return [
             self._key("ledger", ecosystem, package),
             self._key("ledger-last", ecosystem, package),
             self._key("ledger-count", ecosystem, package),
+            self._key("ledger-who", ecosystem, package),
             self._key("ledger-oldest"),
+            self._key("ledger-packages", ecosystem),
         ]
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         await self._upgrade()
         client = self._redis("list downloaded packages")
-        prefix = self._key("ledger", ecosystem, "")
-        names: set[str] = set()
         with self._translate("list downloaded packages"):
-            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
-                text = key.decode() if isinstance(key, bytes) else str(key)
-                names.add(text[len(prefix) :])
-        return sorted(names)
+            # Score 0 for all: the set keeps the names in byte order.
+            names = await client.zrange(self._key("ledger-packages", ecosystem), 0, -1)
+        return [str(name) for name in names]
 
     async def downloads(
         self, ecosystem: str, package: str, *, since: datetime | None = None
@@ -584,7 +669,7 @@ class RedisState:
         seen_since = None if since is None else _micros(since)
         await self._upgrade()
         client = self._redis("read downloads")
-        first_key, last_key, count_key, _ = self._ledger_keys(ecosystem, package)
+        first_key, last_key, count_key, who_key = self._ledger_keys(ecosystem, package)[:4]
         events: list[DownloadEvent] = []
         positions: list[tuple[int, bytes]] = []
         offset = 0
@@ -601,12 +686,16 @@ class RedisState:
                 members = [member for member, _ in rows]
                 lasts: list[float | None] = []
                 counts: list[str | None] = []
+                said: list[str | None] = []
                 if members:
                     async with client.pipeline(transaction=False) as pipe:
                         pipe.zmscore(last_key, members)
                         pipe.hmget(count_key, members)
-                        lasts, counts = await pipe.execute()
-                for (member, score), seen, count in zip(rows, lasts, counts, strict=True):
+                        pipe.hmget(who_key, members)
+                        lasts, counts, said = await pipe.execute()
+                for (member, score), seen, count, who in zip(
+                    rows, lasts, counts, said, strict=True
+                ):
                     raw = member if isinstance(member, bytes) else str(member).encode()
                     position = (int(score), raw)
                     if last is not None and position <= last:
@@ -615,9 +704,12 @@ class RedisState:
                         continue  # pruned between the reads
                     if seen_since is not None and int(seen) < seen_since:
                         continue
-                    version, filename, client_name = json.loads(raw)
+                    version, filename, client_name, token = _unmember(raw)
                     if versions is not None and not versions(version):
                         continue
+                    user_agent, ci, command, session = (
+                        _NOTHING_SAID if who is None else json.loads(who)
+                    )
                     events.append(
                         DownloadEvent(
                             ecosystem=ecosystem,
@@ -625,9 +717,14 @@ class RedisState:
                             version=version,
                             filename=filename,
                             client=client_name,
+                            token=token,
                             at=_from_micros(int(score)),
                             last_at=_from_micros(int(seen)),
                             count=int(count),
+                            user_agent=user_agent,
+                            ci=ci,
+                            command=command,
+                            session=session,
                         )
                     )
                     positions.append(position)
@@ -639,6 +736,38 @@ class RedisState:
             return DownloadPage(events=events, next_after=None)
         at, last_member = positions[limit - 1]
         return DownloadPage(events=events[:limit], next_after=f"{at}:{last_member.hex()}")
+
+    async def download_identities(
+        self,
+        ecosystem: str,
+        package: str,
+        *,
+        since: datetime | None = None,
+        versions: Callable[[str], bool] | None = None,
+    ) -> list[IdentityTotal]:
+        # The rows (at most the package's cap) are totalled in Redis chunk by chunk per
+        # (version, token, ci); the versions are chosen and the chunks added up here.
+        script = self._script(self._identities, "read download identities")
+        await self._upgrade()
+        keys = self._ledger_keys(ecosystem, package)[:4]
+        args = ["", "", str(_IDENTITIES_CHUNK), "" if since is None else str(_micros(since))]
+        groups: dict[tuple[str, str], _Identity] = {}
+        with self._translate("read download identities"):
+            for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # bounded by the cap
+                reply = await script(keys=keys, args=args)
+                read, anchor, anchor_at = int(reply[0]), str(reply[1]), str(reply[2])
+                for offset in range(3, len(reply), 8):
+                    version, token, ci, rows, downloads, first, last, clients = reply[
+                        offset : offset + 8
+                    ]
+                    if versions is not None and not versions(str(version)):
+                        continue
+                    group = groups.setdefault((str(token), str(ci)), _Identity())
+                    group.add(int(rows), int(downloads), int(first), int(last), str(clients))
+                if read < _IDENTITIES_CHUNK:
+                    break
+                args[:2] = [anchor, anchor_at]
+        return sort_identities(group.total(token, ci) for (token, ci), group in groups.items())
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
@@ -738,8 +867,28 @@ class RedisState:
             prefix = self._key("downloads", "")
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
                 await self._upgrade_downloads(client, str(key), prefix)
+            await self._index_package_names(client)
             await client.set(marker, _UPGRADED)
         self._upgraded = True
+
+    async def _index_package_names(self, client: aioredis.Redis) -> None:
+        """The ecosystems' package names (`downloaded_packages`) indexed from the index of
+        packages by least recently seen row, which names every package holding rows (a
+        ledger of an earlier version has rows but no name index). Adding is idempotent."""
+        oldest = self._key("ledger-oldest")
+        start = 0
+        while True:
+            names = cast(list[str], await client.zrange(oldest, start, start + _PAGE_CHUNK - 1))
+            by_ecosystem: dict[str, list[str]] = {}
+            for name in names:
+                ecosystem, _, package = str(name).partition("\n")
+                by_ecosystem.setdefault(ecosystem, []).append(package)
+            for ecosystem, packages in by_ecosystem.items():
+                index = self._key("ledger-packages", ecosystem)
+                await client.zadd(index, dict.fromkeys(packages, 0))
+            if len(names) < _PAGE_CHUNK:
+                return
+            start += len(names)
 
     async def _upgrade_downloads(self, client: aioredis.Redis, key: str, prefix: str) -> None:
         """One package's download events (an earlier version's form) folded into rows."""
@@ -944,6 +1093,35 @@ class RedisState:
             ) from exc
 
 
+class _Identity:
+    """The running totals of one (token, ci) over the chunks `download_identities` reads."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.downloads = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.clients: set[str] = set()
+
+    def add(self, rows: int, downloads: int, first: int, last: int, clients: str) -> None:
+        self.rows += rows
+        self.downloads += downloads
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+        self.clients.update(clients.split("\0"))
+
+    def total(self, token: str, ci: str) -> IdentityTotal:
+        return IdentityTotal(
+            token=token,
+            ci=ci,
+            clients=len(self.clients),
+            rows=self.rows,
+            downloads=self.downloads,
+            first_seen=_from_micros(self.first or 0),
+            last_seen=_from_micros(self.last or 0),
+        )
+
+
 def _owner(owner: str) -> str:
     if not owner or "\n" in owner:
         raise ValueError(f"a fetch claim's owner is one non-empty line, not {owner!r}")
@@ -963,8 +1141,27 @@ def _position(text: str) -> tuple[int, bytes]:
 
 
 def _member(event: DownloadEvent) -> str:
-    """A ledger row's member: the file and the client."""
-    return json.dumps([event.version, event.filename, event.client], separators=(",", ":"))
+    """A ledger row's member: the file, the client address and the read token, the token
+    left out when there is none (so the rows of versions before tokens are those rows)."""
+    key = [event.version, event.filename, event.client]
+    if event.token:
+        key.append(event.token)
+    return json.dumps(key, separators=(",", ":"))
+
+
+def _unmember(raw: bytes) -> tuple[str, str, str, str]:
+    """(version, filename, client, token) of a member `_member` wrote."""
+    version, filename, client, *token = json.loads(raw)
+    return version, filename, client, token[0] if token else ""
+
+
+_NOTHING_SAID = ("", "", "", "")
+
+
+def _said(event: DownloadEvent) -> str:
+    """What the client said about itself as the ledger stores it ("" = nothing)."""
+    said = [event.user_agent, event.ci, event.command, event.session]
+    return json.dumps(said, separators=(",", ":")) if any(said) else ""
 
 
 def _audit_time(at: datetime) -> str:

@@ -449,9 +449,12 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
     impact = created["impact"]
     assert impact["next_cursor"] is None
     assert impact["clients"] == ["10.0.0.5", "127.0.0.1"]
-    assert impact["downloads"] == [
+    # What the test client says about itself (its user agent) is the serving path's to note.
+    said = ("user_agent", "ci", "command", "session")
+    assert [{k: v for k, v in row.items() if k not in said} for row in impact["downloads"]] == [
         {
             "client": "10.0.0.5",
+            "token": "",
             "package": "left-pad",
             "version": "1.3.1",
             "filename": "left-pad-1.3.1.tgz",
@@ -461,6 +464,7 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
         },
         {
             "client": "127.0.0.1",
+            "token": "",
             "package": "left-pad",
             "version": "1.3.0",
             "filename": "left-pad-1.3.0.tgz",
@@ -469,6 +473,7 @@ async def test_block_reports_who_already_downloaded_matching_versions(client: Cl
             "count": 1,
         },
     ]
+    assert impact["downloads"][0]["user_agent"] == ""  # recorded without one
     since = await client.get(
         "/api/v1/impact",
         params={"ecosystem": "npm", "package": "left-pad", "since": "1d"},
@@ -501,6 +506,97 @@ async def test_impact_of_a_glob_covers_every_matching_package(client: Client) ->
     assert impact["packages"] == ["@evil/a", "@evil/b"]
     assert impact["clients"] == ["10.0.0.5", "10.0.0.6"]
     assert [d["package"] for d in impact["downloads"]] == ["@evil/a", "@evil/b"]
+
+
+def pulled(
+    package: str, version: str, client_address: str, at: datetime, **who: Any
+) -> DownloadEvent:
+    return DownloadEvent(
+        ecosystem="npm", package=package, version=version,
+        filename=f"{package.rsplit('/', 1)[-1]}-{version}.tgz", client=client_address, at=at,
+        **who,
+    )  # fmt: skip
+
+
+def iso_z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def test_impact_shows_who_downloaded_grouped_by_token_and_ci(client: Client) -> None:
+    state = client.app[SERVICES].state
+    actions = "npm/10.8.2 node/v22.11.0 linux x64 workspaces/false ci/github-actions"
+    builds = {"token": "ci-builds", "ci": "github-actions", "user_agent": actions}
+    day = timedelta(days=1)
+    await state.record_downloads(
+        [
+            pulled("left-pad", "1.3.1", "10.0.0.5", NOW - 2 * day, count=3, command="ci",
+                   session="9f1c", **builds),
+            pulled("left-pad", "1.3.1", "10.0.0.6", NOW - day / 2, count=2, **builds),
+            # The same address without a token: a row (and an identity) of its own.
+            pulled("left-pad", "1.3.1", "10.0.0.5", NOW - 2 * day, user_agent="curl/8.5.0"),
+            pulled("left-pad", "1.3.0", "10.0.0.7", NOW - 3 * day, count=10, token="release",
+                   ci="jenkins"),
+            # Not a matching version: in no identity.
+            pulled("left-pad", "1.0.0", "10.0.0.8", NOW - day, count=100),
+        ]
+    )  # fmt: skip
+    params = {"ecosystem": "npm", "package": "left-pad", "versions": "^1.3.0", "limit": "2"}
+    downloads, pages = await read_impact_pages(client, params)
+    expected = [
+        {"token": "release", "ci": "jenkins", "clients": 1, "downloads": 10,
+         "first_seen": iso_z(NOW - 3 * day), "last_seen": iso_z(NOW - 3 * day)},
+        {"token": "ci-builds", "ci": "github-actions", "clients": 2, "downloads": 5,
+         "first_seen": iso_z(NOW - 2 * day), "last_seen": iso_z(NOW - day / 2)},
+        {"token": "", "ci": "", "clients": 1, "downloads": 1,
+         "first_seen": iso_z(NOW - 2 * day), "last_seen": iso_z(NOW - 2 * day)},
+    ]  # fmt: skip
+    # Every page totals the whole package, not only its own rows.
+    assert [page["identities"] for page in pages] == [expected, expected]
+    assert [len(page["downloads"]) for page in pages] == [2, 2]
+    by_who = {(d["client"], d["token"]): d for d in downloads}
+    assert sorted(by_who) == [
+        ("10.0.0.5", ""), ("10.0.0.5", "ci-builds"), ("10.0.0.6", "ci-builds"),
+        ("10.0.0.7", "release"),
+    ]  # fmt: skip
+    row = by_who[("10.0.0.5", "ci-builds")]
+    assert (row["ci"], row["user_agent"], row["command"], row["session"], row["count"]) == (
+        "github-actions", actions, "ci", "9f1c", 3,
+    )  # fmt: skip
+    assert by_who[("10.0.0.5", "")]["user_agent"] == "curl/8.5.0"
+    assert pages[0]["clients"] == ["10.0.0.5", "10.0.0.7"]  # this page's addresses
+    # `since` narrows the totals as it narrows the rows.
+    _, recent = await read_impact_pages(client, {**params, "since": "1d"})
+    assert [
+        (i["token"], i["ci"], i["clients"], i["downloads"]) for i in recent[0]["identities"]
+    ] == [("ci-builds", "github-actions", 1, 2)]
+    # Nothing downloaded: no identities.
+    _, none = await read_impact_pages(client, {**params, "versions": "9.9.9"})
+    assert none[0]["identities"] == []
+
+
+async def test_impact_of_a_glob_sums_identities_over_the_packages_read(client: Client) -> None:
+    state = client.app[SERVICES].state
+    at = NOW - timedelta(hours=1)
+    await state.record_downloads(
+        [
+            pulled("@evil/a", "1.0.0", "10.0.0.5", at, token="ci-builds", ci="ci", count=2),
+            pulled("@evil/b", "1.0.0", "10.0.0.5", at, token="ci-builds", ci="ci", count=3),
+            pulled("@evil/b", "1.0.0", "10.0.0.6", at, count=1),
+            pulled("@good/c", "1.0.0", "10.0.0.7", at, token="ci-builds", ci="ci", count=50),
+        ]
+    )
+    params = {"ecosystem": "npm", "package": "@evil/*"}
+    _, pages = await read_impact_pages(client, params)
+    # The address that pulled both packages counts once in each.
+    assert [
+        (i["token"], i["ci"], i["clients"], i["downloads"]) for i in pages[0]["identities"]
+    ] == [
+        ("ci-builds", "ci", 2, 5),
+        ("", "", 1, 1),
+    ]
+    # A page that reads one of the packages totals that one only.
+    _, first = await read_impact_pages(client, {**params, "limit": "1"})
+    assert [(i["clients"], i["downloads"]) for i in first[0]["identities"]] == [(1, 2)]
 
 
 # exemptions ----------------------------------------------------------------------------------

@@ -309,6 +309,7 @@ async def test_every_operation_answers_what_it_documents(make_mirror: MakeClient
         f"{PREFIX}/impact", "GET", f"{PREFIX}/impact?ecosystem=npm&package=left-pad&limit=1", 200
     )
     assert impact["downloads"]
+    assert impact["identities"]  # validated too: a real total, not an empty list
     audit = await check(f"{PREFIX}/audit", "GET", f"{PREFIX}/audit?limit=2", 200)
     assert audit["entries"]
     assert audit["next"]

@@ -4,6 +4,7 @@ ledger; the target continues the exported state; a damaged file changes nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,17 @@ async def populate(state: StateStore) -> None:
             )
             for n in range(1, 4)
         ]
+        # Who: one address with two read tokens (two rows), and what each client said.
+        + [
+            DownloadEvent(
+                ecosystem="npm", package="left-pad", version="1.0.0",
+                filename="left-pad-1.0.0.tgz", client="10.1.0.1", token=token,
+                at=NOW - timedelta(minutes=9), last_at=NOW, count=2,
+                user_agent="npm/10.8.2 node/v22.11.0 linux x64 workspaces/false ci/github-actions",
+                ci="github-actions", command="ci", session=f"session-{token}",
+            )
+            for token in ("ci-builds", "release")
+        ]
     )  # fmt: skip
 
 
@@ -92,7 +104,7 @@ async def snapshot(state: StateStore) -> tuple[object, ...]:
         await state.list_rules(),
         await state.pinned_digests(),
         await state.audit_log(limit=100),
-        sorted(await state.downloads("npm", "left-pad"), key=lambda event: event.client),
+        sorted(await state.downloads("npm", "left-pad"), key=lambda row: (row.client, row.token)),
     )
 
 
@@ -160,6 +172,58 @@ async def test_rules_added_after_an_export_stay_on_import(open_store: OpenStore)
 def test_a_file_that_is_not_an_export_is_refused_by_name(data: bytes, message: str) -> None:
     with pytest.raises(ExportError, match=message):
         statebackup.decode(data)
+
+
+async def test_the_ledger_keeps_who_downloaded_through_export_and_import(
+    open_store: OpenStore,
+) -> None:
+    source = await open_store("local")
+    await populate(source)
+    export = statebackup.decode(
+        statebackup.encode(await statebackup.read_export(source, ledger=True))
+    )
+    target = await open_store("redis")
+    await statebackup.write_import(target, export)
+    rows = {(row.client, row.token): row for row in await target.downloads("npm", "left-pad")}
+    assert sorted(rows) == [
+        ("10.1.0.1", ""), ("10.1.0.1", "ci-builds"), ("10.1.0.1", "release"),
+        ("10.1.0.2", ""), ("10.1.0.3", ""),
+    ]  # fmt: skip
+    release = rows[("10.1.0.1", "release")]
+    assert (release.ci, release.command, release.session, release.count) == (
+        "github-actions", "ci", "session-release", 2,
+    )  # fmt: skip
+    assert release.user_agent.startswith("npm/10.8.2 ")
+    assert rows[("10.1.0.2", "")].user_agent == ""
+
+
+async def test_a_backup_written_before_the_ledger_kept_who_still_imports(
+    open_store: OpenStore,
+) -> None:
+    source = await open_store("local")
+    await populate(source)
+    doc = json.loads(statebackup.encode(await statebackup.read_export(source, ledger=True)))
+    for row in doc["ledger"]:
+        for name in ("token", "user_agent", "ci", "command", "session"):
+            del row[name]
+    target = await open_store("local")
+    await statebackup.write_import(target, statebackup.decode(json.dumps(doc).encode()))
+    rows = await target.downloads("npm", "left-pad")
+    # The two tokens' rows of 10.1.0.1 are one row without them: counts 1 + 2 + 2.
+    assert sorted((row.client, row.token, row.ci, row.count) for row in rows) == [
+        ("10.1.0.1", "", "", 5), ("10.1.0.2", "", "", 2), ("10.1.0.3", "", "", 3),
+    ]  # fmt: skip
+
+
+async def test_a_ledger_row_with_a_token_that_is_not_text_is_refused(
+    open_store: OpenStore,
+) -> None:
+    source = await open_store("local")
+    await populate(source)
+    doc = json.loads(statebackup.encode(await statebackup.read_export(source, ledger=True)))
+    doc["ledger"][0]["token"] = {"name": "x"}
+    with pytest.raises(ExportError, match="token must be text"):
+        statebackup.decode(json.dumps(doc).encode())
 
 
 async def test_a_damaged_ledger_row_refuses_the_whole_file(open_store: OpenStore) -> None:

@@ -22,11 +22,13 @@ from mirror.state import (
     RULE_KINDS,
     AuditEntry,
     DownloadEvent,
+    IdentityTotal,
     RuleKind,
     RuleRecord,
     StateStore,
     create_state,
 )
+from mirror.state import redis as redis_state
 from mirror.state.base import InvalidPosition
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState, _encode_audit, _encode_rule, _micros
@@ -425,6 +427,171 @@ async def test_downloaded_packages_per_ecosystem(state: StateStore) -> None:
     assert await state.downloaded_packages("pypi") == []
 
 
+def pulled(
+    client: str,
+    at: datetime,
+    *,
+    token: str = "",
+    version: str = "1.14.1",
+    package: str = "axios",
+    ci: str = "",
+    count: int = 1,
+    **said: str,
+) -> DownloadEvent:
+    """A download of npm `package` by `client` with read token `token`, CI `ci` and what
+    else the client said (`user_agent`, `command`, `session`)."""
+    return DownloadEvent(
+        ecosystem="npm", package=package, version=version,
+        filename=f"{package}-{version}.tgz", client=client, token=token, at=at, count=count,
+        ci=ci, **said,
+    )  # fmt: skip
+
+
+def who(row: DownloadEvent) -> tuple[str, str, str, str, str, str, int]:
+    return (row.client, row.token, row.user_agent, row.ci, row.command, row.session, row.count)
+
+
+async def test_one_row_per_token_and_what_the_latest_download_said(state: StateStore) -> None:
+    ua_old, ua_new = "npm/10.8.1 node/v22 ci/gitlab", "npm/10.8.2 node/v22 ci/github-actions"
+    later = T0 + timedelta(minutes=5)
+    await state.record_download(
+        pulled("10.0.0.7", T0, ci="gitlab", user_agent=ua_old, command="install", session="s1")
+    )
+    # The same address with a read token: a row of its own.
+    await state.record_download(pulled("10.0.0.7", T0, token="ci-builds", user_agent="pip/24"))
+    # A later download of the first row: its words replace the first one's...
+    await state.record_download(
+        pulled(
+            "10.0.0.7", later, ci="github-actions", user_agent=ua_new, command="ci", session="s2"
+        )
+    )
+    # ... and an earlier one noted late (another worker's) counts, but does not replace them.
+    await state.record_download(
+        pulled("10.0.0.7", T0 + timedelta(minutes=1), user_agent="curl/8", session="s0")
+    )
+    rows = {row.token: row for row in await state.downloads("npm", "axios")}
+    assert sorted(rows) == ["", "ci-builds"]
+    assert who(rows[""]) == ("10.0.0.7", "", ua_new, "github-actions", "ci", "s2", 3)
+    assert (rows[""].at, rows[""].last_seen) == (T0, later)
+    assert who(rows["ci-builds"]) == ("10.0.0.7", "ci-builds", "pip/24", "", "", "", 1)
+    # A later download that says nothing clears what the row said: it is the latest's.
+    await state.record_download(pulled("10.0.0.7", later + timedelta(minutes=1)))
+    rows = {row.token: row for row in await state.downloads("npm", "axios")}
+    assert who(rows[""]) == ("10.0.0.7", "", "", "", "", "", 4)
+
+
+async def test_two_stores_keep_what_the_latest_download_said(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    late = pulled("10.0.0.7", T0 + timedelta(minutes=9), token="t", ci="jenkins", session="late")
+    early = pulled("10.0.0.7", T0, token="t", ci="travis", session="early", count=2)
+    # Whichever worker writes last, the latest download's words win.
+    await first.record_downloads([late])
+    await second.record_downloads([early])
+    await asyncio.gather(first.record_downloads([early]), second.record_downloads([late]))
+    [row] = await second.downloads("npm", "axios")
+    assert (row.token, row.ci, row.session, row.count) == ("t", "jenkins", "late", 6)
+    assert (row.at, row.last_seen) == (T0, T0 + timedelta(minutes=9))
+
+
+async def test_download_identities_total_per_token_and_ci(state: StateStore) -> None:
+    minute = timedelta(minutes=1)
+    await state.record_downloads(
+        [
+            pulled("10.0.0.1", T0, token="ci-builds", ci="github-actions", count=5),
+            pulled("10.0.0.2", T0 + minute, token="ci-builds", ci="github-actions", count=2),
+            pulled("10.0.0.2", T0 + minute, token="ci-builds", ci="github-actions",
+                   version="1.14.0", count=1),
+            pulled("10.0.0.3", T0 + 2 * minute, token="ci-builds", count=1),
+            pulled("10.0.0.4", T0 + 3 * minute, count=3),
+            pulled("10.0.0.4", T0 + 4 * minute, version="1.14.0", count=1),
+            pulled("10.0.0.9", T0, package="lodash", count=50),
+        ]
+    )  # fmt: skip
+    got = await state.download_identities("npm", "axios")
+    assert got == [
+        IdentityTotal(token="ci-builds", ci="github-actions", clients=2, rows=3, downloads=8,
+                      first_seen=T0, last_seen=T0 + minute),
+        IdentityTotal(token="", ci="", clients=1, rows=2, downloads=4,
+                      first_seen=T0 + 3 * minute, last_seen=T0 + 4 * minute),
+        IdentityTotal(token="ci-builds", ci="", clients=1, rows=1, downloads=1,
+                      first_seen=T0 + 2 * minute, last_seen=T0 + 2 * minute),
+    ]  # fmt: skip
+    only = await state.download_identities(
+        "npm", "axios", since=T0 + minute, versions=lambda version: version == "1.14.1"
+    )
+    assert [(i.token, i.ci, i.clients, i.rows, i.downloads) for i in only] == [
+        ("", "", 1, 1, 3),
+        ("ci-builds", "github-actions", 1, 1, 2),
+        ("ci-builds", "", 1, 1, 1),
+    ]
+    assert await state.download_identities("npm", "axios", versions=lambda _: False) == []
+    assert await state.download_identities("npm", "left-pad") == []
+    assert await state.download_identities("pypi", "axios") == []
+
+
+async def test_download_identities_count_every_row_once_in_small_reads(
+    state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis totals a few rows per script: 3 here, so rows tied to the microsecond straddle
+    # the reads (SQLite groups in one query; the same answer).
+    monkeypatch.setattr(redis_state, "_IDENTITIES_CHUNK", 3)
+    events = [
+        pulled(f"10.0.0.{n % 4}", T0 + timedelta(seconds=n // 3), token=("a", "b")[n % 2],
+               version=f"1.0.{n}", count=n + 1)
+        for n in range(11)
+    ]  # fmt: skip
+    await state.record_downloads(events)
+    totals = {
+        (t.token, t.clients, t.rows, t.downloads)
+        for t in await state.download_identities("npm", "axios")
+    }
+    assert totals == {("a", 2, 6, 1 + 3 + 5 + 7 + 9 + 11), ("b", 2, 5, 2 + 4 + 6 + 8 + 10)}
+
+
+async def test_redis_prunes_what_clients_said_with_their_rows(
+    redis_url: str, clock: FixedClock
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    store = RedisState(
+        redis_url, namespace=namespace, clock=clock, ledger_retention=timedelta(days=30)
+    )
+    await store.open()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await store.record_download(pulled("10.0.0.7", NOW, package="lodash", ci="ci", session="s"))
+        assert await raw.hlen(f"{namespace}:ledger-who:npm:lodash") == 1
+        clock.advance(timedelta(days=31))
+        await store.record_download(pulled("10.0.0.7", clock.now()))
+        # Nothing of the pruned package is left behind, and its name is out of the index.
+        assert await raw.keys(f"{namespace}:ledger*:npm:lodash") == []
+        assert await raw.zrange(f"{namespace}:ledger-packages:npm", 0, -1) == ["axios"]
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_redis_identities_go_on_by_time_when_the_last_row_read_is_gone(
+    redis_url: str, clock: FixedClock
+) -> None:
+    # Between two reads the row a read ended on was pruned: the next starts after the rows
+    # first seen before that row's time, so none is counted twice or skipped.
+    store = RedisState(redis_url, namespace=f"test-{uuid.uuid4().hex}", clock=clock)
+    await store.open()
+    try:
+        await store.record_downloads(
+            [pulled(f"10.0.0.{n}", T0 + timedelta(seconds=n), token="t") for n in range(4)]
+        )
+        keys = store._ledger_keys("npm", "axios")[:4]
+        gone = '["1.14.1","axios-1.14.1.tgz","10.0.0.99","t"]'
+        reply = await store._redis("test").eval(
+            redis_state._IDENTITIES_SCRIPT, 4, *keys, gone, str(_micros(T0) + 2_000_000), "10", ""
+        )
+        assert reply[:2] == [2, '["1.14.1","axios-1.14.1.tgz","10.0.0.3","t"]']
+        assert sorted(reply[10].split("\0")) == ["10.0.0.2", "10.0.0.3"]
+    finally:
+        await store.close()
+
+
 # audit log ---------------------------------------------------------------------------------------
 
 
@@ -621,11 +788,29 @@ async def test_ledger_keeps_rows_by_age_and_the_most_recent_per_package(
     assert [r.version for r in await store.downloads("npm", "axios")] == ["1.0.3", "1.0.4", "1.0.5"]
     assert len(await store.downloads("npm", "lodash")) == 1  # the cap is per package
 
+    # Rows of read tokens and what clients said go with their rows.
+    await store.record_download(
+        pulled("10.0.0.7", T0, token="ci-builds", package="lodash", ci="jenkins", session="s")
+    )
+    assert sorted((r.token, r.ci) for r in await store.downloads("npm", "lodash")) == [
+        ("", ""),
+        ("ci-builds", "jenkins"),
+    ]
+
     # 30 days later: a write prunes every row last seen before the retention.
     clock.advance(timedelta(days=30, minutes=2))
     await store.record_download(download("2.0.0", clock.now()))
     assert [r.version for r in await store.downloads("npm", "axios")] == ["2.0.0"]
     assert await store.downloads("npm", "lodash") == []
+    assert await store.download_identities("npm", "lodash") == []
+    assert await store.downloaded_packages("npm") == ["axios"]
+    # A row of the pruned package again: it says only what the new download said.
+    await store.record_download(
+        pulled("10.0.0.7", clock.now(), token="ci-builds", package="lodash")
+    )
+    [again] = await store.downloads("npm", "lodash")
+    assert (again.token, again.ci, again.session, again.count) == ("ci-builds", "", "", 1)
+    assert await store.downloaded_packages("npm") == ["axios", "lodash"]
 
 
 def audit(action: str, target: str, at: datetime = NOW, actor: str = "secops") -> AuditEntry:
@@ -868,6 +1053,118 @@ async def test_local_state_moves_what_an_earlier_version_stored(
         assert [(r.client, r.count) for r in rows] == [("10.0.0.7", 2), ("10.0.0.8", 1)]
     finally:
         await store.close()
+
+
+async def test_redis_reads_the_ledger_of_the_version_before_tokens(
+    redis_url: str, clock: FixedClock
+) -> None:
+    # As the version before read tokens left it: members [version, file, client], no words
+    # of the clients, no index of package names (`downloaded_packages` scanned keys).
+    namespace = f"test-{uuid.uuid4().hex}"
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    rows = {"npm": ("axios", "@evil/a"), "maven": ("org.example:lib",)}
+    for ecosystem, packages in rows.items():
+        for package in packages:
+            member = f'["1.0","{package}-1.0.tgz","10.0.0.7"]'
+            await raw.zadd(f"{namespace}:ledger:{ecosystem}:{package}", {member: _micros(T0)})
+            await raw.zadd(f"{namespace}:ledger-last:{ecosystem}:{package}", {member: _micros(NOW)})
+            await raw.hset(f"{namespace}:ledger-count:{ecosystem}:{package}", member, "4")
+            await raw.zadd(f"{namespace}:ledger-oldest", {f"{ecosystem}\n{package}": _micros(NOW)})
+    await raw.set(f"{namespace}:upgraded", "2")
+
+    stores = [RedisState(redis_url, namespace=namespace, clock=clock) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        listed = await asyncio.gather(*(store.downloaded_packages("npm") for store in stores))
+        assert listed == [["@evil/a", "axios"]] * 2
+        assert await stores[0].downloaded_packages("maven") == ["org.example:lib"]
+        [old] = await stores[1].downloads("npm", "axios")
+        assert who(old) == ("10.0.0.7", "", "", "", "", "", 4)
+        # The same client without a token adds to its row; with a token it has its own.
+        later = NOW + timedelta(minutes=1)
+        await stores[0].record_downloads(
+            [
+                pulled("10.0.0.7", later, version="1.0", ci="ci", user_agent="pip/24"),
+                pulled("10.0.0.7", later, version="1.0", token="ci-builds"),
+            ]
+        )
+        got = sorted(await stores[1].downloads("npm", "axios"), key=lambda row: row.token)
+        assert [who(row) for row in got] == [
+            ("10.0.0.7", "", "pip/24", "ci", "", "", 5),
+            ("10.0.0.7", "ci-builds", "", "", "", "", 1),
+        ]
+        assert got[0].at == T0
+        assert await raw.get(f"{namespace}:upgraded") == "3"
+    finally:
+        for store in stores:
+            await store.close()
+        await raw.aclose()
+
+
+async def test_local_state_upgrades_the_ledger_of_the_version_before_tokens(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    # The ledger table as the version before read tokens made it: keyed by (client, file).
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE ledger (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, ecosystem TEXT NOT NULL,
+                package TEXT NOT NULL, version TEXT NOT NULL, filename TEXT NOT NULL,
+                client TEXT NOT NULL, first_at INTEGER NOT NULL, last_at INTEGER NOT NULL,
+                count INTEGER NOT NULL, UNIQUE (ecosystem, package, version, filename, client));
+            CREATE INDEX ledger_by_package ON ledger (ecosystem, package, first_at);
+            CREATE INDEX ledger_by_last_seen ON ledger (last_at);
+            CREATE INDEX ledger_by_package_seen ON ledger (ecosystem, package, last_at);
+            """
+        )
+        for n in range(3):
+            conn.execute(
+                "INSERT INTO ledger (ecosystem, package, version, filename, client, first_at, "
+                "last_at, count) VALUES ('npm', 'axios', '1.0', 'axios-1.0.tgz', ?, ?, ?, ?)",
+                (f"10.0.0.{n}", _micros(T0) + n, _micros(NOW), n + 1),
+            )
+    conn.close()
+
+    stores = [LocalState(path, clock=clock) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        # Two processes opening the file together: it is upgraded once, nothing lost.
+        before = await asyncio.gather(*(store.downloads("npm", "axios") for store in stores))
+        assert before[0] == before[1]
+        assert [who(row) for row in before[0]] == [
+            (f"10.0.0.{n}", "", "", "", "", "", n + 1) for n in range(3)
+        ]
+        # A page position issued before the upgrade would still be valid: `seq` is kept.
+        page = await stores[0].downloads_page("npm", "axios", limit=1)
+        assert page.next_after == f"{_micros(T0)}:1"
+        later = NOW + timedelta(minutes=1)
+        await stores[0].record_downloads(
+            [
+                pulled("10.0.0.0", later, version="1.0", ci="ci"),
+                pulled("10.0.0.0", later, version="1.0", token="ci-builds"),
+            ]
+        )
+        got = sorted(await stores[1].downloads("npm", "axios"), key=lambda r: (r.client, r.token))
+        assert [who(row) for row in got[:2]] == [
+            ("10.0.0.0", "", "", "ci", "", "", 2),
+            ("10.0.0.0", "ci-builds", "", "", "", "", 1),
+        ]
+    finally:
+        for store in stores:
+            await store.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger'"
+            )
+        }
+    conn.close()
+    assert {"ledger_by_package", "ledger_by_last_seen", "ledger_by_package_seen"} <= indexes
 
 
 def test_create_state_picks_the_backend(tmp_path: Path) -> None:
