@@ -13,12 +13,13 @@ many tokens exist.
 Client facts, as the clients really send them:
 - npm: `npm/11.19.1 node/v20.20.2 linux x64 workspaces/false ci/github-actions` (the `ci/…`
   token only in CI, named by ci-info), plus the headers `npm-command` (`install`, `ci`, …)
-  and, before npm 9, `npm-session`.
+  and, from older npm versions, `npm-session` (npm 11 sends none).
 - pip and uv: `pip/23.2.1 {…"ci":true…}`, `uv/0.13.9 {…"ci":null}`: a JSON object after the
   product whose `ci` is true in CI (pip's and uv's own environment checks); no system name.
 - pnpm `pnpm/9.15.9 npm/? node/v20.20.2 linux x64`, yarn `yarn/1.22.22 npm/? node/…`, bun
-  `Bun/1.1.x`, Maven `Apache-Maven/3.8.7 (Java 17…; Linux …)`: no CI information (the same
-  string in CI); a `ci/<name>` product token is read from any client that sends one.
+  `Bun/1.0.14` (oven-sh/bun#7415), Maven `Apache-Maven/3.8.7 (Java 17.0.15; Linux …)`: no
+  CI information (pnpm and yarn send the same string in CI); a ` ci/<name>` product token is
+  read from any client that sends one.
 All of it is self-reported: it describes the client, it proves nothing."""
 
 from __future__ import annotations
