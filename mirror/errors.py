@@ -93,7 +93,8 @@ class BadRequest(MirrorError):
     reason = "bad-request"
 
 
-BEARER_CHALLENGE = 'Bearer realm="quarantine-mirror"'
+REALM = "quarantine-mirror"  # the protection space every 401 names
+BEARER_CHALLENGE = f'Bearer realm="{REALM}"'
 
 
 class Unauthorized(MirrorError):

@@ -32,15 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from mirror.errors import Forbidden, Unauthorized
+from mirror.errors import BEARER_CHALLENGE, REALM, Forbidden, Unauthorized
 from mirror.safetext import is_unsafe
 
 TOKENS_SETTING: Final = "MIRROR_ACCESS_TOKENS"  # the env name, not a secret
-REALM: Final = "quarantine-mirror"
 # What a 401 on a package read offers: Basic first (pip and uv retry with the index URL's
 # credentials, Maven sends its <server> username and password only after a Basic challenge;
 # Apache HttpClient skips the Bearer scheme it does not know), Bearer for npm's _authToken.
-READ_CHALLENGES: Final = (f'Basic realm="{REALM}"', f'Bearer realm="{REALM}"')
+READ_CHALLENGES: Final = (f'Basic realm="{REALM}"', BEARER_CHALLENGE)
 
 MAX_USER_AGENT: Final = 256  # characters kept of a user agent
 # Characters of a user agent read for CI facts: pip's and uv's JSON is about 600.
