@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.e2e.conftest import RunningMirror, StartMirror
+from tests.e2e.conftest import ClientResult, RunningMirror, StartMirror
 from tests.e2e.test_maven_e2e import LOCAL_M2, _mvn
 from tests.e2e.test_maven_e2e import Env as MavenEnv
 from tests.e2e.test_npm_e2e import Env as NpmEnv
@@ -76,7 +76,7 @@ async def test_pip_and_uv_install_with_the_token_in_the_index_url(
     env = PypiEnv(mirror=mirror, index=index, root=tmp_path / "clients")
     with_token = env.index_url.replace("http://", f"http://team-a:{TOKEN}@")
 
-    async def pip(index_url: str, target: str, *options: str) -> Any:
+    async def pip(index_url: str, target: str, *options: str) -> ClientResult:
         return await env.run(
             sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-input", *options,
             "--index-url", index_url, "--target", str(env.root / target), "qm-demo",
@@ -94,7 +94,7 @@ async def test_pip_and_uv_install_with_the_token_in_the_index_url(
     created = await env.run(_uv(), "--no-config", "venv", "--python", sys.executable, str(venv))
     assert created.code == 0, created
 
-    async def uv(index_url: str) -> Any:
+    async def uv(index_url: str) -> ClientResult:
         return await env.run(
             _uv(), "--no-config", "pip", "install", "--python", str(venv / "bin" / "python"),
             "--no-cache", "--index-url", index_url, "qm-demo",
