@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mirror import __version__, requestbody, responses
 from mirror.admin.routes import add_routes as add_admin_routes
 from mirror.clock import Clock
-from mirror.config import Config
+from mirror.config import AccessConfig, Config
 from mirror.directories import probe_writable, writable_directories
 from mirror.ecosystems import maven, npm, pypi
 from mirror.ecosystems.base import Ecosystem
@@ -32,6 +33,8 @@ from mirror.errors import (
     NotFound,
     StateUnavailable,
 )
+from mirror.forwarded import READ_TOKEN
+from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
 from mirror.services import (
@@ -60,8 +63,16 @@ def create_app(
     config: Config, *, clock: Clock | None = None, metrics_dir: Path | None = None
 ) -> web.Application:
     services = build_services(config, clock=clock, metrics_dir=metrics_dir)
+    # The read-token check runs only where read tokens are configured or required: without
+    # them a package read pays nothing for it.
+    access = [_access_middleware(config.access)] if _access_checked(config.access) else []
+    if config.access.required and not config.access.tokens:
+        log.warning(
+            "access.required is set but no read token is configured: every package read is "
+            "refused (403); set MIRROR_ACCESS_TOKENS (name:token,…) or access.tokens"
+        )
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=[observe_middleware, error_middleware, *access],
         # Bodies are counted and inflated by `requestbody.read_body`, never by aiohttp on
         # the event loop: `client_max_size` bounds the bytes on the wire.
         client_max_size=requestbody.MAX_WIRE_BYTES,
@@ -258,6 +269,30 @@ async def error_middleware(
         return web.json_response(body, status=500)
 
 
+def _access_checked(settings: AccessConfig) -> bool:
+    return bool(settings.tokens) or settings.required
+
+
+def _access_middleware(settings: AccessConfig) -> Middleware:
+    """Package reads (the npm, PyPI and Maven routes, metadata and artifacts) present a valid
+    read token when one is `required`, and a valid one whenever they present any
+    (`mirror.identity.read_token`); its name is kept for the ledger (`READ_TOKEN`). Health,
+    readiness, metrics, the index and the admin API (its own tokens) are not package reads."""
+    tokens, required = settings.tokens, settings.required
+
+    @web.middleware
+    async def check_read_token(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if _ecosystem_of(request.path) in ECOSYSTEMS:
+            name = read_token(request.headers.get("Authorization"), tokens, required=required)
+            if name:
+                request[READ_TOKEN] = name
+        return await handler(request)
+
+    return check_read_token
+
+
 def error_response(exc: MirrorError) -> web.Response:
     """Render a MirrorError; the HTTP reason phrase carries the message's first clause
     because Maven and pip print it ("status code: 403, reason phrase: …")."""
@@ -265,7 +300,7 @@ def error_response(exc: MirrorError) -> web.Response:
         exc.body(),
         status=exc.status,
         reason=exc.phrase,
-        headers=dict(exc.headers),
+        headers=list(exc.headers),  # a list: a header may repeat (two challenges)
         dumps=_dumps,
     )
 

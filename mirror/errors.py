@@ -93,10 +93,23 @@ class BadRequest(MirrorError):
     reason = "bad-request"
 
 
+REALM = "quarantine-mirror"  # the protection space every 401 names
+BEARER_CHALLENGE = f'Bearer realm="{REALM}"'
+
+
 class Unauthorized(MirrorError):
+    """No valid credentials. `challenges` are the `WWW-Authenticate` values offered, one
+    header each (Apache HttpClient, Maven's, reads each header as one challenge): the admin
+    API wants a bearer token, package reads also offer Basic (`mirror.identity`)."""
+
     status = 401
-    headers = (("WWW-Authenticate", 'Bearer realm="quarantine-mirror"'),)
     reason = "unauthorized"
+
+    def __init__(
+        self, message: str, *, challenges: tuple[str, ...] = (BEARER_CHALLENGE,), **data: Any
+    ) -> None:
+        super().__init__(message, **data)
+        self.headers = tuple(("WWW-Authenticate", challenge) for challenge in challenges)
 
 
 class Forbidden(MirrorError):

@@ -1,4 +1,5 @@
-"""Who the client is and which URL it used, when proxies stand in front of the mirror.
+"""Who the client is and which URL it used, when proxies stand in front of the mirror (and
+`READ_TOKEN`, the read token it presented).
 
 `X-Forwarded-*` headers are believed only from a configured proxy (`trusted_proxies`): the
 client is the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy (hops to
@@ -13,6 +14,10 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from mirror.config import Config, IPNetwork
+
+# The name of the read token a package read presented (`mirror.identity.read_token`), set by
+# the access check in `mirror.app` when there is one; the ledger records it.
+READ_TOKEN = web.RequestKey("mirror.read-token", str)
 
 # Headers that change the URLs a view is rendered with (behind a trusted proxy).
 FORWARDED_URL_HEADERS = ("X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix")

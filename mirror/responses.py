@@ -171,10 +171,17 @@ def base_url(request: web.Request, config: Config) -> str:
 
 def finish_headers(request: web.Request, response: web.StreamResponse, config: Config) -> None:
     """The last headers of every response, just before they go out: HSTS when the mirror
-    serves TLS itself, and the forwarded headers in Vary when they could have changed URLs
-    in this answer (so a shared cache never hands one host's links to another)."""
+    serves TLS itself, `private` for `public` when reads need a token, and the forwarded
+    headers in Vary when they could have changed URLs in this answer (so a shared cache
+    never hands one host's links to another)."""
     if config.tls.enabled:
         response.headers["Strict-Transport-Security"] = HSTS
+    if config.access.required:
+        # Reads need a token: a shared cache in front must not hand them to anyone else
+        # (RFC 9111 §3.5 lets it store an authorized answer marked public).
+        cache_control = response.headers.get("Cache-Control", "")
+        if cache_control.startswith("public"):
+            response.headers["Cache-Control"] = "private" + cache_control[len("public") :]
     if request.get(_URL_FROM_FORWARDED):
         listed = [name.strip() for name in response.headers.get("Vary", "").split(",")]
         known = {name.lower() for name in listed if name}

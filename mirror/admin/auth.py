@@ -3,13 +3,13 @@ time, the caller a change is attributed to, and which reads need a token."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from mirror.config import AdminConfig
 from mirror.errors import Forbidden, Unauthorized
+from mirror.identity import match_token
 
 TOKENS_SETTING: Final = "MIRROR_ADMIN_TOKENS"  # the env name, not a secret
 
@@ -25,8 +25,7 @@ class Caller:
 def identify(authorization: str | None, tokens: Mapping[str, str]) -> str:
     """The name of the token in an `Authorization: Bearer …` header. Raises Forbidden when no
     token is configured or the token is wrong, Unauthorized when none was presented. Every
-    configured token is compared (constant time, no early exit), so timing says nothing about
-    which or how many tokens exist."""
+    configured token is compared (`match_token`: constant time, no early exit)."""
     if not tokens:
         raise Forbidden(
             f"the admin API is disabled on this mirror: set {TOKENS_SETTING} (name:token,…) or "
@@ -36,11 +35,7 @@ def identify(authorization: str | None, tokens: Mapping[str, str]) -> str:
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         raise Unauthorized("this needs an admin token: send Authorization: Bearer <token>")
-    presented_bytes = presented.encode("utf-8", "surrogateescape")
-    matched: str | None = None
-    for name, token in tokens.items():
-        if hmac.compare_digest(presented_bytes, token.encode()) and matched is None:
-            matched = name
+    matched = match_token(presented, tokens)
     if matched is None:
         raise Forbidden("the admin token is not valid on this mirror")
     return matched

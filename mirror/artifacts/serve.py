@@ -38,7 +38,8 @@ from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, OpenBlob
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.config import IPNetwork
-from mirror.forwarded import client_of
+from mirror.forwarded import READ_TOKEN, client_of
+from mirror.identity import describe_client
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.model import ArtifactRef, DownloadEvent
@@ -215,6 +216,8 @@ class ArtifactServer:
     # ledger -------------------------------------------------------------------------------
 
     def _record_download(self, request: web.Request, ref: ArtifactRef) -> None:
+        # Who: the address, the read token the access check accepted, what the client says.
+        who = describe_client(request.headers, token=request.get(READ_TOKEN, ""))
         self.ledger.note(
             DownloadEvent(
                 ecosystem=ref.ecosystem,
@@ -225,6 +228,11 @@ class ArtifactServer:
                     request.remote, request.headers.get("X-Forwarded-For"), self._proxies
                 ),
                 at=self._clock.now(),
+                token=who.token,
+                user_agent=who.user_agent,
+                ci=who.ci,
+                command=who.command,
+                session=who.session,
             )
         )
 

@@ -48,6 +48,7 @@ MAX_DOCUMENT_BYTES: Final = 64 * 1024**2
 NPM_ACCEPT: Final = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8"
 PYPI_ACCEPT: Final = "application/vnd.pypi.simple.v1+json"
 USER_AGENT: Final = "mirror-cli warm"
+READ_TOKEN_SETTING: Final = "MIRROR_READ_TOKEN"  # noqa: S105 (the env name, not a secret)
 
 
 class WarmError(Exception):
@@ -64,6 +65,9 @@ class Fetcher:
 
     base: str
     deadline: float
+    # A read token (`MIRROR_READ_TOKEN`) for a mirror with `access.required`, sent to the
+    # mirror's origin only (`_open` checks it; redirects stay on it)
+    token: str | None = None
     _opener: urllib.request.OpenerDirector = field(
         default_factory=lambda: urllib.request.build_opener(SameOriginRedirects)
     )
@@ -80,6 +84,8 @@ class Fetcher:
         if remaining <= 0:
             raise WarmError("the overall timeout ran out")
         headers = {"Accept": accept, "User-Agent": USER_AGENT}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         # The origin was checked above: only the mirror's http(s) URL reaches urllib.
         request = urllib.request.Request(url, headers=headers)  # noqa: S310
         try:
@@ -336,7 +342,7 @@ def run_warm(args: argparse.Namespace, environ: dict[str, str]) -> int:
         return EXIT_USAGE
     pins = all_pins(files)
     deadline = time.monotonic() + args.timeout
-    fetcher = Fetcher(endpoint.url, deadline)
+    fetcher = Fetcher(endpoint.url, deadline, token=environ.get(READ_TOKEN_SETTING) or None)
     progress = Progress(len(pins), sys.stderr)
     pool = ThreadPoolExecutor(max_workers=args.parallel)
     futures: dict[Future[dict[str, Any]], Pin] = {

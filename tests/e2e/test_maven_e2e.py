@@ -67,11 +67,21 @@ class Env:
     mirror: RunningMirror
     repo: FakeMavenRepository
     root: Path
+    # <server> username and password for the mirror's id (a read token as the password)
+    credentials: tuple[str, str] | None = None
 
     def settings(self) -> Path:
         path = self.root / "settings.xml"
+        servers = ""
+        if self.credentials is not None:
+            username, password = self.credentials
+            servers = (
+                "<servers><server><id>quarantine</id>"
+                f"<username>{username}</username><password>{password}</password>"
+                "</server></servers>"
+            )
         path.write_text(
-            "<settings><mirrors><mirror><id>quarantine</id><mirrorOf>*</mirrorOf>"
+            f"<settings>{servers}<mirrors><mirror><id>quarantine</id><mirrorOf>*</mirrorOf>"
             f"<url>{self.mirror.url}/maven/</url></mirror></mirrors></settings>\n",
             encoding="utf-8",
         )

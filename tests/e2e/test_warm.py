@@ -35,11 +35,13 @@ pytestmark = pytest.mark.e2e
 CLI_TIMEOUT = 120
 
 
-async def mirror_cli(mirror: RunningMirror, *args: str) -> ClientResult:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
-    env["MIRROR_URL"] = mirror.url
+async def mirror_cli(
+    mirror: RunningMirror, *args: str, env: dict[str, str] | None = None
+) -> ClientResult:
+    settings = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
+    settings.update({"MIRROR_URL": mirror.url, **(env or {})})
     return await run_client(
-        sys.executable, "-m", "mirror", *args, cwd=mirror.data_dir.parent, env=env,
+        sys.executable, "-m", "mirror", *args, cwd=mirror.data_dir.parent, env=settings,
         seconds=CLI_TIMEOUT,
     )  # fmt: skip
 
@@ -232,3 +234,34 @@ async def test_warm_maven_then_serve_with_the_upstream_failing(
             async with session.get(f"{mirror.url}/maven/{path}") as response:
                 assert response.status == 200, path
                 assert await response.read() == repo.body(path)
+
+
+async def test_warm_sends_its_read_token_to_a_mirror_that_requires_one(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.add_version("qm-demo", "1.0.0", published=datetime.now(UTC) - timedelta(days=90))
+    await registry.start(aiohttp_server)
+    token = "ci-read-token-0123456789"
+    mirror = await start_mirror(
+        {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_ACCESS_TOKENS": f"ci:{token}",
+            "MIRROR_ACCESS_REQUIRED": "true",
+        }
+    )
+    lockfile = tmp_path / "package-lock.json"
+    lockfile.write_text(
+        json.dumps(
+            {"lockfileVersion": 3, "packages": {"node_modules/qm-demo": {"version": "1.0.0"}}}
+        ),
+        encoding="utf-8",
+    )
+    anonymous = await mirror_cli(mirror, "warm", str(lockfile))
+    assert anonymous.code == 1, anonymous
+    assert "HTTP 401 this mirror needs a read token" in anonymous.out, anonymous
+    warmed = await mirror_cli(mirror, "warm", str(lockfile), env={"MIRROR_READ_TOKEN": token})
+    assert warmed.code == 0, warmed
+    assert "fetched 1 of 1 pinned version(s)" in warmed.out, warmed
+    assert token not in warmed.out
+    assert token not in mirror.log()

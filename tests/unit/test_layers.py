@@ -229,6 +229,7 @@ PURE_MODULES = (
     "mirror.lockfiles.formats",
     "mirror.lockfiles.report",
     "mirror.hosts",
+    "mirror.identity",
     "mirror.admin.parse",
     "mirror.admin.auth",
     "mirror.admin.openapi",
@@ -278,7 +279,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
-        "mirror.inflate", "mirror.budget",
+        "mirror.inflate", "mirror.budget", "mirror.identity",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
