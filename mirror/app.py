@@ -66,11 +66,6 @@ def create_app(
     # The read-token check runs only where read tokens are configured or required: without
     # them a package read pays nothing for it.
     access = [_access_middleware(config.access)] if _access_checked(config.access) else []
-    if config.access.required and not config.access.tokens:
-        log.warning(
-            "access.required is set but no read token is configured: every package read is "
-            "refused (403); set MIRROR_ACCESS_TOKENS (name:token,…) or access.tokens"
-        )
     app = web.Application(
         middlewares=[observe_middleware, error_middleware, *access],
         # Bodies are counted and inflated by `requestbody.read_body`, never by aiohttp on

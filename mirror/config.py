@@ -630,6 +630,16 @@ def _finish_tls(tls: TLSConfig, table: Mapping[str, Any]) -> TLSConfig:
     return tls
 
 
+def _finish_access(access: AccessConfig, table: Mapping[str, Any]) -> AccessConfig:
+    """Required read tokens with none configured would refuse every read: a start-up error."""
+    if access.required and not access.tokens:
+        raise ConfigError(
+            "access.required: no read token is configured, so every package read would be "
+            "refused: set MIRROR_ACCESS_TOKENS (name:token,…) or access.tokens"
+        )
+    return access
+
+
 def _finish_quarantine(quarantine: QuarantineConfig, table: Mapping[str, Any]) -> QuarantineConfig:
     """`[quarantine.<ecosystem>] age` and the `[[quarantine.rules]]` array."""
     per_ecosystem: dict[str, timedelta] = {}
@@ -678,6 +688,7 @@ _TABLE_STEPS: Mapping[type, tuple[frozenset[str], Callable[[Any, Mapping[str, An
             QuarantineConfig: (frozenset({"rules", *ECOSYSTEMS}), _finish_quarantine),
             EcosystemConfig: (frozenset(), _finish_ecosystem),
             TLSConfig: (frozenset(), _finish_tls),
+            AccessConfig: (frozenset(), _finish_access),
         }
     )
 )

@@ -304,6 +304,8 @@ def test_each_variable_sets_its_own_setting(env_name: str, tmp_path: Path) -> No
         for name in ("MIRROR_TLS_CERT", "MIRROR_TLS_KEY"):
             (tmp_path / name).write_text("x", encoding="utf-8")
             environ[name] = str(tmp_path / name)
+    if dotted == "access.required":  # required needs a token to start with
+        environ["MIRROR_ACCESS_TOKENS"] = _SAMPLES["access.tokens"]
     changed = load_config(None, environ)
     assert _value(changed, dotted) != _value(defaults, dotted)
     others = {key: value for key, value in ENV_KEYS.items() if value != dotted}
@@ -312,6 +314,7 @@ def test_each_variable_sets_its_own_setting(env_name: str, tmp_path: Path) -> No
         for key, other in others.items()
         if _value(changed, other) != _value(defaults, other)
         and not (dotted.startswith("tls.") and other.startswith("tls."))
+        and not (dotted == "access.required" and other == "access.tokens")
     ]
     assert differing == []
 
@@ -377,3 +380,8 @@ def test_feeds_are_directories_or_http_urls() -> None:
     assert config.feeds.interval == timedelta(hours=1)
     with pytest.raises(ConfigError, match=r"feeds\.sources"):
         load_config(None, {"MIRROR_FEEDS": "ftp://feeds.example.com/all.zip"})
+
+
+def test_required_read_tokens_without_any_token_refuse_to_start() -> None:
+    with pytest.raises(ConfigError, match=r"access\.required: no read token is configured"):
+        load_config(None, {"MIRROR_ACCESS_REQUIRED": "true"})
