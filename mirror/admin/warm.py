@@ -43,7 +43,15 @@ from mirror.admin.auth import Caller
 from mirror.admin.rules import audit_entry, log_change
 from mirror.blobs.store import BlobVanished
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import Blocked, Busy, Held, MirrorError, NotFound, StateUnavailable
+from mirror.errors import (
+    Blocked,
+    Busy,
+    Held,
+    MirrorError,
+    NotFound,
+    Quarantined,
+    StateUnavailable,
+)
 from mirror.files import atomic_write
 from mirror.lockfiles.pins import Lockfile, Pin
 from mirror.lockfiles.report import pin_result
@@ -315,7 +323,8 @@ async def warm_pin(
         files, size, fetched = await _store_files(services, adapter, pin)
     except Held as exc:  # refused since it was explained (a block added meanwhile)
         held = "blocked" if isinstance(exc, Blocked) else "held"
-        return {**result, "outcome": held, "until": exc.data.get("until"), "detail": exc.message}
+        until = iso(exc.until) if isinstance(exc, Quarantined) else None
+        return {**result, "outcome": held, "until": until, "detail": exc.message}
     except MirrorError as exc:
         return {**result, "outcome": "failed", "detail": exc.message}
     return {**result, "outcome": "fetched" if fetched else "cached", "files": files, "bytes": size}
@@ -330,7 +339,7 @@ async def _store_files(services: Services, adapter: Ecosystem, pin: Pin) -> tupl
         entry, cached = await services.artifacts.store(ref)
         size += entry.size
         fetched = fetched or not cached
-        if ref.filename.endswith(".pom") and len(refs) == 1:
+        if pin.ecosystem == "maven" and len(refs) == 1:
             # No jar upstream: fine for a parent or a BOM only (pom packaging).
             try:
                 pom = await services.blobs.read_verified(entry)

@@ -288,3 +288,32 @@ async def test_pypi_files_and_maven_poms_and_jars(
         assert response.status == 200, path
         assert await response.read() == repo.body(path)
     assert nojar
+
+
+async def test_a_worker_runs_two_jobs_and_a_stopped_one_says_interrupted(
+    make_mirror: MakeClient, registry: FakeNpmRegistry
+) -> None:
+    """Bounded: a third job on a worker running two is a 429 `busy` (and not audited as
+    started). A worker that stops mid-job leaves its status `interrupted`, the pins it did not
+    finish listed as failed with why; a sibling worker answers it."""
+    held = registry.tarball_path("left-pad", "1.3.0")
+    registry.upstream.hold(held)
+    client = await make_mirror()
+    sibling = await make_mirror()
+    try:
+        first = await warm(client, LOCK, status=202)
+        await warm(client, LOCK, status=202)
+        response = await client.post(WARM, data=json.dumps(LOCK).encode(), headers=AUTH)
+        assert response.status == 429
+        assert (await response.json())["reason"] == "busy"
+        audit = await (await client.get("/api/v1/audit", headers=AUTH)).json()
+        assert [entry["action"] for entry in audit["entries"]] == ["warm.start", "warm.start"]
+        await registry.upstream.wait_for(held)
+        await client.close()  # the worker shuts down with both jobs waiting on the upstream
+    finally:
+        registry.upstream.release(held)
+    response = await sibling.get(f"{WARM}/{first['id']}", headers=AUTH)
+    status = (await response.json())["warm"]
+    assert status["state"] == "interrupted", status
+    failed = {entry["package"]: entry["detail"] for entry in status["summary"]["failed"]}
+    assert "the mirror stopped" in failed["left-pad"]
