@@ -419,6 +419,20 @@ _DRY_RUN_FIELD: Final[dict[str, Any]] = {
     "nothing stored, audited or applied; the answer is 200 with `dry_run: true`",
 }
 _AUTH_ERRORS: Final = ("401", "403")
+# The `{id}` of a rule or a warm job.
+_ID_PARAMETER: Final[dict[str, Any]] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+}
+# A lockfile, dependency list or SBOM as the body (preflight, warm).
+_LOCKFILE_BODY: Final[dict[str, Any]] = {
+    "required": True,
+    "content": {
+        "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "text/plain"}}
+    },
+}
 
 
 def _security(*, always: bool) -> list[dict[str, list[str]]]:
@@ -465,12 +479,7 @@ def _rule_paths(kind: RuleKind, collection: str) -> dict[str, Any]:
             },
         },
     }
-    rule_id = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
-    }
+    rule_id = _ID_PARAMETER
     return {
         f"{PREFIX}/{collection}": {
             "post": {
@@ -639,14 +648,7 @@ def _query_paths(
                     _query("format", "force this format (one `mirror preflight` reads)"),
                     _query("name", "the file name, shown in the report"),
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "contentMediaType": "text/plain"}
-                        }
-                    },
-                },
+                "requestBody": _LOCKFILE_BODY,
                 "responses": {
                     "200": _json(_ref("PreflightReport"), "the report"),
                     **_errors("400", *_AUTH_ERRORS, "413"),
@@ -771,12 +773,6 @@ def _warm_schemas() -> dict[str, Any]:
 
 
 def _warm_paths() -> dict[str, Any]:
-    job_id = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
-    }
     return {
         f"{PREFIX}/warm": {
             "post": {
@@ -801,14 +797,7 @@ def _warm_paths() -> dict[str, Any]:
                         pattern="^[0-9]+(\\.[0-9]+)?$",
                     ),
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "contentMediaType": "text/plain"}
-                        }
-                    },
-                },
+                "requestBody": _LOCKFILE_BODY,
                 "responses": {
                     "200": _json(_ref("WarmAnswer"), "the job, finished: its summary"),
                     "202": _json(_ref("WarmAnswer"), "the job, running: its progress"),
@@ -825,7 +814,7 @@ def _warm_paths() -> dict[str, Any]:
                 "replica, what the audit log knows. Statuses are kept for a day (the newest "
                 f"{MAX_KEPT_WARM_JOBS}). {_ALWAYS_PROTECTED}",
                 "security": _security(always=True),
-                "parameters": [job_id],
+                "parameters": [_ID_PARAMETER],
                 "responses": {
                     "200": _json(_ref("WarmAnswer"), "the job"),
                     **_errors(*_AUTH_ERRORS, "404"),

@@ -90,13 +90,7 @@ class PypiIndex:
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package version` is shown or held right now, file by file."""
         project = names.parse_project(package).normalized
-        page, _ = await self._page(project)
-        files = self._files_of(page, version)
-        if not files:
-            page, _ = await self._page(project, refresh=True)
-            files = self._files_of(page, version)
-        if not files:
-            raise NotFound(f"the upstream index has no files of {project} {version}")
+        files = await self._version_files(project, version)
         entries: list[dict[str, Any]] = []
         decisions: list[policy.Decision] = []
         for item in files:
@@ -127,6 +121,18 @@ class PypiIndex:
         return Explanation.of(
             shown[0], published_at=published_at, detail=detail, files=tuple(entries)
         )
+
+    async def _version_files(self, project: str, version: str) -> list[DistFile]:
+        """The files of `project` `version` the upstream index lists (asked again once when
+        our copy lists none: a lockfile may name a release newer than it); NotFound if none."""
+        page, _ = await self._page(project)
+        files = self._files_of(page, version)
+        if not files:
+            page, _ = await self._page(project, refresh=True)
+            files = self._files_of(page, version)
+        if not files:
+            raise NotFound(f"the upstream index has no files of {project} {version}")
+        return files
 
     @staticmethod
     def _files_of(page: ProjectPage, version: str) -> list[DistFile]:
@@ -377,13 +383,7 @@ class PypiIndex:
         for, whatever the platform. A file the policy holds is left out (PyPI decides file
         by file); none left is refused as a request for one of them would be."""
         project = names.parse_project(package).normalized
-        page, _ = await self._page(project)
-        files = self._files_of(page, version)
-        if not files:
-            page, _ = await self._page(project, refresh=True)
-            files = self._files_of(page, version)
-        if not files:
-            raise NotFound(f"the upstream index has no files of {project} {version}")
+        files = await self._version_files(project, version)
         decisions = [(item, self._decide(project, item)) for item in files]
         shown = [item for item, decision in decisions if decision.visible]
         if not shown:
