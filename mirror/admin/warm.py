@@ -164,10 +164,12 @@ class WarmJobs:
         entry = audit_entry(services, caller, "warm.start", job.id, None, asked)
         try:
             await services.state.append_audit(entry)
+            log_change(entry)
+            # Written before the answer goes out: a GET on another worker then finds it.
+            await self._write(job, services)
         except BaseException:
             del self._running[job.id]
             raise
-        log_change(entry)
         job.task = asyncio.get_running_loop().create_task(
             self._run(job, services, adapters), name=f"warm {job.id}"
         )
@@ -223,7 +225,6 @@ class WarmJobs:
         )
         cause = "the job's time limit ran out"
         try:
-            await self._write(job, services)
             async with asyncio.timeout(WARM_JOB_SECONDS):
                 await asyncio.gather(*(one(pin) for pin in job.pins))
         except TimeoutError:
