@@ -9,6 +9,7 @@ Our exception hierarchy::
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not-found
     │   └── EcosystemDisabled         404 ecosystem-disabled
+    ├── Busy                          429 busy (as many jobs as allowed run already)
     ├── Held                          403 (policy refused a version; Held.from_decision)
     │   ├── Quarantined               403 quarantined  (data: until)
     │   └── Blocked                   403 blocked      (data: block)
@@ -124,6 +125,13 @@ class NotFound(MirrorError):
 
 class EcosystemDisabled(NotFound):
     reason = "ecosystem-disabled"
+
+
+class Busy(MirrorError):
+    """As many jobs of a kind (pre-warms) run already as a worker may run: retry later."""
+
+    status = 429
+    reason = "busy"
 
 
 class _Describable(Protocol):

@@ -16,6 +16,7 @@ from mirror.admin.parse import (
     MAX_REASON_LENGTH,
     PREFIX,
 )
+from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM_WAIT, OUTCOMES
 from mirror.model import ECOSYSTEMS, RuleKind
 
 OPENAPI_VERSION: Final = "3.1.0"
@@ -398,6 +399,7 @@ def _schemas() -> dict[str, Any]:
     }
     for request in ("RuleRequest", "FreezeRequest"):
         schemas[request]["properties"]["dry_run"] = _DRY_RUN_FIELD
+    schemas.update(_warm_schemas())
     return schemas
 
 
@@ -452,6 +454,20 @@ _DRY_RUN_FIELD: Final[dict[str, Any]] = {
     "nothing stored, audited or applied; the answer is 200 with `dry_run: true`",
 }
 _AUTH_ERRORS: Final = ("401", "403")
+# The `{id}` of a rule or a warm job.
+_ID_PARAMETER: Final[dict[str, Any]] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+}
+# A lockfile, dependency list or SBOM as the body (preflight, warm).
+_LOCKFILE_BODY: Final[dict[str, Any]] = {
+    "required": True,
+    "content": {
+        "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "text/plain"}}
+    },
+}
 
 
 def _security(*, always: bool) -> list[dict[str, list[str]]]:
@@ -498,12 +514,7 @@ def _rule_paths(kind: RuleKind, collection: str) -> dict[str, Any]:
             },
         },
     }
-    rule_id = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
-    }
+    rule_id = _ID_PARAMETER
     return {
         f"{PREFIX}/{collection}": {
             "post": {
@@ -672,14 +683,7 @@ def _query_paths(
                     _query("format", "force this format (one `mirror preflight` reads)"),
                     _query("name", "the file name, shown in the report"),
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "contentMediaType": "text/plain"}
-                        }
-                    },
-                },
+                "requestBody": _LOCKFILE_BODY,
                 "responses": {
                     "200": _json(_ref("PreflightReport"), "the report"),
                     **_errors("400", *_AUTH_ERRORS, "413"),
@@ -702,6 +706,159 @@ def _query_paths(
     }
 
 
+# pre-warming (POST /api/v1/warm) ------------------------------------------------------------
+
+
+def _warm_schemas() -> dict[str, Any]:
+    """The closed answers of `POST /api/v1/warm` and `GET /api/v1/warm/{id}`."""
+    pin = _closed(
+        {
+            "type": "object",
+            "description": "One pinned version and what the warm did with it. `bytes`: the "
+            "size of its files (fetched now, or already in the cache); `until`: when a held "
+            "one leaves quarantine; `detail`: why (the block's reason, the failure).",
+            "required": ["ecosystem", "package", "version", "verdict", "until", "detail"],
+            "properties": {
+                "ecosystem": {"type": "string"},
+                "package": {"type": "string"},
+                "version": {"type": "string"},
+                "verdict": _nullable("string"),
+                "until": _TIME_OR_NULL,
+                "detail": _nullable("string"),
+                "outcome": {"type": "string", "enum": list(OUTCOMES)},
+                "files": {"type": "integer"},
+                "bytes": {"type": "integer"},
+            },
+        }
+    )
+    listed = {"type": "array", "items": _ref("WarmPin")}
+    counts = _closed(
+        {
+            "type": "object",
+            "required": list(OUTCOMES),
+            "properties": {outcome: {"type": "integer"} for outcome in OUTCOMES},
+        }
+    )
+    summary = _closed(
+        {
+            "type": "object",
+            "description": "Every pin under its outcome: `fetched` (at least one file came "
+            "from upstream now), `cached` (all were in the cache), `held`, `blocked` (never "
+            "fetched), `failed`; `bytes`: the size of the fetched versions' files.",
+            "required": ["pins", "bytes", *OUTCOMES, "unpinned", "skipped"],
+            "properties": {
+                "pins": {"type": "integer"},
+                "bytes": {"type": "integer"},
+                **dict.fromkeys(OUTCOMES, listed),
+                "unpinned": _TEXT_LIST,
+                "skipped": _TEXT_LIST,
+            },
+        }
+    )
+    status = _closed(
+        {
+            "type": "object",
+            "description": "A warm job. From the server that runs it: its progress (`done` "
+            "of `pins`, `counts`) and, once finished, its `summary`. `interrupted`: the "
+            "worker running it stopped. From another replica (`note` says so): what the audit "
+            "log knows (state and, once finished, counts), no summary.",
+            "required": [
+                "id",
+                "state",
+                "started",
+                "finished",
+                "updated",
+                "requested_by",
+                "file",
+                "format",
+                "pins",
+                "done",
+                "counts",
+                "bytes",
+                "summary",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["running", "finished", "interrupted"]},
+                "started": _TIME,
+                "finished": _TIME_OR_NULL,
+                "updated": _TIME,
+                "requested_by": {"type": "string", "description": "the admin token's name"},
+                "file": {"type": "string"},
+                "format": {"type": "string"},
+                "pins": {"type": "integer"},
+                "done": _nullable("integer"),
+                "counts": {"anyOf": [_ref("WarmCounts"), {"type": "null"}]},
+                "bytes": _nullable("integer"),
+                "summary": {"anyOf": [_ref("WarmSummary"), {"type": "null"}]},
+                "note": {"type": "string"},
+            },
+        }
+    )
+    answer = _closed(
+        {"type": "object", "required": ["warm"], "properties": {"warm": _ref("WarmJob")}}
+    )
+    return {
+        "WarmPin": pin,
+        "WarmCounts": counts,
+        "WarmSummary": summary,
+        "WarmJob": status,
+        "WarmAnswer": answer,
+    }
+
+
+def _warm_paths() -> dict[str, Any]:
+    return {
+        f"{PREFIX}/warm": {
+            "post": {
+                "operationId": "warm",
+                "tags": ["warm"],
+                "summary": "Fetch every allowed version a lockfile pins into the cache",
+                "description": "The body as for a preflight (a lockfile, dependency list or "
+                f"SBOM; at most {MAX_WARM_PINS} pins). A job fetches the files of every pin "
+                "the policy allows through the mirror's serving path (verified, single-flight); "
+                "held and blocked pins are listed, never fetched. `wait` seconds: the answer "
+                "waits that long for the job; 200 with the summary when it finished, else 202 "
+                "with its progress and `Location: /api/v1/warm/{id}`. Each worker runs a few "
+                "jobs at once (429 `busy` beyond). Audited (`warm.start`, `warm.finish`). "
+                f"{_ALWAYS_PROTECTED}",
+                "security": _security(always=True),
+                "parameters": [
+                    _query("format", "force this format (one `mirror preflight` reads)"),
+                    _query("name", "the file name, shown in the status"),
+                    _query(
+                        "wait",
+                        f"seconds to wait for the job, 0 to {MAX_WARM_WAIT} (default 0)",
+                        pattern="^[0-9]+(\\.[0-9]+)?$",
+                    ),
+                ],
+                "requestBody": _LOCKFILE_BODY,
+                "responses": {
+                    "200": _json(_ref("WarmAnswer"), "the job, finished: its summary"),
+                    "202": _json(_ref("WarmAnswer"), "the job, running: its progress"),
+                    **_errors("400", *_AUTH_ERRORS, "413"),
+                },
+            }
+        },
+        f"{PREFIX}/warm/{{id}}": {
+            "get": {
+                "operationId": "warmStatus",
+                "tags": ["warm"],
+                "summary": "A warm job's progress and summary",
+                "description": "From any worker of the server that runs it; from another "
+                "replica, what the audit log knows. Statuses are kept for a day (the newest "
+                f"{MAX_KEPT_WARM_JOBS}). {_ALWAYS_PROTECTED}",
+                "security": _security(always=True),
+                "parameters": [_ID_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("WarmAnswer"), "the job"),
+                    **_errors(*_AUTH_ERRORS, "404"),
+                },
+            }
+        },
+    }
+
+
 def openapi_document(
     *, max_impact_limit: int, max_audit_limit: int, max_preflight_pins: int
 ) -> dict[str, Any]:
@@ -717,6 +874,7 @@ def openapi_document(
             max_preflight_pins=max_preflight_pins,
         )
     )
+    paths.update(_warm_paths())
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

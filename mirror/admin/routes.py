@@ -41,12 +41,14 @@ from mirror.admin.rules import (
     stored_rule,
     with_coverage,
 )
+from mirror.admin.warm import JOBS_DIRECTORY, WarmJobs, audited_status
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound, StateUnavailable
 from mirror.forwarded import client_address
 from mirror.lockfiles.formats import read_lockfile
-from mirror.lockfiles.pins import LockfileError, Pin
+from mirror.lockfiles.pins import Lockfile, LockfileError, Pin
 from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
+from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM_WAIT
 from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
@@ -58,6 +60,7 @@ MAX_AUDIT_LIMIT: Final = 1000
 # request, and a few at a time as the CLI does.
 MAX_PREFLIGHT_PINS: Final = 5000
 PREFLIGHT_PARALLEL: Final = 8
+WARM_JOBS: Final = web.AppKey("warm-jobs", WarmJobs)
 
 
 def add_routes(app: web.Application) -> None:
@@ -77,9 +80,19 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{PREFIX}/impact", impact_view, allow_head=False),
         web.get(f"{PREFIX}/audit", audit_view, allow_head=False),
         web.post(f"{PREFIX}/preflight", preflight_view),
+        web.post(f"{PREFIX}/warm", warm_view),
+        web.get(f"{PREFIX}/warm/{{id}}", warm_status_view, allow_head=False),
         web.get(f"{PREFIX}/openapi.json", openapi_view, allow_head=False),
     ]
     app.router.add_routes(routes)
+    jobs = WarmJobs(_services_of(app).config.state_directory / JOBS_DIRECTORY)
+    app[WARM_JOBS] = jobs
+
+    async def stop_jobs(_app: web.Application) -> None:
+        await jobs.close()
+
+    # Before the services close (cleanup): a stopped job's status and audit entry need them.
+    app.on_shutdown.append(stop_jobs)
 
 
 def explanation_json(explanation: Explanation) -> dict[str, Any]:
@@ -110,7 +123,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _services(request: web.Request) -> Services:
-    return request.app[SERVICES]
+    return _services_of(request.app)
+
+
+def _services_of(app: web.Application) -> Services:
+    return app[SERVICES]
 
 
 def _adapters(request: web.Request) -> Mapping[str, Ecosystem]:
@@ -313,11 +330,12 @@ async def explain_view(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-async def preflight_view(request: web.Request) -> web.StreamResponse:
-    """`POST /api/v1/preflight` with a lockfile, dependency list or SBOM as the body
-    (`?format=` forces its format, `?name=` is its file name): the report `mirror preflight
-    --json` prints, each pin explained by its ecosystem's adapter."""
-    _read_guard(request)
+async def _read_pins(
+    request: web.Request, limit: int, instead: str
+) -> tuple[str, Lockfile, list[tuple[str, Lockfile]], list[Pin]]:
+    """The lockfile, dependency list or SBOM in the body (`?format=` forces its format,
+    `?name=` is its file name): its name, what was read, and its pins (at most `limit`;
+    `instead` says what to do with more)."""
     name = _optional_query(request, "name") or "the request body"
     format_name = _optional_query(request, "format") or None
     try:
@@ -330,11 +348,21 @@ async def preflight_view(request: web.Request) -> web.StreamResponse:
         raise BadRequest(str(exc)) from None
     files = [(name, lockfile)]
     pins = all_pins(files)
-    if len(pins) > MAX_PREFLIGHT_PINS:
+    if len(pins) > limit:
         raise BadRequest(
-            f"{name} pins {len(pins)} versions, more than {MAX_PREFLIGHT_PINS} in one request: "
-            "split it, or run `mirror preflight`"
+            f"{name} pins {len(pins)} versions, more than {limit} in one request: {instead}"
         )
+    return name, lockfile, files, pins
+
+
+async def preflight_view(request: web.Request) -> web.StreamResponse:
+    """`POST /api/v1/preflight` with a lockfile, dependency list or SBOM as the body
+    (`?format=` forces its format, `?name=` is its file name): the report `mirror preflight
+    --json` prints, each pin explained by its ecosystem's adapter."""
+    _read_guard(request)
+    _, _, files, pins = await _read_pins(
+        request, MAX_PREFLIGHT_PINS, "split it, or run `mirror preflight`"
+    )
     adapters = _adapters(request)
     parallel = asyncio.Semaphore(PREFLIGHT_PARALLEL)
 
@@ -351,6 +379,73 @@ async def preflight_view(request: web.Request) -> web.StreamResponse:
 
     results = await asyncio.gather(*(check(pin) for pin in pins))
     return web.json_response(preflight_answer(files, results))
+
+
+async def warm_view(request: web.Request) -> web.StreamResponse:
+    """`POST /api/v1/warm` with a lockfile, dependency list or SBOM as the body (as for a
+    preflight): a job fetching every allowed pinned version into the cache
+    (`mirror.admin.warm`). Needs an admin token (it makes the mirror fetch upstream); audited.
+    `?wait=SECONDS` waits that long for the job: finished, the answer is 200 with its
+    summary; otherwise 202 with its progress and `Location: /api/v1/warm/{id}`."""
+    caller = _authorize(request, required=True)
+    wait = _wait_seconds(request)
+    name, lockfile, _, pins = await _read_pins(
+        request, MAX_WARM_PINS, "split it, or run `mirror warm`"
+    )
+    if not pins:
+        raise BadRequest(
+            f"{name} ({lockfile.format}) pins no exact version the mirror serves "
+            f"({len(lockfile.unpinned)} unpinned, {len(lockfile.skipped)} skipped), so there "
+            "is nothing to warm; send a lockfile (?format= names its format)"
+        )
+    services = _services(request)
+    asked = {
+        "file": name,
+        "format": lockfile.format,
+        "pins": len(pins),
+        "unpinned": len(lockfile.unpinned),
+        "skipped": len(lockfile.skipped),
+        "wait": wait,
+    }
+    jobs = request.app[WARM_JOBS]
+    job = await jobs.start(services, _adapters(request), caller, name, lockfile, pins, asked)
+    if wait and job.task is not None:
+        await asyncio.wait({job.task}, timeout=wait)  # never cancels the job
+    status = job.status(services.clock.now())
+    location = f"{PREFIX}/warm/{job.id}"
+    if job.summary is not None:
+        return web.json_response({"warm": status}, headers={"Location": location})
+    return web.json_response({"warm": status}, status=202, headers={"Location": location})
+
+
+def _wait_seconds(request: web.Request) -> float:
+    text = _optional_query(request, "wait")
+    if not text:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WARM_WAIT:
+        raise BadRequest(f"wait: seconds from 0 to {MAX_WARM_WAIT}", field="wait")
+    return wait
+
+
+async def warm_status_view(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v1/warm/{id}`: a warm job's progress and, once finished, its summary; from
+    the state directory (any worker of this server), else from the audit log (any replica)."""
+    _authorize(request, required=True)
+    services = _services(request)
+    job_id = safe_text(request.match_info["id"], "id")
+    status = await request.app[WARM_JOBS].status(job_id, services.clock.now())
+    if status is None:
+        status = await audited_status(services, job_id)
+    if status is None:
+        raise NotFound(
+            f"there is no warm job {job_id!r} (statuses are kept for a day, the newest "
+            f"{MAX_KEPT_WARM_JOBS})"
+        )
+    return web.json_response({"warm": status})
 
 
 async def openapi_view(request: web.Request) -> web.StreamResponse:

@@ -138,6 +138,19 @@ class ArtifactServer:
                 request, ref, upstream=self._upstream, pins=self._pins, record=record
             )
 
+    async def store(self, ref: ArtifactRef) -> tuple[BlobEntry, bool]:
+        """Make sure `ref` is in the cache (the policy check has passed) without sending it to
+        anyone, as a pre-warm does: its blob, and whether it was there already. A miss joins
+        the shared download (one upstream fetch however many clients, workers and hosts ask,
+        verified before it is stored). Nobody receives the bytes, so nothing is written to the
+        download ledger. Raises what a download raises (IntegrityError, StorageFull, …)."""
+        entry = await self._blobs.lookup(ref.cache_key)
+        if entry is not None:
+            self._pins.check_stored(ref, entry)
+            return entry, True
+        self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+        return await self._downloads.join(ref).stored(), False
+
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
         are removed); then the same for pending ledger writes."""

@@ -33,8 +33,10 @@ from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.preflight import check_pin, read_files
 from mirror.cli.tables import format_table, show
 from mirror.ecosystems.pypi.names import file_version
+from mirror.errors import BadRequest
 from mirror.lockfiles.pins import Pin
-from mirror.lockfiles.report import ACCEPTED_VERDICTS, all_pins
+from mirror.lockfiles.report import all_pins
+from mirror.lockfiles.warming import is_pom_packaging, maven_paths, refusal, warm_summary
 
 WARM_PARALLEL: Final = 8
 MAX_PARALLEL: Final = 64
@@ -184,19 +186,17 @@ def _pypi(fetcher: Fetcher, pin: Pin, counted: Callable[[int], None]) -> tuple[i
 
 
 def _maven(fetcher: Fetcher, pin: Pin, counted: Callable[[int], None]) -> tuple[int, int]:
-    group, _, artifact = pin.package.partition(":")
-    base = "/maven/{}/{}/{}/{}-{}".format(
-        *(urllib.parse.quote(part) for part in (group.replace(".", "/"), artifact, pin.version)),
-        urllib.parse.quote(artifact),
-        urllib.parse.quote(pin.version),
-    )
-    pom_url = fetcher.url(base + ".pom")
+    try:
+        pom_path, jar_path = (urllib.parse.quote(path) for path in maven_paths(pin))
+    except BadRequest as exc:
+        raise WarmError(str(exc)) from None
+    pom_url = fetcher.url("/maven/" + pom_path)
     pom = fetcher.document(pom_url, "*/*")
     counted(len(pom))
     try:
-        jar = fetcher.drain(fetcher.url(base + ".jar"), counted)
+        jar = fetcher.drain(fetcher.url("/maven/" + jar_path), counted)
     except Missing:
-        if b"<packaging>pom</packaging>" in pom.replace(b" ", b""):
+        if is_pom_packaging(pom):
             return 1, len(pom)  # a parent or BOM: no jar to fetch
         raise
     return 2, len(pom) + jar
@@ -259,18 +259,11 @@ def _size(count: int) -> str:
     return f"{count / 1024**2:.1f} MiB"
 
 
-def _pin(pin: Pin) -> dict[str, Any]:
-    return {"ecosystem": pin.ecosystem, "package": pin.package, "version": pin.version}
-
-
 def warm_pin(endpoint: Endpoint, fetcher: Fetcher, pin: Pin, progress: Progress) -> dict[str, Any]:
     """Explain `pin`, then fetch it if it installs: one result with its `outcome`."""
     explained = check_pin(endpoint, pin)
-    verdict = explained["verdict"]
-    if verdict not in ACCEPTED_VERDICTS:
-        outcome = {"blocked": "blocked", "error": "failed"}.get(verdict, "held")
-        if verdict == "unknown":
-            outcome = "failed"
+    outcome = refusal(explained["verdict"])
+    if outcome is not None:
         progress.finished(pin, outcome)
         return {**explained, "outcome": outcome}
     try:
@@ -280,26 +273,6 @@ def warm_pin(endpoint: Endpoint, fetcher: Fetcher, pin: Pin, progress: Progress)
         return {**explained, "outcome": "failed", "detail": str(exc)}
     progress.finished(pin, f"fetched {files} file(s), {size} bytes")
     return {**explained, "outcome": "fetched", "files": files, "bytes": size}
-
-
-def warm_answer(results: list[dict[str, Any]], timed_out: list[Pin]) -> dict[str, Any]:
-    by_outcome: dict[str, list[dict[str, Any]]] = {
-        "fetched": [],
-        "held": [],
-        "blocked": [],
-        "failed": [],
-    }
-    for result in results:
-        by_outcome[result["outcome"]].append(result)
-    for pin in timed_out:
-        by_outcome["failed"].append(
-            {**_pin(pin), "outcome": "failed", "detail": "the overall timeout ran out"}
-        )
-    return {
-        "pins": len(results) + len(timed_out),
-        "bytes": sum(result.get("bytes", 0) for result in by_outcome["fetched"]),
-        **by_outcome,
-    }
 
 
 def warm_text(answer: Mapping[str, Any]) -> str:
@@ -363,8 +336,7 @@ def run_warm(args: argparse.Namespace, environ: dict[str, str]) -> int:
         progress.close()
     results.extend(future.result() for future in pending if not future.cancelled())
     timed_out = sorted(futures[future] for future in pending if future.cancelled())
-    results.sort(key=lambda result: (result["ecosystem"], result["package"], result["version"]))
-    answer = warm_answer(results, timed_out)
+    answer = warm_summary(results, timed_out, why="the overall timeout ran out")
     answer["unpinned"] = [entry for _, lockfile in files for entry in lockfile.unpinned]
     answer["skipped"] = [entry for _, lockfile in files for entry in lockfile.skipped]
     try:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from mirror.errors import BadRequest
-from mirror.model import Explanation
+from mirror.model import ArtifactRef, Explanation
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -60,4 +60,11 @@ class Ecosystem(Protocol):
         (a new rule must see a version published a minute ago); otherwise the document comes
         through the metadata cache as for a client request (the cached copy while fresh; the
         upstream is asked only when the mirror has none or it is stale)."""
+        ...
+
+    async def warm_refs(self, package: str, version: str) -> Sequence[ArtifactRef]:
+        """Every file a build installing `package` `version` asks for (a pre-warm fetches them
+        into the cache), found and policy-checked as for the build's requests: Held when the
+        policy refuses the version (or, on PyPI, every file of it), NotFound when the upstream
+        has no such version, BadRequest for a name or version that is not valid."""
         ...

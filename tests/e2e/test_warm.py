@@ -5,6 +5,7 @@ versions from the mirror alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -265,3 +266,71 @@ async def test_warm_sends_its_read_token_to_a_mirror_that_requires_one(
     assert "fetched 1 of 1 pinned version(s)" in warmed.out, warmed
     assert token not in warmed.out
     assert token not in mirror.log()
+
+
+async def test_post_warm_with_a_lockfile_npm_wrote_then_npm_ci_offline(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    """`POST /api/v1/warm` with the package-lock.json real npm wrote (`--package-lock-only`:
+    documents, no tarballs) to a mirror of two worker processes: 202 and a Location whose GET
+    (on either worker) shows the job to its summary; then, every upstream down, `npm ci` with
+    an empty npm cache installs from the mirror alone."""
+    old = datetime.now(UTC) - timedelta(days=90)
+    registry = FakeNpmRegistry()
+    registry.add_version("qm-demo", "1.0.0", published=old)
+    registry.add_version("@qm/widget", "2.0.0", published=old)
+    registry.add_version(
+        "qm-app", "3.0.0", published=old, dependencies={"qm-demo": "^1.0.0", "@qm/widget": "^2"}
+    )
+    await registry.start(aiohttp_server)
+    token = "warm-e2e-token-0123456789"
+    mirror = await start_mirror(
+        {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_ADMIN_TOKENS": f"ci:{token}",
+            "MIRROR_ACCESS_LOG": "false",
+        },
+        workers=2,
+    )
+    npm = NpmEnv(mirror, registry, tmp_path / "npm")
+    project = npm.project("locked-app", {"qm-app": "3.0.0"})
+    locked = await npm.npm("install", "--package-lock-only", cwd=project)
+    assert locked.code == 0, locked
+    tarballs = [
+        registry.tarball_path(name, version)
+        for name, version in (("qm-app", "3.0.0"), ("qm-demo", "1.0.0"), ("@qm/widget", "2.0.0"))
+    ]
+    assert [registry.upstream.count(path) for path in tarballs] == [0, 0, 0]
+
+    auth = {"Authorization": f"Bearer {token}"}
+    lockfile = (project / "package-lock.json").read_bytes()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{mirror.url}/api/v1/warm", data=lockfile, headers=auth,
+            params={"name": "package-lock.json"},
+        ) as response:  # fmt: skip
+            assert response.status in (200, 202), await response.text()
+            location = response.headers["Location"]
+        status: dict[str, Any] = {}
+        for _ in range(300):  # bounded: about 30 s
+            async with session.get(f"{mirror.url}{location}", headers=auth) as response:
+                assert response.status == 200, await response.text()
+                status = (await response.json())["warm"]
+            if status["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+    assert status["state"] == "finished", status
+    summary = status["summary"]
+    assert outcome(summary, "fetched") == {
+        ("npm", "qm-app", "3.0.0"), ("npm", "qm-demo", "1.0.0"), ("npm", "@qm/widget", "2.0.0"),
+    }  # fmt: skip
+    assert summary["held"] == summary["blocked"] == summary["failed"] == []
+    assert [registry.upstream.count(path) for path in tarballs] == [1, 1, 1]
+
+    registry.upstream.down()
+    installed = await npm.npm("ci", cwd=project, cache="offline-cache")
+    assert installed.code == 0, installed
+    assert installed_version(project, "qm-app") == "3.0.0"
+    assert installed_version(project, "qm-demo") == "1.0.0"
+    assert installed_version(project, "@qm/widget") == "2.0.0"
+    assert [registry.upstream.count(path) for path in tarballs] == [1, 1, 1]

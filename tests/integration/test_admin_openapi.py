@@ -322,12 +322,41 @@ async def test_every_operation_answers_what_it_documents(make_mirror: MakeClient
         data=json.dumps(lock).encode(),
     )
     assert report["refused"]
+    await check_warm(check, lock)
     for collection in bodies:
         base, item = f"{PREFIX}/{collection}", f"{PREFIX}/{collection}/{{id}}"
         (rule,) = (await (await client.get(base)).json())[collection]
         await check(item, "DELETE", f"{base}/{rule['id']}", 200)
     await check(f"{PREFIX}/openapi.json", "GET", f"{PREFIX}/openapi.json", 200)
     assert answered == set(operations(document))
+
+
+async def check_warm(check: Any, lock: dict[str, Any]) -> None:
+    """The warm routes' real answers: a finished job (200), one answered at once (202, while
+    the job may still run) and its status."""
+    warm, status = f"{PREFIX}/warm", f"{PREFIX}/warm/{{id}}"
+    body = json.dumps(lock).encode()
+    finished = await check(warm, "POST", f"{warm}?wait=30&name=package-lock.json", 200, data=body)
+    assert finished["warm"]["summary"]["pins"] == 1
+    started = await check(warm, "POST", warm, 202, data=body)
+    shown = await check(status, "GET", f"{warm}/{started['warm']['id']}", 200)
+    assert shown["warm"]["id"] == started["warm"]["id"]
+
+
+async def test_warm_answers_what_it_documents(client: Client) -> None:
+    document = await the_document(client)
+
+    async def check(template: str, method: str, url: str, status: int, **kwargs: Any) -> Any:
+        kwargs["headers"] = AUTH
+        return await check_answer(client, document, template, method, url, status, **kwargs)
+
+    lock = {"lockfileVersion": 3, "packages": {"node_modules/left-pad": {"version": "1.0.0"}}}
+    await check_warm(check, lock)
+    warm = f"{PREFIX}/warm"
+    await check_answer(client, document, warm, "POST", warm, 401, data=b"{}")
+    await check_answer(client, document, warm, "POST", warm, 400, data=b"{}", headers=AUTH)
+    missing = f"{warm}/{'0' * 24}"
+    await check_answer(client, document, f"{warm}/{{id}}", "GET", missing, 404, headers=AUTH)
 
 
 async def test_errors_answer_the_documented_error_body(client: Client) -> None:

@@ -228,6 +228,7 @@ PURE_MODULES = (
     "mirror.lockfiles.sbom",
     "mirror.lockfiles.formats",
     "mirror.lockfiles.report",
+    "mirror.lockfiles.warming",
     "mirror.hosts",
     "mirror.identity",
     "mirror.admin.parse",
@@ -290,7 +291,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         # pins read from lockfiles and SBOMs (PyPI names normalised as pypi.names does)
         "mirror.lockfiles", "mirror.lockfiles.pins", "mirror.lockfiles.npm",
         "mirror.lockfiles.python", "mirror.lockfiles.maven", "mirror.lockfiles.sbom",
-        "mirror.lockfiles.formats", "mirror.lockfiles.report",
+        "mirror.lockfiles.formats", "mirror.lockfiles.report", "mirror.lockfiles.warming",
     ),
     (  # edges
         "mirror.upstream", "mirror.state", "mirror.state.base", "mirror.state.local",
@@ -310,6 +311,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.npm.routes", "mirror.ecosystems.maven.routes",
         "mirror.ecosystems.pypi.routes", "mirror.admin", "mirror.admin.parse",
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
+        "mirror.admin.warm",
         "mirror.admin.openapi", "mirror.app",
     ),
     (  # entry

@@ -27,7 +27,9 @@ What is served, deliberately:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import urllib.parse
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -42,6 +44,8 @@ from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import Held, NotFound, UpstreamNotFound, UpstreamUnavailable
 from mirror.flight import SingleFlight
+from mirror.lockfiles.pins import Pin
+from mirror.lockfiles.warming import maven_paths
 from mirror.model import ArtifactRef, Digest, Explanation, Rendered
 from mirror.services import REQUEST_KIND
 
@@ -411,7 +415,14 @@ class MavenRepository:
 
     async def _serve_file(self, request: web.Request, parsed: MavenPath) -> web.StreamResponse:
         request[REQUEST_KIND] = "artifact"
-        services = self._services
+        if parsed.checksum is not None or parsed.signature:
+            await self._allowed(parsed)
+            return await self._serve_companion(request, parsed, self._upstream + parsed.path)
+        return await self._services.artifacts.serve(request, await self._file_ref(parsed))
+
+    async def _allowed(self, parsed: MavenPath) -> datetime | None:
+        """The publish time of the GAV of `parsed`, once the policy lets its file through;
+        raises Held otherwise, NotFound when the GAV does not exist upstream."""
         group, artifact, version = parsed.group or "", parsed.artifact or "", parsed.version or ""
         pom = "/".join((*parsed.directories, f"{artifact}-{version}.pom"))
         try:
@@ -419,26 +430,28 @@ class MavenRepository:
         except UpstreamNotFound:
             raise NotFound(f"{parsed.gav} does not exist upstream") from None
         coordinates = f"{group}:{artifact}"
-        decision = services.policy.decide(
+        decision = self._services.policy.decide(
             policy.Subject("maven", coordinates, version, filename=parsed.base), published
         )
         if not decision.visible:
             raise Held.from_decision(decision, _sentence(parsed.gav, decision))
+        return published
+
+    async def _file_ref(self, parsed: MavenPath) -> ArtifactRef:
+        """What the artifact file `parsed` (not a companion) stands for, once the policy lets
+        it through (`_allowed`'s errors otherwise)."""
+        published = await self._allowed(parsed)
         url = self._upstream + parsed.path
-        if parsed.checksum is not None or parsed.signature:
-            return await self._serve_companion(request, parsed, url)
-        digests = await self._digests(url, parsed)
-        ref = ArtifactRef(
+        return ArtifactRef(
             ecosystem="maven",
-            package=coordinates,
-            version=version,
+            package=f"{parsed.group or ''}:{parsed.artifact or ''}",
+            version=parsed.version or "",
             filename=parsed.filename,
             upstream_url=url,
-            digests=digests,
+            digests=await self._digests(url, parsed),
             content_type=_content_type(parsed.filename),
             published_at=published,
         )
-        return await services.artifacts.serve(request, ref)
 
     async def _serve_companion(
         self, request: web.Request, parsed: MavenPath, url: str
@@ -472,6 +485,18 @@ class MavenRepository:
             return tuple(digests)  # optional; the 404 is remembered by the metadata cache
         sha256_digest = document.parse_checksum(sha256.raw, "sha256")
         return (Digest(algorithm="sha256", hexdigest=sha256_digest), *digests)
+
+    # Ecosystem: pre-warming ---------------------------------------------------------------
+
+    async def warm_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """The `.pom` and the `.jar` of `package` `version` (`Ecosystem.warm_refs`), found and
+        checked as for a build's requests. No jar upstream leaves the pom alone: fine for a
+        pom-packaging artifact (a parent, a BOM), which the caller tells from the pom."""
+        pom, jar = maven_paths(Pin("maven", package, version))
+        refs = [await self._file_ref(paths.parse_path(urllib.parse.quote(pom)))]
+        with contextlib.suppress(NotFound):
+            refs.append(await self._file_ref(paths.parse_path(urllib.parse.quote(jar))))
+        return refs
 
     # Ecosystem: coverage ------------------------------------------------------------------
 

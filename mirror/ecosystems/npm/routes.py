@@ -352,12 +352,17 @@ class NpmRegistry:
         # What each tarball stands for is remembered per packument version: CI pulls the
         # same files over and over, and the packument need not be parsed (or even kept
         # parsed in memory) to serve them.
+        ref = await self._tarball_ref(package, file)
+        services.policy.enforce(policy.Subject("npm", package.name, ref.version), ref.published_at)
+        return await services.artifacts.serve(request, ref)
+
+    async def _tarball_ref(self, package: PackageName, file: str) -> ArtifactRef:
+        """What the tarball `file` of `package` stands for (not yet policy-checked)."""
         doc = await self._packument_bytes(package)
         ref = self._refs.get((package.name, doc.version, file))
         if ref is None:
             ref = await self._find_tarball(package, doc, file)
-        services.policy.enforce(policy.Subject("npm", package.name, ref.version), ref.published_at)
-        return await services.artifacts.serve(request, ref)
+        return ref
 
     async def _find_tarball(
         self, package: PackageName, doc: CachedDocument[None], file: str
@@ -461,6 +466,18 @@ class NpmRegistry:
         if cache_control and _PLAIN_CACHE_CONTROL.fullmatch(cache_control):
             relayed["Cache-Control"] = cache_control
         return web.Response(status=answer.status, body=answer.body, headers=relayed)
+
+    # Ecosystem: pre-warming ---------------------------------------------------------------
+
+    async def warm_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """The tarball of `package@version` (`Ecosystem.warm_refs`): the file a client asks
+        for, found as for its request, the policy applied as for its request."""
+        name = parse_name(package)
+        ref = await self._tarball_ref(name, name.tarball_filename(version))
+        if ref.version != version:
+            raise NotFound(f"{name.name} has no tarball of {version} upstream")
+        self._services.policy.enforce(policy.Subject("npm", name.name, version), ref.published_at)
+        return [ref]
 
     # Ecosystem: coverage ------------------------------------------------------------------
 

@@ -90,13 +90,7 @@ class PypiIndex:
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package version` is shown or held right now, file by file."""
         project = names.parse_project(package).normalized
-        page, _ = await self._page(project)
-        files = self._files_of(page, version)
-        if not files:
-            page, _ = await self._page(project, refresh=True)
-            files = self._files_of(page, version)
-        if not files:
-            raise NotFound(f"the upstream index has no files of {project} {version}")
+        files = await self._version_files(project, version)
         entries: list[dict[str, Any]] = []
         decisions: list[policy.Decision] = []
         for item in files:
@@ -127,6 +121,18 @@ class PypiIndex:
         return Explanation.of(
             shown[0], published_at=published_at, detail=detail, files=tuple(entries)
         )
+
+    async def _version_files(self, project: str, version: str) -> list[DistFile]:
+        """The files of `project` `version` the upstream index lists (asked again once when
+        our copy lists none: a lockfile may name a release newer than it); NotFound if none."""
+        page, _ = await self._page(project)
+        files = self._files_of(page, version)
+        if not files:
+            page, _ = await self._page(project, refresh=True)
+            files = self._files_of(page, version)
+        if not files:
+            raise NotFound(f"the upstream index has no files of {project} {version}")
+        return files
 
     @staticmethod
     def _files_of(page: ProjectPage, version: str) -> list[DistFile]:
@@ -333,38 +339,63 @@ class PypiIndex:
             policy.Subject("pypi", project, item.version, filename=item.filename),
             item.upload_time,
         )
+        ref = self._file_ref(project, item, item.version, metadata=metadata)
+        return await services.artifacts.serve(request, ref)
+
+    @staticmethod
+    def _file_ref(project: str, item: DistFile, version: str, *, metadata: bool) -> ArtifactRef:
+        """What a file of the index of `version` (or, `metadata`, its PEP 658 metadata)
+        stands for."""
         if metadata:
             if not item.has_metadata:
                 raise NotFound(f"the upstream index declares no metadata file for {item.filename}")
-            ref = ArtifactRef(
+            return ArtifactRef(
                 ecosystem="pypi",
                 package=project,
-                version=item.version,
+                version=version,
                 filename=item.filename + names.METADATA_SUFFIX,
                 upstream_url=item.url + names.METADATA_SUFFIX,
                 digests=item.metadata_digests(),
                 content_type=FILE_TYPE,
                 published_at=item.upload_time,
             )
-        else:
-            digests = item.digests()
-            if not digests:
-                raise BadUpstreamDocument(
-                    f"the upstream index declares no sha256 for {item.filename}, so the mirror "
-                    "cannot verify it and does not serve it"
-                )
-            ref = ArtifactRef(
-                ecosystem="pypi",
-                package=project,
-                version=item.version,
-                filename=item.filename,
-                upstream_url=item.url,
-                digests=digests,
-                content_type=FILE_TYPE,
-                size=item.size,
-                published_at=item.upload_time,
+        digests = item.digests()
+        if not digests:
+            raise BadUpstreamDocument(
+                f"the upstream index declares no sha256 for {item.filename}, so the mirror "
+                "cannot verify it and does not serve it"
             )
-        return await services.artifacts.serve(request, ref)
+        return ArtifactRef(
+            ecosystem="pypi",
+            package=project,
+            version=version,
+            filename=item.filename,
+            upstream_url=item.url,
+            digests=digests,
+            content_type=FILE_TYPE,
+            size=item.size,
+            published_at=item.upload_time,
+        )
+
+    async def warm_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """Every file of `package version` the policy lets through, each with its PEP 658
+        metadata when the index declares it (`Ecosystem.warm_refs`): what pip or uv may ask
+        for, whatever the platform. A file the policy holds is left out (PyPI decides file
+        by file); none left is refused as a request for one of them would be."""
+        project = names.parse_project(package).normalized
+        files = await self._version_files(project, version)
+        decisions = [(item, self._decide(project, item)) for item in files]
+        shown = [item for item, decision in decisions if decision.visible]
+        if not shown:
+            refused = policy.refusal([decision for _, decision in decisions])
+            raise Held.from_decision(refused or decisions[0][1])
+        refs: list[ArtifactRef] = []
+        for item in shown:
+            item_version = item.version or version  # attributed: _files_of keeps no other
+            refs.append(self._file_ref(project, item, item_version, metadata=False))
+            if item.has_metadata:
+                refs.append(self._file_ref(project, item, item_version, metadata=True))
+        return refs
 
     # JSON API ---------------------------------------------------------------------------
 
