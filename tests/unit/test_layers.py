@@ -296,13 +296,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.state.redis", "mirror.blobs", "mirror.blobs.store", "mirror.blobs.claims",
         "mirror.metrics", "mirror.files", "mirror.directories", "mirror.workerstatus",
         "mirror.malloc", "mirror.logs", "mirror.forwarded", "mirror.requestbody",
-        "mirror.connections", "mirror.responses",
+        "mirror.connections", "mirror.responses", "mirror.advisories",
     ),
     (  # services
         "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
-        "mirror.services",
+        "mirror.services", "mirror.rulechanges",
     ),
     (  # web
         "mirror.ecosystems.npm", "mirror.ecosystems.maven", "mirror.ecosystems.pypi",
