@@ -32,6 +32,7 @@ from mirror.errors import (
     NotFound,
     StateUnavailable,
 )
+from mirror.feeds import FeedSync
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
 from mirror.services import (
@@ -116,6 +117,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(services.policy.run(), name="policy-watch"),
         asyncio.create_task(_housekeeping(services), name="housekeeping"),
+        asyncio.create_task(FeedSync(services).run(), name="feed-sync"),
     ]
     try:
         yield

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from mirror import lastknown, workerstatus
+from mirror.advisories import feed_sources
 from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
@@ -56,7 +57,8 @@ SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
 def upstream_scopes(config: Config) -> list[UpstreamScope]:
     """Each enabled ecosystem's upstream scope: its own upstream host and file hosts, and
     its credentials for the upstream's exact origin. One ecosystem's requests never go to
-    another's hosts, nor carry another's credentials."""
+    another's hosts, nor carry another's credentials. Each advisory feed URL is a scope of
+    its own (`mirror.advisories.feed_sources`)."""
     scopes: list[UpstreamScope] = []
     for name in ECOSYSTEMS:
         ecosystem = config.ecosystem(name)
@@ -70,6 +72,10 @@ def upstream_scopes(config: Config) -> list[UpstreamScope]:
                 auth=ecosystem.upstream_auth,
             )
         )
+    # Each feed URL is one more upstream host: the same client, timeouts, retries and bounds.
+    for source in feed_sources(config.feeds.sources):
+        if source.url is not None and source.scope is not None:
+            scopes.append(UpstreamScope.of(source.scope, source.url, auth=source.auth))
     return scopes
 
 

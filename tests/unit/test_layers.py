@@ -302,7 +302,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
-        "mirror.services", "mirror.rulechanges",
+        "mirror.services", "mirror.rulechanges", "mirror.feeds",
     ),
     (  # web
         "mirror.ecosystems.npm", "mirror.ecosystems.maven", "mirror.ecosystems.pypi",
