@@ -25,6 +25,7 @@ from mirror.feeds import LEASE_KEY, FeedSync
 from mirror.services import SERVICES
 from tests.conftest import wait_until
 from tests.fakes.npm import FakeNpmRegistry
+from tests.fakes.osvfeed import FEED, ROOT, malicious, pypi_range, write_feed, zipped
 from tests.fakes.pypi import FakePypiIndex
 from tests.fakes.upstream import FakeUpstream
 from tests.integration.conftest import OLD, Client, MakeClient
@@ -35,28 +36,6 @@ ZIP_PATH = "/osv/malicious-packages.zip"
 SECRET = "feed-password-9876"
 
 
-def malicious(advisory_id: str, ecosystem: str, name: str, **affected: Any) -> dict[str, Any]:
-    return {
-        "id": advisory_id,
-        "summary": f"malicious code in {name}",
-        "affected": [{"package": {"ecosystem": ecosystem, "name": name}, **affected}],
-    }
-
-
-def pypi_range(fixed: str) -> dict[str, Any]:
-    return {"ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}
-
-
-FEED = {
-    "npm/evil-npm/MAL-2026-1.json": malicious("MAL-2026-1", "npm", "evil-npm", versions=["1.0.0"]),
-    "pypi/evil-py/MAL-2026-2.json": malicious("MAL-2026-2", "PyPI", "evil-py", **pypi_range("1.0")),
-    "maven/org.evil:lib/MAL-2026-3.json": malicious(
-        "MAL-2026-3", "Maven", "org.evil:lib", versions=["1.0"]
-    ),
-    "crates.io/evil-rs/MAL-2026-4.json": malicious(
-        "MAL-2026-4", "crates.io", "evil-rs", versions=["0.1.0"]
-    ),
-}  # fmt: skip
 # The feed's next version: the npm advisory withdrawn, the PyPI one widened.
 FEED_2 = {
     **FEED,
@@ -71,25 +50,6 @@ FIRST_BLOCKS = {
     ("pypi", "evil-py"): "<1.0",
     ("maven", "org.evil:lib"): "[1.0]",
 }
-
-
-def write_directory(root: Path, feed: dict[str, dict[str, Any]]) -> Path:
-    """The feed laid out as the malicious-packages repository does (replacing what was)."""
-    for old in root.rglob("*.json"):
-        old.unlink()
-    for name, advisory in feed.items():
-        path = root / "osv" / "malicious" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(advisory), encoding="utf-8")
-    return root
-
-
-def zipped(feed: dict[str, dict[str, Any]]) -> bytes:
-    buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, advisory in sorted(feed.items()):
-            archive.writestr(f"malicious-packages-main/osv/malicious/{name}", json.dumps(advisory))
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -132,7 +92,7 @@ def make_mirror(make_mirror: MakeClient, npm: FakeNpmRegistry, pypi: FakePypiInd
 
 @pytest.fixture
 def feed_dir(tmp_path: Path) -> Path:
-    return write_directory(tmp_path / "feed", FEED)
+    return write_feed(tmp_path, FEED, "directory")
 
 
 def url_with_password(server: FakeUpstream) -> str:
@@ -295,7 +255,7 @@ def break_zip(server: FakeUpstream, how: str) -> None:
     elif how == "a broken advisory":
         body = BytesIO(good)
         with zipfile.ZipFile(body, "a") as archive:
-            archive.writestr("malicious-packages-main/osv/malicious/npm/zz/MAL-9.json", "{not")
+            archive.writestr(f"{ROOT}/osv/malicious/npm/zz/MAL-9.json", "{not")
         server.add(ZIP_PATH, body.getvalue(), content_type="application/zip")
 
 
@@ -341,15 +301,15 @@ async def test_an_unreadable_zip_feed_changes_nothing(
 
 def break_directory(feed_dir: Path, how: str) -> None:
     """The feed's next version (which would lift the npm block), made unreadable."""
-    write_directory(feed_dir, FEED_2)
+    write_feed(feed_dir.parent, FEED_2, "directory")
     if how == "emptied":
-        write_directory(feed_dir, {})
+        write_feed(feed_dir.parent, {}, "directory")
     elif how == "removed":
         feed_dir.rename(feed_dir.with_name("gone"))
     elif how == "one file unreadable":
         (feed_dir / "osv" / "malicious" / "npm" / "zz.json").write_text("{trunc", encoding="utf-8")
     else:
-        write_directory(feed_dir, {})
+        write_feed(feed_dir.parent, {}, "directory")
         (feed_dir / "README.md").write_text("moved elsewhere", encoding="utf-8")
 
 
