@@ -72,7 +72,6 @@ class SyncReport:
     created: int = 0
     lifted: int = 0
     removed: int = 0
-    kept: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -120,7 +119,7 @@ class FeedSync:
             try:
                 holder = await services.state.claim_fetch(LEASE_KEY, self._owner, LEASE_TTL)
             except StateUnavailable as exc:
-                return self._failed(f"the shared state is unavailable: {exc}")
+                return self._failed(f"the shared state is unavailable: {exc}; nothing changed")
             if holder.owner != self._owner:
                 return SyncReport("busy")
             renewing = asyncio.create_task(self._renew(), name="feed lease")
@@ -145,7 +144,7 @@ class FeedSync:
         try:
             collected = await self._read()
         except (MirrorError, UnreadableAdvisories) as exc:
-            return self._failed(str(exc))
+            return self._failed(f"{exc}; nothing changed")
         report = SyncReport("synced", advisories=collected.read, unsupported=collected.unsupported)
         report.notes.extend(collected.notes)
         try:
@@ -155,9 +154,13 @@ class FeedSync:
                 if rule.expires_at is None or rule.expires_at > services.clock.now()
             ]
             await self._apply(collected, plan(collected.imported, stored), report)
-        except StateUnavailable as exc:
-            # Creations come first: what was done before the state went away only adds blocks.
-            failed = self._failed(f"the shared state is unavailable: {exc}")
+        except (StateUnavailable, policy.InvalidRule) as exc:
+            # Creations come first: a sync that fails part way has only added blocks, never
+            # removed one whose replacement is missing.
+            failed = self._failed(
+                f"{exc}; stopped part way ({report.created} created, {report.lifted} lifted, "
+                f"{report.removed} removed)"
+            )
             failed.created, failed.lifted, failed.removed = (
                 report.created,
                 report.lifted,
@@ -172,13 +175,12 @@ class FeedSync:
         services.metrics.feed_unsupported.set(collected.unsupported)
         log.info(
             "advisory feeds synced: %d advisories from %d source(s); %d block(s) created, "
-            "%d lifted, %d removed, %d kept; %d entries of unsupported ecosystems skipped",
+            "%d lifted, %d removed; %d entries of unsupported ecosystems skipped",
             report.advisories,
             len(self._sources),
             report.created,
             report.lifted,
             report.removed,
-            report.kept,
             report.unsupported,
         )
         return report
@@ -204,23 +206,18 @@ class FeedSync:
     # applying ------------------------------------------------------------------------------
 
     async def _apply(self, collected: Collected, changes: list[Change], report: SyncReport) -> None:
-        """Creations first (`plan`'s order), deletions last; a changed advisory's old block is
-        kept when its replacement could not be created; the policy is reloaded between, so
-        this worker enforces the new blocks before the old ones go."""
+        """Creations first (`plan`'s order), deletions last: a creation that fails stops the
+        sync before any deletion. The policy is reloaded between, so this worker enforces
+        the new blocks before the old ones go."""
         services = self._services
-        not_created: set[str] = set()
         reloaded = False
         for change in changes:
             client = f"feed {collected.sources.get(change.advisory, '')}".strip()
             if change.action == "create":
-                try:
-                    policy.validate_rule(
-                        "block", change.ecosystem, change.package, change.versions, change.reason
-                    )
-                except policy.InvalidRule as exc:
-                    not_created.add(change.advisory)
-                    report.notes.append(f"{change.advisory}: {change.package}: {exc}")
-                    continue
+                # Validated as an admin's block is (`blocks_from_advisory` checked it too).
+                policy.validate_rule(
+                    "block", change.ecosystem, change.package, change.versions, change.reason
+                )
                 record = RuleRecord(
                     id=policy.new_rule_id("block"),
                     kind="block",
@@ -235,9 +232,6 @@ class FeedSync:
                 report.created += 1
                 services.metrics.child(services.metrics.feed_changes, "created").inc()
             elif change.action in ("lift", "remove") and change.block_id is not None:
-                if change.action == "remove" and change.advisory in not_created:
-                    report.kept += 1
-                    continue
                 if not reloaded:
                     await services.policy.reload()
                     reloaded = True
@@ -276,7 +270,7 @@ class FeedSync:
     def _failed(self, error: str) -> SyncReport:
         metrics = self._services.metrics
         metrics.child(metrics.feed_syncs, "failed").inc()
-        log.warning("advisory feed sync failed, nothing changed: %s", error)
+        log.warning("advisory feed sync failed: %s", error)
         return SyncReport("failed", error=error)
 
 

@@ -23,6 +23,7 @@ from mirror.osv import (
     ProposedBlock,
     StoredBlock,
     blocks_from_advisory,
+    collect,
     identify,
     outcomes,
     plan,
@@ -382,3 +383,30 @@ def test_directory_bounds(tmp_path: Path) -> None:
         list(read_advisories([str(tmp_path)], Limits(file_bytes=5)))
     with pytest.raises(UnreadableAdvisories, match="more than 40 bytes of advisories"):
         list(read_advisories([str(tmp_path)], Limits(total_bytes=40)))
+
+
+def test_collect_keeps_the_last_reading_of_an_advisory_and_where_it_came_from() -> None:
+    def versions_of(advisory_id: str, name: str, *listed: str) -> dict[str, Any]:
+        entry = {"package": {"ecosystem": "npm", "name": name}, "versions": list(listed)}
+        return {"id": advisory_id, "affected": [entry]}
+
+    read = [
+        ("old.zip", versions_of("MAL-1", "a", "1.0.0")),
+        ("new.zip", versions_of("MAL-1", "a", "2.0.0")),
+        ("new.zip", {"id": "MAL-2", "withdrawn": "2026-11-01T00:00:00Z"}),
+        ("new.zip", {"affected": [{"package": {"ecosystem": "Go", "name": "x"}}]}),
+        ("new.zip", versions_of("", "b", "1.0.0")),
+    ]
+    collected = collect(read)
+    assert collected.read == 5
+    assert collected.unsupported == 1
+    assert "MAL-1 is read twice: the later one counts" in collected.notes
+    assert collected.sources == {"MAL-1": "new.zip", "MAL-2": "new.zip", ANONYMOUS: "new.zip"}
+    assert [(entry.advisory, entry.withdrawn) for entry in collected.imported] == [
+        ("MAL-1", False),
+        ("MAL-2", True),
+        (ANONYMOUS, False),
+    ]
+    (latest,) = collected.imported[0].proposed
+    assert latest.versions == "2.0.0"
+    assert [block.package for block in collected.imported[2].proposed] == ["b"]
