@@ -12,16 +12,8 @@ import os
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
-
-from mirror.config import _split_credentials
-from mirror.upstream import redact
-
-# The upstream scope of the feed URL at index i of `feeds.sources` is FEED_SCOPE + str(i + 1):
-# each URL is one more upstream host, with its own credentials (from the URL), fetched
-# through the one upstream client.
-FEED_SCOPE = "feed"
 
 
 class UnreadableAdvisories(Exception):
@@ -36,32 +28,6 @@ class Limits:
     files: int = 500_000  # advisory files per directory or zip
     file_bytes: int = 4 * 1024 * 1024  # one advisory file
     total_bytes: int = 4 * 1024 * 1024 * 1024  # everything read from one directory or zip
-
-
-@dataclass(frozen=True, slots=True)
-class FeedSource:
-    """One entry of `feeds.sources`: a path (a directory, a zip or a JSON file) or a URL of a
-    zip. `label` names it in logs, errors and the audit: a URL without its credentials, query
-    or fragment. `auth` (the URL's user info as an Authorization value) never leaves the
-    upstream scope."""
-
-    label: str
-    path: str | None = None
-    url: str | None = None
-    scope: str | None = None
-    auth: str | None = field(default=None, repr=False)
-
-
-def feed_sources(sources: Sequence[str]) -> list[FeedSource]:
-    found: list[FeedSource] = []
-    for index, source in enumerate(sources):
-        if "://" not in source:
-            found.append(FeedSource(label=source, path=source))
-            continue
-        bare, auth = _split_credentials(source)
-        scope = f"{FEED_SCOPE}{index + 1}"
-        found.append(FeedSource(label=redact(bare), url=bare, scope=scope, auth=auth))
-    return found
 
 
 def read_advisories(paths: Sequence[str], limits: Limits = Limits()) -> Iterator[Mapping[str, Any]]:

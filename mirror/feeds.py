@@ -33,20 +33,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from mirror import policy
-from mirror.advisories import (
-    FeedSource,
-    Limits,
-    UnreadableAdvisories,
-    feed_sources,
-    read_advisories,
-    read_zip_bytes,
-)
+from mirror.advisories import Limits, UnreadableAdvisories, read_advisories, read_zip_bytes
 from mirror.errors import MirrorError, NotFound, StateUnavailable
 from mirror.files import atomic_write
 from mirror.model import RuleRecord
 from mirror.osv import Change, Collected, StoredBlock, collect, plan
 from mirror.rulechanges import add_rule, remove_rule
-from mirror.services import Services
+from mirror.services import FeedSource, Services, feed_sources
 
 log = logging.getLogger("mirror.feeds")
 

@@ -262,6 +262,13 @@ IO_MODULES = (
 )
 
 
+def test_the_command_line_loads_no_metrics_before_serve_sets_them_up() -> None:
+    # prometheus_client picks its multiprocess mode when first imported: `mirror serve` sets
+    # PROMETHEUS_MULTIPROC_DIR before its workers import it, so the command line must not
+    # (else /metrics aggregates nothing).
+    assert loaded_by_importing("mirror.cli.main", ("prometheus_client",)) == []
+
+
 def test_the_pure_list_names_real_modules() -> None:
     assert [module for module in PURE_MODULES if module not in MODULES] == []
 
