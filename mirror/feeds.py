@@ -81,10 +81,6 @@ class FeedSync:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._marker = services.config.state_directory / MARKER
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._sources)
-
     async def run(self) -> None:
         """Tick until cancelled: the first shortly after start, then at most MAX_TICK apart
         (a sync happens only when one is due)."""
