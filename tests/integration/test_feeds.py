@@ -375,3 +375,19 @@ async def test_two_replicas_on_redis_sync_once_and_a_lost_lease_expires(
         "busy",
         "not due",
     }
+
+
+async def test_a_feed_url_redirecting_to_another_host_is_refused(
+    make_mirror: MakeClient, feed_server: FakeUpstream, aiohttp_server: AiohttpServer
+) -> None:
+    # Each feed URL is an upstream scope of its own host: a redirect off it is not followed
+    # (the README says to give the URL the zip is finally served from).
+    elsewhere = FakeUpstream()
+    await elsewhere.start(aiohttp_server)
+    elsewhere.redirect("/moved.zip", feed_server.url(ZIP_PATH))
+    client = await make_mirror(MIRROR_FEEDS=elsewhere.url("/moved.zip"))
+    report = await FeedSync(client.app[SERVICES]).sync()
+    assert report.outcome == "failed"
+    assert "redirected moved.zip to a host that is not one of the feed1" in report.error
+    assert feed_server.count(ZIP_PATH) == 0
+    assert await blocks(client) == {}
