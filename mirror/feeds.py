@@ -114,6 +114,11 @@ class FeedSync:
             renewing = asyncio.create_task(self._renew(), name="feed lease")
             try:
                 report = await self.sync()
+            except asyncio.CancelledError:
+                # Stopped mid-sync (a shutdown): the lease is freed now, not at its expiry.
+                with contextlib.suppress(StateUnavailable):
+                    await services.state.release_fetch(LEASE_KEY, self._owner)
+                raise
             finally:
                 renewing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

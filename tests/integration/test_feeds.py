@@ -391,3 +391,25 @@ async def test_a_feed_url_redirecting_to_another_host_is_refused(
     assert "redirected moved.zip to a host that is not one of the feed1" in report.error
     assert feed_server.count(ZIP_PATH) == 0
     assert await blocks(client) == {}
+
+
+async def test_a_replica_stopped_mid_sync_frees_the_lease_at_once(
+    make_mirror: MakeClient, feed_server: FakeUpstream, tmp_path: Path, shared_redis: str
+) -> None:
+    settings = {
+        "MIRROR_FEEDS": feed_server.url(ZIP_PATH),
+        "MIRROR_FEEDS_INTERVAL": "1h",
+        "MIRROR_REDIS_URL": shared_redis,
+    }
+    one = await make_mirror(data_dir=tmp_path / "one", **settings)
+    two = await make_mirror(data_dir=tmp_path / "two", **settings)
+    feed_server.hold(ZIP_PATH)
+    stopped = asyncio.create_task(FeedSync(one.app[SERVICES]).tick())
+    assert await wait_until(lambda: feed_server.count(ZIP_PATH) == 1, 10)
+    assert (await FeedSync(two.app[SERVICES]).tick()).outcome == "busy"
+    stopped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+    feed_server.release(ZIP_PATH)
+    assert (await FeedSync(two.app[SERVICES]).tick()).outcome == "synced"
+    assert specs(await blocks(one)) == FIRST_BLOCKS
