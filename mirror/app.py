@@ -33,6 +33,7 @@ from mirror.errors import (
     NotFound,
     StateUnavailable,
 )
+from mirror.feeds import FeedSync
 from mirror.forwarded import READ_TOKEN
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
@@ -122,6 +123,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(services.policy.run(), name="policy-watch"),
         asyncio.create_task(_housekeeping(services), name="housekeeping"),
+        asyncio.create_task(FeedSync(services).run(), name="feed-sync"),
     ]
     try:
         yield

@@ -96,6 +96,26 @@ class Metrics:
             ["backend", "outcome"], registry=r,
         )  # fmt: skip
 
+        self.feed_syncs = Counter(
+            "mirror_feed_syncs_total",
+            "Advisory feed syncs (`feeds.sources`): synced, or failed (nothing changed)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.feed_changes = Counter(
+            "mirror_feed_changes_total", "Blocks a feed sync created, lifted or removed",
+            ["action"], registry=r,
+        )  # fmt: skip
+        self.feed_last_success = Gauge(
+            "mirror_feed_last_success_timestamp_seconds",
+            "When the advisory feeds were last synced (Unix time)", registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
+        self.feed_unsupported = Gauge(
+            "mirror_feed_unsupported_entries",
+            "Affected entries of an ecosystem the mirror does not serve, skipped by the last "
+            "feed sync", registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set (hot paths count often)."""
         key = (id(metric), labels)

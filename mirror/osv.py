@@ -137,6 +137,50 @@ class Change:
     block_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What an import read: each advisory's latest version (`imported`, the anonymous ones'
+    blocks last, as one entry), the source each advisory came from, what was skipped and
+    why, how many affected entries name an ecosystem not served here, how many advisories
+    were read."""
+
+    imported: tuple[Imported, ...]
+    sources: Mapping[str, str]
+    notes: tuple[str, ...]
+    unsupported: int
+    read: int
+
+
+def collect(advisories: Iterable[tuple[str, Mapping[str, Any]]]) -> Collected:
+    """(source, advisory) pairs, as read, into what `plan` compares: an advisory read twice
+    counts as the later one (noted)."""
+    notes: list[str] = []
+    latest: dict[str, Imported] = {}  # by advisory id: the last one read wins
+    sources: dict[str, str] = {}
+    anonymous: list[ProposedBlock] = []
+    unsupported_entries = 0
+    read = 0
+    for source, advisory in advisories:
+        read += 1
+        blocks, skipped = blocks_from_advisory(advisory)
+        notes.extend(skipped)
+        unsupported_entries += len(unsupported(advisory))
+        advisory_id = identify(advisory)
+        if advisory_id == ANONYMOUS:
+            anonymous.extend(blocks)
+            sources.setdefault(ANONYMOUS, source)
+            continue
+        if advisory_id in latest:
+            notes.append(f"{advisory_id} is read twice: the later one counts")
+        withdrawn = bool(advisory.get("withdrawn"))
+        latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
+        sources[advisory_id] = source
+    imported = list(latest.values())
+    if anonymous:
+        imported.append(Imported(ANONYMOUS, False, tuple(sorted(set(anonymous)))))
+    return Collected(tuple(imported), sources, tuple(notes), unsupported_entries, read)
+
+
 def owner(reason: str, advisories: Iterable[str]) -> str | None:
     """The advisory (of `advisories`) whose block this reason is: `"{id}: {summary}"` or
     the id alone, as `blocks_from_advisory` writes it; None for any other reason."""

@@ -21,6 +21,7 @@ Every document (npm packument, Maven metadata, PyPI page and JSON API) is filter
 from __future__ import annotations
 
 import fnmatch
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -484,6 +485,13 @@ def describe_record(record: RuleRecord) -> dict[str, Any]:
     }
     described.update({key: _jsonable(value) for key, value in record.data.items()})
     return described
+
+
+ID_PREFIXES: Final[Mapping[RuleKind, str]] = {"block": "b-", "exemption": "e-", "freeze": "f-"}
+
+
+def new_rule_id(kind: RuleKind) -> str:
+    return ID_PREFIXES[kind] + secrets.token_hex(6)
 
 
 def validate_rule(

@@ -5,8 +5,8 @@ from them, and only the entry points import it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -16,7 +16,7 @@ from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config
+from mirror.config import Config, _split_credentials
 from mirror.ecosystems.base import Ecosystem
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
@@ -24,7 +24,7 @@ from mirror.metrics import Metrics
 from mirror.model import ECOSYSTEMS
 from mirror.state import create_state
 from mirror.state.base import StateStore
-from mirror.upstream import Upstream, UpstreamScope
+from mirror.upstream import Upstream, UpstreamScope, redact
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,10 +53,43 @@ REQUEST_KIND = web.RequestKey("mirror.kind", str)
 SUPERVISOR_STATUS = web.AppKey("supervisor-status", workerstatus.StatusFile)
 
 
+# The upstream scope of the feed URL at index i of `feeds.sources` is FEED_SCOPE + str(i + 1):
+# each URL is one more upstream host, with its own credentials (from the URL), fetched
+# through the one upstream client.
+FEED_SCOPE = "feed"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSource:
+    """One entry of `feeds.sources`: a path (a directory, a zip or a JSON file) or a URL of a
+    zip. `label` names it in logs, errors and the audit: a URL without its credentials, query
+    or fragment. `auth` (the URL's user info as an Authorization value) never leaves the
+    upstream scope."""
+
+    label: str
+    path: str | None = None
+    url: str | None = None
+    scope: str | None = None
+    auth: str | None = field(default=None, repr=False)
+
+
+def feed_sources(sources: Sequence[str]) -> list[FeedSource]:
+    found: list[FeedSource] = []
+    for index, source in enumerate(sources):
+        if "://" not in source:
+            found.append(FeedSource(label=source, path=source))
+            continue
+        bare, auth = _split_credentials(source)
+        scope = f"{FEED_SCOPE}{index + 1}"
+        found.append(FeedSource(label=redact(bare), url=bare, scope=scope, auth=auth))
+    return found
+
+
 def upstream_scopes(config: Config) -> list[UpstreamScope]:
     """Each enabled ecosystem's upstream scope: its own upstream host and file hosts, and
     its credentials for the upstream's exact origin. One ecosystem's requests never go to
-    another's hosts, nor carry another's credentials."""
+    another's hosts, nor carry another's credentials. Each advisory feed URL is a scope of
+    its own (`feed_sources`)."""
     scopes: list[UpstreamScope] = []
     for name in ECOSYSTEMS:
         ecosystem = config.ecosystem(name)
@@ -70,6 +103,10 @@ def upstream_scopes(config: Config) -> list[UpstreamScope]:
                 auth=ecosystem.upstream_auth,
             )
         )
+    # Each feed URL is one more upstream host: the same client, timeouts, retries and bounds.
+    for source in feed_sources(config.feeds.sources):
+        if source.url is not None and source.scope is not None:
+            scopes.append(UpstreamScope.of(source.scope, source.url, auth=source.auth))
     return scopes
 
 

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from mirror.policy import iso_seconds as iso
 
 # The API's names: its path prefix, and the URL collection and id prefix of each rule kind.
 PREFIX: Final = "/api/v1"
-ID_PREFIXES: Final[Mapping[RuleKind, str]] = {"block": "b-", "exemption": "e-", "freeze": "f-"}
 COLLECTIONS: Final[Mapping[RuleKind, str]] = {
     "block": "blocks",
     "exemption": "exemptions",
@@ -197,10 +195,6 @@ def validate_rule(kind: RuleKind, ecosystem: str, package: str, spec: str, reaso
         raise BadRequest(f"reason: at most {MAX_REASON_LENGTH} characters, please", field="reason")
 
 
-def new_rule_id(kind: RuleKind) -> str:
-    return ID_PREFIXES[kind] + secrets.token_hex(6)
-
-
 @dataclass(frozen=True, slots=True)
 class ImpactQuery:
     """What an impact report is about; `since` is resolved once, on the first page, and
@@ -296,7 +290,7 @@ def freeze_record(body: Mapping[str, Any], actor: str, now: datetime) -> RuleRec
     if cutoff >= until:
         raise BadRequest("until: must be later than published_after", field="until")
     return RuleRecord(
-        id=new_rule_id("freeze"),
+        id=policy.new_rule_id("freeze"),
         kind="freeze",
         ecosystem=ecosystem,
         package=package,

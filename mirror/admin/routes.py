@@ -31,16 +31,7 @@ from mirror.admin.parse import (
     parse_time,
     safe_text,
 )
-from mirror.admin.rules import (
-    audit_entry,
-    describe_rule,
-    find_rule,
-    log_change,
-    rule_coverage,
-    rule_record,
-    stored_rule,
-    with_coverage,
-)
+from mirror.admin.rules import rule_coverage, rule_record, stored_rule, with_coverage
 from mirror.admin.warm import JOBS_DIRECTORY, WarmJobs, audited_status
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound, StateUnavailable
@@ -52,6 +43,7 @@ from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM
 from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
+from mirror.rulechanges import add_rule, describe_rule, find_rule, remove_rule
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import InvalidPosition
 
@@ -212,9 +204,7 @@ def _create_handler(kind: RuleKind) -> Handler:
             shown = {key: value for key, value in after.items() if key != "id"}
             preview = await _rule_effect(request, kind, record, shown)
             return web.json_response({"dry_run": True, **preview})
-        entry = audit_entry(services, caller, f"{kind}.create", record.id, None, after)
-        await services.state.add_rule(record, audit=entry)
-        log_change(entry)
+        after = await add_rule(services, record, actor=caller.actor, client=caller.client)
         await services.policy.reload()
         # Stored and applied first: what it covers and who pulled it are reported after.
         return web.json_response(await _rule_effect(request, kind, record, after), status=201)
@@ -289,12 +279,9 @@ def _delete_handler(kind: RuleKind) -> Handler:
         caller = _authorize(request, required=True)
         services = _services(request)
         rule_id = _rule_id(request)
-        found = await find_rule(services, kind, rule_id)
-        before = describe_rule(found, services.clock.now())
-        entry = audit_entry(services, caller, f"{kind}.delete", rule_id, before, None)
-        if await services.state.remove_rule(kind, rule_id, audit=entry) is None:
-            raise NotFound(f"there is no {kind} with id {rule_id!r}")  # removed meanwhile
-        log_change(entry)
+        before = await remove_rule(
+            services, kind, rule_id, actor=caller.actor, client=caller.client
+        )
         await services.policy.reload()
         return web.json_response({"deleted": before})
 

@@ -1,26 +1,22 @@
-"""Blocks, exemptions and freezes as the admin API keeps them: a new rule's record (with an
-exemption's default expiry), what a rule covers now, finding a stored rule, and the audit of
-every change: its entry and its one log line on `mirror.admin`."""
+"""Blocks, exemptions and freezes as the admin API takes them: a new rule's record (with an
+exemption's default expiry) and what a rule covers now. Storing, finding and auditing a
+change is `mirror.rulechanges` (the feed sync makes changes too)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from mirror import policy, safetext, versions
-from mirror.admin.auth import Caller
-from mirror.admin.parse import COLLECTIONS, LATEST_TIME, new_rule_id, rule_fields
+from mirror import policy, versions
+from mirror.admin.parse import COLLECTIONS, LATEST_TIME, rule_fields
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import BadRequest, MirrorError, NotFound, UpstreamNotFound
-from mirror.model import AuditEntry, RuleKind, RuleRecord
+from mirror.errors import BadRequest, MirrorError, UpstreamNotFound
+from mirror.model import RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
+from mirror.rulechanges import describe_rule
 from mirror.services import Services
-
-# The logger every change is reported on (the README names it).
-log = logging.getLogger("mirror.admin")
 
 # Coverage ("which versions does this rule cover now"): how many versions an answer lists,
 # how long a new rule's answer waits for the upstream document, how many rules a listing
@@ -31,14 +27,6 @@ MAX_COVERAGE_RULES: Final = 500
 LISTING_COVERAGE_TIMEOUT: Final = timedelta(seconds=3)
 LISTING_COVERAGE_PARALLEL: Final = 8
 NO_VERSION_WARNING: Final = "covers no version the upstream lists"
-
-
-def describe_rule(record: RuleRecord, now: datetime) -> dict[str, Any]:
-    """A stored rule as the API shows it; `expired` says whether it still applies."""
-    return {
-        **policy.describe_record(record),
-        "expired": record.expires_at is not None and record.expires_at <= now,
-    }
 
 
 def describe_coverage(
@@ -69,55 +57,6 @@ def describe_coverage(
             f"{package} {spec} {NO_VERSION_WARNING} ({len(known)} version(s) listed)"
         )
     return coverage
-
-
-async def find_rule(services: Services, kind: RuleKind, rule_id: str) -> RuleRecord:
-    for record in await services.state.list_rules(kind):
-        if record.id == rule_id:
-            return record
-    raise NotFound(f"there is no {kind} with id {rule_id!r}")
-
-
-def audit_entry(
-    services: Services,
-    caller: Caller,
-    action: str,
-    target: str,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-) -> AuditEntry:
-    """The audit entry of a change; state stores it in the change's own transaction."""
-    return AuditEntry(
-        at=services.clock.now(),
-        actor=caller.actor,
-        client=caller.client,
-        action=action,
-        target=target,
-        before=before,
-        after=after,
-    )
-
-
-def change_line(entry: AuditEntry) -> str:
-    """The log line of an admin change: one line whatever its fields hold (a reason with a
-    newline must not forge a second line attributed to another admin)."""
-    change = entry.after if entry.after is not None else entry.before or {}
-    fields = (
-        entry.action,
-        entry.target,
-        entry.actor,
-        entry.client,
-        change.get("ecosystem", ""),
-        change.get("package", ""),
-        change.get("versions", ""),
-        change.get("reason", ""),
-    )
-    action, target, actor, client, ecosystem, package, spec, reason = map(safetext.escape, fields)
-    return f"{action} {target} by {actor} from {client}: {ecosystem} {package} {spec} ({reason})"
-
-
-def log_change(entry: AuditEntry) -> None:
-    log.warning("%s", change_line(entry))
 
 
 async def rule_coverage(
@@ -199,7 +138,7 @@ async def rule_record(
             services, adapters, fields.ecosystem, fields.package, fields.spec, now
         )
     return RuleRecord(
-        id=new_rule_id(kind),
+        id=policy.new_rule_id(kind),
         kind=kind,
         ecosystem=fields.ecosystem,
         package=fields.package,

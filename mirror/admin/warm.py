@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from mirror.admin.auth import Caller
-from mirror.admin.rules import audit_entry, log_change
 from mirror.blobs.store import BlobVanished
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import (
@@ -66,6 +65,7 @@ from mirror.lockfiles.warming import (
     warm_summary,
 )
 from mirror.policy import iso_seconds as iso
+from mirror.rulechanges import audit_entry, log_change
 from mirror.services import Services
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,9 @@ class WarmJobs:
             started=services.clock.now(),
         )
         self._running[job.id] = job  # its slot, taken before the audit is awaited
-        entry = audit_entry(services, caller, "warm.start", job.id, None, asked)
+        entry = audit_entry(
+            services, caller.actor, caller.client, "warm.start", job.id, None, asked
+        )
         try:
             await services.state.append_audit(entry)
             log_change(entry)
@@ -276,7 +278,8 @@ class WarmJobs:
         status = job.status(services.clock.now())
         entry = audit_entry(
             services,
-            job.caller,
+            job.caller.actor,
+            job.caller.client,
             "warm.finish",
             job.id,
             None,

@@ -9,147 +9,16 @@ downloaded it, nothing created."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import stat
 import sys
 import urllib.parse
-import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mirror.advisories import UnreadableAdvisories, read_advisories
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, emit, expect, unexpected
 from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import coverage_lines, format_table, impact_text, show
-from mirror.osv import (
-    ANONYMOUS,
-    Change,
-    Imported,
-    ProposedBlock,
-    StoredBlock,
-    blocks_from_advisory,
-    identify,
-    outcomes,
-    plan,
-    unsupported,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on what an import reads, so a huge directory or a zip bomb is a clear error
-    rather than memory exhaustion. The defaults hold the whole malicious-packages feed."""
-
-    files: int = 500_000  # advisory files per directory or zip
-    file_bytes: int = 4 * 1024 * 1024  # one advisory file
-    total_bytes: int = 4 * 1024 * 1024 * 1024  # everything read from one directory or zip
-
-
-def read_advisories(paths: Sequence[str], limits: Limits = Limits()) -> Iterator[Mapping[str, Any]]:
-    """The advisories of each path, one at a time (the caller keeps what it needs of each, so
-    memory follows the blocks, not the feed's size): a JSON file (an advisory or a list of
-    them), a directory (every *.json below it, sorted; symlinks are not followed) or a .zip
-    (every *.json member, sorted; absolute or `..` member names and symlinks refused)."""
-    for path in paths:
-        if os.path.isdir(path):
-            documents = _directory(path, limits)
-        elif path.lower().endswith(".zip"):
-            documents = _zip(path, limits)
-        else:
-            documents = iter([(path, _read_file(path, limits.file_bytes))])
-        for name, raw in documents:
-            yield from _parse(name, raw)
-
-
-def _parse(name: str, raw: bytes) -> list[Mapping[str, Any]]:
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise UsageError(f"{name} is not JSON: {exc}") from None
-    items = document if isinstance(document, list) else [document]
-    if not all(isinstance(item, dict) for item in items):
-        raise UsageError(f"{name}: expected an OSV advisory object or a list of them")
-    return items
-
-
-def _read_file(path: str, limit: int) -> bytes:
-    try:
-        # O_NOFOLLOW: a symlink planted inside a feed directory is not followed out of it.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(descriptor, "rb") as handle:
-            raw = handle.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > limit:
-        raise UsageError(f"{path} is larger than {limit} bytes: not an advisory")
-    return raw
-
-
-def _directory(root: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
-    found: list[str] = []
-    for directory, subdirectories, files in os.walk(root, followlinks=False):
-        subdirectories.sort()
-        for name in files:
-            path = os.path.join(directory, name)
-            if name.lower().endswith(".json") and not os.path.islink(path):
-                found.append(path)
-                if len(found) > limits.files:
-                    raise UsageError(f"{root} holds more than {limits.files} advisory files")
-    total = 0
-    for path in sorted(found):
-        raw = _read_file(path, limits.file_bytes)
-        total += len(raw)
-        if total > limits.total_bytes:
-            raise UsageError(f"{root} holds more than {limits.total_bytes} bytes of advisories")
-        yield path, raw
-
-
-def _zip(path: str, limits: Limits) -> Iterator[tuple[str, bytes]]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [
-                info
-                for info in archive.infolist()
-                if not info.is_dir() and info.filename.lower().endswith(".json")
-            ]
-            if len(members) > limits.files:
-                raise UsageError(f"{path} holds more than {limits.files} advisory files")
-            total = 0
-            for info in sorted(members, key=lambda member: member.filename):
-                name = f"{path}:{info.filename}"
-                unsafe_member(info)
-                # Read at most one byte past the bound: the sizes a zip declares may lie.
-                with archive.open(info) as member:
-                    raw = member.read(limits.file_bytes + 1)
-                if len(raw) > limits.file_bytes:
-                    raise UsageError(
-                        f"{name} is larger than {limits.file_bytes} bytes uncompressed: "
-                        "not an advisory (a zip bomb?)"
-                    )
-                total += len(raw)
-                if total > limits.total_bytes:
-                    raise UsageError(
-                        f"{path} holds more than {limits.total_bytes} bytes of advisories "
-                        "uncompressed (a zip bomb?)"
-                    )
-                yield name, raw
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as exc:
-        raise UsageError(f"{path} is not a zip this command reads: {exc}") from None
-
-
-def unsafe_member(info: zipfile.ZipInfo) -> None:
-    """Refuse a member named outside the archive (absolute, a drive, `..`) or a symlink:
-    no feed holds one, so the archive is not what it claims to be."""
-    name = info.filename.replace("\\", "/")
-    parts = name.split("/")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise UsageError(f"refused: the zip member {name!r} is named outside the archive")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise UsageError(f"refused: the zip member {name!r} is a symlink")
-
+from mirror.osv import Change, StoredBlock, collect, outcomes, plan
 
 ACTION_DONE = {"lift": "lifted", "remove": "removed", "create": "created"}
 ACTION_PLANNED = {"lift": "would lift", "remove": "would remove", "create": "would create"}
@@ -182,32 +51,16 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
     """`mirror import-osv FILE|DIR|ZIP...`: the advisories' blocks created, those of withdrawn
     advisories lifted, those a changed advisory no longer proposes removed; blocks that exist
     already are left alone (so re-importing a feed is harmless)."""
-    notes: list[str] = []
-    latest: dict[str, Imported] = {}  # by advisory id: the last one read wins
-    anonymous: list[ProposedBlock] = []
-    unsupported_entries = 0
-    read = 0
     try:
         endpoint = Endpoint.from_args(args, environ)
-        for advisory in read_advisories(args.files):
-            read += 1
-            blocks, skipped = blocks_from_advisory(advisory)
-            notes.extend(skipped)
-            unsupported_entries += len(unsupported(advisory))
-            advisory_id = identify(advisory)
-            if advisory_id == ANONYMOUS:
-                anonymous.extend(blocks)
-                continue
-            if advisory_id in latest:
-                notes.append(f"{advisory_id} is read twice: the later one counts")
-            withdrawn = bool(advisory.get("withdrawn"))
-            latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
-    except UsageError as exc:
+        collected = collect(
+            (path, advisory) for path in args.files for advisory in read_advisories([path])
+        )
+    except (UsageError, UnreadableAdvisories) as exc:
         print(f"mirror: usage: {show(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    imported = list(latest.values())
-    if anonymous:
-        imported.append(Imported(ANONYMOUS, False, tuple(sorted(set(anonymous)))))
+    notes = list(collected.notes)
+    imported = collected.imported
     rows: list[dict[str, Any]] = []
     failed = False
     try:
@@ -244,10 +97,10 @@ def run_import_osv(args: argparse.Namespace, environ: dict[str, str]) -> int:
                 notes.append(f"{row['ecosystem']} {row['package']} {row['versions']}: {exc}")
                 failed = True
         answer = {
-            "advisories": read,
+            "advisories": collected.read,
             "blocks": rows,
             "outcomes": outcomes(imported, changes),
-            "unsupported": unsupported_entries,
+            "unsupported": collected.unsupported,
             "notes": notes,
         }
         emit(args, answer, import_osv_text, sys.stdout)

@@ -5,12 +5,8 @@ widened another, lifts and updates exactly those, and leaves hand-made blocks al
 
 from __future__ import annotations
 
-import json
-import shutil
-import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_aiohttp import AiohttpServer
@@ -19,52 +15,10 @@ from tests.e2e.conftest import StartMirror
 from tests.e2e.test_cli import TOKEN, Cli
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
+from tests.fakes.osvfeed import FEED, malicious, pypi_range, write_feed
 from tests.fakes.pypi import FakePypiIndex
 
 pytestmark = pytest.mark.e2e
-
-
-def malicious(advisory_id: str, ecosystem: str, name: str, **affected: Any) -> dict[str, Any]:
-    return {
-        "id": advisory_id,
-        "summary": f"malicious code in {name}",
-        "affected": [{"package": {"ecosystem": ecosystem, "name": name}, **affected}],
-    }
-
-
-def pypi_range(fixed: str) -> dict[str, Any]:
-    events = [{"introduced": "0"}, {"fixed": fixed}]
-    return {"ranges": [{"type": "ECOSYSTEM", "events": events}]}
-
-
-FEED = {
-    "npm/evil-npm/MAL-2026-1.json": malicious("MAL-2026-1", "npm", "evil-npm", versions=["1.0.0"]),
-    "pypi/evil-py/MAL-2026-2.json": malicious("MAL-2026-2", "PyPI", "evil-py", **pypi_range("1.0")),
-    "maven/org.evil:lib/MAL-2026-3.json": malicious(
-        "MAL-2026-3", "Maven", "org.evil:lib", versions=["1.0"]
-    ),
-    "crates.io/evil-rs/MAL-2026-4.json": malicious(
-        "MAL-2026-4", "crates.io", "evil-rs", versions=["0.1.0"]
-    ),
-}  # fmt: skip
-
-
-def write_feed(root: Path, feed: dict[str, dict[str, Any]], form: str) -> Path:
-    """The feed as the malicious-packages repository lays it out, as a directory or a zip."""
-    directory = root / "malicious-packages-main"
-    if directory.exists():
-        shutil.rmtree(directory)
-    for name, advisory in feed.items():
-        path = directory / "osv" / "malicious" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(advisory), encoding="utf-8")
-    if form == "directory":
-        return directory
-    archive = root / "feed.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for path in sorted(directory.rglob("*.json")):
-            zipped.write(path, path.relative_to(root).as_posix())
-    return archive
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mirror import rulechanges
 from mirror.admin import auth, parse, rules
 from mirror.config import AdminConfig
 from mirror.errors import BadRequest, Forbidden, Unauthorized
@@ -95,7 +96,7 @@ def test_change_line_is_one_line_whatever_the_fields_hold() -> None:
         after={"ecosystem": "npm", "package": "x\ny", "versions": "1.0.0",
                "reason": "r\n2026-11-22 WARNING mirror.admin: block.delete b-2 by bob\x1b[2J"},
     )  # fmt: skip
-    line = rules.change_line(entry)
+    line = rulechanges.change_line(entry)
     assert line.isprintable()
     assert line == (
         "block.create b-1 by alice from 10.0.0.1: npm x\\ny 1.0.0 "

@@ -264,6 +264,13 @@ IO_MODULES = (
 )
 
 
+def test_the_command_line_loads_no_metrics_before_serve_sets_them_up() -> None:
+    # prometheus_client picks its multiprocess mode when first imported: `mirror serve` sets
+    # PROMETHEUS_MULTIPROC_DIR before its workers import it, so the command line must not
+    # (else /metrics aggregates nothing).
+    assert loaded_by_importing("mirror.cli.main", ("prometheus_client",)) == []
+
+
 def test_the_pure_list_names_real_modules() -> None:
     assert [module for module in PURE_MODULES if module not in MODULES] == []
 
@@ -298,13 +305,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.state.redis", "mirror.blobs", "mirror.blobs.store", "mirror.blobs.claims",
         "mirror.metrics", "mirror.files", "mirror.directories", "mirror.workerstatus",
         "mirror.malloc", "mirror.logs", "mirror.forwarded", "mirror.requestbody",
-        "mirror.connections", "mirror.responses",
+        "mirror.connections", "mirror.responses", "mirror.advisories",
     ),
     (  # services
         "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
-        "mirror.services",
+        "mirror.services", "mirror.rulechanges", "mirror.feeds",
     ),
     (  # web
         "mirror.ecosystems.npm", "mirror.ecosystems.maven", "mirror.ecosystems.pypi",

@@ -16,14 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirror import versions
-from mirror.cli.client import UsageError
-from mirror.cli.osvimport import Limits, read_advisories
+from mirror.advisories import Limits, UnreadableAdvisories, read_advisories
 from mirror.osv import (
     ANONYMOUS,
     Imported,
     ProposedBlock,
     StoredBlock,
     blocks_from_advisory,
+    collect,
     identify,
     outcomes,
     plan,
@@ -310,7 +310,7 @@ def test_a_directory_is_read_at_any_depth_sorted_without_following_symlinks(
     assert [a["id"] for a in list(read_advisories([str(feed)]))] == ids
     bad = feed / "osv" / "zz.json"
     bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"zz\.json is not JSON"):
+    with pytest.raises(UnreadableAdvisories, match=r"zz\.json is not JSON"):
         list(read_advisories([str(feed)]))
 
 
@@ -341,7 +341,7 @@ def test_hostile_zip_members_are_refused(tmp_path: Path, name: str, message: str
         info = zipfile.ZipInfo("placeholder.json")
         info.filename = name  # ZipInfo() would clean the name; a hostile archive does not
         archive.writestr(info, b"{}")
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UnreadableAdvisories, match=message):
         list(read_advisories([str(path)]))
 
 
@@ -351,7 +351,7 @@ def test_a_symlink_zip_member_is_refused(tmp_path: Path) -> None:
         info = zipfile.ZipInfo("osv/link.json")
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(info, b"/etc/passwd")
-    with pytest.raises(UsageError, match="is a symlink"):
+    with pytest.raises(UnreadableAdvisories, match="is a symlink"):
         list(read_advisories([str(path)]))
 
 
@@ -359,27 +359,54 @@ def test_a_zip_bomb_is_a_clear_error_not_memory(tmp_path: Path) -> None:
     # 64 MiB of zeros compress to about 64 KiB: reading stops one byte past the bound.
     bomb = zip_of(tmp_path / "bomb.zip", {"osv/MAL-1.json": bytes(64 * 1024 * 1024)})
     assert os.path.getsize(bomb) < 1024 * 1024
-    with pytest.raises(UsageError, match="larger than 1024 bytes uncompressed"):
+    with pytest.raises(UnreadableAdvisories, match="larger than 1024 bytes uncompressed"):
         list(read_advisories([bomb], Limits(file_bytes=1024)))
     many = zip_of(tmp_path / "many.zip", {f"osv/MAL-{n}.json": b"{}" for n in range(5)})
-    with pytest.raises(UsageError, match="more than 4 advisory files"):
+    with pytest.raises(UnreadableAdvisories, match="more than 4 advisory files"):
         list(read_advisories([many], Limits(files=4)))
     total = zip_of(
         tmp_path / "total.zip", {f"osv/MAL-{n}.json": b" " * 90 + b"{}" for n in range(5)}
     )
-    with pytest.raises(UsageError, match="more than 300 bytes of advisories"):
+    with pytest.raises(UnreadableAdvisories, match="more than 300 bytes of advisories"):
         list(read_advisories([total], Limits(total_bytes=300)))
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"PK not really")
-    with pytest.raises(UsageError, match="not a zip this command reads"):
+    with pytest.raises(UnreadableAdvisories, match="not a zip this command reads"):
         list(read_advisories([str(not_zip)]))
 
 
 def test_directory_bounds(tmp_path: Path) -> None:
     write_feed(tmp_path, count=3)
-    with pytest.raises(UsageError, match="more than 2 advisory files"):
+    with pytest.raises(UnreadableAdvisories, match="more than 2 advisory files"):
         list(read_advisories([str(tmp_path)], Limits(files=2)))
-    with pytest.raises(UsageError, match="larger than 5 bytes"):
+    with pytest.raises(UnreadableAdvisories, match="larger than 5 bytes"):
         list(read_advisories([str(tmp_path)], Limits(file_bytes=5)))
-    with pytest.raises(UsageError, match="more than 40 bytes of advisories"):
+    with pytest.raises(UnreadableAdvisories, match="more than 40 bytes of advisories"):
         list(read_advisories([str(tmp_path)], Limits(total_bytes=40)))
+
+
+def test_collect_keeps_the_last_reading_of_an_advisory_and_where_it_came_from() -> None:
+    def versions_of(advisory_id: str, name: str, *listed: str) -> dict[str, Any]:
+        entry = {"package": {"ecosystem": "npm", "name": name}, "versions": list(listed)}
+        return {"id": advisory_id, "affected": [entry]}
+
+    read = [
+        ("old.zip", versions_of("MAL-1", "a", "1.0.0")),
+        ("new.zip", versions_of("MAL-1", "a", "2.0.0")),
+        ("new.zip", {"id": "MAL-2", "withdrawn": "2026-11-01T00:00:00Z"}),
+        ("new.zip", {"affected": [{"package": {"ecosystem": "Go", "name": "x"}}]}),
+        ("new.zip", versions_of("", "b", "1.0.0")),
+    ]
+    collected = collect(read)
+    assert collected.read == 5
+    assert collected.unsupported == 1
+    assert "MAL-1 is read twice: the later one counts" in collected.notes
+    assert collected.sources == {"MAL-1": "new.zip", "MAL-2": "new.zip", ANONYMOUS: "new.zip"}
+    assert [(entry.advisory, entry.withdrawn) for entry in collected.imported] == [
+        ("MAL-1", False),
+        ("MAL-2", True),
+        (ANONYMOUS, False),
+    ]
+    (latest,) = collected.imported[0].proposed
+    assert latest.versions == "2.0.0"
+    assert [block.package for block in collected.imported[2].proposed] == ["b"]
