@@ -115,7 +115,9 @@ def impact(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     pages = impact_pages(endpoint, query, cursor=args.cursor, max_rows=args.max_rows)
     if args.format == "csv":
         return pages, impact_csv
+    # What was asked (the page size is no part of the answer; a cursor is: the walk began there).
     shown = {key: value for key, value in query.items() if key != "limit"}
+    shown["cursor"] = args.cursor
     return pages, functools.partial(impact_json, shown)
 
 
