@@ -2,7 +2,8 @@
 run on one machine, so the figures are ratios that survive a small, noisy machine.
 
     python3 -m bench.run [--seconds 5] [--connections 20] [--workers 2] [--huge-mib 1024]
-                         [--hosts 1000] [--install-set 150] [--only install-set]
+                         [--hosts 1000] [--install-set 150] [--only install-set|ledger]
+                         [--ledger] [--ledger-rows 1000000] [--ledger-runs 5]
 
 Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). It starts a fake npm
 registry on 127.0.0.1 (real tarballs; a small packument and a 2,000-version one), `mirror
@@ -23,6 +24,9 @@ mirror serves; then it measures:
   for as npm does (the corgi form, then one tarball) by 10 concurrent clients, once cold and
   once warm, every worker's RSS sampled every 100 ms (target: <= 200 MB). `--only
   install-set` runs only this measure.
+- impact at scale (`bench.ledger`; only with `--ledger` or `--only ledger`, as building the
+  ledger takes minutes): `--ledger-rows` rows (default 1,000,000) in SQLite and in a real
+  redis-server, then each impact read's median and worst of `--ledger-runs`, in ms.
 
 Every server listens on 127.0.0.1 and every load run is bounded by `--seconds`.
 """
@@ -50,6 +54,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bench.ledger import main_ledger
 from tests.conftest import free_port
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -600,7 +605,21 @@ def main(argv: list[str] | None = None) -> int:
         help="packuments (1-10 MiB each) replayed for the peak RSS per worker (0: skip)",
     )
     parser.add_argument(
-        "--only", choices=["install-set"], help="run only this measure (default: all of them)"
+        "--only",
+        choices=["install-set", "ledger"],
+        help="run only this measure (default: all of them but the ledger)",
+    )
+    parser.add_argument(
+        "--ledger", action="store_true", help="also measure impact reads on a big ledger"
+    )
+    parser.add_argument(
+        "--ledger-rows",
+        type=int,
+        default=1_000_000,
+        help="ledger rows for the impact measure (default 1,000,000; 0: skip)",
+    )
+    parser.add_argument(
+        "--ledger-runs", type=int, default=5, help="runs of each impact read (median, worst)"
     )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
@@ -609,9 +628,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += asyncio.run(
             run(args.seconds, args.connections, args.workers, args.huge_mib, args.hosts)
         )
-    if args.install_set > 0:
+    if args.install_set > 0 and args.only in (None, "install-set"):
         # A fresh mirror and registry: the earlier measures' memory is not counted.
         lines += asyncio.run(run_install_set(args.install_set, args.workers))
+    if (args.ledger or args.only == "ledger") and args.ledger_rows > 0:
+        lines += main_ledger(args.ledger_rows, args.ledger_runs)
     print(f"quarantine-mirror benchmark, {started:%Y-%m-%d %H:%M}Z, {os.cpu_count()} CPUs")
     for line in lines:
         print("  " + line)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 # Recording fake upstreams (`fake_upstream`, `other_upstream`) for every test layer.
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -78,6 +79,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def empty_redis_db(redis_url: str, db: int) -> str:
+    """The URL of database `db` of the session's redis-server, emptied: a test's own."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return url
 
 
 @pytest.fixture

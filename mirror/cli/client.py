@@ -17,7 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
@@ -182,18 +182,27 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 # running a command ------------------------------------------------------------------------
 
 
-def emit(args: argparse.Namespace, answer: Any, text: Callable[[Any], str], out: TextIO) -> int:
+def emit(
+    args: argparse.Namespace, answer: Any, text: Callable[[Any], str | Iterable[str]], out: TextIO
+) -> int:
     """Print the answer (JSON as received: json.dumps escapes every control character), or
-    its text; an answer of the wrong shape is an AdminError, never a traceback."""
+    its text: a string, or chunks written as they are made (`mirror impact --format csv`
+    writes each page as it arrives); an answer of the wrong shape is an AdminError, never a
+    traceback."""
     if args.json:
         print(json.dumps(answer, indent=2), file=out)
         return EXIT_OK
     try:
         rendered = text(answer)
+        if isinstance(rendered, str):
+            print(rendered, file=out)
+            return EXIT_OK
+        for chunk in rendered:
+            out.write(chunk)
+        out.flush()
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         what = f"mirror {getattr(args, 'command', None) or 'command'}"
         raise unexpected(what, f"{type(exc).__name__}: {exc}") from None
-    print(rendered, file=out)
     return EXIT_OK
 
 

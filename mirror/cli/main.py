@@ -217,9 +217,28 @@ def _add_admin_parsers(commands: Any) -> None:
     impact.add_argument("versions", nargs="?", default=None, help="spec (default: *)")
     impact.add_argument("--since", help=f"only downloads since; {TIME_HELP}")
     impact.add_argument(
-        "--limit", type=int, default=None, help="downloads per page (1-1000, default 100)"
+        "--limit",
+        type=int,
+        default=None,
+        help="downloads per page (1-1000, default 100; csv/json: 1000)",
     )
-    impact.add_argument("--cursor", help="the page to show (printed after the previous one)")
+    impact.add_argument(
+        "--cursor",
+        help="the page to show (printed after the previous one); csv/json: the page to start at",
+    )
+    impact.add_argument(
+        "--format",
+        choices=queries.IMPACT_FORMATS,
+        default="table",
+        help="table (default): one page for people; csv or json: every page, one row per "
+        "download, for machines",
+    )
+    impact.add_argument(
+        "--max-rows",
+        type=int,
+        default=queries.DEFAULT_MAX_ROWS,
+        help=f"csv/json: fail past this many rows (default {queries.DEFAULT_MAX_ROWS:,})",
+    )
     impact.set_defaults(run=run(queries.impact))
 
     audit = add("audit", "the newest admin changes (needs a token)")

@@ -4,8 +4,11 @@ control character or escape sequence reaches the terminal."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from mirror import safetext
@@ -92,6 +95,24 @@ def rules_table(kind: str, rules: Sequence[Mapping[str, Any]]) -> str:
     )  # fmt: skip
 
 
+def _who_columns(downloads: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The read-token and CI columns, shown when some row of the page has one (a mirror
+    without read tokens, or one whose answer predates them, shows neither)."""
+    return [field for field in ("token", "ci") if any(d.get(field) for d in downloads)]
+
+
+def identities_table(identities: Sequence[Mapping[str, Any]]) -> str:
+    """Who downloaded, summed by read token and CI value ("-": none)."""
+    return format_table(
+        ("TOKEN", "CI", "CLIENTS", "DOWNLOADS", "FIRST SEEN", "LAST SEEN"),
+        [
+            (i.get("token") or "-", i.get("ci") or "-", i.get("clients", ""),
+             i.get("downloads", ""), i.get("first_seen", ""), i.get("last_seen", ""))
+            for i in identities
+        ],
+    )  # fmt: skip
+
+
 def impact_text(impact: Mapping[str, Any]) -> str:
     if "error" in impact:
         return f"impact unknown: {show(impact['error'])}"
@@ -103,12 +124,15 @@ def impact_text(impact: Mapping[str, Any]) -> str:
             f"already downloaded by {len(impact['clients'])} client(s) "
             f"({len(downloads)} client/file row(s){' on this page' if more else ''}):"
         )
+        who = _who_columns(downloads)
         lines.append(
             format_table(
-                ("CLIENT", "PACKAGE", "VERSION", "FILE", "FIRST SEEN", "LAST SEEN", "COUNT"),
+                ("CLIENT", *(field.upper() for field in who), "PACKAGE", "VERSION", "FILE",
+                 "FIRST SEEN", "LAST SEEN", "COUNT"),
                 [
-                    (d["client"], d.get("package", ""), d["version"], d["filename"],
-                     d["first_seen"], d["last_seen"], str(d["count"]))
+                    (d["client"], *(d.get(field) or "-" for field in who), d.get("package", ""),
+                     d["version"], d["filename"], d["first_seen"], d["last_seen"],
+                     str(d["count"]))
                     for d in downloads
                 ],
             )
@@ -117,12 +141,113 @@ def impact_text(impact: Mapping[str, Any]) -> str:
         lines.append("no recorded downloads of matching versions on this page")
     else:
         lines.append("no recorded downloads of matching versions")
+    identities = impact.get("identities") or []
+    if identities:
+        lines.append("identities:")
+        lines.append(identities_table(identities))
     if more:
         words = [impact.get("ecosystem"), impact.get("package"), impact.get("versions") or "*"]
         words += ["--cursor", more, "--limit", impact.get("limit") or ""]
         hint = " ".join(shlex.quote(show(word)) for word in words if word != "")
         lines.append(f"more downloads: mirror impact {hint}")
     return "\n".join(lines)
+
+
+# `mirror impact --format csv|json`: every page, one row per download, for machines -----------
+
+# The columns of a download row, in order (CSV header, JSON keys). The answer's rows lack
+# `ecosystem` (the query's) and, from a mirror without read tokens, the who-fields: "" then.
+DOWNLOAD_COLUMNS: Final = (
+    "ecosystem", "package", "version", "filename", "client", "token", "ci", "command",
+    "session", "user_agent", "first_seen", "last_seen", "count",
+)  # fmt: skip
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection); tab and
+# carriage return are escaped by `show()` before this check.
+FORMULA_STARTS: Final = ("=", "+", "-", "@")
+
+
+def download_record(page: Mapping[str, Any], download: Mapping[str, Any]) -> dict[str, Any]:
+    """One download of an answer page as a flat record of DOWNLOAD_COLUMNS: strings ("" when
+    absent), `count` an int."""
+    record: dict[str, Any] = {
+        column: "" if download.get(column) is None else str(download[column])
+        for column in DOWNLOAD_COLUMNS
+    }
+    record["ecosystem"] = str(page.get("ecosystem") or "")
+    count = download.get("count")
+    record["count"] = count if isinstance(count, int) and not isinstance(count, bool) else 0
+    return record
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet shows as text: unsafe characters escaped (`show`), and a
+    leading `'` before a value that would start a formula (`=1+1`, `@SUM(…)`, and so also
+    every npm scope `@scope/name` and a negative number)."""
+    text = show(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _csv_line(values: Sequence[object]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(value) for value in values])
+    return buffer.getvalue()
+
+
+def impact_csv(pages: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """A header, then one line per download of every page, as the pages arrive."""
+    yield _csv_line(DOWNLOAD_COLUMNS)
+    for page in pages:
+        for download in page["downloads"]:
+            record = download_record(page, download)
+            yield _csv_line([record[column] for column in DOWNLOAD_COLUMNS])
+
+
+class IdentityTally:
+    """The identities of the rows written: per (read token, CI value) the distinct clients,
+    the downloads (counts summed), first and last seen (ISO 8601 UTC strings compare in
+    time order)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._clients: dict[tuple[str, str], set[str]] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        key = (record["token"], record["ci"])
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = {
+                "token": key[0], "ci": key[1], "clients": 0, "downloads": 0,
+                "first_seen": record["first_seen"], "last_seen": record["last_seen"],
+            }  # fmt: skip
+            self._clients[key] = set()
+        self._clients[key].add(record["client"])
+        row["clients"] = len(self._clients[key])
+        row["downloads"] += record["count"]
+        row["first_seen"] = min(row["first_seen"], record["first_seen"])
+        row["last_seen"] = max(row["last_seen"], record["last_seen"])
+
+    def identities(self) -> list[dict[str, Any]]:
+        """Most downloads first."""
+        return sorted(
+            self._rows.values(), key=lambda row: (-row["downloads"], row["token"], row["ci"])
+        )
+
+
+def impact_json(query: Mapping[str, Any], pages: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """One JSON document, {"query": …, "downloads": [one record per download of every page],
+    "identities": [per read token and CI value, over those rows]}, written as the pages
+    arrive (a line per download), so an interrupted walk leaves invalid JSON, never a
+    shorter valid answer. json.dumps escapes every control and non-ASCII character."""
+    yield '{"query": ' + json.dumps(dict(query)) + ',\n"downloads": ['
+    tally = IdentityTally()
+    separator = "\n"
+    for page in pages:
+        for download in page["downloads"]:
+            record = download_record(page, download)
+            tally.add(record)
+            yield separator + json.dumps(record)
+            separator = ",\n"
+    yield '\n],\n"identities": ' + json.dumps(tally.identities()) + "}\n"
 
 
 def explain_text(answer: Mapping[str, Any]) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from pytest_aiohttp import AiohttpServer
 
+from tests.conftest import empty_redis_db
 from tests.e2e.conftest import StartMirror
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -82,12 +82,7 @@ async def two_workers(registry: FakeNpmRegistry, start_mirror: StartMirror) -> S
 async def two_instances_on_redis(
     registry: FakeNpmRegistry, start_mirror: StartMirror, redis_url: str
 ) -> Setup:
-    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    client = aioredis.Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
+    url = await empty_redis_db(redis_url, REDIS_DB)
     # Each instance has its own data dir (per-pod caches); only the state is shared.
     first = await start_mirror(settings(registry, MIRROR_REDIS_URL=url))
     second = await start_mirror(settings(registry, MIRROR_REDIS_URL=url))

@@ -4,6 +4,8 @@ fake npm upstream): tables, `--json`, exit codes and the server's messages on re
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import re
@@ -20,7 +22,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from mirror.cli import client, queries, tables
-from tests.conftest import free_port
+from tests.conftest import empty_redis_db, free_port
 from tests.e2e.conftest import RunningMirror, StartMirror
 from tests.fakes.npm import FakeNpmRegistry
 
@@ -450,6 +452,99 @@ async def test_impact_prints_where_the_next_page_is(cli: Cli) -> None:
     anonymous = await cli("impact", "npm", "left-pad", token=None)
     assert anonymous.code == 1
     assert "needs an admin token" in anonymous.err
+
+
+REDIS_DB = 11  # a database of its own in the session's redis-server, flushed per test
+SCOPED = ("@evil/a", "@evil/b", "@evil/c")
+FORMULA_AGENT = '=HYPERLINK("http://127.0.0.1/x","y"), npm/10'
+
+
+@pytest.fixture
+async def scoped_cli(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, redis_url: str
+) -> Cli:
+    """A mirror (state on Redis) whose ledger holds six downloads of three scoped packages,
+    each pulled with a user agent that would be a spreadsheet formula."""
+    registry = FakeNpmRegistry()
+    old = datetime.now(UTC) - timedelta(days=200)
+    for name in SCOPED:
+        for version in ("1.0.0", "2.0.0"):
+            registry.add_version(name, version, published=old)
+    await registry.start(aiohttp_server)
+    url = await empty_redis_db(redis_url, REDIS_DB)
+    mirror = await start_mirror(
+        {
+            "MIRROR_NPM_UPSTREAM": registry.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_ADMIN_TOKENS": f"ops:{TOKEN}",
+            "MIRROR_ACCESS_LOG": "false",
+            "MIRROR_REDIS_URL": url,
+        }
+    )
+    async with aiohttp.ClientSession(headers={"User-Agent": FORMULA_AGENT}) as session:
+        for name in SCOPED:
+            async with session.get(f"{mirror.url}/npm/{name.replace('/', '%2f')}") as response:
+                assert response.status == 200, await response.text()
+                packument = await response.json()
+            for entry in packument["versions"].values():
+                async with session.get(entry["dist"]["tarball"]) as response:
+                    assert response.status == 200
+    scoped = Cli(mirror)
+    for _ in range(50):  # the ledger is written just after the response
+        page = (await scoped("impact", "npm", "@evil/*", "--json")).json()
+        if len(page["downloads"]) == 6:
+            break
+        await asyncio.sleep(0.1)
+    assert len(page["downloads"]) == 6, page
+    return scoped
+
+
+async def test_impact_csv_and_json_follow_every_page(scoped_cli: Cli) -> None:
+    expected = {(name, version) for name in SCOPED for version in ("1.0.0", "2.0.0")}
+    first = (await scoped_cli("impact", "npm", "@evil/*", "--limit", "2", "--json")).json()
+    assert len(first["downloads"]) == 2  # so the walks below read three pages or more
+    assert first["next_cursor"]
+
+    result = await scoped_cli("impact", "npm", "@evil/*", "--format", "csv", "--limit", "2")
+    assert result.code == 0, result.err
+    header, *lines = list(csv.reader(io.StringIO(result.out)))
+    assert header == list(tables.DOWNLOAD_COLUMNS)
+    rows = [dict(zip(header, line, strict=True)) for line in lines]
+    # Every download once: a scoped name would start a formula, so it is written '@evil/a.
+    assert sorted((row["package"], row["version"]) for row in rows) == sorted(
+        ("'" + name, version) for name, version in expected
+    )
+    for row in rows:
+        assert row["ecosystem"] == "npm"
+        assert row["client"] == "127.0.0.1"
+        assert row["filename"].endswith(f"-{row['version']}.tgz")
+        assert row["count"] == "1"
+        assert row["user_agent"] in ("", "'" + FORMULA_AGENT)  # "" from a mirror without it
+
+    as_json = await scoped_cli("impact", "npm", "@evil/*", "--format", "json", "--limit", "1")
+    assert as_json.code == 0, as_json.err
+    document = as_json.json()
+    assert document["query"]["package"] == "@evil/*"
+    downloads = document["downloads"]
+    assert sorted((d["package"], d["version"]) for d in downloads) == sorted(expected)
+    assert {d["user_agent"] for d in downloads} <= {"", FORMULA_AGENT}
+    assert [(i["token"], i["clients"], i["downloads"]) for i in document["identities"]] == [
+        ("", 1, 6)
+    ]
+
+    # Starting at a cursor: the pages from there on, none before.
+    rest = await scoped_cli(
+        "impact", "npm", "@evil/*", "--format", "json", "--limit", "2",
+        "--cursor", first["next_cursor"],
+    )  # fmt: skip
+    assert len(rest.json()["downloads"]) == 4
+
+    capped = await scoped_cli("impact", "npm", "@evil/*", "--format", "csv", "--max-rows", "5")
+    assert capped.code == 1
+    assert "more than 5 downloads match" in capped.err
+    both = await scoped_cli("impact", "npm", "@evil/*", "--format", "csv", "--json")
+    assert both.code == 2
+    assert "choose one" in both.err
 
 
 def test_config_shows_no_secret(tmp_path: Path) -> None:
