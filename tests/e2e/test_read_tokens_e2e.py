@@ -1,7 +1,8 @@
 """Read tokens with the real clients against `mirror serve` with `access.required`: npm with
 `_authToken` in .npmrc, pip and uv with `team-a:<token>@` in the index URL, mvn with
 `<server>` credentials for the mirror's id each install; without a token each fails with
-its own authentication error. The last test reads the token back from `/api/v1/impact`."""
+its own authentication error. The last two read the token, the user agent and the CI facts
+back from `/api/v1/impact`."""
 
 from __future__ import annotations
 
@@ -130,27 +131,76 @@ async def test_mvn_resolves_with_server_credentials_and_fails_401_without(
     assert TOKEN not in mirror.log()
 
 
-async def impact_rows(mirror: RunningMirror, package: str) -> list[dict[str, Any]]:
-    """The download rows of `package` once the ledger has written them (bounded wait)."""
-    url = f"{mirror.url}/api/v1/impact?ecosystem=npm&package={package}&versions=*"
+async def impact_page(
+    mirror: RunningMirror, package: str, ecosystem: str = "npm"
+) -> dict[str, Any]:
+    """The impact answer for `package` once the ledger has written its rows (bounded wait)."""
+    url = f"{mirror.url}/api/v1/impact?ecosystem={ecosystem}&package={package}&versions=*"
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with aiohttp.ClientSession() as session:
         for _ in range(50):  # about 5 s: the ledger flushes every half second
             async with session.get(url, headers=headers) as response:
                 assert response.status == 200, await response.text()
-                rows: list[dict[str, Any]] = (await response.json())["downloads"]
-            if rows:
-                return rows
+                answer: dict[str, Any] = await response.json()
+            if answer["downloads"]:
+                return answer
             await asyncio.sleep(0.1)
     pytest.fail(f"no download of {package} was recorded")
 
 
-async def test_impact_names_the_read_token_of_each_download(
-    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+async def test_impact_names_the_token_user_agent_and_ci_of_each_download(
+    aiohttp_server: AiohttpServer,
+    start_mirror: StartMirror,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Needs the state backends to store the token (the `ledger` branch).
+    """npm on a GitHub Actions runner (as ci-info detects it) with team-a's token: the ledger
+    names the token, npm's user agent, the CI system and the npm command, and the impact
+    answer groups the downloads by token and CI."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     env = await npm_env(aiohttp_server, start_mirror, tmp_path / "clients")
     result = await env.npm("install", "qm-demo", cwd=with_token(env.project("team-a"), env))
     assert result.code == 0, result
-    rows = await impact_rows(env.mirror, "qm-demo")
-    assert [row["token"] for row in rows] == ["team-a"]
+    answer = await impact_page(env.mirror, "qm-demo")
+    [row] = answer["downloads"]
+    assert (row["token"], row["ci"], row["command"]) == ("team-a", "github-actions", "install")
+    assert row["user_agent"].startswith("npm/"), row
+    assert "ci/github-actions" in row["user_agent"], row
+    [identity] = answer["identities"]
+    assert (identity["token"], identity["ci"], identity["clients"]) == (
+        "team-a",
+        "github-actions",
+        1,
+    )
+    assert identity["downloads"] == row["count"] >= 1
+
+
+async def test_impact_names_the_token_and_ci_of_a_pip_download(
+    aiohttp_server: AiohttpServer,
+    start_mirror: StartMirror,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pip with the token in its index URL, in CI (pip reads `CI`): its row names team-a,
+    pip's user agent and "ci" (pip says only that it runs in CI, not which)."""
+    monkeypatch.setenv("CI", "true")
+    index = FakePypiIndex()
+    index.add_wheel("qm-demo", "1.0", uploaded=OLD)
+    await index.start(aiohttp_server)
+    mirror = await start_mirror(
+        {**ACCESS, "MIRROR_PYPI_UPSTREAM": index.url, "MIRROR_ADMIN_TOKENS": f"ops:{ADMIN}"}
+    )
+    env = PypiEnv(mirror=mirror, index=index, root=tmp_path / "clients")
+    result = await env.run(
+        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-input",
+        "--index-url", env.index_url.replace("http://", f"http://team-a:{TOKEN}@"),
+        "--target", str(env.root / "team-a"), "qm-demo",
+    )  # fmt: skip
+    assert result.code == 0, result
+    answer = await impact_page(mirror, "qm-demo", ecosystem="pypi")
+    rows = answer["downloads"]  # the wheel (and its PEP 658 metadata file, if pip read it)
+    assert any(row["filename"].endswith(".whl") for row in rows), rows
+    for row in rows:
+        assert (row["token"], row["ci"]) == ("team-a", "ci"), row
+        assert row["user_agent"].startswith("pip/"), row
+        assert TOKEN not in row["user_agent"]
