@@ -132,8 +132,8 @@ return {old, version}
 # packages by their least recently seen row, the ecosystem's package names (sorted set,
 # score 0), and the package's versions (hash, version -> its rows). ARGV: prune before
 # (micros), rows kept, the package's name in the oldest index, its name, the key prefix of
-# its versions' rows, then per row: member, first, last, count, what the client said or "",
-# its version and the key of the version's rows.
+# its versions' rows, then per version: the version, the key of its rows, how many rows, and
+# per row: member, first, last, count, what the client said or "".
 # What the client said is kept from the row's latest download (on a tie, the one written
 # last). Rows last seen before the cutoff go, then the least recently seen beyond the cap.
 # Each version's rows are also a sorted set by first seen (prefix .. hex(version)), so a page
@@ -155,21 +155,26 @@ _LEDGER_SCRIPT = (
 local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local oldest, packages, versions = KEYS[5], KEYS[6], KEYS[7]
 local prefix = ARGV[5]
-for i = 6, #ARGV, 7 do
-  -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
-  local member, at, seen, said = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
-  local known = redis.call('ZSCORE', first, member)
-  if (not known) or tonumber(known) > tonumber(at) then
-    redis.call('ZADD', first, at, member)
-    index_row(versions, ARGV[i + 6], ARGV[i + 5], member, at)
+local i = 6
+while i <= #ARGV do
+  local version, key, ends = ARGV[i], ARGV[i + 1], i + 2 + 5 * tonumber(ARGV[i + 2])
+  for j = i + 3, ends, 5 do
+    -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
+    local member, at, seen, said = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 4]
+    local known = redis.call('ZSCORE', first, member)
+    if (not known) or tonumber(known) > tonumber(at) then
+      redis.call('ZADD', first, at, member)
+      index_row(versions, key, version, member, at)
+    end
+    known = redis.call('ZSCORE', last, member)
+    if (not known) or tonumber(known) <= tonumber(seen) then
+      redis.call('ZADD', last, seen, member)
+      if said == '' then redis.call('HDEL', who, member)
+      else redis.call('HSET', who, member, said) end
+    end
+    redis.call('HINCRBY', counts, member, ARGV[j + 3])
   end
-  known = redis.call('ZSCORE', last, member)
-  if (not known) or tonumber(known) <= tonumber(seen) then
-    redis.call('ZADD', last, seen, member)
-    if said == '' then redis.call('HDEL', who, member)
-    else redis.call('HSET', who, member, said) end
-  end
-  redis.call('HINCRBY', counts, member, ARGV[i + 3])
+  i = ends + 1
 end
 local function drop(members)
   for _, member in ipairs(members) do
@@ -662,16 +667,20 @@ class RedisState:
                         package,
                         self._version_rows(ecosystem, package, ""),
                     ]
+                    by_version: dict[str, list[str]] = {}
                     for member, row in rows.items():
-                        args += [
-                            member,
-                            str(_micros(row.at)),
-                            str(_micros(row.last_seen)),
-                            str(row.count),
-                            _said(row),
-                            row.version,
-                            self._version_rows(ecosystem, package, row.version),
-                        ]
+                        by_version.setdefault(row.version, []).extend(
+                            (
+                                member,
+                                str(_micros(row.at)),
+                                str(_micros(row.last_seen)),
+                                str(row.count),
+                                _said(row),
+                            )
+                        )
+                    for version, fields in by_version.items():
+                        key = self._version_rows(ecosystem, package, version)
+                        args += [version, key, str(len(fields) // 5), *fields]
                     await script(keys=self._ledger_keys(ecosystem, package), args=args, client=pipe)
                 await pipe.execute()
 
