@@ -235,7 +235,8 @@ return {#rows / 2, rows[#rows - 1] or '', rows[#rows] or ''}
 # spend seconds parsing 100,000 rows). One call reads a chunk of the rows in first-seen order,
 # from just after the anchor: the last row the previous call read (its member and first seen;
 # "" = from the start). KEYS: first seen, last seen, counts, what the clients said.
-# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all). Returns
+# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all), "1" to
+# group by version too (else the version is "": fewer groups, a smaller reply). Returns
 # {rows read, last member, its first seen, then per (version, token, ci) group: version,
 # token, ci, rows, downloads, first, last, and its distinct client addresses joined by NUL}.
 # When the anchor row is gone or moved since, the chunk starts after the rows first seen
@@ -269,10 +270,11 @@ for n, member in ipairs(members) do
     local said = saids[n]
     local ci = said and cjson.decode(said)[2] or ''
     local token = key[4] or ''
-    local id = key[1] .. '\\0' .. token .. '\\0' .. ci
+    local version = ARGV[5] == '1' and key[1] or ''
+    local id = version .. '\\0' .. token .. '\\0' .. ci
     local group = groups[id]
     if not group then
-      group = {key[1], token, ci, 0, 0, at, seen, {}, {}}
+      group = {version, token, ci, 0, 0, at, seen, {}, {}}
       groups[id] = group
       order[#order + 1] = id
     end
@@ -711,13 +713,14 @@ class RedisState:
         versions: Callable[[str], bool] | None,
         wanted: int,
         per_version: int,
-    ) -> list[str] | None:
-        """The keys of the versions' rows worth reading for `wanted` matching rows: [] when
-        no version matches, None when reading the package's rows in order finds them about
-        as fast (no filter, or the matching versions hold most rows or are very many).
-        `per_version`: what reading one version costs besides its rows, in rows."""
+    ) -> tuple[list[str] | None, bool]:
+        """The keys of the versions' rows worth reading for `wanted` matching rows ([] when
+        no version matches; None when reading the package's rows in order finds them about
+        as fast: no filter, or the matching versions hold most rows or are very many), and
+        whether those rows are still to be filtered (a scan where some version does not
+        match). `per_version`: what reading one version costs besides its rows, in rows."""
         if versions is None:
-            return None
+            return None, False
         held = cast(
             dict[str, str],
             await client.hgetall(self._key("ledger-versions", ecosystem, package)),
@@ -728,8 +731,8 @@ class RedisState:
         # A scan reads about wanted * total / found rows, the versions their rows and keys.
         scan = total if wanted >= found else wanted * total / max(found, 1)
         if found == 0 or scan > min(wanted, found) + per_version * len(matching):
-            return [self._version_rows(ecosystem, package, version) for version in matching]
-        return None
+            return [self._version_rows(ecosystem, package, version) for version in matching], False
+        return None, len(matching) < len(held)
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         await self._upgrade()
@@ -780,7 +783,7 @@ class RedisState:
         positions: list[tuple[int, bytes]] = []
         with self._translate("read downloads"):
             # Versions read in one pipeline: a version costs about a row.
-            chosen = await self._chosen_versions(
+            chosen, _ = await self._chosen_versions(
                 client, ecosystem, package, versions, limit + 1, per_version=1
             )
             if chosen is None:
@@ -848,8 +851,10 @@ class RedisState:
         versions: Callable[[str], bool] | None = None,
     ) -> list[IdentityTotal]:
         # The rows (at most the package's cap) are totalled in Redis chunk by chunk per
-        # (version, token, ci); the versions are chosen and the chunks added up here.
-        # A filter of few versions reads only their rows (the version index, as pages do).
+        # (token, ci); the chunks are added up here. A filter of few versions reads only
+        # their rows (the version index, as pages do); a scan with a filter some version
+        # fails totals per version too and chooses here. (A filter every version held
+        # passes reads all: a row of a version first written meanwhile may count.)
         script = self._script(self._identities, "read download identities")
         await self._upgrade()
         client = self._redis("read download identities")
@@ -857,7 +862,7 @@ class RedisState:
         groups: dict[tuple[str, str], _Identity] = {}
         with self._translate("read download identities"):
             # A version costs a round trip: about what totalling 20 rows costs.
-            chosen = await self._chosen_versions(
+            chosen, by_version = await self._chosen_versions(
                 client, ecosystem, package, versions, self.downloads_kept, per_version=20
             )
             for first_key in [keys[0]] if chosen is None else chosen:
@@ -866,6 +871,7 @@ class RedisState:
                     "",
                     str(_IDENTITIES_CHUNK),
                     "" if since is None else str(_micros(since)),
+                    "1" if by_version else "",
                 ]
                 for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # the cap bounds it
                     reply = await script(keys=[first_key, *keys[1:]], args=args)
@@ -874,7 +880,7 @@ class RedisState:
                         version, token, ci, rows, downloads, first, last, clients = reply[
                             offset : offset + 8
                         ]
-                        if versions is not None and not versions(str(version)):
+                        if by_version and versions is not None and not versions(str(version)):
                             continue
                         group = groups.setdefault((str(token), str(ci)), _Identity())
                         group.add(int(rows), int(downloads), int(first), int(last), str(clients))
