@@ -203,26 +203,35 @@ end
 return 1
 """
 )
+# The next chunk of rows (with their first seen) of a sorted set by first seen, in order,
+# from just after the anchor: ARGV[1] its member, ARGV[2] its first seen ("" = from the
+# start), ARGV[3] how many. When the anchor row is gone or moved since, the chunk starts
+# after the rows first seen before the anchor's time (rows tied with it to the microsecond
+# are read again; none is skipped).
+_CHUNK_LUA = """
+local function next_chunk(first)
+  local start = 0
+  if ARGV[1] ~= '' then
+    local score = redis.call('ZSCORE', first, ARGV[1])
+    if score and tonumber(score) == tonumber(ARGV[2]) then
+      start = redis.call('ZRANK', first, ARGV[1]) + 1
+    else
+      start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
+    end
+  end
+  return redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+end
+"""
 # The version index (see the ledger script) filled for a chunk of rows a ledger of an earlier
-# version holds, in first-seen order from just after the anchor (its member and first seen;
-# "" = from the start; a gone anchor restarts at its time, so no row is skipped). Adding is
-# idempotent, and rows the ledger script writes meanwhile index themselves. KEYS: first
-# seen, the versions hash. ARGV: anchor member, anchor first seen, rows, key prefix.
-# Returns {rows read, last member, its first seen}.
+# version holds (`_CHUNK_LUA`). Adding is idempotent, and rows the ledger script writes
+# meanwhile index themselves. KEYS: first seen, the versions hash. ARGV: anchor member,
+# anchor first seen, rows, key prefix. Returns {rows read, last member, its first seen}.
 _INDEX_VERSIONS_SCRIPT = (
     _VERSION_ROWS_LUA
+    + _CHUNK_LUA
     + """
 local first, versions = KEYS[1], KEYS[2]
-local start = 0
-if ARGV[1] ~= '' then
-  local score = redis.call('ZSCORE', first, ARGV[1])
-  if score and tonumber(score) == tonumber(ARGV[2]) then
-    start = redis.call('ZRANK', first, ARGV[1]) + 1
-  else
-    start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
-  end
-end
-local rows = redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+local rows = next_chunk(first)
 for i = 1, #rows, 2 do
   local key, version = version_rows(ARGV[4], rows[i])
   index_row(versions, key, version, rows[i], rows[i + 1])
@@ -239,20 +248,13 @@ return {#rows / 2, rows[#rows - 1] or '', rows[#rows] or ''}
 # group by version too (else the version is "": fewer groups, a smaller reply). Returns
 # {rows read, last member, its first seen, then per (version, token, ci) group: version,
 # token, ci, rows, downloads, first, last, and its distinct client addresses joined by NUL}.
-# When the anchor row is gone or moved since, the chunk starts after the rows first seen
-# before the anchor's time (rows tied with it to the microsecond may then count twice).
-_IDENTITIES_SCRIPT = """
+# The chunk is `_CHUNK_LUA`'s (rows tied with a gone anchor to the microsecond may then
+# count twice).
+_IDENTITIES_SCRIPT = (
+    _CHUNK_LUA
+    + """
 local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local start = 0
-if ARGV[1] ~= '' then
-  local score = redis.call('ZSCORE', first, ARGV[1])
-  if score and tonumber(score) == tonumber(ARGV[2]) then
-    start = redis.call('ZRANK', first, ARGV[1]) + 1
-  else
-    start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
-  end
-end
-local rows = redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+local rows = next_chunk(first)
 local since = tonumber(ARGV[4])
 local groups, order = {}, {}
 local members = {}
@@ -296,6 +298,7 @@ for _, id in ipairs(order) do
 end
 return reply
 """
+)
 # Rows one `download_identities` script totals (it keeps Redis busy about 15 ms).
 _IDENTITIES_CHUNK = 2000
 
