@@ -1,13 +1,19 @@
 """Impact reports: which clients downloaded the versions a query covers, read from the
 download ledger page by page (`limit`, `cursor`), each page bounded in size and cost whatever
-the ledger holds, and shaped as the API shows it."""
+the ledger holds, and shaped as the API shows it.
+
+Who pulled (`identities`, per read token and CI system): for an exact package, every matching
+row of it (one package: bounded by its retained rows, and by the matching versions' rows when
+the filter names few); for a glob, the rows the page shows (`identities_cover` says which).
+A glob page reads up to MAX_PACKAGES_PER_PAGE packages: totalling each whole would cost up to
+that many packages' retained rows per page, so it totals what it shows instead."""
 
 from __future__ import annotations
 
 import bisect
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from mirror import policy, versions
 from mirror.admin.parse import PREFIX, ImpactCursor, ImpactQuery, encode_cursor
@@ -41,23 +47,29 @@ def impact_link(query: ImpactQuery, cursor: str | None, limit: int) -> str | Non
     return f"{PREFIX}/impact?{urllib.parse.urlencode(params)}"
 
 
-def summed_identities(totals: Sequence[IdentityTotal]) -> list[IdentityTotal]:
-    """Several packages' `download_identities` as one list per (token, ci): rows, downloads
-    and distinct addresses added up (an address that pulled two of the packages counts once
-    in each), first and last seen the earliest and the latest; most downloads first."""
-    groups: dict[tuple[str, str], IdentityTotal] = {}
-    for total in totals:
-        known = groups.get((total.token, total.ci))
-        groups[(total.token, total.ci)] = total if known is None else IdentityTotal(
-            token=total.token,
-            ci=total.ci,
-            clients=known.clients + total.clients,
-            rows=known.rows + total.rows,
-            downloads=known.downloads + total.downloads,
-            first_seen=min(known.first_seen, total.first_seen),
-            last_seen=max(known.last_seen, total.last_seen),
-        )  # fmt: skip
-    return sort_identities(groups.values())
+# What a page's `identities` total: every matching row of its (exact) package, or the rows
+# the page shows (a glob).
+IdentitiesCover = Literal["package", "page"]
+
+
+def shown_identities(events: Sequence[DownloadEvent]) -> list[IdentityTotal]:
+    """Who pulled the rows `events`, as `download_identities` totals a package's rows: per
+    (token, ci) the rows, downloads, distinct client addresses, first and last seen."""
+    groups: dict[tuple[str, str], list[DownloadEvent]] = {}
+    for event in events:
+        groups.setdefault((event.token, event.ci), []).append(event)
+    return sort_identities(
+        IdentityTotal(
+            token=token,
+            ci=ci,
+            clients=len({event.client for event in rows}),
+            rows=len(rows),
+            downloads=sum(event.count for event in rows),
+            first_seen=min(event.at for event in rows),
+            last_seen=max(event.last_seen for event in rows),
+        )
+        for (token, ci), rows in groups.items()
+    )
 
 
 def describe_impact(
@@ -68,12 +80,13 @@ def describe_impact(
     limit: int,
     next_cursor: str | None,
     identities: Sequence[IdentityTotal],
+    identities_cover: IdentitiesCover,
 ) -> dict[str, Any]:
     """One impact page as the API shows it: its downloads (one row per client address, read
     token and file with first seen, last seen, count and what the client said about itself
     in its latest download; package by package in name order, first seen oldest first within
-    one), the clients on this page, who pulled the packages this page read (`identities`,
-    from `summed_identities`: every matching row of those packages, not only this page's),
+    one), the clients on this page, who pulled (`identities`: what they total,
+    `identities_cover`, is the exact package's every matching row or a glob page's rows),
     the package names the query covers (at most MAX_IMPACT_PACKAGES listed, all counted) and
     where the rest is."""
     return {
@@ -115,6 +128,7 @@ def describe_impact(
             }
             for total in identities
         ],
+        "identities_cover": identities_cover,
         "next_cursor": next_cursor,
         "next": impact_link(query, next_cursor, limit),
     }
@@ -125,8 +139,8 @@ async def impact_page(
 ) -> dict[str, Any]:
     """One page of the downloads `query` covers: at most `limit` events, reading at most
     MAX_PACKAGES_PER_PAGE packages, so its size and cost are bounded whatever the ledger
-    holds. Its `identities` total every matching row of the packages this page read (a
-    package whose rows span several pages is totalled on each of them)."""
+    holds. Its `identities` total every matching row of an exact package (on each of its
+    pages), or for a glob the rows this page shows (see the module's docstring)."""
     pattern = policy.PackagePattern(query.ecosystem, query.package)
     if pattern.exact:
         names = [pattern.pattern]
@@ -141,7 +155,6 @@ async def impact_page(
         if start < len(names) and names[start] == cursor.package:
             after = cursor.after
     events: list[DownloadEvent] = []
-    identities: list[IdentityTotal] = []
     following: ImpactCursor | None = None
     for index in range(start, len(names)):
         name = names[index]
@@ -161,9 +174,6 @@ async def impact_page(
             raise BadRequest("cursor: not a cursor of this mirror", field="cursor") from None
         after = None
         events.extend(page.events)
-        identities += await services.state.download_identities(
-            query.ecosystem, name, since=query.since, versions=spec.contains
-        )
         if page.next_after is not None:
             following = ImpactCursor(package=name, after=page.next_after)
             break
@@ -172,11 +182,18 @@ async def impact_page(
                 following = ImpactCursor(package=names[index + 1], after=None)
             break
     next_cursor = None if following is None else encode_cursor(query, following)
+    if pattern.exact:
+        identities = await services.state.download_identities(
+            query.ecosystem, pattern.pattern, since=query.since, versions=spec.contains
+        )
+    else:
+        identities = shown_identities(events)
     return describe_impact(
         query,
         events,
         names,
         limit=limit,
         next_cursor=next_cursor,
-        identities=summed_identities(identities),
+        identities=identities,
+        identities_cover="package" if pattern.exact else "page",
     )

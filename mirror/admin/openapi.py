@@ -176,9 +176,10 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "One page of the downloads of the matching versions: one row per "
             "client address, read token and file. `clients` are those on this page; "
-            "`identities` totals who pulled the packages this page read (every matching row "
-            "of them, not only this page's) per read token and CI system, most downloads "
-            "first; `packages` lists the names the query covers (the first 1000; "
+            "`identities` totals who pulled per read token and CI system, most downloads "
+            "first: every matching row of an exact package (`identities_cover` = package, the "
+            "same on each page), or for a glob the rows this page shows (`page`); "
+            "`packages` lists the names the query covers (the first 1000; "
             "`packages_total` counts them all). `next` is the path of the following page, "
             "null on the last.",
             "required": [
@@ -192,6 +193,7 @@ def _schemas() -> dict[str, Any]:
                 "clients",
                 "downloads",
                 "identities",
+                "identities_cover",
                 "next_cursor",
                 "next",
             ],
@@ -206,6 +208,7 @@ def _schemas() -> dict[str, Any]:
                 "clients": _TEXT_LIST,
                 "downloads": {"type": "array", "items": _ref("Download")},
                 "identities": {"type": "array", "items": _ref("DownloadIdentity")},
+                "identities_cover": {"type": "string", "enum": ["package", "page"]},
                 "next_cursor": _nullable("string"),
                 "next": _nullable("string"),
             },

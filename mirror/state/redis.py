@@ -9,10 +9,12 @@ build key names from the namespace, so a single Redis (or a primary), not Redis 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -127,26 +129,52 @@ return {old, version}
 # Download rows of one package added to its ledger, atomically. KEYS: first seen (sorted set
 # member -> micros), last seen (the same), counts (hash), what the clients said (hash, member
 # -> JSON [user agent, ci, command, session]; no field = all ""), the ledger's index of
-# packages by their least recently seen row, and the ecosystem's package names (sorted set,
-# score 0). ARGV: prune before (micros), rows kept, the package's name in the oldest index,
-# its name, then (member, first, last, count, what the client said or "") per row. What the
-# client said is kept from the row's latest download (on a tie, the one written last). Rows
-# last seen before the cutoff go, then the least recently seen beyond the cap.
-_LEDGER_SCRIPT = """
+# packages by their least recently seen row, the ecosystem's package names (sorted set,
+# score 0), and the package's versions (hash, version -> its rows). ARGV: prune before
+# (micros), rows kept, the package's name in the oldest index, its name, the key prefix of
+# its versions' rows, then per version: the version, the key of its rows, how many rows, and
+# per row: member, first, last, count, what the client said or "".
+# What the client said is kept from the row's latest download (on a tie, the one written
+# last). Rows last seen before the cutoff go, then the least recently seen beyond the cap.
+# Each version's rows are also a sorted set by first seen (prefix .. hex(version)), so a page
+# of a few versions reads only their rows; the versions hash counts each set's members.
+_VERSION_ROWS_LUA = """
+local function version_rows(prefix, member)
+  local version = cjson.decode(member)[1]
+  return prefix .. string.gsub(version, '.', function(c)
+    return string.format('%02x', string.byte(c))
+  end), version
+end
+local function index_row(versions, key, version, member, at)
+  if redis.call('ZADD', key, at, member) == 1 then redis.call('HINCRBY', versions, version, 1) end
+end
+"""
+_LEDGER_SCRIPT = (
+    _VERSION_ROWS_LUA
+    + """
 local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local oldest, packages = KEYS[5], KEYS[6]
-for i = 5, #ARGV, 5 do
-  -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
-  local member, at, seen, said = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
-  local known = redis.call('ZSCORE', first, member)
-  if (not known) or tonumber(known) > tonumber(at) then redis.call('ZADD', first, at, member) end
-  known = redis.call('ZSCORE', last, member)
-  if (not known) or tonumber(known) <= tonumber(seen) then
-    redis.call('ZADD', last, seen, member)
-    if said == '' then redis.call('HDEL', who, member)
-    else redis.call('HSET', who, member, said) end
+local oldest, packages, versions = KEYS[5], KEYS[6], KEYS[7]
+local prefix = ARGV[5]
+local i = 6
+while i <= #ARGV do
+  local version, key, ends = ARGV[i], ARGV[i + 1], i + 2 + 5 * tonumber(ARGV[i + 2])
+  for j = i + 3, ends, 5 do
+    -- Times stay strings for ZADD: a Lua number would be written with 14 digits only.
+    local member, at, seen, said = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 4]
+    local known = redis.call('ZSCORE', first, member)
+    if (not known) or tonumber(known) > tonumber(at) then
+      redis.call('ZADD', first, at, member)
+      index_row(versions, key, version, member, at)
+    end
+    known = redis.call('ZSCORE', last, member)
+    if (not known) or tonumber(known) <= tonumber(seen) then
+      redis.call('ZADD', last, seen, member)
+      if said == '' then redis.call('HDEL', who, member)
+      else redis.call('HSET', who, member, said) end
+    end
+    redis.call('HINCRBY', counts, member, ARGV[j + 3])
   end
-  redis.call('HINCRBY', counts, member, ARGV[i + 3])
+  i = ends + 1
 end
 local function drop(members)
   for _, member in ipairs(members) do
@@ -154,6 +182,11 @@ local function drop(members)
     redis.call('ZREM', last, member)
     redis.call('HDEL', counts, member)
     redis.call('HDEL', who, member)
+    local key, version = version_rows(prefix, member)
+    if redis.call('ZREM', key, member) == 1 and
+        redis.call('HINCRBY', versions, version, -1) <= 0 then
+      redis.call('HDEL', versions, version)
+    end
   end
 end
 drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000))
@@ -169,28 +202,59 @@ else
 end
 return 1
 """
+)
+# The next chunk of rows (with their first seen) of a sorted set by first seen, in order,
+# from just after the anchor: ARGV[1] its member, ARGV[2] its first seen ("" = from the
+# start), ARGV[3] how many. When the anchor row is gone or moved since, the chunk starts
+# after the rows first seen before the anchor's time (rows tied with it to the microsecond
+# are read again; none is skipped).
+_CHUNK_LUA = """
+local function next_chunk(first)
+  local start = 0
+  if ARGV[1] ~= '' then
+    local score = redis.call('ZSCORE', first, ARGV[1])
+    if score and tonumber(score) == tonumber(ARGV[2]) then
+      start = redis.call('ZRANK', first, ARGV[1]) + 1
+    else
+      start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
+    end
+  end
+  return redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+end
+"""
+# The version index (see the ledger script) filled for a chunk of rows a ledger of an earlier
+# version holds (`_CHUNK_LUA`). Adding is idempotent, and rows the ledger script writes
+# meanwhile index themselves. KEYS: first seen, the versions hash. ARGV: anchor member,
+# anchor first seen, rows, key prefix. Returns {rows read, last member, its first seen}.
+_INDEX_VERSIONS_SCRIPT = (
+    _VERSION_ROWS_LUA
+    + _CHUNK_LUA
+    + """
+local first, versions = KEYS[1], KEYS[2]
+local rows = next_chunk(first)
+for i = 1, #rows, 2 do
+  local key, version = version_rows(ARGV[4], rows[i])
+  index_row(versions, key, version, rows[i], rows[i + 1])
+end
+return {#rows / 2, rows[#rows - 1] or '', rows[#rows] or ''}
+"""
+)
 
 # Who pulled a package, totalled where the rows are (the replies stay small: a client would
 # spend seconds parsing 100,000 rows). One call reads a chunk of the rows in first-seen order,
 # from just after the anchor: the last row the previous call read (its member and first seen;
 # "" = from the start). KEYS: first seen, last seen, counts, what the clients said.
-# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all). Returns
+# ARGV: anchor member, anchor first seen, rows to read, since (micros, "" = all), "1" to
+# group by version too (else the version is "": fewer groups, a smaller reply). Returns
 # {rows read, last member, its first seen, then per (version, token, ci) group: version,
 # token, ci, rows, downloads, first, last, and its distinct client addresses joined by NUL}.
-# When the anchor row is gone or moved since, the chunk starts after the rows first seen
-# before the anchor's time (rows tied with it to the microsecond may then count twice).
-_IDENTITIES_SCRIPT = """
+# The chunk is `_CHUNK_LUA`'s (rows tied with a gone anchor to the microsecond may then
+# count twice).
+_IDENTITIES_SCRIPT = (
+    _CHUNK_LUA
+    + """
 local first, last, counts, who = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local start = 0
-if ARGV[1] ~= '' then
-  local score = redis.call('ZSCORE', first, ARGV[1])
-  if score and tonumber(score) == tonumber(ARGV[2]) then
-    start = redis.call('ZRANK', first, ARGV[1]) + 1
-  else
-    start = redis.call('ZCOUNT', first, '-inf', '(' .. ARGV[2])
-  end
-end
-local rows = redis.call('ZRANGE', first, start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+local rows = next_chunk(first)
 local since = tonumber(ARGV[4])
 local groups, order = {}, {}
 local members = {}
@@ -208,10 +272,11 @@ for n, member in ipairs(members) do
     local said = saids[n]
     local ci = said and cjson.decode(said)[2] or ''
     local token = key[4] or ''
-    local id = key[1] .. '\\0' .. token .. '\\0' .. ci
+    local version = ARGV[5] == '1' and key[1] or ''
+    local id = version .. '\\0' .. token .. '\\0' .. ci
     local group = groups[id]
     if not group then
-      group = {key[1], token, ci, 0, 0, at, seen, {}, {}}
+      group = {version, token, ci, 0, 0, at, seen, {}, {}}
       groups[id] = group
       order[#order + 1] = id
     end
@@ -233,6 +298,7 @@ for _, id in ipairs(order) do
 end
 return reply
 """
+)
 # Rows one `download_identities` script totals (it keeps Redis busy about 15 ms).
 _IDENTITIES_CHUNK = 2000
 
@@ -320,8 +386,8 @@ end
 return 0
 """
 # Set once every piece of data of earlier versions has been moved (3: the index of package
-# names per ecosystem is filled).
-_UPGRADED = "3"
+# names per ecosystem is filled; 4: the index of each package's versions).
+_UPGRADED = "4"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -417,6 +483,7 @@ class RedisState:
         self._ledger: AsyncScript | None = None
         self._identities: AsyncScript | None = None
         self._upgrade_audit: AsyncScript | None = None
+        self._index_versions: AsyncScript | None = None
         self._upgraded = False
 
     def _key(self, *parts: str) -> str:
@@ -442,10 +509,12 @@ class RedisState:
             self._ledger = self._client.register_script(_LEDGER_SCRIPT)
             self._identities = self._client.register_script(_IDENTITIES_SCRIPT)
             self._upgrade_audit = self._client.register_script(_UPGRADE_AUDIT_SCRIPT)
+            self._index_versions = self._client.register_script(_INDEX_VERSIONS_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
         self._change = self._ledger = self._identities = self._upgrade_audit = None
+        self._index_versions = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -601,21 +670,29 @@ class RedisState:
                         str(self.downloads_kept),
                         f"{ecosystem}\n{package}",
                         package,
+                        self._version_rows(ecosystem, package, ""),
                     ]
+                    by_version: dict[str, list[str]] = {}
                     for member, row in rows.items():
-                        args += [
-                            member,
-                            str(_micros(row.at)),
-                            str(_micros(row.last_seen)),
-                            str(row.count),
-                            _said(row),
-                        ]
+                        by_version.setdefault(row.version, []).extend(
+                            (
+                                member,
+                                str(_micros(row.at)),
+                                str(_micros(row.last_seen)),
+                                str(row.count),
+                                _said(row),
+                            )
+                        )
+                    for version, fields in by_version.items():
+                        key = self._version_rows(ecosystem, package, version)
+                        args += [version, key, str(len(fields) // 5), *fields]
                     await script(keys=self._ledger_keys(ecosystem, package), args=args, client=pipe)
                 await pipe.execute()
 
     def _ledger_keys(self, ecosystem: str, package: str) -> list[str]:
         """First seen, last seen, counts, what the clients said of one package's rows; the
-        index of packages by least recently seen row; the ecosystem's package names."""
+        index of packages by least recently seen row; the ecosystem's package names; the
+        package's versions (version -> rows)."""
         return [
             self._key("ledger", ecosystem, package),
             self._key("ledger-last", ecosystem, package),
@@ -623,7 +700,42 @@ class RedisState:
             self._key("ledger-who", ecosystem, package),
             self._key("ledger-oldest"),
             self._key("ledger-packages", ecosystem),
+            self._key("ledger-versions", ecosystem, package),
         ]
+
+    def _version_rows(self, ecosystem: str, package: str, version: str) -> str:
+        """The key of one version's rows (first seen), as the ledger script builds it: the
+        version in hex, so no package and version pair shares another's key."""
+        return self._key("ledger-version", ecosystem, package, version.encode().hex())
+
+    async def _chosen_versions(
+        self,
+        client: aioredis.Redis,
+        ecosystem: str,
+        package: str,
+        versions: Callable[[str], bool] | None,
+        wanted: int,
+        per_version: int,
+    ) -> tuple[list[str] | None, bool]:
+        """The keys of the versions' rows worth reading for `wanted` matching rows ([] when
+        no version matches; None when reading the package's rows in order finds them about
+        as fast: no filter, or the matching versions hold most rows or are very many), and
+        whether those rows are still to be filtered (a scan where some version does not
+        match). `per_version`: what reading one version costs besides its rows, in rows."""
+        if versions is None:
+            return None, False
+        held = cast(
+            dict[str, str],
+            await client.hgetall(self._key("ledger-versions", ecosystem, package)),
+        )
+        matching = {version: int(n) for version, n in held.items() if versions(version)}
+        total = sum(int(n) for n in held.values())
+        found = sum(matching.values())
+        # A scan reads about wanted * total / found rows, the versions their rows and keys.
+        scan = total if wanted >= found else wanted * total / max(found, 1)
+        if found == 0 or scan > min(wanted, found) + per_version * len(matching):
+            return [self._version_rows(ecosystem, package, version) for version in matching], False
+        return None, len(matching) < len(held)
 
     async def downloaded_packages(self, ecosystem: str) -> list[str]:
         await self._upgrade()
@@ -669,21 +781,21 @@ class RedisState:
         seen_since = None if since is None else _micros(since)
         await self._upgrade()
         client = self._redis("read downloads")
-        first_key, last_key, count_key, who_key = self._ledger_keys(ecosystem, package)[:4]
+        last_key, count_key, who_key = self._ledger_keys(ecosystem, package)[1:4]
         events: list[DownloadEvent] = []
         positions: list[tuple[int, bytes]] = []
-        offset = 0
         with self._translate("read downloads"):
-            # Bounded: each pass reads the next chunk of the package's (capped) rows.
-            while len(events) <= limit:
-                rows = cast(
-                    _ScoredRows,
-                    await client.zrangebyscore(
-                        first_key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
-                    ),
-                )
-                offset += len(rows)
-                members = [member for member, _ in rows]
+            # Versions read in one pipeline: a version costs about a row.
+            chosen, _ = await self._chosen_versions(
+                client, ecosystem, package, versions, limit + 1, per_version=1
+            )
+            if chosen is None:
+                chunks = _scanned(client, self._ledger_keys(ecosystem, package)[0], floor)
+            else:
+                chunks = _merged(client, chosen, floor, limit + 1)
+            # Bounded: each chunk is the next of the package's (capped) rows in order.
+            async for rows in chunks:
+                members = [member.decode() for _, member in rows]
                 lasts: list[float | None] = []
                 counts: list[str | None] = []
                 said: list[str | None] = []
@@ -693,18 +805,14 @@ class RedisState:
                         pipe.hmget(count_key, members)
                         pipe.hmget(who_key, members)
                         lasts, counts, said = await pipe.execute()
-                for (member, score), seen, count, who in zip(
-                    rows, lasts, counts, said, strict=True
-                ):
-                    raw = member if isinstance(member, bytes) else str(member).encode()
-                    position = (int(score), raw)
+                for position, seen, count, who in zip(rows, lasts, counts, said, strict=True):
                     if last is not None and position <= last:
                         continue
                     if seen is None or count is None:
                         continue  # pruned between the reads
                     if seen_since is not None and int(seen) < seen_since:
                         continue
-                    version, filename, client_name, token = _unmember(raw)
+                    version, filename, client_name, token = _unmember(position[1])
                     if versions is not None and not versions(version):
                         continue
                     user_agent, ci, command, session = (
@@ -718,7 +826,7 @@ class RedisState:
                             filename=filename,
                             client=client_name,
                             token=token,
-                            at=_from_micros(int(score)),
+                            at=_from_micros(position[0]),
                             last_at=_from_micros(int(seen)),
                             count=int(count),
                             user_agent=user_agent,
@@ -730,7 +838,7 @@ class RedisState:
                     positions.append(position)
                     if len(events) > limit:
                         break
-                if len(rows) < _PAGE_CHUNK:
+                if len(events) > limit:
                     break
         if len(events) <= limit:
             return DownloadPage(events=events, next_after=None)
@@ -746,27 +854,42 @@ class RedisState:
         versions: Callable[[str], bool] | None = None,
     ) -> list[IdentityTotal]:
         # The rows (at most the package's cap) are totalled in Redis chunk by chunk per
-        # (version, token, ci); the versions are chosen and the chunks added up here.
+        # (token, ci); the chunks are added up here. A filter of few versions reads only
+        # their rows (the version index, as pages do); a scan with a filter some version
+        # fails totals per version too and chooses here. (A filter every version held
+        # passes reads all: a row of a version first written meanwhile may count.)
         script = self._script(self._identities, "read download identities")
         await self._upgrade()
+        client = self._redis("read download identities")
         keys = self._ledger_keys(ecosystem, package)[:4]
-        args = ["", "", str(_IDENTITIES_CHUNK), "" if since is None else str(_micros(since))]
         groups: dict[tuple[str, str], _Identity] = {}
         with self._translate("read download identities"):
-            for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # bounded by the cap
-                reply = await script(keys=keys, args=args)
-                read, anchor, anchor_at = int(reply[0]), str(reply[1]), str(reply[2])
-                for offset in range(3, len(reply), 8):
-                    version, token, ci, rows, downloads, first, last, clients = reply[
-                        offset : offset + 8
-                    ]
-                    if versions is not None and not versions(str(version)):
-                        continue
-                    group = groups.setdefault((str(token), str(ci)), _Identity())
-                    group.add(int(rows), int(downloads), int(first), int(last), str(clients))
-                if read < _IDENTITIES_CHUNK:
-                    break
-                args[:2] = [anchor, anchor_at]
+            # A version costs a round trip: about what totalling 20 rows costs.
+            chosen, by_version = await self._chosen_versions(
+                client, ecosystem, package, versions, self.downloads_kept, per_version=20
+            )
+            for first_key in [keys[0]] if chosen is None else chosen:
+                args = [
+                    "",
+                    "",
+                    str(_IDENTITIES_CHUNK),
+                    "" if since is None else str(_micros(since)),
+                    "1" if by_version else "",
+                ]
+                for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):  # the cap bounds it
+                    reply = await script(keys=[first_key, *keys[1:]], args=args)
+                    read, anchor, anchor_at = int(reply[0]), str(reply[1]), str(reply[2])
+                    for offset in range(3, len(reply), 8):
+                        version, token, ci, rows, downloads, first, last, clients = reply[
+                            offset : offset + 8
+                        ]
+                        if by_version and versions is not None and not versions(str(version)):
+                            continue
+                        group = groups.setdefault((str(token), str(ci)), _Identity())
+                        group.add(int(rows), int(downloads), int(first), int(last), str(clients))
+                    if read < _IDENTITIES_CHUNK:
+                        break
+                    args[:2] = [anchor, anchor_at]
         return sort_identities(group.total(token, ci) for (token, ci), group in groups.items())
 
     # audit log ---------------------------------------------------------------------------------
@@ -868,6 +991,7 @@ class RedisState:
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
                 await self._upgrade_downloads(client, str(key), prefix)
             await self._index_package_names(client)
+            await self._index_package_versions(client)
             await client.set(marker, _UPGRADED)
         self._upgraded = True
 
@@ -889,6 +1013,40 @@ class RedisState:
             if len(names) < _PAGE_CHUNK:
                 return
             start += len(names)
+
+    async def _index_package_versions(self, client: aioredis.Redis) -> None:
+        """Each package's version index (see the ledger script) filled from its rows, a
+        chunk per call, package by package in name order (an earlier version kept none)."""
+        script = self._script(self._index_versions, "upgrade stored data")
+        prefix = self._key("ledger-packages", "")
+        indexes = [
+            str(key) async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+        ]
+        for index in indexes:
+            ecosystem = index[len(prefix) :]
+            low = "-"
+            while True:
+                names = cast(
+                    list[str], await client.zrangebylex(index, low, "+", start=0, num=_PAGE_CHUNK)
+                )
+                for package in names:
+                    keys = [self._key("ledger", ecosystem, package)]
+                    keys.append(self._key("ledger-versions", ecosystem, package))
+                    args = [
+                        "",
+                        "",
+                        str(_IDENTITIES_CHUNK),
+                        self._version_rows(ecosystem, package, ""),
+                    ]
+                    # Bounded: the package keeps at most `downloads_kept` rows.
+                    for _ in range(self.downloads_kept // _IDENTITIES_CHUNK + 2):
+                        read, anchor, anchor_at = await script(keys=keys, args=args)
+                        if int(read) < _IDENTITIES_CHUNK:
+                            break
+                        args[:2] = [str(anchor), str(anchor_at)]
+                if len(names) < _PAGE_CHUNK:
+                    break
+                low = "(" + names[-1]
 
     async def _upgrade_downloads(self, client: aioredis.Redis, key: str, prefix: str) -> None:
         """One package's download events (an earlier version's form) folded into rows."""
@@ -1138,6 +1296,64 @@ def _position(text: str) -> tuple[int, bytes]:
         raise InvalidPosition(f"not a download position of this store: {text[:40]!r}")
     at, _, member = text.partition(":")
     return int(at), bytes.fromhex(member)
+
+
+async def _scanned(
+    client: aioredis.Redis, key: str, floor: int
+) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """A package's rows from first seen `floor` on, (first seen, member) in order, a chunk
+    per round trip."""
+    offset = 0
+    while True:
+        rows = cast(
+            _ScoredRows,
+            await client.zrangebyscore(
+                key, floor, "+inf", start=offset, num=_PAGE_CHUNK, withscores=True
+            ),
+        )
+        offset += len(rows)
+        yield [(int(score), member.encode()) for member, score in rows]
+        if len(rows) < _PAGE_CHUNK:
+            return
+
+
+async def _merged(
+    client: aioredis.Redis, keys: Sequence[str], floor: int, wanted: int
+) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """The rows of several versions (their row keys) from first seen `floor` on, merged in
+    the order `_scanned` reads a package's rows, a chunk per round trip. Each round reads
+    the versions whose rows read so far are all passed on (twice as many as the last time,
+    starting at a share of the `wanted` rows) and passes on the rows up to the smallest last
+    row read of a version that has more: those are complete and in order."""
+    if not keys:
+        return
+    offsets = dict.fromkeys(keys, 0)
+    sizes = dict.fromkeys(keys, min(_PAGE_CHUNK, wanted // len(keys) + 2))
+    buffers: dict[str, deque[tuple[int, bytes]]] = {key: deque() for key in keys}
+    more = set(keys)
+    reading = list(keys)
+    while reading:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in reading:
+                pipe.zrangebyscore(
+                    key, floor, "+inf", start=offsets[key], num=sizes[key], withscores=True
+                )
+            replies = cast(list[_ScoredRows], await pipe.execute())
+        for key, rows in zip(reading, replies, strict=True):
+            offsets[key] += len(rows)
+            buffers[key].extend((int(score), member.encode()) for member, score in rows)
+            if len(rows) < sizes[key]:
+                more.discard(key)
+            sizes[key] = min(_PAGE_CHUNK, sizes[key] * 2)
+        bound = min((buffers[key][-1] for key in more), default=None)
+        ready: list[list[tuple[int, bytes]]] = []
+        for buffer in buffers.values():
+            taken: list[tuple[int, bytes]] = []
+            while buffer and (bound is None or buffer[0] <= bound):
+                taken.append(buffer.popleft())
+            ready.append(taken)
+        yield list(heapq.merge(*ready))
+        reading = [key for key in more if not buffers[key]]
 
 
 def _member(event: DownloadEvent) -> str:

@@ -552,6 +552,7 @@ async def test_impact_shows_who_downloaded_grouped_by_token_and_ci(client: Clien
     ]  # fmt: skip
     # Every page totals the whole package, not only its own rows.
     assert [page["identities"] for page in pages] == [expected, expected]
+    assert [page["identities_cover"] for page in pages] == ["package", "package"]
     assert [len(page["downloads"]) for page in pages] == [2, 2]
     by_who = {(d["client"], d["token"]): d for d in downloads}
     assert sorted(by_who) == [
@@ -574,7 +575,7 @@ async def test_impact_shows_who_downloaded_grouped_by_token_and_ci(client: Clien
     assert none[0]["identities"] == []
 
 
-async def test_impact_of_a_glob_sums_identities_over_the_packages_read(client: Client) -> None:
+async def test_impact_of_a_glob_totals_identities_of_the_rows_it_shows(client: Client) -> None:
     state = client.app[SERVICES].state
     at = NOW - timedelta(hours=1)
     await state.record_downloads(
@@ -587,16 +588,19 @@ async def test_impact_of_a_glob_sums_identities_over_the_packages_read(client: C
     )
     params = {"ecosystem": "npm", "package": "@evil/*"}
     _, pages = await read_impact_pages(client, params)
-    # The address that pulled both packages counts once in each.
+    # The address that pulled both packages is one client.
     assert [
         (i["token"], i["ci"], i["clients"], i["downloads"]) for i in pages[0]["identities"]
     ] == [
-        ("ci-builds", "ci", 2, 5),
+        ("ci-builds", "ci", 1, 5),
         ("", "", 1, 1),
     ]
-    # A page that reads one of the packages totals that one only.
-    _, first = await read_impact_pages(client, {**params, "limit": "1"})
-    assert [(i["clients"], i["downloads"]) for i in first[0]["identities"]] == [(1, 2)]
+    assert pages[0]["identities_cover"] == "page"
+    # A page of one row totals that row: pages of a glob stay bounded by what they show.
+    _, single = await read_impact_pages(client, {**params, "limit": "1"})
+    assert [
+        [(i["token"], i["clients"], i["downloads"]) for i in page["identities"]] for page in single
+    ] == [[("ci-builds", 1, 2)], [("ci-builds", 1, 3)], [("", 1, 1)]]
 
 
 # exemptions ----------------------------------------------------------------------------------

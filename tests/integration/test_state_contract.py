@@ -564,10 +564,155 @@ async def test_redis_prunes_what_clients_said_with_their_rows(
         await store.record_download(pulled("10.0.0.7", clock.now()))
         # Nothing of the pruned package is left behind, and its name is out of the index.
         assert await raw.keys(f"{namespace}:ledger*:npm:lodash") == []
+        assert await raw.keys(f"{namespace}:ledger-version:npm:lodash:*") == []
         assert await raw.zrange(f"{namespace}:ledger-packages:npm", 0, -1) == ["axios"]
     finally:
         await raw.aclose()
         await store.close()
+
+
+def spread(package: str = "axios") -> list[DownloadEvent]:
+    """150 rows of 11 versions: 1.0.0 holds 100, 1.1.0 to 1.10.0 five each; three rows
+    share each second (ties across versions); tokens, CI and counts vary, a client each."""
+    events = []
+    for n in range(150):
+        version = "1.0.0" if n % 3 else f"1.{n % 10 + 1}.0"
+        events.append(
+            pulled(f"10.0.{n // 50}.{n % 50}", T0 + timedelta(seconds=n // 3),
+                   token=("", "a", "b")[n % 3], version=version, package=package,
+                   ci=("", "gh")[n % 2], count=n % 4 + 1)
+        )  # fmt: skip
+    return events
+
+
+FILTERS: dict[str, Callable[[str], bool]] = {
+    "none": lambda version: version == "9.9.9",
+    "one sparse": lambda version: version == "1.7.0",
+    "two sparse": lambda version: version in ("1.3.0", "1.7.0"),
+    "the dense one": lambda version: version == "1.0.0",
+    "all but the dense one": lambda version: version != "1.0.0",
+    "all": lambda version: True,
+}
+
+
+@pytest.mark.parametrize("chosen", list(FILTERS))
+async def test_filtered_pages_are_the_rows_of_those_versions_in_order(
+    state: StateStore, monkeypatch: pytest.MonkeyPatch, clock: FixedClock, chosen: str
+) -> None:
+    # Redis reads the rows of a few versions from their own sets and merges them (a few
+    # rows per read here, so merging takes rounds); pages, order and cursors are those of
+    # the package's rows with the other versions left out, as SQLite gives them.
+    monkeypatch.setattr(redis_state, "_PAGE_CHUNK", 4)
+    matches = FILTERS[chosen]
+    await state.record_downloads(spread())
+    await state.record_downloads(spread("lodash"))
+    everything, _ = await read_all_pages(state, 1000)
+    assert len(everything) == 150
+    for limit in (1, 4, 7, 50, 1000):
+        got, pages = await read_all_pages(state, limit, versions=matches)
+        wanted = [row for row in everything if matches(row.version)]
+        assert got == wanted, limit
+        assert pages == max(1, -(-len(wanted) // limit)), limit
+    since = T0 + timedelta(seconds=20)
+    got, _ = await read_all_pages(state, 6, versions=matches, since=since)
+    assert got == [row for row in everything if matches(row.version) and row.last_seen >= since]
+    # Who pulled them: the totals of exactly those rows.
+    expected: dict[tuple[str, str], tuple[int, int, set[str]]] = {}
+    for row in everything:
+        if matches(row.version):
+            rows, downloads, clients = expected.get((row.token, row.ci), (0, 0, set()))
+            expected[(row.token, row.ci)] = (
+                rows + 1,
+                downloads + row.count,
+                clients | {row.client},
+            )
+    totals = await state.download_identities("npm", "axios", versions=matches)
+    assert {(t.token, t.ci): (t.rows, t.downloads, t.clients) for t in totals} == {
+        key: (rows, downloads, len(clients)) for key, (rows, downloads, clients) in expected.items()
+    }
+
+
+async def test_redis_version_index_loses_pruned_rows(redis_url: str, clock: FixedClock) -> None:
+    # The per-version sets and the versions' counts follow the rows: capped, aged out.
+    namespace = f"test-{uuid.uuid4().hex}"
+    store = RedisState(
+        redis_url, namespace=namespace, clock=clock, downloads_kept=3,
+        ledger_retention=timedelta(days=30),
+    )  # fmt: skip
+    await store.open()
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        events = [
+            pulled("10.0.0.7", T0 + timedelta(seconds=n), version=f"1.0.{n}") for n in range(5)
+        ]
+        events.append(pulled("10.0.0.8", T0 + timedelta(seconds=9), version="1.0.4"))
+        await store.record_downloads(events)
+        # The cap kept the 3 most recently seen rows: 1.0.3 and twice 1.0.4.
+        assert await raw.hgetall(f"{namespace}:ledger-versions:npm:axios") == {
+            "1.0.3": "1",
+            "1.0.4": "2",
+        }
+        kept = await raw.keys(f"{namespace}:ledger-version:npm:axios:*")
+        assert sorted(kept) == [
+            f"{namespace}:ledger-version:npm:axios:{version.encode().hex()}"
+            for version in ("1.0.3", "1.0.4")
+        ]
+        page = await store.downloads_page("npm", "axios", limit=5, versions=lambda v: v < "1.0.3")
+        assert page.events == []
+        clock.advance(timedelta(days=31))
+        await store.record_download(pulled("10.0.0.7", clock.now(), package="lodash"))
+        assert await raw.keys(f"{namespace}:ledger-version*:npm:axios*") == []
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_redis_indexes_the_versions_of_a_ledger_kept_without_them(
+    redis_url: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ledger as the version before the version index left it (marker 3): the index is
+    # built from its rows a chunk at a time, once, and filtered pages and totals find them.
+    monkeypatch.setattr(redis_state, "_IDENTITIES_CHUNK", 7)
+    namespace = f"test-{uuid.uuid4().hex}"
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    writer = RedisState(redis_url, namespace=namespace, clock=clock)
+    await writer.open()
+    stores: list[RedisState] = []
+    try:
+        await writer.record_downloads(spread() + spread("@evil/a"))
+        expected = {
+            package: (
+                await writer.downloads_page(
+                    "npm", package, limit=200, versions=FILTERS["two sparse"]
+                )
+            ).events
+            for package in ("axios", "@evil/a")
+        }
+        assert len(expected["axios"]) == 10
+        for key in await raw.keys(f"{namespace}:ledger-version*"):
+            await raw.delete(key)
+        await raw.set(f"{namespace}:upgraded", "3")
+        stores = [RedisState(redis_url, namespace=namespace, clock=clock) for _ in range(2)]
+        for store in stores:
+            await store.open()
+        pages = await asyncio.gather(
+            *(
+                store.downloads_page("npm", package, limit=200, versions=FILTERS["two sparse"])
+                for store, package in zip(stores, ("axios", "@evil/a"), strict=True)
+            )
+        )
+        assert [page.events for page in pages] == [expected["axios"], expected["@evil/a"]]
+        assert await raw.get(f"{namespace}:upgraded") == "4"
+        held = await raw.hgetall(f"{namespace}:ledger-versions:npm:axios")
+        assert held == {"1.0.0": "100", **{f"1.{n}.0": "5" for n in range(1, 11)}}
+        totals = await stores[0].download_identities(
+            "npm", "axios", versions=FILTERS["the dense one"]
+        )
+        assert sum(total.rows for total in totals) == 100
+    finally:
+        for store in (writer, *stores):
+            await store.close()
+        await raw.aclose()
 
 
 async def test_redis_identities_go_on_by_time_when_the_last_row_read_is_gone(
@@ -1095,7 +1240,12 @@ async def test_redis_reads_the_ledger_of_the_version_before_tokens(
             ("10.0.0.7", "ci-builds", "", "", "", "", 1),
         ]
         assert got[0].at == T0
-        assert await raw.get(f"{namespace}:upgraded") == "3"
+        assert await raw.get(f"{namespace}:upgraded") == "4"
+        # Its rows are in the version index too: a filtered page finds them.
+        page = await stores[0].downloads_page(
+            "maven", "org.example:lib", limit=5, versions=lambda version: version == "1.0"
+        )
+        assert [row.client for row in page.events] == ["10.0.0.7"]
     finally:
         for store in stores:
             await store.close()
