@@ -2,11 +2,13 @@
 download ledger page by page (`limit`, `cursor`), each page bounded in size and cost whatever
 the ledger holds, and shaped as the API shows it.
 
-Who pulled (`identities`, per read token and CI system): for an exact package, every matching
-row of it (one package: bounded by its retained rows, and by the matching versions' rows when
-the filter names few); for a glob, the rows the page shows (`identities_cover` says which).
-A glob page reads up to MAX_PACKAGES_PER_PAGE packages: totalling each whole would cost up to
-that many packages' retained rows per page, so it totals what it shows instead."""
+Who pulled (`identities`, per read token and CI system): on the first page of an exact
+package, every matching row of it (one package: bounded by its retained rows, and by the
+matching versions' rows when the filter names few); on a later page of it, and on any page of
+a glob, the rows the page shows (`identities_cover` says which). A glob page reads up to
+MAX_PACKAGES_PER_PAGE packages: totalling each whole would cost up to that many packages'
+retained rows per page; and a walk over every page (`mirror impact --format csv`) would pay
+the whole package's total on each page, so it is paid once, on the first."""
 
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ def impact_link(query: ImpactQuery, cursor: str | None, limit: int) -> str | Non
     return f"{PREFIX}/impact?{urllib.parse.urlencode(params)}"
 
 
-# What a page's `identities` total: every matching row of its (exact) package, or the rows
-# the page shows (a glob).
+# What a page's `identities` total: every matching row of its (exact) package (its first
+# page), or the rows the page shows (later pages, and a glob's).
 IdentitiesCover = Literal["package", "page"]
 
 
@@ -139,8 +141,8 @@ async def impact_page(
 ) -> dict[str, Any]:
     """One page of the downloads `query` covers: at most `limit` events, reading at most
     MAX_PACKAGES_PER_PAGE packages, so its size and cost are bounded whatever the ledger
-    holds. Its `identities` total every matching row of an exact package (on each of its
-    pages), or for a glob the rows this page shows (see the module's docstring)."""
+    holds. Its `identities` total every matching row of an exact package on its first page,
+    else the rows this page shows (see the module's docstring)."""
     pattern = policy.PackagePattern(query.ecosystem, query.package)
     if pattern.exact:
         names = [pattern.pattern]
@@ -182,7 +184,8 @@ async def impact_page(
                 following = ImpactCursor(package=names[index + 1], after=None)
             break
     next_cursor = None if following is None else encode_cursor(query, following)
-    if pattern.exact:
+    whole_package = pattern.exact and cursor is None
+    if whole_package:
         identities = await services.state.download_identities(
             query.ecosystem, pattern.pattern, since=query.since, versions=spec.contains
         )
@@ -195,5 +198,5 @@ async def impact_page(
         limit=limit,
         next_cursor=next_cursor,
         identities=identities,
-        identities_cover="package" if pattern.exact else "page",
+        identities_cover="package" if whole_package else "page",
     )

@@ -177,8 +177,9 @@ def _schemas() -> dict[str, Any]:
             "description": "One page of the downloads of the matching versions: one row per "
             "client address, read token and file. `clients` are those on this page; "
             "`identities` totals who pulled per read token and CI system, most downloads "
-            "first: every matching row of an exact package (`identities_cover` = package, the "
-            "same on each page), or for a glob the rows this page shows (`page`); "
+            "first: on the first page of an exact package every matching row of it "
+            "(`identities_cover` = package), on its later pages and for a glob the rows this "
+            "page shows (`page`); "
             "`packages` lists the names the query covers (the first 1000; "
             "`packages_total` counts them all). `next` is the path of the following page, "
             "null on the last.",
