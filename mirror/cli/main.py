@@ -96,6 +96,20 @@ def _admin_options() -> argparse.ArgumentParser:
     return options
 
 
+def _add_dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what it would cover and who already downloaded it; create nothing",
+    )
+
+
+def _add_lockfile_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
+    )
+
+
 def _add_admin_parsers(commands: Any) -> None:
     common = [_admin_options()]
 
@@ -111,11 +125,7 @@ def _add_admin_parsers(commands: Any) -> None:
     block.add_argument("versions", help="version or range in the ecosystem's syntax; * for all")
     block.add_argument("--reason", required=True, help="why (kept in the audit log)")
     block.add_argument("--expires", help=f"when the block ends (default: never); {TIME_HELP}")
-    block.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="show what it would cover and who already downloaded it; create nothing",
-    )
+    _add_dry_run(block)
     block.set_defaults(run=run(rules.create_rule("block")))
 
     exempt = add("exempt", "let versions through quarantine (never through a block)")
@@ -129,11 +139,7 @@ def _add_admin_parsers(commands: Any) -> None:
         dest="expires",
         help=f"when it ends (default: when the version matures anyway); {TIME_HELP}",
     )
-    exempt.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="show what it would cover and who already downloaded it; create nothing",
-    )
+    _add_dry_run(exempt)
     exempt.set_defaults(run=run(rules.create_rule("exemption")))
 
     freeze = add("freeze", "hold back everything published after a cutoff, until a time")
@@ -142,11 +148,7 @@ def _add_admin_parsers(commands: Any) -> None:
     freeze.add_argument("--until", required=True, help=f"when the freeze ends; {TIME_HELP}")
     freeze.add_argument("--reason", required=True)
     freeze.add_argument("--package", default="*", help="name or glob (default: every package)")
-    freeze.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="show what it would cover and who already downloaded it; create nothing",
-    )
+    _add_dry_run(freeze)
     freeze.set_defaults(run=run(rules.create_rule("freeze")))
 
     removals: tuple[tuple[RuleKind, str, str], ...] = (
@@ -179,16 +181,12 @@ def _add_admin_parsers(commands: Any) -> None:
         "dependency:list` output or CycloneDX/SPDX JSON SBOMs; the format is read from the "
         "content",
     )
-    preflight.add_argument(
-        "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
-    )
+    _add_lockfile_format(preflight)
     preflight.set_defaults(run=run_preflight)
 
     warm = add("warm", "fetch every allowed version these lockfiles pin into the mirror's cache")
     warm.add_argument("files", nargs="+", help="the files `mirror preflight` reads")
-    warm.add_argument(
-        "--format", choices=sorted({*FORMATS, *ALIASES}), help="read every FILE as this format"
-    )
+    _add_lockfile_format(warm)
     warm.add_argument(
         "--parallel", type=int, default=WARM_PARALLEL,
         help=f"versions fetched at once (default {WARM_PARALLEL})",
