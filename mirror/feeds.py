@@ -143,7 +143,15 @@ class FeedSync:
         report.notes.extend(collected.notes)
         try:
             stored = [
-                StoredBlock(rule.id, rule.ecosystem, rule.package, rule.versions, rule.reason)
+                # Only the feed's own blocks are its to lift or replace (`claimable`).
+                StoredBlock(
+                    rule.id,
+                    rule.ecosystem,
+                    rule.package,
+                    rule.versions,
+                    rule.reason,
+                    claimable=rule.created_by == ACTOR,
+                )
                 for rule in await services.state.list_rules("block")
                 if rule.expires_at is None or rule.expires_at > services.clock.now()
             ]

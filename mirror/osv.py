@@ -45,17 +45,29 @@ class Interval:
 
 def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBlock], list[str]]:
     """(blocks, notes): what to block, and what was skipped and why."""
+    blocks, notes, _unread = read_advisory(advisory)
+    return blocks, notes
+
+
+def read_advisory(
+    advisory: Mapping[str, Any],
+) -> tuple[list[ProposedBlock], list[str], frozenset[tuple[str, str]]]:
+    """(blocks, notes, unread): `blocks_from_advisory`'s answer, and the (ecosystem, package)
+    pairs of served ecosystems the advisory names in an entry that was not read whole (no
+    ranges or versions, a spec or version skipped): `plan` keeps their blocks, since what the
+    advisory now says of them is unknown."""
     advisory_id = identify(advisory)
     summary = str(advisory.get("summary") or advisory.get("details") or "").strip()
     reason = f"{advisory_id}: {summary}" if summary else advisory_id
     reason = reason[:MAX_REASON]
     if advisory.get("withdrawn"):
-        return [], [f"{advisory_id} is withdrawn"]
+        return [], [f"{advisory_id} is withdrawn"], frozenset()
     blocks: list[ProposedBlock] = []
     notes: list[str] = []
+    unread: set[tuple[str, str]] = set()
     affected = advisory.get("affected")
     if not isinstance(affected, list):
-        return [], [f"{advisory_id} lists nothing affected"]
+        return [], [f"{advisory_id} lists nothing affected"], frozenset()
     for entry in affected:
         package = entry.get("package") if isinstance(entry, Mapping) else None
         if not isinstance(package, Mapping):
@@ -70,6 +82,8 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
             continue
         specs, skipped = _specs(ecosystem, entry)
         notes.extend(f"{advisory_id}: {ecosystem} {name} {note}" for note in skipped)
+        if skipped or not specs:
+            unread.add((ecosystem, name))
         if not specs:
             notes.append(f"{advisory_id}: no release ranges or versions for {name}")
             continue
@@ -78,9 +92,10 @@ def blocks_from_advisory(advisory: Mapping[str, Any]) -> tuple[list[ProposedBloc
                 policy.validate_rule("block", ecosystem, name, spec, reason)
             except policy.InvalidRule as exc:
                 notes.append(f"{advisory_id}: {ecosystem} {name} {spec!r} skipped: {exc}")
+                unread.add((ecosystem, name))
                 continue
             blocks.append(ProposedBlock(ecosystem, name, spec, reason))
-    return sorted(set(blocks)), notes
+    return sorted(set(blocks)), notes, frozenset(unread)
 
 
 def identify(advisory: Mapping[str, Any]) -> str:
@@ -103,22 +118,28 @@ def unsupported(advisory: Mapping[str, Any]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class StoredBlock:
-    """A block the mirror holds (the fields the lifecycle compares)."""
+    """A block the mirror holds (the fields the lifecycle compares). `claimable`: an
+    advisory may own it by its reason (`owner`); a scheduled feed claims only the blocks it
+    made, so a hand-made block whose reason starts with an advisory id is never lifted."""
 
     id: str
     ecosystem: str
     package: str
     versions: str
     reason: str
+    claimable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Imported:
-    """One advisory of an import: its id, whether it is withdrawn, what it proposes."""
+    """One advisory of an import: its id, whether it is withdrawn, what it proposes, and the
+    (ecosystem, package) pairs it names in entries that could not be read whole (`unread`:
+    their blocks are kept)."""
 
     advisory: str
     withdrawn: bool
     proposed: tuple[ProposedBlock, ...]
+    unread: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +183,7 @@ def collect(advisories: Iterable[tuple[str, Mapping[str, Any]]]) -> Collected:
     read = 0
     for source, advisory in advisories:
         read += 1
-        blocks, skipped = blocks_from_advisory(advisory)
+        blocks, skipped, unread = read_advisory(advisory)
         notes.extend(skipped)
         unsupported_entries += len(unsupported(advisory))
         advisory_id = identify(advisory)
@@ -173,7 +194,7 @@ def collect(advisories: Iterable[tuple[str, Mapping[str, Any]]]) -> Collected:
         if advisory_id in latest:
             notes.append(f"{advisory_id} is read twice: the later one counts")
         withdrawn = bool(advisory.get("withdrawn"))
-        latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks))
+        latest[advisory_id] = Imported(advisory_id, withdrawn, tuple(blocks), unread)
         sources[advisory_id] = source
     imported = list(latest.values())
     if anonymous:
@@ -195,23 +216,27 @@ def plan(imported: Sequence[Imported], stored: Sequence[StoredBlock]) -> list[Ch
     mirror never enforces fewer rules in between than before or after (a widened range is
     created before the narrow one goes). A block a deleted one leaves unheld is created for
     the advisory still proposing it rather than counted as existing. Only advisories with an
-    id own blocks: an anonymous advisory's blocks are created, never lifted or removed."""
+    id own blocks: an anonymous advisory's blocks are created, never lifted or removed; only
+    `claimable` blocks are owned. A block whose package the advisory names in an entry that
+    could not be read whole is kept (an unreadable update never lifts a block)."""
     by_id = {entry.advisory: entry for entry in imported if entry.advisory != ANONYMOUS}
+    owners = {block.id: owner(block.reason, by_id) if block.claimable else None for block in stored}
     owned: dict[str, list[StoredBlock]] = {}
     for block in stored:
-        found = owner(block.reason, by_id)
+        found = owners[block.id]
         if found is not None:
             owned.setdefault(found, []).append(block)
     deletions: list[Change] = []
     kept: list[StoredBlock] = []
     for block in stored:
-        found = owner(block.reason, by_id)
+        found = owners[block.id]
         entry = by_id.get(found) if found is not None else None
         if entry is None:
             kept.append(block)
             continue
         still = any(_same(block, proposed) for proposed in entry.proposed)
-        if entry.withdrawn or not still:
+        unknown = (block.ecosystem, block.package) in entry.unread
+        if entry.withdrawn or not (still or unknown):
             action = "lift" if entry.withdrawn else "remove"
             deletions.append(_change(action, entry.advisory, block, block.id))
         else:

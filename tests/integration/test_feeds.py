@@ -197,7 +197,13 @@ async def test_a_zip_feed_over_http_lifts_the_withdrawn_and_widens_the_changed(
     caplog.set_level(logging.DEBUG)
     url = url_with_password(feed_server)
     client = await make_mirror(MIRROR_FEEDS=url)
-    hand = {"ecosystem": "npm", "package": "hand-pkg", "versions": "1.0.0", "reason": "by hand"}
+    # Made by hand, its reason naming the advisory the feed withdraws: the feed never owns it.
+    hand = {
+        "ecosystem": "npm",
+        "package": "hand-pkg",
+        "versions": "1.0.0",
+        "reason": "MAL-2026-1: confirmed by the security team, INC-7",
+    }
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert (await client.post("/api/v1/blocks", json=hand, headers=headers)).status == 201
     assert await wait_until(lambda: syncs(client, "synced") >= 1, 15)

@@ -410,3 +410,33 @@ def test_collect_keeps_the_last_reading_of_an_advisory_and_where_it_came_from() 
     (latest,) = collected.imported[0].proposed
     assert latest.versions == "2.0.0"
     assert [block.package for block in collected.imported[2].proposed] == ["b"]
+
+
+def test_plan_keeps_the_blocks_of_a_package_whose_entry_could_not_be_read() -> None:
+    """An update whose entry for a package no longer parses (here a listed version that is
+    not npm's syntax) says nothing readable of it: its block stays; another package the
+    advisory dropped is removed as before."""
+    update = advisory(
+        {"package": {"ecosystem": "npm", "name": "a"}, "versions": ["not a version!"]},
+        {"package": {"ecosystem": "npm", "name": "b"}, "versions": ["2.0.0"]},
+    )
+    collected = collect([("feed", update)])
+    [entry] = collected.imported
+    assert ("npm", "a") in entry.unread
+    held = [
+        StoredBlock("r1", "npm", "a", "1.0.0", f"{entry.advisory}: bad"),
+        StoredBlock("r2", "npm", "gone", "*", f"{entry.advisory}: bad"),
+    ]
+    changes = plan(collected.imported, held)
+    assert [(c.action, c.package, c.block_id) for c in changes] == [
+        ("create", "b", None), ("remove", "gone", "r2"),
+    ]  # fmt: skip
+
+
+def test_plan_never_owns_a_block_that_is_not_claimable() -> None:
+    """A scheduled feed claims only the blocks it made: a hand-made block whose reason starts
+    with the advisory's id is neither lifted nor replaced."""
+    hand = StoredBlock("hand", "npm", "a", "*", "MAL-1: confirmed by us", claimable=False)
+    assert plan([Imported("MAL-1", True, ())], [hand]) == []
+    changes = plan([Imported("MAL-1", False, (proposed("MAL-1", "a", "1.0.0"),))], [hand])
+    assert [(c.action, c.block_id) for c in changes] == [("create", None)]
