@@ -363,7 +363,15 @@ class Downloads:
         if await other.free(download) is None:
             return None, None
         if not other.granted:
-            entry = await self._follow_peer(download, other)
+            try:
+                entry = await self._follow_peer(download, other)
+            except BaseException:
+                # The claim may have come to this host just before the followed fetch was
+                # found failed: drop it, or other hosts would wait out its TTL for nothing.
+                if other.granted:
+                    with contextlib.suppress(Exception):
+                        await self._shared.release_fetch(key, owner)
+                raise
             if entry is not None:
                 return None, entry
             if not other.granted:

@@ -9,6 +9,7 @@ claims directory are two worker processes of one host."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -396,3 +398,39 @@ async def test_a_hung_redis_holds_a_download_up_no_longer_than_the_state_timeout
         assert fake_upstream.count("/files/one.tgz") == 1
     finally:
         os.kill(process.pid, signal.SIGCONT)
+
+
+async def test_a_claim_that_comes_to_a_host_whose_followed_fetch_failed_is_released(
+    cluster: Cluster, fake_upstream: FakeUpstream, redis_url: str, namespace: str
+) -> None:
+    """A host streamed another host's growing file to its client; that host then gave up.
+    The claim comes to the follower, which cannot fetch (bytes went out already: the client
+    gets a broken answer to retry): it must drop the claim at once, not leave the other hosts
+    waiting out its TTL."""
+    fake_upstream.add("/files/one.tgz", BIG)
+    ref = cluster.add("one", fake_upstream.url("/files/one.tgz"), BIG)
+    follower = await cluster.start("host-a", redis_state(redis_url, namespace))
+    other = redis_state(redis_url, namespace)
+    await other.open()
+    try:
+        name = uuid.uuid4().hex + ".part"
+        (cluster.cache / "tmp").mkdir(parents=True, exist_ok=True)
+        (cluster.cache / "tmp" / name).write_bytes(BIG[: 2 * HOLD_BACK])
+        assert (await other.claim_fetch(ref.cache_key, "other/1/x", CLUSTER_CLAIM_TTL)).owner
+        assert await other.renew_fetch(ref.cache_key, "other/1/x", CLUSTER_CLAIM_TTL, name)
+        response = await follower.client.get("/files/one")
+        assert response.status == 200
+        head = await asyncio.wait_for(response.content.readexactly(512 * 1024), 5)
+        assert head == BIG[: 512 * 1024]
+        await other.release_fetch(ref.cache_key, "other/1/x")  # it gave up
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            assert len(head) + len(await response.read()) < len(BIG)
+        started = time.monotonic()
+        while (await other.claim_fetch(ref.cache_key, "probe", CLUSTER_CLAIM_TTL)).owner != (
+            "probe"
+        ):
+            assert time.monotonic() - started < CLUSTER_CLAIM_TTL.total_seconds() / 2
+            await asyncio.sleep(0.02)
+        assert fake_upstream.count("/files/one.tgz") == 0
+    finally:
+        await other.close()
