@@ -38,7 +38,7 @@ from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound, 
 from mirror.forwarded import client_address
 from mirror.lockfiles.formats import read_lockfile
 from mirror.lockfiles.pins import Lockfile, LockfileError, Pin
-from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
+from mirror.lockfiles.report import MAX_PINS, PINS_AT_ONCE, all_pins, pin_result, preflight_answer
 from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM_WAIT
 from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
@@ -50,8 +50,7 @@ from mirror.state.base import InvalidPosition
 MAX_AUDIT_LIMIT: Final = 1000
 # A preflight explains every pin (an upstream lookup each when not cached): a bound per
 # request, and a few at a time as the CLI does.
-MAX_PREFLIGHT_PINS: Final = 5000
-PREFLIGHT_PARALLEL: Final = 8
+MAX_PREFLIGHT_PINS: Final = MAX_PINS
 WARM_JOBS: Final = web.AppKey("warm-jobs", WarmJobs)
 
 
@@ -351,7 +350,7 @@ async def preflight_view(request: web.Request) -> web.StreamResponse:
         request, MAX_PREFLIGHT_PINS, "split it, or run `mirror preflight`"
     )
     adapters = _adapters(request)
-    parallel = asyncio.Semaphore(PREFLIGHT_PARALLEL)
+    parallel = asyncio.Semaphore(PINS_AT_ONCE)
 
     async def check(pin: Pin) -> dict[str, Any]:
         adapter = adapters.get(pin.ecosystem)

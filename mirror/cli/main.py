@@ -19,9 +19,10 @@ from mirror.cli.osvimport import run_import_osv
 from mirror.cli.preflight import run_preflight
 from mirror.cli.serve import serve
 from mirror.cli.settings import add_config_argument, add_directory_arguments, show_config
-from mirror.cli.warm import WARM_PARALLEL, WARM_TIMEOUT_SECONDS, run_warm
+from mirror.cli.warm import WARM_TIMEOUT_SECONDS, run_warm
 from mirror.errors import ConfigError
 from mirror.lockfiles.formats import ALIASES, FORMATS
+from mirror.lockfiles.warming import WARM_PARALLEL
 from mirror.model import ECOSYSTEMS, RuleKind
 
 

@@ -14,9 +14,9 @@ from mirror.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirror.cli.tables import format_table, show
 from mirror.lockfiles.formats import read_lockfile
 from mirror.lockfiles.pins import MAX_LOCKFILE_CHARS, Lockfile, LockfileError, Pin
-from mirror.lockfiles.report import all_pins, pin_result, preflight_answer
+from mirror.lockfiles.report import PINS_AT_ONCE, all_pins, pin_result, preflight_answer
 
-PREFLIGHT_PARALLEL: Final = 8
+PREFLIGHT_PARALLEL: Final = PINS_AT_ONCE
 SKIPPED_SHOWN: Final = 5  # the text report names a few skipped entries, then counts the rest
 
 

@@ -36,9 +36,13 @@ from mirror.ecosystems.pypi.names import file_version
 from mirror.errors import BadRequest
 from mirror.lockfiles.pins import Pin
 from mirror.lockfiles.report import all_pins
-from mirror.lockfiles.warming import is_pom_packaging, maven_paths, refusal, warm_summary
+from mirror.lockfiles.warming import (
+    is_pom_packaging,
+    maven_paths,
+    refusal,
+    warm_summary,
+)
 
-WARM_PARALLEL: Final = 8
 MAX_PARALLEL: Final = 64
 # The whole run ends after this (default); each read waits at most REQUEST_SECONDS.
 WARM_TIMEOUT_SECONDS: Final = 3600.0

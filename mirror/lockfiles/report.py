@@ -12,6 +12,9 @@ from mirror.lockfiles.pins import Lockfile, Pin
 
 # What installs; every other verdict (quarantined, blocked, unknown, error) is a refusal.
 ACCEPTED_VERDICTS: Final = frozenset({"allowed", "exempted"})
+# One preflight or pre-warm request: the most pins it may ask about, and how many at once.
+MAX_PINS: Final = 5000
+PINS_AT_ONCE: Final = 8
 
 
 def all_pins(files: Sequence[tuple[str, Lockfile]]) -> list[Pin]:

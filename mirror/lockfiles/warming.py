@@ -14,11 +14,11 @@ from typing import Any, Final
 
 from mirror.ecosystems.maven.paths import parse_coordinates, pom_path
 from mirror.lockfiles.pins import Pin
-from mirror.lockfiles.report import ACCEPTED_VERDICTS
+from mirror.lockfiles.report import ACCEPTED_VERDICTS, MAX_PINS, PINS_AT_ONCE
 
 # Bounds of one `POST /api/v1/warm` (the same pin bound as a preflight, which explains each).
-MAX_WARM_PINS: Final = 5000
-WARM_PARALLEL: Final = 8
+MAX_WARM_PINS: Final = MAX_PINS
+WARM_PARALLEL: Final = PINS_AT_ONCE
 # How long the POST may wait for its job to finish before it answers 202 (`?wait=` seconds).
 MAX_WARM_WAIT: Final = 600
 # Jobs one worker process runs at once, and jobs whose status is kept (the newest), and for
