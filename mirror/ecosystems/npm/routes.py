@@ -352,16 +352,18 @@ class NpmRegistry:
         # What each tarball stands for is remembered per packument version: CI pulls the
         # same files over and over, and the packument need not be parsed (or even kept
         # parsed in memory) to serve them.
-        ref = await self._tarball_ref(package, file)
-        services.policy.enforce(policy.Subject("npm", package.name, ref.version), ref.published_at)
+        ref = await self._allowed_tarball(package, file)
         return await services.artifacts.serve(request, ref)
 
-    async def _tarball_ref(self, package: PackageName, file: str) -> ArtifactRef:
-        """What the tarball `file` of `package` stands for (not yet policy-checked)."""
+    async def _allowed_tarball(self, package: PackageName, file: str) -> ArtifactRef:
+        """What the tarball `file` of `package` stands for, once the policy allows its
+        version (Held otherwise): the one way to a tarball, for a client or a pre-warm."""
         doc = await self._packument_bytes(package)
         ref = self._refs.get((package.name, doc.version, file))
         if ref is None:
             ref = await self._find_tarball(package, doc, file)
+        subject = policy.Subject("npm", package.name, ref.version)
+        self._services.policy.enforce(subject, ref.published_at)
         return ref
 
     async def _find_tarball(
@@ -473,10 +475,9 @@ class NpmRegistry:
         """The tarball of `package@version` (`Ecosystem.warm_refs`): the file a client asks
         for, found as for its request, the policy applied as for its request."""
         name = parse_name(package)
-        ref = await self._tarball_ref(name, name.tarball_filename(version))
+        ref = await self._allowed_tarball(name, name.tarball_filename(version))
         if ref.version != version:
             raise NotFound(f"{name.name} has no tarball of {version} upstream")
-        self._services.policy.enforce(policy.Subject("npm", name.name, version), ref.published_at)
         return [ref]
 
     # Ecosystem: coverage ------------------------------------------------------------------
