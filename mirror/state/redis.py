@@ -863,6 +863,7 @@ class RedisState:
         client = self._redis("read download identities")
         keys = self._ledger_keys(ecosystem, package)[:4]
         groups: dict[tuple[str, str], _Identity] = {}
+        wanted: dict[str, bool] = {}  # each version matched once, however many chunks name it
         with self._translate("read download identities"):
             # A version costs a round trip: about what totalling 20 rows costs.
             chosen, by_version = await self._chosen_versions(
@@ -883,8 +884,12 @@ class RedisState:
                         version, token, ci, rows, downloads, first, last, clients = reply[
                             offset : offset + 8
                         ]
-                        if by_version and versions is not None and not versions(str(version)):
-                            continue
+                        if by_version and versions is not None:
+                            name = str(version)
+                            if name not in wanted:
+                                wanted[name] = versions(name)
+                            if not wanted[name]:
+                                continue
                         group = groups.setdefault((str(token), str(ci)), _Identity())
                         group.add(int(rows), int(downloads), int(first), int(last), str(clients))
                     if read < _IDENTITIES_CHUNK:
@@ -1188,10 +1193,11 @@ class RedisState:
 
     async def renew_fetch(self, key: str, owner: str, ttl: timedelta, announced: str = "") -> bool:
         client = self._redis("renew a fetch claim")
-        value = f"{_owner(owner)}\n{announced}"
+        checked = _owner(owner)
+        value = f"{checked}\n{announced}"
         with self._translate("renew a fetch claim"):
             renewed = await client.eval(
-                _RENEW_FETCH_SCRIPT, 1, self._fetch_key(key), owner, value, _millis(ttl)
+                _RENEW_FETCH_SCRIPT, 1, self._fetch_key(key), checked, value, _millis(ttl)
             )
         return bool(renewed)
 
