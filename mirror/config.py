@@ -595,7 +595,7 @@ def _check_keys(table: Mapping[str, Any], prefix: str, cls: type, extra: Iterabl
         raise ConfigError(f"unknown setting(s): {names}")
 
 
-def _split_credentials(url: str) -> tuple[str, str | None]:
+def split_credentials(url: str) -> tuple[str, str | None]:
     """`https://user:secret@host/path` → (`https://host/path`, Basic auth for user:secret)."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
@@ -613,7 +613,7 @@ def _finish_ecosystem(ecosystem: EcosystemConfig, table: Mapping[str, Any]) -> E
     """Credentials written into the upstream URL move to `upstream_auth` (never both)."""
     if ecosystem.upstream is None:
         return ecosystem
-    upstream, from_url = _split_credentials(ecosystem.upstream)
+    upstream, from_url = split_credentials(ecosystem.upstream)
     if from_url is None:
         return ecosystem
     if ecosystem.upstream_auth is not None:

@@ -16,7 +16,7 @@ from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config, _split_credentials
+from mirror.config import Config, split_credentials
 from mirror.ecosystems.base import Ecosystem
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
@@ -79,7 +79,7 @@ def feed_sources(sources: Sequence[str]) -> list[FeedSource]:
         if "://" not in source:
             found.append(FeedSource(label=source, path=source))
             continue
-        bare, auth = _split_credentials(source)
+        bare, auth = split_credentials(source)
         scope = f"{FEED_SCOPE}{index + 1}"
         found.append(FeedSource(label=redact(bare), url=bare, scope=scope, auth=auth))
     return found
