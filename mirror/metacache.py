@@ -4,8 +4,9 @@ It never applies policy and never renders: callers pass `parse` and store `Rende
 
 Choices, stated plainly:
 - A copy asked for once its age passes REFRESH_AHEAD_FRACTION of `ttl` is served fresh while
-  ONE background conditional GET revalidates it ahead of expiry: a document asked for at
-  least that often never goes stale, so no client waits for it or is served it stale.
+  ONE background conditional GET revalidates it ahead of expiry (with the failure back-off
+  below): a document asked for at least that often never goes stale, so no client waits for
+  it or is served it stale.
 - A copy older than `ttl` but younger than `stale_max` is served at once (`stale=True`) while
   ONE background conditional GET revalidates it; a failed revalidation is not retried for
   `min(ttl, 30 s)` so a down upstream sees one request per key per interval, not one per hit.
@@ -352,8 +353,8 @@ class MetaCache:
         self._absent.put(key, (key, absent))
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
-        """Fresh copies are hits; anything that asks upstream (stale serves included) is a
-        miss."""
+        """Fresh copies are hits (also when a refresh-ahead starts in the background);
+        anything else that asks upstream (stale serves included) is a miss."""
         if self._metrics is None:
             return
         counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
