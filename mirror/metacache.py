@@ -3,6 +3,10 @@ on disk for restarts and sibling workers) and the bounded cache of rendered, fil
 It never applies policy and never renders: callers pass `parse` and store `Rendered` views.
 
 Choices, stated plainly:
+- A copy asked for once its age passes REFRESH_AHEAD_FRACTION of `ttl` is served fresh while
+  ONE background conditional GET revalidates it ahead of expiry (with the failure back-off
+  below): a document asked for at least that often never goes stale, so no client waits for
+  it or is served it stale.
 - A copy older than `ttl` but younger than `stale_max` is served at once (`stale=True`) while
   ONE background conditional GET revalidates it; a failed revalidation is not retried for
   `min(ttl, 30 s)` so a down upstream sees one request per key per interval, not one per hit.
@@ -19,7 +23,16 @@ Choices, stated plainly:
   `negative_ttl` (in memory, at most `max_absent` names, least recently asked first out):
   the same error is raised again without asking upstream, `refresh=True` included.
 - `parse` runs once per upstream change and key; the parsed value is reused while the
-  caller passes an equal `parse` (use a module-level function, not a fresh lambda).
+  caller passes an equal `parse` (use a module-level function, not a fresh lambda). An
+  upstream that sends no validators answers every revalidation with the full body: when its
+  sha256 is unchanged the version, the parsed value (and so every view callers keyed by the
+  version) are kept.
+- `immutable=True` (release files: Maven checksums and signatures) is for documents that never
+  change once published: a copy that `parse` accepted is served from memory or disk whatever
+  its age, never revalidated (only `refresh="urgent"` asks upstream again), and upstream's
+  404 for one is remembered for IMMUTABLE_NEGATIVE_TTL (at least `negative_ttl`). The hourly
+  prune still removes such copies from disk once older than `stale_max`; one pruned and no
+  longer in memory is fetched once again.
 """
 
 from __future__ import annotations
@@ -56,6 +69,22 @@ PARSE_IN_THREAD_BYTES = 1024 * 1024
 # takes ~200 MiB while it is being filtered, and ten concurrent misses would add up.
 LARGE_PARSES_AT_ONCE = 2
 FAILURE_BACKOFF = timedelta(seconds=30)
+# A copy asked for once its age passes this fraction of the TTL is revalidated in the
+# background while still served fresh (refresh-ahead). A fraction rather than "TTL minus a
+# fixed margin" so that it fits any TTL (a 30 s margin would be all of a 30 s TTL). With 0.8
+# a document asked for at least every fifth of its TTL never expires: the install that comes
+# just after the TTL finds a copy refreshed a minute ago, instead of a stale copy (served
+# while revalidating) or, past `stale_max`, a wait for upstream. The cost: a busy document is
+# asked for every 0.8 TTL instead of every TTL (25 % more conditional GETs); one asked for
+# rarely is revalidated as before, at most once per TTL.
+REFRESH_AHEAD_FRACTION = 0.8
+# How long an upstream 404 for an immutable document (a release file's checksum or
+# signature) is remembered. Release repositories never add a checksum to a released file
+# later (Maven Central's files are write-once), so its absence is as durable as the file; a
+# day still bounds the harm of a repository fixed by hand or a file asked for while it was
+# being deployed (such a version is normally in quarantine for days anyway), at one upstream
+# request per file per day instead of one per `negative_ttl`.
+IMMUTABLE_NEGATIVE_TTL = timedelta(days=1)
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 DEFAULT_REFRESH_INTERVAL = timedelta(seconds=30)
 DEFAULT_NEGATIVE_TTL = timedelta(minutes=1)
@@ -110,6 +139,7 @@ class _Absent:
     message: str
     data: dict[str, Any]
     noted_at: datetime
+    lasts: timedelta
 
 
 _Key = tuple[str, str]
@@ -176,11 +206,14 @@ class MetaCache:
         ecosystem: str,
         accept: str | None = None,
         refresh: Refresh = False,
+        immutable: bool = False,
     ) -> CachedDocument[T]:
         """The document at `url`, parsed by `parse`, fetched on `ecosystem`'s behalf (its
         hosts, its credentials). `refresh=True` asks upstream now unless it was asked for this
         document less than `refresh_interval` ago; `refresh="urgent"` (an admin creating a
-        rule, never a client) asks now regardless, past a remembered 404 too.
+        rule, never a client) asks now regardless, past a remembered 404 too. `immutable`:
+        a document that never changes once published (see the module docstring): a copy held
+        is served whatever its age and `refresh=True` is ignored.
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
         BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed (even
@@ -190,12 +223,17 @@ class MetaCache:
         if refresh != "urgent":
             self.raise_if_absent(url, ecosystem=ecosystem, accept=accept)
         entry = await self._entry(key, parse)
+        if entry is not None and immutable and refresh != "urgent":
+            self._count(ecosystem, hit=True)
+            return await self._serve(key, entry, parse, stale=False)
         if entry is not None and refresh is True and self._asked_recently(entry):
             refresh = False
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at
             if age < self._ttl:
                 self._count(ecosystem, hit=True)
+                if age >= self._ttl * REFRESH_AHEAD_FRACTION:
+                    self._revalidate_in_background(key, entry, parse, ecosystem)
                 return await self._serve(key, entry, parse, stale=False)
             if age < self._stale_max:
                 self._count(ecosystem, hit=False)
@@ -205,7 +243,7 @@ class MetaCache:
                 return await self._serve(key, entry, parse, stale=True)
         self._count(ecosystem, hit=False)
         try:
-            entry = await self._refresh(key, parse, ecosystem)
+            entry = await self._refresh(key, parse, ecosystem, immutable=immutable)
         except (errors.UpstreamUnavailable, errors.BadUpstreamDocument) as exc:
             fallback = self._entries.get(key) or entry
             if fallback is None or self._clock.now() - fallback.fetched_at >= self._stale_max:
@@ -224,6 +262,7 @@ class MetaCache:
         ecosystem: str,
         accept: str | None = None,
         refresh: Refresh = False,
+        immutable: bool = False,
     ) -> CachedDocument[None]:
         """The document's bytes and version as `get` would serve them, without parsing the
         copy held: a caller whose rendered view of this version is cached needs nothing more
@@ -231,7 +270,12 @@ class MetaCache:
         from upstream are still parsed once by `parse`, so a broken document is refused (and
         the copy held served stale) exactly as with `get`."""
         return await self.get(
-            url, _RawOnly(parse), ecosystem=ecosystem, accept=accept, refresh=refresh
+            url,
+            _RawOnly(parse),
+            ecosystem=ecosystem,
+            accept=accept,
+            refresh=refresh,
+            immutable=immutable,
         )
 
     async def parsed(self, doc: CachedDocument[Any], parse: Callable[[bytes], T]) -> T:
@@ -274,30 +318,43 @@ class MetaCache:
 
     def raise_if_absent(self, url: str, *, ecosystem: str, accept: str | None = None) -> None:
         """Raise UpstreamNotFound again, as upstream worded it, when upstream answered 404/410
-        for `url` less than `negative_ttl` ago. For callers that ask upstream directly (a
+        for `url` less than `negative_ttl` ago (IMMUTABLE_NEGATIVE_TTL for an immutable
+        document). For callers that ask upstream directly (a
         HEAD), together with `note_absent`."""
         key: _Key = (url, accept or "")
         held = self._absent.get(key)
         if held is None:
             return
         _, absent = held
-        if self._clock.now() - absent.noted_at >= self._negative_ttl:
+        if self._clock.now() - absent.noted_at >= absent.lasts:
             self._absent.pop(key)
             return
         self._count(ecosystem, hit=True)
         raise errors.UpstreamNotFound(absent.message, **absent.data)
 
     def note_absent(
-        self, url: str, error: errors.UpstreamNotFound, *, accept: str | None = None
+        self,
+        url: str,
+        error: errors.UpstreamNotFound,
+        *,
+        accept: str | None = None,
+        immutable: bool = False,
     ) -> None:
-        """Remember upstream's 404/410 for `url` for `negative_ttl`."""
-        absent = _Absent(message=error.message, data=dict(error.data), noted_at=self._clock.now())
+        """Remember upstream's 404/410 for `url` for `negative_ttl` (an `immutable`
+        document's: IMMUTABLE_NEGATIVE_TTL, or `negative_ttl` when that is longer)."""
+        lasts = max(self._negative_ttl, IMMUTABLE_NEGATIVE_TTL) if immutable else self._negative_ttl
+        absent = _Absent(
+            message=error.message,
+            data=dict(error.data),
+            noted_at=self._clock.now(),
+            lasts=lasts,
+        )
         key: _Key = (url, accept or "")
         self._absent.put(key, (key, absent))
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
-        """Fresh copies are hits; anything that asks upstream (stale serves included) is a
-        miss."""
+        """Fresh copies are hits (also when a refresh-ahead starts in the background);
+        anything else that asks upstream (stale serves included) is a miss."""
         if self._metrics is None:
             return
         counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
@@ -468,14 +525,20 @@ class MetaCache:
         task = self._refreshes.start(key, lambda: self._revalidate(key, parse, ecosystem))
         task.add_done_callback(lambda done: self._log_background(key, done))
 
-    async def _refresh(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
-        return await self._refreshes.run(key, lambda: self._revalidate(key, parse, ecosystem))
+    async def _refresh(
+        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str, *, immutable: bool
+    ) -> _Entry:
+        return await self._refreshes.run(
+            key, lambda: self._revalidate(key, parse, ecosystem, immutable=immutable)
+        )
 
     def _count_refresh_join(self) -> None:
         if self._metrics is not None:
             self._metrics.singleflight_joins.labels("metadata").inc()
 
-    async def _revalidate(self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str) -> _Entry:
+    async def _revalidate(
+        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str, *, immutable: bool = False
+    ) -> _Entry:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
         url, accept = key
         old = self._entries.peek(key)
@@ -490,7 +553,7 @@ class MetaCache:
             )
         except errors.UpstreamNotFound as exc:
             self._entries.pop(key)
-            self.note_absent(url, exc, accept=accept)
+            self.note_absent(url, exc, accept=accept, immutable=immutable)
             await asyncio.to_thread(self._discard_files, key)
             raise
         except errors.UpstreamError:
@@ -515,7 +578,9 @@ class MetaCache:
             return entry
         entry = _entry_from(key, document, now)
         if old is not None and old.version == entry.version:
-            # Same bytes under new validators: keep the parsed value (no re-parse).
+            # Same bytes (under new validators, or none: an upstream without ETag or
+            # Last-Modified sends the whole body each time): keep the parsed value, no
+            # re-parse; the version is the same, so callers' views keyed by it stay too.
             entry = dataclasses.replace(entry, parse=old.parse, parsed=old.parsed)
         if isinstance(parse, _RawOnly):
             # New bytes are parsed once even for a caller that needs only the version.
@@ -634,6 +699,9 @@ class RenderedCache:
         # Uncached renders run one at a time: a flood of made-up Host values costs one
         # render's CPU and memory at a time, not one per request in flight.
         self._uncached = asyncio.Semaphore(1)
+        # Views rendered so far (kept or not): what an unchanged upstream document must not
+        # raise. Read by tests and when investigating CPU use.
+        self.renders = 0
 
     def caches_base(self, base: str) -> bool:
         """Whether views rendered for `base` may be kept: the first `max_bases` distinct
@@ -674,6 +742,7 @@ class RenderedCache:
     async def _render(
         self, key: Hashable, render: Callable[[], Awaitable[Rendered]], cache: bool
     ) -> Rendered:
+        self.renders += 1
         if not cache:
             # On purpose: uncached renders also wait for each other across keys (the
             # flight shares one render per key only).

@@ -6,6 +6,7 @@ and a second resolve into a fresh local repository reaches upstream zero times."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -144,3 +145,65 @@ async def test_mvn_through_the_mirror(
     assert again.code == 0, str(again)
     assert (tmp_path / "repo-2/org/example/lib/1.5.0/lib-1.5.0.jar").is_file()
     assert repo.requests[before:] == [], repo.requests[before:]
+
+
+async def test_a_second_mvn_run_after_every_document_expired_fetches_no_release_file(
+    aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path
+) -> None:
+    """Documents expire within a second here: the second run (a fresh local repository, so
+    `mvn` asks the mirror for every plugin and dependency file again) finds `maven-metadata.xml`
+    revalidated, and no artifact, checksum, signature or publish-time look-up asked again."""
+    _mvn()
+    now = datetime.now(UTC)
+    repo = FakeMavenRepository(local_repository=LOCAL_M2)
+    old = now - timedelta(days=60)
+    repo.add_version("org.example", "lib", "1.0.0", published=old)
+    repo.add_version("org.example", "lib", "1.5.0", published=now - timedelta(days=10))
+    repo.add_version(
+        "org.example", "app", "1.0.0", published=old,
+        dependencies=[("org.example", "lib", "[1.0,2.0)")],
+    )  # fmt: skip
+    await repo.start(aiohttp_server)
+    mirror = await start_mirror(
+        {
+            "MIRROR_MAVEN_UPSTREAM": repo.url,
+            "MIRROR_QUARANTINE": "3d",
+            "MIRROR_WORKERS": "1",
+            "MIRROR_CACHE_METADATA_TTL": "1s",
+            "MIRROR_CACHE_NEGATIVE_TTL": "1s",
+            "MIRROR_CACHE_REFRESH_INTERVAL": "1s",
+        }
+    )
+    env = Env(mirror=mirror, repo=repo, root=tmp_path)
+    first = await env.get("org.example:app:1.0.0", local="repo-1")
+    assert first.code == 0, f"{first}\n--- mirror log ---\n{mirror.log()[-4000:]}"
+    assert repo.count("org/example/lib/1.5.0/lib-1.5.0.jar.sha1") == 1
+
+    before = len(repo.requests)
+    await asyncio.sleep(2)  # past every TTL the mirror was given
+    again = await env.get("org.example:app:1.0.0", local="repo-2")
+    assert again.code == 0, f"{again}\n--- mirror log ---\n{mirror.log()[-4000:]}"
+    assert (tmp_path / "repo-2/org/example/lib/1.5.0/lib-1.5.0.jar").is_file()
+    second = repo.requests[before:]
+    # Documents (the range's maven-metadata.xml) are revalidated. So is a version that does
+    # not exist upstream (here commons-beanutils 1.9.4, which the plugin names and this
+    # machine's ~/.m2 lacks): its publish-time look-up (a HEAD of its .pom) answered 404 is
+    # remembered for cache.negative_ttl only, as that version may be published any time.
+    # Nothing else is asked: no artifact, checksum, signature or known publish time.
+    assert any(seen.path.endswith("/maven-metadata.xml") for seen in second), second
+    others = [
+        seen
+        for seen in second
+        if not seen.path.endswith("/maven-metadata.xml")
+        and not (seen.method == "HEAD" and not exists(repo, seen.path))
+    ]
+    assert others == [], others
+    assert repo.count("org/example/lib/1.5.0/lib-1.5.0.jar.sha1") == 1
+
+
+def exists(repo: FakeMavenRepository, path: str) -> bool:
+    try:
+        repo.body(path)
+    except KeyError:
+        return False
+    return True

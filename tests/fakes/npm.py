@@ -99,11 +99,14 @@ def unscoped(name: str) -> str:
 class FakeNpmRegistry:
     """Build packages with `add_version`/`set_dist_tag`/`set_time`; every change is served
     at once. `packument_path(name)` and `tarball_path(name, version)` are the raw upstream
-    paths to count requests with (`registry.upstream.count(path)`)."""
+    paths to count requests with (`registry.upstream.count(path)`). With `validators=False`
+    packuments are served without an ETag (as some registries and proxies do), so every
+    conditional GET gets the whole body again."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, validators: bool = True) -> None:
         self.upstream = FakeUpstream()
         self.packages: dict[str, FakePackage] = {}
+        self.validators = validators
 
     async def start(self, aiohttp_server: AiohttpServer) -> str:
         base = await self.upstream.start(aiohttp_server)
@@ -250,7 +253,7 @@ class FakeNpmRegistry:
         if self.upstream.base_url is None:
             return
         body = json.dumps(self.packument(name)).encode()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"' if self.validators else None
         # Clients send the scope slash as %2f or %2F (yarl normalises to %2F): serve both.
         for path in {self.packument_path(name), self.packument_path(name).replace("%2f", "%2F")}:
             self.upstream.add(path, body, content_type="application/json", etag=etag, compress=True)

@@ -21,8 +21,10 @@ from mirror.budget import ByteBudget
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.metacache import (
+    IMMUTABLE_NEGATIVE_TTL,
     LARGE_PARSES_AT_ONCE,
     PARSE_IN_THREAD_BYTES,
+    REFRESH_AHEAD_FRACTION,
     MetaCache,
     RenderedCache,
 )
@@ -810,3 +812,173 @@ async def test_large_documents_are_parsed_two_at_a_time(
     )
     assert [document.parsed for document in documents] == [len(big)] * 6
     assert peak == LARGE_PARSES_AT_ONCE
+
+
+# refresh-ahead, upstreams without validators, immutable documents ------------------------
+
+AHEAD = TTL * REFRESH_AHEAD_FRACTION
+
+
+async def test_a_copy_asked_for_near_its_ttl_is_revalidated_ahead_and_never_served_stale(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock, metrics: Metrics
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    clock.advance(AHEAD - timedelta(seconds=1))
+    assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).stale is False
+    await cache.drain()
+    assert fake.count("/left-pad") == 1  # not yet: younger than the refresh-ahead point
+    fake.hold("/left-pad")
+    clock.advance(timedelta(seconds=1))
+    # Past it: answered at once from the copy, fresh, while one revalidation waits upstream.
+    async with asyncio.timeout(2):
+        for _ in range(5):
+            ahead = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+            assert (ahead.stale, ahead.fetched_at) == (False, START)
+    await fake.wait_for("/left-pad", 2)
+    fake.release("/left-pad")
+    await cache.drain()
+    assert fake.count("/left-pad") == 2
+    assert fake.last("/left-pad").headers["If-None-Match"] == '"v1"'
+    # Just past the first copy's TTL: the refreshed copy is fresh, nothing goes upstream.
+    clock.advance(TTL - AHEAD + timedelta(seconds=1))
+    after = await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    await cache.drain()
+    assert (after.stale, after.fetched_at) == (False, START + AHEAD)
+    assert fake.count("/left-pad") == 2
+    assert sample(metrics, "mirror_stale_serves_total", cause="revalidating") == 0
+    assert parse.calls == 1
+
+
+async def test_a_failed_refresh_ahead_backs_off_and_keeps_serving_fresh(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    parse = CountingParser()
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    fake.down()
+    clock.advance(AHEAD)
+    for _ in range(5):
+        assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).stale is False
+        await cache.drain()
+    assert fake.count("/left-pad") == 2  # one attempt, then the failure back-off
+    fake.up()
+    clock.advance(timedelta(seconds=30))  # min(ttl, FAILURE_BACKOFF)
+    await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")
+    await cache.drain()
+    assert fake.count("/left-pad") == 3
+    assert (await cache.get(fake.url("/left-pad"), parse, ecosystem="npm")).fetched_at == (
+        clock.now()
+    )
+
+
+async def test_without_validators_an_unchanged_body_keeps_its_version_and_parsed_value(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    fake.add("/bare", DOC, content_type="application/json")  # no ETag, no Last-Modified
+    parse = CountingParser()
+    first = await cache.get(fake.url("/bare"), parse, ecosystem="npm")
+    assert (first.etag, first.last_modified) == (None, None)
+    for round_ in range(1, 5):
+        clock.advance(TTL)
+        served = await cache.get(fake.url("/bare"), parse, ecosystem="npm")
+        await cache.drain()
+        assert served.parsed is first.parsed
+        assert served.version == first.version
+        request = fake.last("/bare")
+        assert "If-None-Match" not in request.headers
+        assert "If-Modified-Since" not in request.headers
+        assert fake.count("/bare") == 1 + round_  # one full GET per TTL, in the background
+    assert parse.calls == 1
+    # A changed body is a new version, parsed once.
+    fake.add("/bare", DOC2, content_type="application/json")
+    clock.advance(TTL)
+    await cache.get(fake.url("/bare"), parse, ecosystem="npm")
+    await cache.drain()
+    changed = await cache.get(fake.url("/bare"), parse, ecosystem="npm")
+    assert changed.version == hashlib.sha256(DOC2).hexdigest()
+    assert parse.calls == 2
+
+
+async def test_an_immutable_document_is_never_revalidated(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    fake.add("/lib.jar.sha1", b"a" * 40, content_type="text/plain", etag='"s1"')
+    url = fake.url("/lib.jar.sha1")
+    parse = CountingParser()
+    first = await cache.get(url, bytes, ecosystem="npm", immutable=True)
+    for step in (TTL, AHEAD, NEGATIVE_TTL, STALE_MAX, STALE_MAX):
+        clock.advance(step)
+        for refresh in (False, True):
+            held = await cache.get(url, bytes, ecosystem="npm", immutable=True, refresh=refresh)
+            assert (held.raw, held.stale, held.fetched_at) == (b"a" * 40, False, START)
+        await cache.drain()
+    # From disk too (a sibling worker, a restart), past stale_max: no request.
+    restarted = make_cache()
+    assert (await restarted.current(url, parse, ecosystem="npm", immutable=True)).raw == first.raw
+    await restarted.drain()
+    assert fake.count("/lib.jar.sha1") == 1
+    # Only an urgent refresh asks again.
+    await cache.get(url, bytes, ecosystem="npm", immutable=True, refresh="urgent")
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_an_absent_immutable_document_is_remembered_for_a_day(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    url = fake.url("/lib.jar.sha256")
+    for _ in range(3):
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.get(url, bytes, ecosystem="npm", immutable=True)
+        clock.advance(NEGATIVE_TTL * 5)
+    assert fake.count("/lib.jar.sha256") == 1
+    clock.advance(IMMUTABLE_NEGATIVE_TTL - NEGATIVE_TTL * 15)
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(url, bytes, ecosystem="npm", immutable=True)
+    assert fake.count("/lib.jar.sha256") == 2
+    # A document that is not immutable keeps `negative_ttl`.
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(fake.url("/maven-metadata.xml"), bytes, ecosystem="npm")
+    clock.advance(NEGATIVE_TTL)
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(fake.url("/maven-metadata.xml"), bytes, ecosystem="npm")
+    assert fake.count("/maven-metadata.xml") == 2
+
+
+async def test_an_immutable_copy_is_pruned_with_the_rest_then_fetched_once_again(
+    make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock, tmp_path: Path
+) -> None:
+    fake.add("/lib.jar.sha1", b"b" * 40, content_type="text/plain")
+    url = fake.url("/lib.jar.sha1")
+    first = make_cache()
+    await first.get(url, bytes, ecosystem="npm", immutable=True)
+    # Its files were last written longer ago than stale_max (by the clock): never rewritten,
+    # as it is never revalidated.
+    clock.advance(STALE_MAX + timedelta(hours=1))
+    written = (clock.now() - STALE_MAX - timedelta(minutes=1)).timestamp()
+    for path in (tmp_path / "metadata").iterdir():
+        os.utime(path, (written, written))
+    assert await first.prune() == 1
+    # Still in this worker's memory; a restart fetches it once, then holds it again.
+    await first.get(url, bytes, ecosystem="npm", immutable=True)
+    assert fake.count("/lib.jar.sha1") == 1
+    restarted = make_cache()
+    for _ in range(3):
+        await restarted.get(url, bytes, ecosystem="npm", immutable=True)
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_an_immutable_document_that_does_not_parse_is_not_kept(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    fake.add("/lib.jar.sha1", b"<html>try again later</html>", content_type="text/html")
+    parse = CountingParser()
+    parse.broken = True
+    for _ in range(2):
+        with pytest.raises(errors.BadUpstreamDocument):
+            await cache.get(fake.url("/lib.jar.sha1"), parse, ecosystem="npm", immutable=True)
+    assert fake.count("/lib.jar.sha1") == 2
+    fake.add("/lib.jar.sha1", DOC, content_type="application/json")
+    parse.broken = False
+    held = await cache.get(fake.url("/lib.jar.sha1"), parse, ecosystem="npm", immutable=True)
+    assert held.raw == DOC
+    assert fake.count("/lib.jar.sha1") == 3

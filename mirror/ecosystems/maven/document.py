@@ -176,6 +176,28 @@ def parse_checksum(raw: bytes, algorithm: str) -> str:
     raise BadUpstreamDocument(f"the upstream .{algorithm} file holds no {algorithm} digest")
 
 
+@dataclass(frozen=True, slots=True)
+class ChecksumParser:
+    """`parse_checksum` for one algorithm, as a `MetaCache` parser: equal for equal
+    algorithms, so every request for a checksum file shares one parsed value."""
+
+    algorithm: str
+
+    def __call__(self, raw: bytes) -> str:
+        return parse_checksum(raw, self.algorithm)
+
+
+def parse_signature(raw: bytes) -> bytes:
+    """An `.asc` file as it is, once it is an ASCII-armored OpenPGP signature (what Maven
+    repositories publish): a release file is kept for good, so an error page answered with 200
+    must not be.
+
+    Raises BadUpstreamDocument otherwise."""
+    if not raw.lstrip().startswith(b"-----BEGIN PGP SIGNATURE-----"):
+        raise BadUpstreamDocument("the upstream .asc file is not an armored OpenPGP signature")
+    return raw
+
+
 # lazy publish times ------------------------------------------------------------------------------
 
 

@@ -11,7 +11,9 @@ slow state never holds a request up past `state.timeout`).
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
-  `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents; every
+  `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents, kept
+  for good once they parse (release files never change: never revalidated, and an absent
+  one remembered for a day, `metacache.IMMUTABLE_NEGATIVE_TTL`); every
   file of a hidden version is 403 with the sentence in the reason phrase (Maven prints it and
   does not cache it, so builds recover without `-U` when the quarantine ends);
 - `{g}/{a}/maven-metadata.xml` always filtered, whatever its `<lastUpdated>` says or lacks
@@ -87,10 +89,6 @@ _CONTENT_TYPES = {
 def _content_type(filename: str) -> str:
     suffix = filename[filename.rfind(".") :] if "." in filename else ""
     return _CONTENT_TYPES.get(suffix, "application/octet-stream")
-
-
-def _raw(body: bytes) -> bytes:
-    return body
 
 
 def _http_time(value: str | None) -> datetime | None:
@@ -456,9 +454,17 @@ class MavenRepository:
     async def _serve_companion(
         self, request: web.Request, parsed: MavenPath, url: str
     ) -> web.StreamResponse:
-        """`.sha1`, `.md5`, `.asc`…: small immutable documents, relayed byte for byte."""
+        """`.sha1`, `.md5`, `.asc`…: small immutable documents, relayed byte for byte once
+        they parse as what they claim to be (a digest, an armored signature)."""
+        parse = (
+            document.ChecksumParser(parsed.checksum)
+            if parsed.checksum is not None
+            else document.parse_signature
+        )
         try:
-            doc = await self._services.metacache.get(url, _raw, ecosystem="maven")
+            doc = await self._services.metacache.current(
+                url, parse, ecosystem="maven", immutable=True
+            )
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} does not exist upstream") from None
         content_type = document.CHECKSUM_TYPE if parsed.checksum else "text/plain"
@@ -474,17 +480,26 @@ class MavenRepository:
         """The upstream's declared digests of an artifact file: `.sha1` (required: without it
         the file is treated as absent) and `.sha256` when upstream publishes one."""
         metacache = self._services.metacache
+        # Release files: fetched once, never revalidated (`immutable`), so a warm build asks
+        # upstream nothing for them.
         try:
-            sha1 = await metacache.get(url + ".sha1", _raw, ecosystem="maven")
+            sha1 = await metacache.get(
+                url + ".sha1", document.ChecksumParser("sha1"), ecosystem="maven", immutable=True
+            )
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} of {parsed.gav} does not exist upstream") from None
-        digests = [Digest(algorithm="sha1", hexdigest=document.parse_checksum(sha1.raw, "sha1"))]
+        digests = [Digest(algorithm="sha1", hexdigest=sha1.parsed)]
         try:
-            sha256 = await metacache.get(url + ".sha256", _raw, ecosystem="maven")
+            sha256 = await metacache.get(
+                url + ".sha256",
+                document.ChecksumParser("sha256"),
+                ecosystem="maven",
+                immutable=True,
+            )
         except UpstreamNotFound:
-            return tuple(digests)  # optional; the 404 is remembered by the metadata cache
-        sha256_digest = document.parse_checksum(sha256.raw, "sha256")
-        return (Digest(algorithm="sha256", hexdigest=sha256_digest), *digests)
+            # Optional; the 404 is remembered by the metadata cache (for a day: immutable).
+            return tuple(digests)
+        return (Digest(algorithm="sha256", hexdigest=sha256.parsed), *digests)
 
     # Ecosystem: pre-warming ---------------------------------------------------------------
 
