@@ -23,7 +23,6 @@ Choices, stated plainly:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ from mirror.ecosystems.pypi.wheelmetadata import (
     is_wheel,
     read_wheel_metadata,
 )
+from mirror.files import atomic_write
 from mirror.model import ArtifactRef
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,7 @@ class DerivedMetadata:
         directory = self._project_dir(project)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"{wheel_sha256}.{metadata_sha256}").touch()
-        temp = directory / f".{GENERATION_FILE}.{uuid.uuid4().hex}"
-        try:
-            temp.write_text(uuid.uuid4().hex, "ascii")
-            os.replace(temp, directory / GENERATION_FILE)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+        atomic_write(directory / GENERATION_FILE, uuid.uuid4().hex.encode("ascii"))
 
     # the bytes ------------------------------------------------------------------------------
 
