@@ -23,11 +23,13 @@ Choices, stated plainly:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -57,6 +59,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NO_METADATA = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MetadataFile:
+    """A wheel's METADATA as the mirror serves it, and the sha256 its pages declare."""
+
+    data: bytes
+    sha256: str
+
+
 def derived_key(wheel_sha256: str) -> str:
     """The artifact store key of the METADATA extracted from the wheel `wheel_sha256`."""
     return f"pypi-derived/core-metadata/{wheel_sha256}"
@@ -82,7 +92,12 @@ class DerivedMetadata:
             lambda _value: _KNOWN_ENTRY_BYTES,
             max_entries=_KNOWN_ENTRIES,
         )
-        self._deriving: dict[str, asyncio.Task[bytes | None]] = {}
+        # wheel sha256 → its METADATA, read (and verified) once per process: a warm
+        # `.metadata` request touches no disk.
+        self._hot: BudgetedLRU[str, MetadataFile] = BudgetedLRU(
+            budget, "derived PyPI metadata bytes", lambda held: len(held.data)
+        )
+        self._deriving: dict[str, asyncio.Task[MetadataFile | None]] = {}
 
     # declarations ---------------------------------------------------------------------------
 
@@ -127,7 +142,7 @@ class DerivedMetadata:
 
     # the bytes ------------------------------------------------------------------------------
 
-    async def metadata(self, wheel: ArtifactRef, *, fetch: bool = False) -> bytes | None:
+    async def metadata(self, wheel: ArtifactRef, *, fetch: bool = False) -> MetadataFile | None:
         """The METADATA of the wheel `wheel` (the policy check has passed) if the mirror has
         the wheel cached and verified, extracted once; None if it has not (or the wheel has no
         readable METADATA). `fetch`: download the wheel first if it is not cached (only for
@@ -138,6 +153,9 @@ class DerivedMetadata:
             return None
         if self._known.get(sha256) == _NO_METADATA:
             return None
+        hot = self._hot.get(sha256)
+        if hot is not None:
+            return hot
         stored = await self._stored(sha256)
         if stored is not None:
             return stored
@@ -159,19 +177,21 @@ class DerivedMetadata:
             return
         self._start(wheel, sha256, fetch=wait_for_download)
 
-    def _start(self, wheel: ArtifactRef, sha256: str, *, fetch: bool) -> asyncio.Task[bytes | None]:
+    def _start(
+        self, wheel: ArtifactRef, sha256: str, *, fetch: bool
+    ) -> asyncio.Task[MetadataFile | None]:
         task = asyncio.ensure_future(self._derive(wheel, sha256, fetch=fetch))
         self._deriving[sha256] = task
         task.add_done_callback(partial(self._finished, sha256))
         return task
 
-    def _finished(self, sha256: str, task: asyncio.Task[bytes | None]) -> None:
+    def _finished(self, sha256: str, task: asyncio.Task[MetadataFile | None]) -> None:
         self._deriving.pop(sha256, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Seen by a waiting `metadata` call, if any; a background one only logs it.
             log.info("no derived metadata from the wheel %s yet: %s", sha256[:16], exc)
 
-    async def _stored(self, wheel_sha256: str) -> bytes | None:
+    async def _stored(self, wheel_sha256: str) -> MetadataFile | None:
         key = derived_key(wheel_sha256)
         entry = await self._blobs.lookup(key)
         if entry is None:
@@ -182,9 +202,11 @@ class DerivedMetadata:
             self._blobs.forget(key)
             return None
         self._known.put(wheel_sha256, entry.sha256)
-        return data
+        found = MetadataFile(data=data, sha256=entry.sha256)
+        self._hot.put(wheel_sha256, found)
+        return found
 
-    async def _derive(self, wheel: ArtifactRef, sha256: str, *, fetch: bool) -> bytes | None:
+    async def _derive(self, wheel: ArtifactRef, sha256: str, *, fetch: bool) -> MetadataFile | None:
         """Extract, store and declare the METADATA of `wheel` (sha256 `sha256`); None when
         the wheel is not cached (and not `fetch`) or has no readable METADATA."""
         entry = await self._wheel_entry(wheel, fetch=fetch)
@@ -198,10 +220,12 @@ class DerivedMetadata:
         except errors.StorageFull as exc:
             # Served anyway (like a wheel on a full disk); declared once it can be stored.
             log.error("%s; the METADATA of %s is served without caching it", exc, wheel.filename)
-            return data
+            return MetadataFile(data=data, sha256=hashlib.sha256(data).hexdigest())
         await asyncio.to_thread(self._mark, wheel.package, sha256, metadata_sha256)
         self._known.put(sha256, metadata_sha256)
-        return data
+        derived = MetadataFile(data=data, sha256=metadata_sha256)
+        self._hot.put(sha256, derived)
+        return derived
 
     async def _wheel_entry(self, wheel: ArtifactRef, *, fetch: bool) -> BlobEntry | None:
         if fetch:

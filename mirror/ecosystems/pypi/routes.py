@@ -7,7 +7,6 @@ and raises `mirror.errors`."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from mirror import policy, responses
 from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.pypi import jsonapi, names, negotiation, simple
-from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata
+from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, MetadataFile
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
@@ -376,13 +375,19 @@ class PypiIndex:
             self._derived.derive_soon(ref, wait_for_download="Range" not in request.headers)
         return response
 
-    async def _wheel_metadata(
-        self, project: str, item: DistFile, *, fetch: bool = False
-    ) -> bytes | None:
+    async def _wheel_metadata(self, project: str, item: DistFile) -> bytes | None:
         """The METADATA of the wheel `item` of `project` (the policy check has passed) read
         from the mirror's verified copy, extracted once; None when the mirror has not cached
-        the wheel (or `item` is no wheel, or it has no readable METADATA). `fetch`: download
-        the wheel first when not cached. Raises what serving the wheel would."""
+        the wheel (or `item` is no wheel, or it has no readable METADATA). Raises what
+        serving the wheel would (a cached copy that no longer matches the declared digest)."""
+        found = await self._wheel_metadata_file(project, item)
+        return found.data if found is not None else None
+
+    async def _wheel_metadata_file(
+        self, project: str, item: DistFile, *, fetch: bool = False
+    ) -> MetadataFile | None:
+        """`_wheel_metadata` with its sha256; `fetch`: download the wheel first when it is
+        not cached."""
         if item.version is None or not item.digests():
             return None
         ref = self._file_ref(project, item, item.version, metadata=False)
@@ -394,16 +399,16 @@ class PypiIndex:
         """`.metadata` of a wheel whose upstream declares none: the METADATA of the cached
         wheel, as the page declares it; never a wheel download for metadata the page does
         not declare (the client then reads the wheel itself)."""
-        data = await self._wheel_metadata(project, item)
-        if data is None and item.sha256 in await self._derived.declared(project):
+        found = await self._wheel_metadata_file(project, item)
+        if found is None and item.sha256 in await self._derived.declared(project):
             # Declared, but the wheel and its METADATA were evicted since: fetch the wheel.
-            data = await self._wheel_metadata(project, item, fetch=True)
-        if data is None:
+            found = await self._wheel_metadata_file(project, item, fetch=True)
+        if found is None:
             raise NotFound(
                 f"the upstream index declares no metadata file for {item.filename}, and the "
                 "mirror has not cached the wheel to read it from"
             )
-        etag = f'"{hashlib.sha256(data).hexdigest()}"'
+        etag = f'"{found.sha256}"'
         headers = {
             "Content-Type": FILE_TYPE,
             "Cache-Control": ARTIFACT_CACHE_CONTROL,
@@ -412,7 +417,7 @@ class PypiIndex:
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None and _etag_listed(if_none_match, etag):
             return web.Response(status=304, headers=headers)
-        return web.Response(body=data, headers=headers)
+        return web.Response(body=found.data, headers=headers)
 
     @staticmethod
     def _file_ref(project: str, item: DistFile, version: str, *, metadata: bool) -> ArtifactRef:
