@@ -725,3 +725,52 @@ def test_root_render_html_escapes_and_json_has_the_api_version() -> None:
         "meta": {"api-version": "1.1"},
         "projects": [{"name": "x"}],
     }
+
+
+# metadata the mirror derived from cached wheels (PEP 658/714) -------------------------------
+
+
+def _undeclared_page() -> simple.ProjectPage:
+    files = [
+        {k: v for k, v in entry(name, OLD).items() if "metadata" not in k}
+        for name in ("demo-1.0.tar.gz", "demo-1.0-py3-none-any.whl", "demo-1.1-py3-none-any.whl")
+    ]
+    files.append(entry("demo-1.2-py3-none-any.whl", OLD))  # declared upstream
+    return parse({"files": files})
+
+
+def test_derived_metadata_is_declared_for_the_wheel_with_that_sha256_only() -> None:
+    page = _undeclared_page()
+    view = simple.filter_page(page, rules(), NOW)
+    derived = {
+        sha("demo-1.0-py3-none-any.whl"): "ab" * 32,
+        sha("demo-1.0.tar.gz"): "cd" * 32,  # an sdist never gets derived metadata
+        sha("demo-1.2-py3-none-any.whl"): "ef" * 32,  # the upstream's declaration wins
+    }
+    body = orjson.loads(simple.render_json(page, view, BASE, derived))
+    by_name = {item["filename"]: item for item in body["files"]}
+    wheel = by_name["demo-1.0-py3-none-any.whl"]
+    assert wheel["core-metadata"] == wheel["dist-info-metadata"] == {"sha256": "ab" * 32}
+    assert "core-metadata" not in by_name["demo-1.0.tar.gz"]
+    assert "core-metadata" not in by_name["demo-1.1-py3-none-any.whl"]
+    upstream = {"sha256": sha("demo-1.2-py3-none-any.whl.metadata")}
+    assert by_name["demo-1.2-py3-none-any.whl"]["core-metadata"] == upstream
+    html_body = simple.render_page(page, view, "html", BASE, derived)
+    parsed = {
+        str(a["href"]).split("#")[0].rsplit("/", 1)[-1]: a for a in anchors(html_body).anchors
+    }
+    html_wheel = parsed["demo-1.0-py3-none-any.whl"]
+    assert (
+        html_wheel["data-core-metadata"]
+        == html_wheel["data-dist-info-metadata"]
+        == ("sha256=" + "ab" * 32)
+    )
+    assert "data-core-metadata" not in parsed["demo-1.1-py3-none-any.whl"]
+    assert simple.render_page(page, view, "json", BASE) == simple.render_json(page, view, BASE)
+
+
+def test_a_page_lacks_metadata_only_with_an_undeclared_wheel() -> None:
+    assert simple.lacks_metadata(_undeclared_page())
+    assert not simple.lacks_metadata(parse())
+    sdist_only = parse({"files": [{"filename": "demo-1.0.tar.gz", "url": f"{FILES}/d.tar.gz"}]})
+    assert not simple.lacks_metadata(sdist_only)

@@ -17,8 +17,10 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from mirror import policy, responses
+from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.pypi import jsonapi, names, negotiation, simple
+from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, MetadataFile
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
@@ -77,6 +79,18 @@ class PypiIndex:
         # HTML pages with upload times from the JSON API, by (page version, API version).
         self._merged: BudgetedLRU[tuple[str, str, str], tuple[ProjectPage, int]] = BudgetedLRU(
             services.memory, "pypi merged pages", _estimated_size, max_entries=_MERGED_PAGES
+        )
+        # PEP 658 metadata read from cached wheels the upstream declares none for.
+        self._derived = DerivedMetadata(
+            blobs=services.blobs,
+            artifacts=services.artifacts,
+            directory=services.config.data_dir / DIRECTORY_NAME,
+            budget=services.memory,
+        )
+        # Whether a page (by its version) has wheels without upstream metadata: only then
+        # does a page request read the derived declarations' generation.
+        self._lacking: BudgetedLRU[tuple[str, str], bool] = BudgetedLRU(
+            services.memory, "pypi pages lacking metadata", lambda _: 64, max_entries=4096
         )
 
     def routes(self) -> Iterable[web.RouteDef]:
@@ -278,12 +292,23 @@ class PypiIndex:
         form = self._form(request)
         page, version = await self._page(project)
         base = self._pypi_base(request)
-        key = ("pypi", project, version, self._services.policy.version, form, base)
-        view = await self._cached_view(key, self._render_page, page, form, base=base)
+        lacking = self._lacks_metadata(page, version)
+        # A wheel cached since the view was rendered changes it, in every worker process.
+        derived = await self._derived.generation(project) if lacking else None
+        policy_version = self._services.policy.version
+        key = ("pypi", project, version, policy_version, form, base, derived)
+        view = await self._cached_view(key, self._render_page, page, form, lacking, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
+    def _lacks_metadata(self, page: ProjectPage, version: str) -> bool:
+        lacking = self._lacking.get((page.project, version))
+        if lacking is None:
+            lacking = simple.lacks_metadata(page)
+            self._lacking.put((page.project, version), lacking)
+        return lacking
+
     async def _render_page(
-        self, key: Hashable, page: ProjectPage, form: Form, base: str
+        self, key: Hashable, page: ProjectPage, form: Form, lacking: bool, base: str
     ) -> Rendered:
         services = self._services
         now = services.clock.now()
@@ -291,10 +316,11 @@ class PypiIndex:
         if not view.visible:
             # Not cached (small to filter); says why rather than an empty page.
             raise NotFound(simple.no_visible_file_message(page.project, view))
+        derived = await self._derived.declared(page.project) if lacking else None
         if len(page.files) >= RENDER_IN_THREAD_FILES:
-            body = await asyncio.to_thread(simple.render_page, page, view, form, base)
+            body = await asyncio.to_thread(simple.render_page, page, view, form, base, derived)
         else:
-            body = simple.render_page(page, view, form, base)
+            body = simple.render_page(page, view, form, base, derived)
         headers: dict[str, str] = {}
         notice = simple.render_notice(page.project, view)
         if notice is not None:
@@ -339,8 +365,59 @@ class PypiIndex:
             policy.Subject("pypi", project, item.version, filename=item.filename),
             item.upload_time,
         )
+        if metadata and not item.has_metadata:
+            return await self._serve_wheel_metadata(request, project, item)
         ref = self._file_ref(project, item, item.version, metadata=metadata)
-        return await services.artifacts.serve(request, ref)
+        response = await services.artifacts.serve(request, ref)
+        if not metadata and not item.has_metadata and request.method == "GET":
+            # Its METADATA, for the next resolver that reads this project's page. A GET of
+            # the whole file may still be storing it; a range only if it is cached.
+            self._derived.derive_soon(ref, wait_for_download="Range" not in request.headers)
+        return response
+
+    async def _wheel_metadata(self, project: str, item: DistFile) -> bytes | None:
+        """The METADATA of the wheel `item` of `project` (the policy check has passed) read
+        from the mirror's verified copy, extracted once; None when the mirror has not cached
+        the wheel (or `item` is no wheel, or it has no readable METADATA). Raises what
+        serving the wheel would (a cached copy that no longer matches the declared digest)."""
+        found = await self._wheel_metadata_file(project, item)
+        return found.data if found is not None else None
+
+    async def _wheel_metadata_file(
+        self, project: str, item: DistFile, *, fetch: bool = False
+    ) -> MetadataFile | None:
+        """`_wheel_metadata` with its sha256; `fetch`: download the wheel first when it is
+        not cached."""
+        if item.version is None or not item.digests():
+            return None
+        ref = self._file_ref(project, item, item.version, metadata=False)
+        return await self._derived.metadata(ref, fetch=fetch)
+
+    async def _serve_wheel_metadata(
+        self, request: web.Request, project: str, item: DistFile
+    ) -> web.StreamResponse:
+        """`.metadata` of a wheel whose upstream declares none: the METADATA of the cached
+        wheel, as the page declares it; never a wheel download for metadata the page does
+        not declare (the client then reads the wheel itself)."""
+        found = await self._wheel_metadata_file(project, item)
+        if found is None and item.sha256 in await self._derived.declared(project):
+            # Declared, but the wheel and its METADATA were evicted since: fetch the wheel.
+            found = await self._wheel_metadata_file(project, item, fetch=True)
+        if found is None:
+            raise NotFound(
+                f"the upstream index declares no metadata file for {item.filename}, and the "
+                "mirror has not cached the wheel to read it from"
+            )
+        etag = f'"{found.sha256}"'
+        headers = {
+            "Content-Type": FILE_TYPE,
+            "Cache-Control": ARTIFACT_CACHE_CONTROL,
+            "ETag": etag,
+        }
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and _etag_listed(if_none_match, etag):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=found.data, headers=headers)
 
     @staticmethod
     def _file_ref(project: str, item: DistFile, version: str, *, metadata: bool) -> ArtifactRef:
@@ -528,3 +605,9 @@ def _canonical(version: str) -> str:
 
 def _estimated_size(held: tuple[object, int]) -> int:
     return held[1]
+
+
+def _etag_listed(header: str, etag: str) -> bool:
+    """Whether an If-None-Match value names `etag` (or is `*`); weak tags count (RFC 9110)."""
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag in tags

@@ -386,9 +386,30 @@ def _core_json(value: bool | Mapping[str, str]) -> bool | dict[str, str]:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def render_json(page: ProjectPage, view: PageView, pypi_base: str) -> bytes:
+def declared_metadata(
+    item: DistFile, derived: Mapping[str, str] | None
+) -> bool | Mapping[str, str]:
+    """The core metadata a page declares for `item`: the upstream's declaration, else the
+    sha256 of the METADATA the mirror derived from the wheel with `item`'s sha256
+    (`derived`: wheel sha256 → METADATA sha256), else none."""
+    if item.core_metadata or not derived:
+        return item.core_metadata
+    sha256 = item.sha256
+    derived_sha256 = derived.get(sha256) if sha256 is not None else None
+    if derived_sha256 is None or not item.filename.lower().endswith(".whl"):
+        return False
+    return {"sha256": derived_sha256}
+
+
+def render_json(
+    page: ProjectPage,
+    view: PageView,
+    pypi_base: str,
+    derived: Mapping[str, str] | None = None,
+) -> bytes:
     """The PEP 691 page of the visible files; `pypi_base` is the mirror's `/pypi` root URL
-    without a trailing slash. Both `core-metadata` and `dist-info-metadata` are emitted."""
+    without a trailing slash. Both `core-metadata` and `dist-info-metadata` are emitted
+    (`declared_metadata`)."""
     files: list[dict[str, Any]] = []
     for item in view.visible:
         entry: dict[str, Any] = {
@@ -399,9 +420,10 @@ def render_json(page: ProjectPage, view: PageView, pypi_base: str) -> bytes:
         if item.requires_python is not None:
             entry["requires-python"] = item.requires_python
         entry["yanked"] = item.yanked
-        if item.core_metadata:
-            entry["core-metadata"] = _core_json(item.core_metadata)
-            entry["dist-info-metadata"] = _core_json(item.core_metadata)
+        core = declared_metadata(item, derived)
+        if core:
+            entry["core-metadata"] = _core_json(core)
+            entry["dist-info-metadata"] = _core_json(core)
         if item.size is not None:
             entry["size"] = item.size
         if item.upload_time_text is not None:
@@ -428,8 +450,14 @@ def _html_core(value: bool | Mapping[str, str]) -> str:
     return "true"
 
 
-def render_html(page: ProjectPage, view: PageView, pypi_base: str) -> bytes:
-    """The PEP 503 page of the visible files, attributes HTML-escaped."""
+def render_html(
+    page: ProjectPage,
+    view: PageView,
+    pypi_base: str,
+    derived: Mapping[str, str] | None = None,
+) -> bytes:
+    """The PEP 503 page of the visible files, attributes HTML-escaped; metadata as
+    `declared_metadata`."""
     lines = [
         "<!DOCTYPE html>",
         "<html>",
@@ -450,8 +478,9 @@ def render_html(page: ProjectPage, view: PageView, pypi_base: str) -> bytes:
         if item.yanked is not False:
             reason = item.yanked if isinstance(item.yanked, str) else ""
             attrs.append(f'data-yanked="{_attr(reason)}"')
-        if item.core_metadata:
-            value = _attr(_html_core(item.core_metadata))
+        core = declared_metadata(item, derived)
+        if core:
+            value = _attr(_html_core(core))
             attrs.append(f'data-dist-info-metadata="{value}"')
             attrs.append(f'data-core-metadata="{value}"')
         lines.append(f"    <a {' '.join(attrs)}>{html.escape(item.filename)}</a><br />")
@@ -459,10 +488,24 @@ def render_html(page: ProjectPage, view: PageView, pypi_base: str) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
-def render_page(page: ProjectPage, view: PageView, form: Form, pypi_base: str) -> bytes:
+def render_page(
+    page: ProjectPage,
+    view: PageView,
+    form: Form,
+    pypi_base: str,
+    derived: Mapping[str, str] | None = None,
+) -> bytes:
     if form == "json":
-        return render_json(page, view, pypi_base)
-    return render_html(page, view, pypi_base)
+        return render_json(page, view, pypi_base, derived)
+    return render_html(page, view, pypi_base, derived)
+
+
+def lacks_metadata(page: ProjectPage) -> bool:
+    """Whether some wheel of `page` has no upstream metadata declared (only then can the
+    mirror's derived metadata change the page)."""
+    return any(
+        not item.core_metadata and item.filename.lower().endswith(".whl") for item in page.files
+    )
 
 
 def count_files(count: int) -> str:
