@@ -83,13 +83,15 @@ def project(env: Env, name: str, dependencies: dict[str, str] | None = None) -> 
 
 
 async def yarn(env: Env, *args: str, cwd: Path) -> ClientResult:
-    """yarn berry with a private HOME (its global folder) and no YARN_/npm settings of ours."""
+    """yarn berry with a private HOME (its global folder) and no YARN_/npm settings of ours;
+    without `CI`, under which yarn berry makes every install `--immutable` (the tests say
+    `--immutable` where they mean it)."""
     home = env.root / "home"
     home.mkdir(exist_ok=True)
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.upper().startswith(_DROPPED_ENV) and key != "NODE_OPTIONS"
+        if not key.upper().startswith(_DROPPED_ENV) and key not in {"NODE_OPTIONS", "CI"}
     }
     environment.update({"HOME": str(home), "NO_COLOR": "1", "YARN_ENABLE_PROGRESS_BARS": "0"})
     argv = clienttools.located(clienttools.YARN_BERRY)
