@@ -21,6 +21,7 @@ from mirror.clock import iso_minutes, iso_seconds
 from mirror.model import RuleRecord
 
 Unit = Literal["version", "file"]
+Cause = Literal["quarantine", "block", "freeze", "lapsed"]
 
 RULES_NAMED: Final = 4  # blocks, freezes and expired exemptions named one by one
 ITEMS_NAMED: Final = 3  # versions or files named per cause (the newest ones)
@@ -49,14 +50,14 @@ def item_name(decision: policy.Decision) -> str:
     return decision.filename or decision.version
 
 
-_KIND_ORDER: Final = ("quarantine", "block", "freeze", "lapsed")
+_KIND_ORDER: Final[tuple[Cause, ...]] = ("quarantine", "block", "freeze", "lapsed")
 
 
 @dataclass(slots=True)
 class _Group:
     """Held items that one cause holds, in the order given."""
 
-    kind: Literal["quarantine", "block", "freeze", "lapsed"]
+    kind: Cause
     record: RuleRecord | None
     held: list[policy.Decision] = field(default_factory=list)
 
@@ -66,6 +67,7 @@ def _groups(withheld: Iterable[policy.Decision]) -> list[_Group]:
     the order they first hold an item: whatever order the document lists its items in."""
     quarantine = _Group("quarantine", None)
     by_rule: dict[tuple[str, str], _Group] = {}
+    kind: Cause
     for decision in withheld:
         if decision.block is not None:
             record, kind = decision.block.record, "block"
@@ -78,7 +80,7 @@ def _groups(withheld: Iterable[policy.Decision]) -> list[_Group]:
             continue
         group = by_rule.get((kind, record.id))
         if group is None:
-            group = by_rule[(kind, record.id)] = _Group(kind, record)  # type: ignore[arg-type]
+            group = by_rule[(kind, record.id)] = _Group(kind, record)
         group.held.append(decision)
     ranked = sorted(by_rule.values(), key=lambda group: _KIND_ORDER.index(group.kind))
     return ([quarantine] if quarantine.held else []) + ranked
