@@ -10,7 +10,9 @@ For each ecosystem, package, version (and on PyPI each file):
 4. otherwise **allowed**.
 
 Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
-stops applying without anyone touching the stored rules.
+stops applying without anyone touching the stored rules. Expired rules stay stored (and
+compiled): a version an exemption let through until it expired, held again now, names that
+exemption (`Decision.lapsed`); it never changes a verdict.
 
 Every document (npm packument, Maven metadata, PyPI page and JSON API) is filtered by one
 `partition`: the items shown, the decisions of the ones held back, and when that goes stale.
@@ -158,6 +160,9 @@ class Decision:
     exemption: Exemption | None = None
     freeze: Freeze | None = None
     published_at: datetime | None = None
+    # Of a version held by quarantine or a freeze: the exemption that covered it until it
+    # expired (after the version was published), else None. Says why it is held *again*.
+    lapsed: Exemption | None = None
 
     @property
     def version(self) -> str:
@@ -191,6 +196,7 @@ class Decision:
             "quarantine_age": format_age(self.age),
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
+            "lapsed_exemption": self.lapsed.describe() if self.lapsed else None,
         }
 
 
@@ -220,6 +226,21 @@ class _EcosystemRules:
     def matching(self, subject: Subject, package: str, now: datetime) -> list[_Rule]:
         candidates = (*self.exact.get(package, ()), *self.globs)
         return [rule for rule in candidates if rule.live(now) and rule.matches(subject, package)]
+
+    def lapsed(
+        self, subject: Subject, package: str, published_at: datetime | None, now: datetime
+    ) -> list[_Rule]:
+        """The expired ones that matched `subject` while it was published (an unknown
+        publish time counts as such): what let it through until they expired."""
+        candidates = (*self.exact.get(package, ()), *self.globs)
+        return [
+            rule
+            for rule in candidates
+            if rule.record.expires_at is not None
+            and rule.record.expires_at <= now
+            and (published_at is None or published_at < rule.record.expires_at)
+            and rule.matches(subject, package)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +373,7 @@ def decide(
             until=None,
             age=age,
             subject=subject,
+            lapsed=None if allowed else _lapsed(exemption_index, subject, package, None, now),
         )
     # An upstream's publish time is untrusted: near the end of the calendar it must hold the
     # version (until the end of time), never overflow into a 500.
@@ -367,6 +389,7 @@ def decide(
             subject=subject,
             freeze=freeze,
             published_at=published_at,
+            lapsed=_lapsed(exemption_index, subject, package, published_at, now),
         )
     held = now < matured
     return Decision(
@@ -376,6 +399,7 @@ def decide(
         age=age,
         subject=subject,
         published_at=published_at,
+        lapsed=_lapsed(exemption_index, subject, package, published_at, now) if held else None,
     )
 
 
@@ -426,7 +450,9 @@ def refusal(withheld: Sequence[Decision]) -> Decision | None:
 
 
 def _explain(decision: Decision) -> str:
-    """The one sentence a person can act on (`Decision.detail`)."""
+    """The one sentence a person can act on (`Decision.detail`). Its first clause (what
+    Maven and pip print as the reason phrase) names what holds the version: a block, a
+    freeze, quarantine, or quarantine again after an exemption expired."""
     label = decision.subject.label
     published_at = decision.published_at
     if decision.block is not None:
@@ -442,12 +468,13 @@ def _explain(decision: Decision) -> str:
             f"{label} is exempted from quarantine{until_text}: {record.reason} "
             f"(exemption {record.id}, added by {record.created_by})"
         )
+    lapsed = _lapsed_clause(decision)
     if published_at is None:
         if decision.visible:
             return f"{label} has no known publish time; this mirror allows such versions"
         return (
             f"{label} has no known publish time, so it is held in quarantine "
-            "(quarantine.unknown = quarantine); ask your security team for an exemption"
+            f"(quarantine.unknown = quarantine){lapsed}; ask your security team for an exemption"
         )
     if decision.freeze is not None:
         record = decision.freeze.record
@@ -455,18 +482,29 @@ def _explain(decision: Decision) -> str:
         until_text = f"until {iso_sentence(until)}" if until else "until the freeze is lifted"
         cutoff = iso_sentence(decision.freeze.published_after)
         return (
-            f"{label} was published {iso_sentence(published_at)}, after the freeze cutoff "
-            f"{cutoff} ({record.reason}; freeze {record.id}); it is held {until_text}"
+            f"{label} is held by freeze {record.id} {until_text}: {record.reason} (published "
+            f"{iso_sentence(published_at)}, after the freeze cutoff {cutoff}){lapsed}"
         )
     if not decision.visible:
         return (
             f"{label} was published {iso_sentence(published_at)} and is in quarantine until "
-            f"{iso_sentence(decision.until)} (quarantine age {format_age(decision.age)}); ask your "
-            "security team for an exemption if you need it sooner"
+            f"{iso_sentence(decision.until)} (quarantine age {format_age(decision.age)}){lapsed}; "
+            "ask your security team for an exemption if you need it sooner"
         )
     return (
         f"{label} was published {iso_sentence(published_at)}, longer ago than the quarantine age "
         f"{format_age(decision.age)}"
+    )
+
+
+def _lapsed_clause(decision: Decision) -> str:
+    """`; exemption e-… (reason) let it through until it expired at …`, or ``."""
+    if decision.lapsed is None:
+        return ""
+    record = decision.lapsed.record
+    return (
+        f"; exemption {record.id} ({record.reason}) let it through until it expired at "
+        f"{iso_sentence(record.expires_at)}"
     )
 
 
@@ -557,6 +595,23 @@ def _first(matched: list[_Rule]) -> _Rule:
         matched,
         key=lambda rule: (rule.package.specificity, -rule.record.created_at.timestamp()),
     )
+
+
+def _lapsed(
+    index: _EcosystemRules | None,
+    subject: Subject,
+    package: str,
+    published_at: datetime | None,
+    now: datetime,
+) -> Exemption | None:
+    """The exemption that let `subject` through until it expired (the latest to expire),
+    or None. Asked only of held versions: few, so the scan costs nothing that matters."""
+    if index is None:
+        return None
+    lapsed = index.lapsed(subject, package, published_at, now)
+    if not lapsed:
+        return None
+    return cast(Exemption, max(lapsed, key=lambda rule: rule.record.expires_at or END_OF_TIME))
 
 
 def _covering_freeze(

@@ -145,7 +145,7 @@ async def test_npm_install_of_a_blocked_version_fails(env: Env) -> None:
     result = await env.npm("install", "qm-blocked@1.0.1", cwd=project)
     assert result.code != 0, result
     assert "ETARGET" in result.out
-    assert "1 version blocked (1.0.1)" in result.out
+    assert "1 version blocked by block e2e-block: compromised release (1.0.1)" in result.out
     assert not (project / "node_modules" / "qm-blocked").exists()
     fallback = await env.npm("install", "qm-blocked", cwd=project)
     assert fallback.code == 0, fallback
@@ -182,28 +182,55 @@ async def test_npm_ci_from_a_lockfile_then_zero_upstream_requests(env: Env) -> N
     assert len(env.registry.requests) == upstream_requests
 
 
-async def test_npm_ci_with_a_lockfile_pinning_a_held_version_fails_403(env: Env) -> None:
-    project = env.project("pinned", {"qm-demo": "1.2.0"})
+def pin_held_version(env: Env, name: str, *, resolved: bool) -> Path:
+    """A project whose lockfile pins qm-demo 1.2.0 (held: 2 hours old), with its `resolved`
+    tarball URL or without it, as npm writes lockfiles with `omit-lockfile-registry-resolved`."""
+    project = env.project(name, {"qm-demo": "1.2.0"})
     young = env.registry.version("qm-demo", "1.2.0")
+    locked: dict[str, str] = {"version": "1.2.0", "integrity": young.integrity}
+    if resolved:
+        locked["resolved"] = f"{env.registry_url}qm-demo/-/qm-demo-1.2.0.tgz"
+    else:
+        with (project / ".npmrc").open("a", encoding="utf-8") as npmrc:
+            npmrc.write("omit-lockfile-registry-resolved=true\n")
     lock = {
-        "name": "pinned",
+        "name": name,
         "version": "1.0.0",
         "lockfileVersion": 3,
         "requires": True,
         "packages": {
-            "": {"name": "pinned", "version": "1.0.0", "dependencies": {"qm-demo": "1.2.0"}},
-            "node_modules/qm-demo": {
-                "version": "1.2.0",
-                "resolved": f"{env.registry_url}qm-demo/-/qm-demo-1.2.0.tgz",
-                "integrity": young.integrity,
-            },
+            "": {"name": name, "version": "1.0.0", "dependencies": {"qm-demo": "1.2.0"}},
+            "node_modules/qm-demo": locked,
         },
     }
     (project / "package-lock.json").write_text(json.dumps(lock), encoding="utf-8")
-    result = await env.npm("ci", cwd=project)
+    return project
+
+
+async def test_npm_ci_with_a_lockfile_pinning_a_held_version_fails_403(env: Env) -> None:
+    """With `resolved` URLs npm fetches the tarball straight away: the mirror refuses it and
+    npm prints the refusal's reason."""
+    result = await env.npm("ci", cwd=pin_held_version(env, "pinned", resolved=True))
     assert result.code != 0, result
-    assert "E403" in result.out
-    assert "quarantine" in result.out
+    assert "npm error code E403" in result.out
+    assert "403 qm-demo@1.2.0 was published " in result.out
+    assert " and is in quarantine until " in result.out
+    assert env.registry.upstream.count("/qm-demo/-/qm-demo-1.2.0.tgz") == 0
+
+
+async def test_npm_ci_without_resolved_urls_asks_the_packument_and_fails_etarget(
+    env: Env,
+) -> None:
+    """Without `resolved` URLs npm looks the pinned version up in the packument, where a held
+    version is not: `ETARGET`, after the notice saying what holds it."""
+    result = await env.npm("ci", cwd=pin_held_version(env, "unresolved", resolved=False))
+    assert result.code != 0, result
+    assert "npm notice qm-demo: 1 version held in quarantine (newest 1.2.0, available" in (
+        result.out
+    )
+    assert "ETARGET" in result.out
+    assert "No matching version found for qm-demo@1.2.0" in result.out
+    assert "E403" not in result.out
     assert env.registry.upstream.count("/qm-demo/-/qm-demo-1.2.0.tgz") == 0
 
 

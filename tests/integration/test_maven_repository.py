@@ -306,7 +306,7 @@ async def test_metadata_with_nothing_visible_is_404_saying_why(
     assert response.status == 404
     body = await response.json()
     assert "0.1.0" in body["error"]
-    assert "held back" in body["error"]
+    assert "1 version held in quarantine (newest 0.1.0, available " in body["error"]
 
 
 async def test_metadata_view_changes_when_a_version_leaves_quarantine(mirror: Mirror) -> None:

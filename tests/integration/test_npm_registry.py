@@ -279,7 +279,10 @@ async def test_blocked_tarball_is_403_and_the_packument_says_so(
     assert body["reason"] == "blocked"
     assert body["block"] is not None
     packument = await client.get("/npm/left-pad", headers={"Accept": CORGI})
-    assert "1 version blocked (1.3.0)" in packument.headers["npm-notice"]
+    assert (
+        "1 version blocked by block block-1: compromised release (1.3.0)"
+        in (packument.headers["npm-notice"])
+    )
     assert "1.3.0" not in (await packument.json(content_type=None))["versions"]
     assert count(registry, "/left-pad/-/left-pad-1.3.0.tgz") == 0
 

@@ -218,6 +218,7 @@ PURE_MODULES = (
     "mirror.flight",
     "mirror.clock",
     "mirror.policy",
+    "mirror.notices",
     "mirror.versions",
     "mirror.osv",
     "mirror.lockfiles",
@@ -288,7 +289,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
-        "mirror.inflate", "mirror.budget", "mirror.identity",
+        "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",

@@ -434,7 +434,7 @@ def test_nothing_visible_message() -> None:
     view = document.filter_metadata(meta, "org.example:lib", {"1.0": NOW}, rules(), NOW)
     assert document.nothing_visible_message("org.example:lib", view) == (
         "no version of org.example:lib is available from this mirror yet: org.example:lib: "
-        "1 version(s) held back by the mirror (1.0)"
+        "1 version held in quarantine (newest 1.0, available 2026-11-25T10:00Z)"
     )
     none = document.filter_metadata(
         document.parse_metadata(b"<metadata/>"), "g:a", {}, rules(), NOW
@@ -635,12 +635,14 @@ def test_group_metadata_keeps_its_text_content() -> None:
 @pytest.mark.parametrize(
     ("held", "summary"),
     [
-        (5, "5 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4)"),
-        (6, "6 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4 and 1 more)"),
-        (8, "8 version(s) held back by the mirror (1.0, 1.1, 1.2, 1.3, 1.4 and 3 more)"),
+        (3, "3 versions held in quarantine (publish time unknown: 1.0, 1.1, 1.2)"),
+        (4, "4 versions held in quarantine (publish time unknown: 1.1, 1.2, 1.3 and 1 more)"),
+        (8, "8 versions held in quarantine (publish time unknown: 1.5, 1.6, 1.7 and 5 more)"),
     ],
 )
-def test_the_held_summary_names_five_versions_and_counts_the_rest(held: int, summary: str) -> None:
+def test_the_held_summary_names_the_three_newest_versions_and_counts_the_rest(
+    held: int, summary: str
+) -> None:
     listed = tuple(f"1.{minor}" for minor in range(held))
     meta = document.parse_metadata(metadata_xml(listed, OLD))
     view = document.filter_metadata(meta, "org.example:lib", {}, rules(), NOW)  # all unknown

@@ -314,7 +314,7 @@ def test_blocked_versions_are_hidden_even_when_old() -> None:
     notice = document.render_notice(PackageName("left-pad"), view)
     assert notice == (
         "left-pad: 3 versions held in quarantine (newest 2.0.0-beta.2, available "
-        "2026-11-25T09:00Z); 1 version blocked (1.10.0)"
+        "2026-11-25T09:00Z); 1 version blocked by block b1: compromised release (1.10.0)"
     )
 
 
@@ -836,8 +836,14 @@ def test_a_full_packument_always_has_dist_tags_and_versions() -> None:
 @pytest.mark.parametrize(
     ("blocked", "shown"),
     [
-        (["1.0.0", "1.1.0", "1.2.0"], "3 versions blocked (1.0.0, 1.1.0, 1.2.0)"),
-        (["1.0.0", "1.1.0", "1.2.0", "1.3.0"], "4 versions blocked (1.1.0, 1.2.0, 1.3.0, ...)"),
+        (
+            ["1.0.0", "1.1.0", "1.2.0"],
+            "3 versions blocked by block b1: compromised release (1.0.0, 1.1.0, 1.2.0)",
+        ),
+        (
+            ["1.0.0", "1.1.0", "1.2.0", "1.3.0"],
+            "4 versions blocked by block b1: compromised release (1.1.0, 1.2.0, 1.3.0 and 1 more)",
+        ),
     ],
 )
 def test_the_notice_names_the_three_newest_blocked_versions(blocked: list[str], shown: str) -> None:
@@ -851,7 +857,9 @@ def test_the_notice_is_ascii_whatever_the_upstream_calls_a_version() -> None:
     doc = make_doc("accents", {"1.0.0-b\u00e9ta": OLD, "0.1.0": OLD}, {})
     view = document.filter_packument(parse(doc), rules(block("accents", "*")), NOW)
     notice = document.render_notice(PackageName("accents"), view)
-    assert notice == "accents: 2 versions blocked (0.1.0, 1.0.0-b?ta)"
+    assert (
+        notice == "accents: 2 versions blocked by block b1: compromised release (0.1.0, 1.0.0-b?ta)"
+    )
 
 
 @pytest.mark.parametrize(

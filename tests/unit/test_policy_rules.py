@@ -176,8 +176,8 @@ def test_an_open_ended_freeze_holds_until_it_is_lifted() -> None:
     assert not decision.visible
     assert decision.until is None
     assert decision.detail == (
-        "axios@1.0.0 was published 2026-11-17T14:03Z, after the freeze cutoff "
-        "2026-11-12T14:03Z (reason of f1; freeze f1); it is held until the freeze is lifted"
+        "axios@1.0.0 is held by freeze f1 until the freeze is lifted: reason of f1 (published "
+        "2026-11-17T14:03Z, after the freeze cutoff 2026-11-12T14:03Z)"
     )
 
 
@@ -186,7 +186,9 @@ def test_a_dated_freeze_holds_until_it_ends_or_the_version_matures() -> None:
     frozen = record("freeze", "*", rule_id="f1", expires_at=ends, published_after=CUTOFF)
     decision = decision_for([frozen], published=NOW - timedelta(days=5))
     assert (decision.verdict, decision.visible, decision.until) == ("quarantined", False, ends)
-    assert decision.detail.endswith("(reason of f1; freeze f1); it is held until 2026-11-29T14:03Z")
+    assert decision.detail.startswith(
+        "axios@1.0.0 is held by freeze f1 until 2026-11-29T14:03Z: reason of f1 (published "
+    )
     # a version younger than its quarantine age is held until it matures, if that is later
     young = decision_for([frozen], published=NOW - timedelta(hours=1), now=NOW)
     assert young.until == ends
@@ -367,6 +369,7 @@ def test_describe_names_the_rule_that_decided(kind: RuleKind) -> None:
         "quarantine_age": "3d",
         "detail": decision.detail,
         "rule": policy.describe_record(decided_by),
+        "lapsed_exemption": None,
     }
     assert described["rule"]["id"] == "r7"
 

@@ -195,7 +195,10 @@ def test_api_with_nothing_visible_says_why() -> None:
         jsonapi.render_api_project(api, view, BASE)
     assert jsonapi.api_nothing_visible_message("demo", view) == (
         "no release of demo is available from this mirror yet: 1 file held in quarantine "
-        "(the first available 2026-11-25T05:00Z); 4 files blocked"
+        "(newest demo-2.0-py3-none-any.whl, available 2026-11-25T05:00Z); 4 files blocked by "
+        "block b1: compromised release "
+        "(demo-1.1-py3-none-any.whl, demo-1.1-cp313-cp313-win_amd64.whl, "
+        "demo-1.2b1-py3-none-any.whl and 1 more)"
     )
 
 
@@ -622,11 +625,15 @@ def test_nothing_visible_message_counts_each_kind() -> None:
     view = jsonapi.filter_api(api, rules(block("<2")), NOW)
     assert jsonapi.api_nothing_visible_message("demo", view) == (
         "no release of demo is available from this mirror yet: 1 file held in quarantine "
-        "(the first available 2026-11-25T09:00Z); 2 files blocked"
+        "(newest demo-2.0.tar.gz, available 2026-11-25T09:00Z); 2 files blocked by block b1: "
+        "compromised release "
+        "(demo-1.0.tar.gz, demo-1.0.zip)"
     )
     view = jsonapi.filter_api(api, rules(block("<3")), NOW)
     assert jsonapi.api_nothing_visible_message("demo", view) == (
-        "no release of demo is available from this mirror yet: 3 files blocked"
+        "no release of demo is available from this mirror yet: 3 files blocked by block b1: "
+        "compromised release "
+        "(demo-1.0.tar.gz, demo-1.0.zip, demo-2.0.tar.gz)"
     )
     empty = jsonapi.filter_api(project_api({}), rules(), NOW)
     assert jsonapi.api_nothing_visible_message("demo", empty) == (

@@ -152,7 +152,10 @@ def test_blocked_version_is_hidden_with_all_its_files() -> None:
     ]
     notice = simple.render_notice("demo", view)
     assert notice is not None
-    assert "2 files blocked (demo-1.0.tar.gz, demo-1.0-py3-none-any.whl)" in notice
+    assert (
+        "2 files blocked by block b1: compromised release (demo-1.0.tar.gz, "
+        "demo-1.0-py3-none-any.whl)" in notice
+    )
 
 
 def test_all_files_hidden_gives_an_empty_page() -> None:
@@ -591,19 +594,25 @@ def test_notice_names_the_file_that_is_free_last_and_the_last_three_blocked() ->
     view = simple.filter_page(page, rules(block("<1")), NOW)
     assert simple.render_notice("demo", view) == (
         "demo: 5 files held in quarantine (newest demo-1.0.tar.gz, available "
-        "2026-11-25T09:00Z); 4 files blocked (demo-0.2.tar.gz, demo-0.3.tar.gz, "
-        "demo-0.4.tar.gz, ...); 2 files with no recognisable version not served"
+        "2026-11-25T09:00Z); 4 files blocked by block b1: compromised release (demo-0.2.tar.gz, "
+        "demo-0.3.tar.gz, demo-0.4.tar.gz and 1 more); 2 files with no recognisable version "
+        "not served"
     )
     only_blocked = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]),
                                       rules(block("<1")), NOW)  # fmt: skip
-    assert simple.render_notice("demo", only_blocked) == ("demo: 1 file blocked (demo-0.1.tar.gz)")
+    assert simple.render_notice("demo", only_blocked) == (
+        "demo: 1 file blocked by block b1: compromised release (demo-0.1.tar.gz)"
+    )
     three = page_json([entry(f"demo-0.{minor}.tar.gz", OLD) for minor in range(1, 4)])
     three_blocked = simple.filter_page(three, rules(block("<1")), NOW)
     assert simple.render_notice("demo", three_blocked) == (
-        "demo: 3 files blocked (demo-0.1.tar.gz, demo-0.2.tar.gz, demo-0.3.tar.gz)"
+        "demo: 3 files blocked by block b1: compromised release (demo-0.1.tar.gz, demo-0.2.tar.gz, "
+        "demo-0.3.tar.gz)"
     )
     unknown = simple.filter_page(page_json([entry("demo-1.5.tar.gz", None)]), rules(), NOW)
-    assert simple.render_notice("demo", unknown) == "demo: 1 file held in quarantine"
+    assert simple.render_notice("demo", unknown) == (
+        "demo: 1 file held in quarantine (publish time unknown: demo-1.5.tar.gz)"
+    )
     clear = simple.filter_page(page_json([entry("demo-0.1.tar.gz", OLD)]), rules(), NOW)
     assert simple.render_notice("demo", clear) is None
 
@@ -611,7 +620,10 @@ def test_notice_names_the_file_that_is_free_last_and_the_last_three_blocked() ->
 def test_notice_is_ascii() -> None:
     page = page_json([entry("demo-0.1.tar.gz", OLD)])
     view = simple.filter_page(page, rules(block("<1")), NOW)
-    assert simple.render_notice("démo", view) == "d?mo: 1 file blocked (demo-0.1.tar.gz)"
+    assert (
+        simple.render_notice("démo", view)
+        == "d?mo: 1 file blocked by block b1: compromised release (demo-0.1.tar.gz)"
+    )
 
 
 def test_unattributed_file_is_refused_with_a_reason() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from mirror import policy, versions
+from mirror import notices, policy, versions
 from mirror.clock import add_saturating
 from mirror.ecosystems.maven import paths
 from mirror.errors import BadRequest, BadUpstreamDocument
@@ -366,12 +366,9 @@ def checksum_headers(body: bytes) -> dict[str, str]:
 
 
 def held_summary(coordinates: str, view: MetadataView) -> str | None:
-    """One line naming what the view holds back (for logs and a response header), or None."""
-    if not view.held:
-        return None
-    names = ", ".join(held.version for held in view.held[:5])
-    more = f" and {len(view.held) - 5} more" if len(view.held) > 5 else ""
-    return f"{coordinates}: {len(view.held)} version(s) held back by the mirror ({names}{more})"
+    """One line naming what holds the versions the view holds back (`notices.notice`), or
+    None."""
+    return notices.notice(coordinates, view.held, "version")
 
 
 def nothing_visible_message(coordinates: str, view: MetadataView) -> str:

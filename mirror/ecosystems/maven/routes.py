@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mirror import policy, responses
+from mirror import notices, policy, responses
 from mirror.budget import BudgetedLRU
-from mirror.clock import iso_seconds
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import Held, NotFound, UpstreamNotFound, UpstreamUnavailable
@@ -552,14 +551,11 @@ def _next_batch(
 
 
 def _sentence(gav: str, decision: policy.Decision) -> str:
-    """One sentence naming the GAV and why: Maven prints it from the reason phrase."""
-    if decision.block is not None:
-        return f"{gav} is blocked by this mirror: {decision.detail}"
-    if decision.until is not None and not decision.visible:
-        return f"{gav} is in quarantine until {iso_seconds(decision.until)}: {decision.detail}"
-    if not decision.visible:
-        return f"{gav} is in quarantine (its publish time is unknown): {decision.detail}"
-    return f"{gav}: {decision.detail}"
+    """One sentence naming the GAV and what holds it (`notices.hold_clause`): Maven prints
+    its first clause from the reason phrase."""
+    if decision.visible:
+        return f"{gav}: {decision.detail}"
+    return f"{gav} is {notices.hold_clause(decision)}: {decision.detail}"
 
 
 def _moment_bytes(_moment: datetime) -> int:

@@ -25,8 +25,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Raw
 
-from mirror import policy, versions
-from mirror.clock import iso_minutes
+from mirror import notices, policy, versions
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
@@ -500,36 +499,17 @@ def _pick(manifest: Mapping[str, Raw], keys: Sequence[str]) -> dict[str, Raw]:
     return {key: manifest[key] for key in keys if key in manifest}
 
 
-def _count(count: int) -> str:
-    return f"{count} version{'s' if count != 1 else ''}"
-
-
 def render_dist_tags(view: PackumentView) -> bytes:
     return _ENCODE(dict(view.dist_tags))
 
 
 def render_notice(package: PackageName, view: PackumentView) -> str | None:
-    """The `npm-notice` header text when versions are held back, else None. ASCII only.
+    """The `npm-notice` header text when versions are held back, else None: what holds them
+    (`notices.notice`), ASCII and bounded.
 
     e.g. `left-pad: 2 versions held in quarantine (newest 1.4.0, available
-    2026-11-25T10:00Z); 1 version blocked (1.3.1)`."""
-    parts: list[str] = []
-    if view.quarantined:
-        newest = view.quarantined[-1]
-        count = len(view.quarantined)
-        text = f"{_count(count)} held in quarantine (newest {newest.version}"
-        if newest.until is not None:
-            text += f", available {iso_minutes(newest.until)}"
-        parts.append(text + ")")
-    if view.blocked:
-        count = len(view.blocked)
-        shown = ", ".join(held.version for held in view.blocked[-3:])
-        more = ", ..." if count > 3 else ""
-        parts.append(f"{_count(count)} blocked ({shown}{more})")
-    if not parts:
-        return None
-    text = f"{package.name}: " + "; ".join(parts)
-    return text.encode("ascii", "replace").decode("ascii")
+    2026-11-25T10:00Z); 1 version blocked by block b-9c8d: hijacked (1.3.1)`."""
+    return notices.notice(package.name, (*view.quarantined, *view.blocked), "version")
 
 
 def no_visible_version_message(package: PackageName, view: PackumentView) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 from packaging.version import InvalidVersion, Version
 
-from mirror import policy, versions
-from mirror.clock import iso_microseconds, iso_minutes
+from mirror import notices, policy, versions
+from mirror.clock import iso_microseconds
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
-from mirror.ecosystems.pypi.simple import DistFile, ProjectPage, count_files
+from mirror.ecosystems.pypi.simple import DistFile, ProjectPage
 from mirror.errors import BadUpstreamDocument
 from mirror.jsondepth import check_depth
 
@@ -347,19 +347,9 @@ def render_api_version(
 
 
 def _held_summary(decisions: Iterable[policy.Decision]) -> str:
-    """`N files held in quarantine (the first available …); M files blocked`."""
-    quarantined = [decision for decision in decisions if decision.block is None]
-    blocked = [decision for decision in decisions if decision.block is not None]
-    parts: list[str] = []
-    if quarantined:
-        text = f"{count_files(len(quarantined))} held in quarantine"
-        first = policy.earliest_until(quarantined)
-        if first is not None:
-            text += f" (the first available {iso_minutes(first)})"
-        parts.append(text)
-    if blocked:
-        parts.append(f"{count_files(len(blocked))} blocked")
-    return "; ".join(parts)
+    """What holds the files of `decisions`, cause by cause (`notices.summary`): `2 files held
+    in quarantine (newest …, available …); 1 file held by freeze f-…: reason (until …; …)`."""
+    return notices.summary(decisions, "file")
 
 
 def api_nothing_visible_message(project: str, view: ApiView) -> str:

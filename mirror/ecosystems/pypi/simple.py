@@ -17,8 +17,7 @@ from urllib.parse import unquote, urldefrag
 
 import orjson
 
-from mirror import policy, versions
-from mirror.clock import iso_minutes
+from mirror import notices, policy, versions
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
@@ -510,41 +509,19 @@ def lacks_metadata(page: ProjectPage) -> bool:
 
 def count_files(count: int) -> str:
     """`1 file`, `2 files`: every count of files in a notice or message."""
-    return f"{count} file{'s' if count != 1 else ''}"
-
-
-def _file(held: policy.Decision) -> str:
-    return held.filename or held.version  # PyPI decides files: there is always a filename
+    return notices.count(count, "file")
 
 
 def render_notice(project: str, view: PageView) -> str | None:
-    """The `X-Mirror-Notice` text when files are held back, else None. ASCII only.
+    """The `X-Mirror-Notice` text when files are held back, else None: what holds them
+    (`notices.notice`), ASCII and bounded.
 
     e.g. `demo: 2 files held in quarantine (newest demo-1.2-py3-none-any.whl, available
-    2026-11-25T10:00Z); 1 file blocked (demo-1.1.tar.gz)`."""
-    parts: list[str] = []
-    if view.quarantined:
-        newest: policy.Decision | None = None
-        for held in view.quarantined:
-            if held.until is not None and (
-                newest is None or held.until > (newest.until or held.until)
-            ):
-                newest = held
-        text = f"{count_files(len(view.quarantined))} held in quarantine"
-        if newest is not None and newest.until is not None:
-            text += f" (newest {_file(newest)}, available {iso_minutes(newest.until)})"
-        parts.append(text)
-    if view.blocked:
-        shown = ", ".join(_file(held) for held in view.blocked[-3:])
-        more = ", ..." if len(view.blocked) > 3 else ""
-        parts.append(f"{count_files(len(view.blocked))} blocked ({shown}{more})")
+    2026-11-25T10:00Z); 1 file blocked by block b-9c8d: hijacked (demo-1.1.tar.gz)`."""
+    extra: tuple[str, ...] = ()
     if view.unattributed:
-        unserved = count_files(len(view.unattributed))
-        parts.append(f"{unserved} with no recognisable version not served")
-    if not parts:
-        return None
-    text = f"{project}: " + "; ".join(parts)
-    return text.encode("ascii", "replace").decode("ascii")
+        extra = (f"{count_files(len(view.unattributed))} with no recognisable version not served",)
+    return notices.notice(project, (*view.quarantined, *view.blocked), "file", extra)
 
 
 def no_visible_file_message(project: str, view: PageView) -> str:
