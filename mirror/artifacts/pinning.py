@@ -49,6 +49,18 @@ class Pins:
             if stored is not None and stored != hexdigest:
                 self.refuse_changed(ref)
 
+    def contradicted(self, ref: ArtifactRef) -> bool:
+        """Whether the first-seen pin this process knows contradicts a digest declared now
+        (no state round trip): the download refuses such bytes; nothing may relay them."""
+        pin = self._shared.pinned(ref.ecosystem, ref.cache_key)
+        if pin is None:
+            return False
+        algorithm, _, hexdigest = pin.partition(":")
+        return any(
+            d.algorithm == algorithm and d.hexdigest.strip().lower() != hexdigest
+            for d in ref.digests
+        )
+
     async def pin_declared(self, ref: ArtifactRef) -> tuple[Digest, ...]:
         """Remember the strongest declared digest; refuse if another was remembered first.
         Returns a remembered digest of an algorithm not declared now (checked on the bytes)."""
