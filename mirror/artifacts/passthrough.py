@@ -310,12 +310,15 @@ async def relay_range(
 
 def _range_header(wanted: slice, size: int | None) -> str | None:
     """The `Range` to ask upstream for, or None when the range is not to be relayed (longer
-    than `RANGE_RELAY_MAX`, or open-ended on a file of unknown size)."""
+    than `RANGE_RELAY_MAX`, open-ended on a file of unknown size, or past the declared end:
+    the stored copy answers 416 without asking upstream)."""
     start, stop = wanted.start, wanted.stop
     if start is None:
         return None
     if start < 0 and stop is None:
         return f"bytes={start}" if -start <= RANGE_RELAY_MAX else None
+    if size is not None and start >= size:
+        return None
     if stop is not None:
         return f"bytes={start}-{stop - 1}" if stop - start <= RANGE_RELAY_MAX else None
     if size is None or size - start > RANGE_RELAY_MAX:

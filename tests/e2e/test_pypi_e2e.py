@@ -3,6 +3,7 @@ chosen upload times, PEP 658 metadata): what a developer sees when files are hel
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -186,13 +187,14 @@ async def cold_env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp
     now = datetime.now(UTC)
     old = now - timedelta(days=90)
     index = FakePypiIndex()
-    for project, version, uploaded in (
-        ("qm-alpha", "1.0", old),
-        ("qm-alpha", "1.1", old),
-        ("qm-alpha", "2.0", now - timedelta(hours=2)),  # young: held
-        ("qm-beta", "3.0", old),
+    for project, version, uploaded, padding in (
+        ("qm-alpha", "1.0", old, 0),
+        ("qm-alpha", "1.1", old, 0),
+        ("qm-alpha", "2.0", now - timedelta(hours=2), 0),  # young: held
+        # Over 16 KiB: uv asks for its last 16 KiB (central directory and METADATA).
+        ("qm-beta", "3.0", old, 256 * 1024),
     ):
-        index.add_wheel(project, version, uploaded=uploaded, metadata=False)
+        index.add_wheel(project, version, uploaded=uploaded, metadata=False, padding=padding)
     await index.start(aiohttp_server)
     mirror = await start_mirror(
         {"MIRROR_PYPI_UPSTREAM": index.url, "MIRROR_QUARANTINE": "3d"},
@@ -219,10 +221,27 @@ async def test_uv_compile_reads_uncached_wheels_by_range_before_they_are_downloa
         assert compiled.code == 0, compiled
         assert "qm-alpha==1.1" in compiled.out, compiled
         assert "qm-beta==3.0" in compiled.out, compiled
-        # uv answered from HEAD and ranges while no wheel's full download could finish.
-        access = [line for line in env.mirror.log().splitlines() if '"kind":"artifact"' in line]
-        assert any('"method":"HEAD"' in line and '"status":200' in line for line in access)
-        assert any('"method":"GET"' in line and '"status":206' in line for line in access)
+        # uv read each wheel it needed by HEAD and ranges (the bigger one: its last 16 KiB),
+        # answered while no wheel's full download could finish: they were all held.
+        wanted = [
+            (filename, method, status)
+            for filename in ("qm_alpha-1.1-py3-none-any.whl", "qm_beta-3.0-py3-none-any.whl")
+            for method, status in (("HEAD", 200), ("GET", 206))
+        ]
+        for _ in range(50):  # the last access-log lines may follow the answers by a moment
+            access = [line for line in env.mirror.log().splitlines() if '"kind":"art' in line]
+            seen = {
+                (filename, method, status)
+                for filename, method, status in wanted
+                for line in access
+                if f'/{filename}"' in line
+                and f'"method":"{method}"' in line
+                and f'"status":{status}' in line
+            }
+            if seen == set(wanted):
+                break
+            await asyncio.sleep(0.1)
+        assert seen == set(wanted), access
         assert not any('"method":"GET"' in line and '"status":200' in line for line in access)
     finally:
         for item in wheels:

@@ -582,8 +582,10 @@ async def test_what_cannot_be_answered_early_is_answered_once_stored(mirror: Mir
     several = await mirror.client.get("/files/1.0.0", headers={"Range": "bytes=0-1,5-6"})
     assert several.status == 416  # as a hit answers it
     assert several.headers["Content-Range"] == f"bytes */{size}"
-    mirror.add("2.0.0", SMALL)
-    past_the_end = await mirror.client.get("/files/2.0.0", headers={"Range": f"bytes={size}-"})
+    mirror.add("2.0.0", SMALL, size=size)  # past the declared end: upstream is not asked
+    past_the_end = await mirror.client.get(
+        "/files/2.0.0", headers={"Range": f"bytes={size}-{size + 9}"}
+    )
     assert past_the_end.status == 416
     # A range longer than a relay may be: from the stored copy.
     mirror.add("3.0.0", SMALL)
