@@ -17,7 +17,8 @@ Choices, stated plainly:
   against the declared one) without waiting for the download; a Range request with the
   upstream's 206 for that range, relayed (`passthrough.relay_range`: unverified bytes,
   `no-store`, bounded in length and `RANGE_RELAYS_AT_ONCE` per process) — what a resolver
-  reading a wheel's metadata by ranges needs before a first byte. Whatever cannot be answered
+  reading a wheel's metadata by ranges needs before a first byte. Neither is answered when the
+  declared digest differs from the first-seen one (`pinning`). Whatever cannot be answered
   so (conditional requests, several ranges, an upstream that ignores ranges or disagrees on
   the size, no free relay) waits for the download, then is answered from disk like a hit.
   A full disk does not stop installs: the client gets the verified bytes uncached
@@ -187,14 +188,18 @@ class ArtifactServer:
     ) -> web.StreamResponse | None:
         """A HEAD or a Range request on a miss, answered from upstream while the download runs
         (see the module docstring); None (nothing sent) to wait for the download instead."""
-        if any(name in request.headers for name in _CONDITIONS) or self._pins.contradicted(ref):
+        if any(name in request.headers for name in _CONDITIONS):
             return None
         if request.method == "HEAD":
+            if not await self._pins.unchanged(ref):
+                return None  # the download refuses these bytes and says so
             size = await self._upstream_size(ref)
             return None if size is None else await self._head_unstored(request, ref, size)
         if self._range_relays.locked():
             return None
         async with self._range_relays:
+            if not await self._pins.unchanged(ref):
+                return None  # the download refuses these bytes: none is relayed first
             return await relay_range(request, ref, upstream=self._upstream, record=record)
 
     async def _upstream_size(self, ref: ArtifactRef) -> int | None:

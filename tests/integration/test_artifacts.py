@@ -898,6 +898,23 @@ async def test_changed_digest_is_refused_before_fetching(mirror: Mirror) -> None
     assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
 
 
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+async def test_changed_digest_is_refused_before_a_range_or_head_is_answered(
+    mirror: Mirror, method: str
+) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    first = f"sha512:{hashlib.sha512(b'the bytes first mirrored').hexdigest()}"
+    await mirror.state.remember_digest("npm", ref.cache_key, first)
+    response = await mirror.client.request(
+        method, "/files/1.0.0", headers={"Range": "bytes=-10"} if method == "GET" else {}
+    )
+    assert response.status == 502
+    if method == "GET":
+        assert "since it was first mirrored" in (await response.json())["error"]
+    assert mirror.fake.requests == []  # no byte relayed, no size asked
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
+
+
 async def test_changed_bytes_under_a_weaker_remembered_digest_are_refused(mirror: Mirror) -> None:
     # First mirrored when only a sha1 was declared; now a sha512 is declared too, for new bytes.
     new = SMALL + b"trojan"
