@@ -82,6 +82,8 @@ class ChunkedUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        if "Range" in request.headers:
+            return await self._cut_range(request)
         await self.released.wait()
         response = web.StreamResponse(headers={"Content-Type": TGZ})
         if self.content_length:
@@ -94,6 +96,22 @@ class ChunkedUpstream:
             self.sent = start + len(self.body[start : start + 64 * 1024])
             await asyncio.sleep(0.002)
         await response.write_eof()
+        return response
+
+    async def _cut_range(self, request: web.Request) -> web.StreamResponse:
+        """The range asked for, announced in full, then the connection closed halfway."""
+        wanted = request.http_range
+        start = wanted.start if wanted.start >= 0 else len(self.body) + wanted.start
+        part = self.body[wanted]
+        response = web.StreamResponse(status=206, headers={"Content-Type": TGZ})
+        response.headers["Content-Range"] = (
+            f"bytes {start}-{start + len(part) - 1}/{len(self.body)}"
+        )
+        response.content_length = len(part)
+        await response.prepare(request)
+        await response.write(part[: len(part) // 2])
+        if request.transport is not None:
+            request.transport.close()
         return response
 
 
@@ -546,6 +564,8 @@ async def test_ranges_on_a_miss_are_relayed_while_the_download_runs(mirror: Mirr
     assert full_gets(mirror, "/files/3.0.0") == 1
     assert ranged_gets(mirror, "/files/3.0.0") == len(asked)
     assert not await mirror.stored("3.0.0")
+    await mirror.server.ledger.flush()
+    assert await mirror.downloads(1) == ["3.0.0"]  # a relayed range is a download
     mirror.fake.release("/files/3.0.0")
     await wait_stored(mirror, "3.0.0")
     hit = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=-100"})
@@ -553,8 +573,19 @@ async def test_ranges_on_a_miss_are_relayed_while_the_download_runs(mirror: Mirr
     assert hit.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
     assert full_gets(mirror, "/files/3.0.0") == 1
     assert ranged_gets(mirror, "/files/3.0.0") == len(asked)
-    await mirror.server.ledger.flush()
-    assert await mirror.downloads(1) == ["3.0.0"]  # a relayed range is a download
+
+
+async def test_a_relayed_range_the_upstream_cuts_short_is_cut_short(mirror: Mirror) -> None:
+    mirror.add("3.0.0", BIG, slow=True)  # its ranges end halfway; its download waits
+    response = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=-200000"})
+    assert response.status == 206
+    assert response.headers["Content-Length"] == "200000"
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()  # never a short body that looks complete
+    mirror.slow.release()
+    again = await mirror.client.get("/files/3.0.0")
+    assert await again.read() == BIG
+    assert mirror.slow.requests == 2  # the range, and the one download
 
 
 async def test_a_corrupt_file_whose_range_was_relayed_is_not_stored(mirror: Mirror) -> None:
