@@ -220,6 +220,10 @@ class Upstream:
         self._documents: SingleFlight[tuple[object, ...], UpstreamDocument] = SingleFlight(
             "upstream document", on_join=self._count_join
         )
+        # HEADs of artifacts (their sizes), shared the same way.
+        self._sizes: SingleFlight[tuple[str, str], int | None] = SingleFlight(
+            "upstream artifact size", on_join=self._count_join
+        )
 
     # lifecycle --------------------------------------------------------------------------
 
@@ -245,6 +249,7 @@ class Upstream:
 
     async def close(self) -> None:
         await self._documents.close()
+        await self._sizes.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -297,10 +302,23 @@ class Upstream:
         key = ("HEAD", ecosystem, url)
         return await self._documents.run(key, lambda: self._document(scope, "HEAD", url, {}, None))
 
-    def stream(self, url: str, *, ecosystem: str) -> AbstractAsyncContextManager[UpstreamStream]:
+    def stream(
+        self, url: str, *, ecosystem: str, byte_range: str | None = None
+    ) -> AbstractAsyncContextManager[UpstreamStream]:
         """GET an artifact byte for byte. Errors (mapped) are raised on entering, before any
-        byte; a connection lost mid-body raises UpstreamUnavailable from `iter_chunks`."""
-        return self._stream(url, ecosystem)
+        byte; a connection lost mid-body raises UpstreamUnavailable from `iter_chunks`.
+        With `byte_range` (the value of a `Range` header, `bytes=…`), the answer is a 206 or,
+        from an upstream that ignores ranges, a 200 with the whole file: the caller looks at
+        `status` (and `Content-Range`) before reading."""
+        return self._stream(url, ecosystem, byte_range)
+
+    async def artifact_size(self, url: str, *, ecosystem: str) -> int | None:
+        """HEAD an artifact (through the same scope and redirect checks as `stream`): the
+        length of its bytes as `stream` gets them, None when upstream does not say (or
+        would send them encoded). Concurrent asks for one URL share one request. Raises as
+        `head` does."""
+        scope = self._scope(url, ecosystem)
+        return await self._sizes.run((ecosystem, url), lambda: self._artifact_size(scope, url))
 
     async def forward(
         self,
@@ -451,13 +469,28 @@ class Upstream:
         return b"".join(parts)
 
     @contextlib.asynccontextmanager
-    async def _stream(self, url: str, ecosystem: str) -> AsyncIterator[UpstreamStream]:
+    async def _stream(
+        self, url: str, ecosystem: str, byte_range: str | None
+    ) -> AsyncIterator[UpstreamStream]:
         scope = self._scope(url, ecosystem)
-        response = await self._open(scope, "GET", url, {"Accept-Encoding": "identity"}, retry=True)
+        headers = {"Accept-Encoding": "identity"}
+        if byte_range is not None:
+            headers["Range"] = byte_range
+        response = await self._open(scope, "GET", url, headers, retry=True)
         try:
-            if response.status != 200:
+            if response.status != 200 and not (byte_range is not None and response.status == 206):
                 raise _status_error(scope, url, response)
             yield _Stream(self, response, scope, url)
+        finally:
+            response.release()
+
+    async def _artifact_size(self, scope: UpstreamScope, url: str) -> int | None:
+        response = await self._open(scope, "HEAD", url, {"Accept-Encoding": "identity"}, retry=True)
+        try:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if response.status != 200 or encoding not in ("", "identity"):
+                return None
+            return response.content_length
         finally:
             response.release()
 

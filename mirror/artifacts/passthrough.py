@@ -9,6 +9,15 @@ Choices, stated plainly:
   on a mismatch. These bytes are being stored, so they go out with the stored copy's caching.
 - `relay_uncached`: with no room to store (a full disk), one client gets the upstream's bytes
   relayed while they are hashed, with the same hold-back, `Cache-Control: no-store`.
+- `relay_range`: a Range request on a miss is answered with the upstream's own 206 for that
+  range, relayed chunk by chunk (nothing held in memory), while the full download runs once in
+  the background and is verified before it is stored. The ranged bytes cannot be verified:
+  the file's digest covers the whole file. That is the price of answering a resolver's
+  metadata read (uv reads a wheel's central directory and METADATA this way) without a full
+  download first; such an answer is `no-store`, carries no ETag (the mirror cannot vouch for
+  it) and is bounded (`RANGE_RELAY_MAX` bytes; how many at once is the caller's bound). The
+  upstream's answer must be exactly the range asked for, of a file of the declared size; any
+  other answer, or a failure before the headers, leaves the request to the download (`None`).
 - The download ledger is noted as the headers go out, as for hits: an impact report had better
   name a client that hung up mid-body than miss one that did not.
 """
@@ -16,6 +25,8 @@ Choices, stated plainly:
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import Callable
 
 from aiohttp import web
@@ -25,10 +36,17 @@ from mirror.artifacts.download import HOLD_BACK, Download
 from mirror.artifacts.pinning import Pins
 from mirror.blobs.store import ALGORITHMS, BlobEntry, check_digests
 from mirror.model import ArtifactRef
-from mirror.upstream import Upstream
+from mirror.upstream import Upstream, UpstreamStream
+
+log = logging.getLogger(__name__)
 
 # How much of a growing file is read (and sent) at a time.
 READ_SIZE = 256 * 1024
+# The longest range relayed from upstream on a miss (unverified bytes; a resolver reading a
+# wheel's central directory and METADATA asks for some KiB). Longer ones wait for the download.
+RANGE_RELAY_MAX = 8 * 1024 * 1024
+# `Content-Range: bytes first-last/complete` as a 206 states it (RFC 9110 §14.4).
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
 
 
 async def stream_download(
@@ -94,11 +112,10 @@ async def _start_stream(
     ref = download.ref
     headers = {"Content-Type": ref.content_type, "Cache-Control": cache_control}
     entry = download.entry
-    declared_sha256 = next((d for d in ref.digests if d.algorithm == "sha256"), None)
     if entry is not None:
         headers["ETag"] = f'"{entry.etag}"'
-    elif declared_sha256 is not None:
-        headers["ETag"] = f'"{declared_sha256.hexdigest.strip().lower()}"'
+    elif (etag := declared_etag(ref)) is not None:
+        headers["ETag"] = etag
     response = web.StreamResponse(headers=headers)
     size = entry.size if entry is not None else download.expected_size
     if size is not None:
@@ -203,3 +220,135 @@ async def _start_uncached(
     record()
     await response.prepare(request)
     return response
+
+
+def declared_etag(ref: ArtifactRef) -> str | None:
+    """The ETag the stored blob will have (its sha256), when the metadata declares it: a
+    stored copy is only ever served with this digest verified."""
+    declared = next((d for d in ref.digests if d.algorithm == "sha256"), None)
+    return None if declared is None else f'"{declared.hexdigest.strip().lower()}"'
+
+
+def byte_span(wanted: slice, size: int) -> tuple[int, int] | None:
+    """(offset, count) of the one byte range `wanted` (as aiohttp's `http_range` gives it:
+    `slice(a, b + 1)`, `slice(a, None)`, `slice(-n, None)`) of a file of `size` bytes; None
+    when it starts past the end (416). A range past the end stops at the end."""
+    start, stop = wanted.start, wanted.stop
+    if start is None:
+        return 0, size
+    if start < 0 and stop is None:  # the last -start bytes
+        start = max(size + start, 0)
+        stop = size
+    if start >= size:  # (a suffix of an empty file too)
+        return None
+    return start, min(stop if stop is not None else size, size) - start
+
+
+async def relay_range(
+    request: web.Request,
+    ref: ArtifactRef,
+    *,
+    upstream: Upstream,
+    record: Callable[[], None],
+) -> web.StreamResponse | None:
+    """Answer a GET of one byte range of `ref` (not stored) with the upstream's 206 for it,
+    relayed as it arrives (see the module docstring). None, with nothing sent, when it cannot
+    be: several or malformed ranges, a range longer than `RANGE_RELAY_MAX`, an upstream that
+    ignores ranges, answers another range, another size than declared, or fails."""
+    try:
+        wanted = request.http_range
+    except ValueError:
+        return None  # several ranges, or a malformed one: answered as hits answer them
+    asked = _range_header(wanted, ref.size)
+    if asked is None:
+        return None
+    response: web.StreamResponse | None = None
+    sent = count = 0
+    try:
+        async with upstream.stream(
+            ref.upstream_url, ecosystem=ref.ecosystem, byte_range=asked
+        ) as answer:
+            span = _relayable(answer, wanted, ref)
+            if span is None:
+                return None  # leaving the block drops the upstream connection unread
+            offset, count, size = span
+            response = web.StreamResponse(
+                status=206,
+                headers={
+                    "Content-Type": ref.content_type,
+                    "Cache-Control": "no-store",
+                    "Accept-Ranges": "bytes",
+                    "Content-Range": f"bytes {offset}-{offset + count - 1}/{size}",
+                },
+            )
+            response.content_length = count
+            record()
+            await response.prepare(request)
+            async for chunk in answer.iter_chunks():
+                chunk = chunk[: count - sent]
+                await response.write(chunk)
+                sent += len(chunk)
+                if sent == count:
+                    break
+    except errors.UpstreamError:
+        if response is None:
+            return None  # the download will say what is wrong
+        # The upstream failed mid-body: cut the answer short below.
+    except ConnectionError:
+        if response is None:
+            raise
+        return response  # the client left
+    if response is None:  # unreachable: every way here prepared it
+        raise RuntimeError(f"{ref.cache_key}: a relayed range without a response")
+    if sent != count:
+        if request.transport is not None:
+            request.transport.abort()  # never a short body that looks complete
+        return response
+    await response.write_eof()
+    return response
+
+
+def _range_header(wanted: slice, size: int | None) -> str | None:
+    """The `Range` to ask upstream for, or None when the range is not to be relayed (longer
+    than `RANGE_RELAY_MAX`, open-ended on a file of unknown size, or past the declared end:
+    the stored copy answers 416 without asking upstream)."""
+    start, stop = wanted.start, wanted.stop
+    if start is None:
+        return None
+    if start < 0 and stop is None:
+        return f"bytes={start}" if -start <= RANGE_RELAY_MAX else None
+    if size is not None and start >= size:
+        return None
+    if stop is not None:
+        return f"bytes={start}-{stop - 1}" if stop - start <= RANGE_RELAY_MAX else None
+    if size is None or size - start > RANGE_RELAY_MAX:
+        return None
+    return f"bytes={start}-"
+
+
+def _relayable(
+    answer: UpstreamStream, wanted: slice, ref: ArtifactRef
+) -> tuple[int, int, int] | None:
+    """(offset, count, file size) of the upstream's answer when it is exactly the range asked
+    for, of a file of the declared size (when declared), unencoded; else None."""
+    if answer.status != 206:
+        return None  # the whole file: the download fetches it already
+    match = _CONTENT_RANGE.fullmatch(answer.headers.get("Content-Range", "").strip())
+    if match is None:
+        return None
+    first, last, size = (int(group) for group in match.groups())
+    encoding = answer.headers.get("Content-Encoding", "identity").strip().lower()
+    if ref.size is not None and size != ref.size:
+        log.warning(
+            "upstream says %s has %d bytes, its metadata %d: not relaying a range of it",
+            ref.cache_key,
+            size,
+            ref.size,
+        )
+        return None
+    span = byte_span(wanted, size)
+    if span is None or encoding not in ("", "identity") or span != (first, last - first + 1):
+        return None
+    if answer.content_length is not None and answer.content_length != span[1]:
+        return None
+    return span[0], span[1], size

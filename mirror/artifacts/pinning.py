@@ -49,14 +49,25 @@ class Pins:
             if stored is not None and stored != hexdigest:
                 self.refuse_changed(ref)
 
+    async def unchanged(self, ref: ArtifactRef) -> bool:
+        """Whether the digests declared now agree with the one remembered first (remembering
+        the declared one if none was; True when nothing can be compared), asked before bytes
+        that cannot be verified are relayed. A disagreement is neither counted nor raised
+        here: the download refuses those bytes and counts that."""
+        seen = await self._first_seen(ref)
+        if seen is None:
+            return True
+        algorithm, _, hexdigest = seen[1].partition(":")
+        same = [d for d in ref.digests if d.algorithm == algorithm]
+        return all(d.hexdigest.strip().lower() == hexdigest for d in same)
+
     async def pin_declared(self, ref: ArtifactRef) -> tuple[Digest, ...]:
         """Remember the strongest declared digest; refuse if another was remembered first.
         Returns a remembered digest of an algorithm not declared now (checked on the bytes)."""
-        declared = strongest(ref.digests)
-        if declared is None:
+        seen = await self._first_seen(ref)
+        if seen is None:
             return ()
-        mine = f"{declared.algorithm}:{declared.hexdigest.strip().lower()}"
-        first = await self._shared.remember_digest(ref.ecosystem, ref.cache_key, mine)
+        mine, first = seen
         if first == mine:
             return ()
         algorithm, _, hexdigest = first.partition(":")
@@ -68,6 +79,16 @@ class Pins:
         if algorithm not in ALGORITHMS:
             return ()
         return (Digest(algorithm=algorithm, hexdigest=hexdigest),)
+
+    async def _first_seen(self, ref: ArtifactRef) -> tuple[str, str] | None:
+        """The strongest declared digest and the one remembered first for `ref` (each
+        "algorithm:hex"; the declared one is remembered if none was); None when none is
+        declared."""
+        declared = strongest(ref.digests)
+        if declared is None:
+            return None
+        mine = f"{declared.algorithm}:{declared.hexdigest.strip().lower()}"
+        return mine, await self._shared.remember_digest(ref.ecosystem, ref.cache_key, mine)
 
     async def pin_fetched(self, ref: ArtifactRef, sha256: str) -> tuple[Digest, ...]:
         """No digest is declared: trust on first use, remembering `sha256` of the bytes

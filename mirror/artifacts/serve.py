@@ -11,9 +11,17 @@ Choices, stated plainly:
   replaced through its public API, and it opens the path itself.
   If the digest the adapter now declares differs from the verified one, the request is refused
   (`pinning`). Small blobs are answered from memory, re-verified once per process.
-- Miss: GET streams the shared download as it is stored (`passthrough.stream_download`); HEAD
-  and Range requests wait for the download to be stored, then are answered from disk like a
-  hit. A full disk does not stop installs: the client gets the verified bytes uncached
+- Miss: the shared download starts (or is joined) first, whatever the request: the file is
+  fetched once, verified and stored as always. GET streams it as it is stored
+  (`passthrough.stream_download`). HEAD is answered from an upstream HEAD (its size, checked
+  against the declared one) without waiting for the download; a Range request with the
+  upstream's 206 for that range, relayed (`passthrough.relay_range`: unverified bytes,
+  `no-store`, bounded in length and `RANGE_RELAYS_AT_ONCE` per process) — what a resolver
+  reading a wheel's metadata by ranges needs before a first byte. Neither is answered when the
+  declared digest differs from the first-seen one (`pinning`). Whatever cannot be answered
+  so (conditional requests, several ranges, an upstream that ignores ranges or disagrees on
+  the size, no free relay) waits for the download, then is answered from disk like a hit.
+  A full disk does not stop installs: the client gets the verified bytes uncached
   (`passthrough.relay_uncached`).
 - Every GET that sends the file (200/206) is written to the download ledger in the background;
   the ledger never delays or fails a download.
@@ -32,7 +40,13 @@ from aiohttp import ETag, web
 
 from mirror import errors
 from mirror.artifacts.download import Downloads
-from mirror.artifacts.passthrough import relay_uncached, stream_download
+from mirror.artifacts.passthrough import (
+    byte_span,
+    declared_etag,
+    relay_range,
+    relay_uncached,
+    stream_download,
+)
 from mirror.artifacts.pinning import Pins, count_late_conflict
 from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, OpenBlob
 from mirror.budget import BudgetedLRU, ByteBudget
@@ -63,6 +77,11 @@ HOT_BUDGET = 64 * 1024 * 1024
 # Without sendfile (uvloop), a blob is sent in chunks of this size read off the event loop
 # (what aiohttp's FileResponse falls back to).
 SEND_CHUNK = 256 * 1024
+# Ranged answers relayed from upstream on a miss at once, per worker process: a client asking
+# for many ranges of an uncached file gets the rest answered once the download is stored.
+RANGE_RELAYS_AT_ONCE = 8
+# Headers that make a request conditional: judged only on a stored, verified copy.
+_CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
 
 
 class ArtifactServer:
@@ -104,6 +123,7 @@ class ArtifactServer:
         self._downloads = Downloads(
             blobs=blobs, upstream=upstream, pins=self._pins, metrics=metrics, shared=self.shared
         )
+        self._range_relays = asyncio.Semaphore(RANGE_RELAYS_AT_ONCE)
 
     # public API ---------------------------------------------------------------------------
 
@@ -118,10 +138,13 @@ class ArtifactServer:
                 return response
             self._blobs.forget(ref.cache_key)
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
-        download = self._downloads.join(ref)
+        download = self._downloads.join(ref)  # runs on its own: nobody need wait for it
         record = partial(self._record_download, request, ref)
         try:
             if request.method == "HEAD" or "Range" in request.headers:
+                early = await self._answer_before_stored(request, ref, record)
+                if early is not None:
+                    return early
                 return await self._serve_stored(request, ref, await download.stored())
             streamed = await stream_download(
                 request, download, cache_control=ARTIFACT_CACHE_CONTROL, record=record
@@ -157,6 +180,64 @@ class ArtifactServer:
         await self._downloads.close()
         await self.ledger.close()
         await self.shared.close()
+
+    # misses answered before the download is stored ---------------------------------------
+
+    async def _answer_before_stored(
+        self, request: web.Request, ref: ArtifactRef, record: Callable[[], None]
+    ) -> web.StreamResponse | None:
+        """A HEAD or a Range request on a miss, answered from upstream while the download runs
+        (see the module docstring); None (nothing sent) to wait for the download instead."""
+        if any(name in request.headers for name in _CONDITIONS):
+            return None
+        if request.method == "HEAD":
+            if not await self._pins.unchanged(ref):
+                return None  # the download refuses these bytes and says so
+            size = await self._upstream_size(ref)
+            return None if size is None else await self._head_unstored(request, ref, size)
+        if self._range_relays.locked():
+            return None
+        async with self._range_relays:
+            if not await self._pins.unchanged(ref):
+                return None  # the download refuses these bytes: none is relayed first
+            return await relay_range(request, ref, upstream=self._upstream, record=record)
+
+    async def _upstream_size(self, ref: ArtifactRef) -> int | None:
+        """The file's size as upstream answers a HEAD, when it agrees with the declared one;
+        None when upstream fails, does not say, or disagrees (the download judges it)."""
+        try:
+            size = await self._upstream.artifact_size(ref.upstream_url, ecosystem=ref.ecosystem)
+        except errors.UpstreamError:
+            return None  # logged by `upstream`; the download answers for it
+        if size is None:
+            return ref.size  # it is there; its metadata says how big
+        if ref.size is not None and size != ref.size:
+            log.warning(
+                "upstream says %s has %d bytes, its metadata %d: HEAD waits for the download",
+                ref.cache_key,
+                size,
+                ref.size,
+            )
+            return None
+        return size
+
+    async def _head_unstored(
+        self, request: web.Request, ref: ArtifactRef, size: int
+    ) -> web.StreamResponse:
+        # no-store: a cache in front must not keep headers the mirror has not verified bytes
+        # for; the ETag is the declared sha256, the one a stored copy is served with.
+        headers = {
+            "Content-Type": ref.content_type,
+            "Cache-Control": "no-store",
+            "Accept-Ranges": "bytes",
+        }
+        if (etag := declared_etag(ref)) is not None:
+            headers["ETag"] = etag
+        response = web.StreamResponse(headers=headers)
+        response.content_length = size
+        await response.prepare(request)
+        await response.write_eof()
+        return response
 
     # hits ---------------------------------------------------------------------------------
 
@@ -308,17 +389,12 @@ def _judge(request: web.Request, etag: str, size: int, modified: float) -> tuple
         wanted = request.http_range  # one range; several, or a malformed one, raise
     except ValueError:
         return 416, 0, 0
-    start, stop = wanted.start, wanted.stop
-    if start is None:
+    if wanted.start is None:
         return 200, 0, size
-    if start < 0 and stop is None:  # the last -start bytes
-        start = max(size + start, 0)
-        count = size - start
-    else:  # a stop past the end means up to the end
-        count = min(stop if stop is not None else size, size) - start
-    if start >= size:
+    span = byte_span(wanted, size)
+    if span is None:
         return 416, 0, 0
-    return 206, start, count
+    return 206, *span
 
 
 def _etag_matches(etag: str, tags: tuple[ETag, ...], *, weak: bool) -> bool:

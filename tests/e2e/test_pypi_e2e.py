@@ -3,6 +3,7 @@ chosen upload times, PEP 658 metadata): what a developer sees when files are hel
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -175,3 +176,89 @@ async def test_uv_range_young_pin_and_blocked_version(env: Env) -> None:
     assert late.code == 0, late
     site = next((env.root / "uv-late" / "lib").glob("python*/site-packages"))
     assert "TAG = 'py3-none-any'" in installed(site, "qm_late")
+
+
+# uv on a cold cache, with an index that declares no PEP 658 metadata ---------------------
+
+
+@pytest.fixture
+async def cold_env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path: Path) -> Env:
+    """Wheels without `.metadata` files: uv reads their METADATA by HEAD and Range requests."""
+    now = datetime.now(UTC)
+    old = now - timedelta(days=90)
+    index = FakePypiIndex()
+    for project, version, uploaded, padding in (
+        ("qm-alpha", "1.0", old, 0),
+        ("qm-alpha", "1.1", old, 0),
+        ("qm-alpha", "2.0", now - timedelta(hours=2), 0),  # young: held
+        # Over 16 KiB: uv asks for its last 16 KiB (central directory and METADATA).
+        ("qm-beta", "3.0", old, 256 * 1024),
+    ):
+        index.add_wheel(project, version, uploaded=uploaded, metadata=False, padding=padding)
+    await index.start(aiohttp_server)
+    mirror = await start_mirror(
+        {"MIRROR_PYPI_UPSTREAM": index.url, "MIRROR_QUARANTINE": "3d"},
+        data_dir=tmp_path / "mirror-data",
+    )
+    return Env(mirror=mirror, index=index, root=tmp_path / "clients")
+
+
+async def test_uv_compile_reads_uncached_wheels_by_range_before_they_are_downloaded(
+    cold_env: Env,
+) -> None:
+    env = cold_env
+    wheels = [item for files in env.index.files.values() for item in files]
+    for item in wheels:
+        env.index.upstream.hold_body(item.path)  # every full download stays under way
+    requirements = env.root / "requirements.in"
+    requirements.parent.mkdir(parents=True, exist_ok=True)
+    requirements.write_text("qm-alpha>=1.0\nqm-beta\n", encoding="utf-8")
+    compiled = await env.run(
+        _uv(), "--no-config", "pip", "compile", str(requirements), "--index-url", env.index_url,
+        "--no-header", "--no-annotate",
+    )  # fmt: skip
+    try:
+        assert compiled.code == 0, compiled
+        assert "qm-alpha==1.1" in compiled.out, compiled
+        assert "qm-beta==3.0" in compiled.out, compiled
+        # uv read each wheel it needed by HEAD and ranges (the bigger one: its last 16 KiB),
+        # answered while no wheel's full download could finish: they were all held.
+        wanted = [
+            (filename, method, status)
+            for filename in ("qm_alpha-1.1-py3-none-any.whl", "qm_beta-3.0-py3-none-any.whl")
+            for method, status in (("HEAD", 200), ("GET", 206))
+        ]
+        for _ in range(50):  # the last access-log lines may follow the answers by a moment
+            access = [line for line in env.mirror.log().splitlines() if '"kind":"art' in line]
+            seen = {
+                (filename, method, status)
+                for filename, method, status in wanted
+                for line in access
+                if f'/{filename}"' in line
+                and f'"method":"{method}"' in line
+                and f'"status":{status}' in line
+            }
+            if seen == set(wanted):
+                break
+            await asyncio.sleep(0.1)
+        assert seen == set(wanted), access
+        assert not any('"method":"GET"' in line and '"status":200' in line for line in access)
+    finally:
+        for item in wheels:
+            env.index.upstream.release(item.path)
+    read = [item for item in wheels if env.index.upstream.count(item.path) > 0]
+    assert {item.filename for item in read} == {
+        "qm_alpha-1.1-py3-none-any.whl",
+        "qm_beta-3.0-py3-none-any.whl",
+    }
+    installed_ = await env.uv_install("cold", "qm-alpha>=1.0", "qm-beta")
+    assert installed_.code == 0, installed_
+    for item in read:
+        full = [
+            request
+            for request in env.index.upstream.requests
+            if request.path == item.path
+            and request.method == "GET"
+            and "Range" not in request.headers
+        ]
+        assert len(full) == 1, item.filename  # one download, started by the first HEAD

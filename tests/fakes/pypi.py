@@ -47,14 +47,21 @@ def _record_line(path: str, data: bytes) -> str:
 
 
 def make_wheel(
-    name: str, version: str, *, tag: str = "py3-none-any", requires_python: str | None = None
+    name: str,
+    version: str,
+    *,
+    tag: str = "py3-none-any",
+    requires_python: str | None = None,
+    padding: int = 0,
 ) -> tuple[str, bytes, bytes]:
-    """A deterministic, installable wheel: (file name, bytes, its METADATA bytes)."""
+    """A deterministic, installable wheel: (file name, bytes, its METADATA bytes). `padding`
+    bytes of data (stored uncompressed) make it that much bigger."""
     stem = _escaped(name)
     dist_info = f"{stem}-{version}.dist-info"
     metadata = core_metadata(name, version, requires_python)
     members = {
         f"{stem}/__init__.py": f"VERSION = {version!r}\nTAG = {tag!r}\n".encode(),
+        **({f"{stem}/padding.bin": bytes(range(256)) * (padding // 256)} if padding else {}),
         f"{dist_info}/METADATA": metadata,
         f"{dist_info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: fake\nRoot-Is-Purelib: true\nTag: {tag}\n\n"
@@ -66,7 +73,8 @@ def make_wheel(
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in members.items():
-            archive.writestr(zipfile.ZipInfo(path, date_time=ZIP_TIME), data)
+            stored = zipfile.ZIP_STORED if path.endswith("/padding.bin") else None
+            archive.writestr(zipfile.ZipInfo(path, date_time=ZIP_TIME), data, stored)
     return f"{stem}-{version}-{tag}.whl", raw.getvalue(), metadata
 
 
@@ -170,9 +178,10 @@ class FakePypiIndex:
         requires_python: str | None = None,
         yanked: bool | str = False,
         metadata: bool = True,
+        padding: int = 0,
     ) -> FakeFile:
         filename, data, meta = make_wheel(
-            project, version, tag=tag, requires_python=requires_python
+            project, version, tag=tag, requires_python=requires_python, padding=padding
         )
         return self.add_file(
             FakeFile(

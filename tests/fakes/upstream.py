@@ -63,6 +63,8 @@ class FakeUpstream:
         self._truncated: set[str] = set()
         self._delays: dict[str, float] = {}
         self._gates: dict[str, asyncio.Event] = {}
+        self._held_bodies: dict[str, asyncio.Event] = {}
+        self._no_ranges: set[str] = set()
         self._down = False
         self._arrival = asyncio.Event()
 
@@ -148,15 +150,30 @@ class FakeUpstream:
         """Keep every request for `path` waiting until `release(path)`: no timing involved."""
         self._gates[path] = asyncio.Event()
 
+    def hold_body(self, path: str) -> None:
+        """Answer a whole-file GET of `path` with its headers and the first half of its body,
+        then wait until `release(path)` to send the rest (HEAD and ranged GETs answer at
+        once): a download that is under way and cannot finish."""
+        self._held_bodies[path] = asyncio.Event()
+
+    def ignore_ranges(self, path: str) -> None:
+        """Answer a ranged GET of `path` with the whole file (200), as a server without range
+        support does. Ranges are honoured otherwise (one range: 206, else 416)."""
+        self._no_ranges.add(path)
+
     def release(self, path: str) -> None:
         gate = self._gates.pop(path, None)
         if gate is not None:
             gate.set()
+        held = self._held_bodies.pop(path, None)
+        if held is not None:
+            held.set()
 
     def heal(self, path: str) -> None:
         """Remove every fault set for `path`."""
         self._failures.pop(path, None)
         self._truncated.discard(path)
+        self._no_ranges.discard(path)
         self._delays.pop(path, None)
         self.release(path)
 
@@ -254,6 +271,19 @@ class FakeUpstream:
             if request.transport is not None:
                 request.transport.close()
             return response
+        ranged = "Range" in request.headers and request.method == "GET" and route.status == 200
+        if ranged and key not in self._no_ranges and "Content-Encoding" not in headers:
+            return _ranged(request, body, headers)
+        held = self._held_bodies.get(key)
+        if held is not None and request.method == "GET":
+            response = web.StreamResponse(status=route.status, headers=headers)
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            await held.wait()
+            await response.write(body[len(body) // 2 :])
+            await response.write_eof()
+            return response
         return web.Response(status=route.status, body=body, headers=headers)
 
     def _known_paths(self) -> set[str]:
@@ -264,7 +294,26 @@ class FakeUpstream:
             *self._truncated,
             *self._delays,
             *self._gates,
+            *self._held_bodies,
+            *self._no_ranges,
         }
+
+
+def _ranged(request: web.Request, body: bytes, headers: CIMultiDict[str]) -> web.Response:
+    """The one byte range asked for, as a file server answers it: 206, or 416."""
+    try:
+        wanted = request.http_range
+    except ValueError:
+        wanted = None
+    size = len(body)
+    if wanted is not None and wanted.start is not None and wanted.start < 0:
+        wanted = slice(max(size + wanted.start, 0), None)
+    if wanted is None or wanted.start is None or wanted.start >= size:
+        headers["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=headers)
+    part = body[wanted]
+    headers["Content-Range"] = f"bytes {wanted.start}-{wanted.start + len(part) - 1}/{size}"
+    return web.Response(status=206, body=part, headers=headers)
 
 
 def _decoded(path: str) -> str:

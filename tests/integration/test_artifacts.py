@@ -23,7 +23,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from mirror.app import error_middleware
 from mirror.artifacts.download import HOLD_BACK
-from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, ArtifactServer
+from mirror.artifacts.passthrough import RANGE_RELAY_MAX
+from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, RANGE_RELAYS_AT_ONCE, ArtifactServer
 from mirror.blobs.store import BlobStore
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
@@ -81,6 +82,8 @@ class ChunkedUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        if "Range" in request.headers:
+            return await self._cut_range(request)
         await self.released.wait()
         response = web.StreamResponse(headers={"Content-Type": TGZ})
         if self.content_length:
@@ -93,6 +96,22 @@ class ChunkedUpstream:
             self.sent = start + len(self.body[start : start + 64 * 1024])
             await asyncio.sleep(0.002)
         await response.write_eof()
+        return response
+
+    async def _cut_range(self, request: web.Request) -> web.StreamResponse:
+        """The range asked for, announced in full, then the connection closed halfway."""
+        wanted = request.http_range
+        start = wanted.start if wanted.start >= 0 else len(self.body) + wanted.start
+        part = self.body[wanted]
+        response = web.StreamResponse(status=206, headers={"Content-Type": TGZ})
+        response.headers["Content-Range"] = (
+            f"bytes {start}-{start + len(part) - 1}/{len(self.body)}"
+        )
+        response.content_length = len(part)
+        await response.prepare(request)
+        await response.write(part[: len(part) // 2])
+        if request.transport is not None:
+            request.transport.close()
         return response
 
 
@@ -465,17 +484,199 @@ async def test_miss_fetches_verifies_stores_then_hits(mirror: Mirror) -> None:
     assert first_seen == f"sha512:{hashlib.sha512(SMALL).hexdigest()}"
 
 
-async def test_head_and_range_on_a_miss_are_answered_once_stored(mirror: Mirror) -> None:
+def full_gets(mirror: Mirror, path: str) -> int:
+    """Whole-file GETs of `path` the fake upstream received (the downloads)."""
+    return sum(
+        1
+        for request in mirror.fake.requests
+        if request.path == path and request.method == "GET" and "Range" not in request.headers
+    )
+
+
+def ranged_gets(mirror: Mirror, path: str) -> int:
+    return mirror.fake.count(path, method="GET") - full_gets(mirror, path)
+
+
+async def wait_stored(mirror: Mirror, name: str) -> None:
+    for _ in range(1000):  # bounded: 10 s
+        if await mirror.stored(name):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} was not stored within 10 s")
+
+
+async def test_head_on_a_miss_answers_from_upstream_while_the_download_runs(
+    mirror: Mirror,
+) -> None:
+    mirror.add("3.0.0", BIG)  # no size declared: upstream's HEAD says it
+    mirror.add("4.0.0", SMALL, digests=(sha("sha256", SMALL),), size=len(SMALL))
+    for name in ("3.0.0", "4.0.0"):
+        mirror.fake.hold_body(f"/files/{name}")  # the download gets half the body, then waits
+    big = await mirror.client.head("/files/3.0.0")
+    assert big.status == 200
+    assert big.headers["Content-Length"] == str(len(BIG))
+    assert big.headers["Accept-Ranges"] == "bytes"
+    assert big.headers["Content-Type"] == "application/gzip"
+    assert big.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in big.headers  # no sha256 declared: nothing the mirror can vouch for
+    small = await mirror.client.head("/files/4.0.0")
+    assert small.status == 200
+    assert small.headers["Content-Length"] == str(len(SMALL))
+    assert small.headers["ETag"] == f'"{hashlib.sha256(SMALL).hexdigest()}"'  # as when stored
+    # Both answers went out while the downloads they started were held mid-body.
+    for name in ("3.0.0", "4.0.0"):
+        await mirror.fake.wait_for(f"/files/{name}", 2)
+        assert full_gets(mirror, f"/files/{name}") == 1
+        assert not await mirror.stored(name)
+        mirror.fake.release(f"/files/{name}")
+        await wait_stored(mirror, name)
+    hit = await mirror.client.get("/files/3.0.0")
+    assert await hit.read() == BIG
+    assert hit.headers["ETag"] == f'"{hashlib.sha256(BIG).hexdigest()}"'
+    assert full_gets(mirror, "/files/3.0.0") == 1
+    assert mirror.fake.count("/files/3.0.0", method="HEAD") == 1
+    assert temp_files(mirror.directory) == []
+    await mirror.server.ledger.flush()
+    assert await mirror.downloads(1) == ["3.0.0"]  # the GET; a HEAD is not a download
+
+
+async def test_ranges_on_a_miss_are_relayed_while_the_download_runs(mirror: Mirror) -> None:
+    size = len(BIG)
+    mirror.add("3.0.0", BIG, digests=(sha("sha256", BIG),), size=size)
+    mirror.fake.hold_body("/files/3.0.0")
+    # (Range, the bytes, Content-Range): a suffix (how a zip reader starts), a middle, an
+    # open end, a stop past the end.
+    asked = [
+        ("bytes=-100", BIG[-100:], f"bytes {size - 100}-{size - 1}/{size}"),
+        ("bytes=10-19", BIG[10:20], f"bytes 10-19/{size}"),
+        (f"bytes={size - 50}-", BIG[-50:], f"bytes {size - 50}-{size - 1}/{size}"),
+        (f"bytes=1000-{size + 100}", BIG[1000:], f"bytes 1000-{size - 1}/{size}"),
+    ]
+    for header, body, content_range in asked:
+        response = await mirror.client.get("/files/3.0.0", headers={"Range": header})
+        assert response.status == 206, header
+        assert await response.read() == body, header
+        assert response.headers["Content-Range"] == content_range
+        assert response.headers["Content-Length"] == str(len(body))
+        assert response.headers["Cache-Control"] == "no-store"  # unverified: never cached
+        assert "ETag" not in response.headers
+    # All answered while the one download was held mid-body.
+    assert full_gets(mirror, "/files/3.0.0") == 1
+    assert ranged_gets(mirror, "/files/3.0.0") == len(asked)
+    assert not await mirror.stored("3.0.0")
+    await mirror.server.ledger.flush()
+    assert await mirror.downloads(1) == ["3.0.0"]  # a relayed range is a download
+    mirror.fake.release("/files/3.0.0")
+    await wait_stored(mirror, "3.0.0")
+    hit = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=-100"})
+    assert (hit.status, await hit.read()) == (206, BIG[-100:])
+    assert hit.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
+    assert full_gets(mirror, "/files/3.0.0") == 1
+    assert ranged_gets(mirror, "/files/3.0.0") == len(asked)
+
+
+async def test_a_relayed_range_the_upstream_cuts_short_is_cut_short(mirror: Mirror) -> None:
+    mirror.add("3.0.0", BIG, slow=True)  # its ranges end halfway; its download waits
+    response = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=-200000"})
+    assert response.status == 206
+    assert response.headers["Content-Length"] == "200000"
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()  # never a short body that looks complete
+    mirror.slow.release()
+    again = await mirror.client.get("/files/3.0.0")
+    assert await again.read() == BIG
+    assert mirror.slow.requests == 2  # the range, and the one download
+
+
+async def test_a_corrupt_file_whose_range_was_relayed_is_not_stored(mirror: Mirror) -> None:
+    evil = SMALL[:-1] + b"!"
+    mirror.add("1.0.0", SMALL, served=evil)
+    mirror.fake.hold_body("/files/1.0.0")
+    # The price of answering before the whole file is there: these bytes are not verified.
+    ranged = await mirror.client.get("/files/1.0.0", headers={"Range": "bytes=-10"})
+    assert (ranged.status, await ranged.read()) == (206, evil[-10:])
+    mirror.fake.release("/files/1.0.0")
+    # The download fails verification: nothing is stored, the next GET fetches again.
+    for attempt in (1, 2):
+        refused = await mirror.client.get("/files/1.0.0")
+        assert refused.status == 502
+        assert (await refused.json())["reason"] == "integrity"
+        assert full_gets(mirror, "/files/1.0.0") == attempt
+    assert not await mirror.stored("1.0.0")
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+
+
+async def test_what_cannot_be_answered_early_is_answered_once_stored(mirror: Mirror) -> None:
+    size = len(SMALL)
     mirror.add("1.0.0", SMALL)
+    several = await mirror.client.get("/files/1.0.0", headers={"Range": "bytes=0-1,5-6"})
+    assert several.status == 416  # as a hit answers it
+    assert several.headers["Content-Range"] == f"bytes */{size}"
+    mirror.add("2.0.0", SMALL, size=size)  # past the declared end: upstream is not asked
+    past_the_end = await mirror.client.get(
+        "/files/2.0.0", headers={"Range": f"bytes={size}-{size + 9}"}
+    )
+    assert past_the_end.status == 416
+    # A range longer than a relay may be: from the stored copy.
+    mirror.add("3.0.0", SMALL)
+    long = await mirror.client.get("/files/3.0.0", headers={"Range": f"bytes=0-{RANGE_RELAY_MAX}"})
+    assert (long.status, await long.read()) == (206, SMALL)
+    assert long.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
+    # A conditional request is judged on the stored copy.
+    mirror.add("4.0.0", SMALL)
+    conditional = await mirror.client.get(
+        "/files/4.0.0", headers={"Range": "bytes=0-9", "If-Match": '"other"'}
+    )
+    assert conditional.status == 412
+    for name in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
+        assert ranged_gets(mirror, f"/files/{name}") == 0
+        assert full_gets(mirror, f"/files/{name}") == 1
+        assert await mirror.stored(name)
+    # An upstream without range support sends the whole file: dropped, the download answers.
+    mirror.add("5.0.0", SMALL)
+    mirror.fake.ignore_ranges("/files/5.0.0")
+    whole = await mirror.client.get("/files/5.0.0", headers={"Range": "bytes=10-19"})
+    assert (whole.status, await whole.read()) == (206, SMALL[10:20])
+    assert whole.headers["Cache-Control"] == ARTIFACT_CACHE_CONTROL
+    assert full_gets(mirror, "/files/5.0.0") == 1
+
+
+async def test_a_size_upstream_disagrees_on_is_not_trusted(mirror: Mirror) -> None:
+    mirror.add("1.0.0", SMALL, size=len(SMALL) + 1)
     head = await mirror.client.head("/files/1.0.0")
-    assert head.status == 200
-    assert head.headers["Content-Length"] == str(len(SMALL))
-    mirror.add("2.0.0", SMALL + b"2")
-    ranged = await mirror.client.get("/files/2.0.0", headers={"Range": "bytes=10-19"})
-    assert ranged.status == 206
-    assert await ranged.read() == SMALL[10:20]
-    assert mirror.fake.count("/files/1.0.0") == 1
-    assert mirror.fake.count("/files/2.0.0") == 1
+    assert head.status == 502  # the download's verdict, not the upstream's HEAD
+    mirror.add("2.0.0", SMALL, size=len(SMALL) + 1)
+    ranged = await mirror.client.get("/files/2.0.0", headers={"Range": "bytes=-10"})
+    assert ranged.status == 502
+    assert (await ranged.json())["reason"] == "integrity"
+    assert not await mirror.stored("1.0.0")
+    assert not await mirror.stored("2.0.0")
+    mirror.add("5.0.0", SMALL)
+    mirror.fake.remove("/files/5.0.0")
+    gone = await mirror.client.head("/files/5.0.0")
+    assert gone.status == 404  # upstream's HEAD failed: the download says why
+
+
+async def test_many_ranges_of_one_miss_make_one_download_and_bounded_relays(
+    mirror: Mirror,
+) -> None:
+    mirror.add("3.0.0", BIG)
+    mirror.fake.hold("/files/3.0.0")  # every upstream request waits: relays stay open
+    asked = RANGE_RELAYS_AT_ONCE + 3
+    requests = [
+        asyncio.create_task(
+            mirror.client.get("/files/3.0.0", headers={"Range": f"bytes={i * 10}-{i * 10 + 9}"})
+        )
+        for i in range(asked)
+    ]
+    await mirror.fake.wait_for("/files/3.0.0", 1 + RANGE_RELAYS_AT_ONCE)
+    await wait_for_misses(mirror, asked)  # each decided: relayed, or waits for the download
+    mirror.fake.release("/files/3.0.0")
+    for i, response in enumerate(await asyncio.gather(*requests)):
+        assert (response.status, await response.read()) == (206, BIG[i * 10 : i * 10 + 10])
+    assert full_gets(mirror, "/files/3.0.0") == 1
+    assert ranged_gets(mirror, "/files/3.0.0") == RANGE_RELAYS_AT_ONCE
 
 
 async def wait_for_misses(mirror: Mirror, count: int) -> None:
@@ -725,6 +926,23 @@ async def test_changed_digest_is_refused_before_fetching(mirror: Mirror) -> None
     assert body["reason"] == "integrity"
     assert "since it was first mirrored" in body["error"]
     assert mirror.fake.requests == []
+    assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+async def test_changed_digest_is_refused_before_a_range_or_head_is_answered(
+    mirror: Mirror, method: str
+) -> None:
+    ref = mirror.add("1.0.0", SMALL)
+    first = f"sha512:{hashlib.sha512(b'the bytes first mirrored').hexdigest()}"
+    await mirror.state.remember_digest("npm", ref.cache_key, first)
+    response = await mirror.client.request(
+        method, "/files/1.0.0", headers={"Range": "bytes=-10"} if method == "GET" else {}
+    )
+    assert response.status == 502
+    if method == "GET":
+        assert "since it was first mirrored" in (await response.json())["error"]
+    assert mirror.fake.requests == []  # no byte relayed, no size asked
     assert mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="changed") == 1
 
 

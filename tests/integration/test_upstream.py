@@ -490,6 +490,50 @@ async def test_stream_truncated_body_raises_from_the_iterator(
     assert 0 < len(b"".join(chunks)) < len(body)
 
 
+async def test_artifact_size_is_an_unencoded_head_through_the_scope(
+    client: Upstream, fake: FakeUpstream, other: FakeUpstream
+) -> None:
+    fake.add("/a.whl", b"w" * 1234)
+    fake.redirect("/moved.whl", "/a.whl")
+    assert await client.artifact_size(fake.url("/moved.whl"), ecosystem="npm") == 1234
+    assert fake.last("/a.whl").method == "HEAD"
+    assert fake.last("/a.whl").headers["Accept-Encoding"] == "identity"
+    # A length of encoded bytes is not the file's.
+    fake.add("/b.whl", b"w" * 1234, headers={"Content-Encoding": "gzip"})
+    assert await client.artifact_size(fake.url("/b.whl"), ecosystem="npm") is None
+    with pytest.raises(errors.UpstreamNotFound):
+        await client.artifact_size(fake.url("/missing.whl"), ecosystem="npm")
+    other.add("/c.whl", b"elsewhere")
+    fake.redirect("/away.whl", other.url("/c.whl"))
+    with pytest.raises(errors.HostNotAllowed):
+        await client.artifact_size(fake.url("/away.whl"), ecosystem="npm")
+    with pytest.raises(errors.HostNotAllowed):
+        await client.artifact_size(other.url("/c.whl"), ecosystem="npm")
+    assert other.requests == []
+
+
+async def test_a_ranged_stream_is_the_upstreams_206_or_its_whole_file(
+    client: Upstream, fake: FakeUpstream
+) -> None:
+    body = bytes(range(256)) * 10
+    fake.add("/a.whl", body)
+    async with client.stream(fake.url("/a.whl"), ecosystem="npm", byte_range="bytes=-6") as part:
+        assert part.status == 206
+        assert part.headers["Content-Range"] == f"bytes {len(body) - 6}-{len(body) - 1}/{len(body)}"
+        assert [chunk async for chunk in part.iter_chunks()] == [body[-6:]]
+    assert fake.last("/a.whl").headers["Range"] == "bytes=-6"
+    fake.ignore_ranges("/a.whl")
+    async with client.stream(fake.url("/a.whl"), ecosystem="npm", byte_range="bytes=0-9") as whole:
+        assert whole.status == 200
+        assert whole.content_length == len(body)
+    fake.heal("/a.whl")
+    with pytest.raises(errors.UpstreamUnavailable, match="HTTP 416"):
+        async with client.stream(
+            fake.url("/a.whl"), ecosystem="npm", byte_range=f"bytes={len(body)}-"
+        ):
+            pytest.fail("must not enter")
+
+
 # forward --------------------------------------------------------------------------------
 
 
