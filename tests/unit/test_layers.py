@@ -231,6 +231,7 @@ PURE_MODULES = (
     "mirror.lockfiles.warming",
     "mirror.hosts",
     "mirror.identity",
+    "mirror.outages",
     "mirror.admin.parse",
     "mirror.admin.auth",
     "mirror.admin.openapi",
@@ -287,7 +288,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
-        "mirror.inflate", "mirror.budget", "mirror.identity",
+        "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.outages",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
