@@ -36,6 +36,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Protocol
 
 import aiohttp
@@ -790,11 +791,13 @@ def _host_key_of(url: str) -> str | None:
 
 
 # `_network_kind`'s words as metric labels.
-_NETWORK_LABELS = {
-    "timed out": "timeout",
-    "could not connect": "connect",
-    "the connection was lost": "connection-lost",
-}
+_NETWORK_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "timed out": "timeout",
+        "could not connect": "connect",
+        "the connection was lost": "connection-lost",
+    }
+)
 
 
 def _network_kind(exc: BaseException) -> str:
