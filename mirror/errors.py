@@ -14,7 +14,11 @@ Our exception hierarchy::
     │   ├── Quarantined               403 quarantined  (data: until)
     │   └── Blocked                   403 blocked      (data: block)
     ├── UpstreamError                 502 upstream
-    │   ├── UpstreamUnavailable       502/503/504 upstream-unavailable
+    │   ├── UpstreamUnavailable       503 upstream-unavailable + Retry-After (transient: a reset,
+    │   │                             refused connection, timeout, truncated body, upstream 5xx,
+    │   │                             429 after retries; every client retries a 503)
+    │   │                             502 without Retry-After when `transient=False` (the
+    │   │                             upstream refused with 401/403, a redirect loop)
     │   ├── UpstreamNotFound          404 not-found (upstream said 404/410)
     │   ├── HostNotAllowed            502 host-not-allowed
     │   └── BadUpstreamDocument       502 bad-upstream-document
@@ -188,8 +192,35 @@ class UpstreamError(MirrorError):
     reason = "upstream"
 
 
+# What a transient failure asks clients to wait before they retry (`Retry-After`, seconds):
+# pip (through urllib3), Maven's resolver and uv wait that long, so it is short; an
+# upstream's own hint is passed on up to RETRY_AFTER_MAX.
+RETRY_AFTER = 2
+RETRY_AFTER_MAX = 10
+
+
 class UpstreamUnavailable(UpstreamError):
+    """No usable answer from upstream this time. Transient by default: 503 with `Retry-After`,
+    because pip retries only 500 and 503 (never 502 or 504), and npm, pnpm, yarn, uv and
+    Maven retry a 503 too. `transient=False` for an answer retrying will not change (the
+    upstream refused with 401/403, a redirect loop): 502, no `Retry-After`. `retry_after`
+    is bounded to 1..RETRY_AFTER_MAX seconds."""
+
     reason = "upstream-unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = True,
+        retry_after: int = RETRY_AFTER,
+        **data: Any,
+    ) -> None:
+        super().__init__(message, status=503 if transient else 502, **data)
+        self.transient = transient
+        self.retry_after = min(max(retry_after, 1), RETRY_AFTER_MAX) if transient else None
+        if self.retry_after is not None:
+            self.headers = (("Retry-After", str(self.retry_after)),)
 
 
 class UpstreamNotFound(UpstreamError):

@@ -248,7 +248,9 @@ class MetaCache:
             fallback = self._entries.get(key) or entry
             if fallback is None or self._clock.now() - fallback.fetched_at >= self._stale_max:
                 raise
-            log.warning("serving %s stale: %s", redact(url), exc)
+            # Not a line per request: the upstream client logged the failure (once per host
+            # and interval) and the stale serve is counted (mirror_stale_serves_total).
+            log.debug("serving %s stale: %s", redact(url), exc)
             if self._metrics is not None:
                 self._metrics.stale_serves.labels("upstream-error").inc()
             return await self._serve(key, fallback, parse, stale=True)
@@ -606,7 +608,10 @@ class MetaCache:
             return
         exc = task.exception()
         if exc is not None:
-            log.warning("background revalidation of %s failed: %s", redact(key[0]), exc)
+            # An upstream failure is in the upstream client's outage log already (a line per
+            # host and interval, not per document); anything else is news.
+            level = logging.DEBUG if isinstance(exc, errors.UpstreamError) else logging.WARNING
+            log.log(level, "background revalidation of %s failed: %s", redact(key[0]), exc)
 
     # parsing ----------------------------------------------------------------------------
 

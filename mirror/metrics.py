@@ -53,6 +53,13 @@ class Metrics:
             "mirror_upstream_requests_total", "Requests sent upstream", ["ecosystem", "outcome"],
             registry=r,
         )  # fmt: skip
+        self.upstream_errors = Counter(
+            "mirror_upstream_errors_total",
+            "Upstream fetches that failed after their retries, by kind: timeout, connect, "
+            "connection-lost, network, truncated, http-429, http-5xx (http-4xx and so on for "
+            "other statuses), redirect, bad-document",
+            ["ecosystem", "kind"], registry=r,
+        )  # fmt: skip
         self.upstream_seconds = Histogram(
             "mirror_upstream_seconds", "Upstream response time (headers received)",
             ["ecosystem"],

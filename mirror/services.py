@@ -118,7 +118,9 @@ def build_services(
     clock = clock or SystemClock()
     metrics = Metrics(multiprocess_dir=metrics_dir)
     state = create_state(config, clock=clock)
-    upstream = Upstream(config.upstream, scopes=upstream_scopes(config), metrics=metrics)
+    upstream = Upstream(
+        config.upstream, scopes=upstream_scopes(config), metrics=metrics, clock=clock
+    )
     memory = ByteBudget(config.cache.memory_budget)
     metacache = MetaCache(
         upstream,

@@ -2,6 +2,14 @@
 per ecosystem, manual redirects, bounded retries, conditional GET, single-flight per document.
 It caches nothing; no aiohttp exception escapes it (all become `mirror.errors` types).
 
+Failures: a transient one (reset, refused connection, timeout, truncated body, 5xx, 429),
+after the retries, is `UpstreamUnavailable` (503 with `Retry-After`, so clients retry); a
+definite one keeps its meaning (404/410 `UpstreamNotFound`; other 4xx and bad redirects
+`UpstreamUnavailable(transient=False)`, 502; broken bodies `BadUpstreamDocument`). Each is
+counted (`mirror_upstream_errors_total`, by ecosystem and kind) and logged through an
+`OutageLog`: the first failure of a host at once, then one summary per host per interval,
+and a line when it answers again, never a line per request.
+
 Scopes: every call names its ecosystem (never derived from the URL). A request, and every
 redirect hop, goes only to that ecosystem's upstream host or one of its file hosts; its
 credentials go only to the exact origin (scheme, host, port) they were configured for, on that
@@ -21,10 +29,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Protocol
 
 import aiohttp
@@ -32,11 +44,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror import errors
+from mirror.clock import Clock, SystemClock
 from mirror.config import UpstreamConfig
 from mirror.flight import SingleFlight
 from mirror.hosts import DEFAULT_PORTS, host_key
 from mirror.inflate import inflate_steps
 from mirror.metrics import Metrics
+from mirror.outages import OutageLog, OutageReport
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +210,16 @@ class _Stream:
                 self._upstream._count_bytes(self._scope, len(chunk))
                 yield chunk
         except _NETWORK_ERRORS as exc:
-            raise _unavailable(self._scope, self._url, exc) from None
+            raise self._upstream._failed(
+                self._scope, self._url, _network_failure(self._scope, self._url, exc)
+            ) from None
         if self.content_length is not None and received < self.content_length:
-            raise _truncated(self._scope, self._url, received, self.content_length)
+            raise self._upstream._failed(
+                self._scope,
+                self._url,
+                _truncated(self._scope, self._url, received, self.content_length),
+            )
+        self._upstream._answered(self._url)
 
 
 class Upstream:
@@ -211,10 +232,14 @@ class Upstream:
         *,
         scopes: Iterable[UpstreamScope],
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._scopes = {scope.ecosystem: scope for scope in scopes}
         self._metrics = metrics
+        self._clock = clock or SystemClock()
+        # Failures are logged per host and interval, not per request (see `_failed`).
+        self._outages = OutageLog()
         self._session: aiohttp.ClientSession | None = None
         # GETs and HEADs of documents: concurrent requests for one URL share one request.
         self._documents: SingleFlight[tuple[object, ...], UpstreamDocument] = SingleFlight(
@@ -394,12 +419,14 @@ class Upstream:
             else:
                 declared = response.content_length
                 if max_bytes is not None and declared is not None and declared > max_bytes:
-                    raise _too_big(scope, url, max_bytes)
+                    raise self._failed(scope, url, _too_big(scope, url, max_bytes))
                 body = await self._read_body(scope, url, response, max_bytes)
         except _NETWORK_ERRORS as exc:
-            raise _unavailable(scope, url, exc) from None
+            raise self._failed(scope, url, _network_failure(scope, url, exc)) from None
         finally:
             response.release()
+        if not _transient_status(response.status):  # a relayed 5xx is no sign of recovery
+            self._answered(url)
         headers = CIMultiDict(
             (name, value)
             for name, value in response.headers.items()
@@ -429,43 +456,50 @@ class Upstream:
             # wbits 47: accept a gzip or zlib header (servers mislabel deflate as either).
             decoder = zlib.decompressobj(47)
         else:
-            raise _logged(
-                errors.BadUpstreamDocument(
-                    f"the {scope.ecosystem} upstream sent {scope.subject(url)} with an "
-                    f"unsupported Content-Encoding {encoding[:40]!r}"
-                ),
+            raise self._failed(
+                scope,
                 url,
+                _bad_document(
+                    url,
+                    f"the {scope.ecosystem} upstream sent {scope.subject(url)} with an "
+                    f"unsupported Content-Encoding {encoding[:40]!r}",
+                ),
             )
         parts: list[bytes] = []
         size = raw_size = 0
-        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            self._count_bytes(scope, len(chunk))
-            raw_size += len(chunk)
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                self._count_bytes(scope, len(chunk))
+                raw_size += len(chunk)
+                if decoder is not None:
+                    room = max_bytes - size if max_bytes is not None else None
+                    chunk = inflate_steps(decoder, chunk, room=room, steps=1)
+                    if decoder.unconsumed_tail and not (room is not None and len(chunk) > room):
+                        # A chunk that expands past one step (a bomb, or a very compressible
+                        # document) goes on in a thread, a step at a time: the loop keeps
+                        # serving.
+                        rest = room - len(chunk) if room is not None else None
+                        chunk += await asyncio.to_thread(_inflate_rest, decoder, rest)
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise self._failed(scope, url, _too_big(scope, url, max_bytes))
+                parts.append(chunk)
             if decoder is not None:
-                room = max_bytes - size if max_bytes is not None else None
-                chunk = _inflate(decoder, chunk, room, scope, url, steps=1)
-                if decoder.unconsumed_tail and not (room is not None and len(chunk) > room):
-                    # A chunk that expands past one step (a bomb, or a very compressible
-                    # document) goes on in a thread, a step at a time: the loop keeps serving.
-                    rest = room - len(chunk) if room is not None else None
-                    chunk += await asyncio.to_thread(_inflate, decoder, b"", rest, scope, url)
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise _too_big(scope, url, max_bytes)
-            parts.append(chunk)
-        if decoder is not None:
-            try:
                 tail = decoder.flush()
-            except zlib.error as exc:
-                raise _bad_encoding(scope, url, exc) from None
-            if not decoder.eof:
-                raise _bad_encoding(scope, url, "the compressed body ended early")
-            parts.append(tail)
-            size += len(tail)
-            if max_bytes is not None and size > max_bytes:
-                raise _too_big(scope, url, max_bytes)
+                if not decoder.eof:
+                    raise self._failed(
+                        scope, url, _bad_encoding(scope, url, "the compressed body ended early")
+                    )
+                parts.append(tail)
+                size += len(tail)
+                if max_bytes is not None and size > max_bytes:
+                    raise self._failed(scope, url, _too_big(scope, url, max_bytes))
+        except zlib.error as exc:
+            raise self._failed(scope, url, _bad_encoding(scope, url, exc)) from None
         if response.content_length is not None and raw_size < response.content_length:
-            raise _truncated(scope, url, raw_size, response.content_length)
+            raise self._failed(
+                scope, url, _truncated(scope, url, raw_size, response.content_length)
+            )
         return b"".join(parts)
 
     @contextlib.asynccontextmanager
@@ -479,7 +513,7 @@ class Upstream:
         response = await self._open(scope, "GET", url, headers, retry=True)
         try:
             if response.status != 200 and not (byte_range is not None and response.status == 206):
-                raise _status_error(scope, url, response)
+                raise self._status_error(scope, url, response)
             yield _Stream(self, response, scope, url)
         finally:
             response.release()
@@ -515,45 +549,58 @@ class Upstream:
             if response.status not in REDIRECT_STATUSES or not location:
                 if not relay and not (200 <= response.status < 300 or response.status == 304):
                     response.release()
-                    raise _status_error(scope, url, response)
+                    raise self._status_error(scope, url, response)
                 return response
             response.release()
             try:
                 next_target = target.join(URL(location))
             except (ValueError, TypeError):
-                raise _logged(
-                    errors.UpstreamUnavailable(
-                        f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to an "
-                        "invalid URL",
-                        status=502,
-                    ),
+                message = (
+                    f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to an "
+                    "invalid URL"
+                )
+                raise self._failed(
+                    scope,
                     str(target),
+                    _Failure(
+                        errors.UpstreamUnavailable(message, transient=False),
+                        "redirect",
+                        f"{message} ({redact(str(target))})",
+                    ),
                 ) from None
             if not scope.allows(next_target):
-                log.warning(
-                    "refused a redirect from %s to %s: not the %s upstream's host or one of "
-                    "its file hosts",
-                    redact(str(target)),
-                    redact(str(next_target)),
-                    scope.ecosystem,
-                )
-                raise errors.HostNotAllowed(
-                    f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to a host "
-                    f"that is not one of the {scope.ecosystem} upstream's hosts; the mirror "
-                    "does not follow it"
+                raise self._failed(
+                    scope,
+                    str(target),
+                    _Failure(
+                        errors.HostNotAllowed(
+                            f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to "
+                            f"a host that is not one of the {scope.ecosystem} upstream's "
+                            "hosts; the mirror does not follow it"
+                        ),
+                        "redirect",
+                        f"refused a redirect from {redact(str(target))} to "
+                        f"{redact(str(next_target))}: not the {scope.ecosystem} upstream's "
+                        "host or one of its file hosts",
+                    ),
                 )
             if response.status == 303 or (
                 response.status in (301, 302) and method not in ("GET", "HEAD")
             ):
                 method, body = "GET", b""
             target = next_target
-        raise _logged(
-            errors.UpstreamUnavailable(
-                f"the {scope.ecosystem} upstream redirected {scope.subject(url)} more than "
-                f"{MAX_REDIRECTS} times",
-                status=502,
-            ),
+        message = (
+            f"the {scope.ecosystem} upstream redirected {scope.subject(url)} more than "
+            f"{MAX_REDIRECTS} times"
+        )
+        raise self._failed(
+            scope,
             url,
+            _Failure(
+                errors.UpstreamUnavailable(message, transient=False),
+                "redirect",
+                f"{message} ({redact(url)})",
+            ),
         )
 
     async def _send(
@@ -568,7 +615,7 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         session = self._session
         if session is None:
-            raise errors.UpstreamUnavailable("the upstream client is not started", status=503)
+            raise errors.UpstreamUnavailable("the upstream client is not started")
         auth = scope.authorization(target)
         if auth is not None:
             headers = {**headers, "Authorization": auth}
@@ -588,15 +635,17 @@ class Upstream:
             except _NETWORK_ERRORS as exc:
                 self._count(scope, _network_outcome(exc), loop.time() - started)
                 if last:
-                    raise _unavailable(scope, str(target), exc) from None
-                log.info("retrying %s %s after %s", method, redact(str(target)), _describe(exc))
+                    failure = _network_failure(scope, str(target), exc)
+                    raise self._failed(scope, str(target), failure) from None
+                # Debug only: a failure that outlasts the retries is reported (`_failed`).
+                log.debug("retrying %s %s after %s", method, redact(str(target)), _describe(exc))
                 await self._backoff(attempt, None)
                 continue
             self._count(scope, _status_outcome(response.status), loop.time() - started)
             if response.status in RETRY_STATUSES and not last:
                 retry_after = response.headers.get("Retry-After")
                 response.release()
-                log.info("retrying %s %s after %d", method, redact(str(target)), response.status)
+                log.debug("retrying %s %s after %d", method, redact(str(target)), response.status)
                 await self._backoff(attempt, retry_after if response.status == 429 else None)
                 continue
             return response
@@ -620,87 +669,149 @@ class Upstream:
         if self._metrics is not None:
             self._metrics.child(self._metrics.bytes_fetched, scope.ecosystem).inc(size)
 
+    # failures: counted, and logged per host and interval ------------------------------------
+
+    def _status_error(
+        self, scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
+    ) -> errors.UpstreamError:
+        return self._failed(
+            scope, str(response.url), _status_failure(scope, url, response, self._clock.now())
+        )
+
+    def _failed(self, scope: UpstreamScope, url: str, failure: _Failure) -> errors.UpstreamError:
+        """`failure`'s error, after counting it and telling the outage log (which says when
+        a line is due). A 404/410 is an answer, not a failure: logged at INFO as before."""
+        if isinstance(failure.error, errors.UpstreamNotFound):
+            log.info("%s", failure.detail)
+            self._answered(url)
+            return failure.error
+        if self._metrics is not None:
+            metrics = self._metrics
+            metrics.child(metrics.upstream_errors, scope.ecosystem, failure.kind).inc()
+        host = _host_key_of(url) or scope.ecosystem
+        _log_report(self._outages.failed(host, failure.kind, failure.detail, self._clock.now()))
+        return failure.error
+
+    def _answered(self, url: str) -> None:
+        """The host of `url` answered: the end of its outage, if it had one."""
+        host = _host_key_of(url)
+        if host is None or not self._outages.watching(host):
+            return
+        _log_report(self._outages.answered(host, self._clock.now()))
+
+
+def _log_report(report: OutageReport | None) -> None:
+    if report is not None:
+        level = logging.INFO if report.kind == "recovered" else logging.WARNING
+        log.log(level, "%s", report.text)
+
 
 # errors: what reaches a client names the ecosystem and what was fetched, never the URL ----
 
 
-def _logged(error: errors.UpstreamError, url: str) -> errors.UpstreamError:
-    """`error` after logging it with the (redacted) URL, which the client never sees."""
-    level = logging.INFO if isinstance(error, errors.UpstreamNotFound) else logging.WARNING
-    log.log(level, "%s (%s)", error.message, redact(url))
-    return error
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """An error for the client, with what the operator and the metrics get of it."""
+
+    error: errors.UpstreamError
+    kind: str  # bounded: the `kind` label of mirror_upstream_errors_total, the outage log's
+    detail: str  # for the log: the message with the (redacted) URL, or the exception's text
 
 
-def _status_error(
-    scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
-) -> errors.UpstreamError:
+def _status_failure(
+    scope: UpstreamScope, url: str, response: aiohttp.ClientResponse, now: datetime
+) -> _Failure:
     what = scope.subject(url)
     where = f"the {scope.ecosystem} upstream"
+    final = redact(str(response.url))
     if response.status in (404, 410):
-        return _logged(
-            errors.UpstreamNotFound(
-                f"{where} has no {what} (HTTP {response.status})",
-                upstream_status=response.status,
-            ),
-            str(response.url),
+        message = f"{where} has no {what} (HTTP {response.status})"
+        error: errors.UpstreamError = errors.UpstreamNotFound(
+            message, upstream_status=response.status
         )
-    status = 504 if response.status == 504 else 502
-    if response.status == 503:
-        status = 503
-    return _logged(
-        errors.UpstreamUnavailable(
-            f"{where} answered HTTP {response.status} for {what}",
-            status=status,
-            upstream_status=response.status,
-        ),
-        str(response.url),
-    )
+        return _Failure(error, "not-found", f"{message} ({final})")
+    message = f"{where} answered HTTP {response.status} for {what}"
+    transient = _transient_status(response.status)
+    if transient:
+        retry_after = _retry_after(response.headers.get("Retry-After"), now)
+        error = errors.UpstreamUnavailable(
+            message, retry_after=retry_after, upstream_status=response.status
+        )
+    else:
+        error = errors.UpstreamUnavailable(
+            message, transient=False, upstream_status=response.status
+        )
+    kind = "http-429" if response.status == 429 else f"http-{response.status // 100}xx"
+    return _Failure(error, kind, f"{message} ({final})")
 
 
-def _unavailable(scope: UpstreamScope, url: str, exc: BaseException) -> errors.UpstreamError:
+def _network_failure(scope: UpstreamScope, url: str, exc: BaseException) -> _Failure:
     """A network failure: the client learns its kind; the log gets the exception's text
     (which names the host and address)."""
-    status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-    log.warning(
-        "could not fetch %s from the %s upstream: %s",
-        redact(url),
-        scope.ecosystem,
-        _describe(exc),
-    )
-    return errors.UpstreamUnavailable(
-        f"could not fetch {scope.subject(url)} from the {scope.ecosystem} upstream: "
-        f"{_network_kind(exc)}",
-        status=status,
-    )
-
-
-def _truncated(
-    scope: UpstreamScope, url: str, received: int, declared: int
-) -> errors.UpstreamError:
-    return _logged(
+    kind = _network_kind(exc)
+    return _Failure(
         errors.UpstreamUnavailable(
-            f"the {scope.ecosystem} upstream closed the connection after {received} of "
-            f"{declared} bytes of {scope.subject(url)}",
-            status=502,
+            f"could not fetch {scope.subject(url)} from the {scope.ecosystem} upstream: {kind}"
         ),
-        url,
+        _NETWORK_LABELS.get(kind, "network"),
+        f"could not fetch {redact(url)} from the {scope.ecosystem} upstream: {_describe(exc)}",
     )
 
 
-def _inflate(
-    decoder: zlib._Decompress,
-    chunk: bytes,
-    room: int | None,
-    scope: UpstreamScope,
-    url: str,
-    *,
-    steps: int | None = None,
-) -> bytes:
-    """`inflate_steps` with a broken body reported as the upstream's fault."""
-    try:
-        return inflate_steps(decoder, chunk, room=room, steps=steps)
-    except zlib.error as exc:
-        raise _bad_encoding(scope, url, exc) from None
+def _truncated(scope: UpstreamScope, url: str, received: int, declared: int) -> _Failure:
+    message = (
+        f"the {scope.ecosystem} upstream closed the connection after {received} of "
+        f"{declared} bytes of {scope.subject(url)}"
+    )
+    return _Failure(errors.UpstreamUnavailable(message), "truncated", f"{message} ({redact(url)})")
+
+
+def _bad_document(url: str, message: str) -> _Failure:
+    return _Failure(
+        errors.BadUpstreamDocument(message), "bad-document", f"{message} ({redact(url)})"
+    )
+
+
+def _bad_encoding(scope: UpstreamScope, url: str, cause: object) -> _Failure:
+    return _bad_document(
+        url,
+        f"the {scope.ecosystem} upstream sent {scope.subject(url)} with a broken compressed "
+        f"body: {cause}",
+    )
+
+
+def _too_big(scope: UpstreamScope, url: str, max_bytes: int) -> _Failure:
+    return _bad_document(
+        url,
+        f"{scope.subject(url)} from the {scope.ecosystem} upstream is larger than the "
+        f"{max_bytes}-byte limit for upstream documents",
+    )
+
+
+def _transient_status(status: int) -> bool:
+    """An upstream status that may well be different on the next try: 429 and every 5xx."""
+    return status == 429 or 500 <= status < 600
+
+
+def _retry_after(value: str | None, now: datetime) -> int:
+    """The upstream's `Retry-After` (seconds or an HTTP date) in whole seconds, or the
+    mirror's own default when it sent none that parses (bounded by `UpstreamUnavailable`)."""
+    text = (value or "").strip()
+    if text.isdigit():
+        return int(text[:6])
+    if text:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return errors.RETRY_AFTER
+        if moment.tzinfo is not None:
+            return math.ceil((moment - now).total_seconds())
+    return errors.RETRY_AFTER
+
+
+def _inflate_rest(decoder: zlib._Decompress, room: int | None) -> bytes:
+    """The rest of a chunk that expands past one step (run in a thread)."""
+    return inflate_steps(decoder, b"", room=room)
 
 
 @functools.lru_cache(maxsize=4096)  # pure; the same few thousand URLs are checked per request
@@ -712,24 +823,14 @@ def _host_key_of(url: str) -> str | None:
         return None
 
 
-def _bad_encoding(scope: UpstreamScope, url: str, cause: object) -> errors.UpstreamError:
-    return _logged(
-        errors.BadUpstreamDocument(
-            f"the {scope.ecosystem} upstream sent {scope.subject(url)} with a broken "
-            f"compressed body: {cause}"
-        ),
-        url,
-    )
-
-
-def _too_big(scope: UpstreamScope, url: str, max_bytes: int) -> errors.UpstreamError:
-    return _logged(
-        errors.BadUpstreamDocument(
-            f"{scope.subject(url)} from the {scope.ecosystem} upstream is larger than the "
-            f"{max_bytes}-byte limit for upstream documents"
-        ),
-        url,
-    )
+# `_network_kind`'s words as metric labels.
+_NETWORK_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "timed out": "timeout",
+        "could not connect": "connect",
+        "the connection was lost": "connection-lost",
+    }
+)
 
 
 def _network_kind(exc: BaseException) -> str:
@@ -738,7 +839,13 @@ def _network_kind(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
         return "could not connect"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+    if isinstance(
+        exc,
+        aiohttp.ServerDisconnectedError
+        | aiohttp.ClientPayloadError
+        | aiohttp.ClientOSError
+        | ConnectionError,
+    ):
         return "the connection was lost"
     return type(exc).__name__
 

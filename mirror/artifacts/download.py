@@ -242,7 +242,7 @@ class _OtherHost:
 
 def _followed_failed(download: Download) -> errors.UpstreamUnavailable:
     return errors.UpstreamUnavailable(
-        f"the fetch of {download.ref.filename} by another worker failed; retry", status=503
+        f"the fetch of {download.ref.filename} by another worker failed; retry"
     )
 
 
@@ -303,8 +303,7 @@ class Downloads:
             return download.entry
         except asyncio.CancelledError:
             download.error = errors.UpstreamUnavailable(
-                f"the download of {ref.filename} was stopped: the mirror is shutting down",
-                status=503,
+                f"the download of {ref.filename} was stopped: the mirror is shutting down"
             )
             raise
         except errors.MirrorError as exc:
@@ -467,7 +466,7 @@ class Downloads:
                         await writer.write(chunk)
                         download.notify()
                 except errors.UpstreamUnavailable:
-                    self._pins.refused("truncated", ref)
+                    self._pins.refused("truncated", ref, logged=False)
                     raise
         except errors.UpstreamNotFound:
             raise errors.NotFound(

@@ -118,10 +118,12 @@ class Pins:
             "it was first mirrored: an attack signal; the mirror refuses the new bytes"
         )
 
-    def refused(self, cause: str, ref: ArtifactRef) -> None:
-        """Count a refusal of upstream bytes (`changed`, `mismatch`, `truncated`)."""
+    def refused(self, cause: str, ref: ArtifactRef, *, logged: bool = True) -> None:
+        """Count a refusal of upstream bytes (`changed`, `mismatch`, `truncated`).
+        `logged=False` when the cause is logged already (a connection lost mid-body is in the
+        upstream client's outage log, which does not write a line per request)."""
         self._metrics.integrity_failures.labels(ref.ecosystem, cause).inc()
-        if cause != "changed":
+        if cause != "changed" and logged:
             log.warning("refused %s from upstream: %s", ref.cache_key, cause)
 
 

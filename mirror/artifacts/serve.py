@@ -303,7 +303,7 @@ class ArtifactServer:
         response = await self._send_blob(request, ref, entry)
         if response is None:
             raise errors.UpstreamUnavailable(
-                f"{ref.filename} was evicted right after it was stored; retry", status=503
+                f"{ref.filename} was evicted right after it was stored; retry"
             )
         return response
 

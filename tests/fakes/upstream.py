@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +63,7 @@ class FakeUpstream:
         self._redirects: dict[str, tuple[int, str]] = {}
         self._failures: dict[str, _Failure] = {}
         self._truncated: set[str] = set()
+        self._resets: dict[str, int | None] = {}
         self._delays: dict[str, float] = {}
         self._gates: dict[str, asyncio.Event] = {}
         self._held_bodies: dict[str, asyncio.Event] = {}
@@ -142,6 +145,11 @@ class FakeUpstream:
         """Declare the full Content-Length, send only the first half of the body, then close."""
         self._truncated.add(path)
 
+    def reset(self, path: str, *, times: int | None = None) -> None:
+        """Reset the connection (a TCP RST, no answer) on the next `times` requests for
+        `path` (None: until `heal`)."""
+        self._resets[path] = times
+
     def slow(self, path: str, seconds: float) -> None:
         """Wait `seconds` before answering `path`."""
         self._delays[path] = seconds
@@ -174,6 +182,7 @@ class FakeUpstream:
         self._failures.pop(path, None)
         self._truncated.discard(path)
         self._no_ranges.discard(path)
+        self._resets.pop(path, None)
         self._delays.pop(path, None)
         self.release(path)
 
@@ -230,6 +239,15 @@ class FakeUpstream:
         delay = self._delays.get(key)
         if delay:
             await asyncio.sleep(delay)
+        if key in self._resets:
+            remaining = self._resets[key]
+            if remaining is not None:
+                if remaining <= 1:
+                    del self._resets[key]
+                else:
+                    self._resets[key] = remaining - 1
+            _reset(request)
+            return web.Response(status=204)  # never sent: the connection is gone
         if self._down:
             return web.Response(status=503, text="upstream is down")
         failure = self._failures.get(key)
@@ -292,6 +310,7 @@ class FakeUpstream:
             *self._redirects,
             *self._failures,
             *self._truncated,
+            *self._resets,
             *self._delays,
             *self._gates,
             *self._held_bodies,
@@ -314,6 +333,17 @@ def _ranged(request: web.Request, body: bytes, headers: CIMultiDict[str]) -> web
     part = body[wanted]
     headers["Content-Range"] = f"bytes {wanted.start}-{wanted.start + len(part) - 1}/{size}"
     return web.Response(status=206, body=part, headers=headers)
+
+
+def _reset(request: web.Request) -> None:
+    """Abort the connection with a TCP RST (SO_LINGER 0): the client sees a reset."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _decoded(path: str) -> str:

@@ -335,7 +335,9 @@ async def test_upstream_failures_and_metrics_name_no_upstream_host(
     pypi = await client.get("/pypi/simple/demo/")
     maven = await client.get(f"/maven{MAVEN_METADATA}")
 
-    assert (npm.status, pypi.status, maven.status) == (503, 502, 502)
+    # Transient upstream failures are a 503 with Retry-After, whichever 5xx upstream sent.
+    assert (npm.status, pypi.status, maven.status) == (503, 503, 503)
+    assert {response.headers.get("Retry-After") for response in (npm, pypi, maven)} == {"2"}
     assert (await npm.json())["error"] == "the npm upstream answered HTTP 503 for is-odd"
     assert npm.reason == "the npm upstream answered HTTP 503 for is-odd"
     for response in (npm, pypi, maven):
@@ -345,5 +347,6 @@ async def test_upstream_failures_and_metrics_name_no_upstream_host(
     exposition = await metrics.text()
     assert 'mirror_upstream_requests_total{ecosystem="npm",outcome="http-error"}' in exposition
     assert 'mirror_upstream_requests_total{ecosystem="maven",outcome="http-error"}' in exposition
+    assert 'mirror_upstream_errors_total{ecosystem="pypi",kind="http-5xx"}' in exposition
     for secret in ("127.0.0.1", *upstreams.ports()):
         assert secret not in exposition, secret

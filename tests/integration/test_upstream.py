@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from mirror import errors
+from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.metrics import Metrics
 from mirror.upstream import Upstream, UpstreamScope, UpstreamStream, redact
@@ -208,9 +210,13 @@ async def test_follows_redirects_on_the_same_host_up_to_a_limit(
 
     for hop in range(7):
         fake.redirect(f"/loop{hop}", f"/loop{hop + 1}")
-    with pytest.raises(errors.UpstreamUnavailable, match="redirected loop0 more than 5 times"):
+    with pytest.raises(
+        errors.UpstreamUnavailable, match="redirected loop0 more than 5 times"
+    ) as caught:
         await client.fetch(fake.url("/loop0"), ecosystem="npm")
     assert fake.count("/loop6") == 0
+    # A redirect loop is definite: no Retry-After, no 503 inviting a retry.
+    assert (caught.value.status, caught.value.headers) == (502, ())
 
 
 # single-flight --------------------------------------------------------------------------
@@ -290,7 +296,8 @@ async def test_gives_up_after_the_configured_retries(
     fake.fail("/doc", 502)
     with pytest.raises(errors.UpstreamUnavailable, match="HTTP 502") as caught:
         await client.fetch(fake.url("/doc"), ecosystem="npm")
-    assert caught.value.status == 502
+    assert caught.value.status == 503
+    assert caught.value.headers == (("Retry-After", str(errors.RETRY_AFTER)),)
     assert fake.count("/doc") == CONFIG.retries + 1
     assert sample(
         metrics, "mirror_upstream_requests_total", ecosystem="npm", outcome="http-error"
@@ -306,14 +313,20 @@ async def test_not_found_is_not_retried(client: Upstream, fake: FakeUpstream, st
     assert fake.count("/gone") == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 500])
+@pytest.mark.parametrize(
+    ("status", "answered"), [(400, 502), (401, 502), (403, 502), (500, 503), (501, 503)]
+)
 async def test_other_client_and_server_errors_are_unavailable_without_retry(
-    client: Upstream, fake: FakeUpstream, status: int
+    client: Upstream, fake: FakeUpstream, status: int, answered: int
 ) -> None:
+    # A 4xx is definite (retrying will not change it): 502, no Retry-After; a 5xx that is
+    # not retried here may still pass: 503 with Retry-After, so the client retries.
     fake.fail("/doc", status)
-    with pytest.raises(errors.UpstreamUnavailable, match=f"HTTP {status}"):
+    with pytest.raises(errors.UpstreamUnavailable, match=f"HTTP {status}") as caught:
         await client.fetch(fake.url("/doc"), ecosystem="npm")
     assert fake.count("/doc") == 1
+    assert caught.value.status == answered
+    assert dict(caught.value.headers) == ({"Retry-After": "2"} if answered == 503 else {})
 
 
 async def test_connection_refused_is_unavailable(fake: FakeUpstream) -> None:
@@ -346,7 +359,7 @@ async def test_read_timeout_is_unavailable(fake: FakeUpstream) -> None:
             await upstream.fetch(fake.url("/slow"), ecosystem="npm")
     finally:
         await upstream.close()
-    assert caught.value.status == 504
+    assert caught.value.status == 503
     assert fake.count("/slow") == 2
 
 
@@ -839,3 +852,135 @@ async def test_error_messages_name_no_upstream_host(
     assert "127.0.0.1" not in exposition
     assert port not in exposition
     assert sample(metrics, "mirror_upstream_requests_total", ecosystem="npm", outcome="http-error")
+
+
+# transient failures: 503 with Retry-After; the outage log ---------------------------------
+
+NO_RETRY = UpstreamConfig(
+    connect_timeout=timedelta(seconds=5),
+    read_timeout=timedelta(seconds=5),
+    retries=0,
+    backoff=timedelta(0),
+)
+
+
+async def test_a_reset_is_retried_and_when_it_persists_is_a_transient_503(
+    client: Upstream, fake: FakeUpstream, metrics: Metrics
+) -> None:
+    fake.add("/doc", b"ok")
+    fake.reset("/doc", times=1)
+    assert (await client.fetch(fake.url("/doc"), ecosystem="npm")).body == b"ok"
+    assert fake.count("/doc") == 2
+
+    fake.reset("/doc")
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        await client.fetch(fake.url("/doc"), ecosystem="npm")
+    assert caught.value.message == (
+        "could not fetch doc from the npm upstream: the connection was lost"
+    )
+    assert (caught.value.status, caught.value.headers) == (503, (("Retry-After", "2"),))
+    assert caught.value.body()["reason"] == "upstream-unavailable"
+    assert (
+        sample(metrics, "mirror_upstream_errors_total", ecosystem="npm", kind="connection-lost")
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed_on"),
+    [
+        ("7", "7"),
+        ("600", str(errors.RETRY_AFTER_MAX)),  # bounded: a client waits a few seconds at most
+        ("0", "1"),
+        ("Sun, 22 Nov 2026 10:00:04 GMT", "4"),  # an HTTP date, 4 s after the clock's now
+        ("soon", str(errors.RETRY_AFTER)),
+        (None, str(errors.RETRY_AFTER)),
+    ],
+)
+async def test_the_upstreams_retry_after_is_passed_on_bounded(
+    fake: FakeUpstream, sent: str | None, passed_on: str
+) -> None:
+    fake.fail("/busy", 429, headers={"Retry-After": sent} if sent is not None else {})
+    clock = FixedClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    upstream = Upstream(NO_RETRY, scopes=[npm_scope(fake)], clock=clock)
+    await upstream.start()
+    try:
+        with pytest.raises(errors.UpstreamUnavailable, match="HTTP 429") as caught:
+            await upstream.fetch(fake.url("/busy"), ecosystem="npm")
+    finally:
+        await upstream.close()
+    assert caught.value.status == 503
+    assert dict(caught.value.headers) == {"Retry-After": passed_on}
+
+
+async def test_an_outage_is_logged_once_per_interval_with_counts_then_its_end(
+    fake: FakeUpstream, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200 failing requests during an outage are one line, not 200; the next interval's
+    first failure summarises the rest with counts; the first answer ends it."""
+    caplog.set_level(logging.INFO, logger="mirror")
+    clock = FixedClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    upstream = Upstream(NO_RETRY, scopes=[npm_scope(fake)], metrics=metrics, clock=clock)
+    await upstream.start()
+    for n in range(200):
+        fake.add(f"/pkg-{n}", b"{}")
+    fake.down()
+    fake.reset("/pkg-7")  # aiohttp itself retries a reset once on a reused connection
+    try:
+        for n in range(200):
+            with pytest.raises(errors.UpstreamUnavailable):
+                await upstream.fetch(fake.url(f"/pkg-{n}"), ecosystem="npm")
+        outage = [r for r in caplog.records if r.name == "mirror.upstream"]
+        assert [r.getMessage() for r in outage] == [
+            f"upstream {fake.host} is failing: the npm upstream answered HTTP 503 for pkg-0 "
+            f"({fake.url('/pkg-0')}); further failures of {fake.host} are summarised every 30 s"
+        ]
+        assert outage[0].levelno == logging.WARNING
+
+        clock.advance(timedelta(seconds=31))
+        with pytest.raises(errors.UpstreamUnavailable):
+            await upstream.fetch(fake.url("/pkg-0"), ecosystem="npm")
+        fake.up()
+        await upstream.fetch(fake.url("/pkg-1"), ecosystem="npm")
+        await upstream.fetch(fake.url("/pkg-2"), ecosystem="npm")
+    finally:
+        await upstream.close()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mirror.upstream"]
+    assert lines[1:] == [
+        (
+            "WARNING",
+            f"upstream {fake.host} still failing: 200 failures (199 http-5xx, 1 connection-lost) "
+            f"in the last 31 s, failing for 31 s; the last: the npm upstream answered HTTP 503 "
+            f"for pkg-0 ({fake.url('/pkg-0')})",
+        ),
+        ("INFO", f"upstream {fake.host} answers again after 31 s of failures (201 in all)"),
+    ]
+    assert sample(metrics, "mirror_upstream_errors_total", ecosystem="npm", kind="http-5xx") == 200
+    assert (
+        sample(metrics, "mirror_upstream_errors_total", ecosystem="npm", kind="connection-lost")
+        == 1
+    )
+
+
+async def test_a_definite_answer_is_no_outage_and_ends_one(
+    fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mirror")
+    clock = FixedClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    upstream = Upstream(NO_RETRY, scopes=[npm_scope(fake)], clock=clock)
+    await upstream.start()
+    fake.fail("/down", 502)
+    try:
+        with pytest.raises(errors.UpstreamUnavailable):
+            await upstream.fetch(fake.url("/down"), ecosystem="npm")
+        with pytest.raises(errors.UpstreamNotFound) as missing:
+            await upstream.fetch(fake.url("/missing"), ecosystem="npm")
+    finally:
+        await upstream.close()
+    assert missing.value.status == 404
+    assert missing.value.headers == ()
+    messages = [r.getMessage() for r in caplog.records if r.name == "mirror.upstream"]
+    assert messages[1:] == [
+        f"the npm upstream has no missing (HTTP 404) ({fake.url('/missing')})",
+        f"upstream {fake.host} answers again after 0 s of failures (1 in all)",
+    ]

@@ -1,4 +1,5 @@
-"""The HTTP reason phrase clients print: short, complete, printable ASCII."""
+"""The HTTP reason phrase clients print: short, complete, printable ASCII; the headers an
+error requires (`Retry-After` on a transient upstream failure)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirror.errors import MAX_PHRASE, BadRequest, NotFound, Quarantined, reason_phrase
+from mirror.errors import (
+    MAX_PHRASE,
+    RETRY_AFTER,
+    RETRY_AFTER_MAX,
+    BadRequest,
+    NotFound,
+    Quarantined,
+    UpstreamUnavailable,
+    reason_phrase,
+)
 
 
 def test_phrase_is_the_first_clause() -> None:
@@ -39,3 +49,18 @@ def test_any_message_gives_a_safe_phrase(message: str, status: int) -> None:
     assert len(phrase) <= MAX_PHRASE
     assert all(32 <= ord(char) < 127 for char in phrase)
     assert phrase == phrase.strip()
+
+
+def test_a_transient_upstream_failure_is_a_503_with_a_bounded_retry_after() -> None:
+    transient = UpstreamUnavailable("could not fetch left-pad from the npm upstream: timed out")
+    assert (transient.status, transient.headers) == (503, (("Retry-After", str(RETRY_AFTER)),))
+    assert transient.body()["reason"] == "upstream-unavailable"
+    assert UpstreamUnavailable("x", retry_after=3600).headers == (
+        ("Retry-After", str(RETRY_AFTER_MAX)),
+    )
+    assert UpstreamUnavailable("x", retry_after=-5).headers == (("Retry-After", "1"),)
+
+
+def test_a_definite_upstream_failure_is_a_502_without_retry_after() -> None:
+    definite = UpstreamUnavailable("the npm upstream answered HTTP 403", transient=False)
+    assert (definite.status, definite.headers, definite.retry_after) == (502, (), None)

@@ -232,6 +232,7 @@ PURE_MODULES = (
     "mirror.lockfiles.warming",
     "mirror.hosts",
     "mirror.identity",
+    "mirror.outages",
     "mirror.admin.parse",
     "mirror.admin.auth",
     "mirror.admin.openapi",
@@ -289,7 +290,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror", "mirror.model", "mirror.config", "mirror.errors", "mirror.clock",
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
-        "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices",
+        "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",

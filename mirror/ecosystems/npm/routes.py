@@ -29,7 +29,13 @@ from mirror.ecosystems.npm.names import (
     parse_request_path,
     search_query,
 )
-from mirror.errors import BadRequest, BadUpstreamDocument, NotFound, UpstreamError
+from mirror.errors import (
+    BadRequest,
+    BadUpstreamDocument,
+    NotFound,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
 from mirror.model import ArtifactRef, Explanation, Rendered
@@ -444,6 +450,8 @@ class NpmRegistry:
         what = f"/npm/-/{path}"
         if answer.status == 404:
             raise NotFound(f"the upstream registry has nothing at {what}")
+        if answer.status >= 500:  # transient: a 503 with Retry-After, which clients retry
+            raise UpstreamUnavailable(f"the upstream registry answered {what} with {answer.status}")
         if not (200 <= answer.status < 300 or 400 <= answer.status < 500):
             raise UpstreamError(f"the upstream registry answered {what} with {answer.status}")
         if not _same_path(answer.url, url):
