@@ -250,3 +250,53 @@ def test_a_file_name_that_is_no_wheel_is_refused(filename: str) -> None:
 def test_is_wheel() -> None:
     assert is_wheel("a-1.0-py3-none-any.WHL")
     assert not is_wheel("a-1.0.tar.gz")
+
+
+def test_a_wheel_with_much_member_data_and_a_small_directory_is_read() -> None:
+    # The directory's offset (past 17 MiB of data) is not its size (a few hundred bytes).
+    big = bytes(range(256)) * (17 * 1024 * 4)
+    file = build(
+        [
+            ("demo_pkg/data.bin", big),
+            ("demo_pkg-1.0.dist-info/METADATA", METADATA),
+        ],
+        compression=zipfile.ZIP_STORED,
+    )
+    assert read_wheel_metadata(file, WHEEL) == METADATA
+
+
+def test_a_small_wheel_with_too_many_members_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    file = build(
+        [("demo_pkg-1.0.dist-info/METADATA", METADATA)]
+        + [(f"demo_pkg/{index}.py", b"") for index in range(60)]
+    )
+    monkeypatch.setattr(wheelmetadata, "MAX_MEMBERS", 50)
+    assert "more than the 50" in refused(file)
+
+
+def test_members_hidden_from_the_end_record_s_count_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = bytearray(
+        build(
+            [("demo_pkg-1.0.dist-info/METADATA", METADATA)]
+            + [(f"demo_pkg/{index}.py", b"") for index in range(60)]
+        ).getvalue()
+    )
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<2H", data, end + 8, 1, 1)  # declares one member
+    monkeypatch.setattr(wheelmetadata, "MAX_MEMBERS", 50)
+    assert "has 61 members" in refused(io.BytesIO(bytes(data)))
+
+
+def test_a_small_wheel_with_a_huge_directory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-member comments make the directory far larger than the members' data (and than
+    # its own offset, which is what the size was once confused with).
+    members: list[tuple[str | zipfile.ZipInfo, bytes]] = []
+    for index in range(20):
+        info = zipfile.ZipInfo(f"demo_pkg/{index}.py")
+        info.comment = b"c" * 60_000
+        members.append((info, b""))
+    file = build([("demo_pkg-1.0.dist-info/METADATA", METADATA), *members])
+    monkeypatch.setattr(wheelmetadata, "MAX_CENTRAL_DIRECTORY", 1024 * 1024)
+    assert "bytes of members" in refused(file)

@@ -5,8 +5,8 @@ file. Pure: reads only the file object it is given, writes nothing, keeps nothin
 A wheel is untrusted input (its sha256 matched the index, but anyone may publish one), so
 the read is bounded and strict, stated plainly:
 - the zip's central directory is measured from its end record before `zipfile` reads it
-  (at most `MAX_CENTRAL_DIRECTORY` bytes, so a wheel naming millions of members costs
-  nothing);
+  (at most `MAX_CENTRAL_DIRECTORY` bytes and `MAX_MEMBERS` members, so a wheel naming
+  millions of members costs nothing);
 - no member name may be absolute, contain `..`, a backslash or a NUL: a name that means
   something else once normalised could smuggle a second METADATA past the count below;
 - exactly one top-level `.dist-info` directory, and its name must be the wheel's own
@@ -41,6 +41,9 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 # The largest real wheels (tens of thousands of members) have central directories of a few
 # MB; zipfile holds one object per member in memory, so this bounds what a wheel can cost.
 MAX_CENTRAL_DIRECTORY = 16 * 1024 * 1024
+# The largest real wheels list tens of thousands of members; zipfile keeps ~0.5 kB each.
+MAX_MEMBERS = 100_000
+_MEMBER_SIGNATURE = b"PK\x01\x02"  # each central directory entry starts with it
 _END_RECORD = struct.Struct("<4s4H2LH")  # end of central directory
 _END_SIGNATURE = b"PK\x05\x06"
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
@@ -91,8 +94,11 @@ def read_wheel_metadata(file: BinaryIO, filename: str) -> bytes:
 
 
 def _check_central_directory(file: BinaryIO, filename: str) -> None:
-    """Refuse a zip whose central directory is larger than MAX_CENTRAL_DIRECTORY, read from
-    its end record as zipfile finds it (last 22 bytes, else the last comment's worth)."""
+    """Refuse a zip whose central directory is larger than MAX_CENTRAL_DIRECTORY or lists
+    more than MAX_MEMBERS members, read from its end record as zipfile finds it (last 22
+    bytes, else the last comment's worth; the zip64 end record's fields when there is one,
+    as zipfile uses them). The members are counted in the directory itself (an upper bound:
+    every entry starts with its signature), not only as the end record declares them."""
     size = file.seek(0, io.SEEK_END)
     if size < _END_RECORD.size:
         raise WheelMetadataError(f"{filename} is not a zip (too short)")
@@ -103,7 +109,10 @@ def _check_central_directory(file: BinaryIO, filename: str) -> None:
     if start < 0:
         raise WheelMetadataError(f"{filename} is not a zip (no end of central directory)")
     record = _END_RECORD.unpack_from(tail, start)
-    directory_size: int = record[6]
+    members: int = record[4]
+    directory_size: int = record[5]
+    # Where the directory ends: zipfile finds it just before the end record(s).
+    directory_end = size - window + start
     if start >= _ZIP64_LOCATOR.size:
         locator = _ZIP64_LOCATOR.unpack_from(tail, start - _ZIP64_LOCATOR.size)
         if locator[0] == _ZIP64_LOCATOR_SIGNATURE:
@@ -114,11 +123,28 @@ def _check_central_directory(file: BinaryIO, filename: str) -> None:
             zip64 = _ZIP64_END.unpack(file.read(_ZIP64_END.size))
             if zip64[0] != _ZIP64_END_SIGNATURE:
                 raise WheelMetadataError(f"{filename} has a broken zip64 end record")
-            directory_size = max(directory_size, zip64[8])
+            # zipfile reads these instead of the (then saturated) 32-bit fields.
+            members = zip64[7]
+            directory_size = zip64[8]
+            directory_end -= _ZIP64_LOCATOR.size + _ZIP64_END.size
     if directory_size > MAX_CENTRAL_DIRECTORY:
         raise WheelMetadataError(
             f"{filename} lists {directory_size} bytes of members, more than the "
             f"{MAX_CENTRAL_DIRECTORY} a wheel's metadata is read from"
+        )
+    if members > MAX_MEMBERS:
+        raise WheelMetadataError(
+            f"{filename} declares {members} members, more than the {MAX_MEMBERS} a wheel's "
+            "metadata is read from"
+        )
+    if directory_size > directory_end:
+        raise WheelMetadataError(f"{filename} is not a zip (its directory overruns the start)")
+    file.seek(directory_end - directory_size)
+    counted = file.read(directory_size).count(_MEMBER_SIGNATURE)
+    if counted > MAX_MEMBERS:
+        raise WheelMetadataError(
+            f"{filename} has {counted} members, more than the {MAX_MEMBERS} a wheel's "
+            "metadata is read from"
         )
     file.seek(0)
 
