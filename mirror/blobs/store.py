@@ -75,6 +75,7 @@ _INDEX_ENTRY_BYTES = 768
 # held: 65,536 of them take about 80 MiB.
 _OWN_BUDGET = 256 * 1024**2
 _TEMP_SUFFIX = ".part"
+_HASH_CHUNK = 1024 * 1024  # bytes read at a time to hash a whole blob again
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -400,6 +401,12 @@ class BlobStore:
         Raises BlobVanished if it is gone."""
         return await asyncio.to_thread(_open_blob, entry.path, self._touch_due(entry))
 
+    async def open_verified(self, entry: BlobEntry) -> OpenBlob:
+        """`open_blob`, after hashing the whole blob again, for a reader that parses the bytes
+        rather than streaming them to a client that checks them: a blob damaged on disk since
+        it was stored is removed and never returned (BlobVanished, as `read_verified`)."""
+        return await asyncio.to_thread(_open_verified, entry, self._touch_due(entry))
+
     async def read_verified(self, entry: BlobEntry) -> bytes:
         """`entry`'s bytes, hashed again and its use noted, off the event loop. A blob damaged
         on disk since it was stored is removed and never returned: BlobVanished, as for a
@@ -597,6 +604,27 @@ def _open_blob(path: Path, touch_at: float | None) -> OpenBlob:
         file.close()
         raise
     return OpenBlob(file=file, size=stat.st_size, modified=stat.st_mtime)
+
+
+def _open_verified(entry: BlobEntry, touch_at: float | None) -> OpenBlob:
+    """(Thread.) The blob opened at its start if it still hashes to its sha256; else it is
+    removed."""
+    blob = _open_blob(entry.path, touch_at)
+    try:
+        digest = hashlib.sha256()
+        while chunk := blob.file.read(_HASH_CHUNK):
+            digest.update(chunk)
+        actual = digest.hexdigest()
+        blob.file.seek(0)
+    except BaseException:
+        blob.file.close()
+        raise
+    if actual != entry.sha256:
+        blob.file.close()
+        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
+        _unlink_quietly(entry.path)
+        raise BlobVanished(str(entry.path))
+    return blob
 
 
 def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:
