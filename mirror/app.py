@@ -133,6 +133,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for adapter in app[ECOSYSTEM_ADAPTERS].values():
+            await adapter.close()
         await services.artifacts.close()
         await services.blobs.close()
         await services.metacache.close()

@@ -48,6 +48,11 @@ class Ecosystem(Protocol):
         """The aiohttp routes this adapter serves, under its own URL prefix."""
         ...
 
+    async def close(self) -> None:
+        """Stop what the adapter runs in the background; called at shutdown before the
+        shared services (the artifact and blob stores) close."""
+        ...
+
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package@version` is allowed, held, blocked or exempted right now."""
         ...

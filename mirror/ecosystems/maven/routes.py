@@ -130,6 +130,9 @@ class MavenRepository:
         # One background walk per artifact, at most BACKGROUND_WALKS at once.
         self._walks: SingleFlight[str, None] = SingleFlight("maven publish-time walk")
 
+    async def close(self) -> None:
+        """Nothing of its own runs in the background."""
+
     def routes(self) -> Iterable[web.RouteDef]:
         return [
             web.route("*", PREFIX, self._root),

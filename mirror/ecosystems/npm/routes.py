@@ -93,6 +93,9 @@ class NpmRegistry:
             "npm version view"
         )
 
+    async def close(self) -> None:
+        """Nothing of its own runs in the background."""
+
     def routes(self) -> Iterable[web.RouteDef]:
         return [
             web.route("*", PREFIX, self._root),
