@@ -9,15 +9,22 @@ import asyncio
 import hashlib
 import io
 import shutil
+import threading
+import time
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from mirror.model import RuleRecord
-from mirror.services import SERVICES
+from mirror.ecosystems.pypi import derivedmeta
+from mirror.ecosystems.pypi.derivedmeta import DerivedMetadata
+from mirror.ecosystems.pypi.routes import PypiIndex
+from mirror.model import ArtifactRef, RuleRecord
+from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES
+from tests.conftest import wait_until
 from tests.fakes.pypi import FakeFile, FakePypiIndex, make_wheel
 from tests.integration.conftest import NOW, Client, MakeClient
 
@@ -215,3 +222,191 @@ async def test_an_sdist_gets_no_metadata(client: Client, index: FakePypiIndex) -
     response = await client.get("/pypi/files/demo/demo-1.0.tar.gz.metadata")
     assert response.status == 404
     assert "core-metadata" not in (await json_files(client))["demo-1.0.tar.gz"]
+
+
+def adapter_of(client: Client) -> PypiIndex:
+    adapter = client.app[ECOSYSTEM_ADAPTERS]["pypi"]
+    assert isinstance(adapter, PypiIndex)
+    return adapter
+
+
+def derived_of(client: Client) -> DerivedMetadata:
+    return adapter_of(client)._derived
+
+
+async def settled(client: Client) -> None:
+    """Every background derivation of `client`'s worker has ended (bounded wait)."""
+    derived = derived_of(client)
+    assert await wait_until(lambda: not derived._deriving, 10)
+
+
+async def wheel_ref(client: Client, filename: str, project: str = "demo") -> ArtifactRef:
+    adapter = adapter_of(client)
+    page, _ = await adapter._page(project)
+    item = page.file(filename)
+    assert item is not None
+    assert item.version is not None
+    return adapter._file_ref(project, item, item.version, metadata=False)
+
+
+def generation_of(tmp_path: Path) -> str:
+    return (tmp_path / "data" / "pypi-metadata" / "demo" / "generation").read_text()
+
+
+async def test_a_restarted_worker_changes_no_page_for_metadata_already_declared(
+    make_mirror: MakeClient, client: Client, index: FakePypiIndex, tmp_path: Path
+) -> None:
+    await (await client.get(f"/pypi/files/demo/{WHEEL}")).read()
+    assert await declared(client, WHEEL) is not None
+    generation = generation_of(tmp_path)
+    restarted = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)  # same data dir
+    await (await restarted.get(f"/pypi/files/demo/{WHEEL}")).read()
+    await settled(restarted)
+    response = await restarted.get(f"/pypi/files/demo/{WHEEL}.metadata")
+    assert await response.read() == metadata_of(index, WHEEL)
+    await settled(restarted)
+    assert generation_of(tmp_path) == generation
+
+
+async def cache_only(client: Client, filename: str) -> Path:
+    """Cache the wheel `filename` as a download does, without deriving its METADATA; the
+    path of its blob."""
+    ref = await wheel_ref(client, filename)
+    entry, _ = await client.app[SERVICES].artifacts.store(ref)
+    return entry.path
+
+
+async def test_a_wheel_damaged_on_disk_yields_no_metadata_and_is_fetched_again(
+    client: Client, index: FakePypiIndex
+) -> None:
+    blob = await cache_only(client, WHEEL)
+    # One byte of another member's data flipped: the METADATA member still reads cleanly.
+    damaged = bytearray(blob.read_bytes())
+    damaged[40] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    response = await client.get(f"/pypi/files/demo/{WHEEL}.metadata")
+    assert response.status == 404
+    assert "core-metadata" not in (await json_files(client))[WHEEL]
+    # The damaged copy is gone: the wheel is fetched again, whole and right.
+    wheel = await client.get(f"/pypi/files/demo/{WHEEL}")
+    assert await wheel.read() == index.file(WHEEL).data
+    assert index.upstream.count(index.file(WHEEL).path) == 2
+
+
+async def test_shutting_down_cancels_a_derivation_under_way(
+    make_mirror: MakeClient, client: Client, index: FakePypiIndex
+) -> None:
+    ref = await wheel_ref(client, WHEEL)
+    derived = derived_of(client)
+    index.upstream.hold(index.file(WHEEL).path)
+    derived.derive_soon(ref, wait_for_download=True)
+    await index.upstream.wait_for(index.file(WHEEL).path)
+    (running,) = derived._deriving.values()
+    await client.close()  # the app's cleanup
+    assert running.task.cancelled()
+    index.upstream.release(index.file(WHEEL).path)
+    derived.derive_soon(ref, wait_for_download=True)
+    assert not derived._deriving
+    assert await derived.metadata(ref, fetch=True) is None
+    assert not derived._deriving
+
+
+async def test_a_project_name_that_is_not_normalised_is_refused(client: Client) -> None:
+    derived = derived_of(client)
+    for name in ("../demo", "Demo", "demo/..", "", "demo-", "a_b"):
+        with pytest.raises(ValueError, match="not a normalised"):
+            await derived.declared(name)
+        with pytest.raises(ValueError, match="not a normalised"):
+            await derived.generation(name)
+
+
+def add_copy(index: FakePypiIndex, project: str, filename: str) -> None:
+    """The bytes of WHEEL again, under another project's file name."""
+    index.add_file(
+        FakeFile(
+            project=project,
+            version="1.0",
+            filename=filename,
+            data=index.file(WHEEL).data,
+            uploaded=OLD,
+        )
+    )
+
+
+async def other_metadata(client: Client, filename: str) -> tuple[int, object]:
+    await (await client.get(f"/pypi/files/other/{filename}")).read()
+    await settled(client)
+    response = await client.get(f"/pypi/files/other/{filename}.metadata")
+    page = await client.get("/pypi/simple/other/", headers={"Accept": JSON_TYPE})
+    files = {entry["filename"]: entry for entry in (await page.json(content_type=None))["files"]}
+    return response.status, files[filename].get("core-metadata")
+
+
+async def test_the_same_bytes_under_another_project_s_name_get_no_metadata(
+    client: Client, index: FakePypiIndex
+) -> None:
+    add_copy(index, "other", "other-1.0-py3-none-any.whl")
+    await (await client.get(f"/pypi/files/demo/{WHEEL}")).read()
+    assert await declared(client, WHEEL) is not None
+    # Its dist-info names demo 1.0, not other 1.0: nothing to declare or serve.
+    assert await other_metadata(client, "other-1.0-py3-none-any.whl") == (404, None)
+
+
+async def test_a_refusal_under_another_name_does_not_hide_the_right_one(
+    client: Client, index: FakePypiIndex
+) -> None:
+    add_copy(index, "other", "other-1.0-py3-none-any.whl")
+    assert await other_metadata(client, "other-1.0-py3-none-any.whl") == (404, None)
+    await (await client.get(f"/pypi/files/demo/{WHEEL}")).read()
+    digest = hashlib.sha256(metadata_of(index, WHEEL)).hexdigest()
+    assert await declared(client, WHEEL) == {"sha256": digest}
+    response = await client.get(f"/pypi/files/demo/{WHEEL}.metadata")
+    assert await response.read() == metadata_of(index, WHEEL)
+
+
+async def test_a_data_dir_that_cannot_record_declarations_still_serves_the_metadata(
+    client: Client, index: FakePypiIndex, tmp_path: Path
+) -> None:
+    # A file where the project's directory of declarations belongs: every record fails.
+    directory = tmp_path / "data" / "pypi-metadata"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "demo").write_bytes(b"")
+    await cache_only(client, WHEEL)
+    response = await client.get(f"/pypi/files/demo/{WHEEL}.metadata")
+    assert response.status == 200
+    assert await response.read() == metadata_of(index, WHEEL)
+    assert "core-metadata" not in (await json_files(client))[WHEEL]
+
+
+async def test_metadata_requests_extract_at_most_max_deriving_wheels_at_once(
+    make_mirror: MakeClient, index: FakePypiIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spy around the real read, counting the extraction threads running at once.
+    running = [0, 0]  # now, most
+    lock = threading.Lock()
+    real_read = derivedmeta.read_wheel_metadata
+
+    def counted_read(file: BinaryIO, filename: str) -> bytes:
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.2)
+        try:
+            return real_read(file, filename)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(derivedmeta, "read_wheel_metadata", counted_read)
+    monkeypatch.setattr(derivedmeta, "MAX_DERIVING", 1)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
+    for filename in (WHEEL, OTHER_WHEEL):
+        await cache_only(client, filename)
+    responses = await asyncio.gather(
+        *(client.get(f"/pypi/files/demo/{name}.metadata") for name in (WHEEL, OTHER_WHEEL))
+    )
+    assert [await response.read() for response in responses] == [
+        metadata_of(index, WHEEL),
+        metadata_of(index, OTHER_WHEEL),
+    ]
+    assert running == [0, 1]

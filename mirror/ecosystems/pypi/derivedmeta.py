@@ -3,21 +3,27 @@ and verified, for wheels whose upstream index declares no metadata file, so reso
 few kB instead of the whole wheel.
 
 Choices, stated plainly:
-- The extracted bytes are a blob of the artifact store under a key of the wheel's sha256
-  (`derived_key`): extracted once, shared by every worker process and replica, evicted like
-  any artifact. They are derived from verified bytes only, so they need no upstream digest.
+- The extracted bytes are a blob of the artifact store under a key of the wheel's sha256,
+  name and version (`derived_key`; the dist-info check depends on the filename, so the same
+  bytes under another filename are another derivation): extracted once, shared by every
+  worker process and replica, evicted like any artifact. They are derived from verified
+  bytes only (the cached wheel is hashed again before it is read), so they need no
+  upstream digest.
 - Which wheels of a project have derived metadata is kept on disk next to the cache,
   `<data_dir>/pypi-metadata/<project>/<wheel sha256>.<METADATA sha256>` (empty files: one
   directory listing gives a page render every declaration), and `generation`, rewritten
-  (atomically) after each new one. The generation is part of a rendered page's key, so a
-  wheel cached after a page was rendered changes the page in every worker process at its
-  next request: one small read per page request, one listing per render.
+  (atomically) after each new one only (a worker re-deriving after a restart changes no
+  page). The generation is part of a rendered page's key, so a wheel cached after a page
+  was rendered changes the page in every worker process at its next request: one small
+  read per page request, one listing per render.
 - A marker outlives an evicted blob: the page keeps declaring the metadata (its sha256 is a
   function of the wheel's verified bytes), and a request for it extracts it again from the
   cached wheel, or, when the wheel is gone too, fetches the wheel (verified as always) first.
   Only then: a `.metadata` request never downloads a wheel the page did not declare.
 - A wheel without a readable METADATA (see `wheelmetadata`) is remembered per process and
   simply gets no declaration; the wheel itself is served as always.
+- At most `MAX_DERIVING` extractions run at once per process, whether a page's wheel
+  download or a `.metadata` request started them; `close` cancels those under way.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion
 
 from mirror import errors
 from mirror.artifacts.serve import ArtifactServer
@@ -52,9 +61,12 @@ GENERATION_FILE = "generation"
 # Wheels whose METADATA is being extracted at once, per process; more wait for their next
 # request (the wheel is served meanwhile; only the declaration waits).
 MAX_DERIVING = 8
-# Per process: wheel sha256 → METADATA sha256 ("" when the wheel has none readable).
+# Per process: wheel → METADATA sha256 ("" when the wheel has none readable).
 _KNOWN_ENTRIES = 65536
-_KNOWN_ENTRY_BYTES = 200
+# Per process: wheel → its METADATA bytes (a few kB each, most of them).
+_HOT_ENTRIES = 4096
+_ENTRY_BYTES = 200  # a cache entry's own cost, its key and value objects
+_NORMALISED_PROJECT = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NO_METADATA = ""
 
@@ -67,13 +79,14 @@ class MetadataFile:
     sha256: str
 
 
-def derived_key(wheel_sha256: str) -> str:
-    """The artifact store key of the METADATA extracted from the wheel `wheel_sha256`."""
-    return f"pypi-derived/core-metadata/{wheel_sha256}"
+def derived_key(identity: str) -> str:
+    """The artifact store key of the METADATA extracted from the wheel `identity`
+    (`_identity`: its sha256, name and version)."""
+    return f"pypi-derived/core-metadata/{identity}"
 
 
 class DerivedMetadata:
-    """See the module docstring. Construct without I/O."""
+    """See the module docstring. Construct without I/O; `close` before the blob store."""
 
     def __init__(
         self,
@@ -86,18 +99,35 @@ class DerivedMetadata:
         self._blobs = blobs
         self._artifacts = artifacts
         self._directory = directory
+        # Keyed by `_identity` (wheel sha256, name, version), as the stored blobs are.
         self._known: BudgetedLRU[str, str] = BudgetedLRU(
             budget,
             "derived PyPI metadata",
-            lambda _value: _KNOWN_ENTRY_BYTES,
+            lambda _value: _ENTRY_BYTES,
             max_entries=_KNOWN_ENTRIES,
         )
-        # wheel sha256 → its METADATA, read (and verified) once per process: a warm
-        # `.metadata` request touches no disk.
+        # Its METADATA, read (and verified) once per process: a warm `.metadata` request
+        # touches no disk.
         self._hot: BudgetedLRU[str, MetadataFile] = BudgetedLRU(
-            budget, "derived PyPI metadata bytes", lambda held: len(held.data)
+            budget,
+            "derived PyPI metadata bytes",
+            lambda held: len(held.data) + _ENTRY_BYTES,
+            max_entries=_HOT_ENTRIES,
         )
-        self._deriving: dict[str, asyncio.Task[MetadataFile | None]] = {}
+        self._deriving: dict[str, _Derivation] = {}
+        # Extractions (whole-wheel hashes and zip reads in threads) at once, whatever
+        # started them: a background derivation or a `.metadata` request.
+        self._extracting = asyncio.Semaphore(MAX_DERIVING)
+        self._closed = False
+
+    async def close(self) -> None:
+        """Cancel the derivations under way and start no more (before the blob store and
+        the artifact server close: a derivation writes to them)."""
+        self._closed = True
+        tasks = [derivation.task for derivation in self._deriving.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # declarations ---------------------------------------------------------------------------
 
@@ -111,7 +141,10 @@ class DerivedMetadata:
         return await asyncio.to_thread(self._list, project)
 
     def _project_dir(self, project: str) -> Path:
-        # `project` is PEP 503-normalised: [a-z0-9-], never a path of its own.
+        """`project`'s directory; ValueError unless it is a PEP 503-normalised name (never a
+        path of its own)."""
+        if not _NORMALISED_PROJECT.fullmatch(project):
+            raise ValueError(f"{project!r} is not a normalised PyPI project name")
         return self._directory / project
 
     def _read_generation(self, project: str) -> str:
@@ -133,12 +166,23 @@ class DerivedMetadata:
         return found
 
     def _mark(self, project: str, wheel_sha256: str, metadata_sha256: str) -> None:
-        """(Thread.) Record the declaration, then a new generation (in that order: a reader
-        that saw the new generation lists the new marker)."""
+        """(Thread.) Record the declaration, then, if it is new, a new generation (in that
+        order: a reader that saw the new generation lists the new marker). A declaration
+        already recorded (by a sibling worker, or before a restart) changes no page."""
         directory = self._project_dir(project)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{wheel_sha256}.{metadata_sha256}").touch()
-        atomic_write(directory / GENERATION_FILE, uuid.uuid4().hex.encode("ascii"))
+        marker = directory / f"{wheel_sha256}.{metadata_sha256}"
+        try:
+            with marker.open("x"):
+                pass
+        except FileExistsError:
+            return
+        try:
+            atomic_write(directory / GENERATION_FILE, uuid.uuid4().hex.encode("ascii"))
+        except BaseException:
+            # Without its generation no page would show it: recorded at a later request.
+            marker.unlink(missing_ok=True)
+            raise
 
     # the bytes ------------------------------------------------------------------------------
 
@@ -148,51 +192,64 @@ class DerivedMetadata:
         readable METADATA). `fetch`: download the wheel first if it is not cached (only for
         metadata a page has declared). Raises what serving the wheel would (a cached wheel
         that no longer matches the declared digest, an upstream failure while fetching)."""
-        sha256 = _declared_sha256(wheel)
-        if sha256 is None or not is_wheel(wheel.filename):
+        identity = _identity(wheel)
+        if identity is None:
             return None
-        if self._known.get(sha256) == _NO_METADATA:
+        if self._known.get(identity) == _NO_METADATA:
             return None
-        hot = self._hot.get(sha256)
+        hot = self._hot.get(identity)
         if hot is not None:
             return hot
-        stored = await self._stored(sha256)
+        stored = await self._stored(identity)
         if stored is not None:
+            self._hot.put(identity, stored)
             return stored
-        running = self._deriving.get(sha256)
-        if running is None:
-            running = self._start(wheel, sha256, fetch=fetch)
-        return await asyncio.shield(running)
+        # A derivation under way that may not download answers None for a wheel that is not
+        # cached: then one that may (bounded: each round waits for a derivation to end).
+        for _round in range(3):
+            if self._closed:
+                return None
+            running = self._deriving.get(identity)
+            if running is None:
+                running = self._start(wheel, identity, fetch=fetch)
+            found = await asyncio.shield(running.task)
+            if found is not None or running.fetch or not fetch:
+                return found
+            if self._known.get(identity) == _NO_METADATA:
+                return None
+        return None
 
     def derive_soon(self, wheel: ArtifactRef, *, wait_for_download: bool) -> None:
         """After `wheel` was served: extract its METADATA in the background unless this
         process knows it is done. `wait_for_download`: the wheel's download may still be
         storing it (a GET of the whole file), so wait for it; else only a cached wheel."""
-        sha256 = _declared_sha256(wheel)
-        if sha256 is None or not is_wheel(wheel.filename):
+        identity = _identity(wheel)
+        if identity is None or self._closed:
             return
-        if self._known.get(sha256) is not None or sha256 in self._deriving:
+        if self._known.get(identity) is not None or identity in self._deriving:
             return
         if len(self._deriving) >= MAX_DERIVING:
             return
-        self._start(wheel, sha256, fetch=wait_for_download)
+        self._start(wheel, identity, fetch=wait_for_download)
 
-    def _start(
-        self, wheel: ArtifactRef, sha256: str, *, fetch: bool
-    ) -> asyncio.Task[MetadataFile | None]:
-        task = asyncio.ensure_future(self._derive(wheel, sha256, fetch=fetch))
-        self._deriving[sha256] = task
-        task.add_done_callback(partial(self._finished, sha256))
-        return task
+    def _start(self, wheel: ArtifactRef, identity: str, *, fetch: bool) -> _Derivation:
+        task = asyncio.ensure_future(self._derive(wheel, identity, fetch=fetch))
+        derivation = _Derivation(task=task, fetch=fetch)
+        self._deriving[identity] = derivation
+        task.add_done_callback(partial(self._finished, identity, derivation))
+        return derivation
 
-    def _finished(self, sha256: str, task: asyncio.Task[MetadataFile | None]) -> None:
-        self._deriving.pop(sha256, None)
+    def _finished(
+        self, identity: str, derivation: _Derivation, task: asyncio.Task[MetadataFile | None]
+    ) -> None:
+        if self._deriving.get(identity) is derivation:
+            del self._deriving[identity]
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Seen by a waiting `metadata` call, if any; a background one only logs it.
-            log.info("no derived metadata from the wheel %s yet: %s", sha256[:16], exc)
+            log.info("no derived metadata from the wheel %s yet: %s", identity[:16], exc)
 
-    async def _stored(self, wheel_sha256: str) -> MetadataFile | None:
-        key = derived_key(wheel_sha256)
+    async def _stored(self, identity: str) -> MetadataFile | None:
+        key = derived_key(identity)
         entry = await self._blobs.lookup(key)
         if entry is None:
             return None
@@ -201,30 +258,41 @@ class DerivedMetadata:
         except BlobVanished:
             self._blobs.forget(key)
             return None
-        self._known.put(wheel_sha256, entry.sha256)
-        found = MetadataFile(data=data, sha256=entry.sha256)
-        self._hot.put(wheel_sha256, found)
-        return found
+        return MetadataFile(data=data, sha256=entry.sha256)
 
-    async def _derive(self, wheel: ArtifactRef, sha256: str, *, fetch: bool) -> MetadataFile | None:
-        """Extract, store and declare the METADATA of `wheel` (sha256 `sha256`); None when
-        the wheel is not cached (and not `fetch`) or has no readable METADATA."""
-        entry = await self._wheel_entry(wheel, fetch=fetch)
-        if entry is None:
-            return None
-        data = await self._extract(wheel, sha256, entry)
-        if data is None:
-            return None
+    async def _derive(
+        self, wheel: ArtifactRef, identity: str, *, fetch: bool
+    ) -> MetadataFile | None:
+        """Extract (unless stored already), store and declare the METADATA of `wheel`; None
+        when the wheel is not cached (and not `fetch`) or has no readable METADATA."""
+        derived = await self._stored(identity)
+        if derived is None:
+            entry = await self._wheel_entry(wheel, fetch=fetch)
+            if entry is None:
+                return None
+            async with self._extracting:
+                data = await self._extract(wheel, identity, entry)
+            if data is None:
+                return None
+            try:
+                metadata_sha256 = await self._store(identity, data, wheel.filename)
+            except errors.StorageFull as exc:
+                # Served anyway (like a wheel on a full disk); declared once it can be stored.
+                log.error(
+                    "%s; the METADATA of %s is served without caching it", exc, wheel.filename
+                )
+                return MetadataFile(data=data, sha256=hashlib.sha256(data).hexdigest())
+            derived = MetadataFile(data=data, sha256=metadata_sha256)
         try:
-            metadata_sha256 = await self._store(sha256, data, wheel.filename)
-        except errors.StorageFull as exc:
-            # Served anyway (like a wheel on a full disk); declared once it can be stored.
-            log.error("%s; the METADATA of %s is served without caching it", exc, wheel.filename)
-            return MetadataFile(data=data, sha256=hashlib.sha256(data).hexdigest())
-        await asyncio.to_thread(self._mark, wheel.package, sha256, metadata_sha256)
-        self._known.put(sha256, metadata_sha256)
-        derived = MetadataFile(data=data, sha256=metadata_sha256)
-        self._hot.put(sha256, derived)
+            await asyncio.to_thread(
+                self._mark, wheel.package, _wheel_sha256(identity), derived.sha256
+            )
+        except OSError as exc:
+            # Served, not declared (nor remembered: a later request records it).
+            log.error("could not declare the METADATA of %s: %s", wheel.filename, exc)
+            return derived
+        self._known.put(identity, derived.sha256)
+        self._hot.put(identity, derived)
         return derived
 
     async def _wheel_entry(self, wheel: ArtifactRef, *, fetch: bool) -> BlobEntry | None:
@@ -238,9 +306,14 @@ class DerivedMetadata:
         check_digests(entry.digests, wheel.digests, what=wheel.filename)
         return entry
 
-    async def _extract(self, wheel: ArtifactRef, sha256: str, entry: BlobEntry) -> bytes | None:
+    async def _extract(self, wheel: ArtifactRef, identity: str, entry: BlobEntry) -> bytes | None:
+        """The wheel's METADATA read from its blob, hashed again first (a blob damaged on disk
+        is discarded, as serving it would, and yields nothing)."""
+        if entry.sha256 != _wheel_sha256(identity):
+            log.error("the cached %s is not the wheel its index declares", wheel.filename)
+            return None
         try:
-            blob = await self._blobs.open_blob(entry)
+            blob = await self._blobs.open_verified(entry)
         except BlobVanished:
             self._blobs.forget(wheel.cache_key)
             return None
@@ -248,14 +321,14 @@ class DerivedMetadata:
             return await asyncio.to_thread(read_wheel_metadata, blob.file, wheel.filename)
         except WheelMetadataError as exc:
             log.warning("no metadata declared for %s: %s", wheel.filename, exc)
-            self._known.put(sha256, _NO_METADATA)
+            self._known.put(identity, _NO_METADATA)
             return None
         finally:
             blob.file.close()
 
-    async def _store(self, wheel_sha256: str, data: bytes, filename: str) -> str:
+    async def _store(self, identity: str, data: bytes, filename: str) -> str:
         """Store `data` as the derived METADATA of the wheel; its sha256."""
-        writer = await self._blobs.begin(derived_key(wheel_sha256))
+        writer = await self._blobs.begin(derived_key(identity))
         try:
             await writer.write(data)
             entry = await writer.commit((), what=f"the METADATA of {filename}")
@@ -265,6 +338,33 @@ class DerivedMetadata:
         finally:
             writer.close()
         return entry.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class _Derivation:
+    """A derivation under way, and whether it may download the wheel."""
+
+    task: asyncio.Task[MetadataFile | None]
+    fetch: bool
+
+
+def _identity(wheel: ArtifactRef) -> str | None:
+    """`<wheel sha256>/<name>/<version>` (name and version from its filename, normalised):
+    what a derived METADATA is of. Its dist-info must name the release the filename does,
+    so the same bytes under another filename are another derivation (and their failure
+    another's). None for no wheel or no sha256."""
+    sha256 = _declared_sha256(wheel)
+    if sha256 is None or not is_wheel(wheel.filename):
+        return None
+    try:
+        name, version, _build, _tags = parse_wheel_filename(wheel.filename)
+    except (InvalidWheelFilename, InvalidVersion):
+        return None
+    return f"{sha256}/{name}/{version}"
+
+
+def _wheel_sha256(identity: str) -> str:
+    return identity.split("/", 1)[0]
 
 
 def _declared_sha256(wheel: ArtifactRef) -> str | None:

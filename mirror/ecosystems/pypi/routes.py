@@ -93,6 +93,10 @@ class PypiIndex:
             services.memory, "pypi pages lacking metadata", lambda _: 64, max_entries=4096
         )
 
+    async def close(self) -> None:
+        """Stop the METADATA derivations under way (they write to the artifact store)."""
+        await self._derived.close()
+
     def routes(self) -> Iterable[web.RouteDef]:
         return [
             web.route("*", PREFIX, self._dispatch),
