@@ -111,6 +111,23 @@ async def test_a_blob_damaged_on_disk_is_removed_never_returned(store: BlobStore
     assert await store.read_verified(intact) == BODY + b"b"
 
 
+async def test_a_blob_opened_verified_is_hashed_again_first(store: BlobStore) -> None:
+    await write(store, "k/a", BODY, (digest("sha256", BODY),))
+    await write(store, "k/b", BODY + b"b", (digest("sha256", BODY + b"b"),))
+    damaged, intact = await store.lookup("k/a"), await store.lookup("k/b")
+    assert damaged is not None
+    assert intact is not None
+    damaged.path.write_bytes(b"bit rot" + BODY[7:])
+    with pytest.raises(BlobVanished):
+        await store.open_verified(damaged)
+    assert not damaged.path.exists()
+    blob = await store.open_verified(intact)
+    try:
+        assert blob.file.read() == BODY + b"b"  # from its start, after the hash
+    finally:
+        blob.file.close()
+
+
 @pytest.mark.parametrize(
     "declared",
     [
