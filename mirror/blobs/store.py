@@ -42,12 +42,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import orjson
 
@@ -59,6 +59,7 @@ from mirror.metrics import Metrics
 from mirror.model import Digest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Strongest first: the order in which declared digests are ranked.
 ALGORITHMS: tuple[str, ...] = ("sha512", "sha256", "sha1")
@@ -401,11 +402,13 @@ class BlobStore:
         Raises BlobVanished if it is gone."""
         return await asyncio.to_thread(_open_blob, entry.path, self._touch_due(entry))
 
-    async def open_verified(self, entry: BlobEntry) -> OpenBlob:
-        """`open_blob`, after hashing the whole blob again, for a reader that parses the bytes
-        rather than streaming them to a client that checks them: a blob damaged on disk since
-        it was stored is removed and never returned (BlobVanished, as `read_verified`)."""
-        return await asyncio.to_thread(_open_verified, entry, self._touch_due(entry))
+    async def parse_verified(self, entry: BlobEntry, parse: Callable[[BinaryIO], T]) -> T:
+        """`parse` of `entry`'s blob (opened at its start), after hashing the whole blob again,
+        in one hop off the event loop that always closes the file (a caller cancelled while
+        the thread runs leaks nothing): for a reader that parses the bytes rather than
+        streaming them to a client that checks them. A blob damaged on disk since it was
+        stored is removed and never parsed (BlobVanished, as `read_verified`)."""
+        return await asyncio.to_thread(_parse_verified, entry, self._touch_due(entry), parse)
 
     async def read_verified(self, entry: BlobEntry) -> bytes:
         """`entry`'s bytes, hashed again and its use noted, off the event loop. A blob damaged
@@ -606,25 +609,19 @@ def _open_blob(path: Path, touch_at: float | None) -> OpenBlob:
     return OpenBlob(file=file, size=stat.st_size, modified=stat.st_mtime)
 
 
-def _open_verified(entry: BlobEntry, touch_at: float | None) -> OpenBlob:
-    """(Thread.) The blob opened at its start if it still hashes to its sha256; else it is
-    removed."""
+def _parse_verified(entry: BlobEntry, touch_at: float | None, parse: Callable[[BinaryIO], T]) -> T:
+    """(Thread.) `parse` of the blob if it still hashes to its sha256; else it is removed."""
     blob = _open_blob(entry.path, touch_at)
-    try:
+    with blob.file:
         digest = hashlib.sha256()
         while chunk := blob.file.read(_HASH_CHUNK):
             digest.update(chunk)
-        actual = digest.hexdigest()
+        if digest.hexdigest() != entry.sha256:
+            log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
+            _unlink_quietly(entry.path)
+            raise BlobVanished(str(entry.path))
         blob.file.seek(0)
-    except BaseException:
-        blob.file.close()
-        raise
-    if actual != entry.sha256:
-        blob.file.close()
-        log.error("blob %s does not match its sha256 on disk; discarding it", entry.path)
-        _unlink_quietly(entry.path)
-        raise BlobVanished(str(entry.path))
-    return blob
+        return parse(blob.file)
 
 
 def _read_verified(entry: BlobEntry, touch_at: float | None) -> bytes:

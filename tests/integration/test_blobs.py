@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -111,21 +112,25 @@ async def test_a_blob_damaged_on_disk_is_removed_never_returned(store: BlobStore
     assert await store.read_verified(intact) == BODY + b"b"
 
 
-async def test_a_blob_opened_verified_is_hashed_again_first(store: BlobStore) -> None:
+async def test_a_blob_parsed_verified_is_hashed_again_first(store: BlobStore) -> None:
     await write(store, "k/a", BODY, (digest("sha256", BODY),))
     await write(store, "k/b", BODY + b"b", (digest("sha256", BODY + b"b"),))
     damaged, intact = await store.lookup("k/a"), await store.lookup("k/b")
     assert damaged is not None
     assert intact is not None
     damaged.path.write_bytes(b"bit rot" + BODY[7:])
+    parsed: list[bytes] = []
+
+    def parse(file: BinaryIO) -> bytes:
+        parsed.append(file.read())  # from its start, after the hash
+        return parsed[-1][:4]
+
     with pytest.raises(BlobVanished):
-        await store.open_verified(damaged)
+        await store.parse_verified(damaged, parse)
     assert not damaged.path.exists()
-    blob = await store.open_verified(intact)
-    try:
-        assert blob.file.read() == BODY + b"b"  # from its start, after the hash
-    finally:
-        blob.file.close()
+    assert parsed == []
+    assert await store.parse_verified(intact, parse) == BODY[:4]
+    assert parsed == [BODY + b"b"]
 
 
 @pytest.mark.parametrize(

@@ -410,3 +410,39 @@ async def test_metadata_requests_extract_at_most_max_deriving_wheels_at_once(
         metadata_of(index, OTHER_WHEEL),
     ]
     assert running == [0, 1]
+
+
+async def test_a_declared_metadata_request_fetches_after_a_derivation_that_may_not(
+    make_mirror: MakeClient,
+    client: Client,
+    index: FakePypiIndex,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await (await client.get(f"/pypi/files/demo/{WHEEL}")).read()
+    assert await declared(client, WHEEL) is not None
+    shutil.rmtree(tmp_path / "data" / "artifacts" / "sha256")  # wheel and METADATA evicted
+    fresh = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
+    derived = derived_of(fresh)
+    ref = await wheel_ref(fresh, WHEEL)
+    # A derivation that may not download (after a ranged GET) is under way, held at its
+    # look-up of the cached wheel until the `.metadata` request waits for it.
+    gate = asyncio.Event()
+    real_wheel_entry = derived._wheel_entry
+
+    async def held_wheel_entry(wheel: ArtifactRef, *, fetch: bool) -> object:
+        if not fetch:
+            await gate.wait()
+        return await real_wheel_entry(wheel, fetch=fetch)
+
+    monkeypatch.setattr(derived, "_wheel_entry", held_wheel_entry)
+    derived.derive_soon(ref, wait_for_download=False)
+    # As the `.metadata` route asks for metadata its page declares.
+    request = asyncio.ensure_future(derived.metadata(ref, fetch=True))
+    await asyncio.sleep(0.5)  # the request reaches the running derivation
+    assert not request.done()
+    gate.set()
+    found = await asyncio.wait_for(request, 10)
+    assert found is not None
+    assert found.data == metadata_of(index, WHEEL)
+    assert index.upstream.count(index.file(WHEEL).path) == 2

@@ -313,18 +313,16 @@ class DerivedMetadata:
             log.error("the cached %s is not the wheel its index declares", wheel.filename)
             return None
         try:
-            blob = await self._blobs.open_verified(entry)
+            return await self._blobs.parse_verified(
+                entry, partial(read_wheel_metadata, filename=wheel.filename)
+            )
         except BlobVanished:
             self._blobs.forget(wheel.cache_key)
             return None
-        try:
-            return await asyncio.to_thread(read_wheel_metadata, blob.file, wheel.filename)
         except WheelMetadataError as exc:
             log.warning("no metadata declared for %s: %s", wheel.filename, exc)
             self._known.put(identity, _NO_METADATA)
             return None
-        finally:
-            blob.file.close()
 
     async def _store(self, identity: str, data: bytes, filename: str) -> str:
         """Store `data` as the derived METADATA of the wheel; its sha256."""
