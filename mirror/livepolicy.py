@@ -126,6 +126,8 @@ class LivePolicy:
         now = self._clock.now()
         if now < self._next_expiry:
             return
+        # Re-indexed (nothing parsed again): the rules that expired leave the live index.
+        self._rules = self._rules.at(now)
         self._next_expiry = self._rules.next_expiry(now)
         self._changed()
 

@@ -30,9 +30,16 @@ Choices, stated plainly:
 - `immutable=True` (release files: Maven checksums and signatures) is for documents that never
   change once published: a copy that `parse` accepted is served from memory or disk whatever
   its age, never revalidated (only `refresh="urgent"` asks upstream again), and upstream's
-  404 for one is remembered for IMMUTABLE_NEGATIVE_TTL (at least `negative_ttl`). The hourly
-  prune still removes such copies from disk once older than `stale_max`; one pruned and no
-  longer in memory is fetched once again.
+  404 for one is remembered for IMMUTABLE_NEGATIVE_TTL (at least `negative_ttl`), unless it
+  is `required` (a release file's `.sha1`: some repositories upload the file before its
+  checksums, so its absence is remembered for `negative_ttl` only). A copy held (in memory,
+  or on disk from an earlier release whose parser was laxer) is checked by `parse` before it
+  is served: one `parse` refuses is dropped (memory and disk) and fetched again, never served
+  nor refused forever. `forget` drops a copy a caller found wrong (a checksum a download did
+  not match). The hourly prune still removes such copies from disk once older than
+  `stale_max`; one pruned and no longer in memory is fetched once again.
+- A copy read from disk is checked by `parse` (for `current`, by the parser it was given)
+  before it is served: a copy stored under another parser is never served unchecked.
 """
 
 from __future__ import annotations
@@ -207,13 +214,17 @@ class MetaCache:
         accept: str | None = None,
         refresh: Refresh = False,
         immutable: bool = False,
+        required: bool = False,
+        max_bytes: int | None = None,
     ) -> CachedDocument[T]:
         """The document at `url`, parsed by `parse`, fetched on `ecosystem`'s behalf (its
         hosts, its credentials). `refresh=True` asks upstream now unless it was asked for this
         document less than `refresh_interval` ago; `refresh="urgent"` (an admin creating a
         rule, never a client) asks now regardless, past a remembered 404 too. `immutable`:
         a document that never changes once published (see the module docstring): a copy held
-        is served whatever its age and `refresh=True` is ignored.
+        is served whatever its age and `refresh=True` is ignored; `required` (with
+        `immutable`): its 404 is remembered for `negative_ttl`, not IMMUTABLE_NEGATIVE_TTL.
+        `max_bytes`: a smaller cap than `max_document_bytes` for this document.
 
         Raises UpstreamNotFound (upstream says 404/410), UpstreamUnavailable and
         BadUpstreamDocument (no usable copy younger than `stale_max`), HostNotAllowed (even
@@ -224,8 +235,21 @@ class MetaCache:
             self.raise_if_absent(url, ecosystem=ecosystem, accept=accept)
         entry = await self._entry(key, parse)
         if entry is not None and immutable and refresh != "urgent":
-            self._count(ecosystem, hit=True)
-            return await self._serve(key, entry, parse, stale=False)
+            try:
+                check = _checked(entry, parse)
+                if check is not parse:  # `current` of a copy not checked by its parser yet
+                    entry = await self._parsed(entry, check)
+                    self._remember(key, entry)
+                served = await self._serve(key, entry, parse, stale=False)
+            except errors.BadUpstreamDocument as exc:
+                # Kept for good, so never kept broken: a copy `parse` refuses (stored by a
+                # laxer parser, or by another caller's) is dropped and fetched again.
+                log.warning("dropping the held copy of %s: %s", redact(url), exc)
+                await self._drop(key)
+                entry = None
+            else:
+                self._count(ecosystem, hit=True)
+                return served
         if entry is not None and refresh is True and self._asked_recently(entry):
             refresh = False
         if entry is not None and not refresh:
@@ -243,7 +267,13 @@ class MetaCache:
                 return await self._serve(key, entry, parse, stale=True)
         self._count(ecosystem, hit=False)
         try:
-            entry = await self._refresh(key, parse, ecosystem, immutable=immutable)
+            entry = await self._refresh(
+                key,
+                parse,
+                ecosystem,
+                absent_for=self._absence_ttl(immutable=immutable, required=required),
+                max_bytes=max_bytes,
+            )
         except (errors.UpstreamUnavailable, errors.BadUpstreamDocument) as exc:
             fallback = self._entries.get(key) or entry
             if fallback is None or self._clock.now() - fallback.fetched_at >= self._stale_max:
@@ -265,6 +295,8 @@ class MetaCache:
         accept: str | None = None,
         refresh: Refresh = False,
         immutable: bool = False,
+        required: bool = False,
+        max_bytes: int | None = None,
     ) -> CachedDocument[None]:
         """The document's bytes and version as `get` would serve them, without parsing the
         copy held: a caller whose rendered view of this version is cached needs nothing more
@@ -278,7 +310,19 @@ class MetaCache:
             accept=accept,
             refresh=refresh,
             immutable=immutable,
+            required=required,
+            max_bytes=max_bytes,
         )
+
+    async def forget(self, url: str, *, accept: str | None = None) -> None:
+        """Drop the copy of `url` held in memory and on disk: the next request asks upstream.
+        For a caller that found the copy wrong (a checksum the file it describes did not
+        match): an immutable copy would otherwise be served for good."""
+        await self._drop((url, accept or ""))
+
+    async def _drop(self, key: _Key) -> None:
+        self._entries.pop(key)
+        await asyncio.to_thread(self._discard_files, key)
 
     async def parsed(self, doc: CachedDocument[Any], parse: Callable[[bytes], T]) -> T:
         """`doc`'s very bytes parsed by `parse`: the parsed form kept in memory when it is of
@@ -341,18 +385,27 @@ class MetaCache:
         *,
         accept: str | None = None,
         immutable: bool = False,
+        required: bool = False,
     ) -> None:
         """Remember upstream's 404/410 for `url` for `negative_ttl` (an `immutable`
-        document's: IMMUTABLE_NEGATIVE_TTL, or `negative_ttl` when that is longer)."""
-        lasts = max(self._negative_ttl, IMMUTABLE_NEGATIVE_TTL) if immutable else self._negative_ttl
+        document's that is not `required`: IMMUTABLE_NEGATIVE_TTL, or `negative_ttl` when that
+        is longer)."""
+        key: _Key = (url, accept or "")
+        self._note_absent(key, error, self._absence_ttl(immutable=immutable, required=required))
+
+    def _note_absent(self, key: _Key, error: errors.UpstreamNotFound, lasts: timedelta) -> None:
         absent = _Absent(
             message=error.message,
             data=dict(error.data),
             noted_at=self._clock.now(),
             lasts=lasts,
         )
-        key: _Key = (url, accept or "")
         self._absent.put(key, (key, absent))
+
+    def _absence_ttl(self, *, immutable: bool, required: bool) -> timedelta:
+        if immutable and not required:
+            return max(self._negative_ttl, IMMUTABLE_NEGATIVE_TTL)
+        return self._negative_ttl
 
     def _count(self, ecosystem: str, *, hit: bool) -> None:
         """Fresh copies are hits (also when a refresh-ahead starts in the background);
@@ -391,7 +444,7 @@ class MetaCache:
         if entry is None:
             return None
         try:
-            entry = await self._parsed(entry, parse)
+            entry = await self._parsed(entry, _checked(entry, parse))
         except errors.BadUpstreamDocument as exc:
             log.warning("ignoring the stored copy of %s: %s", redact(key[0]), exc)
             return None
@@ -528,10 +581,19 @@ class MetaCache:
         task.add_done_callback(lambda done: self._log_background(key, done))
 
     async def _refresh(
-        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str, *, immutable: bool
+        self,
+        key: _Key,
+        parse: Callable[[bytes], Any],
+        ecosystem: str,
+        *,
+        absent_for: timedelta,
+        max_bytes: int | None,
     ) -> _Entry:
         return await self._refreshes.run(
-            key, lambda: self._revalidate(key, parse, ecosystem, immutable=immutable)
+            key,
+            lambda: self._revalidate(
+                key, parse, ecosystem, absent_for=absent_for, max_bytes=max_bytes
+            ),
         )
 
     def _count_refresh_join(self) -> None:
@@ -539,7 +601,13 @@ class MetaCache:
             self._metrics.singleflight_joins.labels("metadata").inc()
 
     async def _revalidate(
-        self, key: _Key, parse: Callable[[bytes], Any], ecosystem: str, *, immutable: bool = False
+        self,
+        key: _Key,
+        parse: Callable[[bytes], Any],
+        ecosystem: str,
+        *,
+        absent_for: timedelta | None = None,
+        max_bytes: int | None = None,
     ) -> _Entry:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
         url, accept = key
@@ -551,11 +619,11 @@ class MetaCache:
                 etag=old.etag if old else None,
                 last_modified=old.last_modified if old else None,
                 accept=accept or None,
-                max_bytes=self._max_document_bytes,
+                max_bytes=min(max_bytes or self._max_document_bytes, self._max_document_bytes),
             )
         except errors.UpstreamNotFound as exc:
             self._entries.pop(key)
-            self.note_absent(url, exc, accept=accept, immutable=immutable)
+            self._note_absent(key, exc, absent_for or self._negative_ttl)
             await asyncio.to_thread(self._discard_files, key)
             raise
         except errors.UpstreamError:
@@ -794,6 +862,16 @@ class _RawOnly:
 
     def __call__(self, raw: bytes) -> None:
         raise AssertionError("_RawOnly is never called")  # pragma: no cover
+
+
+def _checked(entry: _Entry, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """The parser that checks a copy held before it is served: `parse`, or for `current`
+    (`_RawOnly`) its `validate` unless the copy was parsed by it already (nothing to do)."""
+    if not isinstance(parse, _RawOnly) or parse.validate is None:
+        return parse
+    if entry.parse == parse.validate and entry.parsed is not _UNPARSED:
+        return parse
+    return parse.validate
 
 
 def _entry_bytes(entry: _Entry) -> int:

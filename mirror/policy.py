@@ -10,9 +10,12 @@ For each ecosystem, package, version (and on PyPI each file):
 4. otherwise **allowed**.
 
 Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
-stops applying without anyone touching the stored rules. Expired rules stay stored (and
-compiled): a version an exemption let through until it expired, held again now, names that
-exemption (`Decision.lapsed`); it never changes a verdict.
+stops applying without anyone touching the stored rules. Expired rules stay stored; compiled
+rules (`compile_rules`, `Rules.at`) index only the live ones for decisions, plus the
+exemptions that expired within `Rules.lapse_horizon` apart: a version an exemption let
+through until it expired, held again now, names that exemption (`Decision.lapsed`); it never
+changes a verdict. An exemption that expired longer ago is not compiled at all, so the cost
+of a decision does not grow with a deployment's history of expired rules.
 
 Every document (npm packument, Maven metadata, PyPI page and JSON API) is filtered by one
 `partition`: the items shown, the decisions of the ones held back, and when that goes stale.
@@ -31,7 +34,7 @@ from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar, cast
 
 from mirror import versions
-from mirror.clock import END_OF_TIME, iso_sentence
+from mirror.clock import END_OF_TIME, START_OF_TIME, iso_sentence
 
 # Re-exported: callers reach them as `policy.add_saturating` / `policy.iso_seconds`.
 from mirror.clock import add_saturating as add_saturating
@@ -40,6 +43,12 @@ from mirror.config import QuarantineConfig
 from mirror.model import ECOSYSTEMS, RuleKind, RuleRecord
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
+# `Rules.lapse_horizon` is the longest quarantine age configured, at least this: an exemption
+# that expired longer ago is never named as lapsed. For a version quarantined by its publish
+# time the longest age is exact (it was published less than its age ago, and before the
+# exemption expired); for one held by a freeze or for an unknown publish time it is a bound
+# on what is worth naming.
+MIN_LAPSE_HORIZON: Final = timedelta(days=7)
 # What a document partitions: a version string, a PyPI file, an API file.
 Item = TypeVar("Item")
 
@@ -196,7 +205,7 @@ class Decision:
             "quarantine_age": format_age(self.age),
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
-            "lapsed_exemption": self.lapsed.describe() if self.lapsed else None,
+            "lapsed_exemption": _lapsed_summary(self.lapsed.record) if self.lapsed else None,
         }
 
 
@@ -220,27 +229,53 @@ class Partition(Generic[Item]):
 
 @dataclass(frozen=True, slots=True)
 class _EcosystemRules:
+    """One ecosystem's rules of one kind: the live ones (at compile time) by exact name and
+    as globs, and apart, the exemptions that had expired within the lapse horizon (asked only
+    for `lapsed`)."""
+
     exact: Mapping[str, tuple[_Rule, ...]]
     globs: tuple[_Rule, ...]
+    expired_exact: Mapping[str, tuple[_Rule, ...]] = field(default_factory=dict)
+    expired_globs: tuple[_Rule, ...] = ()
 
     def matching(self, subject: Subject, package: str, now: datetime) -> list[_Rule]:
         candidates = (*self.exact.get(package, ()), *self.globs)
         return [rule for rule in candidates if rule.live(now) and rule.matches(subject, package)]
 
     def lapsed(
-        self, subject: Subject, package: str, published_at: datetime | None, now: datetime
+        self,
+        subject: Subject,
+        package: str,
+        published_at: datetime | None,
+        now: datetime,
+        since: datetime,
     ) -> list[_Rule]:
-        """The expired ones that matched `subject` while it was published (an unknown
-        publish time counts as such): what let it through until they expired."""
-        candidates = (*self.exact.get(package, ()), *self.globs)
+        """The ones that expired after `since` (and by `now`) and matched `subject` while it
+        was published (an unknown publish time counts as such): what let it through until
+        they expired. Live ones at compile time are asked too: they may have expired since."""
+        candidates = (
+            *self.exact.get(package, ()),
+            *self.globs,
+            *self.expired_exact.get(package, ()),
+            *self.expired_globs,
+        )
         return [
             rule
             for rule in candidates
             if rule.record.expires_at is not None
-            and rule.record.expires_at <= now
+            and since < rule.record.expires_at <= now
             and (published_at is None or published_at < rule.record.expires_at)
             and rule.matches(subject, package)
         ]
+
+    def __len__(self) -> int:
+        """Rules held (live and expired)."""
+        return (
+            sum(len(rules) for rules in self.exact.values())
+            + len(self.globs)
+            + sum(len(rules) for rules in self.expired_exact.values())
+            + len(self.expired_globs)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +289,17 @@ class Rules:
     records: tuple[RuleRecord, ...]
     problems: tuple[str, ...] = ()
     _age_rules: tuple[tuple[PackagePattern, str, timedelta], ...] = ()
+    # Every compiled rule that may still decide or be named (`at` re-indexes them).
+    _compiled: tuple[_Rule, ...] = ()
+    lapse_horizon: timedelta = MIN_LAPSE_HORIZON
+
+    def at(self, now: datetime) -> Rules:
+        """These rules indexed for `now`: the rules that expired since they were compiled
+        leave the live index (an expired exemption goes apart, for `lapsed`; past the lapse
+        horizon it goes). Nothing is parsed again. Decisions are the same either way."""
+        return _assemble(
+            self.quarantine, self.records, self._compiled, self.problems, self._age_rules, now
+        )
 
     def quarantine_age(self, ecosystem: str, package: str) -> timedelta:
         """The most specific `[[quarantine.rules]]` entry (of equally specific ones, the
@@ -285,13 +331,12 @@ def compile_rules(
     """Index stored rules for fast decisions. Stored specs are parsed as strictly as new ones,
     and bad stored data never raises: a block or freeze whose spec does not parse covers every
     version of its package (fail closed, never silently nothing), an exemption that does not
-    parse is dropped; each is listed in `problems` (logged by the caller)."""
-    del now  # expiry is checked at decision time, so compiled rules never go stale
+    parse is dropped; each is listed in `problems` (logged by the caller). Indexed for
+    decisions at `now` and later (`Rules.at`): a rule that expired before `now` is left out,
+    but for an exemption expired within the lapse horizon."""
     kept = tuple(records)
     problems: list[str] = []
-    blocks: dict[str, list[_Rule]] = {}
-    exemptions: dict[str, list[_Rule]] = {}
-    freezes: dict[str, list[Freeze]] = {}
+    compiled: list[_Rule] = []
     for record in kept:
         pattern = PackagePattern(record.ecosystem, record.package or "*")
         try:
@@ -306,29 +351,80 @@ def compile_rules(
                 f"{record.versions!r}) is {effect}: {exc}"
             )
         if record.kind == "block":
-            blocks.setdefault(record.ecosystem, []).append(Block(record, pattern, spec))
+            compiled.append(Block(record, pattern, spec))
         elif spec is None and record.kind == "exemption":
             continue
         elif record.kind == "exemption":
-            exemptions.setdefault(record.ecosystem, []).append(Exemption(record, pattern, spec))
+            compiled.append(Exemption(record, pattern, spec))
         elif record.kind == "freeze":
             cutoff = _freeze_cutoff(record)
             if cutoff is None:
                 problems.append(f"freeze {record.id}: published_after is missing or not a time")
                 cutoff = record.created_at
-            freezes.setdefault(record.ecosystem, []).append(Freeze(record, pattern, spec, cutoff))
+            compiled.append(Freeze(record, pattern, spec, cutoff))
     age_rules = tuple(
         (PackagePattern(rule.ecosystem, rule.package), rule.ecosystem, rule.age)
         for rule in quarantine.rules
     )
+    return _assemble(quarantine, kept, tuple(compiled), tuple(problems), age_rules, now)
+
+
+def lapse_horizon(quarantine: QuarantineConfig) -> timedelta:
+    """How long after it expired an exemption is still named (`MIN_LAPSE_HORIZON`)."""
+    ages = (
+        quarantine.default,
+        *quarantine.per_ecosystem.values(),
+        *(rule.age for rule in quarantine.rules),
+    )
+    return max((*ages, MIN_LAPSE_HORIZON))
+
+
+def _assemble(
+    quarantine: QuarantineConfig,
+    records: tuple[RuleRecord, ...],
+    compiled: tuple[_Rule, ...],
+    problems: tuple[str, ...],
+    age_rules: tuple[tuple[PackagePattern, str, timedelta], ...],
+    now: datetime,
+) -> Rules:
+    """Index `compiled` for decisions at `now` and later: live rules by kind and ecosystem,
+    exemptions expired within the lapse horizon apart, anything else left out (a rule
+    expired by `now` never applies again)."""
+    horizon = lapse_horizon(quarantine)
+    since = _lapse_start(now, horizon)
+    blocks: dict[str, list[_Rule]] = {}
+    exemptions: dict[str, list[_Rule]] = {}
+    expired: dict[str, list[_Rule]] = {}
+    freezes: dict[str, list[Freeze]] = {}
+    held: list[_Rule] = []
+    for rule in compiled:
+        ecosystem = rule.record.ecosystem
+        if not rule.live(now):
+            expires = rule.record.expires_at
+            if isinstance(rule, Exemption) and expires is not None and expires > since:
+                expired.setdefault(ecosystem, []).append(rule)
+                held.append(rule)
+            continue
+        held.append(rule)
+        if isinstance(rule, Block):
+            blocks.setdefault(ecosystem, []).append(rule)
+        elif isinstance(rule, Exemption):
+            exemptions.setdefault(ecosystem, []).append(rule)
+        elif isinstance(rule, Freeze):
+            freezes.setdefault(ecosystem, []).append(rule)
     return Rules(
         quarantine=quarantine,
         blocks={name: _index(rules) for name, rules in blocks.items()},
-        exemptions={name: _index(rules) for name, rules in exemptions.items()},
+        exemptions={
+            name: _index(exemptions.get(name, []), expired.get(name, []))
+            for name in exemptions.keys() | expired.keys()
+        },
         freezes={name: tuple(rules) for name, rules in freezes.items()},
-        records=kept,
-        problems=tuple(problems),
+        records=records,
+        problems=problems,
         _age_rules=age_rules,
+        _compiled=tuple(held),
+        lapse_horizon=horizon,
     )
 
 
@@ -373,7 +469,9 @@ def decide(
             until=None,
             age=age,
             subject=subject,
-            lapsed=None if allowed else _lapsed(exemption_index, subject, package, None, now),
+            lapsed=None
+            if allowed
+            else _lapsed(exemption_index, subject, package, None, now, rules.lapse_horizon),
         )
     # An upstream's publish time is untrusted: near the end of the calendar it must hold the
     # version (until the end of time), never overflow into a 500.
@@ -389,7 +487,9 @@ def decide(
             subject=subject,
             freeze=freeze,
             published_at=published_at,
-            lapsed=_lapsed(exemption_index, subject, package, published_at, now),
+            lapsed=_lapsed(
+                exemption_index, subject, package, published_at, now, rules.lapse_horizon
+            ),
         )
     held = now < matured
     return Decision(
@@ -399,7 +499,11 @@ def decide(
         age=age,
         subject=subject,
         published_at=published_at,
-        lapsed=_lapsed(exemption_index, subject, package, published_at, now) if held else None,
+        lapsed=(
+            _lapsed(exemption_index, subject, package, published_at, now, rules.lapse_horizon)
+            if held
+            else None
+        ),
     )
 
 
@@ -497,6 +601,19 @@ def _explain(decision: Decision) -> str:
     )
 
 
+def _lapsed_summary(record: RuleRecord) -> dict[str, Any]:
+    """An expired exemption as a held version's decision shows it: what its sentence says
+    (id, reason, when it expired) and what it covered; not who added it or its other data."""
+    return {
+        "id": record.id,
+        "ecosystem": record.ecosystem,
+        "package": record.package,
+        "versions": record.versions,
+        "reason": record.reason,
+        "expires_at": iso_seconds(record.expires_at),
+    }
+
+
 def _lapsed_clause(decision: Decision) -> str:
     """`; exemption e-… (reason) let it through until it expired at …`, or ``."""
     if decision.lapsed is None:
@@ -576,7 +693,16 @@ def format_age(age: timedelta) -> str:
 # internals ------------------------------------------------------------------------------------
 
 
-def _index(rules: list[_Rule]) -> _EcosystemRules:
+def _index(live: list[_Rule], expired: Sequence[_Rule] = ()) -> _EcosystemRules:
+    exact, globs = _split(live)
+    expired_exact, expired_globs = _split(expired)
+    return _EcosystemRules(
+        exact=exact, globs=globs, expired_exact=expired_exact, expired_globs=expired_globs
+    )
+
+
+def _split(rules: Sequence[_Rule]) -> tuple[dict[str, tuple[_Rule, ...]], tuple[_Rule, ...]]:
+    """`rules` by exact package name, and the globs."""
     exact: dict[str, list[_Rule]] = {}
     globs: list[_Rule] = []
     for rule in rules:
@@ -584,9 +710,7 @@ def _index(rules: list[_Rule]) -> _EcosystemRules:
             exact.setdefault(rule.package.pattern, []).append(rule)
         else:
             globs.append(rule)
-    return _EcosystemRules(
-        exact={name: tuple(matched) for name, matched in exact.items()}, globs=tuple(globs)
-    )
+    return {name: tuple(matched) for name, matched in exact.items()}, tuple(globs)
 
 
 def _first(matched: list[_Rule]) -> _Rule:
@@ -603,15 +727,25 @@ def _lapsed(
     package: str,
     published_at: datetime | None,
     now: datetime,
+    horizon: timedelta,
 ) -> Exemption | None:
-    """The exemption that let `subject` through until it expired (the latest to expire),
-    or None. Asked only of held versions: few, so the scan costs nothing that matters."""
+    """The exemption that let `subject` through until it expired (the latest to expire)
+    less than `horizon` ago, or None. Asked only of held versions, and only the exemptions
+    of the package and the globs that expired within the horizon are scanned."""
     if index is None:
         return None
-    lapsed = index.lapsed(subject, package, published_at, now)
+    lapsed = index.lapsed(subject, package, published_at, now, _lapse_start(now, horizon))
     if not lapsed:
         return None
     return cast(Exemption, max(lapsed, key=lambda rule: rule.record.expires_at or END_OF_TIME))
+
+
+def _lapse_start(now: datetime, horizon: timedelta) -> datetime:
+    """`now - horizon`, the start of time when that is before it (an age of millennia)."""
+    try:
+        return add_saturating(now, -horizon)
+    except OverflowError:  # -timedelta.max is not a timedelta
+        return START_OF_TIME
 
 
 def _covering_freeze(

@@ -179,8 +179,11 @@ class FakeMavenRepository:
         for path, body in list(files.items()):
             self.add_file(path, body, last_modified=published, checksums=checksums)
             if signature:
-                signed = f"-----BEGIN PGP SIGNATURE-----\n{digest(body, 'sha1')}\n-----END".encode()
-                self.add_file(path + ".asc", signed, last_modified=published, checksums=checksums)
+                armor = digest(body, "sha1")
+                signed = f"-----BEGIN PGP SIGNATURE-----\n{armor}\n-----END PGP SIGNATURE-----\n"
+                self.add_file(
+                    path + ".asc", signed.encode(), last_modified=published, checksums=checksums
+                )
         entry = self._artifacts.setdefault((group, artifact), _Artifact())
         if version not in entry.versions:
             entry.versions.append(version)

@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from mirror.clock import FixedClock
 from mirror.model import RuleKind, RuleRecord
 from mirror.services import SERVICES
 from tests.fakes.npm import FakeNpmRegistry
@@ -89,6 +90,24 @@ async def npm(make_mirror: MakeClient, registry: FakeNpmRegistry) -> Client:
     client = await partial(make_mirror, MIRROR_NPM_UPSTREAM=registry.url)()
     await add_rules(client, rules_for("npm", "qm", "1.1.x", "1.2.0", "1.3.0"))
     return client
+
+
+async def test_an_exemption_expiring_leaves_the_live_rules_and_is_named_by_the_refusal(
+    npm: Client, clock: FixedClock
+) -> None:
+    await add_rules(
+        npm,
+        [rule("exemption", "e-soon", "npm", "qm", "1.4.0", "demo", NOW + timedelta(hours=1))],
+    )
+    assert (await npm.get("/npm/qm/-/qm-1.4.0.tgz")).status == 200
+    clock.advance(timedelta(hours=2))
+    refused = await npm.get("/npm/qm/-/qm-1.4.0.tgz")
+    assert refused.status == 403
+    assert "exemption e-soon (demo) let it through" in (await refused.json())["error"]
+    # Re-indexed when it expired (no reload): decisions no longer scan it as a live rule.
+    index = npm.app[SERVICES].policy.rules().exemptions["npm"]
+    assert "e-soon" not in {rule.record.id for rule in index.exact.get("qm", ())}
+    assert "e-soon" in {rule.record.id for rule in index.expired_exact["qm"]}
 
 
 async def test_the_npm_notice_names_each_cause(npm: Client) -> None:

@@ -212,6 +212,47 @@ async def test_artifact_not_matching_its_sha1_is_refused_and_not_stored(mirror: 
     assert (await response.json())["reason"] == "integrity"
 
 
+async def test_a_kept_checksum_the_file_did_not_match_is_asked_for_again(mirror: Mirror) -> None:
+    path = file_path("1.5.0", ".jar")
+    body = mirror.repo.body(path)
+    mirror.repo.add_file(path + ".sha1", b"0" * 40, last_modified=OLD)
+    assert (await mirror.client.get("/maven/" + path)).status == 502
+    # Upstream's checksum fixed: the wrong one was not kept for good.
+    mirror.repo.add_file(path + ".sha1", digest(body, "sha1").encode(), last_modified=OLD)
+    response = await mirror.client.get("/maven/" + path)
+    assert response.status == 200
+    assert await response.read() == body
+    assert mirror.repo.count(path + ".sha1", method="GET") == 2
+
+
+async def test_an_error_page_holding_a_digest_is_not_taken_for_a_checksum(mirror: Mirror) -> None:
+    path = file_path("1.5.0", ".jar")
+    body = mirror.repo.body(path)
+    request_id = digest(b"request 42", "sha1")
+    page = f"<html><body>Please try again. Request id: {request_id} </body></html>".encode()
+    mirror.repo.add_file(path + ".sha1", page, last_modified=OLD)
+    assert (await mirror.client.get("/maven/" + path + ".sha1")).status == 502
+    assert (await mirror.client.get("/maven/" + path)).status == 502
+    # Not kept: once upstream answers with the checksum, both are served.
+    mirror.repo.add_file(path + ".sha1", digest(body, "sha1").encode(), last_modified=OLD)
+    sha1 = await mirror.client.get("/maven/" + path + ".sha1")
+    assert (sha1.status, await sha1.text()) == (200, digest(body, "sha1"))
+    assert (await mirror.client.get("/maven/" + path)).status == 200
+
+
+async def test_a_sha1_uploaded_after_its_file_is_found_after_negative_ttl(mirror: Mirror) -> None:
+    mirror.repo.add_version("org.example", "lib", "1.1.0", published=OLD, checksums=("md5",))
+    path = file_path("1.1.0", ".jar")
+    assert (await mirror.client.get("/maven/" + path)).status == 404
+    # Some repositories upload the checksums after the file: a minute later, not a day.
+    body = mirror.repo.body(path)
+    mirror.repo.add_file(path, body, last_modified=OLD)
+    mirror.clock.advance(mirror.services.config.cache.negative_ttl)
+    response = await mirror.client.get("/maven/" + path)
+    assert response.status == 200
+    assert await response.read() == body
+
+
 # metadata ---------------------------------------------------------------------------------------
 
 

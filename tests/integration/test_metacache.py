@@ -904,7 +904,6 @@ async def test_an_immutable_document_is_never_revalidated(
 ) -> None:
     fake.add("/lib.jar.sha1", b"a" * 40, content_type="text/plain", etag='"s1"')
     url = fake.url("/lib.jar.sha1")
-    parse = CountingParser()
     first = await cache.get(url, bytes, ecosystem="npm", immutable=True)
     for step in (TTL, AHEAD, NEGATIVE_TTL, STALE_MAX, STALE_MAX):
         clock.advance(step)
@@ -914,7 +913,7 @@ async def test_an_immutable_document_is_never_revalidated(
         await cache.drain()
     # From disk too (a sibling worker, a restart), past stale_max: no request.
     restarted = make_cache()
-    assert (await restarted.current(url, parse, ecosystem="npm", immutable=True)).raw == first.raw
+    assert (await restarted.current(url, bytes, ecosystem="npm", immutable=True)).raw == first.raw
     await restarted.drain()
     assert fake.count("/lib.jar.sha1") == 1
     # Only an urgent refresh asks again.
@@ -982,3 +981,84 @@ async def test_an_immutable_document_that_does_not_parse_is_not_kept(
     held = await cache.get(fake.url("/lib.jar.sha1"), parse, ecosystem="npm", immutable=True)
     assert held.raw == DOC
     assert fake.count("/lib.jar.sha1") == 3
+
+
+def forty_hex(raw: bytes) -> str:
+    """A strict checksum parser (like Maven's): the whole body is one SHA-1."""
+    text = raw.decode("ascii").strip()
+    if len(text) != 40 or any(char not in "0123456789abcdef" for char in text):
+        raise ValueError("not a sha1")
+    return text
+
+
+async def test_a_copy_on_disk_a_stricter_parser_refuses_is_fetched_again_not_kept_forever(
+    make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    # An earlier release kept an error page under its identity parser, immutable.
+    fake.add("/lib.jar.sha1", b"<html>upstream error</html>", content_type="text/html")
+    url = fake.url("/lib.jar.sha1")
+    earlier = make_cache()
+    await earlier.get(url, bytes, ecosystem="npm", immutable=True)
+    fake.add("/lib.jar.sha1", b"a" * 40, content_type="text/plain")
+    # This release, a new worker: `current` checks the copy on disk with the parser given.
+    restarted = make_cache()
+    held = await restarted.current(url, forty_hex, ecosystem="npm", immutable=True)
+    assert held.raw == b"a" * 40
+    assert (await restarted.get(url, forty_hex, ecosystem="npm", immutable=True)).parsed == "a" * 40
+    assert fake.count("/lib.jar.sha1") == 2
+    # The good copy replaced the bad one on disk: the next worker asks nothing.
+    again = make_cache()
+    assert (await again.current(url, forty_hex, ecosystem="npm", immutable=True)).raw == b"a" * 40
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_an_immutable_copy_in_memory_its_parser_refuses_is_fetched_again(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    fake.add("/lib.jar.sha1", b"<html>upstream error</html>", content_type="text/html")
+    url = fake.url("/lib.jar.sha1")
+    await cache.get(url, bytes, ecosystem="npm", immutable=True)
+    fake.add("/lib.jar.sha1", b"b" * 40, content_type="text/plain")
+    for _ in range(2):
+        held = await cache.get(url, forty_hex, ecosystem="npm", immutable=True)
+        assert held.parsed == "b" * 40
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_a_forgotten_immutable_copy_is_asked_for_again(
+    cache: MetaCache, make_cache: CacheFactory, fake: FakeUpstream
+) -> None:
+    fake.add("/lib.jar.sha1", b"c" * 40, content_type="text/plain")
+    url = fake.url("/lib.jar.sha1")
+    await cache.get(url, forty_hex, ecosystem="npm", immutable=True)
+    fake.add("/lib.jar.sha1", b"d" * 40, content_type="text/plain")
+    await cache.forget(url)
+    assert (await cache.get(url, forty_hex, ecosystem="npm", immutable=True)).parsed == "d" * 40
+    assert (await make_cache().current(url, forty_hex, ecosystem="npm", immutable=True)).raw == (
+        b"d" * 40
+    )
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_a_required_immutable_document_absent_upstream_is_asked_again_after_negative_ttl(
+    cache: MetaCache, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    url = fake.url("/lib.jar.sha1")
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.get(url, forty_hex, ecosystem="npm", immutable=True, required=True)
+    clock.advance(NEGATIVE_TTL)
+    # Uploaded after the jar, as some repositories do: found a minute later, not a day.
+    fake.add("/lib.jar.sha1", b"e" * 40, content_type="text/plain")
+    held = await cache.get(url, forty_hex, ecosystem="npm", immutable=True, required=True)
+    assert held.parsed == "e" * 40
+    assert fake.count("/lib.jar.sha1") == 2
+
+
+async def test_a_per_call_size_cap_refuses_a_bigger_document(
+    cache: MetaCache, fake: FakeUpstream
+) -> None:
+    fake.add("/lib.jar.asc", b"x" * 4096, content_type="text/plain")
+    with pytest.raises(errors.BadUpstreamDocument):
+        await cache.get(fake.url("/lib.jar.asc"), bytes, ecosystem="npm", max_bytes=1024)
+    held = await cache.get(fake.url("/lib.jar.asc"), bytes, ecosystem="npm", max_bytes=8192)
+    assert len(held.raw) == 4096

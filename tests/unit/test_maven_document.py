@@ -654,3 +654,53 @@ def test_maven_order_is_comparable_version_order() -> None:
     assert document.maven_order(given) == [
         "1.0-alpha-1", "1.0-SNAPSHOT", "1.0", "1", "1.0-sp-1", "1.2", "1.10",
     ]  # fmt: skip
+
+
+SHA1 = "0123456789abcdef0123456789abcdef01234567"
+SHA256 = hashlib.sha256(b"jar").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("raw", "algorithm", "expected"),
+    [
+        (SHA1.encode() + b"\r\n", "sha1", SHA1),  # Central, Nexus: the digest alone
+        (SHA1.encode() + b" *lib-1.0.jar", "sha1", SHA1),  # sha1sum --binary
+        (f"SHA1(lib-1.0.jar)= {SHA1}\n".encode(), "sha1", SHA1),  # openssl dgst
+        (f"SHA256 (lib-1.0.jar) = {SHA256}".encode(), "sha256", SHA256),  # BSD --tag
+    ],
+)
+def test_the_checksum_file_forms_repositories_publish_are_read(
+    raw: bytes, algorithm: str, expected: str
+) -> None:
+    assert document.parse_checksum(raw, algorithm) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # An error or captive-portal page answered with 200 that holds a 40-hex request id.
+        f"<html><body><h1>Service unavailable</h1><p>Request id {SHA1} </p></body></html>".encode(),
+        f"Request id: {SHA1}".encode(),
+        f"{SHA1}\n<html>more</html>".encode(),  # a digest, then something else
+        SHA1.encode() + b" " + b"x" * document.MAX_CHECKSUM_BYTES,  # too big to be one
+    ],
+)
+def test_a_body_that_merely_contains_a_digest_is_not_a_checksum_file(raw: bytes) -> None:
+    with pytest.raises(BadUpstreamDocument):
+        document.parse_checksum(raw, "sha1")
+
+
+SIGNATURE = (
+    b"-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n=abcd\n-----END PGP SIGNATURE-----\n"
+)
+
+
+def test_a_signature_needs_its_armor_end_line_and_a_bounded_size() -> None:
+    assert document.parse_signature(SIGNATURE) == SIGNATURE
+    for raw in (
+        SIGNATURE.replace(b"-----END PGP SIGNATURE-----\n", b""),  # cut short
+        b"-----BEGIN PGP SIGNATURE-----\n<html>proxy error</html>",
+        SIGNATURE + b" " * document.MAX_COMPANION_BYTES,
+    ):
+        with pytest.raises(BadUpstreamDocument):
+            document.parse_signature(raw)

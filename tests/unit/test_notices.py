@@ -305,3 +305,73 @@ def test_the_exemption_that_expired_last_is_named_and_freezes_keep_it() -> None:
     assert frozen.lapsed is not None
     # a freeze holds it: the notice names the freeze
     assert notices.summary([frozen], "version").startswith("1 version held by freeze f-1")
+
+
+# expired exemptions: bounded in what is compiled and named -------------------------------------
+
+
+def test_long_expired_exemptions_are_not_compiled_and_change_no_decision() -> None:
+    long_ago = NOW - policy.MIN_LAPSE_HORIZON - timedelta(days=90)
+    stale = [
+        record("exemption", f"e-old-{index}", package=f"d*{index}*", expires_at=long_ago)
+        for index in range(5000)
+    ] + [record("exemption", "e-old-demo", package="de*", expires_at=long_ago)]
+    recent = record("exemption", "e-recent", package="dem*", expires_at=NOW - timedelta(hours=1))
+    live = record("exemption", "e-live", "9.x", expires_at=NOW + timedelta(days=1))
+    rules = policy.compile_rules([*stale, recent, live], CONFIG, NOW)
+    # Only the live exemption and the one expired within the horizon are indexed, apart.
+    index = rules.exemptions["npm"]
+    assert len(index) == 2
+    assert [rule.record.id for rule in index.globs] == []
+    assert [rule.record.id for rule in index.expired_globs] == ["e-recent"]
+    assert [rule.record.id for rule in index.exact["demo"]] == ["e-live"]
+    alone = policy.compile_rules([recent, live], CONFIG, NOW)
+    for version, published in (("1.0.0", NOW - timedelta(days=1)), ("1.0.0", None), ("9.1.0", OLD)):
+        subject = policy.Subject("npm", "demo", version)
+        decision = policy.decide(subject, published, NOW, rules)
+        assert decision.describe() == policy.decide(subject, published, NOW, alone).describe()
+    held = policy.decide(
+        policy.Subject("npm", "demo", "1.0.0"), NOW - timedelta(days=1), NOW, rules
+    )
+    assert held.lapsed is not None
+    assert held.lapsed.record.id == "e-recent"
+
+
+def test_rules_reindexed_later_move_what_expired_out_of_the_live_index() -> None:
+    soon = record("exemption", "e-soon", expires_at=NOW + timedelta(hours=1))
+    rules = policy.compile_rules([soon], CONFIG, NOW)
+    assert [rule.record.id for rule in rules.exemptions["npm"].exact["demo"]] == ["e-soon"]
+    later = rules.at(NOW + timedelta(hours=2))
+    assert later.exemptions["npm"].exact == {}
+    assert [rule.record.id for rule in later.exemptions["npm"].expired_exact["demo"]] == ["e-soon"]
+    subject = policy.Subject("npm", "demo", "1.0.0")
+    moment = NOW + timedelta(hours=2)
+    young = NOW - timedelta(hours=1)
+    assert (
+        policy.decide(subject, young, moment, later).describe()
+        == policy.decide(subject, young, moment, rules).describe()
+    )
+    # Past the horizon it is not indexed at all, and not named.
+    gone = rules.at(NOW + policy.lapse_horizon(CONFIG) + timedelta(hours=2))
+    assert "npm" not in gone.exemptions
+    assert policy.decide(subject, None, NOW + timedelta(days=30), rules).lapsed is None
+
+
+def test_an_exemption_that_expired_long_ago_is_not_named_for_an_unknown_publish_time() -> None:
+    recent = record("exemption", "e-1", expires_at=NOW - timedelta(days=2))
+    assert decide([recent], "1.0.0", None).lapsed is not None
+    old = record("exemption", "e-2", expires_at=NOW - policy.MIN_LAPSE_HORIZON - timedelta(days=1))
+    assert decide([old], "1.0.0", None).lapsed is None
+
+
+def test_the_expired_exemption_a_decision_describes_does_not_say_who_added_it() -> None:
+    exemption = record("exemption", "e-7", "1.2.0", reason="hotfix", expires_at=NOW, ticket="T-1")
+    described = decide([exemption], "1.2.0", NOW - timedelta(days=1)).describe()
+    assert described["lapsed_exemption"] == {
+        "id": "e-7",
+        "ecosystem": "npm",
+        "package": "demo",
+        "versions": "1.2.0",
+        "reason": "hotfix",
+        "expires_at": "2026-11-22T10:00:00Z",
+    }

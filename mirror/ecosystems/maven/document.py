@@ -28,6 +28,13 @@ CHECKSUM_TYPE = "text/plain"
 # Central's biggest maven-metadata.xml files are a few hundred KB.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
 HEX_LENGTHS: Mapping[str, int] = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+# A checksum file is one line (a digest, maybe a file name); a bigger body is not one.
+MAX_CHECKSUM_BYTES = 1024
+# What the mirror fetches of a release file's companion (`.sha1`, `.asc`…) at most: an
+# armored signature is under 2 KiB; anything much bigger is not what it claims to be.
+MAX_COMPANION_BYTES = 64 * 1024
+_PGP_BEGIN = b"-----BEGIN PGP SIGNATURE-----"
+_PGP_END = b"-----END PGP SIGNATURE-----"
 # Old versions looked up past when the newest are old but `<lastUpdated>` is young.
 MAX_BACKPORT_LOOKUPS = 16
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -164,16 +171,28 @@ def parse_last_updated(text: str | None) -> datetime | None:
 
 
 def parse_checksum(raw: bytes, algorithm: str) -> str:
-    """The hex digest in a `.sha1`/`.md5`/`.sha256`/`.sha512` file: the first token of the
-    right length (files may append a file name, or use `ALGO (file) = hex`), lower-case.
+    """The hex digest in a `.sha1`/`.md5`/`.sha256`/`.sha512` file, lower-case. The whole
+    body (at most MAX_CHECKSUM_BYTES, surrounding whitespace aside) must be one of the forms
+    repositories publish: the digest alone (Maven Central, Nexus, Artifactory, what Maven and
+    Gradle deploy), the digest then a file name (`sha1sum`: `hex  file`, `hex *file`), or
+    `ALGO (file) = hex` (BSD, `openssl dgst`: `SHA1(file)= hex`).
 
-    Raises BadUpstreamDocument when there is none."""
+    Raises BadUpstreamDocument otherwise: a page that merely contains a hex string of the
+    right length (an error page's request id) is not a checksum, and a checksum is kept for
+    good."""
     length = HEX_LENGTHS[algorithm]
-    text = raw[:4096].decode("ascii", errors="replace")
-    for token in re.split(r"[\s=()]+", text):
-        if len(token) == length and _HEX.fullmatch(token):
-            return token.lower()
-    raise BadUpstreamDocument(f"the upstream .{algorithm} file holds no {algorithm} digest")
+    refused = BadUpstreamDocument(f"the upstream .{algorithm} file holds no {algorithm} digest")
+    if len(raw) > MAX_CHECKSUM_BYTES:
+        raise refused
+    # A file name may be in any encoding; the digest itself is ASCII hex.
+    text = raw.decode("ascii", errors="replace").strip()
+    digest = f"([0-9a-fA-F]{{{length}}})"
+    match = re.fullmatch(digest + r"(?:[ \t]+\S[^\r\n]*)?", text) or re.fullmatch(
+        r"[A-Za-z0-9-]+ ?\([^\r\n]*\) ?= ?" + digest, text
+    )
+    if match is None:
+        raise refused
+    return match.group(1).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +211,14 @@ def parse_signature(raw: bytes) -> bytes:
     repositories publish): a release file is kept for good, so an error page answered with 200
     must not be.
 
-    Raises BadUpstreamDocument otherwise."""
-    if not raw.lstrip().startswith(b"-----BEGIN PGP SIGNATURE-----"):
+    Raises BadUpstreamDocument otherwise (no BEGIN or END line, or over
+    MAX_COMPANION_BYTES)."""
+    armored = raw.strip()
+    if (
+        len(raw) > MAX_COMPANION_BYTES
+        or not armored.startswith(_PGP_BEGIN)
+        or not armored.endswith(_PGP_END)
+    ):
         raise BadUpstreamDocument("the upstream .asc file is not an armored OpenPGP signature")
     return raw
 

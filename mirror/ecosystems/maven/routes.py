@@ -11,9 +11,14 @@ slow state never holds a request up past `state.timeout`).
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
-  `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents, kept
-  for good once they parse (release files never change: never revalidated, and an absent
-  one remembered for a day, `metacache.IMMUTABLE_NEGATIVE_TTL`); every
+  `.sha1/.md5/.sha256/.sha512` and `.asc` companions are relayed as small documents (at most
+  `document.MAX_COMPANION_BYTES`), kept for good once they parse (release files never
+  change: never revalidated, and an absent optional one remembered for a day,
+  `metacache.IMMUTABLE_NEGATIVE_TTL`; an absent `.sha1`, which a file needs, only for
+  `cache.negative_ttl`: some repositories upload a file before its checksums). A file that
+  does not match the checksums kept for it is refused (502) and those checksums forgotten, so
+  the next request asks upstream for them again (the first-seen digest pins still refuse a
+  file whose bytes changed); every
   file of a hidden version is 403 with the sentence in the reason phrase (Maven prints it and
   does not cache it, so builds recover without `-U` when the quarantine ends);
 - `{g}/{a}/maven-metadata.xml` always filtered, whatever its `<lastUpdated>` says or lacks
@@ -43,7 +48,7 @@ from mirror import notices, policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
-from mirror.errors import Held, NotFound, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import Held, IntegrityError, NotFound, UpstreamNotFound, UpstreamUnavailable
 from mirror.flight import SingleFlight
 from mirror.lockfiles.pins import Pin
 from mirror.lockfiles.warming import maven_paths
@@ -418,7 +423,14 @@ class MavenRepository:
         if parsed.checksum is not None or parsed.signature:
             await self._allowed(parsed)
             return await self._serve_companion(request, parsed, self._upstream + parsed.path)
-        return await self._services.artifacts.serve(request, await self._file_ref(parsed))
+        ref = await self._file_ref(parsed)
+        try:
+            return await self._services.artifacts.serve(request, ref)
+        except IntegrityError:
+            # The checksums are kept for good: a wrong one (a broken upload fixed since, a
+            # copy kept by an earlier release) would refuse the file for good too.
+            await self._forget_digests(ref.upstream_url)
+            raise
 
     async def _allowed(self, parsed: MavenPath) -> datetime | None:
         """The publish time of the GAV of `parsed`, once the policy lets its file through;
@@ -465,7 +477,12 @@ class MavenRepository:
         )
         try:
             doc = await self._services.metacache.current(
-                url, parse, ecosystem="maven", immutable=True
+                url,
+                parse,
+                ecosystem="maven",
+                immutable=True,
+                required=parsed.checksum == "sha1",
+                max_bytes=document.MAX_COMPANION_BYTES,
             )
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} does not exist upstream") from None
@@ -486,7 +503,12 @@ class MavenRepository:
         # upstream nothing for them.
         try:
             sha1 = await metacache.get(
-                url + ".sha1", document.ChecksumParser("sha1"), ecosystem="maven", immutable=True
+                url + ".sha1",
+                document.ChecksumParser("sha1"),
+                ecosystem="maven",
+                immutable=True,
+                required=True,
+                max_bytes=document.MAX_COMPANION_BYTES,
             )
         except UpstreamNotFound:
             raise NotFound(f"{parsed.filename} of {parsed.gav} does not exist upstream") from None
@@ -497,11 +519,17 @@ class MavenRepository:
                 document.ChecksumParser("sha256"),
                 ecosystem="maven",
                 immutable=True,
+                max_bytes=document.MAX_COMPANION_BYTES,
             )
         except UpstreamNotFound:
             # Optional; the 404 is remembered by the metadata cache (for a day: immutable).
             return tuple(digests)
         return (Digest(algorithm="sha256", hexdigest=sha256.parsed), *digests)
+
+    async def _forget_digests(self, url: str) -> None:
+        """Drop the kept `.sha1`/`.sha256` of the file at `url` (`_digests`)."""
+        metacache = self._services.metacache
+        await asyncio.gather(metacache.forget(url + ".sha1"), metacache.forget(url + ".sha256"))
 
     # Ecosystem: pre-warming ---------------------------------------------------------------
 
