@@ -244,6 +244,7 @@ PURE_MODULES = (
     "mirror.ecosystems.pypi.links",
     "mirror.ecosystems.pypi.simple",
     "mirror.ecosystems.pypi.jsonapi",
+    "mirror.ecosystems.pypi.coremetadata",
 )
 IO_MODULES = (
     "sqlite3",
@@ -295,6 +296,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.maven.document", "mirror.ecosystems.pypi.names",
         "mirror.ecosystems.pypi.negotiation", "mirror.ecosystems.pypi.links",
         "mirror.ecosystems.pypi.simple", "mirror.ecosystems.pypi.jsonapi",
+        "mirror.ecosystems.pypi.coremetadata",
         # pins read from lockfiles and SBOMs (PyPI names normalised as pypi.names does)
         "mirror.lockfiles", "mirror.lockfiles.pins", "mirror.lockfiles.npm",
         "mirror.lockfiles.python", "mirror.lockfiles.maven", "mirror.lockfiles.sbom",
