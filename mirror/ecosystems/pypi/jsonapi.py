@@ -17,7 +17,7 @@ import orjson
 from packaging.version import InvalidVersion, Version
 
 from mirror import policy, versions
-from mirror.clock import iso_microseconds, iso_minutes
+from mirror.clock import iso_microseconds, iso_minutes, iso_seconds
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.coremetadata import CoreMetadata
@@ -182,7 +182,8 @@ def _page_file(item: DistFile) -> ApiFile:
         "packagetype": "bdist_wheel" if item.filename.lower().endswith(".whl") else "sdist",
         "digests": {"sha256": item.sha256} if item.sha256 else {},
         "size": item.size,
-        "upload_time": upload.strftime("%Y-%m-%dT%H:%M:%S") if upload else None,
+        # The index's own `upload_time`: UTC to the second, without a zone.
+        "upload_time": (iso_seconds(upload) or "").removesuffix("Z") if upload else None,
         "upload_time_iso_8601": item.upload_time_text
         or (iso_microseconds(upload) if upload else None),
         "url": item.url,
