@@ -218,6 +218,25 @@ async def test_an_upstream_failure_on_the_metadata_file_is_retried_soon(
     assert body["info"]["requires_dist"] == REQUIRES
 
 
+async def test_tampered_metadata_is_never_used_nor_kept(
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient, clock: FixedClock
+) -> None:
+    client, index = await mirror_of(aiohttp_server, make_mirror, version_api=False)
+    path = index.file("demo-1.1-py3-none-any.whl").path + ".metadata"
+    forged = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.1\nSummary: " + SECRET.encode()
+    index.upstream.add(path, forged + b"\n")
+    status, body, _ = await get_json(client, "/pypi/pypi/demo/json")  # no SECRET in it
+    assert status == 200
+    assert body["info"]["summary"] is None
+    status, _, _ = await get_json(client, "/pypi/pypi/demo/1.1/json")
+    assert status == 200
+    # Not cached: once the upstream serves the declared bytes again, they are used.
+    index.upstream.add(path, index.file("demo-1.1-py3-none-any.whl").metadata or b"")
+    clock.advance(timedelta(seconds=31))
+    _, body, _ = await get_json(client, "/pypi/pypi/demo/json")
+    assert body["info"]["summary"] == "Demo, the allowed release"
+
+
 # `/{version}/json` ----------------------------------------------------------------------------
 
 
