@@ -20,6 +20,7 @@ Name: Demo_Pkg
 Version: 2.32.3
 Summary: Python HTTP for Humans.
 Home-page: https://demo.example/
+Download-URL: https://demo.example/dl
 Author: Kenneth Réitz
 Author-email: me@demo.example
 Maintainer: Zoë
@@ -31,7 +32,10 @@ License-File: NOTICE
 Keywords: http,humans , requests
 Project-URL: Documentation, https://demo.example/docs
 Project-URL: Source, https://code.example/demo
-Project-URL: Homepage, https://demo.example/
+Project-URL: Home-Page, https://demo.example/
+Project-URL: Download_URL, https://demo.example/dl
+Project-URL: homepage, https://mirror.example/
+Project-URL: Files, https://demo.example/dl
 Classifier: Development Status :: 5 - Production/Stable
 Classifier: Programming Language :: Python :: 3
 Classifier: Natural Language :: Français
@@ -50,6 +54,8 @@ Platform: any
 **Demo** is a simple HTTP library — with ünïcödé.
 
     >>> import demo
+
+        |  eight spaces and a bar, kept as written in a body
 
 Second paragraph.
 """
@@ -105,12 +111,16 @@ def test_a_wheels_metadata_maps_to_the_index_info_fields() -> None:
     assert fields["requires_python"] == ">=3.8"
     assert fields["platform"] == "any"
     assert fields["home_page"] == "https://demo.example/"
-    assert fields["download_url"] is None
-    # Homepage first, from Home-page; the Project-URL repeating it is not listed twice.
+    assert fields["download_url"] == "https://demo.example/dl"
+    # Homepage and Download first, from their own fields; a Project-URL repeating one of them
+    # (under any spelling of its label) is not listed twice, one with another URL is.
     assert fields["project_urls"] == {
         "Homepage": "https://demo.example/",
+        "Download": "https://demo.example/dl",
         "Documentation": "https://demo.example/docs",
         "Source": "https://code.example/demo",
+        "homepage": "https://mirror.example/",
+        "Files": "https://demo.example/dl",
     }
     assert fields["description_content_type"] == "text/markdown"
     assert fields["description"] == WHEEL_METADATA.split("\n\n", 1)[1]
@@ -144,6 +154,7 @@ def test_a_body_and_a_description_header_the_body_wins() -> None:
 def test_a_repeated_single_field_keeps_the_first() -> None:
     fields = parse("Name: a\nVersion: 1\nSummary: one\nSummary: two\n").fields
     assert fields["summary"] == "one"
+    assert (fields["platform"], fields["description"], fields["project_urls"]) == (None,) * 3
 
 
 def test_latin_1_headers_are_read_not_refused() -> None:
@@ -174,18 +185,24 @@ def test_what_is_not_core_metadata_is_refused(raw: bytes, message: str) -> None:
 
 
 def test_huge_input_is_refused_before_parsing() -> None:
-    raw = b"Name: a\nVersion: 1\n\n" + b"x" * coremetadata.MAX_BYTES
+    head = b"Name: a\nVersion: 1\n\n"
+    largest = head + b"x" * (coremetadata.MAX_BYTES - len(head))
+    assert parse_core_metadata(largest, "demo.whl").fields["description"] is not None
     with pytest.raises(BadUpstreamDocument, match=r"more than the 8388608 the mirror reads$"):
-        parse_core_metadata(raw, "demo.whl")
+        parse_core_metadata(largest + b"x", "demo.whl")
 
 
 def test_too_many_header_fields_are_refused() -> None:
-    raw = b"Name: a\nVersion: 1\n" + b"Classifier: x\n" * coremetadata.MAX_FIELDS
+    most = b"Name: a\nVersion: 1\n" + b"Classifier: x\n" * (coremetadata.MAX_FIELDS - 2)
+    assert len(parse_core_metadata(most, "demo.whl").fields["classifiers"]) == 9998
     with pytest.raises(BadUpstreamDocument, match=r"more than 10000 header fields$"):
-        parse_core_metadata(raw, "demo.whl")
-    # Continuation lines and a long body are not fields.
-    folded = b"Name: a\nVersion: 1\nDescription: x\n" + b"  more\n" * coremetadata.MAX_FIELDS
+        parse_core_metadata(most + b"Classifier: y\n", "demo.whl")
+    # Continuation lines (space or tab) and the body's lines are not fields.
+    many = coremetadata.MAX_FIELDS
+    folded = b"Name: a\nVersion: 1\nDescription: x\n" + b"  more\n\tmore\n" * many
     assert parse_core_metadata(folded, "demo.whl").fields["description"] is not None
+    body = b"Name: a\nVersion: 1\n\n" + b"Classifier: in the body\n" * many
+    assert parse_core_metadata(body, "demo.whl").fields["classifiers"] == []
 
 
 @settings(max_examples=200, deadline=None)
