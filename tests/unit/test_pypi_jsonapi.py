@@ -731,3 +731,58 @@ def test_the_notice_says_what_is_held_back() -> None:
     assert jsonapi.render_notice("d\u00e9mo", one) == (
         "d?mo: 1 file held in quarantine (the first available 2026-11-25T09:00Z)"
     )
+
+
+def test_a_page_file_says_what_the_page_knows_and_null_for_the_rest() -> None:
+    bare = simple.DistFile(
+        filename="demo-1.0.tar.gz", url=f"{FILES}/demo-1.0.tar.gz", version="1.0", hashes={}
+    )
+    timed = simple.DistFile(
+        filename="demo-1.0-py3-none-any.whl",
+        url=f"{FILES}/demo-1.0-py3-none-any.whl",
+        version="1.0",
+        hashes={"sha256": sha("w")},
+        size=7,
+        upload_time=OLD,  # from the JSON API, no text of the page's own
+    )
+    page = simple.ProjectPage(
+        project="demo",
+        files=(bare, timed),
+        by_filename={item.filename: item for item in (bare, timed)},
+    )
+    api = jsonapi.document_from_page(page)
+    assert (api.urls, api.document) == ((), {"info": {}})
+    first, second = api.releases["1.0"]
+    assert (first.raw["digests"], first.raw["upload_time"], first.raw["size"]) == ({}, None, None)
+    assert first.raw["upload_time_iso_8601"] is None
+    assert (second.url, second.size, second.sha256) == (timed.url, 7, sha("w"))
+    assert second.upload_time == OLD
+    assert second.raw["upload_time"] == OLD.strftime("%Y-%m-%dT%H:%M:%S")
+    assert second.raw["upload_time_iso_8601"] == OLD.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_built_info_keeps_the_release_and_the_files_requires_python() -> None:
+    files = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/").releases
+    metadata = coremetadata.parse_core_metadata(
+        b"Name: demo\nVersion: 1.01\nSummary: s\n", "demo.whl"
+    )
+    one = [
+        jsonapi.ApiFile(**{**vars_of(item), "raw": {"requires_python": ">=3"}})
+        for item in files["1.1"]
+    ]
+    info = jsonapi.built_info("demo", "1.1", one, metadata)
+    assert (info["version"], info["summary"], info["requires_python"]) == ("1.1", "s", ">=3")
+
+
+def vars_of(item: jsonapi.ApiFile) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__slots__}
+
+
+def test_a_version_view_names_only_what_it_has() -> None:
+    api = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/")
+    cut = jsonapi.release_document(api, "1.0")
+    assert cut is not None
+    visible, hidden = jsonapi.decide_api_version(cut, rules(), NOW, "1.0")
+    view = jsonapi.version_view("1.0", visible, hidden)
+    assert view.releases == {"1.0": tuple(visible)}
+    assert (view.held, view.valid_until, view.latest) == ({}, None, "1.0")
