@@ -14,6 +14,7 @@ import json
 import re
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -34,11 +35,22 @@ def _escaped(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def core_metadata(name: str, version: str, requires_python: str | None = None) -> bytes:
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", "Summary: test"]
+def core_metadata(
+    name: str,
+    version: str,
+    requires_python: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    description: str = "",
+) -> bytes:
+    """METADATA: `headers` (in order, repeated ones kept) after the required ones, and
+    `description` as the body. `Summary: test` unless `headers` has a Summary."""
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    if not any(key.lower() == "summary" for key, _value in headers):
+        lines.append("Summary: test")
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
-    return ("\n".join(lines) + "\n\n").encode()
+    lines += [f"{key}: {value}" for key, value in headers]
+    return ("\n".join(lines) + "\n\n" + description).encode()
 
 
 def _record_line(path: str, data: bytes) -> str:
@@ -53,12 +65,14 @@ def make_wheel(
     tag: str = "py3-none-any",
     requires_python: str | None = None,
     padding: int = 0,
+    headers: Sequence[tuple[str, str]] = (),
+    description: str = "",
 ) -> tuple[str, bytes, bytes]:
     """A deterministic, installable wheel: (file name, bytes, its METADATA bytes). `padding`
     bytes of data (stored uncompressed) make it that much bigger."""
     stem = _escaped(name)
     dist_info = f"{stem}-{version}.dist-info"
-    metadata = core_metadata(name, version, requires_python)
+    metadata = core_metadata(name, version, requires_python, headers, description)
     members = {
         f"{stem}/__init__.py": f"VERSION = {version!r}\nTAG = {tag!r}\n".encode(),
         **({f"{stem}/padding.bin": bytes(range(256)) * (padding // 256)} if padding else {}),
@@ -78,12 +92,14 @@ def make_wheel(
     return f"{stem}-{version}-{tag}.whl", raw.getvalue(), metadata
 
 
-def make_sdist(name: str, version: str) -> tuple[str, bytes]:
+def make_sdist(
+    name: str, version: str, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[str, bytes]:
     """A deterministic sdist (`.tar.gz`) with PKG-INFO, a setuptools pyproject and a module."""
     stem = _escaped(name)
     root = f"{stem}-{version}"
     members = {
-        f"{root}/PKG-INFO": core_metadata(name, version),
+        f"{root}/PKG-INFO": core_metadata(name, version, headers=headers),
         f"{root}/pyproject.toml": (
             '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
             f'[project]\nname = "{name}"\nversion = "{version}"\n'
@@ -134,13 +150,16 @@ class FakePypiIndex:
         mode: Literal["json", "html"] = "json",
         json_api: bool = True,
         version_api: bool = True,
+        metadata_files: bool = True,
     ) -> None:
         """`json_api=False`: no legacy JSON API at all; `version_api=False`: the project
-        document only, no `/pypi/{project}/{version}/json` (as some private indexes)."""
+        document only, no `/pypi/{project}/{version}/json` (as some private indexes);
+        `metadata_files=False`: no PEP 658 `.metadata` files, declared or served."""
         self.upstream = FakeUpstream()
         self.mode = mode
         self.json_api = json_api
         self.version_api = version_api
+        self.metadata_files = metadata_files
         self.files: dict[str, list[FakeFile]] = {}
         # Extra `info` fields per (project, version), and raw links the page (and the JSON
         # API's release) carries as they are: hostile or broken URLs for tests.
@@ -179,9 +198,18 @@ class FakePypiIndex:
         yanked: bool | str = False,
         metadata: bool = True,
         padding: int = 0,
+        headers: Sequence[tuple[str, str]] = (),
+        description: str = "",
     ) -> FakeFile:
+        """`headers` and `description` go into its METADATA (after Name and Version)."""
         filename, data, meta = make_wheel(
-            project, version, tag=tag, requires_python=requires_python, padding=padding
+            project,
+            version,
+            tag=tag,
+            requires_python=requires_python,
+            padding=padding,
+            headers=headers,
+            description=description,
         )
         return self.add_file(
             FakeFile(
@@ -196,11 +224,25 @@ class FakePypiIndex:
             )
         )
 
-    def add_sdist(self, project: str, version: str, *, uploaded: datetime | None) -> FakeFile:
-        filename, data = make_sdist(project, version)
+    def add_sdist(
+        self,
+        project: str,
+        version: str,
+        *,
+        uploaded: datetime | None,
+        metadata: bool = False,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> FakeFile:
+        """`metadata=True`: its PKG-INFO is declared and served as its PEP 658 file."""
+        filename, data = make_sdist(project, version, headers)
         return self.add_file(
             FakeFile(
-                project=project, version=version, filename=filename, data=data, uploaded=uploaded
+                project=project,
+                version=version,
+                filename=filename,
+                data=data,
+                uploaded=uploaded,
+                metadata=core_metadata(project, version, headers=headers) if metadata else None,
             )
         )
 
@@ -239,7 +281,7 @@ class FakePypiIndex:
                 "yanked": item.yanked,
                 "size": len(item.data),
             }
-            if item.metadata is not None:
+            if item.metadata is not None and self.metadata_files:
                 digest = {"sha256": hashlib.sha256(item.metadata).hexdigest()}
                 entry["core-metadata"] = digest
                 entry["data-dist-info-metadata"] = digest
@@ -265,7 +307,7 @@ class FakePypiIndex:
             if item.yanked is not False:
                 reason = item.yanked if isinstance(item.yanked, str) else ""
                 attrs.append(f'data-yanked="{html.escape(reason)}"')
-            if item.metadata is not None:
+            if item.metadata is not None and self.metadata_files:
                 digest = hashlib.sha256(item.metadata).hexdigest()
                 attrs.append(f'data-core-metadata="sha256={digest}"')
             links.append(f"<a {' '.join(attrs)}>{item.filename}</a><br />")
@@ -354,5 +396,5 @@ class FakePypiIndex:
                     )
             for item in files:
                 self.upstream.add(item.path, item.data)
-                if item.metadata is not None:
+                if item.metadata is not None and self.metadata_files:
                     self.upstream.add(item.path + ".metadata", item.metadata)

@@ -9,13 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from mirror.ecosystems.pypi import jsonapi, simple
+from mirror.ecosystems.pypi import coremetadata, jsonapi, simple
 from mirror.errors import BadUpstreamDocument
 from mirror.jsondepth import MAX_DEPTH
 from tests.unit.pypi_samples import (
     AGE,
     API,
     BASE,
+    DEMO,
     FILES,
     HOSTS,
     NOW,
@@ -639,3 +640,156 @@ def test_nothing_visible_message_counts_each_kind() -> None:
     assert jsonapi.api_nothing_visible_message("demo", empty) == (
         "the upstream index lists no files for demo"
     )
+
+
+# composed documents, `info` from core metadata, the notice -----------------------------------
+
+METADATA = coremetadata.parse_core_metadata(
+    b"Metadata-Version: 2.1\nName: Demo\nVersion: 1.1\nSummary: one one\n"
+    b"Requires-Dist: idna>=2\nRequires-Python: >=3.9\n\nThe body.\n",
+    "demo-1.1-py3-none-any.whl",
+)
+
+
+def test_info_is_built_from_the_releases_core_metadata() -> None:
+    api = jsonapi.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = jsonapi.filter_api(api, rules(), NOW)
+    raw = jsonapi.render_api_project(api, view, BASE, None, METADATA)
+    assert SECRET.encode() not in raw
+    info = orjson.loads(raw)["info"]
+    assert (info["name"], info["version"], info["summary"]) == ("Demo", "1.1", "one one")
+    assert info["requires_dist"] == ["idna>=2"]
+    assert info["requires_python"] == ">=3.9"  # the metadata's, over the files'
+    assert info["description"] == "The body.\n"
+    assert info["release_url"] is None
+    assert set(jsonapi.INFO_KEYS) <= set(info)
+
+
+def test_core_metadata_of_another_release_or_project_is_not_used() -> None:
+    assert jsonapi.metadata_describes(METADATA, "demo", "1.01")
+    assert not jsonapi.metadata_describes(METADATA, "demo", "2.0")
+    assert not jsonapi.metadata_describes(METADATA, "other", "1.1")
+    api = jsonapi.parse_api_document(orjson.dumps(secret_api()), "demo", "http://up.test/")
+    view = jsonapi.filter_api(api, rules(block("==1.1")), NOW)
+    assert view.latest == "1.0"
+    info = orjson.loads(jsonapi.render_api_project(api, view, BASE, None, METADATA))["info"]
+    assert info["summary"] is None
+    assert info["version"] == "1.0"
+
+
+def test_a_project_document_is_composed_from_a_simple_page() -> None:
+    page = simple.parse_project_page(orjson.dumps(DEMO), "demo", UPSTREAM, HOSTS)
+    api = jsonapi.document_from_page(page)
+    assert sorted(api.releases) == ["0.1", "0.9", "1.0", "1.1", "1.2", "2.0"]
+    assert api.document == {"info": {}, "last_serial": 42}
+    view = jsonapi.filter_api(api, rules(), NOW)
+    assert view.latest == "1.2"
+    body = orjson.loads(jsonapi.render_api_project(api, view, BASE, None, None))
+    assert body["info"]["version"] == "1.2"
+    assert body["info"]["requires_python"] == "<4,>=3.9"
+    (sdist, wheel) = body["releases"]["1.0"]
+    assert sdist == {
+        "filename": "demo-1.0.tar.gz",
+        "packagetype": "sdist",
+        "digests": {"sha256": sha("demo-1.0.tar.gz")},
+        "size": 1234,
+        "upload_time": OLD.strftime("%Y-%m-%dT%H:%M:%S"),
+        "upload_time_iso_8601": page.file("demo-1.0.tar.gz").upload_time_text,  # type: ignore[union-attr]
+        "url": f"{BASE}/files/demo/demo-1.0.tar.gz",
+        "requires_python": ">=3.8",
+        "yanked": True,
+        "yanked_reason": "broken build",
+    }
+    assert wheel["packagetype"] == "bdist_wheel"
+    assert wheel["yanked"] is False
+    assert wheel["yanked_reason"] is None
+
+
+def test_a_release_is_cut_from_a_project_document() -> None:
+    api = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/")
+    cut = jsonapi.release_document(api, "1.01")
+    assert cut is not None
+    assert [item.filename for item in cut.urls] == [
+        "demo-1.1-py3-none-any.whl",
+        "demo-1.1-cp313-cp313-win_amd64.whl",
+    ]
+    assert cut.releases == {}
+    assert jsonapi.info_for(cut, "1.1") is None  # the project's info is of 2.0
+    assert jsonapi.release_document(api, "9.9") is None
+
+
+def test_the_notice_says_what_is_held_back() -> None:
+    api = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/")
+    view = jsonapi.filter_api(api, rules(block("==1.0")), NOW)
+    assert jsonapi.render_notice("demo", view) == (
+        "demo: 2 files held in quarantine (the first available 2026-11-25T05:00Z); 1 file blocked"
+    )
+    assert jsonapi.render_notice("demo", jsonapi.filter_api(api, rules(), NOW + AGE * 2)) is None
+    visible, hidden = jsonapi.decide_api_version(
+        jsonapi.release_document(api, "1.1") or api, rules(), NOW, "1.1"
+    )
+    one = jsonapi.version_view("1.1", visible, hidden)
+    assert (one.latest, one.valid_until) == ("1.1", NOW - timedelta(hours=1) + AGE)
+    assert jsonapi.render_notice("demo", one) == (
+        "demo: 1 file held in quarantine (the first available 2026-11-25T09:00Z)"
+    )
+    none = jsonapi.version_view("1.1", [], hidden)
+    assert (none.latest, none.releases) == (None, {})
+    assert jsonapi.render_notice("d\u00e9mo", one) == (
+        "d?mo: 1 file held in quarantine (the first available 2026-11-25T09:00Z)"
+    )
+
+
+def test_a_page_file_says_what_the_page_knows_and_null_for_the_rest() -> None:
+    bare = simple.DistFile(
+        filename="demo-1.0.tar.gz", url=f"{FILES}/demo-1.0.tar.gz", version="1.0", hashes={}
+    )
+    timed = simple.DistFile(
+        filename="demo-1.0-py3-none-any.whl",
+        url=f"{FILES}/demo-1.0-py3-none-any.whl",
+        version="1.0",
+        hashes={"sha256": sha("w")},
+        size=7,
+        upload_time=OLD,  # from the JSON API, no text of the page's own
+    )
+    page = simple.ProjectPage(
+        project="demo",
+        files=(bare, timed),
+        by_filename={item.filename: item for item in (bare, timed)},
+    )
+    api = jsonapi.document_from_page(page)
+    assert (api.urls, api.document) == ((), {"info": {}})
+    first, second = api.releases["1.0"]
+    assert (first.raw["digests"], first.raw["upload_time"], first.raw["size"]) == ({}, None, None)
+    assert first.raw["upload_time_iso_8601"] is None
+    assert (second.url, second.size, second.sha256) == (timed.url, 7, sha("w"))
+    assert second.upload_time == OLD
+    assert second.raw["upload_time"] == OLD.strftime("%Y-%m-%dT%H:%M:%S")
+    assert second.raw["upload_time_iso_8601"] == OLD.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_built_info_keeps_the_release_and_the_files_requires_python() -> None:
+    files = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/").releases
+    metadata = coremetadata.parse_core_metadata(
+        b"Name: demo\nVersion: 1.01\nSummary: s\n", "demo.whl"
+    )
+    one = [
+        jsonapi.ApiFile(**{**vars_of(item), "raw": {"requires_python": ">=3"}})
+        for item in files["1.1"]
+    ]
+    info = jsonapi.built_info("demo", "1.1", one, metadata)
+    assert (info["version"], info["summary"], info["requires_python"]) == ("1.1", "s", ">=3")
+
+
+def vars_of(item: jsonapi.ApiFile) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__slots__}
+
+
+def test_a_version_view_names_only_what_it_has() -> None:
+    api = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/")
+    cut = jsonapi.release_document(api, "1.0")
+    assert cut is not None
+    visible, hidden = jsonapi.decide_api_version(cut, rules(), NOW, "1.0")
+    view = jsonapi.version_view("1.0", visible, hidden)
+    assert view.releases == {"1.0": tuple(visible)}
+    assert (view.held, view.valid_until, view.latest) == ({}, None, "1.0")

@@ -1,8 +1,10 @@
 """The legacy PyPI JSON API (`/pypi/{project}/json`, `/pypi/{project}/{version}/json`), pure:
-parse an upstream document, decide each file of each release at a moment, render the filtered
-document (`info`, `urls` and `vulnerabilities` only of a release that is shown), and fill an
-upstream project page's missing upload times and sizes from it. Never does I/O and never
-mutates a parsed document."""
+parse an upstream document (or compose one from a simple-index page when the upstream has no
+JSON API), decide each file of each release at a moment, render the filtered document
+(`info`, `urls` and `vulnerabilities` only of a release that is shown; an `info` the upstream
+does not have for that release is composed from its files and its core metadata), say what
+is held back (`render_notice`), and fill an upstream project page's missing upload times and
+sizes from it. Never does I/O and never mutates a parsed document."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import orjson
 from packaging.version import InvalidVersion, Version
 
 from mirror import notices, policy, versions
-from mirror.clock import iso_microseconds
+from mirror.clock import iso_microseconds, iso_seconds
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
+from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.simple import DistFile, ProjectPage
 from mirror.errors import BadUpstreamDocument
@@ -170,6 +173,65 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
     )
 
 
+def _page_file(item: DistFile) -> ApiFile:
+    """A file of a simple-index page as the JSON API lists it (the keys the index sends that
+    the page says anything about)."""
+    upload = item.upload_time
+    raw: dict[str, Any] = {
+        "filename": item.filename,
+        "packagetype": "bdist_wheel" if item.filename.lower().endswith(".whl") else "sdist",
+        "digests": {"sha256": item.sha256} if item.sha256 else {},
+        "size": item.size,
+        # The index's own `upload_time`: UTC to the second, without a zone.
+        "upload_time": (iso_seconds(upload) or "").removesuffix("Z") if upload else None,
+        "upload_time_iso_8601": item.upload_time_text
+        or (iso_microseconds(upload) if upload else None),
+        "url": item.url,
+        "requires_python": item.requires_python,
+        "yanked": item.yanked is not False,
+        "yanked_reason": item.yanked if isinstance(item.yanked, str) else None,
+    }
+    return ApiFile(
+        filename=item.filename,
+        url=item.url,
+        upload_time=upload,
+        size=item.size,
+        sha256=item.sha256,
+        raw=raw,
+    )
+
+
+def document_from_page(page: ProjectPage) -> ApiDocument:
+    """A project document composed from a simple-index page, for an upstream with no JSON
+    API: every attributed file under its release, no `info` (composed per release later)."""
+    releases: dict[str, list[ApiFile]] = {}
+    for item in page.files:
+        if item.version is not None:
+            releases.setdefault(item.version, []).append(_page_file(item))
+    document: dict[str, Any] = {"info": {}}
+    if page.last_serial is not None:
+        document["last_serial"] = page.last_serial
+    return ApiDocument(
+        project=page.project,
+        document=document,
+        releases={release: tuple(files) for release, files in releases.items()},
+        urls=(),
+    )
+
+
+def release_document(api: ApiDocument, release: str) -> ApiDocument | None:
+    """A per-version document cut from a project document: `release`'s files (matched by
+    canonical version) and the project document's `info` (which `info_for` shows only when it
+    is of `release`); None when the project document has no file of `release`."""
+    wanted = _canonical(release)
+    files = tuple(
+        item for key, items in api.releases.items() if _canonical(key) == wanted for item in items
+    )
+    if not files:
+        return None
+    return ApiDocument(project=api.project, document=api.document, releases={}, urls=files)
+
+
 # filter and render ---------------------------------------------------------------------------
 
 
@@ -242,10 +304,10 @@ API_VERSION_KEYS = ("info", "last_serial", "urls", "vulnerabilities")
 # clients that index them (`info["requires_dist"]`) read "unknown", not a KeyError.
 INFO_KEYS: tuple[str, ...] = (
     "author", "author_email", "bugtrack_url", "classifiers", "description",
-    "description_content_type", "docs_url", "download_url", "home_page", "keywords",
-    "license", "maintainer", "maintainer_email", "name", "package_url", "platform",
-    "project_url", "project_urls", "release_url", "requires_dist", "requires_python",
-    "summary", "version", "yanked", "yanked_reason",
+    "description_content_type", "docs_url", "download_url", "dynamic", "home_page", "keywords",
+    "license", "license_expression", "license_files", "maintainer", "maintainer_email", "name",
+    "package_url", "platform", "project_url", "project_urls", "provides_extra", "release_url",
+    "requires_dist", "requires_python", "summary", "version", "yanked", "yanked_reason",
 )  # fmt: skip
 
 
@@ -265,11 +327,30 @@ def info_for(api: ApiDocument, release: str) -> Mapping[str, Any] | None:
     return None
 
 
-def built_info(project: str, release: str, files: Sequence[ApiFile]) -> dict[str, Any]:
-    """An `info` for `release` from what the mirror knows without asking (its files): the
-    name, the version, `requires_python` when every file agrees, `yanked` when every file
-    is; everything else unknown (null). Used when the upstream's `info` is of another
-    release and no per-version document of `release` can be had."""
+def metadata_describes(metadata: CoreMetadata, project: str, release: str) -> bool:
+    """Whether core metadata is of `project` (normalized) `release`: a file that names
+    another project or version says nothing about this release."""
+    name, version = metadata.name, metadata.version
+    return (
+        name is not None
+        and version is not None
+        and names.normalize(name) == project
+        and _canonical(version) == _canonical(release)
+    )
+
+
+def built_info(
+    project: str,
+    release: str,
+    files: Sequence[ApiFile],
+    metadata: CoreMetadata | None = None,
+) -> dict[str, Any]:
+    """An `info` for `release` from what the mirror knows (its files, and its core metadata
+    when given and of this release): the name, the version, `requires_python` when every
+    file agrees (the metadata's own first), `yanked` when every file is; the metadata's
+    fields mapped as the index maps them; everything else unknown (null). Used when the
+    upstream's `info` is of another release and no per-version document of `release` can
+    be had."""
     info: dict[str, Any] = dict.fromkeys(INFO_KEYS)
     info["name"] = project
     info["version"] = release
@@ -281,6 +362,11 @@ def built_info(project: str, release: str, files: Sequence[ApiFile]) -> dict[str
     info["yanked"] = yanked
     reasons = {item.raw.get("yanked_reason") for item in files} if yanked else set()
     info["yanked_reason"] = next(iter(reasons)) if len(reasons) == 1 else None
+    if metadata is not None and metadata_describes(metadata, project, release):
+        described = {key: value for key, value in metadata.fields.items() if key != "version"}
+        if described.get("requires_python") is None:
+            described.pop("requires_python", None)
+        info.update(described)
     return info
 
 
@@ -289,12 +375,14 @@ def render_api_project(
     view: ApiView,
     pypi_base: str,
     release_document: Mapping[str, Any] | None = None,
+    metadata: CoreMetadata | None = None,
 ) -> bytes:
     """`/pypi/{project}/json` filtered: `releases` per file, `urls` = the files of
     `view.latest`, and `info`/`vulnerabilities` of `view.latest` only: the upstream's when
     they describe it, else those of `release_document` (the upstream's per-version document
-    of `view.latest`) when it describes it, else a built `info` (`built_info`) and no
-    `vulnerabilities`. Raises ValueError when nothing is visible (the caller answers 404)."""
+    of `view.latest`) when it describes it, else an `info` built from its files and its core
+    `metadata` (`built_info`) and no `vulnerabilities`. Raises ValueError when nothing is
+    visible (the caller answers 404)."""
     if view.latest is None:
         raise ValueError("render_api_project needs a view with a visible release")
     latest = view.latest
@@ -311,7 +399,7 @@ def render_api_project(
         if isinstance(candidate, dict) and info_version(release_document) == _canonical(latest):
             info, source = candidate, release_document
     if info is None:
-        info = built_info(api.project, latest, view.releases[latest])
+        info = built_info(api.project, latest, view.releases[latest], metadata)
     body: dict[str, Any] = {
         "info": {**info, "version": latest},
         "releases": releases,
@@ -327,14 +415,20 @@ def render_api_project(
 
 
 def render_api_version(
-    api: ApiDocument, release: str, visible: Sequence[ApiFile], pypi_base: str
+    api: ApiDocument,
+    release: str,
+    visible: Sequence[ApiFile],
+    pypi_base: str,
+    metadata: CoreMetadata | None = None,
 ) -> bytes:
     """`/pypi/{project}/{version}/json` with only `visible` files in `urls` (and `releases`,
     which PyPI no longer sends there, dropped). The upstream's `info` only when it is of
-    `release` (else a built one), and no top-level key beyond API_VERSION_KEYS."""
+    `release` (else one built from `visible` and the core `metadata`), and no top-level key
+    beyond API_VERSION_KEYS."""
     info = info_for(api, release)
+    built = built_info(api.project, release, visible, metadata) if info is None else None
     body: dict[str, Any] = {
-        "info": dict(info) if info is not None else built_info(api.project, release, visible),
+        "info": dict(info) if info is not None else built,
         "urls": [_rewrite_api_file(item, api.project, pypi_base) for item in visible],
     }
     serial = api.document.get("last_serial")
@@ -350,6 +444,29 @@ def _held_summary(decisions: Iterable[policy.Decision]) -> str:
     """What holds the files of `decisions`, cause by cause (`notices.summary`): `2 files held
     in quarantine (newest …, available …); 1 file held by freeze f-…: reason (until …; …)`."""
     return notices.summary(decisions, "file")
+
+
+def version_view(
+    release: str, visible: Sequence[ApiFile], hidden: Sequence[policy.Decision]
+) -> ApiView:
+    """The view of one release's `/{version}/json` (`decide_api_version`'s answer)."""
+    return ApiView(
+        releases={release: tuple(visible)} if visible else {},
+        held={release: tuple(hidden)} if hidden else {},
+        latest=release if visible else None,
+        valid_until=policy.earliest_until(hidden),
+    )
+
+
+def render_notice(project: str, view: ApiView) -> str | None:
+    """The `X-Mirror-Notice` of a filtered JSON API answer when files are held back, else
+    None. ASCII only, like the simple pages' (`simple.render_notice`), e.g. `demo: 2 files
+    held in quarantine (the first available 2026-11-25T10:00Z); 1 file blocked`."""
+    held = [decision for decisions in view.held.values() for decision in decisions]
+    if not held:
+        return None
+    text = f"{project}: {_held_summary(held)}"
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def api_nothing_visible_message(project: str, view: ApiView) -> str:

@@ -18,12 +18,15 @@ from yarl import URL
 
 from mirror import policy, responses
 from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL
+from mirror.blobs.store import BlobVanished
 from mirror.budget import BudgetedLRU
-from mirror.ecosystems.pypi import jsonapi, names, negotiation, simple
+from mirror.ecosystems.pypi import coremetadata, jsonapi, names, negotiation, simple
+from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, MetadataFile
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
+from mirror.ecosystems.pypi.wheelmetadata import is_wheel
 from mirror.errors import (
     BadRequest,
     BadUpstreamDocument,
@@ -38,6 +41,7 @@ from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.model import ArtifactRef, Explanation, Rendered
 from mirror.services import REQUEST_KIND
+from mirror.upstream import redact
 
 if TYPE_CHECKING:
     from mirror.metacache import CachedDocument, Refresh
@@ -53,6 +57,10 @@ API_MAX_AGE = timedelta(minutes=5)
 # Rendering a page with this many files takes milliseconds of CPU: do it off the event loop.
 RENDER_IN_THREAD_FILES = 500
 RENDER_IN_THREAD_PROJECTS = 5000
+# A JSON API answer whose `info` an upstream failure left incomplete is kept this long only.
+INCOMPLETE_INFO_LIFETIME = timedelta(seconds=30)
+# Files whose core metadata is read for one `info` at most (each may be an upstream fetch).
+METADATA_FILES_TRIED = 3
 _READ_METHODS = ("GET", "HEAD")
 _MERGED_PAGES = 256
 
@@ -221,17 +229,24 @@ class PypiIndex:
         page: ProjectPage = doc.parsed
         if self._api is None or not page.missing_upload_times:
             return page, doc.version
-        api_url = names.json_api_url(self._api, project)
         try:
-            api = await services.metacache.get(
-                api_url,
-                ApiParser(project, api_url, self._file_hosts),
-                ecosystem="pypi",
-                accept=jsonapi.API_JSON_TYPE,
+            api = await self._optional_api(
+                self._api_url(project),
+                project,
                 refresh=refresh,
+                missing=(
+                    f"the upstream index has no JSON API document of {project}, so the files "
+                    "its page lists without upload times count as of unknown age"
+                ),
             )
-        except (UpstreamError, BadUpstreamDocument) as exc:
+        except BadUpstreamDocument as exc:
             log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
+            return page, doc.version
+        except UpstreamError as exc:
+            # The upstream client logs the failure itself, once per request it makes.
+            log.debug("no upload times for %s from the upstream JSON API: %s", project, exc)
+            return page, doc.version
+        if api is None:
             return page, doc.version
         key = (project, doc.version, api.version)
         held = self._merged.get(key)
@@ -480,42 +495,86 @@ class PypiIndex:
 
     # JSON API ---------------------------------------------------------------------------
 
-    def _api_url(self, project: str, version: str | None = None) -> str:
+    def _api_url(self, project: str, version: str | None = None) -> str | None:
+        """The upstream JSON API URL of a project (or one release); None when the upstream
+        has no JSON API (its simple URL does not end in /simple/)."""
         if self._api is None:
-            raise NotFound("the upstream index has no JSON API (its URL does not end in /simple/)")
+            return None
         return names.json_api_url(self._api, project, version)
 
-    async def _api_document(self, url: str, project: str) -> tuple[ApiDocument, str]:
-        doc = await self._services.metacache.get(
-            url,
-            ApiParser(project, url, self._file_hosts),
-            ecosystem="pypi",
-            accept=jsonapi.API_JSON_TYPE,
-        )
-        return doc.parsed, doc.version
+    async def _optional_api(
+        self,
+        url: str | None,
+        project: str,
+        *,
+        parsed: bool = True,
+        refresh: Refresh = False,
+        missing: str | None = None,
+    ) -> CachedDocument[Any] | None:
+        """The upstream JSON API document at `url` (`parsed`: an ApiDocument; else only its
+        bytes and version, as `MetaCache.current`), or None when the upstream has none: no
+        JSON API, or a 404. A 404 is remembered for cache.negative_ttl, so the upstream is
+        asked once per that period, not per request; it is logged then (a WARNING saying
+        `missing` when given: what the answer lacks without it; else at DEBUG: an index
+        without this document is normal). Other upstream errors propagate."""
+        if url is None:
+            return None
+        metacache = self._services.metacache
+        accept = jsonapi.API_JSON_TYPE
+        if refresh != "urgent":
+            try:
+                metacache.raise_if_absent(url, ecosystem="pypi", accept=accept)
+            except UpstreamNotFound:
+                return None  # asked, and logged, less than negative_ttl ago
+        parser = ApiParser(project, url, self._file_hosts)
+        try:
+            if parsed:
+                return await metacache.get(
+                    url, parser, ecosystem="pypi", accept=accept, refresh=refresh
+                )
+            return await metacache.current(
+                url, parser, ecosystem="pypi", accept=accept, refresh=refresh
+            )
+        except UpstreamNotFound as exc:
+            if missing is not None:
+                log.warning("%s: %s", missing, exc)
+            else:
+                log.debug("the upstream has no JSON API document %s: %s", redact(url), exc)
+            return None
 
     async def _serve_api(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         url = self._api_url(project)
         # The version names the view: a warm view needs no parsed API document.
-        doc = await self._services.metacache.current(
-            url,
-            ApiParser(project, url, self._file_hosts),
-            ecosystem="pypi",
-            accept=jsonapi.API_JSON_TYPE,
-        )
+        doc = await self._optional_api(url, project, parsed=False)
+        if doc is not None:
+            source = doc.version
+        else:
+            # No JSON API upstream: the document is composed from the simple index.
+            _, page_version = await self._page(project)
+            source = "page " + page_version
         base = self._pypi_base(request)
-        key = ("pypi-api", project, doc.version, self._services.policy.version, base)
+        key = ("pypi-api", project, source, self._services.policy.version, base)
         view = await self._cached_view(key, self._render_api_of, doc, project, url, base=base)
         return responses.respond(
             request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
         )
 
     async def _render_api_of(
-        self, key: Hashable, doc: CachedDocument[None], project: str, url: str, base: str
+        self,
+        key: Hashable,
+        doc: CachedDocument[None] | None,
+        project: str,
+        url: str | None,
+        base: str,
     ) -> Rendered:
-        parser = ApiParser(project, url, self._file_hosts)
-        api: ApiDocument = await self._services.metacache.parsed(doc, parser)
+        if doc is None or url is None:
+            page, _ = await self._page(project)
+            api = jsonapi.document_from_page(page)
+        else:
+            api = await self._services.metacache.parsed(
+                doc, ApiParser(project, url, self._file_hosts)
+            )
         return await self._render_api(key, api, base)
 
     async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
@@ -524,48 +583,153 @@ class PypiIndex:
         view = jsonapi.filter_api(api, services.policy.rules(), now)
         if view.latest is None:
             raise NotFound(jsonapi.api_nothing_visible_message(api.project, view))
-        release_document = None
+        release_document: ApiDocument | None = None
+        metadata: CoreMetadata | None = None
+        complete = True
         if jsonapi.info_for(api, view.latest) is None:
-            # The upstream's `info` is of another (held) release: ask for this one's. An
-            # index without per-version documents gets a built `info` instead.
+            # The upstream's `info` is of another (held) release: this release's own
+            # per-version document when the upstream has one, else composed.
             try:
-                release, _ = await self._api_document(
+                release = await self._optional_api(
                     self._api_url(api.project, view.latest), api.project
                 )
             except MirrorError as exc:
-                log.info("no info of %s %s upstream: %s", api.project, view.latest, exc)
+                log.info("no per-version document of %s %s: %s", api.project, view.latest, exc)
+                release, complete = None, False
+            if release is not None and jsonapi.info_for(release.parsed, view.latest):
+                release_document = release.parsed
             else:
-                release_document = release.document
-        body = jsonapi.render_api_project(api, view, base, release_document)
+                metadata, found = await self._release_metadata(api.project, view.latest)
+                complete = complete and found
+        body = jsonapi.render_api_project(
+            api,
+            view,
+            base,
+            release_document.document if release_document is not None else None,
+            metadata,
+        )
+        return self._api_view(
+            body, "api", jsonapi.render_notice(api.project, view), view.valid_until, complete
+        )
+
+    def _api_view(
+        self,
+        body: bytes,
+        form: str,
+        notice: str | None,
+        valid_until: datetime | None,
+        complete: bool,
+    ) -> Rendered:
+        """A JSON API answer with its notice. One whose `info` lacks what an upstream failure
+        kept from it (not what the upstream does not have) is kept INCOMPLETE_INFO_LIFETIME
+        at most, so the next request after that tries again."""
+        now = self._services.clock.now()
+        until = self._valid_until(valid_until)
+        if not complete:
+            retry = now + INCOMPLETE_INFO_LIFETIME
+            until = retry if until is None else min(until, retry)
         return responses.render(
             body,
             content_type=jsonapi.API_JSON_TYPE,
-            form="api",
-            valid_until=self._valid_until(view.valid_until),
+            form=form,
+            valid_until=until,
             last_modified=now,
+            headers={"X-Mirror-Notice": notice} if notice is not None else {},
         )
 
-    async def _version_document(self, project: str, version: str) -> ApiDocument:
-        """The upstream's `/{version}/json`; from the project document when the index has
-        no per-version documents (404): that release's files, and `info` only if it is of
-        that release."""
-        try:
-            api, _ = await self._api_document(self._api_url(project, version), project)
-        except UpstreamNotFound:
-            whole, _ = await self._api_document(self._api_url(project), project)
-            wanted = _canonical(version)
-            files = tuple(
-                item
-                for release, items in whole.releases.items()
-                if _canonical(release) == wanted
-                for item in items
+    async def _release_metadata(
+        self, project: str, release: str
+    ) -> tuple[CoreMetadata | None, bool]:
+        """The core metadata of `project` `release` from one of its files the policy lets
+        through (a wheel's before an sdist's: installers read the wheel's), and whether the
+        answer is final (False: an upstream failure kept the metadata from us this time).
+        None when no allowed file has any (or none that parses and names this release)."""
+        page, _ = await self._page(project)
+        files = [
+            item for item in self._files_of(page, release) if self._decide(project, item).visible
+        ]
+        files.sort(key=lambda item: not item.filename.lower().endswith(".whl"))
+        final = True
+        tried = 0
+        for item in files:
+            if tried >= METADATA_FILES_TRIED:
+                break
+            try:
+                raw = await self._core_metadata(project, item)
+            except MirrorError as exc:
+                log.info("no core metadata of %s from the upstream: %s", item.filename, exc)
+                final, tried = False, tried + 1
+                continue
+            if raw is None:
+                if is_wheel(item.filename) and not item.has_metadata:
+                    final = False  # its METADATA can be read once a client fetched the wheel
+                continue
+            tried += 1
+            try:
+                metadata = coremetadata.parse_core_metadata(raw, item.filename)
+            except BadUpstreamDocument as exc:
+                log.warning("%s", exc)
+                continue
+            if jsonapi.metadata_describes(metadata, project, release):
+                return metadata, True
+            log.warning(
+                "the core metadata of %s names %s %s, not %s %s: not used",
+                item.filename,
+                metadata.name,
+                metadata.version,
+                project,
+                release,
             )
-            if not files:
-                raise NotFound(
-                    f"the upstream index has no release {version} of {project}"
-                ) from None
-            return ApiDocument(project=project, document=whole.document, releases={}, urls=files)
-        return api
+        return None, final
+
+    async def _core_metadata(self, project: str, item: DistFile) -> bytes | None:
+        """The core metadata bytes of `item` (a file the policy lets through), verified; None
+        when none can be had. Sources, in order:
+        1. the `.metadata` file the upstream declares (PEP 658/714), fetched, verified and
+           cached like any file of the index (`artifacts.store`);
+        2. for a wheel the upstream declares none for, METADATA read from the mirror's
+           verified copy of the wheel (`_wheel_metadata`; None until the wheel is cached:
+           a JSON API request never downloads a whole wheel).
+        Raises MirrorError when a declared file cannot be had now (upstream down,
+        integrity): that is not "none"."""
+        if item.version is None:
+            return None
+        if not item.has_metadata:
+            return await self._wheel_metadata(project, item)
+        services = self._services
+        ref = self._file_ref(project, item, item.version, metadata=True)
+        for _attempt in range(2):
+            entry, _cached = await services.artifacts.store(ref)
+            if entry.size > coremetadata.MAX_BYTES:
+                raise BadUpstreamDocument(
+                    f"the core metadata of {item.filename} is {entry.size} bytes, more than "
+                    f"the {coremetadata.MAX_BYTES} the mirror reads"
+                )
+            try:
+                return await services.blobs.read_verified(entry)
+            except BlobVanished:
+                # Evicted or damaged since: the store forgets it, and the next try fetches.
+                services.blobs.forget(entry.key)
+        return None
+
+    async def _version_document(self, project: str, version: str) -> ApiDocument:
+        """The files of `project` `version` as a per-version document: the upstream's own;
+        else cut from its project document; else composed from the simple index (an index
+        with no JSON API). NotFound when none lists a file of that release."""
+        own = await self._optional_api(self._api_url(project, version), project)
+        if own is not None:
+            parsed: ApiDocument = own.parsed
+            return parsed
+        whole = await self._optional_api(self._api_url(project), project)
+        if whole is not None:
+            api: ApiDocument = whole.parsed
+        else:
+            page, _ = await self._page(project)
+            api = jsonapi.document_from_page(page)
+        cut = jsonapi.release_document(api, version)
+        if cut is None:
+            raise NotFound(f"the upstream index has no release {version} of {project}")
+        return cut
 
     async def _serve_api_version(
         self, request: web.Request, project: str, version: str
@@ -580,11 +744,17 @@ class PypiIndex:
             if refused is not None:
                 raise Held.from_decision(refused)
             raise NotFound(f"{project} {version} has no files upstream")
-        rendered = responses.render(
-            jsonapi.render_api_version(api, version, visible, self._pypi_base(request)),
-            content_type=jsonapi.API_JSON_TYPE,
-            form="api-version",
-            valid_until=self._valid_until(policy.earliest_until(hidden)),
+        metadata: CoreMetadata | None = None
+        complete = True
+        if jsonapi.info_for(api, version) is None:
+            metadata, complete = await self._release_metadata(project, version)
+        view = jsonapi.version_view(version, visible, hidden)
+        rendered = self._api_view(
+            jsonapi.render_api_version(api, version, visible, self._pypi_base(request), metadata),
+            "api-version",
+            jsonapi.render_notice(project, view),
+            view.valid_until,
+            complete,
         )
         return responses.respond(request, rendered, now=now, vary=VARY, ceiling=API_MAX_AGE)
 
