@@ -202,6 +202,31 @@ async def test_without_pep_658_files_info_says_only_what_the_index_knows(
     assert not [seen for seen in index.requests if seen.path.endswith(".metadata")]
 
 
+async def test_without_pep_658_files_info_is_read_from_the_cached_wheel(
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient, clock: FixedClock
+) -> None:
+    client, index = await mirror_of(
+        aiohttp_server, make_mirror, version_api=False, metadata_files=False
+    )
+    _, body, _ = await get_json(client, "/pypi/pypi/demo/json")
+    assert body["info"]["requires_dist"] is None  # the wheel is not cached: nothing known yet
+    wheel = "demo-1.1-py3-none-any.whl"
+    assert index.upstream.count(index.file(wheel).path) == 0  # and no wheel was fetched for it
+    url = f"/pypi/files/demo/{wheel}"
+    response = await client.get(url)
+    assert response.status == 200
+    await response.read()
+    # The mirror now holds the wheel, so it reads the METADATA from it (as it serves it).
+    response = await client.get(url + ".metadata")
+    assert response.status == 200
+    clock.advance(timedelta(seconds=31))
+    _, body, _ = await get_json(client, "/pypi/pypi/demo/json")
+    info = body["info"]
+    assert (info["version"], info["summary"]) == ("1.1", "Demo, the allowed release")
+    assert info["requires_dist"] == REQUIRES
+    assert index.upstream.count(index.file(wheel).path) == 1
+
+
 async def test_an_upstream_failure_on_the_metadata_file_is_retried_soon(
     aiohttp_server: AiohttpServer, make_mirror: MakeClient, clock: FixedClock
 ) -> None:
@@ -308,13 +333,19 @@ async def test_the_notice_is_on_filtered_answers_only(
     await block(client, "==1.0")
     _, _, headers = await get_json(client, "/pypi/pypi/demo/json")
     notice = headers["X-Mirror-Notice"]
-    assert notice.startswith("demo: 2 files held in quarantine (the first available ")
-    assert notice.endswith("; 2 files blocked")
+    assert notice.startswith("demo: 2 files held in quarantine (newest ")
+    assert notice.endswith(
+        "; 2 files blocked by block block-1: compromised release "
+        "(demo-1.0.tar.gz, demo-1.0-py3-none-any.whl)"
+    )
     assert notice.isascii()
     clock.advance(timedelta(days=4))  # out of quarantine: only the block holds files back
     response = await client.get("/pypi/pypi/demo/json")
     assert (await response.json())["info"]["version"] == "2.0"
-    assert response.headers["X-Mirror-Notice"] == "demo: 2 files blocked"
+    assert response.headers["X-Mirror-Notice"] == (
+        "demo: 2 files blocked by block block-1: compromised release "
+        "(demo-1.0.tar.gz, demo-1.0-py3-none-any.whl)"
+    )
 
 
 async def test_no_notice_when_nothing_is_held(

@@ -722,7 +722,9 @@ def test_the_notice_says_what_is_held_back() -> None:
     api = jsonapi.parse_api_document(orjson.dumps(API), "demo", "http://up.test/")
     view = jsonapi.filter_api(api, rules(block("==1.0")), NOW)
     assert jsonapi.render_notice("demo", view) == (
-        "demo: 2 files held in quarantine (the first available 2026-11-25T05:00Z); 1 file blocked"
+        "demo: 2 files held in quarantine (newest demo-1.1-cp313-cp313-win_amd64.whl, "
+        "available 2026-11-25T09:00Z); 1 file blocked by block b1: compromised release "
+        "(demo-1.0-py3-none-any.whl)"
     )
     assert jsonapi.render_notice("demo", jsonapi.filter_api(api, rules(), NOW + AGE * 2)) is None
     visible, hidden = jsonapi.decide_api_version(
