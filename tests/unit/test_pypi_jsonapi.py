@@ -733,12 +733,14 @@ def test_the_notice_says_what_is_held_back() -> None:
     one = jsonapi.version_view("1.1", visible, hidden)
     assert (one.latest, one.valid_until) == ("1.1", NOW - timedelta(hours=1) + AGE)
     assert jsonapi.render_notice("demo", one) == (
-        "demo: 1 file held in quarantine (the first available 2026-11-25T09:00Z)"
+        "demo: 1 file held in quarantine "
+        "(newest demo-1.1-cp313-cp313-win_amd64.whl, available 2026-11-25T09:00Z)"
     )
     none = jsonapi.version_view("1.1", [], hidden)
     assert (none.latest, none.releases) == (None, {})
     assert jsonapi.render_notice("d\u00e9mo", one) == (
-        "d?mo: 1 file held in quarantine (the first available 2026-11-25T09:00Z)"
+        "d?mo: 1 file held in quarantine "
+        "(newest demo-1.1-cp313-cp313-win_amd64.whl, available 2026-11-25T09:00Z)"
     )
 
 
