@@ -392,6 +392,18 @@ class Upstream:
         response = await self._open(scope, method, url, sent, body=body, retry=retry, relay=True)
         return await self._read_document(scope, url, response, max_bytes)
 
+    def relayed_failure(
+        self, url: str, answer: UpstreamDocument, *, ecosystem: str
+    ) -> errors.UpstreamError | None:
+        """For an answer `forward` returned (whatever its status) to `url`: when its status
+        tells of an outage (`transient_status`), the error to raise (503 with the upstream's
+        `Retry-After`), counted and logged as any failure; else None (the caller judges it)."""
+        if not transient_status(answer.status):
+            return None
+        scope = self._scope(url, ecosystem)
+        failure = _status_failure(scope, url, answer, answer.url, self._clock.now())
+        return self._failed(scope, answer.url, failure)
+
     # internals --------------------------------------------------------------------------
 
     def _count_join(self, kind: str) -> None:
@@ -691,7 +703,9 @@ class Upstream:
         self, scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
     ) -> errors.UpstreamError:
         return self._failed(
-            scope, str(response.url), _status_failure(scope, url, response, self._clock.now())
+            scope,
+            str(response.url),
+            _status_failure(scope, url, response, str(response.url), self._clock.now()),
         )
 
     def _early_status_error(
@@ -780,12 +794,22 @@ class _Failure:
     detail: str  # for the log: the message with the (redacted) URL, or the exception's text
 
 
+class _Answer(Protocol):
+    """What `_status_failure` reads of an answer: an aiohttp response or an UpstreamDocument."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
 def _status_failure(
-    scope: UpstreamScope, url: str, response: aiohttp.ClientResponse, now: datetime
+    scope: UpstreamScope, url: str, response: _Answer, final_url: str, now: datetime
 ) -> _Failure:
     what = scope.subject(url)
     where = f"the {scope.ecosystem} upstream"
-    final = redact(str(response.url))
+    final = redact(final_url)
     if response.status in (404, 410):
         message = f"{where} has no {what} (HTTP {response.status})"
         error: errors.UpstreamError = errors.UpstreamNotFound(
