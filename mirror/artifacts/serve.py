@@ -17,10 +17,14 @@ Choices, stated plainly:
   against the declared one) without waiting for the download; a Range request with the
   upstream's 206 for that range, relayed (`passthrough.relay_range`: unverified bytes,
   `no-store`, bounded in length and `RANGE_RELAYS_AT_ONCE` per process) — what a resolver
-  reading a wheel's metadata by ranges needs before a first byte. Neither is answered when the
-  declared digest differs from the first-seen one (`pinning`). Whatever cannot be answered
-  so (conditional requests, several ranges, an upstream that ignores ranges or disagrees on
-  the size, no free relay) waits for the download, then is answered from disk like a hit.
+  reading a wheel's metadata by ranges needs before a first byte; neither carries an ETag.
+  Neither is answered when the declared digest differs from the first-seen one or shared state
+  could not confirm it (`pinning`), nor for a file whose last download failed verification;
+  relays still open when a download fails verification are cut. Each relay has a deadline
+  (`RANGE_RELAY_DEADLINE`): a client that stops reading does not keep its slot. Whatever
+  cannot be answered so (conditional requests, several ranges, an upstream that ignores
+  ranges or disagrees on the size, no free relay) waits for the download, then is answered
+  from disk like a hit.
   A full disk does not stop installs: the client gets the verified bytes uncached
   (`passthrough.relay_uncached`).
 - Every GET that sends the file (200/206) is written to the download ledger in the background;
