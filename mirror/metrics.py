@@ -57,7 +57,8 @@ class Metrics:
             "mirror_upstream_errors_total",
             "Upstream fetches that failed after their retries, by kind: timeout, connect, "
             "connection-lost, network, truncated, http-429, http-5xx (http-4xx and so on for "
-            "other statuses), redirect, bad-document",
+            "other statuses), redirect, redirect-refused (a redirect off the upstream's hosts), "
+            "bad-document",
             ["ecosystem", "kind"], registry=r,
         )  # fmt: skip
         self.upstream_seconds = Histogram(

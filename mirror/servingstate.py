@@ -139,6 +139,14 @@ class ServingState:
                 return copied
         return self._pins.get((ecosystem, key))
 
+    def pin_confirmed(self, ecosystem: str, key: str) -> bool:
+        """Whether the pin `remember_digest` gave for `key` came from the shared state (or the
+        last-known copy of it), not from the fallback that takes the caller's own digest while
+        the state does not answer (then its write is still queued, or the state is down)."""
+        if self._known_pins is not None and self._known_pins.known_pin_now(ecosystem, key):
+            return True
+        return self._down_since is None and ("digest", ecosystem, key) not in self._backlog
+
     async def remember_digest(self, ecosystem: str, key: str, digest: str) -> str:
         """The first digest seen for `key`: from memory, else from state (storing `digest` if
         none was), else, when state cannot answer within the bound, `digest` itself with the

@@ -2,13 +2,17 @@
 per ecosystem, manual redirects, bounded retries, conditional GET, single-flight per document.
 It caches nothing; no aiohttp exception escapes it (all become `mirror.errors` types).
 
-Failures: a transient one (reset, refused connection, timeout, truncated body, 5xx, 429),
-after the retries, is `UpstreamUnavailable` (503 with `Retry-After`, so clients retry); a
-definite one keeps its meaning (404/410 `UpstreamNotFound`; other 4xx and bad redirects
-`UpstreamUnavailable(transient=False)`, 502; broken bodies `BadUpstreamDocument`). Each is
-counted (`mirror_upstream_errors_total`, by ecosystem and kind) and logged through an
-`OutageLog`: the first failure of a host at once, then one summary per host per interval,
-and a line when it answers again, never a line per request.
+Failures: a transient one (reset, refused connection, timeout, truncated body, 500, 502,
+503, 504, 429), after the retries, is `UpstreamUnavailable` (503 with `Retry-After`, so clients
+retry); a definite one keeps its meaning (404/410 `UpstreamNotFound`; other 4xx, other 5xx and
+bad redirects `UpstreamUnavailable(transient=False)`, 502; broken bodies
+`BadUpstreamDocument`). Each is counted (`mirror_upstream_errors_total`, by ecosystem and
+kind) and logged through an `OutageLog`, by the host that failed (after redirects: the file
+host): the first failure of a host at once, then one summary per host per interval, and a
+line when it answers again, never a line per request. A redirect refused because it leaves
+the scope is no outage but an attack signal: its own WARNING (kind `redirect-refused`). A
+HEAD or ranged GET sent to answer a client early is the client's request passed on: a 416
+or 405 it earns is no failure (see `_early_status_error`).
 
 Scopes: every call names its ecosystem (never derived from the URL). A request, and every
 redirect hop, goes only to that ecosystem's upstream host or one of its file hosts; its
@@ -30,11 +34,12 @@ import contextlib
 import functools
 import logging
 import math
+import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -59,6 +64,11 @@ MAX_REDIRECTS = 5
 # A Retry-After longer than this is not worth holding a client request for.
 RETRY_AFTER_CAP = 5.0
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Statuses that may well differ on the next try (see `transient_status`).
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# `Retry-After` as delay-seconds: ASCII digits only (`str.isdigit` also takes superscripts
+# and Arabic-Indic digits).
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Headers that describe one hop or the transfer, not the document: never copied either way.
@@ -80,6 +90,10 @@ _HOP_HEADERS = frozenset(
 # Never taken from a caller's headers: the only credentials sent are the scope's own.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# A refused redirect is logged at most once per (host, target host) per this interval; the
+# pairs remembered for that are bounded (the oldest forgotten first).
+REFUSED_REDIRECT_INTERVAL = timedelta(seconds=30)
+MAX_REFUSED_REDIRECTS = 256
 
 # (scheme, lower-case host, port with the scheme's default filled in)
 Origin = tuple[str, str, int]
@@ -197,7 +211,9 @@ class _Stream:
         self._upstream = upstream
         self._response = response
         self._scope = scope
-        self._url = url
+        self._url = url  # what the client asked for: messages name it
+        # where the bytes come from after redirects (a file host): failures are its own
+        self._source = str(response.url)
         self.status = response.status
         self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(response.headers))
         self.content_length = response.content_length
@@ -211,15 +227,19 @@ class _Stream:
                 yield chunk
         except _NETWORK_ERRORS as exc:
             raise self._upstream._failed(
-                self._scope, self._url, _network_failure(self._scope, self._url, exc)
+                self._scope,
+                self._source,
+                _network_failure(self._scope, self._url, exc, source=self._source),
             ) from None
         if self.content_length is not None and received < self.content_length:
             raise self._upstream._failed(
                 self._scope,
-                self._url,
-                _truncated(self._scope, self._url, received, self.content_length),
+                self._source,
+                _truncated(
+                    self._scope, self._url, received, self.content_length, source=self._source
+                ),
             )
-        self._upstream._answered(self._url)
+        self._upstream._answered(self._source)
 
 
 class Upstream:
@@ -240,14 +260,16 @@ class Upstream:
         self._clock = clock or SystemClock()
         # Failures are logged per host and interval, not per request (see `_failed`).
         self._outages = OutageLog()
+        # When each (host, target host) redirect refusal was last logged (bounded).
+        self._refused_redirects: dict[tuple[str, str], datetime] = {}
         self._session: aiohttp.ClientSession | None = None
         # GETs and HEADs of documents: concurrent requests for one URL share one request.
         self._documents: SingleFlight[tuple[object, ...], UpstreamDocument] = SingleFlight(
-            "upstream document", on_join=self._count_join
+            "upstream document", on_join=functools.partial(self._count_join, "document")
         )
         # HEADs of artifacts (their sizes), shared the same way.
         self._sizes: SingleFlight[tuple[str, str], int | None] = SingleFlight(
-            "upstream artifact size", on_join=self._count_join
+            "upstream artifact size", on_join=functools.partial(self._count_join, "artifact-size")
         )
 
     # lifecycle --------------------------------------------------------------------------
@@ -370,11 +392,23 @@ class Upstream:
         response = await self._open(scope, method, url, sent, body=body, retry=retry, relay=True)
         return await self._read_document(scope, url, response, max_bytes)
 
+    def relayed_failure(
+        self, url: str, answer: UpstreamDocument, *, ecosystem: str
+    ) -> errors.UpstreamError | None:
+        """For an answer `forward` returned (whatever its status) to `url`: when its status
+        tells of an outage (`transient_status`), the error to raise (503 with the upstream's
+        `Retry-After`), counted and logged as any failure; else None (the caller judges it)."""
+        if not transient_status(answer.status):
+            return None
+        scope = self._scope(url, ecosystem)
+        failure = _status_failure(scope, url, answer, answer.url, self._clock.now())
+        return self._failed(scope, answer.url, failure)
+
     # internals --------------------------------------------------------------------------
 
-    def _count_join(self) -> None:
+    def _count_join(self, kind: str) -> None:
         if self._metrics is not None:
-            self._metrics.singleflight_joins.labels("document").inc()
+            self._metrics.singleflight_joins.labels(kind).inc()
 
     def _scope(self, url: str, ecosystem: str) -> UpstreamScope:
         scope = self._scopes.get(ecosystem)
@@ -425,7 +459,7 @@ class Upstream:
             raise self._failed(scope, url, _network_failure(scope, url, exc)) from None
         finally:
             response.release()
-        if not _transient_status(response.status):  # a relayed 5xx is no sign of recovery
+        if not transient_status(response.status):  # a relayed 5xx is no sign of recovery
             self._answered(url)
         headers = CIMultiDict(
             (name, value)
@@ -510,21 +544,28 @@ class Upstream:
         headers = {"Accept-Encoding": "identity"}
         if byte_range is not None:
             headers["Range"] = byte_range
-        response = await self._open(scope, "GET", url, headers, retry=True)
+        # A ranged GET is the client's own request passed on: a status it earned (416 for a
+        # range past the end) is no failure of the upstream (see `_early_status_error`).
+        ranged = byte_range is not None
+        response = await self._open(scope, "GET", url, headers, retry=True, relay=ranged)
         try:
-            if response.status != 200 and not (byte_range is not None and response.status == 206):
+            if response.status != 200 and not (ranged and response.status == 206):
+                if ranged:
+                    raise self._early_status_error(scope, url, response)
                 raise self._status_error(scope, url, response)
             yield _Stream(self, response, scope, url)
         finally:
             response.release()
 
     async def _artifact_size(self, scope: UpstreamScope, url: str) -> int | None:
-        response = await self._open(scope, "HEAD", url, {"Accept-Encoding": "identity"}, retry=True)
+        response = await self._open(
+            scope, "HEAD", url, {"Accept-Encoding": "identity"}, retry=True, relay=True
+        )
         try:
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if response.status != 200 or encoding not in ("", "identity"):
-                return None
-            return response.content_length
+            if response.status != 200:
+                raise self._early_status_error(scope, url, response)
+            self._answered(str(response.url))
+            return response.content_length if identity_encoded(response.headers) else None
         finally:
             response.release()
 
@@ -569,21 +610,7 @@ class Upstream:
                     ),
                 ) from None
             if not scope.allows(next_target):
-                raise self._failed(
-                    scope,
-                    str(target),
-                    _Failure(
-                        errors.HostNotAllowed(
-                            f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to "
-                            f"a host that is not one of the {scope.ecosystem} upstream's "
-                            "hosts; the mirror does not follow it"
-                        ),
-                        "redirect",
-                        f"refused a redirect from {redact(str(target))} to "
-                        f"{redact(str(next_target))}: not the {scope.ecosystem} upstream's "
-                        "host or one of its file hosts",
-                    ),
-                )
+                raise self._refused_redirect(scope, url, target, next_target)
             if response.status == 303 or (
                 response.status in (301, 302) and method not in ("GET", "HEAD")
             ):
@@ -651,10 +678,11 @@ class Upstream:
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _backoff(self, attempt: int, retry_after: str | None) -> None:
+    async def _backoff(self, attempt: int, asked: str | None) -> None:
         delay = self._config.backoff.total_seconds() * (2**attempt)
-        if retry_after is not None and retry_after.strip().isdigit():
-            delay = max(delay, min(float(retry_after.strip()), RETRY_AFTER_CAP))
+        wait = parse_retry_after(asked, self._clock.now())
+        if wait is not None:
+            delay = max(delay, min(float(wait), RETRY_AFTER_CAP))
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -675,7 +703,55 @@ class Upstream:
         self, scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
     ) -> errors.UpstreamError:
         return self._failed(
-            scope, str(response.url), _status_failure(scope, url, response, self._clock.now())
+            scope,
+            str(response.url),
+            _status_failure(scope, url, response, str(response.url), self._clock.now()),
+        )
+
+    def _early_status_error(
+        self, scope: UpstreamScope, url: str, response: aiohttp.ClientResponse
+    ) -> errors.UpstreamError:
+        """The error for a status answering a HEAD or a ranged GET sent to answer a client
+        early (the download answers it otherwise). Only what tells of an outage (429, 5xx)
+        is a failure, and 404/410 an answer, as for any request; anything else (416 for a
+        range past the end, 403/405 from an upstream that refuses HEAD) may be the client's
+        own doing, so it is neither counted nor logged: the caller waits for the download."""
+        if response.status in (404, 410, 429) or response.status >= 500:
+            return self._status_error(scope, url, response)
+        self._answered(str(response.url))
+        return errors.UpstreamUnavailable(
+            f"the {scope.ecosystem} upstream answered HTTP {response.status} for "
+            f"{scope.subject(url)}",
+            transient=False,
+            upstream_status=response.status,
+        )
+
+    def _refused_redirect(
+        self, scope: UpstreamScope, url: str, source: URL, target: URL
+    ) -> errors.UpstreamError:
+        """A redirect off the scope: an attack signal (or a misconfigured file host), not an
+        outage of the host that sent it. Counted as `redirect-refused` and logged at WARNING
+        on its own, at most once per (host, target host) per `REFUSED_REDIRECT_INTERVAL`."""
+        if self._metrics is not None:
+            metrics = self._metrics
+            metrics.child(metrics.upstream_errors, scope.ecosystem, "redirect-refused").inc()
+        pair = (_host_key_of(str(source)) or "?", _host_key_of(str(target)) or str(target.host))
+        now = self._clock.now()
+        last = self._refused_redirects.get(pair)
+        if last is None or now - last >= REFUSED_REDIRECT_INTERVAL:
+            if last is None and len(self._refused_redirects) >= MAX_REFUSED_REDIRECTS:
+                self._refused_redirects.pop(next(iter(self._refused_redirects)))
+            self._refused_redirects[pair] = now
+            log.warning(
+                "refused a redirect from %s to %s: not the %s upstream's host or one of its "
+                "file hosts (an attack signal, or a file host missing from the settings)",
+                redact(str(source)),
+                redact(str(target)),
+                scope.ecosystem,
+            )
+        return errors.HostNotAllowed(
+            f"the {scope.ecosystem} upstream redirected {scope.subject(url)} to a host that is "
+            f"not one of the {scope.ecosystem} upstream's hosts; the mirror does not follow it"
         )
 
     def _failed(self, scope: UpstreamScope, url: str, failure: _Failure) -> errors.UpstreamError:
@@ -718,12 +794,22 @@ class _Failure:
     detail: str  # for the log: the message with the (redacted) URL, or the exception's text
 
 
+class _Answer(Protocol):
+    """What `_status_failure` reads of an answer: an aiohttp response or an UpstreamDocument."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
 def _status_failure(
-    scope: UpstreamScope, url: str, response: aiohttp.ClientResponse, now: datetime
+    scope: UpstreamScope, url: str, response: _Answer, final_url: str, now: datetime
 ) -> _Failure:
     what = scope.subject(url)
     where = f"the {scope.ecosystem} upstream"
-    final = redact(str(response.url))
+    final = redact(final_url)
     if response.status in (404, 410):
         message = f"{where} has no {what} (HTTP {response.status})"
         error: errors.UpstreamError = errors.UpstreamNotFound(
@@ -731,11 +817,11 @@ def _status_failure(
         )
         return _Failure(error, "not-found", f"{message} ({final})")
     message = f"{where} answered HTTP {response.status} for {what}"
-    transient = _transient_status(response.status)
-    if transient:
-        retry_after = _retry_after(response.headers.get("Retry-After"), now)
+    if transient_status(response.status):
         error = errors.UpstreamUnavailable(
-            message, retry_after=retry_after, upstream_status=response.status
+            message,
+            retry_after=retry_after(response.headers.get("Retry-After"), now),
+            upstream_status=response.status,
         )
     else:
         error = errors.UpstreamUnavailable(
@@ -745,25 +831,33 @@ def _status_failure(
     return _Failure(error, kind, f"{message} ({final})")
 
 
-def _network_failure(scope: UpstreamScope, url: str, exc: BaseException) -> _Failure:
-    """A network failure: the client learns its kind; the log gets the exception's text
-    (which names the host and address)."""
+def _network_failure(
+    scope: UpstreamScope, url: str, exc: BaseException, *, source: str | None = None
+) -> _Failure:
+    """A network failure: the client learns its kind (of `url`, what it asked for); the log
+    gets the exception's text (which names the host and address) and `source`, the URL that
+    failed after redirects when it differs."""
     kind = _network_kind(exc)
     return _Failure(
         errors.UpstreamUnavailable(
             f"could not fetch {scope.subject(url)} from the {scope.ecosystem} upstream: {kind}"
         ),
         _NETWORK_LABELS.get(kind, "network"),
-        f"could not fetch {redact(url)} from the {scope.ecosystem} upstream: {_describe(exc)}",
+        f"could not fetch {redact(source or url)} from the {scope.ecosystem} upstream: "
+        f"{_describe(exc)}",
     )
 
 
-def _truncated(scope: UpstreamScope, url: str, received: int, declared: int) -> _Failure:
+def _truncated(
+    scope: UpstreamScope, url: str, received: int, declared: int, *, source: str | None = None
+) -> _Failure:
     message = (
         f"the {scope.ecosystem} upstream closed the connection after {received} of "
         f"{declared} bytes of {scope.subject(url)}"
     )
-    return _Failure(errors.UpstreamUnavailable(message), "truncated", f"{message} ({redact(url)})")
+    return _Failure(
+        errors.UpstreamUnavailable(message), "truncated", f"{message} ({redact(source or url)})"
+    )
 
 
 def _bad_document(url: str, message: str) -> _Failure:
@@ -788,25 +882,39 @@ def _too_big(scope: UpstreamScope, url: str, max_bytes: int) -> _Failure:
     )
 
 
-def _transient_status(status: int) -> bool:
-    """An upstream status that may well be different on the next try: 429 and every 5xx."""
-    return status == 429 or 500 <= status < 600
+def transient_status(status: int) -> bool:
+    """An upstream status that may well be different on the next try: 429 and the 5xx that
+    say so (500, 502, 503, 504); 501 and 505 will not change and are definite."""
+    return status in TRANSIENT_STATUSES
 
 
-def _retry_after(value: str | None, now: datetime) -> int:
-    """The upstream's `Retry-After` (seconds or an HTTP date) in whole seconds, or the
-    mirror's own default when it sent none that parses (bounded by `UpstreamUnavailable`)."""
+def parse_retry_after(value: str | None, now: datetime) -> int | None:
+    """A `Retry-After` value (RFC 9110 §10.2.3: ASCII digits, or an HTTP date) as seconds from
+    `now` (a date in the past: 0 or less); None when absent or not one of those forms."""
     text = (value or "").strip()
-    if text.isdigit():
-        return int(text[:6])
-    if text:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return errors.RETRY_AFTER
-        if moment.tzinfo is not None:
-            return math.ceil((moment - now).total_seconds())
-    return errors.RETRY_AFTER
+    if _DELAY_SECONDS.fullmatch(text):
+        return int(text)
+    if not text:
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return math.ceil((moment - now).total_seconds())
+
+
+def retry_after(value: str | None, now: datetime) -> int:
+    """The upstream's `Retry-After` in whole seconds, or the mirror's own default when it sent
+    none that parses (bounded by `UpstreamUnavailable`)."""
+    seconds = parse_retry_after(value, now)
+    return errors.RETRY_AFTER if seconds is None else seconds
+
+
+def identity_encoded(headers: Mapping[str, str]) -> bool:
+    """Whether a response's body is sent as is (no `Content-Encoding` but identity)."""
+    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
 
 
 def _inflate_rest(decoder: zlib._Decompress, room: int | None) -> bytes:

@@ -11,19 +11,24 @@ Choices, stated plainly:
   relayed while they are hashed, with the same hold-back, `Cache-Control: no-store`.
 - `relay_range`: a Range request on a miss is answered with the upstream's own 206 for that
   range, relayed chunk by chunk (nothing held in memory), while the full download runs once in
-  the background and is verified before it is stored. The ranged bytes cannot be verified:
-  the file's digest covers the whole file. That is the price of answering a resolver's
-  metadata read (uv reads a wheel's central directory and METADATA this way) without a full
-  download first; such an answer is `no-store`, carries no ETag (the mirror cannot vouch for
-  it) and is bounded (`RANGE_RELAY_MAX` bytes; how many at once is the caller's bound). The
-  upstream's answer must be exactly the range asked for, of a file of the declared size; any
-  other answer, or a failure before the headers, leaves the request to the download (`None`).
+  the background and is verified before it is stored. What a relayed range is: UNVERIFIED
+  bytes, as upstream sent them (the file's digest covers the whole file; a client such as uv
+  reads a wheel's central directory and METADATA through them, so what it resolves with may
+  be bytes the mirror later refuses). What it is not: cached (`no-store`, no ETag: the mirror
+  cannot vouch for it), long (`RANGE_RELAY_MAX` bytes, within `deadline` seconds; how many at
+  once is the caller's bound), or served for a file known bad (the caller cuts relays still
+  open when the download fails verification and relays nothing more of that file until a
+  download of it verifies; nor before the first-seen pin was checked against shared state).
+  The upstream's answer must be exactly the range asked for, of a file of the declared size;
+  any other answer, or a failure before the headers, leaves the request to the download
+  (`None`).
 - The download ledger is noted as the headers go out, as for hits: an impact report had better
   name a client that hung up mid-body than miss one that did not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -36,7 +41,7 @@ from mirror.artifacts.download import HOLD_BACK, Download
 from mirror.artifacts.pinning import Pins
 from mirror.blobs.store import ALGORITHMS, BlobEntry, check_digests
 from mirror.model import ArtifactRef
-from mirror.upstream import Upstream, UpstreamStream
+from mirror.upstream import Upstream, UpstreamStream, identity_encoded
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +255,15 @@ async def relay_range(
     *,
     upstream: Upstream,
     record: Callable[[], None],
+    deadline: float,
+    size_agrees: Callable[[ArtifactRef, int], bool],
 ) -> web.StreamResponse | None:
     """Answer a GET of one byte range of `ref` (not stored) with the upstream's 206 for it,
     relayed as it arrives (see the module docstring). None, with nothing sent, when it cannot
     be: several or malformed ranges, a range longer than `RANGE_RELAY_MAX`, an upstream that
-    ignores ranges, answers another range, another size than declared, or fails."""
+    ignores ranges, answers another range, a size `size_agrees` refuses, or fails. The whole
+    relay takes at most `deadline` seconds: a client that stops reading (or an upstream that
+    stalls) is cut off then, so it cannot hold a relay slot."""
     try:
         wanted = request.http_range
     except ValueError:
@@ -265,10 +274,11 @@ async def relay_range(
     response: web.StreamResponse | None = None
     sent = count = 0
     try:
-        async with upstream.stream(
-            ref.upstream_url, ecosystem=ref.ecosystem, byte_range=asked
-        ) as answer:
-            span = _relayable(answer, wanted, ref)
+        async with (
+            asyncio.timeout(deadline),
+            upstream.stream(ref.upstream_url, ecosystem=ref.ecosystem, byte_range=asked) as answer,
+        ):
+            span = _relayable(answer, wanted, ref, size_agrees)
             if span is None:
                 return None  # leaving the block drops the upstream connection unread
             offset, count, size = span
@@ -290,6 +300,10 @@ async def relay_range(
                 sent += len(chunk)
                 if sent == count:
                     break
+    except TimeoutError:
+        if response is None:
+            return None  # nothing sent: the download answers
+        # Past the deadline (a client that stopped reading, a stalled upstream): cut below.
     except errors.UpstreamError:
         if response is None:
             return None  # the download will say what is wrong
@@ -297,7 +311,7 @@ async def relay_range(
     except ConnectionError:
         if response is None:
             raise
-        return response  # the client left
+        return response  # the client left (or the relay was cut: see the caller)
     if response is None:  # unreachable: every way here prepared it
         raise RuntimeError(f"{ref.cache_key}: a relayed range without a response")
     if sent != count:
@@ -327,27 +341,23 @@ def _range_header(wanted: slice, size: int | None) -> str | None:
 
 
 def _relayable(
-    answer: UpstreamStream, wanted: slice, ref: ArtifactRef
+    answer: UpstreamStream,
+    wanted: slice,
+    ref: ArtifactRef,
+    size_agrees: Callable[[ArtifactRef, int], bool],
 ) -> tuple[int, int, int] | None:
     """(offset, count, file size) of the upstream's answer when it is exactly the range asked
-    for, of a file of the declared size (when declared), unencoded; else None."""
+    for, of a file of a size `size_agrees` accepts, unencoded; else None."""
     if answer.status != 206:
         return None  # the whole file: the download fetches it already
     match = _CONTENT_RANGE.fullmatch(answer.headers.get("Content-Range", "").strip())
     if match is None:
         return None
     first, last, size = (int(group) for group in match.groups())
-    encoding = answer.headers.get("Content-Encoding", "identity").strip().lower()
-    if ref.size is not None and size != ref.size:
-        log.warning(
-            "upstream says %s has %d bytes, its metadata %d: not relaying a range of it",
-            ref.cache_key,
-            size,
-            ref.size,
-        )
+    if not size_agrees(ref, size):
         return None
     span = byte_span(wanted, size)
-    if span is None or encoding not in ("", "identity") or span != (first, last - first + 1):
+    if span is None or not identity_encoded(answer.headers) or span != (first, last - first + 1):
         return None
     if answer.content_length is not None and answer.content_length != span[1]:
         return None

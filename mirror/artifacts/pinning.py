@@ -52,11 +52,15 @@ class Pins:
     async def unchanged(self, ref: ArtifactRef) -> bool:
         """Whether the digests declared now agree with the one remembered first (remembering
         the declared one if none was; True when nothing can be compared), asked before bytes
-        that cannot be verified are relayed. A disagreement is neither counted nor raised
-        here: the download refuses those bytes and counts that."""
+        that cannot be verified are relayed. False too when the shared state could not be
+        consulted (the fallback pins the declared digest: nothing was compared). A
+        disagreement is neither counted nor raised here: the download refuses those bytes
+        and counts that."""
         seen = await self._first_seen(ref)
         if seen is None:
             return True
+        if not self._shared.pin_confirmed(ref.ecosystem, ref.cache_key):
+            return False
         algorithm, _, hexdigest = seen[1].partition(":")
         same = [d for d in ref.digests if d.algorithm == algorithm]
         return all(d.hexdigest.strip().lower() == hexdigest for d in same)

@@ -17,10 +17,14 @@ Choices, stated plainly:
   against the declared one) without waiting for the download; a Range request with the
   upstream's 206 for that range, relayed (`passthrough.relay_range`: unverified bytes,
   `no-store`, bounded in length and `RANGE_RELAYS_AT_ONCE` per process) — what a resolver
-  reading a wheel's metadata by ranges needs before a first byte. Neither is answered when the
-  declared digest differs from the first-seen one (`pinning`). Whatever cannot be answered
-  so (conditional requests, several ranges, an upstream that ignores ranges or disagrees on
-  the size, no free relay) waits for the download, then is answered from disk like a hit.
+  reading a wheel's metadata by ranges needs before a first byte; neither carries an ETag.
+  Neither is answered when the declared digest differs from the first-seen one or shared state
+  could not confirm it (`pinning`), nor for a file whose last download failed verification;
+  relays still open when a download fails verification are cut. Each relay has a deadline
+  (`RANGE_RELAY_DEADLINE`): a client that stops reading does not keep its slot. Whatever
+  cannot be answered so (conditional requests, several ranges, an upstream that ignores
+  ranges or disagrees on the size, no free relay) waits for the download, then is answered
+  from disk like a hit.
   A full disk does not stop installs: the client gets the verified bytes uncached
   (`passthrough.relay_uncached`).
 - Every GET that sends the file (200/206) is written to the download ledger in the background;
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
@@ -39,10 +44,9 @@ from functools import partial
 from aiohttp import ETag, web
 
 from mirror import errors
-from mirror.artifacts.download import Downloads
+from mirror.artifacts.download import Download, Downloads
 from mirror.artifacts.passthrough import (
     byte_span,
-    declared_etag,
     relay_range,
     relay_uncached,
     stream_download,
@@ -80,6 +84,12 @@ SEND_CHUNK = 256 * 1024
 # Ranged answers relayed from upstream on a miss at once, per worker process: a client asking
 # for many ranges of an uncached file gets the rest answered once the download is stored.
 RANGE_RELAYS_AT_ONCE = 8
+# How long one relayed range may take, headers to last byte (its bytes are at most
+# `RANGE_RELAY_MAX`): a client that stops reading is cut off then and its relay slot freed.
+RANGE_RELAY_DEADLINE = timedelta(seconds=60)
+# Keys whose last download failed verification (no early answer for them; see `_refused`)
+# and keys whose size disagreement was logged: this many each, the oldest forgotten first.
+MAX_NOTED_KEYS = 4096
 # Headers that make a request conditional: judged only on a stored, verified copy.
 _CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range")
 
@@ -98,6 +108,8 @@ class ArtifactServer:
         trusted_proxies: tuple[IPNetwork, ...] = (),
         state_timeout: timedelta = timedelta(milliseconds=500),
         budget: ByteBudget | None = None,
+        range_relays: int = RANGE_RELAYS_AT_ONCE,
+        range_relay_deadline: timedelta = RANGE_RELAY_DEADLINE,
     ) -> None:
         self._blobs = blobs
         self._proxies = trusted_proxies
@@ -123,7 +135,12 @@ class ArtifactServer:
         self._downloads = Downloads(
             blobs=blobs, upstream=upstream, pins=self._pins, metrics=metrics, shared=self.shared
         )
-        self._range_relays = asyncio.Semaphore(RANGE_RELAYS_AT_ONCE)
+        self._range_relays = asyncio.Semaphore(range_relays)
+        self._range_relay_deadline = range_relay_deadline.total_seconds()
+        # Keys whose last download failed verification: nothing of them is answered early.
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        # Keys whose size upstream disagrees on, logged once each.
+        self._size_disagreements: OrderedDict[str, None] = OrderedDict()
 
     # public API ---------------------------------------------------------------------------
 
@@ -138,11 +155,11 @@ class ArtifactServer:
                 return response
             self._blobs.forget(ref.cache_key)
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
-        download = self._downloads.join(ref)  # runs on its own: nobody need wait for it
+        download = self._joined(ref)  # runs on its own: nobody need wait for it
         record = partial(self._record_download, request, ref)
         try:
             if request.method == "HEAD" or "Range" in request.headers:
-                early = await self._answer_before_stored(request, ref, record)
+                early = await self._answer_before_stored(request, ref, download, record)
                 if early is not None:
                     return early
                 return await self._serve_stored(request, ref, await download.stored())
@@ -172,7 +189,7 @@ class ArtifactServer:
             self._pins.check_stored(ref, entry)
             return entry, True
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
-        return await self._downloads.join(ref).stored(), False
+        return await self._joined(ref).stored(), False
 
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
@@ -183,13 +200,35 @@ class ArtifactServer:
 
     # misses answered before the download is stored ---------------------------------------
 
+    def _joined(self, ref: ArtifactRef) -> Download:
+        """The shared download of `ref`; its outcome is noted for early answers (`_refused`)."""
+        download = self._downloads.join(ref)
+        if download.task is not None:
+            download.task.add_done_callback(partial(self._note_outcome, download))
+        return download
+
+    def _note_outcome(self, download: Download, _task: object) -> None:
+        key = download.ref.cache_key
+        if isinstance(download.error, errors.IntegrityError):
+            _note(self._refused, key)
+        elif download.entry is not None:
+            self._refused.pop(key, None)
+
     async def _answer_before_stored(
-        self, request: web.Request, ref: ArtifactRef, record: Callable[[], None]
+        self,
+        request: web.Request,
+        ref: ArtifactRef,
+        download: Download,
+        record: Callable[[], None],
     ) -> web.StreamResponse | None:
         """A HEAD or a Range request on a miss, answered from upstream while the download runs
-        (see the module docstring); None (nothing sent) to wait for the download instead."""
+        (see the module docstring); None (nothing sent) to wait for the download instead:
+        also for a file whose last download failed verification (known bad), and when the
+        first-seen pin could not be checked against shared state (`Pins.unchanged`)."""
         if any(name in request.headers for name in _CONDITIONS):
             return None
+        if ref.cache_key in self._refused:
+            return None  # known bad: the download says so
         if request.method == "HEAD":
             if not await self._pins.unchanged(ref):
                 return None  # the download refuses these bytes and says so
@@ -200,7 +239,38 @@ class ArtifactServer:
         async with self._range_relays:
             if not await self._pins.unchanged(ref):
                 return None  # the download refuses these bytes: none is relayed first
-            return await relay_range(request, ref, upstream=self._upstream, record=record)
+            # Relayed bytes are unverified: once the download proves them bad, the relay is
+            # cut (never a clean end), whatever it has sent.
+            guard = asyncio.get_running_loop().create_task(
+                _cut_when_refused(request, download), name=f"relay guard {ref.cache_key}"
+            )
+            try:
+                return await relay_range(
+                    request,
+                    ref,
+                    upstream=self._upstream,
+                    record=record,
+                    deadline=self._range_relay_deadline,
+                    size_agrees=self._size_agrees,
+                )
+            finally:
+                guard.cancel()
+
+    def _size_agrees(self, ref: ArtifactRef, size: int) -> bool:
+        """Whether upstream's `size` for `ref` agrees with the declared one (when declared);
+        a disagreement is logged once per key (the download judges the bytes)."""
+        if ref.size is None or size == ref.size:
+            return True
+        if ref.cache_key not in self._size_disagreements:
+            _note(self._size_disagreements, ref.cache_key)
+            log.warning(
+                "upstream says %s has %d bytes, its metadata %d: answering it only once "
+                "downloaded and verified",
+                ref.cache_key,
+                size,
+                ref.size,
+            )
+        return False
 
     async def _upstream_size(self, ref: ArtifactRef) -> int | None:
         """The file's size as upstream answers a HEAD, when it agrees with the declared one;
@@ -211,28 +281,18 @@ class ArtifactServer:
             return None  # logged by `upstream`; the download answers for it
         if size is None:
             return ref.size  # it is there; its metadata says how big
-        if ref.size is not None and size != ref.size:
-            log.warning(
-                "upstream says %s has %d bytes, its metadata %d: HEAD waits for the download",
-                ref.cache_key,
-                size,
-                ref.size,
-            )
-            return None
-        return size
+        return size if self._size_agrees(ref, size) else None
 
     async def _head_unstored(
         self, request: web.Request, ref: ArtifactRef, size: int
     ) -> web.StreamResponse:
-        # no-store: a cache in front must not keep headers the mirror has not verified bytes
-        # for; the ETag is the declared sha256, the one a stored copy is served with.
+        # no-store and no ETag: the mirror has not verified these bytes yet (as for a relayed
+        # range), so neither a cache in front nor the client may take them for the stored copy.
         headers = {
             "Content-Type": ref.content_type,
             "Cache-Control": "no-store",
             "Accept-Ranges": "bytes",
         }
-        if (etag := declared_etag(ref)) is not None:
-            headers["ETag"] = etag
         response = web.StreamResponse(headers=headers)
         response.content_length = size
         await response.prepare(request)
@@ -329,6 +389,24 @@ class ArtifactServer:
                 session=who.session,
             )
         )
+
+
+async def _cut_when_refused(request: web.Request, download: Download) -> None:
+    """Abort `request`'s connection if `download` fails verification."""
+    try:
+        await download.stored()
+    except errors.IntegrityError:
+        if request.transport is not None:
+            request.transport.abort()
+    except Exception:  # any other outcome: the relay ends on its own
+        return
+
+
+def _note(keys: OrderedDict[str, None], key: str) -> None:
+    keys[key] = None
+    keys.move_to_end(key)
+    while len(keys) > MAX_NOTED_KEYS:
+        keys.popitem(last=False)
 
 
 async def _send_open_blob(

@@ -46,6 +46,7 @@ class _Failure:
     status: int
     remaining: int | None  # None: every request
     headers: dict[str, str] = field(default_factory=dict)
+    method: str | None = None  # None: every method
 
 
 class FakeUpstream:
@@ -137,9 +138,13 @@ class FakeUpstream:
         *,
         times: int | None = None,
         headers: Mapping[str, str] | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer `path` with `status` for the next `times` requests (None: until `heal`)."""
-        self._failures[path] = _Failure(status=status, remaining=times, headers=dict(headers or {}))
+        """Answer `path` with `status` for the next `times` requests (None: until `heal`); with
+        `method`, only requests of that method (others are answered as usual)."""
+        self._failures[path] = _Failure(
+            status=status, remaining=times, headers=dict(headers or {}), method=method
+        )
 
     def truncate(self, path: str) -> None:
         """Declare the full Content-Length, send only the first half of the body, then close."""
@@ -251,6 +256,8 @@ class FakeUpstream:
         if self._down:
             return web.Response(status=503, text="upstream is down")
         failure = self._failures.get(key)
+        if failure is not None and failure.method not in (None, request.method):
+            failure = None
         if failure is not None:
             if failure.remaining is not None:
                 failure.remaining -= 1

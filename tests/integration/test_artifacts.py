@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import queue
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +75,11 @@ class ChunkedUpstream:
         # Optionally stall mid-body (after `pause_after` bytes) until `resumed` is set.
         self.pause_after: int | None = None
         self.resumed = asyncio.Event()
+        # Ranges: cut halfway (the default), or, with `hold_ranges`, stall halfway until
+        # `ranges_resumed` is set, then end cleanly. `ranges` counts them.
+        self.hold_ranges = False
+        self.ranges_resumed = asyncio.Event()
+        self.ranges = 0
         self.app = web.Application()
         self.app.router.add_get("/{name}", self._handle)
         self.base_url = ""
@@ -99,7 +106,9 @@ class ChunkedUpstream:
         return response
 
     async def _cut_range(self, request: web.Request) -> web.StreamResponse:
-        """The range asked for, announced in full, then the connection closed halfway."""
+        """The range asked for, announced in full, then the connection closed halfway (or,
+        with `hold_ranges`, the rest once `ranges_resumed` is set)."""
+        self.ranges += 1
         wanted = request.http_range
         start = wanted.start if wanted.start >= 0 else len(self.body) + wanted.start
         part = self.body[wanted]
@@ -110,6 +119,11 @@ class ChunkedUpstream:
         response.content_length = len(part)
         await response.prepare(request)
         await response.write(part[: len(part) // 2])
+        if self.hold_ranges:
+            await self.ranges_resumed.wait()
+            await response.write(part[len(part) // 2 :])
+            await response.write_eof()
+            return response
         if request.transport is not None:
             request.transport.close()
         return response
@@ -518,11 +532,12 @@ async def test_head_on_a_miss_answers_from_upstream_while_the_download_runs(
     assert big.headers["Accept-Ranges"] == "bytes"
     assert big.headers["Content-Type"] == "application/gzip"
     assert big.headers["Cache-Control"] == "no-store"
-    assert "ETag" not in big.headers  # no sha256 declared: nothing the mirror can vouch for
+    assert "ETag" not in big.headers  # nothing the mirror can vouch for yet
     small = await mirror.client.head("/files/4.0.0")
     assert small.status == 200
     assert small.headers["Content-Length"] == str(len(SMALL))
-    assert small.headers["ETag"] == f'"{hashlib.sha256(SMALL).hexdigest()}"'  # as when stored
+    # Not verified yet: no ETag, even with a sha256 declared (as for a relayed range).
+    assert "ETag" not in small.headers
     # Both answers went out while the downloads they started were held mid-body.
     for name in ("3.0.0", "4.0.0"):
         await mirror.fake.wait_for(f"/files/{name}", 2)
@@ -1075,3 +1090,145 @@ async def test_a_full_disk_never_relays_a_complete_wrong_file(mirror: Mirror, di
     refused = await mirror.client.get("/files/2.0.0")
     assert refused.status == 502
     assert (await refused.json())["reason"] == "integrity"
+
+
+# review fixes: what an early answer may and may not do ---------------------------------------
+
+
+async def test_what_a_client_earns_upstream_is_no_upstream_failure(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A range past the end of a file of undeclared size (upstream: 416) and an upstream that
+    refuses HEAD (405) are the client's doing or the upstream's taste, not an outage: no
+    warning, no error counted, and the client gets its answer from the download."""
+    caplog.set_level(logging.INFO, logger="mirror")
+    mirror.add("1.0.0", SMALL)  # no size declared: upstream is asked for the range
+    past = await mirror.client.get("/files/1.0.0", headers={"Range": "bytes=99999999-99999999"})
+    assert past.status == 416
+    assert past.headers["Content-Range"] == f"bytes */{len(SMALL)}"
+    assert ranged_gets(mirror, "/files/1.0.0") == 1
+    mirror.add("2.0.0", SMALL)
+    mirror.fake.fail("/files/2.0.0", 405, method="HEAD")
+    head = await mirror.client.head("/files/2.0.0")
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(SMALL))
+    assert mirror.fake.count("/files/2.0.0", method="HEAD") == 1
+    assert await mirror.stored("1.0.0")
+    assert await mirror.stored("2.0.0")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    for kind in ("http-4xx", "http-5xx"):
+        assert mirror.sample("mirror_upstream_errors_total", ecosystem="npm", kind=kind) == 0
+
+
+async def test_a_relay_is_cut_when_the_download_fails_verification(mirror: Mirror) -> None:
+    evil = BIG[:-1] + b"!"
+    mirror.add("3.0.0", BIG, served=evil, slow=True)
+    mirror.slow.hold_ranges = True  # the range stalls halfway, until told to end cleanly
+    ranged = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=0-199999"})
+    assert ranged.status == 206
+    mirror.slow.release()  # the download: all of it, then verification fails
+    for _ in range(500):  # bounded: 5 s
+        if mirror.sample("mirror_integrity_failures_total", ecosystem="npm", cause="mismatch"):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    mirror.slow.ranges_resumed.set()  # upstream would end the range cleanly now
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await ranged.read()  # cut: never a clean end of bytes now known bad
+    # Known bad: nothing more of it is answered early; the next download says why.
+    again = await mirror.client.get("/files/3.0.0", headers={"Range": "bytes=0-9"})
+    assert again.status == 502
+    assert (await again.json())["reason"] == "integrity"
+    head = await mirror.client.head("/files/3.0.0")
+    assert head.status == 502
+    assert mirror.slow.ranges == 1
+    assert not await mirror.stored("3.0.0")
+
+
+async def test_no_early_answer_while_the_first_seen_pin_cannot_be_checked(
+    mirror: Mirror, tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    down = LocalState(tmp_path / "down.sqlite3")  # never opened: every call fails
+    server = ArtifactServer(
+        blobs=mirror.blobs, upstream=mirror.upstream, state=down, metrics=Metrics(),
+        clock=mirror.state.clock, state_timeout=timedelta(milliseconds=50),
+    )  # fmt: skip
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await server.serve(request, mirror.refs[request.match_info["name"]])
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/files/{name}", handler)
+    client = await aiohttp_client(app)
+    try:
+        mirror.add("3.0.0", BIG, digests=(sha("sha256", BIG),), size=len(BIG))
+        head = await client.head("/files/3.0.0")
+        assert (head.status, head.headers["Content-Length"]) == (200, str(len(BIG)))
+        ranged = await client.get("/files/3.0.0", headers={"Range": "bytes=-100"})
+        assert (ranged.status, await ranged.read()) == (206, BIG[-100:])
+        # Both waited for the verified download: upstream got no HEAD and no ranged GET.
+        assert mirror.fake.count("/files/3.0.0", method="HEAD") == 0
+        assert ranged_gets(mirror, "/files/3.0.0") == 0
+        assert full_gets(mirror, "/files/3.0.0") == 1
+    finally:
+        await server.close()
+
+
+async def test_a_client_that_stops_reading_frees_its_relay_slot(
+    mirror: Mirror, aiohttp_client: AiohttpClient
+) -> None:
+    server = ArtifactServer(
+        blobs=mirror.blobs, upstream=mirror.upstream, state=mirror.state, metrics=Metrics(),
+        clock=mirror.state.clock, range_relays=1, range_relay_deadline=timedelta(seconds=0.5),
+    )  # fmt: skip
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await server.serve(request, mirror.refs[request.match_info["name"]])
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/files/{name}", handler)
+    client = await aiohttp_client(app)
+    huge = bytes(range(256)) * (RANGE_RELAY_MAX // 256 + 4096)
+    mirror.add("9.0.0", huge)
+    mirror.fake.hold_body("/files/9.0.0")  # the download never ends in this test
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stuck.connect(("127.0.0.1", client.port))
+        stuck.sendall(
+            b"GET /files/9.0.0 HTTP/1.1\r\nHost: mirror\r\n"
+            + f"Range: bytes=0-{RANGE_RELAY_MAX - 1}\r\n\r\n".encode()
+        )  # and never reads: the relay's writes block once the buffers are full
+        await mirror.fake.wait_for("/files/9.0.0", 2)  # the download and the range
+        await asyncio.sleep(1.5)  # past the deadline: the relay is cut, its slot free
+        async with asyncio.timeout(5):
+            ranged = await client.get("/files/9.0.0", headers={"Range": "bytes=10-19"})
+            assert (ranged.status, await ranged.read()) == (206, huge[10:20])
+        assert ranged_gets(mirror, "/files/9.0.0") == 2  # relayed, not left to the download
+    finally:
+        stuck.close()
+        mirror.fake.release("/files/9.0.0")
+        await server.close()
+
+
+async def test_a_size_upstream_disagrees_on_is_logged_once(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mirror")
+    mirror.add("1.0.0", SMALL, size=len(SMALL) + 1)
+    mirror.fake.hold_body("/files/1.0.0")
+    asked = [
+        asyncio.create_task(mirror.client.head("/files/1.0.0")),
+        asyncio.create_task(mirror.client.get("/files/1.0.0", headers={"Range": "bytes=0-9"})),
+        asyncio.create_task(mirror.client.get("/files/1.0.0", headers={"Range": "bytes=-9"})),
+    ]
+    await wait_for_misses(mirror, 3)
+    await mirror.fake.wait_for("/files/1.0.0", 4)  # the download, the HEAD, two ranges
+    await asyncio.sleep(0.1)
+    mirror.fake.release("/files/1.0.0")
+    assert [response.status for response in await asyncio.gather(*asked)] == [502, 502, 502]
+    said = [r.getMessage() for r in caplog.records if "metadata" in r.getMessage()]
+    assert said == [
+        f"upstream says {mirror.refs['1.0.0'].cache_key} has {len(SMALL)} bytes, its metadata "
+        f"{len(SMALL) + 1}: answering it only once downloaded and verified"
+    ]

@@ -260,3 +260,19 @@ async def test_a_relayed_npm_endpoint_failing_upstream_is_a_503(
     failed = await client.get("/npm/-/v1/search?text=left-pad")
     assert failed.status == 503, await failed.text()
     assert failed.headers["Retry-After"] == "2"
+
+
+async def test_a_relayed_npm_endpoint_passes_on_retry_after_and_counts_the_failure(
+    make_mirror: MakeClient, upstreams: Upstreams
+) -> None:
+    client = await make_mirror()
+    upstreams.npm.upstream.fail("/-/v1/search", 429, headers={"Retry-After": "5"}, times=1)
+    busy = await client.get("/npm/-/v1/search?text=left-pad")
+    assert busy.status == 503, await busy.text()
+    assert busy.headers["Retry-After"] == "5"  # the upstream's, not the mirror's default
+    upstreams.npm.upstream.fail("/-/v1/search", 501)  # will not change: definite
+    definite = await client.get("/npm/-/v1/search?text=left-pad")
+    assert definite.status == 502, await definite.text()
+    assert "Retry-After" not in definite.headers
+    exposition = await (await client.get("/metrics")).text()
+    assert 'mirror_upstream_errors_total{ecosystem="npm",kind="http-429"} 1.0' in exposition

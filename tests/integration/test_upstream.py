@@ -18,7 +18,7 @@ from mirror import errors
 from mirror.clock import FixedClock
 from mirror.config import UpstreamConfig
 from mirror.metrics import Metrics
-from mirror.upstream import Upstream, UpstreamScope, UpstreamStream, redact
+from mirror.upstream import Upstream, UpstreamScope, UpstreamStream, parse_retry_after, redact
 from tests.fakes.upstream import FakeUpstream
 
 CONFIG = UpstreamConfig(
@@ -314,13 +314,14 @@ async def test_not_found_is_not_retried(client: Upstream, fake: FakeUpstream, st
 
 
 @pytest.mark.parametrize(
-    ("status", "answered"), [(400, 502), (401, 502), (403, 502), (500, 503), (501, 503)]
+    ("status", "answered"), [(400, 502), (401, 502), (403, 502), (500, 503), (501, 502)]
 )
 async def test_other_client_and_server_errors_are_unavailable_without_retry(
     client: Upstream, fake: FakeUpstream, status: int, answered: int
 ) -> None:
     # A 4xx is definite (retrying will not change it): 502, no Retry-After; a 5xx that is
-    # not retried here may still pass: 503 with Retry-After, so the client retries.
+    # not retried here may still pass: 503 with Retry-After, so the client retries; 501 (not
+    # implemented) will not.
     fake.fail("/doc", status)
     with pytest.raises(errors.UpstreamUnavailable, match=f"HTTP {status}") as caught:
         await client.fetch(fake.url("/doc"), ecosystem="npm")
@@ -984,3 +985,146 @@ async def test_a_definite_answer_is_no_outage_and_ends_one(
         f"the npm upstream has no missing (HTTP 404) ({fake.url('/missing')})",
         f"upstream {fake.host} answers again after 0 s of failures (1 in all)",
     ]
+
+
+# review fixes: Retry-After forms, definite 5xx, refused redirects, attribution ----------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "seconds"),
+    [
+        ("12", 12),
+        (" 3 ", 3),
+        ("²", None),  # str.isdigit() says yes; int() does not
+        ("١٢", None),  # Arabic-Indic digits: not the ASCII digits HTTP allows
+        ("-1", None),
+        ("1.5", None),
+        ("9" * 10, None),
+        ("Sun, 22 Nov 2026 10:00:04 GMT", 4),
+        ("Sun, 22 Nov 2026 09:59:00 GMT", -60),
+        ("soon", None),
+        ("Sun, 99 Nov 2026 10:00:04 GMT", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_ascii_seconds_or_an_http_date(
+    sent: str | None, seconds: int | None
+) -> None:
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    assert parse_retry_after(sent, now) == seconds
+
+
+@pytest.mark.parametrize("sent", ["²", "١٢", "-1", "Sun, 22 Nov 2026 10:00:01 GMT", "garbage"])
+async def test_an_odd_retry_after_is_retried_and_passed_on_without_crashing(
+    fake: FakeUpstream, sent: str
+) -> None:
+    fake.fail("/busy", 429, headers={"Retry-After": sent})
+    clock = FixedClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    upstream = Upstream(CONFIG, scopes=[npm_scope(fake)], clock=clock)  # with retries
+    await upstream.start()
+    try:
+        with pytest.raises(errors.UpstreamUnavailable, match="HTTP 429") as caught:
+            await upstream.fetch(fake.url("/busy"), ecosystem="npm")
+    finally:
+        await upstream.close()
+    assert fake.count("/busy") == CONFIG.retries + 1
+    assert fake.last("/busy").method == "GET"
+    expected = "1" if sent.startswith("Sun") else str(errors.RETRY_AFTER)
+    assert dict(caught.value.headers) == {"Retry-After": expected}
+
+
+@pytest.mark.parametrize(
+    ("status", "client_status"), [(500, 503), (503, 503), (501, 502), (505, 502), (507, 502)]
+)
+async def test_only_the_5xx_that_may_pass_are_transient(
+    client: Upstream, fake: FakeUpstream, status: int, client_status: int
+) -> None:
+    fake.fail("/doc", status)
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        await client.fetch(fake.url("/doc"), ecosystem="npm")
+    assert caught.value.status == client_status
+    assert ("Retry-After" in dict(caught.value.headers)) == (client_status == 503)
+
+
+async def test_refused_redirects_are_each_logged_and_no_outage(
+    fake: FakeUpstream, other: FakeUpstream, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mirror")
+    clock = FixedClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    upstream = Upstream(NO_RETRY, scopes=[npm_scope(fake)], metrics=metrics, clock=clock)
+    await upstream.start()
+    fake.redirect("/a", other.url("/x"))
+    fake.redirect("/b", "http://127.0.0.9:9/y")
+    fake.add("/fine", b"{}")
+    try:
+        for path in ("/a", "/b", "/a"):  # the same refusal again within the interval: counted
+            with pytest.raises(errors.HostNotAllowed):
+                await upstream.fetch(fake.url(path), ecosystem="npm")
+        await upstream.fetch(fake.url("/fine"), ecosystem="npm")
+    finally:
+        await upstream.close()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mirror.upstream"]
+    assert lines == [
+        (
+            "WARNING",
+            f"refused a redirect from {fake.url('/a')} to {other.url('/x')}: not the npm "
+            "upstream's host or one of its file hosts (an attack signal, or a file host missing "
+            "from the settings)",
+        ),
+        (
+            "WARNING",
+            f"refused a redirect from {fake.url('/b')} to http://127.0.0.9:9/y: not the npm "
+            "upstream's host or one of its file hosts (an attack signal, or a file host missing "
+            "from the settings)",
+        ),
+    ]  # and no outage of the upstream's host, nor its end
+    assert (
+        sample(metrics, "mirror_upstream_errors_total", ecosystem="npm", kind="redirect-refused")
+        == 3
+    )
+    assert other.requests == []
+
+
+async def test_a_file_host_failing_after_a_redirect_is_the_one_logged(
+    fake: FakeUpstream, other: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mirror")
+    upstream = Upstream(NO_RETRY, scopes=[npm_scope(fake, file_hosts=[other.host])])
+    await upstream.start()
+    other.add("/cdn/a.tgz", b"t" * 200_000)
+    other.truncate("/cdn/a.tgz")
+    fake.redirect("/a.tgz", other.url("/cdn/a.tgz"))
+    try:
+        with pytest.raises(errors.UpstreamUnavailable) as caught:
+            async with upstream.stream(fake.url("/a.tgz"), ecosystem="npm") as stream:
+                await collect(stream, [])
+    finally:
+        await upstream.close()
+    # The client's terms: what it asked for; the log: the host and URL that failed.
+    assert caught.value.message == (
+        "could not fetch a.tgz from the npm upstream: the connection was lost"
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "mirror.upstream"]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"upstream {other.host} is failing: could not fetch {other.url('/cdn/a.tgz')} "
+    )
+
+
+async def test_artifact_size_joins_are_counted_apart_from_documents(
+    client: Upstream, fake: FakeUpstream, metrics: Metrics
+) -> None:
+    fake.add("/a.whl", b"w" * 10)
+    fake.hold("/a.whl")
+    sizes = [
+        asyncio.create_task(client.artifact_size(fake.url("/a.whl"), ecosystem="npm"))
+        for _ in range(3)
+    ]
+    await fake.wait_for("/a.whl")
+    await asyncio.sleep(0.05)  # let the other two join
+    fake.release("/a.whl")
+    assert await asyncio.gather(*sizes) == [10, 10, 10]
+    assert fake.count("/a.whl") == 1
+    assert sample(metrics, "mirror_singleflight_joins_total", kind="artifact-size") == 2
+    assert sample(metrics, "mirror_singleflight_joins_total", kind="document") == 0

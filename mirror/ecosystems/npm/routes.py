@@ -34,7 +34,6 @@ from mirror.errors import (
     BadUpstreamDocument,
     NotFound,
     UpstreamError,
-    UpstreamUnavailable,
 )
 from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
@@ -453,8 +452,11 @@ class NpmRegistry:
         what = f"/npm/-/{path}"
         if answer.status == 404:
             raise NotFound(f"the upstream registry has nothing at {what}")
-        if answer.status >= 500:  # transient: a 503 with Retry-After, which clients retry
-            raise UpstreamUnavailable(f"the upstream registry answered {what} with {answer.status}")
+        # Transient (429, 500, 502-504): a 503 with the upstream's Retry-After, counted and
+        # logged as an upstream failure; clients retry it.
+        failure = self._services.upstream.relayed_failure(url, answer, ecosystem="npm")
+        if failure is not None:
+            raise failure
         if not (200 <= answer.status < 300 or 400 <= answer.status < 500):
             raise UpstreamError(f"the upstream registry answered {what} with {answer.status}")
         if not _same_path(answer.url, url):
