@@ -236,6 +236,32 @@ async def test_a_job_on_another_replica_is_answered_from_the_audit_log(
     assert "another replica" in status["note"]
 
 
+async def test_a_warmed_wheel_without_upstream_metadata_gets_its_metadata_declared(
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer
+) -> None:
+    """PEP 658 for pre-warmed wheels: the page declares the METADATA read from the warmed
+    wheel (no client GET needed), and the wheel was fetched once."""
+    index = FakePypiIndex()
+    wheel = index.add_wheel("qm-lib", "1.0", uploaded=OLD, metadata=False)
+    await index.start(aiohttp_server)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
+    python = await warm(client, b"qm-lib==1.0\n", wait="30", name="requirements.txt")
+    (fetched,) = python["summary"]["fetched"]
+    assert fetched["files"] == 1
+    page = ""
+    for _ in range(100):  # the extraction runs in the background: bounded wait
+        response = await client.get("/pypi/simple/qm-lib/")
+        page = await response.text()
+        if "data-core-metadata" in page:
+            break
+        await asyncio.sleep(0.05)
+    assert "data-core-metadata" in page
+    response = await client.get(f"/pypi/files/qm-lib/{wheel.filename}.metadata")
+    assert response.status == 200
+    assert b"Name: qm-lib" in await response.read()
+    assert index.upstream.count(index.file(wheel.filename).path) == 1
+
+
 async def test_pypi_files_and_maven_poms_and_jars(
     make_mirror: MakeClient, aiohttp_server: AiohttpServer
 ) -> None:

@@ -488,9 +488,14 @@ class PypiIndex:
         refs: list[ArtifactRef] = []
         for item in shown:
             item_version = item.version or version  # attributed: _files_of keeps no other
-            refs.append(self._file_ref(project, item, item_version, metadata=False))
+            ref = self._file_ref(project, item, item_version, metadata=False)
+            refs.append(ref)
             if item.has_metadata:
                 refs.append(self._file_ref(project, item, item_version, metadata=True))
+            else:
+                # A warmed wheel gets its METADATA declared as a client's download would
+                # (the extraction joins the warm's own download: one fetch).
+                self._derived.derive_soon(ref, wait_for_download=True)
         return refs
 
     # JSON API ---------------------------------------------------------------------------
