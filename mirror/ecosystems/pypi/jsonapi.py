@@ -460,13 +460,10 @@ def version_view(
 
 def render_notice(project: str, view: ApiView) -> str | None:
     """The `X-Mirror-Notice` of a filtered JSON API answer when files are held back, else
-    None. ASCII only, like the simple pages' (`simple.render_notice`), e.g. `demo: 2 files
-    held in quarantine (the first available 2026-11-25T10:00Z); 1 file blocked`."""
+    None: what holds them (`notices.notice`), ASCII and bounded like the simple pages'
+    (`simple.render_notice`)."""
     held = [decision for decisions in view.held.values() for decision in decisions]
-    if not held:
-        return None
-    text = f"{project}: {_held_summary(held)}"
-    return text.encode("ascii", "replace").decode("ascii")
+    return notices.notice(project, held, "file")
 
 
 def api_nothing_visible_message(project: str, view: ApiView) -> str:
