@@ -9,7 +9,7 @@ Our exception hierarchy::
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not-found
     │   └── EcosystemDisabled         404 ecosystem-disabled
-    ├── Busy                          429 busy (as many jobs as allowed run already)
+    ├── Busy                          429 busy + Retry-After (as many jobs as allowed run already)
     ├── Held                          403 (policy refused a version; Held.from_decision)
     │   ├── Quarantined               403 quarantined  (data: until)
     │   └── Blocked                   403 blocked      (data: block)
@@ -24,8 +24,8 @@ Our exception hierarchy::
     │   └── BadUpstreamDocument       502 bad-upstream-document
     ├── IntegrityError                502 integrity (bytes did not match the declared digest)
     ├── StorageFull                   507 storage-full
-    ├── StateUnavailable              503 state-unavailable
-    └── PolicyUnavailable             503 policy-unavailable (fail closed)
+    ├── StateUnavailable              503 state-unavailable + Retry-After
+    └── PolicyUnavailable             503 policy-unavailable + Retry-After (fail closed)
 
 `ConfigError` is not an HTTP error: it stops start-up with a message naming the key.
 """
@@ -40,6 +40,15 @@ from typing import Any, Protocol
 # The HTTP reason phrase is printed by clients (Maven, pip): a short, complete clause.
 MAX_PHRASE = 160
 _CLAUSE_END = re.compile(r"(?<=\S)[:;.]\s")
+
+
+# What a transient failure asks clients to wait before they retry (`Retry-After`, seconds):
+# pip (through urllib3), Maven's resolver and uv wait that long, so it is short; an
+# upstream's own hint is passed on up to RETRY_AFTER_MAX.
+RETRY_AFTER = 2
+RETRY_AFTER_MAX = 10
+# A pre-warm job runs for minutes: a caller refused for being one too many waits longer.
+BUSY_RETRY_AFTER = 30
 
 
 class ConfigError(ValueError):
@@ -132,10 +141,12 @@ class EcosystemDisabled(NotFound):
 
 
 class Busy(MirrorError):
-    """As many jobs of a kind (pre-warms) run already as a worker may run: retry later."""
+    """As many jobs of a kind (pre-warms) run already as a worker may run: retry later (a
+    job takes minutes, so a caller is asked to wait BUSY_RETRY_AFTER, not RETRY_AFTER)."""
 
     status = 429
     reason = "busy"
+    headers = (("Retry-After", str(BUSY_RETRY_AFTER)),)
 
 
 class _Describable(Protocol):
@@ -192,13 +203,6 @@ class UpstreamError(MirrorError):
     reason = "upstream"
 
 
-# What a transient failure asks clients to wait before they retry (`Retry-After`, seconds):
-# pip (through urllib3), Maven's resolver and uv wait that long, so it is short; an
-# upstream's own hint is passed on up to RETRY_AFTER_MAX.
-RETRY_AFTER = 2
-RETRY_AFTER_MAX = 10
-
-
 class UpstreamUnavailable(UpstreamError):
     """No usable answer from upstream this time. Transient by default: 503 with `Retry-After`,
     because pip retries only 500 and 503 (never 502 or 504), and npm, pnpm, yarn, uv and
@@ -247,10 +251,16 @@ class StorageFull(MirrorError):
 
 
 class StateUnavailable(MirrorError):
+    """Shared state did not answer in time: transient, so clients are asked to retry."""
+
     status = 503
     reason = "state-unavailable"
+    headers = (("Retry-After", str(RETRY_AFTER)),)
 
 
 class PolicyUnavailable(MirrorError):
+    """No rule set this replica may serve with yet (fail closed): retried, it comes."""
+
     status = 503
     reason = "policy-unavailable"
+    headers = (("Retry-After", str(RETRY_AFTER)),)

@@ -333,6 +333,7 @@ async def test_a_worker_runs_two_jobs_and_a_stopped_one_says_interrupted(
         response = await client.post(WARM, data=json.dumps(LOCK).encode(), headers=AUTH)
         assert response.status == 429
         assert (await response.json())["reason"] == "busy"
+        assert response.headers["Retry-After"] == "30"
         audit = await (await client.get("/api/v1/audit", headers=AUTH)).json()
         assert [entry["action"] for entry in audit["entries"]] == ["warm.start", "warm.start"]
         await registry.upstream.wait_for(held)

@@ -252,6 +252,7 @@ async def test_a_new_install_on_redis_settles_for_a_moment_then_comes_up_by_itse
             assert body["checks"]["policy"].startswith("not serving yet: the shared state is new")
             refused = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
             assert refused.status == 503
+            assert refused.headers["Retry-After"] == "2"  # clients retry; it comes up
             assert "this replica has no last-known copy" in (await refused.json())["error"]
 
             async def ready() -> bool:

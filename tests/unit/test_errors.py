@@ -9,12 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.errors import (
+    BUSY_RETRY_AFTER,
     MAX_PHRASE,
     RETRY_AFTER,
     RETRY_AFTER_MAX,
     BadRequest,
+    Busy,
+    IntegrityError,
     NotFound,
+    PolicyUnavailable,
     Quarantined,
+    StateUnavailable,
     UpstreamUnavailable,
     reason_phrase,
 )
@@ -64,3 +69,13 @@ def test_a_transient_upstream_failure_is_a_503_with_a_bounded_retry_after() -> N
 def test_a_definite_upstream_failure_is_a_502_without_retry_after() -> None:
     definite = UpstreamUnavailable("the npm upstream answered HTTP 403", transient=False)
     assert (definite.status, definite.headers, definite.retry_after) == (502, (), None)
+
+
+def test_every_answer_worth_retrying_says_when() -> None:
+    """Shared state slow, no rule set yet, too many warm jobs: each says when to retry; a
+    definite refusal says nothing of the kind."""
+    assert dict(StateUnavailable("slow").headers) == {"Retry-After": str(RETRY_AFTER)}
+    assert dict(PolicyUnavailable("none yet").headers) == {"Retry-After": str(RETRY_AFTER)}
+    assert dict(Busy("two jobs run").headers) == {"Retry-After": str(BUSY_RETRY_AFTER)}
+    assert NotFound("gone").headers == ()
+    assert IntegrityError("changed").headers == ()
