@@ -11,10 +11,10 @@ import zipfile
 import pytest
 
 from mirror.ecosystems.pypi import wheelmetadata
+from mirror.ecosystems.pypi.names import is_wheel
 from mirror.ecosystems.pypi.wheelmetadata import (
     MAX_METADATA_BYTES,
     WheelMetadataError,
-    is_wheel,
     read_wheel_metadata,
 )
 

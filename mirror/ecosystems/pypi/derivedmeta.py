@@ -46,11 +46,8 @@ from mirror import errors
 from mirror.artifacts.serve import ArtifactServer
 from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, check_digests
 from mirror.budget import BudgetedLRU, ByteBudget
-from mirror.ecosystems.pypi.wheelmetadata import (
-    WheelMetadataError,
-    is_wheel,
-    read_wheel_metadata,
-)
+from mirror.ecosystems.pypi.names import is_wheel
+from mirror.ecosystems.pypi.wheelmetadata import WheelMetadataError, read_wheel_metadata
 from mirror.files import atomic_write
 from mirror.model import ArtifactRef
 

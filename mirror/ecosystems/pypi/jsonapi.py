@@ -179,7 +179,7 @@ def _page_file(item: DistFile) -> ApiFile:
     upload = item.upload_time
     raw: dict[str, Any] = {
         "filename": item.filename,
-        "packagetype": "bdist_wheel" if item.filename.lower().endswith(".whl") else "sdist",
+        "packagetype": "bdist_wheel" if names.is_wheel(item.filename) else "sdist",
         "digests": {"sha256": item.sha256} if item.sha256 else {},
         "size": item.size,
         # The index's own `upload_time`: UTC to the second, without a zone.

@@ -106,6 +106,13 @@ def parse_filename(text: str) -> str:
 
 # versions of files ---------------------------------------------------------------------------
 
+WHEEL_SUFFIX = ".whl"
+
+
+def is_wheel(filename: str) -> bool:
+    """Whether `filename` names a wheel (by its suffix, in any case)."""
+    return filename.lower().endswith(WHEEL_SUFFIX)
+
 
 def file_version(filename: str, project: str) -> str | None:
     """The normalized PEP 440 version `filename` belongs to, or None (see the module doc)."""

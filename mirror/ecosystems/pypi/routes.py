@@ -26,7 +26,6 @@ from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, 
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
-from mirror.ecosystems.pypi.wheelmetadata import is_wheel
 from mirror.errors import (
     BadRequest,
     BadUpstreamDocument,
@@ -653,7 +652,7 @@ class PypiIndex:
         files = [
             item for item in self._files_of(page, release) if self._decide(project, item).visible
         ]
-        files.sort(key=lambda item: not item.filename.lower().endswith(".whl"))
+        files.sort(key=lambda item: not names.is_wheel(item.filename))
         final = True
         tried = 0
         for item in files:
@@ -666,7 +665,7 @@ class PypiIndex:
                 final, tried = False, tried + 1
                 continue
             if raw is None:
-                if is_wheel(item.filename) and not item.has_metadata:
+                if names.is_wheel(item.filename) and not item.has_metadata:
                     final = False  # its METADATA can be read once a client fetched the wheel
                 continue
             tried += 1

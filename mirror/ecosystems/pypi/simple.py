@@ -395,7 +395,7 @@ def declared_metadata(
         return item.core_metadata
     sha256 = item.sha256
     derived_sha256 = derived.get(sha256) if sha256 is not None else None
-    if derived_sha256 is None or not item.filename.lower().endswith(".whl"):
+    if derived_sha256 is None or not names.is_wheel(item.filename):
         return False
     return {"sha256": derived_sha256}
 
@@ -502,9 +502,7 @@ def render_page(
 def lacks_metadata(page: ProjectPage) -> bool:
     """Whether some wheel of `page` has no upstream metadata declared (only then can the
     mirror's derived metadata change the page)."""
-    return any(
-        not item.core_metadata and item.filename.lower().endswith(".whl") for item in page.files
-    )
+    return any(not item.core_metadata and names.is_wheel(item.filename) for item in page.files)
 
 
 def count_files(count: int) -> str:

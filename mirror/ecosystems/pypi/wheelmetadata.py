@@ -35,7 +35,6 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-WHEEL_SUFFIX = ".whl"
 # Real METADATA files are a few kB; long READMEs make some a few hundred kB.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
 # The largest real wheels (tens of thousands of members) have central directories of a few
@@ -56,10 +55,6 @@ _ENCRYPTED = 0x1
 
 class WheelMetadataError(ValueError):
     """The wheel's METADATA cannot be read safely; the message says why."""
-
-
-def is_wheel(filename: str) -> bool:
-    return filename.lower().endswith(WHEEL_SUFFIX)
 
 
 def read_wheel_metadata(file: BinaryIO, filename: str) -> bytes:
