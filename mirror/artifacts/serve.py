@@ -350,8 +350,7 @@ class ArtifactServer:
             "ETag": f'"{entry.etag}"',
             "Accept-Ranges": "bytes",
         }
-        if_none_match = request.if_none_match
-        if if_none_match and any(tag.value in (entry.etag, "*") for tag in if_none_match):
+        if not_modified(request, entry.etag):
             on_send(304)
             return web.Response(status=304, headers=headers)
         on_send(200)
@@ -480,6 +479,13 @@ def _etag_matches(etag: str, tags: tuple[ETag, ...], *, weak: bool) -> bool:
     if len(tags) == 1 and tags[0].value == "*":
         return True
     return any(tag.value == etag for tag in tags if weak or not tag.is_weak)
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    """Whether `request`'s If-None-Match names the strong ETag `etag` (unquoted) or is `*`:
+    then the answer is a 304 (weak tags count, RFC 9110 §13.1.2)."""
+    tags = request.if_none_match
+    return bool(tags) and _etag_matches(etag, tags or (), weak=True)
 
 
 async def _send_body(

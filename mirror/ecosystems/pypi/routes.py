@@ -17,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from mirror import policy, responses
-from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL
+from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, not_modified
 from mirror.blobs.store import BlobVanished
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.pypi import coremetadata, jsonapi, names, negotiation, simple
@@ -426,14 +426,12 @@ class PypiIndex:
                 f"the upstream index declares no metadata file for {item.filename}, and the "
                 "mirror has not cached the wheel to read it from"
             )
-        etag = f'"{found.sha256}"'
         headers = {
             "Content-Type": FILE_TYPE,
             "Cache-Control": ARTIFACT_CACHE_CONTROL,
-            "ETag": etag,
+            "ETag": f'"{found.sha256}"',
         }
-        if_none_match = request.headers.get("If-None-Match")
-        if if_none_match is not None and _etag_listed(if_none_match, etag):
+        if not_modified(request, found.sha256):
             return web.Response(status=304, headers=headers)
         return web.Response(body=found.data, headers=headers)
 
@@ -783,9 +781,3 @@ def _canonical(version: str) -> str:
 
 def _estimated_size(held: tuple[object, int]) -> int:
     return held[1]
-
-
-def _etag_listed(header: str, etag: str) -> bool:
-    """Whether an If-None-Match value names `etag` (or is `*`); weak tags count (RFC 9110)."""
-    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in tags or etag in tags
