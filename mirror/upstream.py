@@ -601,13 +601,7 @@ class Upstream:
                     "invalid URL"
                 )
                 raise self._failed(
-                    scope,
-                    str(target),
-                    _Failure(
-                        errors.UpstreamUnavailable(message, transient=False),
-                        "redirect",
-                        f"{message} ({redact(str(target))})",
-                    ),
+                    scope, str(target), _bad_redirect(str(target), message)
                 ) from None
             if not scope.allows(next_target):
                 raise self._refused_redirect(scope, url, target, next_target)
@@ -620,15 +614,7 @@ class Upstream:
             f"the {scope.ecosystem} upstream redirected {scope.subject(url)} more than "
             f"{MAX_REDIRECTS} times"
         )
-        raise self._failed(
-            scope,
-            url,
-            _Failure(
-                errors.UpstreamUnavailable(message, transient=False),
-                "redirect",
-                f"{message} ({redact(url)})",
-            ),
-        )
+        raise self._failed(scope, url, _bad_redirect(url, message))
 
     async def _send(
         self,
@@ -857,6 +843,15 @@ def _truncated(
     )
     return _Failure(
         errors.UpstreamUnavailable(message), "truncated", f"{message} ({redact(source or url)})"
+    )
+
+
+def _bad_redirect(url: str, message: str) -> _Failure:
+    """A redirect the mirror cannot follow (an invalid URL, a loop): definite, a 502."""
+    return _Failure(
+        errors.UpstreamUnavailable(message, transient=False),
+        "redirect",
+        f"{message} ({redact(url)})",
     )
 
 
