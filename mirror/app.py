@@ -47,6 +47,7 @@ from mirror.services import (
     build_services,
 )
 from mirror.state.base import StateStore
+from mirror.ui.routes import add_routes as add_dashboard_routes
 
 log = logging.getLogger("mirror")
 access_log = logging.getLogger("mirror.access")
@@ -92,6 +93,7 @@ def create_app(
             app.router.add_route("*", f"/{name}/{{tail:.*}}", _disabled(name))
     app[ECOSYSTEM_ADAPTERS] = adapters
     add_admin_routes(app)
+    add_dashboard_routes(app, config)
     return app
 
 
@@ -173,7 +175,7 @@ async def _housekeeping(services: Services) -> None:
 
 async def _finish_headers(request: web.Request, response: web.StreamResponse) -> None:
     # A hook, not a middleware: it also sees 304s, file responses and aiohttp's own errors.
-    responses.finish_headers(request, response, request.app[SERVICES].config)
+    responses.finish_headers(request, response, request.config_dict[SERVICES].config)
 
 
 def _ecosystem_of(path: str) -> str:

@@ -368,6 +368,8 @@ class StateConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminConfig:
     tokens: Mapping[str, str] = setting(parse=_tokens, factory=dict)
+    # Read-only admin tokens: every admin read (the dashboard's pages, impact, audit), no write.
+    read_tokens: Mapping[str, str] = setting(parse=_tokens, factory=dict)
     protect_reads: bool = setting(False, parse=_bool)
     # Impact reports name client addresses: they need a token unless this opens them.
     open_impact: bool = setting(False, parse=_bool)
@@ -375,6 +377,16 @@ class AdminConfig:
     audit_retention: timedelta = setting(
         timedelta(days=365), parse=_positive, env="MIRROR_AUDIT_RETENTION"
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UiConfig:
+    """The web dashboard at `/ui/` (`mirror.ui`): on by default; it needs an admin or
+    read-only admin token to log in, so without tokens it only shows its login page."""
+
+    enabled: bool = setting(True, parse=_bool)
+    # A login lasts this long; changing or removing the token ends it at once.
+    session_lifetime: timedelta = setting(timedelta(hours=8), parse=_positive)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -459,6 +471,7 @@ class Config:
     upstream: UpstreamConfig = section(UpstreamConfig)
     state: StateConfig = section(StateConfig)
     admin: AdminConfig = section(AdminConfig)
+    ui: UiConfig = section(UiConfig)
     access: AccessConfig = section(AccessConfig)
     feeds: FeedsConfig = section(FeedsConfig)
     tls: TLSConfig = section(TLSConfig)
@@ -630,6 +643,16 @@ def _finish_tls(tls: TLSConfig, table: Mapping[str, Any]) -> TLSConfig:
     return tls
 
 
+def _finish_admin(admin: AdminConfig, table: Mapping[str, Any]) -> AdminConfig:
+    """A name or a token both a write and a read-only token would make a login ambiguous."""
+    for name in sorted(set(admin.tokens) & set(admin.read_tokens)):
+        raise ConfigError(f"admin.read_tokens.{name}: {name} is an admin token's name too")
+    for name, token in admin.read_tokens.items():
+        if token in admin.tokens.values():
+            raise ConfigError(f"admin.read_tokens.{name}: the same token is an admin token")
+    return admin
+
+
 def _finish_access(access: AccessConfig, table: Mapping[str, Any]) -> AccessConfig:
     """Required read tokens with none configured would refuse every read: a start-up error."""
     if access.required and not access.tokens:
@@ -689,6 +712,7 @@ _TABLE_STEPS: Mapping[type, tuple[frozenset[str], Callable[[Any, Mapping[str, An
             EcosystemConfig: (frozenset(), _finish_ecosystem),
             TLSConfig: (frozenset(), _finish_tls),
             AccessConfig: (frozenset(), _finish_access),
+            AdminConfig: (frozenset(), _finish_admin),
         }
     )
 )

@@ -342,3 +342,25 @@ DRY_RUN_WORDS: Final = {
     "0": False,
     "no": False,
 }
+
+
+def split_subject(ecosystem: str, text: str) -> tuple[str, str]:
+    """The package and version of one ecosystem's usual spelling of a pinned version:
+    `axios@1.14.1`, `@scope/name@1.0.0`, `requests==2.31.0`, `org.example:lib:1.0`."""
+    if ecosystem == "npm":
+        package, at, version = text.rpartition("@")
+        if not at or not package:
+            raise BadRequest(f"write the npm version as name@version, got {text!r}")
+    elif ecosystem == "pypi":
+        package, sep, version = text.partition("==")
+        if not sep:
+            raise BadRequest(f"write the PyPI version as project==version, got {text!r}")
+    elif ecosystem == "maven":
+        package, sep, version = text.rpartition(":")
+        if not sep or ":" not in package:
+            raise BadRequest(f"write the Maven version as group:artifact:version, got {text!r}")
+    else:
+        raise BadRequest(f"unknown ecosystem {ecosystem!r} (expected npm, pypi or maven)")
+    if not package.strip() or not version.strip():
+        raise BadRequest(f"both a package and a version are needed, got {text!r}")
+    return package.strip(), version.strip()

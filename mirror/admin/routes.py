@@ -125,22 +125,26 @@ def _adapters(request: web.Request) -> Mapping[str, Ecosystem]:
     return request.app[ECOSYSTEM_ADAPTERS]
 
 
-def _authorize(request: web.Request, *, required: bool) -> Caller:
+def _authorize(request: web.Request, *, required: bool = True, write: bool = True) -> Caller:
+    """The caller, by its token: an admin token for a `write`, else a read-only one too."""
     config = _services(request).config
     return auth.authenticate(
         request.headers.get("Authorization"),
         client_address(request, config),
-        config.admin.tokens,
+        config.admin,
         required=required,
+        write=write,
     )
 
 
 def _read_guard(request: web.Request) -> Caller:
-    return _authorize(request, required=auth.reads_need_token(_services(request).config.admin))
+    required = auth.reads_need_token(_services(request).config.admin)
+    return _authorize(request, required=required, write=False)
 
 
 def _impact_guard(request: web.Request) -> Caller:
-    return _authorize(request, required=auth.impact_needs_token(_services(request).config.admin))
+    required = auth.impact_needs_token(_services(request).config.admin)
+    return _authorize(request, required=required, write=False)
 
 
 def _optional_query(request: web.Request, field: str) -> str:
@@ -187,7 +191,7 @@ def _dry_run(request: web.Request, body: dict[str, Any]) -> bool:
 
 def _create_handler(kind: RuleKind) -> Handler:
     async def create(request: web.Request) -> web.StreamResponse:
-        caller = _authorize(request, required=True)
+        caller = _authorize(request)
         body = await _read_json(request)
         dry_run = _dry_run(request, body)
         services = _services(request)
@@ -275,7 +279,7 @@ def _show_handler(kind: RuleKind) -> Handler:
 
 def _delete_handler(kind: RuleKind) -> Handler:
     async def delete(request: web.Request) -> web.StreamResponse:
-        caller = _authorize(request, required=True)
+        caller = _authorize(request)
         services = _services(request)
         rule_id = _rule_id(request)
         before = await remove_rule(
@@ -373,7 +377,7 @@ async def warm_view(request: web.Request) -> web.StreamResponse:
     (`mirror.admin.warm`). Needs an admin token (it makes the mirror fetch upstream); audited.
     `?wait=SECONDS` waits that long for the job: finished, the answer is 200 with its
     summary; otherwise 202 with its progress and `Location: /api/v1/warm/{id}`."""
-    caller = _authorize(request, required=True)
+    caller = _authorize(request)
     wait = _wait_seconds(request)
     name, lockfile, _, pins = await _read_pins(
         request, MAX_WARM_PINS, "split it, or run `mirror warm`"
@@ -420,7 +424,7 @@ def _wait_seconds(request: web.Request) -> float:
 async def warm_status_view(request: web.Request) -> web.StreamResponse:
     """`GET /api/v1/warm/{id}`: a warm job's progress and, once finished, its summary; from
     the state directory (any worker of this server), else from the audit log (any replica)."""
-    _authorize(request, required=True)
+    _authorize(request, write=False)
     services = _services(request)
     job_id = safe_text(request.match_info["id"], "id")
     status = await request.app[WARM_JOBS].status(job_id, services.clock.now())
@@ -493,7 +497,7 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
     window (`since` inclusive, `until` exclusive), paged by `cursor`. `pruned_before` says
     up to when entries may have been pruned (older than `admin.audit_retention`; the entry
     that created a stored rule is kept as long as the rule)."""
-    _authorize(request, required=True)
+    _authorize(request, write=False)
     services = _services(request)
     limit = parse_limit(request.query.get("limit"), default=100, maximum=MAX_AUDIT_LIMIT)
     now = services.clock.now()

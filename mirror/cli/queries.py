@@ -7,29 +7,18 @@ import functools
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+from mirror.admin import parse
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, expect, unexpected
 from mirror.cli.tables import audit_text, explain_text, impact_csv, impact_json, impact_text
+from mirror.errors import BadRequest
 
 
 def split_subject(ecosystem: str, text: str) -> tuple[str, str]:
     """`axios@1.14.1`, `@scope/name@1.0.0`, `requests==2.31.0`, `org.example:lib:1.0`."""
-    if ecosystem == "npm":
-        package, at, version = text.rpartition("@")
-        if not at or not package:
-            raise UsageError(f"write the npm version as name@version, got {text!r}")
-    elif ecosystem == "pypi":
-        package, sep, version = text.partition("==")
-        if not sep:
-            raise UsageError(f"write the PyPI version as project==version, got {text!r}")
-    elif ecosystem == "maven":
-        package, sep, version = text.rpartition(":")
-        if not sep or ":" not in package:
-            raise UsageError(f"write the Maven version as group:artifact:version, got {text!r}")
-    else:
-        raise UsageError(f"unknown ecosystem {ecosystem!r} (expected npm, pypi or maven)")
-    if not package.strip() or not version.strip():
-        raise UsageError(f"both a package and a version are needed, got {text!r}")
-    return package.strip(), version.strip()
+    try:
+        return parse.split_subject(ecosystem, text)
+    except BadRequest as exc:
+        raise UsageError(exc.message) from None
 
 
 def explain(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:

@@ -1250,3 +1250,19 @@ async def test_a_listing_does_not_wait_long_for_an_upstream_document(
         assert waited < rules.LISTING_COVERAGE_TIMEOUT.total_seconds() + 2
     finally:
         registry.upstream.release(path)
+
+
+async def test_a_read_only_admin_token_reads_the_audit_log_and_changes_nothing(
+    make_mirror: MakeClient,
+) -> None:
+    reader = "auditor-token-0123456789"
+    client = await make_mirror(MIRROR_ADMIN_READ_TOKENS=f"auditor:{reader}")
+    await post(client, "/api/v1/blocks", BLOCK)
+    audit = await client.get("/api/v1/audit", headers=auth(reader))
+    assert audit.status == 200
+    assert [entry["actor"] for entry in (await audit.json())["entries"]] == ["alice"]
+    refused = await client.post("/api/v1/blocks", json=BLOCK, headers=auth(reader))
+    assert refused.status == 403
+    assert "read-only admin token" in (await refused.json())["error"]
+    listed = await client.get("/api/v1/blocks", headers=auth(reader))
+    assert len((await listed.json())["blocks"]) == 1

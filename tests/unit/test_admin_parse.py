@@ -283,17 +283,29 @@ def test_an_unknown_field_is_named_escaped_and_short() -> None:
 
 
 def test_authenticate_names_the_caller_only_when_a_token_is_required() -> None:
-    tokens = {"alice": ALICE}
-    open_read = auth.authenticate(None, "10.0.0.1", tokens, required=False)
+    settings = AdminConfig(tokens={"alice": ALICE})
+    open_read = auth.authenticate(None, "10.0.0.1", settings, required=False, write=False)
     assert open_read == auth.Caller(actor="anonymous", client="10.0.0.1")
     # A token sent to an open read is not checked: the read stays anonymous.
-    assert auth.authenticate("Bearer wrong", "10.0.0.1", tokens, required=False).actor == (
-        "anonymous"
-    )
-    named = auth.authenticate(f"Bearer {ALICE}", "10.0.0.2", tokens, required=True)
+    sent = auth.authenticate("Bearer wrong", "10.0.0.1", settings, required=False, write=False)
+    assert sent.actor == "anonymous"
+    named = auth.authenticate(f"Bearer {ALICE}", "10.0.0.2", settings, required=True, write=True)
     assert named == auth.Caller(actor="alice", client="10.0.0.2")
     with pytest.raises(Unauthorized):
-        auth.authenticate(None, "10.0.0.1", tokens, required=True)
+        auth.authenticate(None, "10.0.0.1", settings, required=True, write=True)
+
+
+def test_a_read_only_token_reads_and_never_writes() -> None:
+    settings = AdminConfig(tokens={"alice": ALICE}, read_tokens={"auditor": BOB})
+    read = auth.authenticate(f"Bearer {BOB}", "10.0.0.3", settings, required=True, write=False)
+    assert read.actor == "auditor"
+    with pytest.raises(Forbidden, match="auditor is a read-only admin token"):
+        auth.authenticate(f"Bearer {BOB}", "10.0.0.3", settings, required=True, write=True)
+    # Only read-only tokens configured: reads work, writes are disabled.
+    only_reads = AdminConfig(read_tokens={"auditor": BOB})
+    assert auth.identify(f"Bearer {BOB}", {}, only_reads.read_tokens, write=False) == "auditor"
+    with pytest.raises(Forbidden, match="disabled"):
+        auth.identify(f"Bearer {BOB}", {}, only_reads.read_tokens, write=True)
 
 
 @pytest.mark.parametrize(

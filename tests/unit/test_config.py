@@ -258,6 +258,7 @@ _SAMPLES: dict[str, str] = {
     "quarantine.unknown": "allow",
     "state.redis_url": "redis://127.0.0.1:1/0",
     "admin.tokens": "ci:0123456789abcdef0123",
+    "admin.read_tokens": "auditor:0123456789abcdef4567",
     "access.tokens": "team-a:0123456789abcdef0123",
     "feeds.sources": "/srv/osv/malicious",
 }

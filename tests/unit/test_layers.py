@@ -233,6 +233,7 @@ PURE_MODULES = (
     "mirror.hosts",
     "mirror.identity",
     "mirror.outages",
+    "mirror.ui.session",
     "mirror.admin.parse",
     "mirror.admin.auth",
     "mirror.admin.openapi",
@@ -292,6 +293,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
+        "mirror.ui.session",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
@@ -327,6 +329,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
         "mirror.admin.warm",
         "mirror.admin.openapi", "mirror.app",
+        # the dashboard (`/ui/`)
+        "mirror.ui", "mirror.ui.render", "mirror.ui.guard", "mirror.ui.routes",
+        "mirror.ui.pages",
+        "mirror.ui.pages.overview",
+        "mirror.ui.pages.queue",
+        "mirror.ui.pages.rules",
+        "mirror.ui.pages.review",
+        "mirror.ui.pages.explain",
+        "mirror.ui.pages.impact",
+        "mirror.ui.pages.audit",
     ),
     (  # entry
         "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
