@@ -92,6 +92,11 @@ def iso_sentence(moment: datetime | None) -> str:
     return _TRAILING_ZERO_SECONDS.sub("", text) + "Z"
 
 
+def readable_minutes(moment: datetime) -> str:
+    """`2026-11-25 10:00 UTC`: UTC to the minute, as the dashboard's pages show times."""
+    return f"{_utc(moment):%Y-%m-%d %H:%M} UTC"
+
+
 def iso_microseconds(moment: datetime) -> str:
     """`2026-11-25T10:00:00.000000Z`: PEP 700's `upload-time`, as PyPI's JSON writes it."""
     return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from mirror import safetext
+from mirror.clock import parse_iso_time, readable_minutes
 from mirror.errors import MirrorError
 from mirror.services import SERVICES, Services
 from mirror.ui import guard
@@ -72,8 +74,8 @@ def shown(value: Any) -> Any:
     """Every value a template prints, before HTML escaping: control, bidirectional-override
     and other invisible format characters written out (`\\x1b`, `\\u202e`), so untrusted
     text cannot hide or reorder what a reviewer reads."""
-    if not isinstance(value, str) or value.isprintable():
-        return value
+    if not isinstance(value, str) or isinstance(value, Markup) or value.isprintable():
+        return value  # Markup: a macro's or include's output, its values shown already
     return "".join(
         safetext.escape(char) if char not in _KEPT_WHITESPACE and safetext.is_unsafe(char) else char
         for char in value
@@ -81,17 +83,14 @@ def shown(value: Any) -> Any:
 
 
 def when(value: datetime | str | None) -> str:
-    """A time as pages show it: `2026-12-01 02:34 UTC` ("-" when unknown)."""
+    """A time as pages show it: `2026-12-01 02:34 UTC` ("-" when unknown; a text that is
+    not a time as it is)."""
     if value is None or value == "":
         return "-"
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return str(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    moment = parse_iso_time(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+    if moment is None:
+        return str(value)
+    return readable_minutes(moment)
 
 
 def services(request: web.Request) -> Services:
