@@ -25,25 +25,34 @@ from mirror.admin.parse import (
     ImpactQuery,
     decode_cursor,
     ecosystem_param,
-    freeze_record,
     parse_body,
     parse_limit,
     parse_time,
     safe_text,
 )
-from mirror.admin.rules import rule_coverage, rule_record, stored_rule, with_coverage
+from mirror.admin.rules import (
+    RESTORE_COMMAND,
+    create_rule,
+    delete_rule,
+    list_rules,
+    new_rule,
+    preview_rule,
+    rule_coverage,
+    stored_rule,
+    with_coverage,
+)
 from mirror.admin.warm import JOBS_DIRECTORY, WarmJobs, audited_status
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound, StateUnavailable
+from mirror.errors import BadRequest, EcosystemDisabled, MirrorError, NotFound
 from mirror.forwarded import client_address
 from mirror.lockfiles.formats import read_lockfile
 from mirror.lockfiles.pins import Lockfile, LockfileError, Pin
 from mirror.lockfiles.report import MAX_PINS, PINS_AT_ONCE, all_pins, pin_result, preflight_answer
 from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM_WAIT
-from mirror.model import Explanation, RuleKind, RuleRecord
+from mirror.model import Explanation, RuleKind
 from mirror.policy import iso_seconds as iso
 from mirror.requestbody import read_body
-from mirror.rulechanges import add_rule, describe_rule, find_rule, remove_rule
+from mirror.rulechanges import find_rule
 from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import InvalidPosition
 
@@ -195,75 +204,33 @@ def _create_handler(kind: RuleKind) -> Handler:
         body = await _read_json(request)
         dry_run = _dry_run(request, body)
         services = _services(request)
-        now = services.clock.now()
-        if kind == "freeze":
-            record = freeze_record(body, caller.actor, now)
-        else:
-            record = await rule_record(kind, body, caller.actor, now, services, _adapters(request))
-        after = describe_rule(record, now)
+        adapters = _adapters(request)
+        record = await new_rule(kind, body, caller.actor, services.clock.now(), services, adapters)
         if dry_run:
             # Shadow mode: validated as a real create, then nothing is stored, audited or
             # reloaded; the answer is what a real create would report, without an id.
-            shown = {key: value for key, value in after.items() if key != "id"}
-            preview = await _rule_effect(request, kind, record, shown)
-            return web.json_response({"dry_run": True, **preview})
-        after = await add_rule(services, record, actor=caller.actor, client=caller.client)
-        await services.policy.reload()
-        # Stored and applied first: what it covers and who pulled it are reported after.
-        return web.json_response(await _rule_effect(request, kind, record, after), status=201)
+            return web.json_response(await preview_rule(services, adapters, record))
+        created = await create_rule(
+            services, adapters, record, actor=caller.actor, client=caller.client
+        )
+        return web.json_response(created, status=201)
 
     return create
 
 
-async def _rule_effect(
-    request: web.Request, kind: RuleKind, record: RuleRecord, shown: dict[str, Any]
-) -> dict[str, Any]:
-    """A new rule as a create answers it: `shown` with what it covers now (fetching the
-    package's document if needed), a warning if it covers nothing, and for a block the first
-    impact page of who already downloaded what it covers."""
-    answer: dict[str, Any] = {kind: shown}
-    coverage = await rule_coverage(_adapters(request), record, fetch=True)
-    if coverage is not None:
-        answer[kind] = {**shown, "covers": coverage}
-        if coverage.get("warning"):
-            answer["warning"] = coverage["warning"]
-    if kind == "block":
-        query = ImpactQuery(record.ecosystem, record.package, record.versions, None, "")
-        try:
-            answer["impact"] = await impact_page(
-                _services(request), query, limit=DEFAULT_IMPACT_LIMIT, cursor=None
-            )
-        except StateUnavailable as exc:
-            answer["impact"] = {"error": f"the download ledger is unavailable: {exc}"}
-    return answer
-
-
 def _list_handler(kind: RuleKind) -> Handler:
-    async def list_rules(request: web.Request) -> web.StreamResponse:
+    async def list_rules_view(request: web.Request) -> web.StreamResponse:
         _read_guard(request)
-        services = _services(request)
         ecosystem = request.query.get("ecosystem")
         if ecosystem is not None:
             ecosystem_param(safe_text(ecosystem, "ecosystem"))
-        now = services.clock.now()
-        # Degraded (the state was emptied or replaced): the rules this worker enforces, the
-        # last-known ones, marked as such; never the state's shorter list.
-        degraded = services.policy.degraded
-        stored = (
-            services.policy.enforced_records(kind)
-            if degraded is not None
-            else await services.state.list_rules(kind)
-        )
-        records = [
-            record for record in stored if ecosystem is None or record.ecosystem == ecosystem
-        ]
-        shown = await with_coverage(_adapters(request), records, now)
-        answer: dict[str, Any] = {COLLECTIONS[kind]: shown}
-        if degraded is not None:
-            answer["last_known"] = {"reason": degraded, "restore": "mirror state restore"}
+        listing = await list_rules(_services(request), _adapters(request), kind, ecosystem)
+        answer: dict[str, Any] = {COLLECTIONS[kind]: listing.rules}
+        if listing.degraded is not None:
+            answer["last_known"] = {"reason": listing.degraded, "restore": RESTORE_COMMAND}
         return web.json_response(answer)
 
-    return list_rules
+    return list_rules_view
 
 
 def _show_handler(kind: RuleKind) -> Handler:
@@ -282,10 +249,9 @@ def _delete_handler(kind: RuleKind) -> Handler:
         caller = _authorize(request)
         services = _services(request)
         rule_id = _rule_id(request)
-        before = await remove_rule(
+        before = await delete_rule(
             services, kind, rule_id, actor=caller.actor, client=caller.client
         )
-        await services.policy.reload()
         return web.json_response({"deleted": before})
 
     return delete

@@ -1,21 +1,25 @@
-"""Blocks, exemptions and freezes as the admin API takes them: a new rule's record (with an
-exemption's default expiry) and what a rule covers now. Storing, finding and auditing a
-change is `mirror.rulechanges` (the feed sync makes changes too)."""
+"""Blocks, exemptions and freezes as the admin API and the dashboard take them: a new rule's
+record (with an exemption's default expiry), what a rule covers now, and the steps of a
+create (dry run or real), a removal and a listing that both the JSON API
+(`mirror.admin.routes`) and the dashboard (`mirror.ui.pages.rules`) call. Storing, finding and
+auditing a change is `mirror.rulechanges` (the feed sync makes changes too)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from mirror import policy, versions
-from mirror.admin.parse import COLLECTIONS, LATEST_TIME, rule_fields
+from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, impact_page
+from mirror.admin.parse import COLLECTIONS, LATEST_TIME, ImpactQuery, freeze_record, rule_fields
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import BadRequest, MirrorError, UpstreamNotFound
+from mirror.errors import BadRequest, MirrorError, StateUnavailable, UpstreamNotFound
 from mirror.model import RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
-from mirror.rulechanges import describe_rule
+from mirror.rulechanges import add_rule, describe_rule, remove_rule
 from mirror.services import Services
 
 # Coverage ("which versions does this rule cover now"): how many versions an answer lists,
@@ -27,6 +31,8 @@ MAX_COVERAGE_RULES: Final = 500
 LISTING_COVERAGE_TIMEOUT: Final = timedelta(seconds=3)
 LISTING_COVERAGE_PARALLEL: Final = 8
 NO_VERSION_WARNING: Final = "covers no version the upstream lists"
+# What brings the rules back when the state is degraded (a listing says so).
+RESTORE_COMMAND: Final = "mirror state restore"
 
 
 def describe_coverage(
@@ -212,3 +218,113 @@ async def stored_rule(services: Services, rule: Mapping[str, Any]) -> RuleRecord
         if record.id == rule.get("id"):
             return record
     return None
+
+
+# The steps of a change, shared by the JSON API and the dashboard ------------------------------
+
+
+async def new_rule(
+    kind: RuleKind,
+    body: Mapping[str, Any],
+    actor: str,
+    now: datetime,
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
+) -> RuleRecord:
+    """A new rule of `kind` from a request body (JSON, or a form's fields), validated as a
+    create validates it: the same BadRequest, naming the same field."""
+    if kind == "freeze":
+        return freeze_record(body, actor, now)
+    return await rule_record(kind, body, actor, now, services, adapters)
+
+
+async def rule_effect(
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
+    record: RuleRecord,
+    shown: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A new rule as a create answers it: `shown` with what it covers now (fetching the
+    package's document if needed), a warning if it covers nothing, and for a block the first
+    impact page of who already downloaded what it covers."""
+    kind = record.kind
+    answer: dict[str, Any] = {kind: dict(shown)}
+    coverage = await rule_coverage(adapters, record, fetch=True)
+    if coverage is not None:
+        answer[kind] = {**shown, "covers": coverage}
+        if coverage.get("warning"):
+            answer["warning"] = coverage["warning"]
+    if kind == "block":
+        query = ImpactQuery(record.ecosystem, record.package, record.versions, None, "")
+        try:
+            answer["impact"] = await impact_page(
+                services, query, limit=DEFAULT_IMPACT_LIMIT, cursor=None
+            )
+        except StateUnavailable as exc:
+            answer["impact"] = {"error": f"the download ledger is unavailable: {exc}"}
+    return answer
+
+
+async def preview_rule(
+    services: Services, adapters: Mapping[str, Ecosystem], record: RuleRecord
+) -> dict[str, Any]:
+    """Shadow mode: what creating the validated `record` would report, without its id;
+    nothing is stored, audited or reloaded."""
+    after = describe_rule(record, services.clock.now())
+    shown = {key: value for key, value in after.items() if key != "id"}
+    return {"dry_run": True, **await rule_effect(services, adapters, record, shown)}
+
+
+async def create_rule(
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
+    record: RuleRecord,
+    *,
+    actor: str,
+    client: str,
+) -> dict[str, Any]:
+    """Store the validated `record` (audited, logged), apply it on this worker and every
+    other, then report what it covers and who already pulled it, as a create answers."""
+    after = await add_rule(services, record, actor=actor, client=client)
+    await services.policy.reload()
+    # Stored and applied first: what it covers and who pulled it are reported after.
+    return await rule_effect(services, adapters, record, after)
+
+
+async def delete_rule(
+    services: Services, kind: RuleKind, rule_id: str, *, actor: str, client: str
+) -> dict[str, Any]:
+    """Remove a stored rule (audited, logged; NotFound if there is none) and apply the
+    change; the rule as it was."""
+    before = await remove_rule(services, kind, rule_id, actor=actor, client=client)
+    await services.policy.reload()
+    return before
+
+
+@dataclass(frozen=True, slots=True)
+class RuleListing:
+    """The rules of one kind as a listing shows them (each with what it covers now), and
+    why they are the last-known ones when the state is degraded (None otherwise)."""
+
+    rules: list[dict[str, Any]]
+    degraded: str | None
+
+
+async def list_rules(
+    services: Services,
+    adapters: Mapping[str, Ecosystem],
+    kind: RuleKind,
+    ecosystem: str | None = None,
+) -> RuleListing:
+    """The rules of `kind` (of `ecosystem` only, if given). Degraded (the state was emptied
+    or replaced): the rules this worker enforces, the last-known ones, marked as such; never
+    the state's shorter list."""
+    degraded = services.policy.degraded
+    stored = (
+        services.policy.enforced_records(kind)
+        if degraded is not None
+        else await services.state.list_rules(kind)
+    )
+    records = [record for record in stored if ecosystem is None or record.ecosystem == ecosystem]
+    shown = await with_coverage(adapters, records, services.clock.now())
+    return RuleListing(rules=shown, degraded=degraded)

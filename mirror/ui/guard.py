@@ -146,7 +146,7 @@ def start_session(
         path=HOME_PATH,
         httponly=True,
         samesite="Strict",
-        secure=_served_securely(request, config),
+        secure=served_securely(request),
     )
 
 
@@ -154,6 +154,9 @@ def end_session(response: web.StreamResponse) -> None:
     response.del_cookie(COOKIE, path=HOME_PATH, samesite="Strict")
 
 
-def _served_securely(request: web.Request, config: Config) -> bool:
+def served_securely(request: web.Request) -> bool:
+    """Whether the dashboard's cookies must be `Secure` (served over TLS, directly or behind
+    an https public URL)."""
+    config = _config(request)
     public = config.public_url or ""
     return request.secure or config.tls.enabled or public.startswith("https:")
