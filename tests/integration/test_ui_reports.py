@@ -217,6 +217,9 @@ async def test_the_impact_form_alone_asks_for_a_package(client: Client) -> None:
     text = await page(client, "/ui/impact")
     assert '<label for="impact-package">' in text
     assert "Download CSV" not in text
+    submitted = await page(client, "/ui/impact?ecosystem=npm&package=&since=7d", status=400)
+    assert "package: required" in submitted
+    assert 'name="since" value="7d"' in submitted
 
 
 # audit --------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ async def impact_view(request: web.Request) -> web.StreamResponse:
     try:
         for field in request.query:  # refused whether or not the report is asked for
             query_text(request.query, field)
-        if filters["package"]:
+        if request.query:  # the form submitted (its package is required)
             asked = _asked(request, default_limit=DEFAULT_IMPACT_LIMIT)
             answer = await impact_page(
                 services(request), asked.query, limit=asked.limit, cursor=asked.cursor
