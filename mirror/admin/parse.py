@@ -258,6 +258,103 @@ def decode_cursor(text: str, query: ImpactQuery) -> tuple[ImpactQuery, ImpactCur
     return resolved, ImpactCursor(package=package, after=after)
 
 
+def query_text(params: Mapping[str, str], field: str) -> str:
+    """A query parameter, stripped ("" if absent), refused if it holds a control or
+    formatting character or is too long."""
+    return safe_text(params.get(field, "").strip(), field)
+
+
+def required_query(params: Mapping[str, str], field: str) -> str:
+    value = query_text(params, field)
+    if not value:
+        raise BadRequest(f"{field}: required", field=field)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactRequest:
+    """An impact page asked for: the query (its `since` resolved, from the cursor on a later
+    page), where the page starts and how many rows it holds at most."""
+
+    query: ImpactQuery
+    cursor: ImpactCursor | None
+    limit: int
+
+
+def impact_request(
+    params: Mapping[str, str], *, now: datetime, default_limit: int, max_limit: int
+) -> ImpactRequest:
+    """The impact page `params` ask for (`ecosystem`, `package`, `versions`, `since`,
+    `limit`, `cursor`): the admin API's and the dashboard's one reading of them."""
+    ecosystem = ecosystem_param(query_text(params, "ecosystem"))
+    package = required_query(params, "package")
+    spec = query_text(params, "versions") or versions.ANY_VERSION
+    try:
+        versions.parse_spec(ecosystem, spec)
+    except versions.InvalidSpec as exc:
+        raise BadRequest(f"versions: {exc}", field="versions") from None
+    since_text = query_text(params, "since")
+    limit = parse_limit(params.get("limit"), default=default_limit, maximum=max_limit)
+    cursor_text = query_text(params, "cursor")
+    query = ImpactQuery(ecosystem, package, spec, None, since_text)
+    cursor: ImpactCursor | None = None
+    if cursor_text:
+        query, cursor = decode_cursor(cursor_text, query)
+    elif since_text:
+        since = parse_time(since_text, field="since", now=now, future=False)
+        query = ImpactQuery(ecosystem, package, spec, since, since_text)
+    return ImpactRequest(query, cursor, limit)
+
+
+# The audit log's filters, in the order its links write them.
+AUDIT_FILTERS: Final = ("target", "actor", "since", "until")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRequest:
+    """An audit page asked for: the filters as given (`texts`, for the next page's link),
+    the time window resolved (`since` inclusive, `until` exclusive), the position to go on
+    from and the page size."""
+
+    texts: Mapping[str, str]
+    target: str | None
+    actor: str | None
+    since: datetime | None
+    until: datetime | None
+    cursor: str | None
+    limit: int
+
+
+def audit_request(
+    params: Mapping[str, str], *, now: datetime, default_limit: int, max_limit: int
+) -> AuditRequest:
+    """The audit page `params` ask for (`target`, `actor`, `since`, `until`, `limit`,
+    `cursor`): the admin API's and the dashboard's one reading of them."""
+    limit = parse_limit(params.get("limit"), default=default_limit, maximum=max_limit)
+    texts = {field: value for field in AUDIT_FILTERS if (value := query_text(params, field))}
+    since = (
+        None
+        if "since" not in texts
+        else parse_time(texts["since"], field="since", now=now, future=False)
+    )
+    until = (
+        None
+        if "until" not in texts
+        else parse_time(texts["until"], field="until", now=now, future=False)
+    )
+    if since is not None and until is not None and until <= since:
+        raise BadRequest("until: must be later than since", field="until")
+    return AuditRequest(
+        texts=texts,
+        target=texts.get("target"),
+        actor=texts.get("actor"),
+        since=since,
+        until=until,
+        cursor=query_text(params, "cursor") or None,
+        limit=limit,
+    )
+
+
 _NAMES_OR = ", ".join(ECOSYSTEMS[:-1]) + " or " + ECOSYSTEMS[-1]  # "npm, pypi or maven"
 
 

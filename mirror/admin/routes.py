@@ -12,7 +12,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from mirror import versions
 from mirror.admin import auth
 from mirror.admin.auth import Caller
 from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
@@ -21,13 +20,13 @@ from mirror.admin.parse import (
     COLLECTIONS,
     DRY_RUN_WORDS,
     PREFIX,
-    ImpactCursor,
-    ImpactQuery,
-    decode_cursor,
+    AuditRequest,
+    audit_request,
     ecosystem_param,
+    impact_request,
     parse_body,
-    parse_limit,
-    parse_time,
+    query_text,
+    required_query,
     safe_text,
 )
 from mirror.admin.rules import (
@@ -57,6 +56,7 @@ from mirror.services import ECOSYSTEM_ADAPTERS, SERVICES, Services
 from mirror.state.base import InvalidPosition
 
 MAX_AUDIT_LIMIT: Final = 1000
+DEFAULT_AUDIT_LIMIT: Final = 100
 # A preflight explains every pin (an upstream lookup each when not cached): a bound per
 # request, and a few at a time as the CLI does.
 MAX_PREFLIGHT_PINS: Final = MAX_PINS
@@ -159,14 +159,11 @@ def _impact_guard(request: web.Request) -> Caller:
 def _optional_query(request: web.Request, field: str) -> str:
     """A query parameter, stripped ("" if absent), refused if it holds a control or
     formatting character or is too long."""
-    return safe_text(request.query.get(field, "").strip(), field)
+    return query_text(request.query, field)
 
 
 def _query(request: web.Request, field: str) -> str:
-    value = _optional_query(request, field)
-    if not value:
-        raise BadRequest(f"{field}: required", field=field)
-    return value
+    return required_query(request.query, field)
 
 
 def _rule_id(request: web.Request) -> str:
@@ -436,26 +433,14 @@ def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
 async def impact_view(request: web.Request) -> web.StreamResponse:
     _impact_guard(request)
     services = _services(request)
-    ecosystem = ecosystem_param(_optional_query(request, "ecosystem"))
-    package = _query(request, "package")
-    spec = _optional_query(request, "versions") or versions.ANY_VERSION
-    try:
-        versions.parse_spec(ecosystem, spec)
-    except versions.InvalidSpec as exc:
-        raise BadRequest(f"versions: {exc}", field="versions") from None
-    since_text = _optional_query(request, "since")
-    limit = parse_limit(
-        request.query.get("limit"), default=DEFAULT_IMPACT_LIMIT, maximum=MAX_IMPACT_LIMIT
+    asked = impact_request(
+        request.query,
+        now=services.clock.now(),
+        default_limit=DEFAULT_IMPACT_LIMIT,
+        max_limit=MAX_IMPACT_LIMIT,
     )
-    cursor_text = _optional_query(request, "cursor")
-    query = ImpactQuery(ecosystem, package, spec, None, since_text)
-    cursor: ImpactCursor | None = None
-    if cursor_text:
-        query, cursor = decode_cursor(cursor_text, query)
-    elif since_text:
-        since = parse_time(since_text, field="since", now=services.clock.now(), future=False)
-        query = ImpactQuery(ecosystem, package, spec, since, since_text)
-    return web.json_response(await impact_page(services, query, limit=limit, cursor=cursor))
+    answer = await impact_page(services, asked.query, limit=asked.limit, cursor=asked.cursor)
+    return web.json_response(answer)
 
 
 async def audit_view(request: web.Request) -> web.StreamResponse:
@@ -465,33 +450,25 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
     that created a stored rule is kept as long as the rule)."""
     _authorize(request, write=False)
     services = _services(request)
-    limit = parse_limit(request.query.get("limit"), default=100, maximum=MAX_AUDIT_LIMIT)
-    now = services.clock.now()
-    filters: dict[str, str] = {}
-    for field in ("target", "actor", "since", "until"):
-        if value := _optional_query(request, field):
-            filters[field] = value
-    since = (
-        None
-        if "since" not in filters
-        else parse_time(filters["since"], field="since", now=now, future=False)
+    asked = audit_request(
+        request.query,
+        now=services.clock.now(),
+        default_limit=DEFAULT_AUDIT_LIMIT,
+        max_limit=MAX_AUDIT_LIMIT,
     )
-    until = (
-        None
-        if "until" not in filters
-        else parse_time(filters["until"], field="until", now=now, future=False)
-    )
-    if since is not None and until is not None and until <= since:
-        raise BadRequest("until: must be later than since", field="until")
-    cursor = _optional_query(request, "cursor") or None
+    return web.json_response(await audit_answer(services, asked))
+
+
+async def audit_answer(services: Services, asked: AuditRequest) -> dict[str, Any]:
+    """One page of the audit log as the API answers it (the dashboard shows the same)."""
     try:
         page = await services.state.audit_page(
-            limit=limit,
-            target=filters.get("target"),
-            actor=filters.get("actor"),
-            since=since,
-            until=until,
-            after=cursor,
+            limit=asked.limit,
+            target=asked.target,
+            actor=asked.actor,
+            since=asked.since,
+            until=asked.until,
+            after=asked.cursor,
         )
     except InvalidPosition:
         raise BadRequest(
@@ -501,24 +478,22 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
         ) from None
     following = None
     if page.next_after is not None:
-        query = {**filters, "limit": str(limit), "cursor": page.next_after}
+        query = {**asked.texts, "limit": str(asked.limit), "cursor": page.next_after}
         following = f"{PREFIX}/audit?{urllib.parse.urlencode(query)}"
-    return web.json_response(
-        {
-            "entries": [
-                {
-                    "at": iso(entry.at),
-                    "actor": entry.actor,
-                    "client": entry.client,
-                    "action": entry.action,
-                    "target": entry.target,
-                    "before": _jsonable(entry.before),
-                    "after": _jsonable(entry.after),
-                }
-                for entry in page.entries
-            ],
-            "pruned_before": iso(page.pruned_before),
-            "next_cursor": page.next_after,
-            "next": following,
-        }
-    )
+    return {
+        "entries": [
+            {
+                "at": iso(entry.at),
+                "actor": entry.actor,
+                "client": entry.client,
+                "action": entry.action,
+                "target": entry.target,
+                "before": _jsonable(entry.before),
+                "after": _jsonable(entry.after),
+            }
+            for entry in page.entries
+        ],
+        "pruned_before": iso(page.pruned_before),
+        "next_cursor": page.next_after,
+        "next": following,
+    }

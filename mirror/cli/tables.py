@@ -4,21 +4,19 @@ control character or escape sequence reaches the terminal."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from mirror import safetext
+# The CSV rows and cells are the dashboard's too: one writer, in the pure layer (re-exported
+# here for the commands that print them).
+from mirror.reportcells import DOWNLOAD_COLUMNS as DOWNLOAD_COLUMNS
+from mirror.reportcells import audit_summary, download_record
+from mirror.reportcells import impact_csv as impact_csv
+from mirror.reportcells import show as show
 
 COVERED_IN_TABLE: Final = 5  # versions a table row shows before "(+N)"
-
-
-def show(value: object) -> str:
-    """Text from an answer as it may reach the terminal: unsafe characters escaped."""
-    return "" if value is None else safetext.escape(value)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -153,53 +151,8 @@ def impact_text(impact: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# `mirror impact --format csv|json`: every page, one row per download, for machines -----------
-
-# The columns of a download row, in order (CSV header, JSON keys). The answer's rows lack
-# `ecosystem` (the query's) and, from a mirror without read tokens, the who-fields: "" then.
-DOWNLOAD_COLUMNS: Final = (
-    "ecosystem", "package", "version", "filename", "client", "token", "ci", "command",
-    "session", "user_agent", "first_seen", "last_seen", "count",
-)  # fmt: skip
-# A spreadsheet reads a cell starting with one of these as a formula (CSV injection); tab and
-# carriage return are escaped by `show()` before this check.
-FORMULA_STARTS: Final = ("=", "+", "-", "@")
-
-
-def download_record(page: Mapping[str, Any], download: Mapping[str, Any]) -> dict[str, Any]:
-    """One download of an answer page as a flat record of DOWNLOAD_COLUMNS: strings ("" when
-    absent), `count` an int."""
-    record: dict[str, Any] = {
-        column: "" if download.get(column) is None else str(download[column])
-        for column in DOWNLOAD_COLUMNS
-    }
-    record["ecosystem"] = str(page.get("ecosystem") or "")
-    count = download.get("count")
-    record["count"] = count if isinstance(count, int) and not isinstance(count, bool) else 0
-    return record
-
-
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet shows as text: unsafe characters escaped (`show`), and a
-    leading `'` before a value that would start a formula (`=1+1`, `@SUM(…)`, and so also
-    every npm scope `@scope/name` and a negative number)."""
-    text = show(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def _csv_line(values: Sequence[object]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(value) for value in values])
-    return buffer.getvalue()
-
-
-def impact_csv(pages: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """A header, then one line per download of every page, as the pages arrive."""
-    yield _csv_line(DOWNLOAD_COLUMNS)
-    for page in pages:
-        for download in page["downloads"]:
-            record = download_record(page, download)
-            yield _csv_line([record[column] for column in DOWNLOAD_COLUMNS])
+# `mirror impact --format csv|json`: every page, one row per download, for machines (the CSV
+# lines: `mirror.reportcells`) -------------------------------------------------------------------
 
 
 class IdentityTally:
@@ -282,17 +235,12 @@ def explain_text(answer: Mapping[str, Any]) -> str:
 
 
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:
-    def summary(entry: Mapping[str, Any]) -> str:
-        rule = entry.get("after") or entry.get("before") or {}
-        if not isinstance(rule, Mapping):
-            return show(rule)
-        parts = [rule.get("ecosystem"), rule.get("package"), rule.get("versions")]
-        text = " ".join(show(part) for part in parts if part)
-        return f"{text} ({show(rule['reason'])})" if rule.get("reason") else text
-
     return format_table(
         ("AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "WHAT"),
-        [(e["at"], e["actor"], e["client"], e["action"], e["target"], summary(e)) for e in entries],
+        [
+            (e["at"], e["actor"], e["client"], e["action"], e["target"], audit_summary(e))
+            for e in entries
+        ],
     )
 
 

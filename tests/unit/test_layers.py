@@ -234,6 +234,7 @@ PURE_MODULES = (
     "mirror.identity",
     "mirror.outages",
     "mirror.ui.session",
+    "mirror.reportcells",
     "mirror.admin.parse",
     "mirror.admin.auth",
     "mirror.admin.openapi",
@@ -293,7 +294,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
-        "mirror.ui.session",
+        "mirror.ui.session", "mirror.reportcells",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
@@ -331,7 +332,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.admin.openapi", "mirror.app",
         # the dashboard (`/ui/`)
         "mirror.ui", "mirror.ui.render", "mirror.ui.guard", "mirror.ui.routes",
-        "mirror.ui.pages",
+        "mirror.ui.pages", "mirror.ui.downloads",
         "mirror.ui.pages.overview",
         "mirror.ui.pages.queue",
         "mirror.ui.pages.rules",

@@ -1,0 +1,102 @@
+"""The impact and audit reports as CSV for machines and spreadsheets, the one writer of both
+the CLI (`mirror impact --format csv`) and the dashboard's downloads: the columns, one flat
+record per row, and every cell made safe to open. Pure.
+
+A cell is text: unsafe characters escaped (`mirror.safetext`), and a value a spreadsheet
+would run as a formula (CSV injection) prefixed with `'`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from mirror import safetext
+
+# The columns of a download row, in order (CSV header, JSON keys). The answer's rows lack
+# `ecosystem` (the query's) and, from a mirror without read tokens, the who-fields: "" then.
+DOWNLOAD_COLUMNS: Final = (
+    "ecosystem", "package", "version", "filename", "client", "token", "ci", "command",
+    "session", "user_agent", "first_seen", "last_seen", "count",
+)  # fmt: skip
+# The columns of an audit entry; `before` and `after` are the rule as JSON text.
+AUDIT_COLUMNS: Final = ("at", "actor", "client", "action", "target", "before", "after")
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection); tab and
+# carriage return are escaped by `show()` before this check.
+FORMULA_STARTS: Final = ("=", "+", "-", "@")
+
+
+def show(value: object) -> str:
+    """Text from an answer as it may reach a terminal or a cell: unsafe characters escaped."""
+    return "" if value is None else safetext.escape(value)
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet shows as text: unsafe characters escaped (`show`), and a
+    leading `'` before a value that would start a formula (`=1+1`, `@SUM(…)`, and so also
+    every npm scope `@scope/name` and a negative number)."""
+    text = show(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_line(values: Sequence[object]) -> str:
+    """One CSV line of `values`, each through `csv_cell`."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(value) for value in values])
+    return buffer.getvalue()
+
+
+def download_record(page: Mapping[str, Any], download: Mapping[str, Any]) -> dict[str, Any]:
+    """One download of an answer page as a flat record of DOWNLOAD_COLUMNS: strings ("" when
+    absent), `count` an int."""
+    record: dict[str, Any] = {
+        column: "" if download.get(column) is None else str(download[column])
+        for column in DOWNLOAD_COLUMNS
+    }
+    record["ecosystem"] = str(page.get("ecosystem") or "")
+    count = download.get("count")
+    record["count"] = count if isinstance(count, int) and not isinstance(count, bool) else 0
+    return record
+
+
+def download_lines(page: Mapping[str, Any]) -> Iterator[str]:
+    """The CSV lines of one impact page's downloads (no header)."""
+    for download in page["downloads"]:
+        record = download_record(page, download)
+        yield csv_line([record[column] for column in DOWNLOAD_COLUMNS])
+
+
+def impact_csv(pages: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """A header, then one line per download of every page, as the pages arrive."""
+    yield csv_line(DOWNLOAD_COLUMNS)
+    for page in pages:
+        yield from download_lines(page)
+
+
+def audit_summary(entry: Mapping[str, Any]) -> str:
+    """What an audit entry changed, in a few words: the rule after (else before) the change
+    as `ecosystem package versions (reason)`, every part through `show()`."""
+    rule = entry.get("after") or entry.get("before") or {}
+    if not isinstance(rule, Mapping):
+        return show(rule)
+    parts = [rule.get("ecosystem"), rule.get("package"), rule.get("versions")]
+    text = " ".join(show(part) for part in parts if part)
+    return f"{text} ({show(rule['reason'])})" if rule.get("reason") else text
+
+
+def audit_line(entry: Mapping[str, Any]) -> str:
+    """One audit entry (as the API answers it) as a CSV line of AUDIT_COLUMNS; `before` and
+    `after` as compact JSON text ("" when absent), keys sorted so equal rules read alike."""
+
+    def rule_text(value: object) -> str:
+        return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    return csv_line(
+        [
+            *(entry.get(column) for column in AUDIT_COLUMNS[:5]),
+            rule_text(entry.get("before")),
+            rule_text(entry.get("after")),
+        ]
+    )
