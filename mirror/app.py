@@ -121,6 +121,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     except StateUnavailable as exc:
         log.error("could not load policy rules at start-up: %s (serving fails closed)", exc)
     await _warn_if_not_durable(services.state)
+    services.traffic.start()
     services.policy.on_change(lambda _version: services.rendered.clear())
     background = [
         asyncio.create_task(services.policy.run(), name="policy-watch"),
@@ -138,6 +139,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         for adapter in app[ECOSYSTEM_ADAPTERS].values():
             await adapter.close()
         await services.artifacts.close()
+        await services.traffic.close()
         await services.blobs.close()
         await services.metacache.close()
         await services.upstream.close()
@@ -187,6 +189,10 @@ def _ecosystem_of(path: str) -> str:
     return "none"
 
 
+# The requests the overview counts (`mirror.traffic`): package reads, not admin or health.
+_PACKAGE_KINDS = frozenset({"metadata", "artifact"})
+
+
 @web.middleware
 async def observe_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -209,6 +215,8 @@ async def observe_middleware(
         kind = str(request.get(REQUEST_KIND, "other"))
         size = _body_size(request, response)
         services.metrics.observe_request(ecosystem, kind, status, elapsed, size)
+        if kind in _PACKAGE_KINDS:
+            services.metrics.traffic.request(ecosystem)
         if services.config.access_log and access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 json.dumps(

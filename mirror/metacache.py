@@ -248,14 +248,14 @@ class MetaCache:
                 await self._drop(key)
                 entry = None
             else:
-                self._count(ecosystem, hit=True)
+                self._count(ecosystem, hit=True, size=len(entry.raw))
                 return served
         if entry is not None and refresh is True and self._asked_recently(entry):
             refresh = False
         if entry is not None and not refresh:
             age = self._clock.now() - entry.fetched_at
             if age < self._ttl:
-                self._count(ecosystem, hit=True)
+                self._count(ecosystem, hit=True, size=len(entry.raw))
                 if age >= self._ttl * REFRESH_AHEAD_FRACTION:
                     self._revalidate_in_background(key, entry, parse, ecosystem)
                 return await self._serve(key, entry, parse, stale=False)
@@ -264,6 +264,9 @@ class MetaCache:
                 self._revalidate_in_background(key, entry, parse, ecosystem)
                 if self._metrics is not None:
                     self._metrics.stale_serves.labels("revalidating").inc()
+                    if entry.failed_at is not None and entry.failed_at >= entry.fetched_at:
+                        # Its last revalidation failed: stale because upstream fails.
+                        self._metrics.traffic.stale(ecosystem)
                 return await self._serve(key, entry, parse, stale=True)
         self._count(ecosystem, hit=False)
         try:
@@ -283,6 +286,7 @@ class MetaCache:
             log.debug("serving %s stale: %s", redact(url), exc)
             if self._metrics is not None:
                 self._metrics.stale_serves.labels("upstream-error").inc()
+                self._metrics.traffic.stale(ecosystem)
             return await self._serve(key, fallback, parse, stale=True)
         return await self._serve(key, entry, parse, stale=False)
 
@@ -407,13 +411,18 @@ class MetaCache:
             return max(self._negative_ttl, IMMUTABLE_NEGATIVE_TTL)
         return self._negative_ttl
 
-    def _count(self, ecosystem: str, *, hit: bool) -> None:
+    def _count(self, ecosystem: str, *, hit: bool, size: int = 0) -> None:
         """Fresh copies are hits (also when a refresh-ahead starts in the background);
-        anything else that asks upstream (stale serves included) is a miss."""
+        anything else that asks upstream (stale serves included) is a miss. `size`: the
+        hit copy's bytes, what upstream would have sent without the cache."""
         if self._metrics is None:
             return
         counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
         self._metrics.child(counter, ecosystem, "metadata").inc()
+        if hit:
+            self._metrics.traffic.hit(ecosystem, size)
+        else:
+            self._metrics.traffic.miss(ecosystem)
 
     async def drain(self) -> None:
         """Wait for the revalidations running now (their errors are logged, not raised)."""

@@ -11,6 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from mirror.traffic import TrafficTally
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -21,6 +23,8 @@ class Metrics:
         self, registry: CollectorRegistry | None = None, *, multiprocess_dir: Path | None = None
     ) -> None:
         self.multiprocess_dir = multiprocess_dir
+        # The dashboard's traffic figures of this worker, until `TrafficRecorder` takes them.
+        self.traffic = TrafficTally()
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)

@@ -22,8 +22,9 @@ from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
 from mirror.model import ECOSYSTEMS
-from mirror.state import create_state
+from mirror.state import backend_name, create_state
 from mirror.state.base import StateStore
+from mirror.trafficrecorder import TrafficRecorder
 from mirror.upstream import Upstream, UpstreamScope, redact
 
 
@@ -43,6 +44,8 @@ class Services:
     policy: LivePolicy
     # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
     memory: ByteBudget
+    # The dashboard's traffic figures, written to shared state every few seconds.
+    traffic: TrafficRecorder
 
 
 SERVICES = web.AppKey("services", Services)
@@ -176,4 +179,11 @@ def build_services(
         artifacts=artifacts,
         policy=live_policy,
         memory=memory,
+        traffic=TrafficRecorder(
+            metrics.traffic,
+            state,
+            metrics,
+            clock,
+            backend=backend_name(state),
+        ),
     )

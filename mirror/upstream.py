@@ -682,6 +682,7 @@ class Upstream:
     def _count_bytes(self, scope: UpstreamScope, size: int) -> None:
         if self._metrics is not None:
             self._metrics.child(self._metrics.bytes_fetched, scope.ecosystem).inc(size)
+            self._metrics.traffic.fetched(scope.ecosystem, size)
 
     # failures: counted, and logged per host and interval ------------------------------------
 
@@ -721,6 +722,7 @@ class Upstream:
         if self._metrics is not None:
             metrics = self._metrics
             metrics.child(metrics.upstream_errors, scope.ecosystem, "redirect-refused").inc()
+            metrics.traffic.upstream_error(scope.ecosystem, "redirect-refused")
         pair = (_host_key_of(str(source)) or "?", _host_key_of(str(target)) or str(target.host))
         now = self._clock.now()
         last = self._refused_redirects.get(pair)
@@ -750,6 +752,7 @@ class Upstream:
         if self._metrics is not None:
             metrics = self._metrics
             metrics.child(metrics.upstream_errors, scope.ecosystem, failure.kind).inc()
+            metrics.traffic.upstream_error(scope.ecosystem, failure.kind)
         host = _host_key_of(url) or scope.ecosystem
         _log_report(self._outages.failed(host, failure.kind, failure.detail, self._clock.now()))
         return failure.error

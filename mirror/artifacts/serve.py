@@ -62,6 +62,7 @@ from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.model import ArtifactRef, DownloadEvent
 from mirror.servingstate import ServingState
+from mirror.state import backend_name
 from mirror.state.base import StateStore
 from mirror.upstream import Upstream
 
@@ -119,7 +120,7 @@ class ArtifactServer:
         self._hot: BudgetedLRU[str, bytes] = BudgetedLRU(
             budget or ByteBudget(HOT_BUDGET), "small artifacts", len
         )
-        backend = type(state).__name__.removesuffix("State").lower() or "unknown"
+        backend = backend_name(state)
         self.ledger = DownloadLedger(state, metrics, backend=backend)
         # Shared state as the serving path uses it (bounded, remembered, retried): the Maven
         # adapter's publish times go through it too.
@@ -155,6 +156,7 @@ class ArtifactServer:
                 return response
             self._blobs.forget(ref.cache_key)
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+        self._metrics.traffic.miss(ref.ecosystem)
         download = self._joined(ref)  # runs on its own: nobody need wait for it
         record = partial(self._record_download, request, ref)
         try:
@@ -189,6 +191,7 @@ class ArtifactServer:
             self._pins.check_stored(ref, entry)
             return entry, True
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+        self._metrics.traffic.miss(ref.ecosystem)
         return await self._joined(ref).stored(), False
 
     async def close(self) -> None:
@@ -310,6 +313,8 @@ class ArtifactServer:
         def on_send(status: int) -> None:
             # Called just before the headers go out, once the blob is open.
             self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
+            # The whole blob's size: what upstream would have sent without the cache.
+            self._metrics.traffic.hit(ref.ecosystem, entry.size if request.method == "GET" else 0)
             if request.method == "GET" and status in (200, 206):
                 self._record_download(request, ref)
 

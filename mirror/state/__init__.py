@@ -28,6 +28,7 @@ __all__ = [
     "RuleKind",
     "RuleRecord",
     "StateStore",
+    "backend_name",
     "create_state",
 ]
 
@@ -57,3 +58,8 @@ def create_state(config: Config, *, clock: Clock | None = None) -> StateStore:
         ledger_retention=config.state.ledger_retention,
         audit_retention=config.admin.audit_retention,
     )
+
+
+def backend_name(state: StateStore) -> str:
+    """`local` or `redis`: the `backend` label of `mirror_state_errors_total`."""
+    return type(state).__name__.removesuffix("State").lower() or "unknown"

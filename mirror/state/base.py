@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
+from mirror.traffic import TrafficCount
 
 # Retention, the same in every backend. The ledger keeps one row per (client address, read
 # token, file) seen within `LEDGER_RETENTION` (by last seen), at most `DOWNLOADS_KEPT` rows per
@@ -194,6 +195,18 @@ class StateStore(Protocol):
         `versions` accepts (all if None), totalled per (read token, CI system), most
         downloads first (then by token and CI). Bounded like `downloads_page` by the
         package's retained rows (`DOWNLOADS_KEPT`)."""
+        ...
+
+    # traffic figures of the dashboard (`mirror.traffic`) ---------------------------------------
+    async def add_traffic(self, counts: Sequence[TrafficCount]) -> None:
+        """Add `counts` to the stored ones, one row per (ecosystem, minute): the numbers
+        summed atomically with every other writer's, the latest non-empty `last_error` kept.
+        Rows older than `traffic.TRAFFIC_RETENTION` (by the store's clock) are pruned."""
+        ...
+
+    async def traffic(self, since: datetime) -> list[TrafficCount]:
+        """The stored rows of minutes at or after `since` (within the retention), oldest
+        first, then by ecosystem."""
         ...
 
     # audit log -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
+from mirror.traffic import TRAFFIC_RETENTION, TrafficCount, summed
 
 log = logging.getLogger("mirror.state")
 
@@ -92,6 +93,13 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS identity (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), value TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS identity_restored_from (value TEXT PRIMARY KEY)",
+    # The dashboard's traffic figures: one row per ecosystem per minute (`mirror.traffic`).
+    """CREATE TABLE IF NOT EXISTS traffic (
+        ecosystem TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
+        hits INTEGER NOT NULL, misses INTEGER NOT NULL, from_cache INTEGER NOT NULL,
+        from_upstream INTEGER NOT NULL, upstream_errors INTEGER NOT NULL,
+        stale_serves INTEGER NOT NULL, last_error TEXT NOT NULL,
+        PRIMARY KEY (minute, ecosystem))""",
     # A loss a degraded worker published, with its last-known copy (`publish_loss`).
     """CREATE TABLE IF NOT EXISTS lost (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), identity TEXT NOT NULL,
@@ -112,6 +120,20 @@ _AUDIT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS audit_by_target ON audit (target, at, seq)",
     "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, seq)",
     "CREATE INDEX IF NOT EXISTS audit_prunable ON audit (pinned, at, seq)",
+)
+_TRAFFIC_COLUMNS = (
+    "ecosystem, minute, requests, hits, misses, from_cache, from_upstream, upstream_errors, "
+    "stale_serves, last_error"
+)
+# Sums a bucket's numbers; a later non-empty error kind replaces the stored one.
+_ADD_TRAFFIC = (
+    f"INSERT INTO traffic ({_TRAFFIC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608 (constants)
+    "ON CONFLICT (minute, ecosystem) DO UPDATE SET "
+    + ", ".join(
+        f"{column} = {column} + excluded.{column}" for column in _TRAFFIC_COLUMNS.split(", ")[2:-1]
+    )
+    + ", last_error = CASE WHEN excluded.last_error != '' THEN excluded.last_error "
+    "ELSE last_error END"
 )
 _RULE_COLUMNS = (
     "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
@@ -146,6 +168,11 @@ def _micros(at: datetime) -> int:
     if at.tzinfo is None:
         raise ValueError(f"state stores aware datetimes only, got naive {at!r}")
     return (at - _EPOCH) // _MICRO
+
+
+def _minutes(at: datetime) -> int:
+    """Whole minutes since the epoch, rounded down (a traffic bucket)."""
+    return int((at - _EPOCH) // timedelta(minutes=1))
 
 
 def _from_micros(value: int) -> datetime:
@@ -517,6 +544,60 @@ class LocalState:
             )
 
         return await self._run(select, "read download identities")
+
+    # traffic figures of the dashboard ------------------------------------------------------------
+    async def add_traffic(self, counts: Sequence[TrafficCount]) -> None:
+        if not counts:
+            return
+        rows = [
+            (
+                count.ecosystem,
+                _minutes(count.minute),
+                count.requests,
+                count.hits,
+                count.misses,
+                count.bytes_from_cache,
+                count.bytes_from_upstream,
+                count.upstream_errors,
+                count.stale_serves,
+                count.last_error,
+            )
+            for count in summed(counts)
+        ]
+        prune_before = _minutes(self.clock.now() - TRAFFIC_RETENTION)
+
+        def add(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.executemany(_ADD_TRAFFIC, rows)
+                conn.execute("DELETE FROM traffic WHERE minute < ?", (prune_before,))
+
+        await self._run(add, "add traffic figures")
+
+    async def traffic(self, since: datetime) -> list[TrafficCount]:
+        first = max(_minutes(since), _minutes(self.clock.now() - TRAFFIC_RETENTION))
+
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {_TRAFFIC_COLUMNS} FROM traffic WHERE minute >= ? "  # noqa: S608 (constant)
+                "ORDER BY minute, ecosystem",
+                (first,),
+            ).fetchall()
+
+        return [
+            TrafficCount(
+                ecosystem=row[0],
+                minute=_EPOCH + timedelta(minutes=row[1]),
+                requests=row[2],
+                hits=row[3],
+                misses=row[4],
+                bytes_from_cache=row[5],
+                bytes_from_upstream=row[6],
+                upstream_errors=row[7],
+                stale_serves=row[8],
+                last_error=row[9],
+            )
+            for row in await self._run(select, "read traffic figures")
+        ]
 
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:

@@ -42,6 +42,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
+from mirror.traffic import MINUTE, TRAFFIC_RETENTION, TrafficCount, minute_of, summed
 
 log = logging.getLogger("mirror.state")
 
@@ -897,6 +898,55 @@ class RedisState:
                     args[:2] = [anchor, anchor_at]
         return sort_identities(group.total(token, ci) for (token, ci), group in groups.items())
 
+    # traffic figures of the dashboard ------------------------------------------------------------
+    async def add_traffic(self, counts: Sequence[TrafficCount]) -> None:
+        """One hash per minute (`traffic:<minute>`, fields `<ecosystem>:<figure>`), summed by
+        HINCRBY in one MULTI; it expires when the retention has passed (by this store's clock,
+        as the other prunes)."""
+        if not counts:
+            return
+        now = self.clock.now()
+        client = self._redis("add traffic figures")
+        with self._translate("add traffic figures"):
+            async with client.pipeline(transaction=True) as pipe:
+                for count in summed(counts):
+                    lasts = count.minute + TRAFFIC_RETENTION - now
+                    if lasts <= timedelta(0):
+                        continue
+                    key = self._traffic_key(count.minute)
+                    for name, value in _traffic_figures(count):
+                        if value:
+                            pipe.hincrby(key, f"{count.ecosystem}:{name}", value)
+                    if count.last_error:
+                        pipe.hset(key, f"{count.ecosystem}:last_error", count.last_error)
+                    pipe.expire(key, max(int(lasts.total_seconds()), 1))
+                await pipe.execute()
+
+    async def traffic(self, since: datetime) -> list[TrafficCount]:
+        now = self.clock.now()
+        first = minute_of(max(since, now - TRAFFIC_RETENTION))
+        # A minute ahead: another replica's clock may run a little fast.
+        minutes: list[datetime] = []
+        minute = first
+        while minute <= minute_of(now) + MINUTE:
+            minutes.append(minute)
+            minute += MINUTE
+        found: list[TrafficCount] = []
+        client = self._redis("read traffic figures")
+        with self._translate("read traffic figures"):
+            for start in range(0, len(minutes), _TRAFFIC_CHUNK):
+                chunk = minutes[start : start + _TRAFFIC_CHUNK]
+                async with client.pipeline(transaction=False) as pipe:
+                    for minute in chunk:
+                        pipe.hgetall(self._traffic_key(minute))
+                    hashes = await pipe.execute()
+                for minute, fields in zip(chunk, hashes, strict=True):
+                    found.extend(_traffic_counts(minute, fields))
+        return found
+
+    def _traffic_key(self, minute: datetime) -> str:
+        return self._key("traffic", str(int((minute - _EPOCH) // MINUTE)))
+
     # audit log ---------------------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> None:
         await self._apply("append audit entry", "none", "", "", None, entry)
@@ -1284,6 +1334,45 @@ class _Identity:
             first_seen=_from_micros(self.first or 0),
             last_seen=_from_micros(self.last or 0),
         )
+
+
+_TRAFFIC_NUMBERS = (
+    "requests",
+    "hits",
+    "misses",
+    "bytes_from_cache",
+    "bytes_from_upstream",
+    "upstream_errors",
+    "stale_serves",
+)
+_TRAFFIC_CHUNK = 500  # minutes read in one round trip
+
+
+def _traffic_figures(count: TrafficCount) -> list[tuple[str, int]]:
+    return [(name, int(getattr(count, name))) for name in _TRAFFIC_NUMBERS]
+
+
+def _traffic_counts(minute: datetime, fields: Mapping[str, str]) -> list[TrafficCount]:
+    """A minute's hash back as one count per ecosystem, sorted by ecosystem."""
+    by_ecosystem: dict[str, dict[str, str]] = {}
+    for name, value in fields.items():
+        ecosystem, _, figure = name.partition(":")
+        by_ecosystem.setdefault(ecosystem, {})[figure] = value
+    return [
+        TrafficCount(
+            ecosystem=ecosystem,
+            minute=minute,
+            requests=int(figures.get("requests", 0)),
+            hits=int(figures.get("hits", 0)),
+            misses=int(figures.get("misses", 0)),
+            bytes_from_cache=int(figures.get("bytes_from_cache", 0)),
+            bytes_from_upstream=int(figures.get("bytes_from_upstream", 0)),
+            upstream_errors=int(figures.get("upstream_errors", 0)),
+            stale_serves=int(figures.get("stale_serves", 0)),
+            last_error=figures.get("last_error", ""),
+        )
+        for ecosystem, figures in sorted(by_ecosystem.items())
+    ]
 
 
 def _owner(owner: str) -> str:

@@ -233,6 +233,7 @@ PURE_MODULES = (
     "mirror.hosts",
     "mirror.identity",
     "mirror.outages",
+    "mirror.traffic",
     "mirror.ui.session",
     "mirror.reportcells",
     "mirror.admin.parse",
@@ -294,7 +295,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
-        "mirror.ui.session", "mirror.reportcells",
+        "mirror.ui.session", "mirror.reportcells", "mirror.traffic",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
@@ -321,6 +322,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
         "mirror.services", "mirror.rulechanges", "mirror.feeds",
+        "mirror.trafficrecorder",
         "mirror.ecosystems.pypi.derivedmeta",
     ),
     (  # web
