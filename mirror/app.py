@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mirror import __version__, requestbody, responses
+from mirror.responses import HELD_VERSIONS
 from mirror.admin.routes import add_routes as add_admin_routes
 from mirror.clock import Clock
 from mirror.config import AccessConfig, Config
@@ -34,7 +35,8 @@ from mirror.errors import (
     StateUnavailable,
 )
 from mirror.feeds import FeedSync
-from mirror.forwarded import READ_TOKEN
+from mirror.forwarded import READ_TOKEN, client_address
+from mirror.holds import HeldSubject, held_subject
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
@@ -138,6 +140,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         for adapter in app[ECOSYSTEM_ADAPTERS].values():
             await adapter.close()
         await services.artifacts.close()
+        await services.holds.close()
         await services.blobs.close()
         await services.metacache.close()
         await services.upstream.close()
@@ -249,11 +252,18 @@ async def error_middleware(
     on every request."""
     try:
         check_request_path(request.raw_path)
-        return await handler(request)
+        response = await handler(request)
+        held = request.get(HELD_VERSIONS)
+        if held:
+            _note_held(request, held)
+        return response
     except MirrorError as exc:
         if isinstance(exc, Held):
             ecosystem = _ecosystem_of(request.path)
             request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
+            subject = held_subject(exc.decision)
+            if subject is not None:
+                _note_held(request, (subject,))
         return error_response(exc)
     except web.HTTPNotFound:
         return error_response(NotFound(f"nothing is served at {request.path}"))
@@ -268,6 +278,14 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.raw_path)
         body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
         return web.json_response(body, status=500)
+
+
+def _note_held(request: web.Request, held: Iterable[HeldSubject]) -> None:
+    """The quarantine queue: this request (its client, its read token) was held `held`
+    back. Noted in memory, written in batches: never delays or fails the answer."""
+    services = request.app[SERVICES]
+    client = client_address(request, services.config)
+    services.holds.note(held, client=client, token=request.get(READ_TOKEN, ""))
 
 
 def _access_checked(settings: AccessConfig) -> bool:

@@ -170,6 +170,8 @@ class Held(MirrorError):
     """Policy refuses this version or file. Never a 5xx: clients would retry or report an outage."""
 
     status = 403
+    # The decision refused (`from_decision`): the quarantine queue notes what it held.
+    decision: Refused | None = None
 
     @staticmethod
     def from_decision(decision: Refused, message: str | None = None) -> Held:
@@ -177,9 +179,13 @@ class Held(MirrorError):
         `Quarantined` with its `until`. `message` (default: the decision's sentence) is what
         the client prints. The one place a decision becomes a 403."""
         text = decision.detail if message is None else message
+        refusal: Held
         if decision.block is not None:
-            return Blocked(text, block=decision.block.describe())
-        return Quarantined(text, until=decision.until)
+            refusal = Blocked(text, block=decision.block.describe())
+        else:
+            refusal = Quarantined(text, until=decision.until)
+        refusal.decision = decision
+        return refusal
 
 
 class Quarantined(Held):

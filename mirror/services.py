@@ -18,6 +18,7 @@ from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, split_credentials
 from mirror.ecosystems.base import Ecosystem
+from mirror.holdrecorder import HoldRecorder
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
@@ -43,6 +44,8 @@ class Services:
     policy: LivePolicy
     # The one byte budget (`cache.memory_budget`) every in-memory cache of this worker pays from.
     memory: ByteBudget
+    # Requests held back by quarantine, batched to state (the dashboard's quarantine queue).
+    holds: HoldRecorder
 
 
 SERVICES = web.AppKey("services", Services)
@@ -176,4 +179,5 @@ def build_services(
         artifacts=artifacts,
         policy=live_policy,
         memory=memory,
+        holds=HoldRecorder(state, metrics, clock),
     )

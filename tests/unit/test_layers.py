@@ -219,6 +219,7 @@ PURE_MODULES = (
     "mirror.clock",
     "mirror.policy",
     "mirror.notices",
+    "mirror.holds",
     "mirror.versions",
     "mirror.osv",
     "mirror.lockfiles",
@@ -293,7 +294,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
-        "mirror.ui.session",
+        "mirror.ui.session", "mirror.holds",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
@@ -320,7 +321,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
         "mirror.services", "mirror.rulechanges", "mirror.feeds",
-        "mirror.ecosystems.pypi.derivedmeta",
+        "mirror.ecosystems.pypi.derivedmeta", "mirror.holdrecorder",
     ),
     (  # web
         "mirror.ecosystems.npm", "mirror.ecosystems.maven", "mirror.ecosystems.pypi",

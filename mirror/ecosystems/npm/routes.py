@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from yarl import URL
 
-from mirror import policy, responses
+from mirror import holds, policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
@@ -258,6 +258,7 @@ class NpmRegistry:
             raise ValueError(f"unknown packument form {form!r}")
         headers: dict[str, str] = {}
         notice = document.render_notice(packument.package, view)
+        held = holds.quarantined(view.quarantined)
         if notice is not None:
             headers["npm-notice"] = notice
             # npm prints `npm-notice` only for responses it does not store in its HTTP cache
@@ -277,6 +278,7 @@ class NpmRegistry:
                 valid_until=view.valid_until,
                 last_modified=now,
                 headers=headers,
+                held=held,
             )
 
         # Rendering and compressing a big packument takes tens of milliseconds of CPU.
