@@ -20,7 +20,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mirror import __version__, requestbody, responses
-from mirror.responses import HELD_VERSIONS
 from mirror.admin.routes import add_routes as add_admin_routes
 from mirror.clock import Clock
 from mirror.config import AccessConfig, Config
@@ -40,6 +39,7 @@ from mirror.holds import HeldSubject, held_subject
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
+from mirror.responses import HELD_VERSIONS
 from mirror.services import (
     ECOSYSTEM_ADAPTERS,
     REQUEST_KIND,

@@ -47,6 +47,19 @@ class HeldRendered(Rendered):
 
     held: tuple[HeldSubject, ...] = ()
 
+    @staticmethod
+    def of(view: Rendered, held: tuple[HeldSubject, ...]) -> HeldRendered:
+        return HeldRendered(
+            body=view.body,
+            content_type=view.content_type,
+            etag=view.etag,
+            gzipped=view.gzipped,
+            valid_until=view.valid_until,
+            last_modified=view.last_modified,
+            headers=view.headers,
+            held=held,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HoldEvent:

@@ -57,18 +57,16 @@ def render(
     gzipped = (
         gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None
     )
-    fields = {
-        "body": body,
-        "content_type": content_type,
-        "etag": make_etag(form, body),
-        "gzipped": gzipped,
-        "valid_until": valid_until,
-        "last_modified": last_modified,
-        "headers": dict(headers or {}),
-    }
-    if held:
-        return HeldRendered(**fields, held=tuple(held))
-    return Rendered(**fields)
+    view = Rendered(
+        body=body,
+        content_type=content_type,
+        etag=make_etag(form, body),
+        gzipped=gzipped,
+        valid_until=valid_until,
+        last_modified=last_modified,
+        headers=dict(headers or {}),
+    )
+    return HeldRendered.of(view, tuple(held)) if held else view
 
 
 def _accepts_gzip(request: web.Request) -> bool:

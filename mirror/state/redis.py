@@ -37,7 +37,15 @@ from mirror.holds import (
     HoldEvent,
     Requester,
 )
-from mirror.model import ECOSYSTEMS, RULE_KINDS, AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
+from mirror.model import (
+    ECOSYSTEMS,
+    RULE_KINDS,
+    AuditEntry,
+    DownloadEvent,
+    IdentityTotal,
+    RuleKind,
+    RuleRecord,
+)
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -1206,15 +1214,18 @@ class RedisState:
         with self._translate("read held versions"):
             newest: list[tuple[float, str, str]] = []
             for name in ecosystems:
-                scored = await client.zrevrange(
-                    self._key("holds-last", name), 0, limit - 1, withscores=True
+                scored = cast(
+                    _ScoredRows,
+                    await client.zrevrange(
+                        self._key("holds-last", name), 0, limit - 1, withscores=True
+                    ),
                 )
                 newest += [(float(score), name, str(member)) for member, score in scored]
             newest.sort(key=lambda entry: (-entry[0], entry[1], entry[2]))
             newest = newest[:limit]
             async with client.pipeline(transaction=False) as pipe:
                 for _, name, member in newest:
-                    last, first, counts, said, more = self._holds_keys(name)
+                    _, first, counts, said, more = self._holds_keys(name)
                     who = self._key("holds-who", name, member.encode().hex())
                     pipe.zscore(first, member)
                     pipe.hget(counts, member)
@@ -1236,9 +1247,7 @@ class RedisState:
                     published_at=None if published is None else _from_micros(published),
                     until=None if until is None else _from_micros(until),
                     requests=int(count or 0),
-                    requesters=tuple(
-                        Requester(*str(raw).split("\n", 1)) for raw in requesters
-                    ),
+                    requesters=tuple(Requester(*str(raw).split("\n", 1)) for raw in requesters),
                     requester_count=int(total),
                     more_requesters=bool(more),
                     first_held=_from_micros(int(float(first if first is not None else score))),

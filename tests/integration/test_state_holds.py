@@ -72,7 +72,12 @@ def subject(
 
 
 def event(
-    held: HeldSubject, client: str = "10.0.0.1", token: str = "", *, at: datetime = NOW, count: int = 1
+    held: HeldSubject,
+    client: str = "10.0.0.1",
+    token: str = "",
+    *,
+    at: datetime = NOW,
+    count: int = 1,
 ) -> HoldEvent:
     return HoldEvent(subject=held, client=client, token=token, at=at, last_at=at, count=count)
 
@@ -137,7 +142,9 @@ async def test_hostile_names_are_stored_as_given(state: StateStore) -> None:
     assert version.requesters == (Requester("::1", "tok\nen"),)
 
 
-async def test_the_recorder_batches_notes_into_one_row(state: StateStore, clock: FixedClock) -> None:
+async def test_the_recorder_batches_notes_into_one_row(
+    state: StateStore, clock: FixedClock
+) -> None:
     recorder = HoldRecorder(state, Metrics(), clock, flush_interval=60)
     for _ in range(3):
         recorder.note([subject(), subject("other")], client="10.0.0.9", token="ci")

@@ -17,7 +17,6 @@ import orjson
 from packaging.version import InvalidVersion, Version
 
 from mirror import holds, notices, policy, versions
-from mirror.holds import HeldSubject
 from mirror.clock import iso_microseconds, iso_seconds
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
@@ -25,6 +24,7 @@ from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.simple import DistFile, ProjectPage
 from mirror.errors import BadUpstreamDocument
+from mirror.holds import HeldSubject
 from mirror.jsondepth import check_depth
 
 API_JSON_TYPE = "application/json"
