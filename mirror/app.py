@@ -35,7 +35,7 @@ from mirror.errors import (
 )
 from mirror.feeds import FeedSync
 from mirror.forwarded import READ_TOKEN, client_address
-from mirror.holds import HeldSubject, held_subject
+from mirror.holds import HeldSubject, quarantined
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
@@ -261,9 +261,10 @@ async def error_middleware(
         if isinstance(exc, Held):
             ecosystem = _ecosystem_of(request.path)
             request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
-            subject = held_subject(exc.decision)
-            if subject is not None:
-                _note_held(request, (subject,))
+        if exc.withheld:
+            held = quarantined(exc.withheld)
+            if held:
+                _note_held(request, held)
         return error_response(exc)
     except web.HTTPNotFound:
         return error_response(NotFound(f"nothing is served at {request.path}"))

@@ -121,7 +121,7 @@ class HeldVersion:
     last_held: datetime
 
 
-def quarantined(decisions: Iterable[policy.Decision]) -> tuple[HeldSubject, ...]:
+def quarantined(decisions: Iterable[object]) -> tuple[HeldSubject, ...]:
     """The versions of `decisions` held by quarantine alone (not a block or a freeze), one
     each (PyPI decides files: a version's files count once, the latest `until` kept)."""
     found: dict[tuple[str, str, str], HeldSubject] = {}

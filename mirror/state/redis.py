@@ -1169,7 +1169,9 @@ class RedisState:
         client = self._redis("record held requests")
         with self._translate("record held requests"):
             async with client.pipeline(transaction=False) as pipe:
-                for ecosystem, versions in by_version.items():
+                # Every ecosystem's queue is pruned, also those with nothing new to add.
+                for ecosystem in dict.fromkeys((*ECOSYSTEMS, *by_version)):
+                    versions = by_version.get(ecosystem, {})
                     args = [
                         prune_before,
                         str(HOLDS_KEPT),

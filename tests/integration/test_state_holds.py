@@ -129,8 +129,10 @@ async def test_requesters_are_bounded(state: StateStore) -> None:
 
 async def test_versions_not_held_lately_are_pruned(state: StateStore, clock: FixedClock) -> None:
     await state.record_holds([event(subject("stale"))])
+    await state.record_holds([event(subject("old-project", ecosystem="pypi"))])
     clock.advance(HOLDS_RETENTION + timedelta(hours=1))
     await state.record_holds([event(subject("fresh"), at=clock.now())])
+    # Pruned in every ecosystem, also one with nothing new.
     assert [version.package for version in await state.held_versions(limit=10)] == ["fresh"]
 
 

@@ -38,6 +38,7 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
     registry = FakeNpmRegistry()
     registry.add_version("left-pad", "1.0.0", published=OLD)
     registry.add_version("left-pad", "1.4.0", published=FRESH)
+    registry.add_version("brand-new", "0.1.0", published=FRESH)
     registry.add_version("@evil/pkg", "1.0.0", published=OLD)
     registry.add_version("@evil/pkg", "2.0.0-<i>x</i>", published=FRESH)
     await registry.start(aiohttp_server)
@@ -102,16 +103,29 @@ async def test_a_refused_pinned_download_is_counted(client: Client) -> None:
     for _ in range(2):
         response = await client.get("/npm/left-pad/-/left-pad-1.4.0.tgz")
         assert response.status == 403
+    assert (await client.get("/npm/left-pad/1.4.0")).status == 404  # a pinned manifest
     await client.get("/npm/left-pad")
     await flushed(client)
     await log_in(client)
     row = row_of(await page(client, "/ui/queue?ecosystem=npm"), "left-pad")
-    assert '<td class="num">3<br>' in row
+    assert '<td class="num">4<br>' in row
     assert "127.0.0.1" in row
+
+
+async def test_a_package_with_nothing_visible_yet_is_queued(client: Client) -> None:
+    response = await client.get("/npm/brand-new")
+    assert response.status == 404  # every version is held
+    await flushed(client)
+    await log_in(client)
+    row = row_of(await page(client, "/ui/queue"), "brand-new")
+    assert "<td>0.1.0</td>" in row
+    assert AVAILABLE in row
 
 
 async def test_pypi_pages_are_queued_and_filtered_by_ecosystem(client: Client) -> None:
     assert (await client.get("/pypi/simple/demo/")).status == 200
+    assert (await client.get("/pypi/pypi/demo/json")).status == 200
+    assert (await client.get("/pypi/pypi/demo/2.0/json")).status == 403
     await client.get("/npm/left-pad")
     await flushed(client)
     await log_in(client)
@@ -119,6 +133,7 @@ async def test_pypi_pages_are_queued_and_filtered_by_ecosystem(client: Client) -
     row = row_of(everything, "demo")
     assert "<td>pypi</td>" in row
     assert "<td>2.0</td>" in row
+    assert '<td class="num">3<br>' in row  # the page, the JSON API, the refused release
     assert 'href="/ui/explain?q=pypi+demo%3D%3D2.0"' in row
     only_pypi = await page(client, "/ui/queue?ecosystem=pypi")
     assert "<td>demo</td>" in only_pypi

@@ -242,7 +242,7 @@ class MavenRepository:
         if not view.visible:
             # Not cached (small to filter): a 404 that says why, never a list of nothing or
             # the upstream's own <latest>/<release>.
-            raise NotFound(document.nothing_visible_message(coordinates, view))
+            raise NotFound(document.nothing_visible_message(coordinates, view)).holding(view.held)
         body = document.render_metadata(metadata, view)
         valid_until = view.valid_until
         if not complete:

@@ -247,7 +247,9 @@ class NpmRegistry:
         view = (await self._version_view(package, doc.version, packument)).view
         if not view.visible:
             # A 404 (not a cached view) is what makes npm retry with the full Accept.
-            raise NotFound(document.no_visible_version_message(packument.package, view))
+            raise NotFound(document.no_visible_version_message(packument.package, view)).holding(
+                view.quarantined
+            )
         chosen: Form | None = None
         if form == "dist-tags":
             content_type = document.JSON_TYPE
@@ -313,10 +315,14 @@ class NpmRegistry:
         filtered = await self._version_view(package, doc.version, packument)
         view = filtered.view
         if not view.visible:
-            raise NotFound(document.no_visible_version_message(package, view))
+            raise NotFound(document.no_visible_version_message(package, view)).holding(
+                decision for decision in view.quarantined if decision.version == spec
+            )
         version = view.dist_tags.get(spec, spec)
         if version not in filtered.visible:
-            raise NotFound(document.version_unavailable_message(package, spec, view))
+            raise NotFound(document.version_unavailable_message(package, spec, view)).holding(
+                decision for decision in view.quarantined if decision.version == version
+            )
         manifest = document.render_manifest(packument, version, base)
         return responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until

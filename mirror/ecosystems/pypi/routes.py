@@ -334,7 +334,9 @@ class PypiIndex:
         view = simple.filter_page(page, services.policy.rules(), now)
         if not view.visible:
             # Not cached (small to filter); says why rather than an empty page.
-            raise NotFound(simple.no_visible_file_message(page.project, view))
+            raise NotFound(simple.no_visible_file_message(page.project, view)).holding(
+                view.quarantined
+            )
         derived = await self._derived.declared(page.project) if lacking else None
         if len(page.files) >= RENDER_IN_THREAD_FILES:
             body = await asyncio.to_thread(simple.render_page, page, view, form, base, derived)
@@ -586,7 +588,9 @@ class PypiIndex:
         now = services.clock.now()
         view = jsonapi.filter_api(api, services.policy.rules(), now)
         if view.latest is None:
-            raise NotFound(jsonapi.api_nothing_visible_message(api.project, view))
+            raise NotFound(jsonapi.api_nothing_visible_message(api.project, view)).holding(
+                decision for decisions in view.held.values() for decision in decisions
+            )
         release_document: ApiDocument | None = None
         metadata: CoreMetadata | None = None
         complete = True
