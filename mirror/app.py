@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,12 @@ from mirror.errors import (
     StateUnavailable,
 )
 from mirror.feeds import FeedSync
-from mirror.forwarded import READ_TOKEN
+from mirror.forwarded import READ_TOKEN, client_address
+from mirror.holds import HeldSubject, quarantined
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
+from mirror.responses import HELD_VERSIONS
 from mirror.services import (
     ECOSYSTEM_ADAPTERS,
     REQUEST_KIND,
@@ -140,6 +142,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             await adapter.close()
         await services.artifacts.close()
         await services.traffic.close()
+        await services.holds.close()
         await services.blobs.close()
         await services.metacache.close()
         await services.upstream.close()
@@ -257,11 +260,19 @@ async def error_middleware(
     on every request."""
     try:
         check_request_path(request.raw_path)
-        return await handler(request)
+        response = await handler(request)
+        held = request.get(HELD_VERSIONS)
+        if held:
+            _note_held(request, held)
+        return response
     except MirrorError as exc:
         if isinstance(exc, Held):
             ecosystem = _ecosystem_of(request.path)
             request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
+        if exc.withheld:
+            held = quarantined(exc.withheld)
+            if held:
+                _note_held(request, held)
         return error_response(exc)
     except web.HTTPNotFound:
         return error_response(NotFound(f"nothing is served at {request.path}"))
@@ -276,6 +287,14 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.raw_path)
         body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
         return web.json_response(body, status=500)
+
+
+def _note_held(request: web.Request, held: Iterable[HeldSubject]) -> None:
+    """The quarantine queue: this request (its client, its read token) was held `held`
+    back. Noted in memory, written in batches: never delays or fails the answer."""
+    services = request.app[SERVICES]
+    client = client_address(request, services.config)
+    services.holds.note(held, client=client, token=request.get(READ_TOKEN, ""))
 
 
 def _access_checked(settings: AccessConfig) -> bool:

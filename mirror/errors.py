@@ -33,9 +33,10 @@ Our exception hierarchy::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 # The HTTP reason phrase is printed by clients (Maven, pip): a short, complete clause.
 MAX_PHRASE = 160
@@ -62,6 +63,9 @@ class MirrorError(Exception):
     reason: str = "internal"
     # Response headers the status requires (a 401 names its auth scheme).
     headers: tuple[tuple[str, str], ...] = ()
+    # The hidden `policy.Decision`s this answer stands for (a refusal's own, or the versions
+    # a "nothing visible" 404 holds back): the quarantine queue notes them (`holding`).
+    withheld: tuple[object, ...] = ()
 
     def __init__(self, message: str, *, status: int | None = None, **data: Any) -> None:
         super().__init__(message)
@@ -69,6 +73,11 @@ class MirrorError(Exception):
         if status is not None:
             self.status = status
         self.data: dict[str, Any] = data
+
+    def holding(self, decisions: Iterable[object]) -> Self:
+        """This error, standing for the hidden `decisions` (see `withheld`)."""
+        self.withheld = tuple(decisions)
+        return self
 
     def body(self) -> dict[str, Any]:
         """The JSON body DESIGN.md promises: error, reason, until, block, plus extra data."""
@@ -177,9 +186,12 @@ class Held(MirrorError):
         `Quarantined` with its `until`. `message` (default: the decision's sentence) is what
         the client prints. The one place a decision becomes a 403."""
         text = decision.detail if message is None else message
+        refusal: Held
         if decision.block is not None:
-            return Blocked(text, block=decision.block.describe())
-        return Quarantined(text, until=decision.until)
+            refusal = Blocked(text, block=decision.block.describe())
+        else:
+            refusal = Quarantined(text, until=decision.until)
+        return refusal.holding((decision,))
 
 
 class Quarantined(Held):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Final
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Final, Generic, Protocol, Self, TypeVar
 
 from mirror.metrics import Metrics
 from mirror.model import DownloadEvent
@@ -24,36 +25,52 @@ FLUSH_INTERVAL: Final = 0.5  # seconds a note may wait before it is written
 MAX_BATCH: Final = 500  # rows in one state write
 MAX_PENDING: Final = 50_000  # rows kept while state is down; the oldest are dropped
 
-_Key = tuple[str, str, str, str, str, str]
+
+class Row(Protocol):
+    """What a batch gathers: rows of one key merge into one."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def merged(self, other: Self, /) -> Self: ...
 
 
-class DownloadLedger:
+R = TypeVar("R", bound=Row)
+
+
+class BatchedWrites(Generic[R]):
+    """Rows noted on the serving path, gathered by key (merged) and written to state in
+    batches within `flush_interval`, off the serving path: `note` never blocks or fails.
+    `what` names the rows in logs ("downloads", "holds")."""
+
     def __init__(
         self,
-        state: StateStore,
+        write: Callable[[Sequence[R]], Awaitable[None]],
         metrics: Metrics,
         *,
         backend: str,
+        what: str,
         flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
-        self._state = state
+        self._write = write
         self._metrics = metrics
         self._backend = backend
+        self._what = what
         self._flush_interval = flush_interval
-        # One row per (client, file), in the order first noted.
-        self._pending: dict[_Key, DownloadEvent] = {}
+        # One row per key, in the order first noted.
+        self._pending: dict[Hashable, R] = {}
         self._flusher: asyncio.Task[None] | None = None
         # Set by close(): the waiting flusher writes at once instead of after its interval.
         self._closing = asyncio.Event()
         self._last_write_failed = False
 
-    def note(self, event: DownloadEvent) -> None:
-        """Remember one download; written within `flush_interval`. Never blocks or fails."""
+    def note(self, event: R) -> None:
+        """Remember one row; written within `flush_interval`. Never blocks or fails."""
         self._add(event)
         if len(self._pending) > MAX_PENDING:
             oldest = next(iter(self._pending))
             del self._pending[oldest]
-            log.error("download ledger backlog full: the oldest note was dropped")
+            log.error("%s backlog full: the oldest note was dropped", self._what)
         if self._flusher is None and not self._closing.is_set():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -65,13 +82,13 @@ class DownloadLedger:
             keys = list(self._pending)[:MAX_BATCH]
             batch = [self._pending.pop(key) for key in keys]
             try:
-                await self._state.record_downloads(batch)
+                await self._write(batch)
             except Exception as exc:  # any state failure: keep the rows, retry later
                 for row in batch:
                     self._add(row)
                 self._last_write_failed = True
                 self._metrics.state_errors.labels(self._backend).inc()
-                log.warning("could not record %d downloads: %s", len(batch), exc)
+                log.warning("%s: could not record %d rows: %s", self._what, len(batch), exc)
                 return
             self._last_write_failed = False
 
@@ -85,9 +102,9 @@ class DownloadLedger:
         if flusher is None or not self._last_write_failed:
             await self.flush()  # what arrived meanwhile; state that just failed is not retried
         if self._pending:
-            log.error("download ledger closed with %d rows unwritten", len(self._pending))
+            log.error("%s closed with %d rows unwritten", self._what, len(self._pending))
 
-    def _add(self, row: DownloadEvent) -> None:
+    def _add(self, row: R) -> None:
         known = self._pending.get(row.key)
         self._pending[row.key] = row if known is None else known.merged(row)
 
@@ -102,3 +119,23 @@ class DownloadLedger:
             if self._pending and not self._closing.is_set():
                 # State failed (or more arrived while writing): try again later.
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+
+class DownloadLedger(BatchedWrites[DownloadEvent]):
+    """The download ledger: one row per (client, file) gathered, `record_downloads`."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        metrics: Metrics,
+        *,
+        backend: str,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        super().__init__(
+            state.record_downloads,
+            metrics,
+            backend=backend,
+            what="download ledger",
+            flush_interval=flush_interval,
+        )

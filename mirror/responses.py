@@ -7,7 +7,7 @@ import functools
 import gzip
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mirror.config import Config
 from mirror.forwarded import FORWARDED_URL_HEADERS, from_trusted_proxy
+from mirror.holds import HeldRendered, HeldSubject
 from mirror.model import Rendered
 
 # Metadata views are small to revalidate; the client may keep them at most this long.
@@ -23,6 +24,11 @@ _GZIP_MIN_BYTES = 1024
 # A request whose answer was built from `base_url` while forwarded headers could change it:
 # its response must say so in Vary (see `finish_headers`).
 _URL_FROM_FORWARDED: web.RequestKey[bool] = web.RequestKey("url_from_forwarded", bool)
+# The versions a served view withheld by quarantine (`respond` sets it, the app notes them
+# in the quarantine queue).
+HELD_VERSIONS: web.RequestKey[tuple[HeldSubject, ...]] = web.RequestKey(
+    "held_versions", tuple[HeldSubject, ...]
+)
 # Sent on every response when the mirror serves TLS itself.
 HSTS = "max-age=31536000"
 
@@ -44,12 +50,14 @@ def render(
     valid_until: datetime | None = None,
     last_modified: datetime | None = None,
     headers: Mapping[str, str] | None = None,
+    held: Sequence[HeldSubject] = (),
 ) -> Rendered:
-    """Build a `Rendered` view once: ETag over bytes + form, gzip pre-compressed."""
+    """Build a `Rendered` view once: ETag over bytes + form, gzip pre-compressed. `held`:
+    the versions it withholds by quarantine (`holds.quarantined`), noted per request."""
     gzipped = (
         gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None
     )
-    return Rendered(
+    view = Rendered(
         body=body,
         content_type=content_type,
         etag=make_etag(form, body),
@@ -58,6 +66,7 @@ def render(
         last_modified=last_modified,
         headers=dict(headers or {}),
     )
+    return HeldRendered.of(view, tuple(held)) if held else view
 
 
 def _accepts_gzip(request: web.Request) -> bool:
@@ -99,7 +108,10 @@ def respond(
     extra_headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """Answer with `view`: 304 on a matching If-None-Match (If-Modified-Since is ignored
-    when If-None-Match is present, RFC 9110 §13.1.3), gzip when accepted."""
+    when If-None-Match is present, RFC 9110 §13.1.3), gzip when accepted. What the view
+    withholds by quarantine is left on the request (`HELD_VERSIONS`) for the queue."""
+    if isinstance(view, HeldRendered):
+        request[HELD_VERSIONS] = view.held
     headers = {
         "ETag": view.etag,
         "Vary": vary,

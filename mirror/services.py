@@ -18,6 +18,7 @@ from mirror.budget import ByteBudget
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, split_credentials
 from mirror.ecosystems.base import Ecosystem
+from mirror.holdrecorder import HoldRecorder
 from mirror.livepolicy import LivePolicy
 from mirror.metacache import MetaCache, RenderedCache
 from mirror.metrics import Metrics
@@ -46,6 +47,9 @@ class Services:
     memory: ByteBudget
     # The dashboard's traffic figures, written to shared state every few seconds.
     traffic: TrafficRecorder
+
+    # Requests held back by quarantine, batched to state (the dashboard's quarantine queue).
+    holds: HoldRecorder
 
 
 SERVICES = web.AppKey("services", Services)
@@ -186,4 +190,5 @@ def build_services(
             clock,
             backend=backend_name(state),
         ),
+        holds=HoldRecorder(state, metrics, clock),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from mirror.holds import HeldVersion, HoldEvent
 from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.traffic import TrafficCount
 
@@ -230,6 +231,22 @@ class StateStore(Protocol):
         None), at or after `since` and before `until`, following the position `after`.
         Reads at most AUDIT_SCAN entries: a page may be short with a position to go on.
         Raises InvalidPosition for an `after` this store did not issue."""
+        ...
+
+    # quarantine queue (`mirror.holds`) ---------------------------------------------------------
+    async def record_holds(self, events: Sequence[HoldEvent]) -> None:
+        """Add held requests (`HoldRecorder` batches them): per version, the requests
+        summed, first and last held, its publish time and `until` from the latest event;
+        per version at most `holds.REQUESTERS_KEPT` distinct requesters (client address,
+        read token) are kept, later ones only counted as requests. Versions last held
+        longer than `holds.HOLDS_RETENTION` ago are pruned, and past `holds.HOLDS_KEPT` per
+        ecosystem, the least recently held."""
+        ...
+
+    async def held_versions(self, *, limit: int, ecosystem: str | None = None) -> list[HeldVersion]:
+        """The `limit` most recently held versions (of `ecosystem`, all if None), most
+        recently held first, each with its most recent requesters
+        (`holds.REQUESTERS_SHOWN`)."""
         ...
 
     # identity and restore (mirror.lastknown) ----------------------------------------------------

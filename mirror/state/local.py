@@ -21,6 +21,15 @@ from typing import Any, TypeVar, cast
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
+from mirror.holds import (
+    HOLDS_KEPT,
+    HOLDS_RETENTION,
+    REQUESTERS_KEPT,
+    REQUESTERS_SHOWN,
+    HeldVersion,
+    HoldEvent,
+    Requester,
+)
 from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.state.base import (
     AUDIT_CAP,
@@ -134,6 +143,29 @@ _ADD_TRAFFIC = (
     )
     + ", last_error = CASE WHEN excluded.last_error != '' THEN excluded.last_error "
     "ELSE last_error END"
+)
+# The quarantine queue (`mirror.holds`): one row per held version, and its requesters (at most
+# REQUESTERS_KEPT per version; `more` says a later one was only counted).
+_HOLDS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS holds (
+        ecosystem TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL,
+        published_at INTEGER, until INTEGER, first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL, count INTEGER NOT NULL, more INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (ecosystem, package, version))""",
+    "CREATE INDEX IF NOT EXISTS holds_by_last ON holds (ecosystem, last_at)",
+    """CREATE TABLE IF NOT EXISTS hold_requesters (
+        ecosystem TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL,
+        client TEXT NOT NULL, token TEXT NOT NULL, last_at INTEGER NOT NULL,
+        PRIMARY KEY (ecosystem, package, version, client, token))""",
+    "CREATE INDEX IF NOT EXISTS hold_requesters_by_last ON hold_requesters (last_at)",
+)
+_UPSERT_HOLD = (
+    "INSERT INTO holds (ecosystem, package, version, published_at, until, first_at, last_at, "
+    "count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ecosystem, package, version) DO UPDATE "
+    "SET published_at = CASE WHEN excluded.last_at >= last_at THEN excluded.published_at "
+    "ELSE published_at END, until = CASE WHEN excluded.last_at >= last_at THEN excluded.until "
+    "ELSE until END, first_at = min(first_at, excluded.first_at), "
+    "last_at = max(last_at, excluded.last_at), count = count + excluded.count"
 )
 _RULE_COLUMNS = (
     "id, kind, ecosystem, package, versions, reason, created_at, created_by, expires_at, data"
@@ -671,6 +703,102 @@ class LocalState:
         """(entries before this are pruned, the cap), for `_prune_audit`."""
         return _micros(self.clock.now() - self.audit_retention), self.audit_cap
 
+    # quarantine queue ------------------------------------------------------------------------
+    async def record_holds(self, events: Sequence[HoldEvent]) -> None:
+        if not events:
+            return
+        merged: dict[tuple[str, str, str, str, str], HoldEvent] = {}
+        for event in events:
+            known = merged.get(event.key)
+            merged[event.key] = event if known is None else known.merged(event)
+        prune_before = _micros(self.clock.now() - HOLDS_RETENTION)
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                ecosystems: set[str] = set()
+                for event in merged.values():
+                    subject = event.subject
+                    version = (subject.ecosystem, subject.package, subject.version)
+                    ecosystems.add(subject.ecosystem)
+                    conn.execute(
+                        _UPSERT_HOLD,
+                        (
+                            *version,
+                            _optional_micros(subject.published_at),
+                            _optional_micros(subject.until),
+                            _micros(event.at),
+                            _micros(event.last_at),
+                            event.count,
+                        ),
+                    )
+                    _add_requester(conn, version, event)
+                conn.execute("DELETE FROM holds WHERE last_at < ?", (prune_before,))
+                conn.execute("DELETE FROM hold_requesters WHERE last_at < ?", (prune_before,))
+                for ecosystem in ecosystems:
+                    trimmed = conn.execute(
+                        "DELETE FROM holds WHERE ecosystem = ? AND rowid IN (SELECT rowid FROM "
+                        "holds WHERE ecosystem = ? ORDER BY last_at DESC LIMIT -1 OFFSET ?)",
+                        (ecosystem, ecosystem, HOLDS_KEPT),
+                    ).rowcount
+                    if trimmed:
+                        conn.execute(
+                            "DELETE FROM hold_requesters WHERE ecosystem = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM holds WHERE holds.ecosystem = hold_requesters."
+                            "ecosystem AND holds.package = hold_requesters.package AND "
+                            "holds.version = hold_requesters.version)",
+                            (ecosystem,),
+                        )
+
+        await self._run(upsert, "record held requests")
+
+    async def held_versions(self, *, limit: int, ecosystem: str | None = None) -> list[HeldVersion]:
+        def select(conn: sqlite3.Connection) -> list[HeldVersion]:
+            columns = (
+                "ecosystem, package, version, published_at, until, first_at, last_at, count, more"
+            )
+            if ecosystem is None:
+                rows = conn.execute(
+                    f"SELECT {columns} FROM holds ORDER BY last_at DESC LIMIT ?",  # noqa: S608 (constants)
+                    (limit,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {columns} FROM holds WHERE ecosystem = ? "  # noqa: S608 (constants)
+                    "ORDER BY last_at DESC LIMIT ?",
+                    (ecosystem, limit),
+                ).fetchall()
+            found: list[HeldVersion] = []
+            for eco, package, version, published, until, first, last, count, more in rows:
+                where = (eco, package, version)
+                requesters = conn.execute(
+                    "SELECT client, token FROM hold_requesters WHERE ecosystem = ? AND "
+                    "package = ? AND version = ? ORDER BY last_at DESC, client, token LIMIT ?",
+                    (*where, REQUESTERS_SHOWN),
+                ).fetchall()
+                (total,) = conn.execute(
+                    "SELECT count(*) FROM hold_requesters WHERE ecosystem = ? AND package = ? "
+                    "AND version = ?",
+                    where,
+                ).fetchone()
+                found.append(
+                    HeldVersion(
+                        ecosystem=eco,
+                        package=package,
+                        version=version,
+                        published_at=None if published is None else _from_micros(published),
+                        until=None if until is None else _from_micros(until),
+                        requests=int(count),
+                        requesters=tuple(Requester(client, token) for client, token in requesters),
+                        requester_count=int(total),
+                        more_requesters=bool(more),
+                        first_held=_from_micros(first),
+                        last_held=_from_micros(last),
+                    )
+                )
+            return found
+
+        return await self._run(select, "read held versions")
+
     # identity and restore --------------------------------------------------------------------
     async def state_identity(self) -> StateIdentity:
         def read(conn: sqlite3.Connection) -> StateIdentity:
@@ -877,6 +1005,8 @@ class LocalState:
             for statement in _SCHEMA:
                 conn.execute(statement)
             _upgrade(conn)
+            for statement in _HOLDS_SCHEMA:
+                conn.execute(statement)
 
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None
@@ -1078,3 +1208,37 @@ def _audit_from_row(row: tuple[Any, ...]) -> AuditEntry:
         before=None if before is None else json.loads(before),
         after=None if after is None else json.loads(after),
     )
+
+
+def _optional_micros(at: datetime | None) -> int | None:
+    return None if at is None else _micros(at)
+
+
+def _add_requester(
+    conn: sqlite3.Connection, version: tuple[str, str, str], event: HoldEvent
+) -> None:
+    """Note `event`'s requester of `version`: a known one is refreshed; a new one is stored
+    while the version has fewer than REQUESTERS_KEPT, else only flagged (`more`)."""
+    requester = (*version, event.client, event.token)
+    refreshed = conn.execute(
+        "UPDATE hold_requesters SET last_at = max(last_at, ?) WHERE ecosystem = ? AND "
+        "package = ? AND version = ? AND client = ? AND token = ?",
+        (_micros(event.last_at), *requester),
+    ).rowcount
+    if refreshed:
+        return
+    (stored,) = conn.execute(
+        "SELECT count(*) FROM hold_requesters WHERE ecosystem = ? AND package = ? AND version = ?",
+        version,
+    ).fetchone()
+    if stored < REQUESTERS_KEPT:
+        conn.execute(
+            "INSERT INTO hold_requesters (ecosystem, package, version, client, token, last_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (*requester, _micros(event.last_at)),
+        )
+    else:
+        conn.execute(
+            "UPDATE holds SET more = 1 WHERE ecosystem = ? AND package = ? AND version = ?",
+            version,
+        )

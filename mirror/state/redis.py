@@ -28,7 +28,24 @@ from redis.exceptions import RedisError, ResponseError
 
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StateUnavailable
-from mirror.model import RULE_KINDS, AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
+from mirror.holds import (
+    HOLDS_KEPT,
+    HOLDS_RETENTION,
+    REQUESTERS_KEPT,
+    REQUESTERS_SHOWN,
+    HeldVersion,
+    HoldEvent,
+    Requester,
+)
+from mirror.model import (
+    ECOSYSTEMS,
+    RULE_KINDS,
+    AuditEntry,
+    DownloadEvent,
+    IdentityTotal,
+    RuleKind,
+    RuleRecord,
+)
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -388,6 +405,60 @@ return 0
 """
 # Set once every piece of data of earlier versions has been moved (3: the index of package
 # names per ecosystem is filled; 4: the index of each package's versions).
+# The quarantine queue of one ecosystem (`mirror.holds`): KEYS last held, first held (sorted
+# sets of versions), request counts, what the latest hold said (publish time, until), versions
+# with more requesters than kept; ARGV the retention bound, the versions kept, the requesters
+# kept per version, the prefix of a version's requester set, then per version: member, first,
+# last, count, said, n, and n (requester, last held) pairs.
+_HOLDS_SCRIPT = """
+local last, first, counts, said, more = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, kept = ARGV[4], tonumber(ARGV[3])
+local function who(member)
+  return prefix .. string.gsub(member, '.', function(c)
+    return string.format('%02x', string.byte(c))
+  end)
+end
+local i = 5
+while i <= #ARGV do
+  local member, at, seen, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 5])
+  local known = redis.call('ZSCORE', first, member)
+  if (not known) or tonumber(known) > tonumber(at) then redis.call('ZADD', first, at, member) end
+  known = redis.call('ZSCORE', last, member)
+  if (not known) or tonumber(known) <= tonumber(seen) then
+    redis.call('ZADD', last, seen, member)
+    redis.call('HSET', said, member, ARGV[i + 4])
+  end
+  redis.call('HINCRBY', counts, member, ARGV[i + 3])
+  local key = who(member)
+  for j = i + 6, i + 5 + 2 * n, 2 do
+    local requester, when = ARGV[j], ARGV[j + 1]
+    local stored = redis.call('ZSCORE', key, requester)
+    if stored then
+      if tonumber(stored) < tonumber(when) then redis.call('ZADD', key, when, requester) end
+    elseif redis.call('ZCARD', key) < kept then
+      redis.call('ZADD', key, when, requester)
+    else
+      redis.call('HSET', more, member, 1)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
+  i = i + 6 + 2 * n
+end
+local function drop(members)
+  for _, member in ipairs(members) do
+    redis.call('ZREM', first, member)
+    redis.call('ZREM', last, member)
+    redis.call('HDEL', counts, member)
+    redis.call('HDEL', said, member)
+    redis.call('HDEL', more, member)
+    redis.call('DEL', who(member))
+  end
+end
+drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000))
+local excess = redis.call('ZCARD', last) - tonumber(ARGV[2])
+if excess > 0 then drop(redis.call('ZRANGE', last, 0, excess - 1)) end
+return 1
+"""
 _UPGRADED = "4"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -485,6 +556,7 @@ class RedisState:
         self._identities: AsyncScript | None = None
         self._upgrade_audit: AsyncScript | None = None
         self._index_versions: AsyncScript | None = None
+        self._holds: AsyncScript | None = None
         self._upgraded = False
 
     def _key(self, *parts: str) -> str:
@@ -511,11 +583,12 @@ class RedisState:
             self._identities = self._client.register_script(_IDENTITIES_SCRIPT)
             self._upgrade_audit = self._client.register_script(_UPGRADE_AUDIT_SCRIPT)
             self._index_versions = self._client.register_script(_INDEX_VERSIONS_SCRIPT)
+            self._holds = self._client.register_script(_HOLDS_SCRIPT)
 
     async def close(self) -> None:
         client, self._client = self._client, None
         self._change = self._ledger = self._identities = self._upgrade_audit = None
-        self._index_versions = None
+        self._index_versions = self._holds = None
         if client is not None:
             with self._translate("close"):
                 await client.aclose()
@@ -1127,6 +1200,114 @@ class RedisState:
         await client.delete(moving)
 
     # identity and restore --------------------------------------------------------------------
+    # quarantine queue ------------------------------------------------------------------------
+    async def record_holds(self, events: Sequence[HoldEvent]) -> None:
+        if not events:
+            return
+        script = self._script(self._holds, "record held requests")
+        merged: dict[tuple[str, str, str, str, str], HoldEvent] = {}
+        for event in events:
+            known = merged.get(event.key)
+            merged[event.key] = event if known is None else known.merged(event)
+        # ecosystem -> version member -> its events (one per requester)
+        by_version: dict[str, dict[str, list[HoldEvent]]] = {}
+        for event in merged.values():
+            subject = event.subject
+            member = json.dumps([subject.package, subject.version])
+            by_version.setdefault(subject.ecosystem, {}).setdefault(member, []).append(event)
+        prune_before = str(_micros(self.clock.now() - HOLDS_RETENTION))
+        client = self._redis("record held requests")
+        with self._translate("record held requests"):
+            async with client.pipeline(transaction=False) as pipe:
+                # Every ecosystem's queue is pruned, also those with nothing new to add.
+                for ecosystem in dict.fromkeys((*ECOSYSTEMS, *by_version)):
+                    versions = by_version.get(ecosystem, {})
+                    args = [
+                        prune_before,
+                        str(HOLDS_KEPT),
+                        str(REQUESTERS_KEPT),
+                        self._key("holds-who", ecosystem, ""),
+                    ]
+                    for member, rows in versions.items():
+                        latest = max(rows, key=lambda row: row.last_at)
+                        said = json.dumps(
+                            [
+                                _optional_micros(latest.subject.published_at),
+                                _optional_micros(latest.subject.until),
+                            ]
+                        )
+                        args += [
+                            member,
+                            str(min(_micros(row.at) for row in rows)),
+                            str(_micros(latest.last_at)),
+                            str(sum(row.count for row in rows)),
+                            said,
+                            str(len(rows)),
+                        ]
+                        for row in rows:
+                            args += [f"{row.client}\n{row.token}", str(_micros(row.last_at))]
+                    await script(keys=self._holds_keys(ecosystem), args=args, client=pipe)
+                await pipe.execute()
+
+    def _holds_keys(self, ecosystem: str) -> list[str]:
+        """Last held, first held, counts, what the latest hold said, versions with more
+        requesters than kept: one ecosystem's queue (`_HOLDS_SCRIPT`)."""
+        return [
+            self._key("holds-last", ecosystem),
+            self._key("holds-first", ecosystem),
+            self._key("holds-count", ecosystem),
+            self._key("holds-said", ecosystem),
+            self._key("holds-more", ecosystem),
+        ]
+
+    async def held_versions(self, *, limit: int, ecosystem: str | None = None) -> list[HeldVersion]:
+        client = self._redis("read held versions")
+        ecosystems = ECOSYSTEMS if ecosystem is None else (ecosystem,)
+        with self._translate("read held versions"):
+            newest: list[tuple[float, str, str]] = []
+            for name in ecosystems:
+                scored = cast(
+                    _ScoredRows,
+                    await client.zrevrange(
+                        self._key("holds-last", name), 0, limit - 1, withscores=True
+                    ),
+                )
+                newest += [(float(score), name, str(member)) for member, score in scored]
+            newest.sort(key=lambda entry: (-entry[0], entry[1], entry[2]))
+            newest = newest[:limit]
+            async with client.pipeline(transaction=False) as pipe:
+                for _, name, member in newest:
+                    _, first, counts, said, more = self._holds_keys(name)
+                    who = self._key("holds-who", name, member.encode().hex())
+                    pipe.zscore(first, member)
+                    pipe.hget(counts, member)
+                    pipe.hget(said, member)
+                    pipe.hget(more, member)
+                    pipe.zrevrange(who, 0, REQUESTERS_SHOWN - 1)
+                    pipe.zcard(who)
+                answers = await pipe.execute()
+        found: list[HeldVersion] = []
+        for index, (score, name, member) in enumerate(newest):
+            first, count, said, more, requesters, total = answers[index * 6 : index * 6 + 6]
+            package, version = json.loads(member)
+            published, until = json.loads(said) if said else (None, None)
+            found.append(
+                HeldVersion(
+                    ecosystem=name,
+                    package=package,
+                    version=version,
+                    published_at=None if published is None else _from_micros(published),
+                    until=None if until is None else _from_micros(until),
+                    requests=int(count or 0),
+                    requesters=tuple(Requester(*str(raw).split("\n", 1)) for raw in requesters),
+                    requester_count=int(total),
+                    more_requesters=bool(more),
+                    first_held=_from_micros(int(float(first if first is not None else score))),
+                    last_held=_from_micros(int(score)),
+                )
+            )
+        return found
+
     async def state_identity(self) -> StateIdentity:
         client = self._redis("read the state identity")
         with self._translate("read the state identity"):
@@ -1511,3 +1692,7 @@ def _encode_audit(entry: AuditEntry) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def _optional_micros(at: datetime | None) -> int | None:
+    return None if at is None else _micros(at)

@@ -219,6 +219,7 @@ PURE_MODULES = (
     "mirror.clock",
     "mirror.policy",
     "mirror.notices",
+    "mirror.holds",
     "mirror.versions",
     "mirror.osv",
     "mirror.lockfiles",
@@ -295,7 +296,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
-        "mirror.ui.session", "mirror.reportcells", "mirror.traffic",
+        "mirror.ui.session", "mirror.reportcells", "mirror.traffic", "mirror.holds",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
@@ -322,7 +323,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
         "mirror.services", "mirror.rulechanges", "mirror.feeds",
-        "mirror.trafficrecorder",
+        "mirror.trafficrecorder", "mirror.holdrecorder",
         "mirror.ecosystems.pypi.derivedmeta",
     ),
     (  # web

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mirror import notices, policy, responses
+from mirror import holds, notices, policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.maven import document, paths
 from mirror.ecosystems.maven.paths import MavenPath
@@ -242,7 +242,7 @@ class MavenRepository:
         if not view.visible:
             # Not cached (small to filter): a 404 that says why, never a list of nothing or
             # the upstream's own <latest>/<release>.
-            raise NotFound(document.nothing_visible_message(coordinates, view))
+            raise NotFound(document.nothing_visible_message(coordinates, view)).holding(view.held)
         body = document.render_metadata(metadata, view)
         valid_until = view.valid_until
         if not complete:
@@ -255,6 +255,7 @@ class MavenRepository:
             valid_until=valid_until,
             last_modified=now,
             headers=document.checksum_headers(body),
+            held=holds.quarantined(view.held),
         )
 
     async def _publish_times(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from yarl import URL
 
-from mirror import policy, responses
+from mirror import holds, policy, responses
 from mirror.budget import BudgetedLRU
 from mirror.ecosystems.npm import document
 from mirror.ecosystems.npm.document import Form, Packument, PackumentParser
@@ -247,7 +247,9 @@ class NpmRegistry:
         view = (await self._version_view(package, doc.version, packument)).view
         if not view.visible:
             # A 404 (not a cached view) is what makes npm retry with the full Accept.
-            raise NotFound(document.no_visible_version_message(packument.package, view))
+            raise NotFound(document.no_visible_version_message(packument.package, view)).holding(
+                view.quarantined
+            )
         chosen: Form | None = None
         if form == "dist-tags":
             content_type = document.JSON_TYPE
@@ -258,6 +260,7 @@ class NpmRegistry:
             raise ValueError(f"unknown packument form {form!r}")
         headers: dict[str, str] = {}
         notice = document.render_notice(packument.package, view)
+        held = holds.quarantined(view.quarantined)
         if notice is not None:
             headers["npm-notice"] = notice
             # npm prints `npm-notice` only for responses it does not store in its HTTP cache
@@ -277,6 +280,7 @@ class NpmRegistry:
                 valid_until=view.valid_until,
                 last_modified=now,
                 headers=headers,
+                held=held,
             )
 
         # Rendering and compressing a big packument takes tens of milliseconds of CPU.
@@ -311,10 +315,14 @@ class NpmRegistry:
         filtered = await self._version_view(package, doc.version, packument)
         view = filtered.view
         if not view.visible:
-            raise NotFound(document.no_visible_version_message(package, view))
+            raise NotFound(document.no_visible_version_message(package, view)).holding(
+                decision for decision in view.quarantined if decision.version == spec
+            )
         version = view.dist_tags.get(spec, spec)
         if version not in filtered.visible:
-            raise NotFound(document.version_unavailable_message(package, spec, view))
+            raise NotFound(document.version_unavailable_message(package, spec, view)).holding(
+                decision for decision in view.quarantined if decision.version == version
+            )
         manifest = document.render_manifest(packument, version, base)
         return responses.render(
             manifest, content_type=document.JSON_TYPE, form="version", valid_until=view.valid_until

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from packaging.version import InvalidVersion, Version
 
-from mirror import notices, policy, versions
+from mirror import holds, notices, policy, versions
 from mirror.clock import iso_microseconds, iso_seconds
 from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
@@ -24,6 +24,7 @@ from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.simple import DistFile, ProjectPage
 from mirror.errors import BadUpstreamDocument
+from mirror.holds import HeldSubject
 from mirror.jsondepth import check_depth
 
 API_JSON_TYPE = "application/json"
@@ -464,6 +465,11 @@ def render_notice(project: str, view: ApiView) -> str | None:
     (`simple.render_notice`)."""
     held = [decision for decisions in view.held.values() for decision in decisions]
     return notices.notice(project, held, "file")
+
+
+def held_versions(view: ApiView) -> tuple[HeldSubject, ...]:
+    """The versions whose files `view` withholds by quarantine (the quarantine queue)."""
+    return holds.quarantined(decision for decisions in view.held.values() for decision in decisions)
 
 
 def api_nothing_visible_message(project: str, view: ApiView) -> str:

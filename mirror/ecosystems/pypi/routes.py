@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from aiohttp import web
 from packaging.version import InvalidVersion, Version
 from yarl import URL
 
-from mirror import policy, responses
+from mirror import holds, policy, responses
 from mirror.artifacts.serve import ARTIFACT_CACHE_CONTROL, not_modified
 from mirror.blobs.store import BlobVanished
 from mirror.budget import BudgetedLRU
@@ -36,6 +36,7 @@ from mirror.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mirror.holds import HeldSubject
 from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.model import ArtifactRef, Explanation, Rendered
@@ -333,7 +334,9 @@ class PypiIndex:
         view = simple.filter_page(page, services.policy.rules(), now)
         if not view.visible:
             # Not cached (small to filter); says why rather than an empty page.
-            raise NotFound(simple.no_visible_file_message(page.project, view))
+            raise NotFound(simple.no_visible_file_message(page.project, view)).holding(
+                view.quarantined
+            )
         derived = await self._derived.declared(page.project) if lacking else None
         if len(page.files) >= RENDER_IN_THREAD_FILES:
             body = await asyncio.to_thread(simple.render_page, page, view, form, base, derived)
@@ -350,6 +353,7 @@ class PypiIndex:
             valid_until=self._valid_until(view.valid_until),
             last_modified=now,
             headers=headers,
+            held=holds.quarantined(view.quarantined),
         )
 
     # files --------------------------------------------------------------------------------
@@ -584,7 +588,9 @@ class PypiIndex:
         now = services.clock.now()
         view = jsonapi.filter_api(api, services.policy.rules(), now)
         if view.latest is None:
-            raise NotFound(jsonapi.api_nothing_visible_message(api.project, view))
+            raise NotFound(jsonapi.api_nothing_visible_message(api.project, view)).holding(
+                decision for decisions in view.held.values() for decision in decisions
+            )
         release_document: ApiDocument | None = None
         metadata: CoreMetadata | None = None
         complete = True
@@ -611,7 +617,12 @@ class PypiIndex:
             metadata,
         )
         return self._api_view(
-            body, "api", jsonapi.render_notice(api.project, view), view.valid_until, complete
+            body,
+            "api",
+            jsonapi.render_notice(api.project, view),
+            view.valid_until,
+            complete,
+            jsonapi.held_versions(view),
         )
 
     def _api_view(
@@ -621,6 +632,7 @@ class PypiIndex:
         notice: str | None,
         valid_until: datetime | None,
         complete: bool,
+        held: Sequence[HeldSubject] = (),
     ) -> Rendered:
         """A JSON API answer with its notice. One whose `info` lacks what an upstream failure
         kept from it (not what the upstream does not have) is kept INCOMPLETE_INFO_LIFETIME
@@ -637,6 +649,7 @@ class PypiIndex:
             valid_until=until,
             last_modified=now,
             headers={"X-Mirror-Notice": notice} if notice is not None else {},
+            held=held,
         )
 
     async def _release_metadata(
@@ -757,6 +770,7 @@ class PypiIndex:
             jsonapi.render_notice(project, view),
             view.valid_until,
             complete,
+            jsonapi.held_versions(view),
         )
         return responses.respond(request, rendered, now=now, vary=VARY, ceiling=API_MAX_AGE)
 
