@@ -220,6 +220,8 @@ PURE_MODULES = (
     "mirror.policy",
     "mirror.notices",
     "mirror.versions",
+    "mirror.archives",
+    "mirror.versiondiff",
     "mirror.osv",
     "mirror.lockfiles",
     "mirror.lockfiles.pins",
@@ -293,7 +295,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.flight", "mirror.policy", "mirror.versions", "mirror.osv",
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
-        "mirror.ui.session",
+        "mirror.ui.session", "mirror.archives", "mirror.versiondiff",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
