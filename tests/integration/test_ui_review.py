@@ -14,7 +14,9 @@ from pytest_aiohttp import AiohttpServer
 
 from mirror.model import DownloadEvent
 from mirror.services import SERVICES
+from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry, make_tarball
+from tests.fakes.pypi import FakePypiIndex
 from tests.integration.conftest import NOW, OLD, Client, MakeClient
 from tests.integration.dashboard import DASHBOARD_TOKENS, READER, log_in, page
 
@@ -128,3 +130,67 @@ async def test_a_bad_request_is_an_html_error(client: Client) -> None:
     assert "version: required" in text_of(body)
     body = await page(client, "/ui/review?ecosystem=npm&package=left-pad&version=9.9.9", status=404)
     assert "9.9.9" in text_of(body)
+
+
+async def test_pypi_versions_compare_the_same_kind_of_file(
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
+) -> None:
+    index = FakePypiIndex()
+    index.add_wheel("demo-lib", "1.0.0", uploaded=OLD)
+    index.add_sdist("demo-lib", "1.0.0", uploaded=OLD)
+    index.add_wheel(
+        "demo-lib",
+        "2.0.0",
+        uploaded=NOW - timedelta(hours=5),
+        headers=[("Requires-Dist", "evil-dep>=1"), ("Requires-Dist", "<script>x</script>")],
+    )
+    index.add_sdist("demo-lib", "2.0.0", uploaded=NOW - timedelta(hours=5))
+    index.add_sdist("only-sdist", "1.0.0", uploaded=OLD)
+    index.add_wheel("only-sdist", "1.1.0", uploaded=NOW - timedelta(hours=1))
+    index.add_sdist("only-sdist", "1.1.0", uploaded=NOW - timedelta(hours=1))
+    await index.start(aiohttp_server)
+    client = await make_mirror(MIRROR_PYPI_UPSTREAM=index.url)
+    await log_in(client)
+    body = await page(client, "/ui/review?ecosystem=pypi&package=demo-lib&version=2.0.0")
+    shown = text_of(body)
+    assert "1.0.0 (the newest allowed version)" in shown
+    assert "demo_lib-1.0.0-py3-none-any.whl" in shown
+    assert "demo_lib-2.0.0-py3-none-any.whl" in shown
+    assert "+Requires-Dist: evil-dep>=1" in shown
+    assert "new dependencies: evil-dep" in shown
+    assert "<script>" not in body
+    # the baseline has no wheel: the sdists are compared (their top directory set aside)
+    shown = text_of(
+        await page(client, "/ui/review?ecosystem=pypi&package=only-sdist&version=1.1.0")
+    )
+    assert "only_sdist-1.0.0.tar.gz" in shown
+    assert "only_sdist-1.1.0.tar.gz" in shown
+    assert re.search(r"PKG-INFO\s*changed", shown)
+    assert "+Version: 1.1.0" in shown
+
+
+async def test_maven_versions_compare_jars_and_poms(
+    aiohttp_server: AiohttpServer, make_mirror: MakeClient
+) -> None:
+    repo = FakeMavenRepository()
+    repo.add_version("org.example", "lib", "1.0", published=OLD)
+    repo.add_version(
+        "org.example",
+        "lib",
+        "1.1",
+        published=NOW - timedelta(hours=5),
+        dependencies=[("com.evil", "payload", "6.6.6")],
+    )
+    await repo.start(aiohttp_server)
+    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
+    await log_in(client)
+    shown = text_of(
+        await page(client, "/ui/review?ecosystem=maven&package=org.example:lib&version=1.1")
+    )
+    assert "1.0 (the newest allowed version)" in shown
+    assert "lib-1.0.jar" in shown
+    assert "lib-1.1.jar" in shown
+    assert "manifest (lib-1.1.pom)" in shown
+    assert "new dependencies: com.evil:payload" in shown
+    assert re.search(r"lib\.properties\s*changed", shown)
+    assert "+version=1.1" in shown

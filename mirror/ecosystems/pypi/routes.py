@@ -500,8 +500,11 @@ class PypiIndex:
         policy says of them (`Ecosystem.review_refs`); no metadata files."""
         project = names.parse_project(package).normalized
         files = await self._version_files(project, version)
+        # A file without a declared sha256 cannot be verified: left out, as it is never served.
         return [
-            self._file_ref(project, item, item.version or version, metadata=False) for item in files
+            self._file_ref(project, item, item.version or version, metadata=False)
+            for item in files
+            if item.digests()
         ]
 
     # JSON API ---------------------------------------------------------------------------

@@ -84,7 +84,7 @@ async def review_page(request: web.Request) -> web.StreamResponse:
     explanation = await adapter.explain(package, version)
     review = Review()
     try:
-        async with request.config_dict[REVIEW_SLOTS], asyncio.timeout(REVIEW_SECONDS):
+        async with asyncio.timeout(REVIEW_SECONDS), request.config_dict[REVIEW_SLOTS]:
             await _review(mirror, adapter, ecosystem, package, version, review)
     except TimeoutError:
         review.problems.append(
