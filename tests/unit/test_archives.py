@@ -172,3 +172,19 @@ def test_a_diff_past_its_bound_is_not_shown() -> None:
     big = "\n".join(str(i) for i in range(5000))
     assert unified("", big, "a", "b").note.startswith("diff too large")
     assert unified("same\n", "same\n", "a", "b").note == "no change"
+
+
+def test_a_big_size_jump_is_a_signal_and_a_link_is_never_diffed() -> None:
+    old = read_archive(zipped({"lib/a.py": b"x = 1\n"}), "zip")
+    new = read_archive(
+        zipped(
+            {"lib/a.py": b"x = 1\n", "lib/blob.bin": b"\x00" * (512 * 1024)},
+            links={"lib/a_link": "/etc/passwd"},
+        ),
+        "zip",
+    )
+    diff = compare("pypi", Side("a.whl", old), Side("b.whl", new))
+    assert any(signal.startswith("big size jump: 6 → ") for signal in diff.signals)
+    notes = {change.name: change.diff.note for change in diff.changes if change.diff}
+    assert notes["lib/blob.bin"] == "binary: compared by size and sha256 only"
+    assert notes["lib/a_link"] == "a link to '/etc/passwd' (never followed)"
