@@ -73,3 +73,12 @@ class Ecosystem(Protocol):
         policy refuses the version (or, on PyPI, every file of it), NotFound when the upstream
         has no such version, BadRequest for a name or version that is not valid."""
         ...
+
+    async def review_refs(self, package: str, version: str) -> Sequence[ArtifactRef]:
+        """Every artifact file of `package` `version` the upstream document names (npm the
+        tarball; PyPI each wheel and sdist, no metadata files; Maven the `.pom`, then the
+        `.jar` when there is one), whatever the policy says of the version: what a reviewer
+        compares (`mirror.ui.pages.review`), never served to a client from there. NotFound
+        when the upstream has no such version, BadRequest for a name or version that is not
+        valid."""
+        ...

@@ -42,6 +42,7 @@ def add_routes(app: web.Application, config: Config) -> None:
 def dashboard() -> web.Application:
     ui = web.Application(middlewares=[render.ui_middleware])
     ui[render.TEMPLATES] = render.environment()
+    ui[review.REVIEW_SLOTS] = review.review_slots()
     ui.router.add_get("/login", login_form)
     ui.router.add_post("/login", login)
     ui.router.add_post("/logout", logout)

@@ -20,12 +20,20 @@ from pytest_aiohttp import AiohttpServer
 from tests.fakes.upstream import FakeUpstream, RecordedRequest
 
 
-def make_tarball(name: str, version: str, *, extra: Mapping[str, Any] | None = None) -> bytes:
-    """A deterministic npm tarball: `package/package.json` and `package/index.js`."""
+def make_tarball(
+    name: str,
+    version: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """A deterministic npm tarball: `package/package.json` and `package/index.js`, and
+    `files` (paths below `package/`)."""
     manifest = {"name": name, "version": version, "main": "index.js", **(extra or {})}
     members = {
         "package/package.json": json.dumps(manifest, indent=2).encode(),
         "package/index.js": f"module.exports = {json.dumps(name + '@' + version)};\n".encode(),
+        **{f"package/{path}": data for path, data in (files or {}).items()},
     }
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as archive:

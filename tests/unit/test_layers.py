@@ -221,6 +221,8 @@ PURE_MODULES = (
     "mirror.notices",
     "mirror.holds",
     "mirror.versions",
+    "mirror.archives",
+    "mirror.versiondiff",
     "mirror.osv",
     "mirror.lockfiles",
     "mirror.lockfiles.pins",
@@ -297,6 +299,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
         "mirror.ui.session", "mirror.reportcells", "mirror.traffic", "mirror.holds",
+        "mirror.archives", "mirror.versiondiff",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",

@@ -433,15 +433,21 @@ class MavenRepository:
             await self._forget_digests(ref.upstream_url)
             raise
 
+    async def _gav_published(self, parsed: MavenPath) -> datetime | None:
+        """The publish time of the GAV of `parsed`; NotFound when it does not exist
+        upstream."""
+        artifact, version = parsed.artifact or "", parsed.version or ""
+        pom = "/".join((*parsed.directories, f"{artifact}-{version}.pom"))
+        try:
+            return await self._publish_time(parsed.gav, pom)
+        except UpstreamNotFound:
+            raise NotFound(f"{parsed.gav} does not exist upstream") from None
+
     async def _allowed(self, parsed: MavenPath) -> datetime | None:
         """The publish time of the GAV of `parsed`, once the policy lets its file through;
         raises Held otherwise, NotFound when the GAV does not exist upstream."""
         group, artifact, version = parsed.group or "", parsed.artifact or "", parsed.version or ""
-        pom = "/".join((*parsed.directories, f"{artifact}-{version}.pom"))
-        try:
-            published = await self._publish_time(parsed.gav, pom)
-        except UpstreamNotFound:
-            raise NotFound(f"{parsed.gav} does not exist upstream") from None
+        published = await self._gav_published(parsed)
         coordinates = f"{group}:{artifact}"
         decision = self._services.policy.decide(
             policy.Subject("maven", coordinates, version, filename=parsed.base), published
@@ -450,10 +456,11 @@ class MavenRepository:
             raise Held.from_decision(decision, _sentence(parsed.gav, decision))
         return published
 
-    async def _file_ref(self, parsed: MavenPath) -> ArtifactRef:
+    async def _file_ref(self, parsed: MavenPath, *, checked: bool = True) -> ArtifactRef:
         """What the artifact file `parsed` (not a companion) stands for, once the policy lets
-        it through (`_allowed`'s errors otherwise)."""
-        published = await self._allowed(parsed)
+        it through (`_allowed`'s errors otherwise); `checked` False: whatever the policy
+        says (a review)."""
+        published = await (self._allowed(parsed) if checked else self._gav_published(parsed))
         url = self._upstream + parsed.path
         return ArtifactRef(
             ecosystem="maven",
@@ -542,6 +549,16 @@ class MavenRepository:
         refs = [await self._file_ref(paths.parse_path(urllib.parse.quote(pom)))]
         with contextlib.suppress(NotFound):
             refs.append(await self._file_ref(paths.parse_path(urllib.parse.quote(jar))))
+        return refs
+
+    async def review_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """The `.pom` and, when there is one, the `.jar` of `package` `version`, whatever the
+        policy says of them (`Ecosystem.review_refs`)."""
+        pom, jar = maven_paths(Pin("maven", package, version))
+        refs = [await self._file_ref(paths.parse_path(urllib.parse.quote(pom)), checked=False)]
+        with contextlib.suppress(NotFound):
+            jar_path = paths.parse_path(urllib.parse.quote(jar))
+            refs.append(await self._file_ref(jar_path, checked=False))
         return refs
 
     # Ecosystem: coverage ------------------------------------------------------------------

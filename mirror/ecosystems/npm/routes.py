@@ -374,12 +374,18 @@ class NpmRegistry:
     async def _allowed_tarball(self, package: PackageName, file: str) -> ArtifactRef:
         """What the tarball `file` of `package` stands for, once the policy allows its
         version (Held otherwise): the one way to a tarball, for a client or a pre-warm."""
+        ref = await self._tarball_ref(package, file)
+        subject = policy.Subject("npm", package.name, ref.version)
+        self._services.policy.enforce(subject, ref.published_at)
+        return ref
+
+    async def _tarball_ref(self, package: PackageName, file: str) -> ArtifactRef:
+        """What the tarball `file` of `package` stands for, as the packument names it (no
+        policy applied: `_allowed_tarball` applies it)."""
         doc = await self._packument_bytes(package)
         ref = self._refs.get((package.name, doc.version, file))
         if ref is None:
             ref = await self._find_tarball(package, doc, file)
-        subject = policy.Subject("npm", package.name, ref.version)
-        self._services.policy.enforce(subject, ref.published_at)
         return ref
 
     async def _find_tarball(
@@ -497,6 +503,15 @@ class NpmRegistry:
         for, found as for its request, the policy applied as for its request."""
         name = parse_name(package)
         ref = await self._allowed_tarball(name, name.tarball_filename(version))
+        if ref.version != version:
+            raise NotFound(f"{name.name} has no tarball of {version} upstream")
+        return [ref]
+
+    async def review_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """The tarball of `package@version` as the packument names it, whatever the policy
+        says of it (`Ecosystem.review_refs`)."""
+        name = parse_name(package)
+        ref = await self._tarball_ref(name, name.tarball_filename(version))
         if ref.version != version:
             raise NotFound(f"{name.name} has no tarball of {version} upstream")
         return [ref]

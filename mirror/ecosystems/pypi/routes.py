@@ -499,6 +499,18 @@ class PypiIndex:
                 self._derived.derive_soon(ref, wait_for_download=True)
         return refs
 
+    async def review_refs(self, package: str, version: str) -> list[ArtifactRef]:
+        """Every wheel and sdist of `package version` the upstream index lists, whatever the
+        policy says of them (`Ecosystem.review_refs`); no metadata files."""
+        project = names.parse_project(package).normalized
+        files = await self._version_files(project, version)
+        # A file without a declared sha256 cannot be verified: left out, as it is never served.
+        return [
+            self._file_ref(project, item, item.version or version, metadata=False)
+            for item in files
+            if item.digests()
+        ]
+
     # JSON API ---------------------------------------------------------------------------
 
     def _api_url(self, project: str, version: str | None = None) -> str | None:
