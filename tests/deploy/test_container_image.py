@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import http.client
 import json
 import os
 import shlex
@@ -381,3 +382,34 @@ def test_the_images_healthcheck_fails_when_nothing_listens(
     command = exec_form(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     environment = clean_environment({"MIRROR_LISTEN": f"127.0.0.1:{free_port()}"})
     assert run_healthcheck(command, installed, environment) != 0
+
+
+def test_the_installed_wheel_serves_the_dashboard_with_its_templates_and_assets(
+    serving: tuple[int, dict[str, str]],
+) -> None:
+    # The templates and the stylesheet are package data: a wheel without them would answer
+    # the dashboard with 500s while every test of the checkout passes.
+    port, _environment = serving
+
+    def get(path: str) -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            return answer.status, answer.getheader("Content-Type", ""), answer.read()
+        finally:
+            connection.close()
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, _, page = get("/ui/login")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the dashboard never answered"
+            time.sleep(0.3)
+    assert status == 200
+    assert b"Admin or read-only admin token" in page
+    status, content_type, stylesheet = get("/ui/static/ui.css")
+    assert (status, content_type.split(";")[0]) == (200, "text/css")
+    assert b"--accent" in stylesheet
