@@ -103,6 +103,14 @@ async def test_the_queue_lists_the_held_version_npm_asked_for(ui: Dashboard) -> 
     held_requests = [int(text) for text in firsts if re.fullmatch(r"\d+", text)]
     assert any(count >= 1 for count in held_requests), cells
     await screenshot(ui.page, "queue-held")
+    # From the queue to the held version's review: what changed against 1.3.0.
+    await row.get_by_role("link", name="Review").click()
+    await ui.page.wait_for_url("**/ui/review?**")
+    main = ui.page.locator("main")
+    await expect(main).to_contain_text("1.4.0")
+    await expect(main).to_contain_text("1.3.0")  # the newest allowed version, the baseline
+    await expect(main).to_contain_text("package.json")
+    await screenshot(ui.page, "review")
 
 
 async def test_impact_names_the_client_and_audit_names_who_blocked(ui: Dashboard) -> None:
