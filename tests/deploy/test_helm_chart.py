@@ -23,6 +23,7 @@ CHART = REPO / "helm" / "quarantine-mirror"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 ALL_ON_SECRETS = (
     "alice:0123456789abcdef0123,ci:fedcba9876543210fedc",
+    "auditor:aaaabbbbccccdddd0000",
     "Bearer npm-secret-token-value",
     "reader:pypi-secret-password",
     "reader:maven-secret-password",
@@ -271,6 +272,7 @@ def test_secrets_are_only_referenced(render: Renderer) -> None:
     by_name = {entry["name"]: entry for entry in container["env"]}
     for variable in (
         "MIRROR_ADMIN_TOKENS",
+        "MIRROR_ADMIN_READ_TOKENS",
         "MIRROR_NPM_UPSTREAM_AUTH",
         "MIRROR_PYPI_UPSTREAM_AUTH",
         "MIRROR_MAVEN_UPSTREAM_AUTH",
@@ -286,6 +288,7 @@ def test_an_existing_secret_is_used_by_name(render: Renderer) -> None:
     assert {r["name"] for r in references} == {"corp-mirror-credentials"}
     assert {r["key"] for r in references} >= {
         "admin-tokens",
+        "admin-read-tokens",
         "npm-upstream-auth",
         "pypi-upstream-auth",
         "maven-upstream-auth",
@@ -442,6 +445,7 @@ def test_notes_print_the_client_set_up_lines(render: Renderer) -> None:
     assert f"index-url = {base}/pypi/simple/" in notes
     assert f"UV_INDEX_URL={base}/pypi/simple/" in notes
     assert f"<url>{base}/maven/</url>" in notes
+    assert f"Dashboard:  {base}/ui/" in notes
 
     default_notes = render()["notes"]
     assert "port-forward svc/rel-quarantine-mirror 8080:8080" in default_notes

@@ -53,7 +53,7 @@ spec:
           valueFrom:
             secretKeyRef: {name: {{ include "qm.secretName" . }}, key: redis-url, optional: true}
         {{- end }}
-        {{- range $var, $key := dict "MIRROR_ADMIN_TOKENS" "admin-tokens" "MIRROR_NPM_UPSTREAM_AUTH" "npm-upstream-auth" "MIRROR_PYPI_UPSTREAM_AUTH" "pypi-upstream-auth" "MIRROR_MAVEN_UPSTREAM_AUTH" "maven-upstream-auth" }}
+        {{- range $var, $key := dict "MIRROR_ADMIN_TOKENS" "admin-tokens" "MIRROR_ADMIN_READ_TOKENS" "admin-read-tokens" "MIRROR_NPM_UPSTREAM_AUTH" "npm-upstream-auth" "MIRROR_PYPI_UPSTREAM_AUTH" "pypi-upstream-auth" "MIRROR_MAVEN_UPSTREAM_AUTH" "maven-upstream-auth" }}
         - name: {{ $var }}
           valueFrom:
             secretKeyRef: {name: {{ include "qm.secretName" $ }}, key: {{ $key }}, optional: true}
