@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Final, Generic, Protocol, Self, TypeVar
 
 from mirror.metrics import Metrics
@@ -41,7 +42,11 @@ R = TypeVar("R", bound=Row)
 class BatchedWrites(Generic[R]):
     """Rows noted on the serving path, gathered by key (merged) and written to state in
     batches within `flush_interval`, off the serving path: `note` never blocks or fails.
-    `what` names the rows in logs ("downloads", "holds")."""
+    `what` names the rows in logs ("downloads", "holds").
+
+    With `gather`, rows also come from a source read at every write (a tally the serving path
+    adds to), and `start` writes every `flush_interval` until `close`, whether or not anything
+    was noted. At most `max_pending` rows wait while state is down: the oldest are dropped."""
 
     def __init__(
         self,
@@ -51,46 +56,76 @@ class BatchedWrites(Generic[R]):
         backend: str,
         what: str,
         flush_interval: float = FLUSH_INTERVAL,
+        max_pending: int = MAX_PENDING,
+        max_batch: int = MAX_BATCH,
+        gather: Callable[[], Iterable[R]] | None = None,
     ) -> None:
         self._write = write
         self._metrics = metrics
         self._backend = backend
         self._what = what
         self._flush_interval = flush_interval
-        # One row per key, in the order first noted.
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._gather = gather
+        # One row per key, oldest first (the order first noted; a row put back after a failed
+        # write goes back in its place among them, so eviction still drops the oldest).
         self._pending: dict[Hashable, R] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._periodic = False
         # Set by close(): the waiting flusher writes at once instead of after its interval.
         self._closing = asyncio.Event()
         self._last_write_failed = False
 
+    @property
+    def backend(self) -> str:
+        """The state backend written to (`local`, `redis`)."""
+        return self._backend
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._pending)
+
+    @property
+    def last_write_failed(self) -> bool:
+        """Whether the latest write failed (state down or not answering)."""
+        return self._last_write_failed
+
     def note(self, event: R) -> None:
         """Remember one row; written within `flush_interval`. Never blocks or fails."""
         self._add(event)
-        if len(self._pending) > MAX_PENDING:
-            oldest = next(iter(self._pending))
-            del self._pending[oldest]
-            log.error("%s backlog full: the oldest note was dropped", self._what)
-        if self._flusher is None and not self._closing.is_set():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+        self._bound()
+        self._arm()
 
-    async def flush(self) -> None:
-        """Write every pending row now (tests and shutdown)."""
+    def start(self) -> None:
+        """Write every `flush_interval` until `close`, rows noted or not (for `gather`)."""
+        self._periodic = True
+        self._arm()
+
+    async def flush(self) -> bool:
+        """Write every pending row now (and what `gather` has); whether all of it was
+        written. Never raises for a state failure: the rows wait for the next write."""
+        if self._gather is not None:
+            for row in self._gather():
+                self._add(row)
+            self._bound()
         while self._pending:
             # Taken out before the write: a flush running at the same time (the timer's and
-            # an explicit one) must not write the same rows again.
-            keys = list(self._pending)[:MAX_BATCH]
+            # an explicit one) must not write the same rows again. The oldest rows, without
+            # copying the whole backlog per batch.
+            keys = list(itertools.islice(self._pending, self._max_batch))
             batch = [self._pending.pop(key) for key in keys]
             try:
                 await self._write(batch)
             except Exception as exc:  # any state failure: keep the rows, retry later
-                for row in batch:
-                    self._add(row)
+                self._put_back(batch)
                 self._last_write_failed = True
                 self._metrics.state_errors.labels(self._backend).inc()
                 log.warning("%s: could not record %d rows: %s", self._what, len(batch), exc)
-                return
+                return False
             self._last_write_failed = False
+        return True
 
     async def close(self) -> None:
         """Write what is pending. A flush already writing is waited for, never cancelled:
@@ -108,16 +143,41 @@ class BatchedWrites(Generic[R]):
         known = self._pending.get(row.key)
         self._pending[row.key] = row if known is None else known.merged(row)
 
+    def _put_back(self, batch: Sequence[R]) -> None:
+        """A batch that failed goes back before the rows that came after it (it is older),
+        merged with any row of its keys noted meanwhile; then the bound drops the oldest."""
+        newer, self._pending = self._pending, {}
+        for row in batch:
+            self._add(row)
+        for row in newer.values():
+            self._add(row)
+        self._bound()
+
+    def _bound(self) -> None:
+        excess = len(self._pending) - self._max_pending
+        if excess <= 0:
+            return
+        for key in list(itertools.islice(self._pending, excess)):
+            del self._pending[key]
+        log.error("%s backlog full: the %d oldest rows were dropped", self._what, excess)
+
+    def _arm(self) -> None:
+        if self._flusher is None and not self._closing.is_set():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
     async def _flush_soon(self) -> None:
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._closing.wait()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # never let the timer die (a `gather` bug): the next one tries
+                log.exception("%s: writing failed", self._what)
         finally:
             self._flusher = None
-            if self._pending and not self._closing.is_set():
-                # State failed (or more arrived while writing): try again later.
+            if (self._pending or self._periodic) and not self._closing.is_set():
+                # State failed, more arrived while writing, or the timer goes on.
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
 

@@ -10,7 +10,7 @@ windows and bars the page shows."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -22,22 +22,13 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # and a margin, bounded whatever the traffic.
 TRAFFIC_RETENTION: Final = timedelta(days=2)
 
-# The fields a bucket sums, in the order `TrafficTally` keeps them.
-REQUESTS, HITS, MISSES, FROM_CACHE, FROM_UPSTREAM, UPSTREAM_ERRORS, STALE = range(7)
-_FIELDS: Final = 7
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TrafficCount:
-    """One ecosystem's traffic in the minute starting at `minute` (UTC, whole minute).
-    `hits`/`misses` are cache lookups (metadata and artifacts): a fresh cached copy, or one
-    that needed upstream. `bytes_from_cache`: bytes of the cached copies used instead of an
-    upstream fetch (the registry load saved); `bytes_from_upstream`: body bytes fetched.
-    `stale_serves`: metadata served from an old copy because upstream failed;
-    `last_error`: the kind of the latest upstream failure in the minute ("" for none)."""
+class Totals:
+    """The figures a bucket sums. Every place that stores, reads or adds them (the tally,
+    both state backends, `summarize`) goes by `FIGURES`, derived from these fields: a new
+    figure is one field here."""
 
-    ecosystem: str
-    minute: datetime
     requests: int = 0
     hits: int = 0
     misses: int = 0
@@ -45,6 +36,42 @@ class TrafficCount:
     bytes_from_upstream: int = 0
     upstream_errors: int = 0
     stale_serves: int = 0
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Hits among cache lookups; None with no lookup."""
+        lookups = self.hits + self.misses
+        return None if lookups == 0 else self.hits / lookups
+
+    def figures(self) -> tuple[int, ...]:
+        """The figures in `FIGURES` order."""
+        return tuple(getattr(self, name) for name in FIGURES)
+
+
+# The names of the summed figures, in one order for every store and reader.
+FIGURES: Final[tuple[str, ...]] = tuple(figure.name for figure in fields(Totals))
+# Where `TrafficTally` keeps each figure in its per-ecosystem list.
+REQUESTS: Final = FIGURES.index("requests")
+HITS: Final = FIGURES.index("hits")
+MISSES: Final = FIGURES.index("misses")
+FROM_CACHE: Final = FIGURES.index("bytes_from_cache")
+FROM_UPSTREAM: Final = FIGURES.index("bytes_from_upstream")
+UPSTREAM_ERRORS: Final = FIGURES.index("upstream_errors")
+STALE: Final = FIGURES.index("stale_serves")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficCount(Totals):
+    """One ecosystem's traffic in the minute starting at `minute` (UTC, whole minute).
+    `hits`/`misses` are cache lookups (metadata and artifacts): a fresh cached copy, or one
+    that needed upstream. `bytes_from_cache`: body bytes sent from cached copies instead of an
+    upstream fetch (the registry load saved; 0 for a 304, the range's bytes for a 206);
+    `bytes_from_upstream`: body bytes fetched. `stale_serves`: metadata served from an old
+    copy because upstream failed; `last_error`: the kind of the latest upstream failure in
+    the minute ("" for none)."""
+
+    ecosystem: str
+    minute: datetime
     last_error: str = ""
 
     @property
@@ -55,13 +82,7 @@ class TrafficCount:
         """The sum of two counts of one bucket (the later error kind wins when it has one)."""
         return replace(
             self,
-            requests=self.requests + other.requests,
-            hits=self.hits + other.hits,
-            misses=self.misses + other.misses,
-            bytes_from_cache=self.bytes_from_cache + other.bytes_from_cache,
-            bytes_from_upstream=self.bytes_from_upstream + other.bytes_from_upstream,
-            upstream_errors=self.upstream_errors + other.upstream_errors,
-            stale_serves=self.stale_serves + other.stale_serves,
+            **{name: getattr(self, name) + getattr(other, name) for name in FIGURES},
             last_error=other.last_error or self.last_error,
         )
 
@@ -82,7 +103,7 @@ class TrafficTally:
     def _row(self, ecosystem: str) -> list[int]:
         row = self._counts.get(ecosystem)
         if row is None:
-            row = self._counts[ecosystem] = [0] * _FIELDS
+            row = self._counts[ecosystem] = [0] * len(FIGURES)
         return row
 
     def request(self, ecosystem: str) -> None:
@@ -115,14 +136,8 @@ class TrafficTally:
             TrafficCount(
                 ecosystem=ecosystem,
                 minute=minute,
-                requests=row[REQUESTS],
-                hits=row[HITS],
-                misses=row[MISSES],
-                bytes_from_cache=row[FROM_CACHE],
-                bytes_from_upstream=row[FROM_UPSTREAM],
-                upstream_errors=row[UPSTREAM_ERRORS],
-                stale_serves=row[STALE],
                 last_error=errors.get(ecosystem, ""),
+                **dict(zip(FIGURES, row, strict=True)),
             )
             for ecosystem, row in counts.items()
             if ecosystem in ECOSYSTEMS and any(row)
@@ -172,23 +187,6 @@ class Bar:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Totals:
-    requests: int = 0
-    hits: int = 0
-    misses: int = 0
-    bytes_from_cache: int = 0
-    bytes_from_upstream: int = 0
-    upstream_errors: int = 0
-    stale_serves: int = 0
-
-    @property
-    def hit_ratio(self) -> float | None:
-        """Hits among cache lookups; None with no lookup."""
-        lookups = self.hits + self.misses
-        return None if lookups == 0 else self.hits / lookups
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class WindowSummary:
     """One ecosystem over one window: totals and per-bucket requests and bytes."""
 
@@ -220,7 +218,7 @@ def summarize(
     requests = [0] * window.buckets
     from_cache = [0] * window.buckets
     from_upstream = [0] * window.buckets
-    total = [0] * _FIELDS
+    total = [0] * len(FIGURES)
     for count in counts:
         if count.ecosystem != ecosystem or not start <= count.minute < end:
             continue
@@ -228,30 +226,12 @@ def summarize(
         requests[index] += count.requests
         from_cache[index] += count.bytes_from_cache
         from_upstream[index] += count.bytes_from_upstream
-        for position, value in enumerate(
-            (
-                count.requests,
-                count.hits,
-                count.misses,
-                count.bytes_from_cache,
-                count.bytes_from_upstream,
-                count.upstream_errors,
-                count.stale_serves,
-            )
-        ):
+        for position, value in enumerate(count.figures()):
             total[position] += value
     return WindowSummary(
         ecosystem=ecosystem,
         window=window,
-        totals=Totals(
-            requests=total[REQUESTS],
-            hits=total[HITS],
-            misses=total[MISSES],
-            bytes_from_cache=total[FROM_CACHE],
-            bytes_from_upstream=total[FROM_UPSTREAM],
-            upstream_errors=total[UPSTREAM_ERRORS],
-            stale_serves=total[STALE],
-        ),
+        totals=Totals(**dict(zip(FIGURES, total, strict=True))),
         requests=requests,
         bytes_from_cache=from_cache,
         bytes_from_upstream=from_upstream,

@@ -304,10 +304,13 @@ async def delete_rule(
 @dataclass(frozen=True, slots=True)
 class RuleListing:
     """The rules of one kind as a listing shows them (each with what it covers now), and
-    why they are the last-known ones when the state is degraded (None otherwise)."""
+    why they are the last-known ones when the state is degraded (None otherwise), or why
+    they are the ones this worker enforces because the state did not answer (None
+    otherwise)."""
 
     rules: list[dict[str, Any]]
     degraded: str | None
+    unavailable: str | None = None
 
 
 async def list_rules(
@@ -315,16 +318,24 @@ async def list_rules(
     adapters: Mapping[str, Ecosystem],
     kind: RuleKind,
     ecosystem: str | None = None,
+    *,
+    enforced_if_unavailable: bool = False,
 ) -> RuleListing:
     """The rules of `kind` (of `ecosystem` only, if given). Degraded (the state was emptied
     or replaced): the rules this worker enforces, the last-known ones, marked as such; never
-    the state's shorter list."""
+    the state's shorter list. A state that does not answer raises StateUnavailable, or with
+    `enforced_if_unavailable` gives the rules this worker enforces, marked as such."""
     degraded = services.policy.degraded
-    stored = (
-        services.policy.enforced_records(kind)
-        if degraded is not None
-        else await services.state.list_rules(kind)
-    )
+    unavailable: str | None = None
+    if degraded is not None:
+        stored = services.policy.enforced_records(kind)
+    else:
+        try:
+            stored = await services.state.list_rules(kind)
+        except StateUnavailable as exc:
+            if not enforced_if_unavailable:
+                raise
+            stored, unavailable = services.policy.enforced_records(kind), exc.message
     records = [record for record in stored if ecosystem is None or record.ecosystem == ecosystem]
     shown = await with_coverage(adapters, records, services.clock.now())
-    return RuleListing(rules=shown, degraded=degraded)
+    return RuleListing(rules=shown, degraded=degraded, unavailable=unavailable)

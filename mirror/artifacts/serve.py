@@ -180,18 +180,21 @@ class ArtifactServer:
                 request, ref, upstream=self._upstream, pins=self._pins, record=record
             )
 
-    async def store(self, ref: ArtifactRef) -> tuple[BlobEntry, bool]:
+    async def store(self, ref: ArtifactRef, *, for_client: bool = True) -> tuple[BlobEntry, bool]:
         """Make sure `ref` is in the cache (the policy check has passed) without sending it to
         anyone, as a pre-warm does: its blob, and whether it was there already. A miss joins
         the shared download (one upstream fetch however many clients, workers and hosts ask,
         verified before it is stored). Nobody receives the bytes, so nothing is written to the
-        download ledger. Raises what a download raises (IntegrityError, StorageFull, …)."""
+        download ledger. `for_client=False` (the dashboard's review reading a file): no cache
+        lookup of a client, so no miss is counted (the upstream bytes still are: upstream sent
+        them). Raises what a download raises (IntegrityError, StorageFull, …)."""
         entry = await self._blobs.lookup(ref.cache_key)
         if entry is not None:
             self._pins.check_stored(ref, entry)
             return entry, True
-        self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
-        self._metrics.traffic.miss(ref.ecosystem)
+        if for_client:
+            self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
+            self._metrics.traffic.miss(ref.ecosystem)
         return await self._joined(ref).stored(), False
 
     async def close(self) -> None:
@@ -310,11 +313,12 @@ class ArtifactServer:
         """Send the stored blob (prepared here, so a vanished blob can still become a miss);
         None if the blob vanished before any byte went out."""
 
-        def on_send(status: int) -> None:
-            # Called just before the headers go out, once the blob is open.
+        def on_send(status: int, sent: int) -> None:
+            # Called just before the headers go out, once the blob is open. `sent`: the body
+            # bytes this answer carries (0 for a HEAD or a 304, the range's for a 206): what
+            # the cache saved upstream for this request.
             self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
-            # The whole blob's size: what upstream would have sent without the cache.
-            self._metrics.traffic.hit(ref.ecosystem, entry.size if request.method == "GET" else 0)
+            self._metrics.traffic.hit(ref.ecosystem, sent)
             if request.method == "GET" and status in (200, 206):
                 self._record_download(request, ref)
 
@@ -335,7 +339,7 @@ class ArtifactServer:
         request: web.Request,
         ref: ArtifactRef,
         entry: BlobEntry,
-        on_send: Callable[[int], None],
+        on_send: Callable[[int, int], None],
     ) -> web.StreamResponse | None:
         """A small blob from memory (read and re-verified once per process); None if the
         blob vanished or no longer matches its sha256 (then it is fetched again)."""
@@ -356,9 +360,9 @@ class ArtifactServer:
             "Accept-Ranges": "bytes",
         }
         if not_modified(request, entry.etag):
-            on_send(304)
+            on_send(304, 0)
             return web.Response(status=304, headers=headers)
-        on_send(200)
+        on_send(200, len(data) if request.method == "GET" else 0)
         return web.Response(body=data, headers=headers)
 
     async def _serve_stored(
@@ -419,13 +423,13 @@ async def _send_open_blob(
     *,
     etag: str,
     headers: Mapping[str, str],
-    on_send: Callable[[int], None],
+    on_send: Callable[[int, int], None],
 ) -> web.StreamResponse:
     """Answer `request` from the opened `blob` (then closed) and return the finished response.
     Conditional requests are judged on the strong `etag`, ranges and dates as aiohttp's
     `FileResponse` judges them: If-Match (412), If-None-Match or else If-Modified-Since (304),
     one byte range (206, or 416 with `bytes */size`), If-Range as a date (an older copy gets
-    the whole file). `on_send(status)` runs just before the headers go out."""
+    the whole file). `on_send(status, body bytes)` runs just before the headers go out."""
     try:
         status, offset, count = _judge(request, etag, blob.size, blob.modified)
         response = web.StreamResponse(status=status, headers=headers)
@@ -441,10 +445,11 @@ async def _send_open_blob(
             response.headers["Accept-Ranges"] = "bytes"
         if status == 206:
             response.headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{blob.size}"
-        on_send(status)
+        sends_body = status in (200, 206) and request.method != "HEAD"
+        on_send(status, count if sends_body else 0)
         try:
             await response.prepare(request)
-            if status in (200, 206) and count and request.method != "HEAD":
+            if sends_body and count:
                 await _send_body(request, response, blob, offset, count)
             await response.write_eof()
         except ConnectionError:

@@ -43,7 +43,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
-from mirror.traffic import TRAFFIC_RETENTION, TrafficCount, summed
+from mirror.traffic import FIGURES, TRAFFIC_RETENTION, TrafficCount, summed
 
 log = logging.getLogger("mirror.state")
 
@@ -103,12 +103,10 @@ _SCHEMA = (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), value TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS identity_restored_from (value TEXT PRIMARY KEY)",
     # The dashboard's traffic figures: one row per ecosystem per minute (`mirror.traffic`).
-    """CREATE TABLE IF NOT EXISTS traffic (
-        ecosystem TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
-        hits INTEGER NOT NULL, misses INTEGER NOT NULL, from_cache INTEGER NOT NULL,
-        from_upstream INTEGER NOT NULL, upstream_errors INTEGER NOT NULL,
-        stale_serves INTEGER NOT NULL, last_error TEXT NOT NULL,
-        PRIMARY KEY (minute, ecosystem))""",
+    # A column per summed figure, named as the figure (`traffic.FIGURES`).
+    "CREATE TABLE IF NOT EXISTS traffic (ecosystem TEXT NOT NULL, minute INTEGER NOT NULL, "
+    + "".join(f"{figure} INTEGER NOT NULL, " for figure in FIGURES)
+    + "last_error TEXT NOT NULL, PRIMARY KEY (minute, ecosystem))",
     # A loss a degraded worker published, with its last-known copy (`publish_loss`).
     """CREATE TABLE IF NOT EXISTS lost (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1), identity TEXT NOT NULL,
@@ -130,17 +128,13 @@ _AUDIT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, seq)",
     "CREATE INDEX IF NOT EXISTS audit_prunable ON audit (pinned, at, seq)",
 )
-_TRAFFIC_COLUMNS = (
-    "ecosystem, minute, requests, hits, misses, from_cache, from_upstream, upstream_errors, "
-    "stale_serves, last_error"
-)
+_TRAFFIC_COLUMNS = ", ".join(("ecosystem", "minute", *FIGURES, "last_error"))
 # Sums a bucket's numbers; a later non-empty error kind replaces the stored one.
 _ADD_TRAFFIC = (
-    f"INSERT INTO traffic ({_TRAFFIC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608 (constants)
+    f"INSERT INTO traffic ({_TRAFFIC_COLUMNS}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join('?' * (len(FIGURES) + 3))}) "
     "ON CONFLICT (minute, ecosystem) DO UPDATE SET "
-    + ", ".join(
-        f"{column} = {column} + excluded.{column}" for column in _TRAFFIC_COLUMNS.split(", ")[2:-1]
-    )
+    + ", ".join(f"{figure} = {figure} + excluded.{figure}" for figure in FIGURES)
     + ", last_error = CASE WHEN excluded.last_error != '' THEN excluded.last_error "
     "ELSE last_error END"
 )
@@ -582,18 +576,7 @@ class LocalState:
         if not counts:
             return
         rows = [
-            (
-                count.ecosystem,
-                _minutes(count.minute),
-                count.requests,
-                count.hits,
-                count.misses,
-                count.bytes_from_cache,
-                count.bytes_from_upstream,
-                count.upstream_errors,
-                count.stale_serves,
-                count.last_error,
-            )
+            (count.ecosystem, _minutes(count.minute), *count.figures(), count.last_error)
             for count in summed(counts)
         ]
         prune_before = _minutes(self.clock.now() - TRAFFIC_RETENTION)
@@ -617,18 +600,14 @@ class LocalState:
 
         return [
             TrafficCount(
-                ecosystem=row[0],
-                minute=_EPOCH + timedelta(minutes=row[1]),
-                requests=row[2],
-                hits=row[3],
-                misses=row[4],
-                bytes_from_cache=row[5],
-                bytes_from_upstream=row[6],
-                upstream_errors=row[7],
-                stale_serves=row[8],
-                last_error=row[9],
+                ecosystem=ecosystem,
+                minute=_EPOCH + timedelta(minutes=minute),
+                last_error=error,
+                **dict(zip(FIGURES, figures, strict=True)),
             )
-            for row in await self._run(select, "read traffic figures")
+            for ecosystem, minute, *figures, error in await self._run(
+                select, "read traffic figures"
+            )
         ]
 
     # audit log ---------------------------------------------------------------------------------

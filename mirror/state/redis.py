@@ -59,7 +59,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
-from mirror.traffic import MINUTE, TRAFFIC_RETENTION, TrafficCount, minute_of, summed
+from mirror.traffic import FIGURES, MINUTE, TRAFFIC_RETENTION, TrafficCount, minute_of, summed
 
 log = logging.getLogger("mirror.state")
 
@@ -987,7 +987,7 @@ class RedisState:
                     if lasts <= timedelta(0):
                         continue
                     key = self._traffic_key(count.minute)
-                    for name, value in _traffic_figures(count):
+                    for name, value in zip(FIGURES, count.figures(), strict=True):
                         if value:
                             pipe.hincrby(key, f"{count.ecosystem}:{name}", value)
                     if count.last_error:
@@ -1517,20 +1517,7 @@ class _Identity:
         )
 
 
-_TRAFFIC_NUMBERS = (
-    "requests",
-    "hits",
-    "misses",
-    "bytes_from_cache",
-    "bytes_from_upstream",
-    "upstream_errors",
-    "stale_serves",
-)
 _TRAFFIC_CHUNK = 500  # minutes read in one round trip
-
-
-def _traffic_figures(count: TrafficCount) -> list[tuple[str, int]]:
-    return [(name, int(getattr(count, name))) for name in _TRAFFIC_NUMBERS]
 
 
 def _traffic_counts(minute: datetime, fields: Mapping[str, str]) -> list[TrafficCount]:
@@ -1543,14 +1530,8 @@ def _traffic_counts(minute: datetime, fields: Mapping[str, str]) -> list[Traffic
         TrafficCount(
             ecosystem=ecosystem,
             minute=minute,
-            requests=int(figures.get("requests", 0)),
-            hits=int(figures.get("hits", 0)),
-            misses=int(figures.get("misses", 0)),
-            bytes_from_cache=int(figures.get("bytes_from_cache", 0)),
-            bytes_from_upstream=int(figures.get("bytes_from_upstream", 0)),
-            upstream_errors=int(figures.get("upstream_errors", 0)),
-            stale_serves=int(figures.get("stale_serves", 0)),
             last_error=figures.get("last_error", ""),
+            **{name: int(figures.get(name, 0)) for name in FIGURES},
         )
         for ecosystem, figures in sorted(by_ecosystem.items())
     ]

@@ -309,6 +309,45 @@ async def test_head_range_and_conditional_requests_on_a_hit(mirror: Mirror) -> N
     assert mirror.fake.requests == []
 
 
+async def test_bytes_from_the_cache_are_the_bytes_each_answer_sent(mirror: Mirror) -> None:
+    """The overview's "from the cache": a 304 or a HEAD sends no body, a range its bytes."""
+    small, big = mirror.add("1.0.0", SMALL), mirror.add("2.0.0", BIG)
+    await preload(mirror, small, SMALL)
+    await preload(mirror, big, BIG)
+    answers = [
+        ("1.0.0", "GET", {}, 200),
+        ("1.0.0", "HEAD", {}, 200),
+        ("1.0.0", "GET", {"If-None-Match": f'"{hashlib.sha256(SMALL).hexdigest()}"'}, 304),
+        ("1.0.0", "GET", {"Range": "bytes=10-19"}, 206),
+        ("2.0.0", "GET", {"Range": "bytes=-100"}, 206),
+        ("2.0.0", "GET", {"If-None-Match": f'"{hashlib.sha256(BIG).hexdigest()}"'}, 304),
+        ("2.0.0", "HEAD", {}, 200),
+    ]
+    for name, method, headers, status in answers:
+        response = await mirror.client.request(method, f"/files/{name}", headers=headers)
+        assert response.status == status
+        await response.read()
+    [count] = mirror.metrics.traffic.take(T0)
+    assert count.hits == len(answers)
+    assert count.bytes_from_cache == len(SMALL) + 10 + 100
+
+
+async def test_a_file_stored_for_the_review_page_is_no_cache_miss_of_a_client(
+    mirror: Mirror,
+) -> None:
+    review, prewarm = mirror.add("1.0.0", SMALL), mirror.add("2.0.0", BIG)
+    entry, cached = await mirror.server.store(review, for_client=False)
+    assert (entry.size, cached) == (len(SMALL), False)
+    [count] = mirror.metrics.traffic.take(T0)
+    assert (count.requests, count.hits, count.misses) == (0, 0, 0)
+    assert count.bytes_from_upstream == len(SMALL)  # upstream did send them
+    assert mirror.sample("mirror_cache_misses_total", ecosystem="npm", kind="artifact") == 0
+    await mirror.server.store(prewarm)  # a pre-warm stands in for its clients: a miss
+    [count] = mirror.metrics.traffic.take(T0)
+    assert count.misses == 1
+    assert mirror.sample("mirror_cache_misses_total", ecosystem="npm", kind="artifact") == 1
+
+
 async def test_small_hits_come_from_memory_and_a_damaged_blob_is_fetched_again(
     mirror: Mirror,
 ) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror.ledger import DownloadLedger
+from mirror.errors import StateUnavailable
+from mirror.ledger import BatchedWrites, DownloadLedger
 from mirror.metrics import Metrics
 from mirror.model import DownloadEvent
 from mirror.state.local import LocalState
@@ -139,3 +140,69 @@ async def test_concurrent_flushes_write_each_note_once(state: LocalState) -> Non
     await asyncio.gather(ledger.flush(), ledger.flush(), ledger.flush())
     assert len(await state.downloads("npm", "axios")) == 5
     await ledger.close()
+
+
+class FailingWhileWriting(LocalState):
+    """Real SQLite state whose ledger writes wait until `release` is set and then fail, as a
+    Redis that times out: rows noted meanwhile are newer than the batch in flight."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        self.failing = True
+        self.batches: list[list[str]] = []
+
+    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
+        self.batches.append([e.client for e in events])
+        if self.failing:
+            self.writing.set()
+            await self.release.wait()
+            raise StateUnavailable("state did not answer")
+        await super().record_downloads(events)
+
+
+async def test_a_full_backlog_drops_the_oldest_rows_even_after_a_failed_write(
+    tmp_path: Path,
+) -> None:
+    store = FailingWhileWriting(tmp_path / "state.sqlite3")
+    await store.open()
+    metrics = Metrics()
+    ledger = BatchedWrites(
+        store.record_downloads, metrics, backend="local", what="test", max_pending=3
+    )
+    ledger.note(event("10.0.0.1", T0))  # the oldest
+    ledger.note(event("10.0.0.2", T0))
+    writing = asyncio.ensure_future(ledger.flush())
+    async with asyncio.timeout(5):
+        await store.writing.wait()  # 1 and 2 are in flight
+    ledger.note(event("10.0.0.3", T0))  # newer, noted while the write hangs
+    ledger.note(event("10.0.0.4", T0))
+    store.release.set()
+    assert await writing is False  # failed: 1 and 2 come back as the oldest
+    assert ledger.pending == 3  # over the bound: the oldest, 1, was dropped
+    assert metrics.registry.get_sample_value("mirror_state_errors_total", {"backend": "local"})
+    store.failing = False
+    assert await ledger.flush() is True
+    assert [e.client for e in await store.downloads("npm", "axios")] == [
+        "10.0.0.2",
+        "10.0.0.3",
+        "10.0.0.4",
+    ]
+    await ledger.close()
+    await store.close()
+
+
+async def test_a_backlog_is_written_in_batches_oldest_first(tmp_path: Path) -> None:
+    store = FailingWhileWriting(tmp_path / "state.sqlite3")
+    store.failing = False
+    await store.open()
+    ledger = BatchedWrites(
+        store.record_downloads, Metrics(), backend="local", what="test", max_batch=2
+    )
+    for n in range(5):
+        ledger.note(event(f"10.0.0.{n}", T0))
+    assert await ledger.flush() is True
+    assert store.batches == [["10.0.0.0", "10.0.0.1"], ["10.0.0.2", "10.0.0.3"], ["10.0.0.4"]]
+    await ledger.close()
+    await store.close()

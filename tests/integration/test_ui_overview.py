@@ -5,7 +5,9 @@ the mirror to a fake npm registry, the figures read back from shared state, the 
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import time
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -127,6 +129,24 @@ async def test_an_unreachable_state_shows_a_notice_not_an_error(make_mirror: Mak
     assert "Not known while the state is unavailable." in html
     health = " ".join(re.sub(r"<[^>]+>", " ", html.split('id="state-health"')[1]).split())
     assert "Shared state (redis) unavailable" in health
+
+
+async def test_a_state_that_never_answers_shows_the_notice_within_the_state_timeout(
+    make_mirror: MakeClient,
+    stoppable_redis: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    process, url = stoppable_redis
+    client = await make_mirror(MIRROR_REDIS_URL=url, MIRROR_STATE_TIMEOUT="300ms")
+    client.app[SERVICES].metrics.traffic.request("npm")  # a count waiting to be written
+    await log_in(client)
+    process.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    started = time.monotonic()
+    html = await page(client, "/ui/")
+    took = time.monotonic() - started
+    assert 'role="alert">State unavailable: the shared state did not answer within 0.3 s' in html
+    assert "Not known while the state is unavailable." in html
+    assert took < 1.5, took  # the pre-read write and each read waited 0.3 s at most
+    process.send_signal(signal.SIGCONT)
 
 
 async def test_a_lost_state_shows_the_last_known_policy_in_force(

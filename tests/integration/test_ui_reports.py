@@ -310,3 +310,27 @@ async def test_a_bad_audit_filter_is_a_400_page(client: Client, query: str, mess
     response = await client.get(f"/ui/audit.csv?{query}")
     assert response.status == 400
     assert message in await response.text()
+
+
+# a state that does not answer -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        (IMPACT + "&since=7d", 'name="since" value="7d"'),
+        ("/ui/audit?actor=alice", 'name="actor" value="alice"'),
+    ],
+)
+async def test_a_report_on_a_dead_state_is_a_503_page_with_the_form(
+    client: Client, path: str, kept: str
+) -> None:
+    await log_in(client)
+    state = client.app[SERVICES].state
+    await state.close()  # every state call now fails
+    try:
+        text = await page(client, path, status=503)
+    finally:
+        await state.open()
+    assert 'role="alert">State unavailable:' in text
+    assert kept in text  # the form, with what was asked, to try again

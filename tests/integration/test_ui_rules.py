@@ -332,3 +332,21 @@ async def test_a_degraded_state_lists_the_enforced_rules_and_says_so(
     assert "mirror state restore" in listed
     assert f"<code>{record.id}</code>" in listed
     assert (await restarted.get(TARBALL)).status == 403
+
+
+async def test_a_state_that_does_not_answer_lists_the_rules_this_worker_enforces(
+    admin: Client,
+) -> None:
+    await create(admin, "block", BLOCK)
+    (record,), _ = await stored(admin)
+    state = admin.app[SERVICES].state
+    await state.close()  # every state call now fails
+    try:
+        listed = await page(admin, "/ui/rules?kind=block")  # 200, not a bare 503
+        assert 'role="alert">State unavailable:' in listed
+        assert "the blocks this worker still enforces" in listed
+        assert f"<code>{record.id}</code>" in listed
+        assert "<td>compromised maintainer</td>" in listed
+        assert (await admin.get(TARBALL)).status == 403  # and it does enforce it
+    finally:
+        await state.open()

@@ -13,7 +13,7 @@ from aiohttp import web
 from mirror import policy
 from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
 from mirror.admin.parse import ImpactRequest, decode_cursor, impact_request, query_text
-from mirror.errors import MirrorError
+from mirror.errors import MirrorError, StateUnavailable
 from mirror.model import ECOSYSTEMS
 from mirror.reportcells import DOWNLOAD_COLUMNS, download_lines
 from mirror.ui import guard
@@ -67,6 +67,8 @@ async def impact_view(request: web.Request) -> web.StreamResponse:
                     cursor=answer["next_cursor"],
                 )
             csv_link = link("/ui/impact.csv", filters)
+    except StateUnavailable as exc:  # the form stays, to try again once it answers
+        problem, status = f"State unavailable: {exc.message}", exc.status
     except MirrorError as exc:
         problem, status = exc.message, exc.status
     return render(

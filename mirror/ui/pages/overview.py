@@ -7,6 +7,8 @@ with a notice instead of the figures."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -107,13 +109,26 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     state_problem: str | None = None
     durability: str | None = None
     counts: list[TrafficCount] = []
-    # This worker's counts so far join the shared figures first (a no-op when state is down).
-    await found.traffic.flush()
+    # Each state call waits at most the serving path's state timeout: a state that accepts
+    # connections and never answers must not hold the page for the client's socket timeouts.
+    wait = found.config.state.timeout.total_seconds()
+    # This worker's counts so far join the shared figures first; not when the last write
+    # failed (state down: they wait for the timer). Shielded: a write given up on by the page
+    # goes on in the background, so no count it carries is lost.
+    if not found.traffic.last_write_failed:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.shield(found.traffic.flush())
     try:
-        counts = await found.state.traffic(now - DAY.span)
-        durability = await found.state.durability_warning()
+        async with asyncio.timeout(wait):
+            counts = await found.state.traffic(now - DAY.span)
+        async with asyncio.timeout(wait):
+            durability = await found.state.durability_warning()
     except StateUnavailable as exc:
         state_problem = exc.message
+    except TimeoutError:
+        counts = []
+        state_problem = f"the shared state did not answer within {wait:g} s"
     ecosystems = [
         EcosystemView(
             name=name,

@@ -267,7 +267,7 @@ async def _read(mirror: Services, ref: ArtifactRef, parse: Callable[[BinaryIO], 
         raise BadRequest(
             f"{ref.size} bytes upstream, over the {MAX_ARTIFACT_BYTES} bytes a review reads"
         )
-    entry, _cached = await mirror.artifacts.store(ref)
+    entry, _cached = await mirror.artifacts.store(ref, for_client=False)
     if entry.size > MAX_ARTIFACT_BYTES:
         raise BadRequest(f"{entry.size} bytes, over the {MAX_ARTIFACT_BYTES} bytes a review reads")
     try:

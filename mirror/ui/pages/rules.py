@@ -109,7 +109,11 @@ async def _list_page(
     values: Mapping[str, str],
     notice: tuple[str, str] | None = None,
 ) -> web.Response:
-    listing = await list_rules(services(request), _adapters(request), kind)
+    # The page a security team opens during an outage: a state that does not answer still
+    # shows what this worker enforces.
+    listing = await list_rules(
+        services(request), _adapters(request), kind, enforced_if_unavailable=True
+    )
     return render(
         request,
         "rules.html",
@@ -119,6 +123,7 @@ async def _list_page(
         kinds=KINDS,
         rules=listing.rules,
         degraded=listing.degraded,
+        unavailable=listing.unavailable,
         restore=RESTORE_COMMAND,
         notice=None if notice is None else await _notice(request, kind, notice, listing.rules),
         problem=problem,
