@@ -281,7 +281,7 @@ async def _read(mirror: Services, ref: ArtifactRef, parse: Callable[[BinaryIO], 
 
 async def _held(
     mirror: Services, ecosystem: str, package: str, version: str
-) -> HeldVersion | None | str:
+) -> HeldVersion | str | None:
     """Who asked for this version and was held back (the quarantine queue), None when
     nobody was lately, or why that cannot be told. The queue names a package as its
     decision did: the name given, else its normalized spelling."""
