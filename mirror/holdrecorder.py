@@ -35,10 +35,13 @@ class HeldRequests:
     count: int = 1
 
     @property
-    def key(self) -> tuple[int, str, str]:
-        # The tuple's identity, not its value: O(1) whatever its length. The row keeps the
-        # tuple alive, so no other tuple can take its id while the row waits.
-        return (id(self.held), self.client, self.token)
+    def key(self) -> tuple[object, str, str]:
+        # Several versions (a view's tuple, shared by every request served it): by the tuple's
+        # identity, O(1) whatever its length; the row keeps the tuple alive, so no other tuple
+        # can take its id while the row waits. One version (a refusal builds a new tuple each
+        # time): by value, so the refusals of one file by one client gather in one row.
+        held: object = self.held if len(self.held) == 1 else id(self.held)
+        return (held, self.client, self.token)
 
     def merged(self, other: HeldRequests) -> HeldRequests:
         return HeldRequests(

@@ -5,9 +5,10 @@ bounded, most recently held first, pruned by age; and the recorder that batches 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -159,6 +160,31 @@ async def test_the_recorder_batches_notes_into_one_row(
     versions = {version.package: version for version in await state.held_versions(limit=10)}
     assert versions["left-pad"].requests == 3
     assert versions["other"].requesters == (Requester("10.0.0.9", "ci"),)
+
+
+class CountedWrites:
+    """A real store whose writes are counted (rows per `record_holds`)."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.rows: list[int] = []
+
+    async def record_holds(self, events: Sequence[HoldEvent]) -> None:
+        self.rows.append(len(events))
+        await self.state.record_holds(events)
+
+
+async def test_refusals_of_one_version_gather_in_one_row(
+    state: StateStore, clock: FixedClock
+) -> None:
+    counted = CountedWrites(state)
+    recorder = HoldRecorder(cast(StateStore, counted), Metrics(), clock, flush_interval=60)
+    for _ in range(5):  # a new tuple for each refusal, as `holds.quarantined` builds one
+        recorder.note((subject(),), client="10.0.0.1", token="")
+    await recorder.close()
+    assert counted.rows == [1]
+    [version] = await state.held_versions(limit=1)
+    assert version.requests == 5
 
 
 async def test_the_recorder_never_fails_a_request_when_state_is_down(
