@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -258,22 +258,18 @@ async def error_middleware(
     backslashes, control characters, in any encoding) are a 400 before any handler runs
     (`mirror.pathgate`); checked here rather than in a middleware of its own, one layer fewer
     on every request."""
+    held: tuple[HeldSubject, ...] = ()
+    withheld: tuple[object, ...] = ()
     try:
         check_request_path(request.raw_path)
         response = await handler(request)
-        held = request.get(HELD_VERSIONS)
-        if held:
-            _note_held(request, held)
-        return response
+        held = request.get(HELD_VERSIONS, ())
     except MirrorError as exc:
         if isinstance(exc, Held):
             ecosystem = _ecosystem_of(request.path)
             request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
-        if exc.withheld:
-            held = quarantined(exc.withheld)
-            if held:
-                _note_held(request, held)
-        return error_response(exc)
+        withheld = exc.withheld
+        response = error_response(exc)
     except web.HTTPNotFound:
         return error_response(NotFound(f"nothing is served at {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
@@ -287,14 +283,29 @@ async def error_middleware(
         log.exception("unhandled error on %s %s", request.method, request.raw_path)
         body = {"error": "internal error; the mirror logged the details", "reason": "internal"}
         return web.json_response(body, status=500)
+    # Outside the `try`: the answer is built, nothing the queue does may change it.
+    if held or withheld:
+        _note_held(request, held, withheld)
+    return response
 
 
-def _note_held(request: web.Request, held: Iterable[HeldSubject]) -> None:
-    """The quarantine queue: this request (its client, its read token) was held `held`
-    back. Noted in memory, written in batches: never delays or fails the answer."""
-    services = request.app[SERVICES]
-    client = client_address(request, services.config)
-    services.holds.note(held, client=client, token=request.get(READ_TOKEN, ""))
+def _note_held(
+    request: web.Request, held: tuple[HeldSubject, ...], withheld: tuple[object, ...]
+) -> None:
+    """The quarantine queue: this request (its client, its read token) was held `held` back
+    (a view's versions) or refused with `withheld` decisions. Noted in memory, written in
+    batches: never delays or fails the answer, so a failure here is logged, never raised."""
+    recorder = request.app[SERVICES].holds
+    try:
+        subjects = held or quarantined(withheld)
+        if subjects:
+            client = client_address(request, request.app[SERVICES].config)
+            recorder.note(subjects, client=client, token=request.get(READ_TOKEN, ""))
+    except Exception:
+        if recorder.first_failure():
+            log.warning("could not note a held request in the quarantine queue", exc_info=True)
+        else:
+            log.debug("could not note a held request in the quarantine queue", exc_info=True)
 
 
 def _access_checked(settings: AccessConfig) -> bool:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from mirror import policy
 from mirror.model import Rendered
 
-# Versions whose last hold is older than this are pruned.
+# Versions whose last hold is older than this are pruned, and so are requesters.
 HOLDS_RETENTION: Final = timedelta(days=30)
 # At most this many versions per ecosystem are kept (the most recently held).
 HOLDS_KEPT: Final = 10_000
 # Distinct requesters (client address, read token) kept per version: more are counted as
-# "at least this many", never stored.
+# "at least this many", never stored. Any package reader adds entries, so the queue's size
+# is bounded whatever clients do: at most HOLDS_KEPT versions x REQUESTERS_KEPT requesters
+# per ecosystem (1M, about 100 MB of Redis or SQLite at the worst).
 REQUESTERS_KEPT: Final = 100
 # Requesters one `held_versions` row names (the most recent ones).
 REQUESTERS_SHOWN: Final = 20
@@ -119,6 +121,31 @@ class HeldVersion:
     more_requesters: bool
     first_held: datetime
     last_held: datetime
+
+
+def merged_events(events: Iterable[HoldEvent]) -> list[HoldEvent]:
+    """`events` with those of one key (version, client, read token) merged into one, in the
+    order first seen: what a state backend writes (a batch may hold one key several times:
+    the same version withheld by two renderings of a document)."""
+    merged: dict[tuple[str, str, str, str, str], HoldEvent] = {}
+    for event in events:
+        known = merged.get(event.key)
+        merged[event.key] = event if known is None else known.merged(event)
+    return list(merged.values())
+
+
+def said_micros(subject: HeldSubject) -> tuple[int | None, int | None]:
+    """What a hold said as the state backends store it: its publish time and `until`, in
+    microseconds since the epoch (None when not known)."""
+    return _optional_micros(subject.published_at), _optional_micros(subject.until)
+
+
+def _optional_micros(at: datetime | None) -> int | None:
+    return None if at is None else (at - _EPOCH) // _MICRO
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO: Final = timedelta(microseconds=1)
 
 
 def quarantined(decisions: Iterable[object]) -> tuple[HeldSubject, ...]:

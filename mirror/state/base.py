@@ -238,15 +238,22 @@ class StateStore(Protocol):
         """Add held requests (`HoldRecorder` batches them): per version, the requests
         summed, first and last held, its publish time and `until` from the latest event;
         per version at most `holds.REQUESTERS_KEPT` distinct requesters (client address,
-        read token) are kept, later ones only counted as requests. Versions last held
-        longer than `holds.HOLDS_RETENTION` ago are pruned, and past `holds.HOLDS_KEPT` per
-        ecosystem, the least recently held."""
+        read token) are kept, later ones only counted as requests (`more_requesters` says
+        so while the latest of them is within `holds.HOLDS_RETENTION`). Requesters and
+        versions last held longer than `holds.HOLDS_RETENTION` ago are pruned (requesters
+        before new ones are counted), and past `holds.HOLDS_KEPT` per ecosystem, the least
+        recently held; every key or row of the queue expires or is pruned."""
         ...
 
     async def held_versions(self, *, limit: int, ecosystem: str | None = None) -> list[HeldVersion]:
         """The `limit` most recently held versions (of `ecosystem`, all if None), most
         recently held first, each with its most recent requesters
         (`holds.REQUESTERS_SHOWN`)."""
+        ...
+
+    async def held_version(self, ecosystem: str, package: str, version: str) -> HeldVersion | None:
+        """One version of the queue as `held_versions` lists it (`package` as stored: the
+        name a client asked for), or None when it was not held lately."""
         ...
 
     # identity and restore (mirror.lastknown) ----------------------------------------------------

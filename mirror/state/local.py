@@ -29,6 +29,8 @@ from mirror.holds import (
     HeldVersion,
     HoldEvent,
     Requester,
+    merged_events,
+    said_micros,
 )
 from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
 from mirror.state.base import (
@@ -139,7 +141,8 @@ _ADD_TRAFFIC = (
     "ELSE last_error END"
 )
 # The quarantine queue (`mirror.holds`): one row per held version, and its requesters (at most
-# REQUESTERS_KEPT per version; `more` says a later one was only counted).
+# REQUESTERS_KEPT per version; `more` is when a requester was last only counted, in
+# microseconds, 0 = never: shown while that is within HOLDS_RETENTION).
 _HOLDS_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS holds (
         ecosystem TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL,
@@ -686,16 +689,16 @@ class LocalState:
     async def record_holds(self, events: Sequence[HoldEvent]) -> None:
         if not events:
             return
-        merged: dict[tuple[str, str, str, str, str], HoldEvent] = {}
-        for event in events:
-            known = merged.get(event.key)
-            merged[event.key] = event if known is None else known.merged(event)
+        merged = merged_events(events)
         prune_before = _micros(self.clock.now() - HOLDS_RETENTION)
 
         def upsert(conn: sqlite3.Connection) -> None:
             with _write(conn):
+                # Stale requesters go first: they must not fill a version's slots (nor set
+                # its "more" flag) against a requester asking now.
+                conn.execute("DELETE FROM hold_requesters WHERE last_at < ?", (prune_before,))
                 ecosystems: set[str] = set()
-                for event in merged.values():
+                for event in merged:
                     subject = event.subject
                     version = (subject.ecosystem, subject.package, subject.version)
                     ecosystems.add(subject.ecosystem)
@@ -703,80 +706,65 @@ class LocalState:
                         _UPSERT_HOLD,
                         (
                             *version,
-                            _optional_micros(subject.published_at),
-                            _optional_micros(subject.until),
+                            *said_micros(subject),
                             _micros(event.at),
                             _micros(event.last_at),
                             event.count,
                         ),
                     )
                     _add_requester(conn, version, event)
-                conn.execute("DELETE FROM holds WHERE last_at < ?", (prune_before,))
-                conn.execute("DELETE FROM hold_requesters WHERE last_at < ?", (prune_before,))
+                _drop_holds(
+                    conn,
+                    conn.execute(
+                        "SELECT ecosystem, package, version FROM holds WHERE last_at < ?",
+                        (prune_before,),
+                    ).fetchall(),
+                )
                 for ecosystem in ecosystems:
-                    trimmed = conn.execute(
-                        "DELETE FROM holds WHERE ecosystem = ? AND rowid IN (SELECT rowid FROM "
-                        "holds WHERE ecosystem = ? ORDER BY last_at DESC LIMIT -1 OFFSET ?)",
-                        (ecosystem, ecosystem, HOLDS_KEPT),
-                    ).rowcount
-                    if trimmed:
+                    # Past the cap, the least recently held go (by the index on last_at),
+                    # and their requesters by their key: never a scan of every requester.
+                    _drop_holds(
+                        conn,
                         conn.execute(
-                            "DELETE FROM hold_requesters WHERE ecosystem = ? AND NOT EXISTS "
-                            "(SELECT 1 FROM holds WHERE holds.ecosystem = hold_requesters."
-                            "ecosystem AND holds.package = hold_requesters.package AND "
-                            "holds.version = hold_requesters.version)",
-                            (ecosystem,),
-                        )
+                            "SELECT ecosystem, package, version FROM holds WHERE ecosystem = ? "
+                            "ORDER BY last_at DESC LIMIT -1 OFFSET ?",
+                            (ecosystem, HOLDS_KEPT),
+                        ).fetchall(),
+                    )
 
         await self._run(upsert, "record held requests")
 
     async def held_versions(self, *, limit: int, ecosystem: str | None = None) -> list[HeldVersion]:
+        shown_since = _micros(self.clock.now() - HOLDS_RETENTION)
+
         def select(conn: sqlite3.Connection) -> list[HeldVersion]:
-            columns = (
-                "ecosystem, package, version, published_at, until, first_at, last_at, count, more"
-            )
             if ecosystem is None:
                 rows = conn.execute(
-                    f"SELECT {columns} FROM holds ORDER BY last_at DESC LIMIT ?",  # noqa: S608 (constants)
+                    f"SELECT {_HOLD_COLUMNS} FROM holds ORDER BY last_at DESC LIMIT ?",  # noqa: S608 (constants)
                     (limit,),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {columns} FROM holds WHERE ecosystem = ? "  # noqa: S608 (constants)
+                    f"SELECT {_HOLD_COLUMNS} FROM holds WHERE ecosystem = ? "  # noqa: S608 (constants)
                     "ORDER BY last_at DESC LIMIT ?",
                     (ecosystem, limit),
                 ).fetchall()
-            found: list[HeldVersion] = []
-            for eco, package, version, published, until, first, last, count, more in rows:
-                where = (eco, package, version)
-                requesters = conn.execute(
-                    "SELECT client, token FROM hold_requesters WHERE ecosystem = ? AND "
-                    "package = ? AND version = ? ORDER BY last_at DESC, client, token LIMIT ?",
-                    (*where, REQUESTERS_SHOWN),
-                ).fetchall()
-                (total,) = conn.execute(
-                    "SELECT count(*) FROM hold_requesters WHERE ecosystem = ? AND package = ? "
-                    "AND version = ?",
-                    where,
-                ).fetchone()
-                found.append(
-                    HeldVersion(
-                        ecosystem=eco,
-                        package=package,
-                        version=version,
-                        published_at=None if published is None else _from_micros(published),
-                        until=None if until is None else _from_micros(until),
-                        requests=int(count),
-                        requesters=tuple(Requester(client, token) for client, token in requesters),
-                        requester_count=int(total),
-                        more_requesters=bool(more),
-                        first_held=_from_micros(first),
-                        last_held=_from_micros(last),
-                    )
-                )
-            return found
+            return [_held_version(conn, row, shown_since) for row in rows]
 
         return await self._run(select, "read held versions")
+
+    async def held_version(self, ecosystem: str, package: str, version: str) -> HeldVersion | None:
+        shown_since = _micros(self.clock.now() - HOLDS_RETENTION)
+
+        def select(conn: sqlite3.Connection) -> HeldVersion | None:
+            row = conn.execute(
+                f"SELECT {_HOLD_COLUMNS} FROM holds WHERE ecosystem = ? AND package = ? "  # noqa: S608 (constants)
+                "AND version = ?",
+                (ecosystem, package, version),
+            ).fetchone()
+            return None if row is None else _held_version(conn, row, shown_since)
+
+        return await self._run(select, "read a held version")
 
     # identity and restore --------------------------------------------------------------------
     async def state_identity(self) -> StateIdentity:
@@ -1189,8 +1177,48 @@ def _audit_from_row(row: tuple[Any, ...]) -> AuditEntry:
     )
 
 
-def _optional_micros(at: datetime | None) -> int | None:
-    return None if at is None else _micros(at)
+_HOLD_COLUMNS = "ecosystem, package, version, published_at, until, first_at, last_at, count, more"
+
+
+def _held_version(conn: sqlite3.Connection, row: tuple[Any, ...], shown_since: int) -> HeldVersion:
+    """A `holds` row (`_HOLD_COLUMNS`) with its requesters, requesters older than
+    `shown_since` left out (they are pruned on the next write)."""
+    eco, package, version, published, until, first, last, count, more = row
+    where = (eco, package, version, shown_since)
+    requesters = conn.execute(
+        "SELECT client, token FROM hold_requesters WHERE ecosystem = ? AND package = ? AND "
+        "version = ? AND last_at >= ? ORDER BY last_at DESC, client, token LIMIT ?",
+        (*where, REQUESTERS_SHOWN),
+    ).fetchall()
+    (total,) = conn.execute(
+        "SELECT count(*) FROM hold_requesters WHERE ecosystem = ? AND package = ? "
+        "AND version = ? AND last_at >= ?",
+        where,
+    ).fetchone()
+    return HeldVersion(
+        ecosystem=eco,
+        package=package,
+        version=version,
+        published_at=None if published is None else _from_micros(published),
+        until=None if until is None else _from_micros(until),
+        requests=int(count),
+        requesters=tuple(Requester(client, token) for client, token in requesters),
+        requester_count=int(total),
+        more_requesters=int(more) >= shown_since,
+        first_held=_from_micros(first),
+        last_held=_from_micros(last),
+    )
+
+
+def _drop_holds(conn: sqlite3.Connection, versions: Sequence[tuple[str, str, str]]) -> None:
+    """Forget `versions` (ecosystem, package, version) and their requesters, by key."""
+    conn.executemany(
+        "DELETE FROM holds WHERE ecosystem = ? AND package = ? AND version = ?", versions
+    )
+    conn.executemany(
+        "DELETE FROM hold_requesters WHERE ecosystem = ? AND package = ? AND version = ?",
+        versions,
+    )
 
 
 def _add_requester(
@@ -1218,6 +1246,7 @@ def _add_requester(
         )
     else:
         conn.execute(
-            "UPDATE holds SET more = 1 WHERE ecosystem = ? AND package = ? AND version = ?",
-            version,
+            "UPDATE holds SET more = max(more, ?) WHERE ecosystem = ? AND package = ? AND "
+            "version = ?",
+            (_micros(event.last_at), *version),
         )

@@ -36,6 +36,8 @@ from mirror.holds import (
     HeldVersion,
     HoldEvent,
     Requester,
+    merged_events,
+    said_micros,
 )
 from mirror.model import (
     ECOSYSTEMS,
@@ -406,19 +408,21 @@ return 0
 # Set once every piece of data of earlier versions has been moved (3: the index of package
 # names per ecosystem is filled; 4: the index of each package's versions).
 # The quarantine queue of one ecosystem (`mirror.holds`): KEYS last held, first held (sorted
-# sets of versions), request counts, what the latest hold said (publish time, until), versions
-# with more requesters than kept; ARGV the retention bound, the versions kept, the requesters
-# kept per version, the prefix of a version's requester set, then per version: member, first,
-# last, count, said, n, and n (requester, last held) pairs.
+# sets of versions), request counts, what the latest hold said (publish time, until), when a
+# requester of a version was last only counted (more than kept); ARGV the retention bound,
+# the versions kept, the requesters kept per version, the prefix of a version's requester
+# set, the retention in milliseconds, then per version: member, first, last, count, said, n,
+# and n (requester, last held) pairs. Every key expires after the retention when nothing is
+# held any more, besides the pruning here.
 _HOLDS_SCRIPT = """
 local last, first, counts, said, more = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, kept = ARGV[4], tonumber(ARGV[3])
+local prefix, kept, ttl = ARGV[4], tonumber(ARGV[3]), ARGV[5]
 local function who(member)
   return prefix .. string.gsub(member, '.', function(c)
     return string.format('%02x', string.byte(c))
   end)
 end
-local i = 5
+local i = 6
 while i <= #ARGV do
   local member, at, seen, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 5])
   local known = redis.call('ZSCORE', first, member)
@@ -430,6 +434,8 @@ while i <= #ARGV do
   end
   redis.call('HINCRBY', counts, member, ARGV[i + 3])
   local key = who(member)
+  -- Stale requesters leave first: they must not take the slots of one asking now.
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
   for j = i + 6, i + 5 + 2 * n, 2 do
     local requester, when = ARGV[j], ARGV[j + 1]
     local stored = redis.call('ZSCORE', key, requester)
@@ -438,10 +444,13 @@ while i <= #ARGV do
     elseif redis.call('ZCARD', key) < kept then
       redis.call('ZADD', key, when, requester)
     else
-      redis.call('HSET', more, member, 1)
+      local noted = redis.call('HGET', more, member)
+      if (not noted) or tonumber(noted) < tonumber(when) then
+        redis.call('HSET', more, member, when)
+      end
     end
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
+  redis.call('PEXPIRE', key, ttl)
   i = i + 6 + 2 * n
 end
 local function drop(members)
@@ -457,6 +466,9 @@ end
 drop(redis.call('ZRANGEBYSCORE', last, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000))
 local excess = redis.call('ZCARD', last) - tonumber(ARGV[2])
 if excess > 0 then drop(redis.call('ZRANGE', last, 0, excess - 1)) end
+if #ARGV > 5 then
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+end
 return 1
 """
 _UPGRADED = "4"
@@ -1205,17 +1217,14 @@ class RedisState:
         if not events:
             return
         script = self._script(self._holds, "record held requests")
-        merged: dict[tuple[str, str, str, str, str], HoldEvent] = {}
-        for event in events:
-            known = merged.get(event.key)
-            merged[event.key] = event if known is None else known.merged(event)
         # ecosystem -> version member -> its events (one per requester)
         by_version: dict[str, dict[str, list[HoldEvent]]] = {}
-        for event in merged.values():
+        for event in merged_events(events):
             subject = event.subject
             member = json.dumps([subject.package, subject.version])
             by_version.setdefault(subject.ecosystem, {}).setdefault(member, []).append(event)
         prune_before = str(_micros(self.clock.now() - HOLDS_RETENTION))
+        retention_ms = str(int(HOLDS_RETENTION.total_seconds() * 1000))
         client = self._redis("record held requests")
         with self._translate("record held requests"):
             async with client.pipeline(transaction=False) as pipe:
@@ -1227,15 +1236,11 @@ class RedisState:
                         str(HOLDS_KEPT),
                         str(REQUESTERS_KEPT),
                         self._key("holds-who", ecosystem, ""),
+                        retention_ms,
                     ]
                     for member, rows in versions.items():
                         latest = max(rows, key=lambda row: row.last_at)
-                        said = json.dumps(
-                            [
-                                _optional_micros(latest.subject.published_at),
-                                _optional_micros(latest.subject.until),
-                            ]
-                        )
+                        said = json.dumps(said_micros(latest.subject))
                         args += [
                             member,
                             str(min(_micros(row.at) for row in rows)),
@@ -1250,8 +1255,8 @@ class RedisState:
                 await pipe.execute()
 
     def _holds_keys(self, ecosystem: str) -> list[str]:
-        """Last held, first held, counts, what the latest hold said, versions with more
-        requesters than kept: one ecosystem's queue (`_HOLDS_SCRIPT`)."""
+        """Last held, first held, counts, what the latest hold said, when a requester was
+        last only counted: one ecosystem's queue (`_HOLDS_SCRIPT`)."""
         return [
             self._key("holds-last", ecosystem),
             self._key("holds-first", ecosystem),
@@ -1274,20 +1279,37 @@ class RedisState:
                 )
                 newest += [(float(score), name, str(member)) for member, score in scored]
             newest.sort(key=lambda entry: (-entry[0], entry[1], entry[2]))
-            newest = newest[:limit]
-            async with client.pipeline(transaction=False) as pipe:
-                for _, name, member in newest:
-                    _, first, counts, said, more = self._holds_keys(name)
-                    who = self._key("holds-who", name, member.encode().hex())
-                    pipe.zscore(first, member)
-                    pipe.hget(counts, member)
-                    pipe.hget(said, member)
-                    pipe.hget(more, member)
-                    pipe.zrevrange(who, 0, REQUESTERS_SHOWN - 1)
-                    pipe.zcard(who)
-                answers = await pipe.execute()
+            return await self._held_details(client, newest[:limit])
+
+    async def held_version(self, ecosystem: str, package: str, version: str) -> HeldVersion | None:
+        client = self._redis("read a held version")
+        member = json.dumps([package, version])
+        with self._translate("read a held version"):
+            score = await client.zscore(self._key("holds-last", ecosystem), member)
+            if score is None:
+                return None
+            [found] = await self._held_details(client, [(float(score), ecosystem, member)])
+        return found
+
+    async def _held_details(
+        self, client: aioredis.Redis, versions: Sequence[tuple[float, str, str]]
+    ) -> list[HeldVersion]:
+        """`versions` (last held, ecosystem, member) with what the queue knows of each;
+        requesters older than the retention are left out (pruned on the next write)."""
+        shown_since = _micros(self.clock.now() - HOLDS_RETENTION)
+        async with client.pipeline(transaction=False) as pipe:
+            for _, name, member in versions:
+                _, first, counts, said, more = self._holds_keys(name)
+                who = self._key("holds-who", name, member.encode().hex())
+                pipe.zscore(first, member)
+                pipe.hget(counts, member)
+                pipe.hget(said, member)
+                pipe.hget(more, member)
+                pipe.zrevrangebyscore(who, "+inf", shown_since, start=0, num=REQUESTERS_SHOWN)
+                pipe.zcount(who, shown_since, "+inf")
+            answers = await pipe.execute()
         found: list[HeldVersion] = []
-        for index, (score, name, member) in enumerate(newest):
+        for index, (score, name, member) in enumerate(versions):
             first, count, said, more, requesters, total = answers[index * 6 : index * 6 + 6]
             package, version = json.loads(member)
             published, until = json.loads(said) if said else (None, None)
@@ -1301,7 +1323,7 @@ class RedisState:
                     requests=int(count or 0),
                     requesters=tuple(Requester(*str(raw).split("\n", 1)) for raw in requesters),
                     requester_count=int(total),
-                    more_requesters=bool(more),
+                    more_requesters=more is not None and int(more) >= shown_since,
                     first_held=_from_micros(int(float(first if first is not None else score))),
                     last_held=_from_micros(int(score)),
                 )
@@ -1673,7 +1695,3 @@ def _encode_audit(entry: AuditEntry) -> str:
         },
         separators=(",", ":"),
     )
-
-
-def _optional_micros(at: datetime | None) -> int | None:
-    return None if at is None else _micros(at)

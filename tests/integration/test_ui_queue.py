@@ -14,7 +14,9 @@ from functools import partial
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from mirror.holdrecorder import HoldRecorder
 from mirror.services import SERVICES
+from tests.conftest import free_port
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 from tests.integration.conftest import NOW, OLD, Client, MakeClient
@@ -110,6 +112,42 @@ async def test_a_refused_pinned_download_is_counted(client: Client) -> None:
     row = row_of(await page(client, "/ui/queue?ecosystem=npm"), "left-pad")
     assert '<td class="num">4<br>' in row
     assert "127.0.0.1" in row
+
+
+async def test_a_failing_note_never_changes_the_answer(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the recorder broke")
+
+    recorder: HoldRecorder = client.app[SERVICES].holds
+    monkeypatch.setattr(recorder, "note", broken)
+    for _ in range(2):
+        response = await client.get("/npm/left-pad")
+        assert response.status == 200
+        assert "1.0.0" in (await response.json())["versions"]
+        refused = await client.get("/npm/left-pad/-/left-pad-1.4.0.tgz")
+        assert refused.status == 403
+        assert (await refused.json())["reason"] != "internal"
+    warnings = [
+        record
+        for record in caplog.records
+        if record.levelname == "WARNING" and "quarantine queue" in record.getMessage()
+    ]
+    assert len(warnings) == 1  # once, not on every request
+
+
+async def test_an_unreachable_state_shows_a_notice(make_mirror: MakeClient) -> None:
+    client = await make_mirror(MIRROR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    await log_in(client)
+    response = await client.get("/ui/queue?ecosystem=npm")
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    text = await response.text()
+    assert 'role="alert">State unavailable:' in text
+    assert "cannot be read until it answers" in text
+    assert '<option value="npm" selected>' in text  # the page itself, its filter kept
+    assert "No version is held back" not in text
 
 
 async def test_a_package_with_nothing_visible_yet_is_queued(client: Client) -> None:

@@ -20,7 +20,7 @@ from mirror import policy, versions
 from mirror.admin.parse import ecosystem_param, safe_text
 from mirror.admin.rules import rule_record
 from mirror.ecosystems.base import Ecosystem
-from mirror.errors import BadRequest, MirrorError
+from mirror.errors import BadRequest, MirrorError, StateUnavailable
 from mirror.forwarded import client_address
 from mirror.holds import HeldVersion
 from mirror.model import ECOSYSTEMS
@@ -80,7 +80,24 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     if chosen:
         ecosystem_param(chosen)
     found = services(request)
-    held = await found.state.held_versions(limit=QUEUE_ROWS, ecosystem=chosen or None)
+    try:
+        held = await found.state.held_versions(limit=QUEUE_ROWS, ecosystem=chosen or None)
+    except StateUnavailable as exc:
+        # The queue lives in shared state only: say so on the page (503, as the state is),
+        # with the filter kept, rather than a bare error.
+        return render(
+            request,
+            "queue.html",
+            status=503,
+            headers=dict(exc.headers),
+            title="Quarantine queue",
+            rows=[],
+            released=0,
+            ecosystems=ECOSYSTEMS,
+            chosen=chosen,
+            limit=QUEUE_ROWS,
+            state_problem=exc.message,
+        )
     now = found.clock.now()
     # Versions whose quarantine has ended by the clock are not the queue any more.
     waiting = [version for version in held if version.until is None or version.until > now]
@@ -114,6 +131,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         ecosystems=ECOSYSTEMS,
         chosen=chosen,
         limit=QUEUE_ROWS,
+        state_problem=None,
     )
 
 

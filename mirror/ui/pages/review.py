@@ -31,6 +31,7 @@ from mirror.archives import Limits
 from mirror.blobs.store import BlobVanished
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, MirrorError, NotFound
+from mirror.holds import HeldVersion
 from mirror.lockfiles.report import ACCEPTED_VERDICTS
 from mirror.model import ArtifactRef, DownloadEvent
 from mirror.services import ECOSYSTEM_ADAPTERS, Services
@@ -91,6 +92,7 @@ async def review_page(request: web.Request) -> web.StreamResponse:
             f"the review took more than {REVIEW_SECONDS:.0f} seconds and was stopped; "
             "reload the page (downloads go on in the background and are cached)"
         )
+    held = await _held(mirror, ecosystem, package, version)
     downloads = await _downloads(mirror, ecosystem, package, version)
     return render(
         request,
@@ -100,6 +102,7 @@ async def review_page(request: web.Request) -> web.StreamResponse:
         version=version,
         answer=explanation,
         review=review,
+        held=held,
         downloads=downloads,
         can_write=session.can_write,
         max_downloads=MAX_DOWNLOAD_ROWS,
@@ -276,10 +279,27 @@ async def _read(mirror: Services, ref: ArtifactRef, parse: Callable[[BinaryIO], 
         raise NotFound("its cached copy vanished or was damaged; reload the page") from None
 
 
+async def _held(
+    mirror: Services, ecosystem: str, package: str, version: str
+) -> HeldVersion | str | None:
+    """Who asked for this version and was held back (the quarantine queue), None when
+    nobody was lately, or why that cannot be told. The queue names a package as its
+    decision did: the name given, else its normalized spelling."""
+    try:
+        found = await mirror.state.held_version(ecosystem, package, version)
+        normalized = versions.normalize_package(ecosystem, package)
+        if found is None and normalized != package:
+            found = await mirror.state.held_version(ecosystem, normalized, version)
+    except MirrorError as exc:
+        return exc.message
+    return found
+
+
 async def _downloads(
     mirror: Services, ecosystem: str, package: str, version: str
 ) -> list[DownloadEvent] | str:
-    """Who pulled this very version (the download ledger), or why that cannot be told."""
+    """Who pulled this very version (the download ledger: empty while it is held, a
+    refused request is not a download), or why that cannot be told."""
     try:
         page = await mirror.state.downloads_page(
             ecosystem,
