@@ -18,9 +18,11 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -32,6 +34,9 @@ from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.metrics import Metrics
+from mirror.state.base import StateStore
+from mirror.state.local import LocalState
+from mirror.state.redis import RedisState
 from tests.conftest import mirror_settings
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)  # the fixed moment of `clock`
@@ -71,6 +76,47 @@ def make_mirror(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock
 async def client(make_mirror: MakeClient) -> Client:
     """A started mirror with the module's defaults (see `make_mirror`)."""
     return await make_mirror()
+
+
+# Shared state stores, each backend in turn ---------------------------------------------------
+
+OpenStore = Callable[..., Awaitable[StateStore]]
+# The embedded backend's poll interval in state tests: changes are seen quickly.
+FAST_POLL = timedelta(milliseconds=50)
+
+
+@pytest.fixture(params=["local", "redis"])
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
+) -> AsyncIterator[OpenStore]:
+    """`open_store(**options)`: opens stores of one backend (SQLite, then a real Redis) that
+    share one location (file / URL + namespace), like sibling workers or replicas, on the
+    test's `clock`; keyword options (retention, caps) go to the backend. Closed at teardown."""
+    opened: list[StateStore] = []
+    namespace = f"test-{uuid.uuid4().hex}"
+
+    async def build(**options: Any) -> StateStore:
+        store: StateStore
+        if request.param == "local":
+            store = LocalState(
+                tmp_path / "state.sqlite3", poll_interval=FAST_POLL, clock=clock, **options
+            )
+        else:
+            url: str = request.getfixturevalue("redis_url")
+            store = RedisState(url, namespace=namespace, clock=clock, **options)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def state(open_store: OpenStore) -> StateStore:
+    """One open store of each backend (see `open_store`)."""
+    return await open_store()
 
 
 @contextlib.contextmanager

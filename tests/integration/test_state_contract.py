@@ -33,12 +33,10 @@ from mirror.state.base import InvalidPosition
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState, _encode_audit, _encode_rule, _micros
 from tests.conftest import free_port
+from tests.integration.conftest import FAST_POLL, OpenStore
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)  # the stores' clock: retention counts from here
-FAST_POLL = timedelta(milliseconds=50)
-
-OpenStore = Callable[..., Awaitable[StateStore]]
 
 
 def make_rule(
@@ -65,39 +63,8 @@ def make_rule(
 
 @pytest.fixture
 def clock() -> FixedClock:
+    """This module's moment (the shared `open_store` opens stores on it)."""
     return FixedClock(NOW)
-
-
-@pytest.fixture(params=["local", "redis"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
-) -> AsyncIterator[OpenStore]:
-    """Opens stores of one backend that share one location (file / URL + namespace) and
-    `clock`; keyword options (retention, caps) go to the backend."""
-    opened: list[StateStore] = []
-    namespace = f"test-{uuid.uuid4().hex}"
-
-    async def build(**options: Any) -> StateStore:
-        store: StateStore
-        if request.param == "local":
-            store = LocalState(
-                tmp_path / "state.sqlite3", poll_interval=FAST_POLL, clock=clock, **options
-            )
-        else:
-            url: str = request.getfixturevalue("redis_url")
-            store = RedisState(url, namespace=namespace, clock=clock, **options)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield build
-    for store in opened:
-        await store.close()
-
-
-@pytest.fixture
-async def state(open_store: OpenStore) -> StateStore:
-    return await open_store()
 
 
 async def start_watching(

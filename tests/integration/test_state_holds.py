@@ -5,7 +5,7 @@ bounded, most recently held first, pruned by age; and the recorder that batches 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -29,44 +29,9 @@ from mirror.state import redis as redis_backend
 from mirror.state.base import StateStore
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState
-from tests.integration.conftest import NOW
+from tests.integration.conftest import NOW, OpenStore
 
-OpenStore = Callable[[], Awaitable[StateStore]]
 UNTIL = NOW + timedelta(days=3)
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture(params=["local", "redis"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
-) -> AsyncIterator[OpenStore]:
-    """Opens stores of one backend sharing one location (like sibling workers)."""
-    opened: list[StateStore] = []
-    namespace = f"test-{uuid.uuid4().hex}"
-
-    async def build() -> StateStore:
-        store: StateStore
-        if request.param == "local":
-            store = LocalState(tmp_path / "state.sqlite3", clock=clock)
-        else:
-            url: str = request.getfixturevalue("redis_url")
-            store = RedisState(url, namespace=namespace, clock=clock)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield build
-    for store in opened:
-        await store.close()
-
-
-@pytest.fixture
-async def state(open_store: OpenStore) -> StateStore:
-    return await open_store()
 
 
 def subject(

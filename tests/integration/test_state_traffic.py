@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,45 +14,19 @@ import redis.asyncio as aioredis
 
 from mirror.clock import FixedClock
 from mirror.errors import StateUnavailable
-from mirror.state.base import StateStore
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState
 from mirror.traffic import TRAFFIC_RETENTION, TrafficCount
+from tests.integration.conftest import OpenStore
 
 NOW = datetime(2026, 3, 2, 12, 30, 17, tzinfo=UTC)
 MINUTE = datetime(2026, 3, 2, 12, 30, tzinfo=UTC)
 
-OpenStore = Callable[[], Awaitable[StateStore]]
-
 
 @pytest.fixture
 def clock() -> FixedClock:
+    """This module's moment (the shared `open_store` opens stores on it)."""
     return FixedClock(NOW)
-
-
-@pytest.fixture(params=["local", "redis"])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
-) -> AsyncIterator[OpenStore]:
-    """Opens stores of one backend sharing one location (two workers, or two replicas)."""
-    opened: list[StateStore] = []
-    namespace = f"test-{uuid.uuid4().hex}"
-
-    async def build() -> StateStore:
-        store: StateStore
-        if request.param == "local":
-            store = LocalState(tmp_path / "state.sqlite3", clock=clock)
-        else:
-            store = RedisState(
-                request.getfixturevalue("redis_url"), namespace=namespace, clock=clock
-            )
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield build
-    for store in opened:
-        await store.close()
 
 
 def count(ecosystem: str = "npm", minute: datetime = MINUTE, **figures: int | str) -> TrafficCount:
