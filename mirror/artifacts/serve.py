@@ -180,19 +180,24 @@ class ArtifactServer:
                 request, ref, upstream=self._upstream, pins=self._pins, record=record
             )
 
-    async def store(self, ref: ArtifactRef) -> tuple[BlobEntry, bool]:
+    async def store(
+        self, ref: ArtifactRef, *, max_size: int | None = None
+    ) -> tuple[BlobEntry, bool]:
         """Make sure `ref` is in the cache (the policy check has passed) without sending it to
         anyone, as a pre-warm does: its blob, and whether it was there already. A miss joins
         the shared download (one upstream fetch however many clients, workers and hosts ask,
         verified before it is stored). Nobody receives the bytes, so nothing is written to the
-        download ledger. Raises what a download raises (IntegrityError, StorageFull, …)."""
+        download ledger. `max_size`: a download this call starts fetches at most that many
+        bytes (stopped as they arrive, nothing stored: UpstreamError); a stored blob or a
+        download already running is returned whatever its size. Raises what a download
+        raises (IntegrityError, StorageFull, …)."""
         entry = await self._blobs.lookup(ref.cache_key)
         if entry is not None:
             self._pins.check_stored(ref, entry)
             return entry, True
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
         self._metrics.traffic.miss(ref.ecosystem)
-        return await self._joined(ref).stored(), False
+        return await self._joined(ref, max_size=max_size).stored(), False
 
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
@@ -203,9 +208,9 @@ class ArtifactServer:
 
     # misses answered before the download is stored ---------------------------------------
 
-    def _joined(self, ref: ArtifactRef) -> Download:
+    def _joined(self, ref: ArtifactRef, *, max_size: int | None = None) -> Download:
         """The shared download of `ref`; its outcome is noted for early answers (`_refused`)."""
-        download = self._downloads.join(ref)
+        download = self._downloads.join(ref, max_size=max_size)
         if download.task is not None:
             download.task.add_done_callback(partial(self._note_outcome, download))
         return download
