@@ -3,7 +3,14 @@ changed between two archive listings (`mirror.archives`), unified text diffs (bo
 manifest and install-script diffs of each ecosystem, and the signals a reviewer should look
 at first. Pure: listings in, a `VersionDiff` out.
 
-The signals are a plain list of sentences: later risk signals join the same list."""
+The signals are a plain list of sentences: later risk signals join the same list.
+
+Bounded whatever the files hold: difflib is quadratic in the worst case, so one text is
+compared only up to MAX_COMPARED_LINES lines, and one comparison up to MAX_COMPARED_TOTAL
+lines in all (later files say "too large to diff"); what is shown is at most MAX_DIFF_LINES
+lines a diff, MAX_SHOWN_LINES lines in all, each cut at MAX_LINE_CHARS characters. A caller's
+`expired` is asked between files: once True the rest is listed, not diffed, and the review
+says it was cut short."""
 
 from __future__ import annotations
 
@@ -16,14 +23,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mirror.archives import Entry, Listing
+from mirror.archives import Entry, Expired, Listing
 from mirror.errors import BadUpstreamDocument
 from mirror.jsondepth import check_depth
 
 # A diff longer than this many lines is not shown ("diff too large").
 MAX_DIFF_LINES: Final = 2_000
-# Lines of one text compared at most (difflib is quadratic in the worst case).
-MAX_COMPARED_LINES: Final = 20_000
+# Lines of one text compared at most (difflib is quadratic in the worst case: 5,000 hostile
+# lines take about 0.15 s), and lines compared by one review in all (so about 1 s at worst).
+MAX_COMPARED_LINES: Final = 5_000
+MAX_COMPARED_TOTAL: Final = 40_000
+# Diff lines shown by one review in all, and the characters of one shown line (minified
+# code is one long line).
+MAX_SHOWN_LINES: Final = 10_000
+MAX_LINE_CHARS: Final = 500
+CUT_SHORT: Final = "review cut short: out of time; not diffed"
 # Changed files whose text diff is shown, at most (the others are listed).
 MAX_DIFFED_FILES: Final = 50
 # A size jump worth a signal: at least this factor and this many bytes more.
@@ -84,21 +98,63 @@ class VersionDiff:
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
-def unified(old: str | None, new: str | None, old_name: str, new_name: str) -> TextDiff:
-    """A unified diff of two texts (None: absent), bounded."""
+class DiffBudget:
+    """What one comparison may still compare and show (see the module's bounds)."""
+
+    def __init__(self, expired: Expired | None = None) -> None:
+        self.expired = expired
+        self.compared = MAX_COMPARED_TOTAL
+        self.shown = MAX_SHOWN_LINES
+        self.cut_short = False
+
+    def out_of_time(self) -> bool:
+        if not self.cut_short and self.expired is not None and self.expired():
+            self.cut_short = True
+        return self.cut_short
+
+
+def unified(
+    old: str | None,
+    new: str | None,
+    old_name: str,
+    new_name: str,
+    budget: DiffBudget | None = None,
+) -> TextDiff:
+    """A unified diff of two texts (None: absent), bounded (`budget`: shared by the diffs of
+    one comparison; without it, this diff alone)."""
+    budget = budget or DiffBudget()
+    if budget.out_of_time():
+        return TextDiff(note=CUT_SHORT)
     old_lines = (old or "").splitlines()
     new_lines = (new or "").splitlines()
-    if len(old_lines) > MAX_COMPARED_LINES or len(new_lines) > MAX_COMPARED_LINES:
-        return TextDiff(note=f"diff too large: more than {MAX_COMPARED_LINES} lines to compare")
+    longest = max(len(old_lines), len(new_lines))
+    if longest > MAX_COMPARED_LINES:
+        return TextDiff(note=f"too large to diff: more than {MAX_COMPARED_LINES} lines to compare")
+    if len(old_lines) + len(new_lines) > budget.compared:
+        return TextDiff(
+            note=f"too large to diff: this review compared {MAX_COMPARED_TOTAL} lines already"
+        )
+    budget.compared -= len(old_lines) + len(new_lines)
     lines = list(difflib.unified_diff(old_lines, new_lines, old_name, new_name, lineterm="", n=3))
     if len(lines) > MAX_DIFF_LINES:
         return TextDiff(note=f"diff too large: {len(lines)} lines (at most {MAX_DIFF_LINES})")
     if not lines:
         return TextDiff(note="no change")
-    return TextDiff(lines=tuple(lines))
+    if len(lines) > budget.shown:
+        return TextDiff(note=f"diff not shown: this review showed {MAX_SHOWN_LINES} lines already")
+    budget.shown -= len(lines)
+    return TextDiff(lines=tuple(_cut(line) for line in lines))
 
 
-def _entry_diff(name: str, old: Entry | None, new: Entry | None) -> TextDiff:
+def _cut(line: str) -> str:
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    return f"{line[:MAX_LINE_CHARS]}… ({len(line) - MAX_LINE_CHARS} more characters)"
+
+
+def _entry_diff(
+    name: str, old: Entry | None, new: Entry | None, budget: DiffBudget | None = None
+) -> TextDiff:
     for entry in (old, new):
         if entry is None:
             continue
@@ -110,7 +166,9 @@ def _entry_diff(name: str, old: Entry | None, new: Entry | None) -> TextDiff:
             return TextDiff(note="binary: compared by size and sha256 only")
         if entry.text is None:
             return TextDiff(note="too large to diff: compared by size and sha256 only")
-    return unified(old.text if old else None, new.text if new else None, f"a/{name}", f"b/{name}")
+    return unified(
+        old.text if old else None, new.text if new else None, f"a/{name}", f"b/{name}", budget
+    )
 
 
 def _same(old: Entry, new: Entry) -> bool:
@@ -122,9 +180,12 @@ def _same(old: Entry, new: Entry) -> bool:
     )
 
 
-def file_changes(old: Listing, new: Listing) -> tuple[list[FileChange], int]:
+def file_changes(
+    old: Listing, new: Listing, budget: DiffBudget | None = None
+) -> tuple[list[FileChange], int]:
     """The entries added, removed and changed from `old` to `new` (by name, sorted), the
     first MAX_DIFFED_FILES text changes with their diff; and how many are unchanged."""
+    budget = budget or DiffBudget()
     changes: list[FileChange] = []
     unchanged = 0
     diffed = 0
@@ -138,7 +199,7 @@ def file_changes(old: Listing, new: Listing) -> tuple[list[FileChange], int]:
         kinds = {entry.kind for entry in (before, after) if entry is not None}
         if kinds != {"directory"}:
             if diffed < MAX_DIFFED_FILES:
-                diff = _entry_diff(name, before, after)
+                diff = _entry_diff(name, before, after, budget)
                 diffed += 1
             else:
                 diff = TextDiff(note=f"not diffed: only the first {MAX_DIFFED_FILES} are")
@@ -150,20 +211,24 @@ def _unpacked_size(listing: Listing) -> int:
     return sum(entry.size for entry in listing.entries.values() if entry.kind == "file")
 
 
-def compare(ecosystem: str, old: Side | None, new: Side) -> VersionDiff:
+def compare(
+    ecosystem: str, old: Side | None, new: Side, *, expired: Expired | None = None
+) -> VersionDiff:
     """What changed from `old` (None: no baseline, so everything is new) to `new`: the files,
-    the manifest and install-script diffs, and the signals."""
+    the manifest and install-script diffs, and the signals (`expired`: see the module)."""
     empty = Side(filename="", listing=Listing())
     base = old or empty
-    changes, unchanged = file_changes(base.listing, new.listing)
+    budget = DiffBudget(expired)
     sections: list[Section] = []
     signals: list[str] = []
+    # The manifest and install scripts first: they matter most and are small.
     if ecosystem == "npm":
-        _npm(base, new, sections, signals)
+        _npm(base, new, sections, signals, budget)
     elif ecosystem == "pypi":
-        _pypi(base, new, sections, signals)
+        _pypi(base, new, sections, signals, budget)
     elif ecosystem == "maven":
-        _maven(base, new, sections, signals)
+        _maven(base, new, sections, signals, budget)
+    changes, unchanged = file_changes(base.listing, new.listing, budget)
     old_size, new_size = _unpacked_size(base.listing), _unpacked_size(new.listing)
     if (
         old is not None
@@ -174,6 +239,8 @@ def compare(ecosystem: str, old: Side | None, new: Side) -> VersionDiff:
     problems = [f"{new.filename}: {problem}" for problem in new.listing.problems]
     if old is not None:
         problems += [f"{old.filename}: {problem}" for problem in old.listing.problems]
+    if budget.cut_short:
+        problems.append("review cut short: out of time; the files after it were not diffed")
     counts = {
         kind: sum(1 for c in changes if c.change == kind)
         for kind in ("added", "removed", "changed")
@@ -249,10 +316,15 @@ def _dependencies(manifest: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def _npm(old: Side, new: Side, sections: list[Section], signals: list[str]) -> None:
+def _npm(
+    old: Side, new: Side, sections: list[Section], signals: list[str], budget: DiffBudget
+) -> None:
     old_text, new_text = _text(old.listing, "package.json"), _text(new.listing, "package.json")
     sections.append(
-        Section("package.json", unified(old_text, new_text, "a/package.json", "b/package.json"))
+        Section(
+            "package.json",
+            unified(old_text, new_text, "a/package.json", "b/package.json", budget),
+        )
     )
     old_manifest, new_manifest = package_json(old_text), package_json(new_text)
     old_scripts, new_scripts = install_scripts(old_manifest), install_scripts(new_manifest)
@@ -265,7 +337,7 @@ def _npm(old: Side, new: Side, sections: list[Section], signals: list[str]) -> N
         sections.append(
             Section(
                 "install scripts (package.json)",
-                unified(_script_lines(old_scripts), _script_lines(new_scripts), "a", "b"),
+                unified(_script_lines(old_scripts), _script_lines(new_scripts), "a", "b", budget),
             )
         )
     files = sorted(
@@ -280,7 +352,12 @@ def _npm(old: Side, new: Side, sections: list[Section], signals: list[str]) -> N
             sections.append(
                 Section(
                     f"install script file {name}",
-                    _entry_diff(name, old.listing.entries.get(name), new.listing.entries.get(name)),
+                    _entry_diff(
+                        name,
+                        old.listing.entries.get(name),
+                        new.listing.entries.get(name),
+                        budget,
+                    ),
                 )
             )
     added = _new_names(_dependencies(old_manifest), _dependencies(new_manifest))
@@ -318,17 +395,20 @@ def requirements(metadata: str | None) -> list[str]:
     return names
 
 
-def _pypi(old: Side, new: Side, sections: list[Section], signals: list[str]) -> None:
+def _pypi(
+    old: Side, new: Side, sections: list[Section], signals: list[str], budget: DiffBudget
+) -> None:
     old_name, old_text = _pypi_manifest(old.listing)
     new_name, new_text = _pypi_manifest(new.listing)
     sections.append(
         Section(
-            f"metadata ({new_name})", unified(old_text, new_text, f"a/{old_name}", f"b/{new_name}")
+            f"metadata ({new_name})",
+            unified(old_text, new_text, f"a/{old_name}", f"b/{new_name}", budget),
         )
     )
     old_setup, new_setup = old.listing.entries.get("setup.py"), new.listing.entries.get("setup.py")
     if old_setup is not None or new_setup is not None:
-        sections.append(Section("setup.py", _entry_diff("setup.py", old_setup, new_setup)))
+        sections.append(Section("setup.py", _entry_diff("setup.py", old_setup, new_setup, budget)))
     if new_setup is not None and old_setup is None:
         signals.append("install script added (setup.py)")
     added = _new_names(requirements(old_text), requirements(new_text))
@@ -356,12 +436,16 @@ def pom_dependencies(pom: str | None) -> list[str]:
     return found
 
 
-def _maven(old: Side, new: Side, sections: list[Section], signals: list[str]) -> None:
+def _maven(
+    old: Side, new: Side, sections: list[Section], signals: list[str], budget: DiffBudget
+) -> None:
     name = new.manifest_name or "pom"
     sections.append(
         Section(
             f"manifest ({name})",
-            unified(old.manifest, new.manifest, f"a/{old.manifest_name or name}", f"b/{name}"),
+            unified(
+                old.manifest, new.manifest, f"a/{old.manifest_name or name}", f"b/{name}", budget
+            ),
         )
     )
     added = _new_names(pom_dependencies(old.manifest), pom_dependencies(new.manifest))

@@ -76,6 +76,9 @@ class Download:
     peer: PeerFetch | None = None
     peer_written: int = 0
     expected_size: int | None = None
+    # Bytes fetched at most (None: the declared size bounds it), for a reader that refuses
+    # more anyway: counted as they arrive, and past it nothing is stored.
+    max_size: int | None = None
     entry: BlobEntry | None = None
     error: BaseException | None = None
     finished: bool = False
@@ -281,13 +284,14 @@ class Downloads:
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
 
-    def join(self, ref: ArtifactRef) -> Download:
-        """The download of `ref` in progress in this process, or a new one, started now."""
+    def join(self, ref: ArtifactRef, *, max_size: int | None = None) -> Download:
+        """The download of `ref` in progress in this process, or a new one, started now
+        (refusing more than `max_size` bytes: see `Download.max_size`)."""
         download = self._inflight.get(ref.cache_key)
         if download is not None:
             self._metrics.singleflight_joins.labels("artifact").inc()
             return download
-        download = Download(ref=ref)
+        download = Download(ref=ref, max_size=max_size)
         task = asyncio.get_running_loop().create_task(
             self._run(download), name=f"artifact {ref.cache_key}"
         )
@@ -445,6 +449,9 @@ class Downloads:
             async with self._upstream.stream(ref.upstream_url, ecosystem=ref.ecosystem) as upstream:
                 expected = ref.size if ref.size is not None else upstream.content_length
                 download.expected_size = expected
+                limit = download.max_size
+                if limit is not None and expected is not None and expected > limit:
+                    raise _too_large(ref, limit)
                 writer = download.writer = await self._blobs.begin(ref.cache_key, algorithms)
                 if cluster is not None:
                     cluster.announce(writer.temp.name)
@@ -463,6 +470,8 @@ class Downloads:
                                 f"upstream sent more than the {expected} bytes declared for "
                                 f"{ref.filename}: not cached"
                             )
+                        if limit is not None and writer.written + len(chunk) > limit:
+                            raise _too_large(ref, limit)
                         await writer.write(chunk)
                         download.notify()
                 except errors.UpstreamUnavailable:
@@ -485,6 +494,12 @@ class Downloads:
         except DigestMismatch as exc:
             self._pins.judge_mismatch(ref, exc, pinned)
             raise
+
+
+def _too_large(ref: ArtifactRef, limit: int) -> errors.UpstreamError:
+    return errors.UpstreamError(
+        f"{ref.filename} is over the {limit} bytes this download may fetch: not cached"
+    )
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -180,14 +180,19 @@ class ArtifactServer:
                 request, ref, upstream=self._upstream, pins=self._pins, record=record
             )
 
-    async def store(self, ref: ArtifactRef, *, for_client: bool = True) -> tuple[BlobEntry, bool]:
+    async def store(
+        self, ref: ArtifactRef, *, for_client: bool = True, max_size: int | None = None
+    ) -> tuple[BlobEntry, bool]:
         """Make sure `ref` is in the cache (the policy check has passed) without sending it to
         anyone, as a pre-warm does: its blob, and whether it was there already. A miss joins
         the shared download (one upstream fetch however many clients, workers and hosts ask,
         verified before it is stored). Nobody receives the bytes, so nothing is written to the
         download ledger. `for_client=False` (the dashboard's review reading a file): no cache
         lookup of a client, so no miss is counted (the upstream bytes still are: upstream sent
-        them). Raises what a download raises (IntegrityError, StorageFull, …)."""
+        them). `max_size`: a download this call starts fetches at most that many bytes
+        (stopped as they arrive, nothing stored: UpstreamError); a stored blob or a download
+        already running is returned whatever its size. Raises what a download raises
+        (IntegrityError, StorageFull, …)."""
         entry = await self._blobs.lookup(ref.cache_key)
         if entry is not None:
             self._pins.check_stored(ref, entry)
@@ -195,7 +200,7 @@ class ArtifactServer:
         if for_client:
             self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
             self._metrics.traffic.miss(ref.ecosystem)
-        return await self._joined(ref).stored(), False
+        return await self._joined(ref, max_size=max_size).stored(), False
 
     async def close(self) -> None:
         """Let downloads in progress finish for a moment, then cancel them (their temp files
@@ -206,9 +211,9 @@ class ArtifactServer:
 
     # misses answered before the download is stored ---------------------------------------
 
-    def _joined(self, ref: ArtifactRef) -> Download:
+    def _joined(self, ref: ArtifactRef, *, max_size: int | None = None) -> Download:
         """The shared download of `ref`; its outcome is noted for early answers (`_refused`)."""
-        download = self._downloads.join(ref)
+        download = self._downloads.join(ref, max_size=max_size)
         if download.task is not None:
             download.task.add_done_callback(partial(self._note_outcome, download))
         return download

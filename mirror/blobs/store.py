@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO, TypeVar
@@ -408,7 +409,12 @@ class BlobStore:
         the thread runs leaks nothing): for a reader that parses the bytes rather than
         streaming them to a client that checks them. A blob damaged on disk since it was
         stored is removed and never parsed (BlobVanished, as `read_verified`)."""
-        return await asyncio.to_thread(_parse_verified, entry, self._touch_due(entry), parse)
+        return await asyncio.to_thread(self.verified_parse(entry, parse))
+
+    def verified_parse(self, entry: BlobEntry, parse: Callable[[BinaryIO], T]) -> Callable[[], T]:
+        """The thread work of `parse_verified`, for a caller that runs it on threads of its
+        own (the review page: its work must not queue on the default executor)."""
+        return partial(_parse_verified, entry, self._touch_due(entry), parse)
 
     async def read_verified(self, entry: BlobEntry) -> bytes:
         """`entry`'s bytes, hashed again and its use noted, off the event loop. A blob damaged

@@ -42,7 +42,8 @@ def add_routes(app: web.Application, config: Config) -> None:
 def dashboard() -> web.Application:
     ui = web.Application(middlewares=[render.ui_middleware])
     ui[render.TEMPLATES] = render.environment()
-    ui[review.REVIEW_SLOTS] = review.review_slots()
+    ui[review.REVIEW_WORKERS] = review.ReviewWorkers()
+    ui.on_cleanup.append(review.close_workers)
     ui.router.add_get("/login", login_form)
     ui.router.add_post("/login", login)
     ui.router.add_post("/logout", logout)

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from mirror import errors
 from mirror.app import error_middleware
 from mirror.artifacts.download import HOLD_BACK
 from mirror.artifacts.passthrough import RANGE_RELAY_MAX
@@ -888,6 +889,28 @@ async def test_stream_without_content_length_is_chunked_and_verified(mirror: Mir
     assert "Content-Length" not in response.headers
     assert await response.read() == BIG
     assert await mirror.stored("3.0.0")
+
+
+async def test_a_store_with_a_maximum_size_refuses_a_larger_file_as_it_arrives(
+    mirror: Mirror,
+) -> None:
+    # With a Content-Length over the bound: refused before a byte is written.
+    mirror.add("1.0.0", SMALL)
+    with pytest.raises(errors.UpstreamError, match="over the 100 bytes"):
+        await mirror.server.store(mirror.refs["1.0.0"], max_size=100)
+    # Without a Content-Length (and no declared size): stopped as the bytes arrive.
+    mirror.add("3.0.0", BIG, slow=True)
+    mirror.slow.content_length = False
+    mirror.slow.release()
+    with pytest.raises(errors.UpstreamError, match=f"over the {len(BIG) - 1} bytes"):
+        await mirror.server.store(mirror.refs["3.0.0"], max_size=len(BIG) - 1)
+    assert not await mirror.stored("1.0.0")
+    assert not await mirror.stored("3.0.0")
+    assert blob_files(mirror.directory) == []
+    assert temp_files(mirror.directory) == []
+    # Not remembered as refused: a store without the bound fetches and keeps it.
+    entry, cached = await mirror.server.store(mirror.refs["3.0.0"])
+    assert (entry.size, cached) == (len(BIG), False)
 
 
 async def test_corrupt_small_body_is_a_clean_502_and_not_stored(mirror: Mirror) -> None:

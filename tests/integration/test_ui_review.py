@@ -4,8 +4,12 @@ admin's forms), hostile names and lines shown as text, no baseline, login requir
 
 from __future__ import annotations
 
+import asyncio
 import html
+import os
 import re
+import threading
+import time
 from datetime import timedelta
 from functools import partial
 
@@ -13,11 +17,14 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from mirror.services import SERVICES
+from mirror.ui.pages import review
+from mirror.ui.pages.review import REVIEWS_AT_ONCE
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry, make_tarball
 from tests.fakes.pypi import FakePypiIndex
 from tests.integration.conftest import NOW, OLD, Client, MakeClient
 from tests.integration.dashboard import DASHBOARD_TOKENS, READER, log_in, page
+from tests.unit.test_archives import sparse_bomb
 
 HOSTILE_FILE = "<script>alert(1)</script>.js"
 READ_TOKEN = "ci-read-token-0123456789"
@@ -196,3 +203,60 @@ async def test_maven_versions_compare_jars_and_poms(
     assert "new dependencies: com.evil:payload" in shown
     assert re.search(r"lib\.properties\s*changed", shown)
     assert "+version=1.1" in shown
+
+
+async def test_a_sparse_tar_bomb_is_listed_not_read_and_the_mirror_goes_on_serving(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    registry.replace_tarball("left-pad", "1.4.0", sparse_bomb())
+    await log_in(client, READER)
+    for _reload in range(REVIEWS_AT_ONCE + 3):
+        shown = text_of(await page(client, REVIEW))
+        assert "package/zeros.bin is a sparse file: listed, not read" in shown
+    allowed = await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")
+    assert allowed.status == 200
+
+
+async def test_a_file_larger_than_a_review_reads_is_refused_while_downloading_and_not_cached(
+    client: Client, registry: FakeNpmRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = make_tarball("left-pad", "1.4.0", files={"blob.bin": os.urandom(200_000)})
+    registry.replace_tarball("left-pad", "1.4.0", big)
+    monkeypatch.setattr(review, "MAX_ARTIFACT_BYTES", 100_000)
+    await log_in(client, READER)
+    tarball = registry.tarball_path("left-pad", "1.4.0")
+    for fetches in (1, 2):
+        shown = text_of(await page(client, REVIEW))
+        assert "left-pad-1.4.0.tgz is over the 100000 bytes this download may fetch" in shown
+        # nothing cached: the next review asks upstream again
+        assert sum(r.path == tarball for r in registry.requests) == fetches
+
+
+async def test_a_review_out_of_time_is_cut_short(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review, "REVIEW_SECONDS", 0.0)
+    await log_in(client)
+    shown = text_of(await page(client, REVIEW))
+    assert "review cut short" in shown
+
+
+async def test_a_review_slot_is_held_until_its_thread_ends() -> None:
+    workers = review.ReviewWorkers(at_once=1)
+    release = threading.Event()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05), workers.slot(time.monotonic() + 5) as slot:
+                await slot.run(release.wait)
+        # the page stopped waiting, the thread did not: a second review waits for it
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2), workers.slot(time.monotonic() + 5):
+                pass
+        release.set()
+        async with asyncio.timeout(5), workers.slot(time.monotonic() + 5) as slot:
+            name = await slot.run(lambda: threading.current_thread().name)
+            assert name.startswith("ui-review")
+            assert not slot.expired()
+    finally:
+        release.set()
+        workers.close()

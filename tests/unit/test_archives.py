@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import stat
 import tarfile
+import time
+import tracemalloc
 import zipfile
 
-from mirror.archives import Limits, format_of, normalised_name, read_archive
-from mirror.versiondiff import Side, compare, script_files, unified
+from mirror.archives import Limits, directory_extent, format_of, normalised_name, read_archive
+from mirror.archives import Listing as ArchiveListing
+from mirror.versiondiff import (
+    MAX_COMPARED_TOTAL,
+    MAX_LINE_CHARS,
+    Side,
+    compare,
+    file_changes,
+    script_files,
+    unified,
+)
 
 
 def tgz(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
@@ -104,8 +116,89 @@ def test_too_many_entries_stop_the_listing() -> None:
     assert not listing.complete
     assert "more than 10 entries" in listing.problems[0]
     listing = read_archive(zipped({f"f{i}.py": b"x" for i in range(50)}), "zip", limits)
-    assert len(listing.entries) == 10
+    # A zip says how many entries it has: past the bound it is not read at all.
+    assert listing.entries == {}
     assert not listing.complete
+    assert "declares 50 entries" in listing.problems[0]
+
+
+def sparse_bomb() -> bytes:
+    """A 184-byte .tgz whose one PAX member claims 10**15 bytes of holes."""
+    member = tarfile.TarInfo("package/zeros.bin")
+    member.pax_headers = {"GNU.sparse.map": "0,0", "GNU.sparse.size": str(10**15)}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(member)
+    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+
+
+def test_a_sparse_member_is_listed_never_read() -> None:
+    bomb = sparse_bomb()
+    assert len(bomb) < 256
+    started = time.monotonic()
+    listing = read_archive(bomb, "tar")
+    assert time.monotonic() - started < 1
+    entry = listing.entries["package/zeros.bin"]
+    assert entry.kind == "other"
+    assert entry.sha256 == ""
+    assert "package/zeros.bin is a sparse file: listed, not read" in listing.problems
+
+
+def test_a_member_declaring_more_than_the_bound_is_not_read() -> None:
+    limits = Limits(max_total_bytes=1024 * 1024)
+    listing = read_archive(tgz([("package/big.bin", b"\x00" * (2 * 1024 * 1024))]), "tar", limits)
+    assert listing.entries["package/big.bin"].kind == "other"
+    assert any("declares 2097152 bytes" in problem for problem in listing.problems)
+    assert not listing.complete
+
+
+def test_a_bzip2_entry_is_never_inflated() -> None:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("zeros.bin", b"\x00" * (64 * 1024 * 1024))
+    bomb = raw.getvalue()
+    assert len(bomb) < 2048
+    tracemalloc.start()
+    try:
+        listing = read_archive(bomb, "zip")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
+    assert listing.entries["zeros.bin"].kind == "other"
+    assert "zeros.bin: not read: compression method bzip2 (12)" in listing.problems
+
+
+def test_a_huge_central_directory_is_refused_before_it_is_parsed() -> None:
+    many = zipped({f"f{i}": b"" for i in range(300)})
+    entries, directory = directory_extent(io.BytesIO(many))
+    assert entries == 300
+    assert 300 * 46 < directory < len(many)
+    listing = read_archive(many, "zip", Limits(max_directory_bytes=4096))
+    assert listing.entries == {}
+    assert not listing.complete
+    assert "central directory" in listing.problems[0]
+    # An end record that lies about its count is caught by the directory's size.
+    lying = bytearray(many)
+    lying[-12:-10] = (3).to_bytes(2, "little")
+    lying[-14:-12] = (3).to_bytes(2, "little")
+    listing = read_archive(bytes(lying), "zip", Limits(max_directory_bytes=4096))
+    assert listing.entries == {}
+
+
+def test_text_kept_is_bounded_over_all_files() -> None:
+    files = [(f"package/f{i}.js", b"x" * 1000) for i in range(5)]
+    listing = read_archive(tgz(files), "tar", Limits(max_kept_text=2500))
+    kept = [name for name, entry in listing.entries.items() if entry.text is not None]
+    assert len(kept) == 2
+    assert all(entry.sha256 for entry in listing.entries.values())
+    assert any("bytes of text in all" in problem for problem in listing.problems)
+
+
+def test_a_reading_out_of_time_is_cut_short() -> None:
+    listing = read_archive(tgz([("package/a.js", b"a")]), "tar", expired=lambda: True)
+    assert not listing.complete
+    assert listing.problems == ("review cut short: out of time; the listing is partial",)
 
 
 def test_large_files_are_compared_by_digest_only() -> None:
@@ -172,6 +265,37 @@ def test_a_diff_past_its_bound_is_not_shown() -> None:
     big = "\n".join(str(i) for i in range(5000))
     assert unified("", big, "a", "b").note.startswith("diff too large")
     assert unified("same\n", "same\n", "a", "b").note == "no change"
+    longest = "\n".join(str(i) for i in range(6000))
+    assert unified("", longest, "a", "b").note.startswith("too large to diff")
+    long_line = unified("", "x" * 100_000, "a", "b").lines[-1]
+    assert len(long_line) < MAX_LINE_CHARS + 40
+    assert long_line.endswith("more characters)")
+
+
+def text_listing(texts: dict[str, str]) -> ArchiveListing:
+    return read_archive(tgz([(name, text.encode()) for name, text in texts.items()]), "tar")
+
+
+def test_hostile_texts_are_diffed_within_a_bound_of_time() -> None:
+    rng = random.Random(1)  # noqa: S311 (shuffled test data, nothing secret)
+    vocabulary = [f"line {i}" for i in range(101, 200)]
+
+    def hostile() -> str:
+        return "\n".join(rng.choice(vocabulary) for _ in range(4_900))
+
+    old = text_listing({f"f{i}.js": hostile() for i in range(30)})
+    new = text_listing({f"f{i}.js": hostile() for i in range(30)})
+    started = time.monotonic()
+    changes, _unchanged = file_changes(old, new)
+    assert time.monotonic() - started < 5
+    notes = [change.diff.note for change in changes if change.diff]
+    diffed = MAX_COMPARED_TOTAL // (2 * 4_900)
+    assert notes[diffed:] == [
+        f"too large to diff: this review compared {MAX_COMPARED_TOTAL} lines already"
+    ] * (30 - diffed)
+    cut = compare("npm", Side("a.tgz", old), Side("b.tgz", new), expired=lambda: True)
+    assert "review cut short: out of time; the files after it were not diffed" in cut.problems
+    assert all(c.diff.note.startswith("review cut short") for c in cut.changes if c.diff)
 
 
 def test_a_big_size_jump_is_a_signal_and_a_link_is_never_diffed() -> None:

@@ -11,14 +11,22 @@ Choices, stated plainly:
   diff. The cache never lets a held version out to clients: they are refused before the cache
   is looked at. Nothing is written to the download ledger: the mirror is not "who pulled it".
 - Bounded: artifacts over MAX_ARTIFACT_BYTES are not read (one declaring more is not even
-  fetched), a review takes at most REVIEW_SECONDS, at most REVIEWS_AT_ONCE reviews of one
-  worker fetch and read at once, and archives are read off the event loop with
-  `mirror.archives`' bounds."""
+  fetched; a download this page starts stops past it, nothing stored). Archives are read and
+  diffed off the event loop with `mirror.archives`' and `mirror.versiondiff`' bounds, on
+  REVIEWS_AT_ONCE threads of the dashboard's own (`ReviewWorkers`: never the default executor
+  the serving path uses). A review holds one of REVIEWS_AT_ONCE slots from its start until
+  its last thread work has ended, even when the page stopped waiting for it; that work asks
+  for its deadline (REVIEW_SECONDS after the page was asked for) between entries, chunks and
+  files and stops there, so a page past it says "review cut short" and reloads cannot stack
+  up work."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, Final, TypeVar
@@ -48,8 +56,6 @@ MAX_BASELINE_LOOKUPS: Final = 30
 MAX_DOWNLOAD_ROWS: Final = 20
 MAX_FIELD_CHARS: Final = 300
 LIMITS: Final = Limits()
-# The reviews of this worker fetching and reading at once (the dashboard app holds one).
-REVIEW_SLOTS: Final = web.AppKey("ui-review-slots", asyncio.Semaphore)
 T = TypeVar("T")
 
 
@@ -57,8 +63,60 @@ def routes() -> list[web.RouteDef]:
     return [web.get("/review", review_page, allow_head=False)]
 
 
-def review_slots() -> asyncio.Semaphore:
-    return asyncio.Semaphore(REVIEWS_AT_ONCE)
+class ReviewSlot:
+    """One review's hold on the workers: its deadline, and its thread work in progress."""
+
+    def __init__(self, executor: ThreadPoolExecutor, deadline: float) -> None:
+        self._executor = executor
+        self.deadline = deadline
+        self._running: asyncio.Future[Any] | None = None
+
+    def expired(self) -> bool:
+        """Past the deadline (asked by the reading and diffing threads)."""
+        return time.monotonic() > self.deadline
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work` on a review thread. Shielded: a page that stops waiting leaves the thread
+        running (it cannot be stopped from outside) and the slot held until it ends."""
+        self._running = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        return await asyncio.shield(self._running)
+
+    def release_when_done(self, release: Callable[[], None]) -> None:
+        running = self._running
+        if running is None or running.done():
+            release()
+        else:
+            running.add_done_callback(lambda _done: release())
+
+
+class ReviewWorkers:
+    """The threads reviews read and diff on, REVIEWS_AT_ONCE of them, and as many slots (see
+    the module). One per dashboard app, shut down with it (`close`)."""
+
+    def __init__(self, at_once: int = REVIEWS_AT_ONCE) -> None:
+        self._slots = asyncio.Semaphore(at_once)
+        self._executor = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="ui-review")
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[ReviewSlot]:
+        """A slot until the review's last thread work has ended (`deadline`: monotonic)."""
+        await self._slots.acquire()
+        held = ReviewSlot(self._executor, deadline)
+        try:
+            yield held
+        finally:
+            held.release_when_done(self._slots.release)
+
+    def close(self) -> None:
+        """Work not started is dropped; work running stops at its deadline."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+REVIEW_WORKERS: Final = web.AppKey("ui-review-workers", ReviewWorkers)
+
+
+async def close_workers(app: web.Application) -> None:
+    app[REVIEW_WORKERS].close()
 
 
 @dataclass(slots=True)
@@ -84,13 +142,17 @@ async def review_page(request: web.Request) -> web.StreamResponse:
     mirror = services(request)
     explanation = await adapter.explain(package, version)
     review = Review()
+    deadline = time.monotonic() + REVIEW_SECONDS
     try:
-        async with asyncio.timeout(REVIEW_SECONDS), request.config_dict[REVIEW_SLOTS]:
-            await _review(mirror, adapter, ecosystem, package, version, review)
+        async with (
+            asyncio.timeout(REVIEW_SECONDS),
+            request.config_dict[REVIEW_WORKERS].slot(deadline) as slot,
+        ):
+            await _review(mirror, adapter, ecosystem, package, version, review, slot)
     except TimeoutError:
         review.problems.append(
-            f"the review took more than {REVIEW_SECONDS:.0f} seconds and was stopped; "
-            "reload the page (downloads go on in the background and are cached)"
+            f"review cut short: it took more than {REVIEW_SECONDS:.0f} seconds; reload the "
+            "page (downloads go on in the background and are cached)"
         )
     held = await _held(mirror, ecosystem, package, version)
     downloads = await _downloads(mirror, ecosystem, package, version)
@@ -123,6 +185,7 @@ async def _review(
     package: str,
     version: str,
     review: Review,
+    slot: ReviewSlot,
 ) -> None:
     review.baseline, review.baseline_note = await baseline(adapter, ecosystem, package, version)
     try:
@@ -136,8 +199,8 @@ async def _review(
         review.problems.append(pairs)
         return
     old_ref, new_ref, old_pom, new_pom = pairs
-    new_side = await _side(mirror, new_ref, new_pom, review)
-    old_side = await _side(mirror, old_ref, old_pom, review) if old_ref is not None else None
+    new_side = await _side(mirror, new_ref, new_pom, review, slot)
+    old_side = await _side(mirror, old_ref, old_pom, review, slot) if old_ref is not None else None
     if new_side is None or (old_ref is not None and old_side is None):
         return
     review.compared = [
@@ -145,7 +208,9 @@ async def _review(
         for label, ref in (("baseline", old_ref), ("reviewed", new_ref))
         if ref is not None
     ]
-    review.diff = await asyncio.to_thread(compare, ecosystem, old_side, new_side)
+    review.diff = await slot.run(
+        partial(compare, ecosystem, old_side, new_side, expired=slot.expired)
+    )
 
 
 async def baseline(
@@ -225,7 +290,7 @@ def _pypi_pair(old: Sequence[ArtifactRef], new: Sequence[ArtifactRef]) -> Pair |
 
 
 async def _side(
-    mirror: Services, ref: ArtifactRef, pom: ArtifactRef | None, review: Review
+    mirror: Services, ref: ArtifactRef, pom: ArtifactRef | None, review: Review, slot: ReviewSlot
 ) -> Side | None:
     """One version's artifact read through the verified cache (and its pom's text), or None
     with why in `review.problems`."""
@@ -236,12 +301,18 @@ async def _side(
     try:
         listing = await _read(
             mirror,
+            slot,
             ref,
-            partial(archives.read_archive, archive_format=archive_format, limits=LIMITS),
+            partial(
+                archives.read_archive,
+                archive_format=archive_format,
+                limits=LIMITS,
+                expired=slot.expired,
+            ),
         )
         manifest = None
         if pom is not None:
-            raw = await _read(mirror, pom, _read_bounded)
+            raw = await _read(mirror, slot, pom, _read_bounded)
             manifest = raw.decode("utf-8", "replace")
     except MirrorError as exc:
         review.problems.append(f"{ref.filename}: {exc.message}")
@@ -263,18 +334,23 @@ def _read_bounded(file: BinaryIO) -> bytes:
     return data
 
 
-async def _read(mirror: Services, ref: ArtifactRef, parse: Callable[[BinaryIO], T]) -> T:
-    """`parse` of `ref`'s verified blob (fetched into the cache when missing), off the event
-    loop; MirrorError when it is too large, gone or cannot be fetched."""
+async def _read(
+    mirror: Services, slot: ReviewSlot, ref: ArtifactRef, parse: Callable[[BinaryIO], T]
+) -> T:
+    """`parse` of `ref`'s verified blob (fetched into the cache when missing, at most
+    MAX_ARTIFACT_BYTES), on a review thread; MirrorError when it is too large, gone or
+    cannot be fetched."""
     if ref.size is not None and ref.size > MAX_ARTIFACT_BYTES:
         raise BadRequest(
             f"{ref.size} bytes upstream, over the {MAX_ARTIFACT_BYTES} bytes a review reads"
         )
-    entry, _cached = await mirror.artifacts.store(ref, for_client=False)
+    entry, _cached = await mirror.artifacts.store(
+        ref, for_client=False, max_size=MAX_ARTIFACT_BYTES
+    )
     if entry.size > MAX_ARTIFACT_BYTES:
         raise BadRequest(f"{entry.size} bytes, over the {MAX_ARTIFACT_BYTES} bytes a review reads")
     try:
-        return await mirror.blobs.parse_verified(entry, parse)
+        return await slot.run(mirror.blobs.verified_parse(entry, parse))
     except BlobVanished:
         raise NotFound("its cached copy vanished or was damaged; reload the page") from None
 
