@@ -5,7 +5,8 @@ A login is an admin token (role "admin": every page and change) or a read-only a
 `expires` and a random `nonce`, signed with a key derived from the token itself. So every
 worker and replica with the same settings accepts it without shared state, and changing or
 removing the token ends its sessions at once. The CSRF token is a second signature of the
-same nonce, sent in every form and checked on every change."""
+same nonce, sent in every form and checked on every change. `LoginThrottle` counts failed
+logins per client, so the form stops checking tokens for a client that keeps guessing."""
 
 from __future__ import annotations
 
