@@ -72,3 +72,13 @@ def client_address(request: web.Request, config: Config) -> str:
 def from_trusted_proxy(request: web.Request, config: Config) -> bool:
     """True when `request` came through a configured proxy, so its X-Forwarded-* count."""
     return bool(config.trusted_proxies) and is_trusted(request.remote, config.trusted_proxies)
+
+
+def forwarded_scheme(request: web.Request, config: Config) -> str | None:
+    """The scheme the client used, as a trusted proxy says (`X-Forwarded-Proto`, its first
+    value, lower-cased), or None when the request did not come through one or it says
+    nothing."""
+    if not from_trusted_proxy(request, config):
+        return None
+    said = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return said or None

@@ -23,9 +23,10 @@ DOWNLOAD_COLUMNS: Final = (
 )  # fmt: skip
 # The columns of an audit entry; `before` and `after` are the rule as JSON text.
 AUDIT_COLUMNS: Final = ("at", "actor", "client", "action", "target", "before", "after")
-# A spreadsheet reads a cell starting with one of these as a formula (CSV injection); tab and
-# carriage return are escaped by `show()` before this check.
-FORMULA_STARTS: Final = ("=", "+", "-", "@")
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection), some
+# also after leading blanks, and some locales also read their full-width forms; tab and
+# carriage return are escaped by `show()`, and the raw value is checked too.
+FORMULA_STARTS: Final = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def show(value: object) -> str:
@@ -35,10 +36,17 @@ def show(value: object) -> str:
 
 def csv_cell(value: object) -> str:
     """A CSV cell that a spreadsheet shows as text: unsafe characters escaped (`show`), and a
-    leading `'` before a value that would start a formula (`=1+1`, `@SUM(…)`, and so also
-    every npm scope `@scope/name` and a negative number)."""
+    leading `'` before a value that would start a formula (`=1+1`, `@SUM(…)`, the same after
+    spaces, tabs or a carriage return, a full-width equals sign, and so also every npm scope
+    `@scope/name` and a negative number)."""
     text = show(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    raw = "" if value is None else str(value)
+    return "'" + text if _starts_formula(text) or _starts_formula(raw) else text
+
+
+def _starts_formula(text: str) -> bool:
+    """True when the first character that is not whitespace starts a formula."""
+    return text.lstrip().startswith(FORMULA_STARTS)
 
 
 def csv_line(values: Sequence[object]) -> str:

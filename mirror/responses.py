@@ -14,7 +14,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from aiohttp import web
 
 from mirror.config import Config
-from mirror.forwarded import FORWARDED_URL_HEADERS, from_trusted_proxy
+from mirror.forwarded import FORWARDED_URL_HEADERS, forwarded_scheme, from_trusted_proxy
 from mirror.holds import HeldRendered, HeldSubject
 from mirror.model import Rendered
 
@@ -173,7 +173,7 @@ def base_url(request: web.Request, config: Config) -> str:
     host = request.host
     prefix = ""
     if from_trusted_proxy(request, config):
-        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
+        scheme = forwarded_scheme(request, config) or scheme
         host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
         prefix = request.headers.get("X-Forwarded-Prefix", "").strip().rstrip("/")
     if scheme not in {"http", "https"}:

@@ -23,6 +23,13 @@ Maven's `LATEST`/`RELEASE`). Each refusal is one sentence saying what to write i
 
 A version a spec cannot parse is matched only by `*` or by the identical string: we never
 guess what an unparseable version is, and blocks on such versions are written exactly.
+
+`===V`, in every ecosystem (PEP 440's arbitrary equality), matches exactly the version
+spelled `V` and nothing the ecosystem merely counts as equal: Maven `===1.0` is not `1.0.0`,
+`1-ga` or `1.0.final`, PyPI `===1.0` is not `1.0+local` or `1.0.0`, npm `===1.0.0` is not
+`1.0.0+build`. PyPI versions are compared in the canonical form the mirror keeps them in
+(`str(Version(v))`, so `===1.0-beta` is `1.0b0`, the same release); npm and Maven ones as the
+upstream spells them. The dashboard's "exactly this version" rules are written this way.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 ANY_VERSION: Final = "*"
+EXACT_PREFIX: Final = "==="
 MAX_SPEC_LENGTH: Final = 1024
 
 
@@ -71,7 +79,49 @@ def parse_spec(ecosystem: str, text: str) -> VersionSpec:
     parser = _SPEC_PARSERS.get(ecosystem)
     if parser is None:
         raise InvalidSpec(f"unknown ecosystem {ecosystem!r} (expected one of npm, pypi, maven)")
+    if spec.startswith(EXACT_PREFIX) and "," not in spec:
+        # With a comma it is a PEP 440 set (`===1.0,===2.0`), refused by each grammar.
+        identical = _exact_form(ecosystem, spec)
+        return VersionSpec(
+            ecosystem, spec, lambda version: _spelled(ecosystem, version) == identical
+        )
     return VersionSpec(ecosystem, spec, parser(spec))
+
+
+def exact_spec(version: str) -> str:
+    """The spec that matches exactly `version` as spelled (`===1.0`), in every ecosystem."""
+    return EXACT_PREFIX + version.strip()
+
+
+def described(spec: str) -> str:
+    """A spec as a person reads it: `===1.0` is "exactly 1.0", any other as written."""
+    text = spec.strip()
+    if text.startswith(EXACT_PREFIX):
+        return f"exactly {text.removeprefix(EXACT_PREFIX).strip()}"
+    return text
+
+
+def _exact_form(ecosystem: str, spec: str) -> str:
+    """The version an `===V` spec names, in the form `_spelled` compares (InvalidSpec when it
+    names none)."""
+    version = spec.removeprefix(EXACT_PREFIX).strip()
+    if not version or any(char.isspace() for char in version) or version.startswith("="):
+        raise InvalidSpec(
+            f"{spec!r}: === names one version exactly as spelled (e.g. ===1.0), with no "
+            "space, range or list"
+        )
+    return _spelled(ecosystem, version)
+
+
+def _spelled(ecosystem: str, version: str) -> str:
+    """A version in the form exact specs compare: PyPI's canonical PEP 440 string (as the
+    mirror keeps PyPI versions), npm and Maven as written."""
+    if ecosystem == "pypi":
+        try:
+            return str(Version(version))
+        except InvalidVersion:
+            return version
+    return version
 
 
 def sort_key(ecosystem: str, version: str) -> Any:
@@ -858,8 +908,13 @@ _RANGE_CHARACTERS = frozenset("<>=!~^*|,[]() ")
 
 
 def exact_version(ecosystem: str, spec: str) -> str | None:
-    """The single version a spec names (`1.14.1`, `==2.31.0`, `1.0`), or None for a range."""
+    """The single version a spec names (`1.14.1`, `==2.31.0`, `1.0`, `===1.0`), or None for a
+    range."""
     text = spec.strip()
+    if text.startswith(EXACT_PREFIX):
+        version = text.removeprefix(EXACT_PREFIX).strip()
+        one = version and "," not in version and not any(char.isspace() for char in version)
+        return version if one else None
     if ecosystem == "npm":
         if not _NPM_EXACT.fullmatch(text):
             return None

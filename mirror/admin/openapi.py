@@ -131,7 +131,8 @@ def _schemas() -> dict[str, Any]:
                 "versions": {
                     "type": "string",
                     "maxLength": MAX_QUERY_LENGTH,
-                    "description": "a version or a range in the ecosystem's own syntax",
+                    "description": "a version or a range in the ecosystem's own syntax, "
+                    "or `===V`: exactly the version spelled V (not Maven 1.0.0 for 1.0)",
                 },
                 "reason": {
                     "type": "string",

@@ -13,6 +13,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from mirror.config import Config
 from mirror.errors import BadRequest, Forbidden
+from mirror.forwarded import forwarded_scheme
 from mirror.requestbody import read_body
 from mirror.services import SERVICES
 from mirror.ui import session as sessions
@@ -70,14 +71,21 @@ async def writer_any_role(request: web.Request) -> tuple[UiSession, MultiDictPro
     """`writer` for what a read-only login may post too (logging out)."""
     found = reader(request)
     form = await read_form(request)
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        raise Forbidden("a change must come from the dashboard's own pages")
+    refuse_cross_site(request)
     if not sessions.csrf_valid(found, _secret(request, found), form.get(CSRF_FIELD)):
         raise Forbidden(
             "the form's CSRF token is missing or stale (from another login?): reload the page "
             "and submit again"
         )
     return found, form
+
+
+def refuse_cross_site(request: web.Request) -> None:
+    """Refuse a POST a browser says another site (or a sibling subdomain) made: every change
+    and the login form. A browser that sends no `Sec-Fetch-Site` relies on the CSRF token
+    (and SameSite) alone."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("a change must come from the dashboard's own pages")
 
 
 def csrf_for(request: web.Request, found: UiSession | None) -> str:
@@ -112,17 +120,46 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
 
 def local_target(text: str | None) -> str:
     """Where to go after logging in: a dashboard path only (never another site, `//host`,
-    or a backslash trick), else the overview."""
+    a backslash trick, or a dot segment that climbs out of /ui/), else the overview."""
     if (
         not text
         or not text.startswith(HOME_PATH)
         or "\\" in text
         or "//" in text
         or any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+        or not _stays_on_dashboard(text)
         or text.startswith(LOGIN_PATH)
     ):
         return HOME_PATH
     return text
+
+
+def _stays_on_dashboard(target: str) -> bool:
+    """True when the path of `target`, its dot segments resolved as a browser does (RFC 3986
+    5.2.4), also when percent-encoded (`%2e%2e`, `.%2E`, `%2F`), still lies under /ui/ and
+    not on the login page."""
+    path = urllib.parse.urlsplit(target).path
+    # Decoded until stable: `%252e` is `%2e` to a server that decodes twice.
+    for _ in range(4):
+        decoded = urllib.parse.unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return False
+    if "\\" in path or "//" in path or any(ord(char) < 0x20 for char in path):
+        return False
+    resolved: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if resolved:
+                resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    if path.endswith(("/.", "/..")):
+        resolved.append("")
+    normal = "/" + "/".join(resolved)
+    return normal.startswith(HOME_PATH) and not normal.startswith(LOGIN_PATH)
 
 
 def start_session(
@@ -155,8 +192,13 @@ def end_session(response: web.StreamResponse) -> None:
 
 
 def served_securely(request: web.Request) -> bool:
-    """Whether the dashboard's cookies must be `Secure` (served over TLS, directly or behind
-    an https public URL)."""
+    """Whether the dashboard's cookies must be `Secure`: served over TLS, directly, behind an
+    https public URL, or through a trusted proxy that says the client used https."""
     config = _config(request)
     public = config.public_url or ""
-    return request.secure or config.tls.enabled or public.startswith("https:")
+    return (
+        request.secure
+        or config.tls.enabled
+        or public.startswith("https:")
+        or forwarded_scheme(request, config) == "https"
+    )

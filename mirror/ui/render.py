@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from mirror import safetext
+from mirror import safetext, versions
 from mirror.clock import parse_iso_time, readable_minutes
 from mirror.errors import MirrorError
 from mirror.services import SERVICES, Services
@@ -63,7 +63,14 @@ def environment() -> jinja2.Environment:
         finalize=shown,
     )
     env.filters["when"] = when
+    env.filters["spec"] = spec_text
     return env
+
+
+def spec_text(value: object) -> object:
+    """A rule's version spec as people read it (`===1.0` is "exactly 1.0"); anything else
+    (a missing spec) as it is."""
+    return versions.described(value) if isinstance(value, str) else value
 
 
 # Kept as they are in shown text: a diff's lines and a reason's layout need them.

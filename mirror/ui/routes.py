@@ -4,11 +4,13 @@ headers), the login and logout forms, its static files and every page module's r
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from aiohttp import web
 
+from mirror.clock import iso_seconds
 from mirror.config import Config
 from mirror.forwarded import client_address
 from mirror.safetext import escape
@@ -18,6 +20,9 @@ from mirror.ui import session as sessions
 from mirror.ui.pages import audit, explain, impact, overview, queue, review, rules
 
 log = logging.getLogger("mirror.ui")
+
+# Failed logins per client address, this worker's (see `sessions.LoginThrottle`).
+LOGIN_THROTTLE: Final = web.AppKey("ui-login-throttle", sessions.LoginThrottle)
 
 # Each page module's routes, relative to /ui/.
 PAGES: Final[Sequence[Callable[[], list[web.RouteDef]]]] = (
@@ -44,6 +49,7 @@ def dashboard() -> web.Application:
     ui[render.TEMPLATES] = render.environment()
     ui[review.REVIEW_WORKERS] = review.ReviewWorkers()
     ui.on_cleanup.append(review.close_workers)
+    ui[LOGIN_THROTTLE] = sessions.LoginThrottle()
     ui.router.add_get("/login", login_form)
     ui.router.add_post("/login", login)
     ui.router.add_post("/logout", logout)
@@ -77,15 +83,38 @@ def _login_page(request: web.Request, *, status: int, problem: str | None) -> we
 
 async def login(request: web.Request) -> web.StreamResponse:
     """The token typed at the login form: a session cookie and back to the page asked for,
-    or the form again with why. Failed logins are logged (never the token)."""
+    or the form again with why. Refused from another site (login CSRF); failed logins are
+    logged (never the token) and, past `MAX_FAILED_LOGINS` a minute from one client,
+    answered 429 without checking tokens until the minute ends."""
     services = request.config_dict[SERVICES]
+    guard.refuse_cross_site(request)
+    client = client_address(request, services.config)
+    throttle = request.config_dict[LOGIN_THROTTLE]
+    now = services.clock.now()
+    refused_until = throttle.refused_until(client, now)
+    if refused_until is not None:
+        wait = max(1, math.ceil((refused_until - now).total_seconds()))
+        response = _login_page(
+            request,
+            status=429,
+            problem=f"Too many failed logins from your address: try again in {wait} seconds.",
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     form = await guard.read_form(request)
     admin = services.config.admin
     presented = form.get("token", "").strip()
     matched = sessions.log_in(presented, admin.tokens, admin.read_tokens) if presented else None
-    client = client_address(request, services.config)
     if matched is None:
         log.warning("dashboard login refused from %s: not a valid admin token", escape(client))
+        if throttle.failed(client, now):
+            log.warning(
+                "dashboard logins from %s throttled until %s: %d failed within %d s",
+                escape(client),
+                iso_seconds(throttle.refused_until(client, now) or now),
+                throttle.max_failures,
+                throttle.window.total_seconds(),
+            )
         return _login_page(
             request, status=403, problem="That is not an admin or read-only admin token here."
         )

@@ -5,7 +5,8 @@ A login is an admin token (role "admin": every page and change) or a read-only a
 `expires` and a random `nonce`, signed with a key derived from the token itself. So every
 worker and replica with the same settings accepts it without shared state, and changing or
 removing the token ends its sessions at once. The CSRF token is a second signature of the
-same nonce, sent in every form and checked on every change."""
+same nonce, sent in every form and checked on every change. `LoginThrottle` counts failed
+logins per client, so the form stops checking tokens for a client that keeps guessing."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
@@ -24,6 +26,12 @@ from mirror.identity import match_token
 COOKIE: Final = "mirror_ui"
 CSRF_FIELD: Final = "csrf"
 MAX_COOKIE_CHARS: Final = 1024
+# Failed logins a client may make in one window before the form stops checking its tokens
+# until the window ends, and how many clients one worker keeps count of (the oldest
+# forgotten first).
+MAX_FAILED_LOGINS: Final = 10
+FAILED_LOGIN_WINDOW: Final = timedelta(minutes=1)
+MAX_THROTTLED_CLIENTS: Final = 10_000
 Role = Literal["admin", "read"]
 _ROLES: Final = ("admin", "read")
 
@@ -84,7 +92,7 @@ def verify(
     body, signature = cookie.split(".")
     try:
         payload = json.loads(_unb64(body))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     if not isinstance(payload, dict):
         return None
@@ -93,13 +101,18 @@ def verify(
         isinstance(name, str)
         and role in _ROLES
         and isinstance(expires, int)
+        and not isinstance(expires, bool)
         and isinstance(nonce, str)
     ):
         return None
     secret = (admin_tokens if role == "admin" else read_tokens).get(name)
     if secret is None:
         return None
-    if not hmac.compare_digest(signature, _sign(secret, "session", body)):
+    # Bytes, never str: compare_digest refuses a str with non-ASCII characters (TypeError),
+    # and the signature is whatever the client sent.
+    if not hmac.compare_digest(
+        signature.encode("utf-8", "surrogateescape"), _sign(secret, "session", body).encode()
+    ):
         return None
     if expires <= now.timestamp():
         return None
@@ -140,3 +153,51 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(slots=True)
+class _Failures:
+    started: datetime
+    count: int
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Failed logins per client address, in one worker's memory: after `max_failures` in a
+    `window` (counted from the client's first failure in it), the client is refused until
+    the window ends, without its tokens being checked. At most `max_clients` are tracked;
+    past that the client whose window started first is forgotten. Not shared between
+    workers or replicas: it slows guessing, it does not count it exactly."""
+
+    max_failures: int = MAX_FAILED_LOGINS
+    window: timedelta = FAILED_LOGIN_WINDOW
+    max_clients: int = MAX_THROTTLED_CLIENTS
+    _clients: OrderedDict[str, _Failures] = field(default_factory=OrderedDict)
+
+    def refused_until(self, client: str, now: datetime) -> datetime | None:
+        """The end of the window that refuses `client` now, or None when it may try."""
+        failures = self._current(client, now)
+        if failures is None or failures.count < self.max_failures:
+            return None
+        return failures.started + self.window
+
+    def failed(self, client: str, now: datetime) -> bool:
+        """Count a failed login of `client`; True when this failure starts its refusal (the
+        one moment to log it)."""
+        failures = self._current(client, now)
+        if failures is None:
+            failures = self._clients[client] = _Failures(started=now, count=0)
+            while len(self._clients) > self.max_clients:
+                self._clients.popitem(last=False)
+        failures.count += 1
+        return failures.count == self.max_failures
+
+    def _current(self, client: str, now: datetime) -> _Failures | None:
+        failures = self._clients.get(client)
+        if failures is not None and now >= failures.started + self.window:
+            del self._clients[client]
+            return None
+        return failures
+
+    def __len__(self) -> int:
+        return len(self._clients)

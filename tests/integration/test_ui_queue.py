@@ -198,7 +198,7 @@ async def test_an_admin_exempts_a_version_from_the_queue(client: Client) -> None
     assert audit[0].action == "exemption.create"
     assert audit[0].actor == "alice"
     assert audit[0].after is not None
-    assert audit[0].after["versions"] == "1.4.0"
+    assert audit[0].after["versions"] == "===1.4.0"  # exactly this version
 
 
 async def test_an_exemption_covers_exactly_the_version(client: Client) -> None:

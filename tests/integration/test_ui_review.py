@@ -108,7 +108,7 @@ async def test_a_held_version_is_compared_with_the_newest_allowed_one(client: Cl
         form = form[: form.index("</form>")]
         assert 'name="ecosystem" value="npm"' in form
         assert 'name="package" value="left-pad"' in form
-        assert 'name="versions" value="1.4.0"' in form
+        assert 'name="versions" value="===1.4.0"' in form  # exactly this version
         assert re.search(r'name="reason" required', form)
         assert re.search(r'name="csrf" value="[^"]+"', form)
     # read for the review, still never served to a client

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mirror.cli import tables
+from mirror.reportcells import csv_cell, show
 
 # Each starts a spreadsheet formula, or hides a line or a terminal escape in a cell.
 FORMULAS = ('=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1:A9)")
@@ -162,3 +163,32 @@ def test_table_of_an_answer_without_the_who_fields_has_neither_column() -> None:
     assert "TOKEN" not in lines[1]
     assert "CI " not in lines[1]
     assert "identities:" not in lines
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        " =1+1",
+        "   +1",
+        "\t=1+1",  # escaped to \t by show(), checked raw too
+        "\r@SUM(A1)",
+        " \t -2+3",
+        "\uff1d1+1",  # full-width = + - @
+        "\uff0b1",
+        "\uff0d1",
+        "\uff20SUM(A1)",
+        "  \uff1d1",
+        "\u3000=1",  # an ideographic space
+    ],
+)
+def test_a_formula_after_blanks_or_in_full_width_is_text(value: str) -> None:
+    cell = csv_cell(value)
+    assert cell.startswith("'"), cell
+    assert cell[1:] == show(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["left-pad", "1.0.0", "a=b", "org.example:lib", "10.0.0.1", " spaced", "", "7"]
+)
+def test_an_ordinary_cell_is_unchanged(value: str) -> None:
+    assert csv_cell(value) == value

@@ -168,7 +168,8 @@ async def current_states(
 
 async def exempt(request: web.Request) -> web.StreamResponse:
     """Exempt exactly one held version, as `POST /api/v1/exemptions` would (validated by the
-    same code, stored with its audit entry, the policy reloaded), then back to the queue."""
+    same code, stored with its audit entry, the policy reloaded), then back to the queue.
+    The rule's spec is `===version`: that spelling only."""
     session, form = await guard.writer(request)
     found = services(request)
     reason = safe_text(form.get("reason", ""), "reason", max_length=MAX_REASON_CHARS).strip()
@@ -181,7 +182,14 @@ async def exempt(request: web.Request) -> web.StreamResponse:
         raise BadRequest("package: one package, not a pattern")
     if not version or versions.exact_version(ecosystem, version) != version:
         raise BadRequest("version: one exact version, not a range")
-    body = {"ecosystem": ecosystem, "package": package, "versions": version, "reason": reason}
+    # `===`: this spelling only, never what the ecosystem counts as equal (Maven 1.0.0 is
+    # 1.0; PyPI 1.0+local is 1.0), which nobody has reviewed.
+    body = {
+        "ecosystem": ecosystem,
+        "package": package,
+        "versions": versions.exact_spec(version),
+        "reason": reason,
+    }
     now: datetime = found.clock.now()
     adapters = request.config_dict[ECOSYSTEM_ADAPTERS]
     record = await rule_record("exemption", body, session.name, now, found, adapters)
