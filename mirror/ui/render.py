@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from mirror import safetext, versions
 from mirror.clock import parse_iso_time, readable_minutes
-from mirror.errors import MirrorError
+from mirror.errors import MirrorError, StateUnavailable
 from mirror.services import SERVICES, Services
 from mirror.ui import guard
 
@@ -98,6 +98,13 @@ def when(value: datetime | str | None) -> str:
     if moment is None:
         return str(value)
     return readable_minutes(moment)
+
+
+def problem_of(exc: MirrorError) -> str:
+    """What a page says of an error it shows beside its form."""
+    if isinstance(exc, StateUnavailable):
+        return f"State unavailable: {exc.message}"
+    return exc.message
 
 
 def services(request: web.Request) -> Services:

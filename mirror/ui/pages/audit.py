@@ -14,11 +14,11 @@ from aiohttp import web
 
 from mirror.admin.parse import AUDIT_FILTERS, AuditRequest, audit_request, query_text
 from mirror.admin.routes import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, audit_answer
-from mirror.errors import MirrorError, StateUnavailable
+from mirror.errors import MirrorError
 from mirror.reportcells import AUDIT_COLUMNS, audit_line, audit_summary
 from mirror.ui import guard
 from mirror.ui.downloads import filters_of, link, stream_csv
-from mirror.ui.render import render, services
+from mirror.ui.render import problem_of, render, services
 
 # The most entries one CSV holds: past it, a last line says it was cut.
 MAX_CSV_ROWS: Final = 100_000
@@ -71,10 +71,8 @@ async def audit_view(request: web.Request) -> web.StreamResponse:
             next_link = link(
                 "/ui/audit", filters, limit=str(asked.limit), cursor=answer["next_cursor"]
             )
-    except StateUnavailable as exc:  # the form stays, to try again once it answers
-        problem, status = f"State unavailable: {exc.message}", exc.status
-    except MirrorError as exc:
-        problem, status = exc.message, exc.status
+    except MirrorError as exc:  # the form stays, to try again (the state may answer again)
+        problem, status = problem_of(exc), exc.status
     return render(
         request,
         "audit.html",

@@ -13,12 +13,12 @@ from aiohttp import web
 from mirror import policy
 from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
 from mirror.admin.parse import ImpactRequest, decode_cursor, impact_request, query_text
-from mirror.errors import MirrorError, StateUnavailable
+from mirror.errors import MirrorError
 from mirror.model import ECOSYSTEMS
 from mirror.reportcells import DOWNLOAD_COLUMNS, download_lines
 from mirror.ui import guard
 from mirror.ui.downloads import filters_of, link, stream_csv
-from mirror.ui.render import render, services
+from mirror.ui.render import problem_of, render, services
 
 # The most download rows one CSV holds: past it, a last line says it was cut.
 MAX_CSV_ROWS: Final = 100_000
@@ -67,10 +67,8 @@ async def impact_view(request: web.Request) -> web.StreamResponse:
                     cursor=answer["next_cursor"],
                 )
             csv_link = link("/ui/impact.csv", filters)
-    except StateUnavailable as exc:  # the form stays, to try again once it answers
-        problem, status = f"State unavailable: {exc.message}", exc.status
-    except MirrorError as exc:
-        problem, status = exc.message, exc.status
+    except MirrorError as exc:  # the form stays, to try again (the state may answer again)
+        problem, status = problem_of(exc), exc.status
     return render(
         request,
         "impact.html",

@@ -29,6 +29,7 @@ from mirror.model import ECOSYSTEMS, RuleKind, RuleRecord
 from mirror.services import ECOSYSTEM_ADAPTERS
 from mirror.ui import guard
 from mirror.ui.render import render, services
+from mirror.ui.session import UiSession
 
 # The tabs, in order: each kind's singular and plural name.
 KINDS: Final[Mapping[RuleKind, tuple[str, str]]] = {
@@ -189,18 +190,29 @@ async def _new_rule(
     )
 
 
-async def preview(request: web.Request) -> web.StreamResponse:
-    """The add form's dry run: validated as a create, answered with what it would cover and
-    (a block) who already downloaded that; a confirm form carries the same fields."""
+async def _submitted(
+    request: web.Request,
+) -> tuple[UiSession, RuleKind, dict[str, str], RuleRecord | web.Response]:
+    """An add or confirm form's rule, validated as a create (an admin login, CSRF checked),
+    or the list page again with the message and the typed values (400)."""
     found, form = await guard.writer(request)
     kind = _path_kind(request)
     body = form_body(kind, form)
+    try:
+        return found, kind, body, await _new_rule(request, kind, body, found.name)
+    except BadRequest as exc:
+        page = await _list_page(request, kind, status=400, problem=exc.message, values=body)
+        return found, kind, body, page
+
+
+async def preview(request: web.Request) -> web.StreamResponse:
+    """The add form's dry run: validated as a create, answered with what it would cover and
+    (a block) who already downloaded that; a confirm form carries the same fields."""
+    _, kind, body, record = await _submitted(request)
+    if isinstance(record, web.Response):
+        return record
     state_services = services(request)
     adapters = _adapters(request)
-    try:
-        record = await _new_rule(request, kind, body, found.name)
-    except BadRequest as exc:
-        return await _list_page(request, kind, status=400, problem=exc.message, values=body)
     answer = await preview_rule(state_services, adapters, record)
     return render(
         request,
@@ -218,15 +230,11 @@ async def preview(request: web.Request) -> web.StreamResponse:
 async def create(request: web.Request) -> web.StreamResponse:
     """The confirm form: the rule created as the JSON API creates it (audited, logged,
     applied), then back to the list, whose notice says what it covers."""
-    found, form = await guard.writer(request)
-    kind = _path_kind(request)
-    body = form_body(kind, form)
+    found, kind, _, record = await _submitted(request)
+    if isinstance(record, web.Response):
+        return record
     state_services = services(request)
     adapters = _adapters(request)
-    try:
-        record = await _new_rule(request, kind, body, found.name)
-    except BadRequest as exc:
-        return await _list_page(request, kind, status=400, problem=exc.message, values=body)
     client = client_address(request, state_services.config)
     await create_rule(state_services, adapters, record, actor=found.name, client=client)
     response = web.Response(status=303, headers={"Location": _list_location(kind)})
