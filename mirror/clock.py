@@ -119,3 +119,17 @@ def parse_iso_time(value: object) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError:
         return None
+
+
+_AGE_UNITS: Final = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_age(age: timedelta) -> str:
+    """`3d`, `72h` → `3d`, `90m`, `0` — the way the settings write ages."""
+    seconds = int(age.total_seconds())
+    if seconds == 0:
+        return "0"
+    for unit, size in _AGE_UNITS:
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

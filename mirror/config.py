@@ -19,11 +19,11 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mirror.errors import ConfigError
-from mirror.model import ECOSYSTEMS
+from mirror.model import ECOSYSTEMS, RISK_ACTIONS, RISK_SIGNALS, RiskAction
 
 # Maven Central is the documented default upstream for Maven (DESIGN.md, Settings).
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2/"
@@ -312,6 +312,56 @@ class QuarantineConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RiskRule:
+    """What to do with a version showing `signal` (a name of `model.RISK_SIGNALS`):
+    `ecosystem` one ecosystem or `*`, `package` a name or glob (`*` = every package),
+    `action` note | extend (hold until published + `age`) | hold (until an admin exempts)."""
+
+    signal: str
+    action: RiskAction
+    ecosystem: str = "*"
+    package: str = "*"
+    age: timedelta = timedelta(0)  # for `extend`
+
+
+# The built-in risk rules, weaker than any written in the settings (`[[risk.rules]]`): a
+# signal no rule names is only noted. Install scripts and dropped provenance are how the
+# token-stealing worms publish; a version showing them waits two weeks instead of the
+# quarantine age.
+DEFAULT_RISK_RULES: tuple[RiskRule, ...] = (
+    RiskRule(signal="install-script-added", action="extend", age=timedelta(days=14)),
+    RiskRule(signal="provenance-dropped", action="extend", age=timedelta(days=14)),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskConfig:
+    """`[[risk.rules]]` (read by `_finish_risk`): the settings' own rules, over the built-in
+    `defaults` (a settings rule for the same signal and package wins over them)."""
+
+    rules: tuple[RiskRule, ...] = ()
+    defaults: tuple[RiskRule, ...] = DEFAULT_RISK_RULES
+
+
+def _webhook(value: Any, key: str) -> str | None:
+    return _url(value, key) if value else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakedownsConfig:
+    """What the mirror does when an upstream stops offering a version it listed."""
+
+    # Each takedown event is POSTed here as JSON (a Slack-style incoming webhook URL carries
+    # its secret in the path: kept out of reprs and logs; `mirror config` shows "<set>").
+    webhook: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"parse": _webhook, "env": "MIRROR_TAKEDOWNS_WEBHOOK"},
+    )
+    webhook_timeout: timedelta = setting(timedelta(seconds=10), parse=_positive)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EcosystemConfig:
     name: str
     upstream: str | None = setting(None, parse=_upstream)
@@ -464,6 +514,8 @@ class Config:
         "INFO", parse=_choice("DEBUG", "INFO", "WARNING", "ERROR", normalize=str.upper)
     )
     quarantine: QuarantineConfig = section(QuarantineConfig)
+    risk: RiskConfig = section(RiskConfig)
+    takedowns: TakedownsConfig = section(TakedownsConfig)
     npm: EcosystemConfig = section(lambda: EcosystemConfig(name="npm"))
     pypi: EcosystemConfig = section(lambda: EcosystemConfig(name="pypi"))
     maven: EcosystemConfig = section(lambda: EcosystemConfig(name="maven", upstream=MAVEN_CENTRAL))
@@ -704,11 +756,51 @@ def _finish_quarantine(quarantine: QuarantineConfig, table: Mapping[str, Any]) -
     return replace(quarantine, per_ecosystem=per_ecosystem, rules=tuple(rules))
 
 
+def _finish_risk(risk: RiskConfig, table: Mapping[str, Any]) -> RiskConfig:
+    """The `[[risk.rules]]` array: each rule's signal, ecosystem (one the signal occurs in, or
+    `*`), package glob, action and (for `extend`, required) age."""
+    rules_raw = table.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError(f"risk.rules: expected an array of tables, got {rules_raw!r}")
+    rules = []
+    for index, rule in enumerate(rules_raw):
+        key = f"risk.rules[{index}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{key}: expected a table, got {rule!r}")
+        unknown = set(rule) - {"signal", "ecosystem", "package", "action", "age"}
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s): {', '.join(f'{key}.{k}' for k in sorted(unknown))}"
+            )
+        signal = _check_choice(str(rule.get("signal", "")), f"{key}.signal", tuple(RISK_SIGNALS))
+        ecosystem = _check_choice(
+            str(rule.get("ecosystem", "*")), f"{key}.ecosystem", ("*", *RISK_SIGNALS[signal])
+        )
+        package = _str(rule.get("package", "*"), f"{key}.package")
+        if not _GLOB_NAME.fullmatch(package):
+            raise ConfigError(f"{key}.package: not a package name or glob: {package!r}")
+        action = cast(
+            RiskAction, _check_choice(str(rule.get("action", "")), f"{key}.action", RISK_ACTIONS)
+        )
+        age = timedelta(0)
+        if action == "extend":
+            if "age" not in rule:
+                raise ConfigError(f'{key}.age: required for action = "extend"')
+            age = _positive(rule["age"], f"{key}.age")
+        elif "age" in rule:
+            raise ConfigError(f'{key}.age: only an "extend" rule has an age')
+        rules.append(
+            RiskRule(signal=signal, ecosystem=ecosystem, package=package, action=action, age=age)
+        )
+    return replace(risk, rules=tuple(rules))
+
+
 # The tables with keys of their own beyond their declared settings, or checks across them.
 _TABLE_STEPS: Mapping[type, tuple[frozenset[str], Callable[[Any, Mapping[str, Any]], Any]]] = (
     MappingProxyType(
         {
             QuarantineConfig: (frozenset({"rules", *ECOSYSTEMS}), _finish_quarantine),
+            RiskConfig: (frozenset({"rules"}), _finish_risk),
             EcosystemConfig: (frozenset(), _finish_ecosystem),
             TLSConfig: (frozenset(), _finish_tls),
             AccessConfig: (frozenset(), _finish_access),

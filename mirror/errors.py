@@ -172,6 +172,11 @@ class Refused(Protocol):
     def until(self) -> datetime | None: ...
 
     @property
+    def signals(self) -> tuple[object, ...]: ...
+
+    def describe_signals(self) -> tuple[dict[str, Any], ...]: ...
+
+    @property
     def block(self) -> _Describable | None: ...
 
 
@@ -187,10 +192,13 @@ class Held(MirrorError):
         the client prints. The one place a decision becomes a 403."""
         text = decision.detail if message is None else message
         refusal: Held
+        # The risk signals go in the body only when there are some: a refusal without them
+        # is the same as before signals existed.
+        signals = {"signals": list(decision.describe_signals())} if decision.signals else {}
         if decision.block is not None:
-            refusal = Blocked(text, block=decision.block.describe())
+            refusal = Blocked(text, block=decision.block.describe(), **signals)
         else:
-            refusal = Quarantined(text, until=decision.until)
+            refusal = Quarantined(text, until=decision.until, **signals)
         return refusal.holding((decision,))
 
 

@@ -24,16 +24,17 @@ import dataclasses
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from mirror import lastknown, policy
 from mirror.clock import Clock
-from mirror.config import QuarantineConfig
+from mirror.config import QuarantineConfig, RiskConfig
 from mirror.errors import Held, PolicyUnavailable, StateUnavailable
 from mirror.lastknown import LastKnown, LastKnownError, PinIndex
 from mirror.model import RuleKind, RuleRecord
+from mirror.risk import Signal
 from mirror.state.base import StateIdentity, StateStore
 
 log = logging.getLogger("mirror.policy")
@@ -63,6 +64,7 @@ class LivePolicy:
         quarantine: QuarantineConfig,
         clock: Clock,
         *,
+        risk: RiskConfig | None = None,
         last_known_path: Path | None = None,
         shared_by_replicas: bool = False,
     ) -> None:
@@ -70,6 +72,7 @@ class LivePolicy:
         # Redis: other replicas (other data dirs) share the state; publish losses, settle.
         self._shared = shared_by_replicas
         self._quarantine = quarantine
+        self._risk = risk
         self._clock = clock
         self._rules: policy.Rules | None = None
         self._state_version = -1
@@ -136,14 +139,24 @@ class LivePolicy:
         for listener in self._listeners:
             listener(self._version)
 
-    def decide(self, subject: policy.Subject, published_at: datetime | None) -> policy.Decision:
-        """The decision for one version or file right now."""
-        return policy.decide(subject, published_at, self._clock.now(), self.rules())
+    def decide(
+        self,
+        subject: policy.Subject,
+        published_at: datetime | None,
+        signals: Sequence[Signal] = (),
+    ) -> policy.Decision:
+        """The decision for one version or file right now, given its risk `signals`."""
+        return policy.decide(subject, published_at, self._clock.now(), self.rules(), signals)
 
-    def enforce(self, subject: policy.Subject, published_at: datetime | None) -> policy.Decision:
+    def enforce(
+        self,
+        subject: policy.Subject,
+        published_at: datetime | None,
+        signals: Sequence[Signal] = (),
+    ) -> policy.Decision:
         """Like `decide`, but raise `Blocked`/`Quarantined` (403) when the subject is hidden:
         the one place artifact handlers turn a decision into a refusal."""
-        decision = self.decide(subject, published_at)
+        decision = self.decide(subject, published_at, signals)
         if decision.visible:
             return decision
         raise Held.from_decision(decision)
@@ -211,7 +224,9 @@ class LivePolicy:
             # Serve what an admin left rather than nothing; the watch keeps retrying.
             now = self._clock.now()
             self._current_records = list(self._known.rules)
-            self._rules = policy.compile_rules(self._current_records, self._quarantine, now)
+            self._rules = policy.compile_rules(
+                self._current_records, self._quarantine, now, self._risk
+            )
             self._next_expiry = self._rules.next_expiry(now)
             raise
 
@@ -252,7 +267,7 @@ class LivePolicy:
             self._settled_at = asyncio.get_running_loop().time() + SETTLE_SECONDS - seen.age
         self._settling = settling
         now = self._clock.now()
-        rules = policy.compile_rules(records, self._quarantine, now)
+        rules = policy.compile_rules(records, self._quarantine, now, self._risk)
         for problem in rules.problems:
             log.error("stored rule cannot be applied as written: %s", problem)
         self._rules = rules

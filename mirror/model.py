@@ -6,6 +6,7 @@ imports nothing of the mirror's but (for type checking) the policy's Decision.""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,25 @@ if TYPE_CHECKING:
 
 # The ecosystems, in the order the mirror lists them (settings, metrics, explain).
 ECOSYSTEMS: Final[tuple[str, ...]] = ("npm", "pypi", "maven")
+
+# Risk signals (`mirror.risk`): what a version does differently from the package's own earlier
+# releases, by name, with the ecosystems where it can occur. The names are a contract: the
+# `[[risk.rules]]` settings, explain, refusals and the metrics use them.
+RISK_SIGNALS: Final[Mapping[str, tuple[str, ...]]] = {
+    "install-script-added": ("npm",),
+    "provenance-dropped": ("npm", "pypi"),
+    "new-publisher": ("npm",),
+    "major-jump": ("npm",),
+    "dormant-revived": ("npm",),
+    "new-file-type": ("pypi",),
+    "signature-missing": ("maven",),
+    "signature-key-changed": ("maven",),
+}
+# What a risk rule does with a version that shows its signal: `note` reports it only, `extend`
+# holds it until its publish time plus the rule's age (when that is longer than its
+# quarantine), `hold` hides it until an admin exempts it.
+RiskAction = Literal["note", "extend", "hold"]
+RISK_ACTIONS: Final[tuple[RiskAction, ...]] = ("note", "extend", "hold")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +94,8 @@ class Explanation:
     until: datetime | None = None
     rule: Mapping[str, Any] | None = None
     files: tuple[Mapping[str, Any], ...] = ()
+    # The risk signals the version shows, each with what its rule does (`Decision.describe`).
+    signals: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def of(
@@ -99,6 +121,7 @@ class Explanation:
             until=decision.until,
             rule=rule.describe() if rule is not None else None,
             files=files,
+            signals=decision.describe_signals(),
         )
 
 
@@ -211,3 +234,53 @@ class AuditEntry:
     target: str
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
+
+
+TakedownKind = Literal["removed", "yanked"]
+TAKEDOWN_KINDS: tuple[TakedownKind, ...] = ("removed", "yanked")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImpactRow:
+    """One client that downloaded a taken-down version, as the event keeps it: the client
+    address, the read token's name ("" = none), the CI system it named, how many downloads,
+    the first and last."""
+
+    client: str
+    token: str
+    ci: str
+    count: int
+    first_at: datetime
+    last_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakedownEvent:
+    """The upstream stopped offering a version (or on PyPI one file) the mirror had seen
+    listed: `removed` (no longer in the refreshed document: npm unpublish, a deleted PyPI
+    file, a Maven version gone from its metadata) or `yanked` (PEP 592; `reason` the yank's
+    reason). `id` is derived from what was taken down (`takedown_id`), so every worker and
+    replica that notices the same takedown records one event. `impact` the clients that had
+    downloaded it (from the ledger, at `detected_at`; at most a bounded number, `clients`
+    and `downloads` count them all)."""
+
+    id: str
+    ecosystem: str
+    package: str
+    version: str
+    kind: TakedownKind
+    detected_at: datetime
+    filename: str = ""
+    reason: str = ""
+    clients: int = 0
+    downloads: int = 0
+    impact: tuple[ImpactRow, ...] = ()
+
+
+def takedown_id(
+    ecosystem: str, package: str, version: str, filename: str, kind: TakedownKind
+) -> str:
+    """`t-` and 16 hex digits of a hash of what was taken down: the same takedown noticed by
+    two workers (or twice) has one id."""
+    text = "\x00".join((ecosystem, package, version, filename, kind))
+    return "t-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -21,7 +21,7 @@ from mirror.clock import iso_minutes, iso_seconds
 from mirror.model import RuleRecord
 
 Unit = Literal["version", "file"]
-Cause = Literal["quarantine", "block", "freeze", "lapsed"]
+Cause = Literal["quarantine", "block", "freeze", "lapsed", "risk"]
 
 RULES_NAMED: Final = 4  # blocks, freezes and expired exemptions named one by one
 ITEMS_NAMED: Final = 3  # versions or files named per cause (the newest ones)
@@ -50,7 +50,7 @@ def item_name(decision: policy.Decision) -> str:
     return decision.filename or decision.version
 
 
-_KIND_ORDER: Final[tuple[Cause, ...]] = ("quarantine", "block", "freeze", "lapsed")
+_KIND_ORDER: Final[tuple[Cause, ...]] = ("quarantine", "risk", "block", "freeze", "lapsed")
 
 
 @dataclass(slots=True)
@@ -60,6 +60,7 @@ class _Group:
     kind: Cause
     record: RuleRecord | None
     held: list[policy.Decision] = field(default_factory=list)
+    signal: str = ""  # of a `risk` group: the signal's name
 
 
 def _groups(withheld: Iterable[policy.Decision]) -> list[_Group]:
@@ -68,7 +69,14 @@ def _groups(withheld: Iterable[policy.Decision]) -> list[_Group]:
     quarantine = _Group("quarantine", None)
     by_rule: dict[tuple[str, str], _Group] = {}
     kind: Cause
+    risk: dict[str, _Group] = {}
     for decision in withheld:
+        if decision.risk is not None and decision.block is None:
+            name = decision.risk.signal.name
+            if name not in risk:
+                risk[name] = _Group("risk", None, signal=name)
+            risk[name].held.append(decision)
+            continue
         if decision.block is not None:
             record, kind = decision.block.record, "block"
         elif decision.freeze is not None:
@@ -83,7 +91,7 @@ def _groups(withheld: Iterable[policy.Decision]) -> list[_Group]:
             group = by_rule[(kind, record.id)] = _Group(kind, record)
         group.held.append(decision)
     ranked = sorted(by_rule.values(), key=lambda group: _KIND_ORDER.index(group.kind))
-    return ([quarantine] if quarantine.held else []) + ranked
+    return ([quarantine] if quarantine.held else []) + list(risk.values()) + ranked
 
 
 def _items(held: Sequence[policy.Decision]) -> str:
@@ -103,9 +111,22 @@ def _newest(held: Sequence[policy.Decision]) -> str:
     return f"newest {clean(item_name(newest))}, available {iso_minutes(until)}"
 
 
+def _risky(held: Sequence[policy.Decision]) -> str:
+    """The newest held item's signal sentence and until when (`until an admin exempts it`
+    for a hold), the rest counted."""
+    newest = held[-1]
+    verdict = newest.risk
+    detail = clean(verdict.signal.detail, REASON_CHARS) if verdict is not None else ""
+    until = f"until {iso_minutes(newest.until)}" if newest.until else "until exempted"
+    others = f"; and {len(held) - 1} more" if len(held) > 1 else ""
+    return f"{clean(item_name(newest))}: {detail}, {until}{others}"
+
+
 def _describe(group: _Group, unit: Unit) -> str:
     number = count(len(group.held), unit)
     record = group.record
+    if group.kind == "risk":
+        return f"{number} held for risk signal {clean(group.signal)} ({_risky(group.held)})"
     if record is None:
         return f"{number} held in quarantine ({_newest(group.held)})"
     rule_id = clean(record.id)
@@ -166,6 +187,11 @@ def hold_clause(decision: policy.Decision) -> str:
     if decision.block is not None:
         return "blocked by this mirror"
     until = decision.until
+    if decision.risk is not None:
+        signal = clean(decision.risk.signal.name)
+        if until is None:
+            return f"held for risk signal {signal} until an admin exempts it"
+        return f"held for risk signal {signal} until {iso_seconds(until)}"
     if decision.freeze is not None:
         record = decision.freeze.record
         until_text = f"until {iso_seconds(until)}" if until else "until the freeze is lifted"

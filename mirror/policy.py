@@ -5,9 +5,11 @@ For each ecosystem, package, version (and on PyPI each file):
    ecosystem's own syntax or `*`); blocks win over everything;
 2. **exempted** if a live exemption matches: it skips quarantine and freezes, never a block;
 3. **quarantined** if `now < published_at + age(ecosystem, package)`, or if a live freeze
-   covers it (published after the freeze's cutoff); an unknown publish time counts as
-   quarantined unless `quarantine.unknown = "allow"`;
-4. otherwise **allowed**.
+   covers it (published after the freeze's cutoff), or if a risk signal's rule holds it
+   (`mirror.risk`: `extend` until `published_at + the rule's age`, `hold` until exempted);
+   an unknown publish time counts as quarantined unless `quarantine.unknown = "allow"`.
+   Of freeze, risk and quarantine the one that holds longest names the decision;
+4. otherwise **allowed** (a `note` signal only reports: `Decision.signals`).
 
 Rules expire by the clock alone: an exemption or freeze whose `expires_at` has passed
 stops applying without anyone touching the stored rules. Expired rules stay stored; compiled
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 import fnmatch
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar, cast
@@ -38,9 +40,11 @@ from mirror.clock import END_OF_TIME, START_OF_TIME, iso_sentence
 
 # Re-exported: callers reach them as `policy.add_saturating` / `policy.iso_seconds`.
 from mirror.clock import add_saturating as add_saturating
+from mirror.clock import format_age as format_age
 from mirror.clock import iso_seconds as iso_seconds
-from mirror.config import QuarantineConfig
+from mirror.config import QuarantineConfig, RiskConfig
 from mirror.model import ECOSYSTEMS, RuleKind, RuleRecord
+from mirror.risk import DEFAULT_RISK, RiskRules, RiskVerdict, Signal, compile_risk
 
 GLOB_CHARACTERS: Final = frozenset("*?[")
 # `Rules.lapse_horizon` is the longest quarantine age configured, at least this: an exemption
@@ -172,6 +176,10 @@ class Decision:
     # Of a version held by quarantine or a freeze: the exemption that covered it until it
     # expired (after the version was published), else None. Says why it is held *again*.
     lapsed: Exemption | None = None
+    # Every risk signal the subject shows with what its rule does, the strongest first
+    # (`mirror.risk`); `risk` the one that holds it when that holds longest (names it).
+    signals: tuple[RiskVerdict, ...] = ()
+    risk: RiskVerdict | None = None
 
     @property
     def version(self) -> str:
@@ -206,7 +214,13 @@ class Decision:
             "detail": self.detail,
             "rule": rule.describe() if rule else None,
             "lapsed_exemption": _lapsed_summary(self.lapsed.record) if self.lapsed else None,
+            "risk": self.risk.describe() if self.risk else None,
+            "signals": [verdict.describe() for verdict in self.signals],
         }
+
+    def describe_signals(self) -> tuple[dict[str, Any], ...]:
+        """The signals as explain, the 403 body and the dashboard list them."""
+        return tuple(verdict.describe() for verdict in self.signals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +306,20 @@ class Rules:
     # Every compiled rule that may still decide or be named (`at` re-indexes them).
     _compiled: tuple[_Rule, ...] = ()
     lapse_horizon: timedelta = MIN_LAPSE_HORIZON
+    risk: RiskRules = DEFAULT_RISK
 
     def at(self, now: datetime) -> Rules:
         """These rules indexed for `now`: the rules that expired since they were compiled
         leave the live index (an expired exemption goes apart, for `lapsed`; past the lapse
         horizon it goes). Nothing is parsed again. Decisions are the same either way."""
         return _assemble(
-            self.quarantine, self.records, self._compiled, self.problems, self._age_rules, now
+            self.quarantine,
+            self.records,
+            self._compiled,
+            self.problems,
+            self._age_rules,
+            now,
+            self.risk,
         )
 
     def quarantine_age(self, ecosystem: str, package: str) -> timedelta:
@@ -326,14 +347,18 @@ class Rules:
 
 
 def compile_rules(
-    records: Iterable[RuleRecord], quarantine: QuarantineConfig, now: datetime
+    records: Iterable[RuleRecord],
+    quarantine: QuarantineConfig,
+    now: datetime,
+    risk: RiskConfig | None = None,
 ) -> Rules:
     """Index stored rules for fast decisions. Stored specs are parsed as strictly as new ones,
     and bad stored data never raises: a block or freeze whose spec does not parse covers every
     version of its package (fail closed, never silently nothing), an exemption that does not
     parse is dropped; each is listed in `problems` (logged by the caller). Indexed for
     decisions at `now` and later (`Rules.at`): a rule that expired before `now` is left out,
-    but for an exemption expired within the lapse horizon."""
+    but for an exemption expired within the lapse horizon. `risk`: the `[risk]` settings
+    (None: the built-in risk rules alone)."""
     kept = tuple(records)
     problems: list[str] = []
     compiled: list[_Rule] = []
@@ -366,7 +391,8 @@ def compile_rules(
         (PackagePattern(rule.ecosystem, rule.package), rule.ecosystem, rule.age)
         for rule in quarantine.rules
     )
-    return _assemble(quarantine, kept, tuple(compiled), tuple(problems), age_rules, now)
+    risk_rules = DEFAULT_RISK if risk is None else compile_risk(risk)
+    return _assemble(quarantine, kept, tuple(compiled), tuple(problems), age_rules, now, risk_rules)
 
 
 def lapse_horizon(quarantine: QuarantineConfig) -> timedelta:
@@ -386,6 +412,7 @@ def _assemble(
     problems: tuple[str, ...],
     age_rules: tuple[tuple[PackagePattern, str, timedelta], ...],
     now: datetime,
+    risk: RiskRules,
 ) -> Rules:
     """Index `compiled` for decisions at `now` and later: live rules by kind and ecosystem,
     exemptions expired within the lapse horizon apart, anything else left out (a rule
@@ -425,17 +452,23 @@ def _assemble(
         _age_rules=age_rules,
         _compiled=tuple(held),
         lapse_horizon=horizon,
+        risk=risk,
     )
 
 
 def decide(
-    subject: Subject, published_at: datetime | None, now: datetime, rules: Rules
+    subject: Subject,
+    published_at: datetime | None,
+    now: datetime,
+    rules: Rules,
+    signals: Sequence[Signal] = (),
 ) -> Decision:
-    """The decision for one version (or file) at `now`. Precedence: block > exemption >
-    quarantine/freeze > allow."""
+    """The decision for one version (or file) at `now`, given the risk `signals` it shows.
+    Precedence: block > exemption > (freeze, risk, quarantine) > allow."""
     package = versions.normalize_package(subject.ecosystem, subject.package)
     age = rules.quarantine_age(subject.ecosystem, package)
     block_index = rules.blocks.get(subject.ecosystem)
+    verdicts = rules.risk.verdicts(subject.ecosystem, package, signals) if signals else ()
     if block_index is not None:
         matched = block_index.matching(subject, package, now)
         if matched:
@@ -447,6 +480,7 @@ def decide(
                 subject=subject,
                 block=cast(Block, _first(matched)),
                 published_at=published_at,
+                signals=verdicts,
             )
     exemption_index = rules.exemptions.get(subject.ecosystem)
     if exemption_index is not None:
@@ -460,7 +494,46 @@ def decide(
                 subject=subject,
                 exemption=cast(Exemption, _first(matched)),
                 published_at=published_at,
+                signals=verdicts,
             )
+    held = _held_by_time(subject, package, published_at, now, rules, age)
+    acting = verdicts[0] if verdicts and verdicts[0].action != "note" else None
+    risk_until = _risk_until(acting, published_at) if acting is not None else None
+    # The risk rule names the decision when it holds at least as long as what else holds it:
+    # no end (a hold, an unknown publish time) outlasts any moment.
+    if (
+        acting is not None
+        and (risk_until is None or now < risk_until)
+        and (held.visible or _outlasts(risk_until, held.until))
+    ):
+        return Decision(
+            verdict=Verdict.QUARANTINED,
+            visible=False,
+            until=risk_until,
+            age=age,
+            subject=subject,
+            published_at=published_at,
+            lapsed=_lapsed(
+                exemption_index, subject, package, published_at, now, rules.lapse_horizon
+            ),
+            signals=verdicts,
+            risk=acting,
+        )
+    if verdicts:
+        return replace(held, signals=verdicts)
+    return held
+
+
+def _held_by_time(
+    subject: Subject,
+    package: str,
+    published_at: datetime | None,
+    now: datetime,
+    rules: Rules,
+    age: timedelta,
+) -> Decision:
+    """The decision of quarantine and freezes alone (no block or exemption matched)."""
+    exemption_index = rules.exemptions.get(subject.ecosystem)
     if published_at is None:
         allowed = rules.quarantine.unknown == "allow"
         return Decision(
@@ -507,17 +580,39 @@ def decide(
     )
 
 
+def _outlasts(risk_until: datetime | None, held_until: datetime | None) -> bool:
+    """Whether a risk rule holding until `risk_until` holds at least as long as what holds
+    the version until `held_until` (None: no end by the clock)."""
+    if held_until is None:
+        return False
+    return risk_until is None or risk_until >= held_until
+
+
+def _risk_until(verdict: RiskVerdict, published_at: datetime | None) -> datetime | None:
+    """When an acting risk rule lets the version go by the clock: None for `hold` (only an
+    exemption ends it) and for an `extend` of a version whose publish time is unknown (fail
+    closed: no moment to extend from)."""
+    if verdict.action != "extend" or published_at is None:
+        return None
+    return add_saturating(published_at, verdict.age)
+
+
 def partition(
-    entries: Iterable[tuple[Item, Subject, datetime | None]], now: datetime, rules: Rules
+    entries: Iterable[tuple[Item, Subject, datetime | None]],
+    now: datetime,
+    rules: Rules,
+    signals: Callable[[Subject], Sequence[Signal]] | None = None,
 ) -> Partition[Item]:
-    """Decide each `(item, subject, publish time)` at `now`: the items shown, the decisions
-    of those held back, and `until`, the earliest moment one of them leaves quarantine by the
-    clock (`earliest_until`): the moment the partition goes stale. The one loop every
-    document's filter runs."""
+    """Decide each `(item, subject, publish time)` at `now`, with the risk signals
+    `signals(subject)` gives (the document's own, computed at parse time): the items shown,
+    the decisions of those held back, and `until`, the earliest moment one of them leaves
+    quarantine by the clock (`earliest_until`): the moment the partition goes stale. The one
+    loop every document's filter runs."""
     visible: list[Item] = []
     withheld: list[Decision] = []
     for item, subject, published_at in entries:
-        decision = decide(subject, published_at, now, rules)
+        shown = signals(subject) if signals is not None else ()
+        decision = decide(subject, published_at, now, rules, shown)
         if decision.visible:
             visible.append(item)
         else:
@@ -570,12 +665,17 @@ def _explain(decision: Decision) -> str:
         until_text = f" until {iso_sentence(record.expires_at)}" if record.expires_at else ""
         return (
             f"{label} is exempted from quarantine{until_text}: {record.reason} "
-            f"(exemption {record.id}, added by {record.created_by})"
+            f"(exemption {record.id}, added by {record.created_by}){_noted_clause(decision)}"
         )
     lapsed = _lapsed_clause(decision)
+    if decision.risk is not None:
+        return _risk_sentence(decision, decision.risk, lapsed)
     if published_at is None:
         if decision.visible:
-            return f"{label} has no known publish time; this mirror allows such versions"
+            return (
+                f"{label} has no known publish time; this mirror allows such versions"
+                f"{_noted_clause(decision)}"
+            )
         return (
             f"{label} has no known publish time, so it is held in quarantine "
             f"(quarantine.unknown = quarantine){lapsed}; ask your security team for an exemption"
@@ -597,7 +697,34 @@ def _explain(decision: Decision) -> str:
         )
     return (
         f"{label} was published {iso_sentence(published_at)}, longer ago than the quarantine age "
-        f"{format_age(decision.age)}"
+        f"{format_age(decision.age)}{_noted_clause(decision)}"
+    )
+
+
+def _risk_sentence(decision: Decision, verdict: RiskVerdict, lapsed: str) -> str:
+    """`X is held until T: <what changed> (risk signal S: quarantine extended to 14d)…`, or
+    held until an admin exempts it (`hold`)."""
+    label = decision.subject.label
+    signal = verdict.signal
+    if verdict.action == "hold" or decision.until is None:
+        why = "hold" if verdict.action == "hold" else "its publish time is unknown"
+        return (
+            f"{label} is held until an admin exempts it: {signal.detail} (risk signal "
+            f"{signal.name}: {why}){lapsed}; ask your security team to review it"
+        )
+    return (
+        f"{label} is held until {iso_sentence(decision.until)}: {signal.detail} (risk signal "
+        f"{signal.name}: quarantine extended to {format_age(verdict.age)}){lapsed}; ask your "
+        "security team for an exemption if you need it sooner"
+    )
+
+
+def _noted_clause(decision: Decision) -> str:
+    """`; risk signal <name>: <what changed>` for each signal of a version shown anyway (a
+    `note`, or an extension that has ended), or ``."""
+    return "".join(
+        f"; risk signal {verdict.signal.name}: {verdict.signal.detail}"
+        for verdict in decision.signals
     )
 
 
@@ -674,20 +801,6 @@ def validate_rule(
         versions.parse_spec(ecosystem, versions_spec)
     except versions.InvalidSpec as exc:
         raise InvalidRule("versions", str(exc)) from None
-
-
-_AGE_UNITS: Final = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def format_age(age: timedelta) -> str:
-    """`3d`, `72h` → `3d`, `90m`, `0` — the way the settings write ages."""
-    seconds = int(age.total_seconds())
-    if seconds == 0:
-        return "0"
-    for unit, size in _AGE_UNITS:
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # internals ------------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ def build_services(
         state,
         config.quarantine,
         clock,
+        risk=config.risk,
         last_known_path=lastknown.path_in(config.state_directory),
         # Replicas with data dirs of their own share a Redis; the embedded state is one file
         # beside the copy.

@@ -11,7 +11,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from mirror.holds import HeldVersion, HoldEvent
-from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
+from mirror.model import (
+    AuditEntry,
+    DownloadEvent,
+    IdentityTotal,
+    RuleKind,
+    RuleRecord,
+    TakedownEvent,
+)
 from mirror.traffic import TrafficCount
 
 # Retention, the same in every backend. The ledger keeps one row per (client address, read
@@ -254,6 +261,29 @@ class StateStore(Protocol):
     async def held_version(self, ecosystem: str, package: str, version: str) -> HeldVersion | None:
         """One version of the queue as `held_versions` lists it (`package` as stored: the
         name a client asked for), or None when it was not held lately."""
+        ...
+
+    # takedown events (`mirror.takedowns`) ----------------------------------------------------
+    async def add_event(self, event: TakedownEvent) -> bool:
+        """Store `event` unless an event with its id is stored already: True when it is new
+        (the one caller that gets True logs, counts and posts it; every other worker or
+        replica that noticed the same takedown gets False). Past `takedowns.EVENTS_KEPT`
+        events the oldest are dropped."""
+        ...
+
+    async def events(
+        self,
+        *,
+        limit: int,
+        ecosystem: str | None = None,
+        package: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[TakedownEvent]:
+        """At most `limit` (>= 1) events, newest first (by detection time, then id), of
+        `ecosystem` and `package` (as stored: the ecosystem's canonical name; any if None),
+        detected at or after `since`, strictly before the position `before`
+        ((detected_at, id) of the last event of the previous page)."""
         ...
 
     # identity and restore (mirror.lastknown) ----------------------------------------------------

@@ -32,7 +32,14 @@ from mirror.holds import (
     merged_events,
     said_micros,
 )
-from mirror.model import AuditEntry, DownloadEvent, IdentityTotal, RuleKind, RuleRecord
+from mirror.model import (
+    AuditEntry,
+    DownloadEvent,
+    IdentityTotal,
+    RuleKind,
+    RuleRecord,
+    TakedownEvent,
+)
 from mirror.state.base import (
     AUDIT_CAP,
     AUDIT_RETENTION,
@@ -45,6 +52,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
+from mirror.takedowns import EVENTS_KEPT, event_from_json, event_to_json
 from mirror.traffic import FIGURES, TRAFFIC_RETENTION, TrafficCount, summed
 
 log = logging.getLogger("mirror.state")
@@ -139,6 +147,14 @@ _ADD_TRAFFIC = (
     + ", ".join(f"{figure} = {figure} + excluded.{figure}" for figure in FIGURES)
     + ", last_error = CASE WHEN excluded.last_error != '' THEN excluded.last_error "
     "ELSE last_error END"
+)
+# Takedown events (`mirror.takedowns`): one row per event id, its data as JSON.
+_EVENTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS takedowns (
+        id TEXT PRIMARY KEY, at INTEGER NOT NULL, ecosystem TEXT NOT NULL,
+        package TEXT NOT NULL, data TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS takedowns_by_time ON takedowns (at, id)",
+    "CREATE INDEX IF NOT EXISTS takedowns_by_package ON takedowns (ecosystem, package, at, id)",
 )
 # The quarantine queue (`mirror.holds`): one row per held version, and its requesters (at most
 # REQUESTERS_KEPT per version; `more` is when a requester was last only counted, in
@@ -685,6 +701,67 @@ class LocalState:
         """(entries before this are pruned, the cap), for `_prune_audit`."""
         return _micros(self.clock.now() - self.audit_retention), self.audit_cap
 
+    # takedown events -----------------------------------------------------------------------
+    async def add_event(self, event: TakedownEvent) -> bool:
+        data = json.dumps(event_to_json(event), separators=(",", ":"))
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                added = conn.execute(
+                    "INSERT OR IGNORE INTO takedowns (id, at, ecosystem, package, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (event.id, _micros(event.detected_at), event.ecosystem, event.package, data),
+                ).rowcount
+                if added:
+                    conn.execute(
+                        "DELETE FROM takedowns WHERE id IN (SELECT id FROM takedowns "
+                        "ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?)",
+                        (EVENTS_KEPT,),
+                    )
+                return bool(added)
+
+        return await self._run(insert, "record takedown event", retries=_ADMIN_LOCKED_RETRIES)
+
+    async def events(
+        self,
+        *,
+        limit: int,
+        ecosystem: str | None = None,
+        package: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[TakedownEvent]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where: list[str] = ["1 = 1"]
+        params: list[str | int] = []
+        for column, value in (("ecosystem", ecosystem), ("package", package)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(_micros(since))
+        if before is not None:
+            at = _micros(before[0])
+            where.append("(at < ? OR (at = ? AND id < ?))")
+            params += [at, at, before[1]]
+        # Built from constant fragments; every value is a parameter.
+        sql = (
+            "SELECT data FROM takedowns "  # noqa: S608
+            f"WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
+        )
+
+        def select(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(sql, (*params, limit)).fetchall()]
+
+        found = []
+        for data in await self._run(select, "read takedown events"):
+            event = event_from_json(json.loads(data))
+            if event is not None:
+                found.append(event)
+        return found
+
     # quarantine queue ------------------------------------------------------------------------
     async def record_holds(self, events: Sequence[HoldEvent]) -> None:
         if not events:
@@ -972,7 +1049,7 @@ class LocalState:
             for statement in _SCHEMA:
                 conn.execute(statement)
             _upgrade(conn)
-            for statement in _HOLDS_SCHEMA:
+            for statement in (*_HOLDS_SCHEMA, *_EVENTS_SCHEMA):
                 conn.execute(statement)
 
     def _close_conn(self) -> None:

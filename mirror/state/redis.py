@@ -47,6 +47,7 @@ from mirror.model import (
     IdentityTotal,
     RuleKind,
     RuleRecord,
+    TakedownEvent,
 )
 from mirror.state.base import (
     AUDIT_CAP,
@@ -61,6 +62,7 @@ from mirror.state.base import (
     StateIdentity,
     sort_identities,
 )
+from mirror.takedowns import EVENTS_KEPT, event_from_json, event_to_json
 from mirror.traffic import FIGURES, MINUTE, TRAFFIC_RETENTION, TrafficCount, minute_of, summed
 
 log = logging.getLogger("mirror.state")
@@ -1212,6 +1214,76 @@ class RedisState:
         await client.delete(moving)
 
     # identity and restore --------------------------------------------------------------------
+    # takedown events ---------------------------------------------------------------------------
+    async def add_event(self, event: TakedownEvent) -> bool:
+        """The event's JSON under `takedowns:data` (HSETNX: the first writer wins), its
+        position in `takedowns:all` and `takedowns:<ecosystem>:<package>` (sorted sets scored
+        by detection time in microseconds, members `<id>`); past EVENTS_KEPT the oldest go.
+        One script: an event is never half stored."""
+        data = json.dumps(event_to_json(event), separators=(",", ":"))
+        score = _event_score(event.detected_at)
+        client = self._redis("record takedown event")
+        with self._translate("record takedown event"):
+            added = await client.eval(
+                _ADD_EVENT_SCRIPT,
+                3,
+                self._key("takedowns", "data"),
+                self._key("takedowns", "all"),
+                self._key("takedowns", "pkg", event.ecosystem, event.package),
+                event.id,
+                data,
+                score,
+                EVENTS_KEPT,
+                self._key("takedowns", "pkg", ""),
+            )
+        return bool(added)
+
+    async def events(
+        self,
+        *,
+        limit: int,
+        ecosystem: str | None = None,
+        package: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[TakedownEvent]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if ecosystem is not None and package is not None:
+            index = self._key("takedowns", "pkg", ecosystem, package)
+        else:
+            index = self._key("takedowns", "all")
+        high = "+inf" if before is None else str(_event_score(before[0]))
+        low = "-inf" if since is None else str(_event_score(since))
+        client = self._redis("read takedown events")
+        found: list[TakedownEvent] = []
+        with self._translate("read takedown events"):
+            # Newest first; ties (one microsecond) ordered by id, descending, as SQLite does.
+            members = cast(
+                list[tuple[str, float]],
+                await client.zrevrangebyscore(index, high, low, withscores=True),
+            )
+            ranked = sorted(((int(score), str(member)) for member, score in members), reverse=True)
+            position = None if before is None else (_event_score(before[0]), before[1])
+            chosen = [
+                member for score, member in ranked if position is None or (score, member) < position
+            ]
+            for start in range(0, len(chosen), 200):
+                if len(found) >= limit:
+                    break
+                chunk = chosen[start : start + 200]
+                values = await client.hmget(self._key("takedowns", "data"), chunk)
+                for value in values:
+                    event = event_from_json(json.loads(value)) if value else None
+                    if event is None or ecosystem not in (None, event.ecosystem):
+                        continue
+                    if package not in (None, event.package):
+                        continue
+                    found.append(event)
+                    if len(found) >= limit:
+                        break
+        return found
+
     # quarantine queue ------------------------------------------------------------------------
     async def record_holds(self, events: Sequence[HoldEvent]) -> None:
         if not events:
@@ -1695,3 +1767,31 @@ def _encode_audit(entry: AuditEntry) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def _event_score(at: datetime) -> int:
+    """A detection time as a takedown index's score: microseconds since the epoch."""
+    return int((at - _EPOCH) / timedelta(microseconds=1))
+
+
+# KEYS: data hash, the all-events index, the package's index. ARGV: id, JSON, score, how many
+# events are kept, the prefix of package indexes (`…:takedowns:pkg:`). Returns 1 if added.
+_ADD_EVENT_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if excess > 0 then
+  local old = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+  for _, id in ipairs(old) do
+    local data = redis.call('HGET', KEYS[1], id)
+    if data then
+      local event = cjson.decode(data)
+      redis.call('ZREM', ARGV[5] .. event['ecosystem'] .. ':' .. event['package'], id)
+    end
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+return 1
+"""

@@ -255,6 +255,7 @@ _SAMPLES: dict[str, str] = {
     "public_url": "https://mirror.example.com",
     "trusted_proxies": "10.9.0.0/16",
     "log_level": "debug",
+    "takedowns.webhook": "http://127.0.0.1:9/hook",
     "quarantine.unknown": "allow",
     "state.redis_url": "redis://127.0.0.1:1/0",
     "admin.tokens": "ci:0123456789abcdef0123",

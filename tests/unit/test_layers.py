@@ -218,6 +218,8 @@ PURE_MODULES = (
     "mirror.flight",
     "mirror.clock",
     "mirror.policy",
+    "mirror.risk",
+    "mirror.takedowns",
     "mirror.notices",
     "mirror.holds",
     "mirror.versions",
@@ -299,7 +301,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.pathgate", "mirror.hosts", "mirror.safetext", "mirror.jsondepth",
         "mirror.inflate", "mirror.budget", "mirror.identity", "mirror.notices", "mirror.outages",
         "mirror.ui.session", "mirror.reportcells", "mirror.traffic", "mirror.holds",
-        "mirror.archives", "mirror.versiondiff",
+        "mirror.archives", "mirror.versiondiff", "mirror.risk", "mirror.takedowns",
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",

@@ -370,6 +370,8 @@ def test_describe_names_the_rule_that_decided(kind: RuleKind) -> None:
         "detail": decision.detail,
         "rule": policy.describe_record(decided_by),
         "lapsed_exemption": None,
+        "risk": None,
+        "signals": [],
     }
     assert described["rule"]["id"] == "r7"
 
