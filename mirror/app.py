@@ -40,6 +40,7 @@ from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
 from mirror.responses import HELD_VERSIONS
+from mirror.risk import RiskVerdict
 from mirror.services import (
     ECOSYSTEM_ADAPTERS,
     REQUEST_KIND,
@@ -267,7 +268,12 @@ async def error_middleware(
     except MirrorError as exc:
         if isinstance(exc, Held):
             ecosystem = _ecosystem_of(request.path)
-            request.app[SERVICES].metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
+            metrics = request.app[SERVICES].metrics
+            metrics.policy_refusals.labels(ecosystem, exc.reason).inc()
+            for decision in exc.withheld:
+                risk = getattr(decision, "risk", None)
+                if isinstance(risk, RiskVerdict):
+                    metrics.risk_refusals.labels(ecosystem, risk.signal.name, risk.action).inc()
         withheld = exc.withheld
         response = error_response(exc)
     except web.HTTPNotFound:

@@ -78,6 +78,20 @@ class Metrics:
             "mirror_policy_refusals_total", "Artifact requests refused by policy",
             ["ecosystem", "reason"], registry=r,
         )  # fmt: skip
+        self.risk_refusals = Counter(
+            "mirror_risk_refusals_total",
+            "Requests refused because a risk signal's rule holds the version",
+            ["ecosystem", "signal", "action"], registry=r,
+        )  # fmt: skip
+        self.takedowns = Counter(
+            "mirror_takedowns_total",
+            "Versions or files an upstream stopped offering (removed or yanked), once each",
+            ["ecosystem", "kind"], registry=r,
+        )  # fmt: skip
+        self.takedown_webhook_failures = Counter(
+            "mirror_takedown_webhook_failures_total",
+            "Takedown events the webhook did not accept (after its retries)", registry=r,
+        )  # fmt: skip
         self.integrity_failures = Counter(
             "mirror_integrity_failures_total",
             "Upstream bodies refused: digest mismatch, truncation, changed digest",
