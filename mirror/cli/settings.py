@@ -47,8 +47,9 @@ def load_settings(args: argparse.Namespace, environ: dict[str, str]) -> Config:
 
 
 HIDDEN_VALUE = "<set>"
-# Settings whose value is a secret wherever they appear (matched on the key's last word).
-_SECRET_KEYS = ("auth", "password", "secret", "token", "credentials")
+# Settings whose value is a secret wherever they appear (matched on the key's last word): a
+# webhook URL carries its secret in its path (Slack-style incoming webhooks).
+_SECRET_KEYS = ("auth", "password", "secret", "token", "credentials", "webhook")
 
 
 def show_config(args: argparse.Namespace, environ: dict[str, str]) -> int:

@@ -91,10 +91,12 @@ def test_secret_named_settings_are_hidden_wherever_they_are() -> None:
         "npm": {"upstream_auth": "Bearer x", "upstream": "https://a:b@h/"},
         "extra": {"client_secret": "s", "password": "p", "api_token": "t", "nothing": ""},
         "admin": {"tokens": ["ops"]},
+        "takedowns": {"webhook": "https://hooks.example.com/services/T0/B0/secret"},
     }
     assert settings.redact_settings(data) == {
         "npm": {"upstream_auth": "<set>", "upstream": "https://a:<set>@h/"},
         "extra": {"client_secret": "<set>", "password": "<set>", "api_token": "<set>",
                   "nothing": ""},
         "admin": {"tokens": ["ops"]},
+        "takedowns": {"webhook": "<set>"},
     }  # fmt: skip
