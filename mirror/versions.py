@@ -172,6 +172,16 @@ def _npm_version(version: str) -> Any:
         return None
 
 
+def npm_major(version: str) -> int | None:
+    """The major version of an npm (semver, loosely parsed) version, or None when it is
+    not one."""
+    parsed = _npm_version(version)
+    if parsed is None:
+        return None
+    major: int = parsed.major
+    return major
+
+
 def _npm_key(version: str) -> tuple[Any, ...]:
     parsed = _npm_version(version)
     if parsed is None:

@@ -301,6 +301,12 @@ def _schemas() -> dict[str, Any]:
                 "until": _TIME_OR_NULL,
                 "rule": _nullable("object"),
                 "files": {"type": "array", "items": {"type": "object"}},
+                "signals": {
+                    "type": "array",
+                    "description": "the risk signals the version shows, each with what its "
+                    "rule does: `signal`, `detail`, `action` (note, extend, hold), `age`, `rule`",
+                    "items": {"type": "object"},
+                },
             },
         },
         "AuditEntry": {

@@ -106,6 +106,7 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
         "until": iso(explanation.until),
         "rule": _jsonable(explanation.rule),
         "files": [_jsonable(file) for file in explanation.files],
+        "signals": [_jsonable(signal) for signal in explanation.signals],
     }
 
 

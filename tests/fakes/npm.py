@@ -69,6 +69,11 @@ class FakeVersion:
     dependencies: dict[str, str] = field(default_factory=dict)
     deprecated: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Risk signals' fields: lifecycle `scripts` (also in the tarball's package.json),
+    # `dist.attestations` (provenance) and the publisher (`_npmUser.name`).
+    scripts: dict[str, str] = field(default_factory=dict)
+    attestations: dict[str, Any] | None = None
+    publisher: str | None = None
 
     @property
     def integrity(self) -> str:
@@ -143,18 +148,36 @@ class FakeNpmRegistry:
         deprecated: str | None = None,
         tag: str | None = "latest",
         extra: Mapping[str, Any] | None = None,
+        scripts: Mapping[str, str] | None = None,
+        provenance: bool = False,
+        publisher: str | None = None,
     ) -> FakeVersion:
         """Publish `name@version` at `published` (None: no `time` entry). `tag` (default
-        `latest`) is moved to it; pass None to leave the tags alone."""
+        `latest`) is moved to it; pass None to leave the tags alone. `scripts` go into the
+        manifest and the tarball's package.json; `provenance` adds `dist.attestations`;
+        `publisher` is `_npmUser.name`."""
         package = self.packages.setdefault(name, FakePackage(name=name))
+        in_tarball: dict[str, Any] = {"dependencies": dict(dependencies or {})}
+        if scripts:
+            in_tarball["scripts"] = dict(scripts)
         entry = FakeVersion(
             name=name,
             version=version,
             published=published,
-            tarball=make_tarball(name, version, extra={"dependencies": dict(dependencies or {})}),
+            tarball=make_tarball(name, version, extra=in_tarball),
             dependencies=dict(dependencies or {}),
             deprecated=deprecated,
             extra=dict(extra or {}),
+            scripts=dict(scripts or {}),
+            attestations=(
+                {
+                    "url": f"/-/npm/v1/attestations/{name}@{version}",
+                    "provenance": {"predicateType": "https://slsa.dev/provenance/v1"},
+                }
+                if provenance
+                else None
+            ),
+            publisher=publisher,
         )
         package.versions[version] = entry
         if published is not None:
@@ -230,7 +253,19 @@ class FakeNpmRegistry:
                     "fileCount": 2,
                     "unpackedSize": 120,
                     "signatures": [{"keyid": "SHA256:fake", "sig": "MEUCIQDfake"}],
+                    **({"attestations": entry.attestations} if entry.attestations else {}),
                 },
+                **({"scripts": entry.scripts} if entry.scripts else {}),
+                **(
+                    {
+                        "_npmUser": {
+                            "name": entry.publisher,
+                            "email": f"{entry.publisher}@example.com",
+                        }
+                    }
+                    if entry.publisher is not None
+                    else {}
+                ),
                 **entry.extra,
             }
             if entry.deprecated is not None:

@@ -247,6 +247,7 @@ PURE_MODULES = (
     "mirror.ecosystems.base",
     "mirror.ecosystems.npm.names",
     "mirror.ecosystems.npm.document",
+    "mirror.ecosystems.npm.signals",
     "mirror.ecosystems.maven.paths",
     "mirror.ecosystems.maven.document",
     "mirror.ecosystems.pypi.names",
@@ -305,7 +306,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     (  # ecosystem documents
         "mirror.ecosystems", "mirror.ecosystems.base", "mirror.ecosystems.npm.names",
-        "mirror.ecosystems.npm.document", "mirror.ecosystems.maven.paths",
+        "mirror.ecosystems.npm.document", "mirror.ecosystems.npm.signals",
+        "mirror.ecosystems.maven.paths",
         "mirror.ecosystems.maven.document", "mirror.ecosystems.pypi.names",
         "mirror.ecosystems.pypi.negotiation", "mirror.ecosystems.pypi.links",
         "mirror.ecosystems.pypi.simple", "mirror.ecosystems.pypi.jsonapi",

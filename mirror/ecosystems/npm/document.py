@@ -27,9 +27,11 @@ from msgspec import Raw
 
 from mirror import notices, policy, versions
 from mirror.clock import parse_iso_time as parse_time
+from mirror.ecosystems.npm import signals as npm_signals
 from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
 from mirror.model import Digest
+from mirror.risk import Signal
 
 Form = Literal["full", "corgi"]
 CORGI_TYPE = "application/vnd.npm.install-v1+json"
@@ -78,6 +80,12 @@ class Packument:
     dist_tags: Mapping[str, str]
     files: Mapping[str, str]  # tarball file name -> version
     modified: str | None
+    # The risk signals of the versions that show any (`npm.signals`), computed once here.
+    signals: Mapping[str, tuple[Signal, ...]]
+
+    def signals_of(self, version: str) -> tuple[Signal, ...]:
+        """The risk signals `version` shows against the package's previous releases."""
+        return self.signals.get(version, ())
 
     def version_of_file(self, file: str) -> str | None:
         """The version a tarball file name stands for, or None if this document has none."""
@@ -91,7 +99,10 @@ class Packument:
     def memory_bytes(self) -> int:
         """What this parsed form holds beyond the raw bytes it views (which the cache charges
         already): per version its info, file names, slice and key objects, by estimate."""
-        return PARSED_BYTES_PER_VERSION * (len(self.versions) + len(self.time)) + 4096
+        signals = sum(
+            SIGNAL_BYTES + len(signal.detail) for shown in self.signals.values() for signal in shown
+        )
+        return PARSED_BYTES_PER_VERSION * (len(self.versions) + len(self.time)) + signals + 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +122,21 @@ class PackumentView:
 # per version (a VersionInfo, a datetime, two file-name entries, a Raw and its key, a time
 # entry); charged a little above that.
 PARSED_BYTES_PER_VERSION = 800
+SIGNAL_BYTES = 200  # a Signal, its entry and tuple slot, by estimate; plus its sentence
 _FIELDS = msgspec.json.Decoder(dict[str, Raw])  # an object's keys; its values undecoded
 _ANY = msgspec.json.Decoder()
 _UTF8_CHUNK = 1024 * 1024
 
 
 class _ManifestHead(msgspec.Struct):
-    """What parsing needs of a version's manifest; every other key is skipped undecoded."""
+    """What parsing needs of a version's manifest (the tarball file, the risk signals'
+    fields); every other key is skipped undecoded. Any types: hostile values are judged
+    where they are read."""
 
     dist: Any = None
+    scripts: Any = None
+    has_install_script: Any = msgspec.field(name="hasInstallScript", default=None)
+    npm_user: Any = msgspec.field(name="_npmUser", default=None)
 
 
 _HEAD = msgspec.json.Decoder(_ManifestHead)
@@ -157,18 +174,31 @@ def parse_packument(raw: bytes, package: PackageName) -> Packument:
     ordered = sorted(manifests, key=lambda version: versions.sort_key("npm", version))
     infos: dict[str, VersionInfo] = {}
     files: dict[str, str] = {}
+    releases: list[npm_signals.Release] = []
     for order, version in enumerate(ordered):
+        published_at = parse_time(raw_time.get(version))
         infos[version] = VersionInfo(
             version=version,
-            published_at=parse_time(raw_time.get(version)),
+            published_at=published_at,
             prerelease=versions.is_prerelease("npm", version),
             order=order,
         )
         files[package.tarball_filename(version)] = version
+        head = _HEAD.decode(manifests[version])
         # Also accept the upstream's own file name (it may differ, e.g. in case).
-        tarball = _dist(_HEAD.decode(manifests[version]).dist).get("tarball")
+        tarball = _dist(head.dist).get("tarball")
         if isinstance(tarball, str) and tarball.endswith(".tgz"):
             files.setdefault(tarball.rsplit("/", 1)[-1], version)
+        releases.append(
+            npm_signals.Release.of(
+                version,
+                published_at,
+                scripts=head.scripts,
+                has_install_script=head.has_install_script,
+                npm_user=head.npm_user,
+                dist=head.dist,
+            )
+        )
     modified = raw_time.get("modified")
     if modified is None and "modified" in fields:
         modified = _ANY.decode(fields["modified"])
@@ -181,6 +211,7 @@ def parse_packument(raw: bytes, package: PackageName) -> Packument:
         dist_tags={tag: target for tag, target in raw_tags.items() if isinstance(target, str)},
         files=files,
         modified=modified if isinstance(modified, str) else None,
+        signals=npm_signals.compute(package.name, releases),
     )
 
 
@@ -276,6 +307,7 @@ def filter_packument(packument: Packument, rules: policy.Rules, now: datetime) -
         ),
         now,
         rules,
+        signals=lambda subject: packument.signals_of(subject.version),
     )
     return PackumentView(
         visible=split.visible,

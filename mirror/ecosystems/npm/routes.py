@@ -40,6 +40,7 @@ from mirror.jsondepth import check_depth
 from mirror.model import ArtifactRef, Explanation, Rendered
 from mirror.pathgate import require_under
 from mirror.requestbody import read_body
+from mirror.risk import Signal
 from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:
@@ -80,8 +81,10 @@ class NpmRegistry:
         self._upstream = upstream if upstream.endswith("/") else upstream + "/"
         # What each tarball stands for, per packument version: CI pulls the same few
         # thousand times, and the digests and upstream URL do not change between pulls.
-        self._refs: BudgetedLRU[tuple[str, str, str], ArtifactRef] = BudgetedLRU(
-            services.memory, "npm tarball refs", _ref_bytes, max_entries=MAX_REMEMBERED_REFS
+        # Its risk signals are remembered with it (computed when the packument was parsed):
+        # deciding a tarball request stays a dict look-up.
+        self._refs: BudgetedLRU[tuple[str, str, str], _Tarball] = BudgetedLRU(
+            services.memory, "npm tarball refs", _tarball_bytes, max_entries=MAX_REMEMBERED_REFS
         )
         # `/npm/{name}/{version}`: the packument filtered once per document and policy
         # version (and until the clock lets a held version out), never once per request.
@@ -115,7 +118,9 @@ class NpmRegistry:
         if info is None:
             raise NotFound(f"the npm registry has no version {version} of {name.name}")
         decision = self._services.policy.decide(
-            policy.Subject("npm", name.name, version), info.published_at
+            policy.Subject("npm", name.name, version),
+            info.published_at,
+            doc.parsed.signals_of(version),
         )
         return Explanation.of(decision, published_at=info.published_at)
 
@@ -374,23 +379,24 @@ class NpmRegistry:
     async def _allowed_tarball(self, package: PackageName, file: str) -> ArtifactRef:
         """What the tarball `file` of `package` stands for, once the policy allows its
         version (Held otherwise): the one way to a tarball, for a client or a pre-warm."""
-        ref = await self._tarball_ref(package, file)
+        tarball = await self._tarball_ref(package, file)
+        ref = tarball.ref
         subject = policy.Subject("npm", package.name, ref.version)
-        self._services.policy.enforce(subject, ref.published_at)
+        self._services.policy.enforce(subject, ref.published_at, tarball.signals)
         return ref
 
-    async def _tarball_ref(self, package: PackageName, file: str) -> ArtifactRef:
-        """What the tarball `file` of `package` stands for, as the packument names it (no
-        policy applied: `_allowed_tarball` applies it)."""
+    async def _tarball_ref(self, package: PackageName, file: str) -> _Tarball:
+        """What the tarball `file` of `package` stands for, as the packument names it, and
+        its version's risk signals (no policy applied: `_allowed_tarball` applies it)."""
         doc = await self._packument_bytes(package)
-        ref = self._refs.get((package.name, doc.version, file))
-        if ref is None:
-            ref = await self._find_tarball(package, doc, file)
-        return ref
+        tarball = self._refs.get((package.name, doc.version, file))
+        if tarball is None:
+            tarball = await self._find_tarball(package, doc, file)
+        return tarball
 
     async def _find_tarball(
         self, package: PackageName, doc: CachedDocument[None], file: str
-    ) -> ArtifactRef:
+    ) -> _Tarball:
         packument = await self._services.metacache.parsed(doc, PackumentParser(package))
         doc_version = doc.version
         version = packument.version_of_file(file)
@@ -412,8 +418,9 @@ class NpmRegistry:
             content_type=TARBALL_TYPE,
             published_at=packument.versions[version].published_at,
         )
-        self._refs.put((package.name, doc_version, file), ref)
-        return ref
+        tarball = _Tarball(ref=ref, signals=packument.signals_of(version))
+        self._refs.put((package.name, doc_version, file), tarball)
+        return tarball
 
     def _upstream_tarball(self, package: PackageName, version: str, manifest: object) -> str:
         """The upstream's declared tarball URL when its host is allowed, else the canonical
@@ -436,7 +443,9 @@ class NpmRegistry:
         if info is None:
             raise NotFound(f"{package.name}@{version} is not available from this mirror")
         self._services.policy.enforce(
-            policy.Subject("npm", package.name, version), info.published_at
+            policy.Subject("npm", package.name, version),
+            info.published_at,
+            doc.parsed.signals_of(version),
         )
         return await self._relay(request, attestations_path(package, version))
 
@@ -511,7 +520,7 @@ class NpmRegistry:
         """The tarball of `package@version` as the packument names it, whatever the policy
         says of it (`Ecosystem.review_refs`)."""
         name = parse_name(package)
-        ref = await self._tarball_ref(name, name.tarball_filename(version))
+        ref = (await self._tarball_ref(name, name.tarball_filename(version))).ref
         if ref.version != version:
             raise NotFound(f"{name.name} has no tarball of {version} upstream")
         return [ref]
@@ -524,6 +533,14 @@ class NpmRegistry:
         (a new rule must see a version published a minute ago); otherwise through the cache."""
         doc = await self._packument(parse_name(package), refresh="urgent" if fetch else False)
         return tuple(doc.parsed.versions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tarball:
+    """A tarball as the packument names it, with its version's risk signals."""
+
+    ref: ArtifactRef
+    signals: tuple[Signal, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,10 +569,13 @@ def _version_view_bytes(filtered: _VersionView) -> int:
     return visible + held + 64 * len(view.dist_tags)
 
 
-def _ref_bytes(ref: ArtifactRef) -> int:
-    """What a remembered tarball ref costs: its strings and a fixed share for the objects."""
+def _tarball_bytes(tarball: _Tarball) -> int:
+    """What a remembered tarball ref costs: its strings (its signals' sentences included) and
+    a fixed share for the objects."""
+    ref = tarball.ref
     strings = len(ref.package) + len(ref.version) + len(ref.filename) + len(ref.upstream_url)
-    return strings + sum(len(digest.hexdigest) for digest in ref.digests) + 512
+    signals = sum(len(signal.detail) + 128 for signal in tarball.signals)
+    return strings + sum(len(digest.hexdigest) for digest in ref.digests) + signals + 576
 
 
 def _same_path(answered: str, asked: str) -> bool:
