@@ -96,6 +96,8 @@ class Explanation:
     files: tuple[Mapping[str, Any], ...] = ()
     # The risk signals the version shows, each with what its rule does (`Decision.describe`).
     signals: tuple[Mapping[str, Any], ...] = ()
+    # Of those, the one whose rule holds the version (names the decision), else None.
+    risk: Mapping[str, Any] | None = None
 
     @classmethod
     def of(
@@ -122,6 +124,7 @@ class Explanation:
             rule=rule.describe() if rule is not None else None,
             files=files,
             signals=decision.describe_signals(),
+            risk=decision.risk.describe() if decision.risk is not None else None,
         )
 
 

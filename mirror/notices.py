@@ -112,14 +112,16 @@ def _newest(held: Sequence[policy.Decision]) -> str:
 
 
 def _risky(held: Sequence[policy.Decision]) -> str:
-    """The newest held item's signal sentence and until when (`until an admin exempts it`
-    for a hold), the rest counted."""
+    """The newest held item, until when (`until exempted` for a hold) and its signal's
+    sentence, the rest counted: `4.2.1, until 2026-12-14T10:00Z: postinstall script added in
+    4.2.1; 4.2.0 had none`. The time comes before the sentence: a sentence may hold a `;` or
+    a `,` of its own, and a time after it would read as part of it."""
     newest = held[-1]
     verdict = newest.risk
     detail = clean(verdict.signal.detail, REASON_CHARS) if verdict is not None else ""
     until = f"until {iso_minutes(newest.until)}" if newest.until else "until exempted"
     others = f"; and {len(held) - 1} more" if len(held) > 1 else ""
-    return f"{clean(item_name(newest))}: {detail}, {until}{others}"
+    return f"{clean(item_name(newest))}, {until}: {detail}{others}"
 
 
 def _describe(group: _Group, unit: Unit) -> str:

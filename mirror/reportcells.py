@@ -1,6 +1,7 @@
 """The impact and audit reports as CSV for machines and spreadsheets, the one writer of both
 the CLI (`mirror impact --format csv`) and the dashboard's downloads: the columns, one flat
-record per row, and every cell made safe to open. Pure.
+record per row, and every cell made safe to open; and the few words both say of a risk
+signal (`signal_action`). Pure.
 
 A cell is text: unsafe characters escaped (`mirror.safetext`), and a value a spreadsheet
 would run as a formula (CSV injection) prefixed with `'`."""
@@ -92,6 +93,20 @@ def audit_summary(entry: Mapping[str, Any]) -> str:
     parts = [rule.get("ecosystem"), rule.get("package"), rule.get("versions")]
     text = " ".join(show(part) for part in parts if part)
     return f"{text} ({show(rule['reason'])})" if rule.get("reason") else text
+
+
+def signal_action(signal: Mapping[str, Any]) -> str:
+    """What a risk signal's rule does (a signal as explain answers it, `RiskVerdict.describe`),
+    as `mirror explain` and the dashboard say it: `note`, `extended to 14d`, `held until
+    exempted`; a value this mirror does not know, shown safely."""
+    action = signal.get("action")
+    if action == "note":
+        return "note"
+    if action == "extend":
+        return f"extended to {show(signal.get('age') or '?')}"
+    if action == "hold":
+        return "held until exempted"
+    return show(action)
 
 
 def audit_line(entry: Mapping[str, Any]) -> str:

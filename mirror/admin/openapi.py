@@ -276,7 +276,9 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "Why a version is visible or not. `rule`: the deciding rule (with "
             "`covers` when it is a stored block or exemption); `files`: PyPI's verdict file "
-            "by file.",
+            "by file (each with its own `signals`); `signals`: the risk signals the version "
+            "(or, with `file=`, the file) shows, the strongest first, each with what its rule "
+            "does; `risk`: the one of them whose rule holds it (null when none does).",
             "required": [
                 "ecosystem",
                 "package",
@@ -287,6 +289,8 @@ def _schemas() -> dict[str, Any]:
                 "until",
                 "rule",
                 "files",
+                "signals",
+                "risk",
             ],
             "properties": {
                 "ecosystem": {"type": "string", "enum": list(ECOSYSTEMS)},
@@ -301,12 +305,22 @@ def _schemas() -> dict[str, Any]:
                 "until": _TIME_OR_NULL,
                 "rule": _nullable("object"),
                 "files": {"type": "array", "items": {"type": "object"}},
-                "signals": {
-                    "type": "array",
-                    "description": "the risk signals the version shows, each with what its "
-                    "rule does: `signal`, `detail`, `action` (note, extend, hold), `age`, `rule`",
-                    "items": {"type": "object"},
-                },
+                "signals": {"type": "array", "items": _ref("RiskSignal")},
+                "risk": {"anyOf": [_ref("RiskSignal"), {"type": "null"}]},
+            },
+        },
+        "RiskSignal": {
+            "type": "object",
+            "description": "A risk signal of a version and what its rule does: `note` "
+            "(reported only), `extend` (held until its publish time plus `age`), `hold` (held "
+            "until an admin exempts it); `rule`: `default` (built in) or `settings`.",
+            "required": ["signal", "detail", "action", "age", "rule"],
+            "properties": {
+                "signal": {"type": "string", "description": "e.g. install-script-added"},
+                "detail": {"type": "string", "description": "what changed, against which release"},
+                "action": {"type": "string", "enum": ["note", "extend", "hold"]},
+                "age": {**_nullable("string"), "description": "of `extend`, e.g. 14d"},
+                "rule": {"type": "string", "enum": ["default", "settings"]},
             },
         },
         "AuditEntry": {
@@ -423,6 +437,7 @@ _ANSWERS: Final = (
     "DownloadIdentity",
     "ImpactUnavailable",
     "Explanation",
+    "RiskSignal",
     "AuditEntry",
     "AuditPage",
     "PreflightReport",

@@ -107,6 +107,7 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
         "rule": _jsonable(explanation.rule),
         "files": [_jsonable(file) for file in explanation.files],
         "signals": [_jsonable(signal) for signal in explanation.signals],
+        "risk": _jsonable(explanation.risk),
     }
 
 
@@ -424,6 +425,8 @@ def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
                 "published_at": entry.get("published_at"),
                 "until": entry.get("until"),
                 "rule": entry.get("rule"),
+                "signals": entry.get("signals") or [],
+                "risk": entry.get("risk"),
                 "files": [entry],
             }
     raise NotFound(

@@ -12,7 +12,7 @@ from typing import Any, Final
 # The CSV rows and cells are the dashboard's too: one writer, in the pure layer (re-exported
 # here for the commands that print them).
 from mirror.reportcells import DOWNLOAD_COLUMNS as DOWNLOAD_COLUMNS
-from mirror.reportcells import audit_summary, download_record
+from mirror.reportcells import audit_summary, download_record, signal_action
 from mirror.reportcells import impact_csv as impact_csv
 from mirror.reportcells import show as show
 
@@ -219,19 +219,47 @@ def explain_text(answer: Mapping[str, Any]) -> str:
             f"{show(rule.get('reason'))})"
         )
         lines.extend(f"  {line}" for line in coverage_lines(rule))
+    lines.extend(signal_lines(answer.get("signals") or [], answer.get("risk"), "  "))
     files = answer.get("files") or []
     if files:
+        # PyPI decides file by file: a file's signals are named in a column of their own,
+        # when any file shows one (`--file` prints them in full).
+        signalled = any(f.get("signals") for f in files)
+        headers = ("  FILE", "VERDICT", "PUBLISHED", "UNTIL") + (("SIGNALS",) if signalled else ())
         lines.append(
             format_table(
-                ("  FILE", "VERDICT", "PUBLISHED", "UNTIL"),
+                headers,
                 [
                     (f"  {f.get('filename', '')}", f.get("verdict", ""),
-                     f.get("published_at") or "", f.get("until") or "")
+                     f.get("published_at") or "", f.get("until") or "",
+                     *((_signal_names(f),) if signalled else ()))
                     for f in files
                 ],
             )
         )  # fmt: skip
     return "\n".join(lines)
+
+
+def _signal_names(explained: Mapping[str, Any]) -> str:
+    return ", ".join(str(signal.get("signal")) for signal in explained.get("signals") or [])
+
+
+def signal_lines(
+    signals: Sequence[Mapping[str, Any]], acting: Mapping[str, Any] | None, indent: str
+) -> list[str]:
+    """`signals:` then one line per risk signal, the strongest first: `name (action): what
+    changed`, the one whose rule holds the version (`acting`) marked `holds it`; nothing when
+    there is none."""
+    if not signals:
+        return []
+    lines = [f"{indent}signals:"]
+    for signal in signals:
+        holds = ", holds it" if acting is not None and signal == acting else ""
+        lines.append(
+            f"{indent}  {show(signal.get('signal'))} ({signal_action(signal)}{holds}): "
+            f"{show(signal.get('detail'))}"
+        )
+    return lines
 
 
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from mirror import safetext, versions
 from mirror.clock import parse_iso_time, readable_minutes
 from mirror.errors import MirrorError, StateUnavailable
+from mirror.reportcells import signal_action
 from mirror.services import SERVICES, Services
 from mirror.ui import guard
 
@@ -64,6 +65,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["when"] = when
     env.filters["spec"] = spec_text
+    env.filters["signal_action"] = signal_action
     return env
 
 

@@ -110,6 +110,8 @@ async def test_block_list_explain_unblock(cli: Cli) -> None:
     as_json = (await cli("explain", "npm", "left-pad", "1.3.0", "--json")).json()
     assert as_json["verdict"] == "blocked"
     assert as_json["rule"]["id"] == block_id
+    assert (as_json["signals"], as_json["risk"]) == ([], None)  # no risk signal: none listed
+    assert "signals:" not in explained.out
 
     removed = await cli("unblock", block_id)
     assert removed.code == 0

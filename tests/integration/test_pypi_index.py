@@ -369,8 +369,12 @@ async def test_explain_api_answers_for_one_file(client: Client) -> None:
     assert answer["verdict"] == "quarantined"
     assert young in answer["detail"]
     assert [entry["filename"] for entry in answer["files"]] == [young]
+    # Each file's risk signals are its own (none here): the answer for one file is its.
+    assert (answer["signals"], answer["risk"]) == ([], None)
+    assert (answer["files"][0]["signals"], answer["files"][0]["risk"]) == ([], None)
     whole = await (await client.get("/api/v1/explain", params=params)).json()
     assert whole["verdict"] == "allowed"  # the version as a whole still installs
+    assert [(entry["signals"], entry["risk"]) for entry in whole["files"]] == [([], None)] * 2
     missing = await client.get("/api/v1/explain", params={**params, "file": "nope.whl"})
     assert missing.status == 404
     assert "nope.whl" in (await missing.json())["error"]

@@ -85,6 +85,9 @@ async def test_a_held_version_is_compared_with_the_newest_allowed_one(client: Cl
     assert "left-pad-1.3.0.tgz" in shown
     assert "left-pad-1.4.0.tgz" in shown
     assert "install script added (postinstall: node install.js)" in shown
+    # the policy's risk signals of the version (none computed for it here) beside the diff's
+    risk = text_of(body.split('id="risk"', 1)[1].split("</section>", 1)[0])
+    assert "No risk signal: the metadata shows nothing the risk rules look for" in risk
     # the package.json diff shows the postinstall line, the files table the new files
     assert '+    "postinstall": "node install.js"' in shown
     assert re.search(r"install\.js\s*added", shown)

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from mirror import notices, policy
-from mirror.config import QuarantineConfig
+from mirror.config import QuarantineConfig, RiskConfig, RiskRule
 from mirror.errors import Held
-from mirror.model import RuleKind, RuleRecord
+from mirror.model import Explanation, RuleKind, RuleRecord
+from mirror.risk import Signal
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=30)
@@ -375,3 +376,115 @@ def test_the_expired_exemption_a_decision_describes_does_not_say_who_added_it() 
         "reason": "hotfix",
         "expires_at": "2026-11-22T10:00:00Z",
     }
+
+
+# risk signals: the acting one named, every one listed ------------------------------------------
+
+SCRIPT_ADDED = "postinstall script added in 4.2.1; 4.2.0 had none"
+NEW_PUBLISHER = "4.2.1 published by mallory; 4.2.0 and earlier by alice"
+
+
+def signalled(
+    signals: Sequence[Signal], version: str = "4.2.1", published: datetime | None = OLD
+) -> policy.Decision:
+    rules = policy.compile_rules([], CONFIG, NOW)
+    subject = policy.Subject("npm", "demo", version)
+    return policy.decide(subject, published, NOW, rules, signals)
+
+
+def two_signals() -> policy.Decision:
+    """A version with two signals: the install script extends it (by default), the new
+    publisher is noted."""
+    published = NOW - timedelta(days=5)
+    return signalled(
+        [
+            Signal.of("new-publisher", NEW_PUBLISHER),
+            Signal.of("install-script-added", SCRIPT_ADDED),
+        ],
+        published=published,
+    )
+
+
+def test_of_two_signals_the_notice_names_the_one_that_holds_and_the_403_lists_both() -> None:
+    decision = two_signals()
+    assert not decision.visible
+    text = notices.notice("demo", [decision], "version")
+    assert text == (
+        "demo: 1 version held for risk signal install-script-added (4.2.1, until "
+        f"2026-12-01T10:00Z: {SCRIPT_ADDED})"
+    )
+    assert "new-publisher" not in text  # a note holds nothing: explain lists it
+    assert notices.hold_clause(decision) == (
+        "held for risk signal install-script-added until 2026-12-01T10:00:00Z"
+    )
+    refusal = Held.from_decision(decision)
+    assert refusal.status == 403
+    assert refusal.phrase == "demo@4.2.1 is held until 2026-12-01T10:00Z"
+    body = refusal.body()
+    assert body["reason"] == "quarantined"
+    assert body["error"].startswith(f"demo@4.2.1 is held until 2026-12-01T10:00Z: {SCRIPT_ADDED}")
+    assert "(risk signal install-script-added: quarantine extended to 14d)" in body["error"]
+    assert [(s["signal"], s["action"], s["age"]) for s in body["signals"]] == [
+        ("install-script-added", "extend", "14d"),
+        ("new-publisher", "note", None),
+    ]
+    explained = Explanation.of(decision, published_at=decision.published_at)
+    assert [signal["signal"] for signal in explained.signals] == [
+        "install-script-added",
+        "new-publisher",
+    ]
+    assert explained.risk is not None
+    assert explained.risk["signal"] == "install-script-added"
+
+
+def test_a_held_signal_says_until_exempted_and_several_versions_are_counted() -> None:
+    rules = policy.compile_rules(
+        [], CONFIG, NOW, RiskConfig(rules=(RiskRule(signal="new-publisher", action="hold"),))
+    )
+    held_ones = [
+        policy.decide(
+            policy.Subject("npm", "demo", version),
+            OLD,
+            NOW,
+            rules,
+            [Signal.of("new-publisher", f"{version} published by mallory")],
+        )
+        for version in ("4.2.1", "4.2.2")
+    ]
+    text = notices.notice("demo", held_ones, "version")
+    assert text == (
+        "demo: 2 versions held for risk signal new-publisher (4.2.2, until exempted: 4.2.2 "
+        "published by mallory; and 1 more)"
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "evil\r\nX-Injected: 1",
+        "\x1b[31mred\x1b[0m \u202eesrever\u2028next",
+        "x" * 10_000,
+        "\x00\x7f\x85" * 4000,
+    ],
+)
+def test_hostile_signal_text_stays_one_bounded_ascii_header(hostile: str) -> None:
+    # Signal.of cuts a sentence and refuses unknown names; a signal made without it (a
+    # module that forgot) must still give a bounded, safe line, and so must a version label.
+    unchecked = Signal(f"install-script-added{hostile}", hostile)
+    decisions = [
+        signalled([unchecked], version=f"4.2.1-{hostile}"),
+        signalled([Signal.of("install-script-added", hostile)], version="4.2.2"),
+    ]
+    text = notices.notice(f"demo{hostile}", decisions, "version")
+    assert text is not None
+    assert all(32 <= ord(char) < 127 for char in text), text
+    assert len(text) <= 4 * notices.ITEM_CHARS + 2 * notices.REASON_CHARS + 200
+    for decision in decisions:
+        clause = notices.hold_clause(decision)
+        assert all(32 <= ord(char) < 127 for char in clause)
+        assert len(clause) <= notices.ITEM_CHARS + 80
+        refusal = Held.from_decision(decision)
+        assert all(32 <= ord(char) < 127 for char in refusal.phrase)
+        assert len(refusal.phrase) <= 200
+        assert "\n" not in refusal.phrase
+        assert "\r" not in refusal.phrase

@@ -130,7 +130,9 @@ def test_the_partition_passes_each_subject_its_signals() -> None:
     line = notices.notice("left-pad", split.withheld, "version")
     assert line is not None
     assert "held for risk signal install-script-added" in line
-    assert "4.2.1: postinstall script added in 4.2.1; 4.2.0 had none" in line
+    assert (
+        "(4.2.1, until 2026-12-05T12:00Z: postinstall script added in 4.2.1; 4.2.0 had none)"
+    ) in line
     assert notices.hold_clause(split.withheld[0]).startswith(
         "held for risk signal install-script-added until 2026-12-05T"
     )

@@ -130,6 +130,8 @@ class PypiIndex:
                     "until": decision.until.isoformat() if decision.until else None,
                     "detail": decision.detail,
                     "rule": rule.describe() if (rule := decision.rule) is not None else None,
+                    "signals": list(decision.describe_signals()),
+                    "risk": decision.risk.describe() if decision.risk is not None else None,
                 }
             )
         shown = [decision for decision in decisions if decision.visible]

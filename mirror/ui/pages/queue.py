@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -60,6 +60,8 @@ class QueueRow:
 
     held: HeldVersion
     state: str  # held, exempted, blocked, released, unknown
+    # The risk signal whose rule holds it now (explain's `risk`), else None.
+    risk: Mapping[str, Any] | None
     review_query: str
     explain_query: str
 
@@ -106,6 +108,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         QueueRow(
             held=version,
             state=state,
+            risk=risk,
             review_query=urllib.parse.urlencode(
                 {
                     "ecosystem": version.ecosystem,
@@ -120,7 +123,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
                 }
             ),
         )
-        for version, state in zip(waiting, states, strict=True)
+        for version, (state, risk) in zip(waiting, states, strict=True)
     ]
     return render(
         request,
@@ -135,34 +138,39 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+State = tuple[str, Mapping[str, Any] | None]
+_UNKNOWN: Final[State] = ("unknown", None)
+
+
 async def current_states(
     adapters: Mapping[str, Ecosystem], versions: Sequence[HeldVersion]
-) -> list[str]:
-    """Each version's decision now (`_STATES`), or "unknown" when its adapter is off, its
-    explain fails or does not answer within EXPLAIN_TIMEOUT."""
+) -> list[State]:
+    """Each version's decision now (`_STATES`) with the risk signal that holds it (the same
+    explain: no look-up of its own), or "unknown" when its adapter is off, its explain fails
+    or does not answer within EXPLAIN_TIMEOUT."""
     gate = asyncio.Semaphore(EXPLAIN_PARALLEL)
 
-    async def state_of(version: HeldVersion) -> str:
+    async def state_of(version: HeldVersion) -> State:
         adapter = adapters.get(version.ecosystem)
         if adapter is None:
-            return "unknown"
+            return _UNKNOWN
         async with gate:
             try:
                 explanation = await adapter.explain(version.package, version.version)
             except MirrorError:
-                return "unknown"
-        return _STATES.get(explanation.verdict, "unknown")
+                return _UNKNOWN
+        return _STATES.get(explanation.verdict, "unknown"), explanation.risk
 
     tasks = [asyncio.ensure_future(state_of(version)) for version in versions]
     if tasks:
         await asyncio.wait(tasks, timeout=EXPLAIN_TIMEOUT.total_seconds())
-    states: list[str] = []
+    states: list[State] = []
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is None:
             states.append(task.result())
         else:
             task.cancel()
-            states.append("unknown")
+            states.append(_UNKNOWN)
     return states
 
 
