@@ -59,7 +59,8 @@ async def test_npm_install_of_the_suspicious_version_fails_naming_the_signal(env
     assert result.code != 0, result
     assert "ETARGET" in result.out
     assert "No matching version found for qm-signal@1.2.0" in result.out
-    assert f"{SIGNAL} (1.2.0: {DETAIL}" in result.out
+    assert f"{SIGNAL} (1.2.0, until " in result.out
+    assert DETAIL in result.out
     assert not (project / "node_modules" / "qm-signal").exists()
     assert env.registry.upstream.count("/qm-signal/-/qm-signal-1.2.0.tgz") == 0
 
