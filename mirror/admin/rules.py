@@ -136,7 +136,8 @@ async def rule_record(
     adapters: Mapping[str, Ecosystem],
 ) -> RuleRecord:
     """A block or exemption from a request body, validated; an exemption's default expiry
-    is the moment its version would have left quarantine anyway."""
+    is the moment its version would have left quarantine anyway (a risk rule's extension
+    included), none for a version a risk rule holds until exempted."""
     fields = rule_fields(body, kind, now)
     expires = fields.expires
     if expires is None and kind == "exemption":
@@ -163,7 +164,7 @@ async def _default_exemption_expiry(
     package: str,
     spec: str,
     now: datetime,
-) -> datetime:
+) -> datetime | None:
     version = versions.exact_version(ecosystem, spec)
     if version is None:
         raise BadRequest(
@@ -176,12 +177,20 @@ async def _default_exemption_expiry(
     adapter = adapters.get(ecosystem)
     why = f"{ecosystem} is not enabled on this mirror"
     published_at: datetime | None = None
+    risk: Mapping[str, Any] | None = None
+    risk_until: datetime | None = None
     if adapter is not None:
         try:
-            published_at = (await adapter.explain(package, version)).published_at
+            explanation = await adapter.explain(package, version)
             why = "the upstream does not say when it was published"
         except MirrorError as exc:
             why = exc.message
+        else:
+            published_at, risk = explanation.published_at, explanation.risk
+            risk_until = explanation.until if risk is not None else None
+    if risk is not None and risk.get("action") == "hold":
+        # Held until a person lets it through: the exemption is that decision, for good.
+        return None
     if published_at is None:
         raise BadRequest(
             f"expires: required, because the publish time of {package} {version} could not be "
@@ -195,6 +204,9 @@ async def _default_exemption_expiry(
         matured = published_at + age
     except OverflowError:  # an upstream publish time near the end of the calendar
         matured = LATEST_TIME + timedelta(seconds=1)
+    if risk_until is not None:
+        # A risk rule's extension holds it past its quarantine: until then.
+        matured = max(matured, risk_until)
     if matured > LATEST_TIME:
         raise BadRequest(
             f"expires: required, because {package} {version} would leave quarantine past "

@@ -104,6 +104,19 @@ async def test_an_added_install_script_is_held_and_named_everywhere(
     assert await served.read() == registry.version("left-pad", "4.2.0").tarball
 
 
+async def test_an_exemption_of_an_extended_version_lasts_until_the_extension_ends(
+    client: Client,
+) -> None:
+    exempted = await client.post(
+        "/api/v1/exemptions",
+        json={"ecosystem": "npm", "package": "left-pad", "versions": "4.2.1", "reason": "read it"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert exempted.status == 201, await exempted.text()
+    assert (await exempted.json())["exemption"]["expires_at"] == "2026-12-01T10:00:00Z"
+    assert (await client.get("/npm/left-pad/-/left-pad-4.2.1.tgz")).status == 200
+
+
 async def test_the_tarball_is_refused_again_from_the_remembered_ref(
     client: Client, registry: FakeNpmRegistry
 ) -> None:
@@ -160,10 +173,12 @@ async def test_a_hold_rule_waits_for_an_exemption_and_a_block_still_wins(
     rule = {"ecosystem": "npm", "package": "right-pad", "versions": "1.0.1"}
     exempted = await client.post(
         "/api/v1/exemptions",
-        json={**rule, "reason": "mallory is our new maintainer", "expires": "30d"},
+        json={**rule, "reason": "mallory is our new maintainer"},
         headers=auth,
     )
     assert exempted.status == 201, await exempted.text()
+    # Held until a person let it through: the exemption has no end by default.
+    assert (await exempted.json())["exemption"]["expires_at"] is None
     assert (await client.get(tarball)).status == 200
     body = await (await client.get("/npm/right-pad")).json()
     assert body["dist-tags"] == {"latest": "1.0.1"}
