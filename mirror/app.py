@@ -146,6 +146,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         await services.holds.close()
         await services.blobs.close()
         await services.metacache.close()
+        await services.takedowns.close()
         await services.upstream.close()
         await services.state.close()
 

@@ -40,6 +40,11 @@ Choices, stated plainly:
   `stale_max`; one pruned and no longer in memory is fetched once again.
 - A copy read from disk is checked by `parse` (for `current`, by the parser it was given)
   before it is served: a copy stored under another parser is never served unchecked.
+- Takedowns: when upstream answers a copy held (in memory or on disk) with new bytes, or
+  with 404/410, and `parse` can list what a document offers (`takedowns.Lists`), the
+  `watcher` given at construction is handed both copies (`DocumentChange`). It is called
+  synchronously and must only schedule its work: the cache never waits for it, and its
+  errors are logged, never raised.
 """
 
 from __future__ import annotations
@@ -152,6 +157,25 @@ class _Absent:
 _Key = tuple[str, str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentChange:
+    """A held copy replaced by upstream: `before` is the held copy parsed by `parse` when it
+    was kept parsed so, else its raw bytes (the watcher parses them, off the event loop when
+    larger than PARSE_IN_THREAD_BYTES); `after` the new copy parsed by `parse`, or None when
+    upstream answered 404/410 (everything removed). `parse` implements `takedowns.Lists`."""
+
+    ecosystem: str
+    url: str
+    before: Any
+    before_parsed: bool
+    after: Any
+    parse: Callable[[bytes], Any]
+
+
+# Called with each change; it must return at once (schedule its work) and never raise.
+Watcher = Callable[[DocumentChange], None]
+
+
 class MetaCache:
     """Upstream metadata by (url, accept). Construct without I/O; `close()` stops background
     revalidations. Memory holds at most `max_entries` documents, paid for in bytes from
@@ -176,8 +200,10 @@ class MetaCache:
         negative_ttl: timedelta = DEFAULT_NEGATIVE_TTL,
         max_absent: int = 4096,
         budget: ByteBudget | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self._upstream = upstream
+        self._watcher = watcher
         self._directory = directory
         self._ttl = ttl
         self._stale_max = max(stale_max, ttl)
@@ -621,6 +647,7 @@ class MetaCache:
         """One (conditional) GET; on success the new entry is in memory and on disk."""
         url, accept = key
         old = self._entries.peek(key)
+        lists = _lister(parse) if self._watcher is not None else None
         try:
             document = await self._upstream.fetch(
                 url,
@@ -631,9 +658,14 @@ class MetaCache:
                 max_bytes=min(max_bytes or self._max_document_bytes, self._max_document_bytes),
             )
         except errors.UpstreamNotFound as exc:
+            held = old
+            if lists is not None and held is None:
+                held = await asyncio.to_thread(self._read_files, key)
             self._entries.pop(key)
             self._note_absent(key, exc, absent_for or self._negative_ttl)
             await asyncio.to_thread(self._discard_files, key)
+            if lists is not None and held is not None:
+                self._watch(ecosystem, held, None, lists)
             raise
         except errors.UpstreamError:
             self._mark_failed(key)
@@ -671,9 +703,38 @@ class MetaCache:
         except errors.BadUpstreamDocument:
             self._mark_failed(key)
             raise
+        held = old
+        if lists is not None and held is None:
+            # Not in memory (evicted, or never loaded by this worker): the copy on disk is
+            # what upstream replaces; read before it is overwritten.
+            held = await asyncio.to_thread(self._read_files, key)
         self._remember(key, entry)
         await self._store(entry, body=old is None or old.version != entry.version)
+        if lists is not None and held is not None and held.version != entry.version:
+            self._watch(ecosystem, held, entry, lists)
         return entry
+
+    def _watch(
+        self, ecosystem: str, held: _Entry, new: _Entry | None, lists: Callable[[bytes], Any]
+    ) -> None:
+        """Hand a replaced copy to the watcher: never raises, never waits."""
+        if self._watcher is None:
+            return
+        if new is not None and (new.parse != lists or new.parsed is _UNPARSED):
+            return  # not parsed by the lister (cannot happen after `_parsed`); nothing to list
+        parsed = held.parse == lists and held.parsed is not _UNPARSED
+        change = DocumentChange(
+            ecosystem=ecosystem,
+            url=held.url,
+            before=held.parsed if parsed else held.raw,
+            before_parsed=parsed,
+            after=None if new is None else new.parsed,
+            parse=lists,
+        )
+        try:
+            self._watcher(change)
+        except Exception:
+            log.exception("the takedown watcher failed on %s", redact(held.url))
 
     def _mark_failed(self, key: _Key) -> None:
         current = self._entries.get(key)
@@ -871,6 +932,16 @@ class _RawOnly:
 
     def __call__(self, raw: bytes) -> None:
         raise AssertionError("_RawOnly is never called")  # pragma: no cover
+
+
+def _lister(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any] | None:
+    """The parser behind `parse` (`current`'s `validate`) when it can list what a document
+    offers (`takedowns.Lists`), else None."""
+    if isinstance(parse, _RawOnly):
+        if parse.validate is None:
+            return None
+        parse = parse.validate
+    return parse if callable(getattr(parse, "listing", None)) else None
 
 
 def _checked(entry: _Entry, parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

@@ -25,8 +25,10 @@ from mirror.metrics import Metrics
 from mirror.model import ECOSYSTEMS
 from mirror.state import backend_name, create_state
 from mirror.state.base import StateStore
+from mirror.takedownwatch import TakedownWatch
 from mirror.trafficrecorder import TrafficRecorder
 from mirror.upstream import Upstream, UpstreamScope, redact
+from mirror.webhook import Webhook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +52,8 @@ class Services:
 
     # Requests held back by quarantine, batched to state (the dashboard's quarantine queue).
     holds: HoldRecorder
+    # Upstream takedowns noticed as documents refresh: events, log, metric, webhook.
+    takedowns: TakedownWatch
 
 
 SERVICES = web.AppKey("services", Services)
@@ -129,18 +133,6 @@ def build_services(
         config.upstream, scopes=upstream_scopes(config), metrics=metrics, clock=clock
     )
     memory = ByteBudget(config.cache.memory_budget)
-    metacache = MetaCache(
-        upstream,
-        directory=config.data_dir / "metadata",
-        ttl=config.cache.metadata_ttl,
-        stale_max=config.cache.stale_max,
-        clock=clock,
-        metrics=metrics,
-        max_document_bytes=config.cache.max_document_bytes,
-        refresh_interval=config.cache.refresh_interval,
-        negative_ttl=config.cache.negative_ttl,
-        budget=memory,
-    )
     blobs = BlobStore(
         config.data_dir / "artifacts",
         max_bytes=config.cache.max_bytes,
@@ -159,6 +151,26 @@ def build_services(
         trusted_proxies=config.trusted_proxies,
         state_timeout=config.state.timeout,
         budget=memory,
+    )
+    takedowns = TakedownWatch(
+        state,
+        metrics,
+        clock,
+        webhook=takedown_webhook(config, metrics),
+        flush_ledger=artifacts.ledger.flush,
+    )
+    metacache = MetaCache(
+        upstream,
+        directory=config.data_dir / "metadata",
+        ttl=config.cache.metadata_ttl,
+        stale_max=config.cache.stale_max,
+        clock=clock,
+        metrics=metrics,
+        max_document_bytes=config.cache.max_document_bytes,
+        refresh_interval=config.cache.refresh_interval,
+        negative_ttl=config.cache.negative_ttl,
+        budget=memory,
+        watcher=takedowns,
     )
     live_policy = LivePolicy(
         state,
@@ -192,4 +204,17 @@ def build_services(
             backend=backend_name(state),
         ),
         holds=HoldRecorder(state, metrics, clock),
+        takedowns=takedowns,
+    )
+
+
+def takedown_webhook(config: Config, metrics: Metrics) -> Webhook | None:
+    """The `takedowns.webhook` setting's client, its failures counted (None: not set)."""
+    if not config.takedowns.webhook:
+        return None
+    return Webhook(
+        config.takedowns.webhook,
+        timeout=config.takedowns.webhook_timeout,
+        on_failure=lambda _problem: metrics.takedown_webhook_failures.inc(),
+        what="takedown webhook",
     )

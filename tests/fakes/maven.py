@@ -203,6 +203,15 @@ class FakeMavenRepository:
         entry.last_updated = last_updated
         entry.raw_metadata = raw
 
+    def remove_version(self, group: str, artifact: str, version: str, *, at: datetime) -> None:
+        """Take a version out of the metadata (its `<lastUpdated>` and Last-Modified become
+        `at`, so a conditional GET sees the change); its files stay, as on a repository that
+        dropped it from the listing only."""
+        entry = self._artifacts[(group, artifact)]
+        entry.versions.remove(version)
+        entry.published.pop(version, None)
+        entry.last_updated = at
+
     def body(self, path: str) -> bytes:
         found = self._lookup(path)
         if found is None:

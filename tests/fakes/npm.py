@@ -212,6 +212,20 @@ class FakeNpmRegistry:
         for version in package.versions:
             self.upstream.remove(self.tarball_path(name, version))
 
+    def remove_version(self, name: str, version: str) -> None:
+        """Unpublish one version: gone from the packument (tags that named it move to the
+        newest left), its tarball answers 404."""
+        package = self.packages[name]
+        del package.versions[version]
+        for tag, tagged in list(package.dist_tags.items()):
+            if tagged == version:
+                if package.versions:
+                    package.dist_tags[tag] = list(package.versions)[-1]
+                else:
+                    del package.dist_tags[tag]
+        self.upstream.remove(self.tarball_path(name, version))
+        self._sync(name)
+
     # paths and documents ----------------------------------------------------------------
 
     @staticmethod

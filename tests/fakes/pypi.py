@@ -257,6 +257,18 @@ class FakePypiIndex:
         self.raw_links.setdefault(normalize(project), []).append((href, filename, version))
         self._sync_all()
 
+    def remove_file(self, filename: str) -> None:
+        """Delete one file: gone from the page and the JSON API, its URL answers 404."""
+        item = self.file(filename)
+        self.files[normalize(item.project)].remove(item)
+        self.upstream.remove(item.path)
+        self._sync_all()
+
+    def yank(self, filename: str, reason: str = "") -> None:
+        """Yank one file (PEP 592), with `reason` when given."""
+        self.file(filename).yanked = reason or True
+        self._sync_all()
+
     def file(self, filename: str) -> FakeFile:
         for files in self.files.values():
             for item in files:

@@ -25,8 +25,10 @@ from mirror.metacache import (
     LARGE_PARSES_AT_ONCE,
     PARSE_IN_THREAD_BYTES,
     REFRESH_AHEAD_FRACTION,
+    DocumentChange,
     MetaCache,
     RenderedCache,
+    Watcher,
 )
 from mirror.metrics import Metrics
 from mirror.model import Rendered
@@ -108,7 +110,11 @@ async def make_cache(
     caches: list[MetaCache] = []
 
     def make(
-        *, max_entries: int = 2048, max_absent: int = 4096, budget: ByteBudget | None = None
+        *,
+        max_entries: int = 2048,
+        max_absent: int = 4096,
+        budget: ByteBudget | None = None,
+        watcher: Watcher | None = None,
     ) -> MetaCache:
         cache = MetaCache(
             upstream,
@@ -122,6 +128,7 @@ async def make_cache(
             negative_ttl=NEGATIVE_TTL,
             max_absent=max_absent,
             budget=budget,
+            watcher=watcher,
         )
         caches.append(cache)
         return cache
@@ -1062,3 +1069,56 @@ async def test_a_per_call_size_cap_refuses_a_bigger_document(
         await cache.get(fake.url("/lib.jar.asc"), bytes, ecosystem="npm", max_bytes=1024)
     held = await cache.get(fake.url("/lib.jar.asc"), bytes, ecosystem="npm", max_bytes=8192)
     assert len(held.raw) == 4096
+
+
+# takedowns: replaced copies handed to the watcher ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListingParser:
+    """A parser that lists what a document offers (`takedowns.Lists`)."""
+
+    def __call__(self, raw: bytes) -> dict[str, object]:
+        parsed: dict[str, object] = orjson.loads(raw)
+        return parsed
+
+    def listing(self, parsed: dict[str, object]) -> dict[str, object]:
+        return {str(v): v for v in parsed["versions"]}  # type: ignore[attr-defined]
+
+
+async def test_replaced_and_unpublished_copies_reach_the_watcher_whose_errors_stay_out(
+    make_cache: CacheFactory, fake: FakeUpstream, clock: FixedClock
+) -> None:
+    seen: list[DocumentChange] = []
+
+    def watcher(change: DocumentChange) -> None:
+        seen.append(change)
+        raise RuntimeError("a broken watcher")
+
+    url = fake.url("/left-pad")
+    cache = make_cache(watcher=watcher)
+    await cache.get(url, ListingParser(), ecosystem="npm")
+    fake.add("/left-pad", DOC2, content_type="application/json", etag='"v2"')
+    clock.advance(STALE_MAX)
+    changed = await cache.get(url, ListingParser(), ecosystem="npm")  # never the watcher's error
+    assert changed.parsed == orjson.loads(DOC2)
+    [change] = seen
+    assert (change.ecosystem, change.url, change.before_parsed) == ("npm", url, True)
+    assert (change.before, change.after) == (orjson.loads(DOC), orjson.loads(DOC2))
+
+    # A sibling worker holding the copy from disk hands it over too; a 404 is "nothing left".
+    sibling = make_cache(watcher=watcher)
+    fake.remove("/left-pad")
+    clock.advance(STALE_MAX)
+    with pytest.raises(errors.UpstreamNotFound):
+        await sibling.get(url, ListingParser(), ecosystem="npm", refresh="urgent")
+    gone = seen[-1]
+    assert (gone.before, gone.before_parsed, gone.after) == (orjson.loads(DOC2), True, None)
+
+    # A parser that lists nothing is never watched.
+    fake.add("/other", DOC, content_type="application/json", etag='"o1"')
+    await cache.get(fake.url("/other"), CountingParser(), ecosystem="npm")
+    fake.add("/other", DOC2, content_type="application/json", etag='"o2"')
+    clock.advance(STALE_MAX)
+    await cache.get(fake.url("/other"), CountingParser(), ecosystem="npm")
+    assert len(seen) == 2

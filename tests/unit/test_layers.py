@@ -323,14 +323,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.state.redis", "mirror.blobs", "mirror.blobs.store", "mirror.blobs.claims",
         "mirror.metrics", "mirror.files", "mirror.directories", "mirror.workerstatus",
         "mirror.malloc", "mirror.logs", "mirror.forwarded", "mirror.requestbody",
-        "mirror.connections", "mirror.responses", "mirror.advisories",
+        "mirror.connections", "mirror.responses", "mirror.advisories", "mirror.webhook",
     ),
     (  # services
         "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
         "mirror.ledger", "mirror.statebackup", "mirror.artifacts", "mirror.artifacts.serve",
         "mirror.artifacts.download", "mirror.artifacts.pinning", "mirror.artifacts.passthrough",
         "mirror.services", "mirror.rulechanges", "mirror.feeds",
-        "mirror.trafficrecorder", "mirror.holdrecorder",
+        "mirror.trafficrecorder", "mirror.holdrecorder", "mirror.takedownwatch",
         "mirror.ecosystems.pypi.derivedmeta",
     ),
     (  # web

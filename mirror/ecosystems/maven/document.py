@@ -22,6 +22,7 @@ from mirror import notices, policy, versions
 from mirror.clock import add_saturating
 from mirror.ecosystems.maven import paths
 from mirror.errors import BadRequest, BadUpstreamDocument
+from mirror.takedowns import Listed, Listing
 
 METADATA_TYPE = "text/xml"
 CHECKSUM_TYPE = "text/plain"
@@ -454,3 +455,27 @@ def _normalise_whitespace(element: ET.Element) -> None:
 def _text(root: ET.Element, tag: str) -> str | None:
     value = root.findtext(tag)
     return value.strip() if value and value.strip() else None
+
+
+# takedowns -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataParser:
+    """`parse` for the metadata cache: `parse_metadata`, and the versions it lists
+    (`takedowns.Lists`) as those of `coordinates` (the path asked for, never what the
+    document claims). Equal parsers reuse one parsed value."""
+
+    coordinates: str
+
+    def __call__(self, raw: bytes) -> MavenMetadata:
+        return parse_metadata(raw)
+
+    def listing(self, parsed: MavenMetadata) -> Listing:
+        """The versions `<versioning>` lists (group metadata lists none)."""
+        if not parsed.is_artifact:
+            return {}
+        return {version: Listed(version) for version in parsed.versions}
+
+    def listed_package(self, parsed: MavenMetadata) -> str:
+        return self.coordinates

@@ -208,7 +208,9 @@ class MavenRepository:
     async def _metadata_view(self, parsed: MavenPath) -> Rendered:
         services = self._services
         url = self._upstream + parsed.metadata_path
-        doc = await services.metacache.get(url, document.parse_metadata, ecosystem="maven")
+        doc = await services.metacache.get(
+            url, document.MetadataParser(parsed.coordinates), ecosystem="maven"
+        )
         key = ("maven", parsed.metadata_path, doc.version, services.policy.version)
         return await services.rendered.get_or_render(
             key,
@@ -572,7 +574,7 @@ class MavenRepository:
         path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
         doc = await self._services.metacache.get(
             self._upstream + path,
-            document.parse_metadata,
+            document.MetadataParser(f"{group}:{artifact}"),
             ecosystem="maven",
             refresh="urgent" if fetch else False,
         )

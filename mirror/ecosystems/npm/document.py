@@ -32,6 +32,7 @@ from mirror.ecosystems.npm.names import PackageName
 from mirror.errors import BadUpstreamDocument
 from mirror.model import Digest
 from mirror.risk import Signal
+from mirror.takedowns import Listed, Listing
 
 Form = Literal["full", "corgi"]
 CORGI_TYPE = "application/vnd.npm.install-v1+json"
@@ -570,8 +571,25 @@ class PackumentParser:
     def __call__(self, raw: bytes) -> Packument:
         return parse_packument(raw, self.package)
 
+    def listing(self, parsed: Packument) -> Listing:
+        """The versions the packument offers (`takedowns.Lists`): one unpublished is gone."""
+        return packument_listing(parsed)
+
+    def listed_package(self, parsed: Packument) -> str:
+        """The package a listing is of: the name asked for, never one the document claims."""
+        return self.package.name
+
 
 def render_manifest(packument: Packument, version: str, registry_base: str) -> bytes:
     """One version's manifest with its tarball URL rewritten (`GET /{name}/{version}`)."""
     url = tarball_url(registry_base, packument.package, version)
     return _ENCODE(_rewritten(_FIELDS.decode(packument.manifests[version]), url))
+
+
+# takedowns -----------------------------------------------------------------------------------
+
+
+def packument_listing(packument: Packument) -> Listing:
+    """Each version the packument lists, keyed by itself (npm has no yank: a deprecation
+    still serves the version)."""
+    return {version: Listed(version) for version in packument.versions}

@@ -22,10 +22,11 @@ from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
-from mirror.ecosystems.pypi.simple import DistFile, ProjectPage
+from mirror.ecosystems.pypi.simple import DistFile, ProjectPage, listed_file
 from mirror.errors import BadUpstreamDocument
 from mirror.holds import HeldSubject
 from mirror.jsondepth import check_depth
+from mirror.takedowns import Listing
 
 API_JSON_TYPE = "application/json"
 
@@ -72,6 +73,14 @@ class ApiParser:
 
     def __call__(self, raw: bytes) -> ApiDocument:
         return parse_api_document(raw, self.project, self.url, self.file_hosts)
+
+    def listing(self, parsed: ApiDocument) -> Listing:
+        """The files the document offers, with their yank (`takedowns.Lists`)."""
+        return api_listing(parsed)
+
+    def listed_package(self, parsed: ApiDocument) -> str:
+        """The project a listing is of: the one asked for."""
+        return self.project
 
 
 def _api_file(
@@ -497,3 +506,21 @@ def decide_api_version(
         rules,
     )
     return list(split.visible), list(split.withheld)
+
+
+# takedowns -----------------------------------------------------------------------------------
+
+
+def api_listing(api: ApiDocument) -> Listing:
+    """Each file, keyed `version/filename` with the version its name says (as the simple
+    page keys it, so both documents name one takedown alike); a version document lists its
+    `urls`. Files whose name says no version are left out, as on the page."""
+    files = [item for release in api.releases.values() for item in release] or list(api.urls)
+    found = {}
+    for item in files:
+        version = names.file_version(item.filename, api.project)
+        if version is not None:
+            found[f"{version}/{item.filename}"] = listed_file(
+                version, item.filename, item.raw.get("yanked"), item.raw.get("yanked_reason")
+            )
+    return found

@@ -25,6 +25,7 @@ from mirror.ecosystems.pypi.negotiation import Form
 from mirror.errors import BadRequest, BadUpstreamDocument
 from mirror.jsondepth import check_depth
 from mirror.model import Digest
+from mirror.takedowns import Listed, Listing
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,14 @@ class PageParser:
 
     def __call__(self, raw: bytes) -> ProjectPage:
         return parse_project_page(raw, self.project, self.page_url, self.file_hosts)
+
+    def listing(self, parsed: ProjectPage) -> Listing:
+        """The files the page offers, with their yank (`takedowns.Lists`)."""
+        return page_listing(parsed)
+
+    def listed_package(self, parsed: ProjectPage) -> str:
+        """The project a listing is of: the one asked for."""
+        return self.project
 
 
 def parse_project_page(
@@ -598,3 +607,33 @@ def render_root(projects: Sequence[str], form: Form, pypi_base: str) -> bytes:
         lines.append(f'    <a href="{_attr(href)}">{html.escape(name)}</a>')
     lines += ["  </body>", "</html>", ""]
     return "\n".join(lines).encode("utf-8")
+
+
+# takedowns -----------------------------------------------------------------------------------
+
+# A yank's reason is upstream text kept in events, logs and the webhook: this long at most.
+YANK_REASON_CHARS = 200
+
+
+def listed_file(version: str, filename: str, yanked: object, reason: object = "") -> Listed:
+    """One file as a listing keeps it: PEP 592's `yanked` (True, or the reason as a string)
+    or the JSON API's `yanked` with its `yanked_reason`; the reason cleaned and bounded."""
+    if isinstance(yanked, str):
+        reason, yanked = yanked, True
+    text = reason if isinstance(reason, str) else ""
+    return Listed(
+        version,
+        filename,
+        yanked=yanked is True,
+        reason=notices.clean(text, YANK_REASON_CHARS) if yanked is True else "",
+    )
+
+
+def page_listing(page: ProjectPage) -> Listing:
+    """Each file of a version, keyed `version/filename` (files no version owns are never
+    served, so never taken down)."""
+    return {
+        f"{item.version}/{item.filename}": listed_file(item.version, item.filename, item.yanked)
+        for item in page.files
+        if item.version is not None
+    }
