@@ -275,8 +275,9 @@ def _schemas() -> dict[str, Any]:
         "Explanation": {
             "type": "object",
             "description": "Why a version is visible or not. `rule`: the deciding rule (with "
-            "`covers` when it is a stored block or exemption); `files`: PyPI's verdict file "
-            "by file.",
+            "`covers` when it is a stored block or exemption); `signals`: the risk signals it "
+            "shows, each with what its rule does; `files`: PyPI's verdict file by file (each "
+            "with its own `signals`).",
             "required": [
                 "ecosystem",
                 "package",
@@ -300,6 +301,7 @@ def _schemas() -> dict[str, Any]:
                 "published_at": _TIME_OR_NULL,
                 "until": _TIME_OR_NULL,
                 "rule": _nullable("object"),
+                "signals": {"type": "array", "items": {"type": "object"}},
                 "files": {"type": "array", "items": {"type": "object"}},
             },
         },

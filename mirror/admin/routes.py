@@ -105,6 +105,7 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
         "published_at": iso(explanation.published_at),
         "until": iso(explanation.until),
         "rule": _jsonable(explanation.rule),
+        "signals": _jsonable(explanation.signals),
         "files": [_jsonable(file) for file in explanation.files],
     }
 
@@ -423,6 +424,8 @@ def one_file(answer: Mapping[str, Any], filename: str) -> dict[str, Any]:
                 "published_at": entry.get("published_at"),
                 "until": entry.get("until"),
                 "rule": entry.get("rule"),
+                # The file's own risk signals (PyPI computes them file by file).
+                "signals": entry.get("signals", answer.get("signals", [])),
                 "files": [entry],
             }
     raise NotFound(
