@@ -2,7 +2,10 @@
 `{name}-{version}.dist-info/` METADATA, WHEEL, RECORD and a tiny module) and sdists (PKG-INFO,
 pyproject.toml, the module), with chosen upload times and PEP 658 `.metadata` files, and
 serves them through the recording `FakeUpstream`: the simple index as PEP 691 JSON (or, in
-HTML-only mode, PEP 503 HTML without upload times) and the legacy JSON API."""
+HTML-only mode, PEP 503 HTML without upload times) and the legacy JSON API. A file may carry
+PEP 740 provenance (`provenance=True`: a `provenance` URL in JSON, `data-provenance` in HTML;
+the legacy JSON API states none, as PyPI's), and any file may be added to an old release
+later (its own `uploaded`): the late-added wheel."""
 
 from __future__ import annotations
 
@@ -130,6 +133,7 @@ class FakeFile:
     metadata: bytes | None = None
     requires_python: str | None = None
     yanked: bool | str = False
+    provenance: bool = False  # PEP 740: the index lists a provenance file for it
 
     @property
     def sha256(self) -> str:
@@ -200,8 +204,10 @@ class FakePypiIndex:
         padding: int = 0,
         headers: Sequence[tuple[str, str]] = (),
         description: str = "",
+        provenance: bool = False,
     ) -> FakeFile:
-        """`headers` and `description` go into its METADATA (after Name and Version)."""
+        """`headers` and `description` go into its METADATA (after Name and Version);
+        `provenance`: the page lists a PEP 740 provenance file for it."""
         filename, data, meta = make_wheel(
             project,
             version,
@@ -221,6 +227,7 @@ class FakePypiIndex:
                 metadata=meta if metadata else None,
                 requires_python=requires_python,
                 yanked=yanked,
+                provenance=provenance,
             )
         )
 
@@ -232,8 +239,10 @@ class FakePypiIndex:
         uploaded: datetime | None,
         metadata: bool = False,
         headers: Sequence[tuple[str, str]] = (),
+        provenance: bool = False,
     ) -> FakeFile:
-        """`metadata=True`: its PKG-INFO is declared and served as its PEP 658 file."""
+        """`metadata=True`: its PKG-INFO is declared and served as its PEP 658 file;
+        `provenance`: the page lists a PEP 740 provenance file for it."""
         filename, data = make_sdist(project, version, headers)
         return self.add_file(
             FakeFile(
@@ -243,6 +252,7 @@ class FakePypiIndex:
                 data=data,
                 uploaded=uploaded,
                 metadata=core_metadata(project, version, headers=headers) if metadata else None,
+                provenance=provenance,
             )
         )
 
@@ -299,6 +309,7 @@ class FakePypiIndex:
                 entry["data-dist-info-metadata"] = digest
             if item.uploaded is not None:
                 entry["upload-time"] = upload_text(item.uploaded)
+            entry["provenance"] = self.provenance_url(item) if item.provenance else None
             files.append(entry)
         for href, filename, _version in self.raw_links.get(normalize(project), []):
             files.append({"filename": filename, "url": href, "hashes": {"sha256": "0" * 64}})
@@ -322,6 +333,8 @@ class FakePypiIndex:
             if item.metadata is not None and self.metadata_files:
                 digest = hashlib.sha256(item.metadata).hexdigest()
                 attrs.append(f'data-core-metadata="sha256={digest}"')
+            if item.provenance:
+                attrs.append(f'data-provenance="{html.escape(self.provenance_url(item))}"')
             links.append(f"<a {' '.join(attrs)}>{item.filename}</a><br />")
         for href, filename, _version in self.raw_links.get(normalize(project), []):
             links.append(f'<a href="{html.escape(href)}">{html.escape(filename)}</a><br />')
@@ -329,6 +342,11 @@ class FakePypiIndex:
             '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0">'
             f"<title>Links for {project}</title></head><body>{''.join(links)}</body></html>"
         )
+
+    def provenance_url(self, item: FakeFile) -> str:
+        """Where the index says `item`'s PEP 740 provenance is (not served: the mirror never
+        asks for it)."""
+        return self.upstream.url(f"/integrity/{item.project}/{item.version}/{item.filename}")
 
     def _api_file(self, item: FakeFile) -> dict[str, Any]:
         uploaded = item.uploaded

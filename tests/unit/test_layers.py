@@ -257,6 +257,7 @@ PURE_MODULES = (
     "mirror.ecosystems.pypi.jsonapi",
     "mirror.ecosystems.pypi.wheelmetadata",
     "mirror.ecosystems.pypi.coremetadata",
+    "mirror.ecosystems.pypi.signals",
 )
 IO_MODULES = (
     "sqlite3",
@@ -312,7 +313,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.pypi.negotiation", "mirror.ecosystems.pypi.links",
         "mirror.ecosystems.pypi.simple", "mirror.ecosystems.pypi.jsonapi",
         "mirror.ecosystems.pypi.wheelmetadata",
-        "mirror.ecosystems.pypi.coremetadata",
+        "mirror.ecosystems.pypi.coremetadata", "mirror.ecosystems.pypi.signals",
         # pins read from lockfiles and SBOMs (PyPI names normalised as pypi.names does)
         "mirror.lockfiles", "mirror.lockfiles.pins", "mirror.lockfiles.npm",
         "mirror.lockfiles.python", "mirror.lockfiles.maven", "mirror.lockfiles.sbom",

@@ -9,7 +9,7 @@ sizes from it. Never does I/O and never mutates a parsed document."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,10 +22,12 @@ from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
-from mirror.ecosystems.pypi.simple import DistFile, ProjectPage, listed_file
+from mirror.ecosystems.pypi.signals import FileFacts, FileSignals, file_signals, lookup
+from mirror.ecosystems.pypi.simple import DistFile, ProjectPage, listed_file, page_signals
 from mirror.errors import BadUpstreamDocument
 from mirror.holds import HeldSubject
 from mirror.jsondepth import check_depth
+from mirror.risk import Signal
 from mirror.takedowns import Listing
 
 API_JSON_TYPE = "application/json"
@@ -54,6 +56,9 @@ class ApiDocument:
     document: Mapping[str, Any]
     releases: Mapping[str, tuple[ApiFile, ...]]  # release key -> files (project document)
     urls: tuple[ApiFile, ...]  # `urls` (files of `info.version`)
+    # The risk signals the document itself shows (`pypi.signals`), computed once when it is
+    # parsed: the JSON API states no provenance, so only `new-file-type` (see `api_signals`).
+    signals: FileSignals = field(default_factory=dict)
 
     def files_by_name(self) -> dict[str, ApiFile]:
         found = {item.filename: item for files in self.releases.values() for item in files}
@@ -149,7 +154,57 @@ def parse_api_document(
         # `urls` repeats the files of one release: log each skipped link once.
         skipped += [text for text in skipped_urls if text not in skipped]
     log_skipped_links(project, "JSON API", skipped)
-    return ApiDocument(project=project, document=document, releases=releases, urls=urls)
+    return ApiDocument(
+        project=project,
+        document=document,
+        releases=releases,
+        urls=urls,
+        signals=_own_signals(project, document, releases, urls),
+    )
+
+
+def _own_signals(
+    project: str,
+    document: Mapping[str, Any],
+    releases: Mapping[str, Sequence[ApiFile]],
+    urls: Sequence[ApiFile],
+) -> FileSignals:
+    """The signals of a JSON API document's files from its own data: each file of
+    `releases` as of its release, each other file of `urls` as of the version its name says
+    (else `info.version`); provenance unknown (the legacy JSON API does not state it)."""
+    facts = [
+        FileFacts(item.filename, _canonical(release), item.upload_time, None)
+        for release, files in releases.items()
+        for item in files
+    ]
+    listed = {fact.filename for fact in facts}
+    default = info_version(document)
+    facts += [
+        FileFacts(
+            item.filename,
+            names.file_version(item.filename, project) or default,
+            item.upload_time,
+            None,
+        )
+        for item in urls
+        if item.filename not in listed
+    ]
+    return file_signals(facts)
+
+
+def api_signals(api: ApiDocument, page: ProjectPage | None) -> FileSignals:
+    """The signals the JSON API decides `api`'s files with: a file the simple page lists has
+    the page's signals (its provenance is only there), so both answers decide it alike;
+    another file (or every file, with no page) its own document's."""
+    if page is None:
+        return api.signals
+    found: dict[str, tuple[Signal, ...]] = {}
+    for filename in api.files_by_name():
+        source = page.signals if filename in page.by_filename else api.signals
+        shown = source.get(filename)
+        if shown:
+            found[filename] = shown
+    return found
 
 
 def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
@@ -180,6 +235,7 @@ def with_api_details(page: ProjectPage, api: ApiDocument) -> ProjectPage:
         page,
         files=tuple(changed),
         by_filename={item.filename: item for item in changed},
+        signals=page_signals(changed),
     )
 
 
@@ -226,6 +282,7 @@ def document_from_page(page: ProjectPage) -> ApiDocument:
         document=document,
         releases={release: tuple(files) for release, files in releases.items()},
         urls=(),
+        signals=page.signals,
     )
 
 
@@ -239,7 +296,17 @@ def release_document(api: ApiDocument, release: str) -> ApiDocument | None:
     )
     if not files:
         return None
-    return ApiDocument(project=api.project, document=api.document, releases={}, urls=files)
+    return ApiDocument(
+        project=api.project,
+        document=api.document,
+        releases={},
+        urls=files,
+        signals={
+            item.filename: api.signals[item.filename]
+            for item in files
+            if item.filename in api.signals
+        },
+    )
 
 
 # filter and render ---------------------------------------------------------------------------
@@ -271,16 +338,21 @@ class ApiView:
     valid_until: datetime | None
 
 
-def filter_api(api: ApiDocument, rules: policy.Rules, now: datetime) -> ApiView:
-    """Decide each file of each release. `latest` is the newest release with a visible file
-    by PyPI's order: not fully yanked first, then final before pre-release, then version."""
+def filter_api(
+    api: ApiDocument, rules: policy.Rules, now: datetime, signals: FileSignals | None = None
+) -> ApiView:
+    """Decide each file of each release with its risk `signals` (`api_signals`; None: the
+    document's own). `latest` is the newest release with a visible file by PyPI's order:
+    not fully yanked first, then final before pre-release, then version."""
     shown: dict[str, tuple[ApiFile, ...]] = {}
     held: dict[str, tuple[policy.Decision, ...]] = {}
+    signals_of = lookup(api.signals if signals is None else signals)
     for release, files in api.releases.items():
         split = policy.partition(
             ((item, _api_subject(api.project, release, item), item.upload_time) for item in files),
             now,
             rules,
+            signals_of,
         )
         if split.visible:
             shown[release] = split.visible
@@ -490,11 +562,16 @@ def api_nothing_visible_message(project: str, view: ApiView) -> str:
 
 
 def decide_api_version(
-    api: ApiDocument, rules: policy.Rules, now: datetime, release: str
+    api: ApiDocument,
+    rules: policy.Rules,
+    now: datetime,
+    release: str,
+    signals: FileSignals | None = None,
 ) -> tuple[list[ApiFile], list[policy.Decision]]:
     """The visible files of a `/{version}/json` document and the decisions of hidden ones,
-    each file decided as `release` (the version the client asked for). A file whose name
-    says it belongs to another version is left out: it is not this release's."""
+    each file decided as `release` (the version the client asked for) with its risk
+    `signals` (as `filter_api`). A file whose name says it belongs to another version is
+    left out: it is not this release's."""
     wanted = _canonical(release)
     split = policy.partition(
         (
@@ -504,6 +581,7 @@ def decide_api_version(
         ),
         now,
         rules,
+        lookup(api.signals if signals is None else signals),
     )
     return list(split.visible), list(split.withheld)
 

@@ -25,6 +25,7 @@ from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, MetadataFile
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
+from mirror.ecosystems.pypi.signals import FileSignals
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
 from mirror.errors import (
     BadRequest,
@@ -116,11 +117,11 @@ class PypiIndex:
     async def explain(self, package: str, version: str) -> Explanation:
         """Why `package version` is shown or held right now, file by file."""
         project = names.parse_project(package).normalized
-        files = await self._version_files(project, version)
+        page, files = await self._version_files(project, version)
         entries: list[dict[str, Any]] = []
         decisions: list[policy.Decision] = []
         for item in files:
-            decision = self._decide(project, item)
+            decision = self._decide(page, item)
             decisions.append(decision)
             entries.append(
                 {
@@ -150,9 +151,12 @@ class PypiIndex:
             shown[0], published_at=published_at, detail=detail, files=tuple(entries)
         )
 
-    async def _version_files(self, project: str, version: str) -> list[DistFile]:
-        """The files of `project` `version` the upstream index lists (asked again once when
-        our copy lists none: a lockfile may name a release newer than it); NotFound if none."""
+    async def _version_files(
+        self, project: str, version: str
+    ) -> tuple[ProjectPage, list[DistFile]]:
+        """The files of `project` `version` the upstream index lists, with the page listing
+        them (asked again once when our copy lists none: a lockfile may name a release newer
+        than it); NotFound if none."""
         page, _ = await self._page(project)
         files = self._files_of(page, version)
         if not files:
@@ -160,18 +164,22 @@ class PypiIndex:
             files = self._files_of(page, version)
         if not files:
             raise NotFound(f"the upstream index has no files of {project} {version}")
-        return files
+        return page, files
 
     @staticmethod
     def _files_of(page: ProjectPage, version: str) -> list[DistFile]:
         wanted = _canonical(version)
         return [item for item in page.files if item.version is not None and item.version == wanted]
 
-    def _decide(self, project: str, item: DistFile) -> policy.Decision:
+    def _decide(self, page: ProjectPage, item: DistFile) -> policy.Decision:
+        """The decision for `item` of `page` right now, with the risk signals the page
+        computed for it when it was parsed."""
+        project = page.project
         if item.version is None:
             raise Forbidden(simple.unattributed_detail(project, item.filename))
         subject = policy.Subject("pypi", project, item.version, filename=item.filename)
-        return self._services.policy.decide(subject, item.upload_time)
+        signals = page.signals.get(item.filename, ())
+        return self._services.policy.decide(subject, item.upload_time, signals)
 
     # routing ----------------------------------------------------------------------------
 
@@ -388,6 +396,7 @@ class PypiIndex:
         services.policy.enforce(
             policy.Subject("pypi", project, item.version, filename=item.filename),
             item.upload_time,
+            page.signals.get(item.filename, ()),
         )
         if metadata and not item.has_metadata:
             return await self._serve_wheel_metadata(request, project, item)
@@ -482,8 +491,8 @@ class PypiIndex:
         for, whatever the platform. A file the policy holds is left out (PyPI decides file
         by file); none left is refused as a request for one of them would be."""
         project = names.parse_project(package).normalized
-        files = await self._version_files(project, version)
-        decisions = [(item, self._decide(project, item)) for item in files]
+        page, files = await self._version_files(project, version)
+        decisions = [(item, self._decide(page, item)) for item in files]
         shown = [item for item, decision in decisions if decision.visible]
         if not shown:
             refused = policy.refusal([decision for _, decision in decisions])
@@ -505,7 +514,7 @@ class PypiIndex:
         """Every wheel and sdist of `package version` the upstream index lists, whatever the
         policy says of them (`Ecosystem.review_refs`); no metadata files."""
         project = names.parse_project(package).normalized
-        files = await self._version_files(project, version)
+        _page, files = await self._version_files(project, version)
         # A file without a declared sha256 cannot be verified: left out, as it is never served.
         return [
             self._file_ref(project, item, item.version or version, metadata=False)
@@ -597,10 +606,22 @@ class PypiIndex:
             )
         return await self._render_api(key, api, base)
 
+    async def _api_signals(self, api: ApiDocument) -> FileSignals:
+        """The risk signals a JSON API answer decides `api`'s files with: the simple page's
+        for the files it lists (provenance is only there), so a file is decided alike by
+        both; the document's own when the page cannot be had now."""
+        try:
+            page, _ = await self._page(api.project)
+        except MirrorError as exc:
+            log.info("the JSON API of %s decided without its page's signals: %s", api.project, exc)
+            return api.signals
+        return jsonapi.api_signals(api, page)
+
     async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
         services = self._services
+        signals = await self._api_signals(api)
         now = services.clock.now()
-        view = jsonapi.filter_api(api, services.policy.rules(), now)
+        view = jsonapi.filter_api(api, services.policy.rules(), now, signals)
         if view.latest is None:
             raise NotFound(jsonapi.api_nothing_visible_message(api.project, view)).holding(
                 decision for decisions in view.held.values() for decision in decisions
@@ -674,9 +695,7 @@ class PypiIndex:
         answer is final (False: an upstream failure kept the metadata from us this time).
         None when no allowed file has any (or none that parses and names this release)."""
         page, _ = await self._page(project)
-        files = [
-            item for item in self._files_of(page, release) if self._decide(project, item).visible
-        ]
+        files = [item for item in self._files_of(page, release) if self._decide(page, item).visible]
         files.sort(key=lambda item: not names.is_wheel(item.filename))
         final = True
         tried = 0
@@ -766,8 +785,11 @@ class PypiIndex:
         request[REQUEST_KIND] = "metadata"
         services = self._services
         api = await self._version_document(project, version)
+        signals = await self._api_signals(api)
         now = services.clock.now()
-        visible, hidden = jsonapi.decide_api_version(api, services.policy.rules(), now, version)
+        visible, hidden = jsonapi.decide_api_version(
+            api, services.policy.rules(), now, version, signals
+        )
         if not visible:
             refused = policy.refusal(hidden)
             if refused is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -22,6 +22,7 @@ from mirror.clock import parse_iso_time as parse_time
 from mirror.ecosystems.pypi import names
 from mirror.ecosystems.pypi.links import link_problem, log_skipped_links, resolve
 from mirror.ecosystems.pypi.negotiation import Form
+from mirror.ecosystems.pypi.signals import FileFacts, FileSignals, file_signals, lookup
 from mirror.errors import BadRequest, BadUpstreamDocument
 from mirror.jsondepth import check_depth
 from mirror.model import Digest
@@ -51,6 +52,10 @@ class DistFile:
     size: int | None = None
     upload_time: datetime | None = None
     upload_time_text: str | None = None  # as the upstream wrote it, re-emitted byte for byte
+    # Whether the upstream declares PEP 740 provenance for it (a `provenance` URL, a
+    # `data-provenance` attribute): read for the `provenance-dropped` signal only; the URL is
+    # never relayed (the mirror does not serve provenance files).
+    provenance: bool = False
 
     @property
     def sha256(self) -> str | None:
@@ -90,6 +95,8 @@ class ProjectPage:
     by_filename: Mapping[str, DistFile]
     last_serial: int | None = None
     dropped: tuple[str, ...] = ()  # file names (or hrefs) skipped as hostile or broken
+    # The risk signals of its files (`pypi.signals`), computed once when the page is built.
+    signals: FileSignals = field(default_factory=dict)
 
     def file(self, filename: str) -> DistFile | None:
         return self.by_filename.get(filename)
@@ -170,6 +177,7 @@ def parse_project_json(
                 size=size if isinstance(size, int) and not isinstance(size, bool) else None,
                 upload_time=parse_time(upload_text),
                 upload_time_text=upload_text if parse_time(upload_text) else None,
+                provenance=_provenance(entry.get("provenance")),
             )
         )
     meta = document.get("meta")
@@ -189,6 +197,12 @@ def _clean_hashes(value: object) -> dict[str, str]:
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _provenance(value: object) -> bool:
+    """PEP 740: a file's provenance is declared by a URL (JSON `provenance`, HTML
+    `data-provenance`; a digest in the PEP's first form), absent or null when it has none."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _yanked(value: object) -> bool | str:
@@ -231,6 +245,15 @@ def _page(
         by_filename=by_filename,
         last_serial=serial,
         dropped=tuple(name for name, _problem in dropped),
+        signals=page_signals(kept),
+    )
+
+
+def page_signals(files: Iterable[DistFile]) -> FileSignals:
+    """The risk signals of a page's files (`pypi.signals`): computed whenever a page is
+    built, never per request."""
+    return file_signals(
+        FileFacts(item.filename, item.version, item.upload_time, item.provenance) for item in files
     )
 
 
@@ -274,7 +297,8 @@ def parse_project_html(
 ) -> ProjectPage:
     """Parse a PEP 503 page with `html.parser` (no scripts, no entities beyond HTML's own):
     `#sha256=` fragments, `data-requires-python`, `data-yanked`, `data-core-metadata` /
-    `data-dist-info-metadata`, and a non-standard `data-upload-time` when present."""
+    `data-dist-info-metadata`, `data-provenance` (PEP 740), and a non-standard
+    `data-upload-time` when present."""
     collector = _LinkCollector()
     try:
         collector.feed(raw.decode("utf-8", "replace"))
@@ -317,6 +341,7 @@ def parse_project_html(
                 ),
                 upload_time=parse_time(upload_text),
                 upload_time_text=upload_text if parse_time(upload_text) else None,
+                provenance=_provenance(attrs.get("data-provenance")),
             )
         )
     return _page(project, files, file_hosts, collector.serial, skipped)
@@ -369,6 +394,7 @@ def filter_page(page: ProjectPage, rules: policy.Rules, now: datetime) -> PageVi
         ),
         now,
         rules,
+        lookup(page.signals),
     )
     shown_versions = {item.version for item in split.visible if item.version is not None}
     return PageView(
