@@ -47,8 +47,8 @@ def signature_issuer(raw: bytes) -> Issuer | None:
     when `raw` is not a readable signature or names no issuer."""
     if not isinstance(raw, bytes) or len(raw) > MAX_SIGNATURE_BYTES:
         return None
-    stripped = raw.strip()
-    packets = dearmor(stripped) if stripped.startswith(b"-----") else stripped
+    # Only armor is text: a binary signature may well end with a byte that looks like space.
+    packets = dearmor(raw) if raw.lstrip().startswith(b"-----") else raw
     if packets is None:
         return None
     body = _first_signature_packet(packets)
