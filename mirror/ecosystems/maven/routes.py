@@ -46,6 +46,7 @@ from aiohttp import web
 
 from mirror import holds, notices, openpgp, policy, responses, versions
 from mirror.budget import BudgetedLRU
+from mirror.clock import add_saturating
 from mirror.ecosystems.maven import document, paths, signals
 from mirror.ecosystems.maven.paths import MavenPath
 from mirror.errors import (
@@ -491,7 +492,8 @@ class MavenRepository:
         if reach is None:
             return True
         age = max(rules.quarantine_age("maven", package), reach)
-        return published > self._services.clock.now() - age
+        # An age of millennia clamps instead of leaving the calendar.
+        return published > add_saturating(self._services.clock.now(), -age)
 
     async def _file_signals(self, group: str, artifact: str, version: str) -> tuple[Signal, ...]:
         """The signature signals of one GAV for its files and explain: what a metadata render
