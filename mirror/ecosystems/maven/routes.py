@@ -8,6 +8,11 @@ metadata request (the rest of the walk goes on in the background; those versions
 meanwhile), each answer kept in shared state for every worker (through `ServingState`, so a
 slow state never holds a request up past `state.timeout`).
 
+Signature signals (`signals`): the `.pom.asc` of each version whose publish time a metadata
+render knows (at most SIGNATURE_CHECKS) and of the version before it, fetched as immutable
+companions (LOOKUP_CONCURRENCY at a time), read by `mirror.openpgp`, the result kept per GAV;
+an `.asc` upstream could not give counts as `signature-missing` and is asked again.
+
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
