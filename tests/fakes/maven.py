@@ -19,6 +19,8 @@ from pathlib import Path
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from tests.fakes import signatures
+
 ALGORITHMS = ("sha1", "md5", "sha256", "sha512")
 LOCAL_LAST_MODIFIED = datetime(2015, 1, 1, tzinfo=UTC)
 _TYPES = {
@@ -162,13 +164,14 @@ class FakeMavenRepository:
         published: datetime,
         jar: bool = True,
         sources: bool = False,
-        signature: bool = True,
+        signature: bool | str = True,
         checksums: tuple[str, ...] = ("sha1", "md5", "sha256", "sha512"),
         dependencies: Iterable[tuple[str, str, str]] = (),
         pom_extra: str = "",
     ) -> str:
         """Deploy a GAV at `published` (its files' Last-Modified); returns its directory.
-        `pom_extra` is XML added to the pom as it is."""
+        `pom_extra` is XML added to the pom as it is. `signature`: `.asc` files signed by the
+        key named (`signatures.KEYS`; True: "alpha"), False for none."""
         directory = f"{group.replace('.', '/')}/{artifact}/{version}"
         stem = f"{directory}/{artifact}-{version}"
         files = {f"{stem}.pom": build_pom(group, artifact, version, dependencies, pom_extra)}
@@ -179,11 +182,8 @@ class FakeMavenRepository:
         for path, body in list(files.items()):
             self.add_file(path, body, last_modified=published, checksums=checksums)
             if signature:
-                armor = digest(body, "sha1")
-                signed = f"-----BEGIN PGP SIGNATURE-----\n{armor}\n-----END PGP SIGNATURE-----\n"
-                self.add_file(
-                    path + ".asc", signed.encode(), last_modified=published, checksums=checksums
-                )
+                signed = signatures.armored("alpha" if signature is True else signature)
+                self.add_file(path + ".asc", signed, last_modified=published, checksums=checksums)
         entry = self._artifacts.setdefault((group, artifact), _Artifact())
         if version not in entry.versions:
             entry.versions.append(version)

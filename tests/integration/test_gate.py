@@ -352,6 +352,8 @@ def maven_request_allowed(method: str, path: str) -> bool:
         return False
     if parsed.kind == "metadata" or parsed.filename.endswith(".pom"):
         return True  # metadata, and the `.pom` whose Last-Modified is a publish time
+    if parsed.filename.endswith(".pom.asc") and method == "GET":
+        return True  # the signature the Maven risk signals read
     return (parsed.coordinates, parsed.version) in MAVEN_VISIBLE
 
 

@@ -69,9 +69,16 @@ async def test_files_of_a_young_version_are_403_naming_the_quarantine(
     assert body["reason"] == "quarantined"
     assert body["until"].startswith("2026-11-25T09:00:00")
     assert "org.example:lib:1.9.0" in body["error"]
-    # Only the .pom's HEAD reached upstream; no byte of the refused file was fetched.
+    # Only the .pom's HEAD reached upstream, and what the signature signals read (the
+    # metadata, the .pom.asc of 1.9.0 and of the version before it); no byte of the refused
+    # file was fetched unless it is that .pom.asc.
     assert mirror.repo.count(file_path("1.9.0", ".pom"), method="HEAD") == 1
-    assert mirror.repo.count(method="GET") == 0
+    fetched = {seen.path for seen in mirror.repo.requests if seen.method == "GET"}
+    assert fetched <= {
+        "org/example/lib/maven-metadata.xml",
+        file_path("1.9.0", ".pom.asc"),
+        file_path("1.5.0", ".pom.asc"),
+    }
 
 
 async def test_publish_time_is_looked_up_once_and_kept(mirror: Mirror) -> None:

@@ -22,6 +22,7 @@ from mirror import notices, policy, versions
 from mirror.clock import add_saturating
 from mirror.ecosystems.maven import paths
 from mirror.errors import BadRequest, BadUpstreamDocument
+from mirror.risk import Signal
 from mirror.takedowns import Listed, Listing
 
 METADATA_TYPE = "text/xml"
@@ -305,10 +306,13 @@ def filter_metadata(
     published: Mapping[str, datetime | None],
     rules: policy.Rules,
     now: datetime,
+    signals: Mapping[str, Sequence[Signal]] | None = None,
 ) -> MetadataView:
-    """Which versions of `coordinates` (`g:a`) are visible at `now`: hidden ones removed,
-    `<latest>` = highest visible, `<release>` = highest visible non-SNAPSHOT (Maven order).
-    A version missing from `published` counts as unknown."""
+    """Which versions of `coordinates` (`g:a`) are visible at `now`, given each version's risk
+    `signals` (`maven.signals`, by version): hidden ones removed, `<latest>` = highest
+    visible, `<release>` = highest visible non-SNAPSHOT (Maven order). A version missing from
+    `published` counts as unknown."""
+    shown = signals or {}
     split = policy.partition(
         (
             (version, policy.Subject("maven", coordinates, version), published.get(version))
@@ -316,6 +320,7 @@ def filter_metadata(
         ),
         now,
         rules,
+        signals=lambda subject: shown.get(subject.version, ()),
     )
     visible = split.visible
     releases = [version for version in visible if not version.endswith("-SNAPSHOT")]

@@ -8,6 +8,11 @@ metadata request (the rest of the walk goes on in the background; those versions
 meanwhile), each answer kept in shared state for every worker (through `ServingState`, so a
 slow state never holds a request up past `state.timeout`).
 
+Signature signals (`signals`): the `.pom.asc` of each version whose publish time a metadata
+render knows (at most SIGNATURE_CHECKS) and of the version before it, fetched as immutable
+companions (LOOKUP_CONCURRENCY at a time), read by `mirror.openpgp`, the result kept per GAV;
+an `.asc` upstream could not give counts as `signature-missing` and is asked again.
+
 What is served, deliberately:
 - release files `{g}/{a}/{v}/{a}-{v}[-classifier].{ext}` from the blob store, verified against
   the upstream `.sha1` (and `.sha256` when upstream has one) before they are stored; their
@@ -44,15 +49,24 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mirror import holds, notices, policy, responses
+from mirror import holds, notices, openpgp, policy, responses, versions
 from mirror.budget import BudgetedLRU
-from mirror.ecosystems.maven import document, paths
+from mirror.clock import add_saturating
+from mirror.ecosystems.maven import document, paths, signals
 from mirror.ecosystems.maven.paths import MavenPath
-from mirror.errors import Held, IntegrityError, NotFound, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import (
+    BadUpstreamDocument,
+    Held,
+    IntegrityError,
+    NotFound,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from mirror.flight import SingleFlight
 from mirror.lockfiles.pins import Pin
 from mirror.lockfiles.warming import maven_paths
 from mirror.model import ArtifactRef, Digest, Explanation, Rendered
+from mirror.risk import Signal
 from mirror.services import REQUEST_KIND
 
 if TYPE_CHECKING:
@@ -76,6 +90,9 @@ LOOKUPS_PER_REQUEST = 32
 _BATCH_SIZES = (1, 1, 2, 4)
 # Artifacts whose walk goes on in the background at once, per worker (more wait for a render).
 BACKGROUND_WALKS = 4
+# Versions a metadata render checks the signatures of (newest first, among those whose publish
+# time was looked up), each against the version before it.
+SIGNATURE_CHECKS = LOOKUPS_PER_REQUEST
 # A `.pom` the upstream answered without Last-Modified is asked again after this long.
 UNKNOWN_RECHECK = timedelta(days=1)
 # The state key noting when a GAV's `.pom` had no Last-Modified (a space: never in a GAV).
@@ -129,6 +146,17 @@ class MavenRepository:
             _moment_bytes,
             max_entries=_MAX_REMEMBERED,
         )
+        # What each GAV's `.pom.asc` showed (`signals.Seen`; never an unchecked one), and
+        # each GAV's signature signals with the version they compare with: a file request
+        # of a GAV seen once is a dict look-up.
+        self._signatures: BudgetedLRU[str, signals.Seen] = BudgetedLRU(
+            services.memory, "maven signatures", _seen_bytes, max_entries=_MAX_REMEMBERED
+        )
+        self._signals: BudgetedLRU[str, tuple[str | None, tuple[Signal, ...]]] = BudgetedLRU(
+            services.memory, "maven signature signals", _signals_bytes, max_entries=_MAX_REMEMBERED
+        )
+        self._signature_lookups: SingleFlight[str, signals.Seen] = SingleFlight("maven signature")
+        self._signature_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
         # One look-up per GAV at a time, at most LOOKUP_CONCURRENCY upstream.
         self._lookups: SingleFlight[str, datetime | None] = SingleFlight("maven publish time")
         self._head_slots = asyncio.Semaphore(LOOKUP_CONCURRENCY)
@@ -157,8 +185,9 @@ class MavenRepository:
             published = await self._publish_time(f"{package}:{version}", pom)
         except UpstreamNotFound:
             raise NotFound(f"{package}:{version} does not exist upstream") from None
+        shown = await self._file_signals(group, artifact, version)
         decision = self._services.policy.decide(
-            policy.Subject("maven", package, version), published
+            policy.Subject("maven", package, version), published, shown
         )
         return Explanation.of(
             decision, published_at=published, detail=_sentence(f"{package}:{version}", decision)
@@ -239,8 +268,10 @@ class MavenRepository:
         coordinates = parsed.coordinates
         rules = services.policy.rules()
         published, complete = await self._publish_times(parsed, metadata, rules)
+        shown, checked = await self._metadata_signals(parsed, metadata)
+        complete = complete and checked
         now = services.clock.now()
-        view = document.filter_metadata(metadata, coordinates, published, rules, now)
+        view = document.filter_metadata(metadata, coordinates, published, rules, now, shown)
         if not view.visible:
             # Not cached (small to filter): a 404 that says why, never a list of nothing or
             # the upstream's own <latest>/<release>.
@@ -419,6 +450,144 @@ class MavenRepository:
     def _remember_timeless(self, gav: str, checked: datetime) -> None:
         self._timeless.put(gav, checked)
 
+    # signatures -------------------------------------------------------------------------
+
+    async def _metadata_signals(
+        self, parsed: MavenPath, metadata: document.MavenMetadata
+    ) -> tuple[dict[str, tuple[Signal, ...]], bool]:
+        """The signature signals of the versions whose publish time was looked up and is
+        known (at most SIGNATURE_CHECKS, newest first), each against the version before it in
+        Maven order.
+        Returns (signals by version, checked); not checked when an `.asc` could not be
+        fetched: the view is rendered again soon (RETRY_LOOKUPS_AFTER)."""
+        group, artifact = parsed.coordinates.split(":", 1)
+        ordered = metadata.versions
+        looked_up = self._known_times(parsed.coordinates, ordered)
+        # A version without a known publish time is held as unknown whatever it is signed by.
+        targets = [
+            index
+            for index in range(len(ordered) - 1, -1, -1)
+            if looked_up.get(ordered[index]) is not None
+        ]
+        targets = targets[:SIGNATURE_CHECKS]
+        found = await asyncio.gather(
+            *(
+                self._version_signals(
+                    group, artifact, ordered[index], ordered[index - 1] if index else None
+                )
+                for index in targets
+            )
+        )
+        shown: dict[str, tuple[Signal, ...]] = {}
+        checked = True
+        for index, (version_signals, version_checked) in zip(targets, found, strict=True):
+            checked = checked and version_checked
+            if version_signals:
+                shown[ordered[index]] = version_signals
+        return shown, checked
+
+    def _signals_may_matter(self, coordinates: str, published: datetime | None) -> bool:
+        """Whether a file of a GAV published at `published` needs its signatures checked:
+        when it is still in quarantine, or within the reach of an `extend` rule of a
+        signature signal, or a `hold` rule names one (`signals.reach`). Older files (most
+        of a build's) ask upstream nothing more than before."""
+        if published is None:
+            return True
+        rules = self._services.policy.rules()
+        package = versions.normalize_package("maven", coordinates)
+        reach = signals.reach(rules.risk, package)
+        if reach is None:
+            return True
+        age = max(rules.quarantine_age("maven", package), reach)
+        # An age of millennia clamps instead of leaving the calendar.
+        return published > add_saturating(self._services.clock.now(), -age)
+
+    async def _file_signals(self, group: str, artifact: str, version: str) -> tuple[Signal, ...]:
+        """The signature signals of one GAV for its files and explain: what a metadata render
+        (or an earlier file) found, else found now against the version before it in the
+        upstream metadata. Upstream failing counts as the signal (`signals.unchecked`)."""
+        remembered = self._signals.get(f"{group}:{artifact}:{version}")
+        if remembered is not None:
+            return remembered[1]
+        path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
+        try:
+            doc = await self._services.metacache.get(
+                self._upstream + path, document.parse_metadata, ecosystem="maven"
+            )
+        except UpstreamNotFound:
+            # No metadata: no version to compare with (and nothing kept: it may appear).
+            return ()
+        except (UpstreamUnavailable, BadUpstreamDocument):
+            return (signals.unchecked(version),)
+        ordered: tuple[str, ...] = doc.parsed.versions
+        earlier = [listed for listed in ordered if listed != version]
+        previous = None
+        if version in ordered:
+            index = ordered.index(version)
+            previous = ordered[index - 1] if index else None
+        elif earlier:
+            # Not listed (yet): compared with the newest version below it.
+            below = document.maven_order([*earlier, version])
+            index = below.index(version)
+            previous = below[index - 1] if index else None
+        found, _checked = await self._version_signals(group, artifact, version, previous)
+        return found
+
+    async def _version_signals(
+        self, group: str, artifact: str, version: str, previous: str | None
+    ) -> tuple[tuple[Signal, ...], bool]:
+        """(signals, checked) of `version` against `previous`; kept per GAV once both
+        signatures were checked."""
+        gav = f"{group}:{artifact}:{version}"
+        remembered = self._signals.get(gav)
+        if remembered is not None and remembered[0] == previous:
+            return remembered[1], True
+        if previous is None:
+            self._signals.put(gav, (None, ()))
+            return (), True
+        seen, previous_seen = await asyncio.gather(
+            self._signature(group, artifact, version), self._signature(group, artifact, previous)
+        )
+        found = signals.signature_signals(version, seen, previous, previous_seen)
+        checked = seen.checked and previous_seen.checked
+        if checked:
+            self._signals.put(gav, (previous, found))
+        return found, checked
+
+    async def _signature(self, group: str, artifact: str, version: str) -> signals.Seen:
+        """What the `.pom.asc` of a GAV shows, kept for good once known (a 404: not signed,
+        remembered by the metadata cache too); `signals.UNCHECKED` while upstream fails.
+        One look-up per GAV at a time, at most LOOKUP_CONCURRENCY at once."""
+        gav = f"{group}:{artifact}:{version}"
+        remembered = self._signatures.get(gav)
+        if remembered is not None:
+            return remembered
+        pom = paths.pom_path(group, artifact, version)
+        return await self._signature_lookups.run(
+            gav, lambda: self._look_up_signature(gav, self._upstream + pom + ".asc")
+        )
+
+    async def _look_up_signature(self, gav: str, url: str) -> signals.Seen:
+        async with self._signature_slots:
+            try:
+                # The parser `_serve_companion` relays it with: one copy, parsed once.
+                doc = await self._services.metacache.get(
+                    url,
+                    document.parse_signature,
+                    ecosystem="maven",
+                    immutable=True,
+                    max_bytes=document.MAX_COMPANION_BYTES,
+                )
+            except UpstreamNotFound:
+                seen = signals.UNSIGNED
+            except (UpstreamUnavailable, BadUpstreamDocument):
+                return signals.UNCHECKED
+            else:
+                issuer = openpgp.signature_issuer(doc.raw)
+                seen = signals.seen_of(issuer.key_id if issuer is not None else None)
+        self._signatures.put(gav, seen)
+        return seen
+
     # files ------------------------------------------------------------------------------
 
     async def _serve_file(self, request: web.Request, parsed: MavenPath) -> web.StreamResponse:
@@ -451,8 +620,11 @@ class MavenRepository:
         group, artifact, version = parsed.group or "", parsed.artifact or "", parsed.version or ""
         published = await self._gav_published(parsed)
         coordinates = f"{group}:{artifact}"
+        shown: tuple[Signal, ...] = ()
+        if self._signals_may_matter(coordinates, published):
+            shown = await self._file_signals(group, artifact, version)
         decision = self._services.policy.decide(
-            policy.Subject("maven", coordinates, version, filename=parsed.base), published
+            policy.Subject("maven", coordinates, version, filename=parsed.base), published, shown
         )
         if not decision.visible:
             raise Held.from_decision(decision, _sentence(parsed.gav, decision))
@@ -607,6 +779,14 @@ def _sentence(gav: str, decision: policy.Decision) -> str:
     if decision.visible:
         return f"{gav}: {decision.detail}"
     return f"{gav} is {notices.hold_clause(decision)}: {decision.detail}"
+
+
+def _seen_bytes(_seen: signals.Seen) -> int:
+    return 96  # a small frozen dataclass (a key id of 16 characters at most)
+
+
+def _signals_bytes(entry: tuple[str | None, tuple[Signal, ...]]) -> int:
+    return 96 + sum(64 + len(signal.detail) for signal in entry[1])
 
 
 def _moment_bytes(_moment: datetime) -> int:
