@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirror import policy, safetext
+from mirror.clock import Clock
 from mirror.errors import NotFound
 from mirror.model import AuditEntry, RuleKind, RuleRecord
-from mirror.services import Services
+from mirror.state.base import StateStore
+
+if TYPE_CHECKING:  # the services build the takedown watch, which stores rules through here
+    from mirror.services import Services
 
 # The logger every change is reported on (the README names it).
 log = logging.getLogger("mirror.admin")
@@ -37,7 +41,7 @@ async def find_rule(services: Services, kind: RuleKind, rule_id: str) -> RuleRec
 
 
 def audit_entry(
-    services: Services,
+    clock: Clock,
     actor: str,
     client: str,
     action: str,
@@ -47,7 +51,7 @@ def audit_entry(
 ) -> AuditEntry:
     """The audit entry of a change; state stores it in the change's own transaction."""
     return AuditEntry(
-        at=services.clock.now(),
+        at=clock.now(),
         actor=actor,
         client=client,
         action=action,
@@ -83,9 +87,17 @@ async def add_rule(
     services: Services, record: RuleRecord, *, actor: str, client: str
 ) -> dict[str, Any]:
     """Store a validated rule with its audit entry and log it; the rule as described."""
-    after = describe_rule(record, services.clock.now())
-    entry = audit_entry(services, actor, client, f"{record.kind}.create", record.id, None, after)
-    await services.state.add_rule(record, audit=entry)
+    return await store_rule(services.state, services.clock, record, actor=actor, client=client)
+
+
+async def store_rule(
+    state: StateStore, clock: Clock, record: RuleRecord, *, actor: str, client: str
+) -> dict[str, Any]:
+    """`add_rule` for a caller holding the state and clock only (the takedown watch, which
+    the services build)."""
+    after = describe_rule(record, clock.now())
+    entry = audit_entry(clock, actor, client, f"{record.kind}.create", record.id, None, after)
+    await state.add_rule(record, audit=entry)
     log_change(entry)
     return after
 
@@ -97,7 +109,7 @@ async def remove_rule(
     when there is none (or it was removed meanwhile)."""
     found = await find_rule(services, kind, rule_id)
     before = describe_rule(found, services.clock.now())
-    entry = audit_entry(services, actor, client, f"{kind}.delete", rule_id, before, None)
+    entry = audit_entry(services.clock, actor, client, f"{kind}.delete", rule_id, before, None)
     if await services.state.remove_rule(kind, rule_id, audit=entry) is None:
         raise NotFound(f"there is no {kind} with id {rule_id!r}")  # removed meanwhile
     log_change(entry)

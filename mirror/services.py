@@ -152,12 +152,23 @@ def build_services(
         state_timeout=config.state.timeout,
         budget=memory,
     )
+    live_policy = LivePolicy(
+        state,
+        config.quarantine,
+        clock,
+        risk=config.risk,
+        last_known_path=lastknown.path_in(config.state_directory),
+        # Replicas with data dirs of their own share a Redis; the embedded state is one file
+        # beside the copy.
+        shared_by_replicas=bool(config.state.redis_url),
+    )
     takedowns = TakedownWatch(
         state,
         metrics,
         clock,
         webhook=takedown_webhook(config, metrics),
         flush_ledger=artifacts.ledger.flush,
+        reload_policy=live_policy.reload,
     )
     metacache = MetaCache(
         upstream,
@@ -171,16 +182,6 @@ def build_services(
         negative_ttl=config.cache.negative_ttl,
         budget=memory,
         watcher=takedowns,
-    )
-    live_policy = LivePolicy(
-        state,
-        config.quarantine,
-        clock,
-        risk=config.risk,
-        last_known_path=lastknown.path_in(config.state_directory),
-        # Replicas with data dirs of their own share a Redis; the embedded state is one file
-        # beside the copy.
-        shared_by_replicas=bool(config.state.redis_url),
     )
     # While the state is not trusted, the last-known copy's digest pins win.
     artifacts.shared.use_known_pins(live_policy)

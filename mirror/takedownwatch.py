@@ -13,6 +13,15 @@ Choices, stated plainly:
   `takedowns.MAX_IMPACT_ROWS` clients (all counted) from at most MAX_LEDGER_ROWS ledger rows.
 - A check never raises: what fails is logged (the takedown is noticed again by the next
   worker or replica that holds the old copy, if any).
+- A removed npm or Maven version is also **blocked** (exactly that version, `===V`, by the
+  actor `takedowns`, audited and logged like an admin's block): the refreshed document no
+  longer names it, but a worker or replica still holding the old copy, a cached artifact and
+  Maven (which asks for files by exact coordinates, never through the metadata) would serve
+  it; a block reaches every worker within a second and applies to cached artifacts. An npm
+  version can never be published again under the same number, nor a Maven release; an admin
+  who wants it back deletes the block. A removed PyPI *file* is not blocked (a block covers
+  a version: the release's other files are still offered), and a yanked file stays
+  installable by exact pin (PEP 592).
 """
 
 from __future__ import annotations
@@ -23,11 +32,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from mirror import notices
+from mirror import notices, policy, versions
 from mirror.clock import Clock
 from mirror.metacache import PARSE_IN_THREAD_BYTES, DocumentChange
 from mirror.metrics import Metrics
-from mirror.model import ImpactRow, TakedownEvent
+from mirror.model import ImpactRow, RuleRecord, TakedownEvent
+from mirror.rulechanges import store_rule
 from mirror.state.base import StateStore
 from mirror.takedowns import MAX_IMPACT_ROWS, Listing, Takedown, event_of, event_to_json, taken_down
 from mirror.webhook import Webhook
@@ -40,6 +50,10 @@ LEDGER_PAGE: Final = 1000
 MAX_LEDGER_ROWS: Final = 100_000
 # Clients named in the log line (the event keeps up to MAX_IMPACT_ROWS).
 LOGGED_CLIENTS: Final = 10
+# Who the blocks of removed versions are added by (the audit log's actor).
+TAKEDOWN_ACTOR: Final = "takedowns"
+# The ecosystems whose removed versions are blocked (see the module docstring).
+BLOCKED_WHEN_REMOVED: Final = frozenset({"npm", "maven"})
 
 
 class TakedownWatch:
@@ -54,12 +68,14 @@ class TakedownWatch:
         *,
         webhook: Webhook | None = None,
         flush_ledger: Callable[[], Awaitable[object]] | None = None,
+        reload_policy: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._state = state
         self._metrics = metrics
         self._clock = clock
         self._webhook = webhook
         self._flush_ledger = flush_ledger
+        self._reload_policy = reload_policy
         self._checks: set[asyncio.Task[list[TakedownEvent]]] = set()
         self._running = asyncio.Semaphore(CHECKS_AT_ONCE)
         self._skipped_logged = False
@@ -132,12 +148,38 @@ class TakedownWatch:
             with contextlib.suppress(Exception):
                 await self._flush_ledger()
         recorded = []
+        blocked = False
         for takedown in found:
             event = await self._event(change.ecosystem, package, takedown)
             if await self._state.add_event(event):
                 self._announce(event)
                 recorded.append(event)
+                blocked = await self._block(event) or blocked
+        if blocked and self._reload_policy is not None:
+            # This worker at once; the others within a second, as for an admin's block.
+            await self._reload_policy()
         return recorded
+
+    async def _block(self, event: TakedownEvent) -> bool:
+        """Block exactly the removed version (see the module docstring); True if stored."""
+        if event.kind != "removed" or event.ecosystem not in BLOCKED_WHEN_REMOVED:
+            return False
+        record = RuleRecord(
+            id=policy.new_rule_id("block"),
+            kind="block",
+            ecosystem=event.ecosystem,
+            package=event.package,
+            versions=versions.exact_spec(event.version),
+            reason=f"removed upstream (takedown {event.id})",
+            created_at=self._clock.now(),
+            created_by=TAKEDOWN_ACTOR,
+        )
+        try:
+            await store_rule(self._state, self._clock, record, actor=TAKEDOWN_ACTOR, client="")
+        except Exception as exc:  # the event stands; the document no longer names it anyway
+            log.warning("takedown %s: could not block %s: %s", event.id, event.ecosystem, exc)
+            return False
+        return True
 
     async def _event(self, ecosystem: str, package: str, takedown: Takedown) -> TakedownEvent:
         rows, downloads = await self._impact(ecosystem, package, takedown)

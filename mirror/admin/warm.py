@@ -162,7 +162,7 @@ class WarmJobs:
         )
         self._running[job.id] = job  # its slot, taken before the audit is awaited
         entry = audit_entry(
-            services, caller.actor, caller.client, "warm.start", job.id, None, asked
+            services.clock, caller.actor, caller.client, "warm.start", job.id, None, asked
         )
         try:
             await services.state.append_audit(entry)
@@ -277,7 +277,7 @@ class WarmJobs:
         await self._write(job, services)
         status = job.status(services.clock.now())
         entry = audit_entry(
-            services,
+            services.clock,
             job.caller.actor,
             job.caller.client,
             "warm.finish",

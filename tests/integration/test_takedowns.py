@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from mirror import takedowns
+from mirror import policy, takedowns
 from mirror.clock import FixedClock
 from mirror.model import TakedownEvent
 from mirror.services import SERVICES, Services
@@ -180,6 +180,39 @@ async def test_an_unpublished_version_is_one_event_naming_who_pulled_it(
     assert list(body["versions"]) == ["1.3.0"]
     assert (await client.get("/npm/left-pad/-/left-pad-1.3.0.tgz")).status == 200
 
+    # And blocked, exactly that version, by `takedowns`, audited: every worker refuses it.
+    [block] = await services.state.list_rules("block")
+    assert (block.package, block.versions, block.created_by) == (
+        "left-pad",
+        "===1.3.1",
+        "takedowns",
+    )
+    assert block.reason == f"removed upstream (takedown {event.id})"
+    [entry] = await services.state.audit_log(limit=10)
+    assert (entry.action, entry.actor, entry.target) == ("block.create", "takedowns", block.id)
+    decision = services.policy.decide(policy.Subject("npm", "left-pad", "1.3.1"), OLD)
+    assert decision.verdict == policy.Verdict.BLOCKED
+
+
+async def test_a_worker_still_holding_the_old_copy_refuses_the_removed_version(
+    make_mirror: MakeClient, registry: FakeNpmRegistry, clock: FixedClock
+) -> None:
+    first = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
+    second = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url, MIRROR_CACHE_METADATA_TTL="1h")
+    for client in (first, second):
+        response = await client.get(TARBALL)
+        assert response.status == 200
+        await response.read()
+    registry.remove_version("left-pad", "1.3.1")
+    assert await refreshed(first, clock, "/npm/left-pad") == 200
+    # The second still holds the packument that lists 1.3.1 and the tarball's bytes; the
+    # block reaches it (here at once; a running worker polls the state).
+    await second.app[SERVICES].policy.reload()
+    refused = await second.get(TARBALL)
+    assert refused.status == 403
+    assert (await refused.json())["reason"] == "blocked"
+    assert len(await second.app[SERVICES].state.list_rules("block")) == 1
+
 
 async def test_a_second_mirror_on_the_same_state_records_no_second_event(
     make_mirror: MakeClient, registry: FakeNpmRegistry, hook: WebhookServer, clock: FixedClock
@@ -330,6 +363,13 @@ async def test_a_version_gone_from_maven_metadata_is_an_event(
     assert (event.package, event.version, event.kind) == ("org.example:lib", "1.1.0", "removed")
     assert [row.client for row in event.impact] == ["10.3.0.1"]
     assert count(services, "maven", "removed") == 1
+    # Maven asks for files by coordinates, not through the metadata: the block refuses them,
+    # cached or not.
+    for name in ("lib-1.1.0.jar", "lib-1.1.0.pom"):
+        refused = await client.get(f"/maven/{LIB}/1.1.0/{name}")
+        assert refused.status == 403
+        assert "removed upstream" in (await refused.json())["error"]
+    assert (await client.get(f"/maven/{LIB}/1.0.0/lib-1.0.0.jar")).status == 200
 
 
 # the webhook client alone ------------------------------------------------------------------
