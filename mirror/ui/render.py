@@ -50,6 +50,7 @@ NAVIGATION: Final = (
     ("explain", "Explain"),
     ("impact", "Impact"),
     ("audit", "Audit log"),
+    ("events", "Takedowns"),
 )
 
 
