@@ -336,6 +336,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.npm.routes", "mirror.ecosystems.maven.routes",
         "mirror.ecosystems.pypi.routes", "mirror.admin", "mirror.admin.parse",
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
+        "mirror.admin.events",
         "mirror.admin.warm",
         "mirror.admin.openapi", "mirror.app",
         # the dashboard (`/ui/`)
@@ -348,6 +349,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ui.pages.explain",
         "mirror.ui.pages.impact",
         "mirror.ui.pages.audit",
+        "mirror.ui.pages.events",
     ),
     (  # entry
         "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
