@@ -1,7 +1,7 @@
-"""The impact and audit reports as CSV for machines and spreadsheets, the one writer of both
-the CLI (`mirror impact --format csv`) and the dashboard's downloads: the columns, one flat
-record per row, and every cell made safe to open; and the few words both say of a risk
-signal (`signal_action`). Pure.
+"""The impact and audit reports and the takedown events as CSV for machines and spreadsheets,
+the one writer of both the CLI (`mirror impact --format csv`, `mirror events --csv`) and the
+dashboard's downloads: the columns, one flat record per row, and every cell made safe to
+open; and the few words both say of a risk signal (`signal_action`). Pure.
 
 A cell is text: unsafe characters escaped (`mirror.safetext`), and a value a spreadsheet
 would run as a formula (CSV injection) prefixed with `'`."""
@@ -24,6 +24,11 @@ DOWNLOAD_COLUMNS: Final = (
 )  # fmt: skip
 # The columns of an audit entry; `before` and `after` are the rule as JSON text.
 AUDIT_COLUMNS: Final = ("at", "actor", "client", "action", "target", "before", "after")
+# The columns of a takedown event, one row per event (who had it: the API's `impact`).
+EVENT_COLUMNS: Final = (
+    "detected_at", "kind", "ecosystem", "package", "version", "filename", "reason", "clients",
+    "downloads", "id",
+)  # fmt: skip
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection), some
 # also after leading blanks, and some locales also read their full-width forms; tab and
 # carriage return are escaped by `show()`, and the raw value is checked too.
@@ -123,3 +128,16 @@ def audit_line(entry: Mapping[str, Any]) -> str:
             rule_text(entry.get("after")),
         ]
     )
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """One takedown event (as the API answers it) as a CSV line of EVENT_COLUMNS."""
+    return csv_line([event.get(column) for column in EVENT_COLUMNS])
+
+
+def event_subject(event: Mapping[str, Any]) -> str:
+    """What was taken down, in a few words: the version, and on PyPI the file
+    (`1.0 evil_pkg-1.0.tar.gz`), every part through `show()`."""
+    version = show(event.get("version"))
+    filename = event.get("filename")
+    return f"{version} {show(filename)}" if filename else version

@@ -17,7 +17,7 @@ from mirror.admin.parse import (
     PREFIX,
 )
 from mirror.lockfiles.warming import MAX_KEPT_WARM_JOBS, MAX_WARM_PINS, MAX_WARM_WAIT, OUTCOMES
-from mirror.model import ECOSYSTEMS, RuleKind
+from mirror.model import ECOSYSTEMS, TAKEDOWN_KINDS, RuleKind
 
 OPENAPI_VERSION: Final = "3.1.0"
 SECURITY_SCHEME: Final = "adminToken"
@@ -336,6 +336,63 @@ def _schemas() -> dict[str, Any]:
                 "after": _nullable("object"),
             },
         },
+        "TakedownImpactRow": {
+            "type": "object",
+            "description": "One client that had downloaded what was taken down: its address, "
+            "read token (empty = none), CI system (empty = not CI), downloads, first and last.",
+            "required": ["client", "token", "ci", "count", "first_at", "last_at"],
+            "properties": {
+                "client": {"type": "string"},
+                "token": {"type": "string"},
+                "ci": {"type": "string"},
+                "count": {"type": "integer"},
+                "first_at": _TIME,
+                "last_at": _TIME,
+            },
+        },
+        "TakedownEvent": {
+            "type": "object",
+            "description": "The upstream stopped offering a version (on PyPI: one file, "
+            "`filename`) the mirror had listed: `removed` or `yanked` (`reason`: the yank's). "
+            "`impact`: who had downloaded it (a bounded number; `clients` and `downloads` "
+            "count them all).",
+            "required": [
+                "id",
+                "ecosystem",
+                "package",
+                "version",
+                "filename",
+                "kind",
+                "reason",
+                "detected_at",
+                "clients",
+                "downloads",
+                "impact",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "ecosystem": {"type": "string", "enum": list(ECOSYSTEMS)},
+                "package": {"type": "string"},
+                "version": {"type": "string"},
+                "filename": {"type": "string"},
+                "kind": {"type": "string", "enum": list(TAKEDOWN_KINDS)},
+                "reason": {"type": "string"},
+                "detected_at": _TIME,
+                "clients": {"type": "integer"},
+                "downloads": {"type": "integer"},
+                "impact": {"type": "array", "items": _ref("TakedownImpactRow")},
+            },
+        },
+        "EventsPage": {
+            "type": "object",
+            "description": "Takedown events, newest first. `next`: pass it as `after` for "
+            "the next page (null on the last).",
+            "required": ["events", "next"],
+            "properties": {
+                "events": {"type": "array", "items": _ref("TakedownEvent")},
+                "next": _nullable("string"),
+            },
+        },
         "AuditPage": {
             "type": "object",
             "description": "Changes, newest first. `pruned_before`: entries older than this "
@@ -439,6 +496,9 @@ _ANSWERS: Final = (
     "Explanation",
     "RiskSignal",
     "AuditEntry",
+    "TakedownImpactRow",
+    "TakedownEvent",
+    "EventsPage",
     "AuditPage",
     "PreflightReport",
 )
@@ -627,7 +687,11 @@ def _rule_paths(kind: RuleKind, collection: str) -> dict[str, Any]:
 
 
 def _query_paths(
-    *, max_impact_limit: int, max_audit_limit: int, max_preflight_pins: int
+    *,
+    max_impact_limit: int,
+    max_audit_limit: int,
+    max_events_limit: int,
+    max_preflight_pins: int,
 ) -> dict[str, Any]:
     time_text = "ISO 8601, a date (midnight UTC) or a duration back from now (`7d`)"
     cursor = _query("cursor", "`next_cursor` of the previous page, unchanged")
@@ -691,6 +755,28 @@ def _query_paths(
                 ],
                 "responses": {
                     "200": _json(_ref("AuditPage"), "one page"),
+                    **_errors("400", *_AUTH_ERRORS),
+                },
+            }
+        },
+        f"{PREFIX}/events": {
+            "get": {
+                "operationId": "events",
+                "tags": ["queries"],
+                "summary": "Takedown events: what the upstream removed or yanked, and who had it",
+                "description": f"Newest first. {_IMPACT_PROTECTION}",
+                "security": _security(always=False),
+                "parameters": [
+                    _query("ecosystem", "only this ecosystem's", **_ECOSYSTEM_QUERY),
+                    _query("package", "only this package (needs `ecosystem`)"),
+                    _query("since", f"detected since: {time_text}"),
+                    _query(
+                        "limit", f"events per page, 1 to {max_events_limit}", pattern="^[0-9]+$"
+                    ),
+                    _query("after", "`next` of the previous page, unchanged"),
+                ],
+                "responses": {
+                    "200": _json(_ref("EventsPage"), "one page"),
                     **_errors("400", *_AUTH_ERRORS),
                 },
             }
@@ -886,7 +972,11 @@ def _warm_paths() -> dict[str, Any]:
 
 
 def openapi_document(
-    *, max_impact_limit: int, max_audit_limit: int, max_preflight_pins: int
+    *,
+    max_impact_limit: int,
+    max_audit_limit: int,
+    max_events_limit: int,
+    max_preflight_pins: int,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every `/api/v1/` route; the bounds the handlers enforce
     are passed in by the route module that owns them."""
@@ -897,6 +987,7 @@ def openapi_document(
         _query_paths(
             max_impact_limit=max_impact_limit,
             max_audit_limit=max_audit_limit,
+            max_events_limit=max_events_limit,
             max_preflight_pins=max_preflight_pins,
         )
     )
@@ -906,9 +997,10 @@ def openapi_document(
         "info": {
             "title": "quarantine-mirror admin API",
             "version": __version__,
-            "description": "Blocks, exemptions and freezes; explain, impact, audit and "
-            "preflight. Writes and the audit log always need an admin token (bearer); "
-            "reads are open unless `admin.protect_reads`; impact needs a token unless "
+            "description": "Blocks, exemptions and freezes; explain, impact, audit, takedown "
+            "events and preflight. Writes and the audit log always need an admin token "
+            "(bearer); reads are open unless `admin.protect_reads`; impact and takedown events "
+            "need a token unless "
             "`admin.open_impact`. Every error answers the `Error` body.",
         },
         "paths": paths,

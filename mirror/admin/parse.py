@@ -461,3 +461,93 @@ def split_subject(ecosystem: str, text: str) -> tuple[str, str]:
     if not package.strip() or not version.strip():
         raise BadRequest(f"both a package and a version are needed, got {text!r}")
     return package.strip(), version.strip()
+
+
+# The takedown events' filters, in the order their links write them.
+EVENT_FILTERS: Final = ("ecosystem", "package", "since")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRequest:
+    """A page of takedown events asked for: the filters as given (`texts`, for the next
+    page's link), the ecosystem and package (its canonical name) resolved, `since` resolved
+    once (on the first page; it travels in the cursor so every page counts from the same
+    moment), where the page starts ((detected_at, id) of the previous page's last event) and
+    how many events it holds at most."""
+
+    texts: Mapping[str, str]
+    ecosystem: str | None
+    package: str | None
+    since: datetime | None
+    after: tuple[datetime, str] | None
+    limit: int
+
+    @property
+    def fingerprint(self) -> str:
+        """Ties a cursor to its filters: a cursor from another query is refused, not misread."""
+        text = "\n".join(self.texts.get(field, "") for field in EVENT_FILTERS)
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def encode_event_cursor(asked: EventsRequest, detected_at: datetime, event_id: str) -> str:
+    """The opaque cursor of the page after the event (`detected_at`, `event_id`)."""
+    since = None if asked.since is None else asked.since.isoformat()
+    document = {"q": asked.fingerprint, "s": since, "t": detected_at.isoformat(), "i": event_id}
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_event_cursor(text: str, fingerprint: str) -> tuple[datetime | None, datetime, str]:
+    """The `since` and position a cursor stands for; 400 naming `after` for anything this
+    mirror did not issue for these filters."""
+    refused = BadRequest(
+        "after: not a cursor of this query; pass `next` from the previous answer unchanged, "
+        "with the same ecosystem, package and since",
+        field="after",
+    )
+    if len(text) > MAX_CURSOR_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise refused
+    try:
+        document = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        since_text, at_text, event_id = document["s"], document["t"], document["i"]
+        since = None if since_text is None else datetime.fromisoformat(since_text)
+        at = datetime.fromisoformat(at_text)
+        valid = document["q"] == fingerprint and isinstance(event_id, str)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise refused from None
+    for moment in (since, at):
+        if moment is not None and (
+            moment.tzinfo is None or not EARLIEST_TIME <= moment <= LATEST_TIME
+        ):
+            valid = False
+    if not valid:
+        raise refused
+    return since, at, event_id
+
+
+def events_request(
+    params: Mapping[str, str], *, now: datetime, default_limit: int, max_limit: int
+) -> EventsRequest:
+    """The page of takedown events `params` ask for (`ecosystem`, `package`, `since`,
+    `limit`, `after`): the admin API's and the dashboard's one reading of them. A package
+    is named in its ecosystem's canonical form (PEP 503 on PyPI), so it needs the ecosystem."""
+    limit = parse_limit(params.get("limit"), default=default_limit, maximum=max_limit)
+    texts = {field: value for field in EVENT_FILTERS if (value := query_text(params, field))}
+    ecosystem = ecosystem_param(texts["ecosystem"]) if "ecosystem" in texts else None
+    package = None
+    if "package" in texts:
+        if ecosystem is None:
+            raise BadRequest(
+                "ecosystem: required with package (names are compared the ecosystem's way)",
+                field="ecosystem",
+            )
+        package = versions.normalize_package(ecosystem, texts["package"])
+    asked = EventsRequest(texts, ecosystem, package, None, None, limit)
+    cursor_text = query_text(params, "after")
+    if cursor_text:
+        since, at, event_id = _decode_event_cursor(cursor_text, asked.fingerprint)
+        return EventsRequest(texts, ecosystem, package, since, (at, event_id), limit)
+    if "since" in texts:
+        since = parse_time(texts["since"], field="since", now=now, future=False)
+        return EventsRequest(texts, ecosystem, package, since, None, limit)
+    return asked

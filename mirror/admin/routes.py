@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mirror.admin import auth
 from mirror.admin.auth import Caller
+from mirror.admin.events import DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT, events_answer
 from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, MAX_IMPACT_LIMIT, impact_page
 from mirror.admin.openapi import openapi_document
 from mirror.admin.parse import (
@@ -23,6 +24,7 @@ from mirror.admin.parse import (
     AuditRequest,
     audit_request,
     ecosystem_param,
+    events_request,
     impact_request,
     parse_body,
     query_text,
@@ -79,6 +81,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{PREFIX}/explain", explain_view, allow_head=False),
         web.get(f"{PREFIX}/impact", impact_view, allow_head=False),
         web.get(f"{PREFIX}/audit", audit_view, allow_head=False),
+        web.get(f"{PREFIX}/events", events_view, allow_head=False),
         web.post(f"{PREFIX}/preflight", preflight_view),
         web.post(f"{PREFIX}/warm", warm_view),
         web.get(f"{PREFIX}/warm/{{id}}", warm_status_view, allow_head=False),
@@ -409,6 +412,7 @@ async def openapi_view(request: web.Request) -> web.StreamResponse:
     document = openapi_document(
         max_impact_limit=MAX_IMPACT_LIMIT,
         max_audit_limit=MAX_AUDIT_LIMIT,
+        max_events_limit=MAX_EVENTS_LIMIT,
         max_preflight_pins=MAX_PREFLIGHT_PINS,
     )
     return web.json_response(document, headers={"Cache-Control": "no-cache"})
@@ -445,6 +449,21 @@ async def impact_view(request: web.Request) -> web.StreamResponse:
     )
     answer = await impact_page(services, asked.query, limit=asked.limit, cursor=asked.cursor)
     return web.json_response(answer)
+
+
+async def events_view(request: web.Request) -> web.StreamResponse:
+    """Takedown events, newest first, filtered by `ecosystem`, `package` and `since`, paged
+    by `after` (the previous answer's `next`). They name client addresses: guarded as impact
+    reports are."""
+    _impact_guard(request)
+    services = _services(request)
+    asked = events_request(
+        request.query,
+        now=services.clock.now(),
+        default_limit=DEFAULT_EVENTS_LIMIT,
+        max_limit=MAX_EVENTS_LIMIT,
+    )
+    return web.json_response(await events_answer(services, asked))
 
 
 async def audit_view(request: web.Request) -> web.StreamResponse:

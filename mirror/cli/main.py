@@ -249,6 +249,15 @@ def _add_admin_parsers(commands: Any) -> None:
     audit.add_argument("--cursor", help="the page to show (printed after the previous one)")
     audit.set_defaults(run=run(queries.audit))
 
+    events = add("events", "takedown events: what the upstream removed or yanked, and who had it")
+    events.add_argument("--ecosystem", choices=ECOSYSTEMS)
+    events.add_argument("--package", help="only this package (needs --ecosystem)")
+    events.add_argument("--since", help=f"only events detected since; {TIME_HELP}")
+    events.add_argument("--limit", type=int, help="events (1-500, default 100)")
+    events.add_argument("--after", help="the page to show (printed after the previous one)")
+    events.add_argument("--csv", action="store_true", help="print the events as CSV")
+    events.set_defaults(run=run(queries.events))
+
 
 def _state_command(args: argparse.Namespace, environ: dict[str, str]) -> int:
     # The state backends are loaded only for `mirror state`, not for every command.

@@ -1,4 +1,5 @@
-"""`mirror explain`, `mirror impact` and `mirror audit`: questions to the API."""
+"""`mirror explain`, `mirror impact`, `mirror audit` and `mirror events`: questions to the
+API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any, Final
 
 from mirror.admin import parse
 from mirror.cli.client import AdminError, Endpoint, UsageError, call, expect, unexpected
-from mirror.cli.tables import audit_text, explain_text, impact_csv, impact_json, impact_text
+from mirror.cli.tables import (
+    audit_text,
+    events_csv,
+    events_text,
+    explain_text,
+    impact_csv,
+    impact_json,
+    impact_text,
+)
 from mirror.errors import BadRequest
 
 
@@ -122,3 +131,19 @@ def audit(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
     answer = call(endpoint, "GET", "/audit", query=query)
     expect(answer, "mirror audit", entries=list)
     return answer, audit_text
+
+
+def events(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Any, Any]:
+    """One page of takedown events: a table, `--json` as the API answers it, or `--csv`."""
+    if args.csv and args.json:
+        raise UsageError("--json and --csv print the same page two ways: choose one")
+    query = {
+        "ecosystem": args.ecosystem,
+        "package": args.package,
+        "since": args.since,
+        "limit": None if args.limit is None else str(args.limit),
+        "after": args.after,
+    }
+    answer = call(endpoint, "GET", "/events", query=query)
+    expect(answer, "mirror events", events=list)
+    return answer, events_csv if args.csv else events_text

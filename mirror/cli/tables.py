@@ -12,7 +12,15 @@ from typing import Any, Final
 # The CSV rows and cells are the dashboard's too: one writer, in the pure layer (re-exported
 # here for the commands that print them).
 from mirror.reportcells import DOWNLOAD_COLUMNS as DOWNLOAD_COLUMNS
-from mirror.reportcells import audit_summary, download_record, signal_action
+from mirror.reportcells import (
+    EVENT_COLUMNS,
+    audit_summary,
+    csv_line,
+    download_record,
+    event_line,
+    event_subject,
+    signal_action,
+)
 from mirror.reportcells import impact_csv as impact_csv
 from mirror.reportcells import show as show
 
@@ -284,3 +292,37 @@ def audit_text(answer: Mapping[str, Any]) -> str:
         cursor = shlex.quote(show(answer["next_cursor"]))
         lines.append(f"older entries: mirror audit --cursor {cursor} (with the same filters)")
     return "\n".join(lines)
+
+
+def _event_kind(event: Mapping[str, Any]) -> str:
+    reason = event.get("reason")
+    return f"{event['kind']} ({reason})" if reason else str(event["kind"])
+
+
+def events_text(answer: Mapping[str, Any]) -> str:
+    """The takedown events of one page, newest first, then where older ones are."""
+    rows = [
+        (
+            e["detected_at"],
+            _event_kind(e),
+            e["ecosystem"],
+            e["package"],
+            event_subject(e),
+            e["clients"],
+            e["downloads"],
+        )
+        for e in answer["events"]
+    ]
+    headers = ("WHEN", "KIND", "ECOSYSTEM", "PACKAGE", "VERSION/FILE", "CLIENTS", "DOWNLOADS")
+    lines = [format_table(headers, rows) if rows else "no matching takedown events"]
+    if answer.get("next"):
+        cursor = shlex.quote(show(answer["next"]))
+        lines.append(f"older events: mirror events --after {cursor} (with the same filters)")
+    return "\n".join(lines)
+
+
+def events_csv(answer: Mapping[str, Any]) -> Iterator[str]:
+    """A header, then one line per event of the page (cells safe to open, `reportcells`)."""
+    yield csv_line(EVENT_COLUMNS)
+    for event in answer["events"]:
+        yield event_line(event)

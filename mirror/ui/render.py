@@ -51,6 +51,7 @@ NAVIGATION: Final = (
     ("explain", "Explain"),
     ("impact", "Impact"),
     ("audit", "Audit log"),
+    ("events", "Takedowns"),
 )
 
 

@@ -17,7 +17,7 @@ from mirror.safetext import escape
 from mirror.services import SERVICES
 from mirror.ui import guard, render
 from mirror.ui import session as sessions
-from mirror.ui.pages import audit, explain, impact, overview, queue, review, rules
+from mirror.ui.pages import audit, events, explain, impact, overview, queue, review, rules
 
 log = logging.getLogger("mirror.ui")
 
@@ -33,6 +33,7 @@ PAGES: Final[Sequence[Callable[[], list[web.RouteDef]]]] = (
     explain.routes,
     impact.routes,
     audit.routes,
+    events.routes,
 )
 
 

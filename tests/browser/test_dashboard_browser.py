@@ -24,12 +24,14 @@ NAV_LINKS = (
     "Explain",
     "Impact",
     "Audit log",
+    "Takedowns",
 )
 NAV_PAGES = {
     "queue": "/ui/queue",
     "rules": "/ui/rules",
     "impact": "/ui/impact",
     "audit": "/ui/audit",
+    "events": "/ui/events",
 }
 
 

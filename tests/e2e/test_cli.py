@@ -22,6 +22,10 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from mirror.cli import client, queries, tables
+from mirror.config import load_config
+from mirror.model import ImpactRow
+from mirror.state import create_state
+from mirror.takedowns import Takedown, event_of
 from tests.conftest import empty_redis_db, free_port
 from tests.e2e.conftest import RunningMirror, StartMirror
 from tests.fakes.npm import FakeNpmRegistry
@@ -456,6 +460,81 @@ async def test_impact_prints_where_the_next_page_is(cli: Cli) -> None:
     assert "needs an admin token" in anonymous.err
 
 
+async def record_takedowns(data_dir: Path, *found: tuple[str, str, Takedown, datetime]) -> None:
+    """Record takedown events in the state of the running mirror at `data_dir` (the SQLite file
+    its workers share), as its takedown watcher would: each downloaded by one CI client."""
+    config = load_config(None, {"MIRROR_DATA_DIR": str(data_dir), "MIRROR_MAVEN_UPSTREAM": "off"})
+    state = create_state(config)
+    await state.open()
+    try:
+        for ecosystem, package, takedown, at in found:
+            row = ImpactRow(
+                client="10.1.2.3", token="ci", ci="jenkins", count=4,
+                first_at=at - timedelta(days=1), last_at=at - timedelta(hours=1),
+            )  # fmt: skip
+            event = event_of(ecosystem, package, takedown, at, (row,), clients=1, downloads=4)
+            assert await state.add_event(event)
+    finally:
+        await state.close()
+
+
+async def test_events_table_json_csv_and_paging(cli: Cli) -> None:
+    now = datetime.now(UTC)
+    await record_takedowns(
+        cli.mirror.data_dir,
+        ("npm", "@evil/pkg", Takedown("2.0.0", "", "removed"), now - timedelta(hours=2)),
+        ("npm", "left-pad", Takedown("1.4.0", "", "removed"), now - timedelta(hours=1)),
+        (
+            "pypi",
+            "evil-pkg",
+            Takedown("1.0", "evil_pkg-1.0.tar.gz", "yanked", "=cmd|' /C calc'!A0"),
+            now - timedelta(minutes=5),
+        ),
+        ("npm", "left-pad", Takedown("0.1.0", "", "removed"), now - timedelta(days=30)),
+    )
+    table = await cli("events", "--since", "7d")
+    assert table.code == 0, table.err
+    header, *rows = table.out.splitlines()
+    assert header.split() == [
+        "WHEN", "KIND", "ECOSYSTEM", "PACKAGE", "VERSION/FILE", "CLIENTS", "DOWNLOADS",
+    ]  # fmt: skip
+    assert len(rows) == 3  # the month-old one is older than --since
+    assert "yanked (=cmd|' /C calc'!A0)" in rows[0]
+    assert "1.0 evil_pkg-1.0.tar.gz" in rows[0]
+    assert rows[1].split()[2:] == ["npm", "left-pad", "1.4.0", "1", "4"]
+
+    only = (await cli("events", "--ecosystem", "pypi", "--package", "Evil_Pkg", "--json")).json()
+    (event,) = only["events"]
+    assert event["impact"][0]["client"] == "10.1.2.3"
+    assert only["next"] is None
+
+    as_csv = await cli("events", "--ecosystem", "npm", "--csv")
+    assert as_csv.code == 0, as_csv.err
+    head, *lines = list(csv.reader(io.StringIO(as_csv.out)))
+    assert head == ["detected_at", "kind", "ecosystem", "package", "version", "filename",
+                    "reason", "clients", "downloads", "id"]  # fmt: skip
+    # A scoped name would start a formula in a spreadsheet: written as text.
+    assert [line[3] for line in lines] == ["left-pad", "'@evil/pkg", "left-pad"]
+    yanked = await cli("events", "--ecosystem", "pypi", "--csv")
+    assert list(csv.reader(io.StringIO(yanked.out)))[1][6] == "'=cmd|' /C calc'!A0"
+
+    paged = await cli("events", "--limit", "2")
+    hint = paged.out.splitlines()[-1]
+    assert hint.startswith("older events: mirror events --after ")
+    cursor = hint.split("--after ")[1].split()[0]
+    rest = (await cli("events", "--limit", "2", "--after", cursor, "--json")).json()
+    assert [e["version"] for e in rest["events"]] == ["2.0.0", "0.1.0"]
+
+    refused = await cli("events", "--after", "nonsense")
+    assert refused.code == 1
+    assert "after: not a cursor" in refused.err
+    assert (await cli("events", "--package", "left-pad")).code == 1  # needs --ecosystem
+    assert (await cli("events", "--csv", "--json")).code == 2
+    anonymous = await cli("events", token=None)
+    assert anonymous.code == 1
+    assert "needs an admin token" in anonymous.err
+
+
 REDIS_DB = 11  # a database of its own in the session's redis-server, flushed per test
 SCOPED = ("@evil/a", "@evil/b", "@evil/c")
 FORMULA_AGENT = '=HYPERLINK("http://127.0.0.1/x","y"), npm/10'
@@ -717,6 +796,13 @@ def hostile_answer(path: str) -> Any:
             "target": HOSTILE, "before": None, "after": rule,
         }  # fmt: skip
         return {"entries": [entry], "pruned_before": HOSTILE, "next_cursor": HOSTILE}
+    if path.endswith("/events"):
+        event = {
+            "id": HOSTILE, "ecosystem": HOSTILE, "package": HOSTILE, "version": HOSTILE,
+            "filename": HOSTILE, "kind": HOSTILE, "reason": HOSTILE, "detected_at": HOSTILE,
+            "clients": HOSTILE, "downloads": HOSTILE, "impact": [],
+        }  # fmt: skip
+        return {"events": [event], "next": HOSTILE}
     return {
         "blocks": [rule], "exemptions": [rule], "freezes": [rule], "block": rule,
         "exemption": rule, "freeze": rule, "warning": HOSTILE, "deleted": rule,
@@ -751,7 +837,7 @@ async def test_no_answer_text_reaches_the_terminal_raw(
         ("exempt", "npm", "left-pad", "1.0.0", "--reason", "x"),
         ("freeze", "npm", "--published-after", "1d", "--until", "1d", "--reason", "x"),
         ("preflight", str(lockfile)), ("import-osv", str(advisory)),
-        ("import-osv", str(advisory), "--dry-run"),
+        ("import-osv", str(advisory), "--dry-run"), ("events",), ("events", "--csv"),
     ):  # fmt: skip
         result = await cli(*args, url=url)
         assert "Traceback" not in result.err, (args, result.err)

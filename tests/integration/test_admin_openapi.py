@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from mirror.model import ImpactRow, TakedownEvent
 from mirror.services import SERVICES
+from mirror.takedowns import Takedown, event_of
 from tests.fakes.npm import FakeNpmRegistry
 from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
@@ -310,6 +312,11 @@ async def test_every_operation_answers_what_it_documents(make_mirror: MakeClient
     )
     assert impact["downloads"]
     assert impact["identities"]  # validated too: a real total, not an empty list
+    for minutes in (1, 2):  # two takedown events, so that a page of one has a next
+        await state.add_event(a_takedown(f"1.0.{minutes}", NOW - timedelta(minutes=minutes)))
+    events = await check(f"{PREFIX}/events", "GET", f"{PREFIX}/events?ecosystem=npm&limit=1", 200)
+    assert events["events"][0]["impact"]  # validated too: a real row, not an empty list
+    assert events["next"]
     audit = await check(f"{PREFIX}/audit", "GET", f"{PREFIX}/audit?limit=2", 200)
     assert audit["entries"]
     assert audit["next"]
@@ -329,6 +336,12 @@ async def test_every_operation_answers_what_it_documents(make_mirror: MakeClient
         await check(item, "DELETE", f"{base}/{rule['id']}", 200)
     await check(f"{PREFIX}/openapi.json", "GET", f"{PREFIX}/openapi.json", 200)
     assert answered == set(operations(document))
+
+
+def a_takedown(version: str, detected_at: datetime) -> TakedownEvent:
+    row = ImpactRow(client="10.0.0.7", token="", ci="", count=2, first_at=OLD, last_at=detected_at)
+    found = Takedown(version=version, filename="", kind="removed")
+    return event_of("npm", "left-pad", found, detected_at, (row,), clients=1, downloads=2)
 
 
 async def check_warm(check: Any, lock: dict[str, Any]) -> None:
@@ -370,6 +383,11 @@ async def test_errors_answer_the_documented_error_body(client: Client) -> None:
     audit = f"{PREFIX}/audit"
     await check_answer(client, document, audit, "GET", audit, 401)
     await check_answer(client, document, audit, "GET", f"{audit}?limit=0", 400, headers=AUTH)
+    events = f"{PREFIX}/events"
+    await check_answer(client, document, events, "GET", events, 401)
+    bad = f"{events}?after=not-a-cursor"
+    refused = await check_answer(client, document, events, "GET", bad, 400, headers=AUTH)
+    assert refused["field"] == "after"
     item = f"{PREFIX}/freezes/{{id}}"
     await check_answer(
         client, document, item, "DELETE", f"{PREFIX}/freezes/f-000000000000", 404, headers=AUTH
@@ -383,5 +401,8 @@ async def test_the_documented_security_is_what_the_mirror_enforces(client: Clien
     for (method, path), operation in operations(document).items():
         url = path.replace("{id}", "b-000000000000")
         response = await client.request(method, url)
-        needs_token = {} not in operation["security"] or path == f"{PREFIX}/impact"
+        needs_token = {} not in operation["security"] or path in (
+            f"{PREFIX}/impact",
+            f"{PREFIX}/events",
+        )
         assert (response.status == 401) == needs_token, (method, path, response.status)

@@ -343,6 +343,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ecosystems.npm.routes", "mirror.ecosystems.maven.routes",
         "mirror.ecosystems.pypi.routes", "mirror.admin", "mirror.admin.parse",
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
+        "mirror.admin.events",
         "mirror.admin.warm",
         "mirror.admin.openapi", "mirror.app",
         # the dashboard (`/ui/`)
@@ -355,6 +356,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.ui.pages.explain",
         "mirror.ui.pages.impact",
         "mirror.ui.pages.audit",
+        "mirror.ui.pages.events",
     ),
     (  # entry
         "mirror.cli", "mirror.cli.main", "mirror.cli.serve", "mirror.cli.settings",
