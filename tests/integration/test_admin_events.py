@@ -14,33 +14,39 @@ import pytest
 from mirror.model import ImpactRow, TakedownKind
 from mirror.services import SERVICES
 from mirror.takedowns import Takedown, event_of
-from tests.conftest import empty_redis_db
+from tests.conftest import wait_until
 from tests.integration.conftest import NOW, Client, MakeClient
 
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
 PATH = "/api/v1/events"
-REDIS_DB = 12  # a database of its own in the session's redis-server, flushed per test
 
 
 def auth(token: str = ADMIN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(params=["local"])  # Redis: see the report (a second Redis-backed app hangs)
-async def make_mirror(
-    request: pytest.FixtureRequest, make_mirror: MakeClient, redis_url: str
-) -> MakeClient:
-    """Mirrors with an admin and a read-only token, on the SQLite state, then on Redis."""
+@pytest.fixture(params=["local", "redis"])
+async def make_mirror(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
+    """Mirrors with an admin and a read-only token, on the SQLite state, then on Redis.
+    A Redis of the test's own: events of other tests never show."""
     backend: dict[str, str] = {}
     if request.param == "redis":
-        backend["MIRROR_REDIS_URL"] = await empty_redis_db(redis_url, REDIS_DB)
-    return partial(
+        _, backend["MIRROR_REDIS_URL"] = request.getfixturevalue("stoppable_redis")
+    started = partial(
         make_mirror,
         MIRROR_ADMIN_TOKENS=f"ops:{ADMIN}",
         MIRROR_ADMIN_READ_TOKENS=f"auditor:{READER}",
         **backend,
     )
+
+    async def make(**overrides: str) -> Client:
+        client = await started(**overrides)
+        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
+        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
+        return client
+
+    return make
 
 
 async def record(

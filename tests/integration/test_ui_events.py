@@ -17,13 +17,12 @@ import pytest
 from mirror.model import ImpactRow
 from mirror.services import SERVICES
 from mirror.takedowns import Takedown, event_of
-from tests.conftest import empty_redis_db
+from tests.conftest import wait_until
 from tests.integration.conftest import NOW, Client, MakeClient
 from tests.integration.dashboard import DASHBOARD_TOKENS, READER, log_in, page
 
 HOSTILE_NAME = "@evil/<script>alert(1)</script>"
 HOSTILE_REASON = '<img src=x onerror="alert(2)"> =HYPERLINK("http://127.0.0.1/x")'
-REDIS_DB = 13  # a database of its own in the session's redis-server, flushed per test
 
 
 @pytest.fixture
@@ -31,15 +30,22 @@ def make_mirror(make_mirror: MakeClient) -> MakeClient:
     return partial(make_mirror, **DASHBOARD_TOKENS)
 
 
-@pytest.fixture(params=["local"])  # Redis: see the report (a second Redis-backed app hangs)
-async def on_each_backend(
-    request: pytest.FixtureRequest, make_mirror: MakeClient, redis_url: str
-) -> MakeClient:
-    """Dashboard mirrors on the SQLite state, then on Redis."""
+@pytest.fixture(params=["local", "redis"])
+async def on_each_backend(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
+    """Dashboard mirrors on the SQLite state, then on Redis.
+    A Redis of the test's own: events of other tests never show."""
     backend: dict[str, str] = {}
     if request.param == "redis":
-        backend["MIRROR_REDIS_URL"] = await empty_redis_db(redis_url, REDIS_DB)
-    return partial(make_mirror, **backend)
+        _, backend["MIRROR_REDIS_URL"] = request.getfixturevalue("stoppable_redis")
+    started = partial(make_mirror, **backend)
+
+    async def make(**overrides: str) -> Client:
+        client = await started(**overrides)
+        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
+        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
+        return client
+
+    return make
 
 
 async def record(
