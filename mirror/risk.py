@@ -30,6 +30,14 @@ GLOB_CHARACTERS: Final = frozenset("*?[")
 # A signal's sentence is bounded (it is upstream-derived text: a publisher's name, a script).
 DETAIL_CHARS: Final = 200
 _ACTION_STRENGTH: Final[Mapping[RiskAction, int]] = {"note": 0, "extend": 1, "hold": 2}
+# A version is compared with its package's established releases: those published at least
+# this long before it (the newest of them is its baseline; a package's first release is the
+# baseline when none is that old). Not the release just before it: an attacker would publish a
+# decoy first (a postinstall, no provenance, their own account; held by the signal) and the
+# payload a minute later, which would then look like its predecessor. Longer than the default
+# 14-day extension, so a decoy held by a signal is never the baseline of a release published
+# while it is held.
+BASELINE_AGE: Final = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)

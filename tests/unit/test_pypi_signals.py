@@ -49,14 +49,14 @@ def test_a_release_without_provenance_after_one_with_it_is_signalled_file_by_fil
     assert set(found) == {"requests-2.32.4-py3-none-any.whl"}
 
 
-def test_the_previous_release_is_by_first_upload_not_by_version() -> None:
+def test_the_baseline_is_by_first_upload_not_by_version() -> None:
     # 1.0.1 (a backport) was uploaded after 2.0 with provenance; 2.0 had none: 1.0.1 is
-    # compared with 2.0 and 2.1 with 1.0.1.
+    # compared with 2.0 and 2.1 with 1.0.1 (each the newest release BASELINE_AGE older).
     found = file_signals(
         [
-            facts("demo-1.0.tar.gz", NOW - 30 * DAY, provenance=True),
-            facts("demo-2.0.tar.gz", NOW - 20 * DAY, provenance=False),
-            facts("demo-1.0.1.tar.gz", NOW - 10 * DAY, provenance=True),
+            facts("demo-1.0.tar.gz", NOW - 130 * DAY, provenance=True),
+            facts("demo-2.0.tar.gz", NOW - 90 * DAY, provenance=False),
+            facts("demo-1.0.1.tar.gz", NOW - 50 * DAY, provenance=True),
             facts("demo-2.1.tar.gz", NOW - DAY, provenance=False),
         ]
     )
@@ -65,6 +65,49 @@ def test_the_previous_release_is_by_first_upload_not_by_version() -> None:
         ("provenance-dropped", "demo-2.1.tar.gz has no provenance (PEP 740); 1.0.1 had it")
     ]
     assert "demo-1.0.1.tar.gz" not in found
+
+
+def test_two_releases_in_a_row_without_provenance_are_both_signalled() -> None:
+    """The decoy (2.32.4, held by the signal) is no baseline for the payload a minute later:
+    both are compared with 2.32.3, the newest release uploaded BASELINE_AGE before them."""
+    found = file_signals(
+        [
+            facts("requests-2.32.2.tar.gz", NOW - 90 * DAY),
+            facts("requests-2.32.3.tar.gz", NOW - 40 * DAY),
+            facts("requests-2.32.4.tar.gz", NOW - DAY, provenance=False),
+            facts("requests-2.32.5.tar.gz", NOW - DAY + timedelta(minutes=1), provenance=False),
+        ]
+    )
+    assert named(found, "requests-2.32.5.tar.gz") == [
+        ("provenance-dropped", "requests-2.32.5.tar.gz has no provenance (PEP 740); 2.32.3 had it")
+    ]
+    assert [name for name, _ in named(found, "requests-2.32.4.tar.gz")] == ["provenance-dropped"]
+
+
+def test_a_prerelease_decoy_without_provenance_is_no_baseline() -> None:
+    """A prerelease nobody installs, uploaded first without provenance, does not clear the
+    final release after it; with no release BASELINE_AGE older, the first release is the
+    baseline."""
+    found = file_signals(
+        [
+            facts("demo-1.0.tar.gz", NOW - 20 * DAY),
+            facts("demo-1.1b1.tar.gz", NOW - 2 * DAY, provenance=False),
+            facts("demo-1.1.tar.gz", NOW - DAY, provenance=False),
+        ]
+    )
+    assert named(found, "demo-1.1.tar.gz") == [
+        ("provenance-dropped", "demo-1.1.tar.gz has no provenance (PEP 740); 1.0 had it")
+    ]
+    assert "demo-1.1b1.tar.gz" in found
+    # Once the decoy is BASELINE_AGE old it is the baseline: a later release is compared with it.
+    later = file_signals(
+        [
+            facts("demo-1.0.tar.gz", NOW - 90 * DAY),
+            facts("demo-1.1b1.tar.gz", NOW - 60 * DAY, provenance=False),
+            facts("demo-1.1.tar.gz", NOW - DAY, provenance=False),
+        ]
+    )
+    assert set(later) == {"demo-1.1b1.tar.gz"}
 
 
 def test_unknown_provenance_and_untimed_files_are_no_basis() -> None:
@@ -192,7 +235,8 @@ def test_html_data_provenance_attribute_is_read_as_presence() -> None:
     ).encode()
     page = simple.parse_project_page(raw, "demo", UPSTREAM, HOSTS)
     assert [item.provenance for item in page.files] == [True, False, False]
-    assert set(page.signals) == {"demo-1.1.tar.gz"}
+    # 1.2 is compared with 1.0 (the first release; none is BASELINE_AGE older), not with 1.1.
+    assert set(page.signals) == {"demo-1.1.tar.gz", "demo-1.2.tar.gz"}
     assert b"provenance" not in simple.render_html(
         page, simple.filter_page(page, rules(), NOW), BASE
     )

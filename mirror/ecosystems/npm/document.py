@@ -85,7 +85,7 @@ class Packument:
     signals: Mapping[str, tuple[Signal, ...]]
 
     def signals_of(self, version: str) -> tuple[Signal, ...]:
-        """The risk signals `version` shows against the package's previous releases."""
+        """The risk signals `version` shows against the package's established releases."""
         return self.signals.get(version, ())
 
     def version_of_file(self, file: str) -> str | None:

@@ -1,9 +1,11 @@
 """npm risk signals, pure: what each version of a packument does differently from the
-package's own previous release (README "Risk signals and takedowns").
+package's own established releases (README "Risk signals and takedowns").
 
-The previous release of a version is the one published most recently before it, by the
-packument's `time`; a version without a publish time has none and is no basis for another
-(the clock cannot place it). The first release shows no signal. Computed once per parsed
+A version's established releases are those published at least `risk.BASELINE_AGE` before it
+by the packument's `time`, and its baseline is the newest of them (the package's first
+release when none is that old): never simply the release just before it, which an attacker
+publishes as a decoy. A version without a publish time is neither judged nor a basis for
+another (the clock cannot place it). The first release shows no signal. Computed once per parsed
 packument (`document.parse_packument`), never per request; only versions that show a
 signal are kept.
 
@@ -14,12 +16,12 @@ into a signal's sentence."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
 from mirror import safetext, versions
-from mirror.risk import Signal
+from mirror.risk import BASELINE_AGE, Signal
 
 # The scripts npm runs when it installs a package (npm docs, "scripts": life cycle).
 INSTALL_SCRIPTS: Final = ("preinstall", "install", "postinstall")
@@ -73,44 +75,70 @@ class Release:
 
 def compute(package: str, releases: Iterable[Release]) -> dict[str, tuple[Signal, ...]]:
     """The signals of every release of `package` that shows one, by version, each against
-    the release published just before it (and, for a publisher or a major, every earlier
-    one)."""
+    the package's established releases (`risk.BASELINE_AGE`): scripts and provenance against
+    its baseline (the newest of them), a publisher against all of them, a major against the
+    highest of them, and a dormant gap ending after the baseline."""
     timed = sorted(
         (release for release in releases if release.published_at is not None),
         key=lambda release: (release.published_at, versions.sort_key("npm", release.version)),
     )
     found: dict[str, tuple[Signal, ...]] = {}
-    publishers: set[str] = set()
-    last_publisher: Release | None = None  # the latest earlier release that names one
-    highest: Release | None = None  # the highest earlier version with a semver major
-    highest_major: int | None = None
-    previous: Release | None = None
-    for release in timed:
-        if previous is not None:
-            signals = (
-                *_install_script_added(release, previous),
-                *_provenance_dropped(release, previous),
-                *_new_publisher(package, release, publishers, last_publisher),
-                *_major_jump(release, highest, highest_major),
-                *_dormant_revived(release, previous),
-            )
-            if signals:
-                found[release.version] = signals
-        previous = release
-        if release.publisher is not None:
-            publishers.add(release.publisher)
-            last_publisher = release
-        major = versions.npm_major(release.version)
-        if major is not None and (
-            highest is None
-            or versions.sort_key("npm", release.version) > versions.sort_key("npm", highest.version)
-        ):
-            highest, highest_major = release, major
+    established = _Established()
+    for index, release in enumerate(timed):
+        if index == 0 or release.published_at is None:
+            continue
+        if established.count == 0:
+            # The first release is the baseline until one is old enough.
+            established.add(timed[0])
+        cutoff = release.published_at - BASELINE_AGE
+        while established.count < index:
+            candidate = timed[established.count]
+            if candidate.published_at is None or candidate.published_at > cutoff:
+                break
+            established.add(candidate)
+        baseline = timed[established.count - 1]
+        # The first release after the baseline ends the gap a dormant package shows (every
+        # later one is younger than BASELINE_AGE before this one: no gap of a year among them).
+        revival = timed[established.count]
+        signals = (
+            *_install_script_added(release, baseline),
+            *_provenance_dropped(release, baseline),
+            *_new_publisher(package, release, established),
+            *_major_jump(release, established.highest, established.highest_major),
+            *_dormant_revived(release, baseline, revival),
+        )
+        if signals:
+            found[release.version] = signals
     return found
 
 
-def _install_script_added(release: Release, previous: Release) -> tuple[Signal, ...]:
-    if not release.install_scripts or previous.install_scripts:
+@dataclass(slots=True)
+class _Established:
+    """What the established releases of one version (a prefix of the timed ones) add up to;
+    grows as later versions' cut-off moves on."""
+
+    count: int = 0
+    publishers: set[str] = field(default_factory=set)
+    last_publisher: Release | None = None  # the latest of them that names one
+    highest: Release | None = None  # the highest of them with a semver major
+    highest_major: int | None = None
+
+    def add(self, release: Release) -> None:
+        self.count += 1
+        if release.publisher is not None:
+            self.publishers.add(release.publisher)
+            self.last_publisher = release
+        major = versions.npm_major(release.version)
+        if major is not None and (
+            self.highest is None
+            or versions.sort_key("npm", release.version)
+            > versions.sort_key("npm", self.highest.version)
+        ):
+            self.highest, self.highest_major = release, major
+
+
+def _install_script_added(release: Release, baseline: Release) -> tuple[Signal, ...]:
+    if not release.install_scripts or baseline.install_scripts:
         return ()
     names = " and ".join(release.install_scripts)
     plural = "s" if len(release.install_scripts) > 1 else ""
@@ -118,27 +146,26 @@ def _install_script_added(release: Release, previous: Release) -> tuple[Signal, 
         Signal.of(
             "install-script-added",
             f"{names} script{plural} added in {_shown(release.version)}; "
-            f"{_shown(previous.version)} had none",
+            f"{_shown(baseline.version)} had none",
         ),
     )
 
 
-def _provenance_dropped(release: Release, previous: Release) -> tuple[Signal, ...]:
-    if release.provenance or not previous.provenance:
+def _provenance_dropped(release: Release, baseline: Release) -> tuple[Signal, ...]:
+    if release.provenance or not baseline.provenance:
         return ()
     return (
         Signal.of(
             "provenance-dropped",
             f"{_shown(release.version)} has no provenance (dist.attestations); "
-            f"{_shown(previous.version)} had it",
+            f"{_shown(baseline.version)} had it",
         ),
     )
 
 
-def _new_publisher(
-    package: str, release: Release, publishers: set[str], last: Release | None
-) -> tuple[Signal, ...]:
-    if release.publisher is None or last is None or release.publisher in publishers:
+def _new_publisher(package: str, release: Release, established: _Established) -> tuple[Signal, ...]:
+    last = established.last_publisher
+    if release.publisher is None or last is None or release.publisher in established.publishers:
         return ()
     return (
         Signal.of(
@@ -165,21 +192,26 @@ def _major_jump(
     )
 
 
-def _dormant_revived(release: Release, previous: Release) -> tuple[Signal, ...]:
-    if release.published_at is None or previous.published_at is None:
+def _dormant_revived(release: Release, baseline: Release, revival: Release) -> tuple[Signal, ...]:
+    """`revival` (the first release after the baseline; `release` itself or one younger than
+    BASELINE_AGE before it) came a year or more after the baseline: every release of that
+    month is signalled, so a decoy published first does not clear the payload after it."""
+    if revival.published_at is None or baseline.published_at is None:
         return ()
-    quiet = release.published_at - previous.published_at
+    quiet = revival.published_at - baseline.published_at
     if quiet < DORMANT:
         return ()
     years = quiet.days // 365
     span = "a year" if years == 1 else f"{years} years"
-    return (
-        Signal.of(
-            "dormant-revived",
-            f"{_shown(release.version)} is the first release in {span} "
-            f"({_shown(previous.version)} was published {previous.published_at.date()})",
-        ),
-    )
+    since = f"({_shown(baseline.version)} was published {baseline.published_at.date()})"
+    if revival is release:
+        detail = f"{_shown(release.version)} is the first release in {span} {since}"
+    else:
+        detail = (
+            f"{_shown(release.version)} follows the first release in {span}, "
+            f"{_shown(revival.version)} {since}"
+        )
+    return (Signal.of("dormant-revived", detail),)
 
 
 def _shown(text: str) -> str:

@@ -1,10 +1,11 @@
 """PyPI risk signals, pure: computed file by file, once per parsed upstream document, against
 the project's own earlier files (`mirror.risk`). PyPI decides per file, so a signal is of a
-file (its `filename`), named with its release and the one compared with:
+file (its `filename`), named with its release and the established one compared with:
 
-- `provenance-dropped`: the previous release (the one whose first upload is the latest before
-  this file's release's first upload) had PEP 740 provenance on at least one of its files,
-  and this file has none.
+- `provenance-dropped`: the baseline release (the one whose first upload is the latest at
+  least `risk.BASELINE_AGE` before this file's release's first upload; the project's first
+  release when none is that old) had PEP 740 provenance on at least one of its files, and this
+  file has none.
 - `new-file-type`: the file's kind (sdist or wheel) did not exist among its release's earlier
   files, and that kind first appeared more than LATE_FILE_AFTER after the release's first
   upload (the late-added wheel of an old release).
@@ -22,7 +23,7 @@ from typing import Final, Literal
 
 from mirror import policy, versions
 from mirror.ecosystems.pypi import names
-from mirror.risk import Signal
+from mirror.risk import BASELINE_AGE, Signal
 
 # A file of a new kind uploaded this long after its release's first file is a late addition;
 # the wheels of a release built by CI usually follow its sdist within minutes or hours.
@@ -100,33 +101,35 @@ def _releases(files: Sequence[FileFacts]) -> dict[str, _Release]:
     return releases
 
 
-def _previous(releases: Mapping[str, _Release]) -> dict[str, _Release]:
-    """Each release's previous one: the release first uploaded latest before it (among equal
-    first uploads, the higher version)."""
+def _baselines(releases: Mapping[str, _Release]) -> dict[str, _Release]:
+    """Each release's baseline: the release first uploaded latest at least BASELINE_AGE before
+    it (among equal first uploads, the higher version), else the project's first release when
+    it was uploaded earlier. Not the release just before it: that may be the attacker's decoy."""
     ordered = sorted(
         releases.values(),
         key=lambda release: (release.first, versions.sort_key("pypi", release.version)),
     )
-    previous: dict[str, _Release] = {}
-    before: _Release | None = None
-    latest_earlier: _Release | None = None
+    baselines: dict[str, _Release] = {}
+    established = 0  # how many of `ordered` are at least BASELINE_AGE older than this one
     for release in ordered:
-        if before is not None and before.first < release.first:
-            latest_earlier = before
-        if latest_earlier is not None:
-            previous[release.version] = latest_earlier
-        before = release
-    return previous
+        cutoff = release.first - BASELINE_AGE
+        while established < len(ordered) and ordered[established].first <= cutoff:
+            established += 1
+        if established:
+            baselines[release.version] = ordered[established - 1]
+        elif ordered[0].first < release.first:
+            baselines[release.version] = ordered[0]
+    return baselines
 
 
 def _provenance_dropped(
     files: Sequence[FileFacts], releases: Mapping[str, _Release]
 ) -> Iterable[tuple[str, Signal]]:
-    previous = _previous(releases)
+    baselines = _baselines(releases)
     for item in files:
         if item.provenance is not False or item.version is None:
             continue
-        earlier = previous.get(item.version)
+        earlier = baselines.get(item.version)
         if earlier is None or not earlier.provenance:
             continue
         yield (
