@@ -189,3 +189,29 @@ async def test_a_wheel_added_long_after_the_release_is_noted(
     assert [(s["signal"], s["action"]) for s in one["signals"]] == [("new-file-type", "note")]
     assert one["signals"][0]["detail"].startswith("wheel added to 1.0 on ")
     assert "400 days after its first file (sdist only before)" in one["signals"][0]["detail"]
+
+
+async def test_the_json_api_made_without_the_page_is_not_kept(
+    make_mirror: MakeClient, index: FakePypiIndex, tmp_path: Path, clock: FixedClock
+) -> None:
+    """Provenance is only on the simple page: while the page cannot be had, the JSON API
+    answers from its own document (the release that dropped provenance shows), but that
+    answer is not kept, so once the page is back the release is held there too."""
+    client = await mirror(make_mirror, index, tmp_path)
+    page = index.page_path("signed")
+    index.upstream.fail(page, 500)
+    api = await (await client.get("/pypi/pypi/signed/json")).json()
+    assert sorted(api["releases"]) == ["1.0", "1.1"]
+    index.upstream.heal(page)
+    clock.advance(timedelta(minutes=5))  # past the failure back-off
+    response = await client.get("/pypi/pypi/signed/json")
+    assert response.status == 200
+    api = await response.json()
+    assert list(api["releases"]) == ["1.0"]
+    assert "provenance-dropped" in response.headers["X-Mirror-Notice"]
+    # The per-version answer decides with the page fetched once per request, as the file.
+    before = index.upstream.count(page)
+    release = await client.get("/pypi/pypi/signed/1.1/json")
+    assert release.status == 403
+    assert (await release.json())["signals"][0]["signal"] == "provenance-dropped"
+    assert index.upstream.count(page) == before
