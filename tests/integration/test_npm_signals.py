@@ -194,3 +194,29 @@ async def test_a_hold_rule_waits_for_an_exemption_and_a_block_still_wins(
     assert refused.status == 403
     assert (await refused.json())["reason"] == "blocked"
     assert (await explain(client, "right-pad", "1.0.1"))["verdict"] == "blocked"
+
+
+async def test_an_exemption_under_a_freeze_or_renewed_lasts_until_the_extension_ends(
+    client: Client,
+) -> None:
+    """The extension counts whatever names the decision: a freeze holding the version too,
+    or the exemption being renewed."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    freeze = await client.post(
+        "/api/v1/freezes",
+        json={
+            "ecosystem": "npm",
+            "published_after": "2026-11-01T00:00Z",
+            "until": "2026-12-10",
+            "reason": "worm",
+        },
+        headers=auth,
+    )
+    assert freeze.status == 201, await freeze.text()
+    assert (await explain(client, "left-pad", "4.2.1"))["rule"]["kind"] == "freeze"
+    rule = {"ecosystem": "npm", "package": "left-pad", "versions": "4.2.1", "reason": "read it"}
+    for _ in range(2):  # the second renews the first
+        exempted = await client.post("/api/v1/exemptions", json=rule, headers=auth)
+        assert exempted.status == 201, await exempted.text()
+        assert (await exempted.json())["exemption"]["expires_at"] == "2026-12-01T10:00:00Z"
+    assert (await explain(client, "left-pad", "4.2.1"))["verdict"] == "exempted"

@@ -215,3 +215,35 @@ async def test_the_json_api_made_without_the_page_is_not_kept(
     assert release.status == 403
     assert (await release.json())["signals"][0]["signal"] == "provenance-dropped"
     assert index.upstream.count(page) == before
+
+
+async def test_an_exemption_of_a_release_with_one_file_on_hold_has_no_end(
+    make_mirror: MakeClient, index: FakePypiIndex, tmp_path: Path
+) -> None:
+    """1.2's sdist keeps its provenance and is served; its wheel dropped it and a `hold`
+    rule holds it: the release's exemption is the person's decision, for good."""
+    index.add_sdist("signed", "1.2", uploaded=PUBLISHED, provenance=True)
+    index.add_wheel("signed", "1.2", uploaded=PUBLISHED)
+    settings = tmp_path / "mirror.toml"
+    settings.write_text(
+        '[[risk.rules]]\nsignal = "provenance-dropped"\npackage = "signed"\naction = "hold"\n',
+        encoding="utf-8",
+    )
+    token = "alice-token-0123456789"
+    client = await make_mirror(
+        MIRROR_PYPI_UPSTREAM=index.url,
+        MIRROR_CONFIG=str(settings),
+        MIRROR_ADMIN_TOKENS=f"alice:{token}",
+    )
+    params = {"ecosystem": "pypi", "package": "signed", "version": "1.2"}
+    explained = await (await client.get("/api/v1/explain", params=params)).json()
+    assert explained["verdict"] == "allowed"  # the sdist is served
+    assert sorted(item["verdict"] for item in explained["files"]) == ["allowed", "quarantined"]
+    exempted = await client.post(
+        "/api/v1/exemptions",
+        json={"ecosystem": "pypi", "package": "signed", "versions": "1.2", "reason": "built by us"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert exempted.status == 201, await exempted.text()
+    assert (await exempted.json())["exemption"]["expires_at"] is None
+    assert "signed-1.2-py3-none-any.whl" in await page_files(client, "signed")
