@@ -17,8 +17,9 @@ from mirror.admin.impact import DEFAULT_IMPACT_LIMIT, impact_page
 from mirror.admin.parse import COLLECTIONS, LATEST_TIME, ImpactQuery, freeze_record, rule_fields
 from mirror.ecosystems.base import Ecosystem
 from mirror.errors import BadRequest, MirrorError, StateUnavailable, UpstreamNotFound
-from mirror.model import RuleKind, RuleRecord
+from mirror.model import Explanation, RuleKind, RuleRecord
 from mirror.policy import iso_seconds as iso
+from mirror.risk import RiskRules, Signal
 from mirror.rulechanges import add_rule, describe_rule, remove_rule
 from mirror.services import Services
 
@@ -177,7 +178,6 @@ async def _default_exemption_expiry(
     adapter = adapters.get(ecosystem)
     why = f"{ecosystem} is not enabled on this mirror"
     published_at: datetime | None = None
-    risk: Mapping[str, Any] | None = None
     risk_until: datetime | None = None
     if adapter is not None:
         try:
@@ -186,11 +186,14 @@ async def _default_exemption_expiry(
         except MirrorError as exc:
             why = exc.message
         else:
-            published_at, risk = explanation.published_at, explanation.risk
-            risk_until = explanation.until if risk is not None else None
-    if risk is not None and risk.get("action") == "hold":
-        # Held until a person lets it through: the exemption is that decision, for good.
-        return None
+            published_at = explanation.published_at
+            rules = services.policy.rules()
+            canonical = versions.normalize_package(ecosystem, package)
+            for_good, risk_until = _risk_hold(rules.risk, ecosystem, canonical, explanation)
+            if for_good:
+                # Held until a person lets it through: the exemption is that decision, for
+                # good.
+                return None
     if published_at is None:
         raise BadRequest(
             f"expires: required, because the publish time of {package} {version} could not be "
@@ -220,6 +223,49 @@ async def _default_exemption_expiry(
             field="expires",
         )
     return matured
+
+
+def _risk_hold(
+    risk: RiskRules, ecosystem: str, package: str, explanation: Explanation
+) -> tuple[bool, datetime | None]:
+    """How long the risk signals `explanation` shows hold the version, whatever rule names
+    its decision now (a freeze, an exemption being renewed): (True, None) when a `hold`
+    rule acts on one, else (False, the end of the longest `extend`: publish time + its
+    age, None when none acts). On PyPI the held (or exempted) files' own signals and upload times
+    count: the version's decision names one file only."""
+    shown: list[tuple[datetime | None, Mapping[str, Any]]] = [
+        (explanation.published_at, entry) for entry in explanation.signals
+    ]
+    for item in explanation.files:
+        if item.get("verdict") == "allowed":
+            continue
+        published = _moment(item.get("published_at")) or explanation.published_at
+        shown.extend((published, entry) for entry in item.get("signals") or ())
+    until: datetime | None = None
+    for published, entry in shown:
+        try:
+            signal = Signal.of(str(entry.get("signal")), str(entry.get("detail") or ""))
+        except ValueError:
+            continue
+        verdict = risk.verdict(ecosystem, package, signal)
+        if verdict.action == "hold":
+            return True, None
+        if verdict.action == "extend" and published is not None:
+            try:
+                ends = published + verdict.age
+            except OverflowError:  # an upstream publish time near the end of the calendar
+                ends = LATEST_TIME + timedelta(seconds=1)
+            until = ends if until is None else max(until, ends)
+    return False, until
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 async def stored_rule(services: Services, rule: Mapping[str, Any]) -> RuleRecord | None:

@@ -12,6 +12,8 @@ import pytest
 from defusedxml import ElementTree as SafeET
 from pytest_aiohttp import AiohttpServer
 
+from mirror.clock import FixedClock
+from mirror.ecosystems.maven import routes
 from mirror.services import ECOSYSTEM_ADAPTERS
 from tests.fakes import signatures
 from tests.fakes.maven import FakeMavenRepository
@@ -144,7 +146,7 @@ async def test_an_extend_rule_holds_the_version_signed_by_another_key(
 
 
 async def test_an_asc_upstream_cannot_give_holds_under_extend_until_it_can(
-    make_mirror: MakeClient, repo: FakeMavenRepository, tmp_path: Path
+    make_mirror: MakeClient, repo: FakeMavenRepository, tmp_path: Path, clock: FixedClock
 ) -> None:
     repo.add_version("org.example", "same", "1.0.0", published=NOW - timedelta(days=20))
     repo.add_version("org.example", "same", "1.1.0", published=NOW - timedelta(days=10))
@@ -156,8 +158,13 @@ async def test_an_asc_upstream_cannot_give_holds_under_extend_until_it_can(
     assert refused.status == 403
     body = await refused.json()
     assert "could not be checked" in body["signals"][0]["detail"]
-    # Nothing unchecked is kept: once upstream answers, the same signer lets it through.
+    # Upstream failing is remembered briefly: the next request does not ask again.
+    assert (await client.get(jar)).status == 403
+    assert repo.count(asc, method="GET") == 1
+    # Nothing unchecked is kept past that: once upstream answers, the same signer lets it
+    # through.
     repo.heal(asc)
+    clock.advance(routes.SIGNATURE_FAILURE_BACKOFF + timedelta(seconds=1))
     assert (await client.get(jar)).status == 200
     assert await listed(client, "org/example/same") == ["1.0.0", "1.1.0"]
 
@@ -178,3 +185,70 @@ async def test_signatures_are_fetched_once_per_version(
     assert (await client.get(file_path(LIB, "1.0.0", ".jar"))).status == 200
     assert repo.count(f"{LIB}/maven-metadata.xml") == metadata_gets
     assert repo.count(f"{LIB}/1.0.0/lib-1.0.0.pom.asc") == 1
+
+
+def young_versions(repo: FakeMavenRepository) -> list[str]:
+    """20 versions of `many` published an hour ago (in quarantine), after a signed one."""
+    repo.add_version("org.example", "many", "0.9.0", published=NOW - timedelta(days=20))
+    versions = [f"1.0.{index}" for index in range(20)]
+    for version in versions:
+        repo.add_version("org.example", "many", version, published=NOW - timedelta(hours=1))
+    return versions
+
+
+MANY = "org/example/many"
+
+
+async def test_young_files_ask_for_no_signature_when_no_rule_acts_on_it(
+    make_mirror: MakeClient, repo: FakeMavenRepository, tmp_path: Path
+) -> None:
+    versions = young_versions(repo)
+    client = await start(make_mirror, repo, tmp_path)
+    for version in versions:
+        response = await client.get(file_path(MANY, version, ".jar"))
+        assert response.status == 403
+        assert (await response.json())["reason"] == "quarantined"
+    # Held by quarantine whatever their signatures show: nothing asked about them.
+    assert sum(repo.count(f"{MANY}/{v}/many-{v}.pom.asc") for v in versions) == 0
+    assert repo.count(f"{MANY}/maven-metadata.xml") == 0
+
+
+async def test_young_files_ask_for_each_signature_once_under_an_extend_rule(
+    make_mirror: MakeClient, repo: FakeMavenRepository, tmp_path: Path
+) -> None:
+    versions = young_versions(repo)
+    client = await start(make_mirror, repo, tmp_path, EXTEND_BOTH)
+    for _ in range(2):
+        for version in versions:
+            assert (await client.get(file_path(MANY, version, ".jar"))).status == 403
+    for version in ["0.9.0", *versions]:
+        assert repo.count(f"{MANY}/{version}/many-{version}.pom.asc", method="GET") == 1
+
+
+async def test_a_signature_uploaded_after_its_pom_is_seen_later(
+    make_mirror: MakeClient, repo: FakeMavenRepository, tmp_path: Path, clock: FixedClock
+) -> None:
+    """A young version's missing `.asc` is asked again an hour later (some repositories
+    upload it after the `.pom`); an older version's is not."""
+    repo.add_version("org.example", "late", "1.0.0", published=NOW - timedelta(days=20))
+    directory = repo.add_version(
+        "org.example", "late", "1.1.0", published=NOW - timedelta(hours=1), signature=False
+    )
+    client = await start(make_mirror, repo, tmp_path, EXTEND_BOTH)
+    jar = file_path("org/example/late", "1.1.0", ".jar")
+    maven = client.app[ECOSYSTEM_ADAPTERS]["maven"]
+    early = await maven.explain("org.example:late", "1.1.0")
+    assert [s["signal"] for s in early.signals] == ["signature-missing"]
+    # Its signature is uploaded now; past the quarantine it is served once seen.
+    asc = f"{directory}/late-1.1.0.pom.asc"
+    repo.add_file(asc, signatures.armored("alpha"), last_modified=NOW)
+    clock.advance(timedelta(days=4))
+    assert (await client.get(jar)).status == 200
+    later = await maven.explain("org.example:late", "1.1.0")
+    assert later.signals == ()
+    # lib 2.0.1 (10 days old) has no signature: that is kept, not asked again.
+    unsigned = f"{LIB}/2.0.1/lib-2.0.1.pom.asc"
+    assert (await client.get(file_path(LIB, "2.0.1", ".jar"))).status == 403
+    clock.advance(timedelta(hours=2))
+    assert (await client.get(file_path(LIB, "2.0.1", ".jar"))).status == 403
+    assert repo.count(unsigned, method="GET") == 1

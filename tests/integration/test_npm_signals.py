@@ -226,3 +226,29 @@ async def test_a_second_suspicious_release_in_a_row_stays_held(
     assert signal["detail"] == "postinstall script added in 4.2.2; 4.2.0 had none"
     assert registry.upstream.count("/up-pad/-/up-pad-4.2.2.tgz") == 0
     assert (await client.get("/npm/up-pad/4.2.2")).status == 404
+
+
+async def test_an_exemption_under_a_freeze_or_renewed_lasts_until_the_extension_ends(
+    client: Client,
+) -> None:
+    """The extension counts whatever names the decision: a freeze holding the version too,
+    or the exemption being renewed."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    freeze = await client.post(
+        "/api/v1/freezes",
+        json={
+            "ecosystem": "npm",
+            "published_after": "2026-11-01T00:00Z",
+            "until": "2026-12-10",
+            "reason": "worm",
+        },
+        headers=auth,
+    )
+    assert freeze.status == 201, await freeze.text()
+    assert (await explain(client, "left-pad", "4.2.1"))["rule"]["kind"] == "freeze"
+    rule = {"ecosystem": "npm", "package": "left-pad", "versions": "4.2.1", "reason": "read it"}
+    for _ in range(2):  # the second renews the first
+        exempted = await client.post("/api/v1/exemptions", json=rule, headers=auth)
+        assert exempted.status == 201, await exempted.text()
+        assert (await exempted.json())["exemption"]["expires_at"] == "2026-12-01T10:00:00Z"
+    assert (await explain(client, "left-pad", "4.2.1"))["verdict"] == "exempted"

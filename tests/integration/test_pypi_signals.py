@@ -189,3 +189,61 @@ async def test_a_wheel_added_long_after_the_release_is_noted(
     assert [(s["signal"], s["action"]) for s in one["signals"]] == [("new-file-type", "note")]
     assert one["signals"][0]["detail"].startswith("wheel added to 1.0 on ")
     assert "400 days after its first file (sdist only before)" in one["signals"][0]["detail"]
+
+
+async def test_the_json_api_made_without_the_page_is_not_kept(
+    make_mirror: MakeClient, index: FakePypiIndex, tmp_path: Path, clock: FixedClock
+) -> None:
+    """Provenance is only on the simple page: while the page cannot be had, the JSON API
+    answers from its own document (the release that dropped provenance shows), but that
+    answer is not kept, so once the page is back the release is held there too."""
+    client = await mirror(make_mirror, index, tmp_path)
+    page = index.page_path("signed")
+    index.upstream.fail(page, 500)
+    api = await (await client.get("/pypi/pypi/signed/json")).json()
+    assert sorted(api["releases"]) == ["1.0", "1.1"]
+    index.upstream.heal(page)
+    clock.advance(timedelta(minutes=5))  # past the failure back-off
+    response = await client.get("/pypi/pypi/signed/json")
+    assert response.status == 200
+    api = await response.json()
+    assert list(api["releases"]) == ["1.0"]
+    assert "provenance-dropped" in response.headers["X-Mirror-Notice"]
+    # The per-version answer decides with the page fetched once per request, as the file.
+    before = index.upstream.count(page)
+    release = await client.get("/pypi/pypi/signed/1.1/json")
+    assert release.status == 403
+    assert (await release.json())["signals"][0]["signal"] == "provenance-dropped"
+    assert index.upstream.count(page) == before
+
+
+async def test_an_exemption_of_a_release_with_one_file_on_hold_has_no_end(
+    make_mirror: MakeClient, index: FakePypiIndex, tmp_path: Path
+) -> None:
+    """1.2's sdist keeps its provenance and is served; its wheel dropped it and a `hold`
+    rule holds it: the release's exemption is the person's decision, for good."""
+    index.add_sdist("signed", "1.2", uploaded=PUBLISHED, provenance=True)
+    index.add_wheel("signed", "1.2", uploaded=PUBLISHED)
+    settings = tmp_path / "mirror.toml"
+    settings.write_text(
+        '[[risk.rules]]\nsignal = "provenance-dropped"\npackage = "signed"\naction = "hold"\n',
+        encoding="utf-8",
+    )
+    token = "alice-token-0123456789"
+    client = await make_mirror(
+        MIRROR_PYPI_UPSTREAM=index.url,
+        MIRROR_CONFIG=str(settings),
+        MIRROR_ADMIN_TOKENS=f"alice:{token}",
+    )
+    params = {"ecosystem": "pypi", "package": "signed", "version": "1.2"}
+    explained = await (await client.get("/api/v1/explain", params=params)).json()
+    assert explained["verdict"] == "allowed"  # the sdist is served
+    assert sorted(item["verdict"] for item in explained["files"]) == ["allowed", "quarantined"]
+    exempted = await client.post(
+        "/api/v1/exemptions",
+        json={"ecosystem": "pypi", "package": "signed", "versions": "1.2", "reason": "built by us"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert exempted.status == 201, await exempted.text()
+    assert (await exempted.json())["exemption"]["expires_at"] is None
+    assert "signed-1.2-py3-none-any.whl" in await page_files(client, "signed")

@@ -95,6 +95,12 @@ BACKGROUND_WALKS = 4
 SIGNATURE_CHECKS = LOOKUPS_PER_REQUEST
 # A `.pom` the upstream answered without Last-Modified is asked again after this long.
 UNKNOWN_RECHECK = timedelta(days=1)
+# A `.pom.asc` that could not be fetched is asked again after this long (not per request
+# while upstream is failing); one the upstream did not have (404) after UNSIGNED_RECHECK
+# while its version is younger than UNKNOWN_RECHECK: some repositories upload the signature
+# after the `.pom`, and "not signed" must not stick to a version looked at in between.
+SIGNATURE_FAILURE_BACKOFF = timedelta(seconds=30)
+UNSIGNED_RECHECK = timedelta(hours=1)
 # The state key noting when a GAV's `.pom` had no Last-Modified (a space: never in a GAV).
 _NO_TIME_SUFFIX = " (no Last-Modified)"
 _CONTENT_TYPES = {
@@ -146,12 +152,15 @@ class MavenRepository:
             _moment_bytes,
             max_entries=_MAX_REMEMBERED,
         )
-        # What each GAV's `.pom.asc` showed (`signals.Seen`; never an unchecked one), and
-        # each GAV's signature signals with the version they compare with: a file request
-        # of a GAV seen once is a dict look-up.
-        self._signatures: BudgetedLRU[str, signals.Seen] = BudgetedLRU(
+        # What each GAV's `.pom.asc` showed (`signals.Seen`) and until when that holds (None:
+        # for good), and each GAV's signature signals with the version they compare with,
+        # once both are known for good: a file request of a GAV seen once is a dict look-up.
+        self._signatures: BudgetedLRU[str, tuple[signals.Seen, datetime | None]] = BudgetedLRU(
             services.memory, "maven signatures", _seen_bytes, max_entries=_MAX_REMEMBERED
         )
+        # `signals.reach` per package under the rules it was worked out with.
+        self._reaches: dict[str, timedelta | None] = {}
+        self._reaches_of: policy.Rules | None = None
         self._signals: BudgetedLRU[str, tuple[str | None, tuple[Signal, ...]]] = BudgetedLRU(
             services.memory, "maven signature signals", _signals_bytes, max_entries=_MAX_REMEMBERED
         )
@@ -487,20 +496,34 @@ class MavenRepository:
         return shown, checked
 
     def _signals_may_matter(self, coordinates: str, published: datetime | None) -> bool:
-        """Whether a file of a GAV published at `published` needs its signatures checked:
-        when it is still in quarantine, or within the reach of an `extend` rule of a
-        signature signal, or a `hold` rule names one (`signals.reach`). Older files (most
-        of a build's) ask upstream nothing more than before."""
-        if published is None:
-            return True
+        """Whether a file of a GAV published at `published` needs its signatures checked
+        for its decision: when a `hold` rule names a signature signal, or the version is
+        within the reach of an `extend` rule of one (`signals.reach`) and not held longer
+        by quarantine anyway. Under rules that only note them (the default), or for older
+        files (most of a build's), a file request asks upstream nothing more."""
         rules = self._services.policy.rules()
         package = versions.normalize_package("maven", coordinates)
-        reach = signals.reach(rules.risk, package)
+        reach = self._reach(rules, package)
         if reach is None:
             return True
-        age = max(rules.quarantine_age("maven", package), reach)
+        if not reach:
+            return False
+        if published is None:
+            return True
+        now = self._services.clock.now()
+        quarantine = rules.quarantine_age("maven", package)
         # An age of millennia clamps instead of leaving the calendar.
-        return published > add_saturating(self._services.clock.now(), -age)
+        if quarantine >= reach and published > add_saturating(now, -quarantine):
+            return False  # held by quarantine at least as long as a signal could hold it
+        return published > add_saturating(now, -reach)
+
+    def _reach(self, rules: policy.Rules, package: str) -> timedelta | None:
+        """`signals.reach` of `package`, worked out once per package and rules."""
+        if rules is not self._reaches_of or len(self._reaches) >= _MAX_REMEMBERED:
+            self._reaches, self._reaches_of = {}, rules
+        if package not in self._reaches:
+            self._reaches[package] = signals.reach(rules.risk, package)
+        return self._reaches[package]
 
     async def _file_signals(self, group: str, artifact: str, version: str) -> tuple[Signal, ...]:
         """The signature signals of one GAV for its files and explain: what a metadata render
@@ -550,42 +573,58 @@ class MavenRepository:
         )
         found = signals.signature_signals(version, seen, previous, previous_seen)
         checked = seen.checked and previous_seen.checked
-        if checked:
+        if checked and self._for_good(gav) and self._for_good(f"{group}:{artifact}:{previous}"):
             self._signals.put(gav, (previous, found))
         return found, checked
 
+    def _for_good(self, gav: str) -> bool:
+        """Whether what the `.pom.asc` of `gav` showed is known for good."""
+        remembered = self._signatures.get(gav)
+        return remembered is not None and remembered[1] is None
+
     async def _signature(self, group: str, artifact: str, version: str) -> signals.Seen:
-        """What the `.pom.asc` of a GAV shows, kept for good once known (a 404: not signed,
-        remembered by the metadata cache too); `signals.UNCHECKED` while upstream fails.
+        """What the `.pom.asc` of a GAV shows, kept for good once signed; a 404 (not signed)
+        kept for good once the version is older than UNKNOWN_RECHECK, else UNSIGNED_RECHECK;
+        `signals.UNCHECKED` while upstream fails, kept SIGNATURE_FAILURE_BACKOFF.
         One look-up per GAV at a time, at most LOOKUP_CONCURRENCY at once."""
         gav = f"{group}:{artifact}:{version}"
         remembered = self._signatures.get(gav)
         if remembered is not None:
-            return remembered
+            seen, until = remembered
+            if until is None or self._services.clock.now() < until:
+                return seen
         pom = paths.pom_path(group, artifact, version)
         return await self._signature_lookups.run(
             gav, lambda: self._look_up_signature(gav, self._upstream + pom + ".asc")
         )
 
     async def _look_up_signature(self, gav: str, url: str) -> signals.Seen:
+        now = self._services.clock.now()
+        published = self._published.get(gav)
+        settled = published is not None and published <= now - UNKNOWN_RECHECK
+        until: datetime | None = None
         async with self._signature_slots:
             try:
-                # The parser `_serve_companion` relays it with: one copy, parsed once.
+                # The parser `_serve_companion` relays it with: one copy, parsed once. A
+                # young version's 404 is remembered by the metacache for `negative_ttl` only
+                # (`required`): its signature may be uploaded after it.
                 doc = await self._services.metacache.get(
                     url,
                     document.parse_signature,
                     ecosystem="maven",
                     immutable=True,
+                    required=not settled,
                     max_bytes=document.MAX_COMPANION_BYTES,
                 )
             except UpstreamNotFound:
                 seen = signals.UNSIGNED
+                until = None if settled else now + UNSIGNED_RECHECK
             except (UpstreamUnavailable, BadUpstreamDocument):
-                return signals.UNCHECKED
+                seen, until = signals.UNCHECKED, now + SIGNATURE_FAILURE_BACKOFF
             else:
                 issuer = openpgp.signature_issuer(doc.raw)
                 seen = signals.seen_of(issuer.key_id if issuer is not None else None)
-        self._signatures.put(gav, seen)
+        self._signatures.put(gav, (seen, until))
         return seen
 
     # files ------------------------------------------------------------------------------
@@ -623,6 +662,11 @@ class MavenRepository:
         shown: tuple[Signal, ...] = ()
         if self._signals_may_matter(coordinates, published):
             shown = await self._file_signals(group, artifact, version)
+        else:
+            # Nothing looked up for a signal that cannot change the decision; one known
+            # already is still reported.
+            remembered = self._signals.get(f"{coordinates}:{version}")
+            shown = remembered[1] if remembered is not None else ()
         decision = self._services.policy.decide(
             policy.Subject("maven", coordinates, version, filename=parsed.base), published, shown
         )
@@ -781,7 +825,7 @@ def _sentence(gav: str, decision: policy.Decision) -> str:
     return f"{gav} is {notices.hold_clause(decision)}: {decision.detail}"
 
 
-def _seen_bytes(_seen: signals.Seen) -> int:
+def _seen_bytes(_seen: tuple[signals.Seen, datetime | None]) -> int:
     return 96  # a small frozen dataclass (a key id of 16 characters at most)
 
 

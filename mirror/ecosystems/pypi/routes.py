@@ -25,7 +25,6 @@ from mirror.ecosystems.pypi.coremetadata import CoreMetadata
 from mirror.ecosystems.pypi.derivedmeta import DIRECTORY_NAME, DerivedMetadata, MetadataFile
 from mirror.ecosystems.pypi.jsonapi import ApiDocument, ApiParser
 from mirror.ecosystems.pypi.negotiation import Form
-from mirror.ecosystems.pypi.signals import FileSignals
 from mirror.ecosystems.pypi.simple import DistFile, PageParser, ProjectPage, RootParser
 from mirror.errors import (
     BadRequest,
@@ -576,15 +575,29 @@ class PypiIndex:
         url = self._api_url(project)
         # The version names the view: a warm view needs no parsed API document.
         doc = await self._optional_api(url, project, parsed=False)
+        base = self._pypi_base(request)
+        page: ProjectPage | None
+        source: tuple[str | None, str]
         if doc is not None:
-            source = doc.version
+            try:
+                page, page_version = await self._page(project)
+            except MirrorError as exc:
+                # The page's signals (provenance) decide the files too: a view made without
+                # them is served this once and not kept, so the next request tries again.
+                log.info("the JSON API of %s decided without its page's signals: %s", project, exc)
+                unkept: Hashable = ("pypi-api", project, doc.version, None, base)
+                view = await self._render_api_of(unkept, doc, None, project, url, base)
+                return responses.respond(
+                    request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
+                )
+            source = (doc.version, "page " + page_version)
         else:
             # No JSON API upstream: the document is composed from the simple index.
-            _, page_version = await self._page(project)
-            source = "page " + page_version
-        base = self._pypi_base(request)
+            page, page_version = await self._page(project)
+            source = (None, "page " + page_version)
+        # The page's version names the view too: its signals decide the files.
         key = ("pypi-api", project, source, self._services.policy.version, base)
-        view = await self._cached_view(key, self._render_api_of, doc, project, url, base=base)
+        view = await self._cached_view(key, self._render_api_of, doc, page, project, url, base=base)
         return responses.respond(
             request, view, now=self._services.clock.now(), vary=VARY, ceiling=API_MAX_AGE
         )
@@ -593,33 +606,39 @@ class PypiIndex:
         self,
         key: Hashable,
         doc: CachedDocument[None] | None,
+        page: ProjectPage | None,
         project: str,
         url: str | None,
         base: str,
     ) -> Rendered:
+        """`page`: the simple page whose signals decide the files (None: it cannot be had
+        now, and the document's own signals decide)."""
         if doc is None or url is None:
-            page, _ = await self._page(project)
+            if page is None:
+                page, _ = await self._page(project)
             api = jsonapi.document_from_page(page)
         else:
             api = await self._services.metacache.parsed(
                 doc, ApiParser(project, url, self._file_hosts)
             )
-        return await self._render_api(key, api, base)
+        return await self._render_api(key, api, page, base)
 
-    async def _api_signals(self, api: ApiDocument) -> FileSignals:
-        """The risk signals a JSON API answer decides `api`'s files with: the simple page's
-        for the files it lists (provenance is only there), so a file is decided alike by
-        both; the document's own when the page cannot be had now."""
+    async def _page_or_none(self, project: str) -> ProjectPage | None:
+        """The simple page of `project`, or None (logged) when it cannot be had now."""
         try:
-            page, _ = await self._page(api.project)
+            page, _ = await self._page(project)
         except MirrorError as exc:
-            log.info("the JSON API of %s decided without its page's signals: %s", api.project, exc)
-            return api.signals
-        return jsonapi.api_signals(api, page)
+            log.info("the JSON API of %s decided without its page's signals: %s", project, exc)
+            return None
+        return page
 
-    async def _render_api(self, key: Hashable, api: ApiDocument, base: str) -> Rendered:
+    async def _render_api(
+        self, key: Hashable, api: ApiDocument, page: ProjectPage | None, base: str
+    ) -> Rendered:
         services = self._services
-        signals = await self._api_signals(api)
+        # The page's signals for the files it lists (provenance is only there), so a file is
+        # decided alike by both answers; the document's own when the page cannot be had.
+        signals = jsonapi.api_signals(api, page)
         now = services.clock.now()
         view = jsonapi.filter_api(api, services.policy.rules(), now, signals)
         if view.latest is None:
@@ -760,32 +779,36 @@ class PypiIndex:
                 services.blobs.forget(entry.key)
         return None
 
-    async def _version_document(self, project: str, version: str) -> ApiDocument:
+    async def _version_document(
+        self, project: str, version: str
+    ) -> tuple[ApiDocument, ProjectPage | None]:
         """The files of `project` `version` as a per-version document: the upstream's own;
         else cut from its project document; else composed from the simple index (an index
-        with no JSON API). NotFound when none lists a file of that release."""
+        with no JSON API). NotFound when none lists a file of that release. With it the
+        simple page whose signals decide the files (None: it cannot be had now)."""
         own = await self._optional_api(self._api_url(project, version), project)
         if own is not None:
-            parsed: ApiDocument = own.parsed
-            return parsed
+            return own.parsed, await self._page_or_none(project)
         whole = await self._optional_api(self._api_url(project), project)
+        page: ProjectPage | None
         if whole is not None:
             api: ApiDocument = whole.parsed
+            page = await self._page_or_none(project)
         else:
             page, _ = await self._page(project)
             api = jsonapi.document_from_page(page)
         cut = jsonapi.release_document(api, version)
         if cut is None:
             raise NotFound(f"the upstream index has no release {version} of {project}")
-        return cut
+        return cut, page
 
     async def _serve_api_version(
         self, request: web.Request, project: str, version: str
     ) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         services = self._services
-        api = await self._version_document(project, version)
-        signals = await self._api_signals(api)
+        api, page = await self._version_document(project, version)
+        signals = jsonapi.api_signals(api, page)
         now = services.clock.now()
         visible, hidden = jsonapi.decide_api_version(
             api, services.policy.rules(), now, version, signals
