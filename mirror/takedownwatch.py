@@ -213,7 +213,9 @@ class TakedownWatch:
                         len(found) - MAX_PER_DOCUMENT,
                     )
                     found = found[-MAX_PER_DOCUMENT:]
-                work = _Work(ecosystem, package, found)
+                # Newest first: past MAX_BLOCKS_PER_PACKAGE, the newest (the likely reason
+                # for the takedown) are the ones blocked.
+                work = _Work(ecosystem, package, found[::-1])
                 await self._attempt(work)
         except asyncio.CancelledError:
             raise

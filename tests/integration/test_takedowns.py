@@ -466,6 +466,10 @@ async def test_takedown_blocks_per_package_are_capped_with_a_warning(
     blocks = await services.state.list_rules("block")
     assert len(blocks) == takedownwatch.MAX_BLOCKS_PER_PACKAGE
     assert "takedown blocks of this package exist already" in caplog.text
+    # The newest are blocked; the oldest are left out (and logged).
+    blocked = {block.versions for block in blocks}
+    assert f"===2.0.{many - 1}" in blocked
+    assert "===2.0.0" not in blocked
 
 
 async def test_a_takedown_met_while_redis_is_down_is_recorded_and_blocked_once_it_is_back(
