@@ -174,11 +174,14 @@ def _choice(*choices: str, normalize: Callable[[str], str] = str.lower) -> Parse
     return parse
 
 
-def _url(value: Any, key: str) -> str:
+def _url(value: Any, key: str, *, secret: bool = False) -> str:
+    """An http(s) URL; a `secret` one (a webhook's path is its key) is never echoed in the
+    error, which goes to stderr and the logs."""
     text = _str(value, key)
     parts = urlsplit(text)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{key}: expected an http(s) URL, got {text!r}")
+        got = "<set, hidden: it may hold a secret>" if secret else repr(text)
+        raise ConfigError(f"{key}: expected an http(s) URL, got {got}")
     return text
 
 
@@ -344,7 +347,7 @@ class RiskConfig:
 
 
 def _webhook(value: Any, key: str) -> str | None:
-    return _url(value, key) if value else None
+    return _url(value, key, secret=True) if value else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -500,6 +500,17 @@ class MetaCache:
         name = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
         return self._directory / f"{name}.meta", self._directory / f"{name}.body"
 
+    def _read_replaced(self, key: _Key, version: str) -> _Entry | None:
+        """The copy on disk when it is not `version` (the bytes replacing it), else None."""
+        meta_path, _ = self._paths(key)
+        try:
+            stored = orjson.loads(meta_path.read_bytes()).get("version")
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            stored = None
+        if stored == version:
+            return None
+        return self._read_files(key)
+
     def _read_files(self, key: _Key) -> _Entry | None:
         meta_path, body_path = self._paths(key)
         try:
@@ -706,8 +717,9 @@ class MetaCache:
         held = old
         if lists is not None and held is None:
             # Not in memory (evicted, or never loaded by this worker): the copy on disk is
-            # what upstream replaces; read before it is overwritten.
-            held = await asyncio.to_thread(self._read_files, key)
+            # what upstream replaces; read before it is overwritten, unless its meta names
+            # these very bytes (nothing changed: no body read, no hash).
+            held = await asyncio.to_thread(self._read_replaced, key, entry.version)
         self._remember(key, entry)
         await self._store(entry, body=old is None or old.version != entry.version)
         if lists is not None and held is not None and held.version != entry.version:

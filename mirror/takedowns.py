@@ -65,10 +65,13 @@ class Takedown:
     reason: str = ""
 
 
-def taken_down(before: Listing, after: Listing) -> list[Takedown]:
+def taken_down(
+    before: Listing, after: Listing, *, limit: int | None = MAX_PER_DOCUMENT
+) -> list[Takedown]:
     """What `after` no longer offers that `before` did (`removed`), and what `after` marks
-    yanked that `before` did not (`yanked`), in `before`'s order then `after`'s; at most
-    MAX_PER_DOCUMENT."""
+    yanked that `before` did not (`yanked`), in `before`'s order; past `limit` (None: no
+    limit) the last ones are kept: listings run oldest to newest, and the newest is the
+    likely reason for a takedown."""
     found: list[Takedown] = []
     for key, listed in before.items():
         now = after.get(key)
@@ -76,8 +79,8 @@ def taken_down(before: Listing, after: Listing) -> list[Takedown]:
             found.append(Takedown(listed.version, listed.filename, "removed"))
         elif now.yanked and not listed.yanked:
             found.append(Takedown(now.version, now.filename, "yanked", now.reason))
-        if len(found) >= MAX_PER_DOCUMENT:
-            break
+    if limit is not None and len(found) > limit:
+        return found[len(found) - limit :]
     return found
 
 

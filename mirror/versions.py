@@ -93,6 +93,40 @@ def exact_spec(version: str) -> str:
     return EXACT_PREFIX + version.strip()
 
 
+def is_exact_version(ecosystem: str, version: str) -> bool:
+    """Whether `version` is one version an exact spec (`exact_spec`) names and nothing else:
+    strict semver for npm (no `=`/`v` noise a loose parse forgives), one plain path segment
+    for Maven, a PEP 440 version for PyPI; never blank, padded or an operator. A block built
+    from anything else would not parse, and a block that does not parse applies to every
+    version (`policy.compile_rules` fails closed)."""
+    if not version or version != version.strip() or len(version) > MAX_SPEC_LENGTH // 2:
+        return False
+    if any(not char.isprintable() or char.isspace() for char in version):
+        return False
+    if ecosystem == "npm":
+        try:
+            nodesemver.make_semver(version, loose=False)
+        except (ValueError, TypeError):
+            return False
+        if version.startswith(("=", "v")):
+            return False
+    elif ecosystem == "maven":
+        if version in {".", ".."} or any(char in version for char in "/\\=<>[](),*:"):
+            return False
+    elif ecosystem == "pypi":
+        try:
+            Version(version)
+        except InvalidVersion:
+            return False
+    else:
+        return False
+    try:
+        spec = parse_spec(ecosystem, exact_spec(version))
+    except InvalidSpec:
+        return False
+    return spec.contains(version)
+
+
 def described(spec: str) -> str:
     """A spec as a person reads it: `===1.0` is "exactly 1.0", any other as written."""
     text = spec.strip()

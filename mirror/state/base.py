@@ -268,7 +268,8 @@ class StateStore(Protocol):
         """Store `event` unless an event with its id is stored already: True when it is new
         (the one caller that gets True logs, counts and posts it; every other worker or
         replica that noticed the same takedown gets False). Past `takedowns.EVENTS_KEPT`
-        events the oldest are dropped."""
+        events (the backend's `events_kept`) those nobody had downloaded (`clients` 0) are
+        dropped first, oldest first, then the oldest."""
         ...
 
     async def events(

@@ -275,9 +275,10 @@ class LocalState:
         ledger_retention: timedelta = LEDGER_RETENTION,
         audit_retention: timedelta = AUDIT_RETENTION,
         audit_cap: int = AUDIT_CAP,
+        events_kept: int = EVENTS_KEPT,
     ) -> None:
-        if downloads_kept < 1 or audit_cap < 1:
-            raise ValueError("downloads_kept and audit_cap must be at least 1")
+        if downloads_kept < 1 or audit_cap < 1 or events_kept < 1:
+            raise ValueError("downloads_kept, audit_cap and events_kept must be at least 1")
         self.path = path
         self.poll_interval = poll_interval
         # The same retention as the Redis backend (state.base).
@@ -285,6 +286,7 @@ class LocalState:
         self.ledger_retention = ledger_retention
         self.audit_retention = audit_retention
         self.audit_cap = audit_cap
+        self.events_kept = events_kept
         self.clock: Clock = clock or SystemClock()
         self._ledger_pruned_at: datetime | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -713,10 +715,14 @@ class LocalState:
                     (event.id, _micros(event.detected_at), event.ecosystem, event.package, data),
                 ).rowcount
                 if added:
+                    # Past the cap, events nobody had downloaded go first (oldest first),
+                    # then the oldest: who had a taken-down version outlasts a flapping
+                    # upstream's noise.
                     conn.execute(
                         "DELETE FROM takedowns WHERE id IN (SELECT id FROM takedowns "
-                        "ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?)",
-                        (EVENTS_KEPT,),
+                        "ORDER BY coalesce(json_extract(data, '$.clients'), 0) > 0 DESC, "
+                        "at DESC, id DESC LIMIT -1 OFFSET ?)",
+                        (self.events_kept,),
                     )
                 return bool(added)
 

@@ -547,14 +547,16 @@ class RedisState:
         ledger_retention: timedelta = LEDGER_RETENTION,
         audit_retention: timedelta = AUDIT_RETENTION,
         audit_cap: int = AUDIT_CAP,
+        events_kept: int = EVENTS_KEPT,
     ) -> None:
-        if downloads_kept < 1 or audit_cap < 1:
-            raise ValueError("downloads_kept and audit_cap must be at least 1")
+        if downloads_kept < 1 or audit_cap < 1 or events_kept < 1:
+            raise ValueError("downloads_kept, audit_cap and events_kept must be at least 1")
         self.url = url
         self.downloads_kept = downloads_kept
         self.ledger_retention = ledger_retention
         self.audit_retention = audit_retention
         self.audit_cap = audit_cap
+        self.events_kept = events_kept
         self.namespace = namespace
         self.clock: Clock = clock or SystemClock()
         self.channel = f"{namespace}:policy"
@@ -1218,7 +1220,9 @@ class RedisState:
     async def add_event(self, event: TakedownEvent) -> bool:
         """The event's JSON under `takedowns:data` (HSETNX: the first writer wins), its
         position in `takedowns:all` and `takedowns:<ecosystem>:<package>` (sorted sets scored
-        by detection time in microseconds, members `<id>`); past EVENTS_KEPT the oldest go.
+        by detection time in microseconds, members `<id>`); past `events_kept` the oldest
+        of those nobody had downloaded go first (`takedowns:unseen` lists them), then the
+        oldest.
         One script: an event is never half stored."""
         data = json.dumps(event_to_json(event), separators=(",", ":"))
         score = _event_score(event.detected_at)
@@ -1226,15 +1230,17 @@ class RedisState:
         with self._translate("record takedown event"):
             added = await client.eval(
                 _ADD_EVENT_SCRIPT,
-                3,
+                4,
                 self._key("takedowns", "data"),
                 self._key("takedowns", "all"),
                 self._key("takedowns", "pkg", event.ecosystem, event.package),
+                self._key("takedowns", "unseen"),
                 event.id,
                 data,
                 score,
-                EVENTS_KEPT,
+                self.events_kept,
                 self._key("takedowns", "pkg", ""),
+                1 if event.clients > 0 else 0,
             )
         return bool(added)
 
@@ -1780,9 +1786,20 @@ _ADD_EVENT_SCRIPT = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if ARGV[6] == '0' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if excess > 0 then
-  local old = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+  -- Events nobody had downloaded (KEYS[4]) go first, oldest first; then the oldest.
+  local old = redis.call('ZRANGE', KEYS[4], 0, excess - 1)
+  if #old < excess then
+    local more = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+    local chosen = {}
+    for _, id in ipairs(old) do chosen[id] = true end
+    for _, id in ipairs(more) do
+      if #old >= excess then break end
+      if not chosen[id] then table.insert(old, id); chosen[id] = true end
+    end
+  end
   for _, id in ipairs(old) do
     local data = redis.call('HGET', KEYS[1], id)
     if data then
@@ -1791,6 +1808,7 @@ if excess > 0 then
     end
     redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[4], id)
   end
 end
 return 1

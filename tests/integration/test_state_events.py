@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from mirror.model import ImpactRow
 from mirror.state.base import StateStore
 from mirror.takedowns import Takedown, event_of
+from tests.integration.conftest import OpenStore
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -61,3 +62,29 @@ async def test_events_are_newest_first_filtered_and_paged(state: StateStore) -> 
     assert [event.version for event in rest] == ["1.0.2", "1.0.1", "1.0.0"]
     recent = await state.events(limit=10, since=T0 + timedelta(minutes=3))
     assert [event.version for event in recent] == ["1.14.1", "1.0.4", "1.0.3"]
+
+
+async def test_past_the_cap_events_nobody_had_go_before_older_ones_with_clients(
+    open_store: OpenStore,
+) -> None:
+    store = await open_store(events_kept=3)
+    had = _event("left-pad", "1.0.0", 0)  # the oldest, but someone had downloaded it
+    nobody = [
+        event_of("npm", "flap", Takedown(f"9.0.{n}", "", "removed"), T0 + timedelta(minutes=n))
+        for n in range(1, 4)
+    ]
+    for event in (had, *nobody):
+        assert await store.add_event(event)
+    kept = await store.events(limit=10)
+    assert [event.version for event in kept] == ["9.0.3", "9.0.2", "1.0.0"]
+    assert await store.events(limit=10, ecosystem="npm", package="flap") == kept[:2]
+    # Only impactful ones left past the cap: the oldest goes.
+    newer = [_event("axios", f"1.0.{n}", 10 + n) for n in range(3)]
+    for event in newer:
+        await store.add_event(event)
+    assert [event.version for event in await store.events(limit=10)] == [
+        "1.0.2",
+        "1.0.1",
+        "1.0.0",
+    ]
+    assert await store.events(limit=10, ecosystem="npm", package="left-pad") == []

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
+import subprocess
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,10 +17,11 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from mirror import policy, takedowns
+from mirror import policy, takedowns, takedownwatch
 from mirror.clock import FixedClock
 from mirror.model import TakedownEvent
 from mirror.services import SERVICES, Services
+from mirror.state.redis import RedisState
 from mirror.webhook import Webhook
 from tests.conftest import wait_until
 from tests.fakes.maven import FakeMavenRepository
@@ -370,6 +373,135 @@ async def test_a_version_gone_from_maven_metadata_is_an_event(
         assert refused.status == 403
         assert "removed upstream" in (await refused.json())["error"]
     assert (await client.get(f"/maven/{LIB}/1.0.0/lib-1.0.0.jar")).status == 200
+
+
+# bounds and failures ----------------------------------------------------------------------
+# A Maven refresh made by a file request is checked too; only versions the mirror served, and
+# that an exact spec can name, are blocked, at most MAX_BLOCKS_PER_PACKAGE per package; a
+# takedown met while the state is down is recorded and blocked once it is back.
+
+
+async def test_a_maven_refresh_made_by_a_file_request_still_finds_the_takedown(
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer, clock: FixedClock
+) -> None:
+    repo = FakeMavenRepository()
+    repo.add_version("org.example", "lib", "1.0.0", published=OLD)
+    repo.add_version("org.example", "lib", "1.1.0", published=OLD + timedelta(days=1))
+    await repo.start(aiohttp_server)
+    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
+    services = client.app[SERVICES]
+    assert (await client.get(f"/maven/{LIB}/maven-metadata.xml")).status == 200
+    jar = await client.get(f"/maven/{LIB}/1.1.0/lib-1.1.0.jar")
+    assert jar.status == 200
+    await jar.read()
+    # Upstream takes 1.1.0 down and publishes 1.2.0; a build asks for the new jar first.
+    repo.add_version("org.example", "lib", "1.2.0", published=NOW - timedelta(hours=1))
+    repo.remove_version("org.example", "lib", "1.1.0", at=NOW)
+    assert await refreshed(client, clock, f"/maven/{LIB}/1.2.0/lib-1.2.0.jar") == 403
+    [event] = await events(services)
+    assert (event.version, event.kind) == ("1.1.0", "removed")
+    refused = await client.get(f"/maven/{LIB}/1.1.0/lib-1.1.0.jar")
+    assert refused.status == 403
+    assert "removed upstream" in (await refused.json())["error"]
+
+
+async def test_an_odd_version_string_dropped_blocks_nothing(
+    make_mirror: MakeClient, aiohttp_server: AiohttpServer, clock: FixedClock
+) -> None:
+    registry = FakeNpmRegistry()
+    registry.add_version("victim", "1.0.0", published=OLD)
+    registry.add_version("victim", "=9.9.9", published=OLD, tag=None)
+    await registry.start(aiohttp_server)
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
+    services = client.app[SERVICES]
+    assert (await client.get("/npm/victim")).status == 200
+    odd = await client.get("/npm/victim/-/victim-=9.9.9.tgz")
+    assert odd.status == 200  # served: downloaded, so only its odd spelling spares a block
+    await odd.read()
+    registry.remove_version("victim", "=9.9.9")
+    assert await refreshed(client, clock, "/npm/victim") == 200
+    assert [(e.version, e.downloads) for e in await events(services)] == [("=9.9.9", 1)]
+    # A block `====9.9.9` would not parse, and would then apply to every version.
+    assert await services.state.list_rules("block") == []
+    assert (await client.get("/npm/victim/-/victim-1.0.0.tgz")).status == 200
+
+
+async def test_a_version_never_served_is_recorded_but_not_blocked(
+    make_mirror: MakeClient, registry: FakeNpmRegistry, clock: FixedClock
+) -> None:
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
+    services = client.app[SERVICES]
+    registry.add_version("left-pad", "1.4.0", published=NOW - timedelta(hours=1), tag=None)
+    assert (await client.get("/npm/left-pad")).status == 200  # 1.4.0 held: never served
+    registry.remove_version("left-pad", "1.4.0")
+    assert await refreshed(client, clock, "/npm/left-pad") == 200
+    [event] = await events(services)
+    assert (event.version, event.downloads) == ("1.4.0", 0)
+    assert await services.state.list_rules("block") == []
+
+
+async def test_takedown_blocks_per_package_are_capped_with_a_warning(
+    make_mirror: MakeClient,
+    aiohttp_server: AiohttpServer,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    many = takedownwatch.MAX_BLOCKS_PER_PACKAGE + 3
+    registry = FakeNpmRegistry()
+    registry.add_version("flap", "1.0.0", published=OLD)
+    for patch in range(many):
+        registry.add_version("flap", f"2.0.{patch}", published=OLD, tag=None)
+    await registry.start(aiohttp_server)
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
+    services = client.app[SERVICES]
+    for patch in range(many):
+        response = await client.get(f"/npm/flap/-/flap-2.0.{patch}.tgz")
+        assert response.status == 200
+        await response.read()
+    for patch in range(many):
+        registry.remove_version("flap", f"2.0.{patch}")
+    with caplog.at_level(logging.WARNING, logger="mirror.takedownwatch"):
+        assert await refreshed(client, clock, "/npm/flap") == 200
+    assert len(await events(services)) == many
+    blocks = await services.state.list_rules("block")
+    assert len(blocks) == takedownwatch.MAX_BLOCKS_PER_PACKAGE
+    assert "takedown blocks of this package exist already" in caplog.text
+    # The newest are blocked; the oldest are left out (and logged).
+    blocked = {block.versions for block in blocks}
+    assert f"===2.0.{many - 1}" in blocked
+    assert "===2.0.0" not in blocked
+
+
+async def test_a_takedown_met_while_redis_is_down_is_recorded_and_blocked_once_it_is_back(
+    make_mirror: MakeClient,
+    registry: FakeNpmRegistry,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+    stoppable_redis: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    client = await make_mirror(MIRROR_NPM_UPSTREAM=registry.url)
+    services = client.app[SERVICES]
+    if not isinstance(services.state, RedisState):
+        pytest.skip("needs a Redis to stop")
+    process, _ = stoppable_redis
+    response = await client.get(TARBALL)
+    assert response.status == 200
+    await response.read()
+    await services.artifacts.ledger.flush()
+    registry.remove_version("left-pad", "1.3.1")
+    process.send_signal(signal.SIGSTOP)  # a hung Redis: every call times out
+    try:
+        with caplog.at_level(logging.WARNING, logger="mirror.takedownwatch"):
+            clock.advance(PAST_STALE)
+            assert (await client.get("/npm/left-pad")).status == 200
+            assert await wait_until(lambda: "(will retry)" in caplog.text, 30)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    await services.takedowns.drain()
+    [event] = await events(services)
+    assert (event.version, event.downloads) == ("1.3.1", 1)
+    [block] = await services.state.list_rules("block")
+    assert (block.versions, block.created_by) == ("===1.3.1", "takedowns")
 
 
 # the webhook client alone ------------------------------------------------------------------

@@ -387,3 +387,15 @@ def test_feeds_are_directories_or_http_urls() -> None:
 def test_required_read_tokens_without_any_token_refuse_to_start() -> None:
     with pytest.raises(ConfigError, match=r"access\.required: no read token is configured"):
         load_config(None, {"MIRROR_ACCESS_REQUIRED": "true"})
+
+
+@pytest.mark.parametrize(
+    "url", ["hooks.example.test/services/T0/B0/s3cr3tK3y", "ftp://example.test/s3cr3tK3y"]
+)
+def test_a_bad_webhook_url_is_refused_without_printing_it(url: str) -> None:
+    # The URL of a Slack-style webhook is its secret: the error goes to stderr and the logs.
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {"MIRROR_TAKEDOWNS_WEBHOOK": url})
+    assert "takedowns.webhook" in str(caught.value)
+    assert "s3cr3tK3y" not in str(caught.value)
+    assert "example.test" not in str(caught.value)

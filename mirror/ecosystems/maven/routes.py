@@ -534,8 +534,12 @@ class MavenRepository:
             return remembered[1]
         path = "/".join((*group.split("."), artifact, paths.METADATA_FILE))
         try:
+            # The parser every metadata fetch uses: a refresh made here is compared with the
+            # copy it replaces (takedowns) like one made by a metadata request.
             doc = await self._services.metacache.get(
-                self._upstream + path, document.parse_metadata, ecosystem="maven"
+                self._upstream + path,
+                document.MetadataParser(f"{group}:{artifact}"),
+                ecosystem="maven",
             )
         except UpstreamNotFound:
             # No metadata: no version to compare with (and nothing kept: it may appear).
