@@ -11,6 +11,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -382,13 +383,22 @@ async def test_a_version_gone_from_maven_metadata_is_an_event(
 
 
 async def test_a_maven_refresh_made_by_a_file_request_still_finds_the_takedown(
-    make_mirror: MakeClient, aiohttp_server: AiohttpServer, clock: FixedClock
+    make_mirror: MakeClient,
+    aiohttp_server: AiohttpServer,
+    clock: FixedClock,
+    tmp_path: Path,
 ) -> None:
     repo = FakeMavenRepository()
     repo.add_version("org.example", "lib", "1.0.0", published=OLD)
     repo.add_version("org.example", "lib", "1.1.0", published=OLD + timedelta(days=1))
     await repo.start(aiohttp_server)
-    client = await make_mirror(MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0")
+    # A rule that acts on signatures: a file request then reads the metadata (the path that
+    # refreshed it without the takedown check).
+    settings = tmp_path / "mirror.toml"
+    settings.write_text('[[risk.rules]]\nsignal = "signature-missing"\naction = "hold"\n')
+    client = await make_mirror(
+        MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_UPSTREAM_RETRIES="0", MIRROR_CONFIG=str(settings)
+    )
     services = client.app[SERVICES]
     assert (await client.get(f"/maven/{LIB}/maven-metadata.xml")).status == 200
     jar = await client.get(f"/maven/{LIB}/1.1.0/lib-1.1.0.jar")
