@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -82,3 +82,24 @@ async def stream_csv(
         await response.write(csv_line([incomplete]).encode())
     await response.write_eof()
     return response
+
+
+async def paged_lines(
+    first: Mapping[str, Any],
+    rows: str,
+    cursor: str,
+    line: Callable[[Mapping[str, Any]], str],
+    page_after: Callable[[str], Awaitable[Mapping[str, Any]]],
+) -> AsyncGenerator[str, None]:
+    """The CSV lines of a report's `first` answer (its `rows` list) and of every page after
+    it, each asked with the `cursor` the one before gave (`page_after`), until a page gives
+    none or one given before: what every report's download reads."""
+    page, seen = first, set[str]()
+    while True:
+        for row in page[rows]:
+            yield line(row)
+        following = page[cursor]
+        if not following or following in seen:
+            return
+        seen.add(following)
+        page = await page_after(following)

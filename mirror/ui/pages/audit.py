@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from mirror.admin.routes import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, audit_answ
 from mirror.errors import MirrorError
 from mirror.reportcells import AUDIT_COLUMNS, audit_line, audit_summary
 from mirror.ui import guard
-from mirror.ui.downloads import filters_of, link, stream_csv
+from mirror.ui.downloads import filters_of, link, paged_lines, stream_csv
 from mirror.ui.render import problem_of, render, services
 
 # The most entries one CSV holds: past it, a last line says it was cut.
@@ -96,17 +95,11 @@ async def audit_csv_download(request: web.Request) -> web.StreamResponse:
     asked = _asked(request, default_limit=MAX_AUDIT_LIMIT)
     first = await audit_answer(mirror, asked)
 
-    async def lines() -> AsyncGenerator[str, None]:
-        page, seen = first, set[str]()
-        while True:
-            for entry in page["entries"]:
-                yield audit_line(entry)
-            following = page["next_cursor"]
-            if not following or following in seen:
-                return
-            seen.add(following)
-            page = await audit_answer(mirror, dataclasses.replace(asked, cursor=following))
+    async def page_after(cursor: str) -> dict[str, Any]:
+        return await audit_answer(mirror, dataclasses.replace(asked, cursor=cursor))
+
+    lines = paged_lines(first, "entries", "next_cursor", audit_line, page_after)
 
     return await stream_csv(
-        request, "audit.csv", AUDIT_COLUMNS, lines(), max_rows=MAX_CSV_ROWS, what="entries"
+        request, "audit.csv", AUDIT_COLUMNS, lines, max_rows=MAX_CSV_ROWS, what="entries"
     )

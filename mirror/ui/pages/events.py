@@ -6,7 +6,7 @@ to the Impact page of its version. `/ui/events.csv`: every matching event as `mi
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -18,7 +18,7 @@ from mirror.errors import MirrorError
 from mirror.model import ECOSYSTEMS
 from mirror.reportcells import EVENT_COLUMNS, event_line, event_subject
 from mirror.ui import guard
-from mirror.ui.downloads import filters_of, link, stream_csv
+from mirror.ui.downloads import filters_of, link, paged_lines, stream_csv
 from mirror.ui.render import problem_of, render, services
 
 # The most events one CSV holds: past it, a last line says it was cut (the state keeps at
@@ -98,24 +98,17 @@ async def events_csv_download(request: web.Request) -> web.StreamResponse:
     asked = _asked(request, default_limit=MAX_EVENTS_LIMIT)
     first = await events_answer(mirror, asked)
 
-    async def lines() -> AsyncGenerator[str, None]:
-        page, seen = first, set[str]()
-        while True:
-            for event in page["events"]:
-                yield event_line(event)
-            following = page["next"]
-            if not following or following in seen:
-                return
-            seen.add(following)
-            # The next page as its link asks for it: the same filters, the cursor decoded.
-            following_asked = events_request(
-                {**asked.texts, "after": following},
-                now=mirror.clock.now(),
-                default_limit=asked.limit,
-                max_limit=MAX_EVENTS_LIMIT,
-            )
-            page = await events_answer(mirror, following_asked)
+    async def page_after(cursor: str) -> dict[str, Any]:
+        # The next page as its link asks for it: the same filters, the cursor decoded.
+        following = events_request(
+            {**asked.texts, "after": cursor},
+            now=mirror.clock.now(),
+            default_limit=asked.limit,
+            max_limit=MAX_EVENTS_LIMIT,
+        )
+        return await events_answer(mirror, following)
 
+    lines = paged_lines(first, "events", "next", event_line, page_after)
     return await stream_csv(
-        request, "events.csv", EVENT_COLUMNS, lines(), max_rows=MAX_CSV_ROWS, what="events"
+        request, "events.csv", EVENT_COLUMNS, lines, max_rows=MAX_CSV_ROWS, what="events"
     )
