@@ -15,6 +15,7 @@ NOW, OLD, Client, MakeClient`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -34,10 +35,11 @@ from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
 from mirror.metrics import Metrics
+from mirror.services import SERVICES
 from mirror.state.base import StateStore
 from mirror.state.local import LocalState
 from mirror.state.redis import RedisState
-from tests.conftest import mirror_settings
+from tests.conftest import mirror_settings, wait_until
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)  # the fixed moment of `clock`
 OLD = NOW - timedelta(days=200)  # published long before NOW: out of quarantine
@@ -83,6 +85,24 @@ async def client(make_mirror: MakeClient) -> Client:
 OpenStore = Callable[..., Awaitable[StateStore]]
 # The embedded backend's poll interval in state tests: changes are seen quickly.
 FAST_POLL = timedelta(milliseconds=50)
+
+
+def on_backend(
+    request: pytest.FixtureRequest, make_mirror: MakeClient, **settings: str
+) -> MakeClient:
+    """`make_mirror` with `settings` on the backend `request.param` names: "local" (SQLite)
+    or "redis" (a redis-server of the test's own, so other tests' data never shows, waited
+    for until a copy-less worker stops settling on the brand-new state)."""
+    if request.param == "local":
+        return functools.partial(make_mirror, **settings)
+    _, redis_url = request.getfixturevalue("stoppable_redis")
+
+    async def make(**overrides: str) -> Client:
+        client = await make_mirror(**{**settings, "MIRROR_REDIS_URL": redis_url, **overrides})
+        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
+        return client
+
+    return make
 
 
 @pytest.fixture(params=["local", "redis"])

@@ -6,7 +6,6 @@ guarded as impact reports are (they name client addresses)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import pytest
@@ -14,8 +13,7 @@ import pytest
 from mirror.model import ImpactRow, TakedownKind
 from mirror.services import SERVICES
 from mirror.takedowns import Takedown, event_of
-from tests.conftest import wait_until
-from tests.integration.conftest import NOW, Client, MakeClient
+from tests.integration.conftest import NOW, Client, MakeClient, on_backend
 
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
@@ -27,26 +25,14 @@ def auth(token: str = ADMIN) -> dict[str, str]:
 
 
 @pytest.fixture(params=["local", "redis"])
-async def make_mirror(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
-    """Mirrors with an admin and a read-only token, on the SQLite state, then on Redis.
-    A Redis of the test's own: events of other tests never show."""
-    backend: dict[str, str] = {}
-    if request.param == "redis":
-        _, backend["MIRROR_REDIS_URL"] = request.getfixturevalue("stoppable_redis")
-    started = partial(
+def make_mirror(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
+    """Mirrors with an admin and a read-only token, on the SQLite state, then on Redis."""
+    return on_backend(
+        request,
         make_mirror,
         MIRROR_ADMIN_TOKENS=f"ops:{ADMIN}",
         MIRROR_ADMIN_READ_TOKENS=f"auditor:{READER}",
-        **backend,
     )
-
-    async def make(**overrides: str) -> Client:
-        client = await started(**overrides)
-        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
-        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
-        return client
-
-    return make
 
 
 async def record(

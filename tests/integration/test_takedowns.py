@@ -5,7 +5,6 @@ recorded once with who had downloaded it, counted, posted to the webhook (a test
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from tests.conftest import wait_until
 from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
-from tests.integration.conftest import NOW, OLD, Client, MakeClient
+from tests.integration.conftest import NOW, OLD, Client, MakeClient, on_backend
 
 TTL = timedelta(minutes=1)
 PAST_STALE = timedelta(minutes=5)  # past MIRROR_CACHE_STALE_MAX: the next request refetches
@@ -68,24 +67,13 @@ def make_mirror(
 ) -> MakeClient:
     """Mirrors with a short metadata TTL, 127.0.0.1 as the trusted proxy (the test names
     clients with X-Forwarded-For), the webhook, and each state backend in turn."""
-    settings = {
+    settings: dict[str, str] = {
         "MIRROR_CACHE_METADATA_TTL": "1m",
         "MIRROR_CACHE_STALE_MAX": "2m",
         "MIRROR_TRUSTED_PROXIES": "127.0.0.1",
         "MIRROR_TAKEDOWNS_WEBHOOK": hook.url,
     }
-    if request.param == "local":
-        return functools.partial(make_mirror, **settings)
-    # A Redis of this test's own: events of other tests never show.
-    _, settings["MIRROR_REDIS_URL"] = request.getfixturevalue("stoppable_redis")
-
-    async def make(**overrides: str) -> Client:
-        client = await make_mirror(**{**settings, **overrides})
-        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
-        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
-        return client
-
-    return make
+    return on_backend(request, make_mirror, **settings)
 
 
 async def refreshed(client: Client, clock: FixedClock, path: str) -> int:

@@ -17,8 +17,7 @@ import pytest
 from mirror.model import ImpactRow
 from mirror.services import SERVICES
 from mirror.takedowns import Takedown, event_of
-from tests.conftest import wait_until
-from tests.integration.conftest import NOW, Client, MakeClient
+from tests.integration.conftest import NOW, Client, MakeClient, on_backend
 from tests.integration.dashboard import DASHBOARD_TOKENS, READER, log_in, page
 
 HOSTILE_NAME = "@evil/<script>alert(1)</script>"
@@ -31,21 +30,9 @@ def make_mirror(make_mirror: MakeClient) -> MakeClient:
 
 
 @pytest.fixture(params=["local", "redis"])
-async def on_each_backend(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
-    """Dashboard mirrors on the SQLite state, then on Redis.
-    A Redis of the test's own: events of other tests never show."""
-    backend: dict[str, str] = {}
-    if request.param == "redis":
-        _, backend["MIRROR_REDIS_URL"] = request.getfixturevalue("stoppable_redis")
-    started = partial(make_mirror, **backend)
-
-    async def make(**overrides: str) -> Client:
-        client = await started(**overrides)
-        # A copy-less worker on a brand-new Redis waits for it to settle (LivePolicy).
-        assert await wait_until(lambda: client.app[SERVICES].policy.settling is None, 10)
-        return client
-
-    return make
+def on_each_backend(request: pytest.FixtureRequest, make_mirror: MakeClient) -> MakeClient:
+    """Dashboard mirrors on the SQLite state, then on Redis."""
+    return on_backend(request, make_mirror)
 
 
 async def record(
