@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from mirror.services import SERVICES
 from tests.fakes.npm import FakeNpmRegistry
 from tests.integration.conftest import NOW, OLD, Client, MakeClient
 
@@ -98,6 +99,11 @@ async def test_an_added_install_script_is_held_and_named_everywhere(
     assert signal["action"] == "extend"
     assert signal["age"] == "14d"
     assert registry.upstream.count("/left-pad/-/left-pad-4.2.1.tgz") == 0
+    refusals = client.app[SERVICES].metrics.registry.get_sample_value(
+        "mirror_risk_refusals_total",
+        {"ecosystem": "npm", "signal": "install-script-added", "action": "extend"},
+    )
+    assert refusals == 1
 
     version = await client.get("/npm/left-pad/4.2.1")
     assert version.status == 404
