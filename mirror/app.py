@@ -34,8 +34,9 @@ from mirror.errors import (
     StateUnavailable,
 )
 from mirror.feeds import FeedSync
-from mirror.forwarded import READ_TOKEN, client_address
-from mirror.holds import HeldSubject, quarantined
+from mirror.forwarded import READ_TOKEN
+from mirror.holds import HeldSubject
+from mirror.hotpath import log_access, note_held
 from mirror.identity import read_token
 from mirror.model import ECOSYSTEMS
 from mirror.pathgate import check_request_path
@@ -223,23 +224,7 @@ async def observe_middleware(
         if kind in _PACKAGE_KINDS:
             services.metrics.traffic.request(ecosystem)
         if services.config.access_log and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                json.dumps(
-                    {
-                        "ts": services.clock.now().isoformat(timespec="milliseconds"),
-                        "remote": request.remote,
-                        "method": request.method,
-                        "path": request.raw_path,
-                        "status": status,
-                        "bytes": size,
-                        "ms": round(elapsed * 1000, 2),
-                        "ecosystem": ecosystem,
-                        "kind": kind,
-                        "ua": request.headers.get("User-Agent", ""),
-                    },
-                    separators=(",", ":"),
-                )
-            )
+            log_access(request, services, status, size, elapsed, ecosystem, kind)
 
 
 def _body_size(request: web.Request, response: web.StreamResponse | None) -> int:
@@ -292,27 +277,8 @@ async def error_middleware(
         return web.json_response(body, status=500)
     # Outside the `try`: the answer is built, nothing the queue does may change it.
     if held or withheld:
-        _note_held(request, held, withheld)
+        note_held(request, request.app[SERVICES], held, withheld)
     return response
-
-
-def _note_held(
-    request: web.Request, held: tuple[HeldSubject, ...], withheld: tuple[object, ...]
-) -> None:
-    """The quarantine queue: this request (its client, its read token) was held `held` back
-    (a view's versions) or refused with `withheld` decisions. Noted in memory, written in
-    batches: never delays or fails the answer, so a failure here is logged, never raised."""
-    recorder = request.app[SERVICES].holds
-    try:
-        subjects = held or quarantined(withheld)
-        if subjects:
-            client = client_address(request, request.app[SERVICES].config)
-            recorder.note(subjects, client=client, token=request.get(READ_TOKEN, ""))
-    except Exception:
-        if recorder.first_failure():
-            log.warning("could not note a held request in the quarantine queue", exc_info=True)
-        else:
-            log.debug("could not note a held request in the quarantine queue", exc_info=True)
 
 
 def _access_checked(settings: AccessConfig) -> bool:

@@ -14,15 +14,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from mirror.config import IPNetwork
 from mirror.forwarded import is_trusted
 
+# The request handler of aiohttp's `web.Server` (what `wrap` wraps and gives).
+ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 log = logging.getLogger("mirror.connections")
 
 # Refusals are logged at most once per this many seconds per kind, with a count: a client
@@ -67,17 +68,17 @@ class ConnectionGate:
         """A protocol factory for `loop.create_server` around aiohttp's (`runner.server`)."""
         return lambda: _Connection(self, inner())
 
-    def middleware(self) -> Middleware:
-        """The app's outermost middleware: ends the header timer of the request's connection
-        and tracks the request's task."""
+    def wrap(self, handler: ServerHandler) -> ServerHandler:
+        """The request handler around `handler` (the server's, in front of the hot path and
+        the app): ends the header timer of the request's connection and tracks the request's
+        task, for every request however it is answered."""
 
-        @web.middleware
-        async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def track(request: web.BaseRequest) -> web.StreamResponse:
             return await self._track(request, handler)
 
         return track
 
-    async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _track(self, request: web.BaseRequest, handler: ServerHandler) -> web.StreamResponse:
         connection = self._open.get(request.transport) if request.transport else None
         if connection is not None:
             connection.request_started()

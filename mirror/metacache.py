@@ -344,6 +344,14 @@ class MetaCache:
             max_bytes=max_bytes,
         )
 
+    def fresh_until(self, doc: CachedDocument[Any]) -> datetime:
+        """Until when `doc` is served as it is without asking upstream (a refresh-ahead starts
+        after it): a copy served stale is due now. For answers kept beyond this cache (the
+        hot path), which must come back here once it is due."""
+        if doc.stale:
+            return doc.fetched_at
+        return doc.fetched_at + self._ttl * REFRESH_AHEAD_FRACTION
+
     async def forget(self, url: str, *, accept: str | None = None) -> None:
         """Drop the copy of `url` held in memory and on disk: the next request asks upstream.
         For a caller that found the copy wrong (a checksum the file it describes did not

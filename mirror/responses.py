@@ -17,6 +17,7 @@ from mirror.config import Config
 from mirror.forwarded import FORWARDED_URL_HEADERS, forwarded_scheme, from_trusted_proxy
 from mirror.holds import HeldRendered, HeldSubject
 from mirror.model import Rendered
+from mirror.replay import REPLAY_BODY, ViewBody
 
 # Metadata views are small to revalidate; the client may keep them at most this long.
 DEFAULT_MAX_AGE = timedelta(minutes=5)
@@ -136,6 +137,13 @@ def respond(
         body = view.gzipped
         headers["Content-Encoding"] = "gzip"
     headers["Content-Type"] = view.content_type
+    if status == 200:
+        # The view as it went out: the hot path may answer the same request again with it.
+        # Its max-age counts down to `valid_until` once within `ceiling` of it: until then
+        # these very headers stay the answer.
+        held = view.held if isinstance(view, HeldRendered) else ()
+        until = None if view.valid_until is None else view.valid_until - ceiling
+        request[REPLAY_BODY] = ViewBody(held=held, valid_until=until)
     # On HEAD aiohttp sends the headers (Content-Length included) and no body.
     return web.Response(status=status, body=body, headers=headers)
 

@@ -382,6 +382,7 @@ class _Worker:
             os._exit(code)
 
     async def _serve(self, watch_parent: int | None) -> None:
+        from mirror import hotpath
         from mirror.app import create_app
         from mirror.services import SUPERVISOR_STATUS
 
@@ -396,7 +397,6 @@ class _Worker:
             header_timeout=config.limits.header_timeout.total_seconds(),
             trusted_proxies=config.trusted_proxies,
         )
-        app.middlewares.insert(0, gate.middleware())  # outermost: a request starts here
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -411,6 +411,10 @@ class _Worker:
         handler_factory = runner.server
         if handler_factory is None:  # set by setup(); a broken runner is a crashed worker
             raise RuntimeError("aiohttp's runner has no server after setup()")
+        # In front of the app: the hot path, and outermost the connection gate (a request
+        # starts there, however it is answered).
+        hotpath.install(runner)
+        handler_factory.request_handler = gate.wrap(handler_factory.request_handler)
         server = await loop.create_server(
             gate.protocol_factory(handler_factory),
             sock=self.sock,

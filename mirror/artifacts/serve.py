@@ -61,6 +61,7 @@ from mirror.identity import describe_client
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
 from mirror.model import ArtifactRef, DownloadEvent
+from mirror.replay import REPLAY_BODY, ArtifactBody
 from mirror.servingstate import ServingState
 from mirror.state import backend_name
 from mirror.state.base import StateStore
@@ -158,7 +159,7 @@ class ArtifactServer:
         self._metrics.cache_misses.labels(ref.ecosystem, "artifact").inc()
         self._metrics.traffic.miss(ref.ecosystem)
         download = self._joined(ref)  # runs on its own: nobody need wait for it
-        record = partial(self._record_download, request, ref)
+        record = partial(self.record_download, request, ref)
         try:
             if request.method == "HEAD" or "Range" in request.headers:
                 early = await self._answer_before_stored(request, ref, download, record)
@@ -325,7 +326,7 @@ class ArtifactServer:
             self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
             self._metrics.traffic.hit(ref.ecosystem, sent)
             if request.method == "GET" and status in (200, 206):
-                self._record_download(request, ref)
+                self.record_download(request, ref)
 
         if entry.size <= HOT_FILE_MAX and "Range" not in request.headers and not request.if_match:
             return await self._send_small(request, ref, entry, on_send)
@@ -368,6 +369,8 @@ class ArtifactServer:
             on_send(304, 0)
             return web.Response(status=304, headers=headers)
         on_send(200, len(data) if request.method == "GET" else 0)
+        # Verified bytes from memory, a plain 200: the hot path may answer it again.
+        request[REPLAY_BODY] = ArtifactBody(ref=ref, blob=entry)
         return web.Response(body=data, headers=headers)
 
     async def _serve_stored(
@@ -382,7 +385,8 @@ class ArtifactServer:
 
     # ledger -------------------------------------------------------------------------------
 
-    def _record_download(self, request: web.Request, ref: ArtifactRef) -> None:
+    def record_download(self, request: web.Request, ref: ArtifactRef) -> None:
+        """Note in the download ledger that `request` received `ref` (never blocks or fails)."""
         # Who: the address, the read token the access check accepted, what the client says.
         who = describe_client(request.headers, token=request.get(READ_TOKEN, ""))
         self.ledger.note(

@@ -31,6 +31,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpClient
 
+from mirror import hotpath
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
@@ -63,15 +64,29 @@ def metrics() -> Metrics:
 @pytest.fixture
 def make_mirror(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock) -> MakeClient:
     """`make_mirror(data_dir=None, **settings)`: a started test client on a fresh app over
-    `mirror_settings(data_dir, **settings)` and the test's `clock`; `data_dir` defaults to
+    `mirror_settings(data_dir, **settings)` and the test's `clock`, with the hot path in
+    front (`start_mirror`); `data_dir` defaults to
     `tmp_path / "data"`, so mirrors made in one test share disk and state like sibling workers
     or a restart. Stopped at teardown by `aiohttp_client`."""
 
     async def make(*, data_dir: Path | None = None, **settings: str) -> Client:
         env = mirror_settings(data_dir or tmp_path / "data", **settings)
-        return await aiohttp_client(create_app(load_config(None, env), clock=clock))
+        return (
+            await start_mirror(aiohttp_client, create_app(load_config(None, env), clock=clock))
+        )[0]
 
     return make
+
+
+async def start_mirror(
+    aiohttp_client: AiohttpClient, app: web.Application
+) -> tuple[Client, hotpath.HotPath]:
+    """A started test client on `app` with the hot path in front, as `mirror serve` runs it:
+    every test that asks the same thing twice also checks a replayed answer."""
+    client = await aiohttp_client(app)
+    runner = client.server.runner
+    assert runner is not None
+    return client, hotpath.install(runner)
 
 
 @pytest.fixture

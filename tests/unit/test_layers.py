@@ -329,6 +329,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.metrics", "mirror.files", "mirror.directories", "mirror.workerstatus",
         "mirror.malloc", "mirror.logs", "mirror.forwarded", "mirror.requestbody",
         "mirror.connections", "mirror.responses", "mirror.advisories", "mirror.webhook",
+        "mirror.replay",
     ),
     (  # services
         "mirror.metacache", "mirror.livepolicy", "mirror.lastknown", "mirror.servingstate",
@@ -345,7 +346,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mirror.admin.auth", "mirror.admin.rules", "mirror.admin.impact", "mirror.admin.routes",
         "mirror.admin.events",
         "mirror.admin.warm",
-        "mirror.admin.openapi", "mirror.app",
+        "mirror.admin.openapi", "mirror.hotpath", "mirror.app",
         # the dashboard (`/ui/`)
         "mirror.ui", "mirror.ui.render", "mirror.ui.guard", "mirror.ui.routes",
         "mirror.ui.pages", "mirror.ui.downloads",

@@ -39,6 +39,7 @@ from mirror.flight import SingleFlight
 from mirror.jsondepth import check_depth
 from mirror.model import ArtifactRef, Explanation, Rendered
 from mirror.pathgate import require_under
+from mirror.replay import REPLAY_SOURCE, Decided, ReplaySource
 from mirror.requestbody import read_body
 from mirror.risk import Signal
 from mirror.services import REQUEST_KIND
@@ -228,7 +229,9 @@ class NpmRegistry:
         # parsed form may have been dropped to stay within the memory budget).
         doc = await self._packument_bytes(package)
         base = self._registry_base(request)
-        key = ("npm", package.name, doc.version, services.policy.version, form, base)
+        policy_version = services.policy.version
+        key = ("npm", package.name, doc.version, policy_version, form, base)
+        self._replayable(request, doc, policy_version)
         return await services.rendered.get_or_render(
             key,
             services.clock.now(),
@@ -303,7 +306,9 @@ class NpmRegistry:
         services = self._services
         doc = await self._packument_bytes(package)
         base = self._registry_base(request)
-        key = ("npm-version", package.name, doc.version, services.policy.version, spec, base)
+        policy_version = services.policy.version
+        key = ("npm-version", package.name, doc.version, policy_version, spec, base)
+        self._replayable(request, doc, policy_version)
         view = await services.rendered.get_or_render(
             key,
             services.clock.now(),
@@ -373,26 +378,54 @@ class NpmRegistry:
         # What each tarball stands for is remembered per packument version: CI pulls the
         # same files over and over, and the packument need not be parsed (or even kept
         # parsed in memory) to serve them.
-        ref = await self._allowed_tarball(package, file)
+        policy_version = services.policy.version  # before deciding: a change means again
+        doc, tarball = await self._tarball_ref(package, file)
+        ref = tarball.ref
+        self._enforce(package, tarball)
+        request[REPLAY_SOURCE] = ReplaySource(
+            ecosystem="npm",
+            policy_version=policy_version,
+            fresh_until=services.metacache.fresh_until(doc),
+            decided=Decided(
+                policy.Subject("npm", package.name, ref.version), ref.published_at, tarball.signals
+            ),
+        )
         return await services.artifacts.serve(request, ref)
+
+    def _replayable(
+        self, request: web.Request, doc: CachedDocument[None], policy_version: int
+    ) -> None:
+        """A view of `doc` under `policy_version` may be answered again by the hot path."""
+        request[REPLAY_SOURCE] = ReplaySource(
+            ecosystem="npm",
+            policy_version=policy_version,
+            fresh_until=self._services.metacache.fresh_until(doc),
+            upstream_size=len(doc.raw),
+        )
 
     async def _allowed_tarball(self, package: PackageName, file: str) -> ArtifactRef:
         """What the tarball `file` of `package` stands for, once the policy allows its
         version (Held otherwise): the one way to a tarball, for a client or a pre-warm."""
-        tarball = await self._tarball_ref(package, file)
+        tarball = (await self._tarball_ref(package, file))[1]
+        self._enforce(package, tarball)
+        return tarball.ref
+
+    def _enforce(self, package: PackageName, tarball: _Tarball) -> None:
         ref = tarball.ref
         subject = policy.Subject("npm", package.name, ref.version)
         self._services.policy.enforce(subject, ref.published_at, tarball.signals)
-        return ref
 
-    async def _tarball_ref(self, package: PackageName, file: str) -> _Tarball:
-        """What the tarball `file` of `package` stands for, as the packument names it, and
-        its version's risk signals (no policy applied: `_allowed_tarball` applies it)."""
+    async def _tarball_ref(
+        self, package: PackageName, file: str
+    ) -> tuple[CachedDocument[None], _Tarball]:
+        """What the tarball `file` of `package` stands for, as the packument (`doc`, also
+        returned) names it, and its version's risk signals (no policy applied:
+        `_allowed_tarball` applies it)."""
         doc = await self._packument_bytes(package)
         tarball = self._refs.get((package.name, doc.version, file))
         if tarball is None:
             tarball = await self._find_tarball(package, doc, file)
-        return tarball
+        return doc, tarball
 
     async def _find_tarball(
         self, package: PackageName, doc: CachedDocument[None], file: str
@@ -520,7 +553,7 @@ class NpmRegistry:
         """The tarball of `package@version` as the packument names it, whatever the policy
         says of it (`Ecosystem.review_refs`)."""
         name = parse_name(package)
-        ref = (await self._tarball_ref(name, name.tarball_filename(version))).ref
+        ref = (await self._tarball_ref(name, name.tarball_filename(version)))[1].ref
         if ref.version != version:
             raise NotFound(f"{name.name} has no tarball of {version} upstream")
         return [ref]

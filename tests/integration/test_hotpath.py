@@ -1,0 +1,253 @@
+"""The hot path in front of the app (`mirror.hotpath`), as `mirror serve` runs it: a repeated
+request for a cached tarball or a rendered view is answered from the worker's table with the
+very bytes the app gave, yet every rule still holds — a block reaches a warm replay within a
+second, every replayed download is in the ledger, read tokens are checked, metrics count it,
+and whatever is not a plain repeat (conditional, ranged, HTTP/1.0) takes the slow path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientResponse
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from mirror.app import create_app
+from mirror.clock import FixedClock
+from mirror.config import load_config
+from mirror.hotpath import HotPath
+from mirror.services import SERVICES
+from tests.conftest import mirror_settings, wait_until
+from tests.fakes.npm import FakeNpmRegistry
+from tests.integration.conftest import NOW, OLD, Client, start_mirror
+
+TARBALL = "/npm/left-pad/-/left-pad-1.3.0.tgz"
+CORGI = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
+ADMIN = "admin-token-abcdefghijklmnop"
+READER = "ci-read-token-0123456789abcdef"
+NPM_CI = "npm/11.19.1 node/v20.20.2 linux x64 workspaces/false ci/github-actions"
+
+MakeHot = Callable[..., Awaitable[tuple[Client, HotPath]]]
+
+
+@pytest.fixture
+async def registry(aiohttp_server: AiohttpServer) -> FakeNpmRegistry:
+    registry = FakeNpmRegistry()
+    registry.add_version("left-pad", "1.0.0", published=OLD)
+    registry.add_version("left-pad", "1.3.0", published=NOW - timedelta(days=30))
+    registry.add_version("left-pad", "1.4.0", published=NOW - timedelta(hours=5))
+    await registry.start(aiohttp_server)
+    return registry
+
+
+@pytest.fixture
+def make_hot(
+    aiohttp_client: AiohttpClient, tmp_path: Path, clock: FixedClock, registry: FakeNpmRegistry
+) -> MakeHot:
+    async def make(*, data_dir: Path | None = None, **settings: str) -> tuple[Client, HotPath]:
+        env = mirror_settings(
+            data_dir or tmp_path / "data",
+            MIRROR_NPM_UPSTREAM=registry.url,
+            MIRROR_ADMIN_TOKENS=f"sec:{ADMIN}",
+            **settings,
+        )
+        return await start_mirror(aiohttp_client, create_app(load_config(None, env), clock=clock))
+
+    return make
+
+
+def answer_headers(response: ClientResponse) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in response.headers.items() if name != "Date"]
+
+
+async def test_a_repeated_tarball_is_replayed_with_the_very_same_answer(
+    make_hot: MakeHot, registry: FakeNpmRegistry
+) -> None:
+    client, hot = await make_hot()
+    expected = registry.version("left-pad", "1.3.0").tarball
+    answers = []
+    for _ in range(4):  # a miss, a hit through the app (kept), then two replays
+        response = await client.get(TARBALL)
+        assert response.status == 200
+        assert await response.read() == expected
+        answers.append(answer_headers(response))
+    assert hot.replayed == 2
+    assert answers[1] == answers[2] == answers[3]
+    assert response.headers["ETag"].strip('"')
+    head = await client.head(TARBALL)
+    assert head.status == 200
+    assert await head.read() == b""
+    assert head.headers["Content-Length"] == str(len(expected))
+    assert hot.replayed == 3
+    assert registry.upstream.count("/left-pad/-/left-pad-1.3.0.tgz") == 1
+
+
+async def test_every_replayed_download_is_in_the_ledger(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(25):
+        response = await client.get(TARBALL, headers={"User-Agent": NPM_CI})
+        assert response.status == 200
+    for _ in range(3):  # a HEAD downloads nothing
+        assert (await client.head(TARBALL, headers={"User-Agent": NPM_CI})).status == 200
+    assert hot.replayed == 26
+    services = client.app[SERVICES]
+    await services.artifacts.ledger.flush()
+    rows = await services.state.downloads("npm", "left-pad")
+    assert [(row.version, row.count, row.ci, row.client) for row in rows] == [
+        ("1.3.0", 25, "github-actions", "127.0.0.1")
+    ]
+
+
+async def test_a_block_reaches_a_warm_replay_in_another_worker_within_a_second(
+    make_hot: MakeHot, tmp_path: Path
+) -> None:
+    # Two workers: two apps on one data dir and state, as `mirror serve` runs them.
+    admin_side, _ = await make_hot(data_dir=tmp_path / "shared")
+    worker, hot = await make_hot(data_dir=tmp_path / "shared")
+    for _ in range(3):
+        assert (await worker.get(TARBALL)).status == 200
+    assert hot.replayed == 1
+    created = await admin_side.post(
+        "/api/v1/blocks",
+        json={"ecosystem": "npm", "package": "left-pad", "versions": "1.3.0", "reason": "INC-7"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert created.status == 201, await created.text()
+    started = time.monotonic()
+    while (response := await worker.get(TARBALL)).status == 200:
+        assert time.monotonic() - started < 1.0, "the block did not reach the replay in 1 s"
+        await asyncio.sleep(0.02)
+    assert response.status == 403
+    body = await response.json()
+    assert body["reason"] == "blocked"
+    assert "INC-7" in body["error"]
+    assert (await worker.get(TARBALL)).status == 403  # and stays refused
+
+
+async def test_a_view_is_replayed_per_form_and_rendered_again_under_new_rules(
+    make_hot: MakeHot,
+) -> None:
+    client, hot = await make_hot()
+    corgi = [await client.get("/npm/left-pad", headers={"Accept": CORGI}) for _ in range(3)]
+    full = [await client.get("/npm/left-pad") for _ in range(3)]
+    assert hot.replayed == 4
+    assert len({await response.read() for response in corgi}) == 1
+    assert len({await response.read() for response in full}) == 1
+    assert await corgi[0].read() != await full[0].read()
+    assert corgi[2].headers["Content-Type"].startswith("application/vnd.npm.install-v1+json")
+    versions = (await corgi[2].json(content_type=None))["versions"]
+    assert sorted(versions) == ["1.0.0", "1.3.0"]  # 1.4.0 is in quarantine
+    assert "npm-notice" in corgi[2].headers
+    # A block changes the view at once: the replay of the older view is not used.
+    created = await client.post(
+        "/api/v1/blocks",
+        json={"ecosystem": "npm", "package": "left-pad", "versions": "1.3.0", "reason": "bad"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert created.status == 201
+    after = await client.get("/npm/left-pad", headers={"Accept": CORGI})
+    assert sorted((await after.json(content_type=None))["versions"]) == ["1.0.0"]
+
+
+async def test_a_view_is_not_replayed_past_the_end_of_a_quarantine(
+    make_hot: MakeHot, clock: FixedClock
+) -> None:
+    client, _ = await make_hot()
+    for _ in range(3):
+        response = await client.get("/npm/left-pad", headers={"Accept": CORGI})
+        assert "1.4.0" not in (await response.json(content_type=None))["versions"]
+    clock.advance(timedelta(days=3))  # 1.4.0 leaves its 3-day quarantine
+    response = await client.get("/npm/left-pad", headers={"Accept": CORGI})
+    assert "1.4.0" in (await response.json(content_type=None))["versions"]
+
+
+async def test_past_its_freshness_the_upstream_is_asked_again(
+    make_hot: MakeHot, registry: FakeNpmRegistry, clock: FixedClock
+) -> None:
+    client, hot = await make_hot()
+    for _ in range(3):
+        assert (await client.get("/npm/left-pad")).status == 200
+    assert registry.upstream.count("/left-pad") == 1
+    assert hot.replayed == 2  # a view is kept from its first answer
+    clock.advance(timedelta(minutes=5))  # the metadata TTL
+    assert (await client.get("/npm/left-pad")).status == 200
+    assert hot.replayed == 2  # the slow path answered, and revalidates in the background
+    assert await wait_until(lambda: registry.upstream.count("/left-pad") == 2, 5)
+
+
+async def test_conditional_and_ranged_requests_take_the_slow_path(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(2):
+        first = await client.get(TARBALL)
+    etag = first.headers["ETag"]
+    body = await first.read()
+    not_modified = await client.get(TARBALL, headers={"If-None-Match": etag})
+    assert not_modified.status == 304
+    ranged = await client.get(TARBALL, headers={"Range": "bytes=0-9"})
+    assert ranged.status == 206
+    assert await ranged.read() == body[:10]
+    assert hot.replayed == 0
+
+
+async def test_read_tokens_are_checked_on_replays(make_hot: MakeHot) -> None:
+    client, hot = await make_hot(MIRROR_ACCESS_TOKENS=f"ci:{READER}", MIRROR_ACCESS_REQUIRED="true")
+    reader = {"Authorization": f"Bearer {READER}"}
+    for _ in range(4):
+        assert (await client.get(TARBALL, headers=reader)).status == 200
+    assert hot.replayed == 2
+    assert (await client.get(TARBALL)).status == 401
+    wrong = {"Authorization": "Bearer wrong-token-000000000000000"}
+    assert (await client.get(TARBALL, headers=wrong)).status == 401
+    assert hot.replayed == 2
+    replayed = await client.get(TARBALL, headers=reader)
+    assert replayed.headers["Cache-Control"].startswith("private")
+    services = client.app[SERVICES]
+    await services.artifacts.ledger.flush()
+    rows = await services.state.downloads("npm", "left-pad")
+    assert [(row.token, row.count) for row in rows] == [("ci", 5)]
+
+
+async def test_replays_are_counted_in_the_metrics(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(6):
+        assert (await client.get(TARBALL)).status == 200
+    assert hot.replayed == 4
+    text = await (await client.get("/metrics")).text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    artifact = (("ecosystem", "npm"), ("kind", "artifact"))
+    assert samples[("mirror_requests_total", (*artifact, ("status", "200")))] == 6
+    assert samples[("mirror_cache_hits_total", artifact)] == 5
+    assert samples[("mirror_request_seconds_count", artifact)] == 6
+
+
+async def test_a_connection_close_request_gets_its_connection_closed(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(2):
+        assert (await client.get(TARBALL)).status == 200
+    response = await client.get(TARBALL, headers={"Connection": "close"})
+    assert response.status == 200
+    assert hot.replayed == 1
+    assert response.headers.get("Connection", "").lower() == "close"
+
+
+async def test_http_1_0_takes_the_slow_path(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(2):
+        assert (await client.get(TARBALL)).status == 200
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {TARBALL} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 200")
+    assert hot.replayed == 0
