@@ -9,21 +9,31 @@ from pathlib import Path
 
 from aiohttp import web
 
-TYPES = {".json": "application/json", ".tgz": "application/octet-stream"}
+TYPES = {".json": "application/json", ".tgz": "application/octet-stream", ".html": "text/html"}
+INDEX = "index.html"
 
 
 def build(directory: Path) -> web.Application:
-    files = {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+    """Every file below `directory` at its path; a directory's `index.html` also at the
+    directory's path (ending in `/`), as nginx serves it."""
+    files: dict[str, tuple[bytes, str]] = {}
+    for path in directory.rglob("*"):
+        if path.is_file():
+            served = (path.read_bytes(), TYPES.get(path.suffix, "text/plain"))
+            relative = "/" + path.relative_to(directory).as_posix()
+            files[relative] = served
+            if path.name == INDEX:
+                files[relative.removesuffix(INDEX)] = served
 
     async def answer(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        body = files.get(name)
-        if body is None:
+        found = files.get(request.path)
+        if found is None:
             raise web.HTTPNotFound
-        return web.Response(body=body, content_type=TYPES.get(Path(name).suffix, "text/plain"))
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type)
 
     app = web.Application()
-    app.router.add_get("/{name}", answer)
+    app.router.add_get("/{path:.*}", answer)
     return app
 
 

@@ -6,15 +6,24 @@ run on one machine, so the figures are ratios that survive a small, noisy machin
                          [--ledger] [--ledger-rows 1000000] [--ledger-runs 5]
 
 Needs `nginx` and `wrk` (Debian packages `nginx-light` and `wrk`). It starts a fake npm
-registry on 127.0.0.1 (real tarballs; a small packument and a 2,000-version one), `mirror
-serve` with N workers on an empty data dir, and nginx with N workers on a copy of what the
-mirror serves; then it measures:
+registry on 127.0.0.1 (real tarballs; a small packument, a 2,000-version one, and 50
+packages of 4 versions), a fake PyPI index (5 projects), `mirror serve` with N workers on an
+empty data dir, and nginx with N workers on a copy of what the mirror serves (the bytes
+fetched from the mirror); then it measures:
 
 - cold fetch: upstream requests for one packument and one tarball (target: 1 each), and
   100 concurrent requests for one uncached tarball (target: 1 upstream fetch);
-- cached tarball, warm small packument, warm 2,000-version packument: requests per second
-  of mirror / nginx with wrk (targets from DESIGN.md: >= 30 %, >= 25 %, and the big
-  packument at no worse than 1/3 of nginx's rate), and of a bare aiohttp server;
+- requests per second of mirror / nginx with wrk (and of a bare aiohttp server), each
+  `--seconds` long: one cached tarball, 200 cached tarballs walked in turn by a wrk Lua
+  script (targets: >= 30 %), the warm abbreviated and the warm full 2-version packument and
+  the warm PyPI simple pages of the 5 projects, walked in turn (targets: >= 25 %), the warm
+  2,000-version packument over 20 connections (rate: >= 1/3; mean latency: <= 2x nginx's);
+  warm = fetched once through the mirror before the load;
+- for each of those runs, the CPU time per request of each server: user + system time of
+  its processes (the `mirror serve` parent and its workers, nginx's master and workers,
+  the bare aiohttp processes) and all their descendants, read from /proc just before and
+  just after the wrk run, over the requests wrk completed (target for the cached
+  artifacts: <= 0.04 ms a request);
 - the mirror processes' memory while a 1 GiB artifact streams through, cold and cached;
 - the growth of the mirror processes' memory after 1,000 requests for the largest packument,
   each with another `Host` (target: < 50 MB; the views are kept for 8 bases at most);
@@ -38,13 +47,11 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,13 +62,33 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bench.ledger import main_ledger
+from bench.load import (
+    STAT_PPID,
+    STAT_RSS,
+    WrkSummary,
+    path_walk_script,
+    proc_stats,
+    require_tool,
+    run_wrk,
+    tree_cpu_seconds,
+)
 from tests.conftest import free_port
 from tests.fakes.npm import FakeNpmRegistry
+from tests.fakes.pypi import FakePypiIndex
 
 REPO = Path(__file__).resolve().parents[1]
 CORGI = "application/vnd.npm.install-v1+json"
+FULL_PACKUMENT = "application/json"
+PIP_ACCEPT = (  # what pip asks a simple index for
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
 OLD = datetime.now(UTC) - timedelta(days=400)
 BIG_VERSIONS = 2000
+BIG_CONNECTIONS = 20  # the 2,000-version packument is measured over 20 connections
+ARTIFACT_PACKAGES, ARTIFACT_VERSIONS = 50, 4  # 200 small cached tarballs
+PYPI_PROJECTS, PYPI_VERSIONS = 5, 3  # a wheel and an sdist for each version
+WARM_CONCURRENCY = 10
 COLD_CONCURRENCY = 100
 HOST_CONCURRENCY = 10
 INSTALL_CONCURRENCY = 10  # npm's default number of sockets per registry
@@ -72,37 +99,111 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class MirrorProcess:
+class Served:
+    """A server under load: its URL, and the processes whose trees do its work (the `mirror
+    serve` parent, whose children are the workers; nginx's master; each bare process)."""
+
     url: str
-    pid: int  # the `mirror serve` parent; its children are the worker processes
+    roots: tuple[int, ...]
+
+    @property
+    def pid(self) -> int:
+        return self.roots[0]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One load measure: the paths wrk asks the mirror for and the same bytes' paths on
+    nginx and the bare server (more than one: walked in turn by a Lua script), and the
+    targets the mirror is held to against nginx."""
+
+    name: str
+    mirror_paths: tuple[str, ...]
+    static_paths: tuple[str, ...]
+    headers: dict[str, str]
+    rate_target: float  # mirror/nginx requests per second, at least
+    cpu_target_ms: float | None = None  # the mirror's CPU per request, at most
+    latency_target: float | None = None  # mirror/nginx mean latency, at most
+    connections: int | None = None  # None: --connections
+
+
+@dataclass(frozen=True)
+class ServerRun:
+    wrk: WrkSummary
+    cpu_seconds: float  # of the server's process trees, over the wrk run
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_seconds * 1e3 / self.wrk.requests if self.wrk.requests else 0.0
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "below target"
 
 
 @dataclass(frozen=True)
 class Measure:
-    name: str
-    mirror_rps: float
-    nginx_rps: float
-    bare_rps: float
-    target: float
+    case: Case
+    mirror: ServerRun
+    nginx: ServerRun
+    bare: ServerRun
+    connections: int
 
-    @property
-    def ratio(self) -> float:
-        return self.mirror_rps / self.nginx_rps if self.nginx_rps else 0.0
-
-    def line(self) -> str:
-        verdict = "ok" if self.ratio >= self.target else "below target"
-        bare = self.mirror_rps / self.bare_rps if self.bare_rps else 0.0
-        return (
-            f"{self.name:<31} mirror/nginx {self.ratio:6.1%} (target >= {self.target:.0%}: "
-            f"{verdict}); mirror/bare aiohttp {bare:6.1%}   [req/s: mirror "
-            f"{self.mirror_rps:.0f}, nginx {self.nginx_rps:.0f}, bare aiohttp {self.bare_rps:.0f}]"
+    def lines(self) -> list[str]:
+        case, mirror, nginx, bare = self.case, self.mirror, self.nginx, self.bare
+        rate = _ratio(mirror.wrk.rate, nginx.wrk.rate)
+        lines = [
+            f"{case.name:<39} mirror/nginx {rate:6.1%} (target >= {case.rate_target:.0%}: "
+            f"{_verdict(rate >= case.rate_target)}); mirror/bare aiohttp "
+            f"{_ratio(mirror.wrk.rate, bare.wrk.rate):6.1%}   [req/s: mirror "
+            f"{mirror.wrk.rate:.0f}, nginx {nginx.wrk.rate:.0f}, bare aiohttp "
+            f"{bare.wrk.rate:.0f}; {len(case.mirror_paths)} path(s), {self.connections} "
+            "connections]"
+        ]
+        cpu = (
+            f"    CPU per request: mirror {mirror.cpu_ms_per_request:.3f} ms, nginx "
+            f"{nginx.cpu_ms_per_request:.3f} ms, bare aiohttp {bare.cpu_ms_per_request:.3f} ms;"
+            f" mirror/nginx {_ratio(mirror.cpu_ms_per_request, nginx.cpu_ms_per_request):.1f}x"
         )
+        if case.cpu_target_ms is not None:
+            met = mirror.cpu_ms_per_request <= case.cpu_target_ms
+            cpu += f" (target: mirror <= {case.cpu_target_ms} ms: {_verdict(met)})"
+        lines.append(cpu)
+        if case.latency_target is not None:
+            latency = _ratio(mirror.wrk.latency_ms, nginx.wrk.latency_ms)
+            lines.append(
+                f"    mean latency: mirror {mirror.wrk.latency_ms:.2f} ms, nginx "
+                f"{nginx.wrk.latency_ms:.2f} ms, bare aiohttp {bare.wrk.latency_ms:.2f} ms; "
+                f"mirror/nginx {latency:.2f}x (target <= {case.latency_target:g}x: "
+                f"{_verdict(latency <= case.latency_target)})"
+            )
+        return lines
 
 
-async def _serve_app(app: web.Application, host: str = "127.0.0.1") -> TestServer:
-    server = TestServer(app, host=host)
-    await server.start_server()
-    return server
+ServeApp = Callable[..., Awaitable[TestServer]]
+
+
+@contextlib.asynccontextmanager
+async def _upstreams() -> AsyncIterator[ServeApp]:
+    """What fake upstreams start with (`registry.start(serve)`): each app on a free
+    127.0.0.1 port, every one closed on the way out."""
+    servers: list[TestServer] = []
+
+    async def serve(app: web.Application, host: str = "127.0.0.1") -> TestServer:
+        server = TestServer(app, host=host)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    try:
+        yield serve
+    finally:
+        for server in servers:
+            await server.close()
 
 
 def _build_registry(huge_mib: int = 0) -> FakeNpmRegistry:
@@ -116,13 +217,30 @@ def _build_registry(huge_mib: int = 0) -> FakeNpmRegistry:
         registry.add_version(
             "bench-big", f"1.{index // 100}.{index % 100}", published=OLD + timedelta(hours=index)
         )
+    for name in _artifact_names():
+        for minor in range(ARTIFACT_VERSIONS):
+            registry.add_version(name, f"1.{minor}.0", published=OLD + timedelta(days=minor))
     return registry
+
+
+def _artifact_names() -> list[str]:
+    return [f"bench-art-{index:02d}" for index in range(ARTIFACT_PACKAGES)]
+
+
+def _build_pypi() -> FakePypiIndex:
+    index = FakePypiIndex()
+    for project in range(PYPI_PROJECTS):
+        for minor in range(PYPI_VERSIONS):
+            uploaded = OLD + timedelta(days=minor)
+            index.add_wheel(f"bench-py-{project}", f"1.{minor}.0", uploaded=uploaded)
+            index.add_sdist(f"bench-py-{project}", f"1.{minor}.0", uploaded=uploaded)
+    return index
 
 
 @contextlib.asynccontextmanager
 async def _mirror(
-    registry: FakeNpmRegistry, workers: int, root: Path
-) -> AsyncIterator[MirrorProcess]:
+    registry: FakeNpmRegistry, workers: int, root: Path, pypi: FakePypiIndex | None = None
+) -> AsyncIterator[Served]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MIRROR_")}
     env.update(
@@ -136,6 +254,8 @@ async def _mirror(
             "MIRROR_LOG_LEVEL": "WARNING",
         }
     )
+    if pypi is not None:
+        env["MIRROR_PYPI_UPSTREAM"] = pypi.url
     log = (root / "mirror.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mirror", "serve", "--config", str(REPO / "config/mirror.toml"),
@@ -145,7 +265,7 @@ async def _mirror(
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url + "/readyz")
-        yield MirrorProcess(url=url, pid=process.pid)
+        yield Served(url=url, roots=(process.pid,))
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -159,27 +279,18 @@ async def _mirror(
 def _rss_mib(parent: int) -> float:
     """Resident memory of `parent` and its children (the worker processes), in MiB."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(stat.parent.name)
-        if pid == parent or int(fields[1]) == parent:
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss in pages
+    for pid, fields in proc_stats():
+        if pid == parent or int(fields[STAT_PPID]) == parent:
+            total += int(fields[STAT_RSS]) * os.sysconf("SC_PAGE_SIZE")  # rss in pages
     return total / MIB
 
 
 def _worker_rss_mib(parent: int) -> dict[int, float]:
     """Resident memory of each child of `parent` (the worker processes), in MiB by pid."""
     found: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == parent:
-            found[int(stat.parent.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / MIB
+    for pid, fields in proc_stats():
+        if int(fields[STAT_PPID]) == parent:
+            found[pid] = int(fields[STAT_RSS]) * os.sysconf("SC_PAGE_SIZE") / MIB
     return found
 
 
@@ -241,7 +352,7 @@ async def _wait_ready(url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _nginx(root: Path, workers: int) -> AsyncIterator[str]:
+async def _nginx(root: Path, workers: int) -> AsyncIterator[Served]:
     port = free_port()
     conf = root / "nginx.conf"
     conf.write_text(
@@ -260,7 +371,7 @@ http {{
     fastcgi_temp_path {root}/nginx-tmp;
     uwsgi_temp_path {root}/nginx-tmp;
     scgi_temp_path {root}/nginx-tmp;
-    types {{ application/json json; application/octet-stream tgz; }}
+    types {{ application/json json; application/octet-stream tgz; text/html html; }}
     server {{
         listen 127.0.0.1:{port};
         root {root}/static;
@@ -272,12 +383,12 @@ http {{
     )
     (root / "nginx-tmp").mkdir(exist_ok=True)
     process = await asyncio.create_subprocess_exec(
-        _require("nginx"), "-c", str(conf), "-g", "daemon off;", "-e", str(root / "nginx.err")
+        require_tool("nginx"), "-c", str(conf), "-g", "daemon off;", "-e", str(root / "nginx.err")
     )
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url + "/small.json")
-        yield url
+        yield Served(url=url, roots=(process.pid,))  # the master; the workers are its children
     finally:
         process.send_signal(signal.SIGQUIT)
         try:
@@ -288,7 +399,7 @@ http {{
 
 
 @contextlib.asynccontextmanager
-async def _bare_aiohttp(static: Path, workers: int) -> AsyncIterator[str]:
+async def _bare_aiohttp(static: Path, workers: int) -> AsyncIterator[Served]:
     port = free_port()
     processes = [
         await asyncio.create_subprocess_exec(
@@ -299,7 +410,7 @@ async def _bare_aiohttp(static: Path, workers: int) -> AsyncIterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url + "/small.json")
-        yield url
+        yield Served(url=url, roots=tuple(process.pid for process in processes))
     finally:
         for process in processes:
             process.send_signal(signal.SIGINT)
@@ -309,32 +420,6 @@ async def _bare_aiohttp(static: Path, workers: int) -> AsyncIterator[str]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-
-
-def _require(tool: str) -> str:
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if path is None:
-        raise SystemExit(f"{tool} is not installed: apt-get install nginx-light wrk")
-    return path
-
-
-async def _wrk(
-    url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
-) -> float:
-    command = [_require("wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in (headers or {}).items():
-        command += ["-H", f"{name}: {value}"]
-    process = await asyncio.create_subprocess_exec(
-        *command, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), seconds + 30)
-    text = out.decode()
-    match = re.search(r"Requests/sec:\s+([0-9.]+)", text)
-    if match is None:
-        raise RuntimeError(f"wrk printed no rate for {url}:\n{text}")
-    if "Non-2xx" in text:
-        raise RuntimeError(f"{url} answered errors under load:\n{text}")
-    return float(match.group(1))
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str, **headers: str) -> bytes:
@@ -365,81 +450,168 @@ async def _host_flood(
     return before, await asyncio.to_thread(_rss_mib, parent)
 
 
+async def _warm(
+    session: aiohttp.ClientSession, urls: Sequence[str], headers: dict[str, str]
+) -> list[bytes]:
+    """Fetch each of `urls` once through the mirror, WARM_CONCURRENCY at a time."""
+    limit = asyncio.Semaphore(WARM_CONCURRENCY)
+
+    async def one(url: str) -> bytes:
+        async with limit:
+            return await _fetch(session, url, **headers)
+
+    return list(await asyncio.gather(*(one(url) for url in urls)))
+
+
+def _write_static(static: Path, path: str, body: bytes) -> None:
+    """`body` where nginx and the bare server serve `path` (a directory's `index.html` for a
+    path ending in `/`)."""
+    target = static / path.lstrip("/")
+    if path.endswith("/"):
+        target = target / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+
+
+def _walk_script(paths: Sequence[str], script: Path) -> Path | None:
+    """For more than one path, the Lua script that walks them, written to `script`."""
+    if len(paths) < 2:
+        return None
+    script.write_text(path_walk_script(paths), encoding="utf-8")
+    return script
+
+
+async def _load(
+    server: Served,
+    paths: Sequence[str],
+    headers: dict[str, str],
+    seconds: int,
+    connections: int,
+    script: Path,
+) -> ServerRun:
+    """One wrk run against `server` (more than one path: walked by a Lua script written to
+    `script`), with the CPU its process trees spent from just before to just after it."""
+    walk = _walk_script(paths, script)
+    before = await asyncio.to_thread(tree_cpu_seconds, server.roots)
+    summary = await run_wrk(server.url + paths[0], seconds, connections, headers, walk)
+    after = await asyncio.to_thread(tree_cpu_seconds, server.roots)
+    return ServerRun(wrk=summary, cpu_seconds=after - before)
+
+
 async def run(
     seconds: int, connections: int, workers: int, huge_mib: int, hosts: int = 1000
 ) -> list[str]:
     report: list[str] = []
     registry = _build_registry(huge_mib)
-    await registry.start(_serve_app)
-    upstream = registry.upstream
-    with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
-        root = Path(tmp)
+    pypi = _build_pypi()
+    async with contextlib.AsyncExitStack() as stack:
+        serve = await stack.enter_async_context(_upstreams())
+        await registry.start(serve)
+        await pypi.start(serve)
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qm-bench-")))
         static = _readable_dirs(root)
-        async with _mirror(registry, workers, root) as server, aiohttp.ClientSession() as session:
-            mirror = server.url
-            # cold: one upstream request per document and per file
-            small = await _fetch(session, f"{mirror}/npm/bench-small", Accept=CORGI)
-            tarball_path = registry.tarball_path("bench-small", "1.1.0")
-            tarball = await _fetch(session, f"{mirror}/npm{tarball_path}")
-            report.append(
-                "cold fetch: upstream requests for a packument "
-                f"{upstream.count(registry.packument_path('bench-small'))}, for a tarball "
-                f"{upstream.count(tarball_path)} (target: 1 and 1)"
-            )
-            cold_path = registry.tarball_path("bench-small", "1.0.0")
-            bodies = await asyncio.gather(
-                *(_fetch(session, f"{mirror}/npm{cold_path}") for _ in range(COLD_CONCURRENCY))
-            )
-            expected = registry.version("bench-small", "1.0.0").tarball
-            correct = sum(body == expected for body in bodies)
-            report.append(
-                f"{COLD_CONCURRENCY} concurrent misses for one tarball over {workers} worker "
-                f"processes: {upstream.count(cold_path)} upstream fetch(es) (target: 1); "
-                f"{correct}/{COLD_CONCURRENCY} bodies correct"
-            )
-            big = await _fetch(session, f"{mirror}/npm/bench-big", Accept=CORGI)
-            (static / "small.json").write_bytes(small)
-            (static / "big.json").write_bytes(big)
-            (static / "file.tgz").write_bytes(tarball)
-            measures: list[Measure] = []
-            async with _nginx(root, workers) as nginx, _bare_aiohttp(static, workers) as bare:
-                cases: list[tuple[str, str, str, dict[str, Any], float]] = [
-                    ("cached tarball", f"/npm{tarball_path}", "/file.tgz", {}, 0.30),
-                    ("warm packument (2 versions)", "/npm/bench-small", "/small.json",
-                     {"Accept": CORGI}, 0.25),
-                    (f"warm packument ({BIG_VERSIONS} versions)", "/npm/bench-big", "/big.json",
-                     {"Accept": CORGI}, 1 / 3),
-                ]  # fmt: skip
-                for name, mirror_path, static_path, headers, target in cases:
-                    nginx_rps = await _wrk(nginx + static_path, seconds, connections, headers)
-                    bare_rps = await _wrk(bare + static_path, seconds, connections, headers)
-                    mirror_rps = await _wrk(mirror + mirror_path, seconds, connections, headers)
-                    measures.append(Measure(name, mirror_rps, nginx_rps, bare_rps, target))
-            report.extend(measure.line() for measure in measures)
-            requests_after = len(upstream.requests)
-            report.append(
-                f"upstream requests during the load runs: "
-                f"{requests_after - _counted_before_load(upstream, registry)} (target: 0)"
-            )
-            if huge_mib:
-                huge = f"{mirror}/npm{registry.tarball_path('bench-huge', '1.0.0')}"
-                before = await asyncio.to_thread(_rss_mib, server.pid)
-                for phase in ("miss (streamed while stored)", "hit (sendfile)"):
-                    _, peak = await _stream_huge(session, huge, server.pid, huge_mib * MIB)
-                    report.append(
-                        f"{huge_mib} MiB artifact, {phase}: mirror processes' memory "
-                        f"{before:.0f} MiB before, {peak:.0f} MiB at peak "
-                        f"(target: flat, < 150 MB per worker)"
+        server = await stack.enter_async_context(_mirror(registry, workers, root, pypi))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        mirror = server.url
+        upstream = registry.upstream
+        # cold: one upstream request per document and per file
+        small = await _fetch(session, f"{mirror}/npm/bench-small", Accept=CORGI)
+        tarball_path = registry.tarball_path("bench-small", "1.1.0")
+        tarball = await _fetch(session, f"{mirror}/npm{tarball_path}")
+        report.append(
+            "cold fetch: upstream requests for a packument "
+            f"{upstream.count(registry.packument_path('bench-small'))}, for a tarball "
+            f"{upstream.count(tarball_path)} (target: 1 and 1)"
+        )
+        cold_path = registry.tarball_path("bench-small", "1.0.0")
+        bodies = await asyncio.gather(
+            *(_fetch(session, f"{mirror}/npm{cold_path}") for _ in range(COLD_CONCURRENCY))
+        )
+        expected = registry.version("bench-small", "1.0.0").tarball
+        correct = sum(body == expected for body in bodies)
+        report.append(
+            f"{COLD_CONCURRENCY} concurrent misses for one tarball over {workers} worker "
+            f"processes: {upstream.count(cold_path)} upstream fetch(es) (target: 1); "
+            f"{correct}/{COLD_CONCURRENCY} bodies correct"
+        )
+        # warm: every document and file of the load runs fetched once through the mirror;
+        # nginx and the bare server serve the bytes the mirror answered
+        big = await _fetch(session, f"{mirror}/npm/bench-big", Accept=CORGI)
+        full = await _fetch(session, f"{mirror}/npm/bench-small", Accept=FULL_PACKUMENT)
+        for path, body in (
+            ("/small.json", small), ("/full.json", full), ("/big.json", big),
+            ("/file.tgz", tarball),
+        ):  # fmt: skip
+            _write_static(static, path, body)
+        artifacts = [
+            registry.tarball_path(name, version)
+            for name in _artifact_names()
+            for version in registry.packages[name].versions
+        ]
+        artifact_paths = tuple(f"/npm{path}" for path in artifacts)
+        artifact_bodies = await _warm(session, [mirror + path for path in artifact_paths], {})
+        for path, served, body in zip(artifacts, artifact_paths, artifact_bodies, strict=True):
+            name = path.split("/-/", 1)[0].lstrip("/")
+            version = path.rsplit("-", 1)[1].removesuffix(".tgz")
+            if body != registry.version(name, version).tarball:
+                raise RuntimeError(f"{served}: the mirror's bytes are not the upstream's")
+            _write_static(static, served, body)
+        page_paths = tuple(f"/pypi/simple/{project}/" for project in sorted(pypi.files))
+        pages = await _warm(session, [mirror + path for path in page_paths], {"Accept": PIP_ACCEPT})
+        for path, body in zip(page_paths, pages, strict=True):
+            _write_static(static, path, body)
+        upstream_before_load = len(upstream.requests) + len(pypi.requests)
+        cases = [
+            Case("cached tarball (one)", (f"/npm{tarball_path}",), ("/file.tgz",), {}, 0.30,
+                 cpu_target_ms=0.04),
+            Case(f"cached artifacts ({len(artifact_paths)} tarballs)", artifact_paths,
+                 artifact_paths, {}, 0.30, cpu_target_ms=0.04),
+            Case("warm abbreviated packument (2 versions)", ("/npm/bench-small",),
+                 ("/small.json",), {"Accept": CORGI}, 0.25),
+            Case("warm full packument (2 versions)", ("/npm/bench-small",), ("/full.json",),
+                 {"Accept": FULL_PACKUMENT}, 0.25),
+            Case(f"warm packument ({BIG_VERSIONS} versions)", ("/npm/bench-big",),
+                 ("/big.json",), {"Accept": CORGI}, 1 / 3, latency_target=2.0,
+                 connections=BIG_CONNECTIONS),
+            Case(f"warm simple pages ({len(page_paths)} projects)", page_paths, page_paths,
+                 {"Accept": PIP_ACCEPT}, 0.25),
+        ]  # fmt: skip
+        measures: list[Measure] = []
+        async with _nginx(root, workers) as nginx, _bare_aiohttp(static, workers) as bare:
+            for number, case in enumerate(cases):
+                clients = case.connections or connections
+                script = root / f"walk-{number}.lua"
+                runs = [
+                    await _load(target, paths, case.headers, seconds, clients, script)
+                    for target, paths in (
+                        (nginx, case.static_paths), (bare, case.static_paths),
+                        (server, case.mirror_paths),
                     )
-            if hosts:
-                before, after = await _host_flood(
-                    session, f"{mirror}/npm/bench-big", server.pid, hosts
-                )
+                ]  # fmt: skip
+                measures.append(Measure(case, runs[2], runs[0], runs[1], clients))
+        for measure in measures:
+            report.extend(measure.lines())
+        report.append(
+            "upstream requests during the load runs: "
+            f"{len(upstream.requests) + len(pypi.requests) - upstream_before_load} (target: 0)"
+        )
+        if huge_mib:
+            huge = f"{mirror}/npm{registry.tarball_path('bench-huge', '1.0.0')}"
+            before = await asyncio.to_thread(_rss_mib, server.pid)
+            for phase in ("miss (streamed while stored)", "hit (sendfile)"):
+                _, peak = await _stream_huge(session, huge, server.pid, huge_mib * MIB)
                 report.append(
-                    f"{hosts} distinct Host values on the {BIG_VERSIONS}-version packument "
-                    f"({len(big) / MIB:.1f} MiB corgi): mirror processes' memory {before:.0f} → "
-                    f"{after:.0f} MiB, growth {after - before:.0f} MiB (target: < 50 MB)"
+                    f"{huge_mib} MiB artifact, {phase}: mirror processes' memory "
+                    f"{before:.0f} MiB before, {peak:.0f} MiB at peak "
+                    f"(target: flat, < 150 MB per worker)"
                 )
+        if hosts:
+            before, after = await _host_flood(session, f"{mirror}/npm/bench-big", server.pid, hosts)
+            report.append(
+                f"{hosts} distinct Host values on the {BIG_VERSIONS}-version packument "
+                f"({len(big) / MIB:.1f} MiB corgi): mirror processes' memory {before:.0f} → "
+                f"{after:.0f} MiB, growth {after - before:.0f} MiB (target: < 50 MB)"
+            )
     return report
 
 
@@ -528,35 +700,37 @@ async def _replay_install(
 async def run_install_set(count: int, workers: int) -> list[str]:
     started = time.monotonic()
     registry = _install_set_registry(count)
-    await registry.start(_serve_app)
-    names = list(registry.packages)
-    # The bodies the fake serves: what the packuments weigh on the wire, uncompressed.
-    full_sizes = [
-        len(registry.upstream._routes[registry.packument_path(name)].body) for name in names
-    ]
-    built = time.monotonic() - started
     phases: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="qm-bench-install-") as tmp:
-        root = Path(tmp)
-        async with (
-            _mirror(registry, workers, root) as server,
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=INSTALL_CONCURRENCY)
-            ) as session,
-            WorkerPeaks(server.pid) as overall,
-        ):
-            idle = max(_worker_rss_mib(server.pid).values(), default=0.0)
-            for phase in ("cold", "warm"):
-                upstream_before = len(registry.upstream.requests)
-                phase_started = time.monotonic()
-                async with WorkerPeaks(server.pid) as peaks:
-                    corgi_bytes, tarballs = await _replay_install(session, server.url, names)
-                phases.append(
-                    f"{phase} {peaks.peak:.0f} MiB in {time.monotonic() - phase_started:.0f} s, "
-                    f"{len(registry.upstream.requests) - upstream_before} upstream requests"
-                )
-                if tarballs != len(names):
-                    raise RuntimeError(f"{phase}: {tarballs} of {len(names)} tarballs")
+    async with _upstreams() as serve:
+        await registry.start(serve)
+        names = list(registry.packages)
+        # The bodies the fake serves: what the packuments weigh on the wire, uncompressed.
+        full_sizes = [
+            len(registry.upstream._routes[registry.packument_path(name)].body) for name in names
+        ]
+        built = time.monotonic() - started
+        with tempfile.TemporaryDirectory(prefix="qm-bench-install-") as tmp:
+            root = Path(tmp)
+            async with (
+                _mirror(registry, workers, root) as server,
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=INSTALL_CONCURRENCY)
+                ) as session,
+                WorkerPeaks(server.pid) as overall,
+            ):
+                idle = max(_worker_rss_mib(server.pid).values(), default=0.0)
+                for phase in ("cold", "warm"):
+                    upstream_before = len(registry.upstream.requests)
+                    phase_started = time.monotonic()
+                    async with WorkerPeaks(server.pid) as peaks:
+                        corgi_bytes, tarballs = await _replay_install(session, server.url, names)
+                    took = time.monotonic() - phase_started
+                    phases.append(
+                        f"{phase} {peaks.peak:.0f} MiB in {took:.0f} s, "
+                        f"{len(registry.upstream.requests) - upstream_before} upstream requests"
+                    )
+                    if tarballs != len(names):
+                        raise RuntimeError(f"{phase}: {tarballs} of {len(names)} tarballs")
     verdict = "ok" if overall.peak * MIB <= 200e6 else "above target"
     return [
         f"install set ({count} packuments, {INSTALL_MIN_MIB}-{INSTALL_MAX_MIB} MB): peak RSS "
@@ -574,17 +748,6 @@ def _readable_dirs(root: Path) -> Path:
     static = root / "static"
     static.mkdir(mode=0o755)
     return static
-
-
-def _counted_before_load(upstream: Any, registry: FakeNpmRegistry) -> int:
-    # Everything the cold phase asked for: the two packuments and the two tarballs.
-    paths = (
-        registry.packument_path("bench-small"),
-        registry.packument_path("bench-big"),
-        registry.tarball_path("bench-small", "1.1.0"),
-        registry.tarball_path("bench-small", "1.0.0"),
-    )
-    return sum(upstream.count(path) for path in paths)
 
 
 def main(argv: list[str] | None = None) -> int:
