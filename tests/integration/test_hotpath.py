@@ -24,6 +24,7 @@ from mirror.hotpath import HotPath
 from mirror.services import SERVICES
 from tests.conftest import mirror_settings, wait_until
 from tests.fakes.npm import FakeNpmRegistry
+from tests.fakes.pypi import FakePypiIndex
 from tests.integration.conftest import NOW, OLD, Client, start_mirror
 
 TARBALL = "/npm/left-pad/-/left-pad-1.3.0.tgz"
@@ -251,3 +252,49 @@ async def test_http_1_0_takes_the_slow_path(make_hot: MakeHot) -> None:
     writer.close()
     assert answer.startswith(b"HTTP/1.0 200")
     assert hot.replayed == 0
+
+
+async def test_pypi_pages_and_files_are_replayed_under_the_same_rules(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    tmp_path: Path,
+    clock: FixedClock,
+) -> None:
+    index = FakePypiIndex()
+    index.add_wheel("demo", "1.0", uploaded=OLD)
+    index.add_wheel("demo", "1.1", uploaded=NOW - timedelta(days=30))
+    index.add_wheel("demo", "2.0", uploaded=NOW - timedelta(hours=5))
+    await index.start(aiohttp_server)
+    env = mirror_settings(
+        tmp_path / "data", MIRROR_PYPI_UPSTREAM=index.url, MIRROR_ADMIN_TOKENS=f"sec:{ADMIN}"
+    )
+    client, hot = await start_mirror(
+        aiohttp_client, create_app(load_config(None, env), clock=clock)
+    )
+    pip = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    pages = [await client.get("/pypi/simple/demo/", headers=pip) for _ in range(3)]
+    assert hot.replayed == 2
+    assert len({await page.read() for page in pages}) == 1
+    files = [item["filename"] for item in (await pages[2].json(content_type=None))["files"]]
+    assert files == ["demo-1.0-py3-none-any.whl", "demo-1.1-py3-none-any.whl"]
+    wheel = "/pypi/files/demo/demo-1.1-py3-none-any.whl"
+    expected = index.file("demo-1.1-py3-none-any.whl").data
+    for _ in range(4):
+        response = await client.get(wheel, headers={"User-Agent": "pip/25.3"})
+        assert response.status == 200
+        assert await response.read() == expected
+    assert hot.replayed == 4
+    services = client.app[SERVICES]
+    await services.artifacts.ledger.flush()
+    rows = await services.state.downloads("pypi", "demo")
+    assert [(row.filename, row.count) for row in rows] == [("demo-1.1-py3-none-any.whl", 4)]
+    created = await client.post(
+        "/api/v1/blocks",
+        json={"ecosystem": "pypi", "package": "demo", "versions": "1.1", "reason": "INC-9"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert created.status == 201
+    assert (await client.get(wheel)).status == 403
+    page = await client.get("/pypi/simple/demo/", headers=pip)
+    files = [item["filename"] for item in (await page.json(content_type=None))["files"]]
+    assert files == ["demo-1.0-py3-none-any.whl"]

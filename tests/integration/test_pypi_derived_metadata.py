@@ -242,7 +242,7 @@ async def settled(client: Client) -> None:
 
 async def wheel_ref(client: Client, filename: str, project: str = "demo") -> ArtifactRef:
     adapter = adapter_of(client)
-    page, _ = await adapter._page(project)
+    page = (await adapter._page(project)).page
     item = page.file(filename)
     assert item is not None
     assert item.version is not None

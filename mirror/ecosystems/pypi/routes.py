@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from mirror.holds import HeldSubject
 from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.model import ArtifactRef, Explanation, Rendered
+from mirror.replay import REPLAY_SOURCE, Decided, ReplaySource
 from mirror.services import REQUEST_KIND
 from mirror.upstream import redact
 
@@ -156,10 +158,10 @@ class PypiIndex:
         """The files of `project` `version` the upstream index lists, with the page listing
         them (asked again once when our copy lists none: a lockfile may name a release newer
         than it); NotFound if none."""
-        page, _ = await self._page(project)
+        page = (await self._page(project)).page
         files = self._files_of(page, version)
         if not files:
-            page, _ = await self._page(project, refresh=True)
+            page = (await self._page(project, refresh=True)).page
             files = self._files_of(page, version)
         if not files:
             raise NotFound(f"the upstream index has no files of {project} {version}")
@@ -222,10 +224,10 @@ class PypiIndex:
 
     # upstream documents -----------------------------------------------------------------
 
-    async def _page(self, project: str, *, refresh: Refresh = False) -> tuple[ProjectPage, str]:
-        """The upstream page of `project` and a version naming its bytes. Pages without
-        upload times (HTML-only upstreams) get them from the upstream JSON API when there
-        is one; otherwise those files count as of unknown age."""
+    async def _page(self, project: str, *, refresh: Refresh = False) -> _PageCopy:
+        """The upstream page of `project`, a version naming its bytes and until when it is
+        fresh. Pages without upload times (HTML-only upstreams) get them from the upstream
+        JSON API when there is one; otherwise those files count as of unknown age."""
         services = self._services
         url = names.simple_page_url(self._index, project)
         doc = await services.metacache.get(
@@ -236,8 +238,9 @@ class PypiIndex:
             refresh=refresh,
         )
         page: ProjectPage = doc.parsed
+        copy = _PageCopy(page, doc.version, services.metacache.fresh_until(doc), len(doc.raw))
         if self._api is None or not page.missing_upload_times:
-            return page, doc.version
+            return copy
         try:
             api = await self._optional_api(
                 self._api_url(project),
@@ -250,13 +253,13 @@ class PypiIndex:
             )
         except BadUpstreamDocument as exc:
             log.warning("no upload times for %s from the upstream JSON API: %s", project, exc)
-            return page, doc.version
+            return copy
         except UpstreamError as exc:
             # The upstream client logs the failure itself, once per request it makes.
             log.debug("no upload times for %s from the upstream JSON API: %s", project, exc)
-            return page, doc.version
+            return copy
         if api is None:
-            return page, doc.version
+            return copy
         key = (project, doc.version, api.version)
         held = self._merged.get(key)
         if held is None:
@@ -265,7 +268,8 @@ class PypiIndex:
             self._merged.put(key, (merged, len(doc.raw) * PARSED_BYTES_PER_RAW_BYTE))
         else:
             merged, _ = held
-        return merged, f"{doc.version}+{api.version}"
+        fresh_until = min(copy.fresh_until, services.metacache.fresh_until(api))
+        return _PageCopy(merged, f"{doc.version}+{api.version}", fresh_until, copy.size)
 
     # views --------------------------------------------------------------------------------
 
@@ -318,13 +322,23 @@ class PypiIndex:
     async def _serve_page(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         form = self._form(request)
-        page, version = await self._page(project)
+        copy = await self._page(project)
+        page, version = copy.page, copy.version
         base = self._pypi_base(request)
         lacking = self._lacks_metadata(page, version)
         # A wheel cached since the view was rendered changes it, in every worker process.
         derived = await self._derived.generation(project) if lacking else None
         policy_version = self._services.policy.version
         key = ("pypi", project, version, policy_version, form, base, derived)
+        if not lacking:
+            # A page waiting for derived metadata changes when another worker derives it:
+            # only a page that waits for nothing may be answered again by the hot path.
+            request[REPLAY_SOURCE] = ReplaySource(
+                ecosystem="pypi",
+                policy_version=policy_version,
+                fresh_until=copy.fresh_until,
+                upstream_size=copy.size,
+            )
         view = await self._cached_view(key, self._render_page, page, form, lacking, base=base)
         return responses.respond(request, view, now=self._services.clock.now(), vary=VARY)
 
@@ -382,20 +396,30 @@ class PypiIndex:
     ) -> web.StreamResponse:
         request[REQUEST_KIND] = "artifact"
         services = self._services
-        page, _ = await self._page(project)
+        policy_version = services.policy.version  # before deciding: a change means again
+        copy = await self._page(project)
+        page = copy.page
         item, metadata = self._lookup(page, filename)
         if item is None:
             # A lockfile may name a file newer than our copy of the page.
-            page, _ = await self._page(project, refresh=True)
+            copy = await self._page(project, refresh=True)
+            page = copy.page
             item, metadata = self._lookup(page, filename)
         if item is None:
             raise NotFound(f"the upstream index lists no file {filename} for {project}")
         if item.version is None:
             raise Forbidden(simple.unattributed_detail(project, item.filename))
-        services.policy.enforce(
+        decided = Decided(
             policy.Subject("pypi", project, item.version, filename=item.filename),
             item.upload_time,
-            page.signals.get(item.filename, ()),
+            tuple(page.signals.get(item.filename, ())),
+        )
+        services.policy.enforce(decided.subject, decided.published_at, decided.signals)
+        request[REPLAY_SOURCE] = ReplaySource(
+            ecosystem="pypi",
+            policy_version=policy_version,
+            fresh_until=copy.fresh_until,
+            decided=decided,
         )
         if metadata and not item.has_metadata:
             return await self._serve_wheel_metadata(request, project, item)
@@ -580,7 +604,8 @@ class PypiIndex:
         source: tuple[str | None, str]
         if doc is not None:
             try:
-                page, page_version = await self._page(project)
+                copy = await self._page(project)
+                page, page_version = copy.page, copy.version
             except MirrorError as exc:
                 # The page's signals (provenance) decide the files too: a view made without
                 # them is served this once and not kept, so the next request tries again.
@@ -593,7 +618,8 @@ class PypiIndex:
             source = (doc.version, "page " + page_version)
         else:
             # No JSON API upstream: the document is composed from the simple index.
-            page, page_version = await self._page(project)
+            copy = await self._page(project)
+            page, page_version = copy.page, copy.version
             source = (None, "page " + page_version)
         # The page's version names the view too: its signals decide the files.
         key = ("pypi-api", project, source, self._services.policy.version, base)
@@ -615,7 +641,7 @@ class PypiIndex:
         now, and the document's own signals decide)."""
         if doc is None or url is None:
             if page is None:
-                page, _ = await self._page(project)
+                page = (await self._page(project)).page
             api = jsonapi.document_from_page(page)
         else:
             api = await self._services.metacache.parsed(
@@ -626,7 +652,7 @@ class PypiIndex:
     async def _page_or_none(self, project: str) -> ProjectPage | None:
         """The simple page of `project`, or None (logged) when it cannot be had now."""
         try:
-            page, _ = await self._page(project)
+            page = (await self._page(project)).page
         except MirrorError as exc:
             log.info("the JSON API of %s decided without its page's signals: %s", project, exc)
             return None
@@ -713,7 +739,7 @@ class PypiIndex:
         through (a wheel's before an sdist's: installers read the wheel's), and whether the
         answer is final (False: an upstream failure kept the metadata from us this time).
         None when no allowed file has any (or none that parses and names this release)."""
-        page, _ = await self._page(project)
+        page = (await self._page(project)).page
         files = [item for item in self._files_of(page, release) if self._decide(page, item).visible]
         files.sort(key=lambda item: not names.is_wheel(item.filename))
         final = True
@@ -795,7 +821,7 @@ class PypiIndex:
             api: ApiDocument = whole.parsed
             page = await self._page_or_none(project)
         else:
-            page, _ = await self._page(project)
+            page = (await self._page(project)).page
             api = jsonapi.document_from_page(page)
         cut = jsonapi.release_document(api, version)
         if cut is None:
@@ -839,10 +865,24 @@ class PypiIndex:
         """The versions of the files on the upstream project page, held and blocked ones
         included (`Ecosystem.known_versions`). `fetch` asks the upstream for the current
         page; otherwise through the cache."""
-        page, _ = await self._page(
-            names.parse_project(package).normalized, refresh="urgent" if fetch else False
-        )
+        page = (
+            await self._page(
+                names.parse_project(package).normalized, refresh="urgent" if fetch else False
+            )
+        ).page
         return tuple(dict.fromkeys(item.version for item in page.files if item.version))
+
+
+@dataclass(frozen=True, slots=True)
+class _PageCopy:
+    """The upstream page of a project as served now: `version` names its bytes (and those
+    of the JSON API document that gave it upload times), `fresh_until` when it is due for
+    revalidation, `size` its bytes (what a hit saved upstream)."""
+
+    page: ProjectPage
+    version: str
+    fresh_until: datetime
+    size: int
 
 
 def _canonical(version: str) -> str:
