@@ -350,7 +350,12 @@ class MetaCache:
         hot path), which must come back here once it is due."""
         if doc.stale:
             return doc.fetched_at
-        return doc.fetched_at + self._ttl * REFRESH_AHEAD_FRACTION
+        return self.fresh_from(doc.fetched_at)
+
+    def fresh_from(self, moment: datetime) -> datetime:
+        """Until when an answer built at `moment` from documents confirmed then (immutable
+        ones included) may be kept beyond this cache: as long as a fresh copy is served."""
+        return moment + self._ttl * REFRESH_AHEAD_FRACTION
 
     async def forget(self, url: str, *, accept: str | None = None) -> None:
         """Drop the copy of `url` held in memory and on disk: the next request asks upstream.

@@ -23,6 +23,7 @@ from mirror.config import load_config
 from mirror.hotpath import HotPath
 from mirror.services import SERVICES
 from tests.conftest import mirror_settings, wait_until
+from tests.fakes.maven import FakeMavenRepository
 from tests.fakes.npm import FakeNpmRegistry
 from tests.fakes.pypi import FakePypiIndex
 from tests.integration.conftest import NOW, OLD, Client, start_mirror
@@ -298,3 +299,45 @@ async def test_pypi_pages_and_files_are_replayed_under_the_same_rules(
     page = await client.get("/pypi/simple/demo/", headers=pip)
     files = [item["filename"] for item in (await page.json(content_type=None))["files"]]
     assert files == ["demo-1.0-py3-none-any.whl"]
+
+
+async def test_maven_files_and_metadata_are_replayed_until_the_rules_change(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    tmp_path: Path,
+    clock: FixedClock,
+) -> None:
+    repo = FakeMavenRepository()
+    repo.add_version("org.example", "lib", "1.0.0", published=OLD)
+    repo.add_version("org.example", "lib", "1.4.0", published=NOW - timedelta(days=20))
+    await repo.start(aiohttp_server)
+    env = mirror_settings(
+        tmp_path / "data", MIRROR_MAVEN_UPSTREAM=repo.url, MIRROR_ADMIN_TOKENS=f"sec:{ADMIN}"
+    )
+    client, hot = await start_mirror(
+        aiohttp_client, create_app(load_config(None, env), clock=clock)
+    )
+    jar = "/maven/org/example/lib/1.4.0/lib-1.4.0.jar"
+    expected = repo.body("org/example/lib/1.4.0/lib-1.4.0.jar")
+    for _ in range(4):
+        response = await client.get(jar)
+        assert response.status == 200
+        assert await response.read() == expected
+    metadata = [await client.get("/maven/org/example/lib/maven-metadata.xml") for _ in range(3)]
+    assert len({await answer.read() for answer in metadata}) == 1
+    assert hot.replayed == 4
+    created = await client.post(
+        "/api/v1/blocks",
+        json={
+            "ecosystem": "maven",
+            "package": "org.example:lib",
+            "versions": "1.4.0",
+            "reason": "x",
+        },
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert created.status == 201, await created.text()
+    assert (await client.get(jar)).status == 403
+    listed = await (await client.get("/maven/org/example/lib/maven-metadata.xml")).text()
+    assert "<version>1.0.0</version>" in listed
+    assert "<version>1.4.0</version>" not in listed

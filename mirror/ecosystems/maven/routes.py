@@ -66,6 +66,7 @@ from mirror.flight import SingleFlight
 from mirror.lockfiles.pins import Pin
 from mirror.lockfiles.warming import maven_paths
 from mirror.model import ArtifactRef, Digest, Explanation, Rendered
+from mirror.replay import REPLAY_SOURCE, ReplaySource
 from mirror.risk import Signal
 from mirror.services import REQUEST_KIND
 
@@ -229,7 +230,7 @@ class MavenRepository:
     async def _serve_metadata(self, request: web.Request, parsed: MavenPath) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
         now = self._services.clock.now()
-        view = await self._metadata_view(parsed)
+        view = await self._metadata_view(request, parsed)
         if parsed.checksum is None:
             return responses.respond(request, view, now=now, vary=_VARY)
         # The same rendered bytes the metadata response carries: never a second view.
@@ -243,13 +244,20 @@ class MavenRepository:
         )
         return responses.respond(request, companion, now=now, vary=_VARY)
 
-    async def _metadata_view(self, parsed: MavenPath) -> Rendered:
+    async def _metadata_view(self, request: web.Request, parsed: MavenPath) -> Rendered:
         services = self._services
         url = self._upstream + parsed.metadata_path
         doc = await services.metacache.get(
             url, document.MetadataParser(parsed.coordinates), ecosystem="maven"
         )
-        key = ("maven", parsed.metadata_path, doc.version, services.policy.version)
+        policy_version = services.policy.version
+        key = ("maven", parsed.metadata_path, doc.version, policy_version)
+        request[REPLAY_SOURCE] = ReplaySource(
+            ecosystem="maven",
+            policy_version=policy_version,
+            fresh_until=services.metacache.fresh_until(doc),
+            upstream_size=len(doc.raw),
+        )
         return await services.rendered.get_or_render(
             key,
             services.clock.now(),
@@ -638,9 +646,19 @@ class MavenRepository:
         if parsed.checksum is not None or parsed.signature:
             await self._allowed(parsed)
             return await self._serve_companion(request, parsed, self._upstream + parsed.path)
+        services = self._services
+        policy_version = services.policy.version  # before deciding
         ref = await self._file_ref(parsed)
+        # Not decided again on a replay: whether its signals must be looked up depends on the
+        # rules, so under new rules the slow path decides (`decided` None drops the entry).
+        # Its publish time and digests are immutable; kept as long as fresh metadata is.
+        request[REPLAY_SOURCE] = ReplaySource(
+            ecosystem="maven",
+            policy_version=policy_version,
+            fresh_until=services.metacache.fresh_from(services.clock.now()),
+        )
         try:
-            return await self._services.artifacts.serve(request, ref)
+            return await services.artifacts.serve(request, ref)
         except IntegrityError:
             # The checksums are kept for good: a wrong one (a broken upload fixed since, a
             # copy kept by an earlier release) would refuse the file for good too.
