@@ -126,6 +126,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         log.error("could not load policy rules at start-up: %s (serving fails closed)", exc)
     await _warn_if_not_durable(services.state)
     services.traffic.start()
+    services.metrics.start()
     services.policy.on_change(lambda _version: services.rendered.clear())
     background = [
         asyncio.create_task(services.policy.run(), name="policy-watch"),
@@ -144,6 +145,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
             await adapter.close()
         await services.artifacts.close()
         await services.traffic.close()
+        await services.metrics.close()
         await services.holds.close()
         await services.blobs.close()
         await services.metacache.close()

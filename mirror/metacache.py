@@ -456,11 +456,11 @@ class MetaCache:
         hit copy's bytes, what upstream would have sent without the cache."""
         if self._metrics is None:
             return
-        counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
-        self._metrics.child(counter, ecosystem, "metadata").inc()
         if hit:
+            self._metrics.hit(ecosystem, "metadata")
             self._metrics.traffic.hit(ecosystem, size)
         else:
+            self._metrics.child(self._metrics.cache_misses, ecosystem, "metadata").inc()
             self._metrics.traffic.miss(ecosystem)
 
     async def drain(self) -> None:

@@ -323,7 +323,7 @@ class ArtifactServer:
             # Called just before the headers go out, once the blob is open. `sent`: the body
             # bytes this answer carries (0 for a HEAD or a 304, the range's for a 206): what
             # the cache saved upstream for this request.
-            self._metrics.child(self._metrics.cache_hits, ref.ecosystem, "artifact").inc()
+            self._metrics.hit(ref.ecosystem, "artifact")
             self._metrics.traffic.hit(ref.ecosystem, sent)
             if request.method == "GET" and status in (200, 206):
                 self.record_download(request, ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import ssl
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import REPO, StartMirror, stop_mirror
+from tests.scrape import scraped
 
 
 def test_bad_setting_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
@@ -74,6 +76,18 @@ async def test_two_workers_serve_and_stop_gracefully(start_mirror: StartMirror) 
             assert response.status == 200
             # Both workers' counters are aggregated into one exposition.
             assert "mirror_requests_total" in text
+        # Whichever worker answered them, the 20 are counted in any worker's scrape once the
+        # workers' request tallies are written (every second while they change).
+        counted: float | None = None
+        for _ in range(20):
+            async with session.get(f"{mirror.url}/metrics") as response:
+                counted = scraped(await response.text(), "mirror_requests_total",
+                                  ecosystem="none", kind="other", status="200")  # fmt: skip
+            if counted is not None and counted >= 20:
+                break
+            await asyncio.sleep(0.25)
+        assert counted is not None
+        assert counted >= 20
         async with session.get(f"{mirror.url}/readyz") as response:
             assert response.status == 200
     assert await stop_mirror(mirror) == 0
