@@ -264,13 +264,13 @@ class HotPath:
         metrics.traffic.request(ecosystem)
         artifact = entry.artifact
         if artifact is not None:
-            metrics.child(metrics.cache_hits, ecosystem, "artifact").inc()
+            metrics.hit(ecosystem, "artifact")
             metrics.traffic.hit(ecosystem, size)
             if request.method == "GET":
                 services.artifacts.record_download(request, artifact.ref)
             self._touch(entry, artifact)
         else:
-            metrics.child(metrics.cache_hits, ecosystem, "metadata").inc()
+            metrics.hit(ecosystem, "metadata")
             metrics.traffic.hit(ecosystem, entry.upstream_size)
         if entry.held:
             note_held(request, services, entry.held, ())
