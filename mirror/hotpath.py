@@ -122,8 +122,13 @@ class _Replayed(web.StreamResponse):
 
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
-        if transport is not None and not transport.is_closing():
-            transport.writelines(self._parts)
+        if transport is None or transport.is_closing():
+            return
+        transport.writelines(self._parts)
+        # As aiohttp does after writing a body: wait while the connection's buffer is over
+        # its high-water mark, so a client that asks (pipelines) without reading cannot make
+        # the worker buffer answer after answer.
+        await request.writer.drain()
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None

@@ -341,3 +341,33 @@ async def test_maven_files_and_metadata_are_replayed_until_the_rules_change(
     listed = await (await client.get("/maven/org/example/lib/maven-metadata.xml")).text()
     assert "<version>1.0.0</version>" in listed
     assert "<version>1.4.0</version>" not in listed
+
+
+async def test_a_client_that_does_not_read_does_not_make_the_worker_buffer_replays(
+    make_hot: MakeHot, registry: FakeNpmRegistry
+) -> None:
+    # A packument view of about 1 MiB, asked 60 times in one pipelined burst by a client
+    # that reads nothing: replays wait for the connection to drain, as the slow path does.
+    filler = {"description": "x" * 900}
+    for minor in range(1200):
+        registry.add_version("big", f"1.{minor}.0", published=OLD, extra=filler, tag=None)
+    client, hot = await make_hot()
+    # Uncompressed, as the raw requests below ask (no Accept-Encoding): the same kept answer.
+    first = await client.get("/npm/big", skip_auto_headers=("Accept", "Accept-Encoding"))
+    body = await first.read()
+    assert len(body) > 1024**2
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    request = f"GET /npm/big HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    writer.write(request * 60)
+    await writer.drain()
+    await asyncio.sleep(1.0)  # the worker answers what the socket buffers take, then waits
+    assert hot.replayed < 30
+    received = 0
+    async with asyncio.timeout(60):
+        while received < 60 * len(body):
+            chunk = await reader.read(1024**2)
+            assert chunk, "the connection closed early"
+            received += len(chunk)
+    writer.close()
+    assert hot.replayed == 60
