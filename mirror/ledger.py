@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, Protocol, Self, TypeVar
 
@@ -211,6 +212,36 @@ Served = tuple[
 _Reported = tuple[str | None, str | None, str | None, str]
 
 
+@dataclass(slots=True)
+class _Gathered:
+    """The notes of one row while they are read: its file and client, first and last seen,
+    how many, and what the client reported in the latest."""
+
+    ref: ArtifactRef
+    client: str
+    first: datetime
+    last: datetime
+    count: int
+    reported: _Reported
+
+    def event(self, who: ClientIdentity) -> DownloadEvent:
+        return DownloadEvent(
+            ecosystem=self.ref.ecosystem,
+            package=self.ref.package,
+            version=self.ref.version,
+            filename=self.ref.filename,
+            client=self.client,
+            at=self.first,
+            last_at=self.last,
+            count=self.count,
+            token=who.token,
+            user_agent=who.user_agent,
+            ci=who.ci,
+            command=who.command,
+            session=who.session,
+        )
+
+
 class DownloadLedger(BatchedWrites[DownloadEvent]):
     """The download ledger: one row per (client, file) gathered, `record_downloads`.
     Downloads are noted as sent (`note_served`) and become rows at every write, or when
@@ -266,27 +297,30 @@ class DownloadLedger(BatchedWrites[DownloadEvent]):
         self._arm()
 
     def _rows_of_served(self) -> list[DownloadEvent]:
-        """The downloads noted so far as rows (in the order noted), the notes emptied."""
+        """The downloads noted so far as rows, the notes emptied: one row per key, in the
+        order first noted, as `DownloadEvent.merged` would make of the notes one by one
+        (first and last seen, how many, and what the client said in the latest note, the
+        later noted on a tie), without an event per note."""
         served, self._served = self._served, []
-        rows: list[DownloadEvent] = []
+        rows: dict[Hashable, _Gathered] = {}
+        clients: dict[tuple[str | None, str | None], str] = {}  # the same few, many times
         for ref, peer, forwarded_for, user_agent, command, session, token, at in served:
-            who = self._identity((user_agent, command, session, token))
-            rows.append(
-                DownloadEvent(
-                    ecosystem=ref.ecosystem,
-                    package=ref.package,
-                    version=ref.version,
-                    filename=ref.filename,
-                    client=client_of(peer, forwarded_for, self._trusted_proxies),
-                    at=at,
-                    token=who.token,
-                    user_agent=who.user_agent,
-                    ci=who.ci,
-                    command=who.command,
-                    session=who.session,
-                )
-            )
-        return rows
+            client = clients.get((peer, forwarded_for))
+            if client is None:
+                client = client_of(peer, forwarded_for, self._trusted_proxies)
+                clients[peer, forwarded_for] = client
+            key = (ref.ecosystem, ref.package, ref.version, ref.filename, client, token)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = _Gathered(ref, client, at, at, 1, (user_agent, command, session, token))
+                continue
+            row.count += 1
+            if at < row.first:
+                row.first = at
+            if at >= row.last:
+                row.last = at
+                row.reported = (user_agent, command, session, token)
+        return [row.event(self._identity(row.reported)) for row in rows.values()]
 
     def _identity(self, reported: _Reported) -> ClientIdentity:
         """What a client said about itself, as `describe_reported` reads it; remembered,
