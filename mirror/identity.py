@@ -171,13 +171,28 @@ def short_word(value: str | None) -> str:
 
 def describe_client(headers: Mapping[str, str], *, token: str = "") -> ClientIdentity:
     """The identity of a client from its request headers (a case-insensitive mapping) and
-    the name of the read token it presented. CI is read from up to `MAX_SCANNED` characters
-    of the user agent (uv writes its `ci` last), the stored user agent is shorter."""
-    scanned = clean_user_agent(headers.get("User-Agent"), MAX_SCANNED)
+    the name of the read token it presented: `describe_reported` of its User-Agent,
+    npm-command and npm-session headers."""
+    return describe_reported(
+        headers.get("User-Agent"),
+        headers.get("npm-command"),
+        headers.get("npm-session"),
+        token=token,
+    )
+
+
+def describe_reported(
+    user_agent: str | None, command: str | None, session: str | None, *, token: str = ""
+) -> ClientIdentity:
+    """The identity of a client from what it reported, as sent (its user agent, npm's
+    command and session headers, any of them None when not sent), and the name of the read
+    token it presented. CI is read from up to `MAX_SCANNED` characters of the user agent (uv
+    writes its `ci` last), the stored user agent is shorter."""
+    scanned = clean_user_agent(user_agent, MAX_SCANNED)
     return ClientIdentity(
         token=token,
         user_agent=scanned[:MAX_USER_AGENT].rstrip(),
         ci=ci_of(scanned),
-        command=short_word(headers.get("npm-command")),
-        session=short_word(headers.get("npm-session")),
+        command=short_word(command),
+        session=short_word(session),
     )

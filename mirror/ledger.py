@@ -5,6 +5,12 @@ CI runners pull the same file thousands of times a day; one state write per pull
 more than serving the file. So the notes of one (client, file) are gathered while they wait
 (first seen, last seen, how many) and written as one row; the state adds the rows of every
 worker together, so the ledger holds one row per client and file, whatever the traffic.
+
+Noting a download costs the serving path one append (`DownloadLedger.note_served`): the
+request's facts as sent (address, X-Forwarded-For, user agent, npm's headers, read token,
+time). They become rows (the client behind trusted proxies, what it says about itself,
+`identity.describe_reported`, remembered per distinct client) when the notes are gathered:
+at every write, and whenever `MAX_SERVED` notes wait, so memory stays bounded under load.
 """
 
 from __future__ import annotations
@@ -14,10 +20,15 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Generic, Protocol, Self, TypeVar
 
+from mirror.config import IPNetwork
+from mirror.forwarded import client_of
+from mirror.identity import ClientIdentity, describe_reported
 from mirror.metrics import Metrics
-from mirror.model import DownloadEvent
+from mirror.model import ArtifactRef, DownloadEvent
 from mirror.state.base import StateStore
 
 log = logging.getLogger("mirror.ledger")
@@ -25,6 +36,12 @@ log = logging.getLogger("mirror.ledger")
 FLUSH_INTERVAL: Final = 0.5  # seconds a note may wait before it is written
 MAX_BATCH: Final = 500  # rows in one state write
 MAX_PENDING: Final = 50_000  # rows kept while state is down; the oldest are dropped
+MAX_SERVED: Final = 1024  # downloads noted as sent before they are gathered into rows
+# Distinct (user agent, npm command, npm session, token) whose identity is remembered; past
+# it the memory starts over. Only reports up to MAX_REMEMBERED_CHARS long are remembered: a
+# hostile client sending long random headers cannot make the memory large.
+MAX_IDENTITIES: Final = 4096
+MAX_REMEMBERED_CHARS: Final = 2048
 
 
 class Row(Protocol):
@@ -84,7 +101,7 @@ class BatchedWrites(Generic[R]):
 
     @property
     def pending(self) -> int:
-        """Rows waiting to be written."""
+        """Rows waiting to be written (a subclass adds notes not yet gathered into rows)."""
         return len(self._pending)
 
     @property
@@ -107,9 +124,7 @@ class BatchedWrites(Generic[R]):
         """Write every pending row now (and what `gather` has); whether all of it was
         written. Never raises for a state failure: the rows wait for the next write."""
         if self._gather is not None:
-            for row in self._gather():
-                self._add(row)
-            self._bound()
+            self._take(self._gather())
         while self._pending:
             # Taken out before the write: a flush running at the same time (the timer's and
             # an explicit one) must not write the same rows again. The oldest rows, without
@@ -136,8 +151,14 @@ class BatchedWrites(Generic[R]):
             await flusher  # it writes at once, everything pending
         if flusher is None or not self._last_write_failed:
             await self.flush()  # what arrived meanwhile; state that just failed is not retried
-        if self._pending:
-            log.error("%s closed with %d rows unwritten", self._what, len(self._pending))
+        if self.pending:
+            log.error("%s closed with %d rows unwritten", self._what, self.pending)
+
+    def _take(self, rows: Iterable[R]) -> None:
+        """Gather `rows` into the pending ones, then keep the bound."""
+        for row in rows:
+            self._add(row)
+        self._bound()
 
     def _add(self, row: R) -> None:
         known = self._pending.get(row.key)
@@ -176,13 +197,55 @@ class BatchedWrites(Generic[R]):
                 log.exception("%s: writing failed", self._what)
         finally:
             self._flusher = None
-            if (self._pending or self._periodic) and not self._closing.is_set():
+            if (self.pending or self._periodic) and not self._closing.is_set():
                 # State failed, more arrived while writing, or the timer goes on.
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
 
+# One download as the serving path notes it, a plain tuple (the cheapest thing to make):
+# the file, the socket peer, X-Forwarded-For, User-Agent, npm-command, npm-session (each as
+# sent, None when absent), the read token's name and the time.
+Served = tuple[
+    ArtifactRef, str | None, str | None, str | None, str | None, str | None, str, datetime
+]
+# What a client's identity is remembered by: user agent, command, session, token.
+_Reported = tuple[str | None, str | None, str | None, str]
+
+
+@dataclass(slots=True)
+class _Gathered:
+    """The notes of one row while they are read: its file and client, first and last seen,
+    how many, and what the client reported in the latest."""
+
+    ref: ArtifactRef
+    client: str
+    first: datetime
+    last: datetime
+    count: int
+    reported: _Reported
+
+    def event(self, who: ClientIdentity) -> DownloadEvent:
+        return DownloadEvent(
+            ecosystem=self.ref.ecosystem,
+            package=self.ref.package,
+            version=self.ref.version,
+            filename=self.ref.filename,
+            client=self.client,
+            at=self.first,
+            last_at=self.last,
+            count=self.count,
+            token=who.token,
+            user_agent=who.user_agent,
+            ci=who.ci,
+            command=who.command,
+            session=who.session,
+        )
+
+
 class DownloadLedger(BatchedWrites[DownloadEvent]):
-    """The download ledger: one row per (client, file) gathered, `record_downloads`."""
+    """The download ledger: one row per (client, file) gathered, `record_downloads`.
+    Downloads are noted as sent (`note_served`) and become rows at every write, or when
+    `max_served` wait; `trusted_proxies` are the proxies whose X-Forwarded-For is believed."""
 
     def __init__(
         self,
@@ -191,6 +254,8 @@ class DownloadLedger(BatchedWrites[DownloadEvent]):
         *,
         backend: str,
         flush_interval: float = FLUSH_INTERVAL,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+        max_served: int = MAX_SERVED,
     ) -> None:
         super().__init__(
             state.record_downloads,
@@ -198,4 +263,75 @@ class DownloadLedger(BatchedWrites[DownloadEvent]):
             backend=backend,
             what="download ledger",
             flush_interval=flush_interval,
+            gather=self._rows_of_served,
         )
+        self._trusted_proxies = trusted_proxies
+        self._max_served = max_served
+        self._served: list[Served] = []
+        self._identities: dict[_Reported, ClientIdentity] = {}
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written, and downloads noted but not yet gathered into rows."""
+        return super().pending + len(self._served)
+
+    def note_served(
+        self,
+        ref: ArtifactRef,
+        *,
+        peer: str | None,
+        forwarded_for: str | None,
+        user_agent: str | None,
+        command: str | None,
+        session: str | None,
+        token: str,
+        at: datetime,
+    ) -> None:
+        """Remember that `ref` was served `at`, with the request's facts as sent (`peer` the
+        socket address, the X-Forwarded-For, User-Agent, npm-command and npm-session headers,
+        `token` the read token's name); written within `flush_interval`. One append: the
+        facts become a row when the notes are gathered. Never blocks or fails."""
+        self._served.append((ref, peer, forwarded_for, user_agent, command, session, token, at))
+        if len(self._served) >= self._max_served:
+            self._take(self._rows_of_served())
+        self._arm()
+
+    def _rows_of_served(self) -> list[DownloadEvent]:
+        """The downloads noted so far as rows, the notes emptied: one row per key, in the
+        order first noted, as `DownloadEvent.merged` would make of the notes one by one
+        (first and last seen, how many, and what the client said in the latest note, the
+        later noted on a tie), without an event per note."""
+        served, self._served = self._served, []
+        rows: dict[Hashable, _Gathered] = {}
+        clients: dict[tuple[str | None, str | None], str] = {}  # the same few, many times
+        for ref, peer, forwarded_for, user_agent, command, session, token, at in served:
+            client = clients.get((peer, forwarded_for))
+            if client is None:
+                client = client_of(peer, forwarded_for, self._trusted_proxies)
+                clients[peer, forwarded_for] = client
+            key = (ref.ecosystem, ref.package, ref.version, ref.filename, client, token)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = _Gathered(ref, client, at, at, 1, (user_agent, command, session, token))
+                continue
+            row.count += 1
+            if at < row.first:
+                row.first = at
+            if at >= row.last:
+                row.last = at
+                row.reported = (user_agent, command, session, token)
+        return [row.event(self._identity(row.reported)) for row in rows.values()]
+
+    def _identity(self, reported: _Reported) -> ClientIdentity:
+        """What a client said about itself, as `describe_reported` reads it; remembered,
+        since a client repeats the same headers on every download."""
+        known = self._identities.get(reported)
+        if known is not None:
+            return known
+        user_agent, command, session, token = reported
+        who = describe_reported(user_agent, command, session, token=token)
+        if sum(len(part or "") for part in reported) <= MAX_REMEMBERED_CHARS:
+            if len(self._identities) >= MAX_IDENTITIES:
+                self._identities.clear()
+            self._identities[reported] = who
+        return who

@@ -56,11 +56,10 @@ from mirror.blobs.store import BlobEntry, BlobStore, BlobVanished, OpenBlob
 from mirror.budget import BudgetedLRU, ByteBudget
 from mirror.clock import Clock
 from mirror.config import IPNetwork
-from mirror.forwarded import READ_TOKEN, client_of
-from mirror.identity import describe_client
+from mirror.forwarded import READ_TOKEN
 from mirror.ledger import DownloadLedger
 from mirror.metrics import Metrics
-from mirror.model import ArtifactRef, DownloadEvent
+from mirror.model import ArtifactRef
 from mirror.replay import REPLAY_BODY, ArtifactBody
 from mirror.servingstate import ServingState
 from mirror.state import backend_name
@@ -114,7 +113,6 @@ class ArtifactServer:
         range_relay_deadline: timedelta = RANGE_RELAY_DEADLINE,
     ) -> None:
         self._blobs = blobs
-        self._proxies = trusted_proxies
         self._upstream = upstream
         self._metrics = metrics
         self._clock = clock
@@ -122,7 +120,9 @@ class ArtifactServer:
             budget or ByteBudget(HOT_BUDGET), "small artifacts", len
         )
         backend = backend_name(state)
-        self.ledger = DownloadLedger(state, metrics, backend=backend)
+        self.ledger = DownloadLedger(
+            state, metrics, backend=backend, trusted_proxies=trusted_proxies
+        )
         # Shared state as the serving path uses it (bounded, remembered, retried): the Maven
         # adapter's publish times go through it too.
         self.shared = ServingState(
@@ -387,24 +387,18 @@ class ArtifactServer:
 
     def record_download(self, request: web.Request, ref: ArtifactRef) -> None:
         """Note in the download ledger that `request` received `ref` (never blocks or fails)."""
-        # Who: the address, the read token the access check accepted, what the client says.
-        who = describe_client(request.headers, token=request.get(READ_TOKEN, ""))
-        self.ledger.note(
-            DownloadEvent(
-                ecosystem=ref.ecosystem,
-                package=ref.package,
-                version=ref.version,
-                filename=ref.filename,
-                client=client_of(
-                    request.remote, request.headers.get("X-Forwarded-For"), self._proxies
-                ),
-                at=self._clock.now(),
-                token=who.token,
-                user_agent=who.user_agent,
-                ci=who.ci,
-                command=who.command,
-                session=who.session,
-            )
+        # Who: the address, the read token the access check accepted, what the client says;
+        # noted as sent (one append), read when the ledger gathers its rows.
+        headers = request.headers
+        self.ledger.note_served(
+            ref,
+            peer=request.remote,
+            forwarded_for=headers.get("X-Forwarded-For"),
+            user_agent=headers.get("User-Agent"),
+            command=headers.get("npm-command"),
+            session=headers.get("npm-session"),
+            token=request.get(READ_TOKEN, ""),
+            at=self._clock.now(),
         )
 
 

@@ -15,7 +15,6 @@ from functools import partial
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from mirror.ledger import DownloadLedger
 from mirror.model import DownloadEvent
 from mirror.services import SERVICES
 from tests.fakes.maven import FakeMavenRepository
@@ -92,19 +91,12 @@ async def required(make_mirror: MakeClient) -> Client:
     return await make_mirror(MIRROR_ACCESS_REQUIRED="true")
 
 
-@pytest.fixture
-def noted(required: Client, monkeypatch: pytest.MonkeyPatch) -> list[DownloadEvent]:
-    """What the app hands the download ledger (the real one still writes it)."""
-    ledger: DownloadLedger = required.app[SERVICES].artifacts.ledger
-    events: list[DownloadEvent] = []
-    note = ledger.note
-
-    def recording(event: DownloadEvent) -> None:
-        events.append(event)
-        note(event)
-
-    monkeypatch.setattr(ledger, "note", recording)
-    return events
+async def ledger_rows(client: Client) -> list[DownloadEvent]:
+    """The download ledger's rows of the test's three packages, as written to state."""
+    services = client.app[SERVICES]
+    await services.artifacts.ledger.flush()
+    packages = [("npm", "left-pad"), ("pypi", "demo"), ("maven", "org.example:lib")]
+    return [row for key in packages for row in await services.state.downloads(*key)]
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
@@ -203,9 +195,7 @@ async def test_tokens_never_reach_a_log_line(
         assert secret not in logged
 
 
-async def test_the_ledger_is_told_the_token_user_agent_and_ci(
-    required: Client, noted: list[DownloadEvent]
-) -> None:
+async def test_the_ledger_is_told_the_token_user_agent_and_ci(required: Client) -> None:
     downloads = [
         (
             READS["npm tarball"],
@@ -227,29 +217,22 @@ async def test_the_ledger_is_told_the_token_user_agent_and_ci(
             response = await required.get(path, headers=headers)
             assert response.status == 200
             await response.read()
-    who = [(e.ecosystem, e.token, e.user_agent, e.ci, e.command, e.session) for e in noted]
-    assert who == [
-        ("npm", "team-a", NPM_CI, "github-actions", "ci", "3a2f3e59c1bf2e46"),
-        ("npm", "team-a", NPM_CI, "github-actions", "ci", "3a2f3e59c1bf2e46"),
-        ("pypi", "team-b", PIP_CI, "ci", "", ""),
-        ("pypi", "team-b", PIP_CI, "ci", "", ""),
-        ("maven", "team-b", MAVEN_UA, "", "", ""),
-        ("maven", "team-b", MAVEN_UA, "", "", ""),
+    rows = await ledger_rows(required)
+    who = [(e.ecosystem, e.token, e.user_agent, e.ci, e.command, e.session, e.count) for e in rows]
+    assert who == [  # the miss and the hit of each file: one row of two downloads
+        ("npm", "team-a", NPM_CI, "github-actions", "ci", "3a2f3e59c1bf2e46", 2),
+        ("pypi", "team-b", PIP_CI, "ci", "", "", 2),
+        ("maven", "team-b", MAVEN_UA, "", "", "", 2),
     ]
 
 
-async def test_an_anonymous_download_is_noted_without_a_token(
-    make_mirror: MakeClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_anonymous_download_is_noted_without_a_token(make_mirror: MakeClient) -> None:
     client = await make_mirror()
-    ledger = client.app[SERVICES].artifacts.ledger
-    events: list[DownloadEvent] = []
-    monkeypatch.setattr(ledger, "note", events.append)
     hostile = "evil\u202e/1.0 \u2028" + "x" * 1000  # bidi override, line separator
     response = await client.get(READS["npm tarball"], headers={"User-Agent": hostile})
     assert response.status == 200
     await response.read()
-    [event] = events
+    [event] = await ledger_rows(client)
     assert (event.token, event.ci, event.command) == ("", "", "")
     assert event.user_agent.startswith("evil/1.0 x")
     assert len(event.user_agent) == 256
