@@ -13,17 +13,27 @@ straight to the connection, after a few dictionary look-ups:
   under older rules is dropped (the slow path renders it again). The rules being unavailable
   (settling, never loaded) sends every request to the slow path, which fails closed;
 - freshness: past the time its upstream document needs revalidating (or a view's own end by
-  the clock), the entry is dropped and the slow path asks upstream;
+  the clock), or once that document's copy was replaced (`MetaCache.stamp`: new bytes, gone
+  upstream), the entry is dropped and the slow path asks upstream;
+- integrity: an artifact's stored digests are compared with the pin this process knows on
+  every replay (memory only): once another digest is pinned, the slow path refuses it;
 - access: where read tokens are checked, the same check (`identity.read_token`); a request
   it refuses takes the slow path for its 401/403;
 - bookkeeping, as the slow path does it: request metrics, the cache hit and traffic tally,
   the download ledger for every GET of an artifact, the blob's use for eviction (once a
   minute), the quarantine queue for a view holding versions back, the access log line.
 
-Anything else — a conditional or ranged request, `Expect`, another method, HTTP/1.0, an
-error — takes the slow path unchanged. Only aiohttp's public API: the front wraps the
-request handler of the runner's `web.Server`, and a replayed answer is a `StreamResponse`
-whose `prepare` writes the kept bytes."""
+Anything else — a conditional or ranged request, `Expect`, another method, HTTP/1.0, a query
+string, a key longer than `MAX_KEY_CHARS`, an error — takes the slow path unchanged. The table
+is one `BudgetedLRU` of the worker's memory budget (keys, heads and bodies charged); a replay
+waits for its connection to drain as aiohttp does, so an unread pipeline buffers nothing more.
+
+Only aiohttp's public names: the front wraps the `request_handler` of the runner's
+`web.Server`, and a replayed answer is a `StreamResponse` whose `prepare` writes the kept
+bytes and waits on `request.writer.drain()`; `write_eof` and `keep_alive` are its own. That
+aiohttp prepares a handler's response, ends it and then reads `keep_alive` is what every
+`StreamResponse` relies on; `tests/integration/test_hotpath.py` checks it on the pinned
+aiohttp."""
 
 from __future__ import annotations
 
@@ -49,6 +59,7 @@ from mirror.replay import (
     REPLAY_SOURCE,
     ArtifactBody,
     Decided,
+    DocumentStamp,
     ReplaySource,
     ViewBody,
 )
@@ -59,18 +70,21 @@ access_log = logging.getLogger("mirror.access")
 
 
 # The request headers a kept answer may depend on: the packument form and compression
-# (Accept, Accept-Encoding) and the base URL of rewritten links (Host, the forwarded headers).
-# Their values are part of the key; an artifact's answer depends on none of them, but keying
-# it the same way keeps one rule (a few variants per file, the body shared).
-VARYING_HEADERS = (
-    hdrs.ACCEPT,
-    hdrs.ACCEPT_ENCODING,
-    hdrs.HOST,
+# (Accept, Accept-Encoding) and the base URL of rewritten links (Host). Their values are part
+# of the key; an artifact's answer depends on none of them, but keying it the same way keeps
+# one rule (a few variants per file, the body shared).
+VARYING_HEADERS = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.HOST)
+# Where trusted proxies are configured, the base URL follows these too, when a trusted proxy
+# sent them (so the peer's address is part of the key as well); otherwise they change nothing.
+FORWARDED_HEADERS = (
     hdrs.X_FORWARDED_HOST,
     hdrs.X_FORWARDED_PROTO,
     "X-Forwarded-Prefix",
     hdrs.FORWARDED,
 )
+# A request whose path and varying values are longer than this is answered by the slow path
+# and never kept: any client chooses them, and kept keys cost memory.
+MAX_KEY_CHARS = 1024
 # A request with one of these wants another answer than the kept one: the slow path judges it.
 UNREPLAYABLE_HEADERS = (
     hdrs.RANGE,
@@ -108,6 +122,8 @@ class _Entry:
     artifact: ArtifactBody | None
     held: tuple[HeldSubject, ...]
     upstream_size: int  # bytes a metadata replay saved upstream (the document's)
+    document: DocumentStamp | None  # the upstream copy it was built from
+    key_size: int  # characters of its key (charged to the budget with it)
     touch_at: float = 0.0  # monotonic: when the blob's use is next stamped
 
 
@@ -177,6 +193,8 @@ class HotPath:
             if name in headers:
                 return await app_handler(request)
         key = self._key(request)
+        if key is None:
+            return await app_handler(request)
         entry = self._entries.get(key)
         if entry is not None:
             started = time.perf_counter()
@@ -191,20 +209,36 @@ class HotPath:
 
     # looking up ------------------------------------------------------------------------
 
-    def _key(self, request: web.Request) -> Key:
+    def _key(self, request: web.Request) -> Key | None:
+        """The table's key of `request`; None for a request never kept: a query string (the
+        routes ignore it: every spelling would be one more copy) or an over-long key."""
+        path = request.raw_path
+        if "?" in path:
+            return None
         headers = request.headers
-        values = [request.raw_path, *(headers.get(name) for name in VARYING_HEADERS)]
+        values = [path, *(headers.get(name) for name in VARYING_HEADERS)]
         if self._remote_varies:
             # Whether the forwarded headers count depends on who sent them (a trusted proxy).
+            values.extend(headers.get(name) for name in FORWARDED_HEADERS)
             values.append(request.remote)
+        if sum(len(value) for value in values if value) > MAX_KEY_CHARS:
+            return None
         return tuple(values)
 
     def _replay(self, request: web.Request, entry: _Entry, key: Key) -> _Replayed | None:
         """The kept answer, if it is still the answer; None (the slow path) otherwise."""
         services = self._services
         now = services.clock.now()
-        if now >= entry.valid_until:
-            self._entries.pop(key)
+        if now >= entry.valid_until or (
+            entry.document is not None and not services.metacache.unchanged(entry.document)
+        ):
+            self._entries.pop(key)  # a newer upstream copy, or time to ask: the slow path
+            return None
+        artifact = entry.artifact
+        if artifact is not None and not services.artifacts.still_agrees(
+            artifact.ref, artifact.blob
+        ):
+            self._entries.pop(key)  # another digest is pinned now: the slow path refuses
             return None
         policy = services.policy
         try:
@@ -315,16 +349,24 @@ class HotPath:
         # Prepared here, so the headers are final (the app's on_response_prepare ran) and
         # the kept head is exactly what this client gets; aiohttp's own prepare is then a
         # no-op and it writes the body as usual.
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            return  # the client left: aiohttp notices on its own, nothing is kept
+
         if response.content_length != len(body):
             return
-        entry = _entry_of(response, body, source, body_mark)
+        entry = _entry_of(response, body, source, body_mark, key)
         if entry is not None:
             self._entries.put(key, entry)
 
 
 def _entry_of(
-    response: web.Response, body: bytes, source: ReplaySource, mark: ArtifactBody | ViewBody
+    response: web.Response,
+    body: bytes,
+    source: ReplaySource,
+    mark: ArtifactBody | ViewBody,
+    key: Key,
 ) -> _Entry | None:
     lines = [_STATUS_LINE]
     for name, value in response.headers.items():
@@ -354,13 +396,15 @@ def _entry_of(
         artifact=artifact,
         held=held,
         upstream_size=source.upstream_size,
+        document=source.document,
+        key_size=sum(len(value) for value in key if value),
     )
 
 
 def _entry_bytes(entry: _Entry) -> int:
-    """What a kept answer holds: its head and body (a body shared with another cache is
+    """What a kept answer holds: its key, head and body (a body shared with another cache is
     counted again: the table must stay within the budget on its own) and its objects."""
-    return len(entry.head) + len(entry.body) + 512
+    return entry.key_size + len(entry.head) + len(entry.body) + 768
 
 
 # shared with the app's middlewares -------------------------------------------------------

@@ -69,6 +69,7 @@ from mirror.files import atomic_write
 from mirror.flight import SingleFlight
 from mirror.metrics import Metrics
 from mirror.model import Rendered
+from mirror.replay import DocumentStamp
 from mirror.upstream import Upstream, UpstreamDocument, redact
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ class _Absent:
 
 
 _Key = tuple[str, str]
+# Documents whose replacements are counted for `MetaCache.stamp` before the counts start over.
+MAX_REPLACED_NOTED = 65_536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +207,10 @@ class MetaCache:
     ) -> None:
         self._upstream = upstream
         self._watcher = watcher
+        # How often each document's copy was replaced, for `stamp` (only keys replaced at
+        # least once; bounded by MAX_REPLACED_NOTED, then a new epoch).
+        self._replaced: dict[_Key, int] = {}
+        self._replaced_epoch = 0
         self._directory = directory
         self._ttl = ttl
         self._stale_max = max(stale_max, ttl)
@@ -344,6 +351,28 @@ class MetaCache:
             max_bytes=max_bytes,
         )
 
+    def stamp(self, doc: CachedDocument[Any]) -> DocumentStamp:
+        """A mark of `doc`'s copy that `unchanged` compares with the copy held later: for an
+        answer kept beyond this cache, which must not outlive the copy it was built from."""
+        key: _Key = (doc.url, doc.accept)
+        return DocumentStamp(key, self._replaced_epoch, self._replaced.get(key, 0))
+
+    def unchanged(self, stamp: DocumentStamp) -> bool:
+        """Whether the document `stamp` marks has not been replaced (new bytes, gone upstream,
+        forgotten) since: two dictionary look-ups."""
+        return (
+            stamp.epoch == self._replaced_epoch
+            and self._replaced.get(stamp.key, 0) == stamp.replaced
+        )
+
+    def _note_replaced(self, key: _Key) -> None:
+        """Count a replacement of `key`'s copy (see `stamp`); past MAX_REPLACED_NOTED keys the
+        counts start over under a new epoch, which no earlier stamp matches."""
+        if key not in self._replaced and len(self._replaced) >= MAX_REPLACED_NOTED:
+            self._replaced.clear()
+            self._replaced_epoch += 1
+        self._replaced[key] = self._replaced.get(key, 0) + 1
+
     def fresh_until(self, doc: CachedDocument[Any]) -> datetime:
         """Until when `doc` is served as it is without asking upstream (a refresh-ahead starts
         after it): a copy served stale is due now. For answers kept beyond this cache (the
@@ -364,6 +393,7 @@ class MetaCache:
         await self._drop((url, accept or ""))
 
     async def _drop(self, key: _Key) -> None:
+        self._note_replaced(key)
         self._entries.pop(key)
         await asyncio.to_thread(self._discard_files, key)
 
@@ -685,6 +715,7 @@ class MetaCache:
             held = old
             if lists is not None and held is None:
                 held = await asyncio.to_thread(self._read_files, key)
+            self._note_replaced(key)
             self._entries.pop(key)
             self._note_absent(key, exc, absent_for or self._negative_ttl)
             await asyncio.to_thread(self._discard_files, key)
@@ -733,6 +764,8 @@ class MetaCache:
             # what upstream replaces; read before it is overwritten, unless its meta names
             # these very bytes (nothing changed: no body read, no hash).
             held = await asyncio.to_thread(self._read_replaced, key, entry.version)
+        if old is None or old.version != entry.version:
+            self._note_replaced(key)
         self._remember(key, entry)
         await self._store(entry, body=old is None or old.version != entry.version)
         if lists is not None and held is not None and held.version != entry.version:

@@ -38,19 +38,32 @@ class Decided:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentStamp:
+    """Which copy of an upstream document an answer was built from (`MetaCache.stamp`): the
+    answer is kept no longer than that copy is (`MetaCache.unchanged`)."""
+
+    key: tuple[str, str]  # the document's URL and Accept
+    epoch: int
+    replaced: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReplaySource:
     """What an answer depends on besides its bytes. `policy_version`: the version of the rules
     it was decided or filtered under (read before deciding, so a change during the request
     makes the replay decide again). `fresh_until`: until when the upstream document it was
     built from needs no revalidation (after it, the slow path asks upstream again).
     `decided`: for an artifact, what to decide again under newer rules; None for a view (a
-    view under newer rules is rendered again by the slow path). `upstream_size`: for a view,
-    the bytes of the upstream document it saved fetching (the traffic tally's hit)."""
+    view under newer rules is rendered again by the slow path). `document`: the copy of the
+    upstream document it was built from, if any (a newer copy ends the answer at once).
+    `upstream_size`: for a view, the bytes of the upstream document it saved fetching (the
+    traffic tally's hit)."""
 
     ecosystem: str
     policy_version: int
     fresh_until: datetime
     decided: Decided | None = None
+    document: DocumentStamp | None = None
     upstream_size: int = 0
 
 

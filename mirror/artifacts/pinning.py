@@ -38,16 +38,24 @@ class Pins:
         """Refuse a stored blob whose verified digests differ from the declared ones or from
         the first-seen pin this process knows (bytes stored while shared state was down are
         refused once a different pin turns up)."""
+        if not self.agrees(ref, entry):
+            self.refuse_changed(ref)
+
+    def agrees(self, ref: ArtifactRef, entry: BlobEntry) -> bool:
+        """Whether the stored blob `entry` agrees with the digests `ref` declares and with the
+        first-seen pin this process knows: memory only, nothing counted (a replay asks this
+        on every answer; the slow path refuses and counts)."""
         for declared in ref.digests:
             stored = entry.digests.get(declared.algorithm)
             if stored is not None and stored != declared.hexdigest.strip().lower():
-                self.refuse_changed(ref)
+                return False
         pin = self._shared.pinned(ref.ecosystem, ref.cache_key)
         if pin is not None:
             algorithm, _, hexdigest = pin.partition(":")
             stored = entry.digests.get(algorithm)
             if stored is not None and stored != hexdigest:
-                self.refuse_changed(ref)
+                return False
+        return True
 
     async def unchanged(self, ref: ArtifactRef) -> bool:
         """Whether the digests declared now agree with the one remembered first (remembering

@@ -181,6 +181,12 @@ class ArtifactServer:
                 request, ref, upstream=self._upstream, pins=self._pins, record=record
             )
 
+    def still_agrees(self, ref: ArtifactRef, entry: BlobEntry) -> bool:
+        """Whether the stored `entry` of `ref` would still be served as it is (its digests
+        agree with the declared ones and the first-seen pin): for an answer kept beyond this
+        server (the hot path); memory only."""
+        return self._pins.agrees(ref, entry)
+
     async def store(
         self, ref: ArtifactRef, *, for_client: bool = True, max_size: int | None = None
     ) -> tuple[BlobEntry, bool]:

@@ -371,3 +371,54 @@ async def test_a_client_that_does_not_read_does_not_make_the_worker_buffer_repla
             received += len(chunk)
     writer.close()
     assert hot.replayed == 60
+
+
+async def test_query_strings_and_long_keys_are_never_kept(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for attempt in range(3):
+        assert (await client.get(f"{TARBALL}?v={attempt}")).status == 200
+        huge = {"Accept": "application/octet-stream;" + "x" * 2000}
+        assert (await client.get(TARBALL, headers=huge)).status == 200
+    assert hot.replayed == 0
+    assert client.app[SERVICES].memory.usage().get("hot answers", 0) == 0
+
+
+async def test_forwarded_headers_do_not_vary_the_key_without_trusted_proxies(
+    make_hot: MakeHot,
+) -> None:
+    client, hot = await make_hot()
+    for attempt in range(5):
+        forwarded = {"X-Forwarded-Host": f"made-up-{attempt}.example", "Forwarded": "for=x"}
+        assert (await client.get(TARBALL, headers=forwarded)).status == 200
+    assert hot.replayed == 3  # one kept answer, whatever a client claims to be forwarded
+
+
+async def test_a_replay_stops_once_another_digest_is_pinned(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for _ in range(3):
+        assert (await client.get(TARBALL)).status == 200
+    assert hot.replayed == 1
+    # What a late conflict does once shared state answers again (another worker had pinned
+    # other bytes first while this one could not ask): this process's pin changes.
+    shared = client.app[SERVICES].artifacts.shared
+    shared._pin("npm", "npm/left-pad/1.3.0/left-pad-1.3.0.tgz", "sha512:" + "0" * 128)
+    response = await client.get(TARBALL)
+    assert response.status == 502
+    assert "changed the bytes" in (await response.json())["error"]
+    assert hot.replayed == 1
+
+
+async def test_a_newer_upstream_copy_ends_the_replay_at_once(
+    make_hot: MakeHot, registry: FakeNpmRegistry, clock: FixedClock
+) -> None:
+    client, hot = await make_hot()
+    for _ in range(3):
+        assert (await client.get("/npm/left-pad")).status == 200
+    assert hot.replayed == 2
+    registry.add_version("left-pad", "1.3.1", published=OLD)
+    clock.advance(timedelta(seconds=31))  # past refresh_interval, well within the TTL
+    # A lockfile names a version the copy held does not list: the packument is fetched anew.
+    assert (await client.get("/npm/left-pad/-/left-pad-1.3.1.tgz")).status == 200
+    listed = await (await client.get("/npm/left-pad")).json(content_type=None)
+    assert "1.3.1" in listed["versions"]
+    assert hot.replayed == 2

@@ -256,6 +256,7 @@ class MavenRepository:
             ecosystem="maven",
             policy_version=policy_version,
             fresh_until=services.metacache.fresh_until(doc),
+            document=services.metacache.stamp(doc),
             upstream_size=len(doc.raw),
         )
         return await services.rendered.get_or_render(

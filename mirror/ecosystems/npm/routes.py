@@ -231,7 +231,7 @@ class NpmRegistry:
         base = self._registry_base(request)
         policy_version = services.policy.version
         key = ("npm", package.name, doc.version, policy_version, form, base)
-        self._replayable(request, doc, policy_version)
+        self._replayable(request, doc, policy_version, base)
         return await services.rendered.get_or_render(
             key,
             services.clock.now(),
@@ -308,7 +308,7 @@ class NpmRegistry:
         base = self._registry_base(request)
         policy_version = services.policy.version
         key = ("npm-version", package.name, doc.version, policy_version, spec, base)
-        self._replayable(request, doc, policy_version)
+        self._replayable(request, doc, policy_version, base)
         view = await services.rendered.get_or_render(
             key,
             services.clock.now(),
@@ -386,6 +386,7 @@ class NpmRegistry:
             ecosystem="npm",
             policy_version=policy_version,
             fresh_until=services.metacache.fresh_until(doc),
+            document=services.metacache.stamp(doc),
             decided=Decided(
                 policy.Subject("npm", package.name, ref.version), ref.published_at, tarball.signals
             ),
@@ -393,13 +394,19 @@ class NpmRegistry:
         return await services.artifacts.serve(request, ref)
 
     def _replayable(
-        self, request: web.Request, doc: CachedDocument[None], policy_version: int
+        self, request: web.Request, doc: CachedDocument[None], policy_version: int, base: str
     ) -> None:
-        """A view of `doc` under `policy_version` may be answered again by the hot path."""
+        """A view of `doc` under `policy_version` for `base` may be answered again by the hot
+        path: only for a base whose views the rendered cache keeps (made-up Host values are
+        rendered per request and kept nowhere)."""
+        services = self._services
+        if not services.rendered.caches_base(base):
+            return
         request[REPLAY_SOURCE] = ReplaySource(
             ecosystem="npm",
             policy_version=policy_version,
-            fresh_until=self._services.metacache.fresh_until(doc),
+            fresh_until=services.metacache.fresh_until(doc),
+            document=services.metacache.stamp(doc),
             upstream_size=len(doc.raw),
         )
 

@@ -41,7 +41,7 @@ from mirror.holds import HeldSubject
 from mirror.hosts import host_key
 from mirror.metacache import PARSED_BYTES_PER_RAW_BYTE
 from mirror.model import ArtifactRef, Explanation, Rendered
-from mirror.replay import REPLAY_SOURCE, Decided, ReplaySource
+from mirror.replay import REPLAY_SOURCE, Decided, DocumentStamp, ReplaySource
 from mirror.services import REQUEST_KIND
 from mirror.upstream import redact
 
@@ -238,7 +238,13 @@ class PypiIndex:
             refresh=refresh,
         )
         page: ProjectPage = doc.parsed
-        copy = _PageCopy(page, doc.version, services.metacache.fresh_until(doc), len(doc.raw))
+        copy = _PageCopy(
+            page,
+            doc.version,
+            services.metacache.fresh_until(doc),
+            len(doc.raw),
+            services.metacache.stamp(doc),
+        )
         if self._api is None or not page.missing_upload_times:
             return copy
         try:
@@ -269,7 +275,8 @@ class PypiIndex:
         else:
             merged, _ = held
         fresh_until = min(copy.fresh_until, services.metacache.fresh_until(api))
-        return _PageCopy(merged, f"{doc.version}+{api.version}", fresh_until, copy.size)
+        version = f"{doc.version}+{api.version}"
+        return _PageCopy(merged, version, fresh_until, copy.size, copy.stamp)
 
     # views --------------------------------------------------------------------------------
 
@@ -330,13 +337,15 @@ class PypiIndex:
         derived = await self._derived.generation(project) if lacking else None
         policy_version = self._services.policy.version
         key = ("pypi", project, version, policy_version, form, base, derived)
-        if not lacking:
+        if not lacking and self._services.rendered.caches_base(base):
             # A page waiting for derived metadata changes when another worker derives it:
-            # only a page that waits for nothing may be answered again by the hot path.
+            # only a page that waits for nothing (for a base whose views are kept at all) may
+            # be answered again by the hot path.
             request[REPLAY_SOURCE] = ReplaySource(
                 ecosystem="pypi",
                 policy_version=policy_version,
                 fresh_until=copy.fresh_until,
+                document=copy.stamp,
                 upstream_size=copy.size,
             )
         view = await self._cached_view(key, self._render_page, page, form, lacking, base=base)
@@ -420,6 +429,7 @@ class PypiIndex:
             policy_version=policy_version,
             fresh_until=copy.fresh_until,
             decided=decided,
+            document=copy.stamp,
         )
         if metadata and not item.has_metadata:
             return await self._serve_wheel_metadata(request, project, item)
@@ -877,12 +887,13 @@ class PypiIndex:
 class _PageCopy:
     """The upstream page of a project as served now: `version` names its bytes (and those
     of the JSON API document that gave it upload times), `fresh_until` when it is due for
-    revalidation, `size` its bytes (what a hit saved upstream)."""
+    revalidation, `size` its bytes (what a hit saved upstream), `stamp` which copy it is."""
 
     page: ProjectPage
     version: str
     fresh_until: datetime
     size: int
+    stamp: DocumentStamp
 
 
 def _canonical(version: str) -> str:
