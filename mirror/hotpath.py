@@ -172,7 +172,7 @@ class HotPath:
         self._date_second = -1
         self._date_line = b""
         self._touches: set[asyncio.Task[None]] = set()
-        self.replayed = 0  # answers given from the table (for tests and the benchmark)
+        self.replayed = 0  # answers given from the table (what tests check)
 
     def wrap(self, app_handler: ServerHandler) -> ServerHandler:
         async def front(request: web.BaseRequest) -> web.StreamResponse:
@@ -180,9 +180,6 @@ class HotPath:
             return await self.handle(cast(web.Request, request), app_handler)
 
         return front
-
-    def clear(self) -> None:
-        self._entries.clear()
 
     async def handle(self, request: web.Request, app_handler: ServerHandler) -> web.StreamResponse:
         method = request.method
