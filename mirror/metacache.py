@@ -69,7 +69,7 @@ from mirror.files import atomic_write
 from mirror.flight import SingleFlight
 from mirror.metrics import Metrics
 from mirror.model import Rendered
-from mirror.replay import DocumentStamp
+from mirror.replay import DocumentStamp, ReplaySource
 from mirror.upstream import Upstream, UpstreamDocument, redact
 
 log = logging.getLogger(__name__)
@@ -356,6 +356,19 @@ class MetaCache:
         answer kept beyond this cache, which must not outlive the copy it was built from."""
         key: _Key = (doc.url, doc.accept)
         return DocumentStamp(key, self._replaced_epoch, self._replaced.get(key, 0))
+
+    def view_source(
+        self, doc: CachedDocument[Any], *, ecosystem: str, policy_version: int
+    ) -> ReplaySource:
+        """What a view rendered from `doc` under `policy_version` depends on, for the hot path
+        (`mirror.replay`): this copy of `doc`, fresh as long as it is."""
+        return ReplaySource(
+            ecosystem=ecosystem,
+            policy_version=policy_version,
+            fresh_until=self.fresh_until(doc),
+            document=self.stamp(doc),
+            upstream_size=len(doc.raw),
+        )
 
     def unchanged(self, stamp: DocumentStamp) -> bool:
         """Whether the document `stamp` marks has not been replaced (new bytes, gone upstream,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from mirror.ledger import MAX_IDENTITIES, DownloadLedger
 from mirror.metrics import Metrics
 from mirror.model import ArtifactRef, DownloadEvent
 from mirror.state.local import LocalState
+from tests.integration.test_ledger import SlowState
 from tests.unit.test_identity import MAVEN, NPM, NPM_CI, PIP, PIP_CI, PNPM, UV, UV_CI, YARN
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
@@ -267,20 +268,6 @@ async def test_notes_are_written_within_the_flush_interval(state: LocalState) ->
         await asyncio.sleep(0.02)
     assert [e.client for e in await state.downloads("npm", "axios")] == ["10.0.0.1", "10.0.0.2"]
     await ledger.close()
-
-
-class SlowState(LocalState):
-    """Real SQLite state whose ledger writes wait until `release` is set."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.writing = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def record_downloads(self, events: Sequence[DownloadEvent]) -> None:
-        self.writing.set()
-        await self.release.wait()
-        await super().record_downloads(events)
 
 
 async def test_a_note_during_a_write_is_written_without_another_note(tmp_path: Path) -> None:

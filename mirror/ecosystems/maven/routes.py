@@ -252,12 +252,8 @@ class MavenRepository:
         )
         policy_version = services.policy.version
         key = ("maven", parsed.metadata_path, doc.version, policy_version)
-        request[REPLAY_SOURCE] = ReplaySource(
-            ecosystem="maven",
-            policy_version=policy_version,
-            fresh_until=services.metacache.fresh_until(doc),
-            document=services.metacache.stamp(doc),
-            upstream_size=len(doc.raw),
+        request[REPLAY_SOURCE] = services.metacache.view_source(
+            doc, ecosystem="maven", policy_version=policy_version
         )
         return await services.rendered.get_or_render(
             key,

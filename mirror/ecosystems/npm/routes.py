@@ -402,12 +402,8 @@ class NpmRegistry:
         services = self._services
         if not services.rendered.caches_base(base):
             return
-        request[REPLAY_SOURCE] = ReplaySource(
-            ecosystem="npm",
-            policy_version=policy_version,
-            fresh_until=services.metacache.fresh_until(doc),
-            document=services.metacache.stamp(doc),
-            upstream_size=len(doc.raw),
+        request[REPLAY_SOURCE] = services.metacache.view_source(
+            doc, ecosystem="npm", policy_version=policy_version
         )
 
     async def _allowed_tarball(self, package: PackageName, file: str) -> ArtifactRef:
