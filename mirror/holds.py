@@ -56,6 +56,7 @@ class HeldRendered(Rendered):
             content_type=view.content_type,
             etag=view.etag,
             gzipped=view.gzipped,
+            brotli=view.brotli,
             valid_until=view.valid_until,
             last_modified=view.last_modified,
             headers=view.headers,

@@ -885,7 +885,7 @@ class MetaCache:
 
 class RenderedCache:
     """Filtered, rendered views by caller-chosen key, least recently used first out, paid for
-    in bytes (body + gzip body) from the worker's `budget`. A view expires at its
+    in bytes (body + gzip and brotli bodies) from the worker's `budget`. A view expires at its
     `valid_until` (the next quarantine boundary); policy changes call `clear()`.
 
     Views embed the base URL clients reached the mirror at. Without `public_url` that base
@@ -991,7 +991,8 @@ class RenderedCache:
 
 def _rendered_bytes(view: Rendered) -> int:
     headers = sum(len(name) + len(value) for name, value in view.headers.items())
-    return len(view.body) + len(view.gzipped or b"") + len(view.etag) + headers
+    compressed = len(view.gzipped or b"") + len(view.brotli or b"")
+    return len(view.body) + compressed + len(view.etag) + headers
 
 
 @dataclass(frozen=True, slots=True)

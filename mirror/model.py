@@ -76,6 +76,7 @@ class Rendered:
     content_type: str
     etag: str
     gzipped: bytes | None = None
+    brotli: bytes | None = None
     valid_until: datetime | None = None
     last_modified: datetime | None = None
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -7,11 +7,13 @@ and whatever is not a plain repeat (conditional, ranged, HTTP/1.0) takes the slo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
+import brotli
 import pytest
 from aiohttp import ClientResponse
 from prometheus_client.parser import text_string_to_metric_families
@@ -154,6 +156,36 @@ async def test_a_view_is_replayed_per_form_and_rendered_again_under_new_rules(
     assert created.status == 201
     after = await client.get("/npm/left-pad", headers={"Accept": CORGI})
     assert sorted((await after.json(content_type=None))["versions"]) == ["1.0.0"]
+
+
+async def test_a_view_asked_in_brotli_comes_in_brotli_and_is_replayed_as_is(
+    make_hot: MakeHot,
+) -> None:
+    client, hot = await make_hot()
+    asked = {"Accept": "application/json"}
+    identity = await client.get("/npm/left-pad", headers={**asked, "Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in identity.headers
+    plain = await identity.read()
+    answers = [
+        await client.get(
+            "/npm/left-pad", headers={**asked, "Accept-Encoding": "br"}, auto_decompress=False
+        )
+        for _ in range(2)  # the app renders, then the hot path replays
+    ]
+    assert hot.replayed == 1
+    first, second = [await answer.read() for answer in answers]
+    assert first == second
+    assert answers[0].headers["Content-Encoding"] == answers[1].headers["Content-Encoding"] == "br"
+    assert brotli.decompress(first) == plain
+    assert json.loads(brotli.decompress(first))["name"] == "left-pad"
+    # One ETag over the identity bytes for every coding, as for gzip; Vary keeps them apart.
+    assert answers[1].headers["ETag"] == identity.headers["ETag"]
+    assert "Accept-Encoding" in answers[1].headers["Vary"]
+    refused = await client.get(
+        "/npm/left-pad", headers={**asked, "Accept-Encoding": "br;q=0, gzip"}
+    )
+    assert refused.headers["Content-Encoding"] == "gzip"
+    assert await refused.read() == plain  # aiohttp inflated it
 
 
 async def test_a_view_is_not_replayed_past_the_end_of_a_quarantine(

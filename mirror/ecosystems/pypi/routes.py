@@ -315,16 +315,20 @@ class PypiIndex:
         self, key: Hashable, doc: CachedDocument[None], form: Form, base: str
     ) -> Rendered:
         projects: tuple[str, ...] = await self._services.metacache.parsed(doc, RootParser())
+        now = self._services.clock.now()
+
+        def finish() -> Rendered:
+            return responses.render(
+                simple.render_root(projects, form, base),
+                content_type=negotiation.CONTENT_TYPES[form],
+                form=form,
+                last_modified=now,
+            )
+
+        # Rendering and compressing (gzip and brotli) a big index takes CPU: off the loop.
         if len(projects) >= RENDER_IN_THREAD_PROJECTS:
-            body = await asyncio.to_thread(simple.render_root, projects, form, base)
-        else:
-            body = simple.render_root(projects, form, base)
-        return responses.render(
-            body,
-            content_type=negotiation.CONTENT_TYPES[form],
-            form=form,
-            last_modified=self._services.clock.now(),
-        )
+            return await asyncio.to_thread(finish)
+        return finish()
 
     async def _serve_page(self, request: web.Request, project: str) -> web.StreamResponse:
         request[REQUEST_KIND] = "metadata"
@@ -370,23 +374,27 @@ class PypiIndex:
                 view.quarantined
             )
         derived = await self._derived.declared(page.project) if lacking else None
-        if len(page.files) >= RENDER_IN_THREAD_FILES:
-            body = await asyncio.to_thread(simple.render_page, page, view, form, base, derived)
-        else:
-            body = simple.render_page(page, view, form, base, derived)
         headers: dict[str, str] = {}
         notice = simple.render_notice(page.project, view)
         if notice is not None:
             headers["X-Mirror-Notice"] = notice
-        return responses.render(
-            body,
-            content_type=negotiation.CONTENT_TYPES[form],
-            form=form,
-            valid_until=self._valid_until(view.valid_until),
-            last_modified=now,
-            headers=headers,
-            held=holds.quarantined(view.quarantined),
-        )
+        valid_until = self._valid_until(view.valid_until)
+
+        def finish() -> Rendered:
+            return responses.render(
+                simple.render_page(page, view, form, base, derived),
+                content_type=negotiation.CONTENT_TYPES[form],
+                form=form,
+                valid_until=valid_until,
+                last_modified=now,
+                headers=headers,
+                held=holds.quarantined(view.quarantined),
+            )
+
+        # Rendering and compressing (gzip and brotli) a big page takes CPU: off the loop.
+        if len(page.files) >= RENDER_IN_THREAD_FILES:
+            return await asyncio.to_thread(finish)
+        return finish()
 
     # files --------------------------------------------------------------------------------
 
