@@ -95,6 +95,9 @@ UNREPLAYABLE_HEADERS = (
     hdrs.IF_RANGE,
     hdrs.EXPECT,
 )
+# A replayed body up to this size goes out in one write with its head (copied: cheaper than
+# a second send); a bigger one is written after the head, not copied.
+JOIN_MAX = 64 * 1024
 # Kept answers per worker: the bytes of each count against the worker's memory budget too.
 MAX_ENTRIES = 16_384
 # How often a replayed blob's use is stamped for eviction (the blob store's own interval).
@@ -128,9 +131,9 @@ class _Entry:
 
 
 class _Replayed(web.StreamResponse):
-    """A kept answer: its bytes written to the connection as they are, in one call."""
+    """A kept answer: its bytes written to the connection as they are."""
 
-    def __init__(self, parts: list[bytes], *, keep_alive: bool, size: int) -> None:
+    def __init__(self, parts: tuple[bytes, ...], *, keep_alive: bool, size: int) -> None:
         super().__init__(status=200)
         self._parts = parts
         self._keep = keep_alive
@@ -140,7 +143,8 @@ class _Replayed(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():
             return
-        transport.writelines(self._parts)
+        for part in self._parts:
+            transport.write(part)
         # As aiohttp does after writing a body: wait while the connection's buffer is over
         # its high-water mark, so a client that asks (pipelines) without reading cannot make
         # the worker buffer answer after answer.
@@ -268,15 +272,14 @@ class HotPath:
             if token:
                 request[READ_TOKEN] = token
         keep_alive = request.keep_alive
-        parts = [entry.head, self._date()]
-        if not keep_alive:
-            parts.append(_CLOSE)
-        parts.append(b"\r\n")
-        size = 0
-        if request.method == "GET":
-            parts.append(entry.body)
-            size = len(entry.body)
-        return _Replayed(parts, keep_alive=keep_alive, size=size)
+        head = entry.head + self._date() + (b"\r\n" if keep_alive else _CLOSE + b"\r\n")
+        if request.method != "GET":
+            return _Replayed((head,), keep_alive=keep_alive, size=0)
+        body = entry.body
+        if len(body) <= JOIN_MAX:
+            # One write, one send: the event loop sends each part of a list on its own.
+            return _Replayed((head + body,), keep_alive=keep_alive, size=len(body))
+        return _Replayed((head, body), keep_alive=keep_alive, size=len(body))
 
     def _date(self) -> bytes:
         second = int(time.time())
