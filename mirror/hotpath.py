@@ -41,6 +41,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formatdate
@@ -63,6 +64,7 @@ from mirror.replay import (
     ReplaySource,
     ViewBody,
 )
+from mirror.responses import accepted_codings
 from mirror.services import SERVICES, Services
 
 log = logging.getLogger("mirror")
@@ -74,6 +76,7 @@ access_log = logging.getLogger("mirror.access")
 # of the key; an artifact's answer depends on none of them, but keying it the same way keeps
 # one rule (a few variants per file, the body shared).
 VARYING_HEADERS = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.HOST)
+_ACCEPT_ENCODING_AT = 1 + VARYING_HEADERS.index(hdrs.ACCEPT_ENCODING)  # in a key, after the path
 # Where trusted proxies are configured, the base URL follows these too, when a trusted proxy
 # sent them (so the peer's address is part of the key as well); otherwise they change nothing.
 FORWARDED_HEADERS = (
@@ -108,7 +111,7 @@ _STATUS_LINE = b"HTTP/1.1 200 OK\r\n"
 _CLOSE = b"Connection: close\r\n"
 
 
-Key = tuple[str | None, ...]
+Key = tuple[object, ...]
 
 
 @dataclass(slots=True)
@@ -217,13 +220,16 @@ class HotPath:
         if "?" in path:
             return None
         headers = request.headers
-        values = [path, *(headers.get(name) for name in VARYING_HEADERS)]
+        values: list[object] = [path, *(headers.get(name) for name in VARYING_HEADERS)]
         if self._remote_varies:
             # Whether the forwarded headers count depends on who sent them (a trusted proxy).
             values.extend(headers.get(name) for name in FORWARDED_HEADERS)
             values.append(request.remote)
-        if sum(len(value) for value in values if value) > MAX_KEY_CHARS:
+        if _chars(values) > MAX_KEY_CHARS:
             return None
+        # Not its spelling but what it accepts decides the body: one entry for every client
+        # that accepts the same codings (`q` values a client varies cannot multiply copies).
+        values[_ACCEPT_ENCODING_AT] = accepted_codings(str(values[_ACCEPT_ENCODING_AT] or ""))
         return tuple(values)
 
     def _replay(self, request: web.Request, entry: _Entry, key: Key) -> _Replayed | None:
@@ -397,8 +403,13 @@ def _entry_of(
         held=held,
         upstream_size=source.upstream_size,
         document=source.document,
-        key_size=sum(len(value) for value in key if value),
+        key_size=_chars(key),
     )
+
+
+def _chars(values: Iterable[object]) -> int:
+    """The characters of a key's strings."""
+    return sum(len(value) for value in values if isinstance(value, str))
 
 
 def _entry_bytes(entry: _Entry) -> int:

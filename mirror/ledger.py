@@ -26,7 +26,7 @@ from typing import Final, Generic, Protocol, Self, TypeVar
 
 from mirror.config import IPNetwork
 from mirror.forwarded import client_of
-from mirror.identity import ClientIdentity, describe_reported
+from mirror.identity import MAX_SCANNED, ClientIdentity, describe_reported
 from mirror.metrics import Metrics
 from mirror.model import ArtifactRef, DownloadEvent
 from mirror.state.base import StateStore
@@ -36,6 +36,10 @@ log = logging.getLogger("mirror.ledger")
 FLUSH_INTERVAL: Final = 0.5  # seconds a note may wait before it is written
 MAX_BATCH: Final = 500  # rows in one state write
 MAX_PENDING: Final = 50_000  # rows kept while state is down; the oldest are dropped
+# Of a noted download's headers, what is kept until its row is made: longer values could
+# not change the row (see `note_served`).
+MAX_FORWARDED_KEPT: Final = 2048
+MAX_WORD_KEPT: Final = 64
 MAX_SERVED: Final = 1024  # downloads noted as sent before they are gathered into rows
 # Distinct (user agent, npm command, npm session, token) whose identity is remembered; past
 # it the memory starts over. Only reports up to MAX_REMEMBERED_CHARS long are remembered: a
@@ -291,7 +295,21 @@ class DownloadLedger(BatchedWrites[DownloadEvent]):
         socket address, the X-Forwarded-For, User-Agent, npm-command and npm-session headers,
         `token` the read token's name); written within `flush_interval`. One append: the
         facts become a row when the notes are gathered. Never blocks or fails."""
-        self._served.append((ref, peer, forwarded_for, user_agent, command, session, token, at))
+        # Only what a row can use is held (a client chooses these headers, up to 8 KiB each):
+        # the user agent's prefix `clean_user_agent` reads, a short word or nothing, the
+        # forwarded chain's right end (the walk reads it from the right).
+        self._served.append(
+            (
+                ref,
+                peer,
+                forwarded_for[-MAX_FORWARDED_KEPT:] if forwarded_for else forwarded_for,
+                user_agent[: 4 * MAX_SCANNED] if user_agent else user_agent,
+                command if command is None or len(command) <= MAX_WORD_KEPT else None,
+                session if session is None or len(session) <= MAX_WORD_KEPT else None,
+                token,
+                at,
+            )
+        )
         if len(self._served) >= self._max_served:
             self._take(self._rows_of_served())
         self._arm()

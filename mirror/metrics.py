@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 from bisect import bisect_left
@@ -183,7 +184,9 @@ def _text(value: object) -> str:
 
 
 def _whole(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    # A count a worker could have reached: never negative (counters would seem to reset),
+    # never past what a scrape can print as a float.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise ValueError(f"not a count: {value!r}")
     return value
 
@@ -191,7 +194,13 @@ def _whole(value: object) -> int:
 def _number(value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"not a sum of seconds or bytes: {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"not a sum of seconds or bytes: {value!r}")
+    return number
 
 
 class RequestCollector(Collector):
@@ -243,6 +252,10 @@ class RequestCollector(Collector):
         )  # fmt: skip
 
 
+# A worker's tally is a few KiB (label sets are bounded); a file far larger is not one.
+MAX_TALLY_BYTES = 1024 * 1024
+
+
 def read_tallies(directory: Path) -> RequestTally:
     """Every worker's tally file in `directory`, summed (a worker that exited still counts,
     as prometheus_client's multiprocess counters do). A file that cannot be read is left
@@ -250,6 +263,8 @@ def read_tallies(directory: Path) -> RequestTally:
     summed = RequestTally()
     for path in sorted(directory.glob(f"{_TALLY_PREFIX}*.json")):
         try:
+            if path.stat().st_size > MAX_TALLY_BYTES:
+                raise UnreadableTally(f"larger than {MAX_TALLY_BYTES} bytes")
             summed.add(RequestTally.from_json(path.read_bytes()))
         except FileNotFoundError:
             continue  # removed since the listing (the server stopping)

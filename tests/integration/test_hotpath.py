@@ -454,3 +454,12 @@ async def test_a_newer_upstream_copy_ends_the_replay_at_once(
     listed = await (await client.get("/npm/left-pad")).json(content_type=None)
     assert "1.3.1" in listed["versions"]
     assert hot.replayed == 2
+
+
+async def test_spellings_of_one_accept_encoding_share_one_kept_answer(make_hot: MakeHot) -> None:
+    client, hot = await make_hot()
+    for n in range(20):
+        spelled = {"Accept-Encoding": f"br;q=0.{n:03d}1, gzip;q=0.5"}
+        response = await client.get("/npm/left-pad", headers=spelled)
+        assert response.headers["Content-Encoding"] == "br"
+    assert hot.replayed == 19

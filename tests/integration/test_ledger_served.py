@@ -174,6 +174,8 @@ HEADER_SETS: list[dict[str, str]] = [
     {"User-Agent": "evil\u202e/1.0 \u2028" + "x" * 1000, "npm-command": "install; rm -rf /"},
     {"User-Agent": 'pip/24.0 {"x":{"ci":true}}', "npm-session": "x" * 65},
     {"User-Agent": NPM_CI, "npm-command": "", "npm-session": "-leading-dash"},
+    # Past what a row keeps of a note: the controls fill the prefix that is read.
+    {"User-Agent": "\x07" * 9000 + NPM_CI, "npm-command": "i" * 8000},
 ]
 
 

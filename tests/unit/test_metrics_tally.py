@@ -128,6 +128,14 @@ def test_a_tally_reads_back_what_it_wrote_and_sums_with_another() -> None:
         b'{"requests": [], "latency": [["npm", "metadata", [1, 2], 0.1]], "bytes_served": [],'
         b' "hits": []}',
         b"\xff\xfe",
+        # Numbers no worker counts: negative, past a float, not finite.
+        b'{"requests": [["npm", "metadata", 200, -999]], "latency": [], "bytes_served": [],'
+        b' "hits": []}',
+        b'{"requests": [["npm", "metadata", 200, 1' + b"0" * 400 + b']], "latency": [],'
+        b' "bytes_served": [], "hits": []}',
+        b'{"requests": [], "latency": [], "bytes_served": [["npm", "artifact", -2]], "hits": []}',
+        b'{"requests": [], "latency": [], "bytes_served": [["npm", "artifact", 1e999]],'
+        b' "hits": []}',
     ],
 )
 def test_anything_but_a_tally_is_refused_as_unreadable(broken: bytes) -> None:

@@ -9,6 +9,7 @@ import json
 import brotli
 import pytest
 
+from mirror import responses
 from mirror.model import Rendered
 from mirror.responses import encoded_body, render
 
@@ -73,3 +74,13 @@ def test_gzip_is_the_fallback_for_a_view_without_a_brotli_body() -> None:
     )
     assert encoded_body("br, gzip", view) == ("gzip", view.gzipped)
     assert encoded_body("br", view) == (None, BIG)
+
+
+async def test_a_big_view_is_rendered_the_same_off_the_event_loop() -> None:
+    body = b'{"versions": [' + b",".join(b'"1.%d.0"' % n for n in range(40_000)) + b"]}"
+    assert len(body) >= responses.RENDER_IN_THREAD_BYTES
+    soon = await responses.render_soon(body, content_type="application/json", form="full")
+    now = responses.render(body, content_type="application/json", form="full")
+    assert soon == now
+    assert soon.brotli is not None
+    assert brotli.decompress(soon.brotli) == body

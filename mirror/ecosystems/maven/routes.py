@@ -272,7 +272,7 @@ class MavenRepository:
         services = self._services
         if not metadata.is_artifact:
             # Group metadata (plugin prefixes) names no versions: relayed byte for byte.
-            return responses.render(
+            return await responses.render_soon(
                 raw,
                 content_type=document.METADATA_TYPE,
                 form="metadata",
@@ -295,7 +295,7 @@ class MavenRepository:
         if not complete:
             retry = now + RETRY_LOOKUPS_AFTER
             valid_until = retry if valid_until is None else min(valid_until, retry)
-        return responses.render(
+        return await responses.render_soon(
             body,
             content_type=document.METADATA_TYPE,
             form="metadata",

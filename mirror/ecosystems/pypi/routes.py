@@ -714,7 +714,7 @@ class PypiIndex:
             release_document.document if release_document is not None else None,
             metadata,
         )
-        return self._api_view(
+        return await self._api_view(
             body,
             "api",
             jsonapi.render_notice(api.project, view),
@@ -723,7 +723,7 @@ class PypiIndex:
             jsonapi.held_versions(view),
         )
 
-    def _api_view(
+    async def _api_view(
         self,
         body: bytes,
         form: str,
@@ -740,7 +740,7 @@ class PypiIndex:
         if not complete:
             retry = now + INCOMPLETE_INFO_LIFETIME
             until = retry if until is None else min(until, retry)
-        return responses.render(
+        return await responses.render_soon(
             body,
             content_type=jsonapi.API_JSON_TYPE,
             form=form,
@@ -867,7 +867,7 @@ class PypiIndex:
         if jsonapi.info_for(api, version) is None:
             metadata, complete = await self._release_metadata(project, version)
         view = jsonapi.version_view(version, visible, hidden)
-        rendered = self._api_view(
+        rendered = await self._api_view(
             jsonapi.render_api_version(api, version, visible, self._pypi_base(request), metadata),
             "api-version",
             jsonapi.render_notice(project, view),
