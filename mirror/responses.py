@@ -32,6 +32,10 @@ _COMPRESS_MIN_BYTES = 1024
 # (222 vs 195 ms) for a body 9 % smaller (2.22 vs 2.43 MiB); quality 6 took half as long again
 # for under 1 % more.
 _BROTLI_QUALITY = 5
+# A 256 KiB window (brotli's default is 4 MiB): compressing an 8 MiB packument then takes
+# about 5 MiB more memory at its peak instead of 33 MiB, for a body about 3 % bigger (still
+# smaller than gzip's); several renders at once must stay within a worker's memory target.
+_BROTLI_WINDOW_BITS = 18
 # The content codings a view may be pre-compressed in, the preferred first.
 _VIEW_CODINGS = ("br", "gzip")
 # A request whose answer was built from `base_url` while forwarded headers could change it:
@@ -74,7 +78,11 @@ def render(
         content_type=content_type,
         etag=make_etag(form, body),
         gzipped=gzip.compress(body, compresslevel=6, mtime=0) if compress else None,
-        brotli=brotli.compress(body, quality=_BROTLI_QUALITY) if compress else None,
+        brotli=(
+            brotli.compress(body, quality=_BROTLI_QUALITY, lgwin=_BROTLI_WINDOW_BITS)
+            if compress
+            else None
+        ),
         valid_until=valid_until,
         last_modified=last_modified,
         headers=dict(headers or {}),
