@@ -16,6 +16,7 @@ from typing import Any
 import brotli
 from aiohttp import web
 
+from mirror.budget import small_input_cache
 from mirror.config import Config
 from mirror.forwarded import FORWARDED_URL_HEADERS, forwarded_scheme, from_trusted_proxy
 from mirror.holds import HeldRendered, HeldSubject
@@ -110,12 +111,11 @@ def encoded_body(accept_encoding: str, view: Rendered) -> tuple[str | None, byte
     return None, view.body
 
 
-@functools.lru_cache(maxsize=256)
+@small_input_cache(256)  # clients send a handful of distinct values; long ones are not kept
 def accepted_codings(accept_encoding: str) -> frozenset[str]:
     """The codings of a view's bodies (br, gzip) this Accept-Encoding accepts: all that
     decides which body `respond` sends (the hot path keys answers on it, not on the header's
     spelling)."""
-    # Clients send a handful of distinct Accept-Encoding values: parse each once.
     # RFC 9110 §12.5.3: a coding's own entry wins over "*"; weight 0 (or one that is not a
     # weight) refuses it; a coding not listed, with no "*", is not accepted.
     weights: dict[str, float] = {}
