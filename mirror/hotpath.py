@@ -249,10 +249,9 @@ class HotPath:
             return None
         policy = services.policy
         try:
-            policy.rules()  # unavailable rules: the slow path fails closed
+            version = policy.rules_version()
         except MirrorError:
-            return None
-        version = policy.version
+            return None  # unavailable rules: the slow path fails closed
         if version != entry.policy_version:
             decided = entry.decided
             if decided is None:

@@ -121,6 +121,12 @@ class LivePolicy:
         self._check_expiry()
         return self._rules
 
+    def rules_version(self) -> int:
+        """The version of the rules in force, raising PolicyUnavailable as `rules` does: for
+        a caller that needs both (the hot path, per request), with one look at the clock."""
+        self.rules()
+        return self._version
+
     def _check_expiry(self) -> None:
         """An exemption or freeze ending changes views with no state change: notice it on
         the next request (one comparison) rather than with a timer."""

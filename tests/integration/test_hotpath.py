@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import brotli
 import pytest
@@ -22,6 +23,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from mirror.app import create_app
 from mirror.clock import FixedClock
 from mirror.config import load_config
+from mirror.errors import PolicyUnavailable
 from mirror.hotpath import HotPath
 from mirror.services import SERVICES
 from tests.conftest import mirror_settings, wait_until
@@ -463,3 +465,26 @@ async def test_spellings_of_one_accept_encoding_share_one_kept_answer(make_hot: 
         response = await client.get("/npm/left-pad", headers=spelled)
         assert response.headers["Content-Encoding"] == "br"
     assert hot.replayed == 19
+
+
+async def test_rules_that_become_unavailable_stop_every_replay(
+    make_hot: MakeHot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, hot = await make_hot()
+    for _ in range(3):
+        assert (await client.get(TARBALL)).status == 200
+        assert (await client.get("/npm/left-pad")).status == 200
+    assert hot.replayed == 3
+    # A fault the real state cannot be made to show on demand once rules are loaded: the
+    # policy cannot say which rules hold (as while a new shared state settles).
+    policy = client.app[SERVICES].policy
+
+    def unavailable() -> NoReturn:
+        raise PolicyUnavailable("not serving yet: a test says so")
+
+    monkeypatch.setattr(policy, "rules", unavailable)
+    refused = await client.get(TARBALL)
+    assert refused.status == 503
+    assert "a test says so" in (await refused.json())["error"]
+    await client.get("/npm/left-pad")  # the slow path answers it, as it would without a table
+    assert hot.replayed == 3
