@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -488,3 +489,24 @@ async def test_rules_that_become_unavailable_stop_every_replay(
     assert "a test says so" in (await refused.json())["error"]
     await client.get("/npm/left-pad")  # the slow path answers it, as it would without a table
     assert hot.replayed == 3
+
+
+async def test_replays_write_access_lines_and_stamp_the_blob_in_use(
+    make_hot: MakeHot, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, hot = await make_hot(MIRROR_ACCESS_LOG="true")
+    for _ in range(2):
+        assert (await client.get(TARBALL)).status == 200
+    clock.advance(timedelta(minutes=2))  # the blob's last use is two minutes old
+    caplog.set_level(logging.INFO, logger="mirror.access")
+    assert (await client.get(TARBALL, headers={"User-Agent": NPM_CI})).status == 200
+    assert hot.replayed == 1
+    lines = [json.loads(record.getMessage()) for record in caplog.records]
+    assert [(line["path"], line["status"], line["kind"], line["ua"]) for line in lines] == [
+        (TARBALL, 200, "artifact", NPM_CI)
+    ]
+    services = client.app[SERVICES]
+    entry = await services.blobs.lookup("npm/left-pad/1.3.0/left-pad-1.3.0.tgz")
+    assert entry is not None
+    stamped = (NOW + timedelta(minutes=2)).timestamp()
+    assert await wait_until(lambda: abs(entry.path.stat().st_mtime - stamped) < 1, 5)
